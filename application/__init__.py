@@ -1,0 +1,1 @@
+"""Use cases: command services over the event store, authorisation, query ports."""

@@ -1,0 +1,38 @@
+"""Errors of the application layer (the domain's own are in domain/errors.py)."""
+
+from __future__ import annotations
+
+
+class ApplicationError(Exception):
+    """Base class."""
+
+
+class NotFound(ApplicationError):
+    """No such resource for this principal (also for another tenant's resources)."""
+
+    def __init__(self, kind: str, ident: object) -> None:
+        self.kind = kind
+        self.ident = str(ident)
+        super().__init__(f"{kind} {ident} not found")
+
+
+class VersionConflict(ApplicationError):
+    """The aggregate changed since the caller read it (or a concurrent write won)."""
+
+    def __init__(self, message: str, *, precondition: bool = False) -> None:
+        # precondition=True: the caller's If-Match did not match (HTTP 412), otherwise a
+        # concurrent writer won the race (HTTP 409).
+        self.precondition = precondition
+        super().__init__(message)
+
+
+class PermissionDenied(ApplicationError):
+    pass
+
+
+class AuthenticationFailed(ApplicationError):
+    pass
+
+
+class ServiceUnavailable(ApplicationError):
+    pass

@@ -1,0 +1,58 @@
+"""The one event-sourced application every service shares: one stored-events table, so
+the notification log gives one gapless-ordered global position for all aggregates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from application.errors import NotFound, VersionConflict
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class NornEventStore(Application[UUID]):
+    name = "norn"  # -> table norn_events, NOTIFY channel norn_events
+
+    def load(self, cls: type[A], aggregate_id: UUID, kind: str, version: int | None = None) -> A:
+        try:
+            aggregate = self.repository.get(aggregate_id, version=version)
+        except AggregateNotFoundError:
+            raise NotFound(kind, aggregate_id) from None
+        if not isinstance(aggregate, cls):
+            raise NotFound(kind, aggregate_id)
+        return aggregate
+
+    def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate if isinstance(aggregate, cls) else None
+
+    def append(self, *aggregates: Aggregate | None) -> int | None:
+        """Save pending events of the aggregates in one atomic append; return the global
+        position of the last one (None when there was nothing to save)."""
+        try:
+            recordings = self.save(*aggregates)
+        except IntegrityError:
+            raise VersionConflict(
+                "a concurrent change was saved first; reload and try again"
+            ) from None
+        return recordings[-1].notification.id if recordings else None
+
+    def stream(self, aggregate_id: UUID) -> Sequence[Any]:
+        return list(self.events.get(aggregate_id))
+
+
+def check_expected_version(actual: int, expected: int | None) -> None:
+    """Compare an If-Match version with the aggregate's current version."""
+    if expected is not None and expected != actual:
+        raise VersionConflict(
+            f"version is {actual}, not {expected} as the request expected", precondition=True
+        )

@@ -1,0 +1,259 @@
+"""Pipeline use cases: create, revise, roll back, clone, delete, validate, and the
+history and revisions that are read from the event stream on purpose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID, uuid4
+
+from application.authorization import check_owner, require_tenant
+from application.errors import NotFound
+from application.event_store import NornEventStore, check_expected_version
+from application.ports import PluginCatalog
+from application.principal import Principal
+from domain.errors import FieldError, InvalidDefinition
+from domain.events import CommandContext
+from domain.name_claim import NameClaim, claim_id
+from domain.pipeline import (
+    ClonedFrom,
+    Pipeline,
+    PipelineCreated,
+    PipelineDefinition,
+    PipelineDeleted,
+    PipelineRevised,
+    PipelineRolledBack,
+    validate_definition,
+)
+
+
+@dataclass(frozen=True)
+class PipelineChanged:
+    """What every pipeline command answers: the state after it and its position."""
+
+    pipeline: Pipeline
+    position: int | None
+
+
+@dataclass(frozen=True)
+class RolledBack(PipelineChanged):
+    rolled_back_to: int = 0
+    previous_revision: int = 0
+
+
+@dataclass(frozen=True)
+class RevisionRecord:
+    """One item of a pipeline's history."""
+
+    revision: int
+    kind: str  # created | revised | rolled_back
+    actor: str
+    at: datetime
+    version: int
+    definition: PipelineDefinition
+    changes: dict[str, list[str]] = field(default_factory=dict)
+    rolled_back_to: int | None = None
+    cloned_from: ClonedFrom | None = None
+
+
+def _scope(tenant_id: str) -> str:
+    return f"pipeline:{tenant_id}"
+
+
+class PipelineService:
+    def __init__(self, store: NornEventStore, plugins: PluginCatalog) -> None:
+        self._store = store
+        self._plugins = plugins
+
+    def create(
+        self, principal: Principal, definition: PipelineDefinition, ctx: CommandContext
+    ) -> PipelineChanged:
+        tenant_id = require_tenant(principal)
+        pipeline = Pipeline.create(
+            pipeline_id=uuid4(),
+            tenant_id=tenant_id,
+            definition=definition,
+            check_plugin=self._plugins.check,
+            ctx=ctx,
+        )
+        claim = self._claim_name(tenant_id, definition.name, pipeline.id, ctx)
+        return PipelineChanged(pipeline, self._store.append(pipeline, claim))
+
+    def revise(
+        self,
+        principal: Principal,
+        pipeline_id: UUID,
+        definition: PipelineDefinition,
+        ctx: CommandContext,
+        expected_version: int | None = None,
+    ) -> PipelineChanged:
+        pipeline = self.load(principal, pipeline_id)
+        check_expected_version(pipeline.version, expected_version)
+        old_name = pipeline.definition.name
+        if not pipeline.revise(definition, self._plugins.check, ctx):
+            return PipelineChanged(pipeline, None)
+        claims = self._rename(pipeline, old_name, ctx)
+        return PipelineChanged(pipeline, self._store.append(pipeline, *claims))
+
+    def roll_back(
+        self,
+        principal: Principal,
+        pipeline_id: UUID,
+        revision: int,
+        ctx: CommandContext,
+        expected_version: int | None = None,
+    ) -> RolledBack:
+        pipeline = self.load(principal, pipeline_id)
+        check_expected_version(pipeline.version, expected_version)
+        restored = self.definition_at(pipeline, revision)
+        previous = pipeline.revision
+        old_name = pipeline.definition.name
+        pipeline.roll_back(revision, restored, ctx)
+        claims = self._rename(pipeline, old_name, ctx)
+        position = self._store.append(pipeline, *claims)
+        return RolledBack(pipeline, position, rolled_back_to=revision, previous_revision=previous)
+
+    def clone(
+        self, principal: Principal, pipeline_id: UUID, name: str, ctx: CommandContext
+    ) -> PipelineChanged:
+        source = self.load(principal, pipeline_id)
+        definition = PipelineDefinition(
+            name=name,
+            description=source.definition.description,
+            tags=source.definition.tags,
+            steps=source.definition.steps,
+        )
+        clone = Pipeline.create(
+            pipeline_id=uuid4(),
+            tenant_id=source.tenant_id,
+            definition=definition,
+            check_plugin=self._plugins.check,
+            ctx=ctx,
+            cloned_from=ClonedFrom(str(source.id), source.revision),
+        )
+        claim = self._claim_name(source.tenant_id, name, clone.id, ctx)
+        return PipelineChanged(clone, self._store.append(clone, claim))
+
+    def delete(
+        self,
+        principal: Principal,
+        pipeline_id: UUID,
+        ctx: CommandContext,
+        expected_version: int | None = None,
+    ) -> PipelineChanged:
+        pipeline = self.load(principal, pipeline_id)
+        check_expected_version(pipeline.version, expected_version)
+        pipeline.delete(ctx)
+        claim = self._store.find(
+            NameClaim, claim_id(_scope(pipeline.tenant_id), pipeline.definition.name)
+        )
+        if claim is not None:
+            claim.release(str(pipeline.id), ctx)
+        return PipelineChanged(pipeline, self._store.append(pipeline, claim))
+
+    def validate(self, definition: PipelineDefinition) -> list[FieldError]:
+        try:
+            validate_definition(definition, self._plugins.check)
+        except InvalidDefinition as invalid:
+            return invalid.errors
+        return []
+
+    def load(
+        self, principal: Principal, pipeline_id: UUID, *, deleted_ok: bool = False
+    ) -> Pipeline:
+        pipeline = self._store.load(Pipeline, pipeline_id, "pipeline")
+        check_owner(principal, "pipeline", pipeline_id, pipeline.tenant_id)
+        if pipeline.deleted and not deleted_ok:
+            raise NotFound("pipeline", pipeline_id)
+        return pipeline
+
+    def definition_at(self, pipeline: Pipeline, revision: int) -> PipelineDefinition:
+        version = pipeline.version_of_revision(revision)
+        return self._store.load(Pipeline, pipeline.id, "pipeline", version=version).definition
+
+    def revision(self, principal: Principal, pipeline_id: UUID, revision: int) -> RevisionRecord:
+        for record in self.history(principal, pipeline_id):
+            if record.revision == revision:
+                return record
+        raise NotFound("revision", f"{pipeline_id}/{revision}")
+
+    def history(self, principal: Principal, pipeline_id: UUID) -> list[RevisionRecord]:
+        """Every revision, oldest first, each with what changed against the one before.
+        Readable after a delete: history is kept for audit."""
+        self.load(principal, pipeline_id, deleted_ok=True)
+        records: list[RevisionRecord] = []
+        previous: PipelineDefinition | None = None
+        for event in self._store.stream(pipeline_id):
+            if isinstance(event, PipelineCreated):
+                kind, revision, rolled_back_to = "created", 1, None
+            elif isinstance(event, PipelineRolledBack):
+                kind, revision, rolled_back_to = "rolled_back", event.revision, event.rolled_back_to
+            elif isinstance(event, PipelineRevised):
+                kind, revision, rolled_back_to = "revised", event.revision, None
+            else:
+                assert isinstance(event, PipelineDeleted)
+                continue
+            records.append(
+                RevisionRecord(
+                    revision=revision,
+                    kind=kind,
+                    actor=event.actor,
+                    at=event.timestamp,
+                    version=event.originator_version,
+                    definition=event.definition,
+                    changes=summarize_changes(previous, event.definition),
+                    rolled_back_to=rolled_back_to,
+                    cloned_from=getattr(event, "cloned_from", None),
+                )
+            )
+            previous = event.definition
+        return records
+
+    def _claim_name(
+        self, tenant_id: str, name: str, holder: UUID, ctx: CommandContext
+    ) -> NameClaim:
+        scope = _scope(tenant_id)
+        claim = self._store.find(NameClaim, claim_id(scope, name))
+        if claim is None:
+            return NameClaim.claim_new(
+                tenant_id=tenant_id, scope=scope, name=name, holder_id=str(holder), ctx=ctx
+            )
+        claim.claim(str(holder), ctx)
+        return claim
+
+    def _rename(self, pipeline: Pipeline, old_name: str, ctx: CommandContext) -> list[NameClaim]:
+        """Move the name claim when a revision changes the pipeline's name."""
+        new_name = pipeline.definition.name
+        if claim_id(_scope(pipeline.tenant_id), old_name) == claim_id(
+            _scope(pipeline.tenant_id), new_name
+        ):
+            return []
+        claims = [self._claim_name(pipeline.tenant_id, new_name, pipeline.id, ctx)]
+        old = self._store.find(NameClaim, claim_id(_scope(pipeline.tenant_id), old_name))
+        if old is not None:
+            old.release(str(pipeline.id), ctx)
+            claims.append(old)
+        return claims
+
+
+def summarize_changes(
+    before: PipelineDefinition | None, after: PipelineDefinition
+) -> dict[str, list[str]]:
+    """Steps added/removed/changed and top-level fields changed between two revisions."""
+    if before is None:
+        return {
+            "steps_added": [s.name for s in after.steps],
+            "steps_removed": [],
+            "steps_changed": [],
+            "fields_changed": [],
+        }
+    old = {s.name: s for s in before.steps}
+    new = {s.name: s for s in after.steps}
+    return {
+        "steps_added": [n for n in new if n not in old],
+        "steps_removed": [n for n in old if n not in new],
+        "steps_changed": [n for n in new if n in old and new[n] != old[n]],
+        "fields_changed": [
+            f for f in ("name", "description", "tags") if getattr(before, f) != getattr(after, f)
+        ],
+    }

@@ -1,0 +1,18 @@
+"""Interfaces the application needs from the outside world (implemented in
+infrastructure/ and projections/)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class PasswordHasher(Protocol):
+    def hash(self, password: str) -> str: ...
+
+    def verify(self, password_hash: str, password: str) -> bool: ...
+
+
+class PluginCatalog(Protocol):
+    def check(self, plugin: str, config: dict[str, Any]) -> list[str]:
+        """Problems with a step's plugin reference and config, as 'field: message'."""
+        ...

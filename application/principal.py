@@ -1,0 +1,34 @@
+"""Who a request acts as. Every command and query is made by a principal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject_id: str
+    """The user's (or API key's) id."""
+    name: str
+    tenant_id: str | None
+    """The tenant the principal acts in; None for a platform admin not acting in one."""
+    roles: frozenset[str]
+    kind: str = "user"
+    """'user', 'api_key' or 'system'."""
+
+    @property
+    def actor(self) -> str:
+        """How events record this principal: user:<id>, api_key:<id>, system:<role>."""
+        return f"{self.kind}:{self.subject_id}"
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return "platform_admin" in self.roles
+
+    def acting_in(self, tenant_id: str) -> Principal:
+        """A platform admin's view of itself inside one tenant."""
+        return Principal(self.subject_id, self.name, tenant_id, self.roles, self.kind)
+
+
+def system_principal(role: str) -> Principal:
+    return Principal(role, f"system:{role}", None, frozenset({"platform_admin"}), "system")

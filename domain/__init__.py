@@ -1,0 +1,1 @@
+"""Norn's domain model: aggregates, their events and invariants. Pure: no I/O."""

@@ -1,0 +1,49 @@
+"""Every error the domain raises. The API maps each class to one HTTP status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class DomainError(Exception):
+    """Base class: a command that the domain refuses."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one input: where it is (a dotted path) and what is wrong."""
+
+    field: str
+    message: str
+
+
+class InvalidDefinition(DomainError):
+    """A pipeline definition breaks one or more rules; every problem is listed."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+
+
+class InvalidCommand(DomainError):
+    """A command whose arguments make no sense in the aggregate's current state."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class AggregateDeleted(DomainError):
+    """The aggregate was (soft-)deleted; it accepts no more commands."""
+
+
+@dataclass
+class NameTaken(DomainError):
+    """A unique name is already held by another aggregate."""
+
+    kind: str
+    name: str
+    holder_id: str | None = field(default=None)
+
+    def __str__(self) -> str:
+        return f"{self.kind} name {self.name!r} is already taken"

@@ -1,0 +1,82 @@
+"""The base of every Norn domain event and the metadata each one carries.
+
+Every event records who caused it (`actor`), which tenant it belongs to, and the
+correlation/causation ids that tie a chain of commands together. These travel in the
+stored state, so the relay can build the CloudEvents envelope from the store alone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from eventsourcing.domain import Aggregate
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """Who is asking, and which request chain this command belongs to."""
+
+    actor: str
+    correlation_id: str
+    causation_id: str | None = None
+
+    def event_fields(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+        }
+
+
+class NornEvent(Aggregate.Event):
+    """Base of all Norn events. Subclasses add payload fields (with defaults for any
+    field added after events of the class were first stored)."""
+
+    # Fields every event carries (see DESIGN.md §3).
+    tenant_id: str | None
+    actor: str
+    correlation_id: str
+    causation_id: str | None
+
+    # Name of the aggregate in subjects and CloudEvents types, e.g. "pipeline".
+    aggregate_type: ClassVar[str] = ""
+    # Payload fields never published (NATS, feeds, webhooks), e.g. a password hash.
+    private_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def event_name(cls) -> str:
+        """Snake-case fact name without the aggregate prefix: PipelineRolledBack ->
+        rolled_back."""
+        name = cls.__name__
+        prefix = cls.aggregate_type.replace("_", "")
+        if name.lower().startswith(prefix):
+            name = name[len(prefix) :]
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+    @classmethod
+    def type_name(cls) -> str:
+        """The CloudEvents type, e.g. norn.pipeline.rolled_back.v1."""
+        version = getattr(cls, "class_version", 1)
+        return f"norn.{cls.aggregate_type}.{cls.event_name()}.v{version}"
+
+
+class NornCreated(NornEvent, Aggregate.Created):
+    """Base of the first event of every Norn aggregate."""
+
+
+METADATA_FIELDS = frozenset(
+    {
+        "originator_id",
+        "originator_version",
+        "originator_topic",
+        "timestamp",
+        "tenant_id",
+        "actor",
+        "correlation_id",
+        "causation_id",
+        "class_version",
+    }
+)
+"""State keys that belong to the envelope, not to the event's `data` payload."""

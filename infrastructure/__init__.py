@@ -1,0 +1,1 @@
+"""Adapters: settings, PostgreSQL, NATS, embedded servers, security, built-in plugins."""

@@ -1,0 +1,42 @@
+"""PostgreSQL wiring: the event store (eventsourcing over psycopg 3) and the async pool
+that the read side uses."""
+
+from __future__ import annotations
+
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool
+
+from application.event_store import NornEventStore
+
+
+def event_store_env(database_url: str, pool_size: int) -> dict[str, str]:
+    """The eventsourcing library's configuration for our database URL."""
+    info = conninfo_to_dict(database_url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "MAPPER_TOPIC": "infrastructure.mapper:MsgspecMapper",
+        "POSTGRES_DBNAME": str(info.get("dbname") or "postgres"),
+        "POSTGRES_HOST": str(info.get("host") or "127.0.0.1"),
+        "POSTGRES_PORT": str(info.get("port") or "5432"),
+        "POSTGRES_USER": str(info.get("user") or "postgres"),
+        "POSTGRES_PASSWORD": str(info.get("password") or ""),
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(pool_size),
+        "POSTGRES_PRE_PING": "y",
+        "POSTGRES_LOCK_TIMEOUT": "10",
+        # The schema belongs to migrations/, never created implicitly.
+        "CREATE_TABLE": "false",
+        # Keep the library's table lock: insert order = commit order (DESIGN.md §8).
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "no",
+    }
+
+
+def open_event_store(database_url: str, pool_size: int = 10) -> NornEventStore:
+    return NornEventStore(env=event_store_env(database_url, pool_size))
+
+
+def create_read_pool(database_url: str, max_size: int = 10) -> AsyncConnectionPool:
+    """Opened by the caller (`await pool.open()`)."""
+    return AsyncConnectionPool(
+        database_url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
+    )

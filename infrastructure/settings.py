@@ -1,0 +1,92 @@
+"""All configuration, read once from NORN_* environment variables and validated at start.
+
+A bad value stops start-up with one message naming the variable and what is wrong."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    """NORN_DATABASE_URL: PostgreSQL URL; unset = embedded server under the data dir."""
+    nats_url: str | None = None
+    """NORN_NATS_URL: NATS URL; unset = embedded nats-server with JetStream."""
+    data_dir: Path = Path(".norn")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_username: str | None = None
+    admin_password: str | None = field(default=None, repr=False)
+    jwt_secret: str | None = field(default=None, repr=False)
+    """NORN_JWT_SECRET: HS256 signing key (>= 32 bytes); unset = generated and kept in
+    the data dir."""
+    jwt_issuer: str = "norn"
+    jwt_audience: str = "norn-api"
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 7 * 24 * 3600
+    nats_stream: str = "NORN_EVENTS"
+    subject_prefix: str = "norn"
+    db_pool_size: int = 10
+    max_body_bytes: int = 1_048_576
+    min_position_timeout: float = 5.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f"NORN_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        values.update(overrides)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        problems = []
+        if not 0 < self.port < 65536:
+            problems.append("NORN_PORT must be between 1 and 65535")
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:
+            problems.append("NORN_JWT_SECRET must be at least 32 bytes")
+        if (self.admin_username is None) != (self.admin_password is None):
+            problems.append("set both NORN_ADMIN_USERNAME and NORN_ADMIN_PASSWORD, or neither")
+        if self.access_token_ttl < 30:
+            problems.append("NORN_ACCESS_TOKEN_TTL must be at least 30 seconds")
+        if not self.subject_prefix.replace("_", "").replace("-", "").isalnum():
+            problems.append("NORN_SUBJECT_PREFIX must be letters, digits, '_' or '-'")
+        if self.db_pool_size < 2:
+            problems.append("NORN_DB_POOL_SIZE must be at least 2")
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            problems.append("NORN_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None or self.nats_url is None
+
+
+def _parse(name: str, type_: object, raw: str) -> object:
+    key = f"NORN_{name.upper()}"
+    text = str(type_)
+    try:
+        if "Path" in text:
+            return Path(raw)
+        if text.startswith("int"):
+            return int(raw)
+        if text.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be a number, not {raw!r}") from None
+    return raw

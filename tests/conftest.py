@@ -1,0 +1,128 @@
+"""Real PostgreSQL and NATS JetStream for every integration and end-to-end test.
+
+NORN_TEST_DATABASE_URL / NORN_TEST_NATS_URL point at running servers; when unset, the
+suite starts embedded ones itself. Each test gets its own database (copied from a
+migrated template) and its own JetStream stream and subject prefix."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from application.event_store import NornEventStore
+from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres
+from infrastructure.migrations import migrate
+from infrastructure.postgres import open_event_store
+from infrastructure.settings import Settings
+
+TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("NORN_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("embedded"))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("NORN_TEST_NATS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedNats(tmp_path_factory.mktemp("embedded"))
+    yield server.start()
+    server.stop()
+
+
+def _admin(pg_admin_url: str) -> psycopg.Connection:
+    return psycopg.connect(pg_admin_url, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def template_database(pg_admin_url: str) -> Iterator[str]:
+    name = f"norn_tpl_{os.getpid()}"
+    with _admin(pg_admin_url) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    migrate(make_conninfo(pg_admin_url, dbname=name))
+    yield name
+    with _admin(pg_admin_url) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str, template_database: str) -> Iterator[str]:
+    """A fresh, migrated database for this test alone."""
+    name = f"norn_t_{uuid.uuid4().hex[:12]}"
+    with _admin(pg_admin_url) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_database)
+            )
+        )
+    yield make_conninfo(pg_admin_url, dbname=name)
+    with _admin(pg_admin_url) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@dataclass(frozen=True)
+class NatsNames:
+    stream: str
+    prefix: str
+
+
+@pytest.fixture
+async def nats_names(nats_url: str) -> AsyncIterator[NatsNames]:
+    """A JetStream stream and subject prefix for this test alone (deleted afterwards)."""
+    token = uuid.uuid4().hex[:10]
+    names = NatsNames(stream=f"T{token.upper()}_EVENTS", prefix=f"t{token}")
+    yield names
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().delete_stream(names.stream)
+    except Exception:  # noqa: S110 - the test may never have created it
+        pass
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+def event_store(database_url: str) -> Iterator[NornEventStore]:
+    store = open_event_store(database_url, pool_size=4)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def settings(database_url: str, nats_url: str, nats_names: NatsNames, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        nats_url=nats_url,
+        data_dir=tmp_path / "data",
+        jwt_secret=TEST_JWT_SECRET,
+        nats_stream=nats_names.stream,
+        subject_prefix=nats_names.prefix,
+        admin_username="root-admin",
+        admin_password="root-admin-password-123",
+        db_pool_size=4,
+        min_position_timeout=10.0,
+    )

@@ -142,6 +142,7 @@ class PipelineRevised(PipelineEvent):
 
     def apply(self, aggregate: Pipeline) -> None:
         aggregate._set_revision(self.revision, self.definition, self.originator_version)
+        aggregate.updated_by = self.actor
 
 
 class PipelineRolledBack(PipelineEvent):
@@ -152,11 +153,13 @@ class PipelineRolledBack(PipelineEvent):
 
     def apply(self, aggregate: Pipeline) -> None:
         aggregate._set_revision(self.revision, self.definition, self.originator_version)
+        aggregate.updated_by = self.actor
 
 
 class PipelineDeleted(PipelineEvent):
     def apply(self, aggregate: Pipeline) -> None:
         aggregate.deleted = True
+        aggregate.updated_by = self.actor
 
 
 class Pipeline(Aggregate):
@@ -165,8 +168,11 @@ class Pipeline(Aggregate):
         tenant_id: str,
         definition: PipelineDefinition,
         cloned_from: ClonedFrom | None,
+        actor: str,
     ) -> None:
         self.tenant_id = tenant_id
+        self.created_by = actor
+        self.updated_by = actor
         self.definition = definition
         self.cloned_from = cloned_from
         self.revision = 1

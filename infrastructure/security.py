@@ -39,6 +39,9 @@ class TokenClaims:
     token_type: str
     token_id: str
     expires_at: int
+    username: str
+    tenant_id: str | None
+    roles: tuple[str, ...]
 
 
 class TokenService:
@@ -55,7 +58,15 @@ class TokenService:
         # Key id: lets a later key rotation tell which key signed a token.
         self._kid = "k1"
 
-    def issue(self, subject: str, token_type: str) -> str:
+    def issue(
+        self,
+        subject: str,
+        token_type: str,
+        *,
+        username: str,
+        tenant_id: str | None,
+        roles: tuple[str, ...],
+    ) -> str:
         now = int(time.time())
         ttl = self.access_ttl if token_type == "access" else self.refresh_ttl
         claims = {
@@ -67,6 +78,9 @@ class TokenService:
             "exp": now + ttl,
             "jti": uuid4().hex,
             "typ": token_type,
+            "name": username,
+            "tid": tenant_id,
+            "roles": list(roles),
         }
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM, headers={"kid": self._kid})
 
@@ -82,9 +96,18 @@ class TokenService:
             )
         except jwt.PyJWTError:
             raise AuthenticationFailed("invalid or expired token") from None
-        if claims.get("typ") != token_type:
+        roles = claims.get("roles")
+        if claims.get("typ") != token_type or not isinstance(roles, list):
             raise AuthenticationFailed("invalid or expired token")
-        return TokenClaims(claims["sub"], claims["typ"], claims["jti"], int(claims["exp"]))
+        return TokenClaims(
+            subject=claims["sub"],
+            token_type=claims["typ"],
+            token_id=claims["jti"],
+            expires_at=int(claims["exp"]),
+            username=str(claims.get("name", "")),
+            tenant_id=claims.get("tid"),
+            roles=tuple(str(r) for r in roles),
+        )
 
 
 def load_or_create_secret(data_dir: Path) -> str:

@@ -1,0 +1,1 @@
+"""HTTP/SSE interface, the app factory, the composition root and the `norn` CLI."""

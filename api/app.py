@@ -1,0 +1,119 @@
+"""The Litestar app factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from uuid import uuid4
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.middleware.base import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
+from litestar.types import Receive, Scope, Send
+
+from api.auth import PUBLIC_PATHS, BearerAuthMiddleware, permission_guard
+from api.bootstrap import Container, Roles, connect_feed
+from api.controllers.auth import AuthController
+from api.controllers.events import EventStreamController
+from api.controllers.health import HealthController
+from api.controllers.pipelines import PipelineController
+from api.controllers.plugins import PluginController
+from api.controllers.tenants import TenantController, UserController
+from api.errors import EXCEPTION_HANDLERS
+
+# POST /api/v1/pipelines/{id}:rollback is the custom-method spelling of .../{id}/rollback.
+_CUSTOM_METHOD = re.compile(r"^(/api/v1/[a-z-]+/[^/:]+):([a-z_-]+)$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class NornApp(Litestar):
+    """Litestar, plus two things that must happen before routing: the `:action` path
+    spelling, and a request id on every request and response."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await super().__call__(scope, receive, send)
+            return
+        match = _CUSTOM_METHOD.match(scope["path"])
+        if match:
+            scope["path"] = f"{match.group(1)}/{match.group(2)}"  # type: ignore[typeddict-item]
+        request_id = _incoming_request_id(scope) or uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id  # type: ignore[typeddict-item]
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await super().__call__(scope, receive, send_with_id)
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if _REQUEST_ID.match(text) else None
+    return None
+
+
+def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
+    """The HTTP API over `container`; `roles` are background roles (relay, projector)
+    this process runs too (all of them for `norn serve`)."""
+    background = Roles(container, set(roles or ()))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # Commands run the synchronous event store in threads: give them enough.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=32, thread_name_prefix="norn-cmd")
+        )
+        await container.read_pool.open()
+        feed = asyncio.create_task(connect_feed(container))
+        await background.start()
+        try:
+            yield
+        finally:
+            await background.stop()
+            feed.cancel()
+            with contextlib.suppress(BaseException):
+                await feed
+            if container.nats is not None:
+                with contextlib.suppress(Exception):
+                    await container.nats.close()
+                container.nats = None
+            await container.read_pool.close()
+
+    app = NornApp(
+        route_handlers=[
+            HealthController,
+            AuthController,
+            TenantController,
+            UserController,
+            PipelineController,
+            PluginController,
+            EventStreamController,
+        ],
+        dependencies={"container": Provide(lambda: container, sync_to_thread=False)},
+        middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS)],
+        guards=[permission_guard],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        request_max_body_size=container.settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Norn",
+            version="1",
+            description="Event-sourced control plane for data pipelines.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(), RedocRenderPlugin(path="/redoc")],
+        ),
+    )
+    app.state.container = container
+    return app

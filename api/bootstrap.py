@@ -1,0 +1,193 @@
+"""The composition root: the one place that builds and wires every component. The CLI,
+the app factory and the tests all go through it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from infrastructure.relay import Relay
+from nats.aio.client import Client as NatsClient
+from projections.framework import ProjectionRunner
+from projections.pipelines import PipelineQueries
+from projections.tenants import TenantQueries
+from psycopg_pool import AsyncConnectionPool
+
+from application.event_store import NornEventStore
+from application.identity import IdentityService
+from application.pipelines import PipelineService
+from infrastructure import nats as norn_nats
+from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres
+from infrastructure.migrations import migrate
+from infrastructure.plugins.catalog import PluginCatalog
+from infrastructure.postgres import create_read_pool, open_event_store
+from infrastructure.security import Argon2PasswordHasher, TokenService, load_or_create_secret
+from infrastructure.settings import Settings
+from projections import ALL_PROJECTIONS
+
+log = logging.getLogger(__name__)
+
+ROLES = ("api", "relay", "projector")
+
+
+@dataclass
+class Servers:
+    """Where Postgres and NATS are, and the embedded ones to stop on exit."""
+
+    database_url: str
+    nats_url: str
+    embedded: list[EmbeddedPostgres | EmbeddedNats] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for server in reversed(self.embedded):
+            with contextlib.suppress(Exception):
+                server.stop()
+        self.embedded.clear()
+
+
+def start_servers(settings: Settings, *, run_migrations: bool = True) -> Servers:
+    """Use the configured servers, or start embedded ones under the data dir."""
+    servers = Servers(database_url=settings.database_url or "", nats_url=settings.nats_url or "")
+    try:
+        if not settings.database_url:
+            pg = EmbeddedPostgres(settings.data_dir)
+            servers.embedded.append(pg)
+            servers.database_url = pg.start()
+        if not settings.nats_url:
+            nats_server = EmbeddedNats(settings.data_dir)
+            servers.embedded.append(nats_server)
+            servers.nats_url = nats_server.start()
+        if run_migrations:
+            migrate(servers.database_url)
+    except BaseException:
+        servers.stop()
+        raise
+    return servers
+
+
+@dataclass
+class Container:
+    settings: Settings
+    database_url: str
+    nats_url: str
+    store: NornEventStore
+    read_pool: AsyncConnectionPool
+    plugins: PluginCatalog
+    tokens: TokenService
+    identity: IdentityService
+    pipelines: PipelineService
+    pipeline_queries: PipelineQueries
+    tenant_queries: TenantQueries
+    nats: NatsClient | None = None
+    relay: Relay | None = None
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def build_container(settings: Settings, database_url: str, nats_url: str) -> Container:
+    store = open_event_store(database_url, pool_size=settings.db_pool_size)
+    read_pool = create_read_pool(database_url, max_size=settings.db_pool_size)
+    plugins = PluginCatalog.with_entry_points()
+    secret = settings.jwt_secret or load_or_create_secret(settings.data_dir)
+    tokens = TokenService(
+        secret,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        access_ttl=settings.access_token_ttl,
+        refresh_ttl=settings.refresh_token_ttl,
+    )
+    return Container(
+        settings=settings,
+        database_url=database_url,
+        nats_url=nats_url,
+        store=store,
+        read_pool=read_pool,
+        plugins=plugins,
+        tokens=tokens,
+        identity=IdentityService(store, Argon2PasswordHasher()),
+        pipelines=PipelineService(store, plugins),
+        pipeline_queries=PipelineQueries(read_pool),
+        tenant_queries=TenantQueries(read_pool),
+    )
+
+
+def bootstrap_admin(container: Container, announce: Callable[[str], None] = print) -> None:
+    """Create the platform admin named by settings; on the embedded default with none
+    named, create `admin` with a random password and show it once."""
+    settings = container.settings
+    if settings.admin_username and settings.admin_password:
+        if container.identity.ensure_platform_admin(
+            settings.admin_username, settings.admin_password
+        ):
+            log.info("created platform admin %s", settings.admin_username)
+        return
+    if settings.database_url is None:
+        password = secrets.token_urlsafe(18)
+        if container.identity.ensure_platform_admin("admin", password):
+            announce(f"Created platform admin 'admin' with password: {password}")
+            announce("(shown once; set NORN_ADMIN_USERNAME/NORN_ADMIN_PASSWORD to choose)")
+
+
+class Roles:
+    """The background roles one process runs beside (or instead of) the HTTP API."""
+
+    def __init__(self, container: Container, roles: set[str]) -> None:
+        self._container = container
+        self._roles = roles
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> None:
+        c, s = self._container, self._container.settings
+        if "relay" in self._roles:
+            c.relay = Relay(
+                database_url=c.database_url,
+                nats_url=c.nats_url,
+                stream=s.nats_stream,
+                subject_prefix=s.subject_prefix,
+            )
+            self._tasks.append(asyncio.create_task(c.relay.run(self._stop), name="relay"))
+        if "projector" in self._roles:
+            for projection in ALL_PROJECTIONS:
+                runner = ProjectionRunner(
+                    projection,
+                    database_url=c.database_url,
+                    nats_url=c.nats_url,
+                    stream=s.nats_stream,
+                    subject_prefix=s.subject_prefix,
+                )
+                self._tasks.append(
+                    asyncio.create_task(runner.run(self._stop), name=f"projector:{projection.name}")
+                )
+
+    async def stop(self, grace: float = 10.0) -> None:
+        self._stop.set()
+        if not self._tasks:
+            return
+        done, pending = await asyncio.wait(self._tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and task.exception():
+                log.error("role %s failed", task.get_name(), exc_info=task.exception())
+        self._tasks.clear()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+
+async def connect_feed(container: Container) -> None:
+    """NATS for live feeds; retried in the background so the API starts without it."""
+    while container.nats is None:
+        try:
+            container.nats = await norn_nats.connect(container.nats_url, name="norn-api")
+        except Exception as error:
+            log.warning("NATS not reachable for live feeds yet (%s); retrying", error)
+            await asyncio.sleep(1.0)

@@ -1,0 +1,52 @@
+"""Small pieces every controller shares: command context, If-Match, read-your-writes."""
+
+from __future__ import annotations
+
+import re
+from uuid import uuid4
+
+from litestar import Request
+from litestar.exceptions import ValidationException
+from projections.framework import wait_for_position
+
+from api.auth import principal_of
+from api.bootstrap import Container
+from application.errors import ServiceUnavailable
+from domain.events import CommandContext
+
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+
+
+def command_context(request: Request) -> CommandContext:
+    """Actor from the principal; the correlation id from X-Correlation-ID (or this
+    request's id), so a chain of commands can be followed through the events."""
+    principal = principal_of(request)
+    rid = request.scope.get("state", {}).get("request_id") or uuid4().hex
+    correlation = request.headers.get("x-correlation-id") or rid
+    return CommandContext(actor=principal.actor, correlation_id=correlation[:128], causation_id=rid)
+
+
+def expected_version(request: Request) -> int | None:
+    raw = request.headers.get("if-match")
+    if raw is None or raw.strip() == "*":
+        return None
+    match = _ETAG.match(raw)
+    if not match:
+        raise ValidationException(f'If-Match must be an ETag like "3", not {raw!r}')
+    return int(match.group(1))
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+async def read_your_writes(container: Container, projection: str, min_position: int | None) -> None:
+    """Wait (bounded) until the read model includes min_position."""
+    if not min_position:
+        return
+    timeout = container.settings.min_position_timeout
+    if not await wait_for_position(container.read_pool, projection, min_position, timeout):
+        raise ServiceUnavailable(
+            f"the {projection} read model has not reached position {min_position} "
+            f"within {timeout:g}s; retry shortly"
+        )

@@ -1,0 +1,104 @@
+"""Conversions between pipeline schemas, the domain and read-model rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.schemas.pipelines import (
+    ChangesOut,
+    ClonedFromOut,
+    HistoryItem,
+    PipelineRead,
+    PipelineWrite,
+    PipelineWritten,
+    RevisionOut,
+    StepOut,
+)
+from application.pipelines import RevisionRecord
+from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
+
+
+def to_definition(body: PipelineWrite) -> PipelineDefinition:
+    return PipelineDefinition(
+        name=body.name.strip(),
+        description=body.description,
+        tags=tuple(body.tags),
+        steps=tuple(StepSpec(s.name, s.plugin, s.config, tuple(s.depends_on)) for s in body.steps),
+    )
+
+
+def _steps(definition: PipelineDefinition) -> list[StepOut]:
+    return [StepOut(s.name, s.plugin, s.config, list(s.depends_on)) for s in definition.steps]
+
+
+def written(pipeline: Pipeline, position: int | None, changed: bool = True) -> PipelineWritten:
+    d = pipeline.definition
+    cloned = pipeline.cloned_from
+    return PipelineWritten(
+        id=str(pipeline.id),
+        tenant_id=pipeline.tenant_id,
+        name=d.name,
+        description=d.description,
+        tags=list(d.tags),
+        steps=_steps(d),
+        revision=pipeline.revision,
+        version=pipeline.version,
+        cloned_from=ClonedFromOut(cloned.pipeline_id, cloned.revision) if cloned else None,
+        created_by=pipeline.created_by,
+        updated_by=pipeline.updated_by,
+        created_at=pipeline.created_on,
+        updated_at=pipeline.modified_on,
+        position=position,
+        changed=changed,
+    )
+
+
+def from_row(row: dict[str, Any]) -> PipelineRead:
+    cloned = row.get("cloned_from")
+    return PipelineRead(
+        id=str(row["id"]),
+        tenant_id=row["tenant_id"],
+        name=row["name"],
+        description=row["description"],
+        tags=list(row["tags"]),
+        steps=[
+            StepOut(s["name"], s["plugin"], s.get("config", {}), list(s.get("depends_on", [])))
+            for s in row["steps"]
+        ],
+        revision=row["revision"],
+        version=row["version"],
+        cloned_from=ClonedFromOut(cloned["pipeline_id"], cloned["revision"]) if cloned else None,
+        created_by=row["created_by"],
+        updated_by=row["updated_by"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def history_item(record: RevisionRecord) -> HistoryItem:
+    cloned = record.cloned_from
+    return HistoryItem(
+        revision=record.revision,
+        kind=record.kind,
+        actor=record.actor,
+        at=record.at,
+        version=record.version,
+        changes=ChangesOut(**record.changes),
+        rolled_back_to=record.rolled_back_to,
+        cloned_from=ClonedFromOut(cloned.pipeline_id, cloned.revision) if cloned else None,
+    )
+
+
+def revision_out(pipeline_id: str, record: RevisionRecord) -> RevisionOut:
+    d = record.definition
+    return RevisionOut(
+        pipeline_id=pipeline_id,
+        revision=record.revision,
+        kind=record.kind,
+        actor=record.actor,
+        at=record.at,
+        name=d.name,
+        description=d.description,
+        tags=list(d.tags),
+        steps=_steps(d),
+    )

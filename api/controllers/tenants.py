@@ -1,0 +1,128 @@
+"""/api/v1/tenants and /api/v1/users."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Controller, Request, get, post
+from litestar.exceptions import ValidationException
+from litestar.params import Parameter
+
+from api.auth import principal_of
+from api.bootstrap import Container
+from api.controllers.common import command_context, read_your_writes
+from api.schemas.identity import (
+    TenantCreate,
+    TenantPage,
+    TenantRead,
+    TenantWritten,
+    UserCreate,
+    UserWritten,
+)
+from application.authorization import Permission
+from application.errors import NotFound
+
+
+def _tenant_read(row: dict[str, Any]) -> TenantRead:
+    return TenantRead(
+        id=str(row["id"]),
+        name=row["name"],
+        description=row["description"],
+        plan=row["plan"],
+        status=row["status"],
+        labels=dict(row["labels"] or {}),
+        created_at=row["created_at"],
+    )
+
+
+class TenantController(Controller):
+    path = "/api/v1/tenants"
+    tags = ["tenants"]
+
+    @post("/", opt={"permission": Permission.TENANTS_CREATE}, summary="Create a tenant")
+    async def create(
+        self, data: TenantCreate, request: Request, container: Container
+    ) -> TenantWritten:
+        tenant, position = await asyncio.to_thread(
+            lambda: container.identity.create_tenant(
+                principal_of(request),
+                name=data.name,
+                description=data.description,
+                plan=data.plan,
+                labels=data.labels,
+                ctx=command_context(request),
+            )
+        )
+        return TenantWritten(
+            id=str(tenant.id),
+            name=tenant.name,
+            description=tenant.description,
+            plan=tenant.plan,
+            status=tenant.status,
+            labels=tenant.labels,
+            created_at=tenant.created_on,
+            version=tenant.version,
+            position=position,
+        )
+
+    @get(
+        "/", opt={"permission": Permission.TENANTS_CREATE}, summary="List tenants (platform admin)"
+    )
+    async def list_tenants(
+        self,
+        container: Container,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        cursor: str | None = None,
+        min_position: Annotated[int | None, Parameter(ge=0)] = None,
+    ) -> TenantPage:
+        await read_your_writes(container, "tenants", min_position)
+        try:
+            rows, next_cursor = await container.tenant_queries.list(limit=limit, cursor=cursor)
+        except ValueError as error:
+            raise ValidationException(str(error)) from None
+        return TenantPage(items=[_tenant_read(r) for r in rows], next_cursor=next_cursor)
+
+    @get("/{tenant_id:uuid}", opt={"permission": Permission.TENANTS_READ}, summary="Get a tenant")
+    async def get_tenant(
+        self,
+        tenant_id: UUID,
+        request: Request,
+        container: Container,
+        min_position: Annotated[int | None, Parameter(ge=0)] = None,
+    ) -> TenantRead:
+        principal = principal_of(request)
+        if not principal.is_platform_admin and principal.tenant_id != str(tenant_id):
+            raise NotFound("tenant", tenant_id)
+        await read_your_writes(container, "tenants", min_position)
+        row = await container.tenant_queries.get(tenant_id)
+        if row is None:
+            raise NotFound("tenant", tenant_id)
+        return _tenant_read(row)
+
+
+class UserController(Controller):
+    path = "/api/v1/users"
+    tags = ["users"]
+
+    @post("/", opt={"permission": Permission.USERS_CREATE}, summary="Create a user")
+    async def create(self, data: UserCreate, request: Request, container: Container) -> UserWritten:
+        user, position = await asyncio.to_thread(
+            lambda: container.identity.create_user(
+                principal_of(request),
+                username=data.username,
+                password=data.password,
+                tenant_id=data.tenant_id,
+                roles=tuple(data.roles),
+                ctx=command_context(request),
+            )
+        )
+        return UserWritten(
+            id=str(user.id),
+            username=user.username,
+            tenant_id=user.tenant_id,
+            roles=list(user.roles),
+            version=user.version,
+            position=position,
+        )

@@ -1,0 +1,1 @@
+"""msgspec request/response schemas. Requests forbid unknown fields."""

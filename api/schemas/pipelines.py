@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from api.schemas.common import FieldProblem, Request
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class StepIn(Request):
+    name: str
+    plugin: str
+    config: dict[str, Any] = {}
+    depends_on: list[str] = []
+
+
+class PipelineWrite(Request):
+    """Body of POST /pipelines and PUT /pipelines/{id}: the full definition."""
+
+    name: Name
+    description: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
+    tags: list[str] = []
+    steps: list[StepIn] = []
+
+
+class RollbackRequest(Request):
+    revision: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class CloneRequest(Request):
+    name: Name
+
+
+class StepOut(msgspec.Struct):
+    name: str
+    plugin: str
+    config: dict[str, Any]
+    depends_on: list[str]
+
+
+class ClonedFromOut(msgspec.Struct):
+    pipeline_id: str
+    revision: int
+
+
+class PipelineRead(msgspec.Struct):
+    id: str
+    tenant_id: str
+    name: str
+    description: str
+    tags: list[str]
+    steps: list[StepOut]
+    revision: int
+    version: int
+    cloned_from: ClonedFromOut | None
+    created_by: str
+    updated_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class PipelineWritten(PipelineRead):
+    """A command's answer: the state after it, and the event's global position (pass it
+    as ?min_position= to read your write)."""
+
+    position: int | None
+    changed: bool = True
+
+
+class PipelinePage(msgspec.Struct):
+    items: list[PipelineRead]
+    next_cursor: str | None
+
+
+class RolledBackOut(msgspec.Struct):
+    id: str
+    revision: int
+    rolled_back_to: int
+    previous_revision: int
+    version: int
+    position: int | None
+
+
+class DeletedOut(msgspec.Struct):
+    id: str
+    deleted: bool
+    version: int
+    position: int | None
+
+
+class ChangesOut(msgspec.Struct):
+    steps_added: list[str]
+    steps_removed: list[str]
+    steps_changed: list[str]
+    fields_changed: list[str]
+
+
+class HistoryItem(msgspec.Struct):
+    revision: int
+    kind: str
+    actor: str
+    at: datetime
+    version: int
+    changes: ChangesOut
+    rolled_back_to: int | None = None
+    cloned_from: ClonedFromOut | None = None
+
+
+class HistoryOut(msgspec.Struct):
+    items: list[HistoryItem]
+
+
+class RevisionOut(msgspec.Struct):
+    pipeline_id: str
+    revision: int
+    kind: str
+    actor: str
+    at: datetime
+    name: str
+    description: str
+    tags: list[str]
+    steps: list[StepOut]
+
+
+class ValidationOut(msgspec.Struct):
+    valid: bool
+    errors: list[FieldProblem]

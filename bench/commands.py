@@ -1,0 +1,226 @@
+"""Benchmark: HTTP create-pipeline commands/s with p50/p99 latency at N concurrent
+clients, the raw psycopg INSERT+COMMIT rate into the same database at the same
+concurrency, their ratio, and projection lag (command accepted -> visible in the read
+model) p50/p99.
+
+    .venv/bin/python bench/commands.py [--seconds 10] [--clients 16] [--smoke]
+
+Uses NORN_BENCH_DATABASE_URL / NORN_BENCH_NATS_URL if set (a fresh database is created
+on that server), else embedded servers in a temporary directory. The API runs as a
+separate `norn serve` process with every role, so the figures include
+the relay and projector sharing the machine, as on a one-machine install."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+
+ADMIN, PASSWORD = "bench-admin", "bench-admin-password-123"
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def body(i: int) -> dict:
+    return {
+        "name": f"bench-{uuid.uuid4().hex[:8]}-{i}",
+        "tags": ["bench"],
+        "steps": [
+            {"name": "read", "plugin": "Input.file", "config": {"path": "in.jsonl"}},
+            {
+                "name": "write",
+                "plugin": "Output.file",
+                "config": {"path": "out.jsonl"},
+                "depends_on": ["read"],
+            },
+        ],
+    }
+
+
+async def wait_ready(base: str, limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(f"{base}/health")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError("server did not become ready")
+
+
+async def http_commands(base: str, headers: dict, clients: int, seconds: float) -> list[float]:
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=clients)
+
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as c:
+
+        async def worker(w: int) -> None:
+            i = 0
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                r = await c.post("/api/v1/pipelines", json=body(w * 1_000_000 + i))
+                if r.status_code != 201:
+                    raise RuntimeError(f"create failed: {r.status_code} {r.text}")
+                latencies.append(time.perf_counter() - started)
+                i += 1
+
+        await asyncio.gather(*(worker(w) for w in range(clients)))
+    return latencies
+
+
+def raw_inserts(database_url: str, clients: int, seconds: float) -> int:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, body bytea)")
+    counts = [0] * clients
+    payload = os.urandom(400)
+    deadline = time.monotonic() + seconds
+
+    def worker(w: int) -> None:
+        with psycopg.connect(database_url) as conn:
+            while time.monotonic() < deadline:
+                conn.execute("INSERT INTO bench_raw (body) VALUES (%s)", (payload,))
+                conn.commit()
+                counts[w] += 1
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts)
+
+
+def projection_lag(base: str, headers: dict, database_url: str, samples: int) -> list[float]:
+    lags: list[float] = []
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as c:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for i in range(samples):
+                r = c.post("/api/v1/pipelines", json=body(i))
+                accepted = time.perf_counter()
+                position = r.json()["position"]
+                while True:
+                    row = conn.execute(
+                        "SELECT position FROM projection_tracking WHERE name = 'pipelines'"
+                    ).fetchone()
+                    if row and row[0] >= position:
+                        break
+                    time.sleep(0.001)
+                lags.append(time.perf_counter() - accepted)
+    return lags
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--lag-samples", type=int, default=200)
+    parser.add_argument("--smoke", action="store_true", help="short run, for CI")
+    args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.lag_samples = 2.0, 20
+
+    tmp = Path(tempfile.mkdtemp(prefix="norn-bench-"))
+    embedded = []
+    admin_url = os.environ.get("NORN_BENCH_DATABASE_URL")
+    nats_url = os.environ.get("NORN_BENCH_NATS_URL")
+    if not admin_url:
+        pg = EmbeddedPostgres(tmp)
+        admin_url = pg.start()
+        embedded.append(pg)
+    if not nats_url:
+        nats_server = EmbeddedNats(tmp)
+        nats_url = nats_server.start()
+        embedded.append(nats_server)
+    dbname = f"norn_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    database_url = make_conninfo(admin_url, dbname=dbname)
+    port = free_port()
+    token = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        "NORN_DATABASE_URL": database_url,
+        "NORN_NATS_URL": nats_url,
+        "NORN_PORT": str(port),
+        "NORN_DATA_DIR": str(tmp / "data"),
+        "NORN_ADMIN_USERNAME": ADMIN,
+        "NORN_ADMIN_PASSWORD": PASSWORD,
+        "NORN_NATS_STREAM": f"BENCH_{token.upper()}",
+        "NORN_SUBJECT_PREFIX": f"bench{token}",
+        "NORN_LOG_LEVEL": "WARNING",
+    }
+    norn = str(Path(sys.executable).parent / "norn")
+    server = subprocess.Popen([norn, "serve"], env=env)  # noqa: S603
+    try:
+        base = f"http://127.0.0.1:{port}"
+        asyncio.run(wait_ready(base))
+        headers = asyncio.run(setup(base))
+        latencies = asyncio.run(http_commands(base, headers, args.clients, args.seconds))
+        raw = raw_inserts(database_url, args.clients, args.seconds)
+        lags = projection_lag(base, headers, database_url, args.lag_samples)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for e in reversed(embedded):
+            e.stop()
+
+    http_rate = len(latencies) / args.seconds
+    raw_rate = raw / args.seconds
+    print(f"clients: {args.clients}, duration: {args.seconds:g}s per phase")
+    print(
+        f"HTTP create-pipeline: {http_rate:.0f} commands/s, "
+        f"p50 {percentile(latencies, 50) * 1000:.1f} ms, "
+        f"p99 {percentile(latencies, 99) * 1000:.1f} ms "
+        f"({len(latencies)} commands)"
+    )
+    print(f"raw psycopg INSERT+COMMIT: {raw_rate:.0f} rows/s")
+    print(f"ratio HTTP/raw: {http_rate / raw_rate:.2%}")
+    print(
+        f"projection lag (accepted -> in read model): p50 {percentile(lags, 50) * 1000:.1f} ms, "
+        f"p99 {percentile(lags, 99) * 1000:.1f} ms, mean {statistics.mean(lags) * 1000:.1f} ms "
+        f"({len(lags)} samples)"
+    )
+
+
+async def setup(base: str) -> dict:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+        r = await c.post("/api/v1/auth/login", json={"username": ADMIN, "password": PASSWORD})
+        admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        tenant = (await c.post("/api/v1/tenants", json={"name": "bench"}, headers=admin)).json()
+        user = {
+            "username": "bench-editor",
+            "password": "bench-editor-password",
+            "tenant_id": tenant["id"],
+            "roles": ["editor"],
+        }
+        await c.post("/api/v1/users", json=user, headers=admin)
+        r = await c.post(
+            "/api/v1/auth/login", json={"username": user["username"], "password": user["password"]}
+        )
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+if __name__ == "__main__":
+    main()

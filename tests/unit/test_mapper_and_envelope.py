@@ -1,0 +1,413 @@
+"""The msgspec mapper (domain event <-> stored event, with upcasting) and the CloudEvents
+envelope built from a stored-event notification. No I/O: stored events are built in
+memory."""
+
+from __future__ import annotations
+
+import inspect
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID, uuid4
+
+import msgspec
+import pytest
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import (
+    JSONTranscoder,
+    MapperDeserialisationError,
+    Notification,
+    StoredEvent,
+)
+from eventsourcing.utils import get_topic
+
+import domain.name_claim
+import domain.pipeline
+import domain.tenant
+import domain.user
+from domain.events import CommandContext, NornEvent
+from domain.name_claim import NameClaim, NameClaimTaken
+from domain.pipeline import (
+    ClonedFrom,
+    Pipeline,
+    PipelineDefinition,
+    PipelineRevised,
+    StepSpec,
+)
+from domain.tenant import Tenant
+from domain.user import User, UserRegistered
+from infrastructure.envelope import (
+    PLATFORM_TENANT,
+    CloudEvent,
+    decode,
+    encode,
+    event_id,
+    subject_for,
+    to_cloud_event,
+)
+from infrastructure.mapper import MsgspecMapper, decode_state
+
+CTX = CommandContext("user:u1", "corr-1", "cause-1")
+TENANT = "tenant-1"
+MAPPER = MsgspecMapper(JSONTranscoder())  # the transcoder is unused: msgspec does the work
+
+
+def no_problems(plugin: str, config: dict[str, Any]) -> list[str]:
+    return []
+
+
+DEFINITION = PipelineDefinition(
+    name="orders",
+    description="daily",
+    tags=("sales",),
+    steps=(
+        StepSpec("extract", "Input.file", {"path": "in.jsonl", "nested": {"n": [1, 2.5]}}),
+        StepSpec("load", "Output.file", {"path": "out.jsonl"}, ("extract",)),
+    ),
+)
+
+
+def one_of_every_event() -> list[NornEvent]:
+    pipeline = Pipeline.create(
+        pipeline_id=uuid4(),
+        tenant_id=TENANT,
+        definition=DEFINITION,
+        check_plugin=no_problems,
+        ctx=CTX,
+        cloned_from=ClonedFrom(pipeline_id=str(uuid4()), revision=2),
+    )
+    pipeline.revise(PipelineDefinition(name="orders-2", steps=DEFINITION.steps), no_problems, CTX)
+    pipeline.roll_back(1, DEFINITION, CTX)
+    pipeline.delete(CTX)
+    tenant = Tenant.create(
+        tenant_id=uuid4(),
+        name="Acme",
+        description="",
+        plan="pro",
+        labels={"region": "eu"},
+        ctx=CTX,
+    )
+    user = User.register(
+        username="alice",
+        password_hash="$argon2id$secret-hash",
+        tenant_id=TENANT,
+        roles=("editor", "viewer"),
+        ctx=CTX,
+    )
+    claim = NameClaim.claim_new(
+        tenant_id=TENANT, scope=f"pipeline:{TENANT}", name="orders", holder_id="p1", ctx=CTX
+    )
+    claim.release("p1", CTX)
+    claim.claim("p2", CTX)
+    return [
+        *pipeline.collect_events(),
+        *tenant.collect_events(),
+        *user.collect_events(),
+        *claim.collect_events(),
+    ]
+
+
+def concrete_domain_event_classes() -> set[type]:
+    modules = (domain.pipeline, domain.tenant, domain.user, domain.name_claim)
+    found = set()
+    for module in modules:
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if (
+                issubclass(obj, NornEvent)
+                and obj.__module__ == module.__name__
+                and not obj.__subclasses__()
+            ):
+                found.add(obj)
+    return found
+
+
+# --- mapper -----------------------------------------------------------------------------
+
+
+def test_the_round_trip_covers_every_domain_event_class() -> None:
+    assert {type(e) for e in one_of_every_event()} == concrete_domain_event_classes()
+
+
+@pytest.mark.parametrize("event", one_of_every_event(), ids=lambda e: type(e).__name__)
+def test_every_event_round_trips_to_an_equal_event(event: NornEvent) -> None:
+    stored = MAPPER.to_stored_event(event)
+
+    back = MAPPER.to_domain_event(stored)
+
+    assert type(back) is type(event)
+    assert back == event
+    assert stored.originator_id == event.originator_id
+    assert stored.originator_version == event.originator_version
+    assert stored.topic == get_topic(type(event))
+
+
+@pytest.mark.parametrize("event", one_of_every_event(), ids=lambda e: type(e).__name__)
+def test_round_tripped_fields_have_their_declared_types(event: NornEvent) -> None:
+    back = MAPPER.to_domain_event(MAPPER.to_stored_event(event))
+
+    assert isinstance(back.originator_id, UUID)
+    assert isinstance(back.timestamp, datetime)
+    assert back.timestamp.utcoffset() is not None
+    assert back.timestamp.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    assert back.timestamp == event.timestamp
+    if hasattr(back, "definition"):
+        assert isinstance(back.definition, PipelineDefinition)
+        assert all(isinstance(s, StepSpec) for s in back.definition.steps)
+        assert isinstance(back.definition.steps[1].depends_on, tuple)
+    if getattr(back, "cloned_from", None) is not None:
+        assert isinstance(back.cloned_from, ClonedFrom)
+    if isinstance(back, UserRegistered):
+        assert back.roles == ("editor", "viewer")
+
+
+def test_stored_state_holds_the_payload_and_metadata_but_not_the_originator() -> None:
+    event = next(e for e in one_of_every_event() if isinstance(e, PipelineRevised))
+
+    state = decode_state(MAPPER.to_stored_event(event).state)
+
+    assert state["revision"] == 2
+    assert state["definition"]["name"] == "orders-2"
+    assert (state["tenant_id"], state["actor"]) == (TENANT, "user:u1")
+    assert (state["correlation_id"], state["causation_id"]) == ("corr-1", "cause-1")
+    assert "originator_id" not in state
+    assert "originator_version" not in state
+    assert "class_version" not in state  # only written for versions above 1
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        b"not json at all",
+        b"[1, 2, 3]",
+        b'{"timestamp": "2024-01-01T00:00:00Z"}',  # required fields missing
+        b'{"timestamp": "yesterday", "tenant_id": "t", "actor": "a", "correlation_id": "c",'
+        b' "causation_id": null, "revision": 2, "definition": {"name": "x"}}',
+        b'{"timestamp": "2024-01-01T00:00:00Z", "tenant_id": "t", "actor": "a",'
+        b' "correlation_id": "c", "causation_id": null, "revision": "two",'
+        b' "definition": {"name": "x"}}',
+    ],
+)
+def test_unreadable_stored_state_raises_mapper_deserialisation_error(state: bytes) -> None:
+    originator_id = uuid4()
+    stored = StoredEvent(originator_id, 2, get_topic(PipelineRevised), state)
+
+    with pytest.raises(MapperDeserialisationError) as error:
+        MAPPER.to_domain_event(stored)
+
+    assert get_topic(PipelineRevised) in str(error.value)
+    assert f"{originator_id}@2" in str(error.value)
+
+
+# An event whose payload evolved twice: v1 had only `title`; v2 added `colour`; v3 added
+# `size`, derived from the colour (so the upcasters must run in order).
+
+
+class GadgetRepainted(NornEvent):
+    aggregate_type: ClassVar[str] = "gadget"
+    class_version: ClassVar[int] = 3
+
+    title: str
+    colour: str
+    size: str
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["colour"] = "grey"
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state["size"] = "large" if state["colour"] == "grey" else "small"
+
+
+def _old_state(**payload: Any) -> bytes:
+    return msgspec.json.encode(
+        {
+            "timestamp": "2024-05-06T07:08:09.123456Z",
+            "tenant_id": TENANT,
+            "actor": "user:old",
+            "correlation_id": "corr-old",
+            "causation_id": None,
+            **payload,
+        }
+    )
+
+
+def test_a_stored_v1_event_is_upcast_through_every_version() -> None:
+    originator_id = uuid4()
+    stored = StoredEvent(originator_id, 4, get_topic(GadgetRepainted), _old_state(title="t"))
+
+    event = MAPPER.to_domain_event(stored)
+
+    assert isinstance(event, GadgetRepainted)
+    assert (event.title, event.colour, event.size) == ("t", "grey", "large")
+    assert (event.originator_id, event.originator_version) == (originator_id, 4)
+    assert event.actor == "user:old"
+    assert event.timestamp.utcoffset() is not None
+
+
+def test_a_stored_v2_event_is_upcast_from_v2_only() -> None:
+    state = _old_state(title="t", colour="red", class_version=2)
+    stored = StoredEvent(uuid4(), 1, get_topic(GadgetRepainted), state)
+
+    event = MAPPER.to_domain_event(stored)
+
+    assert (event.colour, event.size) == ("red", "small")
+
+
+def test_a_current_version_event_records_its_class_version_and_is_not_upcast() -> None:
+    event = GadgetRepainted(  # type: ignore[call-arg]
+        originator_id=uuid4(),
+        originator_version=2,
+        timestamp=datetime.fromisoformat("2024-01-01T00:00:00+00:00"),
+        tenant_id=TENANT,
+        actor="user:u1",
+        correlation_id="corr-1",
+        causation_id=None,
+        title="t",
+        colour="blue",
+        size="tiny",
+    )
+
+    stored = MAPPER.to_stored_event(event)
+
+    assert decode_state(stored.state)["class_version"] == 3
+    back = MAPPER.to_domain_event(stored)
+    assert back == event
+    assert GadgetRepainted.type_name() == "norn.gadget.repainted.v3"
+
+
+# --- envelope ---------------------------------------------------------------------------
+
+
+def notification(event: NornEvent, position: int = 42) -> Notification:
+    stored = MAPPER.to_stored_event(event)
+    return Notification(
+        id=position,
+        originator_id=stored.originator_id,
+        originator_version=stored.originator_version,
+        topic=stored.topic,
+        state=stored.state,
+    )
+
+
+def revised_event() -> PipelineRevised:
+    return next(e for e in one_of_every_event() if isinstance(e, PipelineRevised))
+
+
+def test_cloud_event_carries_the_attributes_and_extensions() -> None:
+    event = revised_event()
+
+    cloud = to_cloud_event(notification(event, position=42))
+
+    assert cloud.specversion == "1.0"
+    assert cloud.id == event_id(event.originator_id, 2)
+    assert cloud.source == f"/tenants/{TENANT}/pipelines/{event.originator_id}"
+    assert cloud.type == "norn.pipeline.revised.v1"
+    assert cloud.subject == str(event.originator_id)
+    assert cloud.time == event.timestamp
+    assert cloud.datacontenttype == "application/json"
+    assert cloud.position == 42
+    assert cloud.version == 2
+    assert cloud.tenant == TENANT
+    assert cloud.actor == "user:u1"
+    assert cloud.correlationid == "corr-1"
+    assert cloud.causationid == "cause-1"
+
+
+def test_cloud_event_data_is_the_payload_without_envelope_metadata() -> None:
+    event = revised_event()
+
+    cloud = to_cloud_event(notification(event))
+
+    assert set(cloud.data) == {"revision", "definition"}
+    assert cloud.data["revision"] == 2
+    assert cloud.data["definition"]["name"] == "orders-2"
+    assert cloud.data["definition"]["steps"][1]["depends_on"] == ["extract"]
+
+
+def test_cloud_event_id_is_deterministic_per_originator_and_version() -> None:
+    events = one_of_every_event()
+    revised = next(e for e in events if isinstance(e, PipelineRevised))
+
+    first = to_cloud_event(notification(revised, position=10))
+    again = to_cloud_event(notification(revised, position=99))  # re-read, re-published
+
+    assert first.id == again.id
+    assert UUID(first.id).version == 5
+    other_version = to_cloud_event(notification(events[0]))
+    assert other_version.id != first.id
+    assert event_id(revised.originator_id, 2) != event_id(uuid4(), 2)
+
+
+def test_private_fields_are_not_published() -> None:
+    registered = next(e for e in one_of_every_event() if isinstance(e, UserRegistered))
+
+    cloud = to_cloud_event(notification(registered))
+
+    assert "password_hash" not in cloud.data
+    assert b"secret-hash" not in encode(cloud)
+    assert cloud.data == {"username": "alice", "roles": ["editor", "viewer"]}
+    assert cloud.type == "norn.user.registered.v1"
+
+
+def test_an_event_without_a_tenant_is_published_as_a_platform_event() -> None:
+    admin = User.register(
+        username="root",
+        password_hash="h",
+        tenant_id=None,
+        roles=("platform_admin",),
+        ctx=CTX,
+    )
+    [event] = admin.collect_events()
+
+    cloud = to_cloud_event(notification(event))
+
+    assert cloud.tenant is None
+    assert cloud.source == f"/platform/users/{event.originator_id}"
+    assert subject_for("norn", cloud) == "norn.events._platform.user.registered"
+    assert PLATFORM_TENANT == "_platform"
+
+
+def test_subject_names_prefix_tenant_aggregate_and_event() -> None:
+    cloud = to_cloud_event(notification(revised_event()))
+
+    assert subject_for("norn", cloud) == f"norn.events.{TENANT}.pipeline.revised"
+    assert subject_for("t0abc", cloud) == f"t0abc.events.{TENANT}.pipeline.revised"
+
+
+def test_subject_of_a_name_claim_event() -> None:
+    taken = next(e for e in one_of_every_event() if isinstance(e, NameClaimTaken))
+
+    cloud = to_cloud_event(notification(taken))
+
+    assert cloud.type == "norn.name_claim.taken.v1"
+    assert subject_for("norn", cloud) == f"norn.events.{TENANT}.name_claim.taken"
+
+
+def test_the_envelope_encodes_as_structured_cloud_events_json_and_decodes_back() -> None:
+    cloud = to_cloud_event(notification(revised_event(), position=7))
+
+    raw = msgspec.json.decode(encode(cloud))
+    assert raw["specversion"] == "1.0"
+    assert raw["time"].endswith("Z")
+    for extension in ("position", "version", "tenant", "actor", "correlationid", "causationid"):
+        assert extension in raw  # extensions are top-level attributes
+    assert raw["position"] == 7
+    assert decode(encode(cloud)) == cloud
+    assert isinstance(decode(encode(cloud)), CloudEvent)
+
+
+class NotNorn(Aggregate.Event):
+    pass
+
+
+def test_the_envelope_refuses_an_event_that_is_not_a_norn_event() -> None:
+    stored = Notification(
+        id=1,
+        originator_id=uuid4(),
+        originator_version=1,
+        topic=get_topic(NotNorn),
+        state=b'{"timestamp": "2024-01-01T00:00:00Z"}',
+    )
+
+    with pytest.raises(TypeError, match="is not a Norn event"):
+        to_cloud_event(stored)

@@ -76,7 +76,7 @@ def _step_errors(steps: tuple[StepSpec, ...], check_plugin: PluginChecker) -> li
     seen: set[str] = set()
     for i, step in enumerate(steps):
         where = f"steps[{i}]"
-        if not STEP_NAME.match(step.name):
+        if not STEP_NAME.fullmatch(step.name):
             errors.append(FieldError(f"{where}.name", "1-100 of letters, digits, '_', '-', '.'"))
         if step.name in seen:
             errors.append(FieldError(f"{where}.name", f"duplicate step name {step.name!r}"))

@@ -54,7 +54,7 @@ class User(Aggregate):
         roles: tuple[str, ...],
         ctx: CommandContext,
     ) -> User:
-        if not USERNAME.match(username):
+        if not USERNAME.fullmatch(username):
             raise InvalidCommand(
                 "username must be 3-64 letters, digits, '_', '.', '@' or '-'", "username"
             )

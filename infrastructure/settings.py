@@ -67,6 +67,12 @@ class Settings:
             problems.append("NORN_SUBJECT_PREFIX must be letters, digits, '_' or '-'")
         if self.db_pool_size < 2:
             problems.append("NORN_DB_POOL_SIZE must be at least 2")
+        if not 1024 <= self.max_body_bytes <= 100_000_000:
+            problems.append("NORN_MAX_BODY_BYTES must be between 1024 and 100000000")
+        if not 0 < self.min_position_timeout <= 60:
+            problems.append("NORN_MIN_POSITION_TIMEOUT must be more than 0 and at most 60 seconds")
+        if not self.nats_stream.replace("_", "").replace("-", "").isalnum():
+            problems.append("NORN_NATS_STREAM must be letters, digits, '_' or '-'")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             problems.append("NORN_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         if problems:

@@ -33,6 +33,11 @@ class PluginCatalog:
     def register(self, plugin: type[Plugin]) -> None:
         if not (isinstance(plugin, type) and issubclass(plugin, Plugin)):
             raise TypeError(f"{plugin!r} is not a Plugin subclass")
+        config = getattr(plugin, "Config", None)
+        if not all(isinstance(getattr(plugin, a, None), str) for a in ("type", "name")) or not (
+            isinstance(config, type) and issubclass(config, msgspec.Struct)
+        ):
+            raise TypeError(f"{plugin!r} needs str `type` and `name` and a msgspec Struct `Config`")
         self._plugins[plugin.ref()] = plugin
 
     def all(self) -> list[type[Plugin]]:

@@ -198,11 +198,6 @@ def test_register_accepts_a_good_username(username: str) -> None:
     assert register(username).username == username
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: USERNAME uses '$', which also matches before a trailing newline, so "
-    "re.match accepts 'alice\\n' (should use fullmatch or \\Z)",
-)
 def test_register_rejects_a_username_with_a_trailing_newline() -> None:
     with pytest.raises(InvalidCommand) as refused:
         register("alice\n")

@@ -215,11 +215,6 @@ def test_create_accepts_good_step_names(name: str) -> None:
     assert pipeline.definition.steps[0].name == name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: STEP_NAME uses '$', which also matches before a trailing newline, so "
-    "re.match accepts 'extract\\n' (should use fullmatch or \\Z)",
-)
 def test_create_rejects_a_step_name_with_a_trailing_newline() -> None:
     with pytest.raises(InvalidDefinition) as invalid:
         create(definition=definition("p", step("extract\n")))

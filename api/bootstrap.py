@@ -13,7 +13,7 @@ from typing import Any
 
 from infrastructure.relay import Relay
 from nats.aio.client import Client as NatsClient
-from projections.framework import ProjectionRunner
+from projections import ProjectionRunner
 from projections.pipelines import PipelineQueries
 from projections.tenants import TenantQueries
 from psycopg_pool import AsyncConnectionPool

@@ -78,11 +78,16 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
 
     from api.app import create_app
     from api.bootstrap import bootstrap_admin, build_container, start_servers
+    from domain.errors import InvalidCommand
 
     servers = start_servers(settings)
     container = build_container(settings, servers.database_url, servers.nats_url)
     try:
-        bootstrap_admin(container)
+        try:
+            bootstrap_admin(container)
+        except InvalidCommand as error:
+            print(f"norn: cannot create the bootstrap admin: {error}", file=sys.stderr)
+            return 2
         app = create_app(container, roles)
         print(
             f"Norn listening on http://{settings.host}:{settings.port} (docs: /schema)", flush=True
@@ -132,7 +137,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _projection_status(settings: Settings, args: argparse.Namespace) -> int:
-    from projections.framework import projection_status
+    from projections import projection_status
 
     from api.bootstrap import start_servers
     from projections import ALL_PROJECTIONS
@@ -142,14 +147,16 @@ def _projection_status(settings: Settings, args: argparse.Namespace) -> int:
         rows = asyncio.run(projection_status(servers.database_url, ALL_PROJECTIONS))
         print(f"{'projection':<20} {'position':>10} {'head':>10} {'lag':>8}")
         for row in rows:
-            print(f"{row['name']:<20} {row['position']:>10} {row['head']:>10} {row['lag']:>8}")
+            print(
+                f"{row['name']:<20} {row['position']:>10} {row['max_position']:>10} {row['lag']:>8}"
+            )
     finally:
         servers.stop()
     return 0
 
 
 def _projection_rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    from projections.framework import rebuild
+    from projections import rebuild
 
     from api.bootstrap import start_servers
     from projections import ALL_PROJECTIONS

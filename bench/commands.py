@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 
-ADMIN, PASSWORD = "bench-admin", "bench-admin-password-123"
+ADMIN, PASSWORD = "bench-admin", "correct-horse-staple-42"
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -211,7 +211,7 @@ async def setup(base: str) -> dict:
         tenant = (await c.post("/api/v1/tenants", json={"name": "bench"}, headers=admin)).json()
         user = {
             "username": "bench-editor",
-            "password": "bench-editor-password",
+            "password": "battery-horse-staple-42",
             "tenant_id": tenant["id"],
             "roles": ["editor"],
         }

@@ -122,7 +122,7 @@ def settings(database_url: str, nats_url: str, nats_names: NatsNames, tmp_path: 
         nats_stream=nats_names.stream,
         subject_prefix=nats_names.prefix,
         admin_username="root-admin",
-        admin_password="root-admin-password-123",
+        admin_password="correct-horse-staple-42",
         db_pool_size=4,
         min_position_timeout=10.0,
     )

@@ -7,7 +7,7 @@ from uuid import uuid4
 
 from litestar import Request
 from litestar.exceptions import ValidationException
-from projections.framework import wait_for_position
+from projections import wait_for_position
 
 from api.auth import principal_of
 from api.bootstrap import Container

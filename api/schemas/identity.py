@@ -58,7 +58,9 @@ class UserCreate(Request):
     username: Annotated[str, msgspec.Meta(min_length=3, max_length=64)]
     password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
     tenant_id: str | None = None
-    roles: list[Literal["platform_admin", "admin", "editor", "operator", "viewer"]] = ["viewer"]
+    roles: list[Literal["platform_admin", "admin", "editor", "operator", "viewer"]] = msgspec.field(
+        default_factory=lambda: ["viewer"]
+    )
 
 
 class UserWritten(msgspec.Struct):

@@ -11,11 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from infrastructure.relay import Relay
 from nats.aio.client import Client as NatsClient
-from projections import ProjectionRunner
-from projections.pipelines import PipelineQueries
-from projections.tenants import TenantQueries
 from psycopg_pool import AsyncConnectionPool
 
 from application.event_store import NornEventStore
@@ -26,9 +22,12 @@ from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres
 from infrastructure.migrations import migrate
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.postgres import create_read_pool, open_event_store
+from infrastructure.relay import Relay
 from infrastructure.security import Argon2PasswordHasher, TokenService, load_or_create_secret
 from infrastructure.settings import Settings
-from projections import ALL_PROJECTIONS
+from projections import ALL_PROJECTIONS, ProjectionRunner
+from projections.pipelines import PipelineQueries
+from projections.tenants import TenantQueries
 
 log = logging.getLogger(__name__)
 

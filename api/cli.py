@@ -137,10 +137,8 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _projection_status(settings: Settings, args: argparse.Namespace) -> int:
-    from projections import projection_status
-
     from api.bootstrap import start_servers
-    from projections import ALL_PROJECTIONS
+    from projections import ALL_PROJECTIONS, projection_status
 
     servers = start_servers(settings)
     try:
@@ -156,10 +154,8 @@ def _projection_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _projection_rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    from projections import rebuild
-
     from api.bootstrap import start_servers
-    from projections import ALL_PROJECTIONS
+    from projections import ALL_PROJECTIONS, rebuild
 
     by_name = {p.name: p for p in ALL_PROJECTIONS}
     if args.name not in by_name:

@@ -7,12 +7,12 @@ from uuid import uuid4
 
 from litestar import Request
 from litestar.exceptions import ValidationException
-from projections import wait_for_position
 
 from api.auth import principal_of
 from api.bootstrap import Container
 from application.errors import ServiceUnavailable
 from domain.events import CommandContext
+from projections import wait_for_position
 
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 

@@ -1,0 +1,40 @@
+"""The read side: one module per read model (event -> SQL mapping and its queries), plus
+the machinery every projection shares (tracking, runner, rebuild, pagination)."""
+
+from __future__ import annotations
+
+from projections.pipelines import PipelineQueries, PipelinesProjection
+from projections.projection import Projection, apply_batch, handles
+from projections.rebuild import RebuildError, rebuild
+from projections.runner import ProjectionRunner
+from projections.tenants import TenantQueries, TenantsProjection
+from projections.tracking import projection_status, wait_for_position
+
+ALL_PROJECTIONS: tuple[Projection, ...] = (PipelinesProjection(), TenantsProjection())
+"""Every read model, for the projector role and `norn projections status|rebuild`."""
+
+
+def projection_named(name: str) -> Projection:
+    """The projection called `name` (for the CLI); KeyError lists the valid names."""
+    for projection in ALL_PROJECTIONS:
+        if projection.name == name:
+            return projection
+    raise KeyError(f"no projection {name!r}; known: {', '.join(p.name for p in ALL_PROJECTIONS)}")
+
+
+__all__ = [
+    "ALL_PROJECTIONS",
+    "PipelineQueries",
+    "PipelinesProjection",
+    "Projection",
+    "ProjectionRunner",
+    "RebuildError",
+    "TenantQueries",
+    "TenantsProjection",
+    "apply_batch",
+    "handles",
+    "projection_named",
+    "projection_status",
+    "rebuild",
+    "wait_for_position",
+]

@@ -1,0 +1,113 @@
+"""Keyset pagination shared by every list query.
+
+A page is `ORDER BY <sort column>, id` and the next page starts strictly after the last
+row's (sort value, id). Unlike OFFSET, this is stable under inserts and deletes and
+costs the same on page 1000 as on page 1. The cursor is opaque to clients: base64url of
+a small JSON document carrying the sort, order, last value and last id, so a cursor
+used with a different sort is recognised and refused instead of silently skipping rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import msgspec
+from psycopg import sql
+
+Order = Literal["asc", "desc"]
+MAX_LIMIT = 500
+
+
+class _Cursor(msgspec.Struct, forbid_unknown_fields=True):
+    s: str  # sort column
+    o: str  # order
+    v: str | int | float | None  # sort value of the last row (datetimes as ISO 8601)
+    t: bool  # whether v is a datetime
+    i: str  # id of the last row
+
+
+def encode_cursor(sort: str, order: Order, value: Any, row_id: Any) -> str:
+    is_time = isinstance(value, datetime)
+    payload = _Cursor(
+        s=sort, o=order, v=value.isoformat() if is_time else value, t=is_time, i=str(row_id)
+    )
+    return base64.urlsafe_b64encode(msgspec.json.encode(payload)).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(
+    cursor: str, sort: str, order: Order, value_type: type, id_type: type = UUID
+) -> tuple[Any, Any]:
+    """(sort value, id) of the row the page starts after. Raises ValueError for a cursor
+    that is malformed, forged with the wrong types (which would otherwise reach SQL as
+    a type error, a 500), or was issued for another sort/order."""
+    invalid = "invalid cursor: pass the next_cursor of a previous page unchanged"
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        payload = msgspec.json.decode(raw, type=_Cursor)
+    except (binascii.Error, ValueError, msgspec.DecodeError) as error:
+        raise ValueError(invalid) from error
+    if (payload.s, payload.o) != (sort, order):
+        raise ValueError(
+            f"invalid cursor: it was issued for sort={payload.s} order={payload.o}, "
+            f"not sort={sort} order={order}"
+        )
+    try:
+        value: Any = payload.v
+        if payload.t:
+            value = datetime.fromisoformat(str(payload.v))
+            if value.tzinfo is None:
+                raise TypeError("timestamp without a time zone")
+        if not isinstance(value, value_type):
+            raise TypeError(f"sort value is not a {value_type.__name__}")
+        row_id = id_type(payload.i)
+    except (ValueError, TypeError) as error:
+        raise ValueError(invalid) from error
+    return value, row_id
+
+
+def check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+
+
+def check_order(order: str) -> Order:
+    if order not in ("asc", "desc"):
+        raise ValueError("order must be 'asc' or 'desc'")
+    return order  # type: ignore[return-value]
+
+
+def keyset(
+    sort: str, order: Order, cursor: str | None, value_type: type, id_column: str = "id"
+) -> tuple[sql.Composable | None, list[Any], sql.Composable]:
+    """The WHERE condition that starts after the cursor (None on the first page), its
+    parameters, and the matching ORDER BY. `sort` must be a trusted NOT NULL column
+    (a row comparison with NULL matches nothing) whose values are of `value_type`; the
+    id column is a uuid."""
+    column, ident = sql.Identifier(sort), sql.Identifier(id_column)
+    direction = sql.SQL("DESC" if order == "desc" else "ASC")
+    order_by = sql.SQL("ORDER BY {c} {d}, {i} {d}").format(c=column, i=ident, d=direction)
+    if cursor is None:
+        return None, [], order_by
+    value, row_id = decode_cursor(cursor, sort, order, value_type)
+    # A row comparison matches ORDER BY (col, id) exactly, ties on the sort value
+    # included, and uses the (…, col, id) indexes.
+    comparison = sql.SQL("<" if order == "desc" else ">")
+    condition = sql.SQL("({c}, {i}) {op} (%s, %s)").format(c=column, i=ident, op=comparison)
+    return condition, [value, row_id], order_by
+
+
+def page(
+    rows: Sequence[Mapping[str, Any]], limit: int, sort: str, order: Order, id_key: str = "id"
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Cut rows fetched with LIMIT limit + 1 into the page and the next cursor (None on
+    the last page: the extra row tells whether there is one, without a COUNT)."""
+    items = [dict(r) for r in rows[:limit]]
+    if len(rows) <= limit:
+        return items, None
+    last = rows[limit - 1]
+    return items, encode_cursor(sort, order, last[sort], last[id_key])

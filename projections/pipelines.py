@@ -1,0 +1,163 @@
+"""Read model `pipelines`: the current definition of every live pipeline, one row each,
+and the queries that back GET /pipelines and GET /pipelines/{id}.
+
+Every column is derived from the events alone (times are event times, never now()),
+so a rebuild from position 0 produces exactly the rows the live projection has.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from psycopg import AsyncCursor, sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from infrastructure.envelope import CloudEvent
+from projections.pagination import check_limit, check_order, keyset, page
+from projections.projection import Projection, handles
+
+PipelineSort = Literal["created_at", "name", "updated_at"]
+SORTS: dict[str, type] = {"created_at": datetime, "name": str, "updated_at": datetime}
+"""Sortable columns and the type of their values (checked in cursors)."""
+
+_COLUMNS = sql.SQL(
+    "id, tenant_id, name, description, tags, steps, revision, version, cloned_from, "
+    "created_by, updated_by, created_at, updated_at, position"
+)
+
+
+def _definition_fields(event: CloudEvent) -> dict[str, Any]:
+    definition: dict[str, Any] = event.data["definition"]
+    return {
+        "name": definition["name"],
+        "description": definition.get("description", ""),
+        "tags": list(definition.get("tags", ())),
+        "steps": Jsonb(list(definition.get("steps", ()))),
+    }
+
+
+class PipelinesProjection(Projection):
+    name = "pipelines"
+    tables = ("pipelines",)
+
+    @handles("norn.pipeline.created.v1")
+    async def created(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        cloned_from = event.data.get("cloned_from")
+        await cur.execute(
+            "INSERT INTO pipelines (id, tenant_id, name, description, tags, steps, revision,"
+            " version, cloned_from, created_by, updated_by, created_at, updated_at, position)"
+            " VALUES (%(id)s, %(tenant_id)s, %(name)s, %(description)s, %(tags)s, %(steps)s,"
+            " 1, %(version)s, %(cloned_from)s, %(actor)s, %(actor)s, %(time)s, %(time)s,"
+            " %(position)s)",
+            {
+                **_definition_fields(event),
+                "id": event.subject,
+                "tenant_id": event.tenant,
+                "version": event.version,
+                "cloned_from": Jsonb(cloned_from) if cloned_from is not None else None,
+                "actor": event.actor,
+                "time": event.time,
+                "position": event.position,
+            },
+        )
+
+    @handles("norn.pipeline.revised.v1", "norn.pipeline.rolled_back.v1")
+    async def revised(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        # A rollback is a new revision carrying the restored definition: same update.
+        await cur.execute(
+            "UPDATE pipelines SET name = %(name)s, description = %(description)s,"
+            " tags = %(tags)s, steps = %(steps)s, revision = %(revision)s,"
+            " version = %(version)s, updated_by = %(actor)s, updated_at = %(time)s,"
+            " position = %(position)s WHERE id = %(id)s",
+            {
+                **_definition_fields(event),
+                "id": event.subject,
+                "revision": event.data["revision"],
+                "version": event.version,
+                "actor": event.actor,
+                "time": event.time,
+                "position": event.position,
+            },
+        )
+
+    @handles("norn.pipeline.deleted.v1")
+    async def deleted(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        # History stays readable from the event stream; the read model lists live ones.
+        await cur.execute("DELETE FROM pipelines WHERE id = %s", (event.subject,))
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    row["id"] = str(row["id"])
+    return row
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class PipelineQueries:
+    """Reads of the `pipelines` read model. Every query is scoped to a tenant; a tenant
+    of None means a platform admin, who sees every tenant's pipelines."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def get(self, tenant_id: str | None, pipeline_id: UUID) -> dict[str, Any] | None:
+        query = sql.SQL("SELECT {} FROM pipelines WHERE id = %s").format(_COLUMNS)
+        params: list[Any] = [pipeline_id]
+        if tenant_id is not None:
+            # Another tenant's pipeline is simply not found (404, never 403).
+            query += sql.SQL(" AND tenant_id = %s")
+            params.append(tenant_id)
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            row = await cur.fetchone()
+        return _row(row) if row is not None else None
+
+    async def list(
+        self,
+        tenant_id: str | None,
+        *,
+        name: str | None = None,
+        tag: str | None = None,
+        sort: PipelineSort = "created_at",
+        order: Literal["asc", "desc"] = "asc",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page and the cursor of the next (None on the last page). `name` matches
+        a case-insensitive substring, `tag` one exact tag. Raises ValueError for a bad
+        sort, order, limit or cursor."""
+        if sort not in SORTS:
+            raise ValueError(f"sort must be one of {', '.join(SORTS)}")
+        order = check_order(order)
+        check_limit(limit)
+        conditions: list[sql.Composable] = []
+        params: list[Any] = []
+        if tenant_id is not None:
+            conditions.append(sql.SQL("tenant_id = %s"))
+            params.append(tenant_id)
+        if name:
+            conditions.append(sql.SQL("name ILIKE %s"))
+            params.append(f"%{_escape_like(name)}%")
+        if tag:
+            conditions.append(sql.SQL("tags @> ARRAY[%s]::text[]"))  # uses the GIN index
+            params.append(tag)
+        after, after_params, order_by = keyset(sort, order, cursor, SORTS[sort])
+        if after is not None:
+            conditions.append(after)
+            params.extend(after_params)
+        where = (
+            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+        )
+        query = sql.SQL("SELECT {} FROM pipelines{} {} LIMIT %s").format(_COLUMNS, where, order_by)
+        params.append(limit + 1)
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            rows = await cur.fetchall()
+        items, next_cursor = page(rows, limit, sort, order)
+        return [_row(r) for r in items], next_cursor

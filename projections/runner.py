@@ -1,0 +1,333 @@
+"""Keeps one projection's read model up to date: the projector role.
+
+Lifecycle of a runner (DESIGN.md §4 and §8):
+
+1. Leadership: one active runner per projection across all processes, by a Postgres
+   advisory lock held on a dedicated session connection; the others stand by and retry.
+   The lock is an efficiency measure only: correctness comes from the tracking row, which
+   every batch locks, so even two active runners could not double-apply.
+2. Bind a durable JetStream pull consumer (one per projection, ordered processing), THEN
+   catch up from the event store's notification log. Binding first means nothing
+   published during the catch-up can be missed.
+3. Follow NATS in batches: apply, commit, only then ack. Loss is detected by a jump in
+   the JetStream stream sequence (never by the position, which has gaps), and answered by
+   catching up from the store, as is any NATS error.
+4. NATS unreachable: poll the store every `poll_interval` seconds until it is back, so
+   reads stay fresh. The same happens if NATS is up but silent while the store is ahead
+   (the relay is down) for `relay_stall_after` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from psycopg import AsyncConnection
+
+from infrastructure.envelope import CloudEvent, decode
+from infrastructure.notification_log import max_position
+from projections.consumer import ack_all, bind_consumer, connect_nats, durable_name, fetch_batch
+from projections.projection import (
+    Projection,
+    advisory_lock_key,
+    apply_batch,
+    replay_from_store,
+    tracked_position,
+)
+
+log = logging.getLogger(__name__)
+
+_LOCK_CHECK_SECONDS = 5.0
+_MAX_BACKOFF = 5.0
+_QUIET_START_SECONDS = 3.0  # a first NATS connection this slow is worth a warning
+
+
+async def _sleep(stop: asyncio.Event, seconds: float, *wake: asyncio.Future[Any]) -> None:
+    """Sleep, but wake at once when asked to stop or when any of `wake` completes."""
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({stopping, *wake}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        projection: Projection,
+        *,
+        database_url: str,
+        nats_url: str,
+        stream: str,
+        subject_prefix: str,
+        batch_size: int = 256,
+        poll_interval: float = 0.5,
+        fetch_timeout: float = 1.0,
+        ack_wait: float = 60.0,
+        relay_stall_after: float | None = 5.0,
+        standby_interval: float = 1.0,
+    ) -> None:
+        self.projection = projection
+        self.database_url = database_url
+        self.nats_url = nats_url
+        self.stream = stream
+        self.subject_prefix = subject_prefix
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.fetch_timeout = fetch_timeout
+        self.ack_wait = ack_wait
+        self.relay_stall_after = relay_stall_after
+        self.standby_interval = standby_interval
+        self.following = asyncio.Event()
+        """Set while bound to NATS and caught up (health checks, tests)."""
+        self.is_leader = False
+        self._conn: AsyncConnection[Any] | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._last_seq: int | None = None  # highest stream sequence known to be covered
+        self._needs_catch_up = True
+        self._rebind = False
+        self._held: list[Msg] = []  # messages of a failed batch, acked after a catch-up
+        self._last_progress = time.monotonic()
+        self._polling = False  # only to log the switch to polling once
+        self._quiet_until = 0.0
+
+    @property
+    def durable_name(self) -> str:
+        return durable_name(self.subject_prefix, self.projection.name)
+
+    async def catch_up(self) -> int:
+        """Apply everything in the event store after the tracked position, on its own
+        connection (safe next to a running runner); return the number of events read."""
+        async with await AsyncConnection.connect(self.database_url, autocommit=True) as conn:
+            return await replay_from_store(conn, self.projection, batch_size=self.batch_size)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set: stand by for the projection's lock, then keep its read
+        model up to date. Errors are logged and retried, never fatal."""
+        failures = 0
+        key = advisory_lock_key("projection", self.projection.name)
+        while not stop.is_set():
+            try:
+                async with await AsyncConnection.connect(
+                    self.database_url, autocommit=True
+                ) as lock_conn:
+                    while not stop.is_set():
+                        cur = await lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+                        row = await cur.fetchone()
+                        if row and row[0]:
+                            break
+                        await _sleep(stop, self.standby_interval)
+                    if stop.is_set():
+                        return
+                    self.is_leader = True
+                    log.info("projection %s: active (lock acquired)", self.projection.name)
+                    failures = 0
+                    await self._lead(stop, lock_conn)
+                    # Closing lock_conn (leaving the block) releases the lock.
+            except Exception:
+                failures += 1
+                log.exception("projection %s: runner failed, retrying", self.projection.name)
+                await _sleep(stop, min(0.2 * 2**failures, _MAX_BACKOFF))
+            finally:
+                self.is_leader = False
+                self.following.clear()
+
+    async def _lead(self, stop: asyncio.Event, lock_conn: AsyncConnection[Any]) -> None:
+        connecting = asyncio.create_task(self._connect_nats())
+        self._quiet_until = time.monotonic() + _QUIET_START_SECONDS
+        nc: Client | None = None
+        failures = 0
+        lock_checked = time.monotonic()
+        self._needs_catch_up = True
+        try:
+            while not stop.is_set():
+                if time.monotonic() - lock_checked > _LOCK_CHECK_SECONDS:
+                    # A dead session connection means the lock is gone and another
+                    # process may be active: raise so run() reconnects and re-competes.
+                    await lock_conn.execute("SELECT 1")
+                    lock_checked = time.monotonic()
+                if nc is None and connecting.done():
+                    nc = connecting.result()
+                try:
+                    if nc is None or not nc.is_connected:
+                        await self._poll_store(stop, connecting, connected_before=nc is not None)
+                        continue
+                    if self._sub is None or self._rebind:
+                        await self._bind(nc.jetstream())
+                        self._polling = False
+                    if self._needs_catch_up:
+                        await self._catch_up_now()
+                        self.following.set()
+                    assert self._sub is not None
+                    messages = await fetch_batch(
+                        self._sub, self.batch_size, self.fetch_timeout, stop
+                    )
+                    if messages:
+                        await self._apply_messages(messages)
+                    else:
+                        await self._check_relay_stall()
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    self.following.clear()
+                    # Back to a known state: bind again (the subscription or consumer may
+                    # be what failed) and catch up from the store.
+                    self._rebind = True
+                    self._needs_catch_up = True
+                    log.exception(
+                        "projection %s: batch failed (attempt %d); catching up from the "
+                        "event store after a pause",
+                        self.projection.name,
+                        failures,
+                    )
+                    await _sleep(stop, min(0.1 * 2**failures, _MAX_BACKOFF))
+        finally:
+            connecting.cancel()
+            await self._close(nc)
+
+    async def _connect_nats(self) -> Client:
+        async def on_reconnect() -> None:
+            # Server state may be gone (stream, consumer): bind again and catch up.
+            self._rebind = True
+            log.info("projection %s: NATS reconnected", self.projection.name)
+
+        return await connect_nats(
+            self.nats_url, f"norn-projection-{self.projection.name}", on_reconnect
+        )
+
+    async def _db(self) -> AsyncConnection[Any]:
+        """The runner's working connection, reopened after a failure."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                await self._conn.close()
+            self._conn = await AsyncConnection.connect(self.database_url, autocommit=True)
+        return self._conn
+
+    async def _poll_store(
+        self, stop: asyncio.Event, connecting: asyncio.Task[Client], *, connected_before: bool
+    ) -> None:
+        """NATS is down: keep the read model fresh from the store; bind again later."""
+        if not self._polling and (connected_before or time.monotonic() > self._quiet_until):
+            # Said once per outage; not during the first connection attempt of a start.
+            self._polling = True
+            log.warning(
+                "projection %s: NATS unavailable; polling the event store every %.1fs",
+                self.projection.name,
+                self.poll_interval,
+            )
+        self.following.clear()
+        self._rebind = True
+        await self._catch_up_now(ack_held=False)
+        # Woken early by the first connection, so a normal start does not wait a poll.
+        await _sleep(stop, self.poll_interval, *([] if connecting.done() else [connecting]))
+
+    async def _bind(self, js: JetStreamContext) -> None:
+        self._rebind = False
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        self._sub, self._last_seq = await bind_consumer(
+            js,
+            stream=self.stream,
+            subject_prefix=self.subject_prefix,
+            durable=self.durable_name,
+            batch_size=self.batch_size,
+            ack_wait=self.ack_wait,
+        )
+        # The stream's last sequence before binding is covered by this catch-up.
+        self._needs_catch_up = True
+
+    async def _catch_up_now(self, *, ack_held: bool = True) -> None:
+        conn = await self._db()
+        read = await replay_from_store(conn, self.projection, batch_size=self.batch_size)
+        if read:
+            log.info(
+                "projection %s: caught up %d events from the store", self.projection.name, read
+            )
+        self._needs_catch_up = False
+        self._last_progress = time.monotonic()
+        if ack_held:
+            # The store catch-up committed everything those messages carried.
+            await ack_all(self._held)
+            self._held = []
+
+    async def _apply_messages(self, messages: list[Msg]) -> None:
+        expected = None if self._last_seq is None else self._last_seq + 1
+        highest = self._last_seq or 0
+        gap = False
+        events: list[CloudEvent] = []
+        for msg in messages:
+            seq = msg.metadata.sequence.stream
+            if expected is not None and seq > expected:
+                # Lost, deleted or expired messages: the store has them.
+                log.warning(
+                    "projection %s: stream sequence jumped from %d to %d; "
+                    "catching up from the store",
+                    self.projection.name,
+                    expected - 1,
+                    seq,
+                )
+                gap = True
+            expected = max(expected or 0, seq + 1)
+            highest = max(highest, seq)
+            try:
+                events.append(decode(msg.data))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                log.error(
+                    "projection %s: undecodable message at stream sequence %d; "
+                    "reading the store instead",
+                    self.projection.name,
+                    seq,
+                )
+                gap = True
+        try:
+            if gap:
+                await self._catch_up_now()
+            # Position order, so apply_batch's "skip at or below" never drops an event
+            # that a re-publish delivered out of order.
+            events.sort(key=lambda e: e.position)
+            await apply_batch(await self._db(), self.projection, events)
+        except BaseException:
+            self._held.extend(messages)  # acked once a catch-up has covered them
+            raise
+        await ack_all(messages)
+        self._last_seq = highest
+        self._last_progress = time.monotonic()
+
+    async def _check_relay_stall(self) -> None:
+        """Idle on NATS for a while: if the store is ahead, the relay is not publishing;
+        catch up from the store rather than serve stale reads."""
+        if self.relay_stall_after is None:
+            return
+        if time.monotonic() - self._last_progress < self.relay_stall_after:
+            return
+        self._last_progress = time.monotonic()
+        conn = await self._db()
+        if await max_position(conn) > await tracked_position(conn, self.projection.name):
+            log.warning(
+                "projection %s: nothing from NATS for %.0fs while the store is ahead "
+                "(is the relay running?); catching up from the store",
+                self.projection.name,
+                self.relay_stall_after,
+            )
+            await self._catch_up_now()
+
+    async def _close(self, nc: Client | None) -> None:
+        self.following.clear()
+        self._sub = None
+        self._held = []
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 5)
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None

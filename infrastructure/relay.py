@@ -1,13 +1,14 @@
-"""The relay: follows the event store's notification log (the outbox) and publishes each
-event, in order, as a CloudEvents envelope to JetStream.
+"""The relay: publishes the event store's notification log (the outbox) to JetStream.
 
-- Resumes from the last message in the stream (its Norn-Position header), so a crash
-  never loses or skips an event; a re-published one is dropped by the Nats-Msg-Id
-  duplicate window.
-- Publishes asynchronously in windows and advances only on acks.
-- One leader at a time (a Postgres advisory lock); others stand by.
-- Wakes on LISTEN norn_events, with a poll as the fallback, so a dead listener delays
-  but never stalls it. NATS being down only delays publishing: commands keep appending.
+It is a tracked reader of the log whose "view" is the stream (DESIGN.md §8): it resumes
+from the position carried by the last message in the stream, publishes asynchronously in
+windows and advances only on acks. One relay per database and stream publishes at a time
+(a Postgres advisory lock); the others wait on standby.
+
+Every message also carries `Nats-Expected-Last-Sequence`, so JetStream stores the
+stream as a gap-free prefix of the log: if a message is lost on a reconnect, every later
+one is refused instead of stored, and "resume after the last message" stays sound. A
+message re-published with the right expected sequence is dropped by `Nats-Msg-Id`.
 """
 
 from __future__ import annotations
@@ -15,18 +16,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
+from datetime import datetime
 
 import psycopg
+from eventsourcing.persistence import Notification
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.api import Header, PubAck, StreamInfo
+from nats.js.errors import NotFoundError
+from psycopg import AsyncConnection, sql
 
-from infrastructure import envelope
-from infrastructure.nats import POSITION_HEADER, connect, ensure_stream
+from infrastructure.envelope import encode, subject_for, to_cloud_event
+from infrastructure.nats import POSITION_HEADER, connect, ensure_stream, events_subjects
 from infrastructure.notification_log import NOTIFY_CHANNEL, read_notifications
 
 log = logging.getLogger(__name__)
-_LEADER_LOCK = 0x4E52454C  # "NREL"
+
 WINDOW = 256
+"""Messages in flight before the relay waits for their acks."""
+ACK_TIMEOUT = 5.0
+"""Seconds to wait for a window's acks. Also the only way a refused publish surfaces:
+nats-py 2.16 never resolves a publish_async future whose ack is an API error (it raises
+inside its reply handler instead; nats-io/nats.py#985)."""
+NATS_CONNECT_TIMEOUT = 5.0
+"""nats.connect retries forever; bound each attempt so errors are logged and retried."""
+STANDBY_RETRY = 1.0
+ERROR_BACKOFF = 1.0
+LISTEN_CHECK = 5.0
+"""Seconds of LISTEN silence after which the listening session is proven alive."""
+LOCK_NAMESPACE = 0x4E6F726E  # "Norn": first key of the two-int advisory lock
+
+
+class WindowFailed(RuntimeError):
+    """Part of a window was not acked; the stream decides where to resume."""
+
+
+class PositionUnknown(RuntimeError):
+    """The stream's last message carries no position: something else publishes to it."""
+
+
+def lock_key(stream: str) -> int:
+    """Second advisory-lock key: one leader per stream, so relays of different streams
+    sharing a database do not exclude each other."""
+    key = zlib.crc32(stream.encode())
+    return key - (1 << 32) if key >= 1 << 31 else key
 
 
 class Relay:
@@ -46,129 +81,259 @@ class Relay:
         self._prefix = subject_prefix
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._lock_key = lock_key(stream)
+        self._position = 0  # last acked notification id
+        self._stream_seq = 0  # stream sequence the next publish expects to follow
+        self._stream_created: datetime | None = None  # tells a recreated stream apart
+        self._synced = False
+        self._leader = False
+        self._conn: AsyncConnection | None = None  # holds the leader lock and reads the log
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        self._wake = asyncio.Event()
-        self.published_position = 0
-        self._synced = False
+        self._wake_event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def published_position(self) -> int:
+        """The last position JetStream acknowledged (or found in the stream on resync)."""
+        return self._position
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leader
 
     def wake(self) -> None:
-        self._wake.set()
-
-    async def publish_pending(self) -> int:
-        """One pass: publish every event after the stream's last one. Returns the count."""
-        js = await self._jetstream()
-        if not self._synced:
-            self.published_position = await self._last_published(js)
-            self._synced = True
-        total = 0
-        async with await psycopg.AsyncConnection.connect(
-            self._database_url, autocommit=True
-        ) as conn:
-            while True:
-                batch = await read_notifications(conn, self.published_position, self._batch_size)
-                if not batch:
-                    return total
-                for start in range(0, len(batch), WINDOW):
-                    await self._publish_window(js, batch[start : start + WINDOW])
-                total += len(batch)
+        """Nudge the relay after an append; safe from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake_event.set)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until `stop` is set: hold the leader lock, then publish as events arrive."""
-        while not stop.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._database_url, autocommit=True
-                ) as lock_conn:
-                    cur = await lock_conn.execute(
-                        "SELECT pg_try_advisory_lock(%s)", (_LEADER_LOCK,)
-                    )
-                    row = await cur.fetchone()
-                    if not (row and row[0]):
-                        await _sleep_or_stop(stop, 1.0)  # another relay leads: stand by
-                        continue
-                    await self._lead(stop)
-            except (psycopg.OperationalError, OSError) as error:
-                log.warning("relay: database unavailable (%s); retrying", error)
-                await _sleep_or_stop(stop, 1.0)
-        await self.close()
+        """Publish until `stop` is set. Errors are logged and retried, never raised: NATS
+        or Postgres being down only delays publishing. Closes its connections on exit."""
+        self._loop = asyncio.get_running_loop()
+        # The work runs in tasks so that stopping interrupts any blocking step (a NATS
+        # connect waiting for the server, a window waiting for acks).
+        tasks = [
+            asyncio.create_task(self._follow(), name="relay-follow"),
+            asyncio.create_task(self._listen(), name="relay-listen"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.close()
 
-    async def _lead(self, stop: asyncio.Event) -> None:
-        async with await psycopg.AsyncConnection.connect(
-            self._database_url, autocommit=True
-        ) as listen_conn:
-            await listen_conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            listener = asyncio.create_task(self._listen(listen_conn))
-            try:
-                while not stop.is_set():
-                    try:
-                        await self.publish_pending()
-                    except Exception as error:
-                        log.warning("relay: publishing paused (%s); will resync", error)
-                        self._synced = False
-                        await _sleep_or_stop(stop, 1.0)
-                        continue
-                    if listener.done():  # a dead listener must not stall us: restart it
-                        return
-                    self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            _first(self._wake.wait(), stop.wait()), timeout=self._poll_interval
-                        )
-            finally:
-                listener.cancel()
-                with contextlib.suppress(BaseException):
-                    await listener
-
-    async def _listen(self, conn: psycopg.AsyncConnection) -> None:
-        async for _ in conn.notifies():
-            self._wake.set()
-
-    async def _publish_window(self, js: JetStreamContext, window: list) -> None:
-        futures = []
-        for notification in window:
-            event = envelope.to_cloud_event(notification)
-            futures.append(
-                await js.publish_async(
-                    envelope.subject_for(self._prefix, event),
-                    envelope.encode(event),
-                    headers={"Nats-Msg-Id": event.id, POSITION_HEADER: str(event.position)},
-                )
-            )
-        await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
-        self.published_position = window[-1].id
-
-    async def _jetstream(self) -> JetStreamContext:
-        if self._js is None or self._nc is None or self._nc.is_closed:
-            self._nc = await connect(self._nats_url, name="norn-relay")
-            self._js = self._nc.jetstream()
-            await ensure_stream(self._js, self._stream, self._prefix)
-        return self._js
-
-    async def _last_published(self, js: JetStreamContext) -> int:
-        info = await js.stream_info(self._stream)
-        if not info.state.last_seq:
-            return 0
-        message = await js.get_msg(self._stream, seq=info.state.last_seq)
-        return int((message.headers or {}).get(POSITION_HEADER, 0))
+    async def publish_pending(self) -> int:
+        """One pass: connect if needed, take the leader lock (0 if another relay holds
+        it), resync from the stream if needed, publish everything pending. Raises on
+        failure, after marking the connections for reconnect and resync."""
+        self._loop = asyncio.get_running_loop()
+        self._wake_event.clear()  # appends from now on wake the next pass
+        try:
+            return await self._publish_pending()
+        except psycopg.Error:
+            await self._drop_database()
+            raise
+        except (NatsError, TimeoutError, OSError, WindowFailed):
+            await self._drop_nats()
+            raise
 
     async def close(self) -> None:
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
-        self._nc = self._js = None
+        """Release the leader lock and close every connection."""
+        await self._drop_database()
+        await self._drop_nats()
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                await self.publish_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("relay for %s failed, retrying: %r", self._stream, error)
+                await asyncio.sleep(ERROR_BACKOFF)
+                continue
+            if not self._leader:
+                await asyncio.sleep(STANDBY_RETRY)
+                continue
+            # Woken by NOTIFY or wake(); the poll keeps a dead listener from stalling us.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_event.wait(), self._poll_interval)
+
+    async def _publish_pending(self) -> int:
+        conn = await self._database()
+        js = await self._jetstream()
+        if not await self._lead(conn):
+            return 0
+        if not self._synced:
+            await self._resync(js)
+        published = 0
+        while True:
+            batch = await read_notifications(conn, self._position, self._batch_size)
+            if not batch:
+                return published
+            for start in range(0, len(batch), WINDOW):
+                published += await self._publish_window(js, batch[start : start + WINDOW])
+
+    async def _publish_window(self, js: JetStreamContext, window: list[Notification]) -> int:
+        futures: list[asyncio.Future[PubAck]] = []
+        unpublishable: Exception | None = None
+        try:
+            for offset, notification in enumerate(window):
+                try:
+                    event = to_cloud_event(notification)
+                except Exception as error:
+                    # Never skip an event: publish what precedes it, then stall on it.
+                    unpublishable = error
+                    break
+                headers = {
+                    "Nats-Msg-Id": event.id,
+                    POSITION_HEADER: str(notification.id),
+                    Header.EXPECTED_LAST_SEQUENCE: str(self._stream_seq + offset),
+                }
+                subject = subject_for(self._prefix, event)
+                futures.append(
+                    await js.publish_async(
+                        subject, encode(event), stream=self._stream, headers=headers
+                    )
+                )
+            if futures:
+                await asyncio.wait(futures, timeout=ACK_TIMEOUT)
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+        acked = self._advance(window, futures)
+        if acked < len(futures):
+            raise WindowFailed(f"{len(futures) - acked} of {len(futures)} publishes not acked")
+        if unpublishable is not None:
+            raise RuntimeError(f"cannot publish position {window[acked].id}") from unpublishable
+        return acked
+
+    def _advance(self, window: list[Notification], futures: list[asyncio.Future[PubAck]]) -> int:
+        """Advance over the acked prefix of the window; count it."""
+        errors = [None if f.cancelled() else f.exception() for f in futures]  # all retrieved
+        acked = 0
+        for notification, future, error in zip(window, futures, errors, strict=False):
+            if future.cancelled() or error is not None:
+                break
+            ack = future.result()
+            if not ack.duplicate:  # a duplicate is already stored and left last_seq as is
+                self._stream_seq = ack.seq
+            self._position = notification.id
+            acked += 1
+        return acked
+
+    async def _resync(self, js: JetStreamContext) -> None:
+        info = await js.stream_info(self._stream)
+        last_position = await self._last_position(js, info)
+        same_stream = (
+            info.created == self._stream_created and info.state.last_seq >= self._stream_seq
+        )
+        # Our own acks stay true for the same stream (they may be ahead of its last
+        # message if that was deleted); a recreated stream is trusted as it is.
+        self._position = max(self._position, last_position) if same_stream else last_position
+        self._stream_seq = info.state.last_seq
+        self._stream_created = info.created
+        self._synced = True
+        log.info(
+            "relay for %s resumes after position %d (stream sequence %d)",
+            self._stream,
+            self._position,
+            self._stream_seq,
+        )
+
+    async def _last_position(self, js: JetStreamContext, info: StreamInfo) -> int:
+        if info.state.messages == 0:
+            return 0
+        try:
+            msg = await js.get_msg(self._stream, seq=info.state.last_seq)
+        except NotFoundError:
+            # The last sequence was deleted: take the last message our subjects still hold.
+            try:
+                msg = await js.get_msg(self._stream, subject=events_subjects(self._prefix))
+            except NotFoundError:
+                return 0
+        position = (msg.headers or {}).get(POSITION_HEADER)
+        if position is None:
+            raise PositionUnknown(
+                f"message {msg.seq} of stream {self._stream} has no {POSITION_HEADER} header"
+            )
+        return int(position)
+
+    async def _lead(self, conn: AsyncConnection) -> bool:
+        if self._leader:
+            return True
+        cur = await conn.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, self._lock_key)
+        )
+        row = await cur.fetchone()
+        if row and row[0]:
+            self._leader = True
+            self._synced = False  # another leader may have published meanwhile
+            log.info("relay for %s is the leader", self._stream)
+        return self._leader
+
+    async def _database(self) -> AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            self._leader = False
+            self._conn = await AsyncConnection.connect(self._database_url, autocommit=True)
+        return self._conn
+
+    async def _jetstream(self) -> JetStreamContext:
+        if self._nc is None or self._nc.is_closed or self._js is None:
+            nc = await asyncio.wait_for(
+                connect(self._nats_url, name=f"norn-relay-{self._stream}"),
+                NATS_CONNECT_TIMEOUT,
+            )
+            try:
+                js = nc.jetstream()
+                await ensure_stream(js, self._stream, self._prefix)
+            except BaseException:
+                await nc.close()
+                raise
+            self._nc, self._js = nc, js
+            self._synced = False
+        return self._js
+
+    async def _drop_database(self) -> None:
+        conn, self._conn = self._conn, None
+        if self._leader:
+            log.info("relay for %s gives up leadership", self._stream)
+        self._leader = False
         self._synced = False
+        if conn is not None and not conn.closed:
+            # Closing the session releases its advisory lock (also when it is dead).
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
 
+    async def _drop_nats(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        self._synced = False
+        if nc is not None and not nc.is_closed:
+            # Closing also discards publishes buffered for a reconnect.
+            with contextlib.suppress(NatsError, TimeoutError, OSError):
+                await asyncio.wait_for(nc.close(), NATS_CONNECT_TIMEOUT)
 
-async def _first(*awaitables) -> None:  # type: ignore[no-untyped-def]
-    tasks = [asyncio.ensure_future(a) for a in awaitables]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    async def _listen(self) -> None:
+        """LISTEN on the channel the recorder NOTIFYs; reconnect when the session dies."""
+        while True:
+            try:
+                async with await AsyncConnection.connect(
+                    self._database_url, autocommit=True
+                ) as conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+                    self._wake_event.set()  # appends made while we were not listening
+                    while True:
+                        async for _ in conn.notifies(timeout=LISTEN_CHECK):
+                            self._wake_event.set()
+                        # Silence proves nothing: a dead session must fail loudly here.
+                        await asyncio.wait_for(conn.execute("SELECT 1"), LISTEN_CHECK)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("relay LISTEN %s lost, reconnecting: %r", NOTIFY_CHANNEL, error)
+                await asyncio.sleep(ERROR_BACKOFF)

@@ -1,0 +1,314 @@
+"""The relay against real PostgreSQL and JetStream: order, resume, dedup, NATS outages,
+the leader lock and LISTEN/NOTIFY wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+import psycopg
+import pytest
+from nats.js.api import RawStreamMsg
+from nats.js.errors import NotFoundError
+
+from application.event_store import NornEventStore
+from application.pipelines import PipelineService
+from application.principal import Principal
+from domain.events import CommandContext
+from domain.pipeline import PipelineDefinition, StepSpec
+from infrastructure import envelope
+from infrastructure.embedded import EmbeddedNats, free_port
+from infrastructure.nats import POSITION_HEADER
+from infrastructure.plugins.catalog import PluginCatalog
+from infrastructure.relay import Relay
+
+ALICE = Principal("u1", "alice", "t1", frozenset({"editor"}))
+CTX = CommandContext("user:u1", "corr-1")
+WAIT = 10.0  # bound of every wait for something asynchronous
+
+
+def create_pipelines(store: NornEventStore, count: int) -> None:
+    """Append `count` pipelines: two events each (the pipeline and its name claim)."""
+    service = PipelineService(store, PluginCatalog())
+    for _ in range(count):
+        definition = PipelineDefinition(
+            name=f"p-{uuid.uuid4().hex[:8]}",
+            steps=(StepSpec("read", "Input.file", {"path": "in.jsonl"}),),
+        )
+        service.create(ALICE, definition, CTX)
+
+
+async def append(store: NornEventStore, count: int) -> None:
+    await asyncio.to_thread(create_pipelines, store, count)
+
+
+def stored(database_url: str) -> list[tuple[int, uuid.UUID, int]]:
+    """(position, originator id, version) of every stored event, in order."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT notification_id, originator_id, originator_version "
+            "FROM norn_events ORDER BY notification_id"
+        ).fetchall()
+    return [(int(r[0]), r[1], int(r[2])) for r in rows]
+
+
+@pytest.fixture
+async def js(nats_url: str) -> AsyncIterator[Any]:
+    nc = await nats.connect(nats_url)
+    yield nc.jetstream()
+    await nc.close()
+
+
+async def stream_messages(js: Any, stream: str) -> list[RawStreamMsg]:
+    """Every message the stream holds, in stream order."""
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return []
+    messages = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        with contextlib.suppress(NotFoundError):  # a deleted sequence
+            messages.append(await js.get_msg(stream, seq=seq))
+    assert len(messages) == info.state.messages
+    return messages
+
+
+def positions(messages: list[RawStreamMsg]) -> list[int]:
+    return [int((m.headers or {})[POSITION_HEADER]) for m in messages]
+
+
+async def wait_until(check: Callable[[], bool], within: float = WAIT) -> None:
+    """Bounded wait for state another task changes."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {within}s")
+        await asyncio.sleep(0.05)
+
+
+def relay_for(database_url: str, nats_url: str, names: Any, **options: Any) -> Relay:
+    return Relay(
+        database_url=database_url,
+        nats_url=nats_url,
+        stream=names.stream,
+        subject_prefix=names.prefix,
+        **options,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(relay: Relay) -> AsyncIterator[asyncio.Task[None]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, WAIT)  # run() returns (and raises nothing) on stop
+
+
+async def assert_exactly_once(js: Any, stream: str, database_url: str) -> None:
+    """The stream holds every stored event once, in position order."""
+    events = stored(database_url)
+    messages = await stream_messages(js, stream)
+    assert positions(messages) == [p for p, _, _ in events]
+    ids = [(m.headers or {})["Nats-Msg-Id"] for m in messages]
+    assert ids == [envelope.event_id(o, v) for _, o, v in events]
+
+
+async def test_publishes_every_event_in_order_as_cloudevents(
+    database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
+) -> None:
+    await append(event_store, 3)
+    relay = relay_for(database_url, nats_url, nats_names)
+    try:
+        assert await relay.publish_pending() == 6
+        assert await relay.publish_pending() == 0  # nothing left, nothing published twice
+    finally:
+        await relay.close()
+
+    events = stored(database_url)
+    assert relay.published_position == events[-1][0]
+    messages = await stream_messages(js, nats_names.stream)
+    assert len(messages) == len(events) == 6
+    for message, (position, originator_id, version) in zip(messages, events, strict=True):
+        headers = message.headers or {}
+        event = envelope.decode(message.data or b"")
+        assert headers[POSITION_HEADER] == str(position)
+        assert headers["Nats-Msg-Id"] == envelope.event_id(originator_id, version) == event.id
+        assert event.specversion == "1.0"
+        assert (event.position, event.version, event.subject) == (
+            position,
+            version,
+            str(originator_id),
+        )
+        assert event.tenant == "t1"
+        assert event.actor == "user:u1"
+        assert event.correlationid == "corr-1"
+        _, aggregate, name, _ = event.type.split(".")
+        assert message.subject == f"{nats_names.prefix}.events.t1.{aggregate}.{name}"
+    types = {envelope.decode(m.data or b"").type for m in messages}
+    assert types == {"norn.pipeline.created.v1", "norn.name_claim.taken.v1"}
+
+
+async def test_a_new_relay_resumes_without_gap_or_duplicate(
+    database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
+) -> None:
+    await append(event_store, 3)
+    first = relay_for(database_url, nats_url, nats_names)
+    async with running(first):
+        await wait_until(lambda: first.published_position == 6)
+
+    # Crash: a relay killed mid-pass, its session (and leader lock) gone with it, while
+    # more events are appended.
+    await append(event_store, 6)
+    crashed = relay_for(database_url, nats_url, nats_names, batch_size=2)
+    passing = asyncio.create_task(crashed.publish_pending())
+    await wait_until(lambda: crashed.published_position > 6 or passing.done())
+    passing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await passing
+    await append(event_store, 2)
+    terminate_lock_holders(database_url)
+
+    resumed = relay_for(database_url, nats_url, nats_names, batch_size=3)
+    try:
+        total = stored(database_url)[-1][0]
+        async with running(resumed):
+            await wait_until(lambda: resumed.published_position == total)
+        await assert_exactly_once(js, nats_names.stream, database_url)
+        assert len(stored(database_url)) == 22
+    finally:
+        await crashed.close()
+
+
+async def test_republished_events_are_dropped_by_the_duplicate_window(
+    database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
+) -> None:
+    await append(event_store, 2)
+    relay = relay_for(database_url, nats_url, nats_names)
+    try:
+        assert await relay.publish_pending() == 4
+    finally:
+        await relay.close()
+    messages = await stream_messages(js, nats_names.stream)
+
+    # Anyone re-publishing the same event ids: acked as duplicates, not stored.
+    for message in messages:
+        headers = message.headers or {}
+        ack = await js.publish(
+            message.subject,
+            message.data,
+            headers={k: headers[k] for k in ("Nats-Msg-Id", POSITION_HEADER)},
+        )
+        assert ack.duplicate
+    assert len(await stream_messages(js, nats_names.stream)) == 4
+
+    # A relay that resumes from a stale point (the last message deleted) re-publishes
+    # position 4; JetStream drops it, and the relay carries on after it.
+    await js.delete_msg(nats_names.stream, messages[-1].seq)
+    again = relay_for(database_url, nats_url, nats_names)
+    try:
+        assert await again.publish_pending() == 1
+        assert again.published_position == 4
+        assert positions(await stream_messages(js, nats_names.stream)) == [1, 2, 3]
+        await append(event_store, 1)
+        assert await again.publish_pending() == 2
+        assert positions(await stream_messages(js, nats_names.stream)) == [1, 2, 3, 5, 6]
+    finally:
+        await again.close()
+
+
+async def test_nats_unavailable_delays_but_never_stops_publishing(
+    database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
+) -> None:
+    unreachable = f"nats://127.0.0.1:{free_port()}"
+    relay = relay_for(database_url, unreachable, nats_names)
+    async with running(relay) as task:
+        await append(event_store, 2)  # the store keeps taking commands
+        await asyncio.sleep(1.5)
+        assert not task.done()
+    assert relay.published_position == 0
+    assert len(stored(database_url)) == 4
+
+    catching_up = relay_for(database_url, nats_url, nats_names)
+    try:
+        assert await catching_up.publish_pending() == 4
+    finally:
+        await catching_up.close()
+    await assert_exactly_once(js, nats_names.stream, database_url)
+
+
+async def test_the_same_relay_catches_up_when_nats_returns(
+    database_url: str, nats_names: Any, event_store: NornEventStore, tmp_path: Path
+) -> None:
+    server = EmbeddedNats(tmp_path, port=free_port())
+    url = f"nats://127.0.0.1:{server.port}"
+    relay = relay_for(database_url, url, nats_names)
+    try:
+        async with running(relay):
+            await append(event_store, 2)  # NATS not started yet
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(server.start)
+            await wait_until(lambda: relay.published_position == 4)
+
+            await asyncio.to_thread(server.stop)  # down while running: appends go on
+            await append(event_store, 2)
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(server.start)  # same store dir: the stream survives
+            await wait_until(lambda: relay.published_position == 8, 20.0)
+        nc = await nats.connect(url)
+        try:
+            await assert_exactly_once(nc.jetstream(), nats_names.stream, database_url)
+        finally:
+            await nc.close()
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def test_two_relays_publish_each_event_exactly_once(
+    database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
+) -> None:
+    await append(event_store, 2)
+    a = relay_for(database_url, nats_url, nats_names, batch_size=3)
+    b = relay_for(database_url, nats_url, nats_names, batch_size=3)
+    async with running(b):
+        async with running(a):
+            await append(event_store, 5)
+            await wait_until(lambda: max(a.published_position, b.published_position) == 14)
+            assert [a.is_leader, b.is_leader].count(True) == 1
+            await asyncio.sleep(0.5)  # room for a second publisher to show up, if any
+            await assert_exactly_once(js, nats_names.stream, database_url)
+        # `a` stopped: whichever was standby takes over, and the leader keeps leading.
+        await append(event_store, 2)
+        await wait_until(lambda: b.published_position == 18)
+        assert b.is_leader
+    await assert_exactly_once(js, nats_names.stream, database_url)
+
+
+async def test_run_wakes_on_notify_without_polling(
+    database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
+) -> None:
+    relay = relay_for(database_url, nats_url, nats_names, poll_interval=30.0)
+    async with running(relay):
+        await wait_until(lambda: relay.is_leader)
+        await asyncio.sleep(1.0)  # the first pass and LISTEN are done; polls are 30s away
+        for expected in (2, 4):
+            await append(event_store, 1)
+            await wait_until(lambda n=expected: relay.published_position == n, 5.0)
+    assert len(await stream_messages(js, nats_names.stream)) == 4
+
+
+def terminate_lock_holders(database_url: str) -> None:
+    """What a crashed process leaves behind: its sessions end, and their locks with them."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks "
+            "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+        )

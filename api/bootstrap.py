@@ -186,7 +186,9 @@ async def connect_feed(container: Container) -> None:
     """NATS for live feeds; retried in the background so the API starts without it."""
     while container.nats is None:
         try:
-            container.nats = await norn_nats.connect(container.nats_url, name="norn-api")
+            container.nats = await asyncio.wait_for(
+                norn_nats.connect(container.nats_url, name="norn-api"), timeout=5
+            )
         except Exception as error:
             log.warning("NATS not reachable for live feeds yet (%s); retrying", error)
             await asyncio.sleep(1.0)

@@ -19,8 +19,15 @@ DUPLICATE_WINDOW_SECONDS = 120.0
 
 
 async def connect(url: str, name: str) -> Client:
-    """A connection that keeps reconnecting forever: NATS being down must never stop
-    a role, only delay it."""
+    """A connection that, once made, reconnects forever: NATS being down must never stop
+    a role, only delay it. The first connect also retries forever, so callers bound it
+    (asyncio.wait_for) to report the outage and stay stoppable."""
+
+    async def quiet(error: Exception) -> None:
+        # nats-py's default logs a traceback at ERROR on every attempt (2/s while NATS
+        # is down); callers report the outage once themselves.
+        log.debug("NATS connection %s: %r", name, error)
+
     return await nats.connect(
         url,
         name=name,
@@ -28,6 +35,7 @@ async def connect(url: str, name: str) -> Client:
         reconnect_time_wait=0.5,
         connect_timeout=2,
         allow_reconnect=True,
+        error_cb=quiet,
     )
 
 
@@ -44,7 +52,18 @@ async def ensure_stream(js: JetStreamContext, stream: str, prefix: str) -> None:
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
     )
     try:
-        await js.stream_info(stream)
+        info = await js.stream_info(stream)
     except NotFoundError:
         await js.add_stream(config)
         log.info("created JetStream stream %s for %s", stream, config.subjects)
+        return
+    current = info.config
+    if (
+        current.subjects != config.subjects
+        or current.duplicate_window != config.duplicate_window
+    ):
+        # Keep the stream's other settings (limits an operator tuned), fix ours.
+        current.subjects = config.subjects
+        current.duplicate_window = config.duplicate_window
+        await js.update_stream(current)
+        log.info("updated JetStream stream %s to %s", stream, config.subjects)

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import uuid4
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -111,7 +111,9 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             title="Norn",
             version="1",
             description="Event-sourced control plane for data pipelines.",
-            path="/schema",
+            # Public like /health: the app-wide permission guard would otherwise refuse
+            # these routes, which declare no permission.
+            openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
             render_plugins=[SwaggerRenderPlugin(), RedocRenderPlugin(path="/redoc")],
         ),
     )

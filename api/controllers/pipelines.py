@@ -42,6 +42,8 @@ WRITE = {"permission": Permission.PIPELINES_WRITE}
 MinPosition = Annotated[
     int | None, Parameter(ge=0, description="wait until the read model has this position")
 ]
+# PostgreSQL text cannot hold NUL: refuse it as a 400 instead of failing in the query.
+TextFilter = Annotated[str | None, Parameter(pattern=r"^[^\x00]*$", max_length=200)]
 
 
 class PipelineController(Controller):
@@ -67,8 +69,8 @@ class PipelineController(Controller):
         container: Container,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
         cursor: str | None = None,
-        name: str | None = None,
-        tag: str | None = None,
+        name: TextFilter = None,
+        tag: TextFilter = None,
         sort: Literal["created_at", "updated_at", "name"] = "created_at",
         order: Literal["asc", "desc"] = "asc",
         min_position: MinPosition = None,

@@ -3,10 +3,15 @@ its relay and projectors running against the test's Postgres and NATS."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
+import uvicorn
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
@@ -76,3 +81,70 @@ def pipeline_body(name: str, **overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The documented error shape, with the given status and code; returns the error."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"code", "message", "details", "request_id"}, error
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["details"], list)
+    assert error["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text
+    return error
+
+
+async def create_pipeline(
+    client: AsyncTestClient, headers: dict[str, str], name: str, **overrides: Any
+) -> dict[str, Any]:
+    response = await client.post(
+        "/api/v1/pipelines", json=pipeline_body(name, **overrides), headers=headers
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def wait_ready(client: Any, seconds: float = 30.0) -> dict[str, Any]:
+    """Poll /health/ready until Postgres, NATS and the projections all report ok."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        response = await client.get("/health/ready")
+        if response.status_code == 200:
+            return response.json()
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not ready after {seconds}s: {response.text}")
+        await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def serving_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app under a real uvicorn server on a free port, for what the in-process
+    test client cannot do (it buffers whole responses, so no incremental SSE)."""
+    assert settings.database_url and settings.nats_url
+    container = build_container(settings, settings.database_url, settings.nats_url)
+    bootstrap_admin(container)
+    app = create_app(container, {"relay", "projector"})
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=3)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise AssertionError("uvicorn stopped during start-up")
+            await asyncio.sleep(0.05)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout=15)
+        sock.close()
+        container.close()

@@ -1,0 +1,179 @@
+"""The live feed (SSE) over a real HTTP server: a tenant sees its own events as
+CloudEvents, in position order, filtered by type, and never another tenant's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from infrastructure.settings import Settings
+from tests.integration.api_client import (
+    assert_error,
+    create_pipeline,
+    login,
+    make_tenant_user,
+    serving_app,
+    wait_ready,
+)
+
+STREAM = "/api/v1/events/stream"
+CREATED = "norn.pipeline.created.v1"
+
+
+@dataclass
+class Sse:
+    event: str | None = None
+    id: str | None = None
+    data: str = ""
+    comments: list[str] = field(default_factory=list)
+
+    @property
+    def cloud_event(self) -> dict[str, Any]:
+        return json.loads(self.data)
+
+
+class SseReader:
+    """Parses an open text/event-stream response in a background task, so waiting for
+    the next event can time out without tearing the stream down."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._queue: asyncio.Queue[Sse] = asyncio.Queue()
+        self._task = asyncio.create_task(self._read(response))
+        self.seen: list[Sse] = []
+
+    async def _read(self, response: httpx.Response) -> None:
+        current = Sse()
+        async for line in response.aiter_lines():
+            if line == "":
+                if current.event or current.data or current.comments:
+                    await self._queue.put(current)
+                current = Sse()
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "":
+                current.comments.append(value)
+            elif name == "data":
+                current.data = f"{current.data}\n{value}" if current.data else value
+            elif name == "event":
+                current.event = value
+            elif name == "id":
+                current.id = value
+
+    async def next(self, seconds: float = 20.0) -> Sse:
+        message = await asyncio.wait_for(self._queue.get(), seconds)
+        self.seen.append(message)
+        return message
+
+    async def until(self, done: Callable[[Sse], bool], seconds: float = 20.0) -> list[Sse]:
+        """Every event up to and including the first for which done() is true."""
+        start = len(self.seen)
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise AssertionError(f"no matching event within {seconds}s: {self.seen[start:]}")
+            message = await self.next(left)
+            if done(message):
+                return [m for m in self.seen[start:] if m.event]
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(BaseException):
+            await self._task
+
+
+def _created(pipeline_id: str) -> Callable[[Sse], bool]:
+    return lambda m: m.event == CREATED and m.cloud_event["subject"] == pipeline_id
+
+
+@contextlib.asynccontextmanager
+async def _feed(http: httpx.AsyncClient, headers: dict[str, str], **params: str) -> Any:
+    async with http.stream("GET", STREAM, params=params, headers=headers) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        reader = SseReader(response)
+        try:
+            first = await reader.next()  # sent once the subscription is live
+            assert first.event is None and "connected" in first.comments
+            yield reader
+        finally:
+            await reader.close()
+
+
+async def test_feed_is_per_tenant_cloud_events_filtered_by_type(settings: Settings) -> None:
+    async with serving_app(settings) as http:
+        await wait_ready(http)
+        admin = await login(http, settings.admin_username or "", settings.admin_password or "")
+        tenant_a, a = await make_tenant_user(http, admin, "acme", "viewer")
+        _, b = await make_tenant_user(http, admin, "globex", "editor")
+        in_a = {**admin, "X-Tenant-ID": tenant_a}
+        assert_error(await http.get(STREAM), 401, "AUTHENTICATION_REQUIRED")
+
+        async with (
+            _feed(http, a) as everything,
+            _feed(http, a, types="norn.pipeline.*") as pipelines_only,
+            _feed(http, admin) as platform,
+        ):
+            one = await create_pipeline(http, in_a, "a-one")
+            other = await create_pipeline(http, b, "b-one")
+            two = await create_pipeline(http, in_a, "a-two")
+
+            got = await everything.until(_created(two["id"]))
+            types = [m.event for m in got]
+            assert types.count(CREATED) == 2, types
+            assert "norn.name_claim.taken.v1" in types
+            first = next(m for m in got if _created(one["id"])(m))
+            event = first.cloud_event
+            assert event["specversion"] == "1.0"
+            assert event["type"] == CREATED
+            assert event["tenant"] == tenant_a
+            assert event["source"] == f"/tenants/{tenant_a}/pipelines/{one['id']}"
+            assert event["data"]["definition"]["name"] == "a-one"
+            assert event["actor"] == one["created_by"]
+            assert first.id == str(event["position"])
+            assert 0 < event["position"] <= one["position"]
+            for message in got:
+                assert message.cloud_event["tenant"] == tenant_a, message
+                assert message.cloud_event["subject"] != other["id"], message
+                assert message.id == str(message.cloud_event["position"])
+            positions = [int(m.id or 0) for m in got]
+            assert positions == sorted(positions) and len(set(positions)) == len(positions)
+
+            filtered = await pipelines_only.until(_created(two["id"]))
+            assert [m.event for m in filtered] == [CREATED, CREATED]
+            assert [m.cloud_event["subject"] for m in filtered] == [one["id"], two["id"]]
+
+            # A platform admin acting in no tenant follows every tenant.
+            seen = await platform.until(_created(two["id"]))
+            subjects = {m.cloud_event["subject"] for m in seen if m.event == CREATED}
+            assert subjects == {one["id"], other["id"], two["id"]}
+
+
+async def test_feed_follows_revisions_and_deletes(settings: Settings) -> None:
+    async with serving_app(settings) as http:
+        await wait_ready(http)
+        admin = await login(http, settings.admin_username or "", settings.admin_password or "")
+        _, editor = await make_tenant_user(http, admin, "acme", "editor")
+        async with _feed(http, editor, types="norn.pipeline.revised.*,*.deleted.*") as feed:
+            created = await create_pipeline(http, editor, "a-one")
+            url = f"/api/v1/pipelines/{created['id']}"
+            body = {"name": "a-one", "description": "v2", "steps": created["steps"]}
+            revised = await http.put(url, json=body, headers=editor)
+            assert revised.status_code == 200, revised.text
+            deleted = await http.delete(url, headers=editor)
+            assert deleted.status_code == 200, deleted.text
+            got = await feed.until(lambda m: m.event == "norn.pipeline.deleted.v1")
+            assert [m.event for m in got] == [
+                "norn.pipeline.revised.v1",
+                "norn.pipeline.deleted.v1",
+            ]
+            assert got[0].cloud_event["data"]["revision"] == 2
+            assert got[0].cloud_event["data"]["definition"]["description"] == "v2"
+            assert 0 < int(got[1].id or 0) <= deleted.json()["position"]

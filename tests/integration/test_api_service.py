@@ -1,0 +1,79 @@
+"""The service's own surface: health and readiness, the OpenAPI document, the plugin
+catalog."""
+
+from __future__ import annotations
+
+from infrastructure.settings import Settings
+from tests.integration.api_client import (
+    assert_error,
+    login,
+    make_tenant_user,
+    running_app,
+    wait_ready,
+)
+
+BUILTINS = {
+    "Input.file",
+    "Input.http",
+    "Data_Processing.filter",
+    "Data_Processing.transform",
+    "Output.file",
+    "Output.webhook",
+}
+
+
+async def test_health_and_readiness(settings: Settings) -> None:
+    async with running_app(settings) as client:
+        live = await client.get("/health")
+        assert live.status_code == 200, live.text
+        assert live.json() == {"status": "ok"}
+        ready = await wait_ready(client)
+        assert ready["status"] == "ready"
+        checks = ready["checks"]
+        assert {"postgres", "nats", "projections"} <= set(checks)
+        assert all(check["ok"] is True for check in checks.values()), checks
+        assert {"pipelines", "tenants"} <= set(checks["projections"]["lag"])
+
+
+async def test_openapi_document_describes_the_api(settings: Settings) -> None:
+    async with running_app(settings) as client:
+        response = await client.get("/schema/openapi.json")
+        assert response.status_code == 200, response.text
+        doc = response.json()
+        assert doc["openapi"].startswith("3.")
+        paths = doc["paths"]
+        assert "/api/v1/pipelines" in paths
+        assert {"get", "post"} <= set(paths["/api/v1/pipelines"])
+        assert "/api/v1/pipelines/{pipeline_id}/rollback" in paths
+        assert "/api/v1/auth/login" in paths
+        assert (await client.get("/schema/swagger")).status_code == 200
+
+
+async def test_plugin_catalog(settings: Settings) -> None:
+    async with running_app(settings) as client:
+        admin = await login(client, settings.admin_username or "", settings.admin_password or "")
+        _, viewer = await make_tenant_user(client, admin, "acme", "viewer")
+        assert_error(await client.get("/api/v1/plugins"), 401, "AUTHENTICATION_REQUIRED")
+
+        listed = await client.get("/api/v1/plugins", headers=viewer)
+        assert listed.status_code == 200, listed.text
+        items = listed.json()["items"]
+        assert {p["plugin"] for p in items} >= BUILTINS
+        for plugin in items:
+            assert plugin["plugin"] == f"{plugin['type']}.{plugin['name']}"
+            assert plugin["description"]
+
+        inputs = (await client.get("/api/v1/plugins/Input", headers=viewer)).json()["items"]
+        assert {p["plugin"] for p in inputs} >= {"Input.file", "Input.http"}
+        assert all(p["type"] == "Input" for p in inputs)
+
+        detail = await client.get("/api/v1/plugins/Input/file", headers=viewer)
+        assert detail.status_code == 200, detail.text
+        schema = detail.json()["config_schema"]
+        if "$ref" in schema:  # a JSON Schema may keep its object under $defs
+            schema = schema["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+        assert "path" in schema["properties"]
+        assert "path" in schema["required"]
+
+        for path in ("/api/v1/plugins/Nope", "/api/v1/plugins/Input/nope"):
+            assert_error(await client.get(path, headers=viewer), 404, "RESOURCE_NOT_FOUND")

@@ -16,6 +16,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.errors import AggregateDeleted, FieldError, InvalidCommand, InvalidDefinition
 from domain.events import CommandContext, NornCreated, NornEvent
+from domain.text import nul_errors
 
 NAME_MAX = 200
 STEP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
@@ -51,7 +52,9 @@ class ClonedFrom(msgspec.Struct, frozen=True):
 
 def validate_definition(definition: PipelineDefinition, check_plugin: PluginChecker) -> None:
     """Raise InvalidDefinition listing every rule the definition breaks."""
-    errors: list[FieldError] = []
+    errors = nul_errors(definition, "")
+    if errors:  # nothing else can be judged sensibly on text the store cannot hold
+        raise InvalidDefinition(errors)
     name = definition.name.strip()
     if not name:
         errors.append(FieldError("name", "must not be empty"))

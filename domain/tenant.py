@@ -8,6 +8,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.errors import InvalidCommand
 from domain.events import CommandContext, NornCreated, NornEvent
+from domain.text import nul_errors
 
 PLANS = ("free", "pro", "enterprise")
 
@@ -44,6 +45,9 @@ class Tenant(Aggregate):
         labels: dict[str, str],
         ctx: CommandContext,
     ) -> Tenant:
+        text = {"name": name, "description": description, "labels": labels}
+        for problem in nul_errors(text, ""):
+            raise InvalidCommand(problem.message, problem.field)
         name = name.strip()
         if not name or len(name) > 100:
             raise InvalidCommand("tenant name must be 1 to 100 characters", "name")

@@ -166,12 +166,6 @@ async def test_nul_in_list_filters_is_400_not_500(settings: Settings) -> None:
             assert_error(response, 400, "VALIDATION_ERROR")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: text with a NUL character is accepted and stored; PostgreSQL text/jsonb "
-    "cannot hold it, so the projection fails on that event forever (every later "
-    "min_position read answers 503)",
-)
 @pytest.mark.parametrize("where", ["pipeline name", "step config", "tenant name"])
 async def test_nul_characters_are_refused_before_they_reach_the_store(
     settings: Settings, where: str

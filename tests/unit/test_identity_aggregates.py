@@ -98,6 +98,23 @@ def test_create_tenant_rejects_a_name_outside_1_to_100_characters(name: str) -> 
     assert "1 to 100 characters" in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        ({"name": "Ac\x00me"}, "name"),
+        ({"description": "\x00"}, "description"),
+        ({"labels": {"region": "e\x00u"}}, "labels.region"),
+        ({"labels": {"reg\x00ion": "eu"}}, "labels"),
+    ],
+)
+def test_create_tenant_refuses_nul_characters(fields: dict[str, Any], where: str) -> None:
+    with pytest.raises(InvalidCommand) as invalid:
+        create_tenant(**fields)
+
+    assert invalid.value.field == where
+    assert "NUL" in str(invalid.value)
+
+
 def test_create_tenant_accepts_a_name_of_100_characters() -> None:
     assert create_tenant("x" * 100).name == "x" * 100
 

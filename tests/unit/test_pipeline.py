@@ -186,6 +186,35 @@ def test_create_rejects_blank_and_overlong_tags() -> None:
     assert list(errors_of(invalid)) == ["tags[1]", "tags[2]"]
 
 
+def test_create_refuses_nul_anywhere_in_the_definition_and_names_every_place() -> None:
+    nul = definition(
+        "or\x00ders",
+        step("extract", path="in\x00.jsonl"),
+        step("load", "extract", plugin="Output.file", **{"pa\x00th": "x", "path": ["ok", "\x00"]}),
+        tags=("ok", "t\x00"),
+    )
+    with pytest.raises(InvalidDefinition) as invalid:
+        create(definition=nul)
+
+    assert errors_of(invalid) == {
+        "name": ["must not contain the NUL character"],
+        "steps[0].config.path": ["must not contain the NUL character"],
+        "steps[1].config": ["keys must not contain the NUL character"],
+        "steps[1].config.path[1]": ["must not contain the NUL character"],
+        "tags[1]": ["must not contain the NUL character"],
+    }
+
+
+def test_revise_refuses_nul_and_records_nothing() -> None:
+    pipeline = given(history(V1))
+
+    with pytest.raises(InvalidDefinition):
+        pipeline.revise(definition("orders", description="a\x00b"), fake_plugins, CTX)
+
+    assert pipeline.collect_events() == []
+    assert pipeline.revision == 1
+
+
 def test_create_rejects_a_pipeline_without_steps() -> None:
     with pytest.raises(InvalidDefinition) as invalid:
         create(definition=PipelineDefinition(name="empty", steps=()))

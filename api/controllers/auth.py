@@ -3,9 +3,10 @@ from __future__ import annotations
 import asyncio
 
 from litestar import Controller, Request, get, post
+from litestar.params import JSONBody
 
 from api.auth import principal_of
-from api.bootstrap import Container
+from api.controllers.common import ContainerDep
 from api.schemas.identity import LoginRequest, MeOut, TokenOut
 
 
@@ -16,7 +17,7 @@ class AuthController(Controller):
     @post(
         "/login", opt={"public": True}, status_code=200, summary="Exchange credentials for tokens"
     )
-    async def login(self, data: LoginRequest, container: Container) -> TokenOut:
+    async def login(self, data: JSONBody[LoginRequest], container: ContainerDep) -> TokenOut:
         user = await asyncio.to_thread(
             container.identity.authenticate, data.username, data.password
         )

@@ -6,6 +6,7 @@ import re
 from uuid import uuid4
 
 from litestar import Request
+from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 
 from api.auth import principal_of
@@ -13,6 +14,9 @@ from api.bootstrap import Container
 from application.errors import ServiceUnavailable
 from domain.events import CommandContext
 from projections import wait_for_position
+
+# Handlers receive the composition root by name (Litestar 3 drops inferred dependencies).
+ContainerDep = NamedDependency[Container]
 
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 

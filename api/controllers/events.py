@@ -8,10 +8,11 @@ import fnmatch
 from collections.abc import AsyncIterator
 
 from litestar import Controller, Request, get
+from litestar.params import FromQuery
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.auth import principal_of
-from api.bootstrap import Container
+from api.controllers.common import ContainerDep
 from application.authorization import Permission
 from application.errors import ServiceUnavailable
 from infrastructure import envelope
@@ -29,7 +30,7 @@ class EventStreamController(Controller):
         summary="Live feed (SSE) of your tenant's events",
     )
     async def stream(
-        self, request: Request, container: Container, types: str | None = None
+        self, request: Request, container: ContainerDep, types: FromQuery[str | None] = None
     ) -> ServerSentEvent:
         nc = container.nats
         if nc is None or not nc.is_connected:

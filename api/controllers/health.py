@@ -5,7 +5,7 @@ from typing import Any
 
 from litestar import Controller, Response, get
 
-from api.bootstrap import Container
+from api.controllers.common import ContainerDep
 from infrastructure.notification_log import max_position
 from projections import ALL_PROJECTIONS
 
@@ -21,7 +21,7 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/ready", summary="Readiness: Postgres, NATS and projection lag")
-    async def ready(self, container: Container) -> Response[dict[str, Any]]:
+    async def ready(self, container: ContainerDep) -> Response[dict[str, Any]]:
         checks: dict[str, Any] = {}
         try:
             async with asyncio.timeout(2), container.read_pool.connection() as conn:

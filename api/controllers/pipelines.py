@@ -8,11 +8,16 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, post, put
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
-from api.bootstrap import Container
-from api.controllers.common import command_context, etag, expected_version, read_your_writes
+from api.controllers.common import (
+    ContainerDep,
+    command_context,
+    etag,
+    expected_version,
+    read_your_writes,
+)
 from api.controllers.pipeline_views import (
     from_row,
     history_item,
@@ -52,7 +57,7 @@ class PipelineController(Controller):
 
     @post("/", opt=WRITE, summary="Create a pipeline (revision 1)")
     async def create(
-        self, data: PipelineWrite, request: Request, container: Container
+        self, data: JSONBody[PipelineWrite], request: Request, container: ContainerDep
     ) -> PipelineWritten:
         result = await asyncio.to_thread(
             container.pipelines.create,
@@ -66,13 +71,13 @@ class PipelineController(Controller):
     async def list_pipelines(
         self,
         request: Request,
-        container: Container,
+        container: ContainerDep,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        cursor: str | None = None,
+        cursor: FromQuery[str | None] = None,
         name: TextFilter = None,
         tag: TextFilter = None,
-        sort: Literal["created_at", "updated_at", "name"] = "created_at",
-        order: Literal["asc", "desc"] = "asc",
+        sort: FromQuery[Literal["created_at", "updated_at", "name"]] = "created_at",
+        order: FromQuery[Literal["asc", "desc"]] = "asc",
         min_position: MinPosition = None,
     ) -> PipelinePage:
         await read_your_writes(container, "pipelines", min_position)
@@ -93,7 +98,9 @@ class PipelineController(Controller):
         return PipelinePage(items=[from_row(r) for r in rows], next_cursor=next_cursor)
 
     @post("/validate", opt=READ, status_code=200, summary="Validate a definition without saving it")
-    async def validate_definition(self, data: PipelineWrite, container: Container) -> ValidationOut:
+    async def validate_definition(
+        self, data: JSONBody[PipelineWrite], container: ContainerDep
+    ) -> ValidationOut:
         errors = container.pipelines.validate(to_definition(data))
         return ValidationOut(
             valid=not errors, errors=[FieldProblem(e.field, e.message) for e in errors]
@@ -102,9 +109,9 @@ class PipelineController(Controller):
     @get("/{pipeline_id:uuid}", opt=READ, summary="Get a pipeline (ETag = version)")
     async def get_pipeline(
         self,
-        pipeline_id: UUID,
+        pipeline_id: FromPath[UUID],
         request: Request,
-        container: Container,
+        container: ContainerDep,
         min_position: MinPosition = None,
     ) -> Response[PipelineRead]:
         await read_your_writes(container, "pipelines", min_position)
@@ -119,7 +126,11 @@ class PipelineController(Controller):
         summary="Replace the definition (a new revision if it changed)",
     )
     async def revise(
-        self, pipeline_id: UUID, data: PipelineWrite, request: Request, container: Container
+        self,
+        pipeline_id: FromPath[UUID],
+        data: JSONBody[PipelineWrite],
+        request: Request,
+        container: ContainerDep,
     ) -> Response[PipelineWritten]:
         result = await asyncio.to_thread(
             container.pipelines.revise,
@@ -136,7 +147,7 @@ class PipelineController(Controller):
         "/{pipeline_id:uuid}", opt=WRITE, status_code=200, summary="Delete (soft: history is kept)"
     )
     async def delete_pipeline(
-        self, pipeline_id: UUID, request: Request, container: Container
+        self, pipeline_id: FromPath[UUID], request: Request, container: ContainerDep
     ) -> DeletedOut:
         result = await asyncio.to_thread(
             container.pipelines.delete,
@@ -149,7 +160,7 @@ class PipelineController(Controller):
 
     @get("/{pipeline_id:uuid}/history", opt=READ, summary="Every revision with what changed")
     async def history(
-        self, pipeline_id: UUID, request: Request, container: Container
+        self, pipeline_id: FromPath[UUID], request: Request, container: ContainerDep
     ) -> HistoryOut:
         records = await asyncio.to_thread(
             container.pipelines.history, principal_of(request), pipeline_id
@@ -162,7 +173,11 @@ class PipelineController(Controller):
         summary="The definition at a revision",
     )
     async def revision(
-        self, pipeline_id: UUID, revision: int, request: Request, container: Container
+        self,
+        pipeline_id: FromPath[UUID],
+        revision: FromPath[int],
+        request: Request,
+        container: ContainerDep,
     ) -> RevisionOut:
         record = await asyncio.to_thread(
             container.pipelines.revision, principal_of(request), pipeline_id, revision
@@ -176,7 +191,11 @@ class PipelineController(Controller):
         summary="Restore a revision as a new one",
     )
     async def rollback(
-        self, pipeline_id: UUID, data: RollbackRequest, request: Request, container: Container
+        self,
+        pipeline_id: FromPath[UUID],
+        data: JSONBody[RollbackRequest],
+        request: Request,
+        container: ContainerDep,
     ) -> RolledBackOut:
         result = await asyncio.to_thread(
             container.pipelines.roll_back,
@@ -198,7 +217,11 @@ class PipelineController(Controller):
 
     @post("/{pipeline_id:uuid}/clone", opt=WRITE, summary="Copy into a new pipeline")
     async def clone(
-        self, pipeline_id: UUID, data: CloneRequest, request: Request, container: Container
+        self,
+        pipeline_id: FromPath[UUID],
+        data: JSONBody[CloneRequest],
+        request: Request,
+        container: ContainerDep,
     ) -> PipelineWritten:
         result = await asyncio.to_thread(
             container.pipelines.clone,
@@ -216,7 +239,7 @@ class PipelineController(Controller):
         summary="Validate the current definition",
     )
     async def validate_existing(
-        self, pipeline_id: UUID, request: Request, container: Container
+        self, pipeline_id: FromPath[UUID], request: Request, container: ContainerDep
     ) -> ValidationOut:
         pipeline = await asyncio.to_thread(
             container.pipelines.load, principal_of(request), pipeline_id

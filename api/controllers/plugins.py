@@ -6,8 +6,9 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, get
+from litestar.params import FromPath
 
-from api.bootstrap import Container
+from api.controllers.common import ContainerDep
 from application.authorization import Permission
 from application.errors import NotFound
 from infrastructure.plugins.base import Plugin
@@ -34,18 +35,22 @@ class PluginController(Controller):
     opt = {"permission": Permission.PLUGINS_READ}
 
     @get("/", summary="Every plugin")
-    async def list_plugins(self, container: Container) -> dict[str, list[PluginOut]]:
+    async def list_plugins(self, container: ContainerDep) -> dict[str, list[PluginOut]]:
         return {"items": [_out(p) for p in container.plugins.all()]}
 
     @get("/{plugin_type:str}", summary="Plugins of one type, e.g. Input")
-    async def of_type(self, plugin_type: str, container: Container) -> dict[str, list[PluginOut]]:
+    async def of_type(
+        self, plugin_type: FromPath[str], container: ContainerDep
+    ) -> dict[str, list[PluginOut]]:
         found = [_out(p) for p in container.plugins.all() if p.type == plugin_type]
         if not found:
             raise NotFound("plugin type", plugin_type)
         return {"items": found}
 
     @get("/{plugin_type:str}/{name:str}", summary="One plugin with its config JSON schema")
-    async def detail(self, plugin_type: str, name: str, container: Container) -> PluginDetail:
+    async def detail(
+        self, plugin_type: FromPath[str], name: FromPath[str], container: ContainerDep
+    ) -> PluginDetail:
         plugin = container.plugins.get(f"{plugin_type}.{name}")
         if plugin is None:
             raise NotFound("plugin", f"{plugin_type}.{name}")

@@ -8,11 +8,10 @@ from uuid import UUID
 
 from litestar import Controller, Request, get, post
 from litestar.exceptions import ValidationException
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
-from api.bootstrap import Container
-from api.controllers.common import command_context, read_your_writes
+from api.controllers.common import ContainerDep, command_context, read_your_writes
 from api.schemas.identity import (
     TenantCreate,
     TenantPage,
@@ -43,7 +42,7 @@ class TenantController(Controller):
 
     @post("/", opt={"permission": Permission.TENANTS_CREATE}, summary="Create a tenant")
     async def create(
-        self, data: TenantCreate, request: Request, container: Container
+        self, data: JSONBody[TenantCreate], request: Request, container: ContainerDep
     ) -> TenantWritten:
         tenant, position = await asyncio.to_thread(
             lambda: container.identity.create_tenant(
@@ -72,9 +71,9 @@ class TenantController(Controller):
     )
     async def list_tenants(
         self,
-        container: Container,
+        container: ContainerDep,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        cursor: str | None = None,
+        cursor: FromQuery[str | None] = None,
         min_position: Annotated[int | None, Parameter(ge=0)] = None,
     ) -> TenantPage:
         await read_your_writes(container, "tenants", min_position)
@@ -87,9 +86,9 @@ class TenantController(Controller):
     @get("/{tenant_id:uuid}", opt={"permission": Permission.TENANTS_READ}, summary="Get a tenant")
     async def get_tenant(
         self,
-        tenant_id: UUID,
+        tenant_id: FromPath[UUID],
         request: Request,
-        container: Container,
+        container: ContainerDep,
         min_position: Annotated[int | None, Parameter(ge=0)] = None,
     ) -> TenantRead:
         principal = principal_of(request)
@@ -107,7 +106,9 @@ class UserController(Controller):
     tags = ["users"]
 
     @post("/", opt={"permission": Permission.USERS_CREATE}, summary="Create a user")
-    async def create(self, data: UserCreate, request: Request, container: Container) -> UserWritten:
+    async def create(
+        self, data: JSONBody[UserCreate], request: Request, container: ContainerDep
+    ) -> UserWritten:
         user, position = await asyncio.to_thread(
             lambda: container.identity.create_user(
                 principal_of(request),

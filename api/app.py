@@ -26,6 +26,7 @@ from api.controllers.pipelines import PipelineController
 from api.controllers.plugins import PluginController
 from api.controllers.tenants import TenantController, UserController
 from api.errors import EXCEPTION_HANDLERS
+from api.idempotency import IdempotencyMiddleware
 
 # POST /api/v1/pipelines/{id}:rollback is the custom-method spelling of .../{id}/rollback.
 _CUSTOM_METHOD = re.compile(r"^(/api/v1/[a-z-]+/[^/:]+):([a-z_-]+)$")
@@ -102,7 +103,11 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             EventStreamController,
         ],
         dependencies={"container": Provide(lambda: container, sync_to_thread=False)},
-        middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS)],
+        # Outermost first: idempotency needs the principal that authentication found.
+        middleware=[
+            DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS),
+            IdempotencyMiddleware(),
+        ],
         guards=[permission_guard],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

@@ -9,6 +9,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -19,6 +20,7 @@ from application.identity import IdentityService
 from application.pipelines import PipelineService
 from infrastructure import nats as norn_nats
 from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres
+from infrastructure.idempotency import IdempotencyStore
 from infrastructure.migrations import migrate
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.postgres import create_read_pool, open_event_store
@@ -82,6 +84,7 @@ class Container:
     pipelines: PipelineService
     pipeline_queries: PipelineQueries
     tenant_queries: TenantQueries
+    idempotency: IdempotencyStore
     nats: NatsClient | None = None
     relay: Relay | None = None
 
@@ -113,6 +116,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
         pipelines=PipelineService(store, plugins),
         pipeline_queries=PipelineQueries(read_pool),
         tenant_queries=TenantQueries(read_pool),
+        idempotency=IdempotencyStore(read_pool, ttl=timedelta(seconds=settings.idempotency_ttl)),
     )
 
 

@@ -37,6 +37,8 @@ class Settings:
     db_pool_size: int = 10
     max_body_bytes: int = 1_048_576
     min_position_timeout: float = 5.0
+    idempotency_ttl: int = 24 * 3600
+    """NORN_IDEMPOTENCY_TTL: seconds an Idempotency-Key is remembered."""
     log_level: str = "INFO"
 
     @classmethod
@@ -71,6 +73,8 @@ class Settings:
             problems.append("NORN_MAX_BODY_BYTES must be between 1024 and 100000000")
         if not 0 < self.min_position_timeout <= 60:
             problems.append("NORN_MIN_POSITION_TIMEOUT must be more than 0 and at most 60 seconds")
+        if not 60 <= self.idempotency_ttl <= 30 * 24 * 3600:
+            problems.append("NORN_IDEMPOTENCY_TTL must be between 60 seconds and 30 days")
         if not self.nats_stream.replace("_", "").replace("-", "").isalnum():
             problems.append("NORN_NATS_STREAM must be letters, digits, '_' or '-'")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:

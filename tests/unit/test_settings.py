@@ -129,6 +129,8 @@ def test_secrets_are_not_in_the_repr() -> None:
         ({"NORN_SUBJECT_PREFIX": "norn>"}, "NORN_SUBJECT_PREFIX must be letters"),
         ({"NORN_DB_POOL_SIZE": "1"}, "NORN_DB_POOL_SIZE must be at least 2"),
         ({"NORN_LOG_LEVEL": "LOUD"}, "NORN_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"),
+        ({"NORN_IDEMPOTENCY_TTL": "59"}, "NORN_IDEMPOTENCY_TTL must be between 60 seconds"),
+        ({"NORN_IDEMPOTENCY_TTL": "2592001"}, "NORN_IDEMPOTENCY_TTL must be between 60 seconds"),
     ],
 )
 def test_each_bad_value_is_refused_with_a_message_naming_the_variable(

@@ -1,0 +1,124 @@
+"""Idempotency keys in PostgreSQL, so that a retried write returns the first response
+instead of doing the work twice, across any number of API processes.
+
+A key is reserved before the request runs (an INSERT that only one request can win),
+completed with the response once it succeeded, or released when it failed so the client
+may retry. Reservations carry a lease: one left behind by a crashed process is taken
+over by the next retry once the lease has run out. Keys expire after a TTL.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import msgspec
+from psycopg_pool import AsyncConnectionPool
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What a request found for its key: `won` (run it), `stored` (replay it),
+    `mismatch` (the key was used for another request), or none of these (in flight)."""
+
+    won: bool = False
+    stored: StoredResponse | None = None
+    mismatch: bool = False
+
+
+_RESERVE = """
+INSERT INTO idempotency_keys AS k (principal, key, fingerprint, lease_until)
+VALUES (%(principal)s, %(key)s, %(fingerprint)s, now() + %(lease)s)
+ON CONFLICT (principal, key) DO UPDATE
+   SET fingerprint = EXCLUDED.fingerprint, status = NULL, headers = NULL, body = NULL,
+       created_at = now(), lease_until = EXCLUDED.lease_until
+ WHERE k.created_at < now() - %(ttl)s
+    OR (k.status IS NULL AND k.lease_until < now() AND k.fingerprint = EXCLUDED.fingerprint)
+RETURNING 1
+"""
+
+
+class IdempotencyStore:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        ttl: timedelta = timedelta(hours=24),
+        lease: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self._pool = pool
+        self._ttl = ttl
+        self._lease = lease
+        self._last_purge = 0.0
+
+    async def reserve(self, principal: str, key: str, fingerprint: bytes) -> Reservation:
+        params = {
+            "principal": principal,
+            "key": key,
+            "fingerprint": fingerprint,
+            "lease": self._lease,
+            "ttl": self._ttl,
+        }
+        row = None
+        for _ in range(3):  # a release between the two statements frees the key: retry
+            async with self._pool.connection() as conn:
+                if await (await conn.execute(_RESERVE, params)).fetchone():
+                    return Reservation(won=True)
+                row = await (
+                    await conn.execute(
+                        "SELECT fingerprint, status, headers, body FROM idempotency_keys"
+                        " WHERE principal = %s AND key = %s",
+                        (principal, key),
+                    )
+                ).fetchone()
+            if row is not None:
+                break
+        if row is None:
+            return Reservation()
+        stored_fingerprint, status, headers, body = row
+        if bytes(stored_fingerprint) != fingerprint:
+            return Reservation(mismatch=True)
+        if status is None:
+            return Reservation()
+        pairs = [(str(name), str(value)) for name, value in headers]
+        return Reservation(stored=StoredResponse(status, pairs, bytes(body)))
+
+    async def complete(self, principal: str, key: str, response: StoredResponse) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE idempotency_keys SET status = %s, headers = %s, body = %s,"
+                " lease_until = NULL WHERE principal = %s AND key = %s",
+                (
+                    response.status,
+                    msgspec.json.encode(response.headers).decode(),
+                    response.body,
+                    principal,
+                    key,
+                ),
+            )
+        await self._purge_now_and_then()
+
+    async def release(self, principal: str, key: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "DELETE FROM idempotency_keys WHERE principal = %s AND key = %s AND status IS NULL",
+                (principal, key),
+            )
+
+    async def _purge_now_and_then(self) -> None:
+        """Expired keys would otherwise accumulate; one process-local clock is enough to
+        keep the table small (several processes purging is harmless)."""
+        if time.monotonic() - self._last_purge < 600:
+            return
+        self._last_purge = time.monotonic()
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < now() - %s", (self._ttl,)
+            )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 from uuid import uuid4
 
-from litestar import Request
+from litestar import Request, Response
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 
@@ -54,3 +55,11 @@ async def read_your_writes(container: Container, projection: str, min_position: 
             f"the {projection} read model has not reached position {min_position} "
             f"within {timeout:g}s; retry shortly"
         )
+
+
+T = TypeVar("T")
+
+
+def created(body: T, location: str) -> Response[T]:
+    """201 with a Location header naming the new resource."""
+    return Response(body, status_code=201, headers={"Location": location})

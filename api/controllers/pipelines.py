@@ -14,6 +14,7 @@ from api.auth import principal_of
 from api.controllers.common import (
     ContainerDep,
     command_context,
+    created,
     etag,
     expected_version,
     read_your_writes,
@@ -58,14 +59,15 @@ class PipelineController(Controller):
     @post("/", opt=WRITE, summary="Create a pipeline (revision 1)")
     async def create(
         self, data: JSONBody[PipelineWrite], request: Request, container: ContainerDep
-    ) -> PipelineWritten:
+    ) -> Response[PipelineWritten]:
         result = await asyncio.to_thread(
             container.pipelines.create,
             principal_of(request),
             to_definition(data),
             command_context(request),
         )
-        return written(result.pipeline, result.position)
+        body = written(result.pipeline, result.position)
+        return created(body, f"{self.path}/{result.pipeline.id}")
 
     @get("/", opt=READ, summary="List pipelines (cursor pagination)")
     async def list_pipelines(
@@ -222,7 +224,7 @@ class PipelineController(Controller):
         data: JSONBody[CloneRequest],
         request: Request,
         container: ContainerDep,
-    ) -> PipelineWritten:
+    ) -> Response[PipelineWritten]:
         result = await asyncio.to_thread(
             container.pipelines.clone,
             principal_of(request),
@@ -230,7 +232,8 @@ class PipelineController(Controller):
             data.name.strip(),
             command_context(request),
         )
-        return written(result.pipeline, result.position)
+        body = written(result.pipeline, result.position)
+        return created(body, f"{self.path}/{result.pipeline.id}")
 
     @post(
         "/{pipeline_id:uuid}/validate",

@@ -6,12 +6,12 @@ import asyncio
 from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
-from api.controllers.common import ContainerDep, command_context, read_your_writes
+from api.controllers.common import ContainerDep, command_context, created, read_your_writes
 from api.schemas.identity import (
     TenantCreate,
     TenantPage,
@@ -43,7 +43,7 @@ class TenantController(Controller):
     @post("/", opt={"permission": Permission.TENANTS_CREATE}, summary="Create a tenant")
     async def create(
         self, data: JSONBody[TenantCreate], request: Request, container: ContainerDep
-    ) -> TenantWritten:
+    ) -> Response[TenantWritten]:
         tenant, position = await asyncio.to_thread(
             lambda: container.identity.create_tenant(
                 principal_of(request),
@@ -54,7 +54,7 @@ class TenantController(Controller):
                 ctx=command_context(request),
             )
         )
-        return TenantWritten(
+        body = TenantWritten(
             id=str(tenant.id),
             name=tenant.name,
             description=tenant.description,
@@ -65,6 +65,7 @@ class TenantController(Controller):
             version=tenant.version,
             position=position,
         )
+        return created(body, f"{self.path}/{tenant.id}")
 
     @get(
         "/", opt={"permission": Permission.TENANTS_CREATE}, summary="List tenants (platform admin)"
@@ -108,7 +109,7 @@ class UserController(Controller):
     @post("/", opt={"permission": Permission.USERS_CREATE}, summary="Create a user")
     async def create(
         self, data: JSONBody[UserCreate], request: Request, container: ContainerDep
-    ) -> UserWritten:
+    ) -> Response[UserWritten]:
         user, position = await asyncio.to_thread(
             lambda: container.identity.create_user(
                 principal_of(request),
@@ -119,7 +120,7 @@ class UserController(Controller):
                 ctx=command_context(request),
             )
         )
-        return UserWritten(
+        body = UserWritten(
             id=str(user.id),
             username=user.username,
             tenant_id=user.tenant_id,
@@ -127,3 +128,4 @@ class UserController(Controller):
             version=user.version,
             position=position,
         )
+        return Response(body, status_code=201)  # Location once GET /users/{id} exists

@@ -58,10 +58,7 @@ async def ensure_stream(js: JetStreamContext, stream: str, prefix: str) -> None:
         log.info("created JetStream stream %s for %s", stream, config.subjects)
         return
     current = info.config
-    if (
-        current.subjects != config.subjects
-        or current.duplicate_window != config.duplicate_window
-    ):
+    if current.subjects != config.subjects or current.duplicate_window != config.duplicate_window:
         # Keep the stream's other settings (limits an operator tuned), fix ours.
         current.subjects = config.subjects
         current.duplicate_window = config.duplicate_window

@@ -4,12 +4,21 @@ import asyncio
 from typing import Any
 
 from litestar import Controller, Response, get
+from psycopg import AsyncConnection
 
 from api.controllers.common import ContainerDep
 from infrastructure.notification_log import max_position
 from projections import ALL_PROJECTIONS
 
 MAX_READY_LAG = 1000
+"""Events a read model may be behind and still serve queries."""
+MAX_STUCK_SECONDS = 30.0
+"""How long an event may wait to be projected before its read model counts as stuck."""
+
+_OLDEST_UNPROJECTED = """
+SELECT extract(epoch FROM now() - recorded_at) FROM norn_events
+ WHERE notification_id > %s ORDER BY notification_id LIMIT 1
+"""
 
 
 class HealthController(Controller):
@@ -26,14 +35,8 @@ class HealthController(Controller):
         try:
             async with asyncio.timeout(2), container.read_pool.connection() as conn:
                 head = await max_position(conn)
-                cur = await conn.execute("SELECT name, position FROM projection_tracking")
-                tracked = {name: pos for name, pos in await cur.fetchall()}
+                checks["projections"] = await _projections_check(conn, head)
             checks["postgres"] = {"ok": True, "position": head}
-            lags = {p.name: head - tracked.get(p.name, 0) for p in ALL_PROJECTIONS}
-            checks["projections"] = {
-                "ok": all(lag <= MAX_READY_LAG for lag in lags.values()),
-                "lag": lags,
-            }
         except Exception as error:
             checks["postgres"] = {"ok": False, "error": type(error).__name__}
         nc = container.nats
@@ -43,3 +46,24 @@ class HealthController(Controller):
             {"status": "ready" if ok else "not_ready", "checks": checks},
             status_code=200 if ok else 503,
         )
+
+
+async def _projections_check(conn: AsyncConnection[Any], head: int) -> dict[str, Any]:
+    """Each read model's lag in events, and how long its oldest unprojected event has
+    waited: a read model that is behind is fine, one that does not move is stuck."""
+    cur = await conn.execute("SELECT name, position FROM projection_tracking")
+    tracked = {name: position for name, position in await cur.fetchall()}
+    lags: dict[str, int] = {}
+    waits: dict[str, float] = {}
+    for projection in ALL_PROJECTIONS:
+        position = tracked.get(projection.name, 0)
+        lags[projection.name] = head - position
+        row = await (await conn.execute(_OLDEST_UNPROJECTED, (position,))).fetchone()
+        waits[projection.name] = round(float(row[0]), 3) if row else 0.0
+    stuck = sorted(name for name, wait in waits.items() if wait > MAX_STUCK_SECONDS)
+    return {
+        "ok": not stuck and all(lag <= MAX_READY_LAG for lag in lags.values()),
+        "lag": lags,
+        "oldest_unprojected_seconds": waits,
+        "stuck": stuck,
+    }

@@ -20,11 +20,13 @@ from infrastructure.settings import Settings
 
 
 @asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[AsyncTestClient]:
+async def running_app(
+    settings: Settings, roles: frozenset[str] = frozenset({"relay", "projector"})
+) -> AsyncIterator[AsyncTestClient]:
     assert settings.database_url and settings.nats_url
     container = build_container(settings, settings.database_url, settings.nats_url)
     bootstrap_admin(container)
-    app = create_app(container, {"relay", "projector"})
+    app = create_app(container, set(roles))
     try:
         async with AsyncTestClient(app=app, timeout=30) as client:
             yield client

@@ -3,6 +3,8 @@ catalog."""
 
 from __future__ import annotations
 
+import psycopg
+
 from infrastructure.settings import Settings
 from tests.integration.api_client import (
     assert_error,
@@ -33,6 +35,26 @@ async def test_health_and_readiness(settings: Settings) -> None:
         assert {"postgres", "nats", "projections"} <= set(checks)
         assert all(check["ok"] is True for check in checks.values()), checks
         assert {"pipelines", "tenants"} <= set(checks["projections"]["lag"])
+        assert checks["projections"]["stuck"] == []
+
+
+async def test_readiness_fails_when_a_read_model_stops_moving(settings: Settings) -> None:
+    # No projector runs here: the admin's registration waits, unprojected.
+    async with running_app(settings, roles=frozenset({"relay"})) as client:
+        behind = (await client.get("/health/ready")).json()["checks"]["projections"]
+        # Behind by a moment is still ready: catching up is normal.
+        assert behind["ok"] is True, behind
+        assert behind["lag"]["tenants"] >= 1
+        with psycopg.connect(settings.database_url or "", autocommit=True) as conn:
+            conn.execute("UPDATE norn_events SET recorded_at = now() - interval '1 minute'")
+
+        response = await client.get("/health/ready")
+
+        assert response.status_code == 503
+        projections = response.json()["checks"]["projections"]
+        assert projections["ok"] is False
+        assert projections["stuck"] == ["pipelines", "tenants"]
+        assert projections["oldest_unprojected_seconds"]["tenants"] >= 60
 
 
 async def test_openapi_document_describes_the_api(settings: Settings) -> None:

@@ -24,7 +24,8 @@ from api.controllers.events import EventStreamController
 from api.controllers.health import HealthController
 from api.controllers.pipelines import PipelineController
 from api.controllers.plugins import PluginController
-from api.controllers.tenants import TenantController, UserController
+from api.controllers.tenants import TenantController
+from api.controllers.users import UserController
 from api.errors import EXCEPTION_HANDLERS
 from api.idempotency import IdempotencyMiddleware
 

@@ -10,26 +10,64 @@ from application.principal import Principal
 
 
 class Permission(StrEnum):
-    TENANTS_CREATE = "tenants:create"
+    TENANTS_MANAGE = "tenants:manage"
+    """Create, list, suspend, delete any tenant; set plans and quotas (platform only)."""
     TENANTS_READ = "tenants:read"
-    USERS_CREATE = "users:create"
+    """Read one's own tenant, its quotas and usage."""
+    TENANTS_UPDATE = "tenants:update"
+    """Change one's own tenant's description, labels and namespaces."""
+    USERS_READ = "users:read"
+    USERS_WRITE = "users:write"
+    API_KEYS_READ = "api_keys:read"
+    API_KEYS_WRITE = "api_keys:write"
     PIPELINES_READ = "pipelines:read"
     PIPELINES_WRITE = "pipelines:write"
+    DEPLOYMENTS_READ = "deployments:read"
+    DEPLOYMENTS_WRITE = "deployments:write"
+    JOBS_READ = "jobs:read"
+    JOBS_WRITE = "jobs:write"
+    JOBS_TOGGLE = "jobs:toggle"
+    """Enable or disable a scheduled job."""
+    RUNS_READ = "runs:read"
+    RUNS_TRIGGER = "runs:trigger"
+    RUNS_CANCEL = "runs:cancel"
     PLUGINS_READ = "plugins:read"
     EVENTS_READ = "events:read"
 
 
-_READ = {Permission.PIPELINES_READ, Permission.PLUGINS_READ, Permission.EVENTS_READ}
+_VIEWER = frozenset(
+    {
+        Permission.PIPELINES_READ,
+        Permission.DEPLOYMENTS_READ,
+        Permission.JOBS_READ,
+        Permission.RUNS_READ,
+        Permission.PLUGINS_READ,
+        Permission.EVENTS_READ,
+    }
+)
+_OPERATOR = _VIEWER | {Permission.RUNS_TRIGGER, Permission.RUNS_CANCEL, Permission.JOBS_TOGGLE}
+_EDITOR = _OPERATOR | {
+    Permission.PIPELINES_WRITE,
+    Permission.DEPLOYMENTS_WRITE,
+    Permission.JOBS_WRITE,
+}
+_ADMIN = _EDITOR | {
+    Permission.TENANTS_READ,
+    Permission.TENANTS_UPDATE,
+    Permission.USERS_READ,
+    Permission.USERS_WRITE,
+    Permission.API_KEYS_READ,
+    Permission.API_KEYS_WRITE,
+}
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "platform_admin": frozenset(Permission),
-    "admin": frozenset(
-        _READ | {Permission.PIPELINES_WRITE, Permission.USERS_CREATE, Permission.TENANTS_READ}
-    ),
-    "editor": frozenset(_READ | {Permission.PIPELINES_WRITE}),
-    "operator": frozenset(_READ),
-    "viewer": frozenset(_READ),
+    "admin": frozenset(_ADMIN),
+    "editor": frozenset(_EDITOR),
+    "operator": frozenset(_OPERATOR),
+    "viewer": _VIEWER,
 }
+"""Each role includes the ones below it: viewer < operator < editor < admin."""
 
 
 def permissions_of(principal: Principal) -> frozenset[Permission]:

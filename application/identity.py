@@ -54,7 +54,7 @@ class IdentityService:
         labels: dict[str, str],
         ctx: CommandContext,
     ) -> tuple[Tenant, int | None]:
-        authorize(principal, Permission.TENANTS_CREATE)
+        authorize(principal, Permission.TENANTS_MANAGE)
         tenant = Tenant.create(
             tenant_id=uuid4(),
             name=name,
@@ -88,7 +88,7 @@ class IdentityService:
         roles: tuple[str, ...],
         ctx: CommandContext,
     ) -> tuple[User, int | None]:
-        authorize(principal, Permission.USERS_CREATE)
+        authorize(principal, Permission.USERS_WRITE)
         if not principal.is_platform_admin:
             if tenant_id != principal.tenant_id:
                 raise PermissionDenied("tenant admins may only create users in their own tenant")

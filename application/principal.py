@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,8 @@ class Principal:
     roles: frozenset[str]
     kind: str = "user"
     """'user', 'api_key' or 'system'."""
+    session_id: str | None = None
+    """The login session (refresh-token family) a user's access token belongs to."""
 
     @property
     def actor(self) -> str:
@@ -27,7 +29,7 @@ class Principal:
 
     def acting_in(self, tenant_id: str) -> Principal:
         """A platform admin's view of itself inside one tenant."""
-        return Principal(self.subject_id, self.name, tenant_id, self.roles, self.kind)
+        return replace(self, tenant_id=tenant_id)
 
 
 def system_principal(role: str) -> Principal:

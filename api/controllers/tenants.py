@@ -1,4 +1,4 @@
-"""/api/v1/tenants and /api/v1/users."""
+"""/api/v1/tenants: platform admins manage tenants; a tenant's own admin reads its own."""
 
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ from api.schemas.identity import (
     TenantPage,
     TenantRead,
     TenantWritten,
-    UserCreate,
-    UserWritten,
 )
 from application.authorization import Permission
 from application.errors import NotFound
@@ -40,7 +38,7 @@ class TenantController(Controller):
     path = "/api/v1/tenants"
     tags = ["tenants"]
 
-    @post("/", opt={"permission": Permission.TENANTS_CREATE}, summary="Create a tenant")
+    @post("/", opt={"permission": Permission.TENANTS_MANAGE}, summary="Create a tenant")
     async def create(
         self, data: JSONBody[TenantCreate], request: Request, container: ContainerDep
     ) -> Response[TenantWritten]:
@@ -68,7 +66,7 @@ class TenantController(Controller):
         return created(body, f"{self.path}/{tenant.id}")
 
     @get(
-        "/", opt={"permission": Permission.TENANTS_CREATE}, summary="List tenants (platform admin)"
+        "/", opt={"permission": Permission.TENANTS_MANAGE}, summary="List tenants (platform admin)"
     )
     async def list_tenants(
         self,
@@ -100,32 +98,3 @@ class TenantController(Controller):
         if row is None:
             raise NotFound("tenant", tenant_id)
         return _tenant_read(row)
-
-
-class UserController(Controller):
-    path = "/api/v1/users"
-    tags = ["users"]
-
-    @post("/", opt={"permission": Permission.USERS_CREATE}, summary="Create a user")
-    async def create(
-        self, data: JSONBody[UserCreate], request: Request, container: ContainerDep
-    ) -> Response[UserWritten]:
-        user, position = await asyncio.to_thread(
-            lambda: container.identity.create_user(
-                principal_of(request),
-                username=data.username,
-                password=data.password,
-                tenant_id=data.tenant_id,
-                roles=tuple(data.roles),
-                ctx=command_context(request),
-            )
-        )
-        body = UserWritten(
-            id=str(user.id),
-            username=user.username,
-            tenant_id=user.tenant_id,
-            roles=list(user.roles),
-            version=user.version,
-            position=position,
-        )
-        return Response(body, status_code=201)  # Location once GET /users/{id} exists

@@ -1,0 +1,153 @@
+"""Tenant isolation, generated over the route table: a new route cannot skip it.
+
+For every route with a path parameter, a principal of tenant B asks for tenant A's
+resource; the answer must be indistinguishable from asking for one that does not exist
+(for reads: 404), and A's resources must be unchanged afterwards. Every list shows B
+nothing of A's. A path parameter this test does not know fails the test, so whoever adds
+a route also says which of A's resources it addresses."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import uuid4
+
+from litestar import Litestar
+from litestar.routes import HTTPRoute
+from litestar.testing import AsyncTestClient
+
+from infrastructure.settings import Settings
+from tests.integration.api_client import (
+    create_pipeline,
+    login,
+    make_tenant_user,
+    pipeline_body,
+    running_app,
+)
+
+_PARAM = re.compile(r"\{(\w+):(\w+)\}")
+
+# A valid body per write route, so that the request reaches the ownership check instead
+# of stopping at validation (which would prove nothing). Keyed by (method, path).
+BODIES: dict[tuple[str, str], Any] = {
+    ("PUT", "/api/v1/pipelines/{pipeline_id:uuid}"): pipeline_body("stolen"),
+    ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/clone"): {"name": "stolen"},
+    ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/rollback"): {"revision": 1},
+    ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/validate"): None,
+}
+
+# Routes over resources that belong to no tenant (the plugin catalog): nothing to isolate.
+GLOBAL_PREFIXES = ("/api/v1/plugins",)
+
+
+@dataclass
+class TenantA:
+    """What tenant A owns, by the path parameter that addresses it."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    ids: set[str] = field(default_factory=set)
+
+
+def routes_with_params(app: Litestar) -> list[tuple[str, str]]:
+    found = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or not route.path.startswith("/api/v1/"):
+            continue
+        if route.path.startswith(GLOBAL_PREFIXES) or not _PARAM.search(route.path):
+            continue
+        found.extend((method, route.path) for method in sorted(route.methods - {"HEAD", "OPTIONS"}))
+    return found
+
+
+def list_routes(app: Litestar) -> list[str]:
+    return sorted(
+        route.path
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
+        and route.path.startswith("/api/v1/")
+        and not route.path.startswith(GLOBAL_PREFIXES)
+        and not _PARAM.search(route.path)
+        and "GET" in route.methods
+        and not route.path.endswith("/stream")  # the SSE feed: tests/integration/test_api_feed.py
+    )
+
+
+def fill(path: str, value_of: Callable[[str, str], str]) -> str:
+    return _PARAM.sub(lambda m: value_of(m.group(1), m.group(2)), path)
+
+
+def random_value(name: str, kind: str) -> str:
+    return "999999" if kind == "int" else (str(uuid4()) if kind == "uuid" else f"x{uuid4().hex}")
+
+
+async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> TenantA:
+    tenant_id, editor = await make_tenant_user(client, admin, "tenant-a", "admin")
+    pipeline = await create_pipeline(client, editor, "a-secret-pipeline")
+    a = TenantA()
+    a.values = {"tenant_id": tenant_id, "pipeline_id": pipeline["id"], "revision": "1"}
+    a.ids = {tenant_id, pipeline["id"]}
+    return a
+
+
+async def snapshot(client: AsyncTestClient, admin: dict[str, str], a: TenantA) -> Any:
+    """What A's resources look like, read by the platform admin."""
+    acting = {**admin, "X-Tenant-ID": a.values["tenant_id"]}
+    pipeline = await client.get(f"/api/v1/pipelines/{a.values['pipeline_id']}", headers=acting)
+    tenant = await client.get(f"/api/v1/tenants/{a.values['tenant_id']}", headers=admin)
+    return pipeline.status_code, pipeline.json(), tenant.status_code, tenant.json()
+
+
+async def test_another_tenants_ids_are_indistinguishable_from_missing_ones(
+    settings: Settings,
+) -> None:
+    async with running_app(settings) as client:
+        root = await login(client, settings.admin_username or "", settings.admin_password or "")
+        a = await seed_tenant_a(client, root)
+        _, b = await make_tenant_user(client, root, "tenant-b", "admin")
+        before = await snapshot(client, root, a)
+        routes = routes_with_params(client.app)
+        assert routes, "the route table has no parameterised routes?"
+
+        def a_value(name: str, kind: str) -> str:
+            assert name in a.values, f"isolation matrix: which of A's resources is {{{name}}}?"
+            return a.values[name]
+
+        problems = []
+        for method, path in routes:
+            body = BODIES.get((method, path))
+            theirs = await client.request(method, fill(path, a_value), json=body, headers=b)
+            missing = await client.request(method, fill(path, random_value), json=body, headers=b)
+            seen = (theirs.status_code, _code(theirs))
+            if seen != (missing.status_code, _code(missing)) or theirs.status_code < 400:
+                problems.append(f"{method} {path}: A's id {seen}, a missing id {_code(missing)}")
+            elif missing.status_code in (400, 422):
+                problems.append(f"{method} {path}: refused as invalid; add a body to BODIES")
+            elif method == "GET" and theirs.status_code != 404:
+                problems.append(f"GET {path}: {theirs.status_code}, expected 404")
+        assert not problems, "\n".join(problems)
+        assert await snapshot(client, root, a) == before
+
+
+async def test_no_list_shows_another_tenants_resources(settings: Settings) -> None:
+    async with running_app(settings) as client:
+        root = await login(client, settings.admin_username or "", settings.admin_password or "")
+        a = await seed_tenant_a(client, root)
+        _, b = await make_tenant_user(client, root, "tenant-b", "admin")
+        lists = list_routes(client.app)
+        assert "/api/v1/pipelines" in lists
+        for path in lists:
+            response = await client.get(path, headers=b)
+            if response.status_code == 403:  # a platform-only list: B sees nothing at all
+                continue
+            assert response.status_code == 200, (path, response.text)
+            leaked = {ident for ident in a.ids if ident in response.text}
+            assert not leaked, f"{path} shows tenant A's {leaked}"
+
+
+def _code(response: Any) -> str | None:
+    try:
+        return response.json()["error"]["code"]
+    except Exception:
+        return None

@@ -15,6 +15,7 @@ from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import Receive, Scope, Send
 
 from api.auth import PUBLIC_PATHS, BearerAuthMiddleware, permission_guard
@@ -121,6 +122,12 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             # these routes, which declare no permission.
             openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
             render_plugins=[SwaggerRenderPlugin(), RedocRenderPlugin(path="/redoc")],
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+                }
+            ),
+            security=[{"bearer": []}],
         ),
     )
     app.state.container = container

@@ -92,7 +92,19 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
         print(
             f"Norn listening on http://{settings.host}:{settings.port} (docs: /schema)", flush=True
         )
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+        # uvicorn re-raises the signal that stopped it once it has shut down; with the
+        # default handlers that would kill the process before the embedded servers stop.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            lifespan="on",
+            # Open SSE streams never end by themselves: give them a moment, then close.
+            timeout_graceful_shutdown=3,
+        )
     finally:
         container.close()
         servers.stop()

@@ -121,6 +121,12 @@ def _clean_detail(detail: Any) -> Any:
     return str(detail)
 
 
+def _too_deep(request: Request, exc: RecursionError) -> Response[Any]:
+    # msgspec decodes a body like [[[[...]]]] recursively; past the interpreter's limit it
+    # raises RecursionError. That is the client's input, not our fault.
+    return error_response(request, 400, "the request body is nested too deeply")
+
+
 def _internal(request: Request, exc: Exception) -> Response[Any]:
     rid = request_id_of(request)
     log.error("unhandled error for request %s", rid, exc_info=exc)
@@ -140,5 +146,6 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     StoreOperationalError: _unavailable,
     PgOperationalError: _unavailable,
     HTTPException: _http_exception,
+    RecursionError: _too_deep,
     Exception: _internal,
 }

@@ -35,14 +35,17 @@ class NornEventStore(Application[UUID]):
             return None
         return aggregate if isinstance(aggregate, cls) else None
 
-    def append(self, *aggregates: Aggregate | None) -> int | None:
+    def append(self, *aggregates: Aggregate | None, precondition: bool = False) -> int | None:
         """Save pending events of the aggregates in one atomic append; return the global
-        position of the last one (None when there was nothing to save)."""
+        position of the last one (None when there was nothing to save).
+        precondition: the caller sent If-Match, so losing the race means its precondition
+        failed (412) rather than a plain conflict (409)."""
         try:
             recordings = self.save(*aggregates)
         except IntegrityError:
             raise VersionConflict(
-                "a concurrent change was saved first; reload and try again"
+                "a concurrent change was saved first; reload and try again",
+                precondition=precondition,
             ) from None
         return recordings[-1].notification.id if recordings else None
 

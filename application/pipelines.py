@@ -93,7 +93,10 @@ class PipelineService:
         if not pipeline.revise(definition, self._plugins.check, ctx):
             return PipelineChanged(pipeline, None)
         claims = self._rename(pipeline, old_name, ctx)
-        return PipelineChanged(pipeline, self._store.append(pipeline, *claims))
+        return PipelineChanged(
+            pipeline,
+            self._store.append(pipeline, *claims, precondition=expected_version is not None),
+        )
 
     def roll_back(
         self,
@@ -110,7 +113,9 @@ class PipelineService:
         old_name = pipeline.definition.name
         pipeline.roll_back(revision, restored, ctx)
         claims = self._rename(pipeline, old_name, ctx)
-        position = self._store.append(pipeline, *claims)
+        position = self._store.append(
+            pipeline, *claims, precondition=expected_version is not None
+        )
         return RolledBack(pipeline, position, rolled_back_to=revision, previous_revision=previous)
 
     def clone(
@@ -149,7 +154,10 @@ class PipelineService:
         )
         if claim is not None:
             claim.release(str(pipeline.id), ctx)
-        return PipelineChanged(pipeline, self._store.append(pipeline, claim))
+        return PipelineChanged(
+            pipeline,
+            self._store.append(pipeline, claim, precondition=expected_version is not None),
+        )
 
     def validate(self, definition: PipelineDefinition) -> list[FieldError]:
         try:
@@ -183,16 +191,20 @@ class PipelineService:
         self.load(principal, pipeline_id, deleted_ok=True)
         records: list[RevisionRecord] = []
         previous: PipelineDefinition | None = None
+        revision = 0
         for event in self._store.stream(pipeline_id):
+            rolled_back_to = None
             if isinstance(event, PipelineCreated):
-                kind, revision, rolled_back_to = "created", 1, None
+                kind, revision, definition = "created", 1, event.definition
             elif isinstance(event, PipelineRolledBack):
-                kind, revision, rolled_back_to = "rolled_back", event.revision, event.rolled_back_to
+                kind, revision, definition = "rolled_back", event.revision, event.definition
+                rolled_back_to = event.rolled_back_to
             elif isinstance(event, PipelineRevised):
-                kind, revision, rolled_back_to = "revised", event.revision, None
+                kind, revision, definition = "revised", event.revision, event.definition
             else:
-                assert isinstance(event, PipelineDeleted)
-                continue
+                assert isinstance(event, PipelineDeleted) and previous is not None
+                # Not a revision: the last one, marked deleted (who and when, for audit).
+                kind, definition = "deleted", previous
             records.append(
                 RevisionRecord(
                     revision=revision,
@@ -200,13 +212,13 @@ class PipelineService:
                     actor=event.actor,
                     at=event.timestamp,
                     version=event.originator_version,
-                    definition=event.definition,
-                    changes=summarize_changes(previous, event.definition),
+                    definition=definition,
+                    changes=summarize_changes(previous, definition),
                     rolled_back_to=rolled_back_to,
                     cloned_from=getattr(event, "cloned_from", None),
                 )
             )
-            previous = event.definition
+            previous = definition
         return records
 
     def _claim_name(

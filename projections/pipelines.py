@@ -7,6 +7,7 @@ so a rebuild from position 0 produces exactly the rows the live projection has.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -123,15 +124,15 @@ class PipelineQueries:
         tenant_id: str | None,
         *,
         name: str | None = None,
-        tag: str | None = None,
+        tags: Sequence[str] = (),
         sort: PipelineSort = "created_at",
         order: Literal["asc", "desc"] = "asc",
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page and the cursor of the next (None on the last page). `name` matches
-        a case-insensitive substring, `tag` one exact tag. Raises ValueError for a bad
-        sort, order, limit or cursor."""
+        a case-insensitive substring; a pipeline must carry every one of `tags`. Raises
+        ValueError for a bad sort, order, limit or cursor."""
         if sort not in SORTS:
             raise ValueError(f"sort must be one of {', '.join(SORTS)}")
         order = check_order(order)
@@ -144,9 +145,11 @@ class PipelineQueries:
         if name:
             conditions.append(sql.SQL("name ILIKE %s"))
             params.append(f"%{_escape_like(name)}%")
-        if tag:
-            conditions.append(sql.SQL("tags @> ARRAY[%s]::text[]"))  # uses the GIN index
-            params.append(tag)
+        if any("\x00" in tag or len(tag) > 100 for tag in tags):
+            raise ValueError("a tag filter must be 1 to 100 characters without NUL")
+        if tags:
+            conditions.append(sql.SQL("tags @> %s::text[]"))  # uses the GIN index
+            params.append(list(tags))
         after, after_params, order_by = keyset(sort, order, cursor, SORTS[sort])
         if after is not None:
             conditions.append(after)

@@ -12,14 +12,14 @@ from litestar.exceptions import ValidationException
 
 from api.auth import principal_of
 from api.bootstrap import Container
-from application.errors import ServiceUnavailable
+from application.errors import ServiceUnavailable, VersionConflict
 from domain.events import CommandContext
 from projections import wait_for_position
 
 # Handlers receive the composition root by name (Litestar 3 drops inferred dependencies).
 ContainerDep = NamedDependency[Container]
 
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+_ETAG = re.compile(r'^\s*"?(\d+)"?\s*$')
 
 
 def command_context(request: Request) -> CommandContext:
@@ -35,6 +35,9 @@ def expected_version(request: Request) -> int | None:
     raw = request.headers.get("if-match")
     if raw is None or raw.strip() == "*":
         return None
+    if raw.strip().startswith("W/"):
+        # If-Match compares strongly (RFC 9110 13.1.1): a weak tag never matches.
+        raise VersionConflict("If-Match needs a strong ETag, not a weak one", precondition=True)
     match = _ETAG.match(raw)
     if not match:
         raise ValidationException(f'If-Match must be an ETag like "3", not {raw!r}')

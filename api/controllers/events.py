@@ -18,6 +18,7 @@ from application.errors import ServiceUnavailable
 from infrastructure import envelope
 
 KEEPALIVE_SECONDS = 15.0
+# Comments only (data=None): an empty `data:` line would be a message event to EventSource.
 
 
 class EventStreamController(Controller):
@@ -44,12 +45,12 @@ class EventStreamController(Controller):
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
             try:
-                yield ServerSentEventMessage(comment="connected")
+                yield ServerSentEventMessage(comment="connected", data=None)
                 while True:
                     try:
                         msg = await subscription.next_msg(timeout=KEEPALIVE_SECONDS)
                     except TimeoutError:
-                        yield ServerSentEventMessage(comment="keepalive")
+                        yield ServerSentEventMessage(comment="keepalive", data=None)
                         continue
                     event = envelope.decode(msg.data)
                     if patterns and not any(fnmatch.fnmatchcase(event.type, p) for p in patterns):

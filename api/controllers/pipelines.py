@@ -50,6 +50,8 @@ MinPosition = Annotated[
 ]
 # PostgreSQL text cannot hold NUL: refuse it as a 400 instead of failing in the query.
 TextFilter = Annotated[str | None, Parameter(pattern=r"^[^\x00]*$", max_length=200)]
+# ?tag=a&tag=b: pipelines carrying every one of the tags.
+TagFilter = Annotated[list[str] | None, Parameter(max_items=20)]
 
 
 class PipelineController(Controller):
@@ -77,7 +79,7 @@ class PipelineController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
         cursor: FromQuery[str | None] = None,
         name: TextFilter = None,
-        tag: TextFilter = None,
+        tag: TagFilter = None,
         sort: FromQuery[Literal["created_at", "updated_at", "name"]] = "created_at",
         order: FromQuery[Literal["asc", "desc"]] = "asc",
         min_position: MinPosition = None,
@@ -87,7 +89,7 @@ class PipelineController(Controller):
             rows, next_cursor = await container.pipeline_queries.list(
                 principal_of(request).tenant_id,
                 name=name,
-                tag=tag,
+                tags=tag or (),
                 sort=sort,
                 order=order,
                 limit=limit,

@@ -96,3 +96,69 @@ def test_serve_round_trip_survives_restart(settings: Settings) -> None:
     finally:
         _stop(process, signal.SIGTERM)
     assert process.returncode in (0, -signal.SIGTERM)
+
+
+def _processes_using(path: Path) -> list[str]:
+    """Command lines of live processes that mention `path` (the embedded servers do)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(path) in cmdline and int(proc.name) != os.getpid():
+            found.append(cmdline)
+    return found
+
+
+def test_sigterm_with_an_open_feed_stops_everything_on_the_embedded_default(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "norn-data"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NORN_")}
+    env.update(
+        NORN_DATA_DIR=str(data_dir),
+        NORN_PORT=str(port),
+        NORN_ADMIN_USERNAME="boss",
+        NORN_ADMIN_PASSWORD="a-long-enough-password",
+        NORN_LOG_LEVEL="WARNING",
+    )
+    process = subprocess.Popen([NORN, "serve"], env=env)  # noqa: S603
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, "norn serve exited during start-up"
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "embedded norn serve did not become ready"
+            time.sleep(0.3)
+        assert _processes_using(data_dir), "the embedded servers should be running"
+        token = httpx.post(
+            f"{base}/api/v1/auth/login",
+            json={"username": "boss", "password": "a-long-enough-password"},
+        ).json()["access_token"]
+        with httpx.stream(
+            "GET",
+            f"{base}/api/v1/events/stream",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        ) as feed:
+            first = next(feed.iter_raw())
+            # A comment only: no `data:` line, which EventSource would deliver as a message.
+            assert first.replace(b"\r\n", b"\n") == b": connected\n\n"
+            elapsed = _stop(process, signal.SIGTERM)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)  # a clean stop even when the test failed
+            process.wait(timeout=30)
+    assert elapsed < 15
+    assert process.returncode in (0, -signal.SIGTERM)
+    time.sleep(0.5)
+    assert _processes_using(data_dir) == []

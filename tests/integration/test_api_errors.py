@@ -47,6 +47,11 @@ async def test_request_bodies_are_checked(settings: Settings) -> None:
         missing = await client.post(BASE, json={"steps": []}, headers=editor)
         assert_error(missing, 400, "VALIDATION_ERROR")
 
+        deep = b"[" * 100_000 + b"]" * 100_000  # past the decoder's recursion limit
+        for url in (BASE, "/api/v1/auth/login"):
+            response = await client.post(url, content=deep, headers=json_headers)
+            assert_error(response, 400, "VALIDATION_ERROR")
+
         login_garbage = await client.post(
             "/api/v1/auth/login", content=b"{", headers={"Content-Type": "application/json"}
         )

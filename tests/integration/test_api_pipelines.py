@@ -60,6 +60,10 @@ async def test_create_list_get_and_filter(settings: Settings) -> None:
         assert sorted(p["name"] for p in by_tag.json()["items"]) == ["beta", "gamma"]
         by_tag = await client.get(BASE, params={**seen, "tag": "daily"}, headers=editor)
         assert sorted(p["name"] for p in by_tag.json()["items"]) == ["alpha", "gamma"]
+        both = await client.get(
+            BASE, params=[*seen.items(), ("tag", "ml"), ("tag", "daily")], headers=editor
+        )
+        assert [p["name"] for p in both.json()["items"]] == ["gamma"]  # every tag, not any
         by_name = await client.get(BASE, params={**seen, "name": "BETA"}, headers=editor)
         assert [p["name"] for p in by_name.json()["items"]] == ["beta"]
         nothing = await client.get(BASE, params={**seen, "name": "%"}, headers=editor)
@@ -129,6 +133,11 @@ async def test_revise_with_etags(settings: Settings) -> None:
             url, json=pipeline_body("alpha"), headers={**editor, "If-Match": '"1"'}
         )
         assert_error(stale, 412, "VERSION_CONFLICT")
+        # If-Match compares strongly: a weak tag never matches, even the current version.
+        weak = await client.put(
+            url, json=pipeline_body("alpha"), headers={**editor, "If-Match": 'W/"2"'}
+        )
+        assert_error(weak, 412, "VERSION_CONFLICT")
 
         got = await client.get(
             url, params={"min_position": revised.json()["position"]}, headers=editor
@@ -237,7 +246,13 @@ async def test_clone_validate_and_delete(settings: Settings) -> None:
         assert [p["name"] for p in listed.json()["items"]] == ["alpha-copy"]
         history = await client.get(f"{url}/history", headers=editor)
         assert history.status_code == 200, history.text
-        assert [h["revision"] for h in history.json()["items"]] == [1, 2]
+        items = history.json()["items"]
+        assert [(h["revision"], h["kind"]) for h in items] == [
+            (1, "created"),
+            (2, "revised"),
+            (2, "deleted"),  # who deleted it and when stay in the history
+        ]
+        assert items[-1]["actor"].startswith("user:")
         for method, path in (("PUT", url), ("DELETE", url), ("POST", f"{url}/clone")):
             body = {"name": "again"} if path.endswith("clone") else pipeline_body("alpha")
             response = await client.request(

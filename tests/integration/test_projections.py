@@ -650,9 +650,9 @@ async def test_list_pagination_filters_and_tenant_isolation(
     ids = [r["id"] for r in first + rest]
     assert len(ids) == len(set(ids)) == 15
 
-    evens = await walk(lambda c: queries.list("t1", tag="even", limit=3, cursor=c))
+    evens = await walk(lambda c: queries.list("t1", tags=["even"], limit=3, cursor=c))
     assert len(evens) == 7 and all("even" in r["tags"] for r in evens)
-    assert [r["name"] for r in (await queries.list("t1", tag="x_y"))[0]] == [
+    assert [r["name"] for r in (await queries.list("t1", tags=["x_y"]))[0]] == [
         f"job-{i:02d}" for i in range(1, 13, 2)
     ]
     named = (await queries.list("t1", name="JOB-0"))[0]

@@ -4,7 +4,9 @@ no servers installed."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -28,6 +30,7 @@ class EmbeddedPostgres:
         import pgserver  # imported here: only the embedded default needs it
 
         self.pgdata.mkdir(parents=True, exist_ok=True)
+        _forget_dead_handles(self.pgdata / ".handle_pids.json")
         # cleanup_mode="stop": the server stops when this process exits or stop() is
         # called, and its data stays for the next start.
         self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
@@ -39,6 +42,46 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+def _forget_dead_handles(handles: Path) -> None:
+    """pgserver stops the server when its last user process lets go, counting users in
+    this file; a process killed with SIGKILL never removes itself, and then no later
+    process would ever stop the server. Drop the pids that no longer run."""
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and _running(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_leftover(pid_file: Path, name: str) -> None:
+    """A server left running by a process that was killed outright would hold the
+    store directory (two JetStream servers on one store corrupt it): stop it first."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if name.encode() not in cmdline or str(pid_file.parent).encode() not in cmdline:
+        return  # the pid was reused by something else
+    log.warning("stopping a %s (pid %s) left running by an earlier process", name, pid)
+    os.kill(pid, 15)
+    deadline = time.monotonic() + 10
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def nats_server_binary() -> str:
@@ -67,6 +110,8 @@ class EmbeddedNats:
 
     def start(self, timeout: float = 15.0) -> str:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        pid_file = self.store_dir / "nats-server.pid"
+        _stop_leftover(pid_file, "nats-server")
         self.port = self.port or free_port()
         log_file = open(self.store_dir / "nats-server.log", "ab")
         self._process = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
@@ -79,6 +124,8 @@ class EmbeddedNats:
                 "-js",
                 "-sd",
                 str(self.store_dir),
+                "-P",
+                str(pid_file),
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,

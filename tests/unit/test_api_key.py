@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+from application.api_keys import _check_no_escalation
+from application.errors import PermissionDenied
+from application.principal import Principal
 from domain.api_key import ApiKey, ApiKeyCreated, ApiKeyRevoked, api_key_id_for
 from domain.errors import InvalidCommand
 from domain.events import CommandContext
@@ -140,3 +143,15 @@ def test_a_new_key_round_trips_through_parse_and_verifies() -> None:
 )
 def test_malformed_keys_do_not_parse(text: str) -> None:
     assert SECRETS.parse(text) is None
+
+
+def test_a_key_may_not_carry_permissions_its_creator_lacks() -> None:
+    admin = Principal("u1", "ada", "tenant-1", frozenset({"admin"}))
+    operator = Principal("u2", "bob", "tenant-1", frozenset({"operator"}))
+
+    _check_no_escalation(admin, ("admin", "editor", "operator", "viewer"))
+    _check_no_escalation(operator, ("viewer", "operator"))
+    with pytest.raises(PermissionDenied):
+        _check_no_escalation(operator, ("editor",))
+    with pytest.raises(PermissionDenied):
+        _check_no_escalation(admin, ("platform_admin",))

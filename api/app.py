@@ -20,6 +20,7 @@ from litestar.types import Receive, Scope, Send
 
 from api.auth import PUBLIC_PATHS, BearerAuthMiddleware, permission_guard
 from api.bootstrap import Container, Roles, connect_feed
+from api.controllers.api_keys import ApiKeyController
 from api.controllers.auth import AuthController
 from api.controllers.events import EventStreamController
 from api.controllers.health import HealthController
@@ -100,6 +101,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             AuthController,
             TenantController,
             UserController,
+            ApiKeyController,
             PipelineController,
             PluginController,
             EventStreamController,

@@ -15,10 +15,13 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import AsyncConnectionPool
 
+from application.api_keys import ApiKeyService
 from application.event_store import NornEventStore
 from application.identity import IdentityService
 from application.pipelines import PipelineService
 from infrastructure import nats as norn_nats
+from infrastructure.api_key_secrets import ApiKeySecrets
+from infrastructure.api_key_usage import ApiKeyUsage
 from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres
 from infrastructure.idempotency import IdempotencyStore
 from infrastructure.migrations import migrate
@@ -28,6 +31,7 @@ from infrastructure.relay import Relay
 from infrastructure.security import Argon2PasswordHasher, TokenService, load_or_create_secret
 from infrastructure.settings import Settings
 from projections import ALL_PROJECTIONS, ProjectionRunner
+from projections.api_keys import ApiKeyQueries
 from projections.pipelines import PipelineQueries
 from projections.tenants import TenantQueries
 
@@ -85,6 +89,9 @@ class Container:
     pipeline_queries: PipelineQueries
     tenant_queries: TenantQueries
     idempotency: IdempotencyStore
+    api_keys: ApiKeyService
+    api_key_queries: ApiKeyQueries
+    api_key_usage: ApiKeyUsage
     nats: NatsClient | None = None
     relay: Relay | None = None
 
@@ -117,6 +124,9 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
         pipeline_queries=PipelineQueries(read_pool),
         tenant_queries=TenantQueries(read_pool),
         idempotency=IdempotencyStore(read_pool, ttl=timedelta(seconds=settings.idempotency_ttl)),
+        api_keys=ApiKeyService(store, ApiKeySecrets()),
+        api_key_queries=ApiKeyQueries(read_pool),
+        api_key_usage=ApiKeyUsage(read_pool),
     )
 
 

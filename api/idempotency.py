@@ -5,7 +5,10 @@ free again, so the client can correct the request and retry with the same key.
 
 The key belongs to the principal acting in a tenant; reusing it for a different request
 (method, path, query or body) is refused with 422. A concurrent duplicate waits for the
-first to finish and then gets its response."""
+first to finish and then gets its response.
+
+A route whose response must never be stored (it carries a secret shown once, like a new
+API key) declares opt={"idempotency": "refuse"}: an Idempotency-Key on it is a 422."""
 
 from __future__ import annotations
 
@@ -43,6 +46,14 @@ class IdempotencyMiddleware(ASGIMiddleware):
         ):
             await next_app(scope, receive, send)
             return
+        handler = scope.get("route_handler")
+        if handler is not None and handler.opt.get("idempotency") == "refuse":
+            raise ValidationException(
+                "this route does not accept Idempotency-Key: its response holds a secret "
+                "that is shown once and never stored; retry without the header",
+                status_code=422,
+                extra=[{"key": "Idempotency-Key", "source": "header", "message": "not allowed"}],
+            )
         key = raw_key.decode("latin-1")
         if not _KEY.fullmatch(key):
             raise ValidationException(

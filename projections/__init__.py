@@ -3,6 +3,7 @@ the machinery every projection shares (tracking, runner, rebuild, pagination).""
 
 from __future__ import annotations
 
+from projections.api_keys import ApiKeysProjection
 from projections.pipelines import PipelineQueries, PipelinesProjection
 from projections.projection import Projection, apply_batch, handles
 from projections.rebuild import RebuildError, rebuild
@@ -10,7 +11,11 @@ from projections.runner import ProjectionRunner
 from projections.tenants import TenantQueries, TenantsProjection
 from projections.tracking import projection_status, wait_for_position
 
-ALL_PROJECTIONS: tuple[Projection, ...] = (PipelinesProjection(), TenantsProjection())
+ALL_PROJECTIONS: tuple[Projection, ...] = (
+    PipelinesProjection(),
+    TenantsProjection(),
+    ApiKeysProjection(),
+)
 """Every read model, for the projector role and `norn projections status|rebuild`."""
 
 
@@ -24,6 +29,7 @@ def projection_named(name: str) -> Projection:
 
 __all__ = [
     "ALL_PROJECTIONS",
+    "ApiKeysProjection",
     "PipelineQueries",
     "PipelinesProjection",
     "Projection",

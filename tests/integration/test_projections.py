@@ -723,7 +723,7 @@ async def test_tenants_read_model_and_queries(
 
 
 def test_all_projections_are_registered() -> None:
-    assert {p.name for p in ALL_PROJECTIONS} == {"pipelines", "tenants"}
+    assert {p.name for p in ALL_PROJECTIONS} == {"pipelines", "tenants", "api_keys"}
     with pytest.raises(ValueError, match="must match"):
         type("Bad", (Projection,), {"name": "Bad-Name", "tables": ()})
 

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import zlib
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from eventsourcing.persistence import Notification
@@ -256,13 +257,27 @@ class Relay:
             try:
                 msg = await js.get_msg(self._stream, subject=events_subjects(self._prefix))
             except NotFoundError:
-                return 0
+                # Servers before 2.10 cannot look up the last message of a wildcard
+                # subject: walk back from the end instead (deletions are rare).
+                found = await self._last_message_before(js, info)
+                if found is None:
+                    return 0
+                msg = found
         position = (msg.headers or {}).get(POSITION_HEADER)
         if position is None:
             raise PositionUnknown(
                 f"message {msg.seq} of stream {self._stream} has no {POSITION_HEADER} header"
             )
         return int(position)
+
+    async def _last_message_before(self, js: JetStreamContext, info: StreamInfo) -> Any:
+        seq = info.state.last_seq - 1
+        while seq >= max(info.state.first_seq, info.state.last_seq - 10_000):
+            try:
+                return await js.get_msg(self._stream, seq=seq)
+            except NotFoundError:
+                seq -= 1
+        return None
 
     async def _lead(self, conn: AsyncConnection) -> bool:
         if self._leader:

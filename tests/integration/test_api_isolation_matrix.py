@@ -85,9 +85,18 @@ def random_value(name: str, kind: str) -> str:
 async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> TenantA:
     tenant_id, editor = await make_tenant_user(client, admin, "tenant-a", "admin")
     pipeline = await create_pipeline(client, editor, "a-secret-pipeline")
+    key = await client.post(
+        "/api/v1/api-keys", json={"name": "a-key", "roles": ["viewer"]}, headers=editor
+    )
+    assert key.status_code == 201, key.text
     a = TenantA()
-    a.values = {"tenant_id": tenant_id, "pipeline_id": pipeline["id"], "revision": "1"}
-    a.ids = {tenant_id, pipeline["id"]}
+    a.values = {
+        "tenant_id": tenant_id,
+        "pipeline_id": pipeline["id"],
+        "revision": "1",
+        "key_id": key.json()["id"],
+    }
+    a.ids = {tenant_id, pipeline["id"], key.json()["id"], key.json()["prefix"]}
     return a
 
 

@@ -7,7 +7,7 @@ an earlier revision's definition, so history is never rewritten.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 from uuid import UUID
 
@@ -37,12 +37,14 @@ class StepSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class PipelineDefinition(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Everything a revision pins: the name, description, tags and the step graph."""
+    """Everything a revision pins: the name, description, tags, the namespace of its
+    tenant it is placed in (None: none) and the step graph."""
 
     name: str
     description: str = ""
     tags: tuple[str, ...] = ()
     steps: tuple[StepSpec, ...] = ()
+    namespace: str | None = None
 
 
 class ClonedFrom(msgspec.Struct, frozen=True):
@@ -50,8 +52,13 @@ class ClonedFrom(msgspec.Struct, frozen=True):
     revision: int
 
 
-def validate_definition(definition: PipelineDefinition, check_plugin: PluginChecker) -> None:
-    """Raise InvalidDefinition listing every rule the definition breaks."""
+def validate_definition(
+    definition: PipelineDefinition,
+    check_plugin: PluginChecker,
+    namespaces: Collection[str] = (),
+) -> None:
+    """Raise InvalidDefinition listing every rule the definition breaks. `namespaces` are
+    the tenant's: the only ones a pipeline may be placed in."""
     errors = nul_errors(definition, "")
     if errors:  # nothing else can be judged sensibly on text the store cannot hold
         raise InvalidDefinition(errors)
@@ -65,6 +72,7 @@ def validate_definition(definition: PipelineDefinition, check_plugin: PluginChec
     for i, tag in enumerate(definition.tags):
         if not tag.strip() or len(tag) > 100:
             errors.append(FieldError(f"tags[{i}]", "must be 1 to 100 characters"))
+    errors.extend(namespace_errors(definition, namespaces))
     if not definition.steps:
         errors.append(FieldError("steps", "a pipeline needs at least one step"))
     if len(definition.steps) > MAX_STEPS:
@@ -72,6 +80,20 @@ def validate_definition(definition: PipelineDefinition, check_plugin: PluginChec
     errors.extend(_step_errors(definition.steps, check_plugin))
     if errors:
         raise InvalidDefinition(errors)
+
+
+def namespace_errors(
+    definition: PipelineDefinition, namespaces: Collection[str]
+) -> list[FieldError]:
+    if definition.namespace is None or definition.namespace in namespaces:
+        return []
+    return [
+        FieldError(
+            "namespace",
+            f"the tenant has no namespace {definition.namespace!r} "
+            "(POST /api/v1/tenants/{id}/namespaces adds one)",
+        )
+    ]
 
 
 def _step_errors(steps: tuple[StepSpec, ...], check_plugin: PluginChecker) -> list[FieldError]:
@@ -194,8 +216,9 @@ class Pipeline(Aggregate):
         check_plugin: PluginChecker,
         ctx: CommandContext,
         cloned_from: ClonedFrom | None = None,
+        namespaces: Collection[str] = (),
     ) -> Pipeline:
-        validate_definition(definition, check_plugin)
+        validate_definition(definition, check_plugin, namespaces)
         return cls._create(
             PipelineCreated,
             id=pipeline_id,
@@ -206,21 +229,30 @@ class Pipeline(Aggregate):
         )
 
     def revise(
-        self, definition: PipelineDefinition, check_plugin: PluginChecker, ctx: CommandContext
+        self,
+        definition: PipelineDefinition,
+        check_plugin: PluginChecker,
+        ctx: CommandContext,
+        namespaces: Collection[str] = (),
     ) -> bool:
         """Make `definition` the next revision. Returns False (and records nothing) when
         it equals the current one: a PUT of the same body is not a new revision."""
         self._require_live()
-        validate_definition(definition, check_plugin)
+        validate_definition(definition, check_plugin, namespaces)
         if definition == self.definition:
             return False
         self._trigger(PipelineRevised, ctx, revision=self.revision + 1, definition=definition)
         return True
 
     def roll_back(
-        self, to_revision: int, restored: PipelineDefinition, ctx: CommandContext
+        self,
+        to_revision: int,
+        restored: PipelineDefinition,
+        ctx: CommandContext,
+        namespaces: Collection[str] = (),
     ) -> None:
-        """Record a new revision whose definition is that of `to_revision`."""
+        """Record a new revision whose definition is that of `to_revision`. Its namespace
+        must still exist: it may have been removed since."""
         self._require_live()
         if to_revision not in self.revision_versions:
             raise InvalidCommand(
@@ -228,6 +260,9 @@ class Pipeline(Aggregate):
             )
         if to_revision == self.revision:
             raise InvalidCommand(f"revision {to_revision} is already the current one", "revision")
+        problems = namespace_errors(restored, namespaces)
+        if problems:
+            raise InvalidDefinition(problems)
         self._trigger(
             PipelineRolledBack,
             ctx,

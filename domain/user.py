@@ -1,14 +1,19 @@
 """The User aggregate: a person who logs in, belonging to one tenant (or to the
-platform, for platform administrators)."""
+platform, for platform administrators).
+
+`credentials_version` counts the changes that must end every session of the user at once
+(a new password, deactivation, deletion): a session records the version it began under
+and is void when the user's version has moved on."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import InvalidCommand
+from domain.errors import AggregateDeleted, InvalidCommand
 from domain.events import CommandContext, NornCreated, NornEvent
 
 PLATFORM_ADMIN = "platform_admin"
@@ -34,6 +39,43 @@ class UserRegistered(UserEvent, NornCreated):
     roles: tuple[str, ...]
 
 
+class UserRolesChanged(UserEvent):
+    roles: tuple[str, ...]
+
+    def apply(self, aggregate: User) -> None:
+        aggregate.roles = tuple(self.roles)
+
+
+class UserDeactivated(UserEvent):
+    def apply(self, aggregate: User) -> None:
+        aggregate.active = False
+        aggregate.credentials_version += 1
+
+
+class UserReactivated(UserEvent):
+    def apply(self, aggregate: User) -> None:
+        aggregate.active = True
+
+
+class UserPasswordChanged(UserEvent):
+    private_fields = frozenset({"password_hash"})
+    password_hash: str
+
+    def apply(self, aggregate: User) -> None:
+        aggregate.password_hash = self.password_hash
+        aggregate.credentials_version += 1
+
+
+class UserDeleted(UserEvent):
+    """Soft: the user can no longer log in, its events stay for audit, and its username
+    stays reserved (the id derives from it)."""
+
+    def apply(self, aggregate: User) -> None:
+        aggregate.deleted = True
+        aggregate.active = False
+        aggregate.credentials_version += 1
+
+
 class User(Aggregate):
     def __init__(
         self, tenant_id: str | None, username: str, password_hash: str, roles: tuple[str, ...]
@@ -43,6 +85,8 @@ class User(Aggregate):
         self.password_hash = password_hash
         self.roles = tuple(roles)
         self.active = True
+        self.deleted = False
+        self.credentials_version = 1
 
     @classmethod
     def register(
@@ -58,17 +102,7 @@ class User(Aggregate):
             raise InvalidCommand(
                 "username must be 3-64 letters, digits, '_', '.', '@' or '-'", "username"
             )
-        if not roles:
-            raise InvalidCommand("at least one role is required", "roles")
-        if tenant_id is None and roles != (PLATFORM_ADMIN,):
-            raise InvalidCommand("a user without a tenant must be a platform_admin", "tenant_id")
-        if tenant_id is not None:
-            unknown = [r for r in roles if r not in TENANT_ROLES]
-            if unknown:
-                raise InvalidCommand(
-                    f"unknown role(s) {', '.join(unknown)}; use {', '.join(TENANT_ROLES)}",
-                    "roles",
-                )
+        _check_roles(tenant_id, roles)
         return cls._create(
             UserRegistered,
             id=user_id_for(username),
@@ -82,3 +116,55 @@ class User(Aggregate):
     @property
     def is_platform_admin(self) -> bool:
         return PLATFORM_ADMIN in self.roles
+
+    @property
+    def can_authenticate(self) -> bool:
+        return self.active and not self.deleted
+
+    def change_roles(self, roles: tuple[str, ...], ctx: CommandContext) -> bool:
+        """Replace the roles; False (nothing recorded) when they are the same."""
+        self._require_not_deleted()
+        _check_roles(self.tenant_id, roles)
+        roles = tuple(dict.fromkeys(roles))
+        if roles == self.roles:
+            return False
+        self._trigger(UserRolesChanged, ctx, roles=roles)
+        return True
+
+    def set_active(self, active: bool, ctx: CommandContext) -> bool:
+        self._require_not_deleted()
+        if active == self.active:
+            return False
+        self._trigger(UserReactivated if active else UserDeactivated, ctx)
+        return True
+
+    def change_password(self, password_hash: str, ctx: CommandContext) -> None:
+        """Record a new password hash (the policy is checked before hashing, by the
+        application); every existing session of the user ends."""
+        self._require_not_deleted()
+        self._trigger(UserPasswordChanged, ctx, password_hash=password_hash)
+
+    def delete(self, ctx: CommandContext) -> None:
+        self._require_not_deleted()
+        self._trigger(UserDeleted, ctx)
+
+    def _require_not_deleted(self) -> None:
+        if self.deleted:
+            raise AggregateDeleted(f"user {self.id} was deleted")
+
+    def _trigger(self, event_class: type[UserEvent], ctx: CommandContext, **fields: Any) -> None:
+        self.trigger_event(event_class, tenant_id=self.tenant_id, **ctx.event_fields(), **fields)
+
+
+def _check_roles(tenant_id: str | None, roles: tuple[str, ...]) -> None:
+    if not roles:
+        raise InvalidCommand("at least one role is required", "roles")
+    if tenant_id is None and tuple(dict.fromkeys(roles)) != (PLATFORM_ADMIN,):
+        raise InvalidCommand("a user without a tenant must be a platform_admin", "tenant_id")
+    if tenant_id is not None:
+        unknown = [r for r in roles if r not in TENANT_ROLES]
+        if unknown:
+            raise InvalidCommand(
+                f"unknown role(s) {', '.join(unknown)}; use {', '.join(TENANT_ROLES)}",
+                "roles",
+            )

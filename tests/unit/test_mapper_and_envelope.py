@@ -5,7 +5,7 @@ memory."""
 from __future__ import annotations
 
 import inspect
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
@@ -20,10 +20,13 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic
 
+import domain.api_key
 import domain.name_claim
 import domain.pipeline
+import domain.session
 import domain.tenant
 import domain.user
+from domain.api_key import ApiKey
 from domain.events import CommandContext, NornEvent
 from domain.name_claim import NameClaim, NameClaimTaken
 from domain.pipeline import (
@@ -33,7 +36,8 @@ from domain.pipeline import (
     PipelineRevised,
     StepSpec,
 )
-from domain.tenant import Tenant
+from domain.session import Session
+from domain.tenant import Quotas, Tenant
 from domain.user import User, UserRegistered
 from infrastructure.envelope import (
     PLATFORM_TENANT,
@@ -84,8 +88,17 @@ def one_of_every_event() -> list[NornEvent]:
         description="",
         plan="pro",
         labels={"region": "eu"},
+        owner="ops@acme.example",
         ctx=CTX,
     )
+    tenant.update(name="Acme Inc", description="d", labels={}, owner="", ctx=CTX)
+    tenant.change_plan("enterprise", CTX)
+    tenant.set_quotas(Quotas(max_pipelines=7), CTX)
+    tenant.add_namespace("dev", CTX)
+    tenant.remove_namespace("dev", CTX)
+    tenant.suspend("unpaid", CTX)
+    tenant.reactivate(CTX)
+    tenant.delete(CTX)
     user = User.register(
         username="alice",
         password_hash="$argon2id$secret-hash",
@@ -93,6 +106,32 @@ def one_of_every_event() -> list[NornEvent]:
         roles=("editor", "viewer"),
         ctx=CTX,
     )
+    user.change_roles(("viewer",), CTX)
+    user.set_active(False, CTX)
+    user.set_active(True, CTX)
+    user.change_password("$argon2id$other-hash", CTX)
+    user.delete(CTX)
+    session = Session.start(
+        session_id=uuid4(),
+        user_id=str(user.id),
+        tenant_id=TENANT,
+        credentials_version=1,
+        expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+        ctx=CTX,
+    )
+    session.rotate(1, datetime(2029, 1, 1, tzinfo=UTC), CTX)
+    session.end("logout", CTX)
+    api_key = ApiKey.create(
+        tenant_id=TENANT,
+        name="ci",
+        prefix="abcdefghij",
+        secret_hash="sha256:0",
+        roles=("viewer",),
+        expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+        now=datetime(2029, 1, 1, tzinfo=UTC),
+        ctx=CTX,
+    )
+    api_key.revoke(CTX)
     claim = NameClaim.claim_new(
         tenant_id=TENANT, scope=f"pipeline:{TENANT}", name="orders", holder_id="p1", ctx=CTX
     )
@@ -102,12 +141,21 @@ def one_of_every_event() -> list[NornEvent]:
         *pipeline.collect_events(),
         *tenant.collect_events(),
         *user.collect_events(),
+        *session.collect_events(),
+        *api_key.collect_events(),
         *claim.collect_events(),
     ]
 
 
 def concrete_domain_event_classes() -> set[type]:
-    modules = (domain.pipeline, domain.tenant, domain.user, domain.name_claim)
+    modules = (
+        domain.api_key,
+        domain.name_claim,
+        domain.pipeline,
+        domain.session,
+        domain.tenant,
+        domain.user,
+    )
     found = set()
     for module in modules:
         for _, obj in inspect.getmembers(module, inspect.isclass):

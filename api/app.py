@@ -30,6 +30,8 @@ from api.controllers.tenants import TenantController
 from api.controllers.users import UserController
 from api.errors import EXCEPTION_HANDLERS
 from api.idempotency import IdempotencyMiddleware
+from api.rate_limit import STATE_KEY as RATE_LIMIT_HEADERS
+from api.rate_limit import RateLimitMiddleware
 
 # POST /api/v1/pipelines/{id}:rollback is the custom-method spelling of .../{id}/rollback.
 _CUSTOM_METHOD = re.compile(r"^(/api/v1/[a-z-]+/[^/:]+):([a-z_-]+)$")
@@ -54,6 +56,7 @@ class NornApp(Litestar):
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                headers.extend(scope["state"].get(RATE_LIMIT_HEADERS, ()))  # type: ignore[typeddict-item]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -107,9 +110,11 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             EventStreamController,
         ],
         dependencies={"container": Provide(lambda: container, sync_to_thread=False)},
-        # Outermost first: idempotency needs the principal that authentication found.
+        # Outermost first: rate limits and idempotency need the principal that
+        # authentication found; a replayed idempotent request still counts.
         middleware=[
             DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS),
+            RateLimitMiddleware(),
             IdempotencyMiddleware(),
         ],
         guards=[permission_guard],

@@ -13,27 +13,33 @@ from datetime import timedelta
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from application.api_keys import ApiKeyService
 from application.event_store import NornEventStore
-from application.identity import IdentityService
 from application.pipelines import PipelineService
+from application.sessions import LoginPolicy, LoginService, SessionService
+from application.tenants import TenantService
+from application.users import UserService
 from infrastructure import nats as norn_nats
 from infrastructure.api_key_secrets import ApiKeySecrets
 from infrastructure.api_key_usage import ApiKeyUsage
 from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres
 from infrastructure.idempotency import IdempotencyStore
+from infrastructure.login_throttle import PostgresLoginThrottle
 from infrastructure.migrations import migrate
 from infrastructure.plugins.catalog import PluginCatalog
-from infrastructure.postgres import create_read_pool, open_event_store
+from infrastructure.postgres import create_read_pool, create_sync_pool, open_event_store
+from infrastructure.rate_limit import PostgresRateLimiter, RateLimit
 from infrastructure.relay import Relay
-from infrastructure.security import Argon2PasswordHasher, TokenService, load_or_create_secret
+from infrastructure.security import Argon2PasswordHasher, TokenService, data_dir_keys
 from infrastructure.settings import Settings
 from projections import ALL_PROJECTIONS, ProjectionRunner
 from projections.api_keys import ApiKeyQueries
 from projections.pipelines import PipelineQueries
 from projections.tenants import TenantQueries
+from projections.usage import ReadModelUsage
+from projections.users import UserQueries
 
 log = logging.getLogger(__name__)
 
@@ -82,34 +88,56 @@ class Container:
     nats_url: str
     store: NornEventStore
     read_pool: AsyncConnectionPool
+    sync_pool: ConnectionPool
     plugins: PluginCatalog
     tokens: TokenService
-    identity: IdentityService
+    usage: ReadModelUsage
+    tenants: TenantService
+    users: UserService
+    sessions: SessionService
+    logins: LoginService
     pipelines: PipelineService
     pipeline_queries: PipelineQueries
     tenant_queries: TenantQueries
+    user_queries: UserQueries
     idempotency: IdempotencyStore
     api_keys: ApiKeyService
     api_key_queries: ApiKeyQueries
     api_key_usage: ApiKeyUsage
+    rate_limiter: PostgresRateLimiter
+    rate_limits: dict[str, RateLimit]
     nats: NatsClient | None = None
     relay: Relay | None = None
 
     def close(self) -> None:
         self.store.close()
+        self.sync_pool.close()
 
 
 def build_container(settings: Settings, database_url: str, nats_url: str) -> Container:
     store = open_event_store(database_url, pool_size=settings.db_pool_size)
     read_pool = create_read_pool(database_url, max_size=settings.db_pool_size)
+    sync_pool = create_sync_pool(database_url, max_size=settings.db_pool_size)
     plugins = PluginCatalog.with_entry_points()
-    secret = settings.jwt_secret or load_or_create_secret(settings.data_dir)
+    if settings.jwt_secret:
+        keys = [settings.jwt_secret, *settings.previous_jwt_secrets]
+    else:
+        keys = data_dir_keys(settings.data_dir)
     tokens = TokenService(
-        secret,
+        keys,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         access_ttl=settings.access_token_ttl,
         refresh_ttl=settings.refresh_token_ttl,
+    )
+    hasher = Argon2PasswordHasher()
+    usage = ReadModelUsage(sync_pool)
+    api_keys = ApiKeyService(store, ApiKeySecrets())
+    sessions = SessionService(store, hasher, tokens, api_keys)
+    login_policy = LoginPolicy(
+        lock_after_user=settings.login_lock_after,
+        lock_after_address=5 * settings.login_lock_after,
+        lock_seconds=float(settings.login_lock_seconds),
     )
     return Container(
         settings=settings,
@@ -117,16 +145,24 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
         nats_url=nats_url,
         store=store,
         read_pool=read_pool,
+        sync_pool=sync_pool,
         plugins=plugins,
         tokens=tokens,
-        identity=IdentityService(store, Argon2PasswordHasher()),
-        pipelines=PipelineService(store, plugins),
+        usage=usage,
+        tenants=TenantService(store, usage),
+        users=UserService(store, hasher),
+        sessions=sessions,
+        logins=LoginService(sessions, PostgresLoginThrottle(read_pool), login_policy),
+        pipelines=PipelineService(store, plugins, usage),
         pipeline_queries=PipelineQueries(read_pool),
         tenant_queries=TenantQueries(read_pool),
+        user_queries=UserQueries(read_pool),
         idempotency=IdempotencyStore(read_pool, ttl=timedelta(seconds=settings.idempotency_ttl)),
-        api_keys=ApiKeyService(store, ApiKeySecrets()),
+        api_keys=api_keys,
         api_key_queries=ApiKeyQueries(read_pool),
         api_key_usage=ApiKeyUsage(read_pool),
+        rate_limiter=PostgresRateLimiter(read_pool),
+        rate_limits=settings.plan_rate_limits(),
     )
 
 
@@ -135,14 +171,12 @@ def bootstrap_admin(container: Container, announce: Callable[[str], None] = prin
     named, create `admin` with a random password and show it once."""
     settings = container.settings
     if settings.admin_username and settings.admin_password:
-        if container.identity.ensure_platform_admin(
-            settings.admin_username, settings.admin_password
-        ):
+        if container.users.ensure_platform_admin(settings.admin_username, settings.admin_password):
             log.info("created platform admin %s", settings.admin_username)
         return
     if settings.database_url is None:
         password = secrets.token_urlsafe(18)
-        if container.identity.ensure_platform_admin("admin", password):
+        if container.users.ensure_platform_admin("admin", password):
             announce(f"Created platform admin 'admin' with password: {password}")
             announce("(shown once; set NORN_ADMIN_USERNAME/NORN_ADMIN_PASSWORD to choose)")
 

@@ -198,7 +198,7 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
     container = build_container(settings, servers.database_url, servers.nats_url)
     try:
         roles = tuple(args.roles or (["platform_admin"] if args.tenant is None else ["viewer"]))
-        user, _ = container.identity.create_user(
+        user, _ = container.users.create(
             system_principal("cli"),
             username=args.username,
             password=password,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 from uuid import uuid4
 
@@ -16,6 +17,8 @@ from application.errors import (
     AuthenticationFailed,
     NotFound,
     PermissionDenied,
+    QuotaExceeded,
+    RateLimited,
     ServiceUnavailable,
     VersionConflict,
 )
@@ -85,6 +88,16 @@ def _version_conflict(request: Request, exc: VersionConflict) -> Response[Any]:
     return error_response(request, 412 if exc.precondition else 409, str(exc))
 
 
+def _quota_exceeded(request: Request, exc: QuotaExceeded) -> Response[Any]:
+    details = [{"quota": exc.quota, "limit": exc.limit, "used": exc.used}]
+    return error_response(request, 409, str(exc), details, code="QUOTA_EXCEEDED")
+
+
+def _rate_limited(request: Request, exc: RateLimited) -> Response[Any]:
+    retry_after = str(max(1, math.ceil(exc.retry_after)))
+    return error_response(request, 429, str(exc), headers={"Retry-After": retry_after})
+
+
 def _permission_denied(request: Request, exc: PermissionDenied) -> Response[Any]:
     return error_response(request, 403, str(exc))
 
@@ -140,6 +153,8 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     NotFound: _not_found,
     AggregateDeleted: _not_found,
     VersionConflict: _version_conflict,
+    QuotaExceeded: _quota_exceeded,
+    RateLimited: _rate_limited,
     PermissionDenied: _permission_denied,
     AuthenticationFailed: _authentication_failed,
     ServiceUnavailable: _unavailable,

@@ -60,6 +60,22 @@ _ADMIN = _EDITOR | {
     Permission.API_KEYS_WRITE,
 }
 
+TENANT_WRITES = frozenset(
+    {
+        Permission.TENANTS_UPDATE,
+        Permission.USERS_WRITE,
+        Permission.API_KEYS_WRITE,
+        Permission.PIPELINES_WRITE,
+        Permission.DEPLOYMENTS_WRITE,
+        Permission.JOBS_WRITE,
+        Permission.JOBS_TOGGLE,
+        Permission.RUNS_TRIGGER,
+        Permission.RUNS_CANCEL,
+    }
+)
+"""Permissions that change a tenant's resources: refused while the tenant is not active
+(suspended: read-only; deleted: kept for audit only)."""
+
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "platform_admin": frozenset(Permission),
     "admin": frozenset(_ADMIN),
@@ -80,6 +96,17 @@ def permissions_of(principal: Principal) -> frozenset[Permission]:
 def authorize(principal: Principal, permission: Permission) -> None:
     if permission not in permissions_of(principal):
         raise PermissionDenied(f"role(s) {', '.join(sorted(principal.roles))} may not {permission}")
+    if permission in TENANT_WRITES:
+        require_writable_tenant(principal)
+
+
+def require_writable_tenant(principal: Principal) -> None:
+    """Refuse changes inside a suspended or deleted tenant, whoever asks."""
+    status = principal.tenant_status
+    if status is not None and status != "active":
+        raise PermissionDenied(
+            f"tenant {principal.tenant_id} is {status}: its resources can be read but not changed"
+        )
 
 
 def require_tenant(principal: Principal) -> str:

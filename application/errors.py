@@ -36,3 +36,21 @@ class AuthenticationFailed(ApplicationError):
 
 class ServiceUnavailable(ApplicationError):
     pass
+
+
+class QuotaExceeded(ApplicationError):
+    """The command would take the tenant past one of its quotas."""
+
+    def __init__(self, quota: str, limit: int, used: int) -> None:
+        self.quota = quota
+        self.limit = limit
+        self.used = used
+        super().__init__(f"quota {quota} exceeded: {used} of {limit} in use")
+
+
+class RateLimited(ApplicationError):
+    """Too many requests (or failed logins) for now; retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)

@@ -3,15 +3,18 @@ history and revisions that are read from the event stream on purpose."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from application.authorization import check_owner, require_tenant
+import msgspec
+
+from application.authorization import check_owner, require_tenant, require_writable_tenant
 from application.errors import NotFound
 from application.event_store import NornEventStore, check_expected_version
-from application.ports import PluginCatalog
+from application.ports import PluginCatalog, Usage
 from application.principal import Principal
+from application.quotas import within_quota
 from domain.errors import FieldError, InvalidDefinition
 from domain.events import CommandContext
 from domain.name_claim import NameClaim, claim_id
@@ -25,6 +28,7 @@ from domain.pipeline import (
     PipelineRolledBack,
     validate_definition,
 )
+from domain.tenant import Tenant
 
 
 @dataclass(frozen=True)
@@ -61,23 +65,27 @@ def _scope(tenant_id: str) -> str:
 
 
 class PipelineService:
-    def __init__(self, store: NornEventStore, plugins: PluginCatalog) -> None:
+    def __init__(self, store: NornEventStore, plugins: PluginCatalog, usage: Usage) -> None:
         self._store = store
         self._plugins = plugins
+        self._usage = usage
 
     def create(
         self, principal: Principal, definition: PipelineDefinition, ctx: CommandContext
     ) -> PipelineChanged:
-        tenant_id = require_tenant(principal)
+        tenant = self._tenant(principal)
         pipeline = Pipeline.create(
             pipeline_id=uuid4(),
-            tenant_id=tenant_id,
+            tenant_id=tenant.tenant_id,
             definition=definition,
             check_plugin=self._plugins.check,
             ctx=ctx,
+            namespaces=tenant.namespaces,
         )
-        claim = self._claim_name(tenant_id, definition.name, pipeline.id, ctx)
-        return PipelineChanged(pipeline, self._store.append(pipeline, claim))
+        claim = self._claim_name(tenant.tenant_id, definition.name, pipeline.id, ctx)
+        with within_quota(self._usage, tenant, "max_pipelines"):
+            position = self._store.append(pipeline, claim)
+        return PipelineChanged(pipeline, position)
 
     def revise(
         self,
@@ -90,7 +98,8 @@ class PipelineService:
         pipeline = self.load(principal, pipeline_id)
         check_expected_version(pipeline.version, expected_version)
         old_name = pipeline.definition.name
-        if not pipeline.revise(definition, self._plugins.check, ctx):
+        namespaces = self._tenant(principal).namespaces
+        if not pipeline.revise(definition, self._plugins.check, ctx, namespaces):
             return PipelineChanged(pipeline, None)
         claims = self._rename(pipeline, old_name, ctx)
         return PipelineChanged(
@@ -111,23 +120,17 @@ class PipelineService:
         restored = self.definition_at(pipeline, revision)
         previous = pipeline.revision
         old_name = pipeline.definition.name
-        pipeline.roll_back(revision, restored, ctx)
+        pipeline.roll_back(revision, restored, ctx, self._tenant(principal).namespaces)
         claims = self._rename(pipeline, old_name, ctx)
-        position = self._store.append(
-            pipeline, *claims, precondition=expected_version is not None
-        )
+        position = self._store.append(pipeline, *claims, precondition=expected_version is not None)
         return RolledBack(pipeline, position, rolled_back_to=revision, previous_revision=previous)
 
     def clone(
         self, principal: Principal, pipeline_id: UUID, name: str, ctx: CommandContext
     ) -> PipelineChanged:
         source = self.load(principal, pipeline_id)
-        definition = PipelineDefinition(
-            name=name,
-            description=source.definition.description,
-            tags=source.definition.tags,
-            steps=source.definition.steps,
-        )
+        tenant = self._tenant(principal)
+        definition = msgspec.structs.replace(source.definition, name=name)
         clone = Pipeline.create(
             pipeline_id=uuid4(),
             tenant_id=source.tenant_id,
@@ -135,9 +138,12 @@ class PipelineService:
             check_plugin=self._plugins.check,
             ctx=ctx,
             cloned_from=ClonedFrom(str(source.id), source.revision),
+            namespaces=tenant.namespaces,
         )
         claim = self._claim_name(source.tenant_id, name, clone.id, ctx)
-        return PipelineChanged(clone, self._store.append(clone, claim))
+        with within_quota(self._usage, tenant, "max_pipelines"):
+            position = self._store.append(clone, claim)
+        return PipelineChanged(clone, position)
 
     def delete(
         self,
@@ -159,12 +165,23 @@ class PipelineService:
             self._store.append(pipeline, claim, precondition=expected_version is not None),
         )
 
-    def validate(self, definition: PipelineDefinition) -> list[FieldError]:
+    def validate(self, principal: Principal, definition: PipelineDefinition) -> list[FieldError]:
+        namespaces: tuple[str, ...] = ()
+        if principal.tenant_id is not None:
+            namespaces = self._store.load(Tenant, UUID(principal.tenant_id), "tenant").namespaces
         try:
-            validate_definition(definition, self._plugins.check)
+            validate_definition(definition, self._plugins.check, namespaces)
         except InvalidDefinition as invalid:
             return invalid.errors
         return []
+
+    def _tenant(self, principal: Principal) -> Tenant:
+        """The tenant the principal changes pipelines in (it must be writable)."""
+        require_writable_tenant(principal)
+        tenant = self._store.load(Tenant, UUID(require_tenant(principal)), "tenant")
+        if not tenant.writable:  # changed since the principal was authenticated
+            require_writable_tenant(replace(principal, tenant_status=tenant.status))
+        return tenant
 
     def load(
         self, principal: Principal, pipeline_id: UUID, *, deleted_ok: bool = False
@@ -266,6 +283,8 @@ def summarize_changes(
         "steps_removed": [n for n in old if n not in new],
         "steps_changed": [n for n in new if n in old and new[n] != old[n]],
         "fields_changed": [
-            f for f in ("name", "description", "tags") if getattr(before, f) != getattr(after, f)
+            f
+            for f in ("name", "description", "tags", "namespace")
+            if getattr(before, f) != getattr(after, f)
         ],
     }

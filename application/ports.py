@@ -3,6 +3,8 @@ infrastructure/ and projections/)."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -30,3 +32,80 @@ class ApiKeySecrets(Protocol):
     def hash(self, prefix: str, secret: str) -> str: ...
 
     def verify(self, secret_hash: str, prefix: str, secret: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a verified token says. Roles are not in it on purpose: they are read from
+    the user at every request, so a change of roles holds at once."""
+
+    subject: str
+    token_type: str
+    token_id: str
+    session_id: str
+    expires_at: int
+    generation: int = 0
+    """Refresh tokens: the session's refresh generation the token was issued for."""
+
+
+class TokenIssuer(Protocol):
+    """Signs and verifies access and refresh tokens (infrastructure/security.py)."""
+
+    access_ttl: int
+    refresh_ttl: int
+
+    def issue(
+        self,
+        subject: str,
+        token_type: str,
+        *,
+        session_id: str,
+        username: str,
+        tenant_id: str | None,
+        generation: int = 0,
+    ) -> str: ...
+
+    def verify(self, token: str, token_type: str = "access") -> TokenClaims:  # noqa: S107
+        """The claims of a valid token of that type, else AuthenticationFailed."""
+        ...
+
+
+class Usage(Protocol):
+    """How much of a quota a tenant uses, counted from read models
+    (projections/usage.py). Resources: pipelines, running_runs, runs_today, ..."""
+
+    def count(self, tenant_id: str, resource: str) -> int | None:
+        """Current usage; None for a resource that is not counted (yet)."""
+        ...
+
+    def exclusive(self, tenant_id: str, resource: str) -> AbstractContextManager[int]:
+        """Hold the tenant's lock on the resource (across processes) and yield its exact
+        current usage; commands that add to it run inside, so two of them cannot both
+        take the last unit."""
+        ...
+
+    def in_namespace(self, tenant_id: str, namespace: str) -> int:
+        """How many live resources are placed in the namespace."""
+        ...
+
+
+@dataclass(frozen=True)
+class LoginAttempts:
+    """The throttle's view of one key (a username or a client address)."""
+
+    failures: int
+    locked_for: float
+    """Seconds until the lock ends; 0 when not locked."""
+
+
+class LoginThrottle(Protocol):
+    """Failed-login bookkeeping shared by every API process (infrastructure)."""
+
+    async def attempts(self, keys: list[str]) -> list[LoginAttempts]: ...
+
+    async def failed(self, keys: list[str], lock_after: list[int], lock_seconds: float) -> None:
+        """Count a failure against each key; lock a key for `lock_seconds` once its
+        failures reach its `lock_after`."""
+        ...
+
+    async def succeeded(self, key: str) -> None: ...

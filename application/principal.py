@@ -17,6 +17,10 @@ class Principal:
     """'user', 'api_key' or 'system'."""
     session_id: str | None = None
     """The login session (refresh-token family) a user's access token belongs to."""
+    tenant_status: str | None = None
+    """active, suspended or deleted: the status of `tenant_id` when authenticated."""
+    plan: str | None = None
+    """The plan of `tenant_id` (rate limits); None outside a tenant."""
 
     @property
     def actor(self) -> str:
@@ -27,9 +31,9 @@ class Principal:
     def is_platform_admin(self) -> bool:
         return "platform_admin" in self.roles
 
-    def acting_in(self, tenant_id: str) -> Principal:
+    def acting_in(self, tenant_id: str, status: str, plan: str) -> Principal:
         """A platform admin's view of itself inside one tenant."""
-        return replace(self, tenant_id=tenant_id)
+        return replace(self, tenant_id=tenant_id, tenant_status=status, plan=plan)
 
 
 def system_principal(role: str) -> Principal:

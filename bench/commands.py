@@ -170,6 +170,10 @@ def main() -> None:
         "NORN_NATS_STREAM": f"BENCH_{token.upper()}",
         "NORN_SUBJECT_PREFIX": f"bench{token}",
         "NORN_LOG_LEVEL": "WARNING",
+        # The benchmark measures the command path, not the plans' request limits.
+        "NORN_RATE_LIMITS": ",".join(
+            f"{plan}=100000000/1000000" for plan in ("free", "pro", "enterprise", "platform")
+        ),
     }
     norn = str(Path(sys.executable).parent / "norn")
     server = subprocess.Popen([norn, "serve"], env=env)  # noqa: S603
@@ -208,7 +212,14 @@ async def setup(base: str) -> dict:
     async with httpx.AsyncClient(base_url=base, timeout=30) as c:
         r = await c.post("/api/v1/auth/login", json={"username": ADMIN, "password": PASSWORD})
         admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
-        tenant = (await c.post("/api/v1/tenants", json={"name": "bench"}, headers=admin)).json()
+        tenant = (
+            await c.post(
+                "/api/v1/tenants", json={"name": "bench", "plan": "enterprise"}, headers=admin
+            )
+        ).json()
+        # The benchmark creates pipelines for as long as it runs: lift the quota.
+        quotas = {"max_pipelines": 10_000_000}
+        await c.put(f"/api/v1/tenants/{tenant['id']}/quotas", json=quotas, headers=admin)
         user = {
             "username": "bench-editor",
             "password": "battery-horse-staple-42",

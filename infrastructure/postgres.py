@@ -4,7 +4,7 @@ that the read side uses."""
 from __future__ import annotations
 
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from application.event_store import NornEventStore
 
@@ -28,6 +28,12 @@ def event_store_env(database_url: str, pool_size: int) -> dict[str, str]:
         "CREATE_TABLE": "false",
         # Keep the library's table lock: insert order = commit order (DESIGN.md §8).
         "POSTGRES_ENABLE_DB_FUNCTIONS": "no",
+        # Cached aggregates are fast-forwarded with one query for newer events on every
+        # get (and deep-copied for commands), so a cache hit is never stale, even with
+        # several processes writing: authentication re-reads session, user and tenant
+        # on every request at the cost of those small queries.
+        "AGGREGATE_CACHE_MAXSIZE": "10000",
+        "AGGREGATE_CACHE_FASTFORWARD": "y",
     }
 
 
@@ -39,4 +45,12 @@ def create_read_pool(database_url: str, max_size: int = 10) -> AsyncConnectionPo
     """Opened by the caller (`await pool.open()`)."""
     return AsyncConnectionPool(
         database_url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
+    )
+
+
+def create_sync_pool(database_url: str, max_size: int = 4) -> ConnectionPool:
+    """For the synchronous application services' own queries (quota usage under an
+    advisory lock), beside the event store's pool. Opened here; close it on exit."""
+    return ConnectionPool(
+        database_url, min_size=1, max_size=max_size, open=True, kwargs={"autocommit": True}
     )

@@ -1,12 +1,13 @@
 """Password hashing (argon2id, memory-hard) and JWT access/refresh tokens (HS256 pinned,
-issuer/audience/expiry required and checked)."""
+issuer/audience/expiry required and checked, signing keys rotated by key id)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from uuid import uuid4
 
@@ -15,6 +16,7 @@ from argon2 import PasswordHasher as Argon2Hasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from application.errors import AuthenticationFailed
+from application.ports import TokenClaims
 
 ALGORITHM = "HS256"
 
@@ -33,43 +35,51 @@ class Argon2PasswordHasher:
             return False
 
 
-@dataclass(frozen=True)
-class TokenClaims:
-    subject: str
-    token_type: str
-    token_id: str
-    expires_at: int
-    username: str
-    tenant_id: str | None
-    roles: tuple[str, ...]
+def key_id(secret: str) -> str:
+    """A JWT's `kid` for a signing key: names the key without revealing it."""
+    return hashlib.sha256(b"norn-jwt-kid:" + secret.encode()).hexdigest()[:16]
 
 
 class TokenService:
+    """Signs with the first key; verifies with whichever key the token's `kid` names.
+    Rotation: put a new key first and keep the old ones until the tokens they signed
+    have expired (NORN_JWT_PREVIOUS_SECRETS, or `norn jwt rotate` on the embedded
+    default)."""
+
     def __init__(
-        self, secret: str, *, issuer: str, audience: str, access_ttl: int, refresh_ttl: int
+        self,
+        secrets_: Sequence[str],
+        *,
+        issuer: str,
+        audience: str,
+        access_ttl: int,
+        refresh_ttl: int,
     ) -> None:
-        if len(secret.encode()) < 32:
-            raise ValueError("JWT secret must be at least 32 bytes")
-        self._secret = secret
+        if not secrets_:
+            raise ValueError("at least one JWT signing key is required")
+        for secret in secrets_:
+            if len(secret.encode()) < 32:
+                raise ValueError("every JWT secret must be at least 32 bytes")
+        self._keys = {key_id(secret): secret for secret in secrets_}
+        self._signing_kid = key_id(secrets_[0])
         self._issuer = issuer
         self._audience = audience
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
-        # Key id: lets a later key rotation tell which key signed a token.
-        self._kid = "k1"
 
     def issue(
         self,
         subject: str,
         token_type: str,
         *,
+        session_id: str,
         username: str,
         tenant_id: str | None,
-        roles: tuple[str, ...],
+        generation: int = 0,
     ) -> str:
         now = int(time.time())
         ttl = self.access_ttl if token_type == "access" else self.refresh_ttl
-        claims = {
+        claims: dict[str, object] = {
             "sub": subject,
             "iss": self._issuer,
             "aud": self._audience,
@@ -78,36 +88,67 @@ class TokenService:
             "exp": now + ttl,
             "jti": uuid4().hex,
             "typ": token_type,
+            "sid": session_id,
             "name": username,
             "tid": tenant_id,
-            "roles": list(roles),
         }
-        return jwt.encode(claims, self._secret, algorithm=ALGORITHM, headers={"kid": self._kid})
+        if token_type == "refresh":
+            claims["gen"] = generation
+        return jwt.encode(
+            claims,
+            self._keys[self._signing_kid],
+            algorithm=ALGORITHM,
+            headers={"kid": self._signing_kid},
+        )
 
     def verify(self, token: str, token_type: str = "access") -> TokenClaims:
+        invalid = AuthenticationFailed("invalid or expired token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise invalid from None
+        # Pinned: the header may not choose the algorithm, and must name a known key.
+        key = self._keys.get(str(header.get("kid")))
+        if header.get("alg") != ALGORITHM or key is None:
+            raise invalid
+        required = ["exp", "iat", "nbf", "sub", "iss", "aud", "jti", "typ", "sid"]
         try:
             claims = jwt.decode(
                 token,
-                self._secret,
+                key,
                 algorithms=[ALGORITHM],
                 audience=self._audience,
                 issuer=self._issuer,
-                options={"require": ["exp", "iat", "nbf", "sub", "iss", "aud", "jti", "typ"]},
+                options={"require": required},
             )
         except jwt.PyJWTError:
-            raise AuthenticationFailed("invalid or expired token") from None
-        roles = claims.get("roles")
-        if claims.get("typ") != token_type or not isinstance(roles, list):
-            raise AuthenticationFailed("invalid or expired token")
+            raise invalid from None
+        generation = claims.get("gen", 0)
+        if (
+            claims.get("typ") != token_type
+            or not isinstance(claims.get("sid"), str)
+            or not isinstance(claims.get("sub"), str)
+            or not isinstance(generation, int)
+            or (token_type == "refresh" and "gen" not in claims)
+        ):
+            raise invalid
         return TokenClaims(
             subject=claims["sub"],
             token_type=claims["typ"],
-            token_id=claims["jti"],
+            token_id=str(claims["jti"]),
+            session_id=claims["sid"],
             expires_at=int(claims["exp"]),
-            username=str(claims.get("name", "")),
-            tenant_id=claims.get("tid"),
-            roles=tuple(str(r) for r in roles),
+            generation=generation,
         )
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (0600), replacing it atomically."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def load_or_create_secret(data_dir: Path) -> str:
@@ -118,7 +159,23 @@ def load_or_create_secret(data_dir: Path) -> str:
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret)
+    _write_private(path, secret)
     return secret
+
+
+def data_dir_keys(data_dir: Path) -> list[str]:
+    """The data dir's signing key first, then the previous ones still accepted."""
+    previous = data_dir / "jwt.previous"
+    older = previous.read_text().split() if previous.exists() else []
+    return [load_or_create_secret(data_dir), *older]
+
+
+def rotate_data_dir_key(data_dir: Path, keep: int = 2) -> str:
+    """Make a new signing key in the data dir; the current one (and up to `keep` older
+    ones) keep verifying tokens they signed. Returns the new key's id. Running API
+    processes pick it up when restarted."""
+    keys = data_dir_keys(data_dir)
+    secret = secrets.token_urlsafe(48)
+    _write_private(data_dir / "jwt.previous", "\n".join(keys[: keep + 1]) + "\n")
+    _write_private(data_dir / "jwt.key", secret)
+    return key_id(secret)

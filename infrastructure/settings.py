@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from infrastructure.rate_limit import RateLimit
+
 
 class SettingsError(ValueError):
     pass
@@ -28,6 +30,9 @@ class Settings:
     jwt_secret: str | None = field(default=None, repr=False)
     """NORN_JWT_SECRET: HS256 signing key (>= 32 bytes); unset = generated and kept in
     the data dir."""
+    jwt_previous_secrets: str | None = field(default=None, repr=False)
+    """NORN_JWT_PREVIOUS_SECRETS: comma-separated older keys that still verify tokens
+    they signed (key rotation)."""
     jwt_issuer: str = "norn"
     jwt_audience: str = "norn-api"
     access_token_ttl: int = 900
@@ -39,6 +44,11 @@ class Settings:
     min_position_timeout: float = 5.0
     idempotency_ttl: int = 24 * 3600
     """NORN_IDEMPOTENCY_TTL: seconds an Idempotency-Key is remembered."""
+    rate_limits: str = "free=100/20,pro=1000/100,enterprise=10000/500,platform=10000/500"
+    """NORN_RATE_LIMITS: requests per hour / burst, per plan (platform: platform admins)."""
+    login_lock_after: int = 10
+    """NORN_LOGIN_LOCK_AFTER: failed logins of one username before it is locked."""
+    login_lock_seconds: int = 900
     log_level: str = "INFO"
 
     @classmethod
@@ -77,10 +87,47 @@ class Settings:
             problems.append("NORN_IDEMPOTENCY_TTL must be between 60 seconds and 30 days")
         if not self.nats_stream.replace("_", "").replace("-", "").isalnum():
             problems.append("NORN_NATS_STREAM must be letters, digits, '_' or '-'")
+        for secret in self.previous_jwt_secrets:
+            if len(secret.encode()) < 32:
+                problems.append("every key in NORN_JWT_PREVIOUS_SECRETS must be at least 32 bytes")
+                break
+        try:
+            self.plan_rate_limits()
+        except ValueError as error:
+            problems.append(f"NORN_RATE_LIMITS {error}")
+        if not 3 <= self.login_lock_after <= 1000:
+            problems.append("NORN_LOGIN_LOCK_AFTER must be between 3 and 1000")
+        if not 1 <= self.login_lock_seconds <= 86_400:
+            problems.append("NORN_LOGIN_LOCK_SECONDS must be between 1 and 86400")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             problems.append("NORN_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         if problems:
             raise SettingsError("; ".join(problems))
+
+    @property
+    def previous_jwt_secrets(self) -> tuple[str, ...]:
+        raw = self.jwt_previous_secrets or ""
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+    def plan_rate_limits(self) -> dict[str, RateLimit]:
+        """NORN_RATE_LIMITS parsed: {plan: RateLimit}; ValueError says what is wrong."""
+        limits: dict[str, RateLimit] = {}
+        for item in self.rate_limits.split(","):
+            plan, _, value = item.strip().partition("=")
+            per_hour, _, burst = value.partition("/")
+            try:
+                limit = RateLimit(int(per_hour), int(burst))
+            except ValueError:
+                raise ValueError(
+                    f"must read like free=100/20,pro=1000/100 (per hour/burst), not {item!r}"
+                ) from None
+            if not 1 <= limit.burst <= limit.per_hour <= 100_000_000:
+                raise ValueError(f"{plan}: need 1 <= burst <= per hour <= 100000000")
+            limits[plan.strip()] = limit
+        missing = {"free", "pro", "enterprise", "platform"} - set(limits)
+        if missing:
+            raise ValueError(f"has no limit for {', '.join(sorted(missing))}")
+        return limits
 
     @property
     def embedded(self) -> bool:

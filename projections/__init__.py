@@ -10,11 +10,13 @@ from projections.rebuild import RebuildError, rebuild
 from projections.runner import ProjectionRunner
 from projections.tenants import TenantQueries, TenantsProjection
 from projections.tracking import projection_status, wait_for_position
+from projections.users import UserQueries, UsersProjection
 
 ALL_PROJECTIONS: tuple[Projection, ...] = (
     PipelinesProjection(),
     TenantsProjection(),
     ApiKeysProjection(),
+    UsersProjection(),
 )
 """Every read model, for the projector role and `norn projections status|rebuild`."""
 
@@ -37,6 +39,8 @@ __all__ = [
     "RebuildError",
     "TenantQueries",
     "TenantsProjection",
+    "UserQueries",
+    "UsersProjection",
     "apply_batch",
     "handles",
     "projection_named",

@@ -26,14 +26,15 @@ SORTS: dict[str, type] = {"created_at": datetime, "name": str, "updated_at": dat
 """Sortable columns and the type of their values (checked in cursors)."""
 
 _COLUMNS = sql.SQL(
-    "id, tenant_id, name, description, tags, steps, revision, version, cloned_from, "
-    "created_by, updated_by, created_at, updated_at, position"
+    "id, tenant_id, namespace, name, description, tags, steps, revision, version, "
+    "cloned_from, created_by, updated_by, created_at, updated_at, position"
 )
 
 
 def _definition_fields(event: CloudEvent) -> dict[str, Any]:
     definition: dict[str, Any] = event.data["definition"]
     return {
+        "namespace": definition.get("namespace"),
         "name": definition["name"],
         "description": definition.get("description", ""),
         "tags": list(definition.get("tags", ())),
@@ -49,11 +50,11 @@ class PipelinesProjection(Projection):
     async def created(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
         cloned_from = event.data.get("cloned_from")
         await cur.execute(
-            "INSERT INTO pipelines (id, tenant_id, name, description, tags, steps, revision,"
-            " version, cloned_from, created_by, updated_by, created_at, updated_at, position)"
-            " VALUES (%(id)s, %(tenant_id)s, %(name)s, %(description)s, %(tags)s, %(steps)s,"
-            " 1, %(version)s, %(cloned_from)s, %(actor)s, %(actor)s, %(time)s, %(time)s,"
-            " %(position)s)",
+            "INSERT INTO pipelines (id, tenant_id, namespace, name, description, tags, steps,"
+            " revision, version, cloned_from, created_by, updated_by, created_at, updated_at,"
+            " position) VALUES (%(id)s, %(tenant_id)s, %(namespace)s, %(name)s,"
+            " %(description)s, %(tags)s, %(steps)s, 1, %(version)s, %(cloned_from)s, %(actor)s,"
+            " %(actor)s, %(time)s, %(time)s, %(position)s)",
             {
                 **_definition_fields(event),
                 "id": event.subject,
@@ -70,7 +71,8 @@ class PipelinesProjection(Projection):
     async def revised(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
         # A rollback is a new revision carrying the restored definition: same update.
         await cur.execute(
-            "UPDATE pipelines SET name = %(name)s, description = %(description)s,"
+            "UPDATE pipelines SET namespace = %(namespace)s, name = %(name)s,"
+            " description = %(description)s,"
             " tags = %(tags)s, steps = %(steps)s, revision = %(revision)s,"
             " version = %(version)s, updated_by = %(actor)s, updated_at = %(time)s,"
             " position = %(position)s WHERE id = %(id)s",
@@ -125,6 +127,7 @@ class PipelineQueries:
         *,
         name: str | None = None,
         tags: Sequence[str] = (),
+        namespace: str | None = None,
         sort: PipelineSort = "created_at",
         order: Literal["asc", "desc"] = "asc",
         limit: int = 50,
@@ -142,6 +145,9 @@ class PipelineQueries:
         if tenant_id is not None:
             conditions.append(sql.SQL("tenant_id = %s"))
             params.append(tenant_id)
+        if namespace is not None:
+            conditions.append(sql.SQL("namespace = %s"))
+            params.append(namespace)
         if name:
             conditions.append(sql.SQL("name ILIKE %s"))
             params.append(f"%{_escape_like(name)}%")

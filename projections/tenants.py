@@ -1,7 +1,9 @@
-"""Read model `tenants`: one row per tenant, and the queries behind GET /tenants."""
+"""Read model `tenants`: one row per tenant (deleted ones too, with their status: the
+platform keeps them for audit), and the queries behind GET /tenants."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -15,7 +17,11 @@ from infrastructure.envelope import CloudEvent
 from projections.pagination import check_limit, keyset, page
 from projections.projection import Projection, handles
 
-_COLUMNS = sql.SQL("id, name, description, plan, status, labels, created_at, position")
+_COLUMNS = sql.SQL(
+    "id, name, description, plan, status, status_reason, labels, owner, namespaces,"
+    " quota_overrides, created_at, updated_at, version, position"
+)
+STATUSES = ("active", "suspended", "deleted")
 
 
 class TenantsProjection(Projection):
@@ -26,17 +32,83 @@ class TenantsProjection(Projection):
     async def created(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
         data = event.data
         await cur.execute(
-            "INSERT INTO tenants (id, name, description, plan, status, labels, created_at,"
-            " position) VALUES (%s, %s, %s, %s, 'active', %s, %s, %s)",
+            "INSERT INTO tenants (id, name, description, plan, status, labels, owner,"
+            " created_at, updated_at, version, position)"
+            " VALUES (%s, %s, %s, %s, 'active', %s, %s, %s, %s, %s, %s)",
             (
                 event.subject,
                 data["name"],
                 data.get("description") or "",
                 data.get("plan") or "free",
                 Jsonb(data.get("labels") or {}),
+                data.get("owner") or "",
                 event.time,
+                event.time,
+                event.version,
                 event.position,
             ),
+        )
+
+    @handles("norn.tenant.updated.v1")
+    async def updated(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        data = event.data
+        await self._set(
+            cur,
+            event,
+            name=data["name"],
+            description=data["description"],
+            labels=Jsonb(data["labels"]),
+            owner=data["owner"],
+        )
+
+    @handles("norn.tenant.plan_changed.v1")
+    async def plan_changed(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        await self._set(cur, event, plan=event.data["plan"])
+
+    @handles("norn.tenant.quotas_set.v1")
+    async def quotas_set(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        overrides = {k: v for k, v in event.data["quotas"].items() if v is not None}
+        await self._set(cur, event, quota_overrides=Jsonb(overrides))
+
+    @handles("norn.tenant.suspended.v1")
+    async def suspended(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        await self._set(
+            cur, event, status="suspended", status_reason=event.data.get("reason") or ""
+        )
+
+    @handles("norn.tenant.reactivated.v1")
+    async def reactivated(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        await self._set(cur, event, status="active", status_reason="")
+
+    @handles("norn.tenant.deleted.v1")
+    async def deleted(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        await self._set(cur, event, status="deleted")
+
+    @handles("norn.tenant.namespace_added.v1")
+    async def namespace_added(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        await cur.execute(
+            "UPDATE tenants SET namespaces = array_append(namespaces, %s), updated_at = %s,"
+            " version = %s, position = %s WHERE id = %s",
+            (event.data["namespace"], event.time, event.version, event.position, event.subject),
+        )
+
+    @handles("norn.tenant.namespace_removed.v1")
+    async def namespace_removed(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        await cur.execute(
+            "UPDATE tenants SET namespaces = array_remove(namespaces, %s), updated_at = %s,"
+            " version = %s, position = %s WHERE id = %s",
+            (event.data["namespace"], event.time, event.version, event.position, event.subject),
+        )
+
+    async def _set(self, cur: AsyncCursor[Any], event: CloudEvent, **columns: Any) -> None:
+        assignments = sql.SQL(", ").join(
+            sql.SQL("{} = %s").format(sql.Identifier(name)) for name in columns
+        )
+        await cur.execute(
+            sql.SQL(
+                "UPDATE tenants SET {}, updated_at = %s, version = %s, position = %s WHERE id = %s"
+            ).format(assignments),
+            (*columns.values(), event.time, event.version, event.position, event.subject),
         )
 
 
@@ -64,12 +136,33 @@ class TenantQueries:
         return _row(row) if row is not None else None
 
     async def list(
-        self, limit: int = 50, cursor: str | None = None
+        self,
+        limit: int = 50,
+        cursor: str | None = None,
+        *,
+        status: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Oldest first, keyset-paginated; raises ValueError for a bad limit or cursor."""
+        """Oldest first, keyset-paginated; `labels` must all match. Raises ValueError for
+        a bad limit, cursor or status."""
         check_limit(limit)
-        after, params, order_by = keyset("created_at", "asc", cursor, datetime)
-        where = sql.SQL(" WHERE ") + after if after is not None else sql.SQL("")
+        conditions: list[sql.Composable] = []
+        params: list[Any] = []
+        if status is not None:
+            if status not in STATUSES:
+                raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+            conditions.append(sql.SQL("status = %s"))
+            params.append(status)
+        if labels:
+            conditions.append(sql.SQL("labels @> %s"))  # uses the GIN index
+            params.append(Jsonb(dict(labels)))
+        after, after_params, order_by = keyset("created_at", "asc", cursor, datetime)
+        if after is not None:
+            conditions.append(after)
+            params.extend(after_params)
+        where = (
+            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+        )
         query = sql.SQL("SELECT {} FROM tenants{} {} LIMIT %s").format(_COLUMNS, where, order_by)
         async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query, [*params, limit + 1])

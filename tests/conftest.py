@@ -19,12 +19,19 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from application.event_store import NornEventStore
+from domain.events import CommandContext
+from domain.tenant import Tenant
 from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres
 from infrastructure.migrations import migrate
-from infrastructure.postgres import open_event_store
+from infrastructure.postgres import create_sync_pool, open_event_store
 from infrastructure.settings import Settings
+from projections.usage import ReadModelUsage
 
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+# Tests make many requests quickly; the rate-limit tests set their own low limits.
+GENEROUS_RATE_LIMITS = ",".join(
+    f"{plan}=1000000/100000" for plan in ("free", "pro", "enterprise", "platform")
+)
 
 
 @pytest.fixture(scope="session")
@@ -113,6 +120,30 @@ def event_store(database_url: str) -> Iterator[NornEventStore]:
 
 
 @pytest.fixture
+def usage(database_url: str) -> Iterator[ReadModelUsage]:
+    """Quota usage counted from the test database's read models."""
+    pool = create_sync_pool(database_url, max_size=2)
+    yield ReadModelUsage(pool)
+    pool.close()
+
+
+def seed_tenant(
+    store: NornEventStore, tenant_id: uuid.UUID, name: str, plan: str = "enterprise"
+) -> None:
+    """A tenant for tests that drive services directly (no-op if it exists)."""
+    if store.find(Tenant, tenant_id) is None:
+        tenant = Tenant.create(
+            tenant_id=tenant_id,
+            name=name,
+            description="",
+            plan=plan,
+            labels={},
+            ctx=CommandContext("system:test", "seed"),
+        )
+        store.append(tenant)
+
+
+@pytest.fixture
 def settings(database_url: str, nats_url: str, nats_names: NatsNames, tmp_path: Path) -> Settings:
     return Settings(
         database_url=database_url,
@@ -125,4 +156,5 @@ def settings(database_url: str, nats_url: str, nats_names: NatsNames, tmp_path: 
         admin_password="correct-horse-staple-42",
         db_pool_size=4,
         min_position_timeout=10.0,
+        rate_limits=GENEROUS_RATE_LIMITS,
     )

@@ -1,3 +1,6 @@
+"""/api/v1/auth: log in (throttled), refresh with rotating refresh tokens, log out, and
+who am I."""
+
 from __future__ import annotations
 
 import asyncio
@@ -6,31 +9,68 @@ from litestar import Controller, Request, get, post
 from litestar.params import JSONBody
 
 from api.auth import principal_of
-from api.controllers.common import ContainerDep
-from api.schemas.identity import LoginRequest, MeOut, TokenOut
+from api.controllers.common import ContainerDep, command_context
+from api.schemas.auth import LoginRequest, MeOut, RefreshRequest, TokenOut
+from application.sessions import IssuedTokens
+
+PUBLIC = {"public": True}
+
+
+def _tokens(issued: IssuedTokens) -> TokenOut:
+    return TokenOut(
+        access_token=issued.access_token,
+        refresh_token=issued.refresh_token,
+        token_type="bearer",  # noqa: S106 - the OAuth2 token type, not a secret
+        expires_in=issued.expires_in,
+    )
+
+
+def _correlation(request: Request) -> str:
+    rid = request.scope.get("state", {}).get("request_id") or ""
+    return (request.headers.get("x-correlation-id") or rid)[:128]
 
 
 class AuthController(Controller):
     path = "/api/v1/auth"
     tags = ["auth"]
 
-    @post(
-        "/login", opt={"public": True}, status_code=200, summary="Exchange credentials for tokens"
-    )
-    async def login(self, data: JSONBody[LoginRequest], container: ContainerDep) -> TokenOut:
-        user = await asyncio.to_thread(
-            container.identity.authenticate, data.username, data.password
+    @post("/login", opt=PUBLIC, status_code=200, summary="Exchange credentials for tokens")
+    async def login(
+        self, data: JSONBody[LoginRequest], request: Request, container: ContainerDep
+    ) -> TokenOut:
+        address = request.client.host if request.client else "unknown"
+        issued = await container.logins.login(
+            data.username, data.password, address, _correlation(request)
         )
-        identity = {"username": user.username, "tenant_id": user.tenant_id, "roles": user.roles}
-        tokens = container.tokens
-        return TokenOut(
-            access_token=tokens.issue(str(user.id), "access", **identity),
-            refresh_token=tokens.issue(str(user.id), "refresh", **identity),
-            token_type="bearer",  # noqa: S106 - the OAuth2 token type, not a secret
-            expires_in=tokens.access_ttl,
+        return _tokens(issued)
+
+    @post(
+        "/refresh",
+        opt=PUBLIC,
+        status_code=200,
+        summary="New tokens for a refresh token (each refresh token works once)",
+    )
+    async def refresh(
+        self, data: JSONBody[RefreshRequest], request: Request, container: ContainerDep
+    ) -> TokenOut:
+        issued = await asyncio.to_thread(
+            container.sessions.refresh, data.refresh_token, _correlation(request)
+        )
+        return _tokens(issued)
+
+    @post(
+        "/logout",
+        opt={"permission": "authenticated"},
+        status_code=204,
+        summary="End this session: its access and refresh tokens stop working at once",
+    )
+    async def logout(self, request: Request, container: ContainerDep) -> None:
+        ctx = command_context(request)
+        await asyncio.to_thread(
+            container.sessions.logout, principal_of(request), ctx.correlation_id
         )
 
-    @get("/me", opt={"permission": "authenticated"}, summary="Who the token belongs to")
+    @get("/me", opt={"permission": "authenticated"}, summary="Who the credentials belong to")
     async def me(self, request: Request) -> MeOut:
         principal = principal_of(request)
         return MeOut(
@@ -38,4 +78,5 @@ class AuthController(Controller):
             username=principal.name,
             tenant_id=principal.tenant_id,
             roles=sorted(principal.roles),
+            kind=principal.kind,
         )

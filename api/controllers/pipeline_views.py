@@ -20,6 +20,7 @@ from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
 
 def to_definition(body: PipelineWrite) -> PipelineDefinition:
     return PipelineDefinition(
+        namespace=body.namespace,
         name=body.name.strip(),
         description=body.description,
         tags=tuple(body.tags),
@@ -37,6 +38,7 @@ def written(pipeline: Pipeline, position: int | None, changed: bool = True) -> P
     return PipelineWritten(
         id=str(pipeline.id),
         tenant_id=pipeline.tenant_id,
+        namespace=d.namespace,
         name=d.name,
         description=d.description,
         tags=list(d.tags),
@@ -58,6 +60,7 @@ def from_row(row: dict[str, Any]) -> PipelineRead:
     return PipelineRead(
         id=str(row["id"]),
         tenant_id=row["tenant_id"],
+        namespace=row["namespace"],
         name=row["name"],
         description=row["description"],
         tags=list(row["tags"]),
@@ -97,6 +100,7 @@ def revision_out(pipeline_id: str, record: RevisionRecord) -> RevisionOut:
         kind=record.kind,
         actor=record.actor,
         at=record.at,
+        namespace=d.namespace,
         name=d.name,
         description=d.description,
         tags=list(d.tags),

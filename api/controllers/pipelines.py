@@ -80,6 +80,7 @@ class PipelineController(Controller):
         cursor: FromQuery[str | None] = None,
         name: TextFilter = None,
         tag: TagFilter = None,
+        namespace: TextFilter = None,
         sort: FromQuery[Literal["created_at", "updated_at", "name"]] = "created_at",
         order: FromQuery[Literal["asc", "desc"]] = "asc",
         min_position: MinPosition = None,
@@ -90,6 +91,7 @@ class PipelineController(Controller):
                 principal_of(request).tenant_id,
                 name=name,
                 tags=tag or (),
+                namespace=namespace,
                 sort=sort,
                 order=order,
                 limit=limit,
@@ -103,9 +105,11 @@ class PipelineController(Controller):
 
     @post("/validate", opt=READ, status_code=200, summary="Validate a definition without saving it")
     async def validate_definition(
-        self, data: JSONBody[PipelineWrite], container: ContainerDep
+        self, data: JSONBody[PipelineWrite], request: Request, container: ContainerDep
     ) -> ValidationOut:
-        errors = container.pipelines.validate(to_definition(data))
+        errors = await asyncio.to_thread(
+            container.pipelines.validate, principal_of(request), to_definition(data)
+        )
         return ValidationOut(
             valid=not errors, errors=[FieldProblem(e.field, e.message) for e in errors]
         )
@@ -249,7 +253,9 @@ class PipelineController(Controller):
         pipeline = await asyncio.to_thread(
             container.pipelines.load, principal_of(request), pipeline_id
         )
-        errors = container.pipelines.validate(pipeline.definition)
+        errors = await asyncio.to_thread(
+            container.pipelines.validate, principal_of(request), pipeline.definition
+        )
         return ValidationOut(
             valid=not errors, errors=[FieldProblem(e.field, e.message) for e in errors]
         )

@@ -1,95 +1,110 @@
-"""/api/v1/tenants: platform admins manage tenants; a tenant's own admin reads its own."""
+"""/api/v1/tenants: platform admins manage tenants (plan, status, quotas); a tenant's own
+admin reads its tenant, its usage, and changes its description, labels and namespaces."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
-from api.controllers.common import ContainerDep, command_context, created, read_your_writes
-from api.schemas.identity import (
+from api.controllers.common import (
+    ContainerDep,
+    command_context,
+    created,
+    etag,
+    expected_version,
+    read_your_writes,
+)
+from api.controllers.tenant_views import from_row, written
+from api.schemas.tenants import (
+    NamespaceIn,
+    QuotasIn,
+    QuotaUsageOut,
     TenantCreate,
     TenantPage,
     TenantRead,
+    TenantUpdate,
     TenantWritten,
+    UsageOut,
 )
 from application.authorization import Permission
 from application.errors import NotFound
+from application.tenants import TenantChanges
+from domain.tenant import Quotas
+
+MANAGE = {"permission": Permission.TENANTS_MANAGE}
+READ = {"permission": Permission.TENANTS_READ}
+UPDATE = {"permission": Permission.TENANTS_UPDATE}
+MinPosition = Annotated[
+    int | None, Parameter(ge=0, description="wait until the read model has this position")
+]
+# ?label=region=eu&label=tier=gold: tenants carrying every one of the labels.
+LabelFilter = Annotated[list[str] | None, Parameter(max_items=20)]
 
 
-def _tenant_read(row: dict[str, Any]) -> TenantRead:
-    return TenantRead(
-        id=str(row["id"]),
-        name=row["name"],
-        description=row["description"],
-        plan=row["plan"],
-        status=row["status"],
-        labels=dict(row["labels"] or {}),
-        created_at=row["created_at"],
-    )
+def _labels(raw: list[str] | None) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in raw or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or "\x00" in item:
+            raise ValidationException(f"label filters read key=value, not {item!r}")
+        labels[key] = value
+    return labels
 
 
 class TenantController(Controller):
     path = "/api/v1/tenants"
     tags = ["tenants"]
 
-    @post("/", opt={"permission": Permission.TENANTS_MANAGE}, summary="Create a tenant")
+    @post("/", opt=MANAGE, summary="Create a tenant")
     async def create(
         self, data: JSONBody[TenantCreate], request: Request, container: ContainerDep
     ) -> Response[TenantWritten]:
         tenant, position = await asyncio.to_thread(
-            lambda: container.identity.create_tenant(
+            lambda: container.tenants.create(
                 principal_of(request),
                 name=data.name,
                 description=data.description,
                 plan=data.plan,
                 labels=data.labels,
+                owner=data.owner,
                 ctx=command_context(request),
             )
         )
-        body = TenantWritten(
-            id=str(tenant.id),
-            name=tenant.name,
-            description=tenant.description,
-            plan=tenant.plan,
-            status=tenant.status,
-            labels=tenant.labels,
-            created_at=tenant.created_on,
-            version=tenant.version,
-            position=position,
-        )
-        return created(body, f"{self.path}/{tenant.id}")
+        return created(written(tenant, position), f"{self.path}/{tenant.id}")
 
-    @get(
-        "/", opt={"permission": Permission.TENANTS_MANAGE}, summary="List tenants (platform admin)"
-    )
+    @get("/", opt=MANAGE, summary="List tenants (platform admin)")
     async def list_tenants(
         self,
         container: ContainerDep,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
         cursor: FromQuery[str | None] = None,
-        min_position: Annotated[int | None, Parameter(ge=0)] = None,
+        status: FromQuery[str | None] = None,
+        label: LabelFilter = None,
+        min_position: MinPosition = None,
     ) -> TenantPage:
         await read_your_writes(container, "tenants", min_position)
         try:
-            rows, next_cursor = await container.tenant_queries.list(limit=limit, cursor=cursor)
+            rows, next_cursor = await container.tenant_queries.list(
+                limit=limit, cursor=cursor, status=status, labels=_labels(label)
+            )
         except ValueError as error:
             raise ValidationException(str(error)) from None
-        return TenantPage(items=[_tenant_read(r) for r in rows], next_cursor=next_cursor)
+        return TenantPage(items=[from_row(r) for r in rows], next_cursor=next_cursor)
 
-    @get("/{tenant_id:uuid}", opt={"permission": Permission.TENANTS_READ}, summary="Get a tenant")
+    @get("/{tenant_id:uuid}", opt=READ, summary="Get a tenant (ETag = version)")
     async def get_tenant(
         self,
         tenant_id: FromPath[UUID],
         request: Request,
         container: ContainerDep,
-        min_position: Annotated[int | None, Parameter(ge=0)] = None,
-    ) -> TenantRead:
+        min_position: MinPosition = None,
+    ) -> Response[TenantRead]:
         principal = principal_of(request)
         if not principal.is_platform_admin and principal.tenant_id != str(tenant_id):
             raise NotFound("tenant", tenant_id)
@@ -97,4 +112,127 @@ class TenantController(Controller):
         row = await container.tenant_queries.get(tenant_id)
         if row is None:
             raise NotFound("tenant", tenant_id)
-        return _tenant_read(row)
+        return Response(from_row(row), headers={"ETag": etag(row["version"])})
+
+    @put("/{tenant_id:uuid}", opt=UPDATE, summary="Change a tenant (fields given only)")
+    async def update(
+        self,
+        tenant_id: FromPath[UUID],
+        data: JSONBody[TenantUpdate],
+        request: Request,
+        container: ContainerDep,
+    ) -> Response[TenantWritten]:
+        changes = TenantChanges(
+            name=data.name,
+            description=data.description,
+            labels=data.labels,
+            owner=data.owner,
+            plan=data.plan,
+            status=data.status,
+            status_reason=data.status_reason,
+        )
+        tenant, position = await asyncio.to_thread(
+            container.tenants.update,
+            principal_of(request),
+            tenant_id,
+            changes,
+            command_context(request),
+            expected_version(request),
+        )
+        return Response(written(tenant, position), headers={"ETag": etag(tenant.version)})
+
+    @delete(
+        "/{tenant_id:uuid}",
+        opt=MANAGE,
+        status_code=200,
+        summary="Delete a tenant (soft: its users and keys stop working, its events stay)",
+    )
+    async def delete_tenant(
+        self, tenant_id: FromPath[UUID], request: Request, container: ContainerDep
+    ) -> TenantWritten:
+        tenant, position = await asyncio.to_thread(
+            container.tenants.delete,
+            principal_of(request),
+            tenant_id,
+            command_context(request),
+            expected_version(request),
+        )
+        return written(tenant, position)
+
+    @post("/{tenant_id:uuid}/namespaces", opt=UPDATE, summary="Add a namespace")
+    async def add_namespace(
+        self,
+        tenant_id: FromPath[UUID],
+        data: JSONBody[NamespaceIn],
+        request: Request,
+        container: ContainerDep,
+    ) -> Response[TenantWritten]:
+        tenant, position = await asyncio.to_thread(
+            container.tenants.add_namespace,
+            principal_of(request),
+            tenant_id,
+            data.namespace,
+            command_context(request),
+        )
+        location = f"{self.path}/{tenant_id}/namespaces/{data.namespace}"
+        return created(written(tenant, position), location)
+
+    @delete(
+        "/{tenant_id:uuid}/namespaces/{namespace:str}",
+        opt=UPDATE,
+        status_code=200,
+        summary="Remove an empty namespace",
+    )
+    async def remove_namespace(
+        self,
+        tenant_id: FromPath[UUID],
+        namespace: FromPath[str],
+        request: Request,
+        container: ContainerDep,
+    ) -> TenantWritten:
+        tenant, position = await asyncio.to_thread(
+            container.tenants.remove_namespace,
+            principal_of(request),
+            tenant_id,
+            namespace,
+            command_context(request),
+        )
+        return written(tenant, position)
+
+    @put("/{tenant_id:uuid}/quotas", opt=MANAGE, summary="Override the plan's quotas")
+    async def set_quotas(
+        self,
+        tenant_id: FromPath[UUID],
+        data: JSONBody[QuotasIn],
+        request: Request,
+        container: ContainerDep,
+    ) -> Response[TenantWritten]:
+        quotas = Quotas(
+            max_pipelines=data.max_pipelines,
+            max_jobs=data.max_jobs,
+            max_deployments=data.max_deployments,
+            max_concurrent_runs=data.max_concurrent_runs,
+            max_runs_per_day=data.max_runs_per_day,
+        )
+        tenant, position = await asyncio.to_thread(
+            container.tenants.set_quotas,
+            principal_of(request),
+            tenant_id,
+            quotas,
+            command_context(request),
+            expected_version(request),
+        )
+        return Response(written(tenant, position), headers={"ETag": etag(tenant.version)})
+
+    @get("/{tenant_id:uuid}/usage", opt=READ, summary="Each quota's limit and current usage")
+    async def usage(
+        self, tenant_id: FromPath[UUID], request: Request, container: ContainerDep
+    ) -> UsageOut:
+        tenant, usage = await asyncio.to_thread(
+            container.tenants.usage, principal_of(request), tenant_id
+        )
+        return UsageOut(
+            tenant_id=tenant.tenant_id,
+            plan=tenant.plan,
+            quotas={name: QuotaUsageOut(u.limit, u.used) for name, u in usage.items()},
+        )

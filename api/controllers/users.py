@@ -1,28 +1,83 @@
-"""/api/v1/users: people who log in, each in one tenant (or platform admins in none)."""
+"""/api/v1/users: people who log in, each in one tenant (or platform admins in none).
+Tenant admins manage their tenant's users; platform admins any. Anybody changes their
+own password."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated, Any
+from uuid import UUID
 
-from litestar import Controller, Request, Response, post
-from litestar.params import JSONBody
+from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.exceptions import ValidationException
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
-from api.controllers.common import ContainerDep, command_context
-from api.schemas.identity import UserCreate, UserWritten
+from api.controllers.common import (
+    ContainerDep,
+    command_context,
+    created,
+    etag,
+    expected_version,
+    read_your_writes,
+)
+from api.schemas.users import (
+    PasswordChange,
+    Role,
+    UserCreate,
+    UserPage,
+    UserRead,
+    UserUpdate,
+    UserWritten,
+)
 from application.authorization import Permission
+from application.errors import NotFound
+from domain.user import User
+
+READ = {"permission": Permission.USERS_READ}
+WRITE = {"permission": Permission.USERS_WRITE}
+MinPosition = Annotated[
+    int | None, Parameter(ge=0, description="wait until the read model has this position")
+]
+
+
+def _written(user: User, position: int | None) -> UserWritten:
+    return UserWritten(
+        id=str(user.id),
+        username=user.username,
+        tenant_id=user.tenant_id,
+        roles=list(user.roles),
+        active=user.active,
+        created_at=user.created_on,
+        updated_at=user.modified_on,
+        version=user.version,
+        position=position,
+    )
+
+
+def _read(row: dict[str, Any]) -> UserRead:
+    return UserRead(
+        id=row["id"],
+        username=row["username"],
+        tenant_id=row["tenant_id"],
+        roles=row["roles"],
+        active=row["active"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+    )
 
 
 class UserController(Controller):
     path = "/api/v1/users"
     tags = ["users"]
 
-    @post("/", opt={"permission": Permission.USERS_WRITE}, summary="Create a user")
+    @post("/", opt=WRITE, summary="Create a user")
     async def create(
         self, data: JSONBody[UserCreate], request: Request, container: ContainerDep
     ) -> Response[UserWritten]:
         user, position = await asyncio.to_thread(
-            lambda: container.identity.create_user(
+            lambda: container.users.create(
                 principal_of(request),
                 username=data.username,
                 password=data.password,
@@ -31,12 +86,104 @@ class UserController(Controller):
                 ctx=command_context(request),
             )
         )
-        body = UserWritten(
-            id=str(user.id),
-            username=user.username,
-            tenant_id=user.tenant_id,
-            roles=list(user.roles),
-            version=user.version,
-            position=position,
+        return created(_written(user, position), f"{self.path}/{user.id}")
+
+    @get("/", opt=READ, summary="List users (your tenant's; platform admins: every tenant's)")
+    async def list_users(
+        self,
+        request: Request,
+        container: ContainerDep,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        cursor: FromQuery[str | None] = None,
+        role: FromQuery[Role | None] = None,
+        active: FromQuery[bool | None] = None,
+        min_position: MinPosition = None,
+    ) -> UserPage:
+        await read_your_writes(container, "users", min_position)
+        try:
+            rows, next_cursor = await container.user_queries.list(
+                principal_of(request).tenant_id,
+                role=role,
+                active=active,
+                limit=limit,
+                cursor=cursor,
+            )
+        except ValueError as error:
+            raise ValidationException(str(error)) from None
+        return UserPage(items=[_read(r) for r in rows], next_cursor=next_cursor)
+
+    @get("/{user_id:uuid}", opt=READ, summary="Get a user (ETag = version)")
+    async def get_user(
+        self,
+        user_id: FromPath[UUID],
+        request: Request,
+        container: ContainerDep,
+        min_position: MinPosition = None,
+    ) -> Response[UserRead]:
+        await read_your_writes(container, "users", min_position)
+        row = await container.user_queries.get(principal_of(request).tenant_id, user_id)
+        if row is None:
+            raise NotFound("user", user_id)
+        return Response(_read(row), headers={"ETag": etag(row["version"])})
+
+    @put("/{user_id:uuid}", opt=WRITE, summary="Change a user's roles or activation")
+    async def update(
+        self,
+        user_id: FromPath[UUID],
+        data: JSONBody[UserUpdate],
+        request: Request,
+        container: ContainerDep,
+    ) -> Response[UserWritten]:
+        user, position = await asyncio.to_thread(
+            lambda: container.users.update(
+                principal_of(request),
+                user_id,
+                roles=None if data.roles is None else tuple(data.roles),
+                active=data.active,
+                ctx=command_context(request),
+                expected_version=expected_version(request),
+            )
         )
-        return Response(body, status_code=201)  # Location once GET /users/{id} exists
+        return Response(_written(user, position), headers={"ETag": etag(user.version)})
+
+    @delete(
+        "/{user_id:uuid}",
+        opt=WRITE,
+        status_code=200,
+        summary="Delete a user (soft: sessions end, the username stays reserved)",
+    )
+    async def delete_user(
+        self, user_id: FromPath[UUID], request: Request, container: ContainerDep
+    ) -> UserWritten:
+        user, position = await asyncio.to_thread(
+            container.users.delete,
+            principal_of(request),
+            user_id,
+            command_context(request),
+            expected_version(request),
+        )
+        return _written(user, position)
+
+    @post(
+        "/{user_id:uuid}/password",
+        opt={"permission": "authenticated"},
+        status_code=200,
+        summary="Change a password (your own with the current one, or as an admin)",
+    )
+    async def change_password(
+        self,
+        user_id: FromPath[UUID],
+        data: JSONBody[PasswordChange],
+        request: Request,
+        container: ContainerDep,
+    ) -> UserWritten:
+        user, position = await asyncio.to_thread(
+            lambda: container.users.change_password(
+                principal_of(request),
+                user_id,
+                current_password=data.current_password,
+                new_password=data.new_password,
+                ctx=command_context(request),
+            )
+        )
+        return _written(user, position)

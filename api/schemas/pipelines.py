@@ -24,6 +24,8 @@ class PipelineWrite(Request):
     description: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
     tags: list[str] = []
     steps: list[StepIn] = []
+    namespace: Annotated[str, msgspec.Meta(min_length=1, max_length=63)] | None = None
+    """One of the tenant's namespaces, or null for none."""
 
 
 class RollbackRequest(Request):
@@ -49,6 +51,7 @@ class ClonedFromOut(msgspec.Struct):
 class PipelineRead(msgspec.Struct):
     id: str
     tenant_id: str
+    namespace: str | None
     name: str
     description: str
     tags: list[str]
@@ -119,6 +122,7 @@ class RevisionOut(msgspec.Struct):
     kind: str
     actor: str
     at: datetime
+    namespace: str | None
     name: str
     description: str
     tags: list[str]

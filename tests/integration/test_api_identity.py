@@ -2,36 +2,32 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from typing import Any
 from uuid import uuid4
 
 import jwt
 
+from infrastructure.security import key_id
 from infrastructure.settings import Settings
 from tests.integration.api_client import assert_error, login, make_tenant_user, running_app
 
 PASSWORD = "correct-horse-battery-staple"
 
 
-def _claims(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """Claims exactly like a real access token's for the bootstrap admin."""
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": str(uuid4()),
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "iat": now,
-        "nbf": now,
-        "exp": now + 600,
-        "jti": uuid4().hex,
-        "typ": "access",
-        "name": settings.admin_username,
-        "tid": None,
-        "roles": ["platform_admin"],
-    }
-    claims.update(overrides)
-    return claims
+def _sign(claims: dict[str, Any], secret: str, **header: Any) -> str:
+    return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": key_id(secret), **header})
+
+
+def _tamper(token: str, **changes: Any) -> str:
+    """The token with its payload changed but its signature kept."""
+    head, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims.update(changes)
+    raw = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{head}.{raw}.{signature}"
 
 
 async def test_login_issues_bearer_tokens_and_me_describes_the_caller(settings: Settings) -> None:
@@ -65,6 +61,7 @@ async def test_login_issues_bearer_tokens_and_me_describes_the_caller(settings: 
             "username": "acme-editor",
             "tenant_id": tenant_id,
             "roles": ["editor"],
+            "kind": "user",
         }
         assert me["id"] != body["id"]
 
@@ -87,27 +84,41 @@ async def test_wrong_password_and_unknown_user_fail_alike(settings: Settings) ->
 async def test_bad_tokens_are_rejected(settings: Settings) -> None:
     secret = settings.jwt_secret or ""
     other_key = "another-secret-that-is-long-enough-for-hs256-xyz"
-    forged = {
-        "no token": None,
-        "not bearer": "Basic cm9vdDpwdw==",
-        "empty bearer": "Bearer ",
-        "garbage": "Bearer not.a.jwt",
-        "other key": "Bearer " + jwt.encode(_claims(settings), other_key, algorithm="HS256"),
-        "alg none": "Bearer " + jwt.encode(_claims(settings), None, algorithm="none"),
-        "expired": "Bearer "
-        + jwt.encode(
-            _claims(settings, iat=1_000_000, nbf=1_000_000, exp=1_000_600), secret, "HS256"
-        ),
-        "wrong audience": "Bearer " + jwt.encode(_claims(settings, aud="other"), secret, "HS256"),
-        "refresh as access": "Bearer "
-        + jwt.encode(_claims(settings, typ="refresh"), secret, "HS256"),
-        "no expiry": "Bearer "
-        + jwt.encode({k: v for k, v in _claims(settings).items() if k != "exp"}, secret, "HS256"),
-    }
     async with running_app(settings) as client:
+        admin = await login(client, settings.admin_username or "", settings.admin_password or "")
+        real = admin["Authorization"].removeprefix("Bearer ")
+        claims = jwt.decode(real, options={"verify_signature": False})
+        now = int(time.time())
+
+        def variant(**changes: Any) -> dict[str, Any]:
+            return {**claims, **changes}
+
+        forged = {
+            "no token": None,
+            "not bearer": "Basic cm9vdDpwdw==",
+            "empty bearer": "Bearer ",
+            "garbage": "Bearer not.a.jwt",
+            "other key": "Bearer "
+            + jwt.encode(claims, other_key, "HS256", {"kid": key_id(secret)}),
+            "other key, its own kid": "Bearer " + _sign(claims, other_key),
+            "alg none": "Bearer " + jwt.encode(claims, None, algorithm="none"),
+            "no kid": "Bearer " + jwt.encode(claims, secret, algorithm="HS256"),
+            "tampered payload": "Bearer " + _tamper(real, tid=str(uuid4())),
+            "expired": "Bearer "
+            + _sign(variant(iat=now - 900, nbf=now - 900, exp=now - 1), secret),
+            "wrong audience": "Bearer " + _sign(variant(aud="other"), secret),
+            "wrong issuer": "Bearer " + _sign(variant(iss="other"), secret),
+            "refresh as access": "Bearer " + _sign(variant(typ="refresh", gen=1), secret),
+            "no expiry": "Bearer " + _sign({k: v for k, v in claims.items() if k != "exp"}, secret),
+            "no session": "Bearer "
+            + _sign({k: v for k, v in claims.items() if k != "sid"}, secret),
+            "unknown session": "Bearer " + _sign(variant(sid=str(uuid4())), secret),
+            "unknown user": "Bearer " + _sign(variant(sub=str(uuid4())), secret),
+        }
         # The control: the same claims signed with the right key are accepted.
-        good = jwt.encode(_claims(settings), secret, algorithm="HS256")
-        ok = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {good}"})
+        ok = await client.get(
+            "/api/v1/auth/me", headers={"Authorization": f"Bearer {_sign(claims, secret)}"}
+        )
         assert ok.status_code == 200, ok.text
         for label, header in forged.items():
             headers = {"Authorization": header} if header else {}

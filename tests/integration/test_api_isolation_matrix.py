@@ -36,6 +36,11 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/clone"): {"name": "stolen"},
     ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/rollback"): {"revision": 1},
     ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/validate"): None,
+    ("PUT", "/api/v1/tenants/{tenant_id:uuid}"): {"description": "stolen"},
+    ("PUT", "/api/v1/tenants/{tenant_id:uuid}/quotas"): {"max_pipelines": 1},
+    ("POST", "/api/v1/tenants/{tenant_id:uuid}/namespaces"): {"namespace": "stolen"},
+    ("PUT", "/api/v1/users/{user_id:uuid}"): {"active": False},
+    ("POST", "/api/v1/users/{user_id:uuid}/password"): {"new_password": "a-stolen-passphrase-42"},
 }
 
 # Routes over resources that belong to no tenant (the plugin catalog): nothing to isolate.
@@ -84,7 +89,12 @@ def random_value(name: str, kind: str) -> str:
 
 async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> TenantA:
     tenant_id, editor = await make_tenant_user(client, admin, "tenant-a", "admin")
-    pipeline = await create_pipeline(client, editor, "a-secret-pipeline")
+    namespace = await client.post(
+        f"/api/v1/tenants/{tenant_id}/namespaces", json={"namespace": "a-ns"}, headers=editor
+    )
+    assert namespace.status_code == 201, namespace.text
+    user_id = (await client.get("/api/v1/auth/me", headers=editor)).json()["id"]
+    pipeline = await create_pipeline(client, editor, "a-secret-pipeline", namespace="a-ns")
     key = await client.post(
         "/api/v1/api-keys", json={"name": "a-key", "roles": ["viewer"]}, headers=editor
     )
@@ -95,8 +105,10 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
         "pipeline_id": pipeline["id"],
         "revision": "1",
         "key_id": key.json()["id"],
+        "namespace": "a-ns",
+        "user_id": user_id,
     }
-    a.ids = {tenant_id, pipeline["id"], key.json()["id"], key.json()["prefix"]}
+    a.ids = {tenant_id, pipeline["id"], key.json()["id"], key.json()["prefix"], user_id}
     return a
 
 
@@ -105,7 +117,8 @@ async def snapshot(client: AsyncTestClient, admin: dict[str, str], a: TenantA) -
     acting = {**admin, "X-Tenant-ID": a.values["tenant_id"]}
     pipeline = await client.get(f"/api/v1/pipelines/{a.values['pipeline_id']}", headers=acting)
     tenant = await client.get(f"/api/v1/tenants/{a.values['tenant_id']}", headers=admin)
-    return pipeline.status_code, pipeline.json(), tenant.status_code, tenant.json()
+    user = await client.get(f"/api/v1/users/{a.values['user_id']}", headers=admin)
+    return [(r.status_code, r.json()) for r in (pipeline, tenant, user)]
 
 
 async def test_another_tenants_ids_are_indistinguishable_from_missing_ones(

@@ -79,6 +79,7 @@ async def test_create_use_list_and_revoke_a_key(settings: Settings) -> None:
             "username": "deployer",
             "tenant_id": tenant_id,
             "roles": ["editor"],
+            "kind": "api_key",
         }
         # An editor key may not manage keys.
         assert_error(await client.get(BASE, headers=as_key(key)), 403, "PERMISSION_DENIED")

@@ -50,10 +50,13 @@ from projections import (
     wait_for_position,
 )
 from projections.pagination import encode_cursor
-from tests.conftest import NatsNames
+from projections.usage import ReadModelUsage
+from tests.conftest import NatsNames, seed_tenant
 
-ALICE = Principal("u1", "alice", "t1", frozenset({"editor"}))
-BOB = Principal("u2", "bob", "t2", frozenset({"editor"}))
+T1 = "00000000-0000-4000-8000-0000000000a1"
+T2 = "00000000-0000-4000-8000-0000000000b2"
+ALICE = Principal("u1", "alice", T1, frozenset({"editor"}), tenant_status="active")
+BOB = Principal("u2", "bob", T2, frozenset({"editor"}), tenant_status="active")
 CTX = CommandContext("user:u1", "corr-1")
 WAIT = 20.0  # generous bound for convergence; tests never assert on timing
 
@@ -70,8 +73,10 @@ def definition(
 
 
 @pytest.fixture
-def service(event_store: NornEventStore) -> PipelineService:
-    return PipelineService(event_store, PluginCatalog())
+def service(event_store: NornEventStore, usage: ReadModelUsage) -> PipelineService:
+    seed_tenant(event_store, UUID(T1), "t1")
+    seed_tenant(event_store, UUID(T2), "t2")
+    return PipelineService(event_store, PluginCatalog(), usage)
 
 
 @dataclass
@@ -241,7 +246,7 @@ async def test_events_through_nats_produce_the_right_rows(
     by_id = {r["id"]: r for r in await rows(database_url)}
     assert set(by_id) == {pid, clone}  # the deleted one has no row
     row = by_id[pid]
-    assert row["tenant_id"] == "t1"
+    assert row["tenant_id"] == T1
     assert (row["name"], row["description"], row["tags"]) == ("etl", "d1", ["a", "b"])
     assert row["steps"] == [
         {"name": "read", "plugin": "Input.file", "config": {"path": "in.jsonl"}, "depends_on": []}
@@ -412,7 +417,7 @@ async def test_rebuild_swaps_tables_while_the_runner_keeps_serving(
         async def keep_reading() -> None:
             nonlocal reads
             while not done.is_set():
-                items, _ = await queries.list("t1", limit=500)
+                items, _ = await queries.list(T1, limit=500)
                 assert items  # never an empty or missing table mid-swap
                 reads += 1
                 await asyncio.sleep(0.005)
@@ -445,7 +450,7 @@ async def test_rebuild_swaps_tables_while_the_runner_keeps_serving(
         after = service.create(ALICE, definition("after-rebuild"), CTX).pipeline.id
         await publisher.publish_new()
         await reaches(database_url, "pipelines", await head(database_url))
-        assert await queries.get("t1", after) is not None
+        assert await queries.get(T1, after) is not None
 
     assert await indexes(database_url, "pipelines") == index_names
     live = await rows(database_url)
@@ -631,59 +636,59 @@ async def test_list_pagination_filters_and_tenant_isolation(
 
     for sort in ("created_at", "name", "updated_at"):
         for order in ("asc", "desc"):
-            everything, cursor = await queries.list("t1", sort=sort, order=order, limit=500)
+            everything, cursor = await queries.list(T1, sort=sort, order=order, limit=500)
             assert cursor is None and len(everything) == 14
             keys = [(r[sort], UUID(r["id"])) for r in everything]
             if sort != "name":  # names follow the database collation, not Python's
                 assert keys == sorted(keys, reverse=order == "desc")
             walked = await walk(
-                lambda c, s=sort, o=order: queries.list("t1", sort=s, order=o, limit=4, cursor=c)
+                lambda c, s=sort, o=order: queries.list(T1, sort=s, order=o, limit=4, cursor=c)
             )
             assert [r["id"] for r in walked] == [r["id"] for r in everything]
 
     # Stable under inserts: a page walk that sees a new pipeline still yields every
     # old one exactly once.
-    first, cursor = await queries.list("t1", limit=5)
+    first, cursor = await queries.list(T1, limit=5)
     service.create(ALICE, definition("job-new"), CTX)
     await runner.catch_up()
-    rest = await walk(lambda c: queries.list("t1", limit=5, cursor=c or cursor))
+    rest = await walk(lambda c: queries.list(T1, limit=5, cursor=c or cursor))
     ids = [r["id"] for r in first + rest]
     assert len(ids) == len(set(ids)) == 15
 
-    evens = await walk(lambda c: queries.list("t1", tags=["even"], limit=3, cursor=c))
+    evens = await walk(lambda c: queries.list(T1, tags=["even"], limit=3, cursor=c))
     assert len(evens) == 7 and all("even" in r["tags"] for r in evens)
-    assert [r["name"] for r in (await queries.list("t1", tags=["x_y"]))[0]] == [
+    assert [r["name"] for r in (await queries.list(T1, tags=["x_y"]))[0]] == [
         f"job-{i:02d}" for i in range(1, 13, 2)
     ]
-    named = (await queries.list("t1", name="JOB-0"))[0]
+    named = (await queries.list(T1, name="JOB-0"))[0]
     assert sorted(r["name"] for r in named) == [f"job-{i:02d}" for i in range(10)]
     # LIKE wildcards in the filter are literal characters.
-    assert [r["name"] for r in (await queries.list("t1", name="50%_"))[0]] == ["Nightly 50%_done"]
-    assert (await queries.list("t1", name="5_%"))[0] == []
+    assert [r["name"] for r in (await queries.list(T1, name="50%_"))[0]] == ["Nightly 50%_done"]
+    assert (await queries.list(T1, name="5_%"))[0] == []
 
     # Tenant isolation: another tenant's rows never appear; a platform admin sees all.
-    assert all(r["tenant_id"] == "t1" for r in await walk(lambda c: queries.list("t1", cursor=c)))
-    assert [r["id"] for r in (await queries.list("t2"))[0]] == [str(theirs)]
-    assert await queries.get("t1", theirs) is None
-    assert (await queries.get("t2", theirs) or {})["name"] == "job-bob"
-    assert (await queries.get(None, theirs) or {})["tenant_id"] == "t2"
+    assert all(r["tenant_id"] == T1 for r in await walk(lambda c: queries.list(T1, cursor=c)))
+    assert [r["id"] for r in (await queries.list(T2))[0]] == [str(theirs)]
+    assert await queries.get(T1, theirs) is None
+    assert (await queries.get(T2, theirs) or {})["name"] == "job-bob"
+    assert (await queries.get(None, theirs) or {})["tenant_id"] == T2
     assert len(await walk(lambda c: queries.list(None, limit=7, cursor=c))) == 16
 
     with pytest.raises(ValueError, match="invalid cursor"):
-        await queries.list("t1", cursor="not-a-cursor")
+        await queries.list(T1, cursor="not-a-cursor")
     with pytest.raises(ValueError, match="invalid cursor"):
-        await queries.list("t1", cursor="eyJzIjoxfQ")  # valid base64 and JSON, wrong shape
+        await queries.list(T1, cursor="eyJzIjoxfQ")  # valid base64 and JSON, wrong shape
     forged = encode_cursor("created_at", "asc", 5, "not-a-uuid")  # would be a SQL error
     with pytest.raises(ValueError, match="invalid cursor"):
-        await queries.list("t1", cursor=forged)
-    _, by_name = await queries.list("t1", sort="name", limit=2)
+        await queries.list(T1, cursor=forged)
+    _, by_name = await queries.list(T1, sort="name", limit=2)
     assert by_name is not None
     with pytest.raises(ValueError, match="sort=name"):
-        await queries.list("t1", sort="created_at", cursor=by_name)
+        await queries.list(T1, sort="created_at", cursor=by_name)
     with pytest.raises(ValueError, match="sort must be"):
-        await queries.list("t1", sort="tenant_id")  # type: ignore[arg-type]
+        await queries.list(T1, sort="tenant_id")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="limit"):
-        await queries.list("t1", limit=0)
+        await queries.list(T1, limit=0)
 
 
 async def test_tenants_read_model_and_queries(
@@ -723,7 +728,7 @@ async def test_tenants_read_model_and_queries(
 
 
 def test_all_projections_are_registered() -> None:
-    assert {p.name for p in ALL_PROJECTIONS} == {"pipelines", "tenants", "api_keys"}
+    assert {p.name for p in ALL_PROJECTIONS} == {"pipelines", "tenants", "api_keys", "users"}
     with pytest.raises(ValueError, match="must match"):
         type("Bad", (Projection,), {"name": "Bad-Name", "tables": ()})
 

@@ -18,30 +18,41 @@ from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
 from application.event_store import NornEventStore
-from application.pipelines import PipelineService
-from application.principal import Principal
 from domain.events import CommandContext
-from domain.pipeline import PipelineDefinition, StepSpec
+from domain.name_claim import NameClaim
+from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
 from infrastructure import envelope
 from infrastructure.embedded import EmbeddedNats, free_port
 from infrastructure.nats import POSITION_HEADER
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.relay import Relay
 
-ALICE = Principal("u1", "alice", "t1", frozenset({"editor"}))
 CTX = CommandContext("user:u1", "corr-1")
 WAIT = 10.0  # bound of every wait for something asynchronous
 
 
 def create_pipelines(store: NornEventStore, count: int) -> None:
     """Append `count` pipelines: two events each (the pipeline and its name claim)."""
-    service = PipelineService(store, PluginCatalog())
     for _ in range(count):
         definition = PipelineDefinition(
             name=f"p-{uuid.uuid4().hex[:8]}",
             steps=(StepSpec("read", "Input.file", {"path": "in.jsonl"}),),
         )
-        service.create(ALICE, definition, CTX)
+        pipeline = Pipeline.create(
+            pipeline_id=uuid.uuid4(),
+            tenant_id="t1",
+            definition=definition,
+            check_plugin=PluginCatalog().check,
+            ctx=CTX,
+        )
+        claim = NameClaim.claim_new(
+            tenant_id="t1",
+            scope="pipeline:t1",
+            name=definition.name,
+            holder_id=str(pipeline.id),
+            ctx=CTX,
+        )
+        store.append(pipeline, claim)
 
 
 async def append(store: NornEventStore, count: int) -> None:

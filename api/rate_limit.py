@@ -1,0 +1,49 @@
+"""Per-principal rate limits by plan (DESIGN §5, 429 RATE_LIMIT_EXCEEDED): every
+authenticated request takes a token from its principal's bucket
+(infrastructure/rate_limit.py). Every such response carries X-RateLimit-Limit (requests
+per hour), X-RateLimit-Remaining (requests that may be sent now) and X-RateLimit-Reset
+(seconds until the bucket is full again); a refused one also Retry-After."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from application.errors import RateLimited
+from application.principal import Principal
+
+STATE_KEY = "rate_limit_headers"
+"""Where the headers wait in the request's state, for the app's outermost send (api/app.py),
+which adds them to whatever response leaves, error responses included."""
+
+
+class RateLimitMiddleware(ASGIMiddleware):
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        principal = scope.get("user")
+        if not isinstance(principal, Principal):  # public routes
+            await next_app(scope, receive, send)
+            return
+        container: Any = scope["app"].state.container
+        limits = container.rate_limits
+        limit = limits.get(principal.plan or "platform", limits["free"])
+        decision = await container.rate_limiter.hit(
+            f"{principal.kind}:{principal.subject_id}", limit
+        )
+        headers = [
+            (b"x-ratelimit-limit", str(decision.limit).encode()),
+            (b"x-ratelimit-remaining", str(decision.remaining).encode()),
+            (b"x-ratelimit-reset", str(decision.reset_after).encode()),
+        ]
+        scope.setdefault("state", {})[STATE_KEY] = headers  # type: ignore[typeddict-item]
+        if not decision.allowed:
+            raise RateLimited(
+                f"rate limit of {decision.limit} requests per hour (plan "
+                f"{principal.plan or 'platform'}) reached; retry in {decision.retry_after}s",
+                decision.retry_after,
+            )
+        await next_app(scope, receive, send)

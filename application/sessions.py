@@ -1,0 +1,265 @@
+"""Sessions and authentication: logging in (throttled), refreshing with rotating refresh
+tokens, logging out, and turning a presented token or API key into a Principal.
+
+Every request re-reads the session, the user and the tenant from the event store (the
+repository's cache makes that one small query each), so a logout, a spent refresh token,
+a deactivated user, a changed password, a changed role or a deleted tenant holds from
+the very next request, in every API process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+from application.api_keys import ApiKeyService
+from application.errors import AuthenticationFailed, NotFound, RateLimited, VersionConflict
+from application.event_store import NornEventStore
+from application.ports import LoginThrottle, PasswordHasher, TokenIssuer
+from application.principal import Principal
+from domain.events import CommandContext
+from domain.session import Session
+from domain.tenant import Tenant
+from domain.user import User, user_id_for
+
+_INVALID_LOGIN = "invalid username or password"
+_INVALID_TOKEN = "invalid or expired token"  # noqa: S105 - a message
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    session_id: str
+    position: int | None
+
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    """Failed logins: each one past `slow_after` waits longer (doubling up to
+    `max_delay`); `lock_after_user` failures lock the username, `lock_after_address`
+    lock the client address, for `lock_seconds`. Failures are forgotten after a lock
+    or a success for that username."""
+
+    slow_after: int = 3
+    max_delay: float = 4.0
+    lock_after_user: int = 10
+    lock_after_address: int = 50
+    lock_seconds: float = 900.0
+
+    def delay(self, failures: int) -> float:
+        if failures < self.slow_after:
+            return 0.0
+        return float(min(self.max_delay, 0.25 * 2 ** (failures - self.slow_after)))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SessionService:
+    def __init__(
+        self,
+        store: NornEventStore,
+        hasher: PasswordHasher,
+        tokens: TokenIssuer,
+        api_keys: ApiKeyService,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self._store = store
+        self._hasher = hasher
+        self._tokens = tokens
+        self._api_keys = api_keys
+        self._clock = clock
+        # Verified against when a username does not exist, so that a login for an
+        # unknown name costs the same time as one with a wrong password.
+        self._dummy_hash = hasher.hash(uuid4().hex)
+
+    # --- sessions -----------------------------------------------------------------------
+
+    def login(self, username: str, password: str, correlation_id: str) -> IssuedTokens:
+        user = self._check_password(username, password)
+        ctx = CommandContext(f"user:{user.id}", correlation_id)
+        session = Session.start(
+            session_id=uuid4(),
+            user_id=str(user.id),
+            tenant_id=user.tenant_id,
+            credentials_version=user.credentials_version,
+            expires_at=self._clock() + timedelta(seconds=self._tokens.refresh_ttl),
+            ctx=ctx,
+        )
+        return self._issue(user, session, self._store.append(session))
+
+    def refresh(self, refresh_token: str, correlation_id: str) -> IssuedTokens:
+        """New tokens for a refresh token of the session's current generation. A spent
+        one ends the session (its every token stops working) and is refused."""
+        claims = self._tokens.verify(refresh_token, "refresh")
+        session, user = self._live_session(claims.session_id, claims.subject)
+        ctx = CommandContext(f"user:{user.id}", correlation_id)
+        generation = session.rotate(claims.generation, self._clock(), ctx)
+        try:
+            position = self._store.append(session)
+        except VersionConflict:
+            # A concurrent refresh of this session won; this one is simply refused.
+            raise AuthenticationFailed(_INVALID_TOKEN) from None
+        if generation is None:
+            raise AuthenticationFailed(
+                "this refresh token was already used: the session has been ended; log in again"
+            )
+        return self._issue(user, session, position)
+
+    def logout(self, principal: Principal, correlation_id: str) -> int | None:
+        """End the principal's session: its access and refresh tokens stop at once."""
+        if principal.kind != "user" or principal.session_id is None:
+            raise AuthenticationFailed("only a logged-in user can log out")
+        session = self._store.load(Session, UUID(principal.session_id), "session")
+        if not session.end("logout", CommandContext(principal.actor, correlation_id)):
+            return None
+        return self._store.append(session)
+
+    # --- authentication of requests -------------------------------------------------------
+
+    def principal_for_token(self, token: str) -> Principal:
+        claims = self._tokens.verify(token, "access")
+        session, user = self._live_session(claims.session_id, claims.subject)
+        tenant = self._tenant_of(user.tenant_id)
+        return Principal(
+            subject_id=str(user.id),
+            name=user.username,
+            tenant_id=user.tenant_id,
+            roles=frozenset(user.roles),
+            kind="user",
+            session_id=str(session.id),
+            tenant_status=tenant.status if tenant else None,
+            plan=tenant.plan if tenant else None,
+        )
+
+    def principal_for_api_key(self, presented: str) -> Principal:
+        api_key = self._api_keys.authenticate(presented)
+        tenant = self._tenant_of(api_key.tenant_id)
+        assert tenant is not None
+        return Principal(
+            subject_id=str(api_key.id),
+            name=api_key.name,
+            tenant_id=api_key.tenant_id,
+            roles=frozenset(api_key.roles),
+            kind="api_key",
+            tenant_status=tenant.status,
+            plan=tenant.plan,
+        )
+
+    def acting_in(self, principal: Principal, raw_tenant_id: str) -> Principal:
+        """A platform admin inside one tenant (X-Tenant-ID); others keep their own."""
+        if not principal.is_platform_admin:
+            return principal
+        try:
+            tenant = self._store.load(Tenant, UUID(raw_tenant_id), "tenant")
+        except ValueError:
+            raise NotFound("tenant", raw_tenant_id) from None
+        return principal.acting_in(tenant.tenant_id, tenant.status, tenant.plan)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _check_password(self, username: str, password: str) -> User:
+        """The user whose password this is, or AuthenticationFailed with one message and
+        a similar cost whether the username exists or not."""
+        user = self._store.find(User, user_id_for(username))
+        if user is None or not user.can_authenticate:
+            self._hasher.verify(self._dummy_hash, password)
+            raise AuthenticationFailed(_INVALID_LOGIN)
+        if not self._hasher.verify(user.password_hash, password):
+            raise AuthenticationFailed(_INVALID_LOGIN)
+        tenant = self._tenant_of(user.tenant_id, required=False)
+        if user.tenant_id is not None and tenant is None:
+            raise AuthenticationFailed(_INVALID_LOGIN)
+        return user
+
+    def _live_session(self, session_id: str, subject: str) -> tuple[Session, User]:
+        try:
+            session = self._store.find(Session, UUID(session_id))
+            user = self._store.find(User, UUID(subject))
+        except ValueError:
+            raise AuthenticationFailed(_INVALID_TOKEN) from None
+        if (
+            session is None
+            or user is None
+            or session.user_id != str(user.id)
+            or not session.usable_at(self._clock())
+            or not user.can_authenticate
+            or user.credentials_version != session.credentials_version
+        ):
+            raise AuthenticationFailed(_INVALID_TOKEN)
+        return session, user
+
+    def _tenant_of(self, tenant_id: str | None, required: bool = True) -> Tenant | None:
+        """The principal's tenant; a deleted (or missing) one authenticates nobody."""
+        if tenant_id is None:
+            return None
+        tenant = self._store.find(Tenant, UUID(tenant_id))
+        if tenant is None or tenant.status == "deleted":
+            if required:
+                raise AuthenticationFailed(_INVALID_TOKEN)
+            return None
+        return tenant
+
+    def _issue(self, user: User, session: Session, position: int | None) -> IssuedTokens:
+        identity = {
+            "session_id": str(session.id),
+            "username": user.username,
+            "tenant_id": user.tenant_id,
+        }
+        tokens = self._tokens
+        return IssuedTokens(
+            access_token=tokens.issue(str(user.id), "access", **identity),
+            refresh_token=tokens.issue(
+                str(user.id), "refresh", generation=session.generation, **identity
+            ),
+            expires_in=tokens.access_ttl,
+            session_id=str(session.id),
+            position=position,
+        )
+
+
+class LoginService:
+    """Login with throttling shared by every API process: slowed after a few failures,
+    then locked for a while, per username and per client address. A locked username is
+    refused even with the right password, and unknown usernames are throttled exactly
+    like known ones, so the throttle reveals nothing about which names exist."""
+
+    def __init__(
+        self, sessions: SessionService, throttle: LoginThrottle, policy: LoginPolicy
+    ) -> None:
+        self._sessions = sessions
+        self._throttle = throttle
+        self._policy = policy
+
+    async def login(
+        self, username: str, password: str, client_address: str, correlation_id: str
+    ) -> IssuedTokens:
+        keys = [f"user:{username.strip().casefold()}", f"address:{client_address}"]
+        attempts = await self._throttle.attempts(keys)
+        locked_for = max(a.locked_for for a in attempts)
+        if locked_for > 0:
+            raise RateLimited(
+                f"too many failed logins; try again in {int(locked_for) + 1} seconds",
+                locked_for,
+            )
+        delay = self._policy.delay(max(a.failures for a in attempts))
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            tokens = await asyncio.to_thread(
+                self._sessions.login, username, password, correlation_id
+            )
+        except AuthenticationFailed:
+            policy = self._policy
+            await self._throttle.failed(
+                keys, [policy.lock_after_user, policy.lock_after_address], policy.lock_seconds
+            )
+            raise
+        await self._throttle.succeeded(keys[0])
+        return tokens

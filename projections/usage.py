@@ -1,0 +1,106 @@
+"""What each tenant uses of its quotas, counted from read models, exactly.
+
+A read model is a little behind the event store. To count exactly, one statement reads
+the read model's count together with the position it includes (one snapshot), and the
+events after that position that change the count are added from the store. Commands
+that add to a count run under `exclusive`, a per-tenant, per-resource advisory lock held
+until their events are saved, so two of them cannot both take the last unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventsourcing.utils import get_topic
+from psycopg import Connection
+from psycopg_pool import ConnectionPool
+
+from domain.events import NornEvent
+from domain.pipeline import PipelineCreated, PipelineDeleted
+from infrastructure.mapper import decode_state
+from projections.projection import advisory_lock_key
+
+
+def _same_tenant(state: dict[str, Any], tenant_id: str) -> bool:
+    return state.get("tenant_id") == tenant_id
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A resource counted from a read model."""
+
+    projection: str
+    count_sql: str
+    """One scalar subquery over the projection's tables; parameter %(tenant)s."""
+    deltas: Mapping[type[NornEvent], int]
+    """How each event of the store changes the count (+1, -1)."""
+    applies: Callable[[dict[str, Any], str], bool] = field(default=_same_tenant)
+    """Whether a stored event's state counts for the tenant."""
+
+
+RESOURCES: dict[str, Counted] = {
+    "pipelines": Counted(
+        projection="pipelines",
+        count_sql="SELECT count(*) FROM pipelines WHERE tenant_id = %(tenant)s",
+        deltas={PipelineCreated: 1, PipelineDeleted: -1},
+    ),
+}
+"""Counted resources by name (application/quotas.py names the quota of each)."""
+
+
+class ReadModelUsage:
+    def __init__(self, pool: ConnectionPool, resources: Mapping[str, Counted] = RESOURCES):
+        self._pool = pool
+        self._resources = resources
+
+    def count(self, tenant_id: str, resource: str) -> int | None:
+        counted = self._resources.get(resource)
+        if counted is None:
+            return None
+        with self._pool.connection() as conn:
+            return _count(conn, tenant_id, counted)
+
+    @contextmanager
+    def exclusive(self, tenant_id: str, resource: str) -> Iterator[int]:
+        counted = self._resources[resource]
+        key = advisory_lock_key("quota", f"{tenant_id}:{resource}")
+        with self._pool.connection() as conn:
+            # A session lock (not a transaction's): held across the event store's own
+            # transaction, which runs on another connection. If this process dies, the
+            # connection closes and the lock goes with it.
+            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                yield _count(conn, tenant_id, counted)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    def in_namespace(self, tenant_id: str, namespace: str) -> int:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pipelines WHERE tenant_id = %s AND namespace = %s",
+                (tenant_id, namespace),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+
+def _count(conn: Connection[Any], tenant_id: str, counted: Counted) -> int:
+    # One statement, so the count and the position it includes come from one snapshot.
+    row = conn.execute(
+        f"SELECT ({counted.count_sql}), COALESCE((SELECT position FROM projection_tracking"
+        " WHERE name = %(projection)s), 0)",
+        {"tenant": tenant_id, "projection": counted.projection},
+    ).fetchone()
+    assert row is not None
+    used, position = int(row[0]), int(row[1])
+    deltas = {get_topic(cls): delta for cls, delta in counted.deltas.items()}
+    tail = conn.execute(
+        "SELECT topic, state FROM norn_events WHERE notification_id > %s AND topic = ANY(%s)",
+        (position, list(deltas)),
+    )
+    for topic, state in tail:
+        if counted.applies(decode_state(bytes(state)), tenant_id):
+            used += deltas[topic]
+    return used

@@ -1,5 +1,11 @@
-"""Quota enforcement: a command that adds to a counted resource runs inside the tenant's
-exclusive hold on that resource and is refused if it would take usage past the limit."""
+"""Quota enforcement: a command that adds to a counted resource is refused if it would
+take the tenant's usage past the limit.
+
+Near the limit, the check and the command's append run inside the tenant's exclusive
+hold on the resource, so concurrent commands cannot both take the last unit. Far from
+it (more than HEADROOM below), the hold is skipped: usage could only pass the limit if
+more than HEADROOM commands of that tenant were in flight at once, and skipping keeps a
+busy tenant's commands from queueing behind one lock."""
 
 from __future__ import annotations
 
@@ -19,14 +25,22 @@ QUOTA_RESOURCES: dict[str, str] = {
 }
 """Which counted resource (projections/usage.py) each quota limits."""
 
+HEADROOM = 256
+
 
 @contextmanager
 def within_quota(usage: Usage, tenant: Tenant, quota: str, adding: int = 1) -> Iterator[int]:
-    """Hold the tenant's lock on the quota's resource; raise QuotaExceeded if `adding`
-    more would pass the limit, else yield the usage before the command and keep the
-    lock until the command's events are saved (leave the block after the append)."""
+    """Raise QuotaExceeded if `adding` more would pass the limit, else yield the usage
+    before the command. Run the command's append inside the block: near the limit it
+    holds the tenant's lock on the resource until the events are saved."""
     limit = tenant.quota(quota)
-    with usage.exclusive(tenant.tenant_id, QUOTA_RESOURCES[quota]) as used:
+    resource = QUOTA_RESOURCES[quota]
+    used = usage.count(tenant.tenant_id, resource)
+    assert used is not None, f"{resource} is not counted"
+    if used + adding <= limit - HEADROOM:
+        yield used
+        return
+    with usage.exclusive(tenant.tenant_id, resource) as used:
         if used + adding > limit:
             raise QuotaExceeded(quota, limit, used)
         yield used

@@ -22,7 +22,9 @@ def event_store_env(database_url: str, pool_size: int) -> dict[str, str]:
         "POSTGRES_PASSWORD": str(info.get("password") or ""),
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": str(pool_size),
-        "POSTGRES_PRE_PING": "y",
+        # No ping before each use (a round trip per query): every recorder call is
+        # retried on OperationalError/InterfaceError, which replaces a dead connection.
+        "POSTGRES_PRE_PING": "n",
         "POSTGRES_LOCK_TIMEOUT": "10",
         # The schema belongs to migrations/, never created implicitly.
         "CREATE_TABLE": "false",

@@ -47,3 +47,10 @@ CREATE TABLE IF NOT EXISTS rate_limit_buckets (
     updated_at timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rate_limit_buckets_updated ON rate_limit_buckets (updated_at);
+
+-- Live pipelines per tenant, kept by the pipelines projection with its rows, so quota
+-- checks read one row instead of counting the tenant's pipelines.
+CREATE TABLE IF NOT EXISTS pipeline_counts (
+    tenant_id text PRIMARY KEY,
+    live bigint NOT NULL
+);

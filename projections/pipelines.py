@@ -42,9 +42,15 @@ def _definition_fields(event: CloudEvent) -> dict[str, Any]:
     }
 
 
+_COUNT = (
+    "INSERT INTO pipeline_counts AS c (tenant_id, live) VALUES (%s, %s)"
+    " ON CONFLICT (tenant_id) DO UPDATE SET live = c.live + EXCLUDED.live"
+)
+
+
 class PipelinesProjection(Projection):
     name = "pipelines"
-    tables = ("pipelines",)
+    tables = ("pipelines", "pipeline_counts")
 
     @handles("norn.pipeline.created.v1")
     async def created(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
@@ -66,6 +72,7 @@ class PipelinesProjection(Projection):
                 "position": event.position,
             },
         )
+        await cur.execute(_COUNT, (event.tenant, 1))
 
     @handles("norn.pipeline.revised.v1", "norn.pipeline.rolled_back.v1")
     async def revised(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
@@ -91,6 +98,7 @@ class PipelinesProjection(Projection):
     async def deleted(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
         # History stays readable from the event stream; the read model lists live ones.
         await cur.execute("DELETE FROM pipelines WHERE id = %s", (event.subject,))
+        await cur.execute(_COUNT, (event.tenant, -1))
 
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,8 @@ class Counted:
 
     projection: str
     count_sql: str
-    """One scalar subquery over the projection's tables; parameter %(tenant)s."""
+    """One scalar subquery over the projection's tables (NULL counts as 0); parameter
+    %(tenant)s. Keep it O(1): it runs under the lock of every command it limits."""
     deltas: Mapping[type[NornEvent], int]
     """How each event of the store changes the count (+1, -1)."""
     applies: Callable[[dict[str, Any], str], bool] = field(default=_same_tenant)
@@ -44,7 +45,7 @@ class Counted:
 RESOURCES: dict[str, Counted] = {
     "pipelines": Counted(
         projection="pipelines",
-        count_sql="SELECT count(*) FROM pipelines WHERE tenant_id = %(tenant)s",
+        count_sql="SELECT live FROM pipeline_counts WHERE tenant_id = %(tenant)s",
         deltas={PipelineCreated: 1, PipelineDeleted: -1},
     ),
 }
@@ -87,20 +88,19 @@ class ReadModelUsage:
 
 
 def _count(conn: Connection[Any], tenant_id: str, counted: Counted) -> int:
-    # One statement, so the count and the position it includes come from one snapshot.
-    row = conn.execute(
-        f"SELECT ({counted.count_sql}), COALESCE((SELECT position FROM projection_tracking"
-        " WHERE name = %(projection)s), 0)",
-        {"tenant": tenant_id, "projection": counted.projection},
-    ).fetchone()
-    assert row is not None
-    used, position = int(row[0]), int(row[1])
+    """The read model's count plus the changes of the events it does not include yet,
+    read in one statement (one snapshot, one round trip)."""
     deltas = {get_topic(cls): delta for cls, delta in counted.deltas.items()}
-    tail = conn.execute(
-        "SELECT topic, state FROM norn_events WHERE notification_id > %s AND topic = ANY(%s)",
-        (position, list(deltas)),
-    )
-    for topic, state in tail:
-        if counted.applies(decode_state(bytes(state)), tenant_id):
+    rows = conn.execute(
+        f"WITH base AS (SELECT COALESCE(({counted.count_sql}), 0) AS used,"
+        " COALESCE((SELECT position FROM projection_tracking WHERE name = %(projection)s), 0)"
+        " AS position)"
+        " SELECT base.used, e.topic, e.state FROM base LEFT JOIN norn_events e"
+        " ON e.notification_id > base.position AND e.topic = ANY(%(topics)s)",
+        {"tenant": tenant_id, "projection": counted.projection, "topics": list(deltas)},
+    ).fetchall()
+    used = int(rows[0][0])
+    for _, topic, state in rows:
+        if topic is not None and counted.applies(decode_state(bytes(state)), tenant_id):
             used += deltas[topic]
     return used

@@ -425,7 +425,9 @@ async def test_rebuild_swaps_tables_while_the_runner_keeps_serving(
         async def keep_writing() -> None:
             nonlocal writes
             while not done.is_set():
-                service.create(ALICE, definition(f"during-{writes}"), CTX)
+                # In a thread, as the API runs commands: a create reads the quota count,
+                # which waits for the rebuild's swap, which needs this event loop.
+                await asyncio.to_thread(service.create, ALICE, definition(f"during-{writes}"), CTX)
                 writes += 1
                 await publisher.publish_new()
                 await asyncio.sleep(0.01)

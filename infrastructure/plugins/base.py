@@ -12,7 +12,8 @@ must stop promptly when `context.cancelled` is set.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,14 +23,40 @@ import msgspec
 Record = dict[str, Any]
 
 
+class PluginError(Exception):
+    """A step failed for a reason its user should read; the message becomes the step's
+    error. `retryable` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        self.retryable = retryable
+        super().__init__(message)
+
+
+def _no_log(level: str, message: str) -> None:
+    return None
+
+
 @dataclass
 class StepContext:
     tenant_id: str
     run_id: str
     step_name: str
     workspace: Path
+    files: Path
     params: dict[str, Any] = field(default_factory=dict)
-    cancelled: Any = None  # an asyncio.Event set when the run is cancelled
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    allow_private_networks: bool = False
+    logger: Callable[[str, str], None] = _no_log
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.logger(level, message)
+
+    def tenant_path(self, relative: str) -> Path:
+        root = self.files.resolve()
+        path = (root / relative).resolve()
+        if not path.is_relative_to(root):
+            raise PluginError(f"path {relative!r} leaves the tenant's folder", retryable=False)
+        return path
 
 
 class Plugin:

@@ -1,0 +1,87 @@
+"""Conversions from run read-model rows and aggregates to response schemas."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from api.schemas.runs import RunDetail, RunRead, RunStatusOut, StepRead
+from domain.run import STEP_TERMINAL
+
+
+def _ms(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds() * 1000, 3)
+
+
+def run_read(row: dict[str, Any]) -> RunRead:
+    return RunRead(**_run_fields(row))
+
+
+def run_detail(row: dict[str, Any]) -> RunDetail:
+    steps = [
+        StepRead(
+            name=s["name"],
+            plugin=s["plugin"],
+            depends_on=list(s["depends_on"]),
+            status=s["status"],
+            attempts=s["attempts"],
+            started_at=s["started_at"],
+            finished_at=s["finished_at"],
+            duration_ms=_ms(s["started_at"], s["finished_at"]),
+            error=s["error"],
+            records_in=s["records_in"],
+            records_out=s["records_out"],
+            reused=s["reused"],
+        )
+        for s in row["steps"]
+    ]
+    return RunDetail(**_run_fields(row), steps=steps)
+
+
+def run_status(row: dict[str, Any], typical_ms: float | None) -> RunStatusOut:
+    steps = row["steps"]
+    finished = sum(1 for s in steps if s["status"] in STEP_TERMINAL)
+    estimate = None
+    if row["status"] in ("queued", "running") and typical_ms is not None:
+        start = row["started_at"] or datetime.now(UTC)
+        estimate = max(start + timedelta(milliseconds=typical_ms), datetime.now(UTC))
+    return RunStatusOut(
+        run_id=str(row["id"]),
+        status=row["status"],
+        current_step=row["current_step"],
+        progress=round(100.0 * finished / len(steps), 1) if steps else 100.0,
+        steps_total=len(steps),
+        steps_finished=finished,
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        estimated_completion=estimate,
+    )
+
+
+def _run_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "tenant_id": row["tenant_id"],
+        "pipeline_id": str(row["pipeline_id"]),
+        "pipeline_name": row["pipeline_name"],
+        "namespace": row["namespace"],
+        "revision": row["revision"],
+        "status": row["status"],
+        "trigger": {"kind": row["trigger_kind"], "id": row["trigger_id"]},
+        "retry_of": row["retry_of"],
+        "resume_from": row["resume_from"],
+        "params": row["params"],
+        "attempt": row["attempt"],
+        "executor_id": row["executor_id"],
+        "cancel_requested": row["cancel_requested"],
+        "error": row["error"],
+        "current_step": row["current_step"],
+        "created_by": row["created_by"],
+        "queued_at": row["queued_at"],
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+        "duration_ms": row["duration_ms"],
+        "version": row["version"],
+    }

@@ -1,0 +1,132 @@
+"""Queries over the `runs` read model (projections/runs.py): one run with its steps, and
+lists filtered by status, pipeline, job, trigger and time. Every query is scoped to a
+tenant; a tenant of None means a platform admin, who sees every tenant's runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from projections.pagination import check_limit, check_order, keyset, page
+
+RUN_COLUMNS = sql.SQL(
+    "id, tenant_id, pipeline_id, pipeline_name, namespace, revision, status, trigger_kind,"
+    " trigger_id, retry_of, resume_from, params, attempt, executor_id, cancel_requested,"
+    " error, current_step, created_by, queued_at, started_at, finished_at, duration_ms,"
+    " version, position"
+)
+STEP_COLUMNS = (
+    "run_id, name, ordinal, plugin, depends_on, status, attempts, started_at, finished_at,"
+    " error, records_in, records_out, reused"
+)
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out", "crashed")
+TRIGGERS = ("user", "api_key", "job", "deployment", "retry", "system")
+
+
+def _ids(row: dict[str, Any]) -> dict[str, Any]:
+    for key in ("id", "pipeline_id", "retry_of", "run_id"):
+        if row.get(key) is not None:
+            row[key] = str(row[key])
+    return row
+
+
+class RunQueries:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def get(self, tenant_id: str | None, run_id: UUID) -> dict[str, Any] | None:
+        """The run with its steps (in definition order) under "steps"."""
+        query = sql.SQL("SELECT {} FROM runs WHERE id = %s").format(RUN_COLUMNS)
+        params: list[Any] = [run_id]
+        if tenant_id is not None:
+            query += sql.SQL(" AND tenant_id = %s")
+            params.append(tenant_id)
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            await cur.execute(
+                f"SELECT {STEP_COLUMNS} FROM run_steps WHERE run_id = %s ORDER BY ordinal",
+                (run_id,),
+            )
+            row["steps"] = [_ids(step) for step in await cur.fetchall()]
+        return _ids(row)
+
+    async def list(
+        self,
+        tenant_id: str | None,
+        *,
+        status: str | None = None,
+        pipeline_id: UUID | None = None,
+        job_id: str | None = None,
+        triggered_by: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        order: str = "desc",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first by default, keyset-paginated on (queued_at, id). `triggered_by`
+        is a trigger kind (user, api_key, job, ...) or an actor id. Raises ValueError for
+        a bad filter, limit or cursor."""
+        check_limit(limit)
+        direction = check_order(order)
+        conditions: list[sql.Composable] = []
+        params: list[Any] = []
+        if tenant_id is not None:
+            conditions.append(sql.SQL("tenant_id = %s"))
+            params.append(tenant_id)
+        if status is not None:
+            if status not in STATUSES:
+                raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+            conditions.append(sql.SQL("status = %s"))
+            params.append(status)
+        if pipeline_id is not None:
+            conditions.append(sql.SQL("pipeline_id = %s"))
+            params.append(pipeline_id)
+        if job_id is not None:
+            conditions.append(sql.SQL("trigger_kind = 'job' AND trigger_id = %s"))
+            params.append(job_id)
+        if triggered_by is not None:
+            if triggered_by in TRIGGERS:
+                conditions.append(sql.SQL("trigger_kind = %s"))
+            else:
+                conditions.append(sql.SQL("trigger_id = %s"))
+            params.append(triggered_by)
+        if since is not None:
+            conditions.append(sql.SQL("queued_at >= %s"))
+            params.append(since)
+        if until is not None:
+            conditions.append(sql.SQL("queued_at < %s"))
+            params.append(until)
+        after, after_params, order_by = keyset("queued_at", direction, cursor, datetime)
+        if after is not None:
+            conditions.append(after)
+            params.extend(after_params)
+        where = (
+            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+        )
+        query = sql.SQL("SELECT {} FROM runs{} {} LIMIT %s").format(RUN_COLUMNS, where, order_by)
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, [*params, limit + 1])
+            rows = await cur.fetchall()
+        items, next_cursor = page(rows, limit, "queued_at", direction)
+        return [_ids(r) for r in items], next_cursor
+
+    async def typical_duration(self, tenant_id: str, pipeline_id: str) -> float | None:
+        """Mean duration (ms) of the pipeline's last 20 succeeded runs, for estimates."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT avg(duration_ms) FROM (SELECT duration_ms FROM runs"
+                " WHERE tenant_id = %s AND pipeline_id = %s AND status = 'succeeded'"
+                " ORDER BY finished_at DESC LIMIT 20) recent",
+                (tenant_id, pipeline_id),
+            )
+            row = await cur.fetchone()
+        return float(row[0]) if row and row[0] is not None else None

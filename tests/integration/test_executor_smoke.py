@@ -32,15 +32,23 @@ async def test_a_run_executes_its_steps_in_order(settings: Settings) -> None:
             "name": "three",
             "steps": [
                 {"name": "a", "plugin": "Test.emit", "config": {"count": 5}},
-                {"name": "b", "plugin": "Test.flaky", "config": {"failures": 1},
-                 "depends_on": ["a"], "retries": 2, "retry_delay": 0.05},
+                {
+                    "name": "b",
+                    "plugin": "Test.flaky",
+                    "config": {"failures": 1},
+                    "depends_on": ["a"],
+                    "retries": 2,
+                    "retry_delay": 0.05,
+                },
                 {"name": "c", "plugin": "Test.emit", "config": {"count": 1}, "depends_on": ["b"]},
             ],
         }
         created = await client.post("/api/v1/pipelines", json=body, headers=editor)
         assert created.status_code == 201, created.text
         pid = created.json()["id"]
-        queued = await client.post(f"/api/v1/pipelines/{pid}/runs", json={"params": {"x": 1}}, headers=editor)
+        queued = await client.post(
+            f"/api/v1/pipelines/{pid}/runs", json={"params": {"x": 1}}, headers=editor
+        )
         assert queued.status_code == 202, queued.text
         run = await wait_status(client, editor, queued.json()["run_id"], {"succeeded", "failed"})
         assert run["status"] == "succeeded", run

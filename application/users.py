@@ -93,7 +93,7 @@ class UserService:
         check_expected_version(user.version, expected_version)
         if str(user.id) == principal.subject_id and principal.kind == "user":
             # An admin who demotes or locks out itself may leave nobody to undo it.
-            if (roles is not None and tuple(roles) != user.roles) or active is False:
+            if (roles is not None and set(roles) != set(user.roles)) or active is False:
                 raise InvalidCommand("you cannot change your own roles or deactivate yourself")
         if roles is not None:
             if PLATFORM_ADMIN in roles and not principal.is_platform_admin:

@@ -443,3 +443,42 @@ async def test_only_user_admins_reset_other_users_passwords(settings: Settings) 
         await login(client, "acme-admin", PASSWORD)
         await login(client, "globex-editor", PASSWORD)
         assert ann["tenant_id"] == acme != globex
+
+
+async def test_a_suspended_tenants_users_are_read_only_but_own_passwords_change(
+    settings: Settings,
+) -> None:
+    """Suspension freezes the tenant's resources, users included, but a user may still
+    change its own password: securing an account must not wait for the tenant."""
+    async with running_app(settings) as client:
+        root = await root_login(client, settings)
+        acme, acme_admin = await make_tenant_user(client, root, "acme", "admin")
+        ann = await create_user(client, acme_admin, acme, "ann", ["editor"])
+        suspended = await client.put(
+            f"/api/v1/tenants/{acme}", json={"status": "suspended"}, headers=root
+        )
+        assert suspended.status_code == 200, suspended.text
+        url = f"/api/v1/users/{ann['id']}"
+
+        listed = await client.get("/api/v1/users", headers=acme_admin)
+        assert listed.status_code == 200, listed.text
+        writes = [
+            ("POST", "/api/v1/users", {"username": "new", "password": PASSWORD, "tenant_id": acme}),
+            ("PUT", url, {"roles": ["viewer"]}),
+            ("DELETE", url, None),
+            ("POST", f"{url}/password", {"new_password": NEW_PASSWORD}),
+        ]
+        for method, path, body in writes:
+            response = await client.request(method, path, json=body, headers=acme_admin)
+            error = assert_error(response, 403, "PERMISSION_DENIED")
+            assert "suspended" in error["message"]
+
+        own = await change_password(
+            client,
+            await login(client, "ann", PASSWORD),
+            ann["id"],
+            current_password=PASSWORD,
+            new_password=NEW_PASSWORD,
+        )
+        assert own.status_code == 200, own.text
+        assert (await me(client, await login(client, "ann", NEW_PASSWORD)))["roles"] == ["editor"]

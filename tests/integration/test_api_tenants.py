@@ -308,17 +308,25 @@ async def test_if_match_guards_every_tenant_write(settings: Settings) -> None:
         )
         assert first.status_code == 200, first.text
         assert first.headers["etag"] == '"2"'
+        spare = await client.post(
+            f"{path}/namespaces", json={"namespace": "spare"}, headers={**admin, "If-Match": '"2"'}
+        )
+        assert spare.status_code == 201, spare.text
+        assert spare.headers["etag"] == '"3"'
         for method, url, body in [
             ("PUT", path, {"description": "stale"}),
             ("PUT", f"{path}/quotas", {"max_pipelines": 1}),
+            ("POST", f"{path}/namespaces", {"namespace": "late"}),
+            ("DELETE", f"{path}/namespaces/spare", None),
             ("DELETE", path, None),
         ]:
             stale = await client.request(
                 method, url, json=body, headers={**admin, "If-Match": '"1"'}
             )
             assert_error(stale, 412, "VERSION_CONFLICT")
-        read = await read_tenant(client, admin, tenant["id"], first.json()["position"])
-        assert (read["description"], read["version"], read["status"]) == ("one", 2, "active")
+        read = await read_tenant(client, admin, tenant["id"], spare.json()["position"])
+        assert (read["description"], read["version"], read["status"]) == ("one", 3, "active")
+        assert read["namespaces"] == ["spare"] and read["quota_overrides"] == {}
 
 
 async def test_delete_is_soft_and_the_platform_admin_still_reads_the_tenant(
@@ -390,6 +398,7 @@ async def test_namespaces_hold_pipelines_and_are_removed_only_when_empty(
         assert error["details"][0]["field"] == "namespace"
         empty = await client.delete(f"{namespaces}/staging", headers=a_admin)
         assert empty.status_code == 200, empty.text
+        assert empty.headers["etag"] == f'"{empty.json()["version"]}"'
         assert empty.json()["namespaces"] == ["prod"]
         for missing in ("staging", "never-was"):
             gone = await client.delete(f"{namespaces}/{missing}", headers=a_admin)

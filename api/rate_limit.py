@@ -29,8 +29,8 @@ class RateLimitMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send)
             return
         container: Any = scope["app"].state.container
-        limits = container.rate_limits
-        limit = limits.get(principal.plan or "platform", limits["free"])
+        plan = _plan_of(principal)
+        limit = container.rate_limits[plan]
         decision = await container.rate_limiter.hit(
             f"{principal.kind}:{principal.subject_id}", limit
         )
@@ -42,8 +42,17 @@ class RateLimitMiddleware(ASGIMiddleware):
         scope.setdefault("state", {})[STATE_KEY] = headers  # type: ignore[typeddict-item]
         if not decision.allowed:
             raise RateLimited(
-                f"rate limit of {decision.limit} requests per hour (plan "
-                f"{principal.plan or 'platform'}) reached; retry in {decision.retry_after}s",
+                f"rate limit of {decision.limit} requests per hour (plan {plan}) reached; "
+                f"retry in {decision.retry_after}s",
                 decision.retry_after,
             )
         await next_app(scope, receive, send)
+
+
+def _plan_of(principal: Principal) -> str:
+    """Platform admins have the platform limit, also while acting in a tenant with
+    X-Tenant-ID: their one bucket must not take the limits of whichever tenant they look
+    at (a free tenant's burst would cut it down); everyone else has its tenant's plan."""
+    if principal.is_platform_admin:
+        return "platform"
+    return principal.plan or "free"

@@ -145,18 +145,30 @@ class TenantService:
         return tenant, self._store.append(tenant, precondition=expected_version is not None)
 
     def add_namespace(
-        self, principal: Principal, tenant_id: UUID, namespace: str, ctx: CommandContext
+        self,
+        principal: Principal,
+        tenant_id: UUID,
+        namespace: str,
+        ctx: CommandContext,
+        expected_version: int | None = None,
     ) -> tuple[Tenant, int | None]:
         authorize(principal, Permission.TENANTS_UPDATE)
         tenant = self.load(principal, tenant_id)
+        check_expected_version(tenant.version, expected_version)
         tenant.add_namespace(namespace, ctx)
-        return tenant, self._store.append(tenant)
+        return tenant, self._store.append(tenant, precondition=expected_version is not None)
 
     def remove_namespace(
-        self, principal: Principal, tenant_id: UUID, namespace: str, ctx: CommandContext
+        self,
+        principal: Principal,
+        tenant_id: UUID,
+        namespace: str,
+        ctx: CommandContext,
+        expected_version: int | None = None,
     ) -> tuple[Tenant, int | None]:
         authorize(principal, Permission.TENANTS_UPDATE)
         tenant = self.load(principal, tenant_id)
+        check_expected_version(tenant.version, expected_version)
         if namespace not in tenant.namespaces:
             raise NotFound("namespace", namespace)
         in_use = self._usage.in_namespace(tenant.tenant_id, namespace)
@@ -167,7 +179,7 @@ class TenantService:
                 "namespace",
             )
         tenant.remove_namespace(namespace, ctx)
-        return tenant, self._store.append(tenant)
+        return tenant, self._store.append(tenant, precondition=expected_version is not None)
 
     def set_quotas(
         self,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from uuid import UUID, uuid4
 
 from application.authorization import Permission, authorize
-from application.errors import AuthenticationFailed, NotFound, PermissionDenied
+from application.errors import NotFound, PermissionDenied
 from application.event_store import NornEventStore, check_expected_version
 from application.ports import PasswordHasher
 from application.principal import Principal
@@ -93,7 +93,7 @@ class UserService:
         check_expected_version(user.version, expected_version)
         if str(user.id) == principal.subject_id and principal.kind == "user":
             # An admin who demotes or locks out itself may leave nobody to undo it.
-            if (roles is not None and tuple(roles) != user.roles) or active is False:
+            if (roles is not None and set(roles) != set(user.roles)) or active is False:
                 raise InvalidCommand("you cannot change your own roles or deactivate yourself")
         if roles is not None:
             if PLATFORM_ADMIN in roles and not principal.is_platform_admin:
@@ -134,7 +134,10 @@ class UserService:
             if current_password is None:
                 raise InvalidCommand("current_password is required", "current_password")
             if not self._hasher.verify(user.password_hash, current_password):
-                raise AuthenticationFailed("the current password is wrong")
+                # Not AuthenticationFailed: the caller is authenticated, and a 401 would
+                # make clients drop or refresh a token that is fine. A wrong answer in
+                # the form is a validation error on that field.
+                raise InvalidCommand("the current password is wrong", "current_password")
         else:
             authorize(principal, Permission.USERS_WRITE)
             user = self.load(principal, user_id)

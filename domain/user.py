@@ -122,11 +122,12 @@ class User(Aggregate):
         return self.active and not self.deleted
 
     def change_roles(self, roles: tuple[str, ...], ctx: CommandContext) -> bool:
-        """Replace the roles; False (nothing recorded) when they are the same."""
+        """Replace the roles; False (nothing recorded) when they are the same. Roles are
+        a set: the same ones in another order are no change."""
         self._require_not_deleted()
         _check_roles(self.tenant_id, roles)
         roles = tuple(dict.fromkeys(roles))
-        if roles == self.roles:
+        if set(roles) == set(self.roles):
             return False
         self._trigger(UserRolesChanged, ctx, roles=roles)
         return True

@@ -9,7 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from domain.tenant import PLANS
 from infrastructure.rate_limit import RateLimit
+
+RATE_LIMITED_PLANS = (*PLANS, "platform")
+"""The tenant plans, and `platform` for platform admins."""
 
 
 class SettingsError(ValueError):
@@ -163,6 +167,7 @@ class Settings:
         for item in self.rate_limits.split(","):
             plan, _, value = item.strip().partition("=")
             per_hour, _, burst = value.partition("/")
+            plan = plan.strip()
             try:
                 limit = RateLimit(int(per_hour), int(burst))
             except ValueError:
@@ -171,8 +176,15 @@ class Settings:
                 ) from None
             if not 1 <= limit.burst <= limit.per_hour <= 100_000_000:
                 raise ValueError(f"{plan}: need 1 <= burst <= per hour <= 100000000")
-            limits[plan.strip()] = limit
-        missing = {"free", "pro", "enterprise", "platform"} - set(limits)
+            # A misspelt or repeated plan would otherwise be ignored or silently win.
+            if plan not in RATE_LIMITED_PLANS:
+                raise ValueError(
+                    f"names an unknown plan {plan!r} (plans: {', '.join(RATE_LIMITED_PLANS)})"
+                )
+            if plan in limits:
+                raise ValueError(f"sets {plan} twice")
+            limits[plan] = limit
+        missing = set(RATE_LIMITED_PLANS) - set(limits)
         if missing:
             raise ValueError(f"has no limit for {', '.join(sorted(missing))}")
         return limits

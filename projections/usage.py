@@ -20,7 +20,12 @@ from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from domain.events import NornEvent
-from domain.pipeline import PipelineCreated, PipelineDeleted
+from domain.pipeline import (
+    PipelineCreated,
+    PipelineDeleted,
+    PipelineRevised,
+    PipelineRolledBack,
+)
 from domain.run import (
     RunCancelled,
     RunCrashed,
@@ -115,12 +120,52 @@ class ReadModelUsage:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def in_namespace(self, tenant_id: str, namespace: str) -> int:
+        """Live pipelines placed in the namespace, exactly: a pipeline created in it, moved
+        into or out of it, or deleted a moment ago counts as it is now, not as the read
+        model last saw it (else a namespace could be removed under a new pipeline)."""
         with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pipelines WHERE tenant_id = %s AND namespace = %s",
-                (tenant_id, namespace),
-            ).fetchone()
-        return int(row[0]) if row else 0
+            rows = conn.execute(_IN_NAMESPACE, _in_namespace_params(tenant_id, namespace))
+            return _namespace_count(rows.fetchall(), tenant_id, namespace)
+
+
+_PLACING = (PipelineCreated, PipelineRevised, PipelineRolledBack, PipelineDeleted)
+"""The pipeline events that decide its namespace (or end it)."""
+
+# In one statement (one snapshot): the read model's pipelines in the namespace that no
+# unprojected event touches, and every unprojected event that places or deletes one.
+_IN_NAMESPACE = (
+    "WITH tail AS (SELECT e.notification_id, e.originator_id, e.topic, e.state"
+    " FROM norn_events e WHERE e.topic = ANY(%(topics)s) AND e.notification_id >"
+    " COALESCE((SELECT position FROM projection_tracking WHERE name = 'pipelines'), 0))"
+    " SELECT (SELECT count(*) FROM pipelines p WHERE p.tenant_id = %(tenant)s"
+    " AND p.namespace = %(namespace)s AND p.id NOT IN (SELECT originator_id FROM tail)),"
+    " t.originator_id, t.topic, t.state"
+    " FROM (SELECT 1) AS one LEFT JOIN tail t ON true ORDER BY t.notification_id"
+)
+
+
+def _in_namespace_params(tenant_id: str, namespace: str) -> dict[str, Any]:
+    return {
+        "tenant": tenant_id,
+        "namespace": namespace,
+        "topics": [get_topic(cls) for cls in _PLACING],
+    }
+
+
+def _namespace_count(rows: list[Any], tenant_id: str, namespace: str) -> int:
+    """The settled count plus the pipelines whose latest unprojected event (rows are in
+    store order) leaves them live in the namespace."""
+    deleted = get_topic(PipelineDeleted)
+    placed: dict[Any, bool] = {}
+    for _, pipeline_id, topic, state in rows:
+        if topic is None:
+            continue
+        data = decode_state(bytes(state))
+        if data.get("tenant_id") != tenant_id:
+            continue
+        definition = data.get("definition") or {}
+        placed[pipeline_id] = topic != deleted and definition.get("namespace") == namespace
+    return int(rows[0][0]) + sum(placed.values())
 
 
 def _count(conn: Connection[Any], tenant_id: str, counted: Counted) -> int:

@@ -173,9 +173,13 @@ class TenantController(Controller):
             tenant_id,
             data.namespace,
             command_context(request),
+            expected_version(request),
         )
-        location = f"{self.path}/{tenant_id}/namespaces/{data.namespace}"
-        return created(written(tenant, position), location)
+        response = created(
+            written(tenant, position), f"{self.path}/{tenant_id}/namespaces/{data.namespace}"
+        )
+        response.headers["ETag"] = etag(tenant.version)
+        return response
 
     @delete(
         "/{tenant_id:uuid}/namespaces/{namespace:str}",
@@ -189,15 +193,16 @@ class TenantController(Controller):
         namespace: FromPath[str],
         request: Request,
         container: ContainerDep,
-    ) -> TenantWritten:
+    ) -> Response[TenantWritten]:
         tenant, position = await asyncio.to_thread(
             container.tenants.remove_namespace,
             principal_of(request),
             tenant_id,
             namespace,
             command_context(request),
+            expected_version(request),
         )
-        return written(tenant, position)
+        return Response(written(tenant, position), headers={"ETag": etag(tenant.version)})
 
     @put("/{tenant_id:uuid}/quotas", opt=MANAGE, summary="Override the plan's quotas")
     async def set_quotas(

@@ -169,6 +169,12 @@ class UserController(Controller):
         opt={"permission": "authenticated"},
         status_code=200,
         summary="Change a password (your own with the current one, or as an admin)",
+        description=(
+            "Your own password: send current_password; a missing or wrong one is 422"
+            " VALIDATION_ERROR on that field (your token stays valid). Admins reset the"
+            " passwords of users they manage without it. Either way every session of the"
+            " user ends, the caller's own included: log in again with the new password."
+        ),
     )
     async def change_password(
         self,

@@ -1,0 +1,287 @@
+"""Per-principal rate limits by plan, over HTTP against real Postgres: the X-RateLimit-*
+headers on every authenticated response (429 included), 429 RATE_LIMIT_EXCEEDED with
+Retry-After past the burst, one bucket per principal and per plan, none on public
+routes, and one bucket shared by several API processes. Then the token bucket itself,
+refilled by moving its `updated_at` back rather than by waiting.
+
+Hourly rates are low next to the bursts (a token every few minutes), so no token comes
+back while a test runs and every count below is exact."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from infrastructure.postgres import create_read_pool
+from infrastructure.rate_limit import PostgresRateLimiter, RateLimit
+from infrastructure.settings import Settings
+from tests.integration.api_client import assert_error, login, running_app
+
+PASSWORD = "correct-horse-battery-staple"
+LIMITS = "free=20/5,pro=40/8,enterprise=80/10,platform=100000/1000"
+FREE, PRO, PLATFORM = RateLimit(20, 5), RateLimit(40, 8), RateLimit(100000, 1000)
+Headers = dict[str, str]
+
+
+@pytest.fixture
+def low(settings: Settings) -> Settings:
+    return replace(settings, rate_limits=LIMITS)
+
+
+async def new_tenant(client: AsyncTestClient, root: Headers, name: str, plan: str) -> str:
+    created = await client.post("/api/v1/tenants", json={"name": name, "plan": plan}, headers=root)
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+async def new_user(
+    client: AsyncTestClient, root: Headers, tenant_id: str, username: str, role: str
+) -> Headers:
+    """A user of the tenant, logged in. Only the platform admin's bucket pays for it."""
+    user = await client.post(
+        "/api/v1/users",
+        json={"username": username, "password": PASSWORD, "tenant_id": tenant_id, "roles": [role]},
+        headers=root,
+    )
+    assert user.status_code == 201, user.text
+    return await login(client, username, PASSWORD)
+
+
+async def tenant_user(
+    client: AsyncTestClient, root: Headers, tenant: str, plan: str, username: str, role: str
+) -> tuple[str, Headers]:
+    """A new tenant on `plan` and a user in it: (tenant id, the user's headers)."""
+    tenant_id = await new_tenant(client, root, tenant, plan)
+    return tenant_id, await new_user(client, root, tenant_id, username, role)
+
+
+def rate_headers(response: Any) -> tuple[int, int, int]:
+    """(limit, remaining, reset) as integers; each header must be there."""
+    return tuple(  # type: ignore[return-value]
+        int(response.headers[f"x-ratelimit-{name}"]) for name in ("limit", "remaining", "reset")
+    )
+
+
+def assert_consistent(response: Any, limit: RateLimit, used: int) -> None:
+    """The headers after `used` requests from a full bucket (used <= burst)."""
+    per_token = 3600 / limit.per_hour
+    assert rate_headers(response)[:2] == (limit.per_hour, limit.burst - used), response.headers
+    # Reset: seconds until the bucket is full again, `used` tokens at the hourly rate
+    # (a little less: the refill since the first request counts).
+    reset = rate_headers(response)[2]
+    assert (used - 1) * per_token < reset <= math.ceil(used * per_token), response.headers
+
+
+def assert_limited(response: Any, limit: RateLimit) -> int:
+    error = assert_error(response, 429, "RATE_LIMIT_EXCEEDED")
+    assert str(limit.per_hour) in error["message"]
+    retry_after = int(response.headers["retry-after"])
+    assert 1 <= retry_after <= math.ceil(3600 / limit.per_hour)
+    assert rate_headers(response)[:2] == (limit.per_hour, 0)
+    assert rate_headers(response)[2] >= retry_after
+    return retry_after
+
+
+def has_no_rate_headers(response: Any) -> bool:
+    return not any(name.startswith("x-ratelimit-") for name in response.headers)
+
+
+async def test_headers_count_down_on_every_response_then_429(low: Settings) -> None:
+    async with running_app(low) as client:
+        root = await login(client, low.admin_username or "", low.admin_password or "")
+        _, viewer = await tenant_user(client, root, "acme", "free", "vic", "viewer")
+        # Five requests, five outcomes: each takes a token and says how many are left.
+        outcomes = [
+            ("GET", "/api/v1/auth/me", 200),
+            ("POST", "/api/v1/tenants", 403),  # viewers may not
+            ("GET", f"/api/v1/pipelines/{uuid4()}", 404),
+            ("GET", "/api/v1/pipelines?limit=0", 400),
+            ("GET", "/api/v1/pipelines?cursor=junk", 400),
+        ]
+        for used, (method, path, status) in enumerate(outcomes, start=1):
+            response = await client.request(method, path, headers=viewer)
+            assert response.status_code == status, response.text
+            assert_consistent(response, FREE, used)
+
+        for _ in range(2):  # a refused request takes nothing and is refused again
+            refused = await client.get("/api/v1/auth/me", headers=viewer)
+            assert_limited(refused, FREE)
+        # Unauthenticated requests are refused before any bucket: 401, no headers.
+        anonymous = await client.get("/api/v1/auth/me")
+        assert_error(anonymous, 401, "AUTHENTICATION_REQUIRED")
+        assert has_no_rate_headers(anonymous)
+
+
+async def test_each_plan_has_its_own_limit(low: Settings) -> None:
+    async with running_app(low) as client:
+        root = await login(client, low.admin_username or "", low.admin_password or "")
+        free_tenant, free_user = await tenant_user(client, root, "small", "free", "fay", "viewer")
+        pro_tenant, pro_user = await tenant_user(client, root, "big", "pro", "pat", "viewer")
+
+        for used in range(1, PRO.burst + 1):
+            assert_consistent(await client.get("/api/v1/auth/me", headers=pro_user), PRO, used)
+        assert_limited(await client.get("/api/v1/auth/me", headers=pro_user), PRO)
+        for used in range(1, FREE.burst + 1):
+            assert_consistent(await client.get("/api/v1/auth/me", headers=free_user), FREE, used)
+        assert_limited(await client.get("/api/v1/auth/me", headers=free_user), FREE)
+
+        # Platform admins have the platform limit, also when acting in a free tenant.
+        # (The platform bucket refills fast, so its exact count is not compared: only that
+        # it is nowhere near a free tenant's burst.)
+        acting = await client.get("/api/v1/pipelines", headers={**root, "X-Tenant-ID": free_tenant})
+        assert acting.status_code == 200, acting.text
+        limit, remaining, _ = rate_headers(acting)
+        assert (limit, remaining > PLATFORM.burst - 100) == (PLATFORM.per_hour, True)
+
+        # A tenant moved to another plan gets its limit from the next request on.
+        moved = await client.put(
+            f"/api/v1/tenants/{pro_tenant}", json={"plan": "free"}, headers=root
+        )
+        assert moved.status_code == 200, moved.text
+        assert_limited(await client.get("/api/v1/auth/me", headers=pro_user), FREE)
+
+
+async def test_each_principal_has_its_own_bucket(low: Settings) -> None:
+    async with running_app(low) as client:
+        root = await login(client, low.admin_username or "", low.admin_password or "")
+        tenant_id, ada = await tenant_user(client, root, "acme", "free", "ada", "admin")
+        bob = await new_user(client, root, tenant_id, "bob", "viewer")
+        issued = await client.post(
+            "/api/v1/api-keys", json={"name": "ci", "roles": ["viewer"]}, headers=ada
+        )
+        assert issued.status_code == 201, issued.text
+        key = {"X-API-Key": issued.json()["key"]}
+        ada_again = await login(client, "ada", PASSWORD)  # a second session of ada
+
+        # ada used one token for the key; her second session draws on the same bucket.
+        for used in range(2, FREE.burst + 1):
+            headers = ada if used % 2 else ada_again
+            assert_consistent(await client.get("/api/v1/auth/me", headers=headers), FREE, used)
+        assert_limited(await client.get("/api/v1/auth/me", headers=ada), FREE)
+        assert_limited(await client.get("/api/v1/auth/me", headers=ada_again), FREE)
+
+        # bob and ada's key, in the same tenant on the same plan, each start full.
+        assert_consistent(await client.get("/api/v1/auth/me", headers=bob), FREE, 1)
+        assert_consistent(await client.get("/api/v1/auth/me", headers=key), FREE, 1)
+        for used in range(2, FREE.burst + 1):
+            assert_consistent(await client.get("/api/v1/pipelines", headers=key), FREE, used)
+        assert_limited(await client.get("/api/v1/pipelines", headers=key), FREE)
+        assert_consistent(await client.get("/api/v1/auth/me", headers=bob), FREE, 2)
+
+
+async def test_public_routes_carry_no_rate_limit_headers(low: Settings) -> None:
+    async with running_app(low) as client:
+        root = await login(client, low.admin_username or "", low.admin_password or "")
+        _, vic = await tenant_user(client, root, "acme", "free", "vic", "viewer")
+        for _ in range(FREE.burst):
+            await client.get("/api/v1/auth/me", headers=vic)
+        assert_limited(await client.get("/api/v1/auth/me", headers=vic), FREE)
+
+        good = {"username": "vic", "password": PASSWORD}
+        tokens = await client.post("/api/v1/auth/login", json=good)
+        public = [
+            tokens,
+            await client.post("/api/v1/auth/login", json={**good, "password": "wrong-password"}),
+            await client.post(
+                "/api/v1/auth/refresh", json={"refresh_token": tokens.json()["refresh_token"]}
+            ),
+            await client.get("/health"),
+            await client.get("/health/ready"),
+        ]
+        # A limited user can still log in and refresh (those routes are throttled by the
+        # login throttle instead); none of the public answers speaks of rate limits.
+        assert [r.status_code for r in public] == [200, 401, 200, 200, 200]
+        for response in public:
+            assert has_no_rate_headers(response), (response.request.url, response.headers)
+        # The new session belongs to the same principal: still limited.
+        fresh = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+        assert_limited(await client.get("/api/v1/auth/me", headers=fresh), FREE)
+
+
+async def test_the_limit_holds_across_api_processes(low: Settings) -> None:
+    """Two API processes from the same settings (here two apps in one test, each with its
+    own pools): requests alternated between them drain one burst."""
+    async with running_app(low) as first, running_app(low, roles=frozenset()) as second:
+        root = await login(first, low.admin_username or "", low.admin_password or "")
+        _, vic = await tenant_user(first, root, "acme", "free", "vic", "viewer")
+
+        for used in range(1, FREE.burst + 1):
+            app = first if used % 2 else second
+            assert_consistent(await app.get("/api/v1/auth/me", headers=vic), FREE, used)
+
+        assert_limited(await first.get("/api/v1/auth/me", headers=vic), FREE)
+        assert_limited(await second.get("/api/v1/auth/me", headers=vic), FREE)
+
+
+# --- the token bucket (infrastructure) ----------------------------------------------------
+
+
+@pytest.fixture
+async def limiter(database_url: str) -> AsyncIterator[tuple[PostgresRateLimiter, Any]]:
+    pool = create_read_pool(database_url, max_size=2)
+    await pool.open()
+    yield PostgresRateLimiter(pool), pool
+    await pool.close()
+
+
+async def age_bucket(pool: Any, key: str, seconds: float) -> None:
+    """As if the bucket's last use were `seconds` further in the past."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE rate_limit_buckets SET updated_at = updated_at - make_interval(secs => %s)"
+            " WHERE key = %s",
+            (seconds, key),
+        )
+
+
+async def test_a_bucket_refills_at_the_hourly_rate_up_to_the_burst(
+    limiter: tuple[PostgresRateLimiter, Any],
+) -> None:
+    rate_limiter, pool = limiter
+    limit = RateLimit(per_hour=36, burst=3)  # a token every 100 s
+    for _ in range(3):
+        assert (await rate_limiter.hit("k", limit)).allowed
+    refused = await rate_limiter.hit("k", limit)
+    assert (refused.allowed, refused.remaining) == (False, 0)
+    assert 99 <= refused.retry_after <= 100
+
+    await age_bucket(pool, "k", 250)  # two and a half tokens back
+    decisions = [await rate_limiter.hit("k", limit) for _ in range(3)]
+    assert [d.allowed for d in decisions] == [True, True, False]
+    assert [d.remaining for d in decisions] == [1, 0, 0]
+
+    await age_bucket(pool, "k", 3600)  # an hour idle: full, not more than full
+    decisions = [await rate_limiter.hit("k", limit) for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert 99 <= decisions[0].reset_after <= 100  # one token short of full
+
+
+async def test_refused_hits_do_not_delay_the_refill(
+    limiter: tuple[PostgresRateLimiter, Any],
+) -> None:
+    """Hammering while refused must not push the next token further away."""
+    rate_limiter, pool = limiter
+    limit = RateLimit(per_hour=36, burst=1)  # a token every 100 s
+    assert (await rate_limiter.hit("k", limit)).allowed
+    await age_bucket(pool, "k", 60)
+    for _ in range(5):
+        refused = await rate_limiter.hit("k", limit)
+        assert not refused.allowed
+        assert 1 <= refused.retry_after <= 40
+    await age_bucket(pool, "k", 41)
+    assert (await rate_limiter.hit("k", limit)).allowed
+
+
+async def test_buckets_are_per_key(limiter: tuple[PostgresRateLimiter, Any]) -> None:
+    rate_limiter, _ = limiter
+    limit = RateLimit(per_hour=10, burst=1)
+    assert (await rate_limiter.hit("user:a", limit)).allowed
+    assert not (await rate_limiter.hit("user:a", limit)).allowed
+    other = await rate_limiter.hit("api_key:a", limit)
+    assert (other.allowed, other.remaining, other.limit) == (True, 0, 10)

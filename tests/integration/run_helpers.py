@@ -125,6 +125,20 @@ async def tenant_editor(
     return tenant_id, editor, root
 
 
+async def tenant_user(
+    client: Any, root: dict[str, str], tenant_id: str, role: str
+) -> dict[str, str]:
+    """Headers of a new user of the tenant with `role` (named after the role)."""
+    password = "correct-horse-battery-staple"
+    created = await client.post(
+        "/api/v1/users",
+        json={"username": role, "password": password, "tenant_id": tenant_id, "roles": [role]},
+        headers=root,
+    )
+    assert created.status_code == 201, created.text
+    return await login(client, role, password)
+
+
 async def set_quotas(
     client: Any, root: dict[str, str], tenant_id: str, **quotas: int | None
 ) -> None:

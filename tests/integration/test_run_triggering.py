@@ -18,6 +18,7 @@ from tests.integration.run_helpers import (
     step,
     steps_of,
     tenant_editor,
+    tenant_user,
     trigger,
     wait_run,
 )
@@ -91,8 +92,8 @@ async def test_who_may_trigger(settings: Settings) -> None:
         tenant_id, editor, root = await tenant_editor(client, settings)
         pipeline_id = await make_pipeline(client, editor, "p", emit(1))
         _, other_editor = await make_tenant_user(client, root, "globex", "editor")
-        viewer = await _user(client, root, tenant_id, "viewer")
-        operator = await _user(client, root, tenant_id, "operator")
+        viewer = await tenant_user(client, root, tenant_id, "viewer")
+        operator = await tenant_user(client, root, tenant_id, "operator")
 
         for path in (
             f"/api/v1/pipelines/{pipeline_id}/runs",
@@ -123,21 +124,6 @@ async def test_who_may_trigger(settings: Settings) -> None:
             headers=editor,
         )
         assert [r["id"] for r in listed.json()["items"]] == [by_operator.json()["run_id"]]
-
-
-async def _user(client: Any, root: dict[str, str], tenant_id: str, role: str) -> dict[str, str]:
-    password = "correct-horse-battery-staple"
-    created = await client.post(
-        "/api/v1/users",
-        json={"username": role, "password": password, "tenant_id": tenant_id, "roles": [role]},
-        headers=root,
-    )
-    assert created.status_code == 201, created.text
-    response = await client.post(
-        "/api/v1/auth/login", json={"username": role, "password": password}
-    )
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
 async def test_an_idempotency_key_makes_a_retried_trigger_return_the_same_run(

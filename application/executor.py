@@ -77,6 +77,7 @@ class RunExecutor:
         self.policy = policy or ExecutorPolicy()
         self.jitter = jitter
         self._executions: dict[str, _Execution] = {}
+        self._releasing = False
 
     @property
     def running(self) -> list[str]:
@@ -109,10 +110,12 @@ class RunExecutor:
         return attempt
 
     def release_all(self) -> None:
-        """Hand every run executing here back to the queue (shutting down)."""
+        """Hand every run executing here back to the queue (shutting down), and any run
+        whose execution begins from now on: one claimed just as the process began to
+        stop would otherwise run on, unwatched, until it is recovered as lost."""
+        self._releasing = True
         for execution in self._executions.values():
-            execution.releasing = True
-            execution.stop.set()
+            execution.release()
 
     def cancel_requested(self, run_id: str) -> None:
         """A cancel request was published for the run: stop it now if it runs here."""
@@ -156,9 +159,15 @@ class _Execution:
         assert self.run_ is not None
         return self.run_
 
+    def release(self) -> None:
+        self.releasing = True
+        self.stop.set()
+
     async def run(self) -> str:
         key = str(self.run_id)
         self.x._executions[key] = self
+        if self.x._releasing:
+            self.release()
         self.run_ = await asyncio.to_thread(self.x.store.load, Run, self.run_id, "run")
         beating = asyncio.create_task(self._heartbeat())
         try:

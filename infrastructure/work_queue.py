@@ -220,6 +220,13 @@ class Workers:
                 except BaseException:
                     self._slots.release()
                     raise
+                if stop.is_set():
+                    # Fetched as this process began to stop: hand the item straight
+                    # back for another executor rather than claim a run only to release
+                    # it (or leave it to wait out the ack wait).
+                    await _nak(messages[0], 0)
+                    self._slots.release()
+                    break
                 if not await self._start(messages[0]):
                     self._slots.release()
         finally:
@@ -227,8 +234,9 @@ class Workers:
                 await listener.unsubscribe()
 
     async def drain(self) -> None:
-        """Wait for the runs executing here (cancelled by the caller when it gives up)."""
-        if self._executions:
+        """Wait for the runs executing here, including any whose execution began while
+        waiting (cancelled by the caller when it gives up)."""
+        while self._executions:
             await asyncio.gather(*self._executions, return_exceptions=True)
 
     async def _start(self, msg: Msg) -> bool:

@@ -48,6 +48,9 @@ class ExecutorConfig:
     drain_seconds: float = 10.0
 
 
+_LOOPS_GRACE = 3.0
+"""Seconds the dispatcher and worker loops get to finish their last fetch on stop."""
+
 _QUEUED_TOO_LONG = """
 SELECT id::text, tenant_id FROM runs
  WHERE status = 'queued' AND queued_at < now() - %s
@@ -92,7 +95,12 @@ class ExecutorRole:
             self._executor.release_all()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(workers.drain(), c.drain_seconds)
-            for task in tasks:
+            # The loops end by themselves once their current fetch returns (a second at
+            # most). Cancelled inside a fetch, the message it was being handed (such as
+            # the run.requeued event of a run released just now) would be lost with
+            # the connection, and redelivered elsewhere only after the ack wait.
+            _, unfinished = await asyncio.wait(tasks, timeout=_LOOPS_GRACE)
+            for task in unfinished:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:

@@ -12,7 +12,7 @@
 - Workers: competing pull subscribers of the work stream's durable consumer, up to
   `concurrency` runs at a time per process. A worker claims the run through the
   aggregate (RunExecutor.claim), acks, and executes it. A run whose tenant is at
-  max_concurrent_runs, or suspended, is nak'ed with a delay: it stays queued.
+  max_concurrent_runs, or suspended, is nak'ed with a growing delay: it stays queued.
 """
 
 from __future__ import annotations
@@ -249,11 +249,10 @@ class Workers:
             return False
         try:
             attempt = await asyncio.to_thread(self._executor.claim, run_id)
-        except QuotaExceeded:
-            await _nak(msg, _waiting_delay(msg))  # at max_concurrent_runs: wait queued
-            return False
-        except TenantSuspended:
-            await _nak(msg, 30.0)
+        except (QuotaExceeded, TenantSuspended):
+            # At max_concurrent_runs, or suspended: the run waits queued, looked at
+            # again soon after a slot frees or the tenant is reactivated.
+            await _nak(msg, _waiting_delay(msg))
             return False
         except Exception as error:
             log.warning("could not claim run %s (will retry): %r", run_id, error)
@@ -283,7 +282,8 @@ class Workers:
 
 
 def _waiting_delay(msg: Msg) -> float:
-    """Back off while a run waits for a slot: 1 s, 2 s, 4 s ... up to 15 s."""
+    """Back off while a run waits for a slot or its tenant's reactivation: 1 s, 2 s,
+    4 s ... up to 15 s (the maintenance sweep's re-dispatch starts it over)."""
     delivered = msg.metadata.num_delivered if msg.metadata else 1
     return float(min(15.0, 2 ** min(delivered - 1, 4)))
 

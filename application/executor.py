@@ -184,7 +184,7 @@ class _Execution:
                 await beating
             self.x._executions.pop(key, None)
             with contextlib.suppress(Exception):
-                await self.x.heartbeats.stop(key)
+                await self.x.heartbeats.stop(key, self.attempt)
             if self.run_ is not None and self.run_.finished:
                 succeeded = self.run_.status == "succeeded"
                 with contextlib.suppress(Exception):

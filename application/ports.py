@@ -158,7 +158,9 @@ class Heartbeats(Protocol):
 
     async def beat(self, run_id: str, attempt: int, executor_id: str) -> None: ...
 
-    async def stop(self, run_id: str) -> None: ...
+    async def stop(self, run_id: str, attempt: int) -> None:
+        """The attempt ended here; a later attempt's beats are left alone."""
+        ...
 
     async def stale(self, older_than: float, limit: int) -> list[tuple[str, int]]:
         """(run id, attempt) of running runs whose executor has not beaten for

@@ -9,11 +9,14 @@ from datetime import timedelta
 
 from psycopg_pool import AsyncConnectionPool
 
+# The later of the current attempt's start and its last beat. A row left by an earlier
+# attempt (whose executor died) says nothing about the current one: counting it would
+# recover a new attempt before its first beat.
 _STALE = """
 SELECT r.id::text, r.attempt FROM runs r
-  LEFT JOIN run_heartbeats h ON h.run_id = r.id
+  LEFT JOIN run_heartbeats h ON h.run_id = r.id AND h.attempt = r.attempt
  WHERE r.status = 'running'
-   AND COALESCE(h.beat_at, r.started_at) < now() - %(older_than)s
+   AND GREATEST(r.started_at, h.beat_at) < now() - %(older_than)s
  ORDER BY r.started_at
  LIMIT %(limit)s
 """
@@ -33,9 +36,14 @@ class PostgresHeartbeats:
                 (run_id, attempt, executor_id),
             )
 
-    async def stop(self, run_id: str) -> None:
+    async def stop(self, run_id: str, attempt: int) -> None:
+        """The attempt has ended here. Only its own row goes: the run may already be
+        on its next attempt elsewhere, whose beats must stand."""
         async with self._pool.connection() as conn:
-            await conn.execute("DELETE FROM run_heartbeats WHERE run_id = %s", (run_id,))
+            await conn.execute(
+                "DELETE FROM run_heartbeats WHERE run_id = %s AND attempt = %s",
+                (run_id, attempt),
+            )
 
     async def stale(self, older_than: float, limit: int) -> list[tuple[str, int]]:
         """Running runs (per the runs read model) whose executor has not beaten for

@@ -182,11 +182,15 @@ class RunTimedOut(RunEvent):
 
 
 class RunRequeued(RunEvent):
-    """Recovered: its executor stopped heart-beating; another executor may claim it."""
+    """Queued again for another executor: recovered (its executor stopped
+    heart-beating), or `released` by an executor that shut down (not a lost attempt)."""
 
     reason: str
+    released: bool = False
 
     def apply(self, aggregate: Run) -> None:
+        if self.released:
+            aggregate.released_attempts += 1
         aggregate.status = "queued"
         aggregate.executor_id = None
         aggregate.steps = {name: StepState() for name in aggregate.steps}
@@ -237,6 +241,9 @@ class Run(Aggregate):
         self.finished_at: datetime | None = None
         self.error: str | None = None
         self.cancel_requested = False
+        self.released_attempts = 0
+        """Attempts handed back by an executor that shut down: not lost, so they do not
+        count against max_attempts."""
         self.steps: dict[str, StepState] = {s.name: StepState() for s in definition.steps}
 
     @classmethod
@@ -411,23 +418,26 @@ class Run(Aggregate):
         left (and it is not being cancelled), else mark it crashed. Returns the new
         status."""
         self._require_attempt(attempt)
+        lost = self.attempt - self.released_attempts
         if self.cancel_requested:
             self._trigger(RunCancelled, ctx, reason="cancelled", previous_status="running")
-        elif self.attempt < self.max_attempts:
+        elif lost < self.max_attempts:
             self._trigger(RunRequeued, ctx, reason=reason)
         else:
             self._trigger(
                 RunCrashed,
                 ctx,
-                reason=f"{reason}; gave up after {self.attempt} attempt(s)",
+                reason=f"{reason}; gave up after {lost} attempt(s)",
             )
         return self.status
 
-    def release(self, attempt: int, reason: str, ctx: CommandContext) -> None:
+    def release(self, attempt: int, reason: str, ctx: CommandContext) -> str:
         """The executor of `attempt` stops (shutting down): queue the run again for
-        another executor. Not a failure, so it does not count against max_attempts."""
+        another executor. Not a failure, so it does not count against max_attempts.
+        Returns the new status."""
         self._require_attempt(attempt)
-        self._trigger(RunRequeued, ctx, reason=reason)
+        self._trigger(RunRequeued, ctx, reason=reason, released=True)
+        return self.status
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -259,10 +259,22 @@ def test_an_executor_that_lost_its_attempt_cannot_record_anything() -> None:
 def test_release_requeues_without_spending_an_attempt() -> None:
     run = queued(max_attempts=1)
     attempt = run.start("executor-1", CTX)
-    run.release(attempt, "executor-1 shut down", CTX)
-    assert run.status == "queued"
+    assert run.release(attempt, "executor-1 shut down", CTX) == "queued"
     again = run.start("executor-2", CTX)
     assert again == 2
+    assert run.recover(again, "executor-2 vanished", CTX) == "crashed"
+    assert run.error is not None and "gave up after 1 attempt(s)" in run.error
+
+
+def test_a_released_attempt_leaves_the_recovery_budget_whole() -> None:
+    run = queued(max_attempts=2)
+    first = run.start("executor-1", CTX)
+    run.release(first, "executor-1 shut down", CTX)
+    second = run.start("executor-2", CTX)
+    assert run.recover(second, "executor-2 vanished", CTX) == "queued"
+    third = run.start("executor-3", CTX)
+    assert run.recover(third, "executor-3 vanished", CTX) == "crashed"
+    assert run.error is not None and "gave up after 2 attempt(s)" in run.error
 
 
 def test_a_resumed_run_marks_reused_steps_succeeded_without_running_them() -> None:

@@ -433,10 +433,14 @@ class Run(Aggregate):
 
     def release(self, attempt: int, reason: str, ctx: CommandContext) -> str:
         """The executor of `attempt` stops (shutting down): queue the run again for
-        another executor. Not a failure, so it does not count against max_attempts.
-        Returns the new status."""
+        another executor. Not a failure, so it does not count against max_attempts. A
+        run being cancelled is cancelled instead: queued again, it would wait forever
+        (a run being cancelled is never claimed). Returns the new status."""
         self._require_attempt(attempt)
-        self._trigger(RunRequeued, ctx, reason=reason, released=True)
+        if self.cancel_requested:
+            self._trigger(RunCancelled, ctx, reason="cancelled", previous_status="running")
+        else:
+            self._trigger(RunRequeued, ctx, reason=reason, released=True)
         return self.status
 
     # --- helpers ------------------------------------------------------------------------

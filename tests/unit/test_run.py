@@ -277,6 +277,16 @@ def test_a_released_attempt_leaves_the_recovery_budget_whole() -> None:
     assert run.error is not None and "gave up after 2 attempt(s)" in run.error
 
 
+def test_release_of_a_run_being_cancelled_cancels_it() -> None:
+    run, attempt = started()
+    run.start_step("a", attempt, CTX)
+    run.request_cancel("stop", CTX)
+    run.collect_events()
+    assert run.release(attempt, "executor-1 shut down", CTX) == "cancelled"
+    assert new_events(run) == [RunCancelled]
+    assert run.steps["a"].status == "cancelled"
+
+
 def test_a_resumed_run_marks_reused_steps_succeeded_without_running_them() -> None:
     run = queued(resume_from="b", retry_of=str(uuid4()))
     attempt = run.start("executor-1", CTX)

@@ -105,9 +105,12 @@ async def nats_names(nats_url: str) -> AsyncIterator[NatsNames]:
     yield names
     nc = await nats.connect(nats_url)
     try:
-        await nc.jetstream().delete_stream(names.stream)
-    except Exception:  # noqa: S110 - the test may never have created it
-        pass
+        # The events stream, and the executors' work and dead-letter streams beside it.
+        for stream in (names.stream, f"{names.stream}_WORK", f"{names.stream}_DEAD"):
+            try:
+                await nc.jetstream().delete_stream(stream)
+            except Exception:  # noqa: S110 - the test may never have created it
+                pass
     finally:
         await nc.close()
 

@@ -208,3 +208,22 @@ async def test_retry_from_the_failed_step_reuses_the_steps_before_it(settings: S
             f"/api/v1/runs/{resumed_id}/retry", json={"from_failed_step": True}, headers=editor
         )
         assert_error(no_failed_step, 422, "VALIDATION_ERROR")
+
+
+async def test_a_cancel_reaches_the_executor_without_waiting_for_its_heartbeat(
+    settings: Settings,
+) -> None:
+    # The executor re-reads its runs only every 60 s here, longer than the wait below
+    # allows: the run can only end in time through the cancel request published on NATS.
+    settings = run_settings(settings, heartbeat_interval=60.0, heartbeat_timeout=600.0)
+    async with running_app(settings, roles=ALL_ROLES) as client:
+        _, editor, _ = await tenant_editor(client, settings)
+        pipeline_id = await make_pipeline(
+            client, editor, "slow", step("nap", "Test.sleep", config={"seconds": 3600})
+        )
+        run_id = (await trigger(client, editor, pipeline_id))["run_id"]
+        await wait_run(client, editor, run_id, {"running"}, step=("nap", "running"))
+        cancel = await client.post(f"/api/v1/runs/{run_id}/cancel", headers=editor)
+        assert cancel.status_code == 202, cancel.text
+        run = await wait_run(client, editor, run_id)
+        assert run["status"] == "cancelled" and steps_of(run)["nap"]["status"] == "cancelled"

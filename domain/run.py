@@ -164,6 +164,7 @@ class RunCancelRequested(RunEvent):
 
     def apply(self, aggregate: Run) -> None:
         aggregate.cancel_requested = True
+        aggregate.cancel_reason = self.reason
 
 
 class RunCancelled(RunEvent):
@@ -241,6 +242,7 @@ class Run(Aggregate):
         self.finished_at: datetime | None = None
         self.error: str | None = None
         self.cancel_requested = False
+        self.cancel_reason = ""
         self.released_attempts = 0
         """Attempts handed back by an executor that shut down: not lost, so they do not
         count against max_attempts."""
@@ -407,7 +409,7 @@ class Run(Aggregate):
 
     def cancelled(self, attempt: int, ctx: CommandContext) -> None:
         self._require_attempt(attempt)
-        self._trigger(RunCancelled, ctx, reason="cancelled", previous_status="running")
+        self._cancel_running(ctx)
 
     def timed_out(self, attempt: int, timeout: float, ctx: CommandContext) -> None:
         self._require_attempt(attempt)
@@ -420,7 +422,7 @@ class Run(Aggregate):
         self._require_attempt(attempt)
         lost = self.attempt - self.released_attempts
         if self.cancel_requested:
-            self._trigger(RunCancelled, ctx, reason="cancelled", previous_status="running")
+            self._cancel_running(ctx)
         elif lost < self.max_attempts:
             self._trigger(RunRequeued, ctx, reason=reason)
         else:
@@ -438,12 +440,17 @@ class Run(Aggregate):
         (a run being cancelled is never claimed). Returns the new status."""
         self._require_attempt(attempt)
         if self.cancel_requested:
-            self._trigger(RunCancelled, ctx, reason="cancelled", previous_status="running")
+            self._cancel_running(ctx)
         else:
             self._trigger(RunRequeued, ctx, reason=reason, released=True)
         return self.status
 
     # --- helpers ------------------------------------------------------------------------
+
+    def _cancel_running(self, ctx: CommandContext) -> None:
+        """Honour the cancel request, keeping its reason (who asked) as the run's error."""
+        reason = self.cancel_reason or "cancelled"
+        self._trigger(RunCancelled, ctx, reason=reason, previous_status="running")
 
     def _finish(self, status: str, at: datetime, error: str | None) -> None:
         self.status = status

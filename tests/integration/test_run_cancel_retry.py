@@ -40,6 +40,8 @@ async def test_a_queued_run_is_cancelled_at_once_and_never_starts(settings: Sett
             )
         ).json()
         assert run["status"] == "cancelled" and run["started_at"] is None
+        me = (await client.get("/api/v1/auth/me", headers=editor)).json()
+        assert run["error"] == f"cancelled by user:{me['id']}"
         assert [s["status"] for s in run["steps"]] == ["skipped"]
         again = await client.post(f"/api/v1/runs/{queued['run_id']}:cancel", headers=editor)
         assert_error(again, 422, "VALIDATION_ERROR")
@@ -78,6 +80,8 @@ async def test_a_run_inside_a_slow_step_is_cancelled_promptly(settings: Settings
         # The step would sleep an hour: the run ending at all shows the cancel reached it.
         run = await wait_run(client, editor, run_id)
         assert run["status"] == "cancelled", run
+        me = (await client.get("/api/v1/auth/me", headers=editor)).json()
+        assert run["error"] == f"cancelled by user:{me['id']}"  # who asked, as when queued
         statuses = {name: s["status"] for name, s in steps_of(run).items()}
         assert statuses == {"first": "succeeded", "nap": "cancelled", "after": "skipped"}
         assert steps_of(run)["nap"]["finished_at"] is not None

@@ -277,6 +277,13 @@ def test_a_released_attempt_leaves_the_recovery_budget_whole() -> None:
     assert run.error is not None and "gave up after 2 attempt(s)" in run.error
 
 
+def test_a_running_run_cancelled_keeps_the_reason_of_the_request() -> None:
+    run, attempt = started()
+    run.request_cancel("cancelled by user:u1", CTX)
+    run.cancelled(attempt, CTX)
+    assert run.status == "cancelled" and run.error == "cancelled by user:u1"
+
+
 def test_release_of_a_run_being_cancelled_cancels_it() -> None:
     run, attempt = started()
     run.start_step("a", attempt, CTX)

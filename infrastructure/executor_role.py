@@ -80,6 +80,8 @@ class ExecutorRole:
         nc = await self._connect(stop)
         if nc is None:
             return
+        tasks: list[asyncio.Task[Any]] = []
+        workers: Workers | None = None
         try:
             js = nc.jetstream()
             await ensure_stream(js, c.events_stream, c.prefix)
@@ -99,11 +101,17 @@ class ExecutorRole:
             # most). Cancelled inside a fetch, the message it was being handed (such as
             # the run.requeued event of a run released just now) would be lost with
             # the connection, and redelivered elsewhere only after the ack wait.
-            _, unfinished = await asyncio.wait(tasks, timeout=_LOOPS_GRACE)
-            for task in unfinished:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=_LOOPS_GRACE)
         finally:
+            # What is still going (the grace ran out, or this role was cancelled) stops
+            # with the role instead of outliving its connections and pools; a run
+            # abandoned so is recovered after the heartbeat timeout.
+            leftovers = [*tasks, *(workers.executions if workers else ())]
+            leftovers = [task for task in leftovers if not task.done()]
+            for task in leftovers:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*leftovers, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), 5)
 

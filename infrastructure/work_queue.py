@@ -233,6 +233,11 @@ class Workers:
             with contextlib.suppress(Exception):
                 await listener.unsubscribe()
 
+    @property
+    def executions(self) -> list[asyncio.Task[Any]]:
+        """The tasks executing runs here now."""
+        return list(self._executions)
+
     async def drain(self) -> None:
         """Wait for the runs executing here, including any whose execution began while
         waiting (cancelled by the caller when it gives up)."""

@@ -20,7 +20,8 @@ LEVELS = ("debug", "info", "warning", "error")
 
 
 class StepLog:
-    """Collects one step attempt's lines in memory (bounded) and writes them in batches."""
+    """Collects one step attempt's lines in memory (bounded) and writes them in batches,
+    as often as the step runner flushes (while the step runs, and when it ends)."""
 
     def __init__(self, pool: AsyncConnectionPool, run_id: str, step: str, attempt: int) -> None:
         self._pool = pool
@@ -28,6 +29,8 @@ class StepLog:
         self._buffer: list[tuple[int, datetime, str, str]] = []
         self._seq = 0
         self._dropped = 0
+        """Lines dropped past MAX_LINES so far (all flushes)."""
+        self._dropped_written = 0
 
     def line(self, level: str, message: str) -> None:
         level = level if level in LEVELS else "info"
@@ -38,30 +41,37 @@ class StepLog:
         self._buffer.append((self._seq, datetime.now(UTC), level, message[:MAX_MESSAGE]))
 
     async def flush(self) -> None:
-        rows = self._buffer
-        if self._dropped:
-            rows = [
-                *rows,
-                (
-                    MAX_LINES + 1,
-                    datetime.now(UTC),
-                    "warning",
-                    f"{self._dropped} more lines dropped",
-                ),
-            ]
-            self._dropped = 0
-        if not rows:
+        rows, self._buffer = self._buffer, []
+        dropped = None
+        if self._dropped != self._dropped_written:
+            # One line counts every line dropped so far; a later flush updates it.
+            dropped = (
+                MAX_LINES + 1,
+                datetime.now(UTC),
+                "warning",
+                f"{self._dropped} more lines dropped",
+            )
+            self._dropped_written = self._dropped
+        if not rows and dropped is None:
             return
-        self._buffer = []
         run_id, step, attempt = self._key
         try:
             async with self._pool.connection() as conn, conn.cursor() as cur:
-                await cur.executemany(
-                    "INSERT INTO run_logs (run_id, step, attempt, seq, at, level, message)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                    " ON CONFLICT (run_id, step, attempt, seq) DO NOTHING",
-                    [(run_id, step, attempt, *row) for row in rows],
-                )
+                if rows:
+                    await cur.executemany(
+                        "INSERT INTO run_logs (run_id, step, attempt, seq, at, level, message)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                        " ON CONFLICT (run_id, step, attempt, seq) DO NOTHING",
+                        [(run_id, step, attempt, *row) for row in rows],
+                    )
+                if dropped is not None:
+                    await cur.execute(
+                        "INSERT INTO run_logs (run_id, step, attempt, seq, at, level, message)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                        " ON CONFLICT (run_id, step, attempt, seq)"
+                        " DO UPDATE SET at = EXCLUDED.at, message = EXCLUDED.message",
+                        (run_id, step, attempt, *dropped),
+                    )
         except Exception as error:
             # Logs must never fail a step.
             log.warning("could not store log lines of run %s step %s: %r", run_id, step, error)

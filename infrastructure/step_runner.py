@@ -15,6 +15,7 @@ older than the retention.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -29,12 +30,14 @@ from application.errors import StepFailed
 from application.ports import StepCall, StepOutcome
 from infrastructure.plugins.base import PluginError, Record, StepContext
 from infrastructure.plugins.catalog import PluginCatalog
-from infrastructure.run_logs import RunLogs
+from infrastructure.run_logs import RunLogs, StepLog
 
 log = logging.getLogger(__name__)
 
 BATCH = 500
 """Records read or written per thread hop."""
+LOG_FLUSH_SECONDS = 1.0
+"""How often a running step's new log lines are stored (readable over the API)."""
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -91,6 +94,8 @@ class PluginStepRunner:
         records = counter.count(_read_inputs(outputs, call.step.depends_on))
         partial = outputs / f".{call.step.name}.{call.run_attempt}.{call.step_attempt}.part"
         started = time.monotonic()
+        step_over = asyncio.Event()
+        flushing = asyncio.create_task(_flush_while_running(logger, step_over))
         try:
             produced = plugin_class().execute(config, context, records)
             written = await _write(partial, produced)
@@ -115,7 +120,8 @@ class PluginStepRunner:
         finally:
             # Left only by a failed or cancelled attempt: never half an output.
             await asyncio.to_thread(_remove_quietly, partial)
-            await logger.flush()
+            step_over.set()
+            await flushing  # its last flush stores what the step said to the end
         return StepOutcome(counts.records_in, counts.records_out)
 
     async def reuse(
@@ -134,6 +140,16 @@ class PluginStepRunner:
     async def prune(self, older_than: float) -> int:
         """Remove workspaces untouched for `older_than` seconds; how many were removed."""
         return await asyncio.to_thread(_prune, self._workspace_root, older_than)
+
+
+async def _flush_while_running(logger: StepLog, step_over: asyncio.Event) -> None:
+    """Store the step's log lines every LOG_FLUSH_SECONDS while it runs, so a long step
+    can be followed, and once more when it is over. Ended by `step_over`, never
+    cancelled: a flush cut short would lose the lines it had taken."""
+    while not step_over.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(step_over.wait(), LOG_FLUSH_SECONDS)
+        await logger.flush()
 
 
 class _Counter:

@@ -11,9 +11,12 @@ from infrastructure.settings import Settings
 from tests.integration.api_client import running_app
 from tests.integration.run_helpers import (
     ALL_ROLES,
+    get_run,
     make_pipeline,
+    poll,
     run_settings,
     step,
+    steps_of,
     tenant_editor,
     tenant_user,
     trigger,
@@ -105,6 +108,30 @@ async def test_logs_per_step_are_bounded(settings: Settings) -> None:
         assert everything["items"][0]["step"] == "quiet"  # oldest first
         page = (await client.get(path, params={"limit": 10}, headers=editor)).json()
         assert len(page["items"]) == 10 and page["truncated"]
+
+
+async def test_a_running_steps_log_lines_can_be_read_while_it_runs(settings: Settings) -> None:
+    settings = run_settings(settings)
+    async with running_app(settings, roles=ALL_ROLES) as client:
+        _, editor, _ = await tenant_editor(client, settings)
+        pipeline_id = await make_pipeline(
+            client, editor, "long", step("nap", "Test.sleep", config={"seconds": 3600})
+        )
+        run_id = (await trigger(client, editor, pipeline_id))["run_id"]
+        path = f"/api/v1/runs/{run_id}/logs"
+
+        async def said_so() -> list[dict[str, Any]] | None:
+            lines = (await client.get(path, headers=editor)).json()["items"]
+            return lines or None
+
+        lines = await poll(said_so, "the running step's first log line")
+        assert [(line["step"], line["attempt"], line["message"]) for line in lines] == [
+            ("nap", 1, "sleeping 3600.0s")
+        ]
+        run = await get_run(client, editor, run_id)
+        assert run["status"] == "running" and steps_of(run)["nap"]["status"] == "running"
+        await client.post(f"/api/v1/runs/{run_id}/cancel", headers=editor)
+        assert (await wait_run(client, editor, run_id))["status"] == "cancelled"
 
 
 async def test_running_recent_and_list_filters(settings: Settings) -> None:

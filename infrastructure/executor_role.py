@@ -3,9 +3,9 @@ workers, and maintenance, over one NATS connection.
 
 Maintenance runs in one process at a time (a Postgres advisory lock; the others stand
 by): it recovers runs whose executor stopped heart-beating, re-dispatches runs that have
-waited queued for a while (their item may have been lost with NATS, or dropped after
-too many deliveries; a newer item replaces an older one, so this never piles up), and
-prunes old workspaces and step logs.
+waited queued for a while and whose work item is missing (lost with NATS; a run whose
+item is there is left in its place in the queue), and prunes old workspaces and step
+logs.
 
 Stopping hands the runs executing here back to the queue, so another executor picks
 them up at once instead of after the heartbeat timeout.
@@ -155,9 +155,11 @@ class ExecutorRole:
 
     async def _redispatch(self, conn: AsyncConnection[Any], streams: WorkStreams) -> None:
         waited = timedelta(seconds=self._config.redispatch_after)
-        cur = await conn.execute(_QUEUED_TOO_LONG, (waited,))
-        for run_id, tenant_id in await cur.fetchall():
-            await streams.dispatch(WorkItem(run_id=run_id, tenant_id=tenant_id))
+        lost = await redispatch_lost(conn, streams, waited)
+        if lost:
+            log.warning(
+                "executor maintenance: re-dispatched %d queued runs with no work item", lost
+            )
 
     async def _prune(self, conn: AsyncConnection[Any]) -> None:
         removed = await self._steps.prune(self._config.workspace_retention)
@@ -165,6 +167,22 @@ class ExecutorRole:
         log.info(
             "executor maintenance: pruned %d workspaces and %d log lines", removed, cur.rowcount
         )
+
+
+async def redispatch_lost(
+    conn: AsyncConnection[Any], streams: WorkStreams, waited: timedelta
+) -> int:
+    """Publish a work item for each run queued longer than `waited` whose item is
+    missing; returns how many. A run whose item is there keeps it: a fresh item would
+    replace it at the back of the queue, so under a backlog lasting longer than `waited`
+    the oldest runs would be sent back behind newer ones again and again."""
+    cur = await conn.execute(_QUEUED_TOO_LONG, (waited,))
+    lost = 0
+    for run_id, tenant_id in await cur.fetchall():
+        if not await streams.has_item(tenant_id, run_id):
+            await streams.dispatch(WorkItem(run_id=run_id, tenant_id=tenant_id))
+            lost += 1
+    return lost
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

@@ -45,9 +45,11 @@ from infrastructure.nats import DUPLICATE_WINDOW_SECONDS
 log = logging.getLogger(__name__)
 
 DISPATCHED = frozenset({"norn.run.queued.v1", "norn.run.requeued.v1"})
-MAX_DELIVER = 10_000
-"""Bounds redelivery of one item; a run still queued after that is re-dispatched by the
-maintenance sweep with a fresh item."""
+MAX_DELIVER = -1
+"""Unbounded: an item stays deliverable until its run is claimed or no longer queued (a
+run waiting on its quota comes round every 15 s at most). The maintenance sweep
+re-dispatches only runs whose item is missing, so a bound would strand the run of an
+item that ran out of deliveries."""
 DEAD_LETTER_AGE = 14 * 86_400.0
 
 
@@ -113,6 +115,17 @@ class WorkStreams:
             stream=work_stream(self.events_stream),
             headers={"Nats-Msg-Id": msg_id} if msg_id else None,
         )
+
+    async def has_item(self, tenant_id: str, run_id: str) -> bool:
+        """Whether the run's work item is in the work stream (waiting, or being
+        handled and not yet acked)."""
+        try:
+            await self.js.get_last_msg(
+                work_stream(self.events_stream), work_subject(self.prefix, tenant_id, run_id)
+            )
+        except NotFoundError:
+            return False
+        return True
 
     async def dead_letter(self, msg: Msg, reason: str) -> None:
         """Keep an item or event nobody can process, and stop its redelivery."""

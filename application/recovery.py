@@ -36,6 +36,9 @@ class RunRecovery:
         for run_id, attempt in await self._heartbeats.stale(self._timeout, self._batch):
             status = await asyncio.to_thread(self._recover, run_id, attempt)
             if status is not None:
+                # The lost attempt's beat row: nobody else removes it (a crashed run
+                # has no next attempt to overwrite it).
+                await self._heartbeats.stop(run_id, attempt)
                 log.warning(
                     "run %s: no heartbeat from its executor for %.0fs (attempt %d): %s",
                     run_id,

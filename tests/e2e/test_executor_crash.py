@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from infrastructure.settings import Settings
@@ -121,6 +122,9 @@ async def test_a_killed_executors_run_is_recovered_per_policy(
             assert "RunRequeued" not in [n for n, _ in events]
             assert marks(settings.files_dir, tenant_id) == []
         assert [n for n, _ in events].count("RunStarted") == max_attempts
+        with psycopg.connect(settings.database_url or "") as conn:
+            beats = conn.execute("SELECT count(*) FROM run_heartbeats").fetchone()
+        assert beats == (0,)  # the dead executor's beat went with its attempt
         running = await client.get("/api/v1/runs/running", headers=editor)
         assert running.json()["items"] == []
 

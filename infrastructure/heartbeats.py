@@ -27,12 +27,14 @@ class PostgresHeartbeats:
         self._pool = pool
 
     async def beat(self, run_id: str, attempt: int, executor_id: str) -> None:
+        """Proof of life of `attempt`. An executor that lost its attempt beats once more
+        before it notices: that beat must not replace a newer attempt's."""
         async with self._pool.connection() as conn:
             await conn.execute(
-                "INSERT INTO run_heartbeats (run_id, attempt, executor_id, beat_at)"
+                "INSERT INTO run_heartbeats AS h (run_id, attempt, executor_id, beat_at)"
                 " VALUES (%s, %s, %s, now()) ON CONFLICT (run_id) DO UPDATE"
                 " SET attempt = EXCLUDED.attempt, executor_id = EXCLUDED.executor_id,"
-                " beat_at = EXCLUDED.beat_at",
+                " beat_at = EXCLUDED.beat_at WHERE h.attempt <= EXCLUDED.attempt",
                 (run_id, attempt, executor_id),
             )
 

@@ -86,3 +86,14 @@ async def test_stopping_one_attempt_leaves_the_next_attempts_beat(
     assert await heartbeats.stale(TIMEOUT, 100) == []
     await heartbeats.stop(run_id, 2)
     assert await heartbeats.stale(TIMEOUT, 100) == [(run_id, 2)]
+
+
+async def test_a_late_beat_of_a_lost_attempt_leaves_the_new_attempts_beat(
+    heartbeats: PostgresHeartbeats, database_url: str
+) -> None:
+    # Attempt 2 has run a long step since an hour ago, beating all along; attempt 1's
+    # executor, slow rather than dead, beats once more before it notices it lost the run.
+    run_id = running_run(database_url, attempt=2, started_seconds_ago=3600)
+    await heartbeats.beat(run_id, 2, "executor-b")
+    await heartbeats.beat(run_id, 1, "executor-a")
+    assert await heartbeats.stale(TIMEOUT, 100) == []

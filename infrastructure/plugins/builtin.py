@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
 from infrastructure.plugins.base import Plugin
+from infrastructure.plugins.files import InputFile, OutputFile
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 Url = Annotated[str, msgspec.Meta(pattern=r"^https?://", max_length=4096)]
-Format = Literal["jsonl", "csv", "json"]
 
 
 class _Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
-
-
-class InputFile(Plugin):
-    type, name = "Input", "file"
-    description = "Read records from a file in the tenant's folder (JSON lines, CSV, JSON)."
-
-    class Config(_Config):
-        path: NonEmpty
-        format: Format = "jsonl"
-
-    @classmethod
-    def check(cls, config: msgspec.Struct) -> list[str]:
-        return _relative_path_problems(config.path)  # type: ignore[attr-defined]
 
 
 class InputHttp(Plugin):
@@ -65,20 +52,6 @@ class Transform(Plugin):
         return []
 
 
-class OutputFile(Plugin):
-    type, name = "Output", "file"
-    description = "Write records to a file in the tenant's folder."
-
-    class Config(_Config):
-        path: NonEmpty
-        format: Format = "jsonl"
-        mode: Literal["overwrite", "append"] = "overwrite"
-
-    @classmethod
-    def check(cls, config: msgspec.Struct) -> list[str]:
-        return _relative_path_problems(config.path)  # type: ignore[attr-defined]
-
-
 class OutputWebhook(Plugin):
     type, name = "Output", "webhook"
     description = "POST records as JSON, signed with X-Norn-Signature when a secret is set."
@@ -89,13 +62,6 @@ class OutputWebhook(Plugin):
         secret: str | None = None
         batch_size: Annotated[int, msgspec.Meta(gt=0, le=10_000)] = 500
         timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
-
-
-def _relative_path_problems(path: str) -> list[str]:
-    parts = path.replace("\\", "/").split("/")
-    if path.startswith("/") or ".." in parts:
-        return ["config.path: must be relative to the tenant's folder, without '..'"]
-    return []
 
 
 BUILTIN_PLUGINS: tuple[type[Plugin], ...] = (

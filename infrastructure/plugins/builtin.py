@@ -8,6 +8,7 @@ import msgspec
 
 from infrastructure.plugins.base import Plugin
 from infrastructure.plugins.files import InputFile, OutputFile
+from infrastructure.plugins.processing import Aggregate, Filter, Transform
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 Url = Annotated[str, msgspec.Meta(pattern=r"^https?://", max_length=4096)]
@@ -29,29 +30,6 @@ class InputHttp(Plugin):
         records_path: str | None = None
 
 
-class Filter(Plugin):
-    type, name = "Data_Processing", "filter"
-    description = "Keep records for which an expression is true, e.g. amount > 10."
-
-    class Config(_Config):
-        expression: NonEmpty
-
-
-class Transform(Plugin):
-    type, name = "Data_Processing", "transform"
-    description = "Add or replace fields with computed expressions; optionally drop fields."
-
-    class Config(_Config):
-        fields: dict[str, str] = {}
-        drop: list[str] = []
-
-    @classmethod
-    def check(cls, config: msgspec.Struct) -> list[str]:
-        if not config.fields and not config.drop:  # type: ignore[attr-defined]
-            return ["config: set 'fields' or 'drop'"]
-        return []
-
-
 class OutputWebhook(Plugin):
     type, name = "Output", "webhook"
     description = "POST records as JSON, signed with X-Norn-Signature when a secret is set."
@@ -69,6 +47,7 @@ BUILTIN_PLUGINS: tuple[type[Plugin], ...] = (
     InputHttp,
     Filter,
     Transform,
+    Aggregate,
     OutputFile,
     OutputWebhook,
 )

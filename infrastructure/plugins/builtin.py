@@ -8,26 +8,14 @@ import msgspec
 
 from infrastructure.plugins.base import Plugin
 from infrastructure.plugins.files import InputFile, OutputFile
+from infrastructure.plugins.http import InputHttp
 from infrastructure.plugins.processing import Aggregate, Filter, Transform
 
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 Url = Annotated[str, msgspec.Meta(pattern=r"^https?://", max_length=4096)]
 
 
 class _Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
-
-
-class InputHttp(Plugin):
-    type, name = "Input", "http"
-    description = "GET JSON from a URL; a list becomes records, an object one record."
-
-    class Config(_Config):
-        url: Url
-        headers: dict[str, str] = {}
-        timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
-        max_bytes: Annotated[int, msgspec.Meta(gt=0, le=100_000_000)] = 10_000_000
-        records_path: str | None = None
 
 
 class OutputWebhook(Plugin):

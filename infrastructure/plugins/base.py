@@ -50,8 +50,8 @@ class StepContext:
     """This run's scratch directory (exists)."""
     files: Path
     """The tenant's folder, <NORN_FILES_ROOT>/<tenant_id>; created on demand."""
-    params: dict[str, Any]
-    cancelled: asyncio.Event
+    params: dict[str, Any] = field(default_factory=dict)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the run is cancelled or times out."""
     allow_private_networks: bool = False
     """NORN_ALLOW_PRIVATE_NETWORKS=1: HTTP plugins may reach private and loopback

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from infrastructure.plugins.base import Plugin, Record, StepContext
+from infrastructure.plugins.files import InputFile, OutputFile
 
 
 def make_context(tmp_path: Path, **overrides: Any) -> StepContext:
@@ -140,3 +141,27 @@ class LocalServer:
         self.release.set()
         self.http.shutdown()
         self.http.server_close()
+
+
+# --- files -------------------------------------------------------------------------------
+
+ORDERS = [
+    {"id": 1, "amount": 12.5, "status": "paid", "note": None, "vip": True},
+    {"id": 2, "amount": 3, "status": "open", "note": "call back", "vip": False},
+]
+
+
+def tenant_file(context: StepContext, relative: str) -> Path:
+    return context.files / relative
+
+
+def leftovers(context: StepContext) -> list[str]:
+    return [p.name for p in context.files.rglob("*norn-tmp*")]
+
+
+async def write(context: StepContext, records: list[Record], **config: str) -> list[Record]:
+    return await run(OutputFile, config, context, records)
+
+
+async def read(context: StepContext, **config: object) -> list[Record]:
+    return await run(InputFile, config, context)

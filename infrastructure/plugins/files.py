@@ -15,7 +15,9 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Annotated, Any, Literal
+
+import msgspec
 
 from infrastructure.plugins.base import Plugin, PluginError, Record, StepContext
 from infrastructure.plugins.blocking import batched, in_thread
@@ -37,6 +39,11 @@ from infrastructure.plugins.schema import (
     relative_path_problems,
 )
 
+_INFER_TYPES = (
+    "csv only: cells that spell numbers, true/false or nothing become numbers, booleans "
+    "and null (a leading zero or more than 18 digits stays text); false keeps every cell "
+    "as text."
+)
 CHECK_EVERY = 1000  # records between checks for cancellation
 WRITE_BYTES = 256 * 1024  # encoded output gathered before a write
 
@@ -60,11 +67,8 @@ class InputFile(Plugin):
     class Config(StepConfig):
         path: NonEmpty
         format: Format = "jsonl"
-        records_path: RecordsPath | None = None
-        """json only: dotted path to the list of records inside the document."""
-        infer_types: bool = True
-        """csv only: cells that spell numbers, true/false or nothing become numbers,
-        booleans and null; false keeps every cell as text."""
+        records_path: RecordsPath | None = None  # json only
+        infer_types: Annotated[bool, msgspec.Meta(description=_INFER_TYPES)] = True
 
     @classmethod
     def check(cls, config: Any) -> list[str]:

@@ -25,6 +25,7 @@ from infrastructure.plugins.network import (
 from infrastructure.plugins.schema import RecordsPath, Seconds, StepConfig, Url
 
 CHECK_EVERY = 1000
+_MAX = "Largest response body accepted, counted after decompression."
 
 
 class InputHttp(Plugin):
@@ -35,11 +36,8 @@ class InputHttp(Plugin):
         url: Url
         headers: dict[str, str] = {}
         timeout: Seconds = 30.0
-        """Seconds allowed to connect, and between any two reads or writes."""
-        max_bytes: Annotated[int, msgspec.Meta(gt=0, le=100_000_000)] = 10_000_000
-        """Largest response body accepted (after decompression)."""
+        max_bytes: Annotated[int, msgspec.Meta(gt=0, le=100_000_000, description=_MAX)] = 10_000_000
         records_path: RecordsPath | None = None
-        """Dotted path to the list of records inside the document, e.g. data.items."""
 
     async def execute(
         self, config: Any, context: StepContext, records: AsyncIterator[Record]

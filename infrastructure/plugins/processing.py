@@ -20,6 +20,13 @@ from infrastructure.plugins.expressions import Expression, ExpressionError, expr
 from infrastructure.plugins.schema import NonEmpty, StepConfig
 
 CHECK_EVERY = 1000
+_FIELDS = "New or replaced field → expression; every expression sees the incoming record."
+_AGGREGATES = (
+    "Output field → count | count:<field> | sum:<field> | avg:<field> | min:<field> | "
+    "max:<field>. Nulls are skipped; count counts records."
+)
+_GROUP_BY = "Fields whose values form a group; none: one group of all records."
+_MAX = "Most groups held in memory; more fails the step."
 FieldName = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
 
@@ -65,9 +72,8 @@ class Transform(Plugin):
     description = "Add or replace fields with computed expressions; optionally drop fields."
 
     class Config(StepConfig):
-        fields: dict[FieldName, NonEmpty] = {}
-        """New or replaced field → expression; every expression sees the incoming record."""
-        drop: list[FieldName] = []
+        fields: Annotated[dict[FieldName, NonEmpty], msgspec.Meta(description=_FIELDS)] = {}
+        drop: Annotated[list[FieldName], msgspec.Meta(description="Fields to remove.")] = []
 
     @classmethod
     def check(cls, config: Any) -> list[str]:
@@ -109,12 +115,12 @@ class Aggregate(Plugin):
     description = "Group records by fields and compute count, sum, avg, min and max per group."
 
     class Config(StepConfig):
-        aggregates: dict[FieldName, Annotated[str, msgspec.Meta(max_length=300)]]
-        """Output field → count | count:<field> | sum:<field> | avg:<field> |
-        min:<field> | max:<field>."""
-        group_by: list[FieldName] = []
-        """Fields whose values form a group; none: one group of every record."""
-        max_groups: Annotated[int, msgspec.Meta(gt=0, le=10_000_000)] = 1_000_000
+        aggregates: Annotated[
+            dict[FieldName, Annotated[str, msgspec.Meta(max_length=300)]],
+            msgspec.Meta(description=_AGGREGATES),
+        ]
+        group_by: Annotated[list[FieldName], msgspec.Meta(description=_GROUP_BY)] = []
+        max_groups: Annotated[int, msgspec.Meta(gt=0, le=10_000_000, description=_MAX)] = 1_000_000
 
     @classmethod
     def check(cls, config: Any) -> list[str]:

@@ -26,6 +26,8 @@ from infrastructure.plugins.network import (
 )
 from infrastructure.plugins.schema import Seconds, StepConfig, Url
 
+_SIGNING_HELP = "Signs each body: X-Norn-Signature: sha256=<hex HMAC-SHA256 of the body>."
+_BATCH = "Records per POST; each body is a JSON array."
 SIGNATURE_HEADER = "X-Norn-Signature"
 DELIVERY_HEADER = "X-Norn-Delivery"
 
@@ -42,10 +44,12 @@ class OutputWebhook(Plugin):
     class Config(StepConfig):
         url: Url
         headers: dict[str, str] = {}
-        secret: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
-        batch_size: Annotated[int, msgspec.Meta(gt=0, le=10_000)] = 500
+        secret: (
+            Annotated[str, msgspec.Meta(min_length=1, max_length=4096, description=_SIGNING_HELP)]
+            | None
+        ) = None
+        batch_size: Annotated[int, msgspec.Meta(gt=0, le=10_000, description=_BATCH)] = 500
         timeout: Seconds = 30.0
-        """Seconds allowed to connect, and between any two reads or writes."""
 
     async def execute(
         self, config: Any, context: StepContext, records: AsyncIterator[Record]

@@ -3,6 +3,7 @@ none lets a step leave the tenant's folder."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -67,6 +68,21 @@ async def test_an_overlong_line_is_refused_not_read_whole(
         await read(context, path="long.csv", format="csv")
     with pytest.raises(PluginError, match="record 1 is larger than 100 bytes"):
         await read(context, path="long.json", format="json")
+
+
+async def test_the_size_limit_is_per_record_not_for_what_follows_the_records(
+    context: StepContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fileformats, "MAX_RECORD_BYTES", 1000)
+    context.files.mkdir(parents=True)
+    # The list spans several 64 KiB chunks; then 200 KB without a record follow.
+    data = [{"n": n} for n in range(20_000)]
+    document = {"data": data, "appendix": "x" * 200_000}
+    tenant_file(context, "d.json").write_text(json.dumps(document))
+
+    records = await read(context, path="d.json", format="json", records_path="data")
+
+    assert records == data
 
 
 @pytest.mark.parametrize(

@@ -128,10 +128,13 @@ async def test_json_input_reads_the_list_at_records_path(context: StepContext) -
         json.dumps({"meta": {"n": 2}, "data": {"items": ORDERS}})
     )
     tenant_file(context, "one.json").write_text(json.dumps({"id": 7}))
+    tenant_file(context, "item.json").write_text(json.dumps({"item": {"a": 1}, "b": 2}))
 
     assert await read(context, path="doc.json", format="json", records_path="data.items") == ORDERS
     assert await read(context, path="doc.json", format="json", records_path="meta") == [{"n": 2}]
     assert await read(context, path="one.json", format="json") == [{"id": 7}]
+    # A key named "item" is not an array element.
+    assert await read(context, path="item.json", format="json") == [{"item": {"a": 1}, "b": 2}]
 
 
 async def test_an_input_step_consumes_and_drops_upstream_records(context: StepContext) -> None:

@@ -4,6 +4,7 @@ the data-dir tests touch only pytest's temporary directory."""
 
 from __future__ import annotations
 
+import os
 import stat
 import time
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 import jwt
 import pytest
 
+import api.bootstrap
+from api.cli import main
 from application.errors import AuthenticationFailed
 from infrastructure.security import (
     TokenService,
@@ -305,3 +308,71 @@ def test_a_leftover_temporary_file_cannot_make_a_key_readable(tmp_path: Path) ->
 
     assert mode(tmp_path / "jwt.key") == 0o600
     assert mode(tmp_path / "jwt.previous") == 0o600
+
+
+# --- norn jwt rotate --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A clean NORN_* environment with a temporary data dir, where starting a database
+    or NATS server fails the test: rotating keys must only touch files."""
+    for name in list(os.environ):
+        if name.startswith("NORN_"):
+            monkeypatch.delenv(name)
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("NORN_DATA_DIR", str(data_dir))
+
+    def no_servers(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("norn jwt rotate started servers")
+
+    monkeypatch.setattr(api.bootstrap, "start_servers", no_servers)
+    monkeypatch.setattr(api.bootstrap, "build_container", no_servers)
+    return data_dir
+
+
+def test_norn_jwt_rotate_makes_a_new_key_and_old_tokens_still_verify(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = service(*data_dir_keys(cli_env))
+    old_kid = key_id(data_dir_keys(cli_env)[0])
+    token = before.issue("user-1", "refresh", generation=1, **IDENTITY)
+
+    assert main(["jwt", "rotate"]) == 0
+
+    keys = data_dir_keys(cli_env)
+    new_kid = key_id(keys[0])
+    out = capsys.readouterr().out
+    assert new_kid != old_kid
+    assert f"kid {new_kid}" in out
+    assert old_kid in out
+    assert "restart" in out
+    assert keys[0] not in out and keys[1] not in out  # ids only, never the keys
+    after = service(*keys)
+    assert after.verify(token, "refresh").subject == "user-1"
+    assert jwt.get_unverified_header(after.issue("u", "access", **IDENTITY))["kid"] == new_kid
+
+
+def test_norn_jwt_rotate_keep_bounds_the_previous_keys(cli_env: Path) -> None:
+    first = data_dir_keys(cli_env)[0]
+    for _ in range(3):
+        assert main(["jwt", "rotate", "--keep", "0"]) == 0
+
+    keys = data_dir_keys(cli_env)
+    assert len(keys) == 2
+    assert first not in keys
+    assert main(["jwt", "rotate", "--keep", "-1"]) == 2
+
+
+def test_norn_jwt_rotate_refuses_when_the_key_comes_from_the_environment(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NORN_JWT_SECRET", KEY_A)
+
+    assert main(["jwt", "rotate"]) == 2
+
+    err = capsys.readouterr().err
+    assert "NORN_JWT_SECRET" in err and "NORN_JWT_PREVIOUS_SECRETS" in err
+    assert KEY_A not in err
+    assert not (cli_env / "jwt.key").exists()
+    assert not (cli_env / "jwt.previous").exists()

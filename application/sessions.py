@@ -16,7 +16,13 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 from application.api_keys import ApiKeyService
-from application.errors import AuthenticationFailed, NotFound, RateLimited, VersionConflict
+from application.errors import (
+    AuthenticationFailed,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    VersionConflict,
+)
 from application.event_store import NornEventStore
 from application.ports import LoginThrottle, PasswordHasher, TokenIssuer
 from application.principal import Principal
@@ -115,7 +121,12 @@ class SessionService:
     def logout(self, principal: Principal, correlation_id: str) -> int | None:
         """End the principal's session: its access and refresh tokens stop at once."""
         if principal.kind != "user" or principal.session_id is None:
-            raise AuthenticationFailed("only a logged-in user can log out")
+            # Valid credentials without a session: 403, not a 401 that would tell the
+            # client to authenticate again. A key is ended by revoking it.
+            raise PermissionDenied(
+                "only a logged-in user can log out; an API key has no session "
+                "(revoke it with DELETE /api/v1/api-keys/{id})"
+            )
         session = self._store.load(Session, UUID(principal.session_id), "session")
         if not session.end("logout", CommandContext(principal.actor, correlation_id)):
             return None

@@ -1,0 +1,304 @@
+"""Sessions over HTTP against the real app: refresh-token rotation, reuse of a spent
+refresh token ending the whole family, logout, and password change, deactivation and
+role changes holding on the very next request."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from uuid import uuid4
+
+import jwt
+from litestar.testing import AsyncTestClient
+
+from infrastructure.security import key_id
+from infrastructure.settings import Settings
+from tests.integration.api_client import (
+    assert_error,
+    create_pipeline,
+    login,
+    make_tenant_user,
+    pipeline_body,
+    running_app,
+)
+
+PASSWORD = "correct-horse-battery-staple"
+NEW_PASSWORD = "tr0ub4dor-and-three-more-words"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def sign_in(client: AsyncTestClient, username: str, password: str = PASSWORD) -> Any:
+    response = await client.post(
+        "/api/v1/auth/login", json={"username": username, "password": password}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def refresh(client: AsyncTestClient, refresh_token: str) -> Any:
+    return await client.post("/api/v1/auth/refresh", json={"refresh_token": refresh_token})
+
+
+async def me(client: AsyncTestClient, access_token: str) -> Any:
+    return await client.get("/api/v1/auth/me", headers=bearer(access_token))
+
+
+def session_of(token: str) -> str:
+    return str(jwt.decode(token, options={"verify_signature": False})["sid"])
+
+
+async def assert_dead(client: AsyncTestClient, tokens: dict[str, Any]) -> None:
+    """Neither the access nor the refresh token of this pair works any more."""
+    assert_error(await me(client, tokens["access_token"]), 401, "AUTHENTICATION_REQUIRED")
+    assert_error(await refresh(client, tokens["refresh_token"]), 401, "AUTHENTICATION_REQUIRED")
+
+
+async def assert_alive(client: AsyncTestClient, tokens: dict[str, Any]) -> None:
+    response = await me(client, tokens["access_token"])
+    assert response.status_code == 200, response.text
+
+
+async def tenant_with_user(
+    client: AsyncTestClient, settings: Settings, role: str = "editor"
+) -> tuple[dict[str, str], str, str]:
+    """A tenant whose admin's headers are returned, and a user `alice` with `role` in it:
+    (admin headers, tenant id, alice's user id)."""
+    root = await login(client, settings.admin_username or "", settings.admin_password or "")
+    tenant_id, admin = await make_tenant_user(client, root, "acme", "admin")
+    created = await client.post(
+        "/api/v1/users",
+        json={"username": "alice", "password": PASSWORD, "tenant_id": tenant_id, "roles": [role]},
+        headers=admin,
+    )
+    assert created.status_code == 201, created.text
+    return admin, tenant_id, created.json()["id"]
+
+
+async def test_refresh_returns_a_new_working_pair_each_time(settings: Settings) -> None:
+    async with running_app(settings) as client:
+        await tenant_with_user(client, settings)
+        first = await sign_in(client, "alice")
+
+        second_response = await refresh(client, first["refresh_token"])
+        assert second_response.status_code == 200, second_response.text
+        second = second_response.json()
+        third = (await refresh(client, second["refresh_token"])).json()
+
+        assert second["token_type"] == "bearer"
+        assert second["expires_in"] == settings.access_token_ttl
+        tokens = {t[k] for t in (first, second, third) for k in ("access_token", "refresh_token")}
+        assert len(tokens) == 6
+        for pair in (second, third):
+            assert (await me(client, pair["access_token"])).json()["username"] == "alice"
+        # Access tokens belong to the session, not to a refresh generation: one issued
+        # before a refresh keeps working until it expires or the session ends.
+        await assert_alive(client, first)
+        assert len({session_of(token) for token in tokens}) == 1  # one session throughout
+
+
+async def test_a_spent_refresh_token_presented_again_ends_the_whole_family(
+    settings: Settings,
+) -> None:
+    async with running_app(settings) as client:
+        await tenant_with_user(client, settings)
+        other_session = await sign_in(client, "alice")
+        first = await sign_in(client, "alice")
+        second = (await refresh(client, first["refresh_token"])).json()
+        await assert_alive(client, second)
+
+        reused = await refresh(client, first["refresh_token"])
+
+        error = assert_error(reused, 401, "AUTHENTICATION_REQUIRED")
+        assert "already used" in error["message"]
+        # The pair issued by the rotation is dead at once, and so is the original one.
+        await assert_dead(client, second)
+        await assert_dead(client, first)
+        # Only that session: the user's other login is untouched.
+        await assert_alive(client, other_session)
+        assert (await refresh(client, other_session["refresh_token"])).status_code == 200
+
+
+async def test_logout_ends_only_that_session_at_once(settings: Settings) -> None:
+    async with running_app(settings) as client:
+        await tenant_with_user(client, settings)
+        phone = await sign_in(client, "alice")
+        laptop = await sign_in(client, "alice")
+
+        out = await client.post("/api/v1/auth/logout", headers=bearer(laptop["access_token"]))
+
+        assert out.status_code == 204, out.text
+        assert out.content == b""
+        await assert_dead(client, laptop)
+        again = await client.post("/api/v1/auth/logout", headers=bearer(laptop["access_token"]))
+        assert_error(again, 401, "AUTHENTICATION_REQUIRED")
+        await assert_alive(client, phone)
+        assert (await refresh(client, phone["refresh_token"])).status_code == 200
+
+
+async def test_logout_after_a_refresh_ends_the_refreshed_pair_too(settings: Settings) -> None:
+    async with running_app(settings) as client:
+        await tenant_with_user(client, settings)
+        first = await sign_in(client, "alice")
+        second = (await refresh(client, first["refresh_token"])).json()
+
+        out = await client.post("/api/v1/auth/logout", headers=bearer(first["access_token"]))
+
+        assert out.status_code == 204, out.text
+        await assert_dead(client, second)
+
+
+async def test_changing_ones_password_ends_every_session_of_the_user(settings: Settings) -> None:
+    async with running_app(settings) as client:
+        _, _, alice_id = await tenant_with_user(client, settings)
+        phone = await sign_in(client, "alice")
+        laptop = await sign_in(client, "alice")
+        path = f"/api/v1/users/{alice_id}/password"
+
+        wrong = await client.post(
+            path,
+            json={"current_password": "not-the-password", "new_password": NEW_PASSWORD},
+            headers=bearer(laptop["access_token"]),
+        )
+        assert wrong.status_code in {401, 403, 422}, wrong.text
+        missing = await client.post(
+            path, json={"new_password": NEW_PASSWORD}, headers=bearer(laptop["access_token"])
+        )
+        assert_error(missing, 422, "VALIDATION_ERROR")
+        await assert_alive(client, phone)  # a refused change ends nothing
+
+        changed = await client.post(
+            path,
+            json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+            headers=bearer(laptop["access_token"]),
+        )
+
+        assert changed.status_code == 200, changed.text
+        await assert_dead(client, laptop)
+        await assert_dead(client, phone)
+        old = await client.post(
+            "/api/v1/auth/login", json={"username": "alice", "password": PASSWORD}
+        )
+        assert_error(old, 401, "AUTHENTICATION_REQUIRED")
+        await assert_alive(client, await sign_in(client, "alice", NEW_PASSWORD))
+
+
+async def test_an_admin_reset_also_ends_every_session(settings: Settings) -> None:
+    async with running_app(settings) as client:
+        admin, _, alice_id = await tenant_with_user(client, settings)
+        alice = await sign_in(client, "alice")
+
+        reset = await client.post(
+            f"/api/v1/users/{alice_id}/password", json={"new_password": NEW_PASSWORD}, headers=admin
+        )
+
+        assert reset.status_code == 200, reset.text
+        await assert_dead(client, alice)
+        await assert_alive(client, await sign_in(client, "alice", NEW_PASSWORD))
+
+
+async def test_deactivation_ends_sessions_and_reactivation_does_not_revive_them(
+    settings: Settings,
+) -> None:
+    async with running_app(settings) as client:
+        admin, _, alice_id = await tenant_with_user(client, settings)
+        before = await sign_in(client, "alice")
+        path = f"/api/v1/users/{alice_id}"
+
+        off = await client.put(path, json={"active": False}, headers=admin)
+
+        assert off.status_code == 200, off.text
+        await assert_dead(client, before)
+        refused = await client.post(
+            "/api/v1/auth/login", json={"username": "alice", "password": PASSWORD}
+        )
+        assert_error(refused, 401, "AUTHENTICATION_REQUIRED")
+
+        on = await client.put(path, json={"active": True}, headers=admin)
+
+        assert on.status_code == 200, on.text
+        await assert_dead(client, before)
+        after = await sign_in(client, "alice")
+        await assert_alive(client, after)
+
+        deleted = await client.delete(path, headers=admin)
+        assert deleted.status_code in {200, 204}, deleted.text
+        await assert_dead(client, after)
+
+
+async def test_a_role_change_holds_on_the_next_request_with_the_same_token(
+    settings: Settings,
+) -> None:
+    async with running_app(settings) as client:
+        admin, _, alice_id = await tenant_with_user(client, settings, role="editor")
+        alice = bearer((await sign_in(client, "alice"))["access_token"])
+        await create_pipeline(client, alice, "first")
+
+        demoted = await client.put(
+            f"/api/v1/users/{alice_id}", json={"roles": ["viewer"]}, headers=admin
+        )
+
+        assert demoted.status_code == 200, demoted.text
+        write = await client.post("/api/v1/pipelines", json=pipeline_body("second"), headers=alice)
+        assert_error(write, 403, "PERMISSION_DENIED")
+        assert (await client.get("/api/v1/pipelines", headers=alice)).status_code == 200
+        assert (await client.get("/api/v1/auth/me", headers=alice)).json()["roles"] == ["viewer"]
+
+        promoted = await client.put(
+            f"/api/v1/users/{alice_id}", json={"roles": ["editor"]}, headers=admin
+        )
+        assert promoted.status_code == 200, promoted.text
+        await create_pipeline(client, alice, "third")
+
+
+async def test_refresh_refuses_anything_but_a_live_refresh_token(settings: Settings) -> None:
+    secret = settings.jwt_secret or ""
+    other_key = "another-secret-that-is-long-enough-for-hs256-xyz"
+    async with running_app(settings) as client:
+        await tenant_with_user(client, settings)
+        tokens = await sign_in(client, "alice")
+        claims = jwt.decode(tokens["refresh_token"], options={"verify_signature": False})
+        now = int(time.time())
+
+        def signed(key: str, **changes: Any) -> str:
+            return jwt.encode({**claims, **changes}, key, "HS256", {"kid": key_id(key)})
+
+        bad = {
+            "an access token": tokens["access_token"],
+            "garbage": "not.a.jwt",
+            "signed with another key": signed(other_key),
+            "another key under our kid": jwt.encode(
+                claims, other_key, "HS256", {"kid": key_id(secret)}
+            ),
+            "expired": signed(secret, iat=now - 60, nbf=now - 60, exp=now - 1),
+            "alg none": jwt.encode(claims, None, algorithm="none"),
+            "unknown session": signed(secret, sid=str(uuid4())),
+            "another user's session": signed(secret, sub=str(uuid4())),
+        }
+        assert (await refresh(client, signed(secret))).status_code == 200  # the control
+        for label, token in bad.items():
+            response = await refresh(client, token)
+            assert response.status_code == 401, (label, response.text)
+            assert_error(response, 401, "AUTHENTICATION_REQUIRED")
+        empty = await client.post("/api/v1/auth/refresh", json={"refresh_token": ""})
+        assert empty.status_code in {400, 422}, empty.text
+
+
+async def test_an_api_key_cannot_log_out(settings: Settings) -> None:
+    async with running_app(settings) as client:
+        admin, _, _ = await tenant_with_user(client, settings)
+        created = await client.post(
+            "/api/v1/api-keys", json={"name": "ci", "roles": ["viewer"]}, headers=admin
+        )
+        assert created.status_code == 201, created.text
+        key = created.json()["key"]
+
+        for headers in ({"X-API-Key": key}, bearer(key)):
+            response = await client.post("/api/v1/auth/logout", headers=headers)
+            # Valid credentials without a session: forbidden, not "authenticate again".
+            error = assert_error(response, 403, "PERMISSION_DENIED")
+            assert "api-keys" in error["message"]
+            assert "www-authenticate" not in response.headers
+        assert (await client.get("/api/v1/auth/me", headers={"X-API-Key": key})).status_code == 200

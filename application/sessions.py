@@ -26,6 +26,7 @@ from application.errors import (
 from application.event_store import NornEventStore
 from application.ports import LoginThrottle, PasswordHasher, TokenIssuer
 from application.principal import Principal
+from domain.errors import InvalidCommand
 from domain.events import CommandContext
 from domain.session import Session
 from domain.tenant import Tenant
@@ -33,6 +34,8 @@ from domain.user import User, user_id_for
 
 _INVALID_LOGIN = "invalid username or password"
 _INVALID_TOKEN = "invalid or expired token"  # noqa: S105 - a message
+# Saves of one session that lose a race are decided again on its new state this often.
+_SAVE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -104,19 +107,27 @@ class SessionService:
         """New tokens for a refresh token of the session's current generation. A spent
         one ends the session (its every token stops working) and is refused."""
         claims = self._tokens.verify(refresh_token, "refresh")
-        session, user = self._live_session(claims.session_id, claims.subject)
-        ctx = CommandContext(f"user:{user.id}", correlation_id)
-        generation = session.rotate(claims.generation, self._clock(), ctx)
-        try:
-            position = self._store.append(session)
-        except VersionConflict:
-            # A concurrent refresh of this session won; this one is simply refused.
-            raise AuthenticationFailed(_INVALID_TOKEN) from None
-        if generation is None:
-            raise AuthenticationFailed(
-                "this refresh token was already used: the session has been ended; log in again"
-            )
-        return self._issue(user, session, position)
+        for _ in range(_SAVE_ATTEMPTS):
+            session, user = self._live_session(claims.session_id, claims.subject)
+            ctx = CommandContext(f"user:{user.id}", correlation_id)
+            try:
+                generation = session.rotate(claims.generation, self._clock(), ctx)
+            except InvalidCommand:  # expired since _live_session looked
+                raise AuthenticationFailed(_INVALID_TOKEN) from None
+            try:
+                position = self._store.append(session)
+            except VersionConflict:
+                # Another refresh (or a logout) of this session was saved first. Decide
+                # again on the session as it is now: this token's generation is spent,
+                # so presenting it is a reuse that ends the session, however close the
+                # two came; a race must not let either copy live on.
+                continue
+            if generation is None:
+                raise AuthenticationFailed(
+                    "this refresh token was already used: the session has been ended; log in again"
+                )
+            return self._issue(user, session, position)
+        raise AuthenticationFailed(_INVALID_TOKEN)
 
     def logout(self, principal: Principal, correlation_id: str) -> int | None:
         """End the principal's session: its access and refresh tokens stop at once."""
@@ -127,10 +138,17 @@ class SessionService:
                 "only a logged-in user can log out; an API key has no session "
                 "(revoke it with DELETE /api/v1/api-keys/{id})"
             )
-        session = self._store.load(Session, UUID(principal.session_id), "session")
-        if not session.end("logout", CommandContext(principal.actor, correlation_id)):
-            return None
-        return self._store.append(session)
+        ctx = CommandContext(principal.actor, correlation_id)
+        for _ in range(_SAVE_ATTEMPTS):
+            session = self._store.load(Session, UUID(principal.session_id), "session")
+            if not session.end("logout", ctx):
+                return None
+            try:
+                return self._store.append(session)
+            except VersionConflict:
+                # A refresh of this session was saved first: end it as it is now.
+                continue
+        raise VersionConflict("the session kept changing; log out again")
 
     # --- authentication of requests -------------------------------------------------------
 

@@ -4,14 +4,25 @@ role changes holding on the very next request."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import jwt
+import pytest
 from litestar.testing import AsyncTestClient
 
-from infrastructure.security import key_id
+from application.api_keys import ApiKeyService
+from application.errors import AuthenticationFailed
+from application.event_store import NornEventStore
+from application.sessions import IssuedTokens, SessionService
+from domain.events import CommandContext
+from domain.session import Session
+from domain.user import User
+from infrastructure.api_key_secrets import ApiKeySecrets
+from infrastructure.postgres import open_event_store
+from infrastructure.security import Argon2PasswordHasher, TokenService, key_id
 from infrastructure.settings import Settings
 from tests.integration.api_client import (
     assert_error,
@@ -302,3 +313,120 @@ async def test_an_api_key_cannot_log_out(settings: Settings) -> None:
             assert "api-keys" in error["message"]
             assert "www-authenticate" not in response.headers
         assert (await client.get("/api/v1/auth/me", headers={"X-API-Key": key})).status_code == 200
+
+
+async def test_the_same_refresh_token_presented_concurrently_ends_the_family(
+    settings: Settings,
+) -> None:
+    # Two presentations of one refresh token are a reuse however close together they
+    # come: the loser of the race must end the session, not just be refused.
+    async with running_app(settings) as client:
+        await tenant_with_user(client, settings)
+        tokens = await sign_in(client, "alice")
+
+        responses = await asyncio.gather(
+            *(refresh(client, tokens["refresh_token"]) for _ in range(4))
+        )
+
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses.count(200) <= 1 and set(statuses) <= {200, 401}, statuses
+        for response in responses:
+            if response.status_code == 200:
+                await assert_dead(client, response.json())
+        await assert_dead(client, tokens)
+
+
+async def test_a_refresh_that_loses_a_race_to_another_process_ends_the_family(
+    database_url: str, settings: Settings
+) -> None:
+    # Two API processes take the same refresh token: the second loads the session before
+    # the first saves its rotation. Its token's generation is spent by the time it saves,
+    # so it must end the session like any reuse, not merely be refused. Forced order,
+    # real Postgres: the other process's refresh runs just before this one's append.
+    this_store = open_event_store(database_url, pool_size=2)
+    other_store = open_event_store(database_url, pool_size=2)
+    try:
+        this, other = sessions_of(this_store, settings), sessions_of(other_store, settings)
+        register(this_store, "alice")
+        tokens = this.login("alice", PASSWORD, "corr")
+        won: list[IssuedTokens] = []
+        save = this_store.append
+
+        def other_process_saves_first(*aggregates: Any, **kwargs: Any) -> int | None:
+            if not won:
+                won.append(other.refresh(tokens.refresh_token, "corr-other"))
+            return save(*aggregates, **kwargs)
+
+        this_store.append = other_process_saves_first  # type: ignore[method-assign]
+
+        with pytest.raises(AuthenticationFailed):
+            this.refresh(tokens.refresh_token, "corr-this")
+
+        session = other_store.load(Session, UUID(tokens.session_id), "session")
+        assert (session.ended, session.end_reason) == (True, "refresh_token_reuse")
+        for service in (this, other):
+            with pytest.raises(AuthenticationFailed):
+                service.principal_for_token(won[0].access_token)
+            with pytest.raises(AuthenticationFailed):
+                service.refresh(won[0].refresh_token, "corr-again")
+    finally:
+        this_store.close()
+        other_store.close()
+
+
+def sessions_of(store: NornEventStore, settings: Settings) -> SessionService:
+    tokens = TokenService(
+        [settings.jwt_secret or ""],
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        access_ttl=settings.access_token_ttl,
+        refresh_ttl=settings.refresh_token_ttl,
+    )
+    api_keys = ApiKeyService(store, ApiKeySecrets())
+    return SessionService(store, Argon2PasswordHasher(), tokens, api_keys)
+
+
+def register(store: NornEventStore, username: str) -> None:
+    user = User.register(
+        username=username,
+        password_hash=Argon2PasswordHasher().hash(PASSWORD),
+        tenant_id=None,
+        roles=("platform_admin",),
+        ctx=CommandContext("system:test", "seed"),
+    )
+    store.append(user)
+
+
+async def test_a_logout_that_races_a_refresh_still_ends_the_session(
+    database_url: str, settings: Settings
+) -> None:
+    # The client refreshes (in another process) while the user logs out: the logout must
+    # not fail with a version conflict and leave the refreshed pair alive.
+    this_store = open_event_store(database_url, pool_size=2)
+    other_store = open_event_store(database_url, pool_size=2)
+    try:
+        this, other = sessions_of(this_store, settings), sessions_of(other_store, settings)
+        register(this_store, "alice")
+        tokens = this.login("alice", PASSWORD, "corr")
+        principal = this.principal_for_token(tokens.access_token)
+        won: list[IssuedTokens] = []
+        save = this_store.append
+
+        def other_process_saves_first(*aggregates: Any, **kwargs: Any) -> int | None:
+            if not won:
+                won.append(other.refresh(tokens.refresh_token, "corr-other"))
+            return save(*aggregates, **kwargs)
+
+        this_store.append = other_process_saves_first  # type: ignore[method-assign]
+
+        assert this.logout(principal, "corr-logout") is not None
+
+        session = other_store.load(Session, UUID(tokens.session_id), "session")
+        assert (session.ended, session.end_reason) == (True, "logout")
+        with pytest.raises(AuthenticationFailed):
+            other.principal_for_token(won[0].access_token)
+        with pytest.raises(AuthenticationFailed):
+            other.refresh(won[0].refresh_token, "corr-again")
+    finally:
+        this_store.close()
+        other_store.close()

@@ -10,7 +10,7 @@ the very next request, in every API process.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
@@ -260,35 +260,40 @@ class LoginService:
     like known ones, so the throttle reveals nothing about which names exist."""
 
     def __init__(
-        self, sessions: SessionService, throttle: LoginThrottle, policy: LoginPolicy
+        self,
+        sessions: SessionService,
+        throttle: LoginThrottle,
+        policy: LoginPolicy,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._sessions = sessions
         self._throttle = throttle
         self._policy = policy
+        self._sleep = sleep  # how a slowed login waits (tests record it instead)
 
     async def login(
         self, username: str, password: str, client_address: str, correlation_id: str
     ) -> IssuedTokens:
         keys = [f"user:{username.strip().casefold()}", f"address:{client_address}"]
-        attempts = await self._throttle.attempts(keys)
+        policy = self._policy
+        limits = [policy.lock_after_user, policy.lock_after_address]
+        attempts = await self._throttle.begin(keys, limits, policy.lock_seconds)
         locked_for = max(a.locked_for for a in attempts)
         if locked_for > 0:
             raise RateLimited(
                 f"too many failed logins; try again in {int(locked_for) + 1} seconds",
                 locked_for,
             )
-        delay = self._policy.delay(max(a.failures for a in attempts))
+        delay = policy.delay(max(a.failures for a in attempts))
         if delay:
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
         try:
             tokens = await asyncio.to_thread(
                 self._sessions.login, username, password, correlation_id
             )
         except AuthenticationFailed:
-            policy = self._policy
-            await self._throttle.failed(
-                keys, [policy.lock_after_user, policy.lock_after_address], policy.lock_seconds
-            )
+            await self._throttle.failed(keys, limits, policy.lock_seconds)
             raise
-        await self._throttle.succeeded(keys[0])
+        # Anything else (the store down, the client gone) leaves the attempt counted.
+        await self._throttle.succeeded(keys[0], keys[1:])
         return tokens

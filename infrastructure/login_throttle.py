@@ -7,6 +7,7 @@ The policy (how many failures slow or lock, for how long) is the application's
 
 from __future__ import annotations
 
+import hashlib
 import time
 from datetime import timedelta
 
@@ -34,7 +35,10 @@ UPDATE login_attempts SET locked_until = now() + %(lock)s, failures = 0,
 
 
 def stored_key(key: str) -> str:
-    return key
+    """How a key is kept: its kind, then a digest. The table then holds no username as
+    typed (people type passwords into the username field) and no client address."""
+    kind = key.partition(":")[0]
+    return f"{kind}:{hashlib.sha256(b'norn-login-throttle:' + key.encode()).hexdigest()}"
 
 
 class PostgresLoginThrottle:

@@ -5,6 +5,7 @@ role changes holding on the very next request."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 from uuid import UUID, uuid4
@@ -14,6 +15,7 @@ import jwt
 import pytest
 from litestar.testing import AsyncTestClient
 
+from api.cli import main as cli_main
 from application.api_keys import ApiKeyService
 from application.errors import AuthenticationFailed
 from application.event_store import NornEventStore
@@ -23,7 +25,12 @@ from domain.session import Session
 from domain.user import User
 from infrastructure.api_key_secrets import ApiKeySecrets
 from infrastructure.postgres import open_event_store
-from infrastructure.security import Argon2PasswordHasher, TokenService, key_id
+from infrastructure.security import (
+    Argon2PasswordHasher,
+    TokenService,
+    data_dir_keys,
+    key_id,
+)
 from infrastructure.settings import Settings
 from tests.integration.api_client import (
     assert_error,
@@ -434,3 +441,40 @@ async def test_a_logout_that_races_a_refresh_still_ends_the_session(
     finally:
         this_store.close()
         other_store.close()
+
+
+async def test_jwt_key_rotation_keeps_existing_sessions_working(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Configured keys: a new NORN_JWT_SECRET with the old one in NORN_JWT_PREVIOUS_SECRETS
+    keeps tokens the old key signed working; dropping it ends them. The data dir's keys
+    (no NORN_JWT_SECRET) rotate with `norn jwt rotate` the same way."""
+    old_key, new_key = settings.jwt_secret or "", "the-next-signing-key-also-long-enough-4096"
+    async with running_app(settings) as client:
+        await tenant_with_user(client, settings)
+        before = await sign_in(client, "alice")
+
+    rotated = dataclasses.replace(settings, jwt_secret=new_key, jwt_previous_secrets=old_key)
+    async with running_app(rotated) as client:
+        await assert_alive(client, before)
+        after = (await refresh(client, before["refresh_token"])).json()
+        assert jwt.get_unverified_header(after["access_token"])["kid"] == key_id(new_key)
+        await assert_alive(client, after)
+
+    dropped = dataclasses.replace(settings, jwt_secret=new_key, jwt_previous_secrets=None)
+    async with running_app(dropped) as client:
+        assert_error(await me(client, before["access_token"]), 401, "AUTHENTICATION_REQUIRED")
+        await assert_alive(client, after)
+
+    embedded = dataclasses.replace(settings, jwt_secret=None)
+    async with running_app(embedded) as client:
+        first = await sign_in(client, "alice")
+        kid = jwt.get_unverified_header(first["access_token"])["kid"]
+        assert kid == key_id(data_dir_keys(settings.data_dir)[0])
+    monkeypatch.delenv("NORN_JWT_SECRET", raising=False)
+    monkeypatch.setenv("NORN_DATA_DIR", str(settings.data_dir))
+    assert cli_main(["jwt", "rotate"]) == 0
+    async with running_app(embedded) as client:
+        await assert_alive(client, first)
+        second = (await refresh(client, first["refresh_token"])).json()
+        assert jwt.get_unverified_header(second["access_token"])["kid"] != kid

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -385,7 +387,9 @@ async def test_a_refresh_that_loses_a_race_to_another_process_ends_the_family(
         other_store.close()
 
 
-def sessions_of(store: NornEventStore, settings: Settings) -> SessionService:
+def sessions_of(
+    store: NornEventStore, settings: Settings, clock: Callable[[], datetime] | None = None
+) -> SessionService:
     tokens = TokenService(
         [settings.jwt_secret or ""],
         issuer=settings.jwt_issuer,
@@ -394,7 +398,9 @@ def sessions_of(store: NornEventStore, settings: Settings) -> SessionService:
         refresh_ttl=settings.refresh_token_ttl,
     )
     api_keys = ApiKeyService(store, ApiKeySecrets())
-    return SessionService(store, Argon2PasswordHasher(), tokens, api_keys)
+    if clock is None:
+        return SessionService(store, Argon2PasswordHasher(), tokens, api_keys)
+    return SessionService(store, Argon2PasswordHasher(), tokens, api_keys, clock)
 
 
 def register(store: NornEventStore, username: str) -> None:
@@ -478,3 +484,27 @@ async def test_jwt_key_rotation_keeps_existing_sessions_working(
         await assert_alive(client, first)
         second = (await refresh(client, first["refresh_token"])).json()
         assert jwt.get_unverified_header(second["access_token"])["kid"] != kid
+
+
+async def test_a_session_ends_its_lifetime_after_login_however_often_refreshed(
+    database_url: str, settings: Settings
+) -> None:
+    # Refreshing issues refresh tokens that outlive the session; the session's own expiry
+    # (NORN_REFRESH_TOKEN_TTL after login) still ends it. Checked with a later clock.
+    store = open_event_store(database_url, pool_size=2)
+    try:
+        now = sessions_of(store, settings)
+        register(store, "alice")
+        tokens = now.refresh(now.login("alice", PASSWORD, "corr").refresh_token, "corr")
+        lifetime = timedelta(seconds=settings.refresh_token_ttl)
+        just_before = sessions_of(store, settings, lambda: datetime.now(UTC) + lifetime * 0.99)
+        after = sessions_of(store, settings, lambda: datetime.now(UTC) + lifetime)
+
+        assert just_before.principal_for_token(tokens.access_token).name == "alice"
+        with pytest.raises(AuthenticationFailed):
+            after.principal_for_token(tokens.access_token)
+        with pytest.raises(AuthenticationFailed):
+            after.refresh(tokens.refresh_token, "corr-late")
+        assert just_before.refresh(tokens.refresh_token, "corr-in-time").refresh_token
+    finally:
+        store.close()

@@ -10,16 +10,23 @@ the very next request, in every API process.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 from application.api_keys import ApiKeyService
-from application.errors import AuthenticationFailed, NotFound, RateLimited, VersionConflict
+from application.errors import (
+    AuthenticationFailed,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    VersionConflict,
+)
 from application.event_store import NornEventStore
 from application.ports import LoginThrottle, PasswordHasher, TokenIssuer
 from application.principal import Principal
+from domain.errors import InvalidCommand
 from domain.events import CommandContext
 from domain.session import Session
 from domain.tenant import Tenant
@@ -27,6 +34,8 @@ from domain.user import User, user_id_for
 
 _INVALID_LOGIN = "invalid username or password"
 _INVALID_TOKEN = "invalid or expired token"  # noqa: S105 - a message
+# Saves of one session that lose a race are decided again on its new state this often.
+_SAVE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -98,28 +107,48 @@ class SessionService:
         """New tokens for a refresh token of the session's current generation. A spent
         one ends the session (its every token stops working) and is refused."""
         claims = self._tokens.verify(refresh_token, "refresh")
-        session, user = self._live_session(claims.session_id, claims.subject)
-        ctx = CommandContext(f"user:{user.id}", correlation_id)
-        generation = session.rotate(claims.generation, self._clock(), ctx)
-        try:
-            position = self._store.append(session)
-        except VersionConflict:
-            # A concurrent refresh of this session won; this one is simply refused.
-            raise AuthenticationFailed(_INVALID_TOKEN) from None
-        if generation is None:
-            raise AuthenticationFailed(
-                "this refresh token was already used: the session has been ended; log in again"
-            )
-        return self._issue(user, session, position)
+        for _ in range(_SAVE_ATTEMPTS):
+            session, user = self._live_session(claims.session_id, claims.subject)
+            ctx = CommandContext(f"user:{user.id}", correlation_id)
+            try:
+                generation = session.rotate(claims.generation, self._clock(), ctx)
+            except InvalidCommand:  # expired since _live_session looked
+                raise AuthenticationFailed(_INVALID_TOKEN) from None
+            try:
+                position = self._store.append(session)
+            except VersionConflict:
+                # Another refresh (or a logout) of this session was saved first. Decide
+                # again on the session as it is now: this token's generation is spent,
+                # so presenting it is a reuse that ends the session, however close the
+                # two came; a race must not let either copy live on.
+                continue
+            if generation is None:
+                raise AuthenticationFailed(
+                    "this refresh token was already used: the session has been ended; log in again"
+                )
+            return self._issue(user, session, position)
+        raise AuthenticationFailed(_INVALID_TOKEN)
 
     def logout(self, principal: Principal, correlation_id: str) -> int | None:
         """End the principal's session: its access and refresh tokens stop at once."""
         if principal.kind != "user" or principal.session_id is None:
-            raise AuthenticationFailed("only a logged-in user can log out")
-        session = self._store.load(Session, UUID(principal.session_id), "session")
-        if not session.end("logout", CommandContext(principal.actor, correlation_id)):
-            return None
-        return self._store.append(session)
+            # Valid credentials without a session: 403, not a 401 that would tell the
+            # client to authenticate again. A key is ended by revoking it.
+            raise PermissionDenied(
+                "only a logged-in user can log out; an API key has no session "
+                "(revoke it with DELETE /api/v1/api-keys/{id})"
+            )
+        ctx = CommandContext(principal.actor, correlation_id)
+        for _ in range(_SAVE_ATTEMPTS):
+            session = self._store.load(Session, UUID(principal.session_id), "session")
+            if not session.end("logout", ctx):
+                return None
+            try:
+                return self._store.append(session)
+            except VersionConflict:
+                # A refresh of this session was saved first: end it as it is now.
+                continue
+        raise VersionConflict("the session kept changing; log out again")
 
     # --- authentication of requests -------------------------------------------------------
 
@@ -231,35 +260,40 @@ class LoginService:
     like known ones, so the throttle reveals nothing about which names exist."""
 
     def __init__(
-        self, sessions: SessionService, throttle: LoginThrottle, policy: LoginPolicy
+        self,
+        sessions: SessionService,
+        throttle: LoginThrottle,
+        policy: LoginPolicy,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._sessions = sessions
         self._throttle = throttle
         self._policy = policy
+        self._sleep = sleep  # how a slowed login waits (tests record it instead)
 
     async def login(
         self, username: str, password: str, client_address: str, correlation_id: str
     ) -> IssuedTokens:
         keys = [f"user:{username.strip().casefold()}", f"address:{client_address}"]
-        attempts = await self._throttle.attempts(keys)
+        policy = self._policy
+        limits = [policy.lock_after_user, policy.lock_after_address]
+        attempts = await self._throttle.begin(keys, limits, policy.lock_seconds)
         locked_for = max(a.locked_for for a in attempts)
         if locked_for > 0:
             raise RateLimited(
                 f"too many failed logins; try again in {int(locked_for) + 1} seconds",
                 locked_for,
             )
-        delay = self._policy.delay(max(a.failures for a in attempts))
+        delay = policy.delay(max(a.failures for a in attempts))
         if delay:
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
         try:
             tokens = await asyncio.to_thread(
                 self._sessions.login, username, password, correlation_id
             )
         except AuthenticationFailed:
-            policy = self._policy
-            await self._throttle.failed(
-                keys, [policy.lock_after_user, policy.lock_after_address], policy.lock_seconds
-            )
+            await self._throttle.failed(keys, limits, policy.lock_seconds)
             raise
-        await self._throttle.succeeded(keys[0])
+        # Anything else (the store down, the client gone) leaves the attempt counted.
+        await self._throttle.succeeded(keys[0], keys[1:])
         return tokens

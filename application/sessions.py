@@ -108,7 +108,7 @@ class SessionService:
         one ends the session (its every token stops working) and is refused."""
         claims = self._tokens.verify(refresh_token, "refresh")
         for _ in range(_SAVE_ATTEMPTS):
-            session, user = self._live_session(claims.session_id, claims.subject)
+            session, user, _ = self._live_session(claims.session_id, claims.subject)
             ctx = CommandContext(f"user:{user.id}", correlation_id)
             try:
                 generation = session.rotate(claims.generation, self._clock(), ctx)
@@ -154,8 +154,7 @@ class SessionService:
 
     def principal_for_token(self, token: str) -> Principal:
         claims = self._tokens.verify(token, "access")
-        session, user = self._live_session(claims.session_id, claims.subject)
-        tenant = self._tenant_of(user.tenant_id)
+        session, user, tenant = self._live_session(claims.session_id, claims.subject)
         return Principal(
             subject_id=str(user.id),
             name=user.username,
@@ -207,7 +206,10 @@ class SessionService:
             raise AuthenticationFailed(_INVALID_LOGIN)
         return user
 
-    def _live_session(self, session_id: str, subject: str) -> tuple[Session, User]:
+    def _live_session(self, session_id: str, subject: str) -> tuple[Session, User, Tenant | None]:
+        """The session a token names, its user and the user's tenant, if all three may
+        still act: the session live and the user's credentials unchanged since it
+        began, the user active, the tenant not deleted."""
         try:
             session = self._store.find(Session, UUID(session_id))
             user = self._store.find(User, UUID(subject))
@@ -222,7 +224,7 @@ class SessionService:
             or user.credentials_version != session.credentials_version
         ):
             raise AuthenticationFailed(_INVALID_TOKEN)
-        return session, user
+        return session, user, self._tenant_of(user.tenant_id)
 
     def _tenant_of(self, tenant_id: str | None, required: bool = True) -> Tenant | None:
         """The principal's tenant; a deleted (or missing) one authenticates nobody."""

@@ -84,6 +84,13 @@ class Usage(Protocol):
         take the last unit."""
         ...
 
+    def namespace_hold(
+        self, tenant_id: str, namespace: str, *, exclusive: bool
+    ) -> AbstractContextManager[None]:
+        """Hold the tenant's namespace (across processes): shared while a resource is
+        placed in it, exclusively while it is removed."""
+        ...
+
     def in_namespace(self, tenant_id: str, namespace: str) -> int:
         """How many live resources are placed in the namespace."""
         ...

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 from uuid import UUID, uuid4
 
 from application.api_keys import ApiKeyService
@@ -26,12 +27,13 @@ from application.errors import (
 from application.event_store import NornEventStore
 from application.ports import LoginThrottle, PasswordHasher, TokenIssuer
 from application.principal import Principal
-from domain.errors import InvalidCommand
+from domain.errors import InvalidCommand, WrongPassword
 from domain.events import CommandContext
 from domain.session import Session
 from domain.tenant import Tenant
 from domain.user import User, user_id_for
 
+T = TypeVar("T")
 _INVALID_LOGIN = "invalid username or password"
 _INVALID_TOKEN = "invalid or expired token"  # noqa: S105 - a message
 # Saves of one session that lose a race are decided again on its new state this often.
@@ -276,6 +278,17 @@ class LoginService:
     async def login(
         self, username: str, password: str, client_address: str, correlation_id: str
     ) -> IssuedTokens:
+        return await self.throttled(
+            username,
+            client_address,
+            lambda: self._sessions.login(username, password, correlation_id),
+        )
+
+    async def throttled(self, username: str, client_address: str, attempt: Callable[[], T]) -> T:
+        """Run `attempt` (a password check, in a thread) under the throttle of
+        `username` and the client address: a wrong password (AuthenticationFailed, or
+        WrongPassword for a current password proved to change it) counts as a failed
+        login, so guessing through any route meets the same limit."""
         keys = [f"user:{username.strip().casefold()}", f"address:{client_address}"]
         policy = self._policy
         limits = [policy.lock_after_user, policy.lock_after_address]
@@ -290,12 +303,10 @@ class LoginService:
         if delay:
             await self._sleep(delay)
         try:
-            tokens = await asyncio.to_thread(
-                self._sessions.login, username, password, correlation_id
-            )
-        except AuthenticationFailed:
+            result = await asyncio.to_thread(attempt)
+        except (AuthenticationFailed, WrongPassword):
             await self._throttle.failed(keys, limits, policy.lock_seconds)
             raise
         # Anything else (the store down, the client gone) leaves the attempt counted.
         await self._throttle.succeeded(keys[0], keys[1:])
-        return tokens
+        return result

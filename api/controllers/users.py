@@ -183,13 +183,22 @@ class UserController(Controller):
         request: Request,
         container: ContainerDep,
     ) -> UserWritten:
-        user, position = await asyncio.to_thread(
-            lambda: container.users.change_password(
-                principal_of(request),
+        principal = principal_of(request)
+
+        def change() -> tuple[User, int | None]:
+            return container.users.change_password(
+                principal,
                 user_id,
                 current_password=data.current_password,
                 new_password=data.new_password,
                 ctx=command_context(request),
             )
-        )
+
+        if principal.kind == "user" and principal.subject_id == str(user_id):
+            # Proving the current password is a login attempt: throttle it as one, so a
+            # stolen token cannot be used to guess the password.
+            address = request.client.host if request.client else "unknown"
+            user, position = await container.logins.throttled(principal.name, address, change)
+        else:
+            user, position = await asyncio.to_thread(change)
         return _written(user, position)

@@ -197,3 +197,23 @@ async def test_the_lock_lifts_after_its_time(settings: Settings) -> None:
             await asyncio.sleep(0.2)
 
         assert response.status_code == 200, response.text
+
+
+async def test_guessing_the_current_password_counts_as_failed_logins(
+    throttled: Settings,
+) -> None:
+    async with app_with_users(throttled, "alice") as (client, _):
+        alice = await login(client, "alice", PASSWORD)
+        me = (await client.get("/api/v1/auth/me", headers=alice)).json()["id"]
+        url = f"/api/v1/users/{me}/password"
+        guess = {"current_password": "not-the-password", "new_password": "a-new-long-passphrase"}
+        for _ in range(LOCK_AFTER):
+            wrong = await client.post(url, json=guess, headers=alice)
+            assert_error(wrong, 422, "VALIDATION_ERROR")
+        # A stolen token cannot keep guessing: the username is locked, for logins too.
+        locked = await client.post(url, json=guess, headers=alice)
+        assert_error(locked, 429, "RATE_LIMIT_EXCEEDED")
+        assert int(locked.headers["retry-after"]) >= 1
+        right = {"current_password": PASSWORD, "new_password": "a-new-long-passphrase"}
+        assert_error(await client.post(url, json=right, headers=alice), 429, "RATE_LIMIT_EXCEEDED")
+        assert_error(await attempt(client, "alice", PASSWORD), 429, "RATE_LIMIT_EXCEEDED")

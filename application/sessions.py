@@ -17,6 +17,7 @@ from typing import TypeVar
 from uuid import UUID, uuid4
 
 from application.api_keys import ApiKeyService
+from application.authorization import ROLE_PERMISSIONS, Permission
 from application.errors import (
     AuthenticationFailed,
     NotFound,
@@ -27,13 +28,15 @@ from application.errors import (
 from application.event_store import NornEventStore
 from application.ports import LoginThrottle, PasswordHasher, TokenIssuer
 from application.principal import Principal
+from domain.api_key import ApiKey
 from domain.errors import InvalidCommand, WrongPassword
 from domain.events import CommandContext
 from domain.session import Session
 from domain.tenant import Tenant
-from domain.user import User, user_id_for
+from domain.user import TENANT_ROLES, User, user_id_for
 
 T = TypeVar("T")
+_INVALID_KEY = "invalid, revoked or expired API key"
 _INVALID_LOGIN = "invalid username or password"
 _INVALID_TOKEN = "invalid or expired token"  # noqa: S105 - a message
 # Saves of one session that lose a race are decided again on its new state this often.
@@ -176,11 +179,35 @@ class SessionService:
             subject_id=str(api_key.id),
             name=api_key.name,
             tenant_id=api_key.tenant_id,
-            roles=frozenset(api_key.roles),
+            roles=self._roles_its_creator_still_grants(api_key),
             kind="api_key",
             tenant_status=tenant.status,
             plan=tenant.plan,
         )
+
+    def _roles_its_creator_still_grants(self, api_key: ApiKey) -> frozenset[str]:
+        """A key acts for the user who made it: it stops while that user is deleted or
+        deactivated, and never does more than that user may do now (a demoted
+        creator's key is demoted with it: each of its roles becomes the highest role
+        within both that role and the creator's permissions)."""
+        kind, _, creator_id = api_key.created_by.partition(":")
+        if kind != "user":
+            return frozenset(api_key.roles)
+        creator = self._store.find(User, UUID(creator_id))
+        if creator is None or not creator.can_authenticate:
+            raise AuthenticationFailed(_INVALID_KEY)
+        granted: set[Permission] = set()
+        for role in creator.roles:
+            granted |= ROLE_PERMISSIONS.get(role, frozenset())
+        roles = set()
+        for role in api_key.roles:
+            allowed = ROLE_PERMISSIONS.get(role, frozenset()) & granted
+            within = next((r for r in TENANT_ROLES if ROLE_PERMISSIONS[r] <= allowed), None)
+            if within is not None:
+                roles.add(within)
+        if not roles:
+            raise AuthenticationFailed(_INVALID_KEY)
+        return frozenset(roles)
 
     def acting_in(self, principal: Principal, raw_tenant_id: str) -> Principal:
         """A platform admin inside one tenant (X-Tenant-ID); others keep their own."""

@@ -8,6 +8,7 @@ import asyncio
 from typing import Annotated, Any
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
@@ -81,7 +82,11 @@ class UserController(Controller):
                 principal_of(request),
                 username=data.username,
                 password=data.password,
-                tenant_id=data.tenant_id,
+                tenant_id=(
+                    principal_of(request).tenant_id
+                    if data.tenant_id is msgspec.UNSET
+                    else data.tenant_id
+                ),
                 roles=tuple(data.roles),
                 ctx=command_context(request),
             )

@@ -139,6 +139,10 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
             lifespan="on",
             # Open SSE streams never end by themselves: give them a moment, then close.
             timeout_graceful_shutdown=3,
+            # The client address (login throttling) from X-Forwarded-For, but only when
+            # a trusted reverse proxy sent it.
+            proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
         )
     finally:
         container.close()

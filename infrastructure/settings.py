@@ -53,6 +53,9 @@ class Settings:
     login_lock_after: int = 10
     """NORN_LOGIN_LOCK_AFTER: failed logins of one username before it is locked."""
     login_lock_seconds: int = 900
+    forwarded_allow_ips: str = "127.0.0.1"
+    """NORN_FORWARDED_ALLOW_IPS: reverse proxies (comma-separated IPs or networks, or *)
+    whose X-Forwarded-For gives the client address."""
     log_level: str = "INFO"
 
     @classmethod

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from psycopg import sql
@@ -27,6 +27,20 @@ STEP_COLUMNS = (
     " error, records_in, records_out, reused"
 )
 TRIGGERS = ("user", "api_key", "job", "deployment", "retry", "system")
+STEP_SUMMARY_STATUSES = ("succeeded", "failed", "skipped", "cancelled")
+_STEP_SUMMARY = (
+    "SELECT run_id, count(*) AS total, "
+    + ", ".join(f"count(*) FILTER (WHERE status = '{s}') AS {s}" for s in STEP_SUMMARY_STATUSES)
+    + ", coalesce(sum(attempts), 0) AS attempts,"
+    " coalesce(string_agg(name, ';' ORDER BY ordinal) FILTER (WHERE status = 'failed'), '')"
+    " AS failed_steps FROM run_steps WHERE run_id = ANY(%s::uuid[]) GROUP BY run_id"
+)
+_NO_STEPS = {
+    "total": 0,
+    **dict.fromkeys(STEP_SUMMARY_STATUSES, 0),
+    "attempts": 0,
+    "failed_steps": "",
+}
 
 
 def _ids(row: dict[str, Any]) -> dict[str, Any]:
@@ -149,20 +163,43 @@ class RunQueries:
             steps[str(row["run_id"])].append(_ids(row))
         return steps
 
+    async def step_summaries(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Per run: how many steps, how many ended in each status, the attempts spent and
+        the failed steps' names, counted in SQL so that no step row is loaded."""
+        summaries = {run_id: dict(_NO_STEPS) for run_id in run_ids}
+        if not run_ids:
+            return summaries
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(_STEP_SUMMARY, (list(run_ids),))
+            for row in await cur.fetchall():
+                summaries[str(row.pop("run_id"))] = row
+        return summaries
+
     async def pages(
-        self, tenant_id: str | None, *, page_size: int = 500, **filters: Any
+        self,
+        tenant_id: str | None,
+        *,
+        page_size: int = 500,
+        steps: Literal["full", "summary"] = "full",
+        **filters: Any,
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """Every run the filters (those of `list`) select, newest first, a page at a time,
-        each run with its steps under "steps". Keyset pages: memory holds one page, each
-        page borrows a pooled connection only while it is read, and runs queued during
-        the walk (newer than its start) do not shift it. Raises ValueError for a bad
-        filter before the first page."""
+        each run with its steps under "steps" (full) or their counts under
+        "step_summary". Keyset pages: memory holds one page, each page borrows a pooled
+        connection only while it is read, and runs queued during the walk (newer than
+        its start) do not shift it. Raises ValueError for a bad filter at the first page."""
         cursor: str | None = None
         while True:
             rows, cursor = await self.list(tenant_id, limit=page_size, cursor=cursor, **filters)
-            steps = await self.steps_of([row["id"] for row in rows])
-            for row in rows:
-                row["steps"] = steps[row["id"]]
+            ids = [row["id"] for row in rows]
+            if steps == "full":
+                by_run = await self.steps_of(ids)
+                for row in rows:
+                    row["steps"] = by_run[row["id"]]
+            else:
+                summaries = await self.step_summaries(ids)
+                for row in rows:
+                    row["step_summary"] = summaries[row["id"]]
             yield rows
             if cursor is None:
                 return

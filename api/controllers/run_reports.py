@@ -18,7 +18,14 @@ from litestar.response import Stream
 
 from api.auth import principal_of
 from api.controllers.common import ContainerDep, read_your_writes
-from api.controllers.run_export import MEDIA_TYPES, ExportFormat, encoded, filename
+from api.controllers.run_export import (
+    MEDIA_TYPES,
+    PAGE_SIZES,
+    STEP_DETAIL,
+    ExportFormat,
+    encoded,
+    filename,
+)
 from api.controllers.run_views import statistics_out
 from api.schemas.runs import RunStatisticsOut
 from api.visualize import RunHeader, StepNode, render_pipeline, render_run
@@ -152,6 +159,8 @@ class RunReportController(Controller):
         await read_your_writes(container, "runs", min_position)
         pages = container.run_queries.pages(
             principal_of(request).tenant_id,
+            page_size=PAGE_SIZES[format],
+            steps=STEP_DETAIL[format],
             status=status,
             pipeline_id=pipeline_id,
             job_id=job_id,

@@ -55,8 +55,8 @@ Instant = Annotated[
 
 
 def parse_instant(raw: str | None, key: str) -> datetime | None:
-    """A query parameter as an aware datetime. Refused (400, naming the parameter) when
-    it is neither a date nor an ISO 8601 / RFC 3339 date-time."""
+    """A query parameter as an aware UTC datetime. Refused (400, naming the parameter)
+    when it is neither a date nor an ISO 8601 / RFC 3339 date-time."""
     if raw is None:
         return None
     text = raw.strip()
@@ -72,7 +72,15 @@ def parse_instant(raw: str | None, key: str) -> datetime | None:
         raise ValidationException(
             message, extra=[{"message": message, "key": key, "source": "query"}]
         ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+02:00 is before the first representable UTC day
+        message = f"{key} is out of range"
+        raise ValidationException(
+            message, extra=[{"message": message, "key": key, "source": "query"}]
+        ) from None
 
 
 @dataclass

@@ -206,6 +206,7 @@ async def test_statistics_window_days_and_percentiles_are_exact(settings: Settin
             same = await client.get(STATS, params={**window, "since": since}, headers=viewer)
             assert same.status_code == 200, same.text
             assert same.json()["totals"] == body["totals"]
+            assert same.json()["since"] == "2024-03-01T00:00:00Z"  # answered in UTC
         instant = {"since": "2024-03-02T12:00:00Z", "until": "2024-03-02T12:00:00.001Z"}
         narrow = (await client.get(STATS, params=instant, headers=viewer)).json()
         assert (narrow["totals"]["total"], narrow["totals"]["failed"]) == (1, 1)

@@ -255,6 +255,8 @@ async def test_bad_inputs_answer_400_in_the_error_shape(settings: Settings) -> N
             (stats, {"until": "0001-01-05"}, "too early"),
             (stats, {"since": "2024-01-01T00:00:00 02:00"}, "%2B"),  # a + left unencoded
             (stats, {"since": "x" * 65}, "since"),
+            (stats, {"since": "0001-01-01T00:00:00+02:00"}, "out of range"),
+            (EXPORT, {"until": "9999-12-31T23:00:00-02:00"}, "out of range"),
             (stats, {"pipeline_id": "nope"}, "pipeline_id"),
             (stats, {"min_position": "-1"}, "min_position"),
             (EXPORT, {"format": "xml"}, "format"),

@@ -49,6 +49,8 @@ class TokenClaims:
     expires_at: int
     generation: int = 0
     """Refresh tokens: the session's refresh generation the token was issued for."""
+    tenant_id: str | None = None
+    """The user's tenant when the token was issued (a user never changes tenant)."""
 
 
 class TokenIssuer(Protocol):

@@ -211,17 +211,27 @@ class Workers:
         )
         try:
             while not stop.is_set():
+                # Fetch as many items as there are free slots (at least one: wait for it).
                 await self._slots.acquire()
+                free = 1
+                while not self._slots.locked():
+                    await self._slots.acquire()
+                    free += 1
                 try:
-                    messages = await subscription.fetch(1, timeout=1.0)
+                    messages = await subscription.fetch(free, timeout=1.0)
                 except TimeoutError:
-                    self._slots.release()
-                    continue
+                    messages = []
                 except BaseException:
-                    self._slots.release()
+                    for _ in range(free):
+                        self._slots.release()
                     raise
-                if not await self._start(messages[0]):
+                for _ in range(free - len(messages)):
                     self._slots.release()
+                for msg in messages:
+                    # Claims run side by side, each in its slot's task.
+                    task = asyncio.create_task(self._work(msg), name=f"work {msg.subject}")
+                    self._executions.add(task)
+                    task.add_done_callback(self._executions.discard)
         finally:
             with contextlib.suppress(Exception):
                 await listener.unsubscribe()
@@ -231,43 +241,42 @@ class Workers:
         if self._executions:
             await asyncio.gather(*self._executions, return_exceptions=True)
 
-    async def _start(self, msg: Msg) -> bool:
-        """Claim the item's run and start executing it; whether a slot is now taken."""
+    async def _work(self, msg: Msg) -> None:
+        """Claim the item's run and execute it; the slot is free again after."""
+        try:
+            claimed = await self._claim(msg)
+            if claimed is not None:
+                run_id, attempt = claimed
+                status = await self._executor.execute(run_id, attempt)
+                log.info("run %s attempt %d: %s", run_id, attempt, status)
+        except Exception:
+            log.exception("work item %s: the executor failed", msg.subject)
+        finally:
+            self._slots.release()
+
+    async def _claim(self, msg: Msg) -> tuple[UUID, int] | None:
+        """The run and attempt claimed for this item, or None (acked, nak'ed or dead)."""
         try:
             item = msgspec.json.decode(msg.data, type=WorkItem)
             run_id = UUID(item.run_id)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
             await self._streams.dead_letter(msg, "undecodable work item")
-            return False
+            return None
         try:
             attempt = await asyncio.to_thread(self._executor.claim, run_id)
         except QuotaExceeded:
             await _nak(msg, _waiting_delay(msg))  # at max_concurrent_runs: wait queued
-            return False
+            return None
         except TenantSuspended:
             await _nak(msg, 30.0)
-            return False
+            return None
         except Exception as error:
             log.warning("could not claim run %s (will retry): %r", run_id, error)
             await _nak(msg, 2.0)
-            return False
+            return None
         with contextlib.suppress(Exception):
             await msg.ack()
-        if attempt is None:
-            return False
-        task = asyncio.create_task(self._execute(run_id, attempt), name=f"run {run_id}")
-        self._executions.add(task)
-        task.add_done_callback(self._executions.discard)
-        return True
-
-    async def _execute(self, run_id: UUID, attempt: int) -> None:
-        try:
-            status = await self._executor.execute(run_id, attempt)
-            log.info("run %s attempt %d: %s", run_id, attempt, status)
-        except Exception:
-            log.exception("run %s attempt %d: the executor failed", run_id, attempt)
-        finally:
-            self._slots.release()
+        return None if attempt is None else (run_id, attempt)
 
     async def _on_cancel(self, msg: Msg) -> None:
         with contextlib.suppress(Exception):

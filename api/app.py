@@ -27,6 +27,7 @@ from api.controllers.health import HealthController
 from api.controllers.pipeline_runs import PipelineRunController
 from api.controllers.pipelines import PipelineController
 from api.controllers.plugins import PluginController
+from api.controllers.run_reports import RunReportController
 from api.controllers.runs import RunController
 from api.controllers.tenants import TenantController
 from api.controllers.users import UserController
@@ -113,6 +114,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             PipelineController,
             PipelineRunController,
             RunController,
+            RunReportController,
             PluginController,
             EventStreamController,
         ],

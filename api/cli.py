@@ -73,7 +73,42 @@ def _parser() -> argparse.ArgumentParser:
     tail = events_sub.add_parser("tail", help="print events (CloudEvents JSON) as they happen")
     tail.add_argument("--from", dest="from_position", type=int, default=None)
     tail.set_defaults(func=_events_tail)
+    jwt_ = sub.add_parser("jwt", help="JWT signing keys")
+    jwt_sub = jwt_.add_subparsers(dest="action", required=True)
+    rotate = jwt_sub.add_parser(
+        "rotate", help="new signing key in the data dir; the old one keeps verifying"
+    )
+    rotate.add_argument(
+        "--keep", type=int, default=2, help="older keys kept besides the one replaced"
+    )
+    rotate.set_defaults(func=_jwt_rotate)
     return parser
+
+
+def _jwt_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    """Rotate the data dir's signing key (the embedded default). Only files change: no
+    database or NATS is needed, and running API processes pick the key up on restart."""
+    from infrastructure.security import data_dir_keys, key_id, rotate_data_dir_key
+
+    if settings.jwt_secret:
+        print(
+            "norn: NORN_JWT_SECRET is set, so the signing key comes from the environment and "
+            "the data dir's key is not used. To rotate: set NORN_JWT_SECRET to a new key "
+            "(at least 32 bytes), put the old one in NORN_JWT_PREVIOUS_SECRETS "
+            "(comma-separated) so the tokens it signed keep working until they expire, "
+            "and restart every API process.",
+            file=sys.stderr,
+        )
+        return 2
+    if not 0 <= args.keep <= 100:
+        print("norn: --keep must be between 0 and 100", file=sys.stderr)
+        return 2
+    new_kid = rotate_data_dir_key(settings.data_dir, keep=args.keep)
+    still_verifying = [key_id(key) for key in data_dir_keys(settings.data_dir)[1:]]
+    print(f"new JWT signing key: kid {new_kid} (in {settings.data_dir})")
+    print(f"previous keys still verifying: {', '.join(still_verifying)}")
+    print("restart every running API process (norn serve / norn api) to sign with the new key")
+    return 0
 
 
 def _run_http(settings: Settings, roles: set[str]) -> int:
@@ -107,6 +142,10 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
             lifespan="on",
             # Open SSE streams never end by themselves: give them a moment, then close.
             timeout_graceful_shutdown=3,
+            # The client address (login throttling) from X-Forwarded-For, but only when
+            # a trusted reverse proxy sent it.
+            proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
         )
     finally:
         container.close()

@@ -96,8 +96,14 @@ def permissions_of(principal: Principal) -> frozenset[Permission]:
 def authorize(principal: Principal, permission: Permission) -> None:
     if permission not in permissions_of(principal):
         raise PermissionDenied(f"role(s) {', '.join(sorted(principal.roles))} may not {permission}")
-    if permission in TENANT_WRITES:
+    if permission in TENANT_WRITES and not _manages_tenants(principal, permission):
         require_writable_tenant(principal)
+
+
+def _manages_tenants(principal: Principal, permission: Permission) -> bool:
+    """A platform admin changing a tenant itself (e.g. reactivating it) is the platform's
+    business, whether or not it also acts inside that tenant with X-Tenant-ID."""
+    return permission is Permission.TENANTS_UPDATE and principal.is_platform_admin
 
 
 def require_writable_tenant(principal: Principal) -> None:

@@ -27,6 +27,7 @@ from domain.pipeline import (
     PipelineDeleted,
     PipelineRevised,
     PipelineRolledBack,
+    namespace_errors,
     validate_definition,
 )
 from domain.tenant import Tenant
@@ -85,7 +86,7 @@ class PipelineService:
         )
         claim = self._claim_name(tenant.tenant_id, definition.name, pipeline.id, ctx)
         with within_quota(self._usage, tenant, "max_pipelines"):
-            position = self._store.append(pipeline, claim)
+            position = self._append(pipeline, claim)
         return PipelineChanged(pipeline, position)
 
     def revise(
@@ -105,7 +106,7 @@ class PipelineService:
         claims = self._rename(pipeline, old_name, ctx)
         return PipelineChanged(
             pipeline,
-            self._store.append(pipeline, *claims, precondition=expected_version is not None),
+            self._append(pipeline, *claims, precondition=expected_version is not None),
         )
 
     def roll_back(
@@ -123,7 +124,7 @@ class PipelineService:
         old_name = pipeline.definition.name
         pipeline.roll_back(revision, restored, ctx, self._tenant(principal).namespaces)
         claims = self._rename(pipeline, old_name, ctx)
-        position = self._store.append(pipeline, *claims, precondition=expected_version is not None)
+        position = self._append(pipeline, *claims, precondition=expected_version is not None)
         return RolledBack(pipeline, position, rolled_back_to=revision, previous_revision=previous)
 
     def clone(
@@ -143,7 +144,7 @@ class PipelineService:
         )
         claim = self._claim_name(source.tenant_id, name, clone.id, ctx)
         with within_quota(self._usage, tenant, "max_pipelines"):
-            position = self._store.append(clone, claim)
+            position = self._append(clone, claim)
         return PipelineChanged(clone, position)
 
     def delete(
@@ -175,6 +176,23 @@ class PipelineService:
         except InvalidDefinition as invalid:
             return invalid.errors
         return []
+
+    def _append(
+        self, pipeline: Pipeline, *others: NameClaim | None, precondition: bool = False
+    ) -> int | None:
+        """Save a pipeline (with its name claims). One placed in a namespace is saved
+        while holding that namespace shared, after checking it still exists: removing a
+        namespace holds it exclusively while it counts what is in it, so a pipeline
+        cannot land in a namespace being removed."""
+        namespace = pipeline.definition.namespace
+        if namespace is None:
+            return self._store.append(pipeline, *others, precondition=precondition)
+        with self._usage.namespace_hold(pipeline.tenant_id, namespace, exclusive=False):
+            tenant = self._store.load(Tenant, UUID(pipeline.tenant_id), "tenant")
+            problems = namespace_errors(pipeline.definition, tenant.namespaces)
+            if problems:
+                raise InvalidDefinition(problems)
+            return self._store.append(pipeline, *others, precondition=precondition)
 
     def _tenant(self, principal: Principal) -> Tenant:
         return writable_tenant(self._store, principal)

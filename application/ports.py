@@ -49,6 +49,8 @@ class TokenClaims:
     expires_at: int
     generation: int = 0
     """Refresh tokens: the session's refresh generation the token was issued for."""
+    tenant_id: str | None = None
+    """The user's tenant when the token was issued (a user never changes tenant)."""
 
 
 class TokenIssuer(Protocol):
@@ -87,6 +89,13 @@ class Usage(Protocol):
         take the last unit."""
         ...
 
+    def namespace_hold(
+        self, tenant_id: str, namespace: str, *, exclusive: bool
+    ) -> AbstractContextManager[None]:
+        """Hold the tenant's namespace (across processes): shared while a resource is
+        placed in it, exclusively while it is removed."""
+        ...
+
     def in_namespace(self, tenant_id: str, namespace: str) -> int:
         """How many live resources are placed in the namespace."""
         ...
@@ -97,21 +106,33 @@ class LoginAttempts:
     """The throttle's view of one key (a username or a client address)."""
 
     failures: int
+    """Failed (or unfinished) attempts counted before this one."""
     locked_for: float
     """Seconds until the lock ends; 0 when not locked."""
 
 
 class LoginThrottle(Protocol):
-    """Failed-login bookkeeping shared by every API process (infrastructure)."""
+    """Login-attempt bookkeeping shared by every API process (infrastructure). An attempt
+    is counted before its password is checked, in one atomic step, so guesses sent in
+    parallel cannot all pass a check made before any of them had failed."""
 
-    async def attempts(self, keys: list[str]) -> list[LoginAttempts]: ...
-
-    async def failed(self, keys: list[str], lock_after: list[int], lock_seconds: float) -> None:
-        """Count a failure against each key; lock a key for `lock_seconds` once its
-        failures reach its `lock_after`."""
+    async def begin(
+        self, keys: list[str], lock_after: list[int], lock_seconds: float
+    ) -> list[LoginAttempts]:
+        """Count an attempt against every key, unless one is locked. A key this attempt
+        would take past its `lock_after` is locked for `lock_seconds` now instead.
+        Returns each key's state; the attempt may go on only if none is locked."""
         ...
 
-    async def succeeded(self, key: str) -> None: ...
+    async def failed(self, keys: list[str], lock_after: list[int], lock_seconds: float) -> None:
+        """The attempt failed (it is already counted): lock for `lock_seconds` each key
+        whose count has reached its `lock_after`."""
+        ...
+
+    async def succeeded(self, forget: str, uncount: list[str]) -> None:
+        """The attempt succeeded: `forget` loses its failures (unless locked), and each
+        of `uncount` counts this attempt no more."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -10,23 +10,37 @@ the very next request, in every API process.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 from uuid import UUID, uuid4
 
 from application.api_keys import ApiKeyService
-from application.errors import AuthenticationFailed, NotFound, RateLimited, VersionConflict
+from application.authorization import ROLE_PERMISSIONS, Permission
+from application.errors import (
+    AuthenticationFailed,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    VersionConflict,
+)
 from application.event_store import NornEventStore
-from application.ports import LoginThrottle, PasswordHasher, TokenIssuer
+from application.ports import LoginThrottle, PasswordHasher, TokenClaims, TokenIssuer
 from application.principal import Principal
+from domain.api_key import ApiKey
+from domain.errors import InvalidCommand, WrongPassword
 from domain.events import CommandContext
 from domain.session import Session
 from domain.tenant import Tenant
-from domain.user import User, user_id_for
+from domain.user import TENANT_ROLES, User, user_id_for
 
+T = TypeVar("T")
+_INVALID_KEY = "invalid, revoked or expired API key"
 _INVALID_LOGIN = "invalid username or password"
 _INVALID_TOKEN = "invalid or expired token"  # noqa: S105 - a message
+# Saves of one session that lose a race are decided again on its new state this often.
+_SAVE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -98,35 +112,54 @@ class SessionService:
         """New tokens for a refresh token of the session's current generation. A spent
         one ends the session (its every token stops working) and is refused."""
         claims = self._tokens.verify(refresh_token, "refresh")
-        session, user = self._live_session(claims.session_id, claims.subject)
-        ctx = CommandContext(f"user:{user.id}", correlation_id)
-        generation = session.rotate(claims.generation, self._clock(), ctx)
-        try:
-            position = self._store.append(session)
-        except VersionConflict:
-            # A concurrent refresh of this session won; this one is simply refused.
-            raise AuthenticationFailed(_INVALID_TOKEN) from None
-        if generation is None:
-            raise AuthenticationFailed(
-                "this refresh token was already used: the session has been ended; log in again"
-            )
-        return self._issue(user, session, position)
+        for _ in range(_SAVE_ATTEMPTS):
+            session, user, _ = self._live_session(claims.session_id, claims.subject)
+            ctx = CommandContext(f"user:{user.id}", correlation_id)
+            try:
+                generation = session.rotate(claims.generation, self._clock(), ctx)
+            except InvalidCommand:  # expired since _live_session looked
+                raise AuthenticationFailed(_INVALID_TOKEN) from None
+            try:
+                position = self._store.append(session)
+            except VersionConflict:
+                # Another refresh (or a logout) of this session was saved first. Decide
+                # again on the session as it is now: this token's generation is spent,
+                # so presenting it is a reuse that ends the session, however close the
+                # two came; a race must not let either copy live on.
+                continue
+            if generation is None:
+                raise AuthenticationFailed(
+                    "this refresh token was already used: the session has been ended; log in again"
+                )
+            return self._issue(user, session, position)
+        raise AuthenticationFailed(_INVALID_TOKEN)
 
     def logout(self, principal: Principal, correlation_id: str) -> int | None:
         """End the principal's session: its access and refresh tokens stop at once."""
         if principal.kind != "user" or principal.session_id is None:
-            raise AuthenticationFailed("only a logged-in user can log out")
-        session = self._store.load(Session, UUID(principal.session_id), "session")
-        if not session.end("logout", CommandContext(principal.actor, correlation_id)):
-            return None
-        return self._store.append(session)
+            # Valid credentials without a session: 403, not a 401 that would tell the
+            # client to authenticate again. A key is ended by revoking it.
+            raise PermissionDenied(
+                "only a logged-in user can log out; an API key has no session "
+                "(revoke it with DELETE /api/v1/api-keys/{id})"
+            )
+        ctx = CommandContext(principal.actor, correlation_id)
+        for _ in range(_SAVE_ATTEMPTS):
+            session = self._store.load(Session, UUID(principal.session_id), "session")
+            if not session.end("logout", ctx):
+                return None
+            try:
+                return self._store.append(session)
+            except VersionConflict:
+                # A refresh of this session was saved first: end it as it is now.
+                continue
+        raise VersionConflict("the session kept changing; log out again")
 
     # --- authentication of requests -------------------------------------------------------
 
     def principal_for_token(self, token: str) -> Principal:
         claims = self._tokens.verify(token, "access")
-        session, user = self._live_session(claims.session_id, claims.subject)
-        tenant = self._tenant_of(user.tenant_id)
+        session, user, tenant = self._current_session(claims)
         return Principal(
             subject_id=str(user.id),
             name=user.username,
@@ -146,11 +179,35 @@ class SessionService:
             subject_id=str(api_key.id),
             name=api_key.name,
             tenant_id=api_key.tenant_id,
-            roles=frozenset(api_key.roles),
+            roles=self._roles_its_creator_still_grants(api_key),
             kind="api_key",
             tenant_status=tenant.status,
             plan=tenant.plan,
         )
+
+    def _roles_its_creator_still_grants(self, api_key: ApiKey) -> frozenset[str]:
+        """A key acts for the user who made it: it stops while that user is deleted or
+        deactivated, and never does more than that user may do now (a demoted
+        creator's key is demoted with it: each of its roles becomes the highest role
+        within both that role and the creator's permissions)."""
+        kind, _, creator_id = api_key.created_by.partition(":")
+        if kind != "user":
+            return frozenset(api_key.roles)
+        creator = self._store.find(User, UUID(creator_id))
+        if creator is None or not creator.can_authenticate:
+            raise AuthenticationFailed(_INVALID_KEY)
+        granted: set[Permission] = set()
+        for role in creator.roles:
+            granted |= ROLE_PERMISSIONS.get(role, frozenset())
+        roles = set()
+        for role in api_key.roles:
+            allowed = ROLE_PERMISSIONS.get(role, frozenset()) & granted
+            within = next((r for r in TENANT_ROLES if ROLE_PERMISSIONS[r] <= allowed), None)
+            if within is not None:
+                roles.add(within)
+        if not roles:
+            raise AuthenticationFailed(_INVALID_KEY)
+        return frozenset(roles)
 
     def acting_in(self, principal: Principal, raw_tenant_id: str) -> Principal:
         """A platform admin inside one tenant (X-Tenant-ID); others keep their own."""
@@ -178,22 +235,52 @@ class SessionService:
             raise AuthenticationFailed(_INVALID_LOGIN)
         return user
 
-    def _live_session(self, session_id: str, subject: str) -> tuple[Session, User]:
+    def _current_session(self, claims: TokenClaims) -> tuple[Session, User, Tenant | None]:
+        """What _live_session checks, read-only and in one query for the versions of the
+        session, the user and the tenant (cached copies are used while current): the
+        cost of authenticating every request."""
         try:
-            session = self._store.find(Session, UUID(session_id))
-            user = self._store.find(User, UUID(subject))
+            ids = [UUID(claims.session_id), UUID(claims.subject)]
+            if claims.tenant_id is not None:
+                ids.append(UUID(claims.tenant_id))
         except ValueError:
             raise AuthenticationFailed(_INVALID_TOKEN) from None
+        found = self._store.current(*ids)
+        session, user = found.get(ids[0]), found.get(ids[1])
+        if not (isinstance(session, Session) and isinstance(user, User)):
+            raise AuthenticationFailed(_INVALID_TOKEN)
+        self._check_session(session, user)
+        if user.tenant_id != claims.tenant_id:
+            raise AuthenticationFailed(_INVALID_TOKEN)
+        tenant = found.get(ids[2]) if claims.tenant_id is not None else None
+        if claims.tenant_id is not None and (
+            not isinstance(tenant, Tenant) or tenant.status == "deleted"
+        ):
+            raise AuthenticationFailed(_INVALID_TOKEN)
+        return session, user, tenant if isinstance(tenant, Tenant) else None
+
+    def _check_session(self, session: Session, user: User) -> None:
         if (
-            session is None
-            or user is None
-            or session.user_id != str(user.id)
+            session.user_id != str(user.id)
             or not session.usable_at(self._clock())
             or not user.can_authenticate
             or user.credentials_version != session.credentials_version
         ):
             raise AuthenticationFailed(_INVALID_TOKEN)
-        return session, user
+
+    def _live_session(self, session_id: str, subject: str) -> tuple[Session, User, Tenant | None]:
+        """The session a token names, its user and the user's tenant, if all three may
+        still act: the session live and the user's credentials unchanged since it
+        began, the user active, the tenant not deleted."""
+        try:
+            session = self._store.find(Session, UUID(session_id))
+            user = self._store.find(User, UUID(subject))
+        except ValueError:
+            raise AuthenticationFailed(_INVALID_TOKEN) from None
+        if session is None or user is None:
+            raise AuthenticationFailed(_INVALID_TOKEN)
+        self._check_session(session, user)
+        return session, user, self._tenant_of(user.tenant_id)
 
     def _tenant_of(self, tenant_id: str | None, required: bool = True) -> Tenant | None:
         """The principal's tenant; a deleted (or missing) one authenticates nobody."""
@@ -231,35 +318,49 @@ class LoginService:
     like known ones, so the throttle reveals nothing about which names exist."""
 
     def __init__(
-        self, sessions: SessionService, throttle: LoginThrottle, policy: LoginPolicy
+        self,
+        sessions: SessionService,
+        throttle: LoginThrottle,
+        policy: LoginPolicy,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._sessions = sessions
         self._throttle = throttle
         self._policy = policy
+        self._sleep = sleep  # how a slowed login waits (tests record it instead)
 
     async def login(
         self, username: str, password: str, client_address: str, correlation_id: str
     ) -> IssuedTokens:
+        return await self.throttled(
+            username,
+            client_address,
+            lambda: self._sessions.login(username, password, correlation_id),
+        )
+
+    async def throttled(self, username: str, client_address: str, attempt: Callable[[], T]) -> T:
+        """Run `attempt` (a password check, in a thread) under the throttle of
+        `username` and the client address: a wrong password (AuthenticationFailed, or
+        WrongPassword for a current password proved to change it) counts as a failed
+        login, so guessing through any route meets the same limit."""
         keys = [f"user:{username.strip().casefold()}", f"address:{client_address}"]
-        attempts = await self._throttle.attempts(keys)
+        policy = self._policy
+        limits = [policy.lock_after_user, policy.lock_after_address]
+        attempts = await self._throttle.begin(keys, limits, policy.lock_seconds)
         locked_for = max(a.locked_for for a in attempts)
         if locked_for > 0:
             raise RateLimited(
                 f"too many failed logins; try again in {int(locked_for) + 1} seconds",
                 locked_for,
             )
-        delay = self._policy.delay(max(a.failures for a in attempts))
+        delay = policy.delay(max(a.failures for a in attempts))
         if delay:
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
         try:
-            tokens = await asyncio.to_thread(
-                self._sessions.login, username, password, correlation_id
-            )
-        except AuthenticationFailed:
-            policy = self._policy
-            await self._throttle.failed(
-                keys, [policy.lock_after_user, policy.lock_after_address], policy.lock_seconds
-            )
+            result = await asyncio.to_thread(attempt)
+        except (AuthenticationFailed, WrongPassword):
+            await self._throttle.failed(keys, limits, policy.lock_seconds)
             raise
-        await self._throttle.succeeded(keys[0])
-        return tokens
+        # Anything else (the store down, the client gone) leaves the attempt counted.
+        await self._throttle.succeeded(keys[0], keys[1:])
+        return result

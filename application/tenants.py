@@ -158,6 +158,16 @@ class TenantService:
         tenant.add_namespace(namespace, ctx)
         return tenant, self._store.append(tenant, precondition=expected_version is not None)
 
+    def namespace(
+        self, principal: Principal, tenant_id: UUID, namespace: str
+    ) -> tuple[Tenant, int]:
+        """One of the tenant's namespaces and how many resources it holds."""
+        authorize(principal, Permission.TENANTS_READ)
+        tenant = self.load(principal, tenant_id)
+        if namespace not in tenant.namespaces:
+            raise NotFound("namespace", namespace)
+        return tenant, self._usage.in_namespace(tenant.tenant_id, namespace)
+
     def remove_namespace(
         self,
         principal: Principal,
@@ -167,19 +177,23 @@ class TenantService:
         expected_version: int | None = None,
     ) -> tuple[Tenant, int | None]:
         authorize(principal, Permission.TENANTS_UPDATE)
-        tenant = self.load(principal, tenant_id)
-        check_expected_version(tenant.version, expected_version)
-        if namespace not in tenant.namespaces:
-            raise NotFound("namespace", namespace)
-        in_use = self._usage.in_namespace(tenant.tenant_id, namespace)
-        if in_use:
-            raise InvalidCommand(
-                f"namespace {namespace!r} still holds {in_use} resource(s); move or delete "
-                "them first",
-                "namespace",
-            )
-        tenant.remove_namespace(namespace, ctx)
-        return tenant, self._store.append(tenant, precondition=expected_version is not None)
+        self.load(principal, tenant_id)  # visible to the principal, before locking
+        # Exclusively: no pipeline is being placed in it while it is counted and removed.
+        with self._usage.namespace_hold(str(tenant_id), namespace, exclusive=True):
+            tenant = self.load(principal, tenant_id)
+            check_expected_version(tenant.version, expected_version)
+            if namespace not in tenant.namespaces:
+                raise NotFound("namespace", namespace)
+            in_use = self._usage.in_namespace(tenant.tenant_id, namespace)
+            if in_use:
+                raise InvalidCommand(
+                    f"namespace {namespace!r} still holds {in_use} resource(s); move or "
+                    "delete them first",
+                    "namespace",
+                )
+            tenant.remove_namespace(namespace, ctx)
+            position = self._store.append(tenant, precondition=expected_version is not None)
+        return tenant, position
 
     def set_quotas(
         self,

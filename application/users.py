@@ -10,7 +10,7 @@ from application.errors import NotFound, PermissionDenied
 from application.event_store import NornEventStore, check_expected_version
 from application.ports import PasswordHasher
 from application.principal import Principal
-from domain.errors import InvalidCommand
+from domain.errors import InvalidCommand, WrongPassword
 from domain.events import CommandContext
 from domain.tenant import Tenant
 from domain.user import PLATFORM_ADMIN, User, user_id_for
@@ -137,7 +137,7 @@ class UserService:
                 # Not AuthenticationFailed: the caller is authenticated, and a 401 would
                 # make clients drop or refresh a token that is fine. A wrong answer in
                 # the form is a validation error on that field.
-                raise InvalidCommand("the current password is wrong", "current_password")
+                raise WrongPassword("the current password is wrong", "current_password")
         else:
             authorize(principal, Permission.USERS_WRITE)
             user = self.load(principal, user_id)

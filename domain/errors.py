@@ -47,3 +47,8 @@ class NameTaken(DomainError):
 
     def __str__(self) -> str:
         return f"{self.kind} name {self.name!r} is already taken"
+
+
+class WrongPassword(InvalidCommand):
+    """A password given to prove who one is (e.g. the current one, to change it) is
+    wrong. A validation error on its field, and a failed guess for the login throttle."""

@@ -139,13 +139,16 @@ class TokenService:
             session_id=claims["sid"],
             expires_at=int(claims["exp"]),
             generation=generation,
+            tenant_id=claims.get("tid") if isinstance(claims.get("tid"), str) else None,
         )
 
 
 def _write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read (0600), replacing it atomically."""
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A file left behind by a crash keeps its own mode if merely reopened: start afresh.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)

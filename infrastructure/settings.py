@@ -72,6 +72,9 @@ class Settings:
     crashed instead of queueing it again."""
     execute_wait_timeout: float = 60.0
     """NORN_EXECUTE_WAIT_TIMEOUT: longest wait of POST /pipelines/execute with wait."""
+    forwarded_allow_ips: str = "127.0.0.1"
+    """NORN_FORWARDED_ALLOW_IPS: reverse proxies (comma-separated IPs or networks, or *)
+    whose X-Forwarded-For gives the client address."""
     log_level: str = "INFO"
 
     @classmethod

@@ -226,24 +226,36 @@ class Workers:
         )
         try:
             while not stop.is_set():
+                # Fetch as many items as there are free slots (at least one: wait for it).
                 await self._slots.acquire()
+                free = 1
+                while not self._slots.locked():
+                    await self._slots.acquire()
+                    free += 1
                 try:
-                    messages = await subscription.fetch(1, timeout=1.0)
+                    messages = await subscription.fetch(free, timeout=1.0)
                 except TimeoutError:
-                    self._slots.release()
-                    continue
+                    messages = []
                 except BaseException:
-                    self._slots.release()
+                    for _ in range(free):
+                        self._slots.release()
                     raise
                 if stop.is_set():
-                    # Fetched as this process began to stop: hand the item straight
-                    # back for another executor rather than claim a run only to release
-                    # it (or leave it to wait out the ack wait).
-                    await _nak(messages[0], 0)
-                    self._slots.release()
+                    # Fetched as this process began to stop: hand the items straight
+                    # back for another executor rather than claim runs only to release
+                    # them (or leave them to wait out the ack wait).
+                    for msg in messages:
+                        await _nak(msg, 0)
+                    for _ in range(free):
+                        self._slots.release()
                     break
-                if not await self._start(messages[0]):
+                for _ in range(free - len(messages)):
                     self._slots.release()
+                for msg in messages:
+                    # Claims run side by side, each in its slot's task.
+                    task = asyncio.create_task(self._work(msg), name=f"work {msg.subject}")
+                    self._executions.add(task)
+                    task.add_done_callback(self._executions.discard)
         finally:
             with contextlib.suppress(Exception):
                 await listener.unsubscribe()
@@ -259,14 +271,32 @@ class Workers:
         while self._executions:
             await asyncio.gather(*self._executions, return_exceptions=True)
 
-    async def _start(self, msg: Msg) -> bool:
-        """Claim the item's run and start executing it; whether a slot is now taken."""
+    async def _work(self, msg: Msg) -> None:
+        """Claim the item's run and execute it; the slot is free again after."""
+        ended: str | None = None
+        try:
+            claimed = await self._claim(msg)
+            if claimed is not None:
+                item, attempt = claimed
+                status = await self._executor.execute(UUID(item.run_id), attempt)
+                log.info("run %s attempt %d: %s", item.run_id, attempt, status)
+                ended = item.tenant_id
+        except Exception:
+            log.exception("work item %s: the executor failed", msg.subject)
+        finally:
+            self._slots.release()
+        if ended is not None:
+            await self._wake_waiting(ended)
+
+    async def _claim(self, msg: Msg) -> tuple[WorkItem, int] | None:
+        """The item and the attempt claimed for its run, or None (acked, nak'ed or
+        dead)."""
         try:
             item = msgspec.json.decode(msg.data, type=WorkItem)
             run_id = UUID(item.run_id)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
             await self._streams.dead_letter(msg, "undecodable work item")
-            return False
+            return None
         waiting = self._waiting.setdefault(item.tenant_id, {})
         waiting.pop(item.run_id, None)
         try:
@@ -278,30 +308,14 @@ class Workers:
             if isinstance(refused, QuotaExceeded):
                 waiting[item.run_id] = None
             await _nak(msg, _waiting_delay(msg))
-            return False
+            return None
         except Exception as error:
             log.warning("could not claim run %s (will retry): %r", run_id, error)
             await _nak(msg, 2.0)
-            return False
+            return None
         with contextlib.suppress(Exception):
             await msg.ack()
-        if attempt is None:
-            return False
-        task = asyncio.create_task(self._execute(item, attempt), name=f"run {run_id}")
-        self._executions.add(task)
-        task.add_done_callback(self._executions.discard)
-        return True
-
-    async def _execute(self, item: WorkItem, attempt: int) -> None:
-        run_id = UUID(item.run_id)
-        try:
-            status = await self._executor.execute(run_id, attempt)
-            log.info("run %s attempt %d: %s", run_id, attempt, status)
-        except Exception:
-            log.exception("run %s attempt %d: the executor failed", run_id, attempt)
-        finally:
-            self._slots.release()
-        await self._wake_waiting(item.tenant_id)
+        return None if attempt is None else (item, attempt)
 
     async def _wake_waiting(self, tenant_id: str) -> None:
         """The run's end freed one of its tenant's max_concurrent_runs: hand the run

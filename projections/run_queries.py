@@ -4,8 +4,9 @@ tenant; a tenant of None means a platform admin, who sees every tenant's runs.""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from psycopg import sql
@@ -13,6 +14,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from projections.pagination import check_limit, check_order, keyset, page
+from projections.run_statistics import STATUSES, RunStatistics, run_statistics
 
 RUN_COLUMNS = sql.SQL(
     "id, tenant_id, pipeline_id, pipeline_name, namespace, revision, status, trigger_kind,"
@@ -24,8 +26,21 @@ STEP_COLUMNS = (
     "run_id, name, ordinal, plugin, depends_on, status, attempts, started_at, finished_at,"
     " error, records_in, records_out, reused"
 )
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out", "crashed")
 TRIGGERS = ("user", "api_key", "job", "deployment", "retry", "system")
+STEP_SUMMARY_STATUSES = ("succeeded", "failed", "skipped", "cancelled")
+_STEP_SUMMARY = (
+    "SELECT run_id, count(*) AS total, "
+    + ", ".join(f"count(*) FILTER (WHERE status = '{s}') AS {s}" for s in STEP_SUMMARY_STATUSES)
+    + ", coalesce(sum(attempts), 0) AS attempts,"
+    " coalesce(string_agg(name, ';' ORDER BY ordinal) FILTER (WHERE status = 'failed'), '')"
+    " AS failed_steps FROM run_steps WHERE run_id = ANY(%s::uuid[]) GROUP BY run_id"
+)
+_NO_STEPS = {
+    "total": 0,
+    **dict.fromkeys(STEP_SUMMARY_STATUSES, 0),
+    "attempts": 0,
+    "failed_steps": "",
+}
 
 
 def _ids(row: dict[str, Any]) -> dict[str, Any]:
@@ -130,3 +145,71 @@ class RunQueries:
             )
             row = await cur.fetchone()
         return float(row[0]) if row and row[0] is not None else None
+
+    async def steps_of(self, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The steps of several runs (in definition order), by run id: one query per page
+        of an export instead of one per run."""
+        if not run_ids:
+            return {}
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                f"SELECT {STEP_COLUMNS} FROM run_steps WHERE run_id = ANY(%s::uuid[])"
+                " ORDER BY run_id, ordinal",
+                (list(run_ids),),
+            )
+            rows = await cur.fetchall()
+        steps: dict[str, list[dict[str, Any]]] = {run_id: [] for run_id in run_ids}
+        for row in rows:
+            steps[str(row["run_id"])].append(_ids(row))
+        return steps
+
+    async def step_summaries(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Per run: how many steps, how many ended in each status, the attempts spent and
+        the failed steps' names, counted in SQL so that no step row is loaded."""
+        summaries = {run_id: dict(_NO_STEPS) for run_id in run_ids}
+        if not run_ids:
+            return summaries
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(_STEP_SUMMARY, (list(run_ids),))
+            for row in await cur.fetchall():
+                summaries[str(row.pop("run_id"))] = row
+        return summaries
+
+    async def pages(
+        self,
+        tenant_id: str | None,
+        *,
+        page_size: int = 500,
+        steps: Literal["full", "summary"] = "full",
+        **filters: Any,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every run the filters (those of `list`) select, newest first, a page at a time,
+        each run with its steps under "steps" (full) or their counts under
+        "step_summary". Keyset pages: memory holds one page, each page borrows a pooled
+        connection only while it is read, and runs queued during the walk (newer than
+        its start) do not shift it. Raises ValueError for a bad filter at the first page."""
+        cursor: str | None = None
+        while True:
+            rows, cursor = await self.list(tenant_id, limit=page_size, cursor=cursor, **filters)
+            ids = [row["id"] for row in rows]
+            if steps == "full":
+                by_run = await self.steps_of(ids)
+                for row in rows:
+                    row["steps"] = by_run[row["id"]]
+            else:
+                summaries = await self.step_summaries(ids)
+                for row in rows:
+                    row["step_summary"] = summaries[row["id"]]
+            yield rows
+            if cursor is None:
+                return
+
+    async def statistics(
+        self,
+        tenant_id: str | None,
+        since: datetime,
+        until: datetime,
+        pipeline_id: UUID | None = None,
+    ) -> RunStatistics:
+        """See projections/run_statistics.py. Raises ValueError for a bad window."""
+        return await run_statistics(self._pool, tenant_id, since, until, pipeline_id)

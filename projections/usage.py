@@ -9,6 +9,7 @@ until their events are saved, so two of them cannot both take the last unit.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,22 +95,40 @@ RESOURCES: dict[str, Counted] = {
 
 
 class ReadModelUsage:
+    """Holds are nested within one command (a namespace inside a quota hold): they reuse
+    the thread's connection. Taking a second pooled connection while holding a lock could
+    deadlock: the threads queued on that lock hold the rest of the pool."""
+
     def __init__(self, pool: ConnectionPool, resources: Mapping[str, Counted] = RESOURCES):
         self._pool = pool
         self._resources = resources
+        self._held = threading.local()
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection[Any]]:
+        held = getattr(self._held, "conn", None)
+        if held is not None:
+            yield held
+            return
+        with self._pool.connection() as conn:
+            self._held.conn = conn
+            try:
+                yield conn
+            finally:
+                self._held.conn = None
 
     def count(self, tenant_id: str, resource: str) -> int | None:
         counted = self._resources.get(resource)
         if counted is None:
             return None
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             return _count(conn, tenant_id, counted)
 
     @contextmanager
     def exclusive(self, tenant_id: str, resource: str) -> Iterator[int]:
         counted = self._resources[resource]
         key = advisory_lock_key("quota", f"{tenant_id}:{resource}")
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             # A session lock (not a transaction's): held across the event store's own
             # transaction, which runs on another connection. If this process dies, the
             # connection closes and the lock goes with it.
@@ -119,11 +138,26 @@ class ReadModelUsage:
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
+    @contextmanager
+    def namespace_hold(self, tenant_id: str, namespace: str, *, exclusive: bool) -> Iterator[None]:
+        key = advisory_lock_key("namespace", f"{tenant_id}:{namespace}")
+        lock, unlock = (
+            ("pg_advisory_lock", "pg_advisory_unlock")
+            if exclusive
+            else ("pg_advisory_lock_shared", "pg_advisory_unlock_shared")
+        )
+        with self._connection() as conn:
+            conn.execute(f"SELECT {lock}(%s)", (key,))
+            try:
+                yield
+            finally:
+                conn.execute(f"SELECT {unlock}(%s)", (key,))
+
     def in_namespace(self, tenant_id: str, namespace: str) -> int:
         """Live pipelines placed in the namespace, exactly: a pipeline created in it, moved
         into or out of it, or deleted a moment ago counts as it is now, not as the read
         model last saw it (else a namespace could be removed under a new pipeline)."""
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             rows = conn.execute(_IN_NAMESPACE, _in_namespace_params(tenant_id, namespace))
             return _namespace_count(rows.fetchall(), tenant_id, namespace)
 

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
-from api.schemas.runs import RunDetail, RunRead, RunStatusOut, StepRead
+from api.schemas.runs import (
+    DayRunCountsOut,
+    PipelineRunCountsOut,
+    RunCountsOut,
+    RunDetail,
+    RunRead,
+    RunStatisticsOut,
+    RunStatusOut,
+    StepRead,
+)
 from domain.run import STEP_TERMINAL
+from projections.run_statistics import RunCounts, RunStatistics
 
 
 def _ms(start: datetime | None, end: datetime | None) -> float | None:
@@ -84,4 +95,36 @@ def _run_fields(row: dict[str, Any]) -> dict[str, Any]:
         "finished_at": row["finished_at"],
         "duration_ms": row["duration_ms"],
         "version": row["version"],
+    }
+
+
+def statistics_out(stats: RunStatistics, pipeline_id: UUID | None) -> RunStatisticsOut:
+    return RunStatisticsOut(
+        since=stats.since,
+        until=stats.until,
+        pipeline_id=str(pipeline_id) if pipeline_id else None,
+        totals=RunCountsOut(**_count_fields(stats.totals)),
+        per_pipeline=[
+            PipelineRunCountsOut(
+                **_count_fields(p.counts),
+                pipeline_id=p.pipeline_id,
+                pipeline_name=p.pipeline_name,
+                tenant_id=p.tenant_id,
+            )
+            for p in stats.per_pipeline
+        ],
+        per_day=[
+            DayRunCountsOut(**_count_fields(counts), day=day) for day, counts in stats.per_day
+        ],
+    )
+
+
+def _count_fields(counts: RunCounts) -> dict[str, Any]:
+    return {
+        "total": counts.total,
+        **counts.by_status,
+        "finished": counts.finished,
+        "success_rate": counts.success_rate,
+        "avg_duration_ms": counts.avg_duration_ms,
+        "p95_duration_ms": counts.p95_duration_ms,
     }

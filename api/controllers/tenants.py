@@ -23,6 +23,7 @@ from api.controllers.common import (
 from api.controllers.tenant_views import from_row, written
 from api.schemas.tenants import (
     NamespaceIn,
+    NamespaceOut,
     QuotasIn,
     QuotaUsageOut,
     TenantCreate,
@@ -180,6 +181,23 @@ class TenantController(Controller):
         )
         response.headers["ETag"] = etag(tenant.version)
         return response
+
+    @get(
+        "/{tenant_id:uuid}/namespaces/{namespace:str}",
+        opt=READ,
+        summary="A namespace and what it holds",
+    )
+    async def get_namespace(
+        self,
+        tenant_id: FromPath[UUID],
+        namespace: FromPath[str],
+        request: Request,
+        container: ContainerDep,
+    ) -> NamespaceOut:
+        tenant, pipelines = await asyncio.to_thread(
+            container.tenants.namespace, principal_of(request), tenant_id, namespace
+        )
+        return NamespaceOut(tenant.tenant_id, namespace, pipelines)
 
     @delete(
         "/{tenant_id:uuid}/namespaces/{namespace:str}",

@@ -8,6 +8,7 @@ import asyncio
 from typing import Annotated, Any
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
@@ -81,7 +82,11 @@ class UserController(Controller):
                 principal_of(request),
                 username=data.username,
                 password=data.password,
-                tenant_id=data.tenant_id,
+                tenant_id=(
+                    principal_of(request).tenant_id
+                    if data.tenant_id is msgspec.UNSET
+                    else data.tenant_id
+                ),
                 roles=tuple(data.roles),
                 ctx=command_context(request),
             )
@@ -183,13 +188,22 @@ class UserController(Controller):
         request: Request,
         container: ContainerDep,
     ) -> UserWritten:
-        user, position = await asyncio.to_thread(
-            lambda: container.users.change_password(
-                principal_of(request),
+        principal = principal_of(request)
+
+        def change() -> tuple[User, int | None]:
+            return container.users.change_password(
+                principal,
                 user_id,
                 current_password=data.current_password,
                 new_password=data.new_password,
                 ctx=command_context(request),
             )
-        )
+
+        if principal.kind == "user" and principal.subject_id == str(user_id):
+            # Proving the current password is a login attempt: throttle it as one, so a
+            # stolen token cannot be used to guess the password.
+            address = request.client.host if request.client else "unknown"
+            user, position = await container.logins.throttled(principal.name, address, change)
+        else:
+            user, position = await asyncio.to_thread(change)
         return _written(user, position)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -128,3 +128,47 @@ class RunLogsOut(msgspec.Struct):
     run_id: str
     items: list[LogLine]
     truncated: bool
+
+
+class RunCountsOut(msgspec.Struct, kw_only=True):
+    total: int
+    """Runs queued in the window, whatever their status now."""
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    timed_out: int
+    crashed: int
+    finished: int
+    """Runs with an outcome: succeeded, failed, cancelled, timed_out or crashed."""
+    success_rate: float | None
+    """succeeded / finished, from 0 to 1; null while no run has finished."""
+    avg_duration_ms: float | None
+    """Mean duration of the finished runs that started (null if none)."""
+    p95_duration_ms: float | None
+    """95th percentile (interpolated) of the same durations."""
+
+
+class PipelineRunCountsOut(RunCountsOut, kw_only=True):
+    pipeline_id: str
+    pipeline_name: str
+    """The name its latest run in the window carried."""
+    tenant_id: str
+
+
+class DayRunCountsOut(RunCountsOut, kw_only=True):
+    day: date
+    """A UTC day; every day of the window is listed, days without runs as zeros."""
+
+
+class RunStatisticsOut(msgspec.Struct, kw_only=True):
+    since: datetime
+    until: datetime
+    """The window [since, until): runs count by the time they were queued."""
+    pipeline_id: str | None
+    totals: RunCountsOut
+    per_pipeline: list[PipelineRunCountsOut]
+    """Most runs first."""
+    per_day: list[DayRunCountsOut]
+    """Oldest first."""

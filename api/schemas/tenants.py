@@ -55,6 +55,13 @@ class NamespaceIn(Request):
     namespace: Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
 
 
+class NamespaceOut(msgspec.Struct):
+    tenant_id: str
+    namespace: str
+    pipelines: int
+    """Live pipelines placed in it."""
+
+
 class TenantRead(msgspec.Struct, kw_only=True):
     id: str
     name: str

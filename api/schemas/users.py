@@ -16,7 +16,8 @@ Password = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 class UserCreate(Request):
     username: Annotated[str, msgspec.Meta(min_length=3, max_length=64)]
     password: Password
-    tenant_id: str | None = None
+    tenant_id: str | msgspec.UnsetType | None = msgspec.UNSET
+    """Absent: the caller's own tenant. null: none (platform admins only)."""
     roles: list[Role] = msgspec.field(default_factory=lambda: ["viewer"])
 
 

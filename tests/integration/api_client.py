@@ -34,6 +34,17 @@ async def running_app(
         container.close()
 
 
+@asynccontextmanager
+async def overlapping(client: AsyncTestClient) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the same app whose requests really run at the same time: the test
+    client serves one request at a time, so a race sent through it never happens."""
+    transport = httpx.ASGITransport(app=client.app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", timeout=30
+    ) as raw:
+        yield raw
+
+
 async def login(client: AsyncTestClient, username: str, password: str) -> dict[str, str]:
     response = await client.post(
         "/api/v1/auth/login", json={"username": username, "password": password}

@@ -15,6 +15,7 @@ from tests.integration.api_client import (
     create_pipeline,
     login,
     make_tenant_user,
+    overlapping,
     pipeline_body,
     running_app,
 )
@@ -119,9 +120,10 @@ async def test_concurrent_duplicates_run_once_and_all_get_the_response(
     async with running_app(settings) as client:
         editor = await editor_of(client, settings, "acme")
         headers = {**editor, "Idempotency-Key": "burst"}
-        responses = await asyncio.gather(
-            *(client.post(BASE, json=pipeline_body("nightly"), headers=headers) for _ in range(6))
-        )
+        async with overlapping(client) as raw:
+            responses = await asyncio.gather(
+                *(raw.post(BASE, json=pipeline_body("nightly"), headers=headers) for _ in range(6))
+            )
         assert [r.status_code for r in responses] == [201] * 6, [r.text for r in responses]
         assert len({r.json()["id"] for r in responses}) == 1
         assert events_of_type(settings, "PipelineCreated") == 1

@@ -229,6 +229,12 @@ async def test_tenant_admin_creates_users_only_in_its_own_tenant(settings: Setti
         )
         assert own.status_code == 201, own.text
         assert own.json()["tenant_id"] == tenant_a
+        # Without tenant_id, a user joins the tenant of whoever creates it.
+        implicit = await client.post(
+            "/api/v1/users", json={"username": "grace", "password": PASSWORD}, headers=a_admin
+        )
+        assert implicit.status_code == 201, implicit.text
+        assert implicit.json()["tenant_id"] == tenant_a
 
         refused = [
             {"username": "frank", "password": PASSWORD, "tenant_id": tenant_b},

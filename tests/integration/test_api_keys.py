@@ -325,3 +325,50 @@ async def test_neither_key_nor_secret_is_anywhere_in_the_database(settings: Sett
             assert key not in text, table
             assert secret not in text, table
         assert "sha256:" not in dumps["api_keys"]
+
+
+async def test_a_key_acts_for_its_creator_as_the_creator_is_now(settings: Settings) -> None:
+    async with running_app(settings) as client:
+        root = await admin_of(client, settings)
+        _, admin = await make_tenant_user(client, root, "acme", "admin")
+        creator = (await client.get("/api/v1/auth/me", headers=admin)).json()["id"]
+        key = as_key((await new_key(client, admin, ["editor"]))["key"])
+        assert (
+            await client.post("/api/v1/pipelines", json=_body("one"), headers=key)
+        ).status_code == 201
+
+        async def set_creator(**fields: Any) -> None:
+            changed = await client.put(f"/api/v1/users/{creator}", json=fields, headers=root)
+            assert changed.status_code == 200, changed.text
+
+        # Demoted to viewer: the key keeps only what its creator still holds.
+        await set_creator(roles=["viewer"])
+        assert (await client.get("/api/v1/pipelines", headers=key)).status_code == 200
+        denied = await client.post("/api/v1/pipelines", json=_body("two"), headers=key)
+        assert_error(denied, 403, "PERMISSION_DENIED")
+        await set_creator(roles=["admin"])
+        assert (
+            await client.post("/api/v1/pipelines", json=_body("two"), headers=key)
+        ).status_code == 201
+
+        # Deactivated: the key stops at once, and works again with its creator.
+        await set_creator(active=False)
+        assert_error(
+            await client.get("/api/v1/pipelines", headers=key), 401, "AUTHENTICATION_REQUIRED"
+        )
+        await set_creator(active=True)
+        assert (await client.get("/api/v1/pipelines", headers=key)).status_code == 200
+
+        # Deleted: for good.
+        deleted = await client.delete(f"/api/v1/users/{creator}", headers=root)
+        assert deleted.status_code == 200, deleted.text
+        assert_error(
+            await client.get("/api/v1/pipelines", headers=key), 401, "AUTHENTICATION_REQUIRED"
+        )
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "steps": [{"name": "read", "plugin": "Input.file", "config": {"path": "in.jsonl"}}],
+    }

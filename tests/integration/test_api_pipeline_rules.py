@@ -15,6 +15,7 @@ from tests.integration.api_client import (
     create_pipeline,
     login,
     make_tenant_user,
+    overlapping,
     pipeline_body,
     running_app,
 )
@@ -46,6 +47,30 @@ INVALID = {
         "steps[0].config.path",
     ),
     "no steps": ([], "steps"),
+    "bad filter expression": (
+        [
+            _step("read"),
+            {
+                "name": "keep",
+                "plugin": "Data_Processing.filter",
+                "config": {"expression": "amount >"},
+                "depends_on": ["read"],
+            },
+        ],
+        "steps[1].config.expression",
+    ),
+    "unsafe transform expression": (
+        [
+            _step("read"),
+            {
+                "name": "calc",
+                "plugin": "Data_Processing.transform",
+                "config": {"fields": {"total": "amount.__class__"}},
+                "depends_on": ["read"],
+            },
+        ],
+        "steps[1].config.fields.total",
+    ),
 }
 
 
@@ -201,14 +226,17 @@ async def test_concurrent_writes_with_one_version_let_exactly_one_win(settings: 
         url = f"{BASE}/{created['id']}"
         headers = {**editor, "If-Match": '"1"'}
 
-        responses = await asyncio.gather(
-            *(
-                client.put(
-                    url, json=pipeline_body("contended", description=f"writer {i}"), headers=headers
+        async with overlapping(client) as raw:
+            responses = await asyncio.gather(
+                *(
+                    raw.put(
+                        url,
+                        json=pipeline_body("contended", description=f"writer {i}"),
+                        headers=headers,
+                    )
+                    for i in range(8)
                 )
-                for i in range(8)
             )
-        )
         statuses = sorted(r.status_code for r in responses)
         assert statuses.count(200) == 1, statuses
         assert set(statuses) <= {200, 409, 412}, statuses
@@ -230,9 +258,10 @@ async def test_concurrent_creates_of_one_name_make_one_pipeline(settings: Settin
     async with running_app(settings) as client:
         admin = await login(client, settings.admin_username or "", settings.admin_password or "")
         _, editor = await make_tenant_user(client, admin, "acme", "editor")
-        responses = await asyncio.gather(
-            *(client.post(BASE, json=pipeline_body("race"), headers=editor) for _ in range(6))
-        )
+        async with overlapping(client) as raw:
+            responses = await asyncio.gather(
+                *(raw.post(BASE, json=pipeline_body("race"), headers=editor) for _ in range(6))
+            )
         statuses = sorted(r.status_code for r in responses)
         assert statuses.count(201) == 1, statuses
         assert set(statuses) <= {201, 409, 422}, statuses

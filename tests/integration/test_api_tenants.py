@@ -371,6 +371,12 @@ async def test_namespaces_hold_pipelines_and_are_removed_only_when_empty(
             added = await client.post(namespaces, json={"namespace": namespace}, headers=a_admin)
             assert added.status_code == 201, added.text
             assert added.headers["location"] == f"{namespaces}/{namespace}"
+            followed = await client.get(added.headers["location"], headers=a_admin)
+            assert followed.json() == {
+                "tenant_id": tenant_id,
+                "namespace": namespace,
+                "pipelines": 0,
+            }
         assert added.json()["namespaces"] == ["prod", "staging"]
         for bad in ("prod", "Prod", "-x", "has_underscore", "a" * 63 + "b"):
             response = await client.post(namespaces, json={"namespace": bad}, headers=a_admin)

@@ -3,6 +3,7 @@ namespaces, quotas and usage."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import replace as replace_principal
 from uuid import UUID, uuid4
@@ -138,11 +139,13 @@ class TenantService:
     ) -> tuple[Tenant, int | None]:
         """Soft: the tenant's users and keys stop authenticating at once; its events and
         its name stay (audit), so the name is not given to another tenant."""
-        authorize(principal, Permission.TENANTS_MANAGE)
-        tenant = self.load(principal, tenant_id)
-        check_expected_version(tenant.version, expected_version)
-        tenant.delete(ctx)
-        return tenant, self._store.append(tenant, precondition=expected_version is not None)
+        return self._change(
+            principal,
+            tenant_id,
+            Permission.TENANTS_MANAGE,
+            expected_version,
+            lambda tenant: tenant.delete(ctx),
+        )
 
     def add_namespace(
         self,
@@ -152,11 +155,13 @@ class TenantService:
         ctx: CommandContext,
         expected_version: int | None = None,
     ) -> tuple[Tenant, int | None]:
-        authorize(principal, Permission.TENANTS_UPDATE)
-        tenant = self.load(principal, tenant_id)
-        check_expected_version(tenant.version, expected_version)
-        tenant.add_namespace(namespace, ctx)
-        return tenant, self._store.append(tenant, precondition=expected_version is not None)
+        return self._change(
+            principal,
+            tenant_id,
+            Permission.TENANTS_UPDATE,
+            expected_version,
+            lambda tenant: tenant.add_namespace(namespace, ctx),
+        )
 
     def namespace(
         self, principal: Principal, tenant_id: UUID, namespace: str
@@ -203,11 +208,13 @@ class TenantService:
         ctx: CommandContext,
         expected_version: int | None = None,
     ) -> tuple[Tenant, int | None]:
-        authorize(principal, Permission.TENANTS_MANAGE)
-        tenant = self.load(principal, tenant_id)
-        check_expected_version(tenant.version, expected_version)
-        tenant.set_quotas(quotas, ctx)
-        return tenant, self._store.append(tenant, precondition=expected_version is not None)
+        return self._change(
+            principal,
+            tenant_id,
+            Permission.TENANTS_MANAGE,
+            expected_version,
+            lambda tenant: tenant.set_quotas(quotas, ctx),
+        )
 
     def usage(self, principal: Principal, tenant_id: UUID) -> tuple[Tenant, dict[str, QuotaUsage]]:
         """Each quota's limit and what the tenant uses of it now (from read models)."""
@@ -219,6 +226,21 @@ class TenantService:
             )
             for name in QUOTA_NAMES
         }
+
+    def _change(
+        self,
+        principal: Principal,
+        tenant_id: UUID,
+        permission: Permission,
+        expected_version: int | None,
+        decide: Callable[[Tenant], object],
+    ) -> tuple[Tenant, int | None]:
+        """One command on one tenant: authorise, load, compare If-Match, decide, save."""
+        authorize(principal, permission)
+        tenant = self.load(principal, tenant_id)
+        check_expected_version(tenant.version, expected_version)
+        decide(tenant)
+        return tenant, self._store.append(tenant, precondition=expected_version is not None)
 
     def _claim(self, name: str, holder: UUID, ctx: CommandContext) -> NameClaim:
         claim = self._store.find(NameClaim, claim_id(_SCOPE, name))

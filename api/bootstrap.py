@@ -19,11 +19,13 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from application.api_keys import ApiKeyService
 from application.event_store import NornEventStore
-from application.executor import ExecutorPolicy, RunExecutor
+from application.executor import RunExecutor
+from application.logins import LoginPolicy, LoginService
 from application.pipelines import PipelineService
 from application.recovery import RunRecovery
+from application.run_execution import ExecutorPolicy
 from application.runs import RunService
-from application.sessions import LoginPolicy, LoginService, SessionService
+from application.sessions import SessionService
 from application.tenants import TenantService
 from application.users import UserService
 from infrastructure import nats as norn_nats

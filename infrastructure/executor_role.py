@@ -28,7 +28,8 @@ from application.executor import RunExecutor
 from application.recovery import RunRecovery
 from infrastructure.nats import connect, ensure_stream
 from infrastructure.step_runner import PluginStepRunner
-from infrastructure.work_queue import Dispatcher, Workers, WorkItem, WorkStreams
+from infrastructure.work_queue import Dispatcher, WorkItem, WorkStreams
+from infrastructure.workers import Workers
 from projections.projection import advisory_lock_key
 
 log = logging.getLogger(__name__)

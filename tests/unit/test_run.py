@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import pytest
 
-from application.executor import backoff
+from application.run_execution import backoff
 from domain.errors import InvalidCommand
 from domain.events import CommandContext, NornEvent
 from domain.pipeline import PipelineDefinition, StepSpec

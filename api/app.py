@@ -24,8 +24,11 @@ from api.controllers.api_keys import ApiKeyController
 from api.controllers.auth import AuthController
 from api.controllers.events import EventStreamController
 from api.controllers.health import HealthController
+from api.controllers.pipeline_runs import PipelineRunController
 from api.controllers.pipelines import PipelineController
 from api.controllers.plugins import PluginController
+from api.controllers.run_reports import RunReportController
+from api.controllers.runs import RunController
 from api.controllers.tenants import TenantController
 from api.controllers.users import UserController
 from api.errors import EXCEPTION_HANDLERS
@@ -35,6 +38,8 @@ from api.rate_limit import RateLimitMiddleware
 
 # POST /api/v1/pipelines/{id}:rollback is the custom-method spelling of .../{id}/rollback.
 _CUSTOM_METHOD = re.compile(r"^(/api/v1/[a-z-]+/[^/:]+):([a-z_-]+)$")
+# Custom methods whose sub-path is spelled otherwise: {id}:run queues a run, .../runs.
+_ACTION_PATHS = {"run": "runs"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -48,7 +53,8 @@ class NornApp(Litestar):
             return
         match = _CUSTOM_METHOD.match(scope["path"])
         if match:
-            scope["path"] = f"{match.group(1)}/{match.group(2)}"  # type: ignore[typeddict-item]
+            action = _ACTION_PATHS.get(match.group(2), match.group(2))
+            scope["path"] = f"{match.group(1)}/{action}"  # type: ignore[typeddict-item]
         request_id = _incoming_request_id(scope) or uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id  # type: ignore[typeddict-item]
 
@@ -106,6 +112,9 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             UserController,
             ApiKeyController,
             PipelineController,
+            PipelineRunController,
+            RunController,
+            RunReportController,
             PluginController,
             EventStreamController,
         ],

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,14 +19,21 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from application.api_keys import ApiKeyService
 from application.event_store import NornEventStore
+from application.executor import RunExecutor
+from application.logins import LoginPolicy, LoginService
 from application.pipelines import PipelineService
-from application.sessions import LoginPolicy, LoginService, SessionService
+from application.recovery import RunRecovery
+from application.run_execution import ExecutorPolicy
+from application.runs import RunService
+from application.sessions import SessionService
 from application.tenants import TenantService
 from application.users import UserService
 from infrastructure import nats as norn_nats
 from infrastructure.api_key_secrets import ApiKeySecrets
 from infrastructure.api_key_usage import ApiKeyUsage
 from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres
+from infrastructure.executor_role import ExecutorConfig, ExecutorRole
+from infrastructure.heartbeats import PostgresHeartbeats
 from infrastructure.idempotency import IdempotencyStore
 from infrastructure.login_throttle import PostgresLoginThrottle
 from infrastructure.migrations import migrate
@@ -32,18 +41,21 @@ from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.postgres import create_read_pool, create_sync_pool, open_event_store
 from infrastructure.rate_limit import PostgresRateLimiter, RateLimit
 from infrastructure.relay import Relay
+from infrastructure.run_logs import RunLogs
 from infrastructure.security import Argon2PasswordHasher, TokenService, data_dir_keys
 from infrastructure.settings import Settings
+from infrastructure.step_runner import PluginStepRunner
 from projections import ALL_PROJECTIONS, ProjectionRunner
 from projections.api_keys import ApiKeyQueries
 from projections.pipelines import PipelineQueries
+from projections.run_queries import RunQueries
 from projections.tenants import TenantQueries
 from projections.usage import ReadModelUsage
 from projections.users import UserQueries
 
 log = logging.getLogger(__name__)
 
-ROLES = ("api", "relay", "projector")
+ROLES = ("api", "relay", "projector", "executor")
 
 
 @dataclass
@@ -98,6 +110,9 @@ class Container:
     logins: LoginService
     pipelines: PipelineService
     pipeline_queries: PipelineQueries
+    runs: RunService
+    run_queries: RunQueries
+    run_logs: RunLogs
     tenant_queries: TenantQueries
     user_queries: UserQueries
     idempotency: IdempotencyStore
@@ -118,7 +133,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
     store = open_event_store(database_url, pool_size=settings.db_pool_size)
     read_pool = create_read_pool(database_url, max_size=settings.db_pool_size)
     sync_pool = create_sync_pool(database_url, max_size=settings.db_pool_size)
-    plugins = PluginCatalog.with_entry_points()
+    plugins = PluginCatalog.with_entry_points(settings.plugin_refs)
     if settings.jwt_secret:
         keys = [settings.jwt_secret, *settings.previous_jwt_secrets]
     else:
@@ -133,6 +148,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
     hasher = Argon2PasswordHasher()
     usage = ReadModelUsage(sync_pool)
     api_keys = ApiKeyService(store, ApiKeySecrets())
+    pipelines = PipelineService(store, plugins, usage)
     sessions = SessionService(store, hasher, tokens, api_keys)
     login_policy = LoginPolicy(
         lock_after_user=settings.login_lock_after,
@@ -153,8 +169,11 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
         users=UserService(store, hasher),
         sessions=sessions,
         logins=LoginService(sessions, PostgresLoginThrottle(read_pool), login_policy),
-        pipelines=PipelineService(store, plugins, usage),
+        pipelines=pipelines,
         pipeline_queries=PipelineQueries(read_pool),
+        runs=RunService(store, pipelines, usage, max_attempts=settings.run_max_attempts),
+        run_queries=RunQueries(read_pool),
+        run_logs=RunLogs(read_pool),
         tenant_queries=TenantQueries(read_pool),
         user_queries=UserQueries(read_pool),
         idempotency=IdempotencyStore(read_pool, ttl=timedelta(seconds=settings.idempotency_ttl)),
@@ -212,6 +231,10 @@ class Roles:
                 self._tasks.append(
                     asyncio.create_task(runner.run(self._stop), name=f"projector:{projection.name}")
                 )
+        if "executor" in self._roles:
+            self._tasks.append(
+                asyncio.create_task(executor_role(c).run(self._stop), name="executor")
+            )
 
     async def stop(self, grace: float = 10.0) -> None:
         self._stop.set()
@@ -228,6 +251,37 @@ class Roles:
 
     async def wait(self) -> None:
         await self._stop.wait()
+
+
+def executor_role(c: Container) -> ExecutorRole:
+    """The executor role over the container's store, pools and plugins."""
+    s = c.settings
+    steps = PluginStepRunner(
+        c.plugins,
+        workspace_root=s.workspace_dir,
+        files_root=s.files_dir,
+        logs=c.run_logs,
+        allow_private_networks=s.allow_private_networks,
+    )
+    heartbeats = PostgresHeartbeats(c.read_pool)
+    executor = RunExecutor(
+        c.store,
+        steps,
+        heartbeats,
+        c.usage,
+        executor_id=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+        policy=ExecutorPolicy(heartbeat_interval=s.heartbeat_interval),
+    )
+    config = ExecutorConfig(
+        database_url=c.database_url,
+        nats_url=c.nats_url,
+        events_stream=s.nats_stream,
+        prefix=s.subject_prefix,
+        concurrency=s.executor_concurrency,
+        maintenance_interval=min(5.0, s.heartbeat_interval),
+    )
+    recovery = RunRecovery(c.store, heartbeats, timeout=s.heartbeat_timeout)
+    return ExecutorRole(config, executor, recovery, steps)
 
 
 async def connect_feed(container: Container) -> None:

@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser(
         "serve", help="run every role in one process (embedded servers if no URLs)"
-    ).set_defaults(func=lambda s, a: _run_http(s, {"relay", "projector"}))
+    ).set_defaults(func=lambda s, a: _run_http(s, {"relay", "projector", "executor"}))
     sub.add_parser("api", help="run the HTTP API only").set_defaults(
         func=lambda s, a: _run_http(s, set())
     )
@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("projector", help="run the projections").set_defaults(
         func=lambda s, a: _run_roles(s, {"projector"})
+    )
+    sub.add_parser("executor", help="execute runs (competing with other executors)").set_defaults(
+        func=lambda s, a: _run_roles(s, {"executor"})
     )
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
     proj = sub.add_parser("projections", help="projection status and rebuild")
@@ -161,11 +164,13 @@ def _run_roles(settings: Settings, roles: set[str]) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        await container.read_pool.open()
         try:
             await background.start()
             await stop.wait()
         finally:
             await background.stop()
+            await container.read_pool.close()
             container.close()
             servers.stop()
 

@@ -54,3 +54,12 @@ class RateLimited(ApplicationError):
     def __init__(self, message: str, retry_after: float) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class StepFailed(ApplicationError):
+    """One attempt of a step failed; the message is for the pipeline's user. `retryable`
+    says whether another attempt may help."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        self.retryable = retryable
+        super().__init__(message)

@@ -3,7 +3,7 @@ the notification log gives one gapless-ordered global position for all aggregate
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -18,6 +18,10 @@ A = TypeVar("A", bound=Aggregate)
 
 class NornEventStore(Application[UUID]):
     name = "norn"  # -> table norn_events, NOTIFY channel norn_events
+
+    versions: Callable[[Sequence[UUID]], dict[UUID, int]] | None = None
+    """The current version of each of some aggregates, in one query (set by
+    infrastructure/postgres.py); lets `current` skip reading what has not changed."""
 
     def load(self, cls: type[A], aggregate_id: UUID, kind: str, version: int | None = None) -> A:
         try:
@@ -34,6 +38,36 @@ class NornEventStore(Application[UUID]):
         except AggregateNotFoundError:
             return None
         return aggregate if isinstance(aggregate, cls) else None
+
+    def current(self, *ids: UUID) -> dict[UUID, Aggregate]:
+        """Each of the aggregates that exists, as it is now, for reading only: when the
+        repository's cached copy is at the aggregate's current version (one query asks
+        for all of them), that copy itself is returned, so never change what this
+        returns (commands use `load`, which copies)."""
+        latest = self.versions(ids) if self.versions is not None else None
+        found: dict[UUID, Aggregate] = {}
+        for aggregate_id in ids:
+            if latest is not None:
+                if aggregate_id not in latest:
+                    continue
+                cached = self._cached(aggregate_id)
+                if cached is not None and cached.version == latest[aggregate_id]:
+                    found[aggregate_id] = cached
+                    continue
+            try:
+                found[aggregate_id] = self.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                continue
+        return found
+
+    def _cached(self, aggregate_id: UUID) -> Aggregate | None:
+        cache = self.repository.cache
+        if not cache:
+            return None
+        try:
+            return cache.get(aggregate_id)
+        except KeyError:
+            return None
 
     def append(self, *aggregates: Aggregate | None, precondition: bool = False) -> int | None:
         """Save pending events of the aggregates in one atomic append; return the global

@@ -3,18 +3,19 @@ history and revisions that are read from the event stream on purpose."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID, uuid4
 
 import msgspec
 
-from application.authorization import check_owner, require_tenant, require_writable_tenant
+from application.authorization import check_owner
 from application.errors import NotFound
 from application.event_store import NornEventStore, check_expected_version
 from application.ports import PluginCatalog, Usage
 from application.principal import Principal
 from application.quotas import within_quota
+from application.tenants import writable_tenant
 from domain.errors import FieldError, InvalidDefinition
 from domain.events import CommandContext
 from domain.name_claim import NameClaim, claim_id
@@ -194,12 +195,7 @@ class PipelineService:
             return self._store.append(pipeline, *others, precondition=precondition)
 
     def _tenant(self, principal: Principal) -> Tenant:
-        """The tenant the principal changes pipelines in (it must be writable)."""
-        require_writable_tenant(principal)
-        tenant = self._store.load(Tenant, UUID(require_tenant(principal)), "tenant")
-        if not tenant.writable:  # changed since the principal was authenticated
-            require_writable_tenant(replace(principal, tenant_status=tenant.status))
-        return tenant
+        return writable_tenant(self._store, principal)
 
     def load(
         self, principal: Principal, pipeline_id: UUID, *, deleted_ok: bool = False

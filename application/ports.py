@@ -3,9 +3,12 @@ infrastructure/ and projections/)."""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from domain.pipeline import StepSpec
 
 
 class PasswordHasher(Protocol):
@@ -46,6 +49,8 @@ class TokenClaims:
     expires_at: int
     generation: int = 0
     """Refresh tokens: the session's refresh generation the token was issued for."""
+    tenant_id: str | None = None
+    """The user's tenant when the token was issued (a user never changes tenant)."""
 
 
 class TokenIssuer(Protocol):
@@ -127,4 +132,58 @@ class LoginThrottle(Protocol):
     async def succeeded(self, forget: str, uncount: list[str]) -> None:
         """The attempt succeeded: `forget` loses its failures (unless locked), and each
         of `uncount` counts this attempt no more."""
+        ...
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """One attempt of one step of a run, as a step runner needs it."""
+
+    run_id: str
+    tenant_id: str
+    run_attempt: int
+    step: StepSpec
+    step_attempt: int
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    records_in: int
+    records_out: int
+
+
+class StepRunner(Protocol):
+    """Runs steps with their plugins (infrastructure/step_runner.py): feeds each the
+    outputs of the steps it depends on, keeps its output for the steps after it, and
+    keeps its log lines."""
+
+    async def run(self, call: StepCall, cancelled: asyncio.Event) -> StepOutcome:
+        """Run the attempt; StepFailed when it fails. Cancelling the task stops it."""
+        ...
+
+    async def reuse(
+        self, run_id: str, tenant_id: str, previous_run_id: str, step: str
+    ) -> StepOutcome | None:
+        """Take over a previous run's output of `step`; None when it is gone."""
+        ...
+
+    async def finished(self, run_id: str, tenant_id: str, succeeded: bool) -> None:
+        """The run ended. Outputs of a run that did not succeed may be kept for a retry
+        from its failed step."""
+        ...
+
+
+class Heartbeats(Protocol):
+    """Proof that an executor still works on a run (infrastructure/heartbeats.py)."""
+
+    async def beat(self, run_id: str, attempt: int, executor_id: str) -> None: ...
+
+    async def stop(self, run_id: str, attempt: int) -> None:
+        """The attempt ended here; a later attempt's beats are left alone."""
+        ...
+
+    async def stale(self, older_than: float, limit: int) -> list[tuple[str, int]]:
+        """(run id, attempt) of running runs whose executor has not beaten for
+        `older_than` seconds (or never did)."""
         ...

@@ -9,11 +9,9 @@ the very next request, in every API process.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 from uuid import UUID, uuid4
 
 from application.api_keys import ApiKeyService
@@ -22,20 +20,18 @@ from application.errors import (
     AuthenticationFailed,
     NotFound,
     PermissionDenied,
-    RateLimited,
     VersionConflict,
 )
 from application.event_store import NornEventStore
-from application.ports import LoginThrottle, PasswordHasher, TokenIssuer
+from application.ports import PasswordHasher, TokenClaims, TokenIssuer
 from application.principal import Principal
 from domain.api_key import ApiKey
-from domain.errors import InvalidCommand, WrongPassword
+from domain.errors import InvalidCommand
 from domain.events import CommandContext
 from domain.session import Session
 from domain.tenant import Tenant
 from domain.user import TENANT_ROLES, User, user_id_for
 
-T = TypeVar("T")
 _INVALID_KEY = "invalid, revoked or expired API key"
 _INVALID_LOGIN = "invalid username or password"
 _INVALID_TOKEN = "invalid or expired token"  # noqa: S105 - a message
@@ -50,25 +46,6 @@ class IssuedTokens:
     expires_in: int
     session_id: str
     position: int | None
-
-
-@dataclass(frozen=True)
-class LoginPolicy:
-    """Failed logins: each one past `slow_after` waits longer (doubling up to
-    `max_delay`); `lock_after_user` failures lock the username, `lock_after_address`
-    lock the client address, for `lock_seconds`. Failures are forgotten after a lock
-    or a success for that username."""
-
-    slow_after: int = 3
-    max_delay: float = 4.0
-    lock_after_user: int = 10
-    lock_after_address: int = 50
-    lock_seconds: float = 900.0
-
-    def delay(self, failures: int) -> float:
-        if failures < self.slow_after:
-            return 0.0
-        return float(min(self.max_delay, 0.25 * 2 ** (failures - self.slow_after)))
 
 
 def _now() -> datetime:
@@ -159,7 +136,7 @@ class SessionService:
 
     def principal_for_token(self, token: str) -> Principal:
         claims = self._tokens.verify(token, "access")
-        session, user, tenant = self._live_session(claims.session_id, claims.subject)
+        session, user, tenant = self._current_session(claims)
         return Principal(
             subject_id=str(user.id),
             name=user.username,
@@ -235,6 +212,39 @@ class SessionService:
             raise AuthenticationFailed(_INVALID_LOGIN)
         return user
 
+    def _current_session(self, claims: TokenClaims) -> tuple[Session, User, Tenant | None]:
+        """What _live_session checks, read-only and in one query for the versions of the
+        session, the user and the tenant (cached copies are used while current): the
+        cost of authenticating every request."""
+        try:
+            ids = [UUID(claims.session_id), UUID(claims.subject)]
+            if claims.tenant_id is not None:
+                ids.append(UUID(claims.tenant_id))
+        except ValueError:
+            raise AuthenticationFailed(_INVALID_TOKEN) from None
+        found = self._store.current(*ids)
+        session, user = found.get(ids[0]), found.get(ids[1])
+        if not (isinstance(session, Session) and isinstance(user, User)):
+            raise AuthenticationFailed(_INVALID_TOKEN)
+        self._check_session(session, user)
+        if user.tenant_id != claims.tenant_id:
+            raise AuthenticationFailed(_INVALID_TOKEN)
+        tenant = found.get(ids[2]) if claims.tenant_id is not None else None
+        if claims.tenant_id is not None and (
+            not isinstance(tenant, Tenant) or tenant.status == "deleted"
+        ):
+            raise AuthenticationFailed(_INVALID_TOKEN)
+        return session, user, tenant if isinstance(tenant, Tenant) else None
+
+    def _check_session(self, session: Session, user: User) -> None:
+        if (
+            session.user_id != str(user.id)
+            or not session.usable_at(self._clock())
+            or not user.can_authenticate
+            or user.credentials_version != session.credentials_version
+        ):
+            raise AuthenticationFailed(_INVALID_TOKEN)
+
     def _live_session(self, session_id: str, subject: str) -> tuple[Session, User, Tenant | None]:
         """The session a token names, its user and the user's tenant, if all three may
         still act: the session live and the user's credentials unchanged since it
@@ -244,15 +254,9 @@ class SessionService:
             user = self._store.find(User, UUID(subject))
         except ValueError:
             raise AuthenticationFailed(_INVALID_TOKEN) from None
-        if (
-            session is None
-            or user is None
-            or session.user_id != str(user.id)
-            or not session.usable_at(self._clock())
-            or not user.can_authenticate
-            or user.credentials_version != session.credentials_version
-        ):
+        if session is None or user is None:
             raise AuthenticationFailed(_INVALID_TOKEN)
+        self._check_session(session, user)
         return session, user, self._tenant_of(user.tenant_id)
 
     def _tenant_of(self, tenant_id: str | None, required: bool = True) -> Tenant | None:
@@ -282,58 +286,3 @@ class SessionService:
             session_id=str(session.id),
             position=position,
         )
-
-
-class LoginService:
-    """Login with throttling shared by every API process: slowed after a few failures,
-    then locked for a while, per username and per client address. A locked username is
-    refused even with the right password, and unknown usernames are throttled exactly
-    like known ones, so the throttle reveals nothing about which names exist."""
-
-    def __init__(
-        self,
-        sessions: SessionService,
-        throttle: LoginThrottle,
-        policy: LoginPolicy,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self._sessions = sessions
-        self._throttle = throttle
-        self._policy = policy
-        self._sleep = sleep  # how a slowed login waits (tests record it instead)
-
-    async def login(
-        self, username: str, password: str, client_address: str, correlation_id: str
-    ) -> IssuedTokens:
-        return await self.throttled(
-            username,
-            client_address,
-            lambda: self._sessions.login(username, password, correlation_id),
-        )
-
-    async def throttled(self, username: str, client_address: str, attempt: Callable[[], T]) -> T:
-        """Run `attempt` (a password check, in a thread) under the throttle of
-        `username` and the client address: a wrong password (AuthenticationFailed, or
-        WrongPassword for a current password proved to change it) counts as a failed
-        login, so guessing through any route meets the same limit."""
-        keys = [f"user:{username.strip().casefold()}", f"address:{client_address}"]
-        policy = self._policy
-        limits = [policy.lock_after_user, policy.lock_after_address]
-        attempts = await self._throttle.begin(keys, limits, policy.lock_seconds)
-        locked_for = max(a.locked_for for a in attempts)
-        if locked_for > 0:
-            raise RateLimited(
-                f"too many failed logins; try again in {int(locked_for) + 1} seconds",
-                locked_for,
-            )
-        delay = policy.delay(max(a.failures for a in attempts))
-        if delay:
-            await self._sleep(delay)
-        try:
-            result = await asyncio.to_thread(attempt)
-        except (AuthenticationFailed, WrongPassword):
-            await self._throttle.failed(keys, limits, policy.lock_seconds)
-            raise
-        # Anything else (the store down, the client gone) leaves the attempt counted.
-        await self._throttle.succeeded(keys[0], keys[1:])
-        return result

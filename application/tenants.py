@@ -5,9 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import replace as replace_principal
 from uuid import UUID, uuid4
 
-from application.authorization import Permission, authorize
+from application.authorization import (
+    Permission,
+    authorize,
+    require_tenant,
+    require_writable_tenant,
+)
 from application.errors import NotFound, PermissionDenied
 from application.event_store import NornEventStore, check_expected_version
 from application.ports import Usage
@@ -40,6 +46,16 @@ class QuotaUsage:
     limit: int
     used: int | None
     """None: the resource is not counted yet (jobs and deployments)."""
+
+
+def writable_tenant(store: NornEventStore, principal: Principal) -> Tenant:
+    """The tenant a principal changes things in; PermissionDenied unless it is active
+    (also when it changed since the principal was authenticated)."""
+    require_writable_tenant(principal)
+    tenant = store.load(Tenant, UUID(require_tenant(principal)), "tenant")
+    if not tenant.writable:
+        require_writable_tenant(replace_principal(principal, tenant_status=tenant.status))
+    return tenant
 
 
 class TenantService:

@@ -7,8 +7,8 @@ model) p50/p99.
 
 Uses NORN_BENCH_DATABASE_URL / NORN_BENCH_NATS_URL if set (a fresh database is created
 on that server), else embedded servers in a temporary directory. The API runs as a
-separate `norn serve` process with every role, so the figures include
-the relay and projector sharing the machine, as on a one-machine install."""
+separate `norn serve` process with every role, so the figures include the relay,
+projector and executor sharing the machine, as on a one-machine install."""
 
 from __future__ import annotations
 
@@ -16,28 +16,13 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import psycopg
-from psycopg.conninfo import make_conninfo
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres, free_port
-
-ADMIN, PASSWORD = "bench-admin", "correct-horse-staple-42"
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+from harness import editor_of_new_tenant, norn_server, percentile
 
 
 def body(i: int) -> dict:
@@ -54,19 +39,6 @@ def body(i: int) -> dict:
             },
         ],
     }
-
-
-async def wait_ready(base: str, limit: float = 60) -> None:
-    deadline = time.monotonic() + limit
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            try:
-                if (await client.get(f"{base}/health")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError("server did not become ready")
 
 
 async def http_commands(base: str, headers: dict, clients: int, seconds: float) -> list[float]:
@@ -141,54 +113,12 @@ def main() -> None:
     if args.smoke:
         args.seconds, args.lag_samples = 2.0, 20
 
-    tmp = Path(tempfile.mkdtemp(prefix="norn-bench-"))
-    embedded = []
-    admin_url = os.environ.get("NORN_BENCH_DATABASE_URL")
-    nats_url = os.environ.get("NORN_BENCH_NATS_URL")
-    if not admin_url:
-        pg = EmbeddedPostgres(tmp)
-        admin_url = pg.start()
-        embedded.append(pg)
-    if not nats_url:
-        nats_server = EmbeddedNats(tmp)
-        nats_url = nats_server.start()
-        embedded.append(nats_server)
-    dbname = f"norn_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
-    database_url = make_conninfo(admin_url, dbname=dbname)
-    port = free_port()
-    token = uuid.uuid4().hex[:8]
-    env = {
-        **os.environ,
-        "NORN_DATABASE_URL": database_url,
-        "NORN_NATS_URL": nats_url,
-        "NORN_PORT": str(port),
-        "NORN_DATA_DIR": str(tmp / "data"),
-        "NORN_ADMIN_USERNAME": ADMIN,
-        "NORN_ADMIN_PASSWORD": PASSWORD,
-        "NORN_NATS_STREAM": f"BENCH_{token.upper()}",
-        "NORN_SUBJECT_PREFIX": f"bench{token}",
-        "NORN_LOG_LEVEL": "WARNING",
-        # The benchmark measures the command path, not the plans' request limits.
-        "NORN_RATE_LIMITS": ",".join(
-            f"{plan}=100000000/1000000" for plan in ("free", "pro", "enterprise", "platform")
-        ),
-    }
-    norn = str(Path(sys.executable).parent / "norn")
-    server = subprocess.Popen([norn, "serve"], env=env)  # noqa: S603
-    try:
-        base = f"http://127.0.0.1:{port}"
-        asyncio.run(wait_ready(base))
-        headers = asyncio.run(setup(base))
-        latencies = asyncio.run(http_commands(base, headers, args.clients, args.seconds))
-        raw = raw_inserts(database_url, args.clients, args.seconds)
-        lags = projection_lag(base, headers, database_url, args.lag_samples)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        for e in reversed(embedded):
-            e.stop()
+    with norn_server() as server:
+        # Far from its quota (creates skip the tenant's quota lock, see application/quotas.py).
+        _, headers = asyncio.run(editor_of_new_tenant(server.base, {"max_pipelines": 10_000_000}))
+        latencies = asyncio.run(http_commands(server.base, headers, args.clients, args.seconds))
+        raw = raw_inserts(server.database_url, args.clients, args.seconds)
+        lags = projection_lag(server.base, headers, server.database_url, args.lag_samples)
 
     http_rate = len(latencies) / args.seconds
     raw_rate = raw / args.seconds
@@ -206,31 +136,6 @@ def main() -> None:
         f"p99 {percentile(lags, 99) * 1000:.1f} ms, mean {statistics.mean(lags) * 1000:.1f} ms "
         f"({len(lags)} samples)"
     )
-
-
-async def setup(base: str) -> dict:
-    async with httpx.AsyncClient(base_url=base, timeout=30) as c:
-        r = await c.post("/api/v1/auth/login", json={"username": ADMIN, "password": PASSWORD})
-        admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
-        tenant = (
-            await c.post(
-                "/api/v1/tenants", json={"name": "bench", "plan": "enterprise"}, headers=admin
-            )
-        ).json()
-        # The benchmark creates pipelines for as long as it runs: lift the quota.
-        quotas = {"max_pipelines": 10_000_000}
-        await c.put(f"/api/v1/tenants/{tenant['id']}/quotas", json=quotas, headers=admin)
-        user = {
-            "username": "bench-editor",
-            "password": "battery-horse-staple-42",
-            "tenant_id": tenant["id"],
-            "roles": ["editor"],
-        }
-        await c.post("/api/v1/users", json=user, headers=admin)
-        r = await c.post(
-            "/api/v1/auth/login", json={"username": user["username"], "password": user["password"]}
-        )
-        return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 if __name__ == "__main__":

@@ -29,11 +29,24 @@ PluginChecker = Callable[[str, dict[str, Any]], list[str]]
 catalog, so the domain stays free of plugin code."""
 
 
+MAX_RETRIES = 20
+MAX_DELAY = 86_400.0
+MAX_TIMEOUT = 7 * 86_400.0
+
+
 class StepSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One step. A failed attempt is retried `retries` times, after `retry_delay`
+    seconds doubling per attempt (with jitter) up to `max_delay`; an attempt running
+    longer than `timeout` seconds fails."""
+
     name: str
     plugin: str
     config: dict[str, Any] = {}
     depends_on: tuple[str, ...] = ()
+    retries: int = 0
+    retry_delay: float = 1.0
+    max_delay: float = 60.0
+    timeout: float | None = None
 
 
 class PipelineDefinition(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -45,6 +58,8 @@ class PipelineDefinition(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     tags: tuple[str, ...] = ()
     steps: tuple[StepSpec, ...] = ()
     namespace: str | None = None
+    timeout: float | None = None
+    """Seconds a run may take in all; a run still going then is timed out."""
 
 
 class ClonedFrom(msgspec.Struct, frozen=True):
@@ -73,6 +88,8 @@ def validate_definition(
         if not tag.strip() or len(tag) > 100:
             errors.append(FieldError(f"tags[{i}]", "must be 1 to 100 characters"))
     errors.extend(namespace_errors(definition, namespaces))
+    if definition.timeout is not None and not 0 < definition.timeout <= MAX_TIMEOUT:
+        errors.append(FieldError("timeout", f"must be more than 0 and at most {MAX_TIMEOUT:g}"))
     if not definition.steps:
         errors.append(FieldError("steps", "a pipeline needs at least one step"))
     if len(definition.steps) > MAX_STEPS:
@@ -109,6 +126,7 @@ def _step_errors(steps: tuple[StepSpec, ...], check_plugin: PluginChecker) -> li
         for problem in check_plugin(step.plugin, step.config):
             field, _, message = problem.partition(": ")
             errors.append(FieldError(f"{where}.{field}", message or problem))
+        errors.extend(_retry_errors(step, where))
     names = {s.name for s in steps}
     for i, step in enumerate(steps):
         for dep in step.depends_on:
@@ -121,6 +139,23 @@ def _step_errors(steps: tuple[StepSpec, ...], check_plugin: PluginChecker) -> li
     cycle = find_cycle(steps)
     if cycle:
         errors.append(FieldError("steps", "dependency cycle: " + " -> ".join(cycle)))
+    return errors
+
+
+def _retry_errors(step: StepSpec, where: str) -> list[FieldError]:
+    errors = []
+    if not 0 <= step.retries <= MAX_RETRIES:
+        errors.append(FieldError(f"{where}.retries", f"must be between 0 and {MAX_RETRIES}"))
+    if not 0 <= step.retry_delay <= MAX_DELAY:
+        errors.append(FieldError(f"{where}.retry_delay", f"must be between 0 and {MAX_DELAY:g}"))
+    if not step.retry_delay <= step.max_delay <= MAX_DELAY:
+        errors.append(
+            FieldError(f"{where}.max_delay", f"must be between retry_delay and {MAX_DELAY:g}")
+        )
+    if step.timeout is not None and not 0 < step.timeout <= MAX_TIMEOUT:
+        errors.append(
+            FieldError(f"{where}.timeout", f"must be more than 0 and at most {MAX_TIMEOUT:g}")
+        )
     return errors
 
 

@@ -3,7 +3,7 @@ failed recently per key (a username or a client address), and which keys are loc
 An attempt is counted when it begins (a success takes it back), under the key's row
 lock, so parallel guesses are counted one after another like serial ones.
 The policy (how many failures slow or lock, for how long) is the application's
-(application/sessions.py: LoginPolicy)."""
+(application/logins.py: LoginPolicy)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,9 @@ that the read side uses."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from uuid import UUID
+
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -40,7 +43,20 @@ def event_store_env(database_url: str, pool_size: int) -> dict[str, str]:
 
 
 def open_event_store(database_url: str, pool_size: int = 10) -> NornEventStore:
-    return NornEventStore(env=event_store_env(database_url, pool_size))
+    store = NornEventStore(env=event_store_env(database_url, pool_size))
+    datastore = store.recorder.datastore  # type: ignore[attr-defined]
+
+    def versions(ids: Sequence[UUID]) -> dict[UUID, int]:
+        with datastore.get_connection() as conn:
+            rows = conn.execute(
+                "SELECT originator_id, max(originator_version) AS version FROM norn_events"
+                " WHERE originator_id = ANY(%s) GROUP BY originator_id",
+                (list(ids),),
+            ).fetchall()
+        return {row["originator_id"]: row["version"] for row in rows}
+
+    store.versions = versions
+    return store
 
 
 def create_read_pool(database_url: str, max_size: int = 10) -> AsyncConnectionPool:

@@ -139,6 +139,7 @@ class TokenService:
             session_id=claims["sid"],
             expires_at=int(claims["exp"]),
             generation=generation,
+            tenant_id=claims.get("tid") if isinstance(claims.get("tid"), str) else None,
         )
 
 

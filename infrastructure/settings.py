@@ -53,6 +53,25 @@ class Settings:
     login_lock_after: int = 10
     """NORN_LOGIN_LOCK_AFTER: failed logins of one username before it is locked."""
     login_lock_seconds: int = 900
+    files_root: Path | None = None
+    """NORN_FILES_ROOT: tenants' folders for file plugins; unset = <data dir>/files."""
+    workspace_root: Path | None = None
+    """NORN_WORKSPACE_ROOT: runs' scratch space; unset = <data dir>/runs."""
+    allow_private_networks: bool = False
+    """NORN_ALLOW_PRIVATE_NETWORKS=1: plugins may reach private and loopback addresses."""
+    plugins: str = ""
+    """NORN_PLUGINS: extra plugin classes to load, as module:Class, comma-separated."""
+    executor_concurrency: int = 4
+    """NORN_EXECUTOR_CONCURRENCY: runs one executor process runs at a time."""
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 30.0
+    """NORN_HEARTBEAT_TIMEOUT: a running run whose executor has not beaten for this long
+    is recovered."""
+    run_max_attempts: int = 3
+    """NORN_RUN_MAX_ATTEMPTS: executions of a run before an executor loss marks it
+    crashed instead of queueing it again."""
+    execute_wait_timeout: float = 60.0
+    """NORN_EXECUTE_WAIT_TIMEOUT: longest wait of POST /pipelines/execute with wait."""
     forwarded_allow_ips: str = "127.0.0.1"
     """NORN_FORWARDED_ALLOW_IPS: reverse proxies (comma-separated IPs or networks, or *)
     whose X-Forwarded-For gives the client address."""
@@ -106,10 +125,39 @@ class Settings:
             problems.append("NORN_LOGIN_LOCK_AFTER must be between 3 and 1000")
         if not 1 <= self.login_lock_seconds <= 86_400:
             problems.append("NORN_LOGIN_LOCK_SECONDS must be between 1 and 86400")
+        if not 1 <= self.executor_concurrency <= 1000:
+            problems.append("NORN_EXECUTOR_CONCURRENCY must be between 1 and 1000")
+        if not 0.1 <= self.heartbeat_interval <= 300:
+            problems.append("NORN_HEARTBEAT_INTERVAL must be between 0.1 and 300 seconds")
+        if not 2 * self.heartbeat_interval <= self.heartbeat_timeout <= 3600:
+            problems.append(
+                "NORN_HEARTBEAT_TIMEOUT must be at least twice NORN_HEARTBEAT_INTERVAL "
+                "and at most 3600 seconds"
+            )
+        if not 1 <= self.run_max_attempts <= 10:
+            problems.append("NORN_RUN_MAX_ATTEMPTS must be between 1 and 10")
+        if not 0 < self.execute_wait_timeout <= 3600:
+            problems.append("NORN_EXECUTE_WAIT_TIMEOUT must be more than 0 and at most 3600")
+        for ref in self.plugin_refs:
+            module, _, attr = ref.partition(":")
+            if not module or not attr:
+                problems.append(f"NORN_PLUGINS entries read module:Class, not {ref!r}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             problems.append("NORN_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         if problems:
             raise SettingsError("; ".join(problems))
+
+    @property
+    def plugin_refs(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.plugins.split(",") if part.strip())
+
+    @property
+    def files_dir(self) -> Path:
+        return self.files_root or self.data_dir / "files"
+
+    @property
+    def workspace_dir(self) -> Path:
+        return self.workspace_root or self.data_dir / "runs"
 
     @property
     def previous_jwt_secrets(self) -> tuple[str, ...]:
@@ -155,6 +203,12 @@ def _parse(name: str, type_: object, raw: str) -> object:
     try:
         if "Path" in text:
             return Path(raw)
+        if text.startswith("bool"):
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise SettingsError(f"{key} must be 1/true/yes/on or 0/false/no/off, not {raw!r}")
         if text.startswith("int"):
             return int(raw)
         if text.startswith("float"):

@@ -8,6 +8,7 @@ from projections.pipelines import PipelineQueries, PipelinesProjection
 from projections.projection import Projection, apply_batch, handles
 from projections.rebuild import RebuildError, rebuild
 from projections.runner import ProjectionRunner
+from projections.runs import RunsProjection
 from projections.tenants import TenantQueries, TenantsProjection
 from projections.tracking import projection_status, wait_for_position
 from projections.users import UserQueries, UsersProjection
@@ -17,6 +18,7 @@ ALL_PROJECTIONS: tuple[Projection, ...] = (
     TenantsProjection(),
     ApiKeysProjection(),
     UsersProjection(),
+    RunsProjection(),
 )
 """Every read model, for the projector role and `norn projections status|rebuild`."""
 
@@ -37,6 +39,7 @@ __all__ = [
     "Projection",
     "ProjectionRunner",
     "RebuildError",
+    "RunsProjection",
     "TenantQueries",
     "TenantsProjection",
     "UserQueries",

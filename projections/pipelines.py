@@ -26,7 +26,7 @@ SORTS: dict[str, type] = {"created_at": datetime, "name": str, "updated_at": dat
 """Sortable columns and the type of their values (checked in cursors)."""
 
 _COLUMNS = sql.SQL(
-    "id, tenant_id, namespace, name, description, tags, steps, revision, version, "
+    "id, tenant_id, namespace, name, description, tags, steps, timeout, revision, version, "
     "cloned_from, created_by, updated_by, created_at, updated_at, position"
 )
 
@@ -34,6 +34,7 @@ _COLUMNS = sql.SQL(
 def _definition_fields(event: CloudEvent) -> dict[str, Any]:
     definition: dict[str, Any] = event.data["definition"]
     return {
+        "timeout": definition.get("timeout"),
         "namespace": definition.get("namespace"),
         "name": definition["name"],
         "description": definition.get("description", ""),
@@ -57,10 +58,10 @@ class PipelinesProjection(Projection):
         cloned_from = event.data.get("cloned_from")
         await cur.execute(
             "INSERT INTO pipelines (id, tenant_id, namespace, name, description, tags, steps,"
-            " revision, version, cloned_from, created_by, updated_by, created_at, updated_at,"
-            " position) VALUES (%(id)s, %(tenant_id)s, %(namespace)s, %(name)s,"
-            " %(description)s, %(tags)s, %(steps)s, 1, %(version)s, %(cloned_from)s, %(actor)s,"
-            " %(actor)s, %(time)s, %(time)s, %(position)s)",
+            " timeout, revision, version, cloned_from, created_by, updated_by, created_at,"
+            " updated_at, position) VALUES (%(id)s, %(tenant_id)s, %(namespace)s, %(name)s,"
+            " %(description)s, %(tags)s, %(steps)s, %(timeout)s, 1, %(version)s,"
+            " %(cloned_from)s, %(actor)s, %(actor)s, %(time)s, %(time)s, %(position)s)",
             {
                 **_definition_fields(event),
                 "id": event.subject,
@@ -79,6 +80,7 @@ class PipelinesProjection(Projection):
         # A rollback is a new revision carrying the restored definition: same update.
         await cur.execute(
             "UPDATE pipelines SET namespace = %(namespace)s, name = %(name)s,"
+            " timeout = %(timeout)s,"
             " description = %(description)s,"
             " tags = %(tags)s, steps = %(steps)s, revision = %(revision)s,"
             " version = %(version)s, updated_by = %(actor)s, updated_at = %(time)s,"

@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.utils import get_topic
@@ -26,12 +27,20 @@ from domain.pipeline import (
     PipelineRevised,
     PipelineRolledBack,
 )
+from domain.run import (
+    RunCancelled,
+    RunCrashed,
+    RunFailed,
+    RunQueued,
+    RunRequeued,
+    RunStarted,
+    RunSucceeded,
+    RunTimedOut,
+)
 from infrastructure.mapper import decode_state
 from projections.projection import advisory_lock_key
 
-
-def _same_tenant(state: dict[str, Any], tenant_id: str) -> bool:
-    return state.get("tenant_id") == tenant_id
+Delta = int | Callable[[dict[str, Any]], int]
 
 
 @dataclass(frozen=True)
@@ -42,10 +51,18 @@ class Counted:
     count_sql: str
     """One scalar subquery over the projection's tables (NULL counts as 0); parameter
     %(tenant)s. Keep it O(1): it runs under the lock of every command it limits."""
-    deltas: Mapping[type[NornEvent], int]
-    """How each event of the store changes the count (+1, -1)."""
-    applies: Callable[[dict[str, Any], str], bool] = field(default=_same_tenant)
-    """Whether a stored event's state counts for the tenant."""
+    deltas: Mapping[type[NornEvent], Delta]
+    """How each event of the tenant changes the count: a number, or a function of the
+    stored event's state."""
+
+
+def _was_running(state: dict[str, Any]) -> int:
+    return -1 if state.get("previous_status", "running") == "running" else 0
+
+
+def _queued_today(state: dict[str, Any]) -> int:
+    today = datetime.now(UTC).date().isoformat()
+    return 1 if str(state.get("timestamp", "")).startswith(today) else 0
 
 
 RESOURCES: dict[str, Counted] = {
@@ -53,6 +70,25 @@ RESOURCES: dict[str, Counted] = {
         projection="pipelines",
         count_sql="SELECT live FROM pipeline_counts WHERE tenant_id = %(tenant)s",
         deltas={PipelineCreated: 1, PipelineDeleted: -1},
+    ),
+    "running_runs": Counted(
+        projection="runs",
+        count_sql="SELECT running FROM run_counts WHERE tenant_id = %(tenant)s",
+        deltas={
+            RunStarted: 1,
+            RunSucceeded: -1,
+            RunFailed: -1,
+            RunTimedOut: -1,
+            RunCrashed: -1,
+            RunRequeued: -1,
+            RunCancelled: _was_running,
+        },
+    ),
+    "runs_today": Counted(
+        projection="runs",
+        count_sql="SELECT queued FROM run_day_counts WHERE tenant_id = %(tenant)s"
+        " AND day = (now() AT TIME ZONE 'UTC')::date",
+        deltas={RunQueued: _queued_today},
     ),
 }
 """Counted resources by name (application/quotas.py names the quota of each)."""
@@ -159,7 +195,7 @@ def _namespace_count(rows: list[Any], tenant_id: str, namespace: str) -> int:
         if topic is None:
             continue
         data = decode_state(bytes(state))
-        if not _same_tenant(data, tenant_id):
+        if data.get("tenant_id") != tenant_id:
             continue
         definition = data.get("definition") or {}
         placed[pipeline_id] = topic != deleted and definition.get("namespace") == namespace
@@ -179,7 +215,11 @@ def _count(conn: Connection[Any], tenant_id: str, counted: Counted) -> int:
         {"tenant": tenant_id, "projection": counted.projection, "topics": list(deltas)},
     ).fetchall()
     used = int(rows[0][0])
-    for _, topic, state in rows:
-        if topic is not None and counted.applies(decode_state(bytes(state)), tenant_id):
-            used += deltas[topic]
+    for _, topic, raw in rows:
+        if topic is None:
+            continue
+        state = decode_state(bytes(raw))
+        if state.get("tenant_id") == tenant_id:
+            delta = deltas[topic]
+            used += delta if isinstance(delta, int) else delta(state)
     return used

@@ -7,8 +7,11 @@ migrated template) and its own JetStream stream and subject prefix."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,26 +37,40 @@ GENEROUS_RATE_LIMITS = ",".join(
 )
 
 
+@contextmanager
+def _server_dir(kind: str) -> Iterator[Path]:
+    """A directory for an embedded server, outside pytest's temporary root: as root,
+    pgserver runs PostgreSQL as another user, and any other pytest session on the machine
+    resets that root to 0700, cutting that user off from its data mid-run."""
+    path = Path(tempfile.mkdtemp(prefix=f"norn-test-{kind}-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_url() -> Iterator[str]:
     url = os.environ.get("NORN_TEST_DATABASE_URL")
     if url:
         yield url
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("embedded"))
-    yield server.start()
-    server.stop()
+    with _server_dir("postgres") as path:
+        server = EmbeddedPostgres(path)
+        yield server.start()
+        server.stop()
 
 
 @pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def nats_url() -> Iterator[str]:
     url = os.environ.get("NORN_TEST_NATS_URL")
     if url:
         yield url
         return
-    server = EmbeddedNats(tmp_path_factory.mktemp("embedded"))
-    yield server.start()
-    server.stop()
+    with _server_dir("nats") as path:
+        server = EmbeddedNats(path)
+        yield server.start()
+        server.stop()
 
 
 def _admin(pg_admin_url: str) -> psycopg.Connection:
@@ -105,9 +122,12 @@ async def nats_names(nats_url: str) -> AsyncIterator[NatsNames]:
     yield names
     nc = await nats.connect(nats_url)
     try:
-        await nc.jetstream().delete_stream(names.stream)
-    except Exception:  # noqa: S110 - the test may never have created it
-        pass
+        # The events stream, and the executors' work and dead-letter streams beside it.
+        for stream in (names.stream, f"{names.stream}_WORK", f"{names.stream}_DEAD"):
+            try:
+                await nc.jetstream().delete_stream(stream)
+            except Exception:  # noqa: S110 - the test may never have created it
+                pass
     finally:
         await nc.close()
 

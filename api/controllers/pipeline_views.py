@@ -24,12 +24,37 @@ def to_definition(body: PipelineWrite) -> PipelineDefinition:
         name=body.name.strip(),
         description=body.description,
         tags=tuple(body.tags),
-        steps=tuple(StepSpec(s.name, s.plugin, s.config, tuple(s.depends_on)) for s in body.steps),
+        steps=tuple(
+            StepSpec(
+                s.name,
+                s.plugin,
+                s.config,
+                tuple(s.depends_on),
+                retries=s.retries,
+                retry_delay=s.retry_delay,
+                max_delay=s.max_delay,
+                timeout=s.timeout,
+            )
+            for s in body.steps
+        ),
+        timeout=body.timeout,
     )
 
 
 def _steps(definition: PipelineDefinition) -> list[StepOut]:
-    return [StepOut(s.name, s.plugin, s.config, list(s.depends_on)) for s in definition.steps]
+    return [
+        StepOut(
+            s.name,
+            s.plugin,
+            s.config,
+            list(s.depends_on),
+            s.retries,
+            s.retry_delay,
+            s.max_delay,
+            s.timeout,
+        )
+        for s in definition.steps
+    ]
 
 
 def written(pipeline: Pipeline, position: int | None, changed: bool = True) -> PipelineWritten:
@@ -43,6 +68,7 @@ def written(pipeline: Pipeline, position: int | None, changed: bool = True) -> P
         description=d.description,
         tags=list(d.tags),
         steps=_steps(d),
+        timeout=d.timeout,
         revision=pipeline.revision,
         version=pipeline.version,
         cloned_from=ClonedFromOut(cloned.pipeline_id, cloned.revision) if cloned else None,
@@ -65,9 +91,19 @@ def from_row(row: dict[str, Any]) -> PipelineRead:
         description=row["description"],
         tags=list(row["tags"]),
         steps=[
-            StepOut(s["name"], s["plugin"], s.get("config", {}), list(s.get("depends_on", [])))
+            StepOut(
+                s["name"],
+                s["plugin"],
+                s.get("config", {}),
+                list(s.get("depends_on", [])),
+                s.get("retries", 0),
+                s.get("retry_delay", 1.0),
+                s.get("max_delay", 60.0),
+                s.get("timeout"),
+            )
             for s in row["steps"]
         ],
+        timeout=row.get("timeout"),
         revision=row["revision"],
         version=row["version"],
         cloned_from=ClonedFromOut(cloned["pipeline_id"], cloned["revision"]) if cloned else None,

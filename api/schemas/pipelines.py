@@ -15,6 +15,13 @@ class StepIn(Request):
     plugin: str
     config: dict[str, Any] = {}
     depends_on: list[str] = []
+    retries: int = 0
+    """Attempts after a failed one."""
+    retry_delay: float = 1.0
+    """Seconds before the first retry; doubles per attempt, with jitter."""
+    max_delay: float = 60.0
+    timeout: float | None = None
+    """Seconds an attempt may run."""
 
 
 class PipelineWrite(Request):
@@ -26,6 +33,8 @@ class PipelineWrite(Request):
     steps: list[StepIn] = []
     namespace: Annotated[str, msgspec.Meta(min_length=1, max_length=63)] | None = None
     """One of the tenant's namespaces, or null for none."""
+    timeout: float | None = None
+    """Seconds a run may take in all."""
 
 
 class RollbackRequest(Request):
@@ -41,6 +50,10 @@ class StepOut(msgspec.Struct):
     plugin: str
     config: dict[str, Any]
     depends_on: list[str]
+    retries: int = 0
+    retry_delay: float = 1.0
+    max_delay: float = 60.0
+    timeout: float | None = None
 
 
 class ClonedFromOut(msgspec.Struct):
@@ -48,7 +61,7 @@ class ClonedFromOut(msgspec.Struct):
     revision: int
 
 
-class PipelineRead(msgspec.Struct):
+class PipelineRead(msgspec.Struct, kw_only=True):
     id: str
     tenant_id: str
     namespace: str | None
@@ -56,6 +69,7 @@ class PipelineRead(msgspec.Struct):
     description: str
     tags: list[str]
     steps: list[StepOut]
+    timeout: float | None = None
     revision: int
     version: int
     cloned_from: ClonedFromOut | None
@@ -65,7 +79,7 @@ class PipelineRead(msgspec.Struct):
     updated_at: datetime
 
 
-class PipelineWritten(PipelineRead):
+class PipelineWritten(PipelineRead, kw_only=True):
     """A command's answer: the state after it, and the event's global position (pass it
     as ?min_position= to read your write)."""
 

@@ -1,108 +1,31 @@
-"""The built-in plugin catalog: schemas of the steps every Norn installation has."""
+"""The built-in plugin catalog: the steps every Norn installation has. Each family lives
+in its own module; this one only lists them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
-import msgspec
-
 from infrastructure.plugins.base import Plugin
+from infrastructure.plugins.files import InputFile, OutputFile
+from infrastructure.plugins.http import InputHttp
+from infrastructure.plugins.processing import Aggregate, Filter, Transform
+from infrastructure.plugins.webhook import OutputWebhook
 
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
-Url = Annotated[str, msgspec.Meta(pattern=r"^https?://", max_length=4096)]
-Format = Literal["jsonl", "csv", "json"]
-
-
-class _Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class InputFile(Plugin):
-    type, name = "Input", "file"
-    description = "Read records from a file in the tenant's folder (JSON lines, CSV, JSON)."
-
-    class Config(_Config):
-        path: NonEmpty
-        format: Format = "jsonl"
-
-    @classmethod
-    def check(cls, config: msgspec.Struct) -> list[str]:
-        return _relative_path_problems(config.path)  # type: ignore[attr-defined]
-
-
-class InputHttp(Plugin):
-    type, name = "Input", "http"
-    description = "GET JSON from a URL; a list becomes records, an object one record."
-
-    class Config(_Config):
-        url: Url
-        headers: dict[str, str] = {}
-        timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
-        max_bytes: Annotated[int, msgspec.Meta(gt=0, le=100_000_000)] = 10_000_000
-        records_path: str | None = None
-
-
-class Filter(Plugin):
-    type, name = "Data_Processing", "filter"
-    description = "Keep records for which an expression is true, e.g. amount > 10."
-
-    class Config(_Config):
-        expression: NonEmpty
-
-
-class Transform(Plugin):
-    type, name = "Data_Processing", "transform"
-    description = "Add or replace fields with computed expressions; optionally drop fields."
-
-    class Config(_Config):
-        fields: dict[str, str] = {}
-        drop: list[str] = []
-
-    @classmethod
-    def check(cls, config: msgspec.Struct) -> list[str]:
-        if not config.fields and not config.drop:  # type: ignore[attr-defined]
-            return ["config: set 'fields' or 'drop'"]
-        return []
-
-
-class OutputFile(Plugin):
-    type, name = "Output", "file"
-    description = "Write records to a file in the tenant's folder."
-
-    class Config(_Config):
-        path: NonEmpty
-        format: Format = "jsonl"
-        mode: Literal["overwrite", "append"] = "overwrite"
-
-    @classmethod
-    def check(cls, config: msgspec.Struct) -> list[str]:
-        return _relative_path_problems(config.path)  # type: ignore[attr-defined]
-
-
-class OutputWebhook(Plugin):
-    type, name = "Output", "webhook"
-    description = "POST records as JSON, signed with X-Norn-Signature when a secret is set."
-
-    class Config(_Config):
-        url: Url
-        headers: dict[str, str] = {}
-        secret: str | None = None
-        batch_size: Annotated[int, msgspec.Meta(gt=0, le=10_000)] = 500
-        timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
-
-
-def _relative_path_problems(path: str) -> list[str]:
-    parts = path.replace("\\", "/").split("/")
-    if path.startswith("/") or ".." in parts:
-        return ["config.path: must be relative to the tenant's folder, without '..'"]
-    return []
-
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "Aggregate",
+    "Filter",
+    "InputFile",
+    "InputHttp",
+    "OutputFile",
+    "OutputWebhook",
+    "Transform",
+]
 
 BUILTIN_PLUGINS: tuple[type[Plugin], ...] = (
     InputFile,
     InputHttp,
     Filter,
     Transform,
+    Aggregate,
     OutputFile,
     OutputWebhook,
 )

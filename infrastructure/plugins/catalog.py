@@ -4,6 +4,7 @@ registered in the `norn.plugins` entry-point group."""
 from __future__ import annotations
 
 import logging
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -20,7 +21,9 @@ class PluginCatalog:
         self._plugins: dict[str, type[Plugin]] = {p.ref(): p for p in plugins}
 
     @classmethod
-    def with_entry_points(cls) -> PluginCatalog:
+    def with_entry_points(cls, extra: tuple[str, ...] = ()) -> PluginCatalog:
+        """Built-ins, the `norn.plugins` entry points, and `extra` classes named as
+        module:Class (NORN_PLUGINS: plugins used without packaging them)."""
         catalog = cls()
         for ep in entry_points(group="norn.plugins"):
             try:
@@ -28,6 +31,12 @@ class PluginCatalog:
                 catalog.register(plugin)
             except Exception:
                 log.exception("could not load plugin %s from entry point %s", ep.name, ep.value)
+        for ref in extra:
+            module, _, attr = ref.partition(":")
+            try:
+                catalog.register(getattr(import_module(module), attr))
+            except Exception:
+                log.exception("could not load plugin %s (NORN_PLUGINS)", ref)
         return catalog
 
     def register(self, plugin: type[Plugin]) -> None:

@@ -35,10 +35,10 @@ async def test_request_bodies_are_checked(settings: Settings) -> None:
         error = assert_error(unknown, unknown.status_code, "VALIDATION_ERROR")
         assert "owner" in unknown.text
         nested = pipeline_body("x")
-        nested["steps"][0]["retries"] = 3
+        nested["steps"][0]["retry"] = 3
         response = await client.post(BASE, json=nested, headers=editor)
         assert response.status_code in (400, 422), response.text
-        assert "retries" in response.text
+        assert "unknown field `retry`" in response.text
 
         for wrong in ({"name": 123}, {"steps": "read"}, {"tags": [1, 2]}):
             response = await client.post(BASE, json=pipeline_body("x") | wrong, headers=editor)

@@ -26,6 +26,7 @@ from tests.integration.api_client import (
     pipeline_body,
     running_app,
 )
+from tests.integration.run_support import EXECUTING, executing, make_pipeline, run_to_end, step
 
 _PARAM = re.compile(r"\{(\w+):(\w+)\}")
 
@@ -41,6 +42,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/tenants/{tenant_id:uuid}/namespaces"): {"namespace": "stolen"},
     ("PUT", "/api/v1/users/{user_id:uuid}"): {"active": False},
     ("POST", "/api/v1/users/{user_id:uuid}/password"): {"new_password": "a-stolen-passphrase-42"},
+    ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/runs"): {"params": {"stolen": True}},
+    ("POST", "/api/v1/runs/{run_id:uuid}/retry"): {"from_failed_step": False},
 }
 
 # Routes over resources that belong to no tenant (the plugin catalog): nothing to isolate.
@@ -53,6 +56,7 @@ class TenantA:
 
     values: dict[str, str] = field(default_factory=dict)
     ids: set[str] = field(default_factory=set)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def routes_with_params(app: Litestar) -> list[tuple[str, str]]:
@@ -99,7 +103,14 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
         "/api/v1/api-keys", json={"name": "a-key", "roles": ["viewer"]}, headers=editor
     )
     assert key.status_code == 201, key.text
-    a = TenantA()
+    # A finished run (of Test plugins, which the executor role runs): its id addresses
+    # every {run_id} route, and it fills A's run lists, statistics and exports.
+    runner = await make_pipeline(
+        client, editor, "a-runner", [step("a", "Test.emit"), step("b", "Test.emit", "a")]
+    )
+    run = await run_to_end(client, editor, runner)
+    assert run["status"] == "succeeded", run
+    a = TenantA(headers=editor)
     a.values = {
         "tenant_id": tenant_id,
         "pipeline_id": pipeline["id"],
@@ -107,8 +118,17 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
         "key_id": key.json()["id"],
         "namespace": "a-ns",
         "user_id": user_id,
+        "run_id": run["id"],
     }
-    a.ids = {tenant_id, pipeline["id"], key.json()["id"], key.json()["prefix"], user_id}
+    a.ids = {
+        tenant_id,
+        pipeline["id"],
+        key.json()["id"],
+        key.json()["prefix"],
+        user_id,
+        runner,
+        run["id"],
+    }
     return a
 
 
@@ -118,19 +138,35 @@ async def snapshot(client: AsyncTestClient, admin: dict[str, str], a: TenantA) -
     pipeline = await client.get(f"/api/v1/pipelines/{a.values['pipeline_id']}", headers=acting)
     tenant = await client.get(f"/api/v1/tenants/{a.values['tenant_id']}", headers=admin)
     user = await client.get(f"/api/v1/users/{a.values['user_id']}", headers=admin)
-    return [(r.status_code, r.json()) for r in (pipeline, tenant, user)]
+    run = await client.get(f"/api/v1/runs/{a.values['run_id']}", headers=acting)
+    runs = await client.get("/api/v1/runs", headers=acting)  # no run queued by B's retry
+    return [(r.status_code, r.json()) for r in (pipeline, tenant, user, run, runs)]
 
 
 async def test_another_tenants_ids_are_indistinguishable_from_missing_ones(
     settings: Settings,
 ) -> None:
-    async with running_app(settings) as client:
+    settings = executing(settings)
+    async with running_app(settings, roles=EXECUTING) as client:
         root = await login(client, settings.admin_username or "", settings.admin_password or "")
         a = await seed_tenant_a(client, root)
         _, b = await make_tenant_user(client, root, "tenant-b", "admin")
         before = await snapshot(client, root, a)
         routes = routes_with_params(client.app)
         assert routes, "the route table has no parameterised routes?"
+        run_routes = {
+            f"{m} {p.removeprefix('/api/v1/runs/{run_id:uuid}')}"
+            for m, p in routes
+            if "{run_id" in p
+        }
+        assert run_routes >= {
+            "GET ",
+            "GET /status",
+            "GET /logs",
+            "GET /visualize",
+            "POST /cancel",
+            "POST /retry",
+        }, run_routes
 
         def a_value(name: str, kind: str) -> str:
             assert name in a.values, f"isolation matrix: which of A's resources is {{{name}}}?"
@@ -153,7 +189,8 @@ async def test_another_tenants_ids_are_indistinguishable_from_missing_ones(
 
 
 async def test_no_list_shows_another_tenants_resources(settings: Settings) -> None:
-    async with running_app(settings) as client:
+    settings = executing(settings)
+    async with running_app(settings, roles=EXECUTING) as client:
         root = await login(client, settings.admin_username or "", settings.admin_password or "")
         a = await seed_tenant_a(client, root)
         _, b = await make_tenant_user(client, root, "tenant-b", "admin")
@@ -166,6 +203,15 @@ async def test_no_list_shows_another_tenants_resources(settings: Settings) -> No
             assert response.status_code == 200, (path, response.text)
             leaked = {ident for ident in a.ids if ident in response.text}
             assert not leaked, f"{path} shows tenant A's {leaked}"
+        # Lists that count rather than name: B's are empty where A's are not.
+        for headers, runs in ((a.headers, 1), (b, 0)):
+            statistics = await client.get("/api/v1/runs/statistics", headers=headers)
+            assert statistics.json()["totals"]["total"] == runs, statistics.text
+            assert len(statistics.json()["per_pipeline"]) == runs
+            export = await client.get("/api/v1/runs/export", headers=headers)
+            assert len(export.text.splitlines()) == runs
+            export = await client.get("/api/v1/runs/export?format=csv", headers=headers)
+            assert len(export.text.splitlines()) == 1 + runs  # the header, then A's run
 
 
 def _code(response: Any) -> str | None:

@@ -47,6 +47,30 @@ INVALID = {
         "steps[0].config.path",
     ),
     "no steps": ([], "steps"),
+    "bad filter expression": (
+        [
+            _step("read"),
+            {
+                "name": "keep",
+                "plugin": "Data_Processing.filter",
+                "config": {"expression": "amount >"},
+                "depends_on": ["read"],
+            },
+        ],
+        "steps[1].config.expression",
+    ),
+    "unsafe transform expression": (
+        [
+            _step("read"),
+            {
+                "name": "calc",
+                "plugin": "Data_Processing.transform",
+                "config": {"fields": {"total": "amount.__class__"}},
+                "depends_on": ["read"],
+            },
+        ],
+        "steps[1].config.fields.total",
+    ),
 }
 
 

@@ -56,6 +56,16 @@ WRITE_BODIES: dict[tuple[str, str], Callable[[Values], Any]] = {
     ("DELETE", "/api/v1/pipelines/{pipeline_id:uuid}"): lambda v: None,
     ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/rollback"): lambda v: {"revision": 1},
     ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/clone"): lambda v: {"name": "cloned"},
+    ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/runs"): lambda v: {"params": {"n": 1}},
+    ("POST", "/api/v1/pipelines/execute"): lambda v: {"pipeline_name": "nightly"},
+    ("POST", "/api/v1/runs/{run_id:uuid}/cancel"): lambda v: None,
+    ("POST", "/api/v1/runs/{run_id:uuid}/retry"): lambda v: {"from_failed_step": False},
+}
+
+# Routes that address another seeded resource than the one their parameter names.
+ROUTE_VALUES: dict[tuple[str, str], dict[str, str]] = {
+    # Cancel needs a run still queued, retry one that has ended.
+    ("POST", "/api/v1/runs/{run_id:uuid}/retry"): {"run_id": "ended_run_id"},
 }
 
 # Bodies for the non-GET routes that only read (validation).
@@ -136,6 +146,10 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
         headers=admin,
     )
     assert user.status_code == 201, user.text
+    runs = f"/api/v1/pipelines/{pipeline['id']}/runs"
+    queued, ended = [(await client.post(runs, json={}, headers=admin)).json() for _ in range(2)]
+    cancelled = await client.post(f"/api/v1/runs/{ended['run_id']}/cancel", headers=admin)
+    assert cancelled.status_code == 202, cancelled.text
     victim_key = await client.post(
         "/api/v1/api-keys", json={"name": "victim-key", "roles": ["viewer"]}, headers=admin
     )
@@ -151,6 +165,8 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
         "namespace": "spare",
         "user_id": user.json()["id"],
         "key_id": victim_key.json()["id"],
+        "run_id": queued["run_id"],
+        "ended_run_id": ended["run_id"],
         "plugin_type": "Input",
         "name": "file",
     }
@@ -172,7 +188,11 @@ async def send(client: AsyncTestClient, route: Route, tenant: Tenant, headers: H
         body = WRITE_BODIES[key](tenant.values)
     else:
         body = READ_BODIES.get(key)
-    url = fill(route.path, value_of(tenant.values))
+    values = {
+        **tenant.values,
+        **{k: tenant.values[v] for k, v in ROUTE_VALUES.get(key, {}).items()},
+    }
+    url = fill(route.path, value_of(values))
     return await client.request(route.method, url, json=body, headers=headers)
 
 

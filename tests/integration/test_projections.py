@@ -249,7 +249,16 @@ async def test_events_through_nats_produce_the_right_rows(
     assert row["tenant_id"] == T1
     assert (row["name"], row["description"], row["tags"]) == ("etl", "d1", ["a", "b"])
     assert row["steps"] == [
-        {"name": "read", "plugin": "Input.file", "config": {"path": "in.jsonl"}, "depends_on": []}
+        {
+            "name": "read",
+            "plugin": "Input.file",
+            "config": {"path": "in.jsonl"},
+            "depends_on": [],
+            "retries": 0,
+            "retry_delay": 1.0,
+            "max_delay": 60.0,
+            "timeout": None,
+        }
     ]
     assert (row["revision"], row["version"]) == (3, 3)  # created, revised, rolled back
     assert (row["created_by"], row["updated_by"]) == ("user:u1", "user:u9")
@@ -730,7 +739,13 @@ async def test_tenants_read_model_and_queries(
 
 
 def test_all_projections_are_registered() -> None:
-    assert {p.name for p in ALL_PROJECTIONS} == {"pipelines", "tenants", "api_keys", "users"}
+    assert {p.name for p in ALL_PROJECTIONS} == {
+        "pipelines",
+        "tenants",
+        "api_keys",
+        "users",
+        "runs",
+    }
     with pytest.raises(ValueError, match="must match"):
         type("Bad", (Projection,), {"name": "Bad-Name", "tables": ()})
 

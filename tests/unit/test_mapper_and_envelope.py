@@ -23,6 +23,7 @@ from eventsourcing.utils import get_topic
 import domain.api_key
 import domain.name_claim
 import domain.pipeline
+import domain.run
 import domain.session
 import domain.tenant
 import domain.user
@@ -36,6 +37,7 @@ from domain.pipeline import (
     PipelineRevised,
     StepSpec,
 )
+from domain.run import Run, Trigger
 from domain.session import Session
 from domain.tenant import Quotas, Tenant
 from domain.user import User, UserRegistered
@@ -132,6 +134,66 @@ def one_of_every_event() -> list[NornEvent]:
         ctx=CTX,
     )
     api_key.revoke(CTX)
+    run = Run.queue(
+        run_id=uuid4(),
+        tenant_id=TENANT,
+        pipeline_id="p1",
+        pipeline_name="orders",
+        revision=1,
+        definition=DEFINITION,
+        params={"day": "2026-11-23", "n": [1, 2.5]},
+        trigger=Trigger("user", "u1"),
+        ctx=CTX,
+    )
+    first = run.start("x1", CTX)
+    run.start_step("extract", first, CTX)
+    run.step_failed("extract", first, "boom", 0.5, CTX)
+    run.start_step("extract", first, CTX)
+    run.step_failed("extract", first, "boom", None, CTX)
+    run.request_cancel("stop", CTX)
+    run.recover(first, "lost", CTX)  # cancelled: a cancel was requested
+    others = []
+    for outcome in ("succeeded", "timed_out", "requeued", "crashed"):
+        other = Run.queue(
+            run_id=uuid4(),
+            tenant_id=TENANT,
+            pipeline_id="p1",
+            pipeline_name="orders",
+            revision=1,
+            definition=DEFINITION,
+            params={},
+            trigger=Trigger("job", "j1"),
+            ctx=CTX,
+            max_attempts=1,
+        )
+        attempt = other.start("x2", CTX)
+        if outcome == "succeeded":
+            for step in ("extract", "load"):
+                other.start_step(step, attempt, CTX)
+                other.step_succeeded(step, attempt, 1, 1, CTX)
+            other.finish(attempt, CTX)
+        elif outcome == "timed_out":
+            other.timed_out(attempt, 5.0, CTX)
+        elif outcome == "requeued":
+            other.release(attempt, "shutdown", CTX)
+        else:
+            other.recover(attempt, "lost", CTX)
+        others.extend(other.collect_events())
+    failing = Run.queue(
+        run_id=uuid4(),
+        tenant_id=TENANT,
+        pipeline_id="p1",
+        pipeline_name="orders",
+        revision=1,
+        definition=DEFINITION,
+        params={},
+        trigger=Trigger("api_key", "k1"),
+        ctx=CTX,
+    )
+    attempt = failing.start("x3", CTX)
+    failing.start_step("extract", attempt, CTX)
+    failing.step_failed("extract", attempt, "bad", None, CTX)
+    failing.finish(attempt, CTX)
     claim = NameClaim.claim_new(
         tenant_id=TENANT, scope=f"pipeline:{TENANT}", name="orders", holder_id="p1", ctx=CTX
     )
@@ -143,6 +205,9 @@ def one_of_every_event() -> list[NornEvent]:
         *user.collect_events(),
         *session.collect_events(),
         *api_key.collect_events(),
+        *run.collect_events(),
+        *others,
+        *failing.collect_events(),
         *claim.collect_events(),
     ]
 
@@ -152,6 +217,7 @@ def concrete_domain_event_classes() -> set[type]:
         domain.api_key,
         domain.name_claim,
         domain.pipeline,
+        domain.run,
         domain.session,
         domain.tenant,
         domain.user,

@@ -15,6 +15,7 @@ from infrastructure.plugins.builtin import BUILTIN_PLUGINS, InputFile
 from infrastructure.plugins.catalog import PluginCatalog
 
 BUILTIN_REFS = [
+    "Data_Processing.aggregate",
     "Data_Processing.filter",
     "Data_Processing.transform",
     "Input.file",
@@ -65,6 +66,7 @@ def test_every_builtin_has_a_json_schema_of_an_object(plugin: type[Plugin]) -> N
         ("Input.http", ["url"]),
         ("Data_Processing.filter", ["expression"]),
         ("Data_Processing.transform", []),
+        ("Data_Processing.aggregate", ["aggregates"]),
         ("Output.file", ["path"]),
         ("Output.webhook", ["url"]),
     ],
@@ -87,6 +89,12 @@ def test_builtin_schemas_name_their_required_fields(
         ("Data_Processing.filter", {"expression": "amount > 10"}),
         ("Data_Processing.transform", {"fields": {"total": "amount * 2"}}),
         ("Data_Processing.transform", {"drop": ["secret"]}),
+        ("Data_Processing.aggregate", {"aggregates": {"n": "count"}}),
+        (
+            "Data_Processing.aggregate",
+            {"group_by": ["region"], "aggregates": {"total": "sum:amount", "top": "max:amount"}},
+        ),
+        ("Input.file", {"path": "a.json", "format": "json", "records_path": "data.items"}),
         ("Output.file", {"path": "out/orders.jsonl", "mode": "append"}),
         ("Output.webhook", {"url": "http://hooks.example.test", "batch_size": 10_000}),
     ],
@@ -103,6 +111,7 @@ def test_a_valid_config_has_no_problems(
         ("Input.file", "path"),
         ("Input.http", "url"),
         ("Data_Processing.filter", "expression"),
+        ("Data_Processing.aggregate", "aggregates"),
         ("Output.file", "path"),
         ("Output.webhook", "url"),
     ],
@@ -131,6 +140,14 @@ def test_an_unknown_field_is_reported_by_name(catalog: PluginCatalog) -> None:
         ("Output.file", {"path": "a", "mode": "truncate"}, "config.mode"),
         ("Output.webhook", {"url": "https://x.test", "batch_size": 10_001}, "config.batch_size"),
         ("Data_Processing.filter", {"expression": ""}, "config.expression"),
+        ("Data_Processing.aggregate", {"aggregates": {"n": "median:x"}}, "config.aggregates.n"),
+        ("Data_Processing.aggregate", {"aggregates": {"n": "sum:"}}, "config.aggregates.n"),
+        ("Data_Processing.aggregate", {"aggregates": {"n": 3}}, "config.aggregates[...]"),
+        (
+            "Data_Processing.aggregate",
+            {"aggregates": {"n": "count"}, "max_groups": 0},
+            "config.max_groups",
+        ),
     ],
 )
 def test_a_bad_value_is_reported_at_its_field(
@@ -178,6 +195,51 @@ def test_transform_needs_fields_or_drop(catalog: PluginCatalog) -> None:
     assert catalog.check("Data_Processing.transform", {}) == ["config: set 'fields' or 'drop'"]
     assert catalog.check("Data_Processing.transform", {"fields": {}, "drop": []}) == [
         "config: set 'fields' or 'drop'"
+    ]
+
+
+def test_an_expression_is_checked_when_the_pipeline_is_written(catalog: PluginCatalog) -> None:
+    [problem] = catalog.check("Data_Processing.filter", {"expression": "amount >"})
+    assert problem.startswith("config.expression: invalid syntax")
+
+    assert catalog.check("Data_Processing.filter", {"expression": "shout(name)"}) == [
+        "config.expression: unknown function 'shout'; available: abs, bool, coalesce, "
+        "endswith, field, float, int, len, lower, max, min, round, startswith, str, strip, "
+        "upper"
+    ]
+    [attribute] = catalog.check("Data_Processing.filter", {"expression": "name.upper()"})
+    assert attribute.startswith("config.expression: attribute access")
+
+
+def test_each_transform_expression_is_checked_at_its_field(catalog: PluginCatalog) -> None:
+    problems = catalog.check(
+        "Data_Processing.transform",
+        {"fields": {"ok": "a + 1", "bad": "a +", "evil": "__import__('os')"}, "drop": ["ok"]},
+    )
+
+    assert [p.partition(": ")[0] for p in problems] == [
+        "config.fields.bad",
+        "config.fields.evil",
+        "config.drop",
+    ]
+
+
+def test_aggregate_rules_beyond_the_schema(catalog: PluginCatalog) -> None:
+    assert catalog.check("Data_Processing.aggregate", {"aggregates": {}}) == [
+        'config.aggregates: name at least one, e.g. {"n": "count"}'
+    ]
+    assert catalog.check(
+        "Data_Processing.aggregate",
+        {"group_by": ["region", "region"], "aggregates": {"region": "count"}},
+    ) == [
+        "config.group_by: a field is named twice",
+        "config.aggregates.region: also a group_by field",
+    ]
+
+
+def test_records_path_is_only_for_json_files(catalog: PluginCatalog) -> None:
+    assert catalog.check("Input.file", {"path": "a.csv", "format": "csv", "records_path": "x"}) == [
+        "config.records_path: only for format json"
     ]
 
 

@@ -1,0 +1,181 @@
+"""/api/v1/runs: executions. Lists, details and status read the `runs` read model; logs
+read the step log store; cancel and retry are commands on the run."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get, post
+from litestar.exceptions import ValidationException
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+
+from api.auth import principal_of
+from api.controllers.common import ContainerDep, command_context, etag, read_your_writes
+from api.controllers.pipeline_runs import queued
+from api.controllers.run_views import run_detail, run_read, run_status
+from api.schemas.runs import (
+    LogLine,
+    RetryRequest,
+    RunChangedOut,
+    RunDetail,
+    RunLogsOut,
+    RunPage,
+    RunQueuedOut,
+    RunStatusOut,
+)
+from application.authorization import Permission
+from application.errors import NotFound
+
+READ = {"permission": Permission.RUNS_READ}
+CANCEL = {"permission": Permission.RUNS_CANCEL}
+TRIGGER = {"permission": Permission.RUNS_TRIGGER}
+MinPosition = Annotated[
+    int | None, Parameter(ge=0, description="wait until the read model has this position")
+]
+Limit = Annotated[int, Parameter(ge=1, le=500)]
+TextFilter = Annotated[str | None, Parameter(pattern=r"^[^\x00]*$", max_length=200)]
+
+
+class RunController(Controller):
+    path = "/api/v1/runs"
+    tags = ["runs"]
+
+    @get("/", opt=READ, summary="List runs, newest first (cursor pagination)")
+    async def list_runs(
+        self,
+        request: Request,
+        container: ContainerDep,
+        limit: Limit = 50,
+        cursor: FromQuery[str | None] = None,
+        status: TextFilter = None,
+        pipeline_id: FromQuery[UUID | None] = None,
+        job_id: TextFilter = None,
+        triggered_by: TextFilter = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        min_position: MinPosition = None,
+    ) -> RunPage:
+        await read_your_writes(container, "runs", min_position)
+        try:
+            rows, next_cursor = await container.run_queries.list(
+                principal_of(request).tenant_id,
+                status=status,
+                pipeline_id=pipeline_id,
+                job_id=job_id,
+                triggered_by=triggered_by,
+                since=since,
+                until=until,
+                limit=limit,
+                cursor=cursor,
+            )
+        except ValueError as error:
+            raise ValidationException(str(error)) from None
+        return RunPage(items=[run_read(r) for r in rows], next_cursor=next_cursor)
+
+    @get("/running", opt=READ, summary="Runs running now")
+    async def running(
+        self, request: Request, container: ContainerDep, limit: Limit = 100
+    ) -> RunPage:
+        rows, next_cursor = await container.run_queries.list(
+            principal_of(request).tenant_id, status="running", limit=limit
+        )
+        return RunPage(items=[run_read(r) for r in rows], next_cursor=next_cursor)
+
+    @get("/recent", opt=READ, summary="The most recent runs")
+    async def recent(self, request: Request, container: ContainerDep, limit: Limit = 20) -> RunPage:
+        rows, _ = await container.run_queries.list(principal_of(request).tenant_id, limit=limit)
+        return RunPage(items=[run_read(r) for r in rows], next_cursor=None)
+
+    @get("/{run_id:uuid}", opt=READ, summary="A run with its steps (ETag = version)")
+    async def get_run(
+        self,
+        run_id: FromPath[UUID],
+        request: Request,
+        container: ContainerDep,
+        min_position: MinPosition = None,
+    ) -> Response[RunDetail]:
+        await read_your_writes(container, "runs", min_position)
+        row = await container.run_queries.get(principal_of(request).tenant_id, run_id)
+        if row is None:
+            raise NotFound("run", run_id)
+        return Response(run_detail(row), headers={"ETag": etag(row["version"])})
+
+    @get("/{run_id:uuid}/status", opt=READ, summary="Status, progress and an estimate")
+    async def status(
+        self,
+        run_id: FromPath[UUID],
+        request: Request,
+        container: ContainerDep,
+        min_position: MinPosition = None,
+    ) -> RunStatusOut:
+        await read_your_writes(container, "runs", min_position)
+        row = await container.run_queries.get(principal_of(request).tenant_id, run_id)
+        if row is None:
+            raise NotFound("run", run_id)
+        typical = await container.run_queries.typical_duration(
+            row["tenant_id"], str(row["pipeline_id"])
+        )
+        return run_status(row, typical)
+
+    @get("/{run_id:uuid}/logs", opt=READ, summary="Log lines of the run's steps (bounded)")
+    async def logs(
+        self,
+        run_id: FromPath[UUID],
+        request: Request,
+        container: ContainerDep,
+        step: TextFilter = None,
+        limit: Annotated[int, Parameter(ge=1, le=10_000)] = 1000,
+    ) -> RunLogsOut:
+        run = await asyncio.to_thread(container.runs.load, principal_of(request), run_id)
+        lines = await container.run_logs.lines(str(run.id), step, limit + 1)
+        return RunLogsOut(
+            run_id=str(run.id),
+            items=[
+                LogLine(r["step"], r["attempt"], r["at"], r["level"], r["message"])
+                for r in lines[:limit]
+            ],
+            truncated=len(lines) > limit,
+        )
+
+    @post("/{run_id:uuid}/cancel", opt=CANCEL, status_code=202, summary="Cancel a run")
+    async def cancel(
+        self, run_id: FromPath[UUID], request: Request, container: ContainerDep
+    ) -> RunChangedOut:
+        result = await asyncio.to_thread(
+            container.runs.cancel, principal_of(request), run_id, command_context(request)
+        )
+        run = result.run
+        return RunChangedOut(
+            run_id=str(run.id),
+            status=run.status,
+            cancel_requested=run.cancel_requested or run.status == "cancelled",
+            version=run.version,
+            position=result.position,
+        )
+
+    @post(
+        "/{run_id:uuid}/retry",
+        opt=TRIGGER,
+        status_code=202,
+        summary="A new run of the same revision and params (optionally from the failed step)",
+    )
+    async def retry(
+        self,
+        run_id: FromPath[UUID],
+        data: JSONBody[RetryRequest],
+        request: Request,
+        container: ContainerDep,
+    ) -> Response[RunQueuedOut]:
+        result = await asyncio.to_thread(
+            lambda: container.runs.retry(
+                principal_of(request),
+                run_id,
+                from_failed_step=data.from_failed_step,
+                ctx=command_context(request),
+            )
+        )
+        location = f"{self.path}/{result.run.id}"
+        return Response(queued(result), status_code=202, headers={"Location": location})

@@ -1,0 +1,118 @@
+"""The executor (a process manager): claims queued runs and executes them
+(application/run_execution.py), stops them on a cancel, hands them back on shutdown.
+
+Claiming is a RunStarted event appended with optimistic concurrency, so two executors
+never run the same run; it is refused while the tenant runs max_concurrent_runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import TypeVar
+from uuid import UUID
+
+from application.errors import VersionConflict
+from application.event_store import NornEventStore
+from application.ports import Heartbeats, StepRunner, Usage
+from application.quotas import within_quota
+from application.run_execution import ExecutorPolicy, RunExecution, context_of
+from domain.errors import InvalidCommand
+from domain.run import Run
+from domain.tenant import Tenant
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class TenantSuspended(Exception):
+    """The run's tenant is suspended: its runs wait, queued, until it is reactivated."""
+
+
+class RunExecutor:
+    def __init__(
+        self,
+        store: NornEventStore,
+        steps: StepRunner,
+        heartbeats: Heartbeats,
+        usage: Usage,
+        executor_id: str,
+        policy: ExecutorPolicy | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.steps = steps
+        self.heartbeats = heartbeats
+        self.usage = usage
+        self.executor_id = executor_id
+        self.policy = policy or ExecutorPolicy()
+        self.jitter = jitter
+        self._executions: dict[str, RunExecution] = {}
+        self._releasing = False
+
+    @property
+    def running(self) -> list[str]:
+        return list(self._executions)
+
+    def claim(self, run_id: UUID) -> int | None:
+        """Claim a queued run (synchronous: call it in a thread). Returns the attempt it
+        now owns, or None when there is nothing to do (unknown, no longer queued, claimed
+        by another executor, cancelled). QuotaExceeded when its tenant already runs
+        max_concurrent_runs, TenantSuspended when the tenant is suspended: in both cases
+        the run stays queued."""
+        run = self.store.find(Run, run_id)
+        if run is None or run.status != "queued":
+            return None
+        ctx = context_of(run)
+        tenant = self.store.find(Tenant, UUID(run.tenant_id))
+        if tenant is None or tenant.status == "deleted":
+            run.request_cancel("its tenant was deleted", ctx)
+            self._append_or_ignore(run)
+            return None
+        if tenant.status == "suspended":
+            raise TenantSuspended(run.tenant_id)
+        with within_quota(self.usage, tenant, "max_concurrent_runs"):
+            try:
+                attempt = run.start(self.executor_id, ctx)
+            except InvalidCommand:
+                return None  # a cancel is on its way
+            if not self._append_or_ignore(run):
+                return None
+        return attempt
+
+    def release_all(self) -> None:
+        """Hand every run executing here back to the queue (shutting down), and any run
+        whose execution begins from now on: one claimed just as the process began to
+        stop would otherwise run on, unwatched, until it is recovered as lost."""
+        self._releasing = True
+        for execution in self._executions.values():
+            execution.release()
+
+    def began(self, run_id: str, execution: RunExecution) -> None:
+        """An execution starts here; one that begins while shutting down is handed back
+        at once, else it would run unwatched."""
+        self._executions[run_id] = execution
+        if self._releasing:
+            execution.release()
+
+    def ended(self, run_id: str) -> None:
+        self._executions.pop(run_id, None)
+
+    def cancel_requested(self, run_id: str) -> None:
+        """A cancel request was published for the run: stop it now if it runs here."""
+        execution = self._executions.get(run_id)
+        if execution is not None:
+            execution.stop.set()
+
+    async def execute(self, run_id: UUID, attempt: int) -> str:
+        """Execute a claimed run until it ends; returns its final status, or "lost" when
+        this executor no longer owns it."""
+        return await RunExecution(self, run_id, attempt).run()
+
+    def _append_or_ignore(self, run: Run) -> bool:
+        try:
+            self.store.append(run)
+        except VersionConflict:
+            return False
+        return True

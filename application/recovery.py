@@ -1,0 +1,62 @@
+"""Recovery of runs whose executor vanished (a process manager): nothing stays running
+forever. A running run whose heartbeat is older than the timeout is queued again for
+another executor while it has attempts left (Run.max_attempts), else marked crashed.
+
+The executor that lost it, if it is merely slow rather than dead, finds its next command
+refused (ExecutionLost: its attempt is no longer the run's) and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from uuid import UUID
+
+from application.errors import VersionConflict
+from application.event_store import NornEventStore
+from application.ports import Heartbeats
+from domain.events import CommandContext
+from domain.run import Run
+
+log = logging.getLogger(__name__)
+
+
+class RunRecovery:
+    def __init__(
+        self, store: NornEventStore, heartbeats: Heartbeats, timeout: float, batch: int = 100
+    ) -> None:
+        self._store = store
+        self._heartbeats = heartbeats
+        self._timeout = timeout
+        self._batch = batch
+
+    async def sweep(self) -> list[tuple[str, str]]:
+        """Recover every stale run once; returns (run id, its new status) of each."""
+        recovered = []
+        for run_id, attempt in await self._heartbeats.stale(self._timeout, self._batch):
+            status = await asyncio.to_thread(self._recover, run_id, attempt)
+            if status is not None:
+                # The lost attempt's beat row: nobody else removes it (a crashed run
+                # has no next attempt to overwrite it).
+                await self._heartbeats.stop(run_id, attempt)
+                log.warning(
+                    "run %s: no heartbeat from its executor for %.0fs (attempt %d): %s",
+                    run_id,
+                    self._timeout,
+                    attempt,
+                    status,
+                )
+                recovered.append((run_id, status))
+        return recovered
+
+    def _recover(self, run_id: str, attempt: int) -> str | None:
+        run = self._store.find(Run, UUID(run_id))
+        if run is None or run.status != "running" or run.attempt != attempt:
+            return None  # moved on since the read model said so
+        ctx = CommandContext("system:recovery", run.correlation_id, causation_id=run_id)
+        status = run.recover(attempt, f"executor {run.executor_id} stopped heart-beating", ctx)
+        try:
+            self._store.append(run)
+        except VersionConflict:
+            return None  # the executor recorded something after all; look again later
+        return status

@@ -1,0 +1,208 @@
+"""The executor role (`norn executor`, and part of `norn serve`): the dispatcher, the
+workers, and maintenance, over one NATS connection.
+
+Maintenance runs in one process at a time (a Postgres advisory lock; the others stand
+by): it recovers runs whose executor stopped heart-beating, re-dispatches runs that have
+waited queued for a while and whose work item is missing (lost with NATS; a run whose
+item is there is left in its place in the queue), and prunes old workspaces and step
+logs.
+
+Stopping hands the runs executing here back to the queue, so another executor picks
+them up at once instead of after the heartbeat timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from application.executor import RunExecutor
+from application.recovery import RunRecovery
+from infrastructure.nats import connect, ensure_stream
+from infrastructure.step_runner import PluginStepRunner
+from infrastructure.work_queue import Dispatcher, WorkItem, WorkStreams
+from infrastructure.workers import Workers
+from projections.projection import advisory_lock_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    database_url: str
+    nats_url: str
+    events_stream: str
+    prefix: str
+    concurrency: int = 4
+    maintenance_interval: float = 5.0
+    redispatch_after: float = 60.0
+    workspace_retention: float = 7 * 86_400.0
+    log_retention: float = 30 * 86_400.0
+    drain_seconds: float = 10.0
+
+
+_LOOPS_GRACE = 3.0
+"""Seconds the dispatcher and worker loops get to finish their last fetch on stop."""
+
+_QUEUED_TOO_LONG = """
+SELECT id::text, tenant_id FROM runs
+ WHERE status = 'queued' AND queued_at < now() - %s
+ ORDER BY queued_at LIMIT 500
+"""
+_OLD_LOGS = """
+DELETE FROM run_logs l USING runs r
+ WHERE l.run_id = r.id AND r.finished_at < now() - %s
+"""
+
+
+class ExecutorRole:
+    def __init__(
+        self,
+        config: ExecutorConfig,
+        executor: RunExecutor,
+        recovery: RunRecovery,
+        steps: PluginStepRunner,
+    ) -> None:
+        self._config = config
+        self._executor = executor
+        self._recovery = recovery
+        self._steps = steps
+
+    async def run(self, stop: asyncio.Event) -> None:
+        c = self._config
+        nc = await self._connect(stop)
+        if nc is None:
+            return
+        tasks: list[asyncio.Task[Any]] = []
+        workers: Workers | None = None
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, c.events_stream, c.prefix)
+            streams = WorkStreams(js, c.events_stream, c.prefix)
+            await streams.ensure()
+            workers = Workers(nc, streams, self._executor, c.concurrency)
+            tasks = [
+                asyncio.create_task(_forever(stop, "dispatcher", Dispatcher(streams).run)),
+                asyncio.create_task(_forever(stop, "workers", workers.run)),
+                asyncio.create_task(_forever(stop, "maintenance", self._maintain(streams))),
+            ]
+            await stop.wait()
+            self._executor.release_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(workers.drain(), c.drain_seconds)
+            # The loops end by themselves once their current fetch returns (a second at
+            # most). Cancelled inside a fetch, the message it was being handed (such as
+            # the run.requeued event of a run released just now) would be lost with
+            # the connection, and redelivered elsewhere only after the ack wait.
+            await asyncio.wait(tasks, timeout=_LOOPS_GRACE)
+        finally:
+            # What is still going (the grace ran out, or this role was cancelled) stops
+            # with the role instead of outliving its connections and pools; a run
+            # abandoned so is recovered after the heartbeat timeout.
+            leftovers = [*tasks, *(workers.executions if workers else ())]
+            leftovers = [task for task in leftovers if not task.done()]
+            for task in leftovers:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*leftovers, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 5)
+
+    async def _connect(self, stop: asyncio.Event) -> Any:
+        while not stop.is_set():
+            try:
+                return await asyncio.wait_for(
+                    connect(self._config.nats_url, name="norn-executor"), 5
+                )
+            except Exception as error:
+                log.warning("executor: NATS not reachable yet (%r); retrying", error)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        return None
+
+    def _maintain(self, streams: WorkStreams) -> Callable[[asyncio.Event], Awaitable[None]]:
+        async def maintain(stop: asyncio.Event) -> None:
+            c = self._config
+            key = advisory_lock_key("executor", c.prefix)
+            async with await AsyncConnection.connect(c.database_url, autocommit=True) as conn:
+                while not stop.is_set():
+                    cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+                    row = await cur.fetchone()
+                    if row and row[0]:
+                        break
+                    await _pause(stop, c.maintenance_interval)
+                log.info("executor maintenance: active")
+                last_redispatch = last_prune = 0.0
+                while not stop.is_set():
+                    await self._recovery.sweep()
+                    now = time.monotonic()
+                    if now - last_redispatch > c.redispatch_after / 2:
+                        await self._redispatch(conn, streams)
+                        last_redispatch = now
+                    if now - last_prune > 3600:
+                        await self._prune(conn)
+                        last_prune = now
+                    await _pause(stop, c.maintenance_interval)
+
+        return maintain
+
+    async def _redispatch(self, conn: AsyncConnection[Any], streams: WorkStreams) -> None:
+        waited = timedelta(seconds=self._config.redispatch_after)
+        lost = await redispatch_lost(conn, streams, waited)
+        if lost:
+            log.warning(
+                "executor maintenance: re-dispatched %d queued runs with no work item", lost
+            )
+
+    async def _prune(self, conn: AsyncConnection[Any]) -> None:
+        removed = await self._steps.prune(self._config.workspace_retention)
+        cur = await conn.execute(_OLD_LOGS, (timedelta(seconds=self._config.log_retention),))
+        log.info(
+            "executor maintenance: pruned %d workspaces and %d log lines", removed, cur.rowcount
+        )
+
+
+async def redispatch_lost(
+    conn: AsyncConnection[Any], streams: WorkStreams, waited: timedelta
+) -> int:
+    """Publish a work item for each run queued longer than `waited` whose item is
+    missing; returns how many. A run whose item is there keeps it: a fresh item would
+    replace it at the back of the queue, so under a backlog lasting longer than `waited`
+    the oldest runs would be sent back behind newer ones again and again."""
+    cur = await conn.execute(_QUEUED_TOO_LONG, (waited,))
+    lost = 0
+    for run_id, tenant_id in await cur.fetchall():
+        if not await streams.has_item(tenant_id, run_id):
+            await streams.dispatch(WorkItem(run_id=run_id, tenant_id=tenant_id))
+            lost += 1
+    return lost
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _forever(
+    stop: asyncio.Event, name: str, loop: Callable[[asyncio.Event], Awaitable[None]]
+) -> None:
+    """Run `loop` until stop; an error is logged and the loop restarted after a pause."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            await loop(stop)
+            failures = 0
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            failures += 1
+            log.exception("executor %s failed; restarting", name)
+            await _pause(stop, min(0.5 * 2**failures, 10.0))

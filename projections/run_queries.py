@@ -1,0 +1,215 @@
+"""Queries over the `runs` read model (projections/runs.py): one run with its steps, and
+lists filtered by status, pipeline, job, trigger and time. Every query is scoped to a
+tenant; a tenant of None means a platform admin, who sees every tenant's runs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from projections.pagination import check_limit, check_order, keyset, page
+from projections.run_statistics import STATUSES, RunStatistics, run_statistics
+
+RUN_COLUMNS = sql.SQL(
+    "id, tenant_id, pipeline_id, pipeline_name, namespace, revision, status, trigger_kind,"
+    " trigger_id, retry_of, resume_from, params, attempt, executor_id, cancel_requested,"
+    " error, current_step, created_by, queued_at, started_at, finished_at, duration_ms,"
+    " version, position"
+)
+STEP_COLUMNS = (
+    "run_id, name, ordinal, plugin, depends_on, status, attempts, started_at, finished_at,"
+    " error, records_in, records_out, reused"
+)
+TRIGGERS = ("user", "api_key", "job", "deployment", "retry", "system")
+STEP_SUMMARY_STATUSES = ("succeeded", "failed", "skipped", "cancelled")
+_STEP_SUMMARY = (
+    "SELECT run_id, count(*) AS total, "
+    + ", ".join(f"count(*) FILTER (WHERE status = '{s}') AS {s}" for s in STEP_SUMMARY_STATUSES)
+    + ", coalesce(sum(attempts), 0) AS attempts,"
+    " coalesce(string_agg(name, ';' ORDER BY ordinal) FILTER (WHERE status = 'failed'), '')"
+    " AS failed_steps FROM run_steps WHERE run_id = ANY(%s::uuid[]) GROUP BY run_id"
+)
+_NO_STEPS = {
+    "total": 0,
+    **dict.fromkeys(STEP_SUMMARY_STATUSES, 0),
+    "attempts": 0,
+    "failed_steps": "",
+}
+
+
+def _ids(row: dict[str, Any]) -> dict[str, Any]:
+    for key in ("id", "pipeline_id", "retry_of", "run_id"):
+        if row.get(key) is not None:
+            row[key] = str(row[key])
+    return row
+
+
+class RunQueries:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def get(self, tenant_id: str | None, run_id: UUID) -> dict[str, Any] | None:
+        """The run with its steps (in definition order) under "steps"."""
+        query = sql.SQL("SELECT {} FROM runs WHERE id = %s").format(RUN_COLUMNS)
+        params: list[Any] = [run_id]
+        if tenant_id is not None:
+            query += sql.SQL(" AND tenant_id = %s")
+            params.append(tenant_id)
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            await cur.execute(
+                f"SELECT {STEP_COLUMNS} FROM run_steps WHERE run_id = %s ORDER BY ordinal",
+                (run_id,),
+            )
+            row["steps"] = [_ids(step) for step in await cur.fetchall()]
+        return _ids(row)
+
+    async def list(
+        self,
+        tenant_id: str | None,
+        *,
+        status: str | None = None,
+        pipeline_id: UUID | None = None,
+        job_id: str | None = None,
+        triggered_by: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        order: str = "desc",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first by default, keyset-paginated on (queued_at, id). `triggered_by`
+        is a trigger kind (user, api_key, job, ...) or an actor id. Raises ValueError for
+        a bad filter, limit or cursor."""
+        check_limit(limit)
+        direction = check_order(order)
+        conditions: list[sql.Composable] = []
+        params: list[Any] = []
+        if tenant_id is not None:
+            conditions.append(sql.SQL("tenant_id = %s"))
+            params.append(tenant_id)
+        if status is not None:
+            if status not in STATUSES:
+                raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+            conditions.append(sql.SQL("status = %s"))
+            params.append(status)
+        if pipeline_id is not None:
+            conditions.append(sql.SQL("pipeline_id = %s"))
+            params.append(pipeline_id)
+        if job_id is not None:
+            conditions.append(sql.SQL("trigger_kind = 'job' AND trigger_id = %s"))
+            params.append(job_id)
+        if triggered_by is not None:
+            if triggered_by in TRIGGERS:
+                conditions.append(sql.SQL("trigger_kind = %s"))
+            else:
+                conditions.append(sql.SQL("trigger_id = %s"))
+            params.append(triggered_by)
+        if since is not None:
+            conditions.append(sql.SQL("queued_at >= %s"))
+            params.append(since)
+        if until is not None:
+            conditions.append(sql.SQL("queued_at < %s"))
+            params.append(until)
+        after, after_params, order_by = keyset("queued_at", direction, cursor, datetime)
+        if after is not None:
+            conditions.append(after)
+            params.extend(after_params)
+        where = (
+            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+        )
+        query = sql.SQL("SELECT {} FROM runs{} {} LIMIT %s").format(RUN_COLUMNS, where, order_by)
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, [*params, limit + 1])
+            rows = await cur.fetchall()
+        items, next_cursor = page(rows, limit, "queued_at", direction)
+        return [_ids(r) for r in items], next_cursor
+
+    async def typical_duration(self, tenant_id: str, pipeline_id: str) -> float | None:
+        """Mean duration (ms) of the pipeline's last 20 succeeded runs, for estimates."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT avg(duration_ms) FROM (SELECT duration_ms FROM runs"
+                " WHERE tenant_id = %s AND pipeline_id = %s AND status = 'succeeded'"
+                " ORDER BY finished_at DESC LIMIT 20) recent",
+                (tenant_id, pipeline_id),
+            )
+            row = await cur.fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    async def steps_of(self, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The steps of several runs (in definition order), by run id: one query per page
+        of an export instead of one per run."""
+        if not run_ids:
+            return {}
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                f"SELECT {STEP_COLUMNS} FROM run_steps WHERE run_id = ANY(%s::uuid[])"
+                " ORDER BY run_id, ordinal",
+                (list(run_ids),),
+            )
+            rows = await cur.fetchall()
+        steps: dict[str, list[dict[str, Any]]] = {run_id: [] for run_id in run_ids}
+        for row in rows:
+            steps[str(row["run_id"])].append(_ids(row))
+        return steps
+
+    async def step_summaries(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Per run: how many steps, how many ended in each status, the attempts spent and
+        the failed steps' names, counted in SQL so that no step row is loaded."""
+        summaries = {run_id: dict(_NO_STEPS) for run_id in run_ids}
+        if not run_ids:
+            return summaries
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(_STEP_SUMMARY, (list(run_ids),))
+            for row in await cur.fetchall():
+                summaries[str(row.pop("run_id"))] = row
+        return summaries
+
+    async def pages(
+        self,
+        tenant_id: str | None,
+        *,
+        page_size: int = 500,
+        steps: Literal["full", "summary"] = "full",
+        **filters: Any,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every run the filters (those of `list`) select, newest first, a page at a time,
+        each run with its steps under "steps" (full) or their counts under
+        "step_summary". Keyset pages: memory holds one page, each page borrows a pooled
+        connection only while it is read, and runs queued during the walk (newer than
+        its start) do not shift it. Raises ValueError for a bad filter at the first page."""
+        cursor: str | None = None
+        while True:
+            rows, cursor = await self.list(tenant_id, limit=page_size, cursor=cursor, **filters)
+            ids = [row["id"] for row in rows]
+            if steps == "full":
+                by_run = await self.steps_of(ids)
+                for row in rows:
+                    row["steps"] = by_run[row["id"]]
+            else:
+                summaries = await self.step_summaries(ids)
+                for row in rows:
+                    row["step_summary"] = summaries[row["id"]]
+            yield rows
+            if cursor is None:
+                return
+
+    async def statistics(
+        self,
+        tenant_id: str | None,
+        since: datetime,
+        until: datetime,
+        pipeline_id: UUID | None = None,
+    ) -> RunStatistics:
+        """See projections/run_statistics.py. Raises ValueError for a bad window."""
+        return await run_statistics(self._pool, tenant_id, since, until, pipeline_id)

@@ -48,6 +48,8 @@ ERROR_BACKOFF = 1.0
 LISTEN_CHECK = 5.0
 """Seconds of LISTEN silence after which the listening session is proven alive."""
 LOCK_NAMESPACE = 0x4E6F726E  # "Norn": first key of the two-int advisory lock
+STOP_SECONDS = 3.0
+"""How long stopping waits for each part of the relay before it gives up on it."""
 
 
 class WindowFailed(RuntimeError):
@@ -124,8 +126,20 @@ class Relay:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.close()
+            # Bounded: a client library slow to honour a cancel (a NATS connect, a
+            # LISTEN session) must not hold up the process's shutdown.
+            _, stuck = await asyncio.wait(tasks, timeout=STOP_SECONDS)
+            if stuck:
+                log.warning(
+                    "relay for %s: %s did not stop within %ss; leaving it cancelled",
+                    self._stream,
+                    ", ".join(t.get_name() for t in stuck),
+                    STOP_SECONDS,
+                )
+            try:
+                await asyncio.wait_for(self.close(), STOP_SECONDS)
+            except TimeoutError:
+                log.warning("relay for %s: closing its connections timed out", self._stream)
 
     async def publish_pending(self) -> int:
         """One pass: connect if needed, take the leader lock (0 if another relay holds

@@ -83,6 +83,10 @@ class Usage(Protocol):
         """Current usage; None for a resource that is not counted (yet)."""
         ...
 
+    def at_most(self, tenant_id: str, resource: str) -> int:
+        """An upper bound of the current usage, cheaper than the exact count."""
+        ...
+
     def exclusive(self, tenant_id: str, resource: str) -> AbstractContextManager[int]:
         """Hold the tenant's lock on the resource (across processes) and yield its exact
         current usage; commands that add to it run inside, so two of them cannot both

@@ -124,6 +124,29 @@ class ReadModelUsage:
         with self._connection() as conn:
             return _count(conn, tenant_id, counted)
 
+    def at_most(self, tenant_id: str, resource: str) -> int:
+        """An upper bound of the usage, cheaper than `count`: the read model's count plus
+        every unprojected event that may add to it, whichever tenant's (counted in SQL,
+        not decoded). Exact enough far from a limit, where it is used."""
+        counted = self._resources[resource]
+        adding = [
+            get_topic(cls)
+            for cls, delta in counted.deltas.items()
+            if not isinstance(delta, int) or delta > 0
+        ]
+        with self._connection() as conn:
+            row = conn.execute(
+                f"WITH base AS (SELECT COALESCE(({counted.count_sql}), 0) AS used,"
+                " COALESCE((SELECT position FROM projection_tracking"
+                " WHERE name = %(projection)s), 0) AS position)"
+                " SELECT base.used + (SELECT count(*) FROM norn_events e"
+                " WHERE e.notification_id > base.position AND e.topic = ANY(%(topics)s))"
+                " FROM base",
+                {"tenant": tenant_id, "projection": counted.projection, "topics": adding},
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
     @contextmanager
     def exclusive(self, tenant_id: str, resource: str) -> Iterator[int]:
         counted = self._resources[resource]

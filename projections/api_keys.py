@@ -12,11 +12,10 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncCursor, sql
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from infrastructure.envelope import CloudEvent
-from projections.pagination import check_limit, keyset, page
+from projections.pagination import Where, select_one, select_page
 from projections.projection import Projection, handles
 
 _COLUMNS = sql.SQL(
@@ -75,29 +74,24 @@ class ApiKeyQueries:
         self._pool = pool
 
     async def get(self, tenant_id: str, key_id: UUID) -> dict[str, Any] | None:
-        query = sql.SQL("SELECT {} FROM {} WHERE k.id = %s AND k.tenant_id = %s").format(
-            _COLUMNS, _FROM
-        )
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, (key_id, tenant_id))
-            row = await cur.fetchone()
+        where = Where().add("k.id = %s", key_id).tenant(tenant_id, "k.tenant_id")
+        row = await select_one(self._pool, _COLUMNS, _FROM, where)
         return _row(row) if row is not None else None
 
     async def list(
         self, tenant_id: str, limit: int = 50, cursor: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Oldest first, keyset-paginated; raises ValueError for a bad limit or cursor."""
-        check_limit(limit)
-        after, params, order_by = keyset("created_at", "asc", cursor, datetime)
-        where = sql.SQL("k.tenant_id = %s")
-        if after is not None:
-            # keyset() names unqualified columns; both exist only in api_keys here.
-            where = where + sql.SQL(" AND ") + after
-        query = sql.SQL("SELECT {} FROM {} WHERE {} {} LIMIT %s").format(
-            _COLUMNS, _FROM, where, order_by
+        # The keyset names unqualified columns (created_at, id): only api_keys has them.
+        rows, next_cursor = await select_page(
+            self._pool,
+            _COLUMNS,
+            _FROM,
+            Where().tenant(tenant_id, "k.tenant_id"),
+            sort="created_at",
+            order="asc",
+            value_type=datetime,
+            limit=limit,
+            cursor=cursor,
         )
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, [tenant_id, *params, limit + 1])
-            rows = await cur.fetchall()
-        items, next_cursor = page(rows, limit, "created_at", "asc")
-        return [_row(r) for r in items], next_cursor
+        return [_row(r) for r in rows], next_cursor

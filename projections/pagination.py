@@ -18,6 +18,8 @@ from uuid import UUID
 
 import msgspec
 from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 Order = Literal["asc", "desc"]
 MAX_LIMIT = 500
@@ -111,3 +113,64 @@ def page(
         return items, None
     last = rows[limit - 1]
     return items, encode_cursor(sort, order, last[sort], last[id_key])
+
+
+class Where:
+    """The conditions of a read-model query and their parameters, joined with AND."""
+
+    def __init__(self) -> None:
+        self.conditions: list[sql.Composable] = []
+        self.params: list[Any] = []
+
+    def add(self, condition: str | sql.Composable, *params: Any) -> Where:
+        self.conditions.append(sql.SQL(condition) if isinstance(condition, str) else condition)
+        self.params.extend(params)
+        return self
+
+    def tenant(self, tenant_id: str | None, column: str = "tenant_id") -> Where:
+        """Scope to one tenant; None (a platform admin outside any tenant) scopes to
+        none. Another tenant's rows are simply not there (404, never 403)."""
+        if tenant_id is not None:
+            self.add(sql.SQL("{} = %s").format(sql.Identifier(*column.split("."))), tenant_id)
+        return self
+
+    def clause(self) -> sql.Composable:
+        if not self.conditions:
+            return sql.SQL("")
+        return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(self.conditions)
+
+
+async def select_one(
+    pool: AsyncConnectionPool, columns: sql.Composable, source: sql.Composable, where: Where
+) -> dict[str, Any] | None:
+    query = sql.SQL("SELECT {} FROM {}{}").format(columns, source, where.clause())
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, where.params)
+        return await cur.fetchone()
+
+
+async def select_page(
+    pool: AsyncConnectionPool,
+    columns: sql.Composable,
+    source: sql.Composable,
+    where: Where,
+    *,
+    sort: str,
+    order: Order,
+    value_type: type,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One keyset page of the rows `where` selects, sorted by `sort` then id, and the
+    cursor of the next (None on the last page). ValueError for a bad limit or cursor."""
+    check_limit(limit)
+    after, after_params, order_by = keyset(sort, order, cursor, value_type)
+    if after is not None:
+        where.add(after, *after_params)
+    query = sql.SQL("SELECT {} FROM {}{} {} LIMIT %s").format(
+        columns, source, where.clause(), order_by
+    )
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, [*where.params, limit + 1])
+        rows = await cur.fetchall()
+    return page(rows, limit, sort, order)

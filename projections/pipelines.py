@@ -13,18 +13,18 @@ from typing import Any, Literal
 from uuid import UUID
 
 from psycopg import AsyncCursor, sql
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from infrastructure.envelope import CloudEvent
-from projections.pagination import check_limit, check_order, keyset, page
+from projections.pagination import Where, check_order, select_one, select_page
 from projections.projection import Projection, handles
 
 PipelineSort = Literal["created_at", "name", "updated_at"]
 SORTS: dict[str, type] = {"created_at": datetime, "name": str, "updated_at": datetime}
 """Sortable columns and the type of their values (checked in cursors)."""
 
+_TABLE = sql.Identifier("pipelines")
 _COLUMNS = sql.SQL(
     "id, tenant_id, namespace, name, description, tags, steps, timeout, revision, version, "
     "cloned_from, created_by, updated_by, created_at, updated_at, position"
@@ -120,15 +120,8 @@ class PipelineQueries:
         self._pool = pool
 
     async def get(self, tenant_id: str | None, pipeline_id: UUID) -> dict[str, Any] | None:
-        query = sql.SQL("SELECT {} FROM pipelines WHERE id = %s").format(_COLUMNS)
-        params: list[Any] = [pipeline_id]
-        if tenant_id is not None:
-            # Another tenant's pipeline is simply not found (404, never 403).
-            query += sql.SQL(" AND tenant_id = %s")
-            params.append(tenant_id)
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
-            row = await cur.fetchone()
+        where = Where().add("id = %s", pipeline_id).tenant(tenant_id)
+        row = await select_one(self._pool, _COLUMNS, _TABLE, where)
         return _row(row) if row is not None else None
 
     async def list(
@@ -148,35 +141,24 @@ class PipelineQueries:
         ValueError for a bad sort, order, limit or cursor."""
         if sort not in SORTS:
             raise ValueError(f"sort must be one of {', '.join(SORTS)}")
-        order = check_order(order)
-        check_limit(limit)
-        conditions: list[sql.Composable] = []
-        params: list[Any] = []
-        if tenant_id is not None:
-            conditions.append(sql.SQL("tenant_id = %s"))
-            params.append(tenant_id)
-        if namespace is not None:
-            conditions.append(sql.SQL("namespace = %s"))
-            params.append(namespace)
-        if name:
-            conditions.append(sql.SQL("name ILIKE %s"))
-            params.append(f"%{_escape_like(name)}%")
         if any("\x00" in tag or len(tag) > 100 for tag in tags):
             raise ValueError("a tag filter must be 1 to 100 characters without NUL")
+        where = Where().tenant(tenant_id)
+        if namespace is not None:
+            where.add("namespace = %s", namespace)
+        if name:
+            where.add("name ILIKE %s", f"%{_escape_like(name)}%")
         if tags:
-            conditions.append(sql.SQL("tags @> %s::text[]"))  # uses the GIN index
-            params.append(list(tags))
-        after, after_params, order_by = keyset(sort, order, cursor, SORTS[sort])
-        if after is not None:
-            conditions.append(after)
-            params.extend(after_params)
-        where = (
-            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+            where.add("tags @> %s::text[]", list(tags))  # uses the GIN index
+        rows, next_cursor = await select_page(
+            self._pool,
+            _COLUMNS,
+            _TABLE,
+            where,
+            sort=sort,
+            order=check_order(order),
+            value_type=SORTS[sort],
+            limit=limit,
+            cursor=cursor,
         )
-        query = sql.SQL("SELECT {} FROM pipelines{} {} LIMIT %s").format(_COLUMNS, where, order_by)
-        params.append(limit + 1)
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
-            rows = await cur.fetchall()
-        items, next_cursor = page(rows, limit, sort, order)
-        return [_row(r) for r in items], next_cursor
+        return [_row(r) for r in rows], next_cursor

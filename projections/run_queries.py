@@ -13,9 +13,15 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from projections.pagination import check_limit, check_order, keyset, page
+from projections.pagination import (
+    Where,
+    check_order,
+    select_one,
+    select_page,
+)
 from projections.run_statistics import STATUSES, RunStatistics, run_statistics
 
+_RUNS = sql.Identifier("runs")
 RUN_COLUMNS = sql.SQL(
     "id, tenant_id, pipeline_id, pipeline_name, namespace, revision, status, trigger_kind,"
     " trigger_id, retry_of, resume_from, params, attempt, executor_id, cancel_requested,"
@@ -56,21 +62,11 @@ class RunQueries:
 
     async def get(self, tenant_id: str | None, run_id: UUID) -> dict[str, Any] | None:
         """The run with its steps (in definition order) under "steps"."""
-        query = sql.SQL("SELECT {} FROM runs WHERE id = %s").format(RUN_COLUMNS)
-        params: list[Any] = [run_id]
-        if tenant_id is not None:
-            query += sql.SQL(" AND tenant_id = %s")
-            params.append(tenant_id)
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
-            row = await cur.fetchone()
-            if row is None:
-                return None
-            await cur.execute(
-                f"SELECT {STEP_COLUMNS} FROM run_steps WHERE run_id = %s ORDER BY ordinal",
-                (run_id,),
-            )
-            row["steps"] = [_ids(step) for step in await cur.fetchall()]
+        where = Where().add("id = %s", run_id).tenant(tenant_id)
+        row = await select_one(self._pool, RUN_COLUMNS, _RUNS, where)
+        if row is None:
+            return None
+        row["steps"] = (await self.steps_of([str(run_id)])).get(str(run_id), [])
         return _ids(row)
 
     async def list(
@@ -90,49 +86,34 @@ class RunQueries:
         """Newest first by default, keyset-paginated on (queued_at, id). `triggered_by`
         is a trigger kind (user, api_key, job, ...) or an actor id. Raises ValueError for
         a bad filter, limit or cursor."""
-        check_limit(limit)
-        direction = check_order(order)
-        conditions: list[sql.Composable] = []
-        params: list[Any] = []
-        if tenant_id is not None:
-            conditions.append(sql.SQL("tenant_id = %s"))
-            params.append(tenant_id)
+        where = Where().tenant(tenant_id)
         if status is not None:
             if status not in STATUSES:
                 raise ValueError(f"status must be one of {', '.join(STATUSES)}")
-            conditions.append(sql.SQL("status = %s"))
-            params.append(status)
+            where.add("status = %s", status)
         if pipeline_id is not None:
-            conditions.append(sql.SQL("pipeline_id = %s"))
-            params.append(pipeline_id)
+            where.add("pipeline_id = %s", pipeline_id)
         if job_id is not None:
-            conditions.append(sql.SQL("trigger_kind = 'job' AND trigger_id = %s"))
-            params.append(job_id)
+            where.add("trigger_kind = 'job' AND trigger_id = %s", job_id)
         if triggered_by is not None:
-            if triggered_by in TRIGGERS:
-                conditions.append(sql.SQL("trigger_kind = %s"))
-            else:
-                conditions.append(sql.SQL("trigger_id = %s"))
-            params.append(triggered_by)
+            column = "trigger_kind" if triggered_by in TRIGGERS else "trigger_id"
+            where.add(sql.SQL("{} = %s").format(sql.Identifier(column)), triggered_by)
         if since is not None:
-            conditions.append(sql.SQL("queued_at >= %s"))
-            params.append(since)
+            where.add("queued_at >= %s", since)
         if until is not None:
-            conditions.append(sql.SQL("queued_at < %s"))
-            params.append(until)
-        after, after_params, order_by = keyset("queued_at", direction, cursor, datetime)
-        if after is not None:
-            conditions.append(after)
-            params.extend(after_params)
-        where = (
-            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+            where.add("queued_at < %s", until)
+        rows, next_cursor = await select_page(
+            self._pool,
+            RUN_COLUMNS,
+            _RUNS,
+            where,
+            sort="queued_at",
+            order=check_order(order),
+            value_type=datetime,
+            limit=limit,
+            cursor=cursor,
         )
-        query = sql.SQL("SELECT {} FROM runs{} {} LIMIT %s").format(RUN_COLUMNS, where, order_by)
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, [*params, limit + 1])
-            rows = await cur.fetchall()
-        items, next_cursor = page(rows, limit, "queued_at", direction)
-        return [_ids(r) for r in items], next_cursor
+        return [_ids(r) for r in rows], next_cursor
 
     async def typical_duration(self, tenant_id: str, pipeline_id: str) -> float | None:
         """Mean duration (ms) of the pipeline's last 20 succeeded runs, for estimates."""

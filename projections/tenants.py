@@ -9,14 +9,14 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncCursor, sql
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from infrastructure.envelope import CloudEvent
-from projections.pagination import check_limit, keyset, page
+from projections.pagination import Where, select_one, select_page
 from projections.projection import Projection, handles
 
+_TABLE = sql.Identifier("tenants")
 _COLUMNS = sql.SQL(
     "id, name, description, plan, status, status_reason, labels, owner, namespaces,"
     " quota_overrides, created_at, updated_at, version, position"
@@ -129,10 +129,7 @@ class TenantQueries:
             key = tenant_id if isinstance(tenant_id, UUID) else UUID(tenant_id)
         except ValueError:
             return None  # not a tenant id at all: not found, rather than a SQL error
-        query = sql.SQL("SELECT {} FROM tenants WHERE id = %s").format(_COLUMNS)
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, (key,))
-            row = await cur.fetchone()
+        row = await select_one(self._pool, _COLUMNS, _TABLE, Where().add("id = %s", key))
         return _row(row) if row is not None else None
 
     async def list(
@@ -145,27 +142,22 @@ class TenantQueries:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Oldest first, keyset-paginated; `labels` must all match. Raises ValueError for
         a bad limit, cursor or status."""
-        check_limit(limit)
-        conditions: list[sql.Composable] = []
-        params: list[Any] = []
+        where = Where()
         if status is not None:
             if status not in STATUSES:
                 raise ValueError(f"status must be one of {', '.join(STATUSES)}")
-            conditions.append(sql.SQL("status = %s"))
-            params.append(status)
+            where.add("status = %s", status)
         if labels:
-            conditions.append(sql.SQL("labels @> %s"))  # uses the GIN index
-            params.append(Jsonb(dict(labels)))
-        after, after_params, order_by = keyset("created_at", "asc", cursor, datetime)
-        if after is not None:
-            conditions.append(after)
-            params.extend(after_params)
-        where = (
-            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+            where.add("labels @> %s", Jsonb(dict(labels)))  # uses the GIN index
+        rows, next_cursor = await select_page(
+            self._pool,
+            _COLUMNS,
+            _TABLE,
+            where,
+            sort="created_at",
+            order="asc",
+            value_type=datetime,
+            limit=limit,
+            cursor=cursor,
         )
-        query = sql.SQL("SELECT {} FROM tenants{} {} LIMIT %s").format(_COLUMNS, where, order_by)
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, [*params, limit + 1])
-            rows = await cur.fetchall()
-        items, next_cursor = page(rows, limit, "created_at", "asc")
-        return [_row(r) for r in items], next_cursor
+        return [_row(r) for r in rows], next_cursor

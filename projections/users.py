@@ -11,13 +11,13 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncCursor, sql
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from infrastructure.envelope import CloudEvent
-from projections.pagination import check_limit, keyset, page
+from projections.pagination import Where, select_one, select_page
 from projections.projection import Projection, handles
 
+_TABLE = sql.Identifier("users")
 _COLUMNS = sql.SQL(
     "id, tenant_id, username, roles, active, created_by, created_at, updated_at, version, position"
 )
@@ -89,14 +89,8 @@ class UserQueries:
         self._pool = pool
 
     async def get(self, tenant_id: str | None, user_id: UUID) -> dict[str, Any] | None:
-        query = sql.SQL("SELECT {} FROM users WHERE id = %s").format(_COLUMNS)
-        params: list[Any] = [user_id]
-        if tenant_id is not None:
-            query += sql.SQL(" AND tenant_id = %s")
-            params.append(tenant_id)
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
-            row = await cur.fetchone()
+        where = Where().add("id = %s", user_id).tenant(tenant_id)
+        row = await select_one(self._pool, _COLUMNS, _TABLE, where)
         return _row(row) if row is not None else None
 
     async def list(
@@ -109,28 +103,20 @@ class UserQueries:
         cursor: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Oldest first, keyset-paginated; raises ValueError for a bad limit or cursor."""
-        check_limit(limit)
-        conditions: list[sql.Composable] = []
-        params: list[Any] = []
-        if tenant_id is not None:
-            conditions.append(sql.SQL("tenant_id = %s"))
-            params.append(tenant_id)
+        where = Where().tenant(tenant_id)
         if role is not None:
-            conditions.append(sql.SQL("%s = ANY(roles)"))
-            params.append(role)
+            where.add("%s = ANY(roles)", role)
         if active is not None:
-            conditions.append(sql.SQL("active = %s"))
-            params.append(active)
-        after, after_params, order_by = keyset("created_at", "asc", cursor, datetime)
-        if after is not None:
-            conditions.append(after)
-            params.extend(after_params)
-        where = (
-            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+            where.add("active = %s", active)
+        rows, next_cursor = await select_page(
+            self._pool,
+            _COLUMNS,
+            _TABLE,
+            where,
+            sort="created_at",
+            order="asc",
+            value_type=datetime,
+            limit=limit,
+            cursor=cursor,
         )
-        query = sql.SQL("SELECT {} FROM users{} {} LIMIT %s").format(_COLUMNS, where, order_by)
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, [*params, limit + 1])
-            rows = await cur.fetchall()
-        items, next_cursor = page(rows, limit, "created_at", "asc")
-        return [_row(r) for r in items], next_cursor
+        return [_row(r) for r in rows], next_cursor

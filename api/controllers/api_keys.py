@@ -12,7 +12,13 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
-from api.controllers.common import ContainerDep, command_context, etag, read_your_writes
+from api.controllers.common import (
+    ContainerDep,
+    MinPosition,
+    command_context,
+    etag,
+    read_your_writes,
+)
 from api.schemas.api_keys import ApiKeyCreate, ApiKeyIssued, ApiKeyPage, ApiKeyRead
 from application.authorization import Permission, require_tenant
 from application.errors import NotFound
@@ -22,9 +28,6 @@ READ = {"permission": Permission.API_KEYS_READ}
 # keep it (it stores 2xx bodies), so that route refuses an Idempotency-Key.
 CREATE = {"permission": Permission.API_KEYS_WRITE, "idempotency": "refuse"}
 REVOKE = {"permission": Permission.API_KEYS_WRITE}
-MinPosition = Annotated[
-    int | None, Parameter(ge=0, description="wait until the read model has this position")
-]
 
 
 def _read(row: dict[str, Any]) -> ApiKeyRead:

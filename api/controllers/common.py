@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import TypeVar
+from typing import Annotated, TypeVar
 from uuid import uuid4
 
 from litestar import Request, Response
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
+from litestar.params import Parameter
 
 from api.auth import principal_of
 from api.bootstrap import Container
@@ -18,6 +19,13 @@ from projections import wait_for_position
 
 # Handlers receive the composition root by name (Litestar 3 drops inferred dependencies).
 ContainerDep = NamedDependency[Container]
+
+MinPosition = Annotated[
+    int | None, Parameter(ge=0, description="wait until the read model has this position")
+]
+"""?min_position= of every query: read-your-writes (see read_your_writes)."""
+# PostgreSQL text cannot hold NUL: refuse it as a 400 instead of failing in the query.
+TextFilter = Annotated[str | None, Parameter(pattern=r"^[^\x00]*$", max_length=200)]
 
 _ETAG = re.compile(r'^\s*"?(\d+)"?\s*$')
 

@@ -13,6 +13,8 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from api.auth import principal_of
 from api.controllers.common import (
     ContainerDep,
+    MinPosition,
+    TextFilter,
     command_context,
     created,
     etag,
@@ -45,11 +47,6 @@ from application.errors import NotFound
 
 READ = {"permission": Permission.PIPELINES_READ}
 WRITE = {"permission": Permission.PIPELINES_WRITE}
-MinPosition = Annotated[
-    int | None, Parameter(ge=0, description="wait until the read model has this position")
-]
-# PostgreSQL text cannot hold NUL: refuse it as a 400 instead of failing in the query.
-TextFilter = Annotated[str | None, Parameter(pattern=r"^[^\x00]*$", max_length=200)]
 # ?tag=a&tag=b: pipelines carrying every one of the tags.
 TagFilter = Annotated[list[str] | None, Parameter(max_items=20)]
 

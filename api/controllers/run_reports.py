@@ -17,7 +17,7 @@ from litestar.params import FromPath, FromQuery, Parameter
 from litestar.response import Stream
 
 from api.auth import principal_of
-from api.controllers.common import ContainerDep, read_your_writes
+from api.controllers.common import ContainerDep, MinPosition, TextFilter, read_your_writes
 from api.controllers.run_export import (
     MEDIA_TYPES,
     PAGE_SIZES,
@@ -36,10 +36,6 @@ from projections.run_statistics import MAX_WINDOW_DAYS, STATUSES, check_window
 RUNS_READ = {"permission": Permission.RUNS_READ}
 PIPELINES_READ = {"permission": Permission.PIPELINES_READ}
 DEFAULT_WINDOW = timedelta(days=30)
-MinPosition = Annotated[
-    int | None, Parameter(ge=0, description="wait until the read model has this position")
-]
-TextFilter = Annotated[str | None, Parameter(pattern=r"^[^\x00]*$", max_length=200)]
 StatusFilter = Annotated[
     str | None,
     Parameter(max_length=20, description=f"one of {', '.join(STATUSES)}"),

@@ -13,7 +13,14 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
-from api.controllers.common import ContainerDep, command_context, etag, read_your_writes
+from api.controllers.common import (
+    ContainerDep,
+    MinPosition,
+    TextFilter,
+    command_context,
+    etag,
+    read_your_writes,
+)
 from api.controllers.pipeline_runs import queued
 from api.controllers.run_views import run_detail, run_read, run_status
 from api.schemas.runs import (
@@ -32,11 +39,7 @@ from application.errors import NotFound
 READ = {"permission": Permission.RUNS_READ}
 CANCEL = {"permission": Permission.RUNS_CANCEL}
 TRIGGER = {"permission": Permission.RUNS_TRIGGER}
-MinPosition = Annotated[
-    int | None, Parameter(ge=0, description="wait until the read model has this position")
-]
 Limit = Annotated[int, Parameter(ge=1, le=500)]
-TextFilter = Annotated[str | None, Parameter(pattern=r"^[^\x00]*$", max_length=200)]
 
 
 class RunController(Controller):

@@ -14,6 +14,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from api.auth import principal_of
 from api.controllers.common import (
     ContainerDep,
+    MinPosition,
     command_context,
     created,
     etag,
@@ -41,9 +42,6 @@ from domain.tenant import Quotas
 MANAGE = {"permission": Permission.TENANTS_MANAGE}
 READ = {"permission": Permission.TENANTS_READ}
 UPDATE = {"permission": Permission.TENANTS_UPDATE}
-MinPosition = Annotated[
-    int | None, Parameter(ge=0, description="wait until the read model has this position")
-]
 # ?label=region=eu&label=tier=gold: tenants carrying every one of the labels.
 LabelFilter = Annotated[list[str] | None, Parameter(max_items=20)]
 

@@ -16,6 +16,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from api.auth import principal_of
 from api.controllers.common import (
     ContainerDep,
+    MinPosition,
     command_context,
     created,
     etag,
@@ -37,9 +38,6 @@ from domain.user import User
 
 READ = {"permission": Permission.USERS_READ}
 WRITE = {"permission": Permission.USERS_WRITE}
-MinPosition = Annotated[
-    int | None, Parameter(ge=0, description="wait until the read model has this position")
-]
 
 
 def _written(user: User, position: int | None) -> UserWritten:

@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -15,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from infrastructure.envelope import CloudEvent, decode
 from infrastructure.nats import ensure_stream, events_subjects
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,45 @@ async def fetch_batch(
         return fetching.result()
     except TimeoutError:  # nats' TimeoutError and FetchTimeoutError subclass it
         return []
+
+
+def decode_batch(
+    messages: list[Msg], last_seq: int | None, name: str
+) -> tuple[list[CloudEvent], int, bool]:
+    """The events of a fetched batch, in position order; the highest stream sequence in
+    it; and whether something is missing (a jump in the stream sequence after
+    `last_seq`, or an undecodable message) that a catch-up from the store must fill."""
+    expected = None if last_seq is None else last_seq + 1
+    highest = last_seq or 0
+    gap = False
+    events: list[CloudEvent] = []
+    for msg in messages:
+        seq = msg.metadata.sequence.stream
+        if expected is not None and seq > expected:
+            # Lost, deleted or expired messages: the store has them.
+            log.warning(
+                "projection %s: stream sequence jumped from %d to %d; catching up from the store",
+                name,
+                expected - 1,
+                seq,
+            )
+            gap = True
+        expected = max(expected or 0, seq + 1)
+        highest = max(highest, seq)
+        try:
+            events.append(decode(msg.data))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.error(
+                "projection %s: undecodable message at stream sequence %d; "
+                "reading the store instead",
+                name,
+                seq,
+            )
+            gap = True
+    # Position order, so the "skip at or below the position" rule never drops an event
+    # that a re-publish delivered out of order.
+    events.sort(key=lambda e: e.position)
+    return events, highest, gap
 
 
 async def ack_all(messages: list[Msg]) -> None:

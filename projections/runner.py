@@ -25,15 +25,20 @@ import logging
 import time
 from typing import Any
 
-import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from psycopg import AsyncConnection
 
-from infrastructure.envelope import CloudEvent, decode
 from infrastructure.notification_log import max_position
-from projections.consumer import ack_all, bind_consumer, connect_nats, durable_name, fetch_batch
+from projections.consumer import (
+    ack_all,
+    bind_consumer,
+    connect_nats,
+    decode_batch,
+    durable_name,
+    fetch_batch,
+)
 from projections.projection import (
     Projection,
     advisory_lock_key,
@@ -260,40 +265,10 @@ class ProjectionRunner:
             self._held = []
 
     async def _apply_messages(self, messages: list[Msg]) -> None:
-        expected = None if self._last_seq is None else self._last_seq + 1
-        highest = self._last_seq or 0
-        gap = False
-        events: list[CloudEvent] = []
-        for msg in messages:
-            seq = msg.metadata.sequence.stream
-            if expected is not None and seq > expected:
-                # Lost, deleted or expired messages: the store has them.
-                log.warning(
-                    "projection %s: stream sequence jumped from %d to %d; "
-                    "catching up from the store",
-                    self.projection.name,
-                    expected - 1,
-                    seq,
-                )
-                gap = True
-            expected = max(expected or 0, seq + 1)
-            highest = max(highest, seq)
-            try:
-                events.append(decode(msg.data))
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                log.error(
-                    "projection %s: undecodable message at stream sequence %d; "
-                    "reading the store instead",
-                    self.projection.name,
-                    seq,
-                )
-                gap = True
+        events, highest, gap = decode_batch(messages, self._last_seq, self.projection.name)
         try:
             if gap:
                 await self._catch_up_now()
-            # Position order, so apply_batch's "skip at or below" never drops an event
-            # that a re-publish delivered out of order.
-            events.sort(key=lambda e: e.position)
             await apply_batch(await self._db(), self.projection, events)
         except BaseException:
             self._held.extend(messages)  # acked once a catch-up has covered them

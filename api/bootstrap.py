@@ -45,7 +45,7 @@ from infrastructure.run_logs import RunLogs
 from infrastructure.security import Argon2PasswordHasher, TokenService, data_dir_keys
 from infrastructure.settings import Settings
 from infrastructure.step_runner import PluginStepRunner
-from projections import ALL_PROJECTIONS, ProjectionRunner
+from projections import ALL_PROJECTIONS, LivePositions, ProjectionRunner, RunnerSessions
 from projections.api_keys import ApiKeyQueries
 from projections.pipelines import PipelineQueries
 from projections.run_queries import RunQueries
@@ -123,6 +123,9 @@ class Container:
     rate_limits: dict[str, RateLimit]
     nats: NatsClient | None = None
     relay: Relay | None = None
+    positions: LivePositions = field(default_factory=LivePositions)
+    """Where this process's projection runners are (if it runs the projector role): the
+    API's min_position waits and readiness consult it before the tracking rows."""
 
     def close(self) -> None:
         self.store.close()
@@ -208,6 +211,7 @@ class Roles:
         self._roles = roles
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._runner_sessions: RunnerSessions | None = None
 
     async def start(self) -> None:
         c, s = self._container, self._container.settings
@@ -220,6 +224,10 @@ class Roles:
             )
             self._tasks.append(asyncio.create_task(c.relay.run(self._stop), name="relay"))
         if "projector" in self._roles:
+            # One leadership session and one small pool for all the runners, instead of
+            # two connections each.
+            self._runner_sessions = RunnerSessions(c.database_url)
+            await self._runner_sessions.open()
             for projection in ALL_PROJECTIONS:
                 runner = ProjectionRunner(
                     projection,
@@ -227,6 +235,8 @@ class Roles:
                     nats_url=c.nats_url,
                     stream=s.nats_stream,
                     subject_prefix=s.subject_prefix,
+                    positions=c.positions,
+                    sessions=self._runner_sessions,
                 )
                 self._tasks.append(
                     asyncio.create_task(runner.run(self._stop), name=f"projector:{projection.name}")
@@ -238,16 +248,19 @@ class Roles:
 
     async def stop(self, grace: float = 10.0) -> None:
         self._stop.set()
-        if not self._tasks:
-            return
-        done, pending = await asyncio.wait(self._tasks, timeout=grace)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        for task in done:
-            if not task.cancelled() and task.exception():
-                log.error("role %s failed", task.get_name(), exc_info=task.exception())
-        self._tasks.clear()
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in done:
+                if not task.cancelled() and task.exception():
+                    log.error("role %s failed", task.get_name(), exc_info=task.exception())
+            self._tasks.clear()
+        if self._runner_sessions is not None:
+            # After the runners: each persists its position on the way out.
+            await self._runner_sessions.close()
+            self._runner_sessions = None
 
     async def wait(self) -> None:
         await self._stop.wait()

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from projections.api_keys import ApiKeysProjection
 from projections.pipelines import PipelineQueries, PipelinesProjection
+from projections.positions import LivePositions
 from projections.projection import Projection, apply_batch, handles
 from projections.rebuild import RebuildError, rebuild
 from projections.runner import ProjectionRunner
 from projections.runs import RunsProjection
+from projections.sessions import RunnerSessions
 from projections.tenants import TenantQueries, TenantsProjection
 from projections.tracking import projection_status, wait_for_position
 from projections.users import UserQueries, UsersProjection
@@ -34,11 +36,13 @@ def projection_named(name: str) -> Projection:
 __all__ = [
     "ALL_PROJECTIONS",
     "ApiKeysProjection",
+    "LivePositions",
     "PipelineQueries",
     "PipelinesProjection",
     "Projection",
     "ProjectionRunner",
     "RebuildError",
+    "RunnerSessions",
     "RunsProjection",
     "TenantQueries",
     "TenantsProjection",

@@ -1,28 +1,27 @@
 """What a projection is, and how one batch of events is applied to its read model.
 
-A projection owns some tables and one row in `projection_tracking`. A batch is applied in
-ONE transaction that locks the tracking row, skips every event at or below the tracked
-position, runs the handlers and moves the tracking row to the batch's highest position.
-Read-model change and position commit together, so a crash or a redelivery can neither
-double-apply nor skip an event (DESIGN.md §4), and two processes applying the same
-projection at once are serialised by the row lock instead of corrupting each other.
+A projection owns some tables and one row in `projection_tracking`. A batch that has
+something to apply is applied in ONE transaction that locks the tracking row, skips every
+event at or below the tracked position, runs the handlers and moves the tracking row to
+the batch's highest position. Read-model change and position commit together, so a crash
+or a redelivery can neither double-apply nor skip an event (DESIGN.md §4), and two
+processes applying the same projection at once are serialised by the row lock instead of
+corrupting each other. A batch with nothing to apply needs no transaction at all: see
+projections/positions.py for how the position it passes is kept and persisted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from psycopg import AsyncConnection, AsyncCursor
 
-from infrastructure.envelope import CloudEvent, to_cloud_event
-from infrastructure.notification_log import read_notifications
+from infrastructure.envelope import CloudEvent
 
 Handler = Callable[[AsyncCursor[Any], CloudEvent], Awaitable[None]]
-Progress = Callable[[int, int], None]
-"""Called as progress(position reached, position of the store's last event)."""
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _HANDLES_ATTR = "_projection_handles"
@@ -113,14 +112,28 @@ async def _lock_tracking_row(cur: AsyncCursor[Any], name: str) -> int:
     return int(row[0])
 
 
+def has_work(projection: Projection, events: Sequence[CloudEvent], floor: int) -> bool:
+    """Whether any event above `floor` has a handler: only then is a transaction needed.
+    Any other event only moves the position, which may be persisted later."""
+    return any(
+        event.position > floor and projection.handler(event.type) is not None for event in events
+    )
+
+
 async def apply_batch(
-    conn: AsyncConnection[Any], projection: Projection, events: Sequence[CloudEvent]
+    conn: AsyncConnection[Any],
+    projection: Projection,
+    events: Sequence[CloudEvent],
+    *,
+    floor: int = 0,
 ) -> int:
     """Apply `events` (in position order) in one transaction; return the tracked position
-    after commit. Safe to call with events already applied: they are skipped."""
+    after commit. Safe to call with events already applied: they are skipped. `floor` is
+    a position the caller knows to be passed (applied, or without a handler) but perhaps
+    not persisted yet: events at or below it are skipped too, and it is persisted."""
     async with conn.transaction(), conn.cursor() as cur:
         tracked = await _lock_tracking_row(cur, projection.name)
-        position = tracked
+        position = max(tracked, floor)
         for event in events:
             # <= rather than a set of seen ids: positions only grow, and a redelivered or
             # re-published event (or a duplicate within the batch) is at or below it.
@@ -140,29 +153,14 @@ async def apply_batch(
     return position
 
 
-async def replay_from_store(
-    conn: AsyncConnection[Any],
-    projection: Projection,
-    *,
-    batch_size: int,
-    progress: Progress | None = None,
-    head: int | None = None,
-) -> int:
-    """Apply every notification after the tracked position, reading the event store
-    directly, in batches of `batch_size`; return how many notifications were read.
-    `head` is only reported to `progress`."""
-    read = 0
-    position = await tracked_position(conn, projection.name)
-    while True:
-        notifications = await read_notifications(conn, position, batch_size)
-        if not notifications:
-            return read
-        events = [to_cloud_event(n) for n in notifications]
-        # Continue from the tracked position apply_batch returns: if another process got
-        # further meanwhile, there is no point in reading what it already applied.
-        position = await apply_batch(conn, projection, events)
-        read += len(events)
-        if progress is not None:
-            progress(position, max(head or 0, position))
-        if len(notifications) < batch_size:
-            return read
+async def persist_positions(conn: AsyncConnection[Any], positions: Mapping[str, int]) -> None:
+    """Record that projections have passed these positions without applying anything,
+    in one autocommit statement (no row lock held across a round trip). Never moves a
+    row back: a batch or a rebuild's swap may have moved it further meanwhile."""
+    await conn.execute(
+        "INSERT INTO projection_tracking AS t (name, position)"
+        " SELECT * FROM unnest(%s::text[], %s::bigint[])"
+        " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()"
+        " WHERE t.position < EXCLUDED.position",
+        (list(positions), list(positions.values())),
+    )

@@ -7,7 +7,8 @@ runner keeps applying events. Then one short transaction swaps them: lock the tr
 row and the live tables, apply the last few events to the shadow tables, drop the live
 tables, move the shadow ones into `public` and set the tracking position. Readers wait
 for the lock for the length of that transaction and then see the new tables; the live
-runner's next batch locks the tracking row, reads the rebuilt position and continues.
+runner's next batch with something to apply locks the tracking row, reads the rebuilt
+position and continues (a position it persists lazily never moves the row back).
 
 `LIKE ... INCLUDING ALL` copies columns, defaults, constraints, indexes (renamed back to
 the live names here) and comments, but not grants, triggers or foreign keys: read-model
@@ -26,13 +27,8 @@ from typing import Any
 from psycopg import AsyncConnection, errors, sql
 
 from infrastructure.notification_log import max_position
-from projections.projection import (
-    Progress,
-    Projection,
-    advisory_lock_key,
-    replay_from_store,
-    tracked_position,
-)
+from projections.positions import Progress, replay_from_store
+from projections.projection import Projection, advisory_lock_key, tracked_position
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +188,8 @@ async def _swap(
                     sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(live_tables)
                 )
                 # Nothing can be projected into the live tables now; bring the shadow
-                # ones level with the store.
+                # ones level with the store. The replay persists the position it reached
+                # in the shadow row, even past events without a handler.
                 await replay_from_store(conn, projection, batch_size=batch_size)
                 position = await tracked_position(conn, projection.name)  # the shadow row
                 for table in projection.tables:

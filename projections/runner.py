@@ -3,15 +3,18 @@
 Lifecycle of a runner (DESIGN.md §4 and §8):
 
 1. Leadership: one active runner per projection across all processes, by a Postgres
-   advisory lock held on a dedicated session connection; the others stand by and retry.
-   The lock is an efficiency measure only: correctness comes from the tracking row, which
-   every batch locks, so even two active runners could not double-apply.
+   advisory lock held on a session connection (shared by the runners of a process,
+   projections/sessions.py); the others stand by and retry. The lock is an efficiency
+   measure only: correctness comes from the tracking row, which every batch that
+   applies something locks, so even two active runners could not double-apply.
 2. Bind a durable JetStream pull consumer (one per projection, ordered processing), THEN
    catch up from the event store's notification log. Binding first means nothing
    published during the catch-up can be missed.
-3. Follow NATS in batches: apply, commit, only then ack. Loss is detected by a jump in
-   the JetStream stream sequence (never by the position, which has gaps), and answered by
-   catching up from the store, as is any NATS error.
+3. Follow NATS in batches: apply, commit, only then ack. A batch with nothing for this
+   projection only moves the position in memory, persisted lazily
+   (projections/positions.py). Loss is detected by a jump in the JetStream stream
+   sequence (never by the position, which has gaps), and answered by catching up from
+   the store, as is any NATS error.
 4. NATS unreachable: poll the store every `poll_interval` seconds until it is back, so
    reads stay fresh. The same happens if NATS is up but silent while the store is ahead
    (the relay is down) for `relay_stall_after` seconds.
@@ -23,12 +26,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 from infrastructure.notification_log import max_position
 from projections.consumer import (
@@ -39,28 +42,15 @@ from projections.consumer import (
     durable_name,
     fetch_batch,
 )
-from projections.projection import (
-    Projection,
-    advisory_lock_key,
-    apply_batch,
-    replay_from_store,
-    tracked_position,
-)
+from projections.positions import LivePositions, PositionKeeper, replay_from_store
+from projections.projection import Projection, advisory_lock_key
+from projections.sessions import Check, LeadershipLost, RunnerSessions, pause
 
 log = logging.getLogger(__name__)
 
-_LOCK_CHECK_SECONDS = 5.0
 _MAX_BACKOFF = 5.0
+_EXIT_SECONDS = 3.0  # to persist the position on stop
 _QUIET_START_SECONDS = 3.0  # a first NATS connection this slow is worth a warning
-
-
-async def _sleep(stop: asyncio.Event, seconds: float, *wake: asyncio.Future[Any]) -> None:
-    """Sleep, but wake at once when asked to stop or when any of `wake` completes."""
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({stopping, *wake}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
 
 
 class ProjectionRunner:
@@ -78,7 +68,13 @@ class ProjectionRunner:
         ack_wait: float = 60.0,
         relay_stall_after: float | None = 5.0,
         standby_interval: float = 1.0,
+        persist_interval: float = 1.0,
+        positions: LivePositions | None = None,
+        sessions: RunnerSessions | None = None,
     ) -> None:
+        """`positions`: where to publish the passed position for waiters in this process;
+        `sessions`: the leadership session and pool shared with the process's other
+        runners (the runner opens its own when not given)."""
         self.projection = projection
         self.database_url = database_url
         self.nats_url = nats_url
@@ -93,7 +89,16 @@ class ProjectionRunner:
         self.following = asyncio.Event()
         """Set while bound to NATS and caught up (health checks, tests)."""
         self.is_leader = False
-        self._conn: AsyncConnection[Any] | None = None
+        self.positions = positions or LivePositions()
+        self.keeper = PositionKeeper(
+            projection,
+            persist_interval=persist_interval,
+            live=self.positions,
+            group=sessions.keepers if sessions is not None else None,
+        )
+        """The passed position; it outlives leadership terms (it stays true)."""
+        self._shared_sessions = sessions
+        self._sessions: RunnerSessions | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
         self._last_seq: int | None = None  # highest stream sequence known to be covered
         self._needs_catch_up = True
@@ -110,57 +115,66 @@ class ProjectionRunner:
     async def catch_up(self) -> int:
         """Apply everything in the event store after the tracked position, on its own
         connection (safe next to a running runner); return the number of events read."""
+        keeper = PositionKeeper(self.projection, live=self.positions)
         async with await AsyncConnection.connect(self.database_url, autocommit=True) as conn:
-            return await replay_from_store(conn, self.projection, batch_size=self.batch_size)
+            read = await replay_from_store(
+                conn, self.projection, batch_size=self.batch_size, keeper=keeper
+            )
+            await keeper.persist(conn, now=True)
+        return read
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set: stand by for the projection's lock, then keep its read
         model up to date. Errors are logged and retried, never fatal."""
+        sessions = self._shared_sessions or RunnerSessions(self.database_url, max_size=1)
+        if self._shared_sessions is None:
+            await sessions.open()
+        self._sessions = sessions
+        try:
+            await self._compete(stop, sessions)
+        finally:
+            if self._shared_sessions is None:
+                await sessions.close()
+
+    async def _compete(self, stop: asyncio.Event, sessions: RunnerSessions) -> None:
         failures = 0
         key = advisory_lock_key("projection", self.projection.name)
         while not stop.is_set():
             try:
-                async with await AsyncConnection.connect(
-                    self.database_url, autocommit=True
-                ) as lock_conn:
-                    while not stop.is_set():
-                        cur = await lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
-                        row = await cur.fetchone()
-                        if row and row[0]:
-                            break
-                        await _sleep(stop, self.standby_interval)
-                    if stop.is_set():
-                        return
+                async with sessions.locks.leadership(key, stop, self.standby_interval) as check:
+                    if check is None:
+                        return  # stopped while standing by
                     self.is_leader = True
                     log.info("projection %s: active (lock acquired)", self.projection.name)
                     failures = 0
-                    await self._lead(stop, lock_conn)
-                    # Closing lock_conn (leaving the block) releases the lock.
+                    await self._lead(stop, check)
+            except LeadershipLost as lost:
+                # Expected when the database drops the session; no traceback needed.
+                log.warning("projection %s: %s; competing again", self.projection.name, lost)
+                await pause(stop, 0.2)
             except Exception:
                 failures += 1
                 log.exception("projection %s: runner failed, retrying", self.projection.name)
-                await _sleep(stop, min(0.2 * 2**failures, _MAX_BACKOFF))
+                await pause(stop, min(0.2 * 2**failures, _MAX_BACKOFF))
             finally:
                 self.is_leader = False
                 self.following.clear()
 
-    async def _lead(self, stop: asyncio.Event, lock_conn: AsyncConnection[Any]) -> None:
+    async def _lead(self, stop: asyncio.Event, check: Check) -> None:
         connecting = asyncio.create_task(self._connect_nats())
         self._quiet_until = time.monotonic() + _QUIET_START_SECONDS
         nc: Client | None = None
         failures = 0
-        lock_checked = time.monotonic()
         self._needs_catch_up = True
         try:
             while not stop.is_set():
-                if time.monotonic() - lock_checked > _LOCK_CHECK_SECONDS:
-                    # A dead session connection means the lock is gone and another
-                    # process may be active: raise so run() reconnects and re-competes.
-                    await lock_conn.execute("SELECT 1")
-                    lock_checked = time.monotonic()
+                # A lost session means the lock is gone and another process may be
+                # active: this raises, and _compete re-competes.
+                await check()
                 if nc is None and connecting.done():
                     nc = connecting.result()
                 try:
+                    await self.keeper.persist(self._pool)
                     if nc is None or not nc.is_connected:
                         await self._poll_store(stop, connecting, connected_before=nc is not None)
                         continue
@@ -171,9 +185,8 @@ class ProjectionRunner:
                         await self._catch_up_now()
                         self.following.set()
                     assert self._sub is not None
-                    messages = await fetch_batch(
-                        self._sub, self.batch_size, self.fetch_timeout, stop
-                    )
+                    wait = self.keeper.idle_at_most(self.fetch_timeout)
+                    messages = await fetch_batch(self._sub, self.batch_size, wait, stop)
                     if messages:
                         await self._apply_messages(messages)
                     else:
@@ -192,9 +205,10 @@ class ProjectionRunner:
                         self.projection.name,
                         failures,
                     )
-                    await _sleep(stop, min(0.1 * 2**failures, _MAX_BACKOFF))
+                    await pause(stop, min(0.1 * 2**failures, _MAX_BACKOFF))
         finally:
             connecting.cancel()
+            await self._persist_on_exit()
             await self._close(nc)
 
     async def _connect_nats(self) -> Client:
@@ -207,13 +221,22 @@ class ProjectionRunner:
             self.nats_url, f"norn-projection-{self.projection.name}", on_reconnect
         )
 
-    async def _db(self) -> AsyncConnection[Any]:
-        """The runner's working connection, reopened after a failure."""
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                await self._conn.close()
-            self._conn = await AsyncConnection.connect(self.database_url, autocommit=True)
-        return self._conn
+    @property
+    def _pool(self) -> AsyncConnectionPool:
+        assert self._sessions is not None, "only while running"
+        return self._sessions.pool
+
+    async def _persist_on_exit(self) -> None:
+        try:
+            await asyncio.wait_for(self.keeper.persist(self._pool, now=True), _EXIT_SECONDS)
+        except Exception as error:
+            # Only costs a re-read of events without a handler after the restart.
+            log.warning(
+                "projection %s: could not persist position %d on stop: %r",
+                self.projection.name,
+                self.keeper.passed,
+                error,
+            )
 
     async def _poll_store(
         self, stop: asyncio.Event, connecting: asyncio.Task[Client], *, connected_before: bool
@@ -231,7 +254,11 @@ class ProjectionRunner:
         self._rebind = True
         await self._catch_up_now(ack_held=False)
         # Woken early by the first connection, so a normal start does not wait a poll.
-        await _sleep(stop, self.poll_interval, *([] if connecting.done() else [connecting]))
+        await pause(
+            stop,
+            self.keeper.idle_at_most(self.poll_interval),
+            *([] if connecting.done() else [connecting]),
+        )
 
     async def _bind(self, js: JetStreamContext) -> None:
         self._rebind = False
@@ -251,8 +278,9 @@ class ProjectionRunner:
         self._needs_catch_up = True
 
     async def _catch_up_now(self, *, ack_held: bool = True) -> None:
-        conn = await self._db()
-        read = await replay_from_store(conn, self.projection, batch_size=self.batch_size)
+        read = await replay_from_store(
+            self._pool, self.projection, batch_size=self.batch_size, keeper=self.keeper
+        )
         if read:
             log.info(
                 "projection %s: caught up %d events from the store", self.projection.name, read
@@ -269,7 +297,7 @@ class ProjectionRunner:
         try:
             if gap:
                 await self._catch_up_now()
-            await apply_batch(await self._db(), self.projection, events)
+            await self.keeper.apply(self._pool, events)
         except BaseException:
             self._held.extend(messages)  # acked once a catch-up has covered them
             raise
@@ -285,8 +313,9 @@ class ProjectionRunner:
         if time.monotonic() - self._last_progress < self.relay_stall_after:
             return
         self._last_progress = time.monotonic()
-        conn = await self._db()
-        if await max_position(conn) > await tracked_position(conn, self.projection.name):
+        async with self._pool.connection() as conn:
+            head = await max_position(conn)
+        if head > self.keeper.passed:
             log.warning(
                 "projection %s: nothing from NATS for %.0fs while the store is ahead "
                 "(is the relay running?); catching up from the store",
@@ -302,7 +331,3 @@ class ProjectionRunner:
         if nc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), 5)
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None

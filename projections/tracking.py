@@ -1,5 +1,10 @@
 """Reading projection positions: status for operators (`norn projections status`) and the
-bounded wait behind every query endpoint's `min_position` (read-your-writes)."""
+bounded wait behind every query endpoint's `min_position` (read-your-writes).
+
+The tracking row is what every process sees. A runner persists a position it passed
+without applying anything lazily (projections/positions.py), so for such positions the
+row may be about a second behind the runner; in the runner's own process, `LivePositions`
+has them at once, and the wait consults it first."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from infrastructure.notification_log import EVENTS_TABLE, max_position
+from projections.positions import LivePositions
 from projections.projection import Projection
 
 _FIRST_SLEEP = 0.01
@@ -22,7 +28,9 @@ async def projection_status(
     database_url: str, projections: Iterable[Projection]
 ) -> list[dict[str, Any]]:
     """For each projection: name, position, max_position (the store's last event),
-    lag (events in the store after the position) and updated_at (None if it never ran)."""
+    lag (events in the store after the position) and updated_at (None if it never ran),
+    all as persisted: updated_at is when the position last moved in the row (a runner
+    with only events of other read models to pass moves it about once a second)."""
     async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
         head = await max_position(conn)
         status: list[dict[str, Any]] = []
@@ -62,24 +70,37 @@ async def wait_for_position(
     name: str,
     position: int,
     timeout: float,  # noqa: ASYNC109 - the answer on timeout is False, not an exception
+    live: LivePositions | None = None,
 ) -> bool:
     """True as soon as projection `name` has applied `position`; False after `timeout`
     seconds. Polls with short sleeps growing from 10 ms to 100 ms: a write is usually
     projected within a few milliseconds, and a long wait should not hammer the database.
     With a pool, no connection is held while sleeping; a connection must be in
-    autocommit (or READ COMMITTED) mode to see the position move."""
+    autocommit (or READ COMMITTED) mode to see the position move. `live`, the positions
+    of the runners in this process, answers without a query when it can, and wakes the
+    wait as soon as one of them moves."""
     deadline = time.monotonic() + timeout
     sleep = _FIRST_SLEEP
+    query_at = 0.0  # the database is asked on the same schedule, however often `live` moves
     while True:
-        if isinstance(pool_or_conn, AsyncConnectionPool):
-            async with pool_or_conn.connection() as conn:
-                current = await _position(conn, name)
-        else:
-            current = await _position(pool_or_conn, name)
-        if current >= position:
+        if live is not None and live.get(name) >= position:
             return True
+        now = time.monotonic()
+        if now >= query_at:
+            if isinstance(pool_or_conn, AsyncConnectionPool):
+                async with pool_or_conn.connection() as conn:
+                    current = await _position(conn, name)
+            else:
+                current = await _position(pool_or_conn, name)
+            if current >= position:
+                return True
+            query_at = time.monotonic() + sleep
+            sleep = min(sleep * 1.5, _MAX_SLEEP)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        await asyncio.sleep(min(sleep, remaining))
-        sleep = min(sleep * 1.5, _MAX_SLEEP)
+        wait = max(0.0, min(query_at - time.monotonic(), remaining))
+        if live is None:
+            await asyncio.sleep(wait)
+        else:
+            await live.moved(wait)

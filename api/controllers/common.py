@@ -57,11 +57,16 @@ def etag(version: int) -> str:
 
 
 async def read_your_writes(container: Container, projection: str, min_position: int | None) -> None:
-    """Wait (bounded) until the read model includes min_position."""
+    """Wait (bounded) until the read model includes min_position: at once when this
+    process's runner has passed it, else as the tracking row says (which may lag the
+    runner of another process by about a second for positions it had nothing to apply
+    at)."""
     if not min_position:
         return
     timeout = container.settings.min_position_timeout
-    if not await wait_for_position(container.read_pool, projection, min_position, timeout):
+    if not await wait_for_position(
+        container.read_pool, projection, min_position, timeout, live=container.positions
+    ):
         raise ServiceUnavailable(
             f"the {projection} read model has not reached position {min_position} "
             f"within {timeout:g}s; retry shortly"

@@ -136,6 +136,9 @@ def make_runner(
     # No store fallback on a quiet NATS unless a test asks for it: the NATS tests must
     # prove that NATS alone fed the read model.
     options.setdefault("relay_stall_after", None)
+    # These tests read positions from the tracking row: do not make them wait for a
+    # position passed without a commit (test_projection_bookkeeping.py tests that).
+    options.setdefault("persist_interval", 0.05)
     return ProjectionRunner(
         projection,
         database_url=database_url,

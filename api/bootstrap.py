@@ -218,6 +218,9 @@ class Roles:
                 stream=s.nats_stream,
                 subject_prefix=s.subject_prefix,
             )
+            # Appends made in this process wake the relay at once (other processes'
+            # appends are found by its poll).
+            c.store.recorder.on_append = c.relay.wake  # type: ignore[attr-defined]
             self._tasks.append(asyncio.create_task(c.relay.run(self._stop), name="relay"))
         if "projector" in self._roles:
             for projection in ALL_PROJECTIONS:

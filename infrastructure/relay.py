@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import zlib
 from datetime import datetime
 from typing import Any
@@ -27,11 +28,11 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import Header, PubAck, StreamInfo
 from nats.js.errors import NotFoundError
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 
 from infrastructure.envelope import encode, subject_for, to_cloud_event
 from infrastructure.nats import POSITION_HEADER, connect, ensure_stream, events_subjects
-from infrastructure.notification_log import NOTIFY_CHANNEL, read_notifications
+from infrastructure.notification_log import max_position, read_notifications
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,15 @@ nats-py 2.16 never resolves a publish_async future whose ack is an API error (it
 inside its reply handler instead; nats-io/nats.py#985)."""
 NATS_CONNECT_TIMEOUT = 5.0
 """nats.connect retries forever; bound each attempt so errors are logged and retried."""
+HELD_UP = 0.05
+"""Seconds with committed events above the horizon after which the relay reads with the
+precise horizon (it looks past running transactions that are not appends)."""
 STANDBY_RETRY = 1.0
 ERROR_BACKOFF = 1.0
-LISTEN_CHECK = 5.0
-"""Seconds of LISTEN silence after which the listening session is proven alive."""
+QUICK_RETRY = 0.001
+"""After a pass that found work, or an append woke it, the relay looks again after this,
+doubling up to its poll interval: an append can be committed but not yet readable while
+an older transaction runs (infrastructure/recorder.py), and nothing signals its end."""
 LOCK_NAMESPACE = 0x4E6F726E  # "Norn": first key of the two-int advisory lock
 STOP_SECONDS = 3.0
 """How long stopping waits for each part of the relay before it gives up on it."""
@@ -76,7 +82,7 @@ class Relay:
         stream: str,
         subject_prefix: str,
         batch_size: int = 500,
-        poll_interval: float = 0.5,
+        poll_interval: float = 0.05,
     ) -> None:
         self._database_url = database_url
         self._nats_url = nats_url
@@ -90,6 +96,7 @@ class Relay:
         self._stream_created: datetime | None = None  # tells a recreated stream apart
         self._synced = False
         self._leader = False
+        self._held_since: float | None = None  # committed events waiting above the horizon
         self._conn: AsyncConnection | None = None  # holds the leader lock and reads the log
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -106,7 +113,9 @@ class Relay:
         return self._leader
 
     def wake(self) -> None:
-        """Nudge the relay after an append; safe from any thread."""
+        """Nudge the relay after an append; safe from any thread. Appends in this process
+        call it (the recorder's on_append); other processes' appends are found by the
+        poll (no NOTIFY: see infrastructure/recorder.py)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake_event.set)
@@ -117,10 +126,7 @@ class Relay:
         self._loop = asyncio.get_running_loop()
         # The work runs in tasks so that stopping interrupts any blocking step (a NATS
         # connect waiting for the server, a window waiting for acks).
-        tasks = [
-            asyncio.create_task(self._follow(), name="relay-follow"),
-            asyncio.create_task(self._listen(), name="relay-listen"),
-        ]
+        tasks = [asyncio.create_task(self._follow(), name="relay-follow")]
         try:
             await stop.wait()
         finally:
@@ -162,9 +168,11 @@ class Relay:
         await self._drop_nats()
 
     async def _follow(self) -> None:
+        delay = QUICK_RETRY
+        woken = True
         while True:
             try:
-                await self.publish_pending()
+                published = await self.publish_pending()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -174,9 +182,13 @@ class Relay:
             if not self._leader:
                 await asyncio.sleep(STANDBY_RETRY)
                 continue
-            # Woken by NOTIFY or wake(); the poll keeps a dead listener from stalling us.
+            # Soon again after activity (what was appended may become readable any
+            # moment), then back off to the poll interval when all is quiet.
+            delay = QUICK_RETRY if published or woken else min(delay * 2, self._poll_interval)
+            woken = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_event.wait(), self._poll_interval)
+                await asyncio.wait_for(self._wake_event.wait(), delay)
+                woken = True
 
     async def _publish_pending(self) -> int:
         conn = await self._database()
@@ -187,11 +199,27 @@ class Relay:
             await self._resync(js)
         published = 0
         while True:
-            batch = await read_notifications(conn, self._position, self._batch_size)
+            batch = await read_notifications(
+                conn, self._position, self._batch_size, precise=self._held_up()
+            )
             if not batch:
+                await self._note_held_up(conn)
                 return published
+            self._held_since = None
             for start in range(0, len(batch), WINDOW):
                 published += await self._publish_window(js, batch[start : start + WINDOW])
+
+    def _held_up(self) -> bool:
+        return self._held_since is not None and time.monotonic() - self._held_since > HELD_UP
+
+    async def _note_held_up(self, conn: AsyncConnection) -> None:
+        """Nothing safe to read: if committed events wait above the horizon, remember
+        since when, so that a long transaction that is not an append cannot hold the
+        relay back for longer than HELD_UP."""
+        if await max_position(conn) > self._position:
+            self._held_since = self._held_since or time.monotonic()
+        else:
+            self._held_since = None
 
     async def _publish_window(self, js: JetStreamContext, window: list[Notification]) -> int:
         futures: list[asyncio.Future[PubAck]] = []
@@ -346,23 +374,3 @@ class Relay:
             # Closing also discards publishes buffered for a reconnect.
             with contextlib.suppress(NatsError, TimeoutError, OSError):
                 await asyncio.wait_for(nc.close(), NATS_CONNECT_TIMEOUT)
-
-    async def _listen(self) -> None:
-        """LISTEN on the channel the recorder NOTIFYs; reconnect when the session dies."""
-        while True:
-            try:
-                async with await AsyncConnection.connect(
-                    self._database_url, autocommit=True
-                ) as conn:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
-                    self._wake_event.set()  # appends made while we were not listening
-                    while True:
-                        async for _ in conn.notifies(timeout=LISTEN_CHECK):
-                            self._wake_event.set()
-                        # Silence proves nothing: a dead session must fail loudly here.
-                        await asyncio.wait_for(conn.execute("SELECT 1"), LISTEN_CHECK)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("relay LISTEN %s lost, reconnecting: %r", NOTIFY_CHANNEL, error)
-                await asyncio.sleep(ERROR_BACKOFF)

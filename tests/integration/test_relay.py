@@ -1,5 +1,5 @@
 """The relay against real PostgreSQL and JetStream: order, resume, dedup, NATS outages,
-the leader lock and LISTEN/NOTIFY wake-ups."""
+the leader lock, and wake-ups by appends in the same process."""
 
 from __future__ import annotations
 
@@ -303,17 +303,70 @@ async def test_two_relays_publish_each_event_exactly_once(
     await assert_exactly_once(js, nats_names.stream, database_url)
 
 
-async def test_run_wakes_on_notify_without_polling(
+async def test_appends_in_this_process_wake_the_relay_without_polling(
     database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
 ) -> None:
     relay = relay_for(database_url, nats_url, nats_names, poll_interval=30.0)
+    event_store.recorder.on_append = relay.wake  # type: ignore[attr-defined]
     async with running(relay):
         await wait_until(lambda: relay.is_leader)
-        await asyncio.sleep(1.0)  # the first pass and LISTEN are done; polls are 30s away
+        await asyncio.sleep(1.0)  # the first pass is done and backed off; polls are 30s away
         for expected in (2, 4):
             await append(event_store, 1)
-            await wait_until(lambda n=expected: relay.published_position == n, 5.0)
+            await wait_until(lambda n=expected: relay.published_position >= n, 5.0)
     assert len(await stream_messages(js, nats_names.stream)) == 4
+
+
+async def test_appends_of_other_processes_are_found_by_the_poll(
+    database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
+) -> None:
+    """No NOTIFY (it would serialise commits): another process's append, which wakes
+    nothing here, is published within the poll interval."""
+    relay = relay_for(database_url, nats_url, nats_names, poll_interval=0.05)
+    async with running(relay):
+        await wait_until(lambda: relay.is_leader)
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        await append(event_store, 1)
+        await wait_until(lambda: relay.published_position > 0, 5.0)
+        assert time.monotonic() - started < 1.0
+
+
+async def test_a_long_transaction_that_is_not_an_append_holds_the_relay_only_briefly(
+    database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore
+) -> None:
+    """A transaction that took its id before the appends (a slow read-model batch, work
+    of another database on the same server) keeps their events below the plain horizon;
+    the relay looks past it once it has been held up a moment."""
+    relay = relay_for(database_url, nats_url, nats_names)
+    with psycopg.connect(database_url) as other:
+        other.execute("CREATE TEMP TABLE scratch (x int)")
+        other.execute("INSERT INTO scratch VALUES (1)")  # holds a transaction id
+        async with running(relay):
+            await wait_until(lambda: relay.is_leader)
+            await append(event_store, 2)
+            await wait_until(lambda: relay.published_position == 4, 5.0)
+        other.rollback()
+
+
+async def test_a_running_append_holds_the_relay_until_it_ends(
+    database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore
+) -> None:
+    """An append that has taken its position and not committed must not be passed, even
+    with the precise horizon: a later append's event waits for it."""
+    relay = relay_for(database_url, nats_url, nats_names)
+    with psycopg.connect(database_url) as slow:
+        slow.execute(
+            "SELECT norn_events_append(ARRAY[(%s, 1, 'x', %s)]::stored_event_uuid[])",
+            (uuid.uuid4(), b"{}"),
+        )
+        async with running(relay):
+            await wait_until(lambda: relay.is_leader)
+            await append(event_store, 1)  # positions 2 and 3
+            await asyncio.sleep(0.5)  # well past HELD_UP: the precise horizon is in use
+            assert relay.published_position == 0
+            slow.rollback()
+            await wait_until(lambda: relay.published_position == 3, 5.0)
 
 
 def terminate_lock_holders(database_url: str) -> None:

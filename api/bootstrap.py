@@ -149,7 +149,9 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
     usage = ReadModelUsage(sync_pool)
     api_keys = ApiKeyService(store, ApiKeySecrets())
     pipelines = PipelineService(store, plugins, usage)
-    sessions = SessionService(store, hasher, tokens, api_keys)
+    # Authentication reads session, user and tenant versions and the tenant's usage
+    # bounds in one query (quotas far from their limit then need none of their own).
+    sessions = SessionService(store, hasher, tokens, api_keys, facts=usage)
     login_policy = LoginPolicy(
         lock_after_user=settings.login_lock_after,
         lock_after_address=5 * settings.login_lock_after,

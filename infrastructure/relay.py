@@ -1,6 +1,6 @@
 """The relay: publishes the event store's notification log (the outbox) to JetStream.
 
-It is a tracked reader of the log whose "view" is the stream (DESIGN.md §8): it resumes
+It is a tracked reader of the log whose "view" is the stream (docs/architecture.md §5): it resumes
 from the position carried by the last message in the stream, publishes asynchronously in
 windows and advances only on acks. One relay per database and stream publishes at a time
 (a Postgres advisory lock); the others wait on standby.

@@ -236,6 +236,8 @@ class PipelineService:
         return pipeline
 
     def definition_at(self, pipeline: Pipeline, revision: int) -> PipelineDefinition:
+        if revision == pipeline.revision:
+            return pipeline.definition  # the latest is at hand: no replay
         version = pipeline.version_of_revision(revision)
         return self._store.load(Pipeline, pipeline.id, "pipeline", version=version).definition
 

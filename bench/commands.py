@@ -372,16 +372,16 @@ def main() -> None:
     elif behind <= 0:
         caught = f"<= {ms(first)} (there at the first poll)"
     else:
-        caught = f"{ms(seen - creates.last_response)} ({behind} positions behind at first poll)"
+        caught = f"{ms(seen - creates.last_response)} ({behind} positions behind at the first poll)"
     out.append(
-        f"[4] read model holds the burst's last position {caught} after its last response "
+        f"[4] read model has the [1] burst's last position {caught} after its last response "
         f"| sequential lag p50 {ms(percentile(seq, 50))}"
     )
     failed = f", {lag.failed} failed" if lag.failed else ""
     out.append(
         f"[5] projection lag at {args.rate:g}/s offered for {args.lag_seconds:g} s (open loop, "
         f"{args.senders} senders): "
-        f"{p50_p99(lag.lags)}, achieved {lag.completed_rate:.0f}/s (sent at "
+        f"{p50_p99(lag.lags)}, achieved {lag.completed_rate:.0f}/s (scheduled at "
         f"{lag.send_rate:.0f}/s{failed}), polled every {ms(lag.poll_interval)}, "
         f"norn CPU {lag.cpu_per_1k:.1f} s/1k | sequential (one at a time): {p50_p99(seq)}"
     )

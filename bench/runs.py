@@ -96,6 +96,7 @@ async def open_loop_runs(
     """Trigger at `rate`/s for `seconds` (up to `senders` requests at once), then wait
     until the runs have all finished, asking only whether any is still queued or running."""
     positions: list[int] = []
+    accepted: list[float] = []  # time.monotonic() of each 202
     failed_triggers = 0
     limits = httpx.Limits(max_connections=senders, max_keepalive_connections=senders)
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=60) as c:
@@ -111,6 +112,7 @@ async def open_loop_runs(
                 failed_triggers += 1
                 return
             positions.append(r.json()["position"])
+            accepted.append(time.monotonic())
 
         loop = await open_loop(rate, seconds, senders, send)
         if not positions:
@@ -143,7 +145,7 @@ async def open_loop_runs(
         not_succeeded=len(finished) - len(succeeded),
         unfinished=len(runs) - len(finished),
         failed_triggers=failed_triggers,
-        trigger_rate=len(positions) / (loop.last_sent - loop.started + 1 / rate),
+        trigger_rate=len(accepted) / (max(accepted) - loop.started + 1 / rate),
         finish_rate=len(finished) / span,
         runs=len(runs),
     )

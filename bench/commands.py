@@ -131,19 +131,25 @@ def raw_threads(
     """`statement(conn)` in a loop on `clients` connections of their own for `seconds`;
     how many ran. The connections are closed (their statistics flushed) on return."""
     counts = [0] * clients
+    errors: list[Exception] = []
     deadline = time.monotonic() + seconds
 
     def worker(w: int) -> None:
-        with psycopg.connect(database_url, application_name=RAW_APP) as conn:
-            while time.monotonic() < deadline:
-                statement(conn)
-                counts[w] += 1
+        try:
+            with psycopg.connect(database_url, application_name=RAW_APP) as conn:
+                while time.monotonic() < deadline:
+                    statement(conn)
+                    counts[w] += 1
+        except Exception as error:  # raised below: a reference short of clients is wrong
+            errors.append(error)
 
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {clients} raw clients failed") from errors[0]
     return sum(counts)
 
 

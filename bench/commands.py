@@ -36,6 +36,7 @@ import random
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +44,7 @@ import httpx
 import psycopg
 from harness import (
     CommitCounter,
+    OpenLoop,
     PositionPoller,
     Server,
     editor_of_new_tenant,
@@ -178,7 +180,7 @@ def raw_selects(database_url: str, clients: int, seconds: float) -> int:
 @dataclass
 class Lags:
     lags: list[float]
-    failed: int
+    failed: Counter[str]
     completed_rate: float
     send_rate: float
     cpu_per_1k: float
@@ -189,24 +191,22 @@ def open_loop_lag(server: Server, headers: dict, rate: float, seconds: float, se
     """Creates sent at `rate`/s for `seconds` by up to `senders` concurrent requests;
     each one's lag is from its response to the first poll that sees its position."""
     answered: list[tuple[float, int]] = []  # (response time.monotonic(), position)
-    failed = 0
+    failed: Counter[str] = Counter()  # why: an HTTP status or an exception's class
 
-    async def load() -> tuple:
-        nonlocal failed
+    async def load() -> OpenLoop:
         limits = httpx.Limits(max_connections=senders, max_keepalive_connections=senders)
         async with httpx.AsyncClient(
             base_url=server.base, headers=headers, limits=limits, timeout=60
         ) as c:
 
             async def send(i: int) -> None:
-                nonlocal failed
                 try:
                     r = await c.post("/api/v1/pipelines", json=body(i))
-                except httpx.HTTPError:
-                    failed += 1
+                except httpx.HTTPError as error:
+                    failed[type(error).__name__] += 1
                     return
                 if r.status_code != 201:
-                    failed += 1
+                    failed[str(r.status_code)] += 1
                     return
                 answered.append((time.monotonic(), r.json()["position"]))
 
@@ -217,7 +217,7 @@ def open_loop_lag(server: Server, headers: dict, rate: float, seconds: float, se
         poller.go()
         run = asyncio.run(load())
         if not answered:
-            raise RuntimeError(f"open loop: no create succeeded ({failed} failed)")
+            raise RuntimeError(f"open loop: no create succeeded (failed: {dict(failed)})")
         log = poller.until(max(p for _, p in answered))
         cpu = norn_cpu_seconds(server.pid) - cpu
     lags = []
@@ -383,7 +383,7 @@ def main() -> None:
         f"[4] read model has the [1] burst's last position {caught} after its last response "
         f"| sequential lag p50 {ms(percentile(seq, 50))}"
     )
-    failed = f", {lag.failed} failed" if lag.failed else ""
+    failed = "".join(f", {n} failed: {why}" for why, n in lag.failed.most_common())
     out.append(
         f"[5] projection lag at {args.rate:g}/s offered for {args.lag_seconds:g} s (open loop, "
         f"{args.senders} senders): "

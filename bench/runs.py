@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -78,7 +79,7 @@ class OpenRuns:
     latencies: list[float]
     not_succeeded: int
     unfinished: int
-    failed_triggers: int
+    failed_triggers: Counter[str]
     trigger_rate: float
     finish_rate: float
     runs: int
@@ -97,19 +98,18 @@ async def open_loop_runs(
     until the runs have all finished, asking only whether any is still queued or running."""
     positions: list[int] = []
     accepted: list[float] = []  # time.monotonic() of each 202
-    failed_triggers = 0
+    failed_triggers: Counter[str] = Counter()  # why: an HTTP status or an exception's class
     limits = httpx.Limits(max_connections=senders, max_keepalive_connections=senders)
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=60) as c:
 
         async def send(_: int) -> None:
-            nonlocal failed_triggers
             try:
                 r = await c.post(f"/api/v1/pipelines/{pipeline_id}/runs", json={})
-            except httpx.HTTPError:
-                failed_triggers += 1
+            except httpx.HTTPError as error:
+                failed_triggers[type(error).__name__] += 1
                 return
             if r.status_code != 202:
-                failed_triggers += 1
+                failed_triggers[str(r.status_code)] += 1
                 return
             positions.append(r.json()["position"])
             accepted.append(time.monotonic())
@@ -242,21 +242,23 @@ def main() -> None:
         f"{closed_cpu / finished_closed * 1000:.1f} s/1k runs incl. polls "
         f"({len(latencies)} succeeded, {failed} not)"
     )
-    problems = ", ".join(
-        f"{n} {what}"
+    problems = "".join(
+        f", {n} {what}"
         for n, what in (
             (opened.not_succeeded, "not succeeded"),
             (opened.unfinished, f"unfinished after {args.drain_limit:g} s"),
-            (opened.failed_triggers, "triggers failed"),
         )
         if n
+    )
+    problems += "".join(
+        f", {n} triggers failed: {why}" for why, n in opened.failed_triggers.most_common()
     )
     print(
         f"open loop, {args.rate:g} runs/s offered for {args.seconds:g} s: trigger -> succeeded "
         f"p50 {ms(percentile(opened.latencies, 50))}, p99 {ms(percentile(opened.latencies, 99))}"
         f", achieved {opened.trigger_rate:.1f} triggers/s, {opened.finish_rate:.1f} runs "
         f"finished/s, norn CPU {open_cpu / opened.runs * 1000:.1f} s/1k runs "
-        f"({len(opened.latencies)} succeeded{', ' + problems if problems else ''})"
+        f"({len(opened.latencies)} succeeded{problems})"
     )
 
 

@@ -124,6 +124,9 @@ async def open_loop_runs(
             busy = False
             for status in ("queued", "running"):
                 r = await c.get("/api/v1/runs", params={**query, "status": status})
+                if r.status_code == 503:  # the read model is more than 5 s behind: ask again
+                    busy = True
+                    break
                 r.raise_for_status()
                 busy = busy or bool(r.json()["items"])
             if not busy:

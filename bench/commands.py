@@ -380,8 +380,8 @@ def main() -> None:
     else:
         caught = f"{ms(seen - creates.last_response)} ({behind} positions behind at the first poll)"
     out.append(
-        f"[4] read model has the [1] burst's last position {caught} after its last response "
-        f"| sequential lag p50 {ms(percentile(seq, 50))}"
+        f"[4] read model has the [1] burst's last position {caught} after its last response, "
+        f"polled every {ms(log.median_interval())} | sequential lag p50 {ms(percentile(seq, 50))}"
     )
     failed = "".join(f", {n} failed: {why}" for why, n in lag.failed.most_common())
     out.append(

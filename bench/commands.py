@@ -383,7 +383,7 @@ def main() -> None:
         f"[4] read model has the [1] burst's last position {caught} after its last response, "
         f"polled every {ms(log.median_interval())} | sequential lag p50 {ms(percentile(seq, 50))}"
     )
-    failed = "".join(f", {n} failed: {why}" for why, n in lag.failed.most_common())
+    failed = "".join(f", {k} failed: {why}" for why, k in lag.failed.most_common())
     out.append(
         f"[5] projection lag at {args.rate:g}/s offered for {args.lag_seconds:g} s (open loop, "
         f"{args.senders} senders): "

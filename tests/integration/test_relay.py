@@ -375,4 +375,6 @@ def terminate_lock_holders(database_url: str) -> None:
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_locks "
             "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+            # Only this test's database: other tests and benchmarks share the server.
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         )

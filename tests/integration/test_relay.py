@@ -124,6 +124,20 @@ async def running(relay: Relay) -> AsyncIterator[asyncio.Task[None]]:
         await asyncio.wait_for(task, WAIT)  # run() returns (and raises nothing) on stop
 
 
+async def publish_all(relay: Relay, expected: int) -> int:
+    """Passes of the relay until it has published `expected` events (or a while has
+    passed): a just-committed event is published once every transaction that could
+    precede it has ended, and other databases on a shared server run transactions too
+    (docs/architecture.md §4)."""
+    published = 0
+    deadline = time.monotonic() + WAIT
+    while published < expected and time.monotonic() < deadline:
+        published += await relay.publish_pending()
+        if published < expected:
+            await asyncio.sleep(0.02)
+    return published
+
+
 async def assert_exactly_once(js: Any, stream: str, database_url: str) -> None:
     """The stream holds every stored event once, in position order."""
     events = stored(database_url)
@@ -139,7 +153,7 @@ async def test_publishes_every_event_in_order_as_cloudevents(
     await append(event_store, 3)
     relay = relay_for(database_url, nats_url, nats_names)
     try:
-        assert await relay.publish_pending() == 6
+        assert await publish_all(relay, 6) == 6
         assert await relay.publish_pending() == 0  # nothing left, nothing published twice
     finally:
         await relay.close()
@@ -205,7 +219,7 @@ async def test_republished_events_are_dropped_by_the_duplicate_window(
     await append(event_store, 2)
     relay = relay_for(database_url, nats_url, nats_names)
     try:
-        assert await relay.publish_pending() == 4
+        assert await publish_all(relay, 4) == 4
     finally:
         await relay.close()
     messages = await stream_messages(js, nats_names.stream)
@@ -226,11 +240,11 @@ async def test_republished_events_are_dropped_by_the_duplicate_window(
     await js.delete_msg(nats_names.stream, messages[-1].seq)
     again = relay_for(database_url, nats_url, nats_names)
     try:
-        assert await again.publish_pending() == 1
+        assert await publish_all(again, 1) == 1
         assert again.published_position == 4
         assert positions(await stream_messages(js, nats_names.stream)) == [1, 2, 3]
         await append(event_store, 1)
-        assert await again.publish_pending() == 2
+        assert await publish_all(again, 2) == 2
         assert positions(await stream_messages(js, nats_names.stream)) == [1, 2, 3, 5, 6]
     finally:
         await again.close()
@@ -250,7 +264,7 @@ async def test_nats_unavailable_delays_but_never_stops_publishing(
 
     catching_up = relay_for(database_url, nats_url, nats_names)
     try:
-        assert await catching_up.publish_pending() == 4
+        assert await publish_all(catching_up, 4) == 4
     finally:
         await catching_up.close()
     await assert_exactly_once(js, nats_names.stream, database_url)

@@ -1,5 +1,6 @@
-"""Benchmark: runs per second, and trigger -> succeeded latency p50/p99, for a one-step
-pipeline (Input.file reading 10 records) at N concurrent triggers.
+"""Benchmark: runs per second, and trigger -> succeeded and trigger -> started latency
+p50/p99, for a one-step pipeline (Input.file reading 10 records) at N concurrent
+triggers.
 
     .venv/bin/python bench/runs.py [--seconds 20] [--clients 16] [--smoke]
 
@@ -30,8 +31,10 @@ PIPELINE = {
 
 async def run_clients(
     base: str, headers: dict[str, str], pipeline_id: str, clients: int, seconds: float
-) -> tuple[list[float], int]:
+) -> tuple[list[float], list[float], int]:
+    """(queued -> succeeded, queued -> started) latency of each run, and the failures."""
     latencies: list[float] = []
+    starts: list[float] = []
     failed = 0
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=clients * 2)
@@ -48,9 +51,10 @@ async def run_clients(
                     failed += 1
                     continue
                 latencies.append(_seconds(run["finished_at"]) - _seconds(run["queued_at"]))
+                starts.append(_seconds(run["started_at"]) - _seconds(run["queued_at"]))
 
         await asyncio.gather(*(client() for _ in range(clients)))
-    return latencies, failed
+    return latencies, starts, failed
 
 
 async def finished(c: httpx.AsyncClient, run_id: str) -> dict:
@@ -97,7 +101,7 @@ def main() -> None:
     with norn_server(env) as server:
         headers, pipeline_id = asyncio.run(setup(server.base, server.data_dir))
         started = time.monotonic()
-        latencies, failed = asyncio.run(
+        latencies, starts, failed = asyncio.run(
             run_clients(server.base, headers, pipeline_id, args.clients, args.seconds)
         )
         elapsed = time.monotonic() - started
@@ -112,6 +116,10 @@ def main() -> None:
     print(
         f"trigger -> succeeded: p50 {percentile(latencies, 50) * 1000:.0f} ms, "
         f"p99 {percentile(latencies, 99) * 1000:.0f} ms"
+    )
+    print(
+        f"trigger -> started: p50 {percentile(starts, 50) * 1000:.0f} ms, "
+        f"p99 {percentile(starts, 99) * 1000:.0f} ms"
     )
 
 

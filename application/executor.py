@@ -43,10 +43,6 @@ class Claim:
     attempt: int
     started: tuple[str, ...]
 
-    @property
-    def run_id(self) -> UUID:
-        return self.run.id
-
 
 class RunExecutor:
     def __init__(

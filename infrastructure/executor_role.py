@@ -89,7 +89,6 @@ class ExecutorRole:
             await ensure_stream(js, c.events_stream, c.prefix)
             streams = WorkStreams(js, c.events_stream, c.prefix)
             await streams.ensure()
-            await streams.retire_dispatcher()
             workers = Workers(nc, streams, self._executor, c.concurrency)
             tasks = [
                 asyncio.create_task(_forever(stop, "workers", workers.run)),

@@ -9,6 +9,10 @@
   published again is dropped by the duplicate window), and goes no further until the
   work stream acked it: the item is one hop from the event store, with no consumer of
   the events stream in between.
+  Earlier versions had a dispatcher consume the events stream for this: its durable
+  consumer, `<prefix>_dispatcher`, is left alone (deleted while an older executor still
+  ran, it would be created again and replay every run event); remove it once every
+  executor runs this version.
 - Workers (infrastructure/workers.py): competing pull subscribers of the work stream.
 - The executors' maintenance (infrastructure/executor_role.py) re-dispatches a run
   queued for a while whose item is missing (lost with NATS, or with a relay that died
@@ -93,13 +97,6 @@ class WorkStreams:
 
     async def ensure(self) -> None:
         await ensure_work_streams(self.js, self.events_stream, self.prefix)
-
-    async def retire_dispatcher(self) -> None:
-        """Earlier versions filled the queue from a durable consumer of the events
-        stream, `<prefix>_dispatcher`; the relay does now. Delete it, else the server
-        keeps it, and counts its ever longer backlog, for good."""
-        with contextlib.suppress(NotFoundError):
-            await self.js.delete_consumer(self.events_stream, f"{self.prefix}_dispatcher")
 
     async def dispatch(self, item: WorkItem, msg_id: str | None = None) -> None:
         """Publish (or replace) the run's work item; raises unless the stream acked."""

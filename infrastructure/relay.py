@@ -219,11 +219,12 @@ class Relay:
     async def _publish_pending(self) -> int:
         conn = await self._database()
         js = await self._jetstream()
+        # Owed items first, leader or not (one that lost the lead still owes them).
+        await self._pay_owed(js)
         if not await self._lead(conn):
             return 0
         if not self._synced:
             await self._resync(js)
-        await self._pay_owed(js)
         published = 0
         while True:
             batch = await read_notifications(

@@ -9,6 +9,15 @@ Every message also carries `Nats-Expected-Last-Sequence`, so JetStream stores th
 stream as a gap-free prefix of the log: if a message is lost on a reconnect, every later
 one is refused instead of stored, and "resume after the last message" stays sound. A
 message re-published with the right expected sequence is dropped by `Nats-Msg-Id`.
+
+The relay also feeds the executors' work queue (infrastructure/work_queue.py): with a
+`run.queued` or `run.requeued` event it publishes, in the same window, the run's work
+item to `<stream>_WORK` (`Nats-Msg-Id` `run:<id>:<version>`, so a re-published item is
+dropped too; no expected sequence: that stream is not a copy of the log). An item whose
+event was acked but which was not is owed: the relay publishes no further window until
+every owed item is acked, retrying across reconnects. Only a relay that dies owing one
+loses it; the executors' maintenance re-dispatches a run queued that long without an
+item (infrastructure/executor_role.py).
 """
 
 from __future__ import annotations
@@ -19,8 +28,9 @@ import logging
 import time
 import zlib
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+import msgspec
 import psycopg
 from eventsourcing.persistence import Notification
 from nats.aio.client import Client
@@ -33,6 +43,13 @@ from psycopg import AsyncConnection
 from infrastructure.envelope import encode, subject_for, to_cloud_event
 from infrastructure.nats import POSITION_HEADER, connect, ensure_stream, events_subjects
 from infrastructure.notification_log import max_position, read_notifications
+from infrastructure.work_queue import (
+    DISPATCHED,
+    WorkItem,
+    ensure_work_streams,
+    work_stream,
+    work_subject,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +77,14 @@ STOP_SECONDS = 3.0
 
 class WindowFailed(RuntimeError):
     """Part of a window was not acked; the stream decides where to resume."""
+
+
+class WorkItemOwed(NamedTuple):
+    """A run's work item, to publish to the work stream."""
+
+    subject: str
+    payload: bytes
+    msg_id: str
 
 
 class PositionUnknown(RuntimeError):
@@ -97,6 +122,7 @@ class Relay:
         self._synced = False
         self._leader = False
         self._held_since: float | None = None  # committed events waiting above the horizon
+        self._owed: list[WorkItemOwed] = []  # work items of published events, not acked
         self._conn: AsyncConnection | None = None  # holds the leader lock and reads the log
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -193,6 +219,8 @@ class Relay:
     async def _publish_pending(self) -> int:
         conn = await self._database()
         js = await self._jetstream()
+        # Owed items first, leader or not (one that lost the lead still owes them).
+        await self._pay_owed(js)
         if not await self._lead(conn):
             return 0
         if not self._synced:
@@ -223,6 +251,7 @@ class Relay:
 
     async def _publish_window(self, js: JetStreamContext, window: list[Notification]) -> int:
         futures: list[asyncio.Future[PubAck]] = []
+        items: dict[int, tuple[WorkItemOwed, asyncio.Future[PubAck]]] = {}
         unpublishable: Exception | None = None
         try:
             for offset, notification in enumerate(window):
@@ -243,18 +272,61 @@ class Relay:
                         subject, encode(event), stream=self._stream, headers=headers
                     )
                 )
-            if futures:
-                await asyncio.wait(futures, timeout=ACK_TIMEOUT)
+                if event.type in DISPATCHED and event.tenant:
+                    item = self._work_item(event.tenant, event.subject, event.version)
+                    item_acked = await js.publish_async(
+                        item.subject,
+                        item.payload,
+                        stream=work_stream(self._stream),
+                        headers={"Nats-Msg-Id": item.msg_id},
+                    )
+                    items[offset] = (item, item_acked)
+            pending = [*futures, *(future for _, future in items.values())]
+            if pending:
+                await asyncio.wait(pending, timeout=ACK_TIMEOUT)
         finally:
-            for future in futures:
+            for future in [*futures, *(future for _, future in items.values())]:
                 if not future.done():
                     future.cancel()
         acked = self._advance(window, futures)
+        # The items of the events now in the stream must be acked before the relay goes
+        # further (the stream is where it resumes from, so nothing would publish them).
+        for offset, (item, future) in sorted(items.items()):
+            failed = future.cancelled() or future.exception() is not None  # retrieved
+            if failed and offset < acked:
+                self._owed.append(item)
+        await self._pay_owed(js)
         if acked < len(futures):
             raise WindowFailed(f"{len(futures) - acked} of {len(futures)} publishes not acked")
         if unpublishable is not None:
             raise RuntimeError(f"cannot publish position {window[acked].id}") from unpublishable
         return acked
+
+    def _work_item(self, tenant_id: str, run_id: str, version: int) -> WorkItemOwed:
+        return WorkItemOwed(
+            subject=work_subject(self._prefix, tenant_id, run_id),
+            payload=msgspec.json.encode(WorkItem(run_id=run_id, tenant_id=tenant_id)),
+            msg_id=f"run:{run_id}:{version}",
+        )
+
+    async def _pay_owed(self, js: JetStreamContext) -> None:
+        """Publish the owed work items one by one, in order; raises WindowFailed (the
+        rest still owed) on the first one the work stream does not ack."""
+        while self._owed:
+            item = self._owed[0]
+            try:
+                await js.publish(
+                    item.subject,
+                    item.payload,
+                    timeout=ACK_TIMEOUT,
+                    stream=work_stream(self._stream),
+                    headers={"Nats-Msg-Id": item.msg_id},
+                )
+            except (NatsError, TimeoutError, OSError) as error:
+                raise WindowFailed(
+                    f"work item {item.msg_id} not acked ({len(self._owed)} owed): {error!r}"
+                ) from error
+            self._owed.pop(0)
 
     def _advance(self, window: list[Notification], futures: list[asyncio.Future[PubAck]]) -> int:
         """Advance over the acked prefix of the window; count it."""
@@ -349,6 +421,7 @@ class Relay:
             try:
                 js = nc.jetstream()
                 await ensure_stream(js, self._stream, self._prefix)
+                await ensure_work_streams(js, self._stream, self._prefix)
             except BaseException:
                 await nc.close()
                 raise

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 import psycopg
 import pytest
@@ -21,11 +22,13 @@ from application.event_store import NornEventStore
 from domain.events import CommandContext
 from domain.name_claim import NameClaim
 from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
+from domain.run import Run, Trigger
 from infrastructure import envelope
 from infrastructure.embedded import EmbeddedNats, free_port
 from infrastructure.nats import POSITION_HEADER
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.relay import Relay
+from infrastructure.work_queue import WorkItem, work_stream, work_subject
 
 CTX = CommandContext("user:u1", "corr-1")
 WAIT = 10.0  # bound of every wait for something asynchronous
@@ -53,6 +56,26 @@ def create_pipelines(store: NornEventStore, count: int) -> None:
             ctx=CTX,
         )
         store.append(pipeline, claim)
+
+
+def queue_run(store: NornEventStore) -> Run:
+    """Append a queued run of a one-step pipeline."""
+    definition = PipelineDefinition(
+        name="p", steps=(StepSpec("read", "Input.file", {"path": "in.jsonl"}),)
+    )
+    run = Run.queue(
+        run_id=uuid.uuid4(),
+        tenant_id="t1",
+        pipeline_id=str(uuid.uuid4()),
+        pipeline_name="p",
+        revision=1,
+        definition=definition,
+        params={},
+        trigger=Trigger("user", "u1"),
+        ctx=CTX,
+    )
+    store.append(run)
+    return run
 
 
 async def append(store: NornEventStore, count: int) -> None:
@@ -392,3 +415,50 @@ def terminate_lock_holders(database_url: str) -> None:
             # Only this test's database: other tests and benchmarks share the server.
             " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         )
+
+
+async def test_a_queued_run_gets_its_work_item_with_its_event(
+    database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
+) -> None:
+    await append(event_store, 1)
+    run = await asyncio.to_thread(queue_run, event_store)
+    await append(event_store, 1)
+    relay = relay_for(database_url, nats_url, nats_names)
+    async with running(relay):
+        await wait_until(lambda: relay.published_position == 5)
+    items = await stream_messages(js, work_stream(nats_names.stream))
+    assert len(items) == 1  # none for the other events
+    assert items[0].subject == work_subject(nats_names.prefix, "t1", str(run.id))
+    assert (items[0].headers or {})["Nats-Msg-Id"] == f"run:{run.id}:1"
+    item = msgspec.json.decode(items[0].data or b"", type=WorkItem)
+    assert item == WorkItem(run_id=str(run.id), tenant_id="t1")
+    await assert_exactly_once(js, nats_names.stream, database_url)
+
+
+async def test_a_work_item_the_work_stream_did_not_take_is_published_before_going_on(
+    database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
+) -> None:
+    relay = relay_for(database_url, nats_url, nats_names)
+    async with running(relay):
+        await append(event_store, 1)
+        await wait_until(lambda: relay.published_position == 2)
+        # The work stream goes away under the relay: the run's event is stored, its item
+        # refused; the relay reconnects (creating the stream again) and publishes the
+        # item before anything else.
+        await js.delete_stream(work_stream(nats_names.stream))
+        run = await asyncio.to_thread(queue_run, event_store)
+        await append(event_store, 1)
+
+        async def item_published() -> bool:
+            with contextlib.suppress(NotFoundError):
+                items = await stream_messages(js, work_stream(nats_names.stream))
+                return len(items) == 1 and relay.published_position == 5
+            return False
+
+        deadline = time.monotonic() + 3 * WAIT
+        while not await item_published():
+            assert time.monotonic() < deadline, "the owed work item was never published"
+            await asyncio.sleep(0.1)
+    items = await stream_messages(js, work_stream(nats_names.stream))
+    assert (items[0].headers or {})["Nats-Msg-Id"] == f"run:{run.id}:1"
+    await assert_exactly_once(js, nats_names.stream, database_url)

@@ -91,10 +91,13 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
         await container.read_pool.open()
         feed = asyncio.create_task(connect_feed(container))
         await background.start()
+        # Rate limits are decided in memory; this syncs them with the other processes.
+        await container.rate_limiter.start()
         try:
             yield
         finally:
             await background.stop()
+            await container.rate_limiter.stop()  # sends what is left: before the pool closes
             feed.cancel()
             with contextlib.suppress(BaseException):
                 await feed

@@ -39,7 +39,8 @@ from infrastructure.login_throttle import PostgresLoginThrottle
 from infrastructure.migrations import migrate
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.postgres import create_read_pool, create_sync_pool, open_event_store
-from infrastructure.rate_limit import PostgresRateLimiter, RateLimit
+from infrastructure.rate_limit import RateLimit
+from infrastructure.rate_limit_sync import SyncedRateLimiter
 from infrastructure.relay import Relay
 from infrastructure.run_logs import RunLogs
 from infrastructure.security import Argon2PasswordHasher, TokenService, data_dir_keys
@@ -119,7 +120,7 @@ class Container:
     api_keys: ApiKeyService
     api_key_queries: ApiKeyQueries
     api_key_usage: ApiKeyUsage
-    rate_limiter: PostgresRateLimiter
+    rate_limiter: SyncedRateLimiter
     rate_limits: dict[str, RateLimit]
     nats: NatsClient | None = None
     relay: Relay | None = None
@@ -152,7 +153,10 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
     usage = ReadModelUsage(sync_pool)
     api_keys = ApiKeyService(store, ApiKeySecrets())
     pipelines = PipelineService(store, plugins, usage)
-    sessions = SessionService(store, hasher, tokens, api_keys)
+    # Authentication reads session, user and tenant versions and the tenant's usage
+    # bounds in one query (quotas far from their limit then need none of their own).
+    sessions = SessionService(store, hasher, tokens, api_keys, facts=usage)
+    rate_limits = settings.plan_rate_limits()
     login_policy = LoginPolicy(
         lock_after_user=settings.login_lock_after,
         lock_after_address=5 * settings.login_lock_after,
@@ -183,8 +187,8 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
         api_keys=api_keys,
         api_key_queries=ApiKeyQueries(read_pool),
         api_key_usage=ApiKeyUsage(read_pool),
-        rate_limiter=PostgresRateLimiter(read_pool),
-        rate_limits=settings.plan_rate_limits(),
+        rate_limiter=SyncedRateLimiter(read_pool, rate_limits),
+        rate_limits=rate_limits,
     )
 
 
@@ -222,6 +226,9 @@ class Roles:
                 stream=s.nats_stream,
                 subject_prefix=s.subject_prefix,
             )
+            # Appends made in this process wake the relay at once (other processes'
+            # appends are found by its poll).
+            c.store.recorder.on_append = c.relay.wake  # type: ignore[attr-defined]
             self._tasks.append(asyncio.create_task(c.relay.run(self._stop), name="relay"))
         if "projector" in self._roles:
             # One leadership session and one small pool for all the runners, instead of

@@ -1,4 +1,4 @@
-"""Idempotency-Key on writes (DESIGN §5): a retry with the same key by the same
+"""Idempotency-Key on writes (README "Idempotency-Key"): a retry with the same key by the same
 principal gets the first response back, marked `Idempotent-Replayed: true`, and the
 command runs once. Only successful (2xx) responses are kept: after a failure the key is
 free again, so the client can correct the request and retry with the same key.

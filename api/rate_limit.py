@@ -1,8 +1,10 @@
 """Per-principal rate limits by plan (DESIGN §5, 429 RATE_LIMIT_EXCEEDED): every
-authenticated request takes a token from its principal's bucket
-(infrastructure/rate_limit.py). Every such response carries X-RateLimit-Limit (requests
-per hour), X-RateLimit-Remaining (requests that may be sent now) and X-RateLimit-Reset
-(seconds until the bucket is full again); a refused one also Retry-After."""
+authenticated request takes a token from its principal's bucket, decided in this process's
+memory and shared with the other API processes in the background
+(infrastructure/rate_limit_sync.py). Every such response carries X-RateLimit-Limit
+(requests per hour), X-RateLimit-Remaining (requests that may be sent now) and
+X-RateLimit-Reset (seconds until the bucket is full again); a refused one also
+Retry-After."""
 
 from __future__ import annotations
 

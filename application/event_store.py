@@ -39,12 +39,14 @@ class NornEventStore(Application[UUID]):
             return None
         return aggregate if isinstance(aggregate, cls) else None
 
-    def current(self, *ids: UUID) -> dict[UUID, Aggregate]:
+    def current(self, *ids: UUID, versions: dict[UUID, int] | None = None) -> dict[UUID, Aggregate]:
         """Each of the aggregates that exists, as it is now, for reading only: when the
         repository's cached copy is at the aggregate's current version (one query asks
-        for all of them), that copy itself is returned, so never change what this
-        returns (commands use `load`, which copies)."""
-        latest = self.versions(ids) if self.versions is not None else None
+        for all of them, unless the caller read `versions` already), that copy itself is
+        returned, so never change what this returns (commands use `load`, which copies)."""
+        latest = versions
+        if latest is None and self.versions is not None:
+            latest = self.versions(ids)
         found: dict[UUID, Aggregate] = {}
         for aggregate_id in ids:
             if latest is not None:

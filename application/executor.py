@@ -2,7 +2,10 @@
 (application/run_execution.py), stops them on a cancel, hands them back on shutdown.
 
 Claiming is a RunStarted event appended with optimistic concurrency, so two executors
-never run the same run; it is refused while the tenant runs max_concurrent_runs.
+never run the same run; it is refused while the tenant runs max_concurrent_runs. The
+claim's append also carries the start of every step that can start at once (its
+RunStepStarted events follow RunStarted, as they would in two appends), so an execution
+begins with its first steps already recorded.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 from uuid import UUID
 
@@ -17,7 +21,7 @@ from application.errors import VersionConflict
 from application.event_store import NornEventStore
 from application.ports import Heartbeats, StepRunner, Usage
 from application.quotas import within_quota
-from application.run_execution import ExecutorPolicy, RunExecution, context_of
+from application.run_execution import ExecutorPolicy, RunExecution, context_of, start_ready
 from domain.errors import InvalidCommand
 from domain.run import Run
 from domain.tenant import Tenant
@@ -28,6 +32,16 @@ T = TypeVar("T")
 
 class TenantSuspended(Exception):
     """The run's tenant is suspended: its runs wait, queued, until it is reactivated."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run claimed by this executor: the attempt it owns, the run as saved by the
+    claim, and the steps the claim started."""
+
+    run: Run
+    attempt: int
+    started: tuple[str, ...]
 
 
 class RunExecutor:
@@ -55,12 +69,13 @@ class RunExecutor:
     def running(self) -> list[str]:
         return list(self._executions)
 
-    def claim(self, run_id: UUID) -> int | None:
-        """Claim a queued run (synchronous: call it in a thread). Returns the attempt it
-        now owns, or None when there is nothing to do (unknown, no longer queued, claimed
-        by another executor, cancelled). QuotaExceeded when its tenant already runs
-        max_concurrent_runs, TenantSuspended when the tenant is suspended: in both cases
-        the run stays queued."""
+    def claim(self, run_id: UUID) -> Claim | None:
+        """Claim a queued run (synchronous: call it in a thread), starting in the same
+        append the steps that can start at once. Returns the claim, or None when there
+        is nothing to do (unknown, no longer queued, claimed by another executor,
+        cancelled). QuotaExceeded when its tenant already runs max_concurrent_runs,
+        TenantSuspended when the tenant is suspended: in both cases the run stays
+        queued."""
         run = self.store.find(Run, run_id)
         if run is None or run.status != "queued":
             return None
@@ -77,9 +92,13 @@ class RunExecutor:
                 attempt = run.start(self.executor_id, ctx)
             except InvalidCommand:
                 return None  # a cancel is on its way
+            # A retry from a failed step first takes over the outputs it reuses (after
+            # the claim: only the run's owner may touch its workspace), then starts.
+            resumes = run.resume_from is not None and run.retry_of is not None
+            started = () if resumes else tuple(start_ready(run, attempt, ctx))
             if not self._append_or_ignore(run):
                 return None
-        return attempt
+        return Claim(run, attempt, started)
 
     def release_all(self) -> None:
         """Hand every run executing here back to the queue (shutting down), and any run
@@ -105,10 +124,10 @@ class RunExecutor:
         if execution is not None:
             execution.stop.set()
 
-    async def execute(self, run_id: UUID, attempt: int) -> str:
+    async def execute(self, claim: Claim) -> str:
         """Execute a claimed run until it ends; returns its final status, or "lost" when
         this executor no longer owns it."""
-        return await RunExecution(self, run_id, attempt).run()
+        return await RunExecution(self, claim.run, claim.attempt, claim.started).run()
 
     def _append_or_ignore(self, run: Run) -> bool:
         try:

@@ -3,6 +3,7 @@ history and revisions that are read from the event stream on purpose."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID, uuid4
@@ -10,7 +11,7 @@ from uuid import UUID, uuid4
 import msgspec
 
 from application.authorization import check_owner
-from application.errors import NotFound
+from application.errors import NotFound, VersionConflict
 from application.event_store import NornEventStore, check_expected_version
 from application.ports import PluginCatalog, Usage
 from application.principal import Principal
@@ -76,18 +77,19 @@ class PipelineService:
         self, principal: Principal, definition: PipelineDefinition, ctx: CommandContext
     ) -> PipelineChanged:
         tenant = self._tenant(principal)
-        pipeline = Pipeline.create(
-            pipeline_id=uuid4(),
-            tenant_id=tenant.tenant_id,
-            definition=definition,
-            check_plugin=self._plugins.check,
-            ctx=ctx,
-            namespaces=tenant.namespaces,
-        )
-        claim = self._claim_name(tenant.tenant_id, definition.name, pipeline.id, ctx)
-        with within_quota(self._usage, tenant, "max_pipelines"):
-            position = self._append(pipeline, claim)
-        return PipelineChanged(pipeline, position)
+        pipeline_id = uuid4()
+
+        def new_pipeline() -> Pipeline:
+            return Pipeline.create(
+                pipeline_id=pipeline_id,
+                tenant_id=tenant.tenant_id,
+                definition=definition,
+                check_plugin=self._plugins.check,
+                ctx=ctx,
+                namespaces=tenant.namespaces,
+            )
+
+        return self._save_new(tenant, new_pipeline, ctx, principal.usage_bounds)
 
     def revise(
         self,
@@ -133,19 +135,20 @@ class PipelineService:
         source = self.load(principal, pipeline_id)
         tenant = self._tenant(principal)
         definition = msgspec.structs.replace(source.definition, name=name)
-        clone = Pipeline.create(
-            pipeline_id=uuid4(),
-            tenant_id=source.tenant_id,
-            definition=definition,
-            check_plugin=self._plugins.check,
-            ctx=ctx,
-            cloned_from=ClonedFrom(str(source.id), source.revision),
-            namespaces=tenant.namespaces,
-        )
-        claim = self._claim_name(source.tenant_id, name, clone.id, ctx)
-        with within_quota(self._usage, tenant, "max_pipelines"):
-            position = self._append(clone, claim)
-        return PipelineChanged(clone, position)
+        clone_id = uuid4()
+
+        def new_clone() -> Pipeline:
+            return Pipeline.create(
+                pipeline_id=clone_id,
+                tenant_id=source.tenant_id,
+                definition=definition,
+                check_plugin=self._plugins.check,
+                ctx=ctx,
+                cloned_from=ClonedFrom(str(source.id), source.revision),
+                namespaces=tenant.namespaces,
+            )
+
+        return self._save_new(tenant, new_clone, ctx, principal.usage_bounds)
 
     def delete(
         self,
@@ -177,6 +180,32 @@ class PipelineService:
             return invalid.errors
         return []
 
+    def _save_new(
+        self,
+        tenant: Tenant,
+        new_pipeline: Callable[[], Pipeline],
+        ctx: CommandContext,
+        bounds: dict[str, int] | None,
+    ) -> PipelineChanged:
+        """Save a new pipeline with the claim on its name, within the tenant's quota.
+        The claim is first taken as new without reading it (most names are claimed for
+        the first time): the store refuses it if the name was ever claimed, and only then
+        is the claim read, taken over if it was released, or refused as taken. A failed
+        append leaves the aggregates without their events, so the retry builds them again."""
+        pipeline = new_pipeline()
+        scope, name = _scope(tenant.tenant_id), pipeline.definition.name
+        claim = NameClaim.claim_new(
+            tenant_id=tenant.tenant_id, scope=scope, name=name, holder_id=str(pipeline.id), ctx=ctx
+        )
+        with within_quota(self._usage, tenant, "max_pipelines", bounds=bounds):
+            try:
+                return PipelineChanged(pipeline, self._append(pipeline, claim))
+            except VersionConflict:
+                # A fresh pipeline id cannot collide: the name was claimed before.
+                pipeline = new_pipeline()
+                claim = self._claim_name(tenant.tenant_id, name, pipeline.id, ctx)
+                return PipelineChanged(pipeline, self._append(pipeline, claim))
+
     def _append(
         self, pipeline: Pipeline, *others: NameClaim | None, precondition: bool = False
     ) -> int | None:
@@ -207,6 +236,8 @@ class PipelineService:
         return pipeline
 
     def definition_at(self, pipeline: Pipeline, revision: int) -> PipelineDefinition:
+        if revision == pipeline.revision:
+            return pipeline.definition  # the latest is at hand: no replay
         version = pipeline.version_of_revision(revision)
         return self._store.load(Pipeline, pipeline.id, "pipeline", version=version).definition
 

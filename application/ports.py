@@ -4,9 +4,11 @@ infrastructure/ and projections/)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
+from uuid import UUID
 
 from domain.pipeline import StepSpec
 
@@ -103,6 +105,23 @@ class Usage(Protocol):
     def in_namespace(self, tenant_id: str, namespace: str) -> int:
         """How many live resources are placed in the namespace."""
         ...
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What authenticating a request reads, in one round trip."""
+
+    versions: dict[UUID, int]
+    """The current version of each of the asked aggregates that exists."""
+    usage_bounds: dict[str, int]
+    """For the tenant: an upper bound of the usage of each counted resource, so that a
+    command far from its quota needs no query of its own (application/quotas.py)."""
+
+
+class RequestFactsReader(Protocol):
+    """projections/usage.py."""
+
+    def read(self, aggregate_ids: Sequence[UUID], tenant_id: str | None) -> RequestFacts: ...
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ busy tenant's commands from queueing behind one lock."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from application.errors import QuotaExceeded
@@ -29,16 +29,25 @@ HEADROOM = 256
 
 
 @contextmanager
-def within_quota(usage: Usage, tenant: Tenant, quota: str, adding: int = 1) -> Iterator[int]:
+def within_quota(
+    usage: Usage,
+    tenant: Tenant,
+    quota: str,
+    adding: int = 1,
+    bounds: Mapping[str, int] | None = None,
+) -> Iterator[int]:
     """Raise QuotaExceeded if `adding` more would pass the limit, else yield the usage
     before the command (far from the limit, an upper bound of it). Run the command's
     append inside the block: near the limit it holds the tenant's lock on the resource
-    until the events are saved."""
+    until the events are saved. `bounds`: upper bounds read with the request's
+    authentication (Principal.usage_bounds), which spare the query here."""
     limit = tenant.quota(quota)
     resource = QUOTA_RESOURCES[quota]
-    # Far below the limit an upper bound will do (one cheap query); near it, the exact
-    # count under the lock.
-    at_most = usage.at_most(tenant.tenant_id, resource)
+    # Far below the limit an upper bound will do (read with authentication, or one cheap
+    # query); near it, the exact count under the lock.
+    at_most = bounds.get(resource) if bounds is not None else None
+    if at_most is None:
+        at_most = usage.at_most(tenant.tenant_id, resource)
     if at_most + adding <= limit - HEADROOM:
         yield at_most
         return

@@ -2,10 +2,13 @@
 
 One task owns the run's aggregate: steps run in dependency order, independent branches
 concurrently (one asyncio task each); each decision (steps finished, steps started, the
-run finished) is one append. A cancel request appended by someone else makes that append
-conflict; the run is reloaded, the decision applied again, and the cancel honoured. While
-it runs, the execution beats a heartbeat and re-reads the run, so a cancel is seen even
-without NATS, and an execution that lost its claim (recovered elsewhere after missed
+run finished) is one append, every state change in it still its own event. The claim's
+append already started the first steps (application/executor.py), so a one-step run
+takes three appends: queued; started with its step; the step's outcome with the run's.
+A cancel request appended by someone else makes a decision's append conflict; the run
+is reloaded, the decision applied again, and the cancel honoured. While it runs, the
+execution beats a heartbeat and re-reads the run, so a cancel is seen even without
+NATS, and an execution that lost its claim (recovered elsewhere after missed
 heartbeats) stops.
 """
 
@@ -55,14 +58,26 @@ def context_of(run: Run) -> CommandContext:
     return CommandContext(ACTOR, run.correlation_id, causation_id=str(run.id))
 
 
+def start_ready(run: Run, attempt: int, ctx: CommandContext) -> list[str]:
+    """Start every step that may start now; returns them."""
+    started = run.ready_steps()
+    for step in started:
+        run.start_step(step, attempt, ctx)
+    return started
+
+
 class RunExecution:
     """One attempt at one run, from claimed to a terminal status."""
 
-    def __init__(self, executor: RunExecutor, run_id: UUID, attempt: int) -> None:
+    def __init__(
+        self, executor: RunExecutor, run: Run, attempt: int, started: tuple[str, ...] = ()
+    ) -> None:
+        """`run` as the claim saved it; `started`: the steps the claim started."""
         self.x = executor
-        self.run_id = run_id
+        self.run_id: UUID = run.id
         self.attempt = attempt
-        self.run_: Run | None = None
+        self.run_: Run | None = run
+        self.started = started
         self.stop = asyncio.Event()
         self.lost = False
         self.releasing = False
@@ -81,11 +96,9 @@ class RunExecution:
     async def run(self) -> str:
         key = str(self.run_id)
         self.x.began(key, self)
-        self.run_ = await asyncio.to_thread(self.x.store.load, Run, self.run_id, "run")
         beating = asyncio.create_task(self._heartbeat())
         try:
-            await self._reuse_previous_outputs()
-            await self._loop()
+            await self._loop(await self._reuse_previous_outputs())
             return self.current.status
         except ExecutionLost as lost:
             log.warning("run %s: %s; stopping here", key, lost)
@@ -103,16 +116,24 @@ class RunExecution:
                 with contextlib.suppress(Exception):
                     await self.x.steps.finished(key, self.run_.tenant_id, succeeded)
 
-    async def _loop(self) -> None:
+    async def _loop(self, reused: list[tuple[str, StepOutcome]]) -> None:
+        """`reused`: outputs taken over from the run this one retries, recorded with the
+        first decision."""
         timeout = self.current.definition.timeout
         deadline = time.monotonic() + timeout if timeout else None
         outcomes: list[tuple[str, StepOutcome | Failure]] = []
         retries_due: list[str] = []
+        started: list[str] = list(self.started)
+        decided = bool(started)  # the claim's append was this first decision
         while True:
-            started = await self._record(
-                lambda run, done=outcomes, due=retries_due: self._decide(run, done, due)
-            )
-            outcomes, retries_due = [], []
+            if not decided:
+                started = await self._record(
+                    lambda run, done=outcomes, due=retries_due, taken=reused: self._decide(
+                        run, done, due, taken
+                    )
+                )
+                outcomes, retries_due, reused = [], [], []
+            decided = False
             if self.current.finished:
                 return
             for step in started:
@@ -158,21 +179,25 @@ class RunExecution:
         run: Run,
         outcomes: list[tuple[str, StepOutcome | Failure]],
         retries_due: list[str],
+        reused: list[tuple[str, StepOutcome]],
     ) -> list[str]:
-        """Apply finished attempts, start what may start, finish the run when all steps
-        have; returns the steps started. Pure on the aggregate: applied again to a fresh
-        copy when the append conflicts."""
+        """Apply reused outputs and finished attempts, start what may start, finish the
+        run when all steps have; returns the steps started. Pure on the aggregate:
+        applied again to a fresh copy when the append conflicts."""
         ctx = context_of(run)
+        for step, outcome in reused:
+            run.step_succeeded(
+                step, self.attempt, outcome.records_in, outcome.records_out, ctx, reused=True
+            )
         for step, outcome in outcomes:
             if isinstance(outcome, StepOutcome):
                 run.step_succeeded(step, self.attempt, outcome.records_in, outcome.records_out, ctx)
             else:
                 error, retry_in = outcome
                 run.step_failed(step, self.attempt, error, retry_in, ctx)
-        started = []
-        for step in [*retries_due, *run.ready_steps()]:
+        for step in retries_due:
             run.start_step(step, self.attempt, ctx)
-            started.append(step)
+        started = [*retries_due, *start_ready(run, self.attempt, ctx)]
         if not started and run.all_steps_finished():
             run.finish(self.attempt, ctx)
         return started
@@ -236,15 +261,16 @@ class RunExecution:
             return result
         raise RuntimeError(f"run {self.run_id}: could not record a decision in 10 tries")
 
-    async def _reuse_previous_outputs(self) -> None:
+    async def _reuse_previous_outputs(self) -> list[tuple[str, StepOutcome]]:
         """A retry from a failed step: steps of the previous run that succeeded and do
-        not depend on the failed one take over their outputs instead of running."""
+        not depend on the failed one take over their outputs instead of running (they
+        are recorded with the first decision)."""
         run = self.current
         if run.resume_from is None or run.retry_of is None:
-            return
+            return []
         previous = await asyncio.to_thread(self.x.store.find, Run, UUID(run.retry_of))
         if previous is None:
-            return
+            return []
         redo = {run.resume_from, *run._downstream_of(run.resume_from)}
         reused: list[tuple[str, StepOutcome]] = []
         for spec in run.definition.steps:
@@ -255,20 +281,7 @@ class RunExecution:
             )
             if outcome is not None:
                 reused.append((spec.name, outcome))
-        if reused:
-
-            def take_over(run: Run) -> None:
-                for step, outcome in reused:
-                    run.step_succeeded(
-                        step,
-                        self.attempt,
-                        outcome.records_in,
-                        outcome.records_out,
-                        context_of(run),
-                        reused=True,
-                    )
-
-            await self._record(take_over)
+        return reused
 
     async def _heartbeat(self) -> None:
         key = str(self.run_id)

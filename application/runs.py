@@ -159,7 +159,7 @@ class RunService:
 
     def _queue(self, principal: Principal, run: Run) -> RunChanged:
         tenant = writable_tenant(self._store, principal)
-        with within_quota(self._usage, tenant, "max_runs_per_day"):
+        with within_quota(self._usage, tenant, "max_runs_per_day", bounds=principal.usage_bounds):
             position = self._store.append(run)
         return RunChanged(run, position)
 

@@ -23,7 +23,7 @@ from application.errors import (
     VersionConflict,
 )
 from application.event_store import NornEventStore
-from application.ports import PasswordHasher, TokenClaims, TokenIssuer
+from application.ports import PasswordHasher, RequestFactsReader, TokenClaims, TokenIssuer
 from application.principal import Principal
 from domain.api_key import ApiKey
 from domain.errors import InvalidCommand
@@ -60,8 +60,10 @@ class SessionService:
         tokens: TokenIssuer,
         api_keys: ApiKeyService,
         clock: Callable[[], datetime] = _now,
+        facts: RequestFactsReader | None = None,
     ) -> None:
         self._store = store
+        self._facts = facts
         self._hasher = hasher
         self._tokens = tokens
         self._api_keys = api_keys
@@ -136,7 +138,7 @@ class SessionService:
 
     def principal_for_token(self, token: str) -> Principal:
         claims = self._tokens.verify(token, "access")
-        session, user, tenant = self._current_session(claims)
+        session, user, tenant, bounds = self._current_session(claims)
         return Principal(
             subject_id=str(user.id),
             name=user.username,
@@ -146,6 +148,8 @@ class SessionService:
             session_id=str(session.id),
             tenant_status=tenant.status if tenant else None,
             plan=tenant.plan if tenant else None,
+            tenant=tenant,
+            usage_bounds=bounds,
         )
 
     def principal_for_api_key(self, presented: str) -> Principal:
@@ -160,6 +164,7 @@ class SessionService:
             kind="api_key",
             tenant_status=tenant.status,
             plan=tenant.plan,
+            tenant=tenant,
         )
 
     def _roles_its_creator_still_grants(self, api_key: ApiKey) -> frozenset[str]:
@@ -194,7 +199,7 @@ class SessionService:
             tenant = self._store.load(Tenant, UUID(raw_tenant_id), "tenant")
         except ValueError:
             raise NotFound("tenant", raw_tenant_id) from None
-        return principal.acting_in(tenant.tenant_id, tenant.status, tenant.plan)
+        return principal.acting_in(tenant.tenant_id, tenant.status, tenant.plan, tenant)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -212,17 +217,25 @@ class SessionService:
             raise AuthenticationFailed(_INVALID_LOGIN)
         return user
 
-    def _current_session(self, claims: TokenClaims) -> tuple[Session, User, Tenant | None]:
+    def _current_session(
+        self, claims: TokenClaims
+    ) -> tuple[Session, User, Tenant | None, dict[str, int] | None]:
         """What _live_session checks, read-only and in one query for the versions of the
-        session, the user and the tenant (cached copies are used while current): the
-        cost of authenticating every request."""
+        session, the user and the tenant (cached copies are used while current) and the
+        tenant's usage bounds: the cost of authenticating every request."""
         try:
             ids = [UUID(claims.session_id), UUID(claims.subject)]
             if claims.tenant_id is not None:
                 ids.append(UUID(claims.tenant_id))
         except ValueError:
             raise AuthenticationFailed(_INVALID_TOKEN) from None
-        found = self._store.current(*ids)
+        bounds = None
+        if self._facts is not None:
+            facts = self._facts.read(ids, claims.tenant_id)
+            found = self._store.current(*ids, versions=facts.versions)
+            bounds = facts.usage_bounds if claims.tenant_id is not None else None
+        else:
+            found = self._store.current(*ids)
         session, user = found.get(ids[0]), found.get(ids[1])
         if not (isinstance(session, Session) and isinstance(user, User)):
             raise AuthenticationFailed(_INVALID_TOKEN)
@@ -234,7 +247,7 @@ class SessionService:
             not isinstance(tenant, Tenant) or tenant.status == "deleted"
         ):
             raise AuthenticationFailed(_INVALID_TOKEN)
-        return session, user, tenant if isinstance(tenant, Tenant) else None
+        return session, user, tenant if isinstance(tenant, Tenant) else None, bounds
 
     def _check_session(self, session: Session, user: User) -> None:
         if (

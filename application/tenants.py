@@ -49,10 +49,14 @@ class QuotaUsage:
 
 
 def writable_tenant(store: NornEventStore, principal: Principal) -> Tenant:
-    """The tenant a principal changes things in; PermissionDenied unless it is active
-    (also when it changed since the principal was authenticated)."""
+    """The tenant a principal changes things in; PermissionDenied unless it is active.
+    Authentication read it moments ago (in the same query as the session and user): that
+    copy is used, so a command costs no second read. Read-only: commands that change the
+    tenant load it themselves."""
     require_writable_tenant(principal)
-    tenant = store.load(Tenant, UUID(require_tenant(principal)), "tenant")
+    tenant = principal.tenant
+    if not (isinstance(tenant, Tenant) and tenant.tenant_id == principal.tenant_id):
+        tenant = store.load(Tenant, UUID(require_tenant(principal)), "tenant")
     if not tenant.writable:
         require_writable_tenant(replace_principal(principal, tenant_status=tenant.status))
     return tenant

@@ -1,28 +1,60 @@
-"""Benchmark: HTTP create-pipeline commands/s with p50/p99 latency at N concurrent
-clients, the raw psycopg INSERT+COMMIT rate into the same database at the same
-concurrency, their ratio, and projection lag (command accepted -> visible in the read
-model) p50/p99.
+"""Benchmark: the command and query figures of issue 9, each on one line beside a
+reference measured in the same run.
 
-    .venv/bin/python bench/commands.py [--seconds 10] [--clients 16] [--smoke]
+    .venv/bin/python bench/commands.py [--seconds 10] [--clients 16] [--rate 500] [--smoke]
+
+[1] create-pipeline commands/s, p50/p99 at N clients (closed loop), beside the raw
+    psycopg INSERT+COMMIT rate into the same database at the same concurrency, and their
+    ratio.
+[2] GET /api/v1/pipelines/{id} /s, p50/p99 at N clients (random ids of pipelines made in
+    [1]), beside a raw psycopg SELECT by primary key at the same concurrency.
+[3] committed transactions per create, whole system: pg_stat_database.xact_commit of the
+    bench database over [1], beside the same for the raw INSERT phase (~1). See
+    CommitCounter for why readings wait --settle seconds.
+[4] after the [1] burst: how long after the last command returned the `pipelines`
+    projection's projection_tracking position holds the highest position [1] returned.
+[5] projection lag p50/p99 at an offered --rate commands/s (open loop), per command from
+    its response to the first poll (every ~1 ms, from another process) that sees its
+    position, with the achieved rate; beside the sequential lag (one command at a time on
+    an otherwise idle system), which is kept because it is a different figure: the
+    floor, with no queue.
+[1], [2] and [5] give the `norn serve` process's CPU seconds (user+system, with its
+children; psutil) per 1,000 commands over the phase.
 
 Uses NORN_BENCH_DATABASE_URL / NORN_BENCH_NATS_URL if set (a fresh database is created
 on that server), else embedded servers in a temporary directory. The API runs as a
 separate `norn serve` process with every role, so the figures include the relay,
-projector and executor sharing the machine, as on a one-machine install."""
+projector and executor sharing the machine, as on a one-machine install. Only the HTTP
+API, projection_tracking and pg_stat views are used."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
-import statistics
+import random
 import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import httpx
 import psycopg
-from harness import editor_of_new_tenant, norn_server, percentile
+from harness import (
+    CommitCounter,
+    OpenLoop,
+    PositionPoller,
+    Server,
+    editor_of_new_tenant,
+    norn_cpu_seconds,
+    norn_server,
+    open_loop,
+    percentile,
+)
+
+RAW_APP = "norn-bench-raw"
 
 
 def body(i: int) -> dict:
@@ -41,8 +73,16 @@ def body(i: int) -> dict:
     }
 
 
-async def http_commands(base: str, headers: dict, clients: int, seconds: float) -> list[float]:
-    latencies: list[float] = []
+@dataclass
+class Creates:
+    latencies: list[float]
+    ids: list[str]
+    max_position: int
+    last_response: float  # time.monotonic()
+
+
+async def http_creates(base: str, headers: dict, clients: int, seconds: float) -> Creates:
+    done = Creates([], [], 0, 0.0)
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=clients)
 
@@ -55,36 +95,150 @@ async def http_commands(base: str, headers: dict, clients: int, seconds: float) 
                 r = await c.post("/api/v1/pipelines", json=body(w * 1_000_000 + i))
                 if r.status_code != 201:
                     raise RuntimeError(f"create failed: {r.status_code} {r.text}")
-                latencies.append(time.perf_counter() - started)
+                done.latencies.append(time.perf_counter() - started)
+                done.last_response = max(done.last_response, time.monotonic())
+                answer = r.json()
+                done.ids.append(answer["id"])
+                done.max_position = max(done.max_position, answer["position"])
                 i += 1
 
         await asyncio.gather(*(worker(w) for w in range(clients)))
+    return done
+
+
+async def http_gets(
+    base: str, headers: dict, ids: list[str], clients: int, seconds: float
+) -> list[float]:
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=clients)
+
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as c:
+
+        async def worker() -> None:
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                r = await c.get(f"/api/v1/pipelines/{random.choice(ids)}")
+                if r.status_code != 200:
+                    raise RuntimeError(f"get failed: {r.status_code} {r.text}")
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(worker() for _ in range(clients)))
     return latencies
 
 
-def raw_inserts(database_url: str, clients: int, seconds: float) -> int:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, body bytea)")
+def raw_threads(
+    database_url: str, clients: int, seconds: float, statement: Callable[[psycopg.Connection], None]
+) -> int:
+    """`statement(conn)` in a loop on `clients` connections of their own for `seconds`;
+    how many ran. The connections are closed (their statistics flushed) on return."""
     counts = [0] * clients
-    payload = os.urandom(400)
+    errors: list[Exception] = []
     deadline = time.monotonic() + seconds
 
     def worker(w: int) -> None:
-        with psycopg.connect(database_url) as conn:
-            while time.monotonic() < deadline:
-                conn.execute("INSERT INTO bench_raw (body) VALUES (%s)", (payload,))
-                conn.commit()
-                counts[w] += 1
+        try:
+            with psycopg.connect(database_url, application_name=RAW_APP) as conn:
+                while time.monotonic() < deadline:
+                    statement(conn)
+                    counts[w] += 1
+        except Exception as error:  # raised below: a reference short of clients is wrong
+            errors.append(error)
 
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {clients} raw clients failed") from errors[0]
     return sum(counts)
 
 
-def projection_lag(base: str, headers: dict, database_url: str, samples: int) -> list[float]:
+def raw_inserts(database_url: str, clients: int, seconds: float) -> int:
+    payload = os.urandom(400)
+
+    def insert(conn: psycopg.Connection) -> None:
+        conn.execute("INSERT INTO bench_raw (body) VALUES (%s)", (payload,))
+        conn.commit()
+
+    return raw_threads(database_url, clients, seconds, insert)
+
+
+def raw_selects(database_url: str, clients: int, seconds: float) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT max(id) FROM bench_raw").fetchone()
+        top = row[0] if row and row[0] else 1
+
+    def select(conn: psycopg.Connection) -> None:
+        conn.execute("SELECT body FROM bench_raw WHERE id = %s", (random.randint(1, top),))
+        conn.commit()
+
+    return raw_threads(database_url, clients, seconds, select)
+
+
+@dataclass
+class Lags:
+    lags: list[float]
+    failed: Counter[str]
+    completed_rate: float
+    send_rate: float
+    cpu_per_1k: float
+    poll_interval: float
+
+
+def open_loop_lag(server: Server, headers: dict, rate: float, seconds: float, senders: int) -> Lags:
+    """Creates sent at `rate`/s for `seconds` by up to `senders` concurrent requests;
+    each one's lag is from its response to the first poll that sees its position."""
+    answered: list[tuple[float, int]] = []  # (response time.monotonic(), position)
+    failed: Counter[str] = Counter()  # why: an HTTP status or an exception's class
+
+    async def load() -> OpenLoop:
+        limits = httpx.Limits(max_connections=senders, max_keepalive_connections=senders)
+        async with httpx.AsyncClient(
+            base_url=server.base, headers=headers, limits=limits, timeout=60
+        ) as c:
+
+            async def send(i: int) -> None:
+                try:
+                    r = await c.post("/api/v1/pipelines", json=body(i))
+                except httpx.HTTPError as error:
+                    failed[type(error).__name__] += 1
+                    return
+                if r.status_code != 201:
+                    failed[str(r.status_code)] += 1
+                    return
+                answered.append((time.monotonic(), r.json()["position"]))
+
+            return await open_loop(rate, seconds, senders, send)
+
+    with PositionPoller(server.database_url, "pipelines") as poller:
+        cpu = norn_cpu_seconds(server.pid)
+        poller.go()
+        run = asyncio.run(load())
+        if not answered:
+            raise RuntimeError(f"open loop: no create succeeded (failed: {dict(failed)})")
+        log = poller.until(max(p for _, p in answered))
+        cpu = norn_cpu_seconds(server.pid) - cpu
+    lags = []
+    for at, position in answered:
+        seen = log.reached(position, at)
+        if seen is None:
+            raise RuntimeError(f"projection never reached position {position}")
+        lags.append(seen - at)
+    last = max(at for at, _ in answered)
+    return Lags(
+        lags=lags,
+        failed=failed,
+        completed_rate=len(answered) / (last - run.started),
+        send_rate=run.send_rate,
+        cpu_per_1k=cpu / len(answered) * 1000,
+        poll_interval=log.median_interval(),
+    )
+
+
+def sequential_lag(base: str, headers: dict, database_url: str, samples: int) -> list[float]:
+    """One create at a time; the time from its response until the read model has it."""
     lags: list[float] = []
     with httpx.Client(base_url=base, headers=headers, timeout=30) as c:
         with psycopg.connect(database_url, autocommit=True) as conn:
@@ -103,39 +257,141 @@ def projection_lag(base: str, headers: dict, database_url: str, samples: int) ->
     return lags
 
 
+@dataclass(frozen=True)
+class Mark:
+    """The bench database's commit counter, the clock and norn serve's CPU, at once."""
+
+    commits: int
+    at: float
+    cpu: float
+
+    @staticmethod
+    def take(server: Server, counter: CommitCounter) -> Mark:
+        return Mark(counter.read(), time.monotonic(), norn_cpu_seconds(server.pid))
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def p50_p99(values: list[float]) -> str:
+    return f"p50 {ms(percentile(values, 50))}, p99 {ms(percentile(values, 99))}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=500.0, help="offered commands/s of [5]")
+    parser.add_argument("--senders", type=int, default=64, help="concurrent requests of [5]")
+    parser.add_argument(
+        "--lag-seconds", type=float, help="how long [5] offers its load (default: --seconds)"
+    )
     parser.add_argument("--lag-samples", type=int, default=200)
-    parser.add_argument("--smoke", action="store_true", help="short run, for CI")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=CommitCounter.SETTLE,
+        help="wait before a pg_stat_database reading (PostgreSQL flushes after 10 s idle)",
+    )
+    parser.add_argument("--smoke", action="store_true", help="every phase, briefly, for CI")
     args = parser.parse_args()
     if args.smoke:
-        args.seconds, args.lag_samples = 2.0, 20
+        # [5] briefest: beyond capacity, its queue takes several times as long to drain.
+        args.seconds, args.lag_seconds, args.lag_samples, args.settle = 2.0, 0.5, 20, 1.0
+    if args.lag_seconds is None:
+        args.lag_seconds = args.seconds
+    out: list[str] = []
 
     with norn_server() as server:
         # Far from its quota (creates skip the tenant's quota lock, see application/quotas.py).
         _, headers = asyncio.run(editor_of_new_tenant(server.base, {"max_pipelines": 10_000_000}))
-        latencies = asyncio.run(http_commands(server.base, headers, args.clients, args.seconds))
-        raw = raw_inserts(server.database_url, args.clients, args.seconds)
-        lags = projection_lag(server.base, headers, server.database_url, args.lag_samples)
+        with psycopg.connect(server.database_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE bench_raw (id bigserial PRIMARY KEY, body bytea)")
+        commits = CommitCounter(server)
+        with PositionPoller(server.database_url, "pipelines") as catch_up:
+            # Norn idle: its background commits/s, taken between two settled readings.
+            time.sleep(args.settle)
+            idle = Mark.take(server, commits)
+            time.sleep(args.settle)
+            start = Mark.take(server, commits)
+            idle_rate = (start.commits - idle.commits) / (start.at - idle.at)
+            idle_cpu = (start.cpu - idle.cpu) / (start.at - idle.at)
 
-    http_rate = len(latencies) / args.seconds
-    raw_rate = raw / args.seconds
-    print(f"clients: {args.clients}, duration: {args.seconds:g}s per phase")
-    print(
-        f"HTTP create-pipeline: {http_rate:.0f} commands/s, "
-        f"p50 {percentile(latencies, 50) * 1000:.1f} ms, "
-        f"p99 {percentile(latencies, 99) * 1000:.1f} ms "
-        f"({len(latencies)} commands)"
+            # [1] closed-loop creates; [4] then the catch-up; [3] over both plus a settle.
+            creates = asyncio.run(http_creates(server.base, headers, args.clients, args.seconds))
+            log = catch_up.until(creates.max_position)
+            create_cpu = norn_cpu_seconds(server.pid) - start.cpu
+        time.sleep(args.settle)
+        settled = Mark.take(server, commits)
+
+        # Raw INSERT+COMMIT; its connections are closed (flushed) before the reading.
+        inserts = raw_inserts(server.database_url, args.clients, args.seconds)
+        commits.wait_gone(RAW_APP)
+        raw_end = Mark.take(server, commits)
+
+        # [2] GETs and their raw reference.
+        cpu = norn_cpu_seconds(server.pid)
+        gets = asyncio.run(http_gets(server.base, headers, creates.ids, args.clients, args.seconds))
+        get_cpu = norn_cpu_seconds(server.pid) - cpu
+        selects = raw_selects(server.database_url, args.clients, args.seconds)
+
+        # [5] open-loop lag, and the sequential lag.
+        lag = open_loop_lag(server, headers, args.rate, args.lag_seconds, args.senders)
+        seq = sequential_lag(server.base, headers, server.database_url, args.lag_samples)
+        commits.close()
+
+    n = len(creates.latencies)
+    create_rate, raw_rate = n / args.seconds, inserts / args.seconds
+    get_rate, select_rate = len(gets) / args.seconds, selects / args.seconds
+    out.append(
+        f"setup: {args.clients} clients, {args.seconds:g} s per phase; norn serve idle: "
+        f"{idle_rate:.1f} commits/s, {idle_cpu:.3f} CPU s/s"
     )
-    print(f"raw psycopg INSERT+COMMIT: {raw_rate:.0f} rows/s")
-    print(f"ratio HTTP/raw: {http_rate / raw_rate:.2%}")
-    print(
-        f"projection lag (accepted -> in read model): p50 {percentile(lags, 50) * 1000:.1f} ms, "
-        f"p99 {percentile(lags, 99) * 1000:.1f} ms, mean {statistics.mean(lags) * 1000:.1f} ms "
-        f"({len(lags)} samples)"
+    out.append(
+        f"[1] create pipeline: {create_rate:.0f}/s, {p50_p99(creates.latencies)}, "
+        f"norn CPU {create_cpu / n * 1000:.1f} s/1k ({n} commands) | "
+        f"raw INSERT+COMMIT: {raw_rate:.0f}/s | ratio {create_rate / raw_rate:.1%}"
     )
+    out.append(
+        f"[2] GET pipeline: {get_rate:.0f}/s, {p50_p99(gets)}, "
+        f"norn CPU {get_cpu / len(gets) * 1000:.1f} s/1k | "
+        f"raw SELECT by id: {select_rate:.0f}/s | ratio {get_rate / select_rate:.1%}"
+    )
+    # [3]: deltas between readings taken --settle s after the phase's end; net of the
+    # poller's own SELECTs and of Norn's idle background over the whole window.
+    window = settled.at - start.at
+    gross = settled.commits - start.commits
+    net = gross - log.polls - idle_rate * window
+    raw_net = raw_end.commits - settled.commits - idle_rate * (raw_end.at - settled.at)
+    caveat = "" if args.settle >= 10.5 else f" (settle {args.settle:g} s < 10 s: undercounted)"
+    out.append(
+        f"[3] commits per create (pg_stat_database.xact_commit): {net / n:.2f} net, "
+        f"{gross / n:.2f} gross ({gross} over {window:.0f} s less {log.polls} own polls, "
+        f"{idle_rate * window:.0f} idle){caveat} | raw INSERT: {raw_net / inserts:.3f}/insert"
+    )
+    seen = log.reached(creates.max_position, creates.last_response)
+    first = log.times[0] - creates.last_response
+    behind = creates.max_position - log.positions[0]
+    if seen is None:
+        caught = "not within 120 s"
+    elif behind <= 0:
+        caught = f"<= {ms(first)} (there at the first poll)"
+    else:
+        caught = f"{ms(seen - creates.last_response)} ({behind} positions behind at the first poll)"
+    out.append(
+        f"[4] read model has the [1] burst's last position {caught} after its last response, "
+        f"polled every {ms(log.median_interval())} | sequential lag p50 {ms(percentile(seq, 50))}"
+    )
+    failed = "".join(f", {k} failed: {why}" for why, k in lag.failed.most_common())
+    out.append(
+        f"[5] projection lag at {args.rate:g}/s offered for {args.lag_seconds:g} s (open loop, "
+        f"{args.senders} senders): "
+        f"{p50_p99(lag.lags)}, achieved {lag.completed_rate:.0f}/s (scheduled at "
+        f"{lag.send_rate:.0f}/s{failed}), polled every {ms(lag.poll_interval)}, "
+        f"norn CPU {lag.cpu_per_1k:.1f} s/1k | sequential (one at a time): {p50_p99(seq)}"
+    )
+    print("\n".join(out))
 
 
 if __name__ == "__main__":

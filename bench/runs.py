@@ -1,31 +1,38 @@
-"""Benchmark: runs per second, and trigger -> succeeded latency p50/p99, for a one-step
-pipeline (Input.file reading 10 records) at N concurrent triggers.
+"""Benchmark: one-step runs (Input.file reading 10 records) end to end, two ways, one line
+each, with the `norn serve` process's CPU seconds (user+system, with its children;
+psutil) per 1,000 runs.
 
-    .venv/bin/python bench/runs.py [--seconds 20] [--clients 16] [--smoke]
+    .venv/bin/python bench/runs.py [--seconds 20] [--clients 16] [--rate 50] [--smoke]
 
-Each client triggers a run (POST /pipelines/{id}/runs) and waits for it to finish before
-the next one, so N runs are in flight at a time. The latency is the run's own: from its
-RunQueued event to its RunSucceeded event (times from the event store, read back from the
-read model), so the clients' polling does not inflate it. Same servers and `norn serve`
-process as bench/commands.py (relay, projector and executor in one process, executor
-concurrency = clients). For scale, Kestra's open-source edition publishes 250-1,500
-executions a minute on 4 vCPUs."""
+closed loop: each of N clients triggers a run (POST /pipelines/{id}/runs) and polls it
+until it has finished before the next one, so N runs are in flight: the runs/s the system
+sustains (its capacity), and trigger -> succeeded p50/p99.
+open loop: runs triggered at a fixed --rate per second for --seconds whatever the
+earlier ones are doing (issue 9: 50 runs/s), and nothing polled while they run (the
+benchmark waits for them afterwards, checking twice a second): trigger -> succeeded
+p50/p99 and the achieved rates (triggers accepted, runs finished). Beyond the capacity
+runs queue and the latency grows with the length of the phase.
+
+The latency is the run's own: from its RunQueued event to its RunSucceeded event (times
+from the event store, read back from the read model), so the clients' polling does not
+inflate it. Same servers and `norn serve` process as bench/commands.py (relay, projector
+and executor in one process, executor concurrency = clients). For scale, Kestra's
+open-source edition publishes 250-1,500 executions a minute on 4 vCPUs."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import time
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import httpx
-from harness import editor_of_new_tenant, norn_server, percentile
+from harness import editor_of_new_tenant, norn_cpu_seconds, norn_server, open_loop, percentile
 
-PIPELINE = {
-    "name": "bench-one-step",
-    "steps": [{"name": "read", "plugin": "Input.file", "config": {"path": "in.jsonl"}}],
-}
+STEPS = [{"name": "read", "plugin": "Input.file", "config": {"path": "in.jsonl"}}]
 
 
 async def run_clients(
@@ -67,7 +74,105 @@ def _seconds(timestamp: str) -> float:
     return datetime.fromisoformat(timestamp).timestamp()
 
 
-async def setup(base: str, data_dir: Path) -> tuple[dict[str, str], str]:
+@dataclass
+class OpenRuns:
+    latencies: list[float]
+    not_succeeded: int
+    unfinished: int
+    failed_triggers: Counter[str]
+    trigger_rate: float
+    finish_rate: float
+    runs: int
+
+
+async def open_loop_runs(
+    base: str,
+    headers: dict[str, str],
+    pipeline_id: str,
+    rate: float,
+    seconds: float,
+    senders: int,
+    drain_limit: float,
+) -> OpenRuns:
+    """Trigger at `rate`/s for `seconds` (up to `senders` requests at once), then wait
+    until the runs have all finished, asking only whether any is still queued or running."""
+    positions: list[int] = []
+    accepted: list[float] = []  # time.monotonic() of each 202
+    failed_triggers: Counter[str] = Counter()  # why: an HTTP status or an exception's class
+    limits = httpx.Limits(max_connections=senders, max_keepalive_connections=senders)
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=60) as c:
+
+        async def send(_: int) -> None:
+            try:
+                r = await c.post(f"/api/v1/pipelines/{pipeline_id}/runs", json={})
+            except httpx.HTTPError as error:
+                failed_triggers[type(error).__name__] += 1
+                return
+            if r.status_code != 202:
+                failed_triggers[str(r.status_code)] += 1
+                return
+            positions.append(r.json()["position"])
+            accepted.append(time.monotonic())
+
+        loop = await open_loop(rate, seconds, senders, send)
+        if not positions:
+            raise RuntimeError(f"open loop: no trigger accepted ({failed_triggers} failed)")
+        # min_position: every triggered run is in the read model before "none queued".
+        query = {"pipeline_id": pipeline_id, "limit": 1, "min_position": max(positions)}
+        deadline = time.monotonic() + drain_limit
+        while time.monotonic() < deadline:
+            busy = False
+            for status in ("queued", "running"):
+                r = await c.get("/api/v1/runs", params={**query, "status": status})
+                if r.status_code == 503:  # the read model is more than 5 s behind: ask again
+                    busy = True
+                    break
+                r.raise_for_status()
+                busy = busy or bool(r.json()["items"])
+            if not busy:
+                break
+            await asyncio.sleep(0.5)
+        runs = await all_runs(c, pipeline_id)
+
+    finished = [r for r in runs if r["finished_at"] is not None]
+    succeeded = [r for r in finished if r["status"] == "succeeded"]
+    latencies = [_seconds(r["finished_at"]) - _seconds(r["queued_at"]) for r in succeeded]
+    span = (
+        max(_seconds(r["finished_at"]) for r in finished)
+        - min(_seconds(r["queued_at"]) for r in finished)
+        if finished
+        else float("nan")
+    )
+    return OpenRuns(
+        latencies=latencies,
+        not_succeeded=len(finished) - len(succeeded),
+        unfinished=len(runs) - len(finished),
+        failed_triggers=failed_triggers,
+        trigger_rate=len(accepted) / (max(accepted) - loop.started + 1 / rate),
+        finish_rate=len(finished) / span,
+        runs=len(runs),
+    )
+
+
+async def all_runs(c: httpx.AsyncClient, pipeline_id: str) -> list[dict]:
+    runs: list[dict] = []
+    cursor = None
+    while True:
+        params = {"pipeline_id": pipeline_id, "limit": 500}
+        if cursor:
+            params["cursor"] = cursor
+        r = await c.get("/api/v1/runs", params=params)
+        r.raise_for_status()
+        page = r.json()
+        runs.extend(page["items"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            return runs
+
+
+async def setup(base: str, data_dir: Path) -> tuple[dict[str, str], str, str]:
+    """An editor's headers, and two one-step pipelines: for the closed and the open loop
+    (so each phase's runs can be listed on their own)."""
     tenant_id, headers = await editor_of_new_tenant(
         base,
         {
@@ -79,39 +184,84 @@ async def setup(base: str, data_dir: Path) -> tuple[dict[str, str], str]:
     folder = data_dir / "files" / tenant_id
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "in.jsonl").write_text("".join(f'{{"n": {i}}}\n' for i in range(10)))
+    ids = []
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as c:
-        r = await c.post("/api/v1/pipelines", json=PIPELINE)
-        r.raise_for_status()
-        return headers, r.json()["id"]
+        for name in ("bench-closed-loop", "bench-open-loop"):
+            r = await c.post("/api/v1/pipelines", json={"name": name, "steps": STEPS})
+            r.raise_for_status()
+            ids.append(r.json()["id"])
+    return headers, ids[0], ids[1]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--smoke", action="store_true", help="short run, for CI")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    parser.add_argument("--clients", type=int, default=16, help="closed loop: runs in flight")
+    parser.add_argument("--rate", type=float, default=50.0, help="open loop: runs/s offered")
+    parser.add_argument("--senders", type=int, default=64, help="open loop: triggers at once")
+    parser.add_argument(
+        "--drain-limit", type=float, default=300.0, help="open loop: wait for its runs at most"
+    )
+    parser.add_argument("--smoke", action="store_true", help="every phase, briefly, for CI")
     args = parser.parse_args()
     if args.smoke:
-        args.seconds = 3.0
+        args.seconds = 2.0
     env = {"NORN_EXECUTOR_CONCURRENCY": str(args.clients)}
     with norn_server(env) as server:
-        headers, pipeline_id = asyncio.run(setup(server.base, server.data_dir))
+        headers, closed_id, open_id = asyncio.run(setup(server.base, server.data_dir))
+        cpu = norn_cpu_seconds(server.pid)
         started = time.monotonic()
         latencies, failed = asyncio.run(
-            run_clients(server.base, headers, pipeline_id, args.clients, args.seconds)
+            run_clients(server.base, headers, closed_id, args.clients, args.seconds)
         )
         elapsed = time.monotonic() - started
-    if not latencies:
-        raise SystemExit(f"no run succeeded ({failed} failed)")
+        closed_cpu = norn_cpu_seconds(server.pid) - cpu
+
+        cpu = norn_cpu_seconds(server.pid)
+        opened = asyncio.run(
+            open_loop_runs(
+                server.base,
+                headers,
+                open_id,
+                args.rate,
+                args.seconds,
+                args.senders,
+                args.drain_limit,
+            )
+        )
+        open_cpu = norn_cpu_seconds(server.pid) - cpu
+    if not latencies or not opened.latencies:
+        raise SystemExit(f"no run succeeded ({failed} failed, open loop: {opened})")
     rate = len(latencies) / elapsed
-    print(f"clients: {args.clients} concurrent triggers, {elapsed:.1f}s")
+    finished_closed = len(latencies) + failed
     print(
-        f"runs: {rate:.1f}/s ({rate * 60:.0f} executions/minute), "
-        f"{len(latencies)} succeeded, {failed} not"
+        f"closed loop, {args.clients} in flight, {elapsed:.1f} s: {rate:.1f} runs/s "
+        f"({rate * 60:.0f}/minute), trigger -> succeeded p50 {ms(percentile(latencies, 50))}, "
+        f"p99 {ms(percentile(latencies, 99))}, norn CPU "
+        f"{closed_cpu / finished_closed * 1000:.1f} s/1k runs incl. polls "
+        f"({len(latencies)} succeeded, {failed} not)"
+    )
+    problems = "".join(
+        f", {n} {what}"
+        for n, what in (
+            (opened.not_succeeded, "not succeeded"),
+            (opened.unfinished, f"unfinished after {args.drain_limit:g} s"),
+        )
+        if n
+    )
+    problems += "".join(
+        f", {n} triggers failed: {why}" for why, n in opened.failed_triggers.most_common()
     )
     print(
-        f"trigger -> succeeded: p50 {percentile(latencies, 50) * 1000:.0f} ms, "
-        f"p99 {percentile(latencies, 99) * 1000:.0f} ms"
+        f"open loop, {args.rate:g} runs/s offered for {args.seconds:g} s: trigger -> succeeded "
+        f"p50 {ms(percentile(opened.latencies, 50))}, p99 {ms(percentile(opened.latencies, 99))}"
+        f", achieved {opened.trigger_rate:.1f} triggers/s, {opened.finish_rate:.1f} runs "
+        f"finished/s, norn CPU {open_cpu / opened.runs * 1000:.1f} s/1k runs "
+        f"({len(opened.latencies)} succeeded{problems})"
     )
 
 

@@ -34,7 +34,7 @@ class NornEvent(Aggregate.Event):
     """Base of all Norn events. Subclasses add payload fields (with defaults for any
     field added after events of the class were first stored)."""
 
-    # Fields every event carries (see DESIGN.md §3).
+    # Fields every event carries (docs/architecture.md §2).
     tenant_id: str | None
     actor: str
     correlation_id: str

@@ -1,5 +1,6 @@
-"""The executor role (`norn executor`, and part of `norn serve`): the dispatcher, the
-workers, and maintenance, over one NATS connection.
+"""The executor role (`norn executor`, and part of `norn serve`): the workers and
+maintenance, over one NATS connection. The relay fills their work queue
+(infrastructure/work_queue.py).
 
 Maintenance runs in one process at a time (a Postgres advisory lock; the others stand
 by): it recovers runs whose executor stopped heart-beating, re-dispatches runs that have
@@ -28,7 +29,7 @@ from application.executor import RunExecutor
 from application.recovery import RunRecovery
 from infrastructure.nats import connect, ensure_stream
 from infrastructure.step_runner import PluginStepRunner
-from infrastructure.work_queue import Dispatcher, WorkItem, WorkStreams
+from infrastructure.work_queue import WorkItem, WorkStreams
 from infrastructure.workers import Workers
 from projections.projection import advisory_lock_key
 
@@ -50,7 +51,7 @@ class ExecutorConfig:
 
 
 _LOOPS_GRACE = 3.0
-"""Seconds the dispatcher and worker loops get to finish their last fetch on stop."""
+"""Seconds the worker and maintenance loops get to finish their last fetch on stop."""
 
 _QUEUED_TOO_LONG = """
 SELECT id::text, tenant_id FROM runs
@@ -90,7 +91,6 @@ class ExecutorRole:
             await streams.ensure()
             workers = Workers(nc, streams, self._executor, c.concurrency)
             tasks = [
-                asyncio.create_task(_forever(stop, "dispatcher", Dispatcher(streams).run)),
                 asyncio.create_task(_forever(stop, "workers", workers.run)),
                 asyncio.create_task(_forever(stop, "maintenance", self._maintain(streams))),
             ]
@@ -100,8 +100,8 @@ class ExecutorRole:
                 await asyncio.wait_for(workers.drain(), c.drain_seconds)
             # The loops end by themselves once their current fetch returns (a second at
             # most). Cancelled inside a fetch, the message it was being handed (such as
-            # the run.requeued event of a run released just now) would be lost with
-            # the connection, and redelivered elsewhere only after the ack wait.
+            # the work item of a run released just now) would be lost with the
+            # connection, and redelivered elsewhere only after the ack wait.
             await asyncio.wait(tasks, timeout=_LOOPS_GRACE)
         finally:
             # What is still going (the grace ran out, or this role was cancelled) stops

@@ -6,17 +6,27 @@ from __future__ import annotations
 from eventsourcing.persistence import Notification
 from psycopg import AsyncConnection
 
+from infrastructure.recorder import HORIZON
+
+PRECISE_HORIZON = "(SELECT norn_events_horizon())"
+"""migrations/0010_lock_free_appends.sql: the horizon of running appends only."""
+
 EVENTS_TABLE = "norn_events"
-NOTIFY_CHANNEL = "norn_events"  # the eventsourcing recorder NOTIFYs this on every append
 
 
-async def read_notifications(conn: AsyncConnection, after: int, limit: int) -> list[Notification]:
-    """Notifications with position > after, in order. Safe to follow: the recorder's
-    table lock makes insert order equal commit order, so no lower position can still
-    appear once a higher one is visible (DESIGN.md §8)."""
+async def read_notifications(
+    conn: AsyncConnection, after: int, limit: int, *, precise: bool = False
+) -> list[Notification]:
+    """Notifications with position > after, in order, that are safe to pass: no lower
+    position can appear once these are read (infrastructure/recorder.py). A notification
+    committed a moment ago can wait here until an older transaction still running ends;
+    `precise` looks past running transactions that are not appends (it costs a look at
+    pg_locks: for a reader that has been held up a while, not for every read)."""
+    horizon = PRECISE_HORIZON if precise else HORIZON
     cur = await conn.execute(
         "SELECT notification_id, originator_id, originator_version, topic, state "
-        f"FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
+        f"FROM {EVENTS_TABLE} WHERE notification_id > %s AND tx_id < {horizon} "
+        "ORDER BY notification_id LIMIT %s",
         (after, limit),
         prepare=True,
     )

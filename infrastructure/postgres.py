@@ -31,7 +31,9 @@ def event_store_env(database_url: str, pool_size: int) -> dict[str, str]:
         "POSTGRES_LOCK_TIMEOUT": "10",
         # The schema belongs to migrations/, never created implicitly.
         "CREATE_TABLE": "false",
-        # Keep the library's table lock: insert order = commit order (DESIGN.md §8).
+        # Appends without the library's table lock, readers bounded by the horizon of
+        # running transactions (infrastructure/recorder.py).
+        "APPLICATION_RECORDER_TOPIC": "infrastructure.recorder:NornRecorder",
         "POSTGRES_ENABLE_DB_FUNCTIONS": "no",
         # Cached aggregates are fast-forwarded with one query for newer events on every
         # get (and deep-copied for commands), so a cache hit is never stale, even with

@@ -1,17 +1,43 @@
-"""Per-principal request rate limits: a token bucket per principal in PostgreSQL, so the
-limit holds across every API process. One statement per request refills the bucket for
-the time since its last use, takes a token if there is one, and says whether it did.
+"""Per-principal request rate limits: a token bucket per principal, decided in memory in
+each API process and shared between processes through PostgreSQL
+(infrastructure/rate_limit_sync.py does the sharing; this module does no I/O).
 
 A bucket holds at most `burst` tokens and refills at `per_hour` tokens an hour: a client
-may send `burst` requests at once, and `per_hour` in any hour on average."""
+may send `burst` requests at once, and `per_hour` in any hour on average.
+
+Each process keeps, per principal, a view of the bucket: the level the shared bucket last
+confirmed to it, less the requests it admitted since, refilled over time like any bucket;
+and how many of those requests the shared bucket has not confirmed yet ("unconfirmed").
+It admits while its view holds a token; what other processes took meanwhile it learns at
+its next sync of that bucket. So that this cannot over-admit much, a process admits at
+most MAX_UNCONFIRMED requests of one principal beyond what the shared bucket last
+confirmed: past that the request waits for a sync. Hence the bound: a principal may
+exceed its burst by at most MAX_UNCONFIRMED requests per API process.
+
+Why it holds (for a burst, with no refill meanwhile): let c be the last change of the
+shared bucket that left it holding a token (or its initial, full state). A process
+admits only while its view holds a token, and its view never exceeds the level it last
+confirmed (a process new to the principal: a full one, confirmed before c), so once it
+confirms a level after c it admits nothing more. The requests it admitted that c does
+not include were all unconfirmed at one moment (just before that confirmation, or now):
+at most MAX_UNCONFIRMED. Everything c includes fits in the burst. The shared level may
+go negative for that reason: the debt is kept and refilled like any level, so the
+over-admission is paid back rather than forgotten."""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from psycopg_pool import AsyncConnectionPool
+MAX_UNCONFIRMED = 10
+"""Requests of one principal a process may admit beyond what the shared bucket last
+confirmed to it; the most a principal can exceed its burst by, per API process."""
+
+SYNC_SOON = 5
+"""Unconfirmed requests of one principal that make the process sync now rather than at
+its next interval, so that a busy principal rarely has to wait at MAX_UNCONFIRMED."""
 
 
 @dataclass(frozen=True)
@@ -37,49 +63,152 @@ class RateDecision:
     """Seconds until the next request is allowed (0 when it is now)."""
 
 
-_HIT = """
-INSERT INTO rate_limit_buckets AS b (key, tokens, allowed, updated_at)
-VALUES (%(key)s, %(burst)s - 1, true, clock_timestamp())
-ON CONFLICT (key) DO UPDATE SET
-    tokens = LEAST(%(burst)s, b.tokens + %(rate)s
-                   * EXTRACT(EPOCH FROM clock_timestamp() - b.updated_at)::float8)
-           - CASE WHEN LEAST(%(burst)s, b.tokens + %(rate)s
-                   * EXTRACT(EPOCH FROM clock_timestamp() - b.updated_at)::float8) >= 1
-                  THEN 1 ELSE 0 END,
-    allowed = LEAST(%(burst)s, b.tokens + %(rate)s
-                   * EXTRACT(EPOCH FROM clock_timestamp() - b.updated_at)::float8) >= 1,
-    updated_at = clock_timestamp()
-RETURNING tokens, allowed
-"""
+@dataclass(frozen=True)
+class Change:
+    """What a sync tells the shared bucket of one principal: `taken` tokens, under the
+    limit of its latest request."""
+
+    key: str
+    taken: int
+    limit: RateLimit
 
 
-class PostgresRateLimiter:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
-        self._pool = pool
-        self._last_purge = 0.0
+class _Bucket:
+    __slots__ = ("in_flight", "level", "level_at", "limit", "unsynced")
 
-    async def hit(self, key: str, limit: RateLimit) -> RateDecision:
-        params = {"key": key, "burst": float(limit.burst), "rate": limit.per_second}
-        async with self._pool.connection() as conn:
-            row = await (await conn.execute(_HIT, params, prepare=True)).fetchone()
-        assert row is not None
-        tokens, allowed = float(row[0]), bool(row[1])
-        await self._purge_now_and_then()
+    def __init__(self, limit: RateLimit, now: float) -> None:
+        self.limit = limit
+        # A principal this process has not seen is taken to have a full bucket: no round
+        # trip to find out, and at worst MAX_UNCONFIRMED too many before the first sync.
+        self.level = float(limit.burst)
+        """The view at `level_at`: the level last confirmed, less what this process took
+        since (refilled like any bucket in between)."""
+        self.level_at = now
+        self.in_flight = 0
+        """Admitted, sent to the shared bucket, not confirmed yet."""
+        self.unsynced = 0
+        """Admitted, not sent yet."""
+
+    @property
+    def unconfirmed(self) -> int:
+        return self.in_flight + self.unsynced
+
+    def refilled(self, now: float) -> float:
+        """The view now: refilled since `level_at` (a debt too), up to the burst."""
+        elapsed = max(0.0, now - self.level_at)
+        return min(float(self.limit.burst), self.level + self.limit.per_second * elapsed)
+
+
+class LocalBuckets:
+    """One process's view of every principal's bucket. `clock` is monotonic seconds."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+        self._unsynced: set[str] = set()  # so that an idle sync tick looks at nothing
+        self._in_flight: list[str] = []
+        self.urgent = False
+        """Some principal has SYNC_SOON unconfirmed requests: sync without waiting."""
+
+    def decide(self, key: str, limit: RateLimit) -> RateDecision | None:
+        """Admit (taking a token) or refuse a request; None when this process may not
+        decide before the shared bucket confirms more of the principal's requests."""
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(limit, now)
+        else:
+            bucket.limit = limit  # a plan change applies from the next request on
+        tokens = bucket.refilled(now)
+        rate = limit.per_second
+        if tokens < 1:
+            # Refusing needs no confirmation: other processes can only have taken more.
+            return RateDecision(
+                allowed=False,
+                limit=limit.per_hour,
+                remaining=0,
+                reset_after=math.ceil((limit.burst - tokens) / rate),
+                retry_after=max(1, math.ceil((1 - tokens) / rate)),
+            )
+        if bucket.unconfirmed >= MAX_UNCONFIRMED:
+            return None
+        tokens -= 1
+        bucket.level, bucket.level_at = tokens, now
+        bucket.unsynced += 1
+        self._unsynced.add(key)
+        if bucket.unconfirmed >= SYNC_SOON:
+            self.urgent = True
         return RateDecision(
-            allowed=allowed,
+            allowed=True,
             limit=limit.per_hour,
             remaining=max(0, math.floor(tokens)),
-            reset_after=math.ceil(max(0.0, limit.burst - tokens) / limit.per_second),
-            retry_after=0 if allowed else max(1, math.ceil((1 - tokens) / limit.per_second)),
+            reset_after=math.ceil(max(0.0, limit.burst - tokens) / rate),
+            retry_after=0,
         )
 
-    async def _purge_now_and_then(self) -> None:
-        """A bucket unused for an hour is full again (burst <= per_hour), the same as no
-        row at all: drop such rows so the table stays as small as the active clients."""
-        if time.monotonic() - self._last_purge < 600:
-            return
-        self._last_purge = time.monotonic()
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "DELETE FROM rate_limit_buckets WHERE updated_at < now() - interval '1 hour'"
-            )
+    def has_unsynced(self) -> bool:
+        return bool(self._unsynced)
+
+    def take_changes(self) -> list[Change]:
+        """The requests admitted since the last sync, now in flight. The caller must
+        `confirm` or `abandon` them before taking again."""
+        assert not self._in_flight, "the previous sync is not settled"
+        changes: list[Change] = []
+        for key in sorted(self._unsynced):
+            bucket = self._buckets[key]
+            changes.append(Change(key, bucket.unsynced, bucket.limit))
+            bucket.in_flight, bucket.unsynced = bucket.unsynced, 0
+            self._in_flight.append(key)
+        self._unsynced.clear()
+        self.urgent = False
+        return changes
+
+    def confirm(self, levels: dict[str, float]) -> None:
+        """The shared levels after the sync of what was in flight (every process's
+        requests that reached it so far, this one's in flight included)."""
+        now = self._clock()
+        for key in self._in_flight:
+            bucket = self._buckets[key]
+            if key in levels:
+                # What was admitted after the sync was sent is not in the shared level.
+                bucket.level, bucket.level_at = levels[key] - bucket.unsynced, now
+                bucket.in_flight = 0
+            else:  # not answered for: as good as not sent
+                self._put_back(key, bucket)
+        self._in_flight.clear()
+
+    def abandon(self) -> None:
+        """The sync failed: what was in flight is sent again with the next one. (If the
+        failed statement did commit after all, those requests count twice: that can only
+        refuse sooner, never admit more.)"""
+        for key in self._in_flight:
+            self._put_back(key, self._buckets[key])
+        self._in_flight.clear()
+
+    def _put_back(self, key: str, bucket: _Bucket) -> None:
+        bucket.unsynced += bucket.in_flight
+        bucket.in_flight = 0
+        self._unsynced.add(key)
+        if bucket.unconfirmed >= SYNC_SOON:
+            self.urgent = True
+
+    def forget_full(self) -> int:
+        """Drop what this process knows of buckets that are full by its view and have
+        nothing unconfirmed: a principal it has not seen is taken to be full anyway, so
+        forgetting them changes no decision and bounds the memory to the active ones."""
+        now = self._clock()
+        full = [
+            key
+            for key, bucket in self._buckets.items()
+            if not bucket.unconfirmed and bucket.refilled(now) >= bucket.limit.burst
+        ]
+        for key in full:
+            del self._buckets[key]
+        return len(full)
+
+    def unconfirmed(self, key: str) -> int:
+        bucket = self._buckets.get(key)
+        return bucket.unconfirmed if bucket else 0
+
+    def __len__(self) -> int:
+        return len(self._buckets)

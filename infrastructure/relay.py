@@ -1,6 +1,6 @@
 """The relay: publishes the event store's notification log (the outbox) to JetStream.
 
-It is a tracked reader of the log whose "view" is the stream (DESIGN.md §8): it resumes
+It is a tracked reader of the log whose "view" is the stream (docs/architecture.md §5): it resumes
 from the position carried by the last message in the stream, publishes asynchronously in
 windows and advances only on acks. One relay per database and stream publishes at a time
 (a Postgres advisory lock); the others wait on standby.
@@ -9,6 +9,15 @@ Every message also carries `Nats-Expected-Last-Sequence`, so JetStream stores th
 stream as a gap-free prefix of the log: if a message is lost on a reconnect, every later
 one is refused instead of stored, and "resume after the last message" stays sound. A
 message re-published with the right expected sequence is dropped by `Nats-Msg-Id`.
+
+The relay also feeds the executors' work queue (infrastructure/work_queue.py): with a
+`run.queued` or `run.requeued` event it publishes, in the same window, the run's work
+item to `<stream>_WORK` (`Nats-Msg-Id` `run:<id>:<version>`, so a re-published item is
+dropped too; no expected sequence: that stream is not a copy of the log). An item whose
+event was acked but which was not is owed: the relay publishes no further window until
+every owed item is acked, retrying across reconnects. Only a relay that dies owing one
+loses it; the executors' maintenance re-dispatches a run queued that long without an
+item (infrastructure/executor_role.py).
 """
 
 from __future__ import annotations
@@ -16,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import zlib
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+import msgspec
 import psycopg
 from eventsourcing.persistence import Notification
 from nats.aio.client import Client
@@ -27,11 +38,18 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import Header, PubAck, StreamInfo
 from nats.js.errors import NotFoundError
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 
 from infrastructure.envelope import encode, subject_for, to_cloud_event
 from infrastructure.nats import POSITION_HEADER, connect, ensure_stream, events_subjects
-from infrastructure.notification_log import NOTIFY_CHANNEL, read_notifications
+from infrastructure.notification_log import max_position, read_notifications
+from infrastructure.work_queue import (
+    DISPATCHED,
+    WorkItem,
+    ensure_work_streams,
+    work_stream,
+    work_subject,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +61,15 @@ nats-py 2.16 never resolves a publish_async future whose ack is an API error (it
 inside its reply handler instead; nats-io/nats.py#985)."""
 NATS_CONNECT_TIMEOUT = 5.0
 """nats.connect retries forever; bound each attempt so errors are logged and retried."""
+HELD_UP = 0.05
+"""Seconds with committed events above the horizon after which the relay reads with the
+precise horizon (it looks past running transactions that are not appends)."""
 STANDBY_RETRY = 1.0
 ERROR_BACKOFF = 1.0
-LISTEN_CHECK = 5.0
-"""Seconds of LISTEN silence after which the listening session is proven alive."""
+QUICK_RETRY = 0.001
+"""After a pass that found work, or an append woke it, the relay looks again after this,
+doubling up to its poll interval: an append can be committed but not yet readable while
+an older transaction runs (infrastructure/recorder.py), and nothing signals its end."""
 LOCK_NAMESPACE = 0x4E6F726E  # "Norn": first key of the two-int advisory lock
 STOP_SECONDS = 3.0
 """How long stopping waits for each part of the relay before it gives up on it."""
@@ -54,6 +77,14 @@ STOP_SECONDS = 3.0
 
 class WindowFailed(RuntimeError):
     """Part of a window was not acked; the stream decides where to resume."""
+
+
+class WorkItemOwed(NamedTuple):
+    """A run's work item, to publish to the work stream."""
+
+    subject: str
+    payload: bytes
+    msg_id: str
 
 
 class PositionUnknown(RuntimeError):
@@ -76,7 +107,7 @@ class Relay:
         stream: str,
         subject_prefix: str,
         batch_size: int = 500,
-        poll_interval: float = 0.5,
+        poll_interval: float = 0.05,
     ) -> None:
         self._database_url = database_url
         self._nats_url = nats_url
@@ -90,6 +121,8 @@ class Relay:
         self._stream_created: datetime | None = None  # tells a recreated stream apart
         self._synced = False
         self._leader = False
+        self._held_since: float | None = None  # committed events waiting above the horizon
+        self._owed: list[WorkItemOwed] = []  # work items of published events, not acked
         self._conn: AsyncConnection | None = None  # holds the leader lock and reads the log
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -106,7 +139,9 @@ class Relay:
         return self._leader
 
     def wake(self) -> None:
-        """Nudge the relay after an append; safe from any thread."""
+        """Nudge the relay after an append; safe from any thread. Appends in this process
+        call it (the recorder's on_append); other processes' appends are found by the
+        poll (no NOTIFY: see infrastructure/recorder.py)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake_event.set)
@@ -117,10 +152,7 @@ class Relay:
         self._loop = asyncio.get_running_loop()
         # The work runs in tasks so that stopping interrupts any blocking step (a NATS
         # connect waiting for the server, a window waiting for acks).
-        tasks = [
-            asyncio.create_task(self._follow(), name="relay-follow"),
-            asyncio.create_task(self._listen(), name="relay-listen"),
-        ]
+        tasks = [asyncio.create_task(self._follow(), name="relay-follow")]
         try:
             await stop.wait()
         finally:
@@ -162,9 +194,11 @@ class Relay:
         await self._drop_nats()
 
     async def _follow(self) -> None:
+        delay = QUICK_RETRY
+        woken = True
         while True:
             try:
-                await self.publish_pending()
+                published = await self.publish_pending()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -174,27 +208,50 @@ class Relay:
             if not self._leader:
                 await asyncio.sleep(STANDBY_RETRY)
                 continue
-            # Woken by NOTIFY or wake(); the poll keeps a dead listener from stalling us.
+            # Soon again after activity (what was appended may become readable any
+            # moment), then back off to the poll interval when all is quiet.
+            delay = QUICK_RETRY if published or woken else min(delay * 2, self._poll_interval)
+            woken = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_event.wait(), self._poll_interval)
+                await asyncio.wait_for(self._wake_event.wait(), delay)
+                woken = True
 
     async def _publish_pending(self) -> int:
         conn = await self._database()
         js = await self._jetstream()
+        # Owed items first, leader or not (one that lost the lead still owes them).
+        await self._pay_owed(js)
         if not await self._lead(conn):
             return 0
         if not self._synced:
             await self._resync(js)
         published = 0
         while True:
-            batch = await read_notifications(conn, self._position, self._batch_size)
+            batch = await read_notifications(
+                conn, self._position, self._batch_size, precise=self._held_up()
+            )
             if not batch:
+                await self._note_held_up(conn)
                 return published
+            self._held_since = None
             for start in range(0, len(batch), WINDOW):
                 published += await self._publish_window(js, batch[start : start + WINDOW])
 
+    def _held_up(self) -> bool:
+        return self._held_since is not None and time.monotonic() - self._held_since > HELD_UP
+
+    async def _note_held_up(self, conn: AsyncConnection) -> None:
+        """Nothing safe to read: if committed events wait above the horizon, remember
+        since when, so that a long transaction that is not an append cannot hold the
+        relay back for longer than HELD_UP."""
+        if await max_position(conn) > self._position:
+            self._held_since = self._held_since or time.monotonic()
+        else:
+            self._held_since = None
+
     async def _publish_window(self, js: JetStreamContext, window: list[Notification]) -> int:
         futures: list[asyncio.Future[PubAck]] = []
+        items: dict[int, tuple[WorkItemOwed, asyncio.Future[PubAck]]] = {}
         unpublishable: Exception | None = None
         try:
             for offset, notification in enumerate(window):
@@ -215,18 +272,61 @@ class Relay:
                         subject, encode(event), stream=self._stream, headers=headers
                     )
                 )
-            if futures:
-                await asyncio.wait(futures, timeout=ACK_TIMEOUT)
+                if event.type in DISPATCHED and event.tenant:
+                    item = self._work_item(event.tenant, event.subject, event.version)
+                    item_acked = await js.publish_async(
+                        item.subject,
+                        item.payload,
+                        stream=work_stream(self._stream),
+                        headers={"Nats-Msg-Id": item.msg_id},
+                    )
+                    items[offset] = (item, item_acked)
+            pending = [*futures, *(future for _, future in items.values())]
+            if pending:
+                await asyncio.wait(pending, timeout=ACK_TIMEOUT)
         finally:
-            for future in futures:
+            for future in [*futures, *(future for _, future in items.values())]:
                 if not future.done():
                     future.cancel()
         acked = self._advance(window, futures)
+        # The items of the events now in the stream must be acked before the relay goes
+        # further (the stream is where it resumes from, so nothing would publish them).
+        for offset, (item, future) in sorted(items.items()):
+            failed = future.cancelled() or future.exception() is not None  # retrieved
+            if failed and offset < acked:
+                self._owed.append(item)
+        await self._pay_owed(js)
         if acked < len(futures):
             raise WindowFailed(f"{len(futures) - acked} of {len(futures)} publishes not acked")
         if unpublishable is not None:
             raise RuntimeError(f"cannot publish position {window[acked].id}") from unpublishable
         return acked
+
+    def _work_item(self, tenant_id: str, run_id: str, version: int) -> WorkItemOwed:
+        return WorkItemOwed(
+            subject=work_subject(self._prefix, tenant_id, run_id),
+            payload=msgspec.json.encode(WorkItem(run_id=run_id, tenant_id=tenant_id)),
+            msg_id=f"run:{run_id}:{version}",
+        )
+
+    async def _pay_owed(self, js: JetStreamContext) -> None:
+        """Publish the owed work items one by one, in order; raises WindowFailed (the
+        rest still owed) on the first one the work stream does not ack."""
+        while self._owed:
+            item = self._owed[0]
+            try:
+                await js.publish(
+                    item.subject,
+                    item.payload,
+                    timeout=ACK_TIMEOUT,
+                    stream=work_stream(self._stream),
+                    headers={"Nats-Msg-Id": item.msg_id},
+                )
+            except (NatsError, TimeoutError, OSError) as error:
+                raise WindowFailed(
+                    f"work item {item.msg_id} not acked ({len(self._owed)} owed): {error!r}"
+                ) from error
+            self._owed.pop(0)
 
     def _advance(self, window: list[Notification], futures: list[asyncio.Future[PubAck]]) -> int:
         """Advance over the acked prefix of the window; count it."""
@@ -321,6 +421,7 @@ class Relay:
             try:
                 js = nc.jetstream()
                 await ensure_stream(js, self._stream, self._prefix)
+                await ensure_work_streams(js, self._stream, self._prefix)
             except BaseException:
                 await nc.close()
                 raise
@@ -346,23 +447,3 @@ class Relay:
             # Closing also discards publishes buffered for a reconnect.
             with contextlib.suppress(NatsError, TimeoutError, OSError):
                 await asyncio.wait_for(nc.close(), NATS_CONNECT_TIMEOUT)
-
-    async def _listen(self) -> None:
-        """LISTEN on the channel the recorder NOTIFYs; reconnect when the session dies."""
-        while True:
-            try:
-                async with await AsyncConnection.connect(
-                    self._database_url, autocommit=True
-                ) as conn:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
-                    self._wake_event.set()  # appends made while we were not listening
-                    while True:
-                        async for _ in conn.notifies(timeout=LISTEN_CHECK):
-                            self._wake_event.set()
-                        # Silence proves nothing: a dead session must fail loudly here.
-                        await asyncio.wait_for(conn.execute("SELECT 1"), LISTEN_CHECK)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("relay LISTEN %s lost, reconnecting: %r", NOTIFY_CHANNEL, error)
-                await asyncio.sleep(ERROR_BACKOFF)

@@ -4,39 +4,38 @@
   one item per queued run, on `<prefix>.work.runs.<tenant>.<run id>`, at most one per
   subject (a newer item replaces an older one, so re-dispatching never piles up);
   `<stream>_DEAD` (limits, 14 days) keeps items that could not be understood.
-- Dispatcher: a durable pull consumer on the events stream filtered to run events,
-  shared by every executor process (each event reaches one). For `run.queued` and
-  `run.requeued` it publishes the work item (Nats-Msg-Id `run:<id>:<version>`, so a
-  redelivered event is dropped by the duplicate window) and acks the event only once the
-  work stream has acked the item.
+- The relay (infrastructure/relay.py) publishes a run's item as it publishes its
+  `run.queued` or `run.requeued` event (Nats-Msg-Id `run:<id>:<version>`, so an item
+  published again is dropped by the duplicate window), and goes no further until the
+  work stream acked it: the item is one hop from the event store, with no consumer of
+  the events stream in between.
+  Earlier versions had a dispatcher consume the events stream for this: its durable
+  consumer, `<prefix>_dispatcher`, is left alone (deleted while an older executor still
+  ran, it would be created again and replay every run event); remove it once every
+  executor runs this version.
 - Workers (infrastructure/workers.py): competing pull subscribers of the work stream.
+- The executors' maintenance (infrastructure/executor_role.py) re-dispatches a run
+  queued for a while whose item is missing (lost with NATS, or with a relay that died
+  owing it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 
 import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-)
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from infrastructure.envelope import decode as decode_event
 from infrastructure.nats import DUPLICATE_WINDOW_SECONDS
 
 log = logging.getLogger(__name__)
 
 DISPATCHED = frozenset({"norn.run.queued.v1", "norn.run.requeued.v1"})
+"""Event types whose run gets a work item (published by the relay with the event)."""
 MAX_DELIVER = -1
 """Unbounded: an item stays deliverable until its run is claimed or no longer queued (a
 run waiting on its quota comes round every 15 s at most). The maintenance sweep
@@ -120,7 +119,7 @@ class WorkStreams:
         return True
 
     async def dead_letter(self, msg: Msg, reason: str) -> None:
-        """Keep an item or event nobody can process, and stop its redelivery."""
+        """Keep an item nobody can process, and stop its redelivery."""
         with contextlib.suppress(Exception):
             await self.js.publish(
                 f"{self.prefix}.dead.{msg.subject}",
@@ -130,53 +129,3 @@ class WorkStreams:
             )
         with contextlib.suppress(Exception):
             await msg.term()
-
-
-class Dispatcher:
-    """Turns run.queued / run.requeued events into work items."""
-
-    def __init__(self, streams: WorkStreams, batch: int = 64) -> None:
-        self._streams = streams
-        self._prefix = streams.prefix
-        self._batch = batch
-
-    async def run(self, stop: asyncio.Event) -> None:
-        durable = f"{self._prefix}_dispatcher"
-        subscription = await self._streams.js.pull_subscribe(
-            f"{self._prefix}.events.*.run.*",
-            durable=durable,
-            stream=self._streams.events_stream,
-            config=ConsumerConfig(
-                durable_name=durable,
-                description="Norn: run events -> executor work queue",
-                deliver_policy=DeliverPolicy.ALL,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=30,
-                filter_subject=f"{self._prefix}.events.*.run.*",
-            ),
-        )
-        while not stop.is_set():
-            try:
-                messages = await subscription.fetch(self._batch, timeout=1.0)
-            except TimeoutError:
-                continue
-            for msg in messages:
-                await self._handle(msg)
-
-    async def _handle(self, msg: Msg) -> None:
-        try:
-            event = decode_event(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            await self._streams.dead_letter(msg, "undecodable event")
-            return
-        if event.type in DISPATCHED and event.tenant:
-            item = WorkItem(run_id=event.subject, tenant_id=event.tenant)
-            try:
-                await self._streams.dispatch(item, f"run:{event.subject}:{event.version}")
-            except Exception as error:
-                log.warning("could not dispatch run %s (will retry): %r", event.subject, error)
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=1.0)
-                return
-        with contextlib.suppress(Exception):
-            await msg.ack()

@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from application.errors import QuotaExceeded
-from application.executor import RunExecutor, TenantSuspended
+from application.executor import Claim, RunExecutor, TenantSuspended
 from infrastructure.envelope import decode as decode_event
 from infrastructure.work_queue import MAX_DELIVER, WorkItem, WorkStreams, work_stream
 
@@ -113,9 +113,9 @@ class Workers:
         try:
             claimed = await self._claim(msg)
             if claimed is not None:
-                item, attempt = claimed
-                status = await self._executor.execute(UUID(item.run_id), attempt)
-                log.info("run %s attempt %d: %s", item.run_id, attempt, status)
+                item, claim = claimed
+                status = await self._executor.execute(claim)
+                log.info("run %s attempt %d: %s", item.run_id, claim.attempt, status)
                 ended = item.tenant_id
         except Exception:
             log.exception("work item %s: the executor failed", msg.subject)
@@ -124,9 +124,8 @@ class Workers:
         if ended is not None:
             await self._wake_waiting(ended)
 
-    async def _claim(self, msg: Msg) -> tuple[WorkItem, int] | None:
-        """The item and the attempt claimed for its run, or None (acked, nak'ed or
-        dead)."""
+    async def _claim(self, msg: Msg) -> tuple[WorkItem, Claim] | None:
+        """The item and the claim of its run, or None (acked, nak'ed or dead)."""
         try:
             item = msgspec.json.decode(msg.data, type=WorkItem)
             run_id = UUID(item.run_id)
@@ -136,7 +135,7 @@ class Workers:
         waiting = self._waiting.setdefault(item.tenant_id, {})
         waiting.pop(item.run_id, None)
         try:
-            attempt = await asyncio.to_thread(self._executor.claim, run_id)
+            claim = await asyncio.to_thread(self._executor.claim, run_id)
         except (QuotaExceeded, TenantSuspended) as refused:
             # At max_concurrent_runs, or suspended: the run waits queued, looked at
             # again soon after a slot frees (see _wake_waiting) or the tenant is
@@ -151,7 +150,7 @@ class Workers:
             return None
         with contextlib.suppress(Exception):
             await msg.ack()
-        return None if attempt is None else (item, attempt)
+        return None if claim is None else (item, claim)
 
     async def _wake_waiting(self, tenant_id: str) -> None:
         """The run's end freed one of its tenant's max_concurrent_runs: hand the run

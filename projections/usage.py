@@ -10,16 +10,18 @@ until their events are saved, so two of them cannot both take the last unit.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.utils import get_topic
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
+from application.ports import RequestFacts
 from domain.events import NornEvent
 from domain.pipeline import (
     PipelineCreated,
@@ -129,11 +131,7 @@ class ReadModelUsage:
         every unprojected event that may add to it, whichever tenant's (counted in SQL,
         not decoded). Exact enough far from a limit, where it is used."""
         counted = self._resources[resource]
-        adding = [
-            get_topic(cls)
-            for cls, delta in counted.deltas.items()
-            if not isinstance(delta, int) or delta > 0
-        ]
+        adding = _adding_topics(counted)
         with self._connection() as conn:
             row = conn.execute(
                 f"WITH base AS (SELECT COALESCE(({counted.count_sql}), 0) AS used,"
@@ -146,6 +144,34 @@ class ReadModelUsage:
             ).fetchone()
         assert row is not None
         return int(row[0])
+
+    def read(self, aggregate_ids: Sequence[UUID], tenant_id: str | None) -> RequestFacts:
+        """RequestFactsReader: the current versions of some aggregates (a request's
+        session, user and tenant) and the tenant's usage bounds (as `at_most`), in one
+        statement: authentication and limits in one round trip."""
+        parts = [
+            "SELECT 'v', originator_id::text, max(originator_version) FROM norn_events"
+            " WHERE originator_id = ANY(%(ids)s) GROUP BY originator_id"
+        ]
+        params: dict[str, Any] = {"ids": list(aggregate_ids), "tenant": tenant_id}
+        if tenant_id is not None:
+            for i, (name, counted) in enumerate(self._resources.items()):
+                parts.append(
+                    f"SELECT 'u', %(name{i})s, COALESCE(({counted.count_sql}), 0)"
+                    " + (SELECT count(*) FROM norn_events e WHERE e.notification_id >"
+                    " COALESCE((SELECT position FROM projection_tracking"
+                    f" WHERE name = %(projection{i})s), 0) AND e.topic = ANY(%(topics{i})s))"
+                )
+                params |= {
+                    f"name{i}": name,
+                    f"projection{i}": counted.projection,
+                    f"topics{i}": _adding_topics(counted),
+                }
+        with self._connection() as conn:
+            rows = conn.execute(" UNION ALL ".join(parts), params).fetchall()
+        versions = {UUID(key): int(value) for kind, key, value in rows if kind == "v"}
+        bounds = {key: int(value) for kind, key, value in rows if kind == "u"}
+        return RequestFacts(versions=versions, usage_bounds=bounds)
 
     @contextmanager
     def exclusive(self, tenant_id: str, resource: str) -> Iterator[int]:
@@ -183,6 +209,15 @@ class ReadModelUsage:
         with self._connection() as conn:
             rows = conn.execute(_IN_NAMESPACE, _in_namespace_params(tenant_id, namespace))
             return _namespace_count(rows.fetchall(), tenant_id, namespace)
+
+
+def _adding_topics(counted: Counted) -> list[str]:
+    """The stored-event topics that may add to a count (a bound counts them all)."""
+    return [
+        get_topic(cls)
+        for cls, delta in counted.deltas.items()
+        if not isinstance(delta, int) or delta > 0
+    ]
 
 
 _PLACING = (PipelineCreated, PipelineRevised, PipelineRolledBack, PipelineDeleted)

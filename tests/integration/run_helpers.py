@@ -167,3 +167,21 @@ def run_events(database_url: str, run_id: str | None = None) -> list[tuple[str, 
 
 def event_names(database_url: str, run_id: str) -> list[str]:
     return [name for name, _ in run_events(database_url, run_id)]
+
+
+def appends_of(database_url: str, run_id: str) -> list[list[str]]:
+    """The run's events grouped by the append (transaction) that stored them, in order."""
+    query = (
+        "SELECT tx_id::text, topic FROM norn_events WHERE originator_id = %s"
+        " ORDER BY notification_id"
+    )
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(query, (run_id,)).fetchall()
+    appends: list[list[str]] = []
+    last = None
+    for tx_id, topic in rows:
+        if tx_id != last:
+            appends.append([])
+            last = tx_id
+        appends[-1].append(topic.split(":", 1)[1])
+    return appends

@@ -92,7 +92,8 @@ class Publisher:
 
     async def publish_new(self) -> list[CloudEvent]:
         async with await AsyncConnection.connect(self.database_url, autocommit=True) as conn:
-            notifications = await read_notifications(conn, self.position, 100_000)
+            # Precise: a runner's own open batch (a test holds one) is not an append.
+            notifications = await read_notifications(conn, self.position, 100_000, precise=True)
         events = [to_cloud_event(n) for n in notifications]
         for event in events:
             await self.publish(event)

@@ -11,6 +11,7 @@ from infrastructure.settings import Settings
 from tests.integration.api_client import running_app
 from tests.integration.run_helpers import (
     ALL_ROLES,
+    appends_of,
     make_pipeline,
     run_events,
     run_settings,
@@ -20,6 +21,23 @@ from tests.integration.run_helpers import (
     trigger,
     wait_run,
 )
+
+
+async def test_a_one_step_run_takes_three_appends(settings: Settings) -> None:
+    """Decisions taken together are appended together, each state change still its own
+    event: queued; claimed with its first steps started; the last step's outcome with the
+    run's end."""
+    settings = run_settings(settings)
+    async with running_app(settings, roles=ALL_ROLES) as client:
+        _, editor, _ = await tenant_editor(client, settings)
+        pipeline_id = await make_pipeline(client, editor, "one", step("e", "Test.emit"))
+        queued = await trigger(client, editor, pipeline_id)
+        assert (await wait_run(client, editor, queued["run_id"]))["status"] == "succeeded"
+        assert appends_of(settings.database_url or "", queued["run_id"]) == [
+            ["RunQueued"],
+            ["RunStarted", "RunStepStarted"],
+            ["RunStepSucceeded", "RunSucceeded"],
+        ]
 
 
 def _index(events: list[tuple[str, dict[str, Any]]], name: str, step_name: str) -> int:

@@ -10,11 +10,12 @@ from psycopg import AsyncConnection
 
 from infrastructure.executor_role import redispatch_lost
 from infrastructure.settings import Settings
-from infrastructure.work_queue import WorkItem, WorkStreams, work_stream, work_subject
+from infrastructure.work_queue import WorkStreams, work_stream, work_subject
 from tests.integration.api_client import running_app
 from tests.integration.run_helpers import (
     NO_EXECUTOR,
     make_pipeline,
+    poll,
     run_settings,
     step,
     tenant_editor,
@@ -41,8 +42,18 @@ async def test_only_queued_runs_without_a_work_item_are_dispatched_again(
         try:
             js = nc.jetstream()
             streams = WorkStreams(js, settings.nats_stream, settings.subject_prefix)
-            await streams.ensure()
-            await streams.dispatch(WorkItem(run_id=kept, tenant_id=tenant_id))
+            # The relay published both runs' items with their events; one is lost (as
+            # with a NATS server that lost its storage).
+
+            async def both_items() -> bool | None:
+                present = [await streams.has_item(tenant_id, run) for run in (kept, lost)]
+                return True if all(present) else None
+
+            await poll(both_items, "the relay to publish both work items")
+            await js.purge_stream(
+                work_stream(settings.nats_stream),
+                subject=work_subject(settings.subject_prefix, tenant_id, lost),
+            )
             subject = work_subject(settings.subject_prefix, tenant_id, kept)
             before = await js.get_last_msg(work_stream(settings.nats_stream), subject)
             assert not await streams.has_item(tenant_id, lost)

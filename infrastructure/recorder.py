@@ -1,0 +1,211 @@
+"""The event store's recorder: appends from many connections commit concurrently, and
+every reader of the notification log still sees positions in an order in which no lower
+position can appear later (docs/architecture.md, "Ordering without a table lock").
+
+The eventsourcing library's recorder takes `LOCK TABLE ... IN EXCLUSIVE MODE` in every
+append and holds it until the commit, so commits happen one after another, each waiting
+for its own WAL flush: no group commit, and every writer queues behind the slowest. Here
+an append is one statement, `norn_append_events(events)`, in its own implicit
+transaction (one round trip) that:
+
+1. takes a *session* advisory lock, so it is released as soon as the statement asks,
+   not at the commit;
+2. inserts the events: their notification ids come from the table's sequence, and the
+   transaction's id (`pg_current_xact_id()`, assigned by this first write) is stored
+   beside them as `tx_id`;
+3. releases the lock; the commit (and its WAL flush, shared with other commits) follows
+   outside it.
+
+Ids and transaction ids are both taken under the lock, so a later append has both a
+higher id and a higher transaction id. A reader passes only rows whose transaction is
+older than the oldest one still running (`tx_id < pg_snapshot_xmin(pg_current_snapshot())`):
+those transactions have all ended, so everything below such a row is already visible or
+rolled back for good. Positions stay increasing integers, but are not dense: a
+rolled-back append leaves a gap that never fills.
+
+No NOTIFY: a transaction that NOTIFYs takes a database-wide lock at commit, which would
+serialise commits again. Readers are woken in-process (`on_append`) and poll briefly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from eventsourcing.persistence import InterfaceError, Notification, OperationalError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.utils import retry
+from psycopg.sql import SQL, Identifier
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS_PER_APPEND = 65_535
+"""A bound on one append, far above any command's (a few events)."""
+
+HORIZON = "(SELECT pg_snapshot_xmin(pg_current_snapshot()))"
+"""The oldest transaction still running: rows of older transactions are final (a
+subquery, so it is computed once per statement, not per row)."""
+
+APPEND_FUNCTION = """\
+CREATE OR REPLACE FUNCTION {function}(events {event_type}[])
+RETURNS SETOF bigint LANGUAGE plpgsql AS $body$
+BEGIN
+    -- The transaction id must be taken under the lock (see infrastructure/recorder.py).
+    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION '{function} must be the first write of its transaction';
+    END IF;
+    PERFORM pg_advisory_lock({lock_key});
+    BEGIN
+        RETURN QUERY
+            INSERT INTO {table} (originator_id, originator_version, topic, state, tx_id)
+            SELECT e.originator_id, e.originator_version, e.topic, e.state,
+                   pg_current_xact_id()
+            FROM unnest(events) AS e
+            RETURNING notification_id;
+    EXCEPTION WHEN OTHERS THEN
+        -- A session lock outlives the aborted transaction: release it here.
+        PERFORM pg_advisory_unlock({lock_key});
+        RAISE;
+    END;
+    PERFORM pg_advisory_unlock({lock_key});
+END
+$body$;
+"""
+"""The append, for a table; migrations/0010_lock_free_appends.sql holds it for
+norn_events (a unit test checks that the two agree)."""
+
+
+def append_lock_key(table: str) -> int:
+    """A stable signed 64-bit advisory-lock key per events table."""
+    digest = hashlib.blake2b(f"norn:append:{table}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def append_function_name(table: str) -> str:
+    return f"{table}_append"
+
+
+def append_function_sql(table: str, event_type: str) -> str:
+    return APPEND_FUNCTION.format(
+        function=append_function_name(table),
+        event_type=event_type,
+        table=table,
+        lock_key=append_lock_key(table),
+    )
+
+
+class NornRecorder(PostgresApplicationRecorder):
+    """The library's application recorder, with appends that commit concurrently and
+    notification reads bounded by the horizon of running transactions."""
+
+    on_append: Callable[[], None] | None = None
+    """Called after every successful append, so a reader in this process (the relay)
+    looks at once instead of at its next poll."""
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        table = self.events_table_name
+        # CREATE_TABLE=true (the library's own recorder tests): the same schema as
+        # migrations/ gives norn_events.
+        self.sql_create_statements[self.create_table_statement_index] = SQL(
+            "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+            "originator_id {originator_id_type} NOT NULL, "
+            "originator_version bigint NOT NULL, "
+            "topic text, "
+            "state bytea, "
+            "notification_id bigserial, "
+            "tx_id xid8 NOT NULL DEFAULT pg_current_xact_id(), "
+            "PRIMARY KEY (originator_id, originator_version))"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(table),
+            originator_id_type=Identifier(self.datastore.originator_id_type),
+        )
+        self.sql_create_statements[self.create_insert_function_statement_index] = SQL(
+            append_function_sql(table, self.stored_event_type_name)  # type: ignore[arg-type]
+        )
+        self._append_statement = SQL("SELECT {function}(%s) AS notification_id").format(
+            function=Identifier(append_function_name(table))
+        )
+        self._unlock_statement = SQL("SELECT pg_advisory_unlock(%s)")
+        self._lock_key = append_lock_key(table)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        if not stored_events:
+            return []
+        if len(stored_events) > MAX_EVENTS_PER_APPEND:
+            raise ValueError(f"at most {MAX_EVENTS_PER_APPEND} events in one append")
+        rows = [
+            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
+        with self.datastore.get_connection() as conn:
+            assert conn.autocommit  # one statement, one implicit transaction
+            try:
+                cur = conn.execute(self._append_statement, (rows,), prepare=True)
+                ids = [row["notification_id"] for row in cur.fetchall()]
+            except BaseException:
+                # The function releases its lock on errors it can catch; a cancel
+                # (statement timeout, Ctrl-C) it cannot, and a pooled session would keep
+                # the lock and stall every append. Unlocking what is not held is a no-op.
+                if not conn.closed and not conn.broken:
+                    try:
+                        conn.execute(self._unlock_statement, (self._lock_key,))
+                    except Exception:
+                        conn.close()
+                raise
+        if self.on_append is not None:
+            self.on_append()
+        return ids
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """The library's query, bounded by the horizon: never a row that a still
+        running transaction could be followed by a lower one of."""
+        clauses = [SQL("tx_id < " + HORIZON)]  # type: ignore[arg-type]
+        params: list[Any] = []
+        if start is not None:
+            clauses.append(
+                SQL("notification_id >= %s" if inclusive_of_start else "notification_id > %s")
+            )
+            params.append(start)
+        if stop is not None:
+            clauses.append(SQL("notification_id <= %s"))
+            params.append(stop)
+        if topics:
+            clauses.append(SQL("topic = ANY(%s)"))
+            params.append(list(topics))
+        params.append(limit)
+        statement = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state"
+            " FROM {schema}.{table} WHERE {where} ORDER BY notification_id LIMIT %s"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+            where=SQL(" AND ").join(clauses),
+        )
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, params, prepare=True)
+            return [
+                Notification(
+                    id=row["notification_id"],
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]

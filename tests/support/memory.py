@@ -1,0 +1,94 @@
+"""The application services on an in-memory event store (the eventsourcing library's
+POPO persistence), for service-level tests that run whole use cases in milliseconds.
+
+`StoreUsage` counts quota usage from the store's own events with the production delta
+table (projections/usage.py RESOURCES), so the tests exercise the real counting rules,
+not a stand-in for them; what it leaves out is only the read model it would otherwise
+start from."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.utils import get_topic
+
+from application.event_store import NornEventStore
+from application.ports import RequestFacts
+from domain.pipeline import PipelineCreated, PipelineDeleted, PipelineRevised, PipelineRolledBack
+from infrastructure.mapper import decode_state
+from projections.usage import RESOURCES, Counted
+
+
+def memory_store() -> NornEventStore:
+    return NornEventStore(
+        env={
+            "PERSISTENCE_MODULE": "eventsourcing.popo",
+            "MAPPER_TOPIC": "infrastructure.mapper:MsgspecMapper",
+        }
+    )
+
+
+class StoreUsage:
+    """application.ports.Usage and RequestFactsReader over an in-memory store."""
+
+    def __init__(self, store: NornEventStore, resources: Mapping[str, Counted] = RESOURCES):
+        self._store = store
+        self._resources = resources
+        self._locks: dict[str, threading.Lock] = {}
+        self.at_most_calls = 0
+
+    def _events(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for n in self._store.recorder.select_notifications(start=None, limit=1_000_000):  # type: ignore[attr-defined]
+            yield n.topic, decode_state(n.state) | {"_originator": n.originator_id}
+
+    def count(self, tenant_id: str, resource: str) -> int | None:
+        counted = self._resources.get(resource)
+        if counted is None:
+            return None
+        deltas = {get_topic(cls): delta for cls, delta in counted.deltas.items()}
+        used = 0
+        for topic, state in self._events():
+            delta = deltas.get(topic)
+            if delta is not None and state.get("tenant_id") == tenant_id:
+                used += delta if isinstance(delta, int) else delta(state)
+        return used
+
+    def at_most(self, tenant_id: str, resource: str) -> int:
+        self.at_most_calls += 1
+        return self.count(tenant_id, resource) or 0
+
+    @contextmanager
+    def exclusive(self, tenant_id: str, resource: str) -> Iterator[int]:
+        with self._locks.setdefault(f"quota:{tenant_id}:{resource}", threading.Lock()):
+            yield self.count(tenant_id, resource) or 0
+
+    @contextmanager
+    def namespace_hold(self, tenant_id: str, namespace: str, *, exclusive: bool) -> Iterator[None]:
+        with self._locks.setdefault(f"namespace:{tenant_id}:{namespace}", threading.Lock()):
+            yield
+
+    def in_namespace(self, tenant_id: str, namespace: str) -> int:
+        placing = {get_topic(c) for c in (PipelineCreated, PipelineRevised, PipelineRolledBack)}
+        placed: dict[Any, bool] = {}
+        for topic, state in self._events():
+            if state.get("tenant_id") != tenant_id:
+                continue
+            if topic in placing:
+                definition = state.get("definition") or {}
+                placed[state["_originator"]] = definition.get("namespace") == namespace
+            elif topic == get_topic(PipelineDeleted):
+                placed[state["_originator"]] = False
+        return sum(placed.values())
+
+    def read(self, aggregate_ids: Sequence[UUID], tenant_id: str | None) -> RequestFacts:
+        versions = {i: a.version for i, a in self._store.current(*aggregate_ids).items()}
+        bounds = (
+            {name: self.count(tenant_id, name) or 0 for name in self._resources}
+            if tenant_id is not None
+            else {}
+        )
+        return RequestFacts(versions=versions, usage_bounds=bounds)

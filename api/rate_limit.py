@@ -1,4 +1,4 @@
-"""Per-principal rate limits by plan (DESIGN §5, 429 RATE_LIMIT_EXCEEDED): every
+"""Per-principal rate limits by plan (docs/architecture.md §8, 429 RATE_LIMIT_EXCEEDED): every
 authenticated request takes a token from its principal's bucket, decided in this process's
 memory and shared with the other API processes in the background
 (infrastructure/rate_limit_sync.py). Every such response carries X-RateLimit-Limit

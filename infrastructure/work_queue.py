@@ -1,4 +1,4 @@
-"""Runs reach executors through a JetStream work queue (DESIGN §8).
+"""Runs reach executors through a JetStream work queue (docs/architecture.md §7).
 
 - Streams: `<stream>_WORK` (WorkQueue retention: an item is deleted once acked) holds
   one item per queued run, on `<prefix>.work.runs.<tenant>.<run id>`, at most one per

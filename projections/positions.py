@@ -212,7 +212,10 @@ async def replay_from_store(
     read = 0
     while True:
         async with connection(source) as conn:
-            notifications = await read_notifications(conn, position, batch_size)
+            # Precise: a catch-up often follows a lost NATS message, and must read at
+            # least as far as the relay did, also while a long transaction that is not
+            # an append holds the plain horizon back (docs/architecture.md §4).
+            notifications = await read_notifications(conn, position, batch_size, precise=True)
             if not notifications:
                 break
             position = await keeper.apply(conn, [to_cloud_event(n) for n in notifications])

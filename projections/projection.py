@@ -4,7 +4,7 @@ A projection owns some tables and one row in `projection_tracking`. A batch that
 something to apply is applied in ONE transaction that locks the tracking row, skips every
 event at or below the tracked position, runs the handlers and moves the tracking row to
 the batch's highest position. Read-model change and position commit together, so a crash
-or a redelivery can neither double-apply nor skip an event (DESIGN.md §4), and two
+or a redelivery can neither double-apply nor skip an event (docs/architecture.md §6), and two
 processes applying the same projection at once are serialised by the row lock instead of
 corrupting each other. A batch with nothing to apply needs no transaction at all: see
 projections/positions.py for how the position it passes is kept and persisted.
@@ -143,7 +143,7 @@ async def apply_batch(
             if handler is not None:
                 await handler(cur, event)
             # Ignored types advance the position too, or min_position waits on a
-            # filtered projection would time out (DESIGN.md §8).
+            # filtered projection would time out (docs/architecture.md §6).
             position = event.position
         if position > tracked:
             await cur.execute(

@@ -1,6 +1,6 @@
 """Keeps one projection's read model up to date: the projector role.
 
-Lifecycle of a runner (DESIGN.md §4 and §8):
+Lifecycle of a runner (docs/architecture.md §6):
 
 1. Leadership: one active runner per projection across all processes, by a Postgres
    advisory lock held on a session connection (shared by the runners of a process,

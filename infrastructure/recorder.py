@@ -77,6 +77,57 @@ $body$;
 norn_events (a unit test checks that the two agree)."""
 
 
+HORIZON_FUNCTION = """\
+CREATE OR REPLACE FUNCTION {function}() RETURNS xid8
+LANGUAGE plpgsql STABLE AS $body$
+DECLARE
+    snapshot pg_snapshot := pg_current_snapshot();
+    idle xid8[];
+BEGIN
+    -- One read of the lock table: transactions of the snapshot that hold their own
+    -- transaction-id lock while their backend holds no RowExclusiveLock on the table.
+    WITH locks AS MATERIALIZED (
+        SELECT locktype, mode, pid, relation, transactionid FROM pg_locks WHERE granted
+    )
+    SELECT array_agg(x) INTO idle
+    FROM pg_snapshot_xip(snapshot) AS x
+    WHERE EXISTS (
+        SELECT 1 FROM locks t
+        WHERE t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock'
+          AND t.transactionid::text::bigint = x::text::bigint % 4294967296
+          AND NOT EXISTS (
+              SELECT 1 FROM locks l
+              WHERE l.pid = t.pid AND l.locktype = 'relation'
+                AND l.relation = '{table}'::regclass AND l.mode = 'RowExclusiveLock'));
+    -- Only those still running after that read are passed over.
+    RETURN COALESCE(
+        (SELECT min(x) FROM pg_snapshot_xip(snapshot) AS x
+         WHERE NOT (x = ANY(COALESCE(idle, '{{}}')) AND pg_xact_status(x) = 'in progress')),
+        pg_snapshot_xmax(snapshot));
+END
+$body$;
+"""
+"""The precise horizon, for a table: the oldest running transaction that may still
+append to it (docs/architecture.md §4); migrations/0010 holds it for norn_events.
+
+A transaction of the snapshot is passed over only if (1) in one read of the lock table
+it holds its own transaction-id lock while its backend holds no RowExclusiveLock on the
+table, and (2) after that read it is still in progress. An append takes that lock before
+its transaction id exists and keeps it until after it has left the running set (a
+commit or abort ends the transaction in the proc array first and releases locks after),
+so a transaction that was running all along and held no such lock has not appended;
+having an id, it never will (an append must be its transaction's first write). Without
+(2) a committing append, between ending and releasing its locks, could be passed over."""
+
+
+def horizon_function_name(table: str) -> str:
+    return f"{table}_horizon"
+
+
+def horizon_function_sql(table: str) -> str:
+    return HORIZON_FUNCTION.format(function=horizon_function_name(table), table=table)
+
+
 def append_lock_key(table: str) -> int:
     """A stable signed 64-bit advisory-lock key per events table."""
     digest = hashlib.blake2b(f"norn:append:{table}".encode(), digest_size=8).digest()
@@ -126,6 +177,8 @@ class NornRecorder(PostgresApplicationRecorder):
         self.sql_create_statements[self.create_insert_function_statement_index] = SQL(
             append_function_sql(table, self.stored_event_type_name)  # type: ignore[arg-type]
         )
+        self.sql_create_statements.append(SQL(horizon_function_sql(table)))  # type: ignore[arg-type]
+        self._horizon = f"(SELECT {horizon_function_name(table)}())"
         self._append_statement = SQL("SELECT {function}(%s) AS notification_id").format(
             function=Identifier(append_function_name(table))
         )
@@ -173,9 +226,10 @@ class NornRecorder(PostgresApplicationRecorder):
         *,
         inclusive_of_start: bool = True,
     ) -> Sequence[Notification]:
-        """The library's query, bounded by the horizon: never a row that a still
-        running transaction could be followed by a lower one of."""
-        clauses = [SQL("tx_id < " + HORIZON)]  # type: ignore[arg-type]
+        """The library's query, bounded by the precise horizon: never a row that a still
+        running append could be followed by a lower one of. (Norn's own readers use
+        infrastructure/notification_log.py, which takes the plain horizon first.)"""
+        clauses = [SQL("tx_id < " + self._horizon)]  # type: ignore[arg-type]
         params: list[Any] = []
         if start is not None:
             clauses.append(

@@ -32,24 +32,37 @@ END
 $body$;
 
 
--- The oldest running transaction that may still commit events: like the horizon above,
--- but ignoring transactions that run without having appended, which can no longer
+-- The oldest running transaction that may still append events: like the horizon above,
+-- but passing over transactions that run without having appended, which can no longer
 -- append (norn_events_append must be the first write of its transaction). A reader held
 -- up by a long transaction that is not an append (a slow read-model batch, another
 -- database's work on the same server) uses it to go on. STABLE: it sees the calling
--- statement's snapshot. Transactions it cannot inspect (another role's, without
--- pg_read_all_stats) count as running appends: slower, never wrong.
+-- statement's snapshot. Why this is sound: infrastructure/recorder.py (HORIZON_FUNCTION).
 CREATE OR REPLACE FUNCTION norn_events_horizon() RETURNS xid8
-LANGUAGE sql STABLE AS $body$
-    SELECT COALESCE(min(x), pg_snapshot_xmax(pg_current_snapshot()))
-    FROM pg_snapshot_xip(pg_current_snapshot()) AS x
-    WHERE NOT EXISTS (
-        SELECT 1 FROM pg_stat_activity a
-        WHERE a.backend_xid IS NOT NULL
-          AND a.backend_xid::text::bigint = x::text::bigint % 4294967296
+LANGUAGE plpgsql STABLE AS $body$
+DECLARE
+    snapshot pg_snapshot := pg_current_snapshot();
+    idle xid8[];
+BEGIN
+    -- One read of the lock table: transactions of the snapshot that hold their own
+    -- transaction-id lock while their backend holds no RowExclusiveLock on the table.
+    WITH locks AS MATERIALIZED (
+        SELECT locktype, mode, pid, relation, transactionid FROM pg_locks WHERE granted
+    )
+    SELECT array_agg(x) INTO idle
+    FROM pg_snapshot_xip(snapshot) AS x
+    WHERE EXISTS (
+        SELECT 1 FROM locks t
+        WHERE t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock'
+          AND t.transactionid::text::bigint = x::text::bigint % 4294967296
           AND NOT EXISTS (
-              SELECT 1 FROM pg_locks l
-              WHERE l.pid = a.pid AND l.locktype = 'relation'
-                AND l.relation = 'norn_events'::regclass
-                AND l.mode = 'RowExclusiveLock'))
+              SELECT 1 FROM locks l
+              WHERE l.pid = t.pid AND l.locktype = 'relation'
+                AND l.relation = 'norn_events'::regclass AND l.mode = 'RowExclusiveLock'));
+    -- Only those still running after that read are passed over.
+    RETURN COALESCE(
+        (SELECT min(x) FROM pg_snapshot_xip(snapshot) AS x
+         WHERE NOT (x = ANY(COALESCE(idle, '{}')) AND pg_xact_status(x) = 'in progress')),
+        pg_snapshot_xmax(snapshot));
+END
 $body$;

@@ -23,7 +23,14 @@ from eventsourcing.tests.persistence import (
 )
 from psycopg.conninfo import conninfo_to_dict
 
-from infrastructure.recorder import HORIZON, NornRecorder, append_function_sql, append_lock_key
+from infrastructure.notification_log import PRECISE_HORIZON
+from infrastructure.recorder import (
+    HORIZON,
+    NornRecorder,
+    append_function_sql,
+    append_lock_key,
+    horizon_function_sql,
+)
 
 
 def _datastore(database_url: str, pool_size: int = 4) -> PostgresDatastore:
@@ -95,12 +102,12 @@ def test_migration_holds_the_recorders_append_function() -> None:
     """migrations/ creates norn_events' append function; the recorder creates the same
     for any other table. Both must be the same code."""
     migration = (resources.files("migrations") / "0010_lock_free_appends.sql").read_text()
-    expected = append_function_sql("norn_events", "stored_event_uuid")
 
     def normal(text: str) -> str:
         return re.sub(r"\s+", " ", text).strip()
 
-    assert normal(expected) in normal(migration)
+    assert normal(append_function_sql("norn_events", "stored_event_uuid")) in normal(migration)
+    assert normal(horizon_function_sql("norn_events")) in normal(migration)
 
 
 def test_appends_commit_without_a_table_lock(recorder: NornRecorder, database_url: str) -> None:
@@ -168,8 +175,9 @@ def test_a_rolled_back_append_leaves_a_gap_that_never_fills(
 
 def test_hammer_no_reader_skips_a_position(recorder: NornRecorder, database_url: str) -> None:
     """16 connections append as fast as they can, some appends roll back on purpose and
-    some hold their transaction open a while; readers follow the log the way the relay
-    does (after the last position read, below the horizon). Every reader must end up with
+    some hold their transaction open a while, while another transaction that is not an
+    append stays open; readers follow the log the way the relay does (after the last
+    position read, below the plain or the precise horizon). Every reader must end up with
     exactly the committed events, in increasing order, none skipped, none twice."""
     writers, per_writer = 16, 60
     committed: set[int] = set()
@@ -198,7 +206,7 @@ def test_hammer_no_reader_skips_a_position(recorder: NornRecorder, database_url:
         except BaseException as error:
             errors.append(error)
 
-    def follow(seen: list[int]) -> None:
+    def follow(seen: list[int], horizon: str) -> None:
         try:
             with psycopg.connect(database_url, autocommit=True) as conn:
                 position = 0
@@ -206,7 +214,7 @@ def test_hammer_no_reader_skips_a_position(recorder: NornRecorder, database_url:
                     finished = done.is_set()
                     rows = conn.execute(
                         "SELECT notification_id FROM norn_events WHERE notification_id > %s"
-                        f" AND tx_id < {HORIZON} ORDER BY notification_id LIMIT 50",
+                        f" AND tx_id < {horizon} ORDER BY notification_id LIMIT 50",
                         (position,),
                     ).fetchall()
                     for (notification_id,) in rows:
@@ -217,13 +225,24 @@ def test_hammer_no_reader_skips_a_position(recorder: NornRecorder, database_url:
         except BaseException as error:
             errors.append(error)
 
-    seen_by: list[list[int]] = [[], []]
-    readers = [threading.Thread(target=follow, args=(seen,)) for seen in seen_by]
+    # Readers with the plain and with the precise horizon, two of each.
+    horizons = [HORIZON, PRECISE_HORIZON, HORIZON, PRECISE_HORIZON]
+    seen_by: list[list[int]] = [[] for _ in horizons]
+    readers = [
+        threading.Thread(target=follow, args=(seen, horizon))
+        for seen, horizon in zip(seen_by, horizons, strict=True)
+    ]
     threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
-    for t in readers + threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # A long transaction that is not an append holds the plain horizon back the whole
+    # time: the precise readers must look past it, the plain ones wait for its end.
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("CREATE TEMP TABLE scratch (x int)")
+        blocker.execute("INSERT INTO scratch VALUES (1)")
+        for t in readers + threads:
+            t.start()
+        for t in threads:
+            t.join()
+        blocker.rollback()
     done.set()
     for t in readers:
         t.join()

@@ -136,9 +136,10 @@ class SessionService:
 
     # --- authentication of requests -------------------------------------------------------
 
-    def principal_for_token(self, token: str) -> Principal:
+    def principal_for_token(self, token: str, *, for_command: bool = True) -> Principal:
+        """for_command: also read the tenant's usage bounds (queries need none)."""
         claims = self._tokens.verify(token, "access")
-        session, user, tenant, bounds = self._current_session(claims)
+        session, user, tenant, bounds = self._current_session(claims, for_command)
         return Principal(
             subject_id=str(user.id),
             name=user.username,
@@ -218,7 +219,7 @@ class SessionService:
         return user
 
     def _current_session(
-        self, claims: TokenClaims
+        self, claims: TokenClaims, with_usage: bool = True
     ) -> tuple[Session, User, Tenant | None, dict[str, int] | None]:
         """What _live_session checks, read-only and in one query for the versions of the
         session, the user and the tenant (cached copies are used while current) and the
@@ -231,9 +232,10 @@ class SessionService:
             raise AuthenticationFailed(_INVALID_TOKEN) from None
         bounds = None
         if self._facts is not None:
-            facts = self._facts.read(ids, claims.tenant_id)
+            usage_of = claims.tenant_id if with_usage else None
+            facts = self._facts.read(ids, usage_of)
             found = self._store.current(*ids, versions=facts.versions)
-            bounds = facts.usage_bounds if claims.tenant_id is not None else None
+            bounds = facts.usage_bounds if usage_of is not None else None
         else:
             found = self._store.current(*ids)
         session, user = found.get(ids[0]), found.get(ids[1])

@@ -42,6 +42,38 @@ async def read_notifications(
     ]
 
 
+async def read_with_head(
+    conn: AsyncConnection, after: int, limit: int, *, precise: bool = False
+) -> tuple[list[Notification], int]:
+    """As `read_notifications`, and in the same statement the highest position committed
+    (visible or not yet safe to pass): a reader that got nothing can tell "nothing new"
+    from "held up by a running transaction" without a second round trip."""
+    horizon = PRECISE_HORIZON if precise else HORIZON
+    cur = await conn.execute(
+        "SELECT h.head, e.notification_id, e.originator_id, e.originator_version, e.topic,"
+        f" e.state FROM (SELECT COALESCE(MAX(notification_id), 0) AS head FROM {EVENTS_TABLE})"
+        " AS h LEFT JOIN LATERAL (SELECT notification_id, originator_id, originator_version,"
+        f" topic, state FROM {EVENTS_TABLE} WHERE notification_id > %s AND tx_id < {horizon}"
+        " ORDER BY notification_id LIMIT %s) AS e ON true",
+        (after, limit),
+        prepare=True,
+    )
+    rows = await cur.fetchall()
+    head = int(rows[0][0]) if rows else 0
+    notifications = [
+        Notification(
+            id=row[1],
+            originator_id=row[2],
+            originator_version=row[3],
+            topic=row[4],
+            state=bytes(row[5]),
+        )
+        for row in rows
+        if row[1] is not None
+    ]
+    return notifications, head
+
+
 async def max_position(conn: AsyncConnection) -> int:
     cur = await conn.execute(f"SELECT COALESCE(MAX(notification_id), 0) FROM {EVENTS_TABLE}")
     row = await cur.fetchone()

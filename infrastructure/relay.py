@@ -42,7 +42,7 @@ from psycopg import AsyncConnection
 
 from infrastructure.envelope import encode, subject_for, to_cloud_event
 from infrastructure.nats import POSITION_HEADER, connect, ensure_stream, events_subjects
-from infrastructure.notification_log import max_position, read_notifications
+from infrastructure.notification_log import read_with_head
 from infrastructure.work_queue import (
     DISPATCHED,
     WorkItem,
@@ -227,11 +227,11 @@ class Relay:
             await self._resync(js)
         published = 0
         while True:
-            batch = await read_notifications(
+            batch, head = await read_with_head(
                 conn, self._position, self._batch_size, precise=self._held_up()
             )
             if not batch:
-                await self._note_held_up(conn)
+                self._note_held_up(head)
                 return published
             self._held_since = None
             for start in range(0, len(batch), WINDOW):
@@ -240,11 +240,11 @@ class Relay:
     def _held_up(self) -> bool:
         return self._held_since is not None and time.monotonic() - self._held_since > HELD_UP
 
-    async def _note_held_up(self, conn: AsyncConnection) -> None:
-        """Nothing safe to read: if committed events wait above the horizon, remember
-        since when, so that a long transaction that is not an append cannot hold the
-        relay back for longer than HELD_UP."""
-        if await max_position(conn) > self._position:
+    def _note_held_up(self, head: int) -> None:
+        """Nothing safe to read: if committed events wait above the horizon (the head is
+        beyond what was published), remember since when, so that a long transaction that
+        is not an append cannot hold the relay back for longer than HELD_UP."""
+        if head > self._position:
             self._held_since = self._held_since or time.monotonic()
         else:
             self._held_since = None

@@ -179,8 +179,12 @@ class NornRecorder(PostgresApplicationRecorder):
         )
         self.sql_create_statements.append(SQL(horizon_function_sql(table)))  # type: ignore[arg-type]
         self._horizon = f"(SELECT {horizon_function_name(table)}())"
-        self._append_statement = SQL("SELECT {function}(%s) AS notification_id").format(
-            function=Identifier(append_function_name(table))
+        # Rendered once: psycopg caches the conversion of a plain string, while a
+        # Composed statement is converted again on every append.
+        self._append_statement = (
+            SQL("SELECT {function}(%s) AS notification_id")
+            .format(function=Identifier(append_function_name(table)))
+            .as_string(None)
         )
         self._unlock_statement = SQL("SELECT pg_advisory_unlock(%s)")
         self._lock_key = append_lock_key(table)

@@ -349,7 +349,11 @@ async def test_a_deleted_tenants_users_and_keys_stop_authenticating_but_its_even
             "/api/v1/pipelines", params={"min_position": deleted.json()["position"]}, headers=acting
         )
         assert [p["id"] for p in listed.json()["items"]] == [pipeline_id]
-        read = await client.get(f"/api/v1/tenants/{tenant.id}", headers=root)
+        read = await client.get(
+            f"/api/v1/tenants/{tenant.id}",
+            params={"min_position": deleted.json()["position"]},
+            headers=root,
+        )
         assert read.json()["status"] == "deleted"
         write = await client.post("/api/v1/pipelines", json=pipeline_body("z"), headers=acting)
         error = assert_error(write, 403, "PERMISSION_DENIED")

@@ -120,7 +120,8 @@ async def test_max_concurrent_runs_holds_across_executors(settings: Settings) ->
             statuses = [r["status"] for r in listed]
             if "running" in statuses and "queued" in statuses:
                 waited_queued = True
-            return listed if all(s in FINISHED for s in statuses) else None
+            done = len(statuses) == len(queued) and all(s in FINISHED for s in statuses)
+            return listed if done else None
 
         runs = await poll(probe, "the four runs to finish", seconds=60)
         assert [r["status"] for r in runs] == ["succeeded"] * 4

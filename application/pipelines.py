@@ -3,7 +3,6 @@ history and revisions that are read from the event stream on purpose."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID, uuid4
@@ -76,20 +75,7 @@ class PipelineService:
     def create(
         self, principal: Principal, definition: PipelineDefinition, ctx: CommandContext
     ) -> PipelineChanged:
-        tenant = self._tenant(principal)
-        pipeline_id = uuid4()
-
-        def new_pipeline() -> Pipeline:
-            return Pipeline.create(
-                pipeline_id=pipeline_id,
-                tenant_id=tenant.tenant_id,
-                definition=definition,
-                check_plugin=self._plugins.check,
-                ctx=ctx,
-                namespaces=tenant.namespaces,
-            )
-
-        return self._save_new(tenant, new_pipeline, ctx, principal.usage_bounds)
+        return self._save_new(principal, definition, ctx)
 
     def revise(
         self,
@@ -133,22 +119,9 @@ class PipelineService:
         self, principal: Principal, pipeline_id: UUID, name: str, ctx: CommandContext
     ) -> PipelineChanged:
         source = self.load(principal, pipeline_id)
-        tenant = self._tenant(principal)
         definition = msgspec.structs.replace(source.definition, name=name)
-        clone_id = uuid4()
-
-        def new_clone() -> Pipeline:
-            return Pipeline.create(
-                pipeline_id=clone_id,
-                tenant_id=source.tenant_id,
-                definition=definition,
-                check_plugin=self._plugins.check,
-                ctx=ctx,
-                cloned_from=ClonedFrom(str(source.id), source.revision),
-                namespaces=tenant.namespaces,
-            )
-
-        return self._save_new(tenant, new_clone, ctx, principal.usage_bounds)
+        cloned_from = ClonedFrom(str(source.id), source.revision)
+        return self._save_new(principal, definition, ctx, cloned_from)
 
     def delete(
         self,
@@ -182,21 +155,37 @@ class PipelineService:
 
     def _save_new(
         self,
-        tenant: Tenant,
-        new_pipeline: Callable[[], Pipeline],
+        principal: Principal,
+        definition: PipelineDefinition,
         ctx: CommandContext,
-        bounds: dict[str, int] | None,
+        cloned_from: ClonedFrom | None = None,
     ) -> PipelineChanged:
-        """Save a new pipeline with the claim on its name, within the tenant's quota.
-        The claim is first taken as new without reading it (most names are claimed for
-        the first time): the store refuses it if the name was ever claimed, and only then
-        is the claim read, taken over if it was released, or refused as taken. A failed
-        append leaves the aggregates without their events, so the retry builds them again."""
+        """Create a pipeline and save it with the claim on its name, within the tenant's
+        quota. The claim is first taken as new without reading it (most names are
+        claimed for the first time): the store refuses it if the name was ever claimed,
+        and only then is the claim read, taken over if it was released, or refused as
+        taken. A failed append leaves the aggregates without their events, so the retry
+        builds them again."""
+        tenant = self._tenant(principal)
+        pipeline_id = uuid4()
+
+        def new_pipeline() -> Pipeline:
+            return Pipeline.create(
+                pipeline_id=pipeline_id,
+                tenant_id=tenant.tenant_id,
+                definition=definition,
+                check_plugin=self._plugins.check,
+                ctx=ctx,
+                cloned_from=cloned_from,
+                namespaces=tenant.namespaces,
+            )
+
         pipeline = new_pipeline()
-        scope, name = _scope(tenant.tenant_id), pipeline.definition.name
+        scope, name = _scope(tenant.tenant_id), definition.name
         claim = NameClaim.claim_new(
-            tenant_id=tenant.tenant_id, scope=scope, name=name, holder_id=str(pipeline.id), ctx=ctx
+            tenant_id=tenant.tenant_id, scope=scope, name=name, holder_id=str(pipeline_id), ctx=ctx
         )
+        bounds = principal.usage_bounds
         with within_quota(self._usage, tenant, "max_pipelines", bounds=bounds):
             try:
                 return PipelineChanged(pipeline, self._append(pipeline, claim))

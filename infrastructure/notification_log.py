@@ -3,15 +3,27 @@ by projections catching up without NATS."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from eventsourcing.persistence import Notification
 from psycopg import AsyncConnection
 
-from infrastructure.recorder import HORIZON
-
-PRECISE_HORIZON = "(SELECT norn_events_horizon())"
-"""migrations/0010_lock_free_appends.sql: the horizon of running appends only."""
+from infrastructure.recorder import HORIZON, horizon_function_name
 
 EVENTS_TABLE = "norn_events"
+PRECISE_HORIZON = f"(SELECT {horizon_function_name(EVENTS_TABLE)}())"
+"""migrations/0010_lock_free_appends.sql: the horizon of running appends only."""
+_COLUMNS = "notification_id, originator_id, originator_version, topic, state"
+
+
+def _notification(row: tuple[Any, ...]) -> Notification:
+    return Notification(
+        id=row[0],
+        originator_id=row[1],
+        originator_version=row[2],
+        topic=row[3],
+        state=bytes(row[4]),
+    )
 
 
 async def read_notifications(
@@ -24,22 +36,12 @@ async def read_notifications(
     pg_locks: for a reader that has been held up a while, not for every read)."""
     horizon = PRECISE_HORIZON if precise else HORIZON
     cur = await conn.execute(
-        "SELECT notification_id, originator_id, originator_version, topic, state "
-        f"FROM {EVENTS_TABLE} WHERE notification_id > %s AND tx_id < {horizon} "
-        "ORDER BY notification_id LIMIT %s",
+        f"SELECT {_COLUMNS} FROM {EVENTS_TABLE} WHERE notification_id > %s"
+        f" AND tx_id < {horizon} ORDER BY notification_id LIMIT %s",
         (after, limit),
         prepare=True,
     )
-    return [
-        Notification(
-            id=row[0],
-            originator_id=row[1],
-            originator_version=row[2],
-            topic=row[3],
-            state=bytes(row[4]),
-        )
-        for row in await cur.fetchall()
-    ]
+    return [_notification(row) for row in await cur.fetchall()]
 
 
 async def read_with_head(
@@ -50,28 +52,16 @@ async def read_with_head(
     from "held up by a running transaction" without a second round trip."""
     horizon = PRECISE_HORIZON if precise else HORIZON
     cur = await conn.execute(
-        "SELECT h.head, e.notification_id, e.originator_id, e.originator_version, e.topic,"
-        f" e.state FROM (SELECT COALESCE(MAX(notification_id), 0) AS head FROM {EVENTS_TABLE})"
-        " AS h LEFT JOIN LATERAL (SELECT notification_id, originator_id, originator_version,"
-        f" topic, state FROM {EVENTS_TABLE} WHERE notification_id > %s AND tx_id < {horizon}"
+        "SELECT h.head, e.* FROM (SELECT COALESCE(MAX(notification_id), 0) AS head"
+        f" FROM {EVENTS_TABLE}) AS h LEFT JOIN LATERAL (SELECT {_COLUMNS} FROM {EVENTS_TABLE}"
+        f" WHERE notification_id > %s AND tx_id < {horizon}"
         " ORDER BY notification_id LIMIT %s) AS e ON true",
         (after, limit),
         prepare=True,
     )
     rows = await cur.fetchall()
     head = int(rows[0][0]) if rows else 0
-    notifications = [
-        Notification(
-            id=row[1],
-            originator_id=row[2],
-            originator_version=row[3],
-            topic=row[4],
-            state=bytes(row[5]),
-        )
-        for row in rows
-        if row[1] is not None
-    ]
-    return notifications, head
+    return [_notification(row[1:]) for row in rows if row[1] is not None], head
 
 
 async def max_position(conn: AsyncConnection) -> int:

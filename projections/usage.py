@@ -130,18 +130,9 @@ class ReadModelUsage:
         """An upper bound of the usage, cheaper than `count`: the read model's count plus
         every unprojected event that may add to it, whichever tenant's (counted in SQL,
         not decoded). Exact enough far from a limit, where it is used."""
-        counted = self._resources[resource]
-        adding = _adding_topics(counted)
+        bound, params = _bound_sql(self._resources[resource], "")
         with self._connection() as conn:
-            row = conn.execute(
-                f"WITH base AS (SELECT COALESCE(({counted.count_sql}), 0) AS used,"
-                " COALESCE((SELECT position FROM projection_tracking"
-                " WHERE name = %(projection)s), 0) AS position)"
-                " SELECT base.used + (SELECT count(*) FROM norn_events e"
-                " WHERE e.notification_id > base.position AND e.topic = ANY(%(topics)s))"
-                " FROM base",
-                {"tenant": tenant_id, "projection": counted.projection, "topics": adding},
-            ).fetchone()
+            row = conn.execute(f"SELECT {bound}", {"tenant": tenant_id, **params}).fetchone()
         assert row is not None
         return int(row[0])
 
@@ -156,17 +147,9 @@ class ReadModelUsage:
         params: dict[str, Any] = {"ids": list(aggregate_ids), "tenant": tenant_id}
         if tenant_id is not None:
             for i, (name, counted) in enumerate(self._resources.items()):
-                parts.append(
-                    f"SELECT 'u', %(name{i})s, COALESCE(({counted.count_sql}), 0)"
-                    " + (SELECT count(*) FROM norn_events e WHERE e.notification_id >"
-                    " COALESCE((SELECT position FROM projection_tracking"
-                    f" WHERE name = %(projection{i})s), 0) AND e.topic = ANY(%(topics{i})s))"
-                )
-                params |= {
-                    f"name{i}": name,
-                    f"projection{i}": counted.projection,
-                    f"topics{i}": _adding_topics(counted),
-                }
+                bound, bound_params = _bound_sql(counted, str(i))
+                parts.append(f"SELECT 'u', %(name{i})s, {bound}")
+                params |= {f"name{i}": name, **bound_params}
         with self._connection() as conn:
             rows = conn.execute(" UNION ALL ".join(parts), params).fetchall()
         versions = {UUID(key): int(value) for kind, key, value in rows if kind == "v"}
@@ -211,13 +194,21 @@ class ReadModelUsage:
             return _namespace_count(rows.fetchall(), tenant_id, namespace)
 
 
-def _adding_topics(counted: Counted) -> list[str]:
-    """The stored-event topics that may add to a count (a bound counts them all)."""
-    return [
+def _bound_sql(counted: Counted, suffix: str) -> tuple[str, dict[str, Any]]:
+    """An upper bound of a tenant's usage as one SQL expression (parameter %(tenant)s):
+    the read model's count plus every unprojected event, whichever tenant's, that may
+    add to it (counted, not decoded). `suffix` keeps the parameters of several apart."""
+    adding = [
         get_topic(cls)
         for cls, delta in counted.deltas.items()
         if not isinstance(delta, int) or delta > 0
     ]
+    expression = (
+        f"(COALESCE(({counted.count_sql}), 0) + (SELECT count(*) FROM norn_events e"
+        " WHERE e.notification_id > COALESCE((SELECT position FROM projection_tracking"
+        f" WHERE name = %(projection{suffix})s), 0) AND e.topic = ANY(%(topics{suffix})s)))"
+    )
+    return expression, {f"projection{suffix}": counted.projection, f"topics{suffix}": adding}
 
 
 _PLACING = (PipelineCreated, PipelineRevised, PipelineRolledBack, PipelineDeleted)

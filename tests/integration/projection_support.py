@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import nats
+import pytest
 from nats.aio.client import Client
 from psycopg import AsyncConnection
 
@@ -29,6 +30,21 @@ def pipeline_service(event_store: NornEventStore, usage: ReadModelUsage) -> Pipe
     """Pipeline commands in tenant T1."""
     seed_tenant(event_store, UUID(T1), "t1")
     return PipelineService(event_store, PluginCatalog(), usage)
+
+
+@pytest.fixture(name="service")
+def service_fixture(event_store: NornEventStore, usage: ReadModelUsage) -> PipelineService:
+    """`service`, for the modules that import this: pipeline commands in tenant T1."""
+    return pipeline_service(event_store, usage)
+
+
+@pytest.fixture(name="publisher")
+async def publisher_fixture(
+    nats_url: str, nats_names: NatsNames, database_url: str
+) -> AsyncIterator[Publisher]:
+    """`publisher`, for the modules that import this: the relay's stand-in."""
+    async with relay_stand_in(nats_url, nats_names, database_url) as stand_in:
+        yield stand_in
 
 
 @contextlib.asynccontextmanager

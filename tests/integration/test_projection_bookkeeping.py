@@ -20,15 +20,14 @@ from application.pipelines import PipelineService
 from infrastructure.envelope import CloudEvent
 from infrastructure.postgres import create_read_pool
 from projections import LivePositions, PipelinesProjection, RunnerSessions, wait_for_position
-from projections.usage import ReadModelUsage
 from tests.conftest import NatsNames
 from tests.integration.projection_support import (
     consumed,
     other_events,
     passes,
     passes_row,
-    pipeline_service,
-    relay_stand_in,
+    publisher_fixture,  # noqa: F401 - the `publisher` fixture
+    service_fixture,  # noqa: F401 - the `service` fixture
     tracking_row,
 )
 from tests.integration.test_projections import (
@@ -42,19 +41,6 @@ from tests.integration.test_projections import (
     rows,
     running,
 )
-
-
-@pytest.fixture
-def service(event_store: NornEventStore, usage: ReadModelUsage) -> PipelineService:
-    return pipeline_service(event_store, usage)
-
-
-@pytest.fixture
-async def publisher(
-    nats_url: str, nats_names: NatsNames, database_url: str
-) -> AsyncIterator[Publisher]:
-    async with relay_stand_in(nats_url, nats_names, database_url) as stand_in:
-        yield stand_in
 
 
 class Counting(PipelinesProjection):

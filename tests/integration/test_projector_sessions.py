@@ -6,21 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
-import pytest
 from psycopg import AsyncConnection
 
-from application.event_store import NornEventStore
 from application.pipelines import PipelineService
 from projections import ALL_PROJECTIONS, PipelinesProjection, RunnerSessions
 from projections.sessions import LOCKS_APPLICATION, POOL_APPLICATION
-from projections.usage import ReadModelUsage
 from tests.conftest import NatsNames
 from tests.integration.projection_support import (
     passes_row,
-    pipeline_service,
-    relay_stand_in,
+    publisher_fixture,  # noqa: F401 - the `publisher` fixture
+    service_fixture,  # noqa: F401 - the `service` fixture
 )
 from tests.integration.test_projections import (
     ALICE,
@@ -32,19 +28,6 @@ from tests.integration.test_projections import (
     make_runner,
     rows,
 )
-
-
-@pytest.fixture
-def service(event_store: NornEventStore, usage: ReadModelUsage) -> PipelineService:
-    return pipeline_service(event_store, usage)
-
-
-@pytest.fixture
-async def publisher(
-    nats_url: str, nats_names: NatsNames, database_url: str
-) -> AsyncIterator[Publisher]:
-    async with relay_stand_in(nats_url, nats_names, database_url) as stand_in:
-        yield stand_in
 
 
 async def backends(database_url: str, *applications: str) -> list[tuple[str, int]]:

@@ -35,6 +35,10 @@ TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 GENEROUS_RATE_LIMITS = ",".join(
     f"{plan}=1000000/100000" for plan in ("free", "pro", "enterprise", "platform")
 )
+CHEAP_PASSWORD_HASH = "m=8,t=1,p=1"
+"""argon2id at its lowest cost: microseconds instead of ~125 ms a hash (each app start
+hashes the admin's password and a dummy one, each login verifies one). Only tests use
+it: Settings.from_env refuses less than m=19456,t=2."""
 
 
 @contextmanager
@@ -177,4 +181,5 @@ def settings(database_url: str, nats_url: str, nats_names: NatsNames, tmp_path: 
         db_pool_size=4,
         min_position_timeout=10.0,
         rate_limits=GENEROUS_RATE_LIMITS,
+        password_hash_cost=CHEAP_PASSWORD_HASH,
     )

@@ -398,15 +398,16 @@ def sessions_of(
         refresh_ttl=settings.refresh_token_ttl,
     )
     api_keys = ApiKeyService(store, ApiKeySecrets())
+    hasher = Argon2PasswordHasher(*settings.password_hash_params())
     if clock is None:
-        return SessionService(store, Argon2PasswordHasher(), tokens, api_keys)
-    return SessionService(store, Argon2PasswordHasher(), tokens, api_keys, clock)
+        return SessionService(store, hasher, tokens, api_keys)
+    return SessionService(store, hasher, tokens, api_keys, clock)
 
 
 def register(store: NornEventStore, username: str) -> None:
     user = User.register(
         username=username,
-        password_hash=Argon2PasswordHasher().hash(PASSWORD),
+        password_hash=Argon2PasswordHasher(8, 1, 1).hash(PASSWORD),  # cheap: verify reads it
         tenant_id=None,
         roles=("platform_admin",),
         ctx=CommandContext("system:test", "seed"),

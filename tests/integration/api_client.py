@@ -56,7 +56,9 @@ async def login(client: AsyncTestClient, username: str, password: str) -> dict[s
 async def make_tenant_user(
     client: AsyncTestClient, admin: dict[str, str], tenant: str, role: str = "editor"
 ) -> tuple[str, dict[str, str]]:
-    """A tenant and a user in it with `role`; returns (tenant_id, that user's headers)."""
+    """A tenant and a user in it with `role`; returns (tenant_id, that user's headers).
+    Both are in their read models when this returns (reads of them need no min_position:
+    a test's first read of the tenant read it before the projection had it, now and then)."""
     created = await client.post("/api/v1/tenants", json={"name": tenant}, headers=admin)
     assert created.status_code == 201, created.text
     tenant_id = created.json()["id"]
@@ -68,7 +70,15 @@ async def make_tenant_user(
         headers=admin,
     )
     assert user.status_code == 201, user.text
+    await visible(client, admin, f"/api/v1/tenants/{tenant_id}", created.json()["position"])
+    await visible(client, admin, f"/api/v1/users/{user.json()['id']}", user.json()["position"])
     return tenant_id, await login(client, username, password)
+
+
+async def visible(client: Any, headers: dict[str, str], path: str, position: int) -> None:
+    """Wait until the read model behind `path` has `position` (the API's min_position)."""
+    shown = await client.get(path, params={"min_position": position}, headers=headers)
+    assert shown.status_code == 200, shown.text
 
 
 def pipeline_body(name: str, **overrides: Any) -> dict[str, Any]:

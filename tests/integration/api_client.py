@@ -54,11 +54,17 @@ async def login(client: AsyncTestClient, username: str, password: str) -> dict[s
 
 
 async def make_tenant_user(
-    client: AsyncTestClient, admin: dict[str, str], tenant: str, role: str = "editor"
+    client: AsyncTestClient,
+    admin: dict[str, str],
+    tenant: str,
+    role: str = "editor",
+    *,
+    projected: bool = True,
 ) -> tuple[str, dict[str, str]]:
     """A tenant and a user in it with `role`; returns (tenant_id, that user's headers).
     Both are in their read models when this returns (reads of them need no min_position:
-    a test's first read of the tenant read it before the projection had it, now and then)."""
+    a test's first read of the tenant read it before the projection had it, now and then),
+    unless `projected` is False (an app without the projector role)."""
     created = await client.post("/api/v1/tenants", json={"name": tenant}, headers=admin)
     assert created.status_code == 201, created.text
     tenant_id = created.json()["id"]
@@ -70,8 +76,9 @@ async def make_tenant_user(
         headers=admin,
     )
     assert user.status_code == 201, user.text
-    await visible(client, admin, f"/api/v1/tenants/{tenant_id}", created.json()["position"])
-    await visible(client, admin, f"/api/v1/users/{user.json()['id']}", user.json()["position"])
+    if projected:
+        await visible(client, admin, f"/api/v1/tenants/{tenant_id}", created.json()["position"])
+        await visible(client, admin, f"/api/v1/users/{user.json()['id']}", user.json()["position"])
     return tenant_id, await login(client, username, password)
 
 

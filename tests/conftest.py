@@ -53,6 +53,14 @@ def _server_dir(kind: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """For a test that starts an embedded PostgreSQL itself: tmp_path would not do (see
+    _server_dir; a pg_ctl start then timed out while another session ran)."""
+    with _server_dir("own") as path:
+        yield path
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
     url = os.environ.get("NORN_TEST_DATABASE_URL")

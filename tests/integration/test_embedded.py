@@ -50,8 +50,9 @@ def test_a_nats_server_left_behind_is_stopped_before_a_new_one_starts(tmp_path: 
 
 
 def test_postgres_stops_even_when_a_dead_process_is_still_listed_as_a_user(
-    tmp_path: Path,
+    server_dir: Path,
 ) -> None:
+    tmp_path = server_dir  # PostgreSQL's data outside pytest's tmp root (tests/conftest.py)
     first = EmbeddedPostgres(tmp_path)
     first.start()
     first.stop()

@@ -9,6 +9,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import uvicorn
@@ -178,3 +179,13 @@ async def serving_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             await asyncio.wait_for(task, timeout=15)
         sock.close()
         container.close()
+
+
+def unique(name: str) -> str:
+    """`name` made unique: for what a test creates on an app other tests share."""
+    return f"{name}-{uuid4().hex[:8]}"
+
+
+async def platform_admin(client: AsyncTestClient, settings: Settings) -> dict[str, str]:
+    """The bootstrap platform admin's headers."""
+    return await login(client, settings.admin_username or "", settings.admin_password or "")

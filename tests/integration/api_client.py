@@ -35,11 +35,29 @@ async def running_app(
         container.close()
 
 
+class _InTheAppsLoop(httpx.AsyncBaseTransport):
+    """Serves each request in the app's own event loop (the test client's portal thread,
+    where its pools and background roles live) without waiting for the one before.
+    Serving it in the test's loop instead ran the app's pools from two loops: a pool's
+    wake-up sent to the other loop stalled a login test for the pool's 30 s timeout."""
+
+    def __init__(self, client: AsyncTestClient, address: tuple[str, int]) -> None:
+        self._portal = client.blocking_portal
+        self._asgi = httpx.ASGITransport(app=client.app, client=address)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        served = self._portal.start_task_soon(self._asgi.handle_async_request, request)
+        return await asyncio.wrap_future(served)
+
+
 @asynccontextmanager
-async def overlapping(client: AsyncTestClient) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the same app whose requests really run at the same time: the test
-    client serves one request at a time, so a race sent through it never happens."""
-    transport = httpx.ASGITransport(app=client.app)
+async def overlapping(
+    client: AsyncTestClient, address: tuple[str, int] = ("testclient", 50000)
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the same app whose requests really run at the same time (the test
+    client serves one request at a time, so a race sent through it never happens), from
+    `address` (the test client's own by default)."""
+    transport = _InTheAppsLoop(client, address)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://testserver", timeout=30
     ) as raw:

@@ -1,7 +1,6 @@
 """What the pipeline API refuses: invalid definitions, taken names, writes by viewers,
 another tenant's pipelines, and all but one of concurrent writes. One app serves the
-module (each test in tenants of its own); the concurrent writes run on apps of their own
-(their requests run in the test's event loop, not the app's)."""
+module, each test in tenants of its own."""
 
 from __future__ import annotations
 
@@ -16,12 +15,10 @@ from infrastructure.settings import Settings
 from tests.integration.api_client import (
     assert_error,
     create_pipeline,
-    login,
     make_tenant_user,
     overlapping,
     pipeline_body,
     platform_admin,
-    running_app,
     unique,
 )
 
@@ -229,53 +226,57 @@ async def test_platform_admin_acts_in_a_tenant_by_header(
         assert_error(response, 404, "RESOURCE_NOT_FOUND")
 
 
-async def test_concurrent_writes_with_one_version_let_exactly_one_win(settings: Settings) -> None:
-    async with running_app(settings) as client:
-        admin = await login(client, settings.admin_username or "", settings.admin_password or "")
-        _, editor = await make_tenant_user(client, admin, "acme", "editor")
-        created = await create_pipeline(client, editor, "contended")
-        url = f"{BASE}/{created['id']}"
-        headers = {**editor, "If-Match": '"1"'}
+async def test_concurrent_writes_with_one_version_let_exactly_one_win(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    admin = await platform_admin(client, module_settings)
+    _, editor = await make_tenant_user(client, admin, unique("acme"), "editor")
+    created = await create_pipeline(client, editor, "contended")
+    url = f"{BASE}/{created['id']}"
+    headers = {**editor, "If-Match": '"1"'}
 
-        async with overlapping(client) as raw:
-            responses = await asyncio.gather(
-                *(
-                    raw.put(
-                        url,
-                        json=pipeline_body("contended", description=f"writer {i}"),
-                        headers=headers,
-                    )
-                    for i in range(8)
+    async with overlapping(client) as raw:
+        responses = await asyncio.gather(
+            *(
+                raw.put(
+                    url,
+                    json=pipeline_body("contended", description=f"writer {i}"),
+                    headers=headers,
                 )
+                for i in range(8)
             )
-        statuses = sorted(r.status_code for r in responses)
-        assert statuses.count(200) == 1, statuses
-        assert set(statuses) <= {200, 409, 412}, statuses
-        for response in responses:
-            if response.status_code != 200:
-                assert_error(response, response.status_code, "VERSION_CONFLICT")
-        winner = next(r for r in responses if r.status_code == 200).json()
-        assert winner["revision"] == 2
+        )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) == 1, statuses
+    assert set(statuses) <= {200, 409, 412}, statuses
+    for response in responses:
+        if response.status_code != 200:
+            assert_error(response, response.status_code, "VERSION_CONFLICT")
+    winner = next(r for r in responses if r.status_code == 200).json()
+    assert winner["revision"] == 2
 
-        got = await client.get(url, params={"min_position": winner["position"]}, headers=editor)
-        assert got.json()["revision"] == 2
-        assert got.json()["description"] == winner["description"]
-        assert got.headers["etag"] == '"2"'
-        history = (await client.get(f"{url}/history", headers=editor)).json()["items"]
-        assert [h["revision"] for h in history] == [1, 2]
+    got = await client.get(url, params={"min_position": winner["position"]}, headers=editor)
+    assert got.json()["revision"] == 2
+    assert got.json()["description"] == winner["description"]
+    assert got.headers["etag"] == '"2"'
+    history = (await client.get(f"{url}/history", headers=editor)).json()["items"]
+    assert [h["revision"] for h in history] == [1, 2]
 
 
-async def test_concurrent_creates_of_one_name_make_one_pipeline(settings: Settings) -> None:
-    async with running_app(settings) as client:
-        admin = await login(client, settings.admin_username or "", settings.admin_password or "")
-        _, editor = await make_tenant_user(client, admin, "acme", "editor")
-        async with overlapping(client) as raw:
-            responses = await asyncio.gather(
-                *(raw.post(BASE, json=pipeline_body("race"), headers=editor) for _ in range(6))
-            )
-        statuses = sorted(r.status_code for r in responses)
-        assert statuses.count(201) == 1, statuses
-        assert set(statuses) <= {201, 409, 422}, statuses
-        winner = next(r for r in responses if r.status_code == 201).json()
-        listed = await client.get(BASE, params={"min_position": winner["position"]}, headers=editor)
-        assert [p["id"] for p in listed.json()["items"]] == [winner["id"]]
+async def test_concurrent_creates_of_one_name_make_one_pipeline(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    admin = await platform_admin(client, module_settings)
+    _, editor = await make_tenant_user(client, admin, unique("acme"), "editor")
+    async with overlapping(client) as raw:
+        responses = await asyncio.gather(
+            *(raw.post(BASE, json=pipeline_body("race"), headers=editor) for _ in range(6))
+        )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(201) == 1, statuses
+    assert set(statuses) <= {201, 409, 422}, statuses
+    winner = next(r for r in responses if r.status_code == 201).json()
+    listed = await client.get(BASE, params={"min_position": winner["position"]}, headers=editor)
+    assert [p["id"] for p in listed.json()["items"]] == [winner["id"]]

@@ -351,6 +351,12 @@ async def test_users_change_their_own_password_by_giving_the_current_one(
     settings: Settings,
 ) -> None:
     async with running_app(settings) as client:
+        slowed: list[float] = []
+
+        async def record(seconds: float) -> None:
+            slowed.append(seconds)  # test_api_login_throttle.py checks the waits themselves
+
+        client.app.state.container.logins._sleep = record
         root = await root_login(client, settings)
         _, ann = await make_tenant_user(client, root, "acme", "viewer")
         ann_id = (await me(client, ann))["id"]
@@ -392,6 +398,8 @@ async def test_users_change_their_own_password_by_giving_the_current_one(
         )
         assert_error(old, 401, "AUTHENTICATION_REQUIRED")
         await me(client, await login(client, "acme-viewer", NEW_PASSWORD))
+        # A wrong current password counts as a failed login: the ones after were slowed.
+        assert slowed
 
 
 async def test_an_admin_resets_a_password_without_the_current_one(settings: Settings) -> None:

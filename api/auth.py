@@ -5,7 +5,6 @@ skip authorisation."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from uuid import UUID
 
@@ -13,6 +12,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
+from api.threads import in_thread
 from application.authorization import Permission, authorize
 from application.errors import AuthenticationFailed, PermissionDenied
 from application.principal import Principal
@@ -29,7 +29,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         api_key = _presented_api_key(connection)
         acting_in = connection.headers.get("x-tenant-id")
         if api_key is not None:
-            principal = await asyncio.to_thread(sessions.principal_for_api_key, api_key)
+            principal = await in_thread(sessions.principal_for_api_key, api_key)
             await container.api_key_usage.touch(UUID(principal.subject_id))
             return AuthenticationResult(user=principal, auth=None)
         header = connection.headers.get("authorization", "")
@@ -41,7 +41,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         # One thread hop for the token, its session, user and tenant (and X-Tenant-ID);
         # a command also gets its tenant's usage bounds in the same query.
         for_command = connection.scope.get("method", "GET") not in _QUERY_METHODS
-        principal = await asyncio.to_thread(
+        principal = await in_thread(
             _user_principal, sessions, token.strip(), acting_in, for_command
         )
         return AuthenticationResult(user=principal, auth=None)

@@ -175,7 +175,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
         tenants=TenantService(store, usage),
         users=UserService(store, hasher),
         sessions=sessions,
-        logins=LoginService(sessions, PostgresLoginThrottle(read_pool), login_policy),
+        logins=LoginService(PostgresLoginThrottle(read_pool), login_policy),
         pipelines=pipelines,
         pipeline_queries=PipelineQueries(read_pool),
         runs=RunService(store, pipelines, usage, max_attempts=settings.run_max_attempts),

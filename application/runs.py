@@ -1,38 +1,33 @@
-"""Run use cases: trigger a run of a pipeline (by id or by name), cancel it, retry it,
-and wait for it to finish. Executing runs is the executor's (application/executor.py)."""
+"""Run use cases: trigger a run of a pipeline (by id or by name), cancel it, retry it.
+Executing runs is the executor's (application/executor.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
 
-from application.authorization import require_tenant, require_writable_tenant
+from application.authorization import require_tenant, sees
+from application.commands import Aggregates
 from application.errors import NotFound
 from application.event_store import NornEventStore
 from application.pipelines import PipelineService
 from application.ports import Usage
 from application.principal import Principal
 from application.quotas import within_quota
+from application.results import Changed
 from application.tenants import writable_tenant
 from domain.errors import InvalidCommand
 from domain.events import CommandContext
 from domain.name_claim import NameClaim, claim_id
-from domain.run import Run, Trigger
+from domain.run import Run, RunStatus, Trigger
 from domain.text import nul_errors
 
 MAX_PARAMS_BYTES = 65_536
-RETRYABLE = frozenset({"failed", "cancelled", "timed_out", "crashed"})
-
-
-@dataclass(frozen=True)
-class RunChanged:
-    run: Run
-    position: int | None
+RETRYABLE = frozenset(
+    {RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT, RunStatus.CRASHED}
+)
 
 
 class RunService:
@@ -48,6 +43,9 @@ class RunService:
         self._usage = usage
         self._max_attempts = max_attempts
         """How many executions a run gets when executors vanish (then it is crashed)."""
+        self._runs = Aggregates(
+            store, Run, "run", scope=lambda principal, run: sees(principal, run.tenant_id)
+        )
 
     def trigger(
         self,
@@ -58,7 +56,7 @@ class RunService:
         ctx: CommandContext,
         revision: int | None = None,
         trigger: Trigger | None = None,
-    ) -> RunChanged:
+    ) -> Changed[Run]:
         """Queue a run of the pipeline's latest revision (or of `revision`)."""
         pipeline = self._pipelines.load(principal, pipeline_id)
         number = pipeline.revision if revision is None else revision
@@ -80,7 +78,7 @@ class RunService:
 
     def trigger_by_name(
         self, principal: Principal, name: str, *, params: dict[str, Any], ctx: CommandContext
-    ) -> RunChanged:
+    ) -> Changed[Run]:
         tenant_id = require_tenant(principal)
         claim = self._store.find(NameClaim, claim_id(f"pipeline:{tenant_id}", name))
         if claim is None or claim.holder_id is None:
@@ -88,19 +86,17 @@ class RunService:
         return self.trigger(principal, UUID(claim.holder_id), params=params, ctx=ctx)
 
     def load(self, principal: Principal, run_id: UUID) -> Run:
-        run = self._store.load(Run, run_id, "run")
-        if principal.tenant_id is not None and run.tenant_id != principal.tenant_id:
-            raise NotFound("run", run_id)  # another tenant's run: never reveal it
-        return run
+        return self._runs.load(principal, run_id)
 
-    def cancel(self, principal: Principal, run_id: UUID, ctx: CommandContext) -> RunChanged:
+    def cancel(self, principal: Principal, run_id: UUID, ctx: CommandContext) -> Changed[Run]:
         """A queued run is cancelled at once; a running one is asked to stop, and its
-        executor stops it promptly (also inside a long step)."""
-        require_writable_tenant(principal)
-        run = self.load(principal, run_id)
-        if not run.request_cancel(f"cancelled by {principal.actor}", ctx):
-            return RunChanged(run, None)
-        return RunChanged(run, self._store.append(run))
+        executor stops it promptly (also inside a long step). Asking again changes
+        nothing (position None)."""
+
+        def decide(run: Run) -> None:
+            run.request_cancel(f"cancelled by {principal.actor}", ctx)
+
+        return self._runs.change(principal, run_id, decide)
 
     def retry(
         self,
@@ -109,7 +105,7 @@ class RunService:
         *,
         from_failed_step: bool,
         ctx: CommandContext,
-    ) -> RunChanged:
+    ) -> Changed[Run]:
         """A new run of the same revision, definition and params, linked to the first.
         From the failed step: the steps that succeeded before it reuse their outputs
         (when the first run's workspace still has them) instead of running again."""
@@ -140,28 +136,11 @@ class RunService:
         )
         return self._queue(principal, run)
 
-    async def wait_finished(
-        self,
-        principal: Principal,
-        run_id: UUID,
-        timeout: float,  # noqa: ASYNC109 - on timeout the answer is the unfinished run
-    ) -> Run:
-        """The run once it has finished, or as it is after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        delay = 0.02
-        while True:
-            run = await asyncio.to_thread(self.load, principal, run_id)
-            remaining = deadline - time.monotonic()
-            if run.finished or remaining <= 0:
-                return run
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 1.5, 0.25)
-
-    def _queue(self, principal: Principal, run: Run) -> RunChanged:
+    def _queue(self, principal: Principal, run: Run) -> Changed[Run]:
         tenant = writable_tenant(self._store, principal)
         with within_quota(self._usage, tenant, "max_runs_per_day", bounds=principal.usage_bounds):
-            position = self._store.append(run)
-        return RunChanged(run, position)
+            queued = self._runs.save(run)
+        return queued
 
 
 def _check_params(params: dict[str, Any]) -> None:

@@ -206,7 +206,7 @@ def make_history(service: PipelineService, count: int, prefix: str = "p") -> lis
     deleted: all four event types, interleaved."""
     ids = []
     for i in range(count):
-        pid = service.create(ALICE, definition(f"{prefix}-{i}", tags=("t",)), CTX).pipeline.id
+        pid = service.create(ALICE, definition(f"{prefix}-{i}", tags=("t",)), CTX).state.id
         if i % 2 == 0:
             service.revise(ALICE, pid, definition(f"{prefix}-{i}-r", path="b.jsonl"), CTX)
         if i % 3 == 0:
@@ -237,13 +237,13 @@ async def test_events_through_nats_produce_the_right_rows(
     runner = make_runner(PipelinesProjection(), database_url, nats_url, nats_names)
     async with running(runner):
         kept = service.create(ALICE, definition("etl", tags=("a", "b"), description="d1"), CTX)
-        pid = kept.pipeline.id
+        pid = kept.state.id
         editor = CommandContext("user:u9", "corr-2")
         service.revise(ALICE, pid, definition("etl-2", tags=("c",), path="x.jsonl"), editor)
         service.roll_back(ALICE, pid, 1, editor)
-        gone = service.create(ALICE, definition("gone"), CTX).pipeline.id
+        gone = service.create(ALICE, definition("gone"), CTX).state.id
         service.delete(ALICE, gone, CTX)
-        clone = service.clone(ALICE, pid, "etl-copy", CTX).pipeline.id
+        clone = service.clone(ALICE, pid, "etl-copy", CTX).state.id
         await publisher.publish_new()
         await reaches(database_url, "pipelines", await head(database_url))
 
@@ -462,7 +462,7 @@ async def test_rebuild_swaps_tables_while_the_runner_keeps_serving(
         assert [p for p, _ in progress] == sorted(p for p, _ in progress)
 
         # The runner continues on the swapped-in tables.
-        after = service.create(ALICE, definition("after-rebuild"), CTX).pipeline.id
+        after = service.create(ALICE, definition("after-rebuild"), CTX).state.id
         await publisher.publish_new()
         await reaches(database_url, "pipelines", await head(database_url))
         assert await queries.get(T1, after) is not None
@@ -576,12 +576,12 @@ async def test_a_jump_in_stream_sequence_is_filled_from_the_store(
 ) -> None:
     projection = Gated()
     async with running(make_runner(projection, database_url, nats_url, nats_names)):
-        first = service.create(ALICE, definition("first"), CTX).pipeline.id
+        first = service.create(ALICE, definition("first"), CTX).state.id
         projection.hold = str(first)
         await publisher.publish_new()
         await asyncio.wait_for(projection.entered.wait(), WAIT)  # runner is mid-batch
-        lost = service.create(ALICE, definition("lost"), CTX).pipeline.id
-        last = service.create(ALICE, definition("last"), CTX).pipeline.id
+        lost = service.create(ALICE, definition("lost"), CTX).state.id
+        last = service.create(ALICE, definition("last"), CTX).state.id
         published = await publisher.publish_new()
         lost_event = next(e for e in published if e.subject == str(lost))
         # The message is gone from the stream before the runner could fetch it.
@@ -644,7 +644,7 @@ async def test_list_pagination_filters_and_tenant_isolation(
         tags = ("even",) if i % 2 == 0 else ("odd", "x_y")
         service.create(ALICE, definition(f"job-{i:02d}", tags=tags), CTX)
     service.create(ALICE, definition("Nightly 50%_done", tags=("special",)), CTX)
-    theirs = service.create(BOB, definition("job-bob", tags=("even",)), CTX).pipeline.id
+    theirs = service.create(BOB, definition("job-bob", tags=("even",)), CTX).state.id
     runner = make_runner(PipelinesProjection(), database_url, "nats://unused", nats_names)
     await runner.catch_up()
     queries = PipelineQueries(pool)

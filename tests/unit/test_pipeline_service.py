@@ -64,7 +64,7 @@ def test_create_appends_the_pipeline_and_its_name_claim_together(world: World) -
     assert world.stored()[before:] == ["PipelineCreated", "NameClaimTaken"]
     assert created.position == len(world.stored())  # the append's last event
     claim = world.store.find(NameClaim, claim_id(f"pipeline:{world.tenant_id}", "orders"))
-    assert claim is not None and claim.holder_id == str(created.pipeline.id)
+    assert claim is not None and claim.holder_id == str(created.state.id)
 
 
 def test_a_taken_name_is_refused_and_nothing_is_stored(world: World) -> None:
@@ -77,11 +77,11 @@ def test_a_taken_name_is_refused_and_nothing_is_stored(world: World) -> None:
 
 def test_a_released_name_is_taken_over_by_a_new_pipeline(world: World) -> None:
     first = world.service.create(world.editor, definition("orders"), CTX)
-    world.service.delete(world.editor, first.pipeline.id, CTX)
+    world.service.delete(world.editor, first.state.id, CTX)
     again = world.service.create(world.editor, definition("orders"), CTX)
     assert world.stored()[-2:] == ["PipelineCreated", "NameClaimRetaken"]
     claim = world.store.find(NameClaim, claim_id(f"pipeline:{world.tenant_id}", "orders"))
-    assert claim is not None and claim.holder_id == str(again.pipeline.id)
+    assert claim is not None and claim.holder_id == str(again.state.id)
 
 
 def test_the_quota_holds_exactly_and_a_delete_frees_a_unit() -> None:
@@ -92,7 +92,7 @@ def test_the_quota_holds_exactly_and_a_delete_frees_a_unit() -> None:
         world.service.create(world.editor, definition("p3"), CTX)
     assert (refused.value.limit, refused.value.used) == (3, 3)
     assert world.stored() == before
-    world.service.delete(world.editor, made[0].pipeline.id, CTX)
+    world.service.delete(world.editor, made[0].state.id, CTX)
     world.service.create(world.editor, definition("p3"), CTX)
 
 

@@ -23,8 +23,8 @@ from application.ports import Heartbeats, StepRunner, Usage
 from application.quotas import within_quota
 from application.run_execution import ExecutorPolicy, RunExecution, context_of, start_ready
 from domain.errors import InvalidCommand
-from domain.run import Run
-from domain.tenant import Tenant
+from domain.run import Run, RunStatus
+from domain.tenant import Tenant, TenantStatus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,15 +77,15 @@ class RunExecutor:
         TenantSuspended when the tenant is suspended: in both cases the run stays
         queued."""
         run = self.store.find(Run, run_id)
-        if run is None or run.status != "queued":
+        if run is None or run.status != RunStatus.QUEUED:
             return None
         ctx = context_of(run)
         tenant = self.store.find(Tenant, UUID(run.tenant_id))
-        if tenant is None or tenant.status == "deleted":
+        if tenant is None or tenant.status == TenantStatus.DELETED:
             run.request_cancel("its tenant was deleted", ctx)
             self._append_or_ignore(run)
             return None
-        if tenant.status == "suspended":
+        if tenant.status == TenantStatus.SUSPENDED:
             raise TenantSuspended(run.tenant_id)
         with within_quota(self.usage, tenant, "max_concurrent_runs"):
             try:

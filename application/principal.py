@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from domain.tenant import TenantStatus
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -18,7 +20,7 @@ class Principal:
     """'user', 'api_key' or 'system'."""
     session_id: str | None = None
     """The login session (refresh-token family) a user's access token belongs to."""
-    tenant_status: str | None = None
+    tenant_status: TenantStatus | None = None
     """active, suspended or deleted: the status of `tenant_id` when authenticated."""
     plan: str | None = None
     """The plan of `tenant_id` (rate limits); None outside a tenant."""
@@ -39,7 +41,9 @@ class Principal:
     def is_platform_admin(self) -> bool:
         return "platform_admin" in self.roles
 
-    def acting_in(self, tenant_id: str, status: str, plan: str, tenant: Any = None) -> Principal:
+    def acting_in(
+        self, tenant_id: str, status: TenantStatus, plan: str, tenant: Any = None
+    ) -> Principal:
         """A platform admin's view of itself inside one tenant."""
         return replace(self, tenant_id=tenant_id, tenant_status=status, plan=plan, tenant=tenant)
 

@@ -16,7 +16,7 @@ from application.errors import VersionConflict
 from application.event_store import NornEventStore
 from application.ports import Heartbeats
 from domain.events import CommandContext
-from domain.run import Run
+from domain.run import Run, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class RunRecovery:
 
     def _recover(self, run_id: str, attempt: int) -> str | None:
         run = self._store.find(Run, UUID(run_id))
-        if run is None or run.status != "running" or run.attempt != attempt:
+        if run is None or run.status != RunStatus.RUNNING or run.attempt != attempt:
             return None  # moved on since the read model said so
         ctx = CommandContext("system:recovery", run.correlation_id, causation_id=run_id)
         status = run.recover(attempt, f"executor {run.executor_id} stopped heart-beating", ctx)

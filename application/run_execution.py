@@ -27,7 +27,7 @@ from application.errors import StepFailed, VersionConflict
 from application.ports import StepCall, StepOutcome
 from domain.events import CommandContext
 from domain.pipeline import StepSpec
-from domain.run import ExecutionLost, Run, RunStepRetrying
+from domain.run import ExecutionLost, Run, RunStatus, RunStepRetrying, StepStatus
 
 if TYPE_CHECKING:
     from application.executor import RunExecutor
@@ -112,7 +112,7 @@ class RunExecution:
             with contextlib.suppress(Exception):
                 await self.x.heartbeats.stop(key, self.attempt)
             if self.run_ is not None and self.run_.finished:
-                succeeded = self.run_.status == "succeeded"
+                succeeded = self.run_.status == RunStatus.SUCCEEDED
                 with contextlib.suppress(Exception):
                     await self.x.steps.finished(key, self.run_.tenant_id, succeeded)
 
@@ -274,7 +274,7 @@ class RunExecution:
         redo = {run.resume_from, *run._downstream_of(run.resume_from)}
         reused: list[tuple[str, StepOutcome]] = []
         for spec in run.definition.steps:
-            if spec.name in redo or previous.steps[spec.name].status != "succeeded":
+            if spec.name in redo or previous.steps[spec.name].status != StepStatus.SUCCEEDED:
                 continue
             outcome = await self.x.steps.reuse(
                 str(self.run_id), run.tenant_id, run.retry_of, spec.name
@@ -290,7 +290,7 @@ class RunExecution:
                 await self.x.heartbeats.beat(key, self.attempt, self.x.executor_id)
                 latest = await asyncio.to_thread(self.x.store.find, Run, self.run_id)
                 if latest is not None:
-                    if latest.status != "running" or latest.attempt != self.attempt:
+                    if latest.status != RunStatus.RUNNING or latest.attempt != self.attempt:
                         self.lost = True
                         self.stop.set()
                     elif latest.cancel_requested:

@@ -29,7 +29,7 @@ from domain.api_key import ApiKey
 from domain.errors import InvalidCommand
 from domain.events import CommandContext
 from domain.session import Session
-from domain.tenant import Tenant
+from domain.tenant import Tenant, TenantStatus
 from domain.user import TENANT_ROLES, User, user_id_for
 
 _INVALID_KEY = "invalid, revoked or expired API key"
@@ -246,7 +246,7 @@ class SessionService:
             raise AuthenticationFailed(_INVALID_TOKEN)
         tenant = found.get(ids[2]) if claims.tenant_id is not None else None
         if claims.tenant_id is not None and (
-            not isinstance(tenant, Tenant) or tenant.status == "deleted"
+            not isinstance(tenant, Tenant) or tenant.status == TenantStatus.DELETED
         ):
             raise AuthenticationFailed(_INVALID_TOKEN)
         return session, user, tenant if isinstance(tenant, Tenant) else None, bounds
@@ -279,7 +279,7 @@ class SessionService:
         if tenant_id is None:
             return None
         tenant = self._store.find(Tenant, UUID(tenant_id))
-        if tenant is None or tenant.status == "deleted":
+        if tenant is None or tenant.status == TenantStatus.DELETED:
             if required:
                 raise AuthenticationFailed(_INVALID_TOKEN)
             return None

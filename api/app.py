@@ -116,7 +116,7 @@ def dependencies(container: Container) -> dict[str, Provide]:
             "positions": c.positions,
         }.items()
     }
-    # Connected (and reconnected) in the background after start: read at every request.
+    # Set once the background connect succeeds (the API starts without NATS): read per request.
     provided["nats"] = Provide(lambda: c.nats, sync_to_thread=False)
     return provided
 

@@ -53,6 +53,7 @@ class TokenClaims:
     """Refresh tokens: the session's refresh generation the token was issued for."""
     tenant_id: str | None = None
     """The user's tenant when the token was issued (a user never changes tenant)."""
+    not_before: int = 0
 
 
 class TokenIssuer(Protocol):

@@ -20,7 +20,7 @@ from uuid import UUID
 from application.errors import VersionConflict
 from application.event_store import NornEventStore
 from application.ports import Heartbeats, StepRunner, Usage
-from application.quotas import within_quota
+from application.quotas import within_counted_quota
 from application.run_execution import ExecutorPolicy, RunExecution, context_of, start_ready
 from domain.errors import InvalidCommand
 from domain.run import Run
@@ -87,7 +87,7 @@ class RunExecutor:
             return None
         if tenant.status == "suspended":
             raise TenantSuspended(run.tenant_id)
-        with within_quota(self.usage, tenant, "max_concurrent_runs"):
+        with within_counted_quota(self.usage, tenant, "max_concurrent_runs"):
             try:
                 attempt = run.start(self.executor_id, ctx)
             except InvalidCommand:

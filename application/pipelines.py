@@ -8,13 +8,14 @@ from datetime import datetime
 from uuid import UUID, uuid4
 
 import msgspec
+from eventsourcing.domain import Aggregate
 
 from application.authorization import check_owner
 from application.errors import NotFound, VersionConflict
 from application.event_store import NornEventStore, check_expected_version
 from application.ports import PluginCatalog, Usage
 from application.principal import Principal
-from application.quotas import within_quota
+from application.quotas import UsageLedger, retry_on_conflict
 from application.tenants import writable_tenant
 from domain.errors import FieldError, InvalidDefinition
 from domain.events import CommandContext
@@ -67,10 +68,18 @@ def _scope(tenant_id: str) -> str:
 
 
 class PipelineService:
-    def __init__(self, store: NornEventStore, plugins: PluginCatalog, usage: Usage) -> None:
+    def __init__(
+        self,
+        store: NornEventStore,
+        plugins: PluginCatalog,
+        usage: Usage,
+        ledger: UsageLedger | None = None,
+    ) -> None:
         self._store = store
         self._plugins = plugins
         self._usage = usage
+        self.ledger = ledger or UsageLedger(store, usage)
+        """Quota usage on the write side; shared with the run service (api/bootstrap.py)."""
 
     def create(
         self, principal: Principal, definition: PipelineDefinition, ctx: CommandContext
@@ -130,18 +139,24 @@ class PipelineService:
         ctx: CommandContext,
         expected_version: int | None = None,
     ) -> PipelineChanged:
-        pipeline = self.load(principal, pipeline_id)
-        check_expected_version(pipeline.version, expected_version)
-        pipeline.delete(ctx)
-        claim = self._store.find(
-            NameClaim, claim_id(_scope(pipeline.tenant_id), pipeline.definition.name)
-        )
-        if claim is not None:
-            claim.release(str(pipeline.id), ctx)
-        return PipelineChanged(
-            pipeline,
-            self._store.append(pipeline, claim, precondition=expected_version is not None),
-        )
+        def attempt() -> PipelineChanged:
+            pipeline = self.load(principal, pipeline_id)
+            check_expected_version(pipeline.version, expected_version)
+            pipeline.delete(ctx)
+            claim = self._store.find(
+                NameClaim, claim_id(_scope(pipeline.tenant_id), pipeline.definition.name)
+            )
+            if claim is not None:
+                claim.release(str(pipeline.id), ctx)
+            with self.ledger.release(pipeline.tenant_id, "max_pipelines", ctx) as usage:
+                position = self._store.append(
+                    pipeline, claim, usage, precondition=expected_version is not None
+                )
+            return PipelineChanged(pipeline, position)
+
+        # Each attempt loads the pipeline afresh: after a concurrent change of it, the
+        # If-Match check (412) or NotFound answers; after a stale usage copy, it is saved.
+        return retry_on_conflict(attempt)
 
     def validate(self, principal: Principal, definition: PipelineDefinition) -> list[FieldError]:
         namespaces: tuple[str, ...] = ()
@@ -180,23 +195,35 @@ class PipelineService:
                 namespaces=tenant.namespaces,
             )
 
-        pipeline = new_pipeline()
         scope, name = _scope(tenant.tenant_id), definition.name
-        claim = NameClaim.claim_new(
-            tenant_id=tenant.tenant_id, scope=scope, name=name, holder_id=str(pipeline_id), ctx=ctx
-        )
-        bounds = principal.usage_bounds
-        with within_quota(self._usage, tenant, "max_pipelines", bounds=bounds):
-            try:
-                return PipelineChanged(pipeline, self._append(pipeline, claim))
-            except VersionConflict:
-                # A fresh pipeline id cannot collide: the name was claimed before.
-                pipeline = new_pipeline()
+        fresh_claim = True
+
+        def attempt() -> PipelineChanged:
+            nonlocal fresh_claim
+            pipeline = new_pipeline()
+            if fresh_claim:
+                claim = NameClaim.claim_new(
+                    tenant_id=tenant.tenant_id,
+                    scope=scope,
+                    name=name,
+                    holder_id=str(pipeline_id),
+                    ctx=ctx,
+                )
+            else:
                 claim = self._claim_name(tenant.tenant_id, name, pipeline.id, ctx)
-                return PipelineChanged(pipeline, self._append(pipeline, claim))
+            with self.ledger.take(tenant, "max_pipelines", ctx) as usage:
+                try:
+                    return PipelineChanged(pipeline, self._append(pipeline, claim, usage))
+                except VersionConflict:
+                    # A fresh pipeline id cannot collide: the name was claimed before,
+                    # or the usage kept here is stale (it is read again next time).
+                    fresh_claim = False
+                    raise
+
+        return retry_on_conflict(attempt)
 
     def _append(
-        self, pipeline: Pipeline, *others: NameClaim | None, precondition: bool = False
+        self, pipeline: Pipeline, *others: Aggregate | None, precondition: bool = False
     ) -> int | None:
         """Save a pipeline (with its name claims). One placed in a namespace is saved
         while holding that namespace shared, after checking it still exists: removing a

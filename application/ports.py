@@ -86,10 +86,6 @@ class Usage(Protocol):
         """Current usage; None for a resource that is not counted (yet)."""
         ...
 
-    def at_most(self, tenant_id: str, resource: str) -> int:
-        """An upper bound of the current usage, cheaper than the exact count."""
-        ...
-
     def exclusive(self, tenant_id: str, resource: str) -> AbstractContextManager[int]:
         """Hold the tenant's lock on the resource (across processes) and yield its exact
         current usage; commands that add to it run inside, so two of them cannot both
@@ -114,15 +110,12 @@ class RequestFacts:
 
     versions: dict[UUID, int]
     """The current version of each of the asked aggregates that exists."""
-    usage_bounds: dict[str, int]
-    """For the tenant: an upper bound of the usage of each counted resource, so that a
-    command far from its quota needs no query of its own (application/quotas.py)."""
 
 
 class RequestFactsReader(Protocol):
     """projections/usage.py."""
 
-    def read(self, aggregate_ids: Sequence[UUID], tenant_id: str | None) -> RequestFacts: ...
+    def read(self, aggregate_ids: Sequence[UUID]) -> RequestFacts: ...
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,8 @@ from domain.run import (
     RunSucceeded,
     RunTimedOut,
 )
+from infrastructure.leadership import lock_key
 from infrastructure.mapper import decode_state
-from projections.projection import advisory_lock_key
 
 Delta = int | Callable[[dict[str, Any]], int]
 
@@ -144,7 +144,7 @@ class ReadModelUsage:
     @contextmanager
     def exclusive(self, tenant_id: str, resource: str) -> Iterator[int]:
         counted = self._resources[resource]
-        key = advisory_lock_key("quota", f"{tenant_id}:{resource}")
+        key = lock_key("quota", f"{tenant_id}:{resource}")
         with self._connection() as conn:
             # A session lock (not a transaction's): held across the event store's own
             # transaction, which runs on another connection. If this process dies, the
@@ -157,7 +157,7 @@ class ReadModelUsage:
 
     @contextmanager
     def namespace_hold(self, tenant_id: str, namespace: str, *, exclusive: bool) -> Iterator[None]:
-        key = advisory_lock_key("namespace", f"{tenant_id}:{namespace}")
+        key = lock_key("namespace", f"{tenant_id}:{namespace}")
         lock, unlock = (
             ("pg_advisory_lock", "pg_advisory_unlock")
             if exclusive

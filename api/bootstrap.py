@@ -293,7 +293,7 @@ def executor_role(c: Container, locks: AdvisoryLocks | None = None) -> ExecutorR
         logs=c.run_logs,
         allow_private_networks=s.allow_private_networks,
     )
-    heartbeats = PostgresHeartbeats(c.read_pool)
+    heartbeats = PostgresHeartbeats(c.read_pool, c.sync_pool)
     executor = RunExecutor(
         c.store,
         steps,

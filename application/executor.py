@@ -96,6 +96,9 @@ class RunExecutor:
             # the claim: only the run's owner may touch its workspace), then starts.
             resumes = run.resume_from is not None and run.retry_of is not None
             started = () if resumes else tuple(start_ready(run, attempt, ctx))
+            # The lease first: dying between the two leaves a lease recovery drops, never
+            # a running attempt without one.
+            self.heartbeats.lease(str(run.id), attempt, self.executor_id)
             if not self._append_or_ignore(run):
                 return None
         return Claim(run, attempt, started)

@@ -194,13 +194,22 @@ class StepRunner(Protocol):
 class Heartbeats(Protocol):
     """Proof that an executor still works on a run (infrastructure/heartbeats.py)."""
 
+    def lease(self, run_id: str, attempt: int, executor_id: str) -> None:
+        """Before the claim of `attempt` is saved (synchronous, like the claim): its
+        first beat, so that recovery finds every started attempt by its beats alone."""
+        ...
+
     async def beat(self, run_id: str, attempt: int, executor_id: str) -> None: ...
 
     async def stop(self, run_id: str, attempt: int) -> None:
         """The attempt ended here; a later attempt's beats are left alone."""
         ...
 
+    async def drop_stale(self, run_id: str, attempt: int, older_than: float) -> None:
+        """Remove the attempt's lease unless it was renewed in the last `older_than` s."""
+        ...
+
     async def stale(self, older_than: float, limit: int) -> list[tuple[str, int]]:
-        """(run id, attempt) of running runs whose executor has not beaten for
-        `older_than` seconds (or never did)."""
+        """(run id, attempt) of the attempts whose executor has not beaten for
+        `older_than` seconds; the run's events say whether it is really lost."""
         ...

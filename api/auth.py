@@ -18,7 +18,6 @@ from application.errors import AuthenticationFailed, PermissionDenied
 from application.principal import Principal
 from infrastructure.api_key_secrets import KEY_PREFIX
 
-_QUERY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_PATHS = ["^/health", "^/schema", "^/api/v1/auth/login$", "^/api/v1/auth/refresh$"]
 
 
@@ -38,19 +37,13 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             raise AuthenticationFailed(
                 "authentication required: send Authorization: Bearer <token> or X-API-Key"
             )
-        # One thread hop for the token, its session, user and tenant (and X-Tenant-ID);
-        # a command also gets its tenant's usage bounds in the same query.
-        for_command = connection.scope.get("method", "GET") not in _QUERY_METHODS
-        principal = await in_thread(
-            _user_principal, sessions, token.strip(), acting_in, for_command
-        )
+        # One thread hop for the token, its session, user and tenant (and X-Tenant-ID).
+        principal = await in_thread(_user_principal, sessions, token.strip(), acting_in)
         return AuthenticationResult(user=principal, auth=None)
 
 
-def _user_principal(
-    sessions: Any, token: str, acting_in: str | None, for_command: bool
-) -> Principal:
-    principal: Principal = sessions.principal_for_token(token, for_command=for_command)
+def _user_principal(sessions: Any, token: str, acting_in: str | None) -> Principal:
+    principal: Principal = sessions.principal_for_token(token)
     if acting_in:
         principal = sessions.acting_in(principal, acting_in)
     return principal

@@ -59,12 +59,24 @@ class Aggregates(Generic[A]):
         self._gone = gone
         self._append: Append = append or store.append
 
-    def load(self, principal: Principal, aggregate_id: UUID, *, deleted_ok: bool = False) -> A:
+    def load(
+        self,
+        principal: Principal,
+        aggregate_id: UUID,
+        *,
+        deleted_ok: bool = False,
+        expected_version: int | None = None,
+    ) -> A:
+        """The aggregate, if the principal may see it, at the version the caller expects
+        (VersionConflict, a failed precondition, if not). A command that must hold
+        something around its save (a quota's usage) loads, decides and saves itself, in
+        this order; the others call `change`."""
         aggregate = self._store.load(self._cls, aggregate_id, self._kind)
         if not self._scope(principal, aggregate):
             raise NotFound(self._kind, aggregate_id)
         if self._gone(aggregate) and not deleted_ok:
             raise NotFound(self._kind, aggregate_id)
+        check_expected_version(aggregate.version, expected_version)
         return aggregate
 
     def change(
@@ -77,8 +89,7 @@ class Aggregates(Generic[A]):
         """Load, compare If-Match, decide, save once. Losing the race to a concurrent
         writer is VersionConflict: 412 when the caller sent If-Match (its precondition
         failed), else 409."""
-        aggregate = self.load(principal, aggregate_id)
-        check_expected_version(aggregate.version, expected_version)
+        aggregate = self.load(principal, aggregate_id, expected_version=expected_version)
         others = decide(aggregate) or ()
         return self.save(aggregate, *others, precondition=expected_version is not None)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Raised by domain/usage.py; re-exported so callers keep importing it from here.
+from domain.errors import QuotaExceeded as QuotaExceeded
+
 
 class ApplicationError(Exception):
     """Base class."""
@@ -36,16 +39,6 @@ class AuthenticationFailed(ApplicationError):
 
 class ServiceUnavailable(ApplicationError):
     pass
-
-
-class QuotaExceeded(ApplicationError):
-    """The command would take the tenant past one of its quotas."""
-
-    def __init__(self, quota: str, limit: int, used: int) -> None:
-        self.quota = quota
-        self.limit = limit
-        self.used = used
-        super().__init__(f"quota {quota} exceeded: {used} of {limit} in use")
 
 
 class RateLimited(ApplicationError):

@@ -20,7 +20,7 @@ from uuid import UUID
 from application.errors import VersionConflict
 from application.event_store import NornEventStore
 from application.ports import Heartbeats, StepRunner, Usage
-from application.quotas import within_quota
+from application.quotas import within_counted_quota
 from application.run_execution import ExecutorPolicy, RunExecution, context_of, start_ready
 from domain.errors import InvalidCommand
 from domain.run import Run, RunStatus
@@ -87,7 +87,7 @@ class RunExecutor:
             return None
         if tenant.status == TenantStatus.SUSPENDED:
             raise TenantSuspended(run.tenant_id)
-        with within_quota(self.usage, tenant, "max_concurrent_runs"):
+        with within_counted_quota(self.usage, tenant, "max_concurrent_runs"):
             try:
                 attempt = run.start(self.executor_id, ctx)
             except InvalidCommand:
@@ -96,6 +96,9 @@ class RunExecutor:
             # the claim: only the run's owner may touch its workspace), then starts.
             resumes = run.resume_from is not None and run.retry_of is not None
             started = () if resumes else tuple(start_ready(run, attempt, ctx))
+            # The lease first: dying between the two leaves a lease recovery drops, never
+            # a running attempt without one.
+            self.heartbeats.lease(str(run.id), attempt, self.executor_id)
             if not self._append_or_ignore(run):
                 return None
         return Claim(run, attempt, started)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from uuid import UUID, uuid4
 
 import msgspec
+from eventsourcing.domain import Aggregate
 
 from application.authorization import sees
 from application.commands import Aggregates
@@ -15,7 +16,7 @@ from application.event_store import NornEventStore
 from application.pipeline_history import RevisionRecord, revision_records
 from application.ports import PluginCatalog, Usage
 from application.principal import Principal
-from application.quotas import within_quota
+from application.quotas import UsageLedger, retry_on_conflict
 from application.results import Changed
 from application.tenants import writable_tenant
 from domain.errors import FieldError, InvalidDefinition
@@ -44,10 +45,18 @@ def _scope(tenant_id: str) -> str:
 
 
 class PipelineService:
-    def __init__(self, store: NornEventStore, plugins: PluginCatalog, usage: Usage) -> None:
+    def __init__(
+        self,
+        store: NornEventStore,
+        plugins: PluginCatalog,
+        usage: Usage,
+        ledger: UsageLedger | None = None,
+    ) -> None:
         self._store = store
         self._plugins = plugins
         self._usage = usage
+        self.ledger = ledger or UsageLedger(store, usage)
+        """Quota usage on the write side; shared with the run service (api/bootstrap.py)."""
         self._pipelines = Aggregates(
             store,
             Pipeline,
@@ -120,16 +129,24 @@ class PipelineService:
         ctx: CommandContext,
         expected_version: int | None = None,
     ) -> Changed[Pipeline]:
-        def decide(pipeline: Pipeline) -> list[NameClaim | None]:
+        def attempt() -> Changed[Pipeline]:
+            pipeline = self._pipelines.load(
+                principal, pipeline_id, expected_version=expected_version
+            )
             pipeline.delete(ctx)
             claim = self._store.find(
                 NameClaim, claim_id(_scope(pipeline.tenant_id), pipeline.definition.name)
             )
             if claim is not None:
                 claim.release(str(pipeline.id), ctx)
-            return [claim]
+            with self.ledger.release(pipeline.tenant_id, "max_pipelines", ctx) as usage:
+                return self._pipelines.save(
+                    pipeline, claim, usage, precondition=expected_version is not None
+                )
 
-        return self._pipelines.change(principal, pipeline_id, decide, expected_version)
+        # Each attempt loads the pipeline afresh: after a concurrent change of it, the
+        # If-Match check (412) or NotFound answers; after a stale usage copy, it is saved.
+        return retry_on_conflict(attempt)
 
     def validate(self, principal: Principal, definition: PipelineDefinition) -> list[FieldError]:
         namespaces: tuple[str, ...] = ()
@@ -172,23 +189,35 @@ class PipelineService:
                 namespaces=tenant.namespaces,
             )
 
-        pipeline = new_pipeline()
         scope, name = _scope(tenant.tenant_id), definition.name
-        claim = NameClaim.claim_new(
-            tenant_id=tenant.tenant_id, scope=scope, name=name, holder_id=str(pipeline_id), ctx=ctx
-        )
-        bounds = principal.usage_bounds
-        with within_quota(self._usage, tenant, "max_pipelines", bounds=bounds):
-            try:
-                return self._pipelines.save(pipeline, claim)
-            except VersionConflict:
-                # A fresh pipeline id cannot collide: the name was claimed before.
-                pipeline = new_pipeline()
+        fresh_claim = True
+
+        def attempt() -> Changed[Pipeline]:
+            nonlocal fresh_claim
+            pipeline = new_pipeline()
+            if fresh_claim:
+                claim = NameClaim.claim_new(
+                    tenant_id=tenant.tenant_id,
+                    scope=scope,
+                    name=name,
+                    holder_id=str(pipeline_id),
+                    ctx=ctx,
+                )
+            else:
                 claim = self._claim_name(tenant.tenant_id, name, pipeline.id, ctx)
-                return self._pipelines.save(pipeline, claim)
+            with self.ledger.take(tenant, "max_pipelines", ctx) as usage:
+                try:
+                    return self._pipelines.save(pipeline, claim, usage)
+                except VersionConflict:
+                    # A fresh pipeline id cannot collide: the name was claimed before,
+                    # or the usage kept here is stale (it is read again next time).
+                    fresh_claim = False
+                    raise
+
+        return retry_on_conflict(attempt)
 
     def _append(
-        self, pipeline: Pipeline, *others: NameClaim | None, precondition: bool = False
+        self, pipeline: Pipeline, *others: Aggregate | None, precondition: bool = False
     ) -> int | None:
         """Save a pipeline (with its name claims). One placed in a namespace is saved
         while holding that namespace shared, after checking it still exists: removing a

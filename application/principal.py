@@ -24,9 +24,6 @@ class Principal:
     """active, suspended or deleted: the status of `tenant_id` when authenticated."""
     plan: str | None = None
     """The plan of `tenant_id` (rate limits); None outside a tenant."""
-    usage_bounds: dict[str, int] | None = field(default=None, compare=False, repr=False)
-    """Upper bounds of the tenant's usage per counted resource, read with the tenant
-    (application/quotas.py uses them far from a limit); None when not at hand."""
     tenant: Any = field(default=None, compare=False, repr=False)
     """The Tenant aggregate of `tenant_id` as authentication found it (current as of the
     request's one authentication query), so that a command needs no second read of it;

@@ -3,6 +3,7 @@ Executing runs is the executor's (application/executor.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -15,7 +16,7 @@ from application.event_store import NornEventStore
 from application.pipelines import PipelineService
 from application.ports import Usage
 from application.principal import Principal
-from application.quotas import within_quota
+from application.quotas import UsageLedger, retry_on_conflict
 from application.results import Changed
 from application.tenants import writable_tenant
 from domain.errors import InvalidCommand
@@ -37,10 +38,12 @@ class RunService:
         pipelines: PipelineService,
         usage: Usage,
         max_attempts: int = 3,
+        ledger: UsageLedger | None = None,
     ) -> None:
         self._store = store
         self._pipelines = pipelines
         self._usage = usage
+        self._ledger = ledger or pipelines.ledger
         self._max_attempts = max_attempts
         """How many executions a run gets when executors vanish (then it is crashed)."""
         self._runs = Aggregates(
@@ -62,19 +65,23 @@ class RunService:
         number = pipeline.revision if revision is None else revision
         definition = self._pipelines.definition_at(pipeline, number)
         _check_params(params)
-        run = Run.queue(
-            run_id=uuid4(),
-            tenant_id=pipeline.tenant_id,
-            pipeline_id=str(pipeline.id),
-            pipeline_name=definition.name,
-            revision=number,
-            definition=definition,
-            params=params,
-            trigger=trigger or Trigger(principal.kind, principal.subject_id),
-            ctx=ctx,
-            max_attempts=self._max_attempts,
+        run_id = uuid4()
+        return self._queue(
+            principal,
+            ctx,
+            lambda: Run.queue(
+                run_id=run_id,
+                tenant_id=pipeline.tenant_id,
+                pipeline_id=str(pipeline.id),
+                pipeline_name=definition.name,
+                revision=number,
+                definition=definition,
+                params=params,
+                trigger=trigger or Trigger(principal.kind, principal.subject_id),
+                ctx=ctx,
+                max_attempts=self._max_attempts,
+            ),
         )
-        return self._queue(principal, run)
 
     def trigger_by_name(
         self, principal: Principal, name: str, *, params: dict[str, Any], ctx: CommandContext
@@ -120,27 +127,39 @@ class RunService:
             if failure is None:
                 raise InvalidCommand("the run has no failed step to retry from", "from_failed_step")
             resume_from = failure[0]
-        run = Run.queue(
-            run_id=uuid4(),
-            tenant_id=original.tenant_id,
-            pipeline_id=original.pipeline_id,
-            pipeline_name=original.pipeline_name,
-            revision=original.revision,
-            definition=original.definition,
-            params=original.params,
-            trigger=Trigger("retry", str(original.id)),
-            retry_of=str(original.id),
-            resume_from=resume_from,
-            ctx=ctx,
-            max_attempts=self._max_attempts,
+        run_id = uuid4()
+        return self._queue(
+            principal,
+            ctx,
+            lambda: Run.queue(
+                run_id=run_id,
+                tenant_id=original.tenant_id,
+                pipeline_id=original.pipeline_id,
+                pipeline_name=original.pipeline_name,
+                revision=original.revision,
+                definition=original.definition,
+                params=original.params,
+                trigger=Trigger("retry", str(original.id)),
+                retry_of=str(original.id),
+                resume_from=resume_from,
+                ctx=ctx,
+                max_attempts=self._max_attempts,
+            ),
         )
-        return self._queue(principal, run)
 
-    def _queue(self, principal: Principal, run: Run) -> Changed[Run]:
+    def _queue(
+        self, principal: Principal, ctx: CommandContext, new_run: Callable[[], Run]
+    ) -> Changed[Run]:
+        """Save a new run with its take of the day's runs. A failed append saved nothing
+        and took the events out of the run: each attempt builds it again (same id)."""
         tenant = writable_tenant(self._store, principal)
-        with within_quota(self._usage, tenant, "max_runs_per_day", bounds=principal.usage_bounds):
-            queued = self._runs.save(run)
-        return queued
+
+        def attempt() -> Changed[Run]:
+            run = new_run()
+            with self._ledger.take(tenant, "max_runs_per_day", ctx) as usage:
+                return self._runs.save(run, usage)
+
+        return retry_on_conflict(attempt)
 
 
 def _check_params(params: dict[str, Any]) -> None:

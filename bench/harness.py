@@ -154,6 +154,27 @@ async def editor_of_new_tenant(base: str, quotas: dict[str, int]) -> tuple[str, 
         return tenant["id"], {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
+@contextmanager
+def profiled(pid: int, phase: str, seconds: float) -> Iterator[None]:
+    """With NORN_BENCH_PROFILE=<dir>, py-spy samples `norn serve` over the phase and writes
+    <dir>/<phase>.txt (collapsed stacks; sort them with bench/hotspots.py). py-spy is not a
+    project dependency: install it to use this."""
+    out = os.environ.get("NORN_BENCH_PROFILE")
+    if not out:
+        yield
+        return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    spy = str(Path(sys.executable).parent / "py-spy")
+    # --gil: only samples holding the GIL, i.e. the process's Python CPU time.
+    command = [spy, "record", "--gil", "--nonblocking", "-p", str(pid), "-r", "200"]
+    command += ["-d", str(max(1, int(seconds))), "--format", "raw", "-o", f"{out}/{phase}.txt"]
+    recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    try:
+        yield
+    finally:
+        recorder.wait(timeout=60)
+
+
 def norn_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and its descendants so far: the live ones'
     own times plus what each has collected from children it reaped, so a child that ends

@@ -272,8 +272,8 @@ async def test_events_through_nats_produce_the_right_rows(
     assert copy["name"] == "etl-copy"
     assert copy["cloned_from"] == {"pipeline_id": str(pid), "revision": 3}
     assert (copy["revision"], copy["version"]) == (1, 1)
-    # The clone's append was the last one: the clone, then its name claim.
-    assert copy["position"] == await head(database_url) - 1
+    # The clone's append was the last one: the clone, then its name claim and usage.
+    assert copy["position"] == await head(database_url) - 2
 
 
 # 2. idempotence ----------------------------------------------------------------------
@@ -620,7 +620,7 @@ async def test_wait_for_position(
     assert status["tenants"]["lag"] == 0
     service.create(ALICE, definition("one-more"), CTX)
     status = {s["name"]: s for s in await projection_status(database_url, ALL_PROJECTIONS)}
-    assert status["pipelines"]["lag"] == 2  # the pipeline and its name claim
+    assert status["pipelines"]["lag"] == 3  # the pipeline, its name claim and usage
 
 
 # 7. queries -------------------------------------------------------------------------

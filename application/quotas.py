@@ -67,8 +67,9 @@ def retry_on_conflict(attempt: Callable[[], T], attempts: int = CONFLICT_ATTEMPT
     for _ in range(attempts - 1):
         try:
             return attempt()
-        except VersionConflict:
-            continue
+        except VersionConflict as conflict:
+            if not conflict.raced:
+                raise  # an If-Match already stale: the answer is 412 at once
     return attempt()
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 
-from application.errors import QuotaExceeded
+from application.errors import QuotaExceeded, VersionConflict
 from application.pipelines import PipelineService
 from application.principal import Principal
 from domain.errors import NameTaken
@@ -222,3 +223,20 @@ def test_a_lowered_limit_refuses_creates_but_deletes_still_release() -> None:
     world.service.delete(world.editor, made[2].state.id, CTX)
     world.service.create(world.editor, definition("fits-again"), CTX)
     assert usage_of(world) == 1
+
+
+def test_a_stale_if_match_is_refused_at_once_without_retrying() -> None:
+    world = World(max_pipelines=10)
+    made = world.service.create(world.editor, definition("p"), CTX)
+    loads = 0
+    load = world.store.load
+
+    def counting_load(*args: Any, **kwargs: Any) -> Any:
+        nonlocal loads
+        loads += 1
+        return load(*args, **kwargs)
+
+    world.store.load = counting_load  # type: ignore[method-assign]
+    with pytest.raises(VersionConflict) as refused:
+        world.service.delete(world.editor, made.state.id, CTX, expected_version=99)
+    assert refused.value.precondition and loads == 1

@@ -36,7 +36,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.idempotency import IdempotencyMiddleware
 from api.rate_limit import STATE_KEY as RATE_LIMIT_HEADERS
 from api.rate_limit import RateLimitMiddleware
-from api.threads import Threaded
+from application.threads import Threaded
 
 # POST /api/v1/pipelines/{id}:rollback is the custom-method spelling of .../{id}/rollback.
 _CUSTOM_METHOD = re.compile(r"^(/api/v1/[a-z-]+/[^/:]+):([a-z_-]+)$")
@@ -89,7 +89,7 @@ def _constant(value: Any) -> Provide:
 def dependencies(container: Container) -> dict[str, Provide]:
     """What handlers may ask for by name (api/dependencies.py types each), all from the
     container. Services whose methods block are wrapped once in `Threaded`, the API's one
-    seam to its worker threads (api/threads.py)."""
+    seam to its worker threads (application/threads.py)."""
     c = container
     provided = {
         name: _constant(value)

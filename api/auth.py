@@ -12,10 +12,10 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from api.threads import in_thread
 from application.authorization import Permission, authorize
 from application.errors import AuthenticationFailed, PermissionDenied
 from application.principal import Principal
+from application.threads import in_thread
 from infrastructure.api_key_secrets import KEY_PREFIX
 
 PUBLIC_PATHS = ["^/health", "^/schema", "^/api/v1/auth/login$", "^/api/v1/auth/refresh$"]

@@ -310,7 +310,7 @@ def executor_role(c: Container, locks: AdvisoryLocks | None = None) -> ExecutorR
         concurrency=s.executor_concurrency,
         maintenance_interval=min(5.0, s.heartbeat_interval),
     )
-    recovery = RunRecovery(c.store, heartbeats, timeout=s.heartbeat_timeout)
+    recovery = RunRecovery(c.store, heartbeats, timeout=s.heartbeat_timeout, save=executor.save)
     return ExecutorRole(config, executor, recovery, steps, locks)
 
 

@@ -9,7 +9,6 @@ from litestar.di import NamedDependency
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import AsyncConnectionPool
 
-from api.threads import Threaded
 from application.api_keys import ApiKeyService
 from application.errors import ServiceUnavailable
 from application.logins import LoginService
@@ -17,6 +16,7 @@ from application.pipelines import PipelineService
 from application.runs import RunService
 from application.sessions import SessionService
 from application.tenants import TenantService
+from application.threads import Threaded
 from application.users import UserService
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.run_logs import RunLogs
@@ -55,7 +55,7 @@ class ReadYourWrites:
             )
 
 
-# Commands: synchronous services behind the one thread seam (api/threads.py).
+# Commands: synchronous services behind the one thread seam (application/threads.py).
 PipelineServiceDep = NamedDependency[Threaded[PipelineService]]
 TenantServiceDep = NamedDependency[Threaded[TenantService]]
 UserServiceDep = NamedDependency[Threaded[UserService]]

@@ -2,7 +2,9 @@
 (application/run_execution.py), stops them on a cancel, hands them back on shutdown.
 
 Claiming is a RunStarted event appended with optimistic concurrency, so two executors
-never run the same run; it is refused while the tenant runs max_concurrent_runs. The
+never run the same run; it is refused while the tenant runs max_concurrent_runs: the
+claim takes from the tenant's running-runs Usage in its own append, and the append that
+moves the run out of running (its end, a hand-back, a recovery) releases it (`save`). The
 claim's append also carries the start of every step that can start at once (its
 RunStepStarted events follow RunStarted, as they would in two appends), so an execution
 begins with its first steps already recorded.
@@ -17,10 +19,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 from uuid import UUID
 
+from eventsourcing.domain import Aggregate
+
 from application.errors import VersionConflict
 from application.event_store import NornEventStore
 from application.ports import Heartbeats, StepRunner, Usage
-from application.quotas import within_counted_quota
+from application.quotas import UsageLedger
 from application.run_execution import ExecutorPolicy, RunExecution, context_of, start_ready
 from domain.errors import InvalidCommand
 from domain.run import Run, RunStatus
@@ -59,6 +63,7 @@ class RunExecutor:
         self.steps = steps
         self.heartbeats = heartbeats
         self.usage = usage
+        self.ledger = UsageLedger(store, usage)
         self.executor_id = executor_id
         self.policy = policy or ExecutorPolicy()
         self.jitter = jitter
@@ -87,21 +92,31 @@ class RunExecutor:
             return None
         if tenant.status == TenantStatus.SUSPENDED:
             raise TenantSuspended(run.tenant_id)
-        with within_counted_quota(self.usage, tenant, "max_concurrent_runs"):
-            try:
-                attempt = run.start(self.executor_id, ctx)
-            except InvalidCommand:
-                return None  # a cancel is on its way
-            # A retry from a failed step first takes over the outputs it reuses (after
-            # the claim: only the run's owner may touch its workspace), then starts.
-            resumes = run.resume_from is not None and run.retry_of is not None
-            started = () if resumes else tuple(start_ready(run, attempt, ctx))
-            # The lease first: dying between the two leaves a lease recovery drops, never
-            # a running attempt without one.
+        try:
+            attempt = run.start(self.executor_id, ctx)
+        except InvalidCommand:
+            return None  # a cancel is on its way
+        # A retry from a failed step first takes over the outputs it reuses (after the
+        # claim: only the run's owner may touch its workspace), then starts.
+        resumes = run.resume_from is not None and run.retry_of is not None
+        started = () if resumes else tuple(start_ready(run, attempt, ctx))
+        with self.ledger.take(tenant, "max_concurrent_runs", ctx) as usage:
+            # The lease first: dying between the two leaves a lease recovery drops,
+            # never a running attempt without one.
             self.heartbeats.lease(str(run.id), attempt, self.executor_id)
-            if not self._append_or_ignore(run):
+            if not self._append_or_ignore(run, usage):
                 return None
         return Claim(run, attempt, started)
+
+    def save(self, run: Run, was_running: bool) -> int | None:
+        """Save a decision about a run (synchronous: call it in a thread). The append
+        that takes the run out of running also gives back its unit of the tenant's
+        max_concurrent_runs, so it is given back exactly once, however the run ends.
+        VersionConflict when someone else saved first (the run or its usage)."""
+        if not was_running or run.status == RunStatus.RUNNING:
+            return self.store.append(run)
+        with self.ledger.release(run.tenant_id, "max_concurrent_runs", context_of(run)) as usage:
+            return self.store.append(run, usage)
 
     def release_all(self) -> None:
         """Hand every run executing here back to the queue (shutting down), and any run
@@ -132,9 +147,9 @@ class RunExecutor:
         this executor no longer owns it."""
         return await RunExecution(self, claim.run, claim.attempt, claim.started).run()
 
-    def _append_or_ignore(self, run: Run) -> bool:
+    def _append_or_ignore(self, run: Run, *others: Aggregate) -> bool:
         try:
-            self.store.append(run)
+            self.store.append(run, *others)
         except VersionConflict:
             return False
         return True

@@ -80,16 +80,12 @@ class TokenIssuer(Protocol):
 
 class Usage(Protocol):
     """How much of a quota a tenant uses, counted from read models
-    (projections/usage.py). Resources: pipelines, running_runs, runs_today, ..."""
+    (projections/usage.py). Resources: pipelines, running_runs, runs_today, ... Quotas
+    are decided on the Usage aggregates (application/quotas.py); these counts start them
+    and show usage."""
 
     def count(self, tenant_id: str, resource: str) -> int | None:
         """Current usage; None for a resource that is not counted (yet)."""
-        ...
-
-    def exclusive(self, tenant_id: str, resource: str) -> AbstractContextManager[int]:
-        """Hold the tenant's lock on the resource (across processes) and yield its exact
-        current usage; commands that add to it run inside, so two of them cannot both
-        take the last unit."""
         ...
 
     def namespace_hold(

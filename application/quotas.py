@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID
 
-from application.errors import QuotaExceeded, VersionConflict
+from application.errors import VersionConflict
 from application.event_store import NornEventStore
 from application.ports import Usage as UsageCounts
 from domain.events import CommandContext
@@ -141,18 +141,3 @@ class UsageLedger:
                     self._locks = {k: v for k, v in self._locks.items() if v.locked()}
                 lock = self._locks[key] = threading.Lock()
             return lock
-
-
-@contextmanager
-def within_counted_quota(
-    counts: UsageCounts, tenant: Tenant, quota: str, adding: int = 1
-) -> Iterator[int]:
-    """The quota of running runs, which the executors' claims and run ends move: decided
-    on the exact count (read model plus unprojected events) under the tenant's lock on
-    the resource, held until the command's append inside the block is saved. Yields the
-    usage before the command; QuotaExceeded if `adding` more would pass the limit."""
-    limit = tenant.quota(quota)
-    with counts.exclusive(tenant.tenant_id, QUOTA_RESOURCES[quota]) as used:
-        if used + adding > limit:
-            raise QuotaExceeded(quota, limit, used)
-        yield used

@@ -9,13 +9,14 @@ refused (ExecutionLost: its attempt is no longer the run's) and stops.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Callable
 from uuid import UUID
 
 from application.errors import VersionConflict
 from application.event_store import NornEventStore
 from application.ports import Heartbeats
+from application.threads import in_thread
 from domain.events import CommandContext
 from domain.run import Run, RunStatus
 
@@ -27,9 +28,17 @@ MOVED_ON = "moved_on"
 
 class RunRecovery:
     def __init__(
-        self, store: NornEventStore, heartbeats: Heartbeats, timeout: float, batch: int = 100
+        self,
+        store: NornEventStore,
+        heartbeats: Heartbeats,
+        timeout: float,
+        save: Callable[[Run, bool], int | None],
+        batch: int = 100,
     ) -> None:
+        """`save`: RunExecutor.save, which gives back the recovered attempt's unit of
+        its tenant's max_concurrent_runs in the same append."""
         self._store = store
+        self._save = save
         self._heartbeats = heartbeats
         self._timeout = timeout
         self._batch = batch
@@ -39,7 +48,7 @@ class RunRecovery:
         only the executors' leases (Heartbeats) and each run's own events."""
         recovered = []
         for run_id, attempt in await self._heartbeats.stale(self._timeout, self._batch):
-            status = await asyncio.to_thread(self._recover, run_id, attempt)
+            status = await in_thread(self._recover, run_id, attempt)
             if status is None:
                 continue  # the executor saved something after all: look again later
             # The lease goes either way: a recovered attempt has no executor left to
@@ -66,7 +75,7 @@ class RunRecovery:
         ctx = CommandContext("system:recovery", run.correlation_id, causation_id=run_id)
         status = run.recover(attempt, f"executor {run.executor_id} stopped heart-beating", ctx)
         try:
-            self._store.append(run)
+            self._save(run, True)
         except VersionConflict:
             return None  # the executor recorded something after all; look again later
         return status

@@ -25,6 +25,7 @@ from uuid import UUID
 
 from application.errors import StepFailed, VersionConflict
 from application.ports import StepCall, StepOutcome
+from application.threads import in_thread
 from domain.events import CommandContext
 from domain.pipeline import StepSpec
 from domain.run import ExecutionLost, Run, RunStatus, RunStepRetrying, StepStatus
@@ -242,6 +243,7 @@ class RunExecution:
         """Apply `decide` to the run and save it. When someone else appended first (a
         cancel request), reload and decide again on the fresh state."""
         for _ in range(10):
+            was_running = self.current.status == RunStatus.RUNNING
             result = decide(self.current)
             # Retries wait only once their RunStepRetrying is saved.
             delays = {
@@ -250,9 +252,9 @@ class RunExecution:
                 if isinstance(e, RunStepRetrying)
             }
             try:
-                await asyncio.to_thread(self.x.store.append, self.current)
+                await in_thread(self.x.save, self.current, was_running)
             except VersionConflict:
-                self.run_ = await asyncio.to_thread(self.x.store.load, Run, self.run_id, "run")
+                self.run_ = await in_thread(self.x.store.load, Run, self.run_id, "run")
                 if self.current.cancel_requested:
                     self.stop.set()
                 continue
@@ -268,7 +270,7 @@ class RunExecution:
         run = self.current
         if run.resume_from is None or run.retry_of is None:
             return []
-        previous = await asyncio.to_thread(self.x.store.find, Run, UUID(run.retry_of))
+        previous = await in_thread(self.x.store.find, Run, UUID(run.retry_of))
         if previous is None:
             return []
         redo = {run.resume_from, *run._downstream_of(run.resume_from)}
@@ -288,7 +290,7 @@ class RunExecution:
         while True:
             try:
                 await self.x.heartbeats.beat(key, self.attempt, self.x.executor_id)
-                latest = await asyncio.to_thread(self.x.store.find, Run, self.run_id)
+                latest = await in_thread(self.x.store.find, Run, self.run_id)
                 if latest is not None:
                     if latest.status != RunStatus.RUNNING or latest.attempt != self.attempt:
                         self.lost = True

@@ -4,11 +4,9 @@ A read model is a little behind the event store. To count exactly, one statement
 the read model's count together with the position it includes (one snapshot), and the
 events after that position that change the count are added from the store.
 
-Quotas of pipelines and of runs per day are decided on the write side (the Usage
-aggregates of application/quotas.py); their count here only starts a tenant's Usage, and
-shows usage in the tenant views. Running runs are still decided here: the executor's
-claim runs under `exclusive`, a per-tenant, per-resource advisory lock held until its
-events are saved, so two claims cannot both take the last unit.
+Quotas are decided on the write side (the Usage aggregates of application/quotas.py);
+the counts here only start a tenant's Usage of a resource, and show usage in the tenant
+views.
 """
 
 from __future__ import annotations
@@ -140,20 +138,6 @@ class ReadModelUsage:
                 (list(aggregate_ids),),
             ).fetchall()
         return RequestFacts(versions={key: int(value) for key, value in rows})
-
-    @contextmanager
-    def exclusive(self, tenant_id: str, resource: str) -> Iterator[int]:
-        counted = self._resources[resource]
-        key = lock_key("quota", f"{tenant_id}:{resource}")
-        with self._connection() as conn:
-            # A session lock (not a transaction's): held across the event store's own
-            # transaction, which runs on another connection. If this process dies, the
-            # connection closes and the lock goes with it.
-            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-            try:
-                yield _count(conn, tenant_id, counted)
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     @contextmanager
     def namespace_hold(self, tenant_id: str, namespace: str, *, exclusive: bool) -> Iterator[None]:

@@ -16,11 +16,11 @@ from api.auth import principal_of
 from api.controllers.common import command_context
 from api.dependencies import RunServiceDep, SettingsDep
 from api.schemas.runs import ExecuteOut, ExecuteRequest, RunCreate, RunQueuedOut
-from api.threads import Threaded
 from application.authorization import Permission
 from application.principal import Principal
 from application.results import Changed
 from application.runs import RunService
+from application.threads import Threaded
 from domain.events import CommandContext
 from domain.run import Run, RunStatus
 

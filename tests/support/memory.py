@@ -59,11 +59,6 @@ class StoreUsage:
         return used
 
     @contextmanager
-    def exclusive(self, tenant_id: str, resource: str) -> Iterator[int]:
-        with self._locks.setdefault(f"quota:{tenant_id}:{resource}", threading.Lock()):
-            yield self.count(tenant_id, resource) or 0
-
-    @contextmanager
     def namespace_hold(self, tenant_id: str, namespace: str, *, exclusive: bool) -> Iterator[None]:
         with self._locks.setdefault(f"namespace:{tenant_id}:{namespace}", threading.Lock()):
             yield

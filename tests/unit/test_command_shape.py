@@ -1,5 +1,5 @@
 """The shape every command has (application/commands.py, application/results.py) and the
-one seam to the worker threads (api/threads.py), on an in-memory event store."""
+one seam to the worker threads (application/threads.py), on an in-memory event store."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from uuid import uuid4
 
 import pytest
 
-from api.threads import Threaded
 from application.authorization import sees
 from application.commands import Aggregates
 from application.errors import NotFound, VersionConflict
 from application.principal import Principal
+from application.threads import Threaded
 from domain.events import CommandContext
 from domain.name_claim import NameClaim
 from domain.tenant import Tenant

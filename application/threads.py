@@ -1,8 +1,10 @@
 """The seam between the event loop and the synchronous application (docs/architecture.md,
 "The shape of a command"). Application services are synchronous: the event store runs
-on a psycopg connection pool that blocks. The API crosses into them here, and only here:
-handlers `await pipelines.create(...)` on a `Threaded` service, and the few other
-blocking calls (authentication) go through `in_thread`."""
+on a psycopg connection pool that blocks. Async code crosses into them here, and only
+here: API handlers `await pipelines.create(...)` on a `Threaded` service; the other
+blocking calls (authentication, the executor's claim, run execution's and recovery's
+reads and appends) go through `in_thread`. File I/O of plugin steps has its own seam
+(infrastructure/step_runner.py)."""
 
 from __future__ import annotations
 

@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate
-
 from application.errors import VersionConflict
 from application.event_store import NornEventStore
 from application.ports import Heartbeats, StepRunner, Usage
-from application.quotas import UsageLedger
+from application.quotas import UsageLedger, retry_on_conflict
 from application.run_execution import ExecutorPolicy, RunExecution, context_of, start_ready
 from domain.errors import InvalidCommand
 from domain.run import Run, RunStatus
@@ -80,7 +78,14 @@ class RunExecutor:
         is nothing to do (unknown, no longer queued, claimed by another executor,
         cancelled). QuotaExceeded when its tenant already runs max_concurrent_runs,
         TenantSuspended when the tenant is suspended: in both cases the run stays
-        queued."""
+        queued. A lost race is tried again on fresh state: it may have been the usage
+        (another executor process claimed or ended a run of the tenant), not the run."""
+        try:
+            return retry_on_conflict(lambda: self._claim_once(run_id))
+        except VersionConflict:
+            return None  # the run kept changing: its item comes round again
+
+    def _claim_once(self, run_id: UUID) -> Claim | None:
         run = self.store.find(Run, run_id)
         if run is None or run.status != RunStatus.QUEUED:
             return None
@@ -88,7 +93,7 @@ class RunExecutor:
         tenant = self.store.find(Tenant, UUID(run.tenant_id))
         if tenant is None or tenant.status == TenantStatus.DELETED:
             run.request_cancel("its tenant was deleted", ctx)
-            self._append_or_ignore(run)
+            self.store.append(run)
             return None
         if tenant.status == TenantStatus.SUSPENDED:
             raise TenantSuspended(run.tenant_id)
@@ -104,8 +109,7 @@ class RunExecutor:
             # The lease first: dying between the two leaves a lease recovery drops,
             # never a running attempt without one.
             self.heartbeats.lease(str(run.id), attempt, self.executor_id)
-            if not self._append_or_ignore(run, usage):
-                return None
+            self.store.append(run, usage)
         return Claim(run, attempt, started)
 
     def save(self, run: Run, was_running: bool) -> int | None:
@@ -146,10 +150,3 @@ class RunExecutor:
         """Execute a claimed run until it ends; returns its final status, or "lost" when
         this executor no longer owns it."""
         return await RunExecution(self, claim.run, claim.attempt, claim.started).run()
-
-    def _append_or_ignore(self, run: Run, *others: Aggregate) -> bool:
-        try:
-            self.store.append(run, *others)
-        except VersionConflict:
-            return False
-        return True

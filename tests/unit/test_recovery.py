@@ -168,3 +168,13 @@ def test_racing_executor_processes_never_run_more_than_the_limit() -> None:
     running = [r for r in runs if store.load(Run, r.id, "run").status == "running"]
     assert claimed.count(True) == len(running) == 3
     assert running_used(executors[0], tenant_id) == 3
+
+
+def test_a_claim_whose_usage_another_executor_changed_is_tried_again_and_succeeds() -> None:
+    store, leases = memory_store(), Leases()
+    tenant_id = tenant_of(store, max_concurrent_runs=10)
+    here, there = executor(store, leases, "here"), executor(store, leases, "there")
+    runs = [queued_run(store, tenant_id) for _ in range(4)]
+    for i, run in enumerate(runs):  # each one's kept usage is stale after the other's claim
+        assert (here if i % 2 else there).claim(run.id) is not None
+    assert running_used(here, tenant_id) == 4

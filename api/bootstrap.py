@@ -155,8 +155,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
     usage = ReadModelUsage(sync_pool)
     api_keys = ApiKeyService(store, ApiKeySecrets())
     pipelines = PipelineService(store, plugins, usage)
-    # Authentication reads session, user and tenant versions and the tenant's usage
-    # bounds in one query (quotas far from their limit then need none of their own).
+    # Authentication reads the session, user and tenant versions in one query.
     sessions = SessionService(store, hasher, tokens, api_keys, facts=usage)
     rate_limits = settings.plan_rate_limits()
     login_policy = LoginPolicy(

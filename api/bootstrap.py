@@ -151,7 +151,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
         access_ttl=settings.access_token_ttl,
         refresh_ttl=settings.refresh_token_ttl,
     )
-    hasher = Argon2PasswordHasher()
+    hasher = Argon2PasswordHasher(*settings.password_hash_params())
     usage = ReadModelUsage(sync_pool)
     api_keys = ApiKeyService(store, ApiKeySecrets())
     pipelines = PipelineService(store, plugins, usage)

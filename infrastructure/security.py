@@ -24,8 +24,11 @@ VERIFIED_CACHE_SIZE = 10_000
 
 
 class Argon2PasswordHasher:
-    def __init__(self) -> None:
-        self._hasher = Argon2Hasher()
+    """argon2id; the default cost is the library's (RFC 9106's low-memory profile:
+    64 MiB, 3 iterations, 4 lanes). A verify uses the cost stored in the hash."""
+
+    def __init__(self, memory_kib: int = 65536, iterations: int = 3, lanes: int = 4) -> None:
+        self._hasher = Argon2Hasher(memory_cost=memory_kib, time_cost=iterations, parallelism=lanes)
 
     def hash(self, password: str) -> str:
         return self._hasher.hash(password)

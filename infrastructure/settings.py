@@ -53,6 +53,11 @@ class Settings:
     login_lock_after: int = 10
     """NORN_LOGIN_LOCK_AFTER: failed logins of one username before it is locked."""
     login_lock_seconds: int = 900
+    password_hash_cost: str = "m=65536,t=3,p=4"  # noqa: S105 - a cost, not a secret
+    """NORN_PASSWORD_HASH_COST: argon2id cost of new password hashes, in argon2's own
+    notation (memory KiB, iterations, lanes); at least m=19456,t=2 (OWASP's minimum).
+    Existing hashes keep the cost they were made with. The test suite builds its
+    settings directly, without this check, with a far lower cost."""
     files_root: Path | None = None
     """NORN_FILES_ROOT: tenants' folders for file plugins; unset = <data dir>/files."""
     workspace_root: Path | None = None
@@ -125,6 +130,15 @@ class Settings:
             problems.append("NORN_LOGIN_LOCK_AFTER must be between 3 and 1000")
         if not 1 <= self.login_lock_seconds <= 86_400:
             problems.append("NORN_LOGIN_LOCK_SECONDS must be between 1 and 86400")
+        try:
+            memory, iterations, lanes = self.password_hash_params()
+        except ValueError as error:
+            problems.append(f"NORN_PASSWORD_HASH_COST {error}")
+        else:
+            if memory < 19456 or iterations < 2 or not 1 <= lanes <= 16:
+                problems.append(
+                    "NORN_PASSWORD_HASH_COST must be at least m=19456,t=2 with p from 1 to 16"
+                )
         if not 1 <= self.executor_concurrency <= 1000:
             problems.append("NORN_EXECUTOR_CONCURRENCY must be between 1 and 1000")
         if not 0.1 <= self.heartbeat_interval <= 300:
@@ -191,6 +205,22 @@ class Settings:
         if missing:
             raise ValueError(f"has no limit for {', '.join(sorted(missing))}")
         return limits
+
+    def password_hash_params(self) -> tuple[int, int, int]:
+        """NORN_PASSWORD_HASH_COST parsed: (memory KiB, iterations, lanes); ValueError
+        says what is wrong (the hashing library's own bounds, not the minimum)."""
+        values: dict[str, int] = {}
+        for item in self.password_hash_cost.split(","):
+            key, _, value = item.strip().partition("=")
+            if key not in ("m", "t", "p") or key in values or not value.isdigit():
+                raise ValueError(f"must read like m=65536,t=3,p=4, not {self.password_hash_cost!r}")
+            values[key] = int(value)
+        if set(values) != {"m", "t", "p"}:
+            raise ValueError(f"must set m, t and p, not {self.password_hash_cost!r}")
+        memory, iterations, lanes = values["m"], values["t"], values["p"]
+        if iterations < 1 or lanes < 1 or memory < 8 * lanes:
+            raise ValueError("needs t >= 1, p >= 1 and m >= 8 * p")
+        return memory, iterations, lanes
 
     @property
     def embedded(self) -> bool:

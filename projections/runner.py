@@ -259,6 +259,8 @@ class ProjectionRunner:
         self.following.clear()
         self._rebind = True
         await self._catch_up_now(ack_held=False)
+        if not connected_before and connecting.done():
+            return  # the first connection came during the catch-up: follow it now
         # Woken early by the first connection, so a normal start does not wait a poll.
         await pause(
             stop,

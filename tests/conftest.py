@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,10 @@ TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 GENEROUS_RATE_LIMITS = ",".join(
     f"{plan}=1000000/100000" for plan in ("free", "pro", "enterprise", "platform")
 )
+CHEAP_PASSWORD_HASH = "m=8,t=1,p=1"
+"""argon2id at its lowest cost: microseconds instead of ~125 ms a hash (each app start
+hashes the admin's password and a dummy one, each login verifies one). Only tests use
+it: Settings.from_env refuses less than m=19456,t=2."""
 
 
 @contextmanager
@@ -47,6 +51,14 @@ def _server_dir(kind: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """For a test that starts an embedded PostgreSQL itself: tmp_path would not do (see
+    _server_dir; a pg_ctl start then timed out while another session ran)."""
+    with _server_dir("own") as path:
+        yield path
 
 
 @pytest.fixture(scope="session")
@@ -91,9 +103,8 @@ def template_database(pg_admin_url: str) -> Iterator[str]:
         )
 
 
-@pytest.fixture
-def database_url(pg_admin_url: str, template_database: str) -> Iterator[str]:
-    """A fresh, migrated database for this test alone."""
+@contextmanager
+def _fresh_database(pg_admin_url: str, template_database: str) -> Iterator[str]:
     name = f"norn_t_{uuid.uuid4().hex[:12]}"
     with _admin(pg_admin_url) as conn:
         conn.execute(
@@ -101,11 +112,20 @@ def database_url(pg_admin_url: str, template_database: str) -> Iterator[str]:
                 sql.Identifier(name), sql.Identifier(template_database)
             )
         )
-    yield make_conninfo(pg_admin_url, dbname=name)
-    with _admin(pg_admin_url) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    try:
+        yield make_conninfo(pg_admin_url, dbname=name)
+    finally:
+        with _admin(pg_admin_url) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str, template_database: str) -> Iterator[str]:
+    """A fresh, migrated database for this test alone."""
+    with _fresh_database(pg_admin_url, template_database) as url:
+        yield url
 
 
 @dataclass(frozen=True)
@@ -114,22 +134,30 @@ class NatsNames:
     prefix: str
 
 
+@asynccontextmanager
+async def _fresh_nats_names(nats_url: str) -> AsyncIterator[NatsNames]:
+    token = uuid.uuid4().hex[:10]
+    names = NatsNames(stream=f"T{token.upper()}_EVENTS", prefix=f"t{token}")
+    try:
+        yield names
+    finally:
+        nc = await nats.connect(nats_url)
+        try:
+            # The events stream, and the executors' work and dead-letter streams beside it.
+            for stream in (names.stream, f"{names.stream}_WORK", f"{names.stream}_DEAD"):
+                try:
+                    await nc.jetstream().delete_stream(stream)
+                except Exception:  # noqa: S110 - the test may never have created it
+                    pass
+        finally:
+            await nc.close()
+
+
 @pytest.fixture
 async def nats_names(nats_url: str) -> AsyncIterator[NatsNames]:
     """A JetStream stream and subject prefix for this test alone (deleted afterwards)."""
-    token = uuid.uuid4().hex[:10]
-    names = NatsNames(stream=f"T{token.upper()}_EVENTS", prefix=f"t{token}")
-    yield names
-    nc = await nats.connect(nats_url)
-    try:
-        # The events stream, and the executors' work and dead-letter streams beside it.
-        for stream in (names.stream, f"{names.stream}_WORK", f"{names.stream}_DEAD"):
-            try:
-                await nc.jetstream().delete_stream(stream)
-            except Exception:  # noqa: S110 - the test may never have created it
-                pass
-    finally:
-        await nc.close()
+    async with _fresh_nats_names(nats_url) as names:
+        yield names
 
 
 @pytest.fixture
@@ -165,16 +193,35 @@ def seed_tenant(
 
 @pytest.fixture
 def settings(database_url: str, nats_url: str, nats_names: NatsNames, tmp_path: Path) -> Settings:
+    return settings_for(database_url, nats_url, nats_names, tmp_path / "data")
+
+
+@pytest.fixture(scope="module")
+async def module_settings(
+    pg_admin_url: str,
+    template_database: str,
+    nats_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Settings]:
+    """Settings for one app shared by a module's tests (tests/integration/conftest.py
+    `module_app`): their own database and stream, but this module's, not each test's."""
+    with _fresh_database(pg_admin_url, template_database) as url:
+        async with _fresh_nats_names(nats_url) as names:
+            yield settings_for(url, nats_url, names, tmp_path_factory.mktemp("data"))
+
+
+def settings_for(database_url: str, nats_url: str, names: NatsNames, data_dir: Path) -> Settings:
     return Settings(
         database_url=database_url,
         nats_url=nats_url,
-        data_dir=tmp_path / "data",
+        data_dir=data_dir,
         jwt_secret=TEST_JWT_SECRET,
-        nats_stream=nats_names.stream,
-        subject_prefix=nats_names.prefix,
+        nats_stream=names.stream,
+        subject_prefix=names.prefix,
         admin_username="root-admin",
         admin_password="correct-horse-staple-42",
         db_pool_size=4,
         min_position_timeout=10.0,
         rate_limits=GENEROUS_RATE_LIMITS,
+        password_hash_cost=CHEAP_PASSWORD_HASH,
     )

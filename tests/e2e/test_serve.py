@@ -114,9 +114,9 @@ def _processes_using(path: Path) -> list[str]:
 
 
 def test_sigterm_with_an_open_feed_stops_everything_on_the_embedded_default(
-    tmp_path: Path,
+    server_dir: Path,
 ) -> None:
-    data_dir = tmp_path / "norn-data"
+    data_dir = server_dir / "norn-data"  # embedded PostgreSQL: outside pytest's tmp root
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NORN_")}
     env.update(

@@ -9,6 +9,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import uvicorn
@@ -34,11 +35,29 @@ async def running_app(
         container.close()
 
 
+class _InTheAppsLoop(httpx.AsyncBaseTransport):
+    """Serves each request in the app's own event loop (the test client's portal thread,
+    where its pools and background roles live) without waiting for the one before.
+    Serving it in the test's loop instead ran the app's pools from two loops: a pool's
+    wake-up sent to the other loop stalled a login test for the pool's 30 s timeout."""
+
+    def __init__(self, client: AsyncTestClient, address: tuple[str, int]) -> None:
+        self._portal = client.blocking_portal
+        self._asgi = httpx.ASGITransport(app=client.app, client=address)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        served = self._portal.start_task_soon(self._asgi.handle_async_request, request)
+        return await asyncio.wrap_future(served)
+
+
 @asynccontextmanager
-async def overlapping(client: AsyncTestClient) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the same app whose requests really run at the same time: the test
-    client serves one request at a time, so a race sent through it never happens."""
-    transport = httpx.ASGITransport(app=client.app)
+async def overlapping(
+    client: AsyncTestClient, address: tuple[str, int] = ("testclient", 50000)
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the same app whose requests really run at the same time (the test
+    client serves one request at a time, so a race sent through it never happens), from
+    `address` (the test client's own by default)."""
+    transport = _InTheAppsLoop(client, address)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://testserver", timeout=30
     ) as raw:
@@ -54,9 +73,17 @@ async def login(client: AsyncTestClient, username: str, password: str) -> dict[s
 
 
 async def make_tenant_user(
-    client: AsyncTestClient, admin: dict[str, str], tenant: str, role: str = "editor"
+    client: AsyncTestClient,
+    admin: dict[str, str],
+    tenant: str,
+    role: str = "editor",
+    *,
+    projected: bool = True,
 ) -> tuple[str, dict[str, str]]:
-    """A tenant and a user in it with `role`; returns (tenant_id, that user's headers)."""
+    """A tenant and a user in it with `role`; returns (tenant_id, that user's headers).
+    Both are in their read models when this returns (reads of them need no min_position:
+    a test's first read of the tenant read it before the projection had it, now and then),
+    unless `projected` is False (an app without the projector role)."""
     created = await client.post("/api/v1/tenants", json={"name": tenant}, headers=admin)
     assert created.status_code == 201, created.text
     tenant_id = created.json()["id"]
@@ -68,7 +95,16 @@ async def make_tenant_user(
         headers=admin,
     )
     assert user.status_code == 201, user.text
+    if projected:
+        await visible(client, admin, f"/api/v1/tenants/{tenant_id}", created.json()["position"])
+        await visible(client, admin, f"/api/v1/users/{user.json()['id']}", user.json()["position"])
     return tenant_id, await login(client, username, password)
+
+
+async def visible(client: Any, headers: dict[str, str], path: str, position: int) -> None:
+    """Wait until the read model behind `path` has `position` (the API's min_position)."""
+    shown = await client.get(path, params={"min_position": position}, headers=headers)
+    assert shown.status_code == 200, shown.text
 
 
 def pipeline_body(name: str, **overrides: Any) -> dict[str, Any]:
@@ -161,3 +197,13 @@ async def serving_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             await asyncio.wait_for(task, timeout=15)
         sock.close()
         container.close()
+
+
+def unique(name: str) -> str:
+    """`name` made unique: for what a test creates on an app other tests share."""
+    return f"{name}-{uuid4().hex[:8]}"
+
+
+async def platform_admin(client: AsyncTestClient, settings: Settings) -> dict[str, str]:
+    """The bootstrap platform admin's headers."""
+    return await login(client, settings.admin_username or "", settings.admin_password or "")

@@ -1,11 +1,13 @@
 """Every error leaves in the documented shape, with the right status and the request id,
-and nothing a client can send produces a 500."""
+and nothing a client can send produces a 500. One app serves the module (each test in a
+tenant of its own); the tests of a setting (body size, min_position wait) start theirs."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
+from litestar.testing import AsyncTestClient
 
 from infrastructure.settings import Settings
 from tests.integration.api_client import (
@@ -14,52 +16,56 @@ from tests.integration.api_client import (
     login,
     make_tenant_user,
     pipeline_body,
+    platform_admin,
     running_app,
+    unique,
 )
 
 BASE = "/api/v1/pipelines"
 
 
-async def test_request_bodies_are_checked(settings: Settings) -> None:
-    async with running_app(settings) as client:
-        admin = await login(client, settings.admin_username or "", settings.admin_password or "")
-        _, editor = await make_tenant_user(client, admin, "acme", "editor")
-        json_headers = {**editor, "Content-Type": "application/json"}
+async def test_request_bodies_are_checked(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    admin = await platform_admin(client, module_settings)
+    _, editor = await make_tenant_user(client, admin, unique("acme"), "editor")
+    json_headers = {**editor, "Content-Type": "application/json"}
 
-        for raw in (b'{"name": "x", "steps": [', b"not json at all", b"[1, 2]", b""):
-            response = await client.post(BASE, content=raw, headers=json_headers)
-            assert_error(response, 400, "VALIDATION_ERROR")
+    for raw in (b'{"name": "x", "steps": [', b"not json at all", b"[1, 2]", b""):
+        response = await client.post(BASE, content=raw, headers=json_headers)
+        assert_error(response, 400, "VALIDATION_ERROR")
 
-        unknown = await client.post(BASE, json=pipeline_body("x", owner="me"), headers=editor)
-        assert unknown.status_code in (400, 422), unknown.text
-        error = assert_error(unknown, unknown.status_code, "VALIDATION_ERROR")
-        assert "owner" in unknown.text
-        nested = pipeline_body("x")
-        nested["steps"][0]["retry"] = 3
-        response = await client.post(BASE, json=nested, headers=editor)
-        assert response.status_code in (400, 422), response.text
-        assert "unknown field `retry`" in response.text
+    unknown = await client.post(BASE, json=pipeline_body("x", owner="me"), headers=editor)
+    assert unknown.status_code in (400, 422), unknown.text
+    error = assert_error(unknown, unknown.status_code, "VALIDATION_ERROR")
+    assert "owner" in unknown.text
+    nested = pipeline_body("x")
+    nested["steps"][0]["retry"] = 3
+    response = await client.post(BASE, json=nested, headers=editor)
+    assert response.status_code in (400, 422), response.text
+    assert "unknown field `retry`" in response.text
 
-        for wrong in ({"name": 123}, {"steps": "read"}, {"tags": [1, 2]}):
-            response = await client.post(BASE, json=pipeline_body("x") | wrong, headers=editor)
-            error = assert_error(response, 400, "VALIDATION_ERROR")
-            assert error["details"], error
-        missing = await client.post(BASE, json={"steps": []}, headers=editor)
-        assert_error(missing, 400, "VALIDATION_ERROR")
+    for wrong in ({"name": 123}, {"steps": "read"}, {"tags": [1, 2]}):
+        response = await client.post(BASE, json=pipeline_body("x") | wrong, headers=editor)
+        error = assert_error(response, 400, "VALIDATION_ERROR")
+        assert error["details"], error
+    missing = await client.post(BASE, json={"steps": []}, headers=editor)
+    assert_error(missing, 400, "VALIDATION_ERROR")
 
-        deep = b"[" * 100_000 + b"]" * 100_000  # past the decoder's recursion limit
-        for url in (BASE, "/api/v1/auth/login"):
-            response = await client.post(url, content=deep, headers=json_headers)
-            assert_error(response, 400, "VALIDATION_ERROR")
+    deep = b"[" * 100_000 + b"]" * 100_000  # past the decoder's recursion limit
+    for url in (BASE, "/api/v1/auth/login"):
+        response = await client.post(url, content=deep, headers=json_headers)
+        assert_error(response, 400, "VALIDATION_ERROR")
 
-        login_garbage = await client.post(
-            "/api/v1/auth/login", content=b"{", headers={"Content-Type": "application/json"}
-        )
-        assert_error(login_garbage, 400, "VALIDATION_ERROR")
-        # None of those created anything.
-        last = await create_pipeline(client, editor, "real")
-        listed = await client.get(BASE, params={"min_position": last["position"]}, headers=editor)
-        assert [p["name"] for p in listed.json()["items"]] == ["real"]
+    login_garbage = await client.post(
+        "/api/v1/auth/login", content=b"{", headers={"Content-Type": "application/json"}
+    )
+    assert_error(login_garbage, 400, "VALIDATION_ERROR")
+    # None of those created anything.
+    last = await create_pipeline(client, editor, "real")
+    listed = await client.get(BASE, params={"min_position": last["position"]}, headers=editor)
+    assert [p["name"] for p in listed.json()["items"]] == ["real"]
 
 
 async def test_oversized_body_is_413(settings: Settings) -> None:
@@ -75,55 +81,57 @@ async def test_oversized_body_is_413(settings: Settings) -> None:
         assert_error(await client.put(url, json=big, headers=editor), 413, "VALIDATION_ERROR")
 
 
-async def test_routes_paths_and_queries_that_do_not_fit(settings: Settings) -> None:
-    async with running_app(settings) as client:
-        admin = await login(client, settings.admin_username or "", settings.admin_password or "")
-        _, editor = await make_tenant_user(client, admin, "acme", "editor")
-        created = await create_pipeline(client, editor, "alpha")
-        url = f"{BASE}/{created['id']}"
+async def test_routes_paths_and_queries_that_do_not_fit(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    admin = await platform_admin(client, module_settings)
+    _, editor = await make_tenant_user(client, admin, unique("acme"), "editor")
+    created = await create_pipeline(client, editor, "alpha")
+    url = f"{BASE}/{created['id']}"
 
-        for path in ("/api/v1/nothing-here", "/api/v2/pipelines", "/nope"):
-            for headers in (editor, {}):
-                response = await client.get(path, headers=headers)
-                assert_error(response, 404, "RESOURCE_NOT_FOUND")
-        for path in (f"{BASE}/not-a-uuid", f"{BASE}/123/history", f"{url}/revisions/first"):
-            response = await client.get(path, headers=editor)
-            assert response.status_code in (400, 404), (path, response.text)
-            assert_error(response, response.status_code, response.json()["error"]["code"])
-        wrong_method = await client.patch(url, json={}, headers=editor)
-        assert wrong_method.status_code == 405, wrong_method.text
-        assert_error(wrong_method, 405, wrong_method.json()["error"]["code"])
+    for path in ("/api/v1/nothing-here", "/api/v2/pipelines", "/nope"):
+        for headers in (editor, {}):
+            response = await client.get(path, headers=headers)
+            assert_error(response, 404, "RESOURCE_NOT_FOUND")
+    for path in (f"{BASE}/not-a-uuid", f"{BASE}/123/history", f"{url}/revisions/first"):
+        response = await client.get(path, headers=editor)
+        assert response.status_code in (400, 404), (path, response.text)
+        assert_error(response, response.status_code, response.json()["error"]["code"])
+    wrong_method = await client.patch(url, json={}, headers=editor)
+    assert wrong_method.status_code == 405, wrong_method.text
+    assert_error(wrong_method, 405, wrong_method.json()["error"]["code"])
 
-        bad_queries = [
-            {"cursor": "garbage!!"},
-            {"cursor": "eyJ4IjoxfQ"},  # base64 of {"x":1}
-            {"limit": 0},
-            {"limit": 501},
-            {"limit": "ten"},
-            {"sort": "password"},
-            {"order": "sideways"},
-            {"min_position": -1},
-            {"min_position": "soon"},
-        ]
-        for params in bad_queries:
-            response = await client.get(BASE, params=params, headers=editor)
-            assert_error(response, 400, "VALIDATION_ERROR")
-        # A cursor issued for one sort is refused with another, not silently misapplied.
-        for name in ("beta", "gamma"):
-            last = (await create_pipeline(client, editor, name))["position"]
-        page = await client.get(BASE, params={"limit": 1, "min_position": last}, headers=editor)
-        cursor = page.json()["next_cursor"]
-        assert cursor
-        other_sort = await client.get(
-            BASE, params={"limit": 1, "cursor": cursor, "sort": "name"}, headers=editor
+    bad_queries = [
+        {"cursor": "garbage!!"},
+        {"cursor": "eyJ4IjoxfQ"},  # base64 of {"x":1}
+        {"limit": 0},
+        {"limit": 501},
+        {"limit": "ten"},
+        {"sort": "password"},
+        {"order": "sideways"},
+        {"min_position": -1},
+        {"min_position": "soon"},
+    ]
+    for params in bad_queries:
+        response = await client.get(BASE, params=params, headers=editor)
+        assert_error(response, 400, "VALIDATION_ERROR")
+    # A cursor issued for one sort is refused with another, not silently misapplied.
+    for name in ("beta", "gamma"):
+        last = (await create_pipeline(client, editor, name))["position"]
+    page = await client.get(BASE, params={"limit": 1, "min_position": last}, headers=editor)
+    cursor = page.json()["next_cursor"]
+    assert cursor
+    other_sort = await client.get(
+        BASE, params={"limit": 1, "cursor": cursor, "sort": "name"}, headers=editor
+    )
+    assert_error(other_sort, 400, "VALIDATION_ERROR")
+
+    for if_match in ("yesterday", '"abc"'):
+        response = await client.put(
+            url, json=pipeline_body("alpha"), headers={**editor, "If-Match": if_match}
         )
-        assert_error(other_sort, 400, "VALIDATION_ERROR")
-
-        for if_match in ("yesterday", '"abc"'):
-            response = await client.put(
-                url, json=pipeline_body("alpha"), headers={**editor, "If-Match": if_match}
-            )
-            assert_error(response, 400, "VALIDATION_ERROR")
+        assert_error(response, 400, "VALIDATION_ERROR")
 
 
 async def test_min_position_beyond_the_read_model_is_503(settings: Settings) -> None:
@@ -144,51 +152,53 @@ async def test_min_position_beyond_the_read_model_is_503(settings: Settings) -> 
         assert ok.status_code == 200, ok.text
 
 
-async def test_request_id_is_echoed_or_made(settings: Settings) -> None:
-    async with running_app(settings) as client:
-        mine = await client.get("/api/v1/auth/me", headers={"X-Request-ID": "req-42.a_b"})
-        assert_error(mine, 401, "AUTHENTICATION_REQUIRED")
-        assert mine.headers["x-request-id"] == "req-42.a_b"
-        assert mine.json()["error"]["request_id"] == "req-42.a_b"
+async def test_request_id_is_echoed_or_made(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    mine = await client.get("/api/v1/auth/me", headers={"X-Request-ID": "req-42.a_b"})
+    assert_error(mine, 401, "AUTHENTICATION_REQUIRED")
+    assert mine.headers["x-request-id"] == "req-42.a_b"
+    assert mine.json()["error"]["request_id"] == "req-42.a_b"
 
-        hostile = await client.get(
-            "/api/v1/auth/me", headers={"X-Request-ID": "bad id\twith <stuff>"}
-        )
-        rid = hostile.headers["x-request-id"]
-        assert rid and "<" not in rid and " " not in rid
-        assert hostile.json()["error"]["request_id"] == rid
+    hostile = await client.get("/api/v1/auth/me", headers={"X-Request-ID": "bad id\twith <stuff>"})
+    rid = hostile.headers["x-request-id"]
+    assert rid and "<" not in rid and " " not in rid
+    assert hostile.json()["error"]["request_id"] == rid
 
-        made = [(await client.get("/health")).headers["x-request-id"] for _ in range(2)]
-        assert all(made) and made[0] != made[1]
+    made = [(await client.get("/health")).headers["x-request-id"] for _ in range(2)]
+    assert all(made) and made[0] != made[1]
 
 
-async def test_nul_in_list_filters_is_400_not_500(settings: Settings) -> None:
-    async with running_app(settings) as client:
-        admin = await login(client, settings.admin_username or "", settings.admin_password or "")
-        _, editor = await make_tenant_user(client, admin, "acme", "editor")
-        for params in ({"name": "a\x00b"}, {"tag": "\x00"}):
-            response = await client.get(BASE, params=params, headers=editor)
-            assert_error(response, 400, "VALIDATION_ERROR")
+async def test_nul_in_list_filters_is_400_not_500(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    admin = await platform_admin(client, module_settings)
+    _, editor = await make_tenant_user(client, admin, unique("acme"), "editor")
+    for params in ({"name": "a\x00b"}, {"tag": "\x00"}):
+        response = await client.get(BASE, params=params, headers=editor)
+        assert_error(response, 400, "VALIDATION_ERROR")
 
 
 @pytest.mark.parametrize("where", ["pipeline name", "step config", "tenant name"])
 async def test_nul_characters_are_refused_before_they_reach_the_store(
-    settings: Settings, where: str
+    module_app: AsyncTestClient, module_settings: Settings, where: str
 ) -> None:
-    async with running_app(settings) as client:
-        admin = await login(client, settings.admin_username or "", settings.admin_password or "")
-        tenant_id, editor = await make_tenant_user(client, admin, "acme", "editor")
-        if where == "tenant name":
-            response = await client.post("/api/v1/tenants", json={"name": "a\x00b"}, headers=admin)
-        else:
-            body = pipeline_body("nul\x00name" if where == "pipeline name" else "nul")
-            if where == "step config":
-                body["steps"][0]["config"]["path"] = "in\x00.jsonl"
-            response = await client.post(BASE, json=body, headers=editor)
-        assert_error(response, 422, "VALIDATION_ERROR")
-        # And the read models keep up.
-        after = await create_pipeline(client, editor, "after")
-        seen = {"min_position": after["position"]}
-        assert (await client.get(BASE, params=seen, headers=editor)).status_code == 200
-        tenant = await client.get(f"/api/v1/tenants/{tenant_id}", params=seen, headers=admin)
-        assert tenant.status_code == 200, tenant.text
+    client = module_app
+    admin = await platform_admin(client, module_settings)
+    tenant_id, editor = await make_tenant_user(client, admin, unique("acme"), "editor")
+    if where == "tenant name":
+        response = await client.post("/api/v1/tenants", json={"name": "a\x00b"}, headers=admin)
+    else:
+        body = pipeline_body("nul\x00name" if where == "pipeline name" else "nul")
+        if where == "step config":
+            body["steps"][0]["config"]["path"] = "in\x00.jsonl"
+        response = await client.post(BASE, json=body, headers=editor)
+    assert_error(response, 422, "VALIDATION_ERROR")
+    # And the read models keep up.
+    after = await create_pipeline(client, editor, "after")
+    seen = {"min_position": after["position"]}
+    assert (await client.get(BASE, params=seen, headers=editor)).status_code == 200
+    tenant = await client.get(f"/api/v1/tenants/{tenant_id}", params=seen, headers=admin)
+    assert tenant.status_code == 200, tenant.text

@@ -20,7 +20,13 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from infrastructure.settings import Settings
-from tests.integration.api_client import assert_error, login, make_tenant_user, running_app
+from tests.integration.api_client import (
+    assert_error,
+    login,
+    make_tenant_user,
+    overlapping,
+    running_app,
+)
 
 PASSWORD = "correct-horse-battery-staple"
 LOCK_AFTER = 3
@@ -62,8 +68,7 @@ async def app_with_users(
 @asynccontextmanager
 async def from_address(client: AsyncTestClient, address: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the same running app whose requests come from `address`."""
-    transport = httpx.ASGITransport(app=client.app, client=(address, 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as other:
+    async with overlapping(client, (address, 40000)) as other:
         yield other
 
 

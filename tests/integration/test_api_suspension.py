@@ -28,6 +28,7 @@ from tests.integration.api_client import (
     make_tenant_user,
     pipeline_body,
     running_app,
+    visible,
 )
 from tests.integration.test_api_isolation_matrix import fill
 
@@ -158,6 +159,15 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
         "/api/v1/api-keys", json={"name": "robot", "roles": ["admin"]}, headers=admin
     )
     assert own_key.status_code == 201, own_key.text
+    # Every read route below reads a read model: each must have what was just written.
+    for path, position in (
+        (f"/api/v1/tenants/{tenant_id}", added.json()["position"]),
+        (f"/api/v1/pipelines/{pipeline['id']}", revised.json()["position"]),
+        (f"/api/v1/users/{user.json()['id']}", user.json()["position"]),
+        (f"/api/v1/runs/{ended['run_id']}", cancelled.json()["position"]),
+        (f"/api/v1/api-keys/{own_key.json()['id']}", own_key.json()["position"]),
+    ):
+        await visible(client, admin, path, position)
     values = {
         "tenant_id": tenant_id,
         "pipeline_id": pipeline["id"],
@@ -248,7 +258,7 @@ async def test_a_suspended_tenant_reads_but_every_write_route_refuses_it(
             expected = 200 if route.permission in ROLE_PERMISSIONS["admin"] else 403
             assert status == expected, (who, method, path, status)
 
-        await set_status(client, root, tenant.id, "suspended")
+        suspended = await set_status(client, root, tenant.id, "suspended")
         events_before = stored_events(settings)
         problems = []
         for who, headers in principals.items():
@@ -268,7 +278,11 @@ async def test_a_suspended_tenant_reads_but_every_write_route_refuses_it(
 
         # Still able to log in and to see why: the tenant shows its status and reason.
         fresh = await login(client, "acme-admin", PASSWORD)
-        own = await client.get(f"/api/v1/tenants/{tenant.id}", headers=fresh)
+        own = await client.get(
+            f"/api/v1/tenants/{tenant.id}",
+            params={"min_position": suspended["position"]},
+            headers=fresh,
+        )
         assert (own.json()["status"], own.json()["status_reason"]) == (
             "suspended",
             "invoice unpaid",

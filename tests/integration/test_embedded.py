@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -24,9 +25,15 @@ def _alive(pid: int) -> bool:
 def test_a_nats_server_left_behind_is_stopped_before_a_new_one_starts(tmp_path: Path) -> None:
     orphan = EmbeddedNats(tmp_path)
     orphan.start()
-    assert orphan._process is not None
-    orphan_pid = orphan._process.pid
+    process = orphan._process
+    assert process is not None
+    orphan_pid = process.pid
     orphan._process = None  # its owner "died" without stopping it
+    # An orphan's new parent (init) reaps it once it exits. Here it stays this process's
+    # child: unreaped, it would linger as a zombie that still answers kill(pid, 0), and
+    # the successor would wait its whole 10 s for it to go.
+    reaper = threading.Thread(target=process.wait, daemon=True)
+    reaper.start()
 
     successor = EmbeddedNats(tmp_path)
     try:
@@ -35,14 +42,17 @@ def test_a_nats_server_left_behind_is_stopped_before_a_new_one_starts(tmp_path: 
         while _alive(orphan_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _alive(orphan_pid)
+        reaper.join(timeout=5)
+        assert process.returncode is not None
         assert successor._process is not None and successor._process.poll() is None
     finally:
         successor.stop()
 
 
 def test_postgres_stops_even_when_a_dead_process_is_still_listed_as_a_user(
-    tmp_path: Path,
+    server_dir: Path,
 ) -> None:
+    tmp_path = server_dir  # PostgreSQL's data outside pytest's tmp root (tests/conftest.py)
     first = EmbeddedPostgres(tmp_path)
     first.start()
     first.stop()

@@ -91,13 +91,21 @@ class Publisher:
     sequences: dict[str, int] = field(default_factory=dict)  # event id -> stream seq
 
     async def publish_new(self) -> list[CloudEvent]:
+        """Publishes every event committed when called. Like the relay, it reads again
+        until the horizon has passed them all: one read can stop short while another
+        transaction on the server ends (docs/architecture.md §4)."""
+        events: list[CloudEvent] = []
+        deadline = time.monotonic() + WAIT
         async with await AsyncConnection.connect(self.database_url, autocommit=True) as conn:
-            # Precise: a runner's own open batch (a test holds one) is not an append.
-            notifications = await read_notifications(conn, self.position, 100_000, precise=True)
-        events = [to_cloud_event(n) for n in notifications]
-        for event in events:
-            await self.publish(event)
-            self.position = event.position
+            committed = await max_position(conn)
+            while self.position < committed:
+                assert time.monotonic() < deadline, f"events up to {committed} never passed"
+                # Precise: a runner's own open batch (a test holds one) is not an append.
+                notifications = await read_notifications(conn, self.position, 100_000, precise=True)
+                for event in map(to_cloud_event, notifications):
+                    await self.publish(event)
+                    self.position = event.position
+                    events.append(event)
         return events
 
     async def publish(self, event: CloudEvent, msg_id: str | None = None) -> None:
@@ -175,6 +183,17 @@ async def position_of(database_url: str, name: str) -> int:
         )
         row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+
+async def caught_up(runner: ProjectionRunner, database_url: str) -> None:
+    """The runner's catch-up from the store, again until it has read every event
+    committed when called (one read can stop short, as in Publisher.publish_new)."""
+    committed = await head(database_url)
+    deadline = time.monotonic() + WAIT
+    await runner.catch_up()
+    while await position_of(database_url, runner.projection.name) < committed:
+        assert time.monotonic() < deadline, f"{runner.projection.name} never reached {committed}"
+        await runner.catch_up()
 
 
 async def reaches(database_url: str, name: str, position: int) -> None:
@@ -602,15 +621,14 @@ async def test_wait_for_position(
     assert not await wait_for_position(pool, "pipelines", top, timeout=0.2)
     runner = make_runner(PipelinesProjection(), database_url, "nats://unused", nats_names)
     waiting = asyncio.create_task(wait_for_position(pool, "pipelines", top, timeout=WAIT))
-    await asyncio.sleep(0.05)
-    await runner.catch_up()
+    await caught_up(runner, database_url)
     assert await waiting
     started = time.monotonic()
     assert not await wait_for_position(pool, "pipelines", top + 1000, timeout=0.3)
     assert time.monotonic() - started < WAIT  # bounded
     # A projection that ignores every one of these events still reaches the position.
     tenants = make_runner(TenantsProjection(), database_url, "nats://unused", nats_names)
-    await tenants.catch_up()
+    await caught_up(tenants, database_url)
     assert await wait_for_position(pool, "tenants", top, timeout=1.0)
 
     status = {s["name"]: s for s in await projection_status(database_url, ALL_PROJECTIONS)}
@@ -646,7 +664,7 @@ async def test_list_pagination_filters_and_tenant_isolation(
     service.create(ALICE, definition("Nightly 50%_done", tags=("special",)), CTX)
     theirs = service.create(BOB, definition("job-bob", tags=("even",)), CTX).state.id
     runner = make_runner(PipelinesProjection(), database_url, "nats://unused", nats_names)
-    await runner.catch_up()
+    await caught_up(runner, database_url)
     queries = PipelineQueries(pool)
 
     for sort in ("created_at", "name", "updated_at"):
@@ -665,7 +683,7 @@ async def test_list_pagination_filters_and_tenant_isolation(
     # old one exactly once.
     first, cursor = await queries.list(T1, limit=5)
     service.create(ALICE, definition("job-new"), CTX)
-    await runner.catch_up()
+    await caught_up(runner, database_url)
     rest = await walk(lambda c: queries.list(T1, limit=5, cursor=c or cursor))
     ids = [r["id"] for r in first + rest]
     assert len(ids) == len(set(ids)) == 15
@@ -721,7 +739,9 @@ async def test_tenants_read_model_and_queries(
         )
         event_store.append(tenant)
         ids.append(str(tenant.id))
-    await make_runner(TenantsProjection(), database_url, "nats://unused", nats_names).catch_up()
+    await caught_up(
+        make_runner(TenantsProjection(), database_url, "nats://unused", nats_names), database_url
+    )
     queries = TenantQueries(pool)
     first = await queries.get(ids[0])
     assert first is not None

@@ -105,6 +105,9 @@ async def stream_messages(js: Any, stream: str) -> list[RawStreamMsg]:
         info = await js.stream_info(stream)
     except NotFoundError:
         return []
+    if info.state.messages == 0:
+        # A stream created a moment ago reports first_seq 0, which get_msg refuses (400).
+        return []
     messages = []
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         with contextlib.suppress(NotFoundError):  # a deleted sequence

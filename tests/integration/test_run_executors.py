@@ -1,24 +1,22 @@
-"""Executors as competing consumers: two executors and many runs (each executed exactly
-once), max_concurrent_runs across executors, a suspended tenant's runs waiting queued,
-and a graceful shutdown handing a run to another executor."""
+"""Executors as competing consumers over NATS: two executors and many runs (each executed
+exactly once), and max_concurrent_runs across executor processes (a run waiting for a
+slot is handed back to the work queue and taken up once one frees). A suspended tenant's
+runs and an executor handing its run back are tested on the in-memory store
+(tests/unit/test_run_quotas_service.py, test_run_recovery_service.py); a stopped executor
+process in tests/e2e/test_executor_crash.py."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from contextlib import AsyncExitStack
 from typing import Any
 
-import nats
-
 from infrastructure.settings import Settings
-from infrastructure.work_queue import work_stream
 from tests.integration.api_client import running_app
 from tests.integration.run_helpers import (
     ALL_ROLES,
     EXECUTOR_ONLY,
     FINISHED,
-    NO_EXECUTOR,
     event_names,
     make_pipeline,
     poll,
@@ -28,7 +26,6 @@ from tests.integration.run_helpers import (
     step,
     tenant_editor,
     trigger,
-    wait_run,
 )
 from tests.support.plugins import marks
 
@@ -129,88 +126,3 @@ async def test_max_concurrent_runs_holds_across_executors(settings: Settings) ->
         assert most_running_at_once(settings.database_url or "") == 1
         for q in queued:
             assert event_names(settings.database_url or "", q["run_id"]).count("RunStarted") == 1
-
-
-async def work_items_delivered(settings: Settings, items: int) -> None:
-    """Wait until the executors have been handed each of the first `items` work items
-    at least once (JetStream's count of the work consumer's deliveries)."""
-    nc = await nats.connect(settings.nats_url or "")
-    try:
-        js = nc.jetstream()
-        stream = work_stream(settings.nats_stream)
-
-        async def probe() -> bool | None:
-            try:
-                info = await js.consumer_info(stream, f"{settings.subject_prefix}_executors")
-            except nats.js.errors.NotFoundError:
-                return None
-            return True if (info.delivered.stream_seq or 0) >= items else None
-
-        await poll(probe, f"{items} work items to be delivered")
-    finally:
-        await nc.close()
-
-
-async def test_a_suspended_tenants_runs_wait_queued_until_it_is_reactivated(
-    settings: Settings,
-) -> None:
-    settings = run_settings(settings)
-    async with running_app(settings, roles=NO_EXECUTOR) as client:
-        tenant_id, editor, root = await tenant_editor(client, settings)
-        pipeline_id = await make_pipeline(client, editor, "p", step("mark", "Test.mark"))
-        queued = [await trigger(client, editor, pipeline_id) for _ in range(2)]
-        suspended = await client.put(
-            f"/api/v1/tenants/{tenant_id}", json={"status": "suspended"}, headers=root
-        )
-        assert suspended.status_code == 200, suspended.text
-
-        async with running_app(settings, roles=EXECUTOR_ONLY):
-            await work_items_delivered(settings, 2)
-            for q in queued:
-                run = await wait_run(client, editor, q["run_id"], {"queued"})
-                assert run["attempt"] == 0
-                assert event_names(settings.database_url or "", q["run_id"]) == ["RunQueued"]
-            assert marks(settings.files_dir, tenant_id) == []
-
-            active = await client.put(
-                f"/api/v1/tenants/{tenant_id}", json={"status": "active"}, headers=root
-            )
-            assert active.status_code == 200, active.text
-            for q in queued:
-                assert (await wait_run(client, editor, q["run_id"]))["status"] == "succeeded"
-        assert sorted(run for run, _ in marks(settings.files_dir, tenant_id)) == sorted(
-            q["run_id"] for q in queued
-        )
-
-
-async def test_a_stopping_executor_hands_its_run_to_another(settings: Settings) -> None:
-    settings = run_settings(settings)
-    async with running_app(settings, roles=NO_EXECUTOR) as client, AsyncExitStack() as stack:
-        _, editor, _ = await tenant_editor(client, settings)
-        pipeline_id = await make_pipeline(
-            client,
-            editor,
-            "long",
-            step("first", "Test.emit", config={"count": 2}),
-            step("nap", "Test.sleep", "first", config={"seconds": 3600, "once": True}),
-        )
-        first_executor = AsyncExitStack()
-        await first_executor.enter_async_context(running_app(settings, roles=EXECUTOR_ONLY))
-        stack.push_async_callback(first_executor.aclose)
-        queued = await trigger(client, editor, pipeline_id)
-        run_id = queued["run_id"]
-        started = await wait_run(client, editor, run_id, {"running"}, step=("nap", "running"))
-
-        await stack.enter_async_context(running_app(settings, roles=EXECUTOR_ONLY))
-        await first_executor.aclose()  # a graceful stop, as on SIGTERM
-
-        run = await wait_run(client, editor, run_id)
-        assert run["status"] == "succeeded", run
-        assert run["attempt"] == 2 and run["executor_id"] != started["executor_id"]
-        events = run_events(settings.database_url or "", run_id)
-        requeued = [e for name, e in events if name == "RunRequeued"]
-        assert len(requeued) == 1
-        assert requeued[0]["reason"] == f"executor {started['executor_id']} shut down"
-        names = [name for name, _ in events]
-        assert names.count("RunStarted") == 2 and names[-1] == "RunSucceeded"
-        assert "RunCrashed" not in names and "RunCancelled" not in names

@@ -69,6 +69,9 @@ async def test_status_shows_progress_the_current_step_and_an_estimate(settings: 
         cancelled = await client.post(f"/api/v1/runs/{second['run_id']}/cancel", headers=editor)
         assert cancelled.status_code == 202, cancelled.text
         await wait_run(client, editor, second["run_id"], {"cancelled"})
+        # Ended without succeeding is done too (its unfinished steps skipped or cancelled).
+        ended = (await client.get(f"/api/v1/runs/{second['run_id']}/status", headers=editor)).json()
+        assert ended["status"] == "cancelled" and ended["progress"] == 100.0
 
 
 async def test_logs_per_step_are_bounded(settings: Settings) -> None:

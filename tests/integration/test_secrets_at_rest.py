@@ -68,6 +68,8 @@ async def test_no_plaintext_password_or_token_is_stored(settings: Settings) -> N
     stored = database_text(settings.database_url or "")
 
     assert "acme-admin" in stored  # the scan does see the data
+    # The app hashes at the cost its settings give (the tests' cheap one here).
+    assert f"$argon2id$v=19${settings.password_hash_cost}$" in stored
     for secret in secrets:
         for form in variants(secret):
             assert form not in stored, f"a secret is stored in the clear ({form[:6]}...)"

@@ -131,6 +131,13 @@ def test_secrets_are_not_in_the_repr() -> None:
         ({"NORN_LOG_LEVEL": "LOUD"}, "NORN_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"),
         ({"NORN_IDEMPOTENCY_TTL": "59"}, "NORN_IDEMPOTENCY_TTL must be between 60 seconds"),
         ({"NORN_IDEMPOTENCY_TTL": "2592001"}, "NORN_IDEMPOTENCY_TTL must be between 60 seconds"),
+        ({"NORN_PASSWORD_HASH_COST": "m=8,t=1,p=1"}, "NORN_PASSWORD_HASH_COST must be at least"),
+        ({"NORN_PASSWORD_HASH_COST": "m=19455,t=2,p=1"}, "NORN_PASSWORD_HASH_COST must be at"),
+        ({"NORN_PASSWORD_HASH_COST": "m=19456,t=1,p=1"}, "NORN_PASSWORD_HASH_COST must be at"),
+        ({"NORN_PASSWORD_HASH_COST": "m=65536,t=3,p=17"}, "NORN_PASSWORD_HASH_COST must be at"),
+        ({"NORN_PASSWORD_HASH_COST": "m=65536,t=3"}, "NORN_PASSWORD_HASH_COST must set m, t"),
+        ({"NORN_PASSWORD_HASH_COST": "65536,3,4"}, "NORN_PASSWORD_HASH_COST must read like"),
+        ({"NORN_PASSWORD_HASH_COST": "m=1,m=2,t=3,p=4"}, "NORN_PASSWORD_HASH_COST must read"),
     ],
 )
 def test_each_bad_value_is_refused_with_a_message_naming_the_variable(
@@ -183,3 +190,11 @@ def test_both_admin_variables_together_are_accepted() -> None:
 
 def test_the_log_level_is_checked_case_insensitively() -> None:
     assert Settings.from_env({"NORN_LOG_LEVEL": "warning"}).log_level.upper() == "WARNING"
+
+
+def test_the_password_hash_cost_defaults_to_the_libraries_and_accepts_owasps_minimum() -> None:
+    assert Settings.from_env({}).password_hash_params() == (65536, 3, 4)
+    minimum = Settings.from_env({"NORN_PASSWORD_HASH_COST": "m=19456,t=2,p=1"})
+    assert minimum.password_hash_params() == (19456, 2, 1)
+    reordered = Settings.from_env({"NORN_PASSWORD_HASH_COST": " p=2, m=131072 ,t=4"})
+    assert reordered.password_hash_params() == (131072, 4, 2)

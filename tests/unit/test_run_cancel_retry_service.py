@@ -1,0 +1,170 @@
+"""Cancelling and retrying runs, at the service level (tests/support/runs.py): a queued run
+is cancelled at once and never claimed; a running one is stopped inside a slow step, the
+step marked cancelled; a finished one refuses; a retry is a new linked run of the same
+revision and params, and a retry from the failed step reuses the outputs of the steps
+before it. tests/integration/test_run_cancel_retry.py sends a cancel through the whole
+app (over NATS, to the executor running the run)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from application.executor import RunExecutor
+from domain.errors import InvalidCommand
+from domain.pipeline import PipelineDefinition
+from tests.support.runs import CTX, DEADLINE, RunWorld, statuses, step, until
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> RunWorld:
+    return RunWorld(tmp_path)
+
+
+async def test_a_queued_run_is_cancelled_at_once_and_never_starts(world: RunWorld) -> None:
+    run_id = world.trigger(world.pipeline("p", step("e", "Test.emit")))
+
+    cancelled = world.runs.cancel(world.editor, run_id, CTX)
+
+    assert cancelled.position is not None
+    run = world.run(run_id)
+    assert (run.status, run.error, run.started_at) == ("cancelled", "cancelled by user:u1", None)
+    assert statuses(run) == {"e": "skipped"}
+    with pytest.raises(InvalidCommand):
+        world.runs.cancel(world.editor, run_id, CTX)
+    # An executor that gets its work item later leaves it alone.
+    assert world.claim(run_id) is None
+    assert world.names(run_id) == ["RunQueued", "RunCancelled"]
+
+
+async def test_a_run_inside_a_slow_step_is_cancelled_promptly(world: RunWorld) -> None:
+    # The step would sleep an hour: the run ending at all shows the cancel reached it
+    # (here through the execution's own re-reads of the run, as without NATS).
+    run_id = world.trigger(
+        world.pipeline(
+            "slow",
+            step("first", "Test.emit", config={"count": 2}),
+            step("nap", "Test.sleep", "first", config={"seconds": 3600}),
+            step("after", "Test.emit", "nap"),
+        )
+    )
+    executor = world.executor(heartbeat_interval=0.05)
+    claim = await asyncio.to_thread(executor.claim, run_id)
+    assert claim is not None
+    executing = asyncio.create_task(executor.execute(claim))
+    await until(lambda: world.run(run_id).steps["nap"].status == "running", "nap to run")
+
+    requested = world.runs.cancel(world.editor, run_id, CTX)
+
+    assert requested.state.status == "running" and requested.state.cancel_requested
+    assert await asyncio.wait_for(executing, DEADLINE) == "cancelled"
+    run = world.run(run_id)
+    assert (run.status, run.error) == ("cancelled", "cancelled by user:u1")  # who asked
+    assert statuses(run) == {"first": "succeeded", "nap": "cancelled", "after": "skipped"}
+    assert run.steps["nap"].finished_at is not None
+    assert world.names(run_id)[-2:] == ["RunCancelRequested", "RunCancelled"]
+    assert [line["message"] for line in world.logs.of(run_id, "nap")] == ["sleeping 3600.0s"]
+    with pytest.raises(InvalidCommand):
+        world.runs.cancel(world.editor, run_id, CTX)
+
+
+async def test_a_cancel_notice_stops_the_run_without_waiting_for_a_re_read(
+    world: RunWorld,
+) -> None:
+    # The executor re-reads its runs only every minute here: the run can end in time only
+    # through the notice (the executor role passes it on from NATS).
+    run_id = world.trigger(
+        world.pipeline("slow", step("nap", "Test.sleep", config={"seconds": 3600}))
+    )
+    executor: RunExecutor = world.executor(heartbeat_interval=60.0)
+    claim = await asyncio.to_thread(executor.claim, run_id)
+    assert claim is not None
+    reads = world.reads[run_id]  # the claim's
+    executing = asyncio.create_task(executor.execute(claim))
+    # Its first re-read of the run is done (the next is a minute away).
+    await until(lambda: world.reads[run_id] > reads, "the execution's first re-read")
+    world.runs.cancel(world.editor, run_id, CTX)
+
+    executor.cancel_requested(str(run_id))
+
+    assert await asyncio.wait_for(executing, DEADLINE) == "cancelled"
+    assert statuses(world.run(run_id)) == {"nap": "cancelled"}
+
+
+async def test_retry_queues_a_linked_run_of_the_same_revision_and_params(world: RunWorld) -> None:
+    pipeline_id = world.pipeline("gated", step("e", "Test.emit"), step("g", "Test.gate", "e"))
+    failed_id = world.trigger(pipeline_id, day=7)
+    first = await world.execute(failed_id)
+    assert (first.status, first.error) == ("failed", "step g failed: gate open is closed")
+    revised = world.pipelines.revise(
+        world.editor,
+        pipeline_id,
+        PipelineDefinition(name="gated", steps=(step("x", "Test.fail"),)),
+        CTX,
+    )
+    assert revised.state.revision == 2
+    world.files.mkdir(parents=True, exist_ok=True)
+    (world.files / "open").touch()
+
+    retried = world.runs.retry(world.editor, failed_id, from_failed_step=False, ctx=CTX).state
+    world.heartbeats.run_ids.append(retried.id)
+
+    assert (retried.status, retried.revision) == ("queued", 1)
+    assert retried.id != failed_id
+    second = await world.execute(retried.id)
+    assert second.status == "succeeded"  # revision 1's steps, not Test.fail
+    assert (second.retry_of, second.resume_from) == (str(failed_id), None)
+    assert (second.trigger.kind, second.trigger.id) == ("retry", str(failed_id))
+    assert second.params == {"day": 7} and list(second.steps) == ["e", "g"]
+    assert not any(s.reused for s in second.steps.values())
+    with pytest.raises(InvalidCommand):  # only a finished, unsuccessful run
+        world.runs.retry(world.editor, retried.id, from_failed_step=False, ctx=CTX)
+
+
+async def test_retry_from_the_failed_step_reuses_the_steps_before_it(world: RunWorld) -> None:
+    pipeline_id = world.pipeline(
+        "resumable",
+        step("extract", "Test.emit", config={"count": 4}),
+        step("clean", "Test.mark", "extract"),
+        step("gate", "Test.gate", "clean"),
+        step("load", "Test.mark", "gate"),
+        step("audit", "Test.mark", "extract"),
+    )
+    failed_id = world.trigger(pipeline_id)
+    first = await world.execute(failed_id)
+    assert statuses(first) == {
+        "extract": "succeeded",
+        "clean": "succeeded",
+        "gate": "failed",
+        "load": "skipped",
+        "audit": "succeeded",
+    }
+    (world.files / "open").touch()
+
+    resumed_id = world.runs.retry(world.editor, failed_id, from_failed_step=True, ctx=CTX).state.id
+    resumed = await world.execute(resumed_id)
+
+    assert resumed.status == "succeeded"
+    assert (resumed.resume_from, resumed.retry_of) == ("gate", str(failed_id))
+    assert {n for n, s in resumed.steps.items() if s.reused} == {"extract", "clean", "audit"}
+    assert set(statuses(resumed).values()) == {"succeeded"}
+    # Reused outputs feed the steps after them, counts included.
+    steps = resumed.steps
+    assert (steps["clean"].records_in, steps["clean"].records_out) == (4, 4)
+    assert steps["gate"].records_in == 4 and steps["load"].records_out == 4
+    # The reused steps did not run again: no marks, no starts, no log lines.
+    marks = world.marks()
+    assert sorted(marks[:2]) == [(str(failed_id), "audit"), (str(failed_id), "clean")]
+    assert marks[2:] == [(str(resumed_id), "load")]
+    assert world.names(resumed_id).count("RunStepStarted") == 2
+    assert {line["step"] for line in world.logs.of(resumed_id)} == {"gate", "load"}
+
+    # A plain retry runs every step again.
+    again_id = world.runs.retry(world.editor, failed_id, from_failed_step=False, ctx=CTX).state.id
+    again = await world.execute(again_id)
+    assert again.status == "succeeded" and not any(s.reused for s in again.steps.values())
+    assert sorted(s for r, s in world.marks() if r == str(again_id)) == ["audit", "clean", "load"]
+    with pytest.raises(InvalidCommand):  # the resumed run has no failed step
+        world.runs.retry(world.editor, resumed_id, from_failed_step=True, ctx=CTX)

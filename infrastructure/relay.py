@@ -210,7 +210,11 @@ class Relay:
             delay = QUICK_RETRY if published or woken else min(delay * 2, self._poll_interval)
             woken = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_event.wait(), delay)
+                # Not wait_for: on Python 3.11 it returns instead of raising when the
+                # stop's cancel comes as the event is set, and the relay then outlived
+                # its stop (by STOP_SECONDS, in about one app stop of 25 in the tests).
+                async with asyncio.timeout(delay):
+                    await self._wake_event.wait()
                 woken = True
 
         await supervise(

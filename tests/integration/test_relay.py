@@ -465,3 +465,21 @@ async def test_a_work_item_the_work_stream_did_not_take_is_published_before_goin
     items = await stream_messages(js, work_stream(nats_names.stream))
     assert (items[0].headers or {})["Nats-Msg-Id"] == f"run:{run.id}:1"
     await assert_exactly_once(js, nats_names.stream, database_url)
+
+
+async def test_a_wake_up_arriving_with_the_stop_does_not_keep_the_relay_running(
+    database_url: str, nats_url: str, nats_names: Any
+) -> None:
+    """Stopping cancels the relay's loop; a wake-up (an append) landing in the same
+    moment must not swallow that cancel. asyncio.wait_for on Python 3.11 did: the loop
+    went on and stopping waited out its whole bound (3 s), now and then."""
+    for _ in range(10):
+        relay = relay_for(database_url, nats_url, nats_names)
+        stop = asyncio.Event()
+        task = asyncio.create_task(relay.run(stop))
+        await wait_until(lambda r=relay: r.is_leader)  # in its loop, waiting to be woken
+        relay.wake()
+        stop.set()
+        # Not wait_for, which would wait on for a task that ignores its cancel.
+        stopped, _ = await asyncio.wait([task], timeout=2.0)  # its bound is 3 s
+        assert stopped, "the relay outlived its stop"

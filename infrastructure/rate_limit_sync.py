@@ -118,7 +118,8 @@ class SyncedRateLimiter:
             round_done = self._round
             self._wake.set()
             try:
-                await asyncio.wait_for(round_done.wait(), deadline - time.monotonic())
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    await round_done.wait()
             except TimeoutError:
                 raise ServiceUnavailable("rate limits cannot be checked in time") from None
 
@@ -168,7 +169,8 @@ class SyncedRateLimiter:
         until = time.monotonic() + pause
         while not self._stop.is_set() and (left := until - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), left)
+                async with asyncio.timeout(left):  # not wait_for: it may swallow a cancel
+                    await self._wake.wait()
             self._wake.clear()
             if self._failing_since is None:
                 return

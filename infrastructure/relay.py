@@ -152,7 +152,7 @@ class Relay:
         self._loop = asyncio.get_running_loop()
         # The work runs in tasks so that stopping interrupts any blocking step (a NATS
         # connect waiting for the server, a window waiting for acks).
-        tasks = [asyncio.create_task(self._follow(), name="relay-follow")]
+        tasks = [asyncio.create_task(self._follow(stop), name="relay-follow")]
         try:
             await stop.wait()
         finally:
@@ -195,7 +195,7 @@ class Relay:
         if self._own_locks:
             await self._locks.close()
 
-    async def _follow(self) -> None:
+    async def _follow(self, stop: asyncio.Event) -> None:
         delay = QUICK_RETRY
         woken = True
 
@@ -217,9 +217,13 @@ class Relay:
                     await self._wake_event.wait()
                 woken = True
 
+        # Ends on `stop` itself too, not only on its cancel: a library's asyncio.wait_for
+        # (Python 3.11) can swallow a cancel that comes as what it awaits completes, and
+        # the loop then ran on until run() gave up on it (STOP_SECONDS).
         await supervise(
             f"relay for {self._stream}",
             step,
+            stop=stop,
             backoff=ERROR_BACKOFF,
             # What outages cause: logged without a traceback (anything else has one).
             quiet=(psycopg.Error, NatsError, TimeoutError, OSError, WindowFailed, LeadershipLost),

@@ -31,10 +31,12 @@ from api.controllers.run_reports import RunReportController
 from api.controllers.runs import RunController
 from api.controllers.tenants import TenantController
 from api.controllers.users import UserController
+from api.dependencies import ReadYourWrites
 from api.errors import EXCEPTION_HANDLERS
 from api.idempotency import IdempotencyMiddleware
 from api.rate_limit import STATE_KEY as RATE_LIMIT_HEADERS
 from api.rate_limit import RateLimitMiddleware
+from application.threads import Threaded
 
 # POST /api/v1/pipelines/{id}:rollback is the custom-method spelling of .../{id}/rollback.
 _CUSTOM_METHOD = re.compile(r"^(/api/v1/[a-z-]+/[^/:]+):([a-z_-]+)$")
@@ -75,6 +77,48 @@ def _incoming_request_id(scope: Scope) -> str | None:
             text = value.decode("latin-1")
             return text if _REQUEST_ID.match(text) else None
     return None
+
+
+def _constant(value: Any) -> Provide:
+    def provide() -> Any:
+        return value
+
+    return Provide(provide, use_cache=True, sync_to_thread=False)
+
+
+def dependencies(container: Container) -> dict[str, Provide]:
+    """What handlers may ask for by name (api/dependencies.py types each), all from the
+    container. Services whose methods block are wrapped once in `Threaded`, the API's one
+    seam to its worker threads (application/threads.py)."""
+    c = container
+    provided = {
+        name: _constant(value)
+        for name, value in {
+            "pipelines": Threaded(c.pipelines),
+            "tenants": Threaded(c.tenants),
+            "users": Threaded(c.users),
+            "api_keys": Threaded(c.api_keys),
+            "runs": Threaded(c.runs),
+            "sessions": Threaded(c.sessions),
+            "logins": c.logins,
+            "read_your_writes": ReadYourWrites(
+                c.read_pool, c.positions, c.settings.min_position_timeout
+            ),
+            "pipeline_queries": c.pipeline_queries,
+            "tenant_queries": c.tenant_queries,
+            "user_queries": c.user_queries,
+            "api_key_queries": c.api_key_queries,
+            "run_queries": c.run_queries,
+            "run_logs": c.run_logs,
+            "settings": c.settings,
+            "plugins": c.plugins,
+            "read_pool": c.read_pool,
+            "positions": c.positions,
+        }.items()
+    }
+    # Set once the background connect succeeds (the API starts without NATS): read per request.
+    provided["nats"] = Provide(lambda: c.nats, sync_to_thread=False)
+    return provided
 
 
 def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
@@ -121,7 +165,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             PluginController,
             EventStreamController,
         ],
-        dependencies={"container": Provide(lambda: container, sync_to_thread=False)},
+        dependencies=dependencies(container),
         # Outermost first: rate limits and idempotency need the principal that
         # authentication found; a replayed idempotent request still counts.
         middleware=[

@@ -5,7 +5,6 @@ skip authorisation."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from uuid import UUID
 
@@ -16,9 +15,9 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from application.authorization import Permission, authorize
 from application.errors import AuthenticationFailed, PermissionDenied
 from application.principal import Principal
+from application.threads import in_thread
 from infrastructure.api_key_secrets import KEY_PREFIX
 
-_QUERY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_PATHS = ["^/health", "^/schema", "^/api/v1/auth/login$", "^/api/v1/auth/refresh$"]
 
 
@@ -29,7 +28,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         api_key = _presented_api_key(connection)
         acting_in = connection.headers.get("x-tenant-id")
         if api_key is not None:
-            principal = await asyncio.to_thread(sessions.principal_for_api_key, api_key)
+            principal = await in_thread(sessions.principal_for_api_key, api_key)
             await container.api_key_usage.touch(UUID(principal.subject_id))
             return AuthenticationResult(user=principal, auth=None)
         header = connection.headers.get("authorization", "")
@@ -38,19 +37,13 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             raise AuthenticationFailed(
                 "authentication required: send Authorization: Bearer <token> or X-API-Key"
             )
-        # One thread hop for the token, its session, user and tenant (and X-Tenant-ID);
-        # a command also gets its tenant's usage bounds in the same query.
-        for_command = connection.scope.get("method", "GET") not in _QUERY_METHODS
-        principal = await asyncio.to_thread(
-            _user_principal, sessions, token.strip(), acting_in, for_command
-        )
+        # One thread hop for the token, its session, user and tenant (and X-Tenant-ID).
+        principal = await in_thread(_user_principal, sessions, token.strip(), acting_in)
         return AuthenticationResult(user=principal, auth=None)
 
 
-def _user_principal(
-    sessions: Any, token: str, acting_in: str | None, for_command: bool
-) -> Principal:
-    principal: Principal = sessions.principal_for_token(token, for_command=for_command)
+def _user_principal(sessions: Any, token: str, acting_in: str | None) -> Principal:
+    principal: Principal = sessions.principal_for_token(token)
     if acting_in:
         principal = sessions.acting_in(principal, acting_in)
     return principal

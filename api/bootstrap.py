@@ -35,6 +35,7 @@ from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres
 from infrastructure.executor_role import ExecutorConfig, ExecutorRole
 from infrastructure.heartbeats import PostgresHeartbeats
 from infrastructure.idempotency import IdempotencyStore
+from infrastructure.leadership import AdvisoryLocks
 from infrastructure.login_throttle import PostgresLoginThrottle
 from infrastructure.migrations import migrate
 from infrastructure.plugins.catalog import PluginCatalog
@@ -46,6 +47,7 @@ from infrastructure.run_logs import RunLogs
 from infrastructure.security import Argon2PasswordHasher, TokenService, data_dir_keys
 from infrastructure.settings import Settings
 from infrastructure.step_runner import PluginStepRunner
+from infrastructure.supervision import Backoff, retry
 from projections import ALL_PROJECTIONS, LivePositions, ProjectionRunner, RunnerSessions
 from projections.api_keys import ApiKeyQueries
 from projections.pipelines import PipelineQueries
@@ -153,8 +155,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
     usage = ReadModelUsage(sync_pool)
     api_keys = ApiKeyService(store, ApiKeySecrets())
     pipelines = PipelineService(store, plugins, usage)
-    # Authentication reads session, user and tenant versions and the tenant's usage
-    # bounds in one query (quotas far from their limit then need none of their own).
+    # Authentication reads the session, user and tenant versions in one query.
     sessions = SessionService(store, hasher, tokens, api_keys, facts=usage)
     rate_limits = settings.plan_rate_limits()
     login_policy = LoginPolicy(
@@ -175,7 +176,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
         tenants=TenantService(store, usage),
         users=UserService(store, hasher),
         sessions=sessions,
-        logins=LoginService(sessions, PostgresLoginThrottle(read_pool), login_policy),
+        logins=LoginService(PostgresLoginThrottle(read_pool), login_policy),
         pipelines=pipelines,
         pipeline_queries=PipelineQueries(read_pool),
         runs=RunService(store, pipelines, usage, max_attempts=settings.run_max_attempts),
@@ -216,6 +217,10 @@ class Roles:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._runner_sessions: RunnerSessions | None = None
+        # One session for the leadership locks of every role in this process (relay,
+        # projection runners, executor maintenance): one backend instead of one each.
+        # It connects when first used, so an API-only process opens none.
+        self._locks = AdvisoryLocks(container.database_url)
 
     async def start(self) -> None:
         c, s = self._container, self._container.settings
@@ -225,6 +230,7 @@ class Roles:
                 nats_url=c.nats_url,
                 stream=s.nats_stream,
                 subject_prefix=s.subject_prefix,
+                locks=self._locks,
             )
             # Appends made in this process wake the relay at once (other processes'
             # appends are found by its poll).
@@ -233,7 +239,7 @@ class Roles:
         if "projector" in self._roles:
             # One leadership session and one small pool for all the runners, instead of
             # two connections each.
-            self._runner_sessions = RunnerSessions(c.database_url)
+            self._runner_sessions = RunnerSessions(c.database_url, locks=self._locks)
             await self._runner_sessions.open()
             for projection in ALL_PROJECTIONS:
                 runner = ProjectionRunner(
@@ -250,7 +256,7 @@ class Roles:
                 )
         if "executor" in self._roles:
             self._tasks.append(
-                asyncio.create_task(executor_role(c).run(self._stop), name="executor")
+                asyncio.create_task(executor_role(c, self._locks).run(self._stop), name="executor")
             )
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -268,13 +274,16 @@ class Roles:
             # After the runners: each persists its position on the way out.
             await self._runner_sessions.close()
             self._runner_sessions = None
+        # After every role has released its lock (closing releases any left anyway).
+        await self._locks.close()
 
     async def wait(self) -> None:
         await self._stop.wait()
 
 
-def executor_role(c: Container) -> ExecutorRole:
-    """The executor role over the container's store, pools and plugins."""
+def executor_role(c: Container, locks: AdvisoryLocks | None = None) -> ExecutorRole:
+    """The executor role over the container's store, pools and plugins; `locks`: the
+    process's leadership session (the role opens its own without it)."""
     s = c.settings
     steps = PluginStepRunner(
         c.plugins,
@@ -283,7 +292,7 @@ def executor_role(c: Container) -> ExecutorRole:
         logs=c.run_logs,
         allow_private_networks=s.allow_private_networks,
     )
-    heartbeats = PostgresHeartbeats(c.read_pool)
+    heartbeats = PostgresHeartbeats(c.read_pool, c.sync_pool)
     executor = RunExecutor(
         c.store,
         steps,
@@ -300,17 +309,17 @@ def executor_role(c: Container) -> ExecutorRole:
         concurrency=s.executor_concurrency,
         maintenance_interval=min(5.0, s.heartbeat_interval),
     )
-    recovery = RunRecovery(c.store, heartbeats, timeout=s.heartbeat_timeout)
-    return ExecutorRole(config, executor, recovery, steps)
+    recovery = RunRecovery(c.store, heartbeats, timeout=s.heartbeat_timeout, save=executor.save)
+    return ExecutorRole(config, executor, recovery, steps, locks)
 
 
 async def connect_feed(container: Container) -> None:
-    """NATS for live feeds; retried in the background so the API starts without it."""
-    while container.nats is None:
-        try:
-            container.nats = await asyncio.wait_for(
-                norn_nats.connect(container.nats_url, name="norn-api"), timeout=5
-            )
-        except Exception as error:
-            log.warning("NATS not reachable for live feeds yet (%s); retrying", error)
-            await asyncio.sleep(1.0)
+    """NATS for live feeds; retried in the background so the API starts without it
+    (the API's lifespan cancels it on shutdown)."""
+    container.nats = await retry(
+        "live feed: connecting to NATS",
+        lambda: asyncio.wait_for(norn_nats.connect(container.nats_url, name="norn-api"), 5),
+        backoff=Backoff(first=1.0, cap=5.0),
+        quiet=(Exception,),  # an outage, not a bug: no traceback
+        logger=log,
+    )

@@ -242,14 +242,14 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
     container = build_container(settings, servers.database_url, servers.nats_url)
     try:
         roles = tuple(args.roles or (["platform_admin"] if args.tenant is None else ["viewer"]))
-        user, _ = container.users.create(
+        user = container.users.create(
             system_principal("cli"),
             username=args.username,
             password=password,
             tenant_id=args.tenant,
             roles=roles,
             ctx=CommandContext(actor="system:cli", correlation_id=str(uuid4())),
-        )
+        ).state
         print(f"created user {user.username} ({user.id}) with roles {', '.join(user.roles)}")
     finally:
         container.close()

@@ -16,14 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from domain.run import StepStatus
+
 MARKERS = {
-    "succeeded": "[+]",
-    "failed": "[x]",
-    "running": "[>]",
-    "retrying": "[~]",
-    "pending": "[ ]",
-    "skipped": "[-]",
-    "cancelled": "[!]",
+    StepStatus.SUCCEEDED: "[+]",
+    StepStatus.FAILED: "[x]",
+    StepStatus.RUNNING: "[>]",
+    StepStatus.RETRYING: "[~]",
+    StepStatus.PENDING: "[ ]",
+    StepStatus.SKIPPED: "[-]",
+    StepStatus.CANCELLED: "[!]",
 }
 DEPENDS = "<- runs after"
 RUN_LEGEND = "  ".join([*(f"{marker} {status}" for status, marker in MARKERS.items()), DEPENDS])
@@ -32,6 +34,7 @@ PIPELINE_LEGEND = f"{DEFINITION_MARKER} step  {DEPENDS}"
 NAME_WIDTH, PLUGIN_WIDTH = 40, 32
 MAX_DEPENDENCIES_SHOWN = 8
 MAX_ERROR = 160
+_WITH_ERROR = (StepStatus.FAILED, StepStatus.RETRYING, StepStatus.SKIPPED, StepStatus.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def clean(text: str, limit: int) -> str:
 def _status_counts(steps: Sequence[StepNode]) -> str:
     by_status: dict[str, int] = {}
     for step in steps:
-        status = step.status or "pending"
+        status = step.status or StepStatus.PENDING
         by_status[status] = by_status.get(status, 0) + 1
     order = [s for s in MARKERS if s in by_status] + sorted(set(by_status) - set(MARKERS))
     return ", ".join(f"{by_status[s]} {clean(s, 20)}" for s in order) or "none"
@@ -182,8 +185,8 @@ def _step_lines(
     if step.attempts > 1:
         line += f"  ({step.attempts} attempts)"
     lines = [line.rstrip()]
-    if step.error and step.status in ("failed", "retrying", "skipped", "cancelled"):
-        label = "reason" if step.status == "skipped" else "error"
+    if step.error and step.status in _WITH_ERROR:
+        label = "reason" if step.status == StepStatus.SKIPPED else "error"
         lines.append(f"        {label}: {clean(step.error, MAX_ERROR)}")
     return lines
 

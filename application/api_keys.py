@@ -8,31 +8,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
-from application.authorization import (
-    ROLE_PERMISSIONS,
-    Permission,
-    authorize,
-    permissions_of,
-    require_tenant,
-)
-from application.errors import AuthenticationFailed, NotFound, PermissionDenied, VersionConflict
+from application.authorization import check_key_roles, require_tenant, sees
+from application.commands import Aggregates
+from application.errors import AuthenticationFailed, VersionConflict
 from application.event_store import NornEventStore
 from application.ports import ApiKeySecrets
 from application.principal import Principal
+from application.results import Changed
 from domain.api_key import ApiKey, api_key_id_for
 from domain.events import CommandContext
-from domain.user import PLATFORM_ADMIN
 
 _INVALID = "invalid, revoked or expired API key"
 _PREFIX_ATTEMPTS = 3
 
 
-@dataclass(frozen=True)
-class IssuedKey:
-    api_key: ApiKey
+@dataclass(frozen=True, kw_only=True)
+class IssuedKey(Changed[ApiKey]):
     key: str
     """The plaintext key: returned to the creator once, never stored."""
-    position: int | None
 
 
 def _now() -> datetime:
@@ -52,6 +45,12 @@ class ApiKeyService:
         # Checked against when no key has the presented prefix, so an unknown prefix
         # costs about what a wrong secret does.
         self._dummy_hash = secrets.hash(*secrets.new_key())
+        self._keys = Aggregates(
+            store,
+            ApiKey,
+            "api key",
+            scope=lambda principal, api_key: sees(principal, api_key.tenant_id),
+        )
 
     def create(
         self,
@@ -62,12 +61,8 @@ class ApiKeyService:
         expires_at: datetime | None,
         ctx: CommandContext,
     ) -> IssuedKey:
-        authorize(principal, Permission.API_KEYS_WRITE)
         tenant_id = require_tenant(principal)
-        if principal.kind == "api_key":
-            # A leaked key must not be able to mint keys that outlive its revocation.
-            raise PermissionDenied("API keys are created by users, not by other API keys")
-        _check_no_escalation(principal, roles)
+        check_key_roles(principal, roles)
         for attempt in range(_PREFIX_ATTEMPTS):
             prefix, secret = self._secrets.new_key()
             api_key = ApiKey.create(
@@ -81,22 +76,24 @@ class ApiKeyService:
                 ctx=ctx,
             )
             try:
-                position = self._store.append(api_key)
+                saved = self._keys.save(api_key)
             except VersionConflict:
                 # The id derives from the prefix: a (rare) prefix collision. Draw again.
                 if attempt == _PREFIX_ATTEMPTS - 1:
                     raise
                 continue
-            return IssuedKey(api_key, self._secrets.format(prefix, secret), position)
+            key = self._secrets.format(prefix, secret)
+            return IssuedKey(saved.state, saved.version, saved.position, key=key)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def revoke(self, principal: Principal, key_id: UUID, ctx: CommandContext) -> int | None:
-        """Revoke at once; the position of the event (None if it was already revoked)."""
-        authorize(principal, Permission.API_KEYS_WRITE)
-        api_key = self._load(principal, key_id)
-        if not api_key.revoke(ctx):
-            return None
-        return self._store.append(api_key)
+    def revoke(self, principal: Principal, key_id: UUID, ctx: CommandContext) -> Changed[ApiKey]:
+        """Revoke at once; revoking a revoked key changes nothing (position None)."""
+        require_tenant(principal)  # a tenant's keys are managed inside that tenant
+
+        def decide(api_key: ApiKey) -> None:
+            api_key.revoke(ctx)
+
+        return self._keys.change(principal, key_id, decide)
 
     def authenticate(self, presented: str) -> ApiKey:
         """The usable key `presented` is, or AuthenticationFailed (one message for a
@@ -115,20 +112,3 @@ class ApiKeyService:
         if not api_key.usable_at(self._clock()):
             raise AuthenticationFailed(_INVALID)
         return api_key
-
-    def _load(self, principal: Principal, key_id: UUID) -> ApiKey:
-        tenant_id = require_tenant(principal)
-        api_key = self._store.load(ApiKey, key_id, "api key")
-        if api_key.tenant_id != tenant_id:
-            raise NotFound("api key", key_id)  # another tenant's key: never reveal it
-        return api_key
-
-
-def _check_no_escalation(principal: Principal, roles: tuple[str, ...]) -> None:
-    """A key may carry only roles whose permissions the creator holds itself."""
-    if PLATFORM_ADMIN in roles:
-        raise PermissionDenied("no API key may have the platform_admin role")
-    granted = permissions_of(principal)
-    for role in roles:
-        if not ROLE_PERMISSIONS.get(role, frozenset()) <= granted:
-            raise PermissionDenied(f"you may not grant the role {role}: it exceeds your own")

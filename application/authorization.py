@@ -1,12 +1,25 @@
-"""The one permission table: which role may do what. Routes declare the permission they
-need; guards in the API check it against this table."""
+"""Every authorisation rule, decided here and nowhere else:
+
+- what a role may do: the permission table. Each route declares the permission it needs
+  and the API's guard asks `authorize` once per request (a route that declares none is
+  refused); services do not ask again;
+- which resources a principal sees (`sees`, `sees_tenant`, `is_self`): the command path
+  (application/commands.py) asks when it loads an aggregate, and one it may not see is
+  NotFound, never a 403 that would reveal it exists;
+- what depends on the command's content (which fields a tenant admin may change, which
+  roles one may grant, who may change whose password): the use case asks the rule below
+  that names it, since only it has the facts."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
-from application.errors import NotFound, PermissionDenied
+from application.errors import PermissionDenied
 from application.principal import Principal
+from domain.tenant import SELF_SERVICE_FIELDS, TenantStatus
+from domain.user import PLATFORM_ADMIN
 
 
 class Permission(StrEnum):
@@ -109,7 +122,7 @@ def _manages_tenants(principal: Principal, permission: Permission) -> bool:
 def require_writable_tenant(principal: Principal) -> None:
     """Refuse changes inside a suspended or deleted tenant, whoever asks."""
     status = principal.tenant_status
-    if status is not None and status != "active":
+    if status is not None and status != TenantStatus.ACTIVE:
         raise PermissionDenied(
             f"tenant {principal.tenant_id} is {status}: its resources can be read but not changed"
         )
@@ -125,9 +138,79 @@ def require_tenant(principal: Principal) -> str:
     return principal.tenant_id
 
 
-def check_owner(principal: Principal, kind: str, ident: object, owner_tenant: str | None) -> None:
-    """Another tenant's resource is reported as missing, never as forbidden."""
+# --- which resources a principal sees ------------------------------------------------------
+
+
+def sees(principal: Principal, owner_tenant: str | None) -> bool:
+    """A tenant's resource is seen by principals acting in that tenant, and by a platform
+    admin acting in none (to operate the platform)."""
     if principal.is_platform_admin and principal.tenant_id is None:
+        return True
+    return owner_tenant is not None and owner_tenant == principal.tenant_id
+
+
+def sees_tenant(principal: Principal, tenant_id: str) -> bool:
+    """Tenants are the platform's business: a platform admin sees every one (whichever
+    it acts in); everybody else only their own."""
+    return principal.is_platform_admin or principal.tenant_id == tenant_id
+
+
+def is_self(principal: Principal, user_id: str) -> bool:
+    return principal.kind == "user" and principal.subject_id == user_id
+
+
+# --- rules that depend on what a command asks -------------------------------------------
+
+
+def check_tenant_fields(
+    principal: Principal, current: Mapping[str, Any], asked: Mapping[str, Any]
+) -> None:
+    """A tenant's own admin may change its description and labels, nothing else; `asked`
+    maps each field the request names to its new value (None: not named)."""
+    if principal.is_platform_admin:
         return
-    if owner_tenant != principal.tenant_id:
-        raise NotFound(kind, ident)
+    refused = sorted(
+        field
+        for field, value in asked.items()
+        if field not in SELF_SERVICE_FIELDS and value is not None and value != current[field]
+    )
+    if refused:
+        raise PermissionDenied(
+            f"a tenant admin may change only {' and '.join(sorted(SELF_SERVICE_FIELDS))}; "
+            f"not {', '.join(refused)}"
+        )
+
+
+def check_user_placement(
+    principal: Principal, tenant_id: str | None, roles: tuple[str, ...]
+) -> None:
+    """A tenant admin creates users in its own tenant only."""
+    if not principal.is_platform_admin and tenant_id != principal.tenant_id:
+        raise PermissionDenied("tenant admins may only create users in their own tenant")
+    check_may_grant(principal, roles)
+
+
+def check_may_grant(principal: Principal, roles: tuple[str, ...]) -> None:
+    if PLATFORM_ADMIN in roles and not principal.is_platform_admin:
+        raise PermissionDenied("only a platform admin may grant platform_admin")
+
+
+def check_password_change(principal: Principal, user_id: str) -> None:
+    """Anybody changes their own password (proving the current one); changing another
+    user's is administering users."""
+    if not is_self(principal, user_id):
+        authorize(principal, Permission.USERS_WRITE)
+
+
+def check_key_roles(principal: Principal, roles: tuple[str, ...]) -> None:
+    """Who may make an API key with these roles: a user (a leaked key must not be able to
+    mint keys that outlive its revocation), granting only roles whose permissions it
+    holds itself, and never platform_admin."""
+    if principal.kind == "api_key":
+        raise PermissionDenied("API keys are created by users, not by other API keys")
+    if PLATFORM_ADMIN in roles:
+        raise PermissionDenied("no API key may have the platform_admin role")
+    granted = permissions_of(principal)
+    for role in roles:
+        if not ROLE_PERMISSIONS.get(role, frozenset()) <= granted:
+            raise PermissionDenied(f"you may not grant the role {role}: it exceeds your own")

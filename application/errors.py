@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Raised by domain/usage.py; re-exported so callers keep importing it from here.
+from domain.errors import QuotaExceeded as QuotaExceeded
+
 
 class ApplicationError(Exception):
     """Base class."""
@@ -19,10 +22,13 @@ class NotFound(ApplicationError):
 class VersionConflict(ApplicationError):
     """The aggregate changed since the caller read it (or a concurrent write won)."""
 
-    def __init__(self, message: str, *, precondition: bool = False) -> None:
+    def __init__(self, message: str, *, precondition: bool = False, raced: bool = True) -> None:
         # precondition=True: the caller's If-Match did not match (HTTP 412), otherwise a
         # concurrent writer won the race (HTTP 409).
         self.precondition = precondition
+        self.raced = raced
+        """False when the request's version was already stale before anything was saved:
+        trying again cannot help (application/quotas.py retry_on_conflict)."""
         super().__init__(message)
 
 
@@ -36,16 +42,6 @@ class AuthenticationFailed(ApplicationError):
 
 class ServiceUnavailable(ApplicationError):
     pass
-
-
-class QuotaExceeded(ApplicationError):
-    """The command would take the tenant past one of its quotas."""
-
-    def __init__(self, quota: str, limit: int, used: int) -> None:
-        self.quota = quota
-        self.limit = limit
-        self.used = used
-        super().__init__(f"quota {quota} exceeded: {used} of {limit} in use")
 
 
 class RateLimited(ApplicationError):

@@ -93,5 +93,7 @@ def check_expected_version(actual: int, expected: int | None) -> None:
     """Compare an If-Match version with the aggregate's current version."""
     if expected is not None and expected != actual:
         raise VersionConflict(
-            f"version is {actual}, not {expected} as the request expected", precondition=True
+            f"version is {actual}, not {expected} as the request expected",
+            precondition=True,
+            raced=False,
         )

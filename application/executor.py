@@ -2,7 +2,9 @@
 (application/run_execution.py), stops them on a cancel, hands them back on shutdown.
 
 Claiming is a RunStarted event appended with optimistic concurrency, so two executors
-never run the same run; it is refused while the tenant runs max_concurrent_runs. The
+never run the same run; it is refused while the tenant runs max_concurrent_runs: the
+claim takes from the tenant's running-runs Usage in its own append, and the append that
+moves the run out of running (its end, a hand-back, a recovery) releases it (`save`). The
 claim's append also carries the start of every step that can start at once (its
 RunStepStarted events follow RunStarted, as they would in two appends), so an execution
 begins with its first steps already recorded.
@@ -20,11 +22,11 @@ from uuid import UUID
 from application.errors import VersionConflict
 from application.event_store import NornEventStore
 from application.ports import Heartbeats, StepRunner, Usage
-from application.quotas import within_quota
+from application.quotas import UsageLedger, retry_on_conflict
 from application.run_execution import ExecutorPolicy, RunExecution, context_of, start_ready
 from domain.errors import InvalidCommand
-from domain.run import Run
-from domain.tenant import Tenant
+from domain.run import Run, RunStatus
+from domain.tenant import Tenant, TenantStatus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,6 +61,7 @@ class RunExecutor:
         self.steps = steps
         self.heartbeats = heartbeats
         self.usage = usage
+        self.ledger = UsageLedger(store, usage)
         self.executor_id = executor_id
         self.policy = policy or ExecutorPolicy()
         self.jitter = jitter
@@ -75,30 +78,49 @@ class RunExecutor:
         is nothing to do (unknown, no longer queued, claimed by another executor,
         cancelled). QuotaExceeded when its tenant already runs max_concurrent_runs,
         TenantSuspended when the tenant is suspended: in both cases the run stays
-        queued."""
+        queued. A lost race is tried again on fresh state: it may have been the usage
+        (another executor process claimed or ended a run of the tenant), not the run."""
+        try:
+            return retry_on_conflict(lambda: self._claim_once(run_id))
+        except VersionConflict:
+            return None  # the run kept changing: its item comes round again
+
+    def _claim_once(self, run_id: UUID) -> Claim | None:
         run = self.store.find(Run, run_id)
-        if run is None or run.status != "queued":
+        if run is None or run.status != RunStatus.QUEUED:
             return None
         ctx = context_of(run)
         tenant = self.store.find(Tenant, UUID(run.tenant_id))
-        if tenant is None or tenant.status == "deleted":
+        if tenant is None or tenant.status == TenantStatus.DELETED:
             run.request_cancel("its tenant was deleted", ctx)
-            self._append_or_ignore(run)
+            self.store.append(run)
             return None
-        if tenant.status == "suspended":
+        if tenant.status == TenantStatus.SUSPENDED:
             raise TenantSuspended(run.tenant_id)
-        with within_quota(self.usage, tenant, "max_concurrent_runs"):
-            try:
-                attempt = run.start(self.executor_id, ctx)
-            except InvalidCommand:
-                return None  # a cancel is on its way
-            # A retry from a failed step first takes over the outputs it reuses (after
-            # the claim: only the run's owner may touch its workspace), then starts.
-            resumes = run.resume_from is not None and run.retry_of is not None
-            started = () if resumes else tuple(start_ready(run, attempt, ctx))
-            if not self._append_or_ignore(run):
-                return None
+        try:
+            attempt = run.start(self.executor_id, ctx)
+        except InvalidCommand:
+            return None  # a cancel is on its way
+        # A retry from a failed step first takes over the outputs it reuses (after the
+        # claim: only the run's owner may touch its workspace), then starts.
+        resumes = run.resume_from is not None and run.retry_of is not None
+        started = () if resumes else tuple(start_ready(run, attempt, ctx))
+        with self.ledger.take(tenant, "max_concurrent_runs", ctx) as usage:
+            # The lease first: dying between the two leaves a lease recovery drops,
+            # never a running attempt without one.
+            self.heartbeats.lease(str(run.id), attempt, self.executor_id)
+            self.store.append(run, usage)
         return Claim(run, attempt, started)
+
+    def save(self, run: Run, was_running: bool) -> int | None:
+        """Save a decision about a run (synchronous: call it in a thread). The append
+        that takes the run out of running also gives back its unit of the tenant's
+        max_concurrent_runs, so it is given back exactly once, however the run ends.
+        VersionConflict when someone else saved first (the run or its usage)."""
+        if not was_running or run.status == RunStatus.RUNNING:
+            return self.store.append(run)
+        with self.ledger.release(run.tenant_id, "max_concurrent_runs", context_of(run)) as usage:
+            return self.store.append(run, usage)
 
     def release_all(self) -> None:
         """Hand every run executing here back to the queue (shutting down), and any run
@@ -128,10 +150,3 @@ class RunExecutor:
         """Execute a claimed run until it ends; returns its final status, or "lost" when
         this executor no longer owns it."""
         return await RunExecution(self, claim.run, claim.attempt, claim.started).run()
-
-    def _append_or_ignore(self, run: Run) -> bool:
-        try:
-            self.store.append(run)
-        except VersionConflict:
-            return False
-        return True

@@ -11,7 +11,6 @@ from typing import TypeVar
 
 from application.errors import AuthenticationFailed, RateLimited
 from application.ports import LoginThrottle
-from application.sessions import IssuedTokens, SessionService
 from domain.errors import WrongPassword
 
 T = TypeVar("T")
@@ -44,30 +43,21 @@ class LoginService:
 
     def __init__(
         self,
-        sessions: SessionService,
         throttle: LoginThrottle,
         policy: LoginPolicy,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._sessions = sessions
         self._throttle = throttle
         self._policy = policy
         self._sleep = sleep  # how a slowed login waits (tests record it instead)
 
-    async def login(
-        self, username: str, password: str, client_address: str, correlation_id: str
-    ) -> IssuedTokens:
-        return await self.throttled(
-            username,
-            client_address,
-            lambda: self._sessions.login(username, password, correlation_id),
-        )
-
-    async def throttled(self, username: str, client_address: str, attempt: Callable[[], T]) -> T:
-        """Run `attempt` (a password check, in a thread) under the throttle of
-        `username` and the client address: a wrong password (AuthenticationFailed, or
-        WrongPassword for a current password proved to change it) counts as a failed
-        login, so guessing through any route meets the same limit."""
+    async def throttled(
+        self, username: str, client_address: str, attempt: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Await `attempt` (a password check: logging in, or proving the current password
+        to change it) under the throttle of `username` and the client address: a wrong
+        password (AuthenticationFailed, or WrongPassword) counts as a failed login, so
+        guessing through any route meets the same limit."""
         keys = [f"user:{username.strip().casefold()}", f"address:{client_address}"]
         policy = self._policy
         limits = [policy.lock_after_user, policy.lock_after_address]
@@ -82,7 +72,7 @@ class LoginService:
         if delay:
             await self._sleep(delay)
         try:
-            result = await asyncio.to_thread(attempt)
+            result = await attempt()
         except (AuthenticationFailed, WrongPassword):
             await self._throttle.failed(keys, limits, policy.lock_seconds)
             raise

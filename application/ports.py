@@ -53,6 +53,7 @@ class TokenClaims:
     """Refresh tokens: the session's refresh generation the token was issued for."""
     tenant_id: str | None = None
     """The user's tenant when the token was issued (a user never changes tenant)."""
+    not_before: int = 0
 
 
 class TokenIssuer(Protocol):
@@ -79,20 +80,12 @@ class TokenIssuer(Protocol):
 
 class Usage(Protocol):
     """How much of a quota a tenant uses, counted from read models
-    (projections/usage.py). Resources: pipelines, running_runs, runs_today, ..."""
+    (projections/usage.py). Resources: pipelines, running_runs, runs_today, ... Quotas
+    are decided on the Usage aggregates (application/quotas.py); these counts start them
+    and show usage."""
 
     def count(self, tenant_id: str, resource: str) -> int | None:
         """Current usage; None for a resource that is not counted (yet)."""
-        ...
-
-    def at_most(self, tenant_id: str, resource: str) -> int:
-        """An upper bound of the current usage, cheaper than the exact count."""
-        ...
-
-    def exclusive(self, tenant_id: str, resource: str) -> AbstractContextManager[int]:
-        """Hold the tenant's lock on the resource (across processes) and yield its exact
-        current usage; commands that add to it run inside, so two of them cannot both
-        take the last unit."""
         ...
 
     def namespace_hold(
@@ -113,15 +106,12 @@ class RequestFacts:
 
     versions: dict[UUID, int]
     """The current version of each of the asked aggregates that exists."""
-    usage_bounds: dict[str, int]
-    """For the tenant: an upper bound of the usage of each counted resource, so that a
-    command far from its quota needs no query of its own (application/quotas.py)."""
 
 
 class RequestFactsReader(Protocol):
     """projections/usage.py."""
 
-    def read(self, aggregate_ids: Sequence[UUID], tenant_id: str | None) -> RequestFacts: ...
+    def read(self, aggregate_ids: Sequence[UUID]) -> RequestFacts: ...
 
 
 @dataclass(frozen=True)
@@ -200,13 +190,22 @@ class StepRunner(Protocol):
 class Heartbeats(Protocol):
     """Proof that an executor still works on a run (infrastructure/heartbeats.py)."""
 
+    def lease(self, run_id: str, attempt: int, executor_id: str) -> None:
+        """Before the claim of `attempt` is saved (synchronous, like the claim): its
+        first beat, so that recovery finds every started attempt by its beats alone."""
+        ...
+
     async def beat(self, run_id: str, attempt: int, executor_id: str) -> None: ...
 
     async def stop(self, run_id: str, attempt: int) -> None:
         """The attempt ended here; a later attempt's beats are left alone."""
         ...
 
+    async def drop_stale(self, run_id: str, attempt: int, older_than: float) -> None:
+        """Remove the attempt's lease unless it was renewed in the last `older_than` s."""
+        ...
+
     async def stale(self, older_than: float, limit: int) -> list[tuple[str, int]]:
-        """(run id, attempt) of running runs whose executor has not beaten for
-        `older_than` seconds (or never did)."""
+        """(run id, attempt) of the attempts whose executor has not beaten for
+        `older_than` seconds; the run's events say whether it is really lost."""
         ...

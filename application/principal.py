@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from domain.tenant import TenantStatus
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -18,13 +20,10 @@ class Principal:
     """'user', 'api_key' or 'system'."""
     session_id: str | None = None
     """The login session (refresh-token family) a user's access token belongs to."""
-    tenant_status: str | None = None
+    tenant_status: TenantStatus | None = None
     """active, suspended or deleted: the status of `tenant_id` when authenticated."""
     plan: str | None = None
     """The plan of `tenant_id` (rate limits); None outside a tenant."""
-    usage_bounds: dict[str, int] | None = field(default=None, compare=False, repr=False)
-    """Upper bounds of the tenant's usage per counted resource, read with the tenant
-    (application/quotas.py uses them far from a limit); None when not at hand."""
     tenant: Any = field(default=None, compare=False, repr=False)
     """The Tenant aggregate of `tenant_id` as authentication found it (current as of the
     request's one authentication query), so that a command needs no second read of it;
@@ -39,7 +38,9 @@ class Principal:
     def is_platform_admin(self) -> bool:
         return "platform_admin" in self.roles
 
-    def acting_in(self, tenant_id: str, status: str, plan: str, tenant: Any = None) -> Principal:
+    def acting_in(
+        self, tenant_id: str, status: TenantStatus, plan: str, tenant: Any = None
+    ) -> Principal:
         """A platform admin's view of itself inside one tenant."""
         return replace(self, tenant_id=tenant_id, tenant_status=status, plan=plan, tenant=tenant)
 

@@ -1,20 +1,35 @@
-"""Quota enforcement: a command that adds to a counted resource is refused if it would
-take the tenant's usage past the limit.
+"""Quota enforcement on write-side facts: a command that adds to a counted resource takes
+from the tenant's Usage aggregate (domain/usage.py) and saves it in the same atomic
+append as its own events; one that removes releases it the same way. The event store's
+unique (originator_id, originator_version) is then the only arbiter: two commands that
+both saw the last free unit cannot both be saved, in one process or in several.
 
-Near the limit, the check and the command's append run inside the tenant's exclusive
-hold on the resource, so concurrent commands cannot both take the last unit. Far from
-it (more than HEADROOM below), the hold is skipped: usage could only pass the limit if
-more than HEADROOM commands of that tenant were in flight at once, and skipping keeps a
-busy tenant's commands from queueing behind one lock."""
+Within a process, the commands of one tenant's resource take turns on it (a lock held
+from the decision to the end of the append) and the aggregate is kept between them, so a
+warm command reads nothing to decide. Across processes a kept copy may be stale: its
+append then conflicts, the copy is dropped, and the command is tried again
+(`retry_on_conflict`). Commands of different tenants never wait for each other.
+
+Usage is counted once per tenant and resource (and period), at its first take or
+release, from the read model plus the unprojected events (projections/usage.py, exact):
+that start is itself an event in the same append, so two first takes cannot both count.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TypeVar
+from uuid import UUID
 
-from application.errors import QuotaExceeded
-from application.ports import Usage
+from application.errors import VersionConflict
+from application.event_store import NornEventStore
+from application.ports import Usage as UsageCounts
+from domain.events import CommandContext
 from domain.tenant import Tenant
+from domain.usage import Usage, usage_id
 
 QUOTA_RESOURCES: dict[str, str] = {
     "max_pipelines": "pipelines",
@@ -25,33 +40,104 @@ QUOTA_RESOURCES: dict[str, str] = {
 }
 """Which counted resource (projections/usage.py) each quota limits."""
 
-HEADROOM = 256
+PER_DAY = frozenset({"runs_today"})
+"""Resources counted afresh each UTC day: one Usage aggregate per day."""
+
+CONFLICT_ATTEMPTS = 5
+"""How often a command is tried when its append loses a race (a stale usage copy, a name
+claimed meanwhile): each attempt reads what changed, so only a steady stream of
+concurrent commands of the same tenant's resource in other processes exhausts them."""
+
+KEPT_MAX = 10_000
+"""Usage aggregates a process keeps between commands (one per busy tenant resource)."""
+
+T = TypeVar("T")
 
 
-@contextmanager
-def within_quota(
-    usage: Usage,
-    tenant: Tenant,
-    quota: str,
-    adding: int = 1,
-    bounds: Mapping[str, int] | None = None,
-) -> Iterator[int]:
-    """Raise QuotaExceeded if `adding` more would pass the limit, else yield the usage
-    before the command (far from the limit, an upper bound of it). Run the command's
-    append inside the block: near the limit it holds the tenant's lock on the resource
-    until the events are saved. `bounds`: upper bounds read with the request's
-    authentication (Principal.usage_bounds), which spare the query here."""
-    limit = tenant.quota(quota)
-    resource = QUOTA_RESOURCES[quota]
-    # Far below the limit an upper bound will do (read with authentication, or one cheap
-    # query); near it, the exact count under the lock.
-    at_most = bounds.get(resource) if bounds is not None else None
-    if at_most is None:
-        at_most = usage.at_most(tenant.tenant_id, resource)
-    if at_most + adding <= limit - HEADROOM:
-        yield at_most
-        return
-    with usage.exclusive(tenant.tenant_id, resource) as used:
-        if used + adding > limit:
-            raise QuotaExceeded(quota, limit, used)
-        yield used
+def period_of(resource: str, now: datetime | None = None) -> str:
+    if resource not in PER_DAY:
+        return ""
+    return (now or datetime.now(UTC)).date().isoformat()
+
+
+def retry_on_conflict(attempt: Callable[[], T], attempts: int = CONFLICT_ATTEMPTS) -> T:
+    """Run `attempt` until its append is not refused for a concurrent change, at most
+    `attempts` times. Only for commands whose failed append wrote nothing and that build
+    their events afresh each time (a new aggregate with a new id, a usage take)."""
+    for _ in range(attempts - 1):
+        try:
+            return attempt()
+        except VersionConflict as conflict:
+            if not conflict.raced:
+                raise  # an If-Match already stale: the answer is 412 at once
+    return attempt()
+
+
+class UsageLedger:
+    def __init__(self, store: NornEventStore, counts: UsageCounts) -> None:
+        self._store = store
+        self._counts = counts
+        self._guard = threading.Lock()
+        self._locks: dict[UUID, threading.Lock] = {}
+        self._kept: dict[UUID, Usage] = {}
+
+    @contextmanager
+    def take(
+        self, tenant: Tenant, quota: str, ctx: CommandContext, amount: int = 1
+    ) -> Iterator[Usage]:
+        """Take `amount` of the quota's resource, or raise QuotaExceeded. Save the
+        yielded aggregate in the command's own append, inside the block."""
+        resource = QUOTA_RESOURCES[quota]
+        with self._held(tenant.tenant_id, resource, ctx) as usage:
+            usage.take(amount, tenant.quota(quota), quota, ctx)
+            yield usage
+
+    @contextmanager
+    def release(
+        self, tenant_id: str, quota: str, ctx: CommandContext, amount: int = 1
+    ) -> Iterator[Usage]:
+        """Give back `amount`; save the yielded aggregate in the command's own append."""
+        with self._held(tenant_id, QUOTA_RESOURCES[quota], ctx) as usage:
+            usage.release(amount, ctx)
+            yield usage
+
+    def used(self, tenant_id: str, quota: str) -> int | None:
+        """What the tenant holds now as the event store says, None before usage of the
+        resource is kept."""
+        resource = QUOTA_RESOURCES[quota]
+        usage = self._store.find(Usage, usage_id(tenant_id, resource, period_of(resource)))
+        return None if usage is None else usage.used
+
+    @contextmanager
+    def _held(self, tenant_id: str, resource: str, ctx: CommandContext) -> Iterator[Usage]:
+        period = period_of(resource)
+        key = usage_id(tenant_id, resource, period)
+        with self._lock_of(key):
+            usage = self._kept.pop(key, None) or self._store.find(Usage, key)
+            if usage is None:
+                used = self._counts.count(tenant_id, resource) or 0
+                usage = Usage.start(
+                    tenant_id=tenant_id, resource=resource, period=period, used=used, ctx=ctx
+                )
+            # Kept only when the block ends normally with the events saved: after an
+            # error the copy may be ahead of the store (its events were collected for an
+            # append that failed) or behind it (another process saved first).
+            yield usage
+            if not usage.pending_events:
+                self._keep(key, usage)
+
+    def _keep(self, key: UUID, usage: Usage) -> None:
+        if len(self._kept) >= KEPT_MAX:
+            self._kept.clear()
+        self._kept[key] = usage
+
+    def _lock_of(self, key: UUID) -> threading.Lock:
+        with self._guard:
+            lock = self._locks.get(key)
+            if lock is None:
+                if len(self._locks) >= KEPT_MAX:
+                    # Drop the idle ones; one being waited on may be replaced, which
+                    # only costs a conflict and a retry, never a wrong count.
+                    self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+                lock = self._locks[key] = threading.Lock()
+            return lock

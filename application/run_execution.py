@@ -25,9 +25,10 @@ from uuid import UUID
 
 from application.errors import StepFailed, VersionConflict
 from application.ports import StepCall, StepOutcome
+from application.threads import in_thread
 from domain.events import CommandContext
 from domain.pipeline import StepSpec
-from domain.run import ExecutionLost, Run, RunStepRetrying
+from domain.run import ExecutionLost, Run, RunStatus, RunStepRetrying, StepStatus
 
 if TYPE_CHECKING:
     from application.executor import RunExecutor
@@ -112,7 +113,7 @@ class RunExecution:
             with contextlib.suppress(Exception):
                 await self.x.heartbeats.stop(key, self.attempt)
             if self.run_ is not None and self.run_.finished:
-                succeeded = self.run_.status == "succeeded"
+                succeeded = self.run_.status == RunStatus.SUCCEEDED
                 with contextlib.suppress(Exception):
                     await self.x.steps.finished(key, self.run_.tenant_id, succeeded)
 
@@ -242,6 +243,7 @@ class RunExecution:
         """Apply `decide` to the run and save it. When someone else appended first (a
         cancel request), reload and decide again on the fresh state."""
         for _ in range(10):
+            was_running = self.current.status == RunStatus.RUNNING
             result = decide(self.current)
             # Retries wait only once their RunStepRetrying is saved.
             delays = {
@@ -250,9 +252,9 @@ class RunExecution:
                 if isinstance(e, RunStepRetrying)
             }
             try:
-                await asyncio.to_thread(self.x.store.append, self.current)
+                await in_thread(self.x.save, self.current, was_running)
             except VersionConflict:
-                self.run_ = await asyncio.to_thread(self.x.store.load, Run, self.run_id, "run")
+                self.run_ = await in_thread(self.x.store.load, Run, self.run_id, "run")
                 if self.current.cancel_requested:
                     self.stop.set()
                 continue
@@ -268,13 +270,13 @@ class RunExecution:
         run = self.current
         if run.resume_from is None or run.retry_of is None:
             return []
-        previous = await asyncio.to_thread(self.x.store.find, Run, UUID(run.retry_of))
+        previous = await in_thread(self.x.store.find, Run, UUID(run.retry_of))
         if previous is None:
             return []
         redo = {run.resume_from, *run._downstream_of(run.resume_from)}
         reused: list[tuple[str, StepOutcome]] = []
         for spec in run.definition.steps:
-            if spec.name in redo or previous.steps[spec.name].status != "succeeded":
+            if spec.name in redo or previous.steps[spec.name].status != StepStatus.SUCCEEDED:
                 continue
             outcome = await self.x.steps.reuse(
                 str(self.run_id), run.tenant_id, run.retry_of, spec.name
@@ -288,9 +290,9 @@ class RunExecution:
         while True:
             try:
                 await self.x.heartbeats.beat(key, self.attempt, self.x.executor_id)
-                latest = await asyncio.to_thread(self.x.store.find, Run, self.run_id)
+                latest = await in_thread(self.x.store.find, Run, self.run_id)
                 if latest is not None:
-                    if latest.status != "running" or latest.attempt != self.attempt:
+                    if latest.status != RunStatus.RUNNING or latest.attempt != self.attempt:
                         self.lost = True
                         self.stop.set()
                     elif latest.cancel_requested:

@@ -29,7 +29,7 @@ from domain.api_key import ApiKey
 from domain.errors import InvalidCommand
 from domain.events import CommandContext
 from domain.session import Session
-from domain.tenant import Tenant
+from domain.tenant import Tenant, TenantStatus
 from domain.user import TENANT_ROLES, User, user_id_for
 
 _INVALID_KEY = "invalid, revoked or expired API key"
@@ -136,10 +136,9 @@ class SessionService:
 
     # --- authentication of requests -------------------------------------------------------
 
-    def principal_for_token(self, token: str, *, for_command: bool = True) -> Principal:
-        """for_command: also read the tenant's usage bounds (queries need none)."""
+    def principal_for_token(self, token: str) -> Principal:
         claims = self._tokens.verify(token, "access")
-        session, user, tenant, bounds = self._current_session(claims, for_command)
+        session, user, tenant = self._current_session(claims)
         return Principal(
             subject_id=str(user.id),
             name=user.username,
@@ -150,7 +149,6 @@ class SessionService:
             tenant_status=tenant.status if tenant else None,
             plan=tenant.plan if tenant else None,
             tenant=tenant,
-            usage_bounds=bounds,
         )
 
     def principal_for_api_key(self, presented: str) -> Principal:
@@ -218,24 +216,18 @@ class SessionService:
             raise AuthenticationFailed(_INVALID_LOGIN)
         return user
 
-    def _current_session(
-        self, claims: TokenClaims, with_usage: bool = True
-    ) -> tuple[Session, User, Tenant | None, dict[str, int] | None]:
+    def _current_session(self, claims: TokenClaims) -> tuple[Session, User, Tenant | None]:
         """What _live_session checks, read-only and in one query for the versions of the
-        session, the user and the tenant (cached copies are used while current) and the
-        tenant's usage bounds: the cost of authenticating every request."""
+        session, the user and the tenant (cached copies are used while current): the
+        cost of authenticating every request."""
         try:
             ids = [UUID(claims.session_id), UUID(claims.subject)]
             if claims.tenant_id is not None:
                 ids.append(UUID(claims.tenant_id))
         except ValueError:
             raise AuthenticationFailed(_INVALID_TOKEN) from None
-        bounds = None
         if self._facts is not None:
-            usage_of = claims.tenant_id if with_usage else None
-            facts = self._facts.read(ids, usage_of)
-            found = self._store.current(*ids, versions=facts.versions)
-            bounds = facts.usage_bounds if usage_of is not None else None
+            found = self._store.current(*ids, versions=self._facts.read(ids).versions)
         else:
             found = self._store.current(*ids)
         session, user = found.get(ids[0]), found.get(ids[1])
@@ -246,10 +238,10 @@ class SessionService:
             raise AuthenticationFailed(_INVALID_TOKEN)
         tenant = found.get(ids[2]) if claims.tenant_id is not None else None
         if claims.tenant_id is not None and (
-            not isinstance(tenant, Tenant) or tenant.status == "deleted"
+            not isinstance(tenant, Tenant) or tenant.status == TenantStatus.DELETED
         ):
             raise AuthenticationFailed(_INVALID_TOKEN)
-        return session, user, tenant if isinstance(tenant, Tenant) else None, bounds
+        return session, user, tenant if isinstance(tenant, Tenant) else None
 
     def _check_session(self, session: Session, user: User) -> None:
         if (
@@ -279,7 +271,7 @@ class SessionService:
         if tenant_id is None:
             return None
         tenant = self._store.find(Tenant, UUID(tenant_id))
-        if tenant is None or tenant.status == "deleted":
+        if tenant is None or tenant.status == TenantStatus.DELETED:
             if required:
                 raise AuthenticationFailed(_INVALID_TOKEN)
             return None

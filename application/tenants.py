@@ -3,28 +3,32 @@ namespaces, quotas and usage."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import replace as replace_principal
+from typing import TypeVar
 from uuid import UUID, uuid4
 
 from application.authorization import (
-    Permission,
-    authorize,
+    check_tenant_fields,
     require_tenant,
     require_writable_tenant,
+    sees_tenant,
 )
-from application.errors import NotFound, PermissionDenied
-from application.event_store import NornEventStore, check_expected_version
+from application.commands import Aggregates
+from application.errors import NotFound
+from application.event_store import NornEventStore
 from application.ports import Usage
 from application.principal import Principal
 from application.quotas import QUOTA_RESOURCES
+from application.results import Changed
 from domain.errors import InvalidCommand
 from domain.events import CommandContext
 from domain.name_claim import NameClaim, claim_id
-from domain.tenant import QUOTA_NAMES, SELF_SERVICE_FIELDS, Quotas, Tenant
+from domain.tenant import QUOTA_NAMES, Quotas, Tenant, TenantStatus
 
 _SCOPE = "tenant"
+_PUT_FIELDS = ("name", "description", "labels", "owner", "plan", "status")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class TenantChanges:
     labels: dict[str, str] | None = None
     owner: str | None = None
     plan: str | None = None
-    status: str | None = None
+    status: TenantStatus | None = None
     """active or suspended (DELETE deletes)."""
     status_reason: str = ""
 
@@ -66,6 +70,12 @@ class TenantService:
     def __init__(self, store: NornEventStore, usage: Usage) -> None:
         self._store = store
         self._usage = usage
+        self._tenants = Aggregates(
+            store,
+            Tenant,
+            "tenant",
+            scope=lambda principal, tenant: sees_tenant(principal, tenant.tenant_id),
+        )
 
     def create(
         self,
@@ -77,8 +87,7 @@ class TenantService:
         labels: dict[str, str],
         owner: str,
         ctx: CommandContext,
-    ) -> tuple[Tenant, int | None]:
-        authorize(principal, Permission.TENANTS_MANAGE)
+    ) -> Changed[Tenant]:
         tenant = Tenant.create(
             tenant_id=uuid4(),
             name=name,
@@ -88,15 +97,11 @@ class TenantService:
             owner=owner,
             ctx=ctx,
         )
-        claim = self._claim(tenant.name, tenant.id, ctx)
-        return tenant, self._store.append(tenant, claim)
+        return self._tenants.save(tenant, self._claim(tenant.name, tenant.id, ctx))
 
     def load(self, principal: Principal, tenant_id: UUID) -> Tenant:
-        """The tenant, if the principal may see it: platform admins any, everybody else
-        only their own (another tenant is reported missing, never forbidden)."""
-        if not principal.is_platform_admin and principal.tenant_id != str(tenant_id):
-            raise NotFound("tenant", tenant_id)
-        return self._store.load(Tenant, tenant_id, "tenant")
+        """The tenant, if the principal may see it (another tenant is NotFound)."""
+        return self._tenants.load(principal, tenant_id)
 
     def update(
         self,
@@ -105,34 +110,33 @@ class TenantService:
         changes: TenantChanges,
         ctx: CommandContext,
         expected_version: int | None = None,
-    ) -> tuple[Tenant, int | None]:
+    ) -> Changed[Tenant]:
         """Apply a PUT: the descriptive fields, then plan, then status, as one append."""
-        authorize(principal, Permission.TENANTS_UPDATE)
-        tenant = self.load(principal, tenant_id)
-        check_expected_version(tenant.version, expected_version)
-        if not principal.is_platform_admin:
-            _check_self_service(tenant, changes)
-        old_name = tenant.name
-        tenant.update(
-            name=tenant.name if changes.name is None else changes.name,
-            description=tenant.description if changes.description is None else changes.description,
-            labels=tenant.labels if changes.labels is None else changes.labels,
-            owner=tenant.owner if changes.owner is None else changes.owner,
-            ctx=ctx,
-        )
-        if changes.plan is not None:
-            tenant.change_plan(changes.plan, ctx)
-        if changes.status == "suspended":
-            tenant.suspend(changes.status_reason, ctx)
-        elif changes.status == "active":
-            tenant.reactivate(ctx)
-        elif changes.status is not None:
-            raise InvalidCommand(
-                "status must be active or suspended (DELETE deletes a tenant)", "status"
+
+        def decide(tenant: Tenant) -> list[NameClaim]:
+            current = {field: getattr(tenant, field) for field in _PUT_FIELDS}
+            check_tenant_fields(principal, current, {f: getattr(changes, f) for f in current})
+            old_name = tenant.name
+            tenant.update(
+                name=_given(changes.name, tenant.name),
+                description=_given(changes.description, tenant.description),
+                labels=_given(changes.labels, tenant.labels),
+                owner=_given(changes.owner, tenant.owner),
+                ctx=ctx,
             )
-        claims = self._rename(tenant, old_name, ctx)
-        position = self._store.append(tenant, *claims, precondition=expected_version is not None)
-        return tenant, position
+            if changes.plan is not None:
+                tenant.change_plan(changes.plan, ctx)
+            if changes.status == TenantStatus.SUSPENDED:
+                tenant.suspend(changes.status_reason, ctx)
+            elif changes.status == TenantStatus.ACTIVE:
+                tenant.reactivate(ctx)
+            elif changes.status is not None:
+                raise InvalidCommand(
+                    "status must be active or suspended (DELETE deletes a tenant)", "status"
+                )
+            return self._rename(tenant, old_name, ctx)
+
+        return self._tenants.change(principal, tenant_id, decide, expected_version)
 
     def delete(
         self,
@@ -140,16 +144,14 @@ class TenantService:
         tenant_id: UUID,
         ctx: CommandContext,
         expected_version: int | None = None,
-    ) -> tuple[Tenant, int | None]:
+    ) -> Changed[Tenant]:
         """Soft: the tenant's users and keys stop authenticating at once; its events and
         its name stay (audit), so the name is not given to another tenant."""
-        return self._change(
-            principal,
-            tenant_id,
-            Permission.TENANTS_MANAGE,
-            expected_version,
-            lambda tenant: tenant.delete(ctx),
-        )
+
+        def decide(tenant: Tenant) -> None:
+            tenant.delete(ctx)
+
+        return self._tenants.change(principal, tenant_id, decide, expected_version)
 
     def add_namespace(
         self,
@@ -158,20 +160,16 @@ class TenantService:
         namespace: str,
         ctx: CommandContext,
         expected_version: int | None = None,
-    ) -> tuple[Tenant, int | None]:
-        return self._change(
-            principal,
-            tenant_id,
-            Permission.TENANTS_UPDATE,
-            expected_version,
-            lambda tenant: tenant.add_namespace(namespace, ctx),
-        )
+    ) -> Changed[Tenant]:
+        def decide(tenant: Tenant) -> None:
+            tenant.add_namespace(namespace, ctx)
+
+        return self._tenants.change(principal, tenant_id, decide, expected_version)
 
     def namespace(
         self, principal: Principal, tenant_id: UUID, namespace: str
     ) -> tuple[Tenant, int]:
         """One of the tenant's namespaces and how many resources it holds."""
-        authorize(principal, Permission.TENANTS_READ)
         tenant = self.load(principal, tenant_id)
         if namespace not in tenant.namespaces:
             raise NotFound("namespace", namespace)
@@ -184,13 +182,8 @@ class TenantService:
         namespace: str,
         ctx: CommandContext,
         expected_version: int | None = None,
-    ) -> tuple[Tenant, int | None]:
-        authorize(principal, Permission.TENANTS_UPDATE)
-        self.load(principal, tenant_id)  # visible to the principal, before locking
-        # Exclusively: no pipeline is being placed in it while it is counted and removed.
-        with self._usage.namespace_hold(str(tenant_id), namespace, exclusive=True):
-            tenant = self.load(principal, tenant_id)
-            check_expected_version(tenant.version, expected_version)
+    ) -> Changed[Tenant]:
+        def decide(tenant: Tenant) -> None:
             if namespace not in tenant.namespaces:
                 raise NotFound("namespace", namespace)
             in_use = self._usage.in_namespace(tenant.tenant_id, namespace)
@@ -201,8 +194,12 @@ class TenantService:
                     "namespace",
                 )
             tenant.remove_namespace(namespace, ctx)
-            position = self._store.append(tenant, precondition=expected_version is not None)
-        return tenant, position
+
+        self.load(principal, tenant_id)  # visible to the principal, before locking
+        # Exclusively: no pipeline is being placed in it while it is counted and removed;
+        # the tenant is loaded (again) and saved inside.
+        with self._usage.namespace_hold(str(tenant_id), namespace, exclusive=True):
+            return self._tenants.change(principal, tenant_id, decide, expected_version)
 
     def set_quotas(
         self,
@@ -211,18 +208,14 @@ class TenantService:
         quotas: Quotas,
         ctx: CommandContext,
         expected_version: int | None = None,
-    ) -> tuple[Tenant, int | None]:
-        return self._change(
-            principal,
-            tenant_id,
-            Permission.TENANTS_MANAGE,
-            expected_version,
-            lambda tenant: tenant.set_quotas(quotas, ctx),
-        )
+    ) -> Changed[Tenant]:
+        def decide(tenant: Tenant) -> None:
+            tenant.set_quotas(quotas, ctx)
+
+        return self._tenants.change(principal, tenant_id, decide, expected_version)
 
     def usage(self, principal: Principal, tenant_id: UUID) -> tuple[Tenant, dict[str, QuotaUsage]]:
         """Each quota's limit and what the tenant uses of it now (from read models)."""
-        authorize(principal, Permission.TENANTS_READ)
         tenant = self.load(principal, tenant_id)
         return tenant, {
             name: QuotaUsage(
@@ -230,21 +223,6 @@ class TenantService:
             )
             for name in QUOTA_NAMES
         }
-
-    def _change(
-        self,
-        principal: Principal,
-        tenant_id: UUID,
-        permission: Permission,
-        expected_version: int | None,
-        decide: Callable[[Tenant], object],
-    ) -> tuple[Tenant, int | None]:
-        """One command on one tenant: authorise, load, compare If-Match, decide, save."""
-        authorize(principal, permission)
-        tenant = self.load(principal, tenant_id)
-        check_expected_version(tenant.version, expected_version)
-        decide(tenant)
-        return tenant, self._store.append(tenant, precondition=expected_version is not None)
 
     def _claim(self, name: str, holder: UUID, ctx: CommandContext) -> NameClaim:
         claim = self._store.find(NameClaim, claim_id(_SCOPE, name))
@@ -266,23 +244,6 @@ class TenantService:
         return claims
 
 
-def _check_self_service(tenant: Tenant, changes: TenantChanges) -> None:
-    """A tenant's own admin may change its description and labels, nothing else."""
-    current = {
-        "name": tenant.name,
-        "owner": tenant.owner,
-        "plan": tenant.plan,
-        "status": tenant.status,
-    }
-    refused = sorted(
-        field
-        for field, value in current.items()
-        if field not in SELF_SERVICE_FIELDS
-        and getattr(changes, field) is not None
-        and getattr(changes, field) != value
-    )
-    if refused:
-        raise PermissionDenied(
-            f"a tenant admin may change only {' and '.join(sorted(SELF_SERVICE_FIELDS))}; "
-            f"not {', '.join(refused)}"
-        )
+def _given(value: T | None, current: T) -> T:
+    """A PUT's field: the value given, or the current one when the request left it out."""
+    return current if value is None else value

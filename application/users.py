@@ -5,14 +5,22 @@ from __future__ import annotations
 
 from uuid import UUID, uuid4
 
-from application.authorization import Permission, authorize
-from application.errors import NotFound, PermissionDenied
-from application.event_store import NornEventStore, check_expected_version
+from application.authorization import (
+    check_may_grant,
+    check_password_change,
+    check_user_placement,
+    is_self,
+    sees,
+)
+from application.commands import Aggregates
+from application.errors import PermissionDenied
+from application.event_store import NornEventStore
 from application.ports import PasswordHasher
 from application.principal import Principal
+from application.results import Changed
 from domain.errors import InvalidCommand, WrongPassword
 from domain.events import CommandContext
-from domain.tenant import Tenant
+from domain.tenant import Tenant, TenantStatus
 from domain.user import PLATFORM_ADMIN, User, user_id_for
 
 MIN_PASSWORD = 10
@@ -32,6 +40,22 @@ class UserService:
     def __init__(self, store: NornEventStore, hasher: PasswordHasher) -> None:
         self._store = store
         self._hasher = hasher
+        # Users an admin administers: its tenant's (a platform admin outside a tenant:
+        # every one); and one's own user, which a user reaches to change its password.
+        self._users = Aggregates(
+            store,
+            User,
+            "user",
+            scope=lambda principal, user: sees(principal, user.tenant_id),
+            gone=lambda user: user.deleted,
+        )
+        self._yourself = Aggregates(
+            store,
+            User,
+            "user",
+            scope=lambda principal, user: is_self(principal, str(user.id)),
+            gone=lambda user: user.deleted,
+        )
 
     def create(
         self,
@@ -42,16 +66,11 @@ class UserService:
         tenant_id: str | None,
         roles: tuple[str, ...],
         ctx: CommandContext,
-    ) -> tuple[User, int | None]:
-        authorize(principal, Permission.USERS_WRITE)
-        if not principal.is_platform_admin:
-            if tenant_id != principal.tenant_id:
-                raise PermissionDenied("tenant admins may only create users in their own tenant")
-            if PLATFORM_ADMIN in roles:
-                raise PermissionDenied("only a platform admin may grant platform_admin")
+    ) -> Changed[User]:
+        check_user_placement(principal, tenant_id, roles)
         if tenant_id is not None:
             tenant = self._find_tenant(tenant_id)
-            if tenant is None or tenant.status == "deleted":
+            if tenant is None or tenant.status == TenantStatus.DELETED:
                 raise InvalidCommand(f"tenant {tenant_id} does not exist", "tenant_id")
             if not tenant.writable:
                 raise PermissionDenied(f"tenant {tenant_id} is {tenant.status}")
@@ -65,18 +84,11 @@ class UserService:
         )
         if self._store.find(User, user.id) is not None:
             raise InvalidCommand(f"username {username!r} is already taken", "username")
-        return user, self._store.append(user)
+        return self._users.save(user)
 
     def load(self, principal: Principal, user_id: UUID) -> User:
-        """A live user the principal administers: platform admins any, tenant admins
-        their tenant's (another tenant's user is reported missing)."""
-        user = self._store.load(User, user_id, "user")
-        if user.deleted:
-            raise NotFound("user", user_id)
-        if not principal.is_platform_admin or principal.tenant_id is not None:
-            if user.tenant_id is None or user.tenant_id != principal.tenant_id:
-                raise NotFound("user", user_id)
-        return user
+        """A live user the principal administers (another tenant's is NotFound)."""
+        return self._users.load(principal, user_id)
 
     def update(
         self,
@@ -87,21 +99,19 @@ class UserService:
         active: bool | None,
         ctx: CommandContext,
         expected_version: int | None = None,
-    ) -> tuple[User, int | None]:
-        authorize(principal, Permission.USERS_WRITE)
-        user = self.load(principal, user_id)
-        check_expected_version(user.version, expected_version)
-        if str(user.id) == principal.subject_id and principal.kind == "user":
-            # An admin who demotes or locks out itself may leave nobody to undo it.
-            if (roles is not None and set(roles) != set(user.roles)) or active is False:
-                raise InvalidCommand("you cannot change your own roles or deactivate yourself")
-        if roles is not None:
-            if PLATFORM_ADMIN in roles and not principal.is_platform_admin:
-                raise PermissionDenied("only a platform admin may grant platform_admin")
-            user.change_roles(tuple(roles), ctx)
-        if active is not None:
-            user.set_active(active, ctx)
-        return user, self._store.append(user, precondition=expected_version is not None)
+    ) -> Changed[User]:
+        def decide(user: User) -> None:
+            if is_self(principal, str(user.id)):
+                # An admin who demotes or locks out itself may leave nobody to undo it.
+                if (roles is not None and set(roles) != set(user.roles)) or active is False:
+                    raise InvalidCommand("you cannot change your own roles or deactivate yourself")
+            if roles is not None:
+                check_may_grant(principal, roles)
+                user.change_roles(tuple(roles), ctx)
+            if active is not None:
+                user.set_active(active, ctx)
+
+        return self._users.change(principal, user_id, decide, expected_version)
 
     def delete(
         self,
@@ -109,14 +119,13 @@ class UserService:
         user_id: UUID,
         ctx: CommandContext,
         expected_version: int | None = None,
-    ) -> tuple[User, int | None]:
-        authorize(principal, Permission.USERS_WRITE)
-        user = self.load(principal, user_id)
-        check_expected_version(user.version, expected_version)
-        if str(user.id) == principal.subject_id and principal.kind == "user":
-            raise InvalidCommand("you cannot delete yourself")
-        user.delete(ctx)
-        return user, self._store.append(user, precondition=expected_version is not None)
+    ) -> Changed[User]:
+        def decide(user: User) -> None:
+            if is_self(principal, str(user.id)):
+                raise InvalidCommand("you cannot delete yourself")
+            user.delete(ctx)
+
+        return self._users.change(principal, user_id, decide, expected_version)
 
     def change_password(
         self,
@@ -126,24 +135,25 @@ class UserService:
         current_password: str | None,
         new_password: str,
         ctx: CommandContext,
-    ) -> tuple[User, int | None]:
+    ) -> Changed[User]:
         """Users change their own password by proving the current one; admins reset the
         passwords of users they administer. Either way every session of the user ends."""
-        if principal.kind == "user" and principal.subject_id == str(user_id):
-            user = self._store.load(User, user_id, "user")
-            if current_password is None:
-                raise InvalidCommand("current_password is required", "current_password")
-            if not self._hasher.verify(user.password_hash, current_password):
-                # Not AuthenticationFailed: the caller is authenticated, and a 401 would
-                # make clients drop or refresh a token that is fine. A wrong answer in
-                # the form is a validation error on that field.
-                raise WrongPassword("the current password is wrong", "current_password")
-        else:
-            authorize(principal, Permission.USERS_WRITE)
-            user = self.load(principal, user_id)
-        check_password_policy(user.username, new_password)
-        user.change_password(self._hasher.hash(new_password), ctx)
-        return user, self._store.append(user)
+        check_password_change(principal, str(user_id))
+        own = is_self(principal, str(user_id))
+
+        def decide(user: User) -> None:
+            if own:
+                if current_password is None:
+                    raise InvalidCommand("current_password is required", "current_password")
+                if not self._hasher.verify(user.password_hash, current_password):
+                    # Not AuthenticationFailed: the caller is authenticated, and a 401
+                    # would make clients drop or refresh a token that is fine. A wrong
+                    # answer in the form is a validation error on that field.
+                    raise WrongPassword("the current password is wrong", "current_password")
+            check_password_policy(user.username, new_password)
+            user.change_password(self._hasher.hash(new_password), ctx)
+
+        return (self._yourself if own else self._users).change(principal, user_id, decide)
 
     def ensure_platform_admin(self, username: str, password: str) -> bool:
         """Create the bootstrap platform admin unless that user exists. True if created."""

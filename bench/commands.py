@@ -52,6 +52,7 @@ from harness import (
     norn_server,
     open_loop,
     percentile,
+    profiled,
 )
 
 RAW_APP = "norn-bench-raw"
@@ -319,7 +320,10 @@ def main() -> None:
             idle_cpu = (start.cpu - idle.cpu) / (start.at - idle.at)
 
             # [1] closed-loop creates; [4] then the catch-up; [3] over both plus a settle.
-            creates = asyncio.run(http_creates(server.base, headers, args.clients, args.seconds))
+            with profiled(server.pid, "create", args.seconds):
+                creates = asyncio.run(
+                    http_creates(server.base, headers, args.clients, args.seconds)
+                )
             log = catch_up.until(creates.max_position)
             create_cpu = norn_cpu_seconds(server.pid) - start.cpu
         time.sleep(args.settle)
@@ -332,7 +336,10 @@ def main() -> None:
 
         # [2] GETs and their raw reference.
         cpu = norn_cpu_seconds(server.pid)
-        gets = asyncio.run(http_gets(server.base, headers, creates.ids, args.clients, args.seconds))
+        with profiled(server.pid, "get", args.seconds):
+            gets = asyncio.run(
+                http_gets(server.base, headers, creates.ids, args.clients, args.seconds)
+            )
         get_cpu = norn_cpu_seconds(server.pid) - cpu
         selects = raw_selects(server.database_url, args.clients, args.seconds)
 

@@ -21,11 +21,13 @@ import time
 import uuid
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import nats
+import nats.js.errors
 import psutil
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -64,6 +66,7 @@ def norn_server(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
     admin_url = os.environ.get("NORN_BENCH_DATABASE_URL")
     nats_url = os.environ.get("NORN_BENCH_NATS_URL")
     dbname = f"norn_bench_{uuid.uuid4().hex[:8]}"
+    token = uuid.uuid4().hex[:8]
     server = None
     try:
         if not admin_url:
@@ -78,7 +81,6 @@ def norn_server(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
             conn.execute(f'CREATE DATABASE "{dbname}"')
         database_url = make_conninfo(admin_url, dbname=dbname)
         port = free_port()
-        token = uuid.uuid4().hex[:8]
         env = {
             **os.environ,
             "NORN_DATABASE_URL": database_url,
@@ -112,9 +114,23 @@ def norn_server(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
         if admin_url:
             with psycopg.connect(admin_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        if nats_url and server is not None:  # leave a server of the machine's as found
+            asyncio.run(_delete_streams(nats_url, f"BENCH_{token.upper()}"))
         for e in reversed(embedded):
             e.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _delete_streams(nats_url: str, stream: str) -> None:
+    """The events stream of a bench's `norn serve` and its work and dead-letter streams."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for name in (stream, f"{stream}_WORK", f"{stream}_DEAD"):
+            with suppress(nats.js.errors.NotFoundError):
+                await js.delete_stream(name)
+    finally:
+        await nc.close()
 
 
 async def _wait_ready(base: str, limit: float = 60) -> None:
@@ -152,6 +168,27 @@ async def editor_of_new_tenant(base: str, quotas: dict[str, int]) -> tuple[str, 
             "/api/v1/auth/login", json={"username": user["username"], "password": user["password"]}
         )
         return tenant["id"], {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+@contextmanager
+def profiled(pid: int, phase: str, seconds: float) -> Iterator[None]:
+    """With NORN_BENCH_PROFILE=<dir>, py-spy samples `norn serve` over the phase and writes
+    <dir>/<phase>.txt (collapsed stacks; sort them with bench/hotspots.py). py-spy is not a
+    project dependency: install it to use this."""
+    out = os.environ.get("NORN_BENCH_PROFILE")
+    if not out:
+        yield
+        return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    spy = str(Path(sys.executable).parent / "py-spy")
+    # --gil: only samples holding the GIL, i.e. the process's Python CPU time.
+    command = [spy, "record", "--gil", "--nonblocking", "-p", str(pid), "-r", "200"]
+    command += ["-d", str(max(1, int(seconds))), "--format", "raw", "-o", f"{out}/{phase}.txt"]
+    recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    try:
+        yield
+    finally:
+        recorder.wait(timeout=60)
 
 
 def norn_cpu_seconds(pid: int) -> float:

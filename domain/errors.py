@@ -52,3 +52,13 @@ class NameTaken(DomainError):
 class WrongPassword(InvalidCommand):
     """A password given to prove who one is (e.g. the current one, to change it) is
     wrong. A validation error on its field, and a failed guess for the login throttle."""
+
+
+class QuotaExceeded(DomainError):
+    """The command would take the tenant past one of its quotas."""
+
+    def __init__(self, quota: str, limit: int, used: int) -> None:
+        self.quota = quota
+        self.limit = limit
+        self.used = used
+        super().__init__(f"quota {quota} exceeded: {used} of {limit} in use")

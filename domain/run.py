@@ -17,6 +17,7 @@ Step: pending -> running -> succeeded | failed | retrying -> running ...
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -27,8 +28,42 @@ from domain.errors import DomainError, InvalidCommand
 from domain.events import CommandContext, NornCreated, NornEvent
 from domain.pipeline import PipelineDefinition
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out", "crashed"})
-STEP_TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
+
+class RunStatus(StrEnum):
+    """str-valued: JSON, stored events (RunCancelled.previous_status) and SQL see the
+    plain string, and events stored before the enum decode to it."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    CRASHED = "crashed"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset(
+    {
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        RunStatus.TIMED_OUT,
+        RunStatus.CRASHED,
+    }
+)
+STEP_TERMINAL = frozenset(
+    {StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED}
+)
 TRIGGER_KINDS = ("user", "api_key", "job", "deployment", "retry", "system")
 MAX_ERROR = 4000
 
@@ -47,7 +82,7 @@ class Trigger(msgspec.Struct, frozen=True):
 
 
 class StepState(msgspec.Struct):
-    status: str = "pending"
+    status: StepStatus = StepStatus.PENDING
     attempts: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -79,7 +114,7 @@ class RunStarted(RunEvent):
     attempt: int
 
     def apply(self, aggregate: Run) -> None:
-        aggregate.status = "running"
+        aggregate.status = RunStatus.RUNNING
         aggregate.attempt = self.attempt
         aggregate.executor_id = self.executor_id
         aggregate.started_at = _at(self)
@@ -92,7 +127,7 @@ class RunStepStarted(RunEvent):
 
     def apply(self, aggregate: Run) -> None:
         state = aggregate.steps[self.step]
-        state.status = "running"
+        state.status = StepStatus.RUNNING
         state.attempts += 1
         state.started_at = state.started_at or _at(self)
         state.error = None
@@ -106,7 +141,7 @@ class RunStepSucceeded(RunEvent):
 
     def apply(self, aggregate: Run) -> None:
         state = aggregate.steps[self.step]
-        state.status = "succeeded"
+        state.status = StepStatus.SUCCEEDED
         state.finished_at = _at(self)
         state.started_at = state.started_at or state.finished_at
         state.records_in = self.records_in
@@ -121,7 +156,7 @@ class RunStepRetrying(RunEvent):
 
     def apply(self, aggregate: Run) -> None:
         state = aggregate.steps[self.step]
-        state.status = "retrying"
+        state.status = StepStatus.RETRYING
         state.error = self.error
 
 
@@ -131,7 +166,7 @@ class RunStepFailed(RunEvent):
 
     def apply(self, aggregate: Run) -> None:
         state = aggregate.steps[self.step]
-        state.status = "failed"
+        state.status = StepStatus.FAILED
         state.error = self.error
         state.finished_at = _at(self)
 
@@ -142,13 +177,13 @@ class RunStepSkipped(RunEvent):
 
     def apply(self, aggregate: Run) -> None:
         state = aggregate.steps[self.step]
-        state.status = "skipped"
+        state.status = StepStatus.SKIPPED
         state.error = self.reason
 
 
 class RunSucceeded(RunEvent):
     def apply(self, aggregate: Run) -> None:
-        aggregate._finish("succeeded", _at(self), None)
+        aggregate._finish(RunStatus.SUCCEEDED, _at(self), None)
 
 
 class RunFailed(RunEvent):
@@ -156,7 +191,7 @@ class RunFailed(RunEvent):
     failed_step: str | None = None
 
     def apply(self, aggregate: Run) -> None:
-        aggregate._finish("failed", _at(self), self.error)
+        aggregate._finish(RunStatus.FAILED, _at(self), self.error)
 
 
 class RunCancelRequested(RunEvent):
@@ -169,17 +204,17 @@ class RunCancelRequested(RunEvent):
 
 class RunCancelled(RunEvent):
     reason: str = ""
-    previous_status: str = "running"
+    previous_status: RunStatus = RunStatus.RUNNING
 
     def apply(self, aggregate: Run) -> None:
-        aggregate._finish("cancelled", _at(self), self.reason or "cancelled")
+        aggregate._finish(RunStatus.CANCELLED, _at(self), self.reason or "cancelled")
 
 
 class RunTimedOut(RunEvent):
     timeout: float
 
     def apply(self, aggregate: Run) -> None:
-        aggregate._finish("timed_out", _at(self), f"run timed out after {self.timeout:g}s")
+        aggregate._finish(RunStatus.TIMED_OUT, _at(self), f"run timed out after {self.timeout:g}s")
 
 
 class RunRequeued(RunEvent):
@@ -192,7 +227,7 @@ class RunRequeued(RunEvent):
     def apply(self, aggregate: Run) -> None:
         if self.released:
             aggregate.released_attempts += 1
-        aggregate.status = "queued"
+        aggregate.status = RunStatus.QUEUED
         aggregate.executor_id = None
         aggregate.steps = {name: StepState() for name in aggregate.steps}
 
@@ -201,7 +236,7 @@ class RunCrashed(RunEvent):
     reason: str
 
     def apply(self, aggregate: Run) -> None:
-        aggregate._finish("crashed", _at(self), self.reason)
+        aggregate._finish(RunStatus.CRASHED, _at(self), self.reason)
 
 
 def _at(event: NornEvent) -> datetime:
@@ -235,7 +270,7 @@ class Run(Aggregate):
         self.retry_of = retry_of
         self.resume_from = resume_from
         self.max_attempts = max_attempts
-        self.status = "queued"
+        self.status: RunStatus = RunStatus.QUEUED
         self.attempt = 0
         self.executor_id: str | None = None
         self.started_at: datetime | None = None
@@ -302,8 +337,8 @@ class Run(Aggregate):
         return [
             s.name
             for s in self.definition.steps
-            if self.steps[s.name].status == "pending"
-            and all(self.steps[d].status == "succeeded" for d in s.depends_on)
+            if self.steps[s.name].status == StepStatus.PENDING
+            and all(self.steps[d].status == StepStatus.SUCCEEDED for d in s.depends_on)
         ]
 
     def all_steps_finished(self) -> bool:
@@ -312,7 +347,7 @@ class Run(Aggregate):
     def first_failure(self) -> tuple[str, str] | None:
         for spec in self.definition.steps:
             state = self.steps[spec.name]
-            if state.status == "failed":
+            if state.status == StepStatus.FAILED:
                 return spec.name, state.error or "failed"
         return None
 
@@ -320,7 +355,7 @@ class Run(Aggregate):
 
     def start(self, executor_id: str, ctx: CommandContext) -> int:
         """Claim the run for an executor; returns the attempt number it now owns."""
-        if self.status != "queued":
+        if self.status != RunStatus.QUEUED:
             raise InvalidCommand(f"run is {self.status}, not queued")
         if self.cancel_requested:
             raise InvalidCommand("run is being cancelled")
@@ -330,9 +365,9 @@ class Run(Aggregate):
     def start_step(self, step: str, attempt: int, ctx: CommandContext) -> None:
         self._require_attempt(attempt)
         state = self._step(step)
-        if state.status not in ("pending", "retrying"):
+        if state.status not in (StepStatus.PENDING, StepStatus.RETRYING):
             raise InvalidCommand(f"step {step} is {state.status}; it cannot start")
-        if any(self.steps[d].status != "succeeded" for d in self.dependencies(step)):
+        if any(self.steps[d].status != StepStatus.SUCCEEDED for d in self.dependencies(step)):
             raise InvalidCommand(f"step {step} has dependencies that have not succeeded")
         self._trigger(RunStepStarted, ctx, step=step, attempt=attempt)
 
@@ -348,7 +383,9 @@ class Run(Aggregate):
     ) -> None:
         self._require_attempt(attempt)
         state = self._step(step)
-        if state.status != "running" and not (reused and state.status == "pending"):
+        if state.status != StepStatus.RUNNING and not (
+            reused and state.status == StepStatus.PENDING
+        ):
             raise InvalidCommand(f"step {step} is {state.status}; it cannot succeed")
         self._trigger(
             RunStepSucceeded,
@@ -367,7 +404,7 @@ class Run(Aggregate):
         Returns whether it will retry."""
         self._require_attempt(attempt)
         state = self._step(step)
-        if state.status != "running":
+        if state.status != StepStatus.RUNNING:
             raise InvalidCommand(f"step {step} is {state.status}; it cannot fail")
         error = error[:MAX_ERROR] or "failed"
         if retry_in is not None:
@@ -375,7 +412,7 @@ class Run(Aggregate):
             return True
         self._trigger(RunStepFailed, ctx, step=step, error=error)
         for downstream in self._downstream_of(step):
-            if self.steps[downstream].status == "pending":
+            if self.steps[downstream].status == StepStatus.PENDING:
                 self._trigger(
                     RunStepSkipped, ctx, step=downstream, reason=f"upstream step {step} failed"
                 )
@@ -399,8 +436,8 @@ class Run(Aggregate):
         records RunCancelled). False when a cancel was already requested."""
         if self.finished:
             raise InvalidCommand(f"run already {self.status}")
-        if self.status == "queued":
-            self._trigger(RunCancelled, ctx, reason=reason, previous_status="queued")
+        if self.status == RunStatus.QUEUED:
+            self._trigger(RunCancelled, ctx, reason=reason, previous_status=RunStatus.QUEUED)
             return True
         if self.cancel_requested:
             return False
@@ -415,7 +452,7 @@ class Run(Aggregate):
         self._require_attempt(attempt)
         self._trigger(RunTimedOut, ctx, timeout=timeout)
 
-    def recover(self, attempt: int, reason: str, ctx: CommandContext) -> str:
+    def recover(self, attempt: int, reason: str, ctx: CommandContext) -> RunStatus:
         """The executor of `attempt` vanished: queue the run again while attempts are
         left (and it is not being cancelled), else mark it crashed. Returns the new
         status."""
@@ -433,7 +470,7 @@ class Run(Aggregate):
             )
         return self.status
 
-    def release(self, attempt: int, reason: str, ctx: CommandContext) -> str:
+    def release(self, attempt: int, reason: str, ctx: CommandContext) -> RunStatus:
         """The executor of `attempt` stops (shutting down): queue the run again for
         another executor. Not a failure, so it does not count against max_attempts. A
         run being cancelled is cancelled instead: queued again, it would wait forever
@@ -450,18 +487,18 @@ class Run(Aggregate):
     def _cancel_running(self, ctx: CommandContext) -> None:
         """Honour the cancel request, keeping its reason (who asked) as the run's error."""
         reason = self.cancel_reason or "cancelled"
-        self._trigger(RunCancelled, ctx, reason=reason, previous_status="running")
+        self._trigger(RunCancelled, ctx, reason=reason, previous_status=RunStatus.RUNNING)
 
-    def _finish(self, status: str, at: datetime, error: str | None) -> None:
+    def _finish(self, status: RunStatus, at: datetime, error: str | None) -> None:
         self.status = status
         self.finished_at = at
         self.error = error
         for state in self.steps.values():
-            if state.status in ("running", "retrying"):
-                state.status = "cancelled"
+            if state.status in (StepStatus.RUNNING, StepStatus.RETRYING):
+                state.status = StepStatus.CANCELLED
                 state.finished_at = at
-            elif state.status == "pending":
-                state.status = "skipped"
+            elif state.status == StepStatus.PENDING:
+                state.status = StepStatus.SKIPPED
 
     def _downstream_of(self, step: str) -> list[str]:
         """Every step that depends on `step`, directly or not, in definition order."""
@@ -476,7 +513,7 @@ class Run(Aggregate):
         return [s.name for s in self.definition.steps if s.name in found and s.name != step]
 
     def _require_attempt(self, attempt: int) -> None:
-        if self.status != "running" or attempt != self.attempt:
+        if self.status != RunStatus.RUNNING or attempt != self.attempt:
             raise ExecutionLost(
                 f"run {self.id} is {self.status} at attempt {self.attempt}; "
                 f"attempt {attempt} no longer owns it"

@@ -9,6 +9,7 @@ keeps its events (audit) but accepts no more commands.
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -20,7 +21,17 @@ from domain.events import CommandContext, NornCreated, NornEvent
 from domain.text import nul_errors
 
 PLANS = ("free", "pro", "enterprise")
-STATUSES = ("active", "suspended", "deleted")
+
+
+class TenantStatus(StrEnum):
+    """str-valued: JSON, stored events and SQL see the plain string."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    DELETED = "deleted"
+
+
+STATUSES = tuple(TenantStatus)
 NAME_MAX = 100
 DESCRIPTION_MAX = 10_000
 OWNER_MAX = 200
@@ -131,19 +142,19 @@ class TenantSuspended(TenantEvent):
     reason: str = ""
 
     def apply(self, aggregate: Tenant) -> None:
-        aggregate.status = "suspended"
+        aggregate.status = TenantStatus.SUSPENDED
         aggregate.status_reason = self.reason
 
 
 class TenantReactivated(TenantEvent):
     def apply(self, aggregate: Tenant) -> None:
-        aggregate.status = "active"
+        aggregate.status = TenantStatus.ACTIVE
         aggregate.status_reason = ""
 
 
 class TenantDeleted(TenantEvent):
     def apply(self, aggregate: Tenant) -> None:
-        aggregate.status = "deleted"
+        aggregate.status = TenantStatus.DELETED
 
 
 class TenantNamespaceAdded(TenantEvent):
@@ -174,7 +185,7 @@ class Tenant(Aggregate):
         self.plan = plan
         self.labels = dict(labels or {})
         self.owner = owner
-        self.status = "active"
+        self.status: TenantStatus = TenantStatus.ACTIVE
         self.status_reason = ""
         self.namespaces: tuple[str, ...] = ()
         self.quota_overrides = Quotas()
@@ -224,7 +235,7 @@ class Tenant(Aggregate):
     @property
     def writable(self) -> bool:
         """Whether the tenant's resources may change (only while active)."""
-        return self.status == "active"
+        return self.status == TenantStatus.ACTIVE
 
     # --- commands -----------------------------------------------------------------------
 
@@ -275,14 +286,14 @@ class Tenant(Aggregate):
         self._require_not_deleted()
         if nul_errors(reason, "reason") or len(reason) > 1000:
             raise InvalidCommand("reason must be at most 1000 characters, without NUL", "reason")
-        if self.status == "suspended":
+        if self.status == TenantStatus.SUSPENDED:
             return False
         self._trigger(TenantSuspended, ctx, reason=reason)
         return True
 
     def reactivate(self, ctx: CommandContext) -> bool:
         self._require_not_deleted()
-        if self.status == "active":
+        if self.status == TenantStatus.ACTIVE:
             return False
         self._trigger(TenantReactivated, ctx)
         return True
@@ -312,7 +323,7 @@ class Tenant(Aggregate):
         self._trigger(TenantNamespaceRemoved, ctx, namespace=namespace)
 
     def _require_not_deleted(self) -> None:
-        if self.status == "deleted":
+        if self.status == TenantStatus.DELETED:
             raise AggregateDeleted(f"tenant {self.id} was deleted")
 
     def _trigger(self, event_class: type[TenantEvent], ctx: CommandContext, **fields: Any) -> None:

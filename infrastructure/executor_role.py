@@ -2,8 +2,9 @@
 maintenance, over one NATS connection. The relay fills their work queue
 (infrastructure/work_queue.py).
 
-Maintenance runs in one process at a time (a Postgres advisory lock; the others stand
-by): it recovers runs whose executor stopped heart-beating, re-dispatches runs that have
+Maintenance runs in one process at a time (a Postgres advisory lock held on the
+process's leadership session, infrastructure/leadership.py; the others stand by): it
+recovers runs whose executor stopped heart-beating, re-dispatches runs that have
 waited queued for a while and whose work item is missing (lost with NATS; a run whose
 item is there is left in its place in the queue), and prunes old workspaces and step
 logs.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,11 +29,12 @@ from psycopg import AsyncConnection
 
 from application.executor import RunExecutor
 from application.recovery import RunRecovery
+from infrastructure.leadership import AdvisoryLocks, LeadershipLost, lock_key
 from infrastructure.nats import connect, ensure_stream
 from infrastructure.step_runner import PluginStepRunner
+from infrastructure.supervision import Backoff, pause, retry, supervise
 from infrastructure.work_queue import WorkItem, WorkStreams
 from infrastructure.workers import Workers
-from projections.projection import advisory_lock_key
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,9 @@ class ExecutorConfig:
 
 _LOOPS_GRACE = 3.0
 """Seconds the worker and maintenance loops get to finish their last fetch on stop."""
+_LOOP_BACKOFF = Backoff(first=1.0, cap=10.0)
+"""Pauses before a failed worker or maintenance loop is started again."""
+_CONNECT_BACKOFF = Backoff(first=1.0, cap=5.0)
 
 _QUEUED_TOO_LONG = """
 SELECT id::text, tenant_id FROM runs
@@ -71,15 +77,34 @@ class ExecutorRole:
         executor: RunExecutor,
         recovery: RunRecovery,
         steps: PluginStepRunner,
+        locks: AdvisoryLocks | None = None,
     ) -> None:
+        """`locks`: the leadership session shared with the process's other roles (closed
+        by its owner); without it the role opens one of its own."""
         self._config = config
         self._executor = executor
         self._recovery = recovery
         self._steps = steps
+        self._shared_locks = locks
 
     async def run(self, stop: asyncio.Event) -> None:
+        locks = self._shared_locks or AdvisoryLocks(self._config.database_url)
+        try:
+            await self._run(stop, locks)
+        finally:
+            if self._shared_locks is None:
+                await locks.close()
+
+    async def _run(self, stop: asyncio.Event, locks: AdvisoryLocks) -> None:
         c = self._config
-        nc = await self._connect(stop)
+        nc = await retry(
+            "executor: connecting to NATS",
+            lambda: asyncio.wait_for(connect(c.nats_url, name="norn-executor"), 5),
+            stop=stop,
+            backoff=_CONNECT_BACKOFF,
+            quiet=(Exception,),  # an outage, not a bug: no traceback
+            logger=log,
+        )
         if nc is None:
             return
         tasks: list[asyncio.Task[Any]] = []
@@ -91,8 +116,12 @@ class ExecutorRole:
             await streams.ensure()
             workers = Workers(nc, streams, self._executor, c.concurrency)
             tasks = [
-                asyncio.create_task(_forever(stop, "workers", workers.run)),
-                asyncio.create_task(_forever(stop, "maintenance", self._maintain(streams))),
+                _supervised("executor workers", functools.partial(workers.run, stop), stop),
+                _supervised(
+                    "executor maintenance",
+                    functools.partial(self._maintain, stop, locks, streams),
+                    stop,
+                ),
             ]
             await stop.wait()
             self._executor.release_all()
@@ -116,32 +145,22 @@ class ExecutorRole:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), 5)
 
-    async def _connect(self, stop: asyncio.Event) -> Any:
-        while not stop.is_set():
-            try:
-                return await asyncio.wait_for(
-                    connect(self._config.nats_url, name="norn-executor"), 5
-                )
-            except Exception as error:
-                log.warning("executor: NATS not reachable yet (%r); retrying", error)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-        return None
-
-    def _maintain(self, streams: WorkStreams) -> Callable[[asyncio.Event], Awaitable[None]]:
-        async def maintain(stop: asyncio.Event) -> None:
-            c = self._config
-            key = advisory_lock_key("executor", c.prefix)
+    async def _maintain(
+        self, stop: asyncio.Event, locks: AdvisoryLocks, streams: WorkStreams
+    ) -> None:
+        """Stand by for the maintenance lock, then maintain until stopped; a lost lock
+        (LeadershipLost) or any error ends the term, and the supervisor starts another."""
+        c = self._config
+        key = lock_key("executor", c.prefix)
+        async with locks.leadership(key, stop, c.maintenance_interval) as check:
+            if check is None:
+                return  # stopped while standing by
+            log.info("executor maintenance: active")
+            # Opened only while active: a standby executor holds no connection for it.
             async with await AsyncConnection.connect(c.database_url, autocommit=True) as conn:
-                while not stop.is_set():
-                    cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
-                    row = await cur.fetchone()
-                    if row and row[0]:
-                        break
-                    await _pause(stop, c.maintenance_interval)
-                log.info("executor maintenance: active")
                 last_redispatch = last_prune = 0.0
                 while not stop.is_set():
+                    await check()
                     await self._recovery.sweep()
                     now = time.monotonic()
                     if now - last_redispatch > c.redispatch_after / 2:
@@ -150,9 +169,7 @@ class ExecutorRole:
                     if now - last_prune > 3600:
                         await self._prune(conn)
                         last_prune = now
-                    await _pause(stop, c.maintenance_interval)
-
-        return maintain
+                    await pause(stop, c.maintenance_interval)
 
     async def _redispatch(self, conn: AsyncConnection[Any], streams: WorkStreams) -> None:
         waited = timedelta(seconds=self._config.redispatch_after)
@@ -186,23 +203,14 @@ async def redispatch_lost(
     return lost
 
 
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
-async def _forever(
-    stop: asyncio.Event, name: str, loop: Callable[[asyncio.Event], Awaitable[None]]
-) -> None:
-    """Run `loop` until stop; an error is logged and the loop restarted after a pause."""
-    failures = 0
-    while not stop.is_set():
-        try:
-            await loop(stop)
-            failures = 0
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            failures += 1
-            log.exception("executor %s failed; restarting", name)
-            await _pause(stop, min(0.5 * 2**failures, 10.0))
+def _supervised(
+    name: str, loop: Callable[[], Awaitable[None]], stop: asyncio.Event
+) -> asyncio.Task[None]:
+    """`loop` run until stop, started again after a pause when it fails (a lost
+    maintenance lock is expected: no traceback)."""
+    return asyncio.create_task(
+        supervise(
+            name, loop, stop=stop, backoff=_LOOP_BACKOFF, quiet=(LeadershipLost,), logger=log
+        ),
+        name=name,
+    )

@@ -1,42 +1,49 @@
 """Executor heartbeats in PostgreSQL: one row per running run, refreshed every few
 seconds by the executor that runs it. Not events: a beat every few seconds per run
-would flood the event store. Recovery (application/recovery.py) asks for running runs
-whose beat is too old."""
+would flood the event store.
+
+The row is the executor's lease on the run's attempt: written *before* the claim is
+appended (`lease`), so every attempt that was ever started has one, whatever the read
+models say. Recovery (application/recovery.py) reads only these rows: one whose beat is
+too old is checked against the run's own events, and either recovered or dropped (a
+claim that lost its race, a run that ended just before its executor died)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-# The later of the current attempt's start and its last beat. A row left by an earlier
-# attempt (whose executor died) says nothing about the current one: counting it would
-# recover a new attempt before its first beat.
-_STALE = """
-SELECT r.id::text, r.attempt FROM runs r
-  LEFT JOIN run_heartbeats h ON h.run_id = r.id AND h.attempt = r.attempt
- WHERE r.status = 'running'
-   AND GREATEST(r.started_at, h.beat_at) < now() - %(older_than)s
- ORDER BY r.started_at
- LIMIT %(limit)s
-"""
+# Never replaces a later attempt's row: an executor that lost its attempt beats once
+# more before it notices, and that beat must not hide the newer attempt's.
+_BEAT = (
+    "INSERT INTO run_heartbeats AS h (run_id, attempt, executor_id, beat_at)"
+    " VALUES (%s, %s, %s, now()) ON CONFLICT (run_id) DO UPDATE"
+    " SET attempt = EXCLUDED.attempt, executor_id = EXCLUDED.executor_id,"
+    " beat_at = EXCLUDED.beat_at WHERE h.attempt <= EXCLUDED.attempt"
+)
+_STALE = (
+    "SELECT run_id::text, attempt FROM run_heartbeats"
+    " WHERE beat_at < now() - %(older_than)s ORDER BY beat_at LIMIT %(limit)s"
+)
 
 
 class PostgresHeartbeats:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, lease_pool: ConnectionPool) -> None:
         self._pool = pool
+        self._lease_pool = lease_pool
+        """For `lease`, called from the synchronous claim."""
+
+    def lease(self, run_id: str, attempt: int, executor_id: str) -> None:
+        """Before the claim of `attempt` is appended: the first beat. If the claim then
+        loses, the row stays until it is stale and recovery drops it."""
+        with self._lease_pool.connection() as conn:
+            conn.execute(_BEAT, (run_id, attempt, executor_id))
 
     async def beat(self, run_id: str, attempt: int, executor_id: str) -> None:
-        """Proof of life of `attempt`. An executor that lost its attempt beats once more
-        before it notices: that beat must not replace a newer attempt's."""
+        """Proof of life of `attempt`."""
         async with self._pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO run_heartbeats AS h (run_id, attempt, executor_id, beat_at)"
-                " VALUES (%s, %s, %s, now()) ON CONFLICT (run_id) DO UPDATE"
-                " SET attempt = EXCLUDED.attempt, executor_id = EXCLUDED.executor_id,"
-                " beat_at = EXCLUDED.beat_at WHERE h.attempt <= EXCLUDED.attempt",
-                (run_id, attempt, executor_id),
-            )
+            await conn.execute(_BEAT, (run_id, attempt, executor_id))
 
     async def stop(self, run_id: str, attempt: int) -> None:
         """The attempt has ended here. Only its own row goes: the run may already be
@@ -47,9 +54,18 @@ class PostgresHeartbeats:
                 (run_id, attempt),
             )
 
+    async def drop_stale(self, run_id: str, attempt: int, older_than: float) -> None:
+        """Remove the lease if it is still the stale one: a lease renewed meanwhile (a
+        beat, or a new claim of the same attempt number) stays."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "DELETE FROM run_heartbeats WHERE run_id = %s AND attempt = %s"
+                " AND beat_at < now() - %s",
+                (run_id, attempt, timedelta(seconds=older_than)),
+            )
+
     async def stale(self, older_than: float, limit: int) -> list[tuple[str, int]]:
-        """Running runs (per the runs read model) whose executor has not beaten for
-        `older_than` seconds, or never did since the run started."""
+        """(run id, attempt) of the leases not renewed for `older_than` seconds."""
         params = {"older_than": timedelta(seconds=older_than), "limit": limit}
         async with self._pool.connection() as conn:
             cur = await conn.execute(_STALE, params)

@@ -1,5 +1,7 @@
 """Applies the numbered SQL files in migrations/ in order, once each, recording them in
-schema_migrations. Safe to run from several processes at once (advisory lock)."""
+schema_migrations. Safe to run from several processes at once: they take turns on a
+blocking advisory lock (waiting is right here: a process must not start before the
+schema it needs exists), keyed like every other lock (infrastructure/leadership.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ from importlib import resources
 
 import psycopg
 
+from infrastructure.leadership import lock_key
+
 log = logging.getLogger(__name__)
-_LOCK_KEY = 0x4E4F524E  # "NORN"
+_LOCK_KEY = lock_key("migrations", "schema")
 
 
 def migration_files() -> list[tuple[str, str]]:

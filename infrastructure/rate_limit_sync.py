@@ -11,7 +11,9 @@ MAX_UNCONFIRMED+1st unconfirmed one waits for that sync instead (rare); if the d
 cannot be reached it is refused with 503 rather than admitted past the bound.
 
 The syncer outlives short database outages: it keeps what it could not send, logs a
-warning, and retries with a growing pause; on shutdown it sends what is left."""
+warning, and retries with a growing pause; on shutdown it sends what is left. Anything
+else that goes wrong in it (a bug) is logged and the loop goes on, supervised
+(infrastructure/supervision.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from application.errors import ServiceUnavailable
 from infrastructure.rate_limit import Change, LocalBuckets, RateDecision, RateLimit
+from infrastructure.supervision import Backoff, supervise
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ CONFIRM_TIMEOUT = 3.0
 RETRY_MAX = 2.0
 """Longest pause between attempts while the database is unreachable (a principal at
 MAX_UNCONFIRMED is refused until one succeeds)."""
+BUG_BACKOFF = Backoff(first=0.5, cap=RETRY_MAX)
+"""Pauses after the loop itself failed: a bug must not end rate limiting, nor spin."""
 PURGE_EVERY = 600.0
 FORGET_EVERY = 60.0
 WARN_EVERY = 60.0
@@ -89,12 +94,14 @@ class SyncedRateLimiter:
         self._interval = interval
         self._slowest = min(limit.per_second for limit in limits.values())
         self._wake = asyncio.Event()
-        self._stopping = False
+        self._stop = asyncio.Event()
         self._round = asyncio.Event()  # set, then replaced, after every sync attempt
         self._sending = asyncio.Lock()  # one sync at a time: a flush may meet the loop's
         self._failing_since: float | None = None
         self._warned_at = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._pause = interval  # before the next sync: longer while the database is down
+        self._last_purge = self._last_forget = 0.0
 
     async def hit(self, key: str, limit: RateLimit) -> RateDecision:
         deadline = time.monotonic() + CONFIRM_TIMEOUT
@@ -111,53 +118,59 @@ class SyncedRateLimiter:
             round_done = self._round
             self._wake.set()
             try:
-                await asyncio.wait_for(round_done.wait(), deadline - time.monotonic())
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    await round_done.wait()
             except TimeoutError:
                 raise ServiceUnavailable("rate limits cannot be checked in time") from None
 
     # --- the syncer ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._stopping = False
+        self._stop.clear()
         self._task = asyncio.create_task(self._run(), name="rate-limit-sync")
 
     async def stop(self) -> None:
         """Stop syncing, after sending what is left (or failing to, within SYNC_TIMEOUT)."""
-        self._stopping = True
+        self._stop.set()
         self._wake.set()
         if self._task is not None:
             await self._task
             self._task = None
 
     async def _run(self) -> None:
-        last_purge = last_forget = time.monotonic()
-        pause = self._interval
-        while not self._stopping:
-            await self._wait(pause)
-            try:
-                ok = await self.sync()
-                pause = self._interval if ok else min(RETRY_MAX, max(self._interval, pause * 2))
-                now = time.monotonic()
-                if ok and now - last_purge >= PURGE_EVERY:
-                    last_purge = now
-                    await self.purge()
-                if now - last_forget >= FORGET_EVERY:
-                    last_forget = now
-                    self._buckets.forget_full()
-            except Exception:  # a bug here must not end rate limiting for the process
-                log.exception("rate limits: sync loop failed; going on")
-                pause = RETRY_MAX
+        self._last_purge = self._last_forget = time.monotonic()
+        self._pause = self._interval
+        await supervise(
+            "rate limits: sync loop",
+            self._sync_round,
+            stop=self._stop,
+            backoff=BUG_BACKOFF,
+            logger=log,
+        )
         if not await self.sync():
             log.warning("rate limits: stopped with requests not sent to the shared buckets")
+
+    async def _sync_round(self) -> None:
+        await self._wait(self._pause)
+        ok = await self.sync()  # a database outage is not an exception: see sync()
+        self._pause = self._interval if ok else min(RETRY_MAX, max(self._interval, self._pause * 2))
+        now = time.monotonic()
+        if ok and now - self._last_purge >= PURGE_EVERY:
+            self._last_purge = now
+            await self.purge()
+        if now - self._last_forget >= FORGET_EVERY:
+            self._last_forget = now
+            self._buckets.forget_full()
 
     async def _wait(self, pause: float) -> None:
         """Sleep `pause` seconds, or less when a principal has several unsynced requests;
         but while the database is unreachable, the full pause (only a stop cuts it short),
         so that busy principals do not turn the retries into a storm."""
         until = time.monotonic() + pause
-        while not self._stopping and (left := until - time.monotonic()) > 0:
+        while not self._stop.is_set() and (left := until - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), left)
+                async with asyncio.timeout(left):  # not wait_for: it may swallow a cancel
+                    await self._wake.wait()
             self._wake.clear()
             if self._failing_since is None:
                 return

@@ -29,7 +29,6 @@ serialise commits again. Readers are woken in-process (`on_append`) and poll bri
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,6 +37,8 @@ from eventsourcing.persistence import InterfaceError, Notification, OperationalE
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
+
+from infrastructure.leadership import lock_key
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,9 @@ def horizon_function_sql(table: str) -> str:
 
 
 def append_lock_key(table: str) -> int:
-    """A stable signed 64-bit advisory-lock key per events table."""
-    digest = hashlib.blake2b(f"norn:append:{table}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    """The advisory-lock key of appends to an events table (migration 0010 has the one of
+    `norn_events` written out: changing the scheme would need a new migration)."""
+    return lock_key("append", table)
 
 
 def append_function_name(table: str) -> str:

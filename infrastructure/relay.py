@@ -3,7 +3,7 @@
 It is a tracked reader of the log whose "view" is the stream (docs/architecture.md §5): it resumes
 from the position carried by the last message in the stream, publishes asynchronously in
 windows and advances only on acks. One relay per database and stream publishes at a time
-(a Postgres advisory lock); the others wait on standby.
+(a Postgres advisory lock, infrastructure/leadership.py); the others wait on standby.
 
 Every message also carries `Nats-Expected-Last-Sequence`, so JetStream stores the
 stream as a gap-free prefix of the log: if a message is lost on a reconnect, every later
@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import zlib
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -41,8 +40,10 @@ from nats.js.errors import NotFoundError
 from psycopg import AsyncConnection
 
 from infrastructure.envelope import encode, subject_for, to_cloud_event
+from infrastructure.leadership import AdvisoryLocks, LeadershipLost, Lease, lock_key
 from infrastructure.nats import POSITION_HEADER, connect, ensure_stream, events_subjects
 from infrastructure.notification_log import read_with_head
+from infrastructure.supervision import Backoff, supervise
 from infrastructure.work_queue import (
     DISPATCHED,
     WorkItem,
@@ -65,12 +66,12 @@ HELD_UP = 0.05
 """Seconds with committed events above the horizon after which the relay reads with the
 precise horizon (it looks past running transactions that are not appends)."""
 STANDBY_RETRY = 1.0
-ERROR_BACKOFF = 1.0
+ERROR_BACKOFF = Backoff(first=1.0, cap=5.0)
+"""Pauses after a failed pass (NATS or PostgreSQL down): a second, growing to five."""
 QUICK_RETRY = 0.001
 """After a pass that found work, or an append woke it, the relay looks again after this,
 doubling up to its poll interval: an append can be committed but not yet readable while
 an older transaction runs (infrastructure/recorder.py), and nothing signals its end."""
-LOCK_NAMESPACE = 0x4E6F726E  # "Norn": first key of the two-int advisory lock
 STOP_SECONDS = 3.0
 """How long stopping waits for each part of the relay before it gives up on it."""
 
@@ -91,13 +92,6 @@ class PositionUnknown(RuntimeError):
     """The stream's last message carries no position: something else publishes to it."""
 
 
-def lock_key(stream: str) -> int:
-    """Second advisory-lock key: one leader per stream, so relays of different streams
-    sharing a database do not exclude each other."""
-    key = zlib.crc32(stream.encode())
-    return key - (1 << 32) if key >= 1 << 31 else key
-
-
 class Relay:
     def __init__(
         self,
@@ -108,22 +102,28 @@ class Relay:
         subject_prefix: str,
         batch_size: int = 500,
         poll_interval: float = 0.05,
+        locks: AdvisoryLocks | None = None,
     ) -> None:
+        """`locks`: the leadership session shared with the process's other roles (closed
+        by its owner); without it the relay opens one of its own."""
         self._database_url = database_url
         self._nats_url = nats_url
         self._stream = stream
         self._prefix = subject_prefix
         self._batch_size = batch_size
         self._poll_interval = poll_interval
-        self._lock_key = lock_key(stream)
+        self._own_locks = locks is None
+        self._locks = locks or AdvisoryLocks(database_url)
+        # One leader per stream: relays of different streams sharing a database do not
+        # exclude each other.
+        self._lease = Lease(self._locks, lock_key("relay", stream))
         self._position = 0  # last acked notification id
         self._stream_seq = 0  # stream sequence the next publish expects to follow
         self._stream_created: datetime | None = None  # tells a recreated stream apart
         self._synced = False
-        self._leader = False
         self._held_since: float | None = None  # committed events waiting above the horizon
         self._owed: list[WorkItemOwed] = []  # work items of published events, not acked
-        self._conn: AsyncConnection | None = None  # holds the leader lock and reads the log
+        self._conn: AsyncConnection | None = None  # reads the log
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._wake_event = asyncio.Event()
@@ -136,7 +136,7 @@ class Relay:
 
     @property
     def is_leader(self) -> bool:
-        return self._leader
+        return self._lease.held
 
     def wake(self) -> None:
         """Nudge the relay after an append; safe from any thread. Appends in this process
@@ -181,7 +181,7 @@ class Relay:
         self._wake_event.clear()  # appends from now on wake the next pass
         try:
             return await self._publish_pending()
-        except psycopg.Error:
+        except (psycopg.Error, LeadershipLost):
             await self._drop_database()
             raise
         except (NatsError, TimeoutError, OSError, WindowFailed):
@@ -192,26 +192,19 @@ class Relay:
         """Release the leader lock and close every connection."""
         await self._drop_database()
         await self._drop_nats()
+        if self._own_locks:
+            await self._locks.close()
 
     async def _follow(self, stop: asyncio.Event) -> None:
         delay = QUICK_RETRY
         woken = True
-        # Also ends on `stop` itself, not only on its cancel: a library's asyncio.wait_for
-        # (Python 3.11) can swallow a cancel that comes as what it awaits completes, and
-        # the loop then ran on until run() gave up on it (3 s, one app stop in ~10 in the
-        # tests).
-        while not stop.is_set():
-            try:
-                published = await self.publish_pending()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("relay for %s failed, retrying: %r", self._stream, error)
-                await asyncio.sleep(ERROR_BACKOFF)
-                continue
-            if not self._leader:
+
+        async def step() -> None:
+            nonlocal delay, woken
+            published = await self.publish_pending()
+            if not self.is_leader:
                 await asyncio.sleep(STANDBY_RETRY)
-                continue
+                return
             # Soon again after activity (what was appended may become readable any
             # moment), then back off to the poll interval when all is quiet.
             delay = QUICK_RETRY if published or woken else min(delay * 2, self._poll_interval)
@@ -224,12 +217,25 @@ class Relay:
                     await self._wake_event.wait()
                 woken = True
 
+        # Ends on `stop` itself too, not only on its cancel: a library's asyncio.wait_for
+        # (Python 3.11) can swallow a cancel that comes as what it awaits completes, and
+        # the loop then ran on until run() gave up on it (STOP_SECONDS).
+        await supervise(
+            f"relay for {self._stream}",
+            step,
+            stop=stop,
+            backoff=ERROR_BACKOFF,
+            # What outages cause: logged without a traceback (anything else has one).
+            quiet=(psycopg.Error, NatsError, TimeoutError, OSError, WindowFailed, LeadershipLost),
+            logger=log,
+        )
+
     async def _publish_pending(self) -> int:
         conn = await self._database()
         js = await self._jetstream()
         # Owed items first, leader or not (one that lost the lead still owes them).
         await self._pay_owed(js)
-        if not await self._lead(conn):
+        if not await self._lead():
             return 0
         if not self._synced:
             await self._resync(js)
@@ -401,22 +407,18 @@ class Relay:
                 seq -= 1
         return None
 
-    async def _lead(self, conn: AsyncConnection) -> bool:
-        if self._leader:
-            return True
-        cur = await conn.execute(
-            "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, self._lock_key)
-        )
-        row = await cur.fetchone()
-        if row and row[0]:
-            self._leader = True
+    async def _lead(self) -> bool:
+        """Whether this relay leads for this pass (LeadershipLost if it lost the lock)."""
+        was_leader = self._lease.held
+        if not await self._lease.hold():
+            return False
+        if not was_leader:
             self._synced = False  # another leader may have published meanwhile
             log.info("relay for %s is the leader", self._stream)
-        return self._leader
+        return True
 
     async def _database(self) -> AsyncConnection:
         if self._conn is None or self._conn.closed:
-            self._leader = False
             self._conn = await AsyncConnection.connect(self._database_url, autocommit=True)
         return self._conn
 
@@ -438,13 +440,14 @@ class Relay:
         return self._js
 
     async def _drop_database(self) -> None:
+        """Close the reader and give the lead up: a relay that cannot read the log lets
+        another one (or itself, on its next pass) take over."""
         conn, self._conn = self._conn, None
-        if self._leader:
+        if self._lease.held:
             log.info("relay for %s gives up leadership", self._stream)
-        self._leader = False
+        await self._lease.release()
         self._synced = False
         if conn is not None and not conn.closed:
-            # Closing the session releases its advisory lock (also when it is dead).
             with contextlib.suppress(psycopg.Error):
                 await conn.close()
 

@@ -19,6 +19,8 @@ from application.errors import AuthenticationFailed
 from application.ports import TokenClaims
 
 ALGORITHM = "HS256"
+VERIFIED_CACHE_SIZE = 10_000
+"""Tokens whose verification a TokenService keeps (one entry is ~1 KB)."""
 
 
 class Argon2PasswordHasher:
@@ -69,6 +71,7 @@ class TokenService:
         self._audience = audience
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
+        self._verified: dict[tuple[str, str], TokenClaims] = {}
 
     def issue(
         self,
@@ -105,6 +108,22 @@ class TokenService:
         )
 
     def verify(self, token: str, token_type: str = "access") -> TokenClaims:
+        # A token this process has verified is the same bytes under the same keys: its
+        # signature and claims stay valid, only the clock moves. Verifying costs more
+        # than the rest of a cached GET, so the answer is kept and only the times are
+        # checked again. Keys change only with a restart (rotate_data_dir_key).
+        cached = self._verified.get((token, token_type))
+        if cached is not None:
+            if cached.not_before <= time.time() < cached.expires_at:
+                return cached
+            raise AuthenticationFailed("invalid or expired token")
+        claims = self._verify(token, token_type)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()  # cheaper than LRU bookkeeping; refills in a moment
+        self._verified[(token, token_type)] = claims
+        return claims
+
+    def _verify(self, token: str, token_type: str) -> TokenClaims:
         invalid = AuthenticationFailed("invalid or expired token")
         try:
             header = jwt.get_unverified_header(token)
@@ -141,6 +160,7 @@ class TokenService:
             token_id=str(claims["jti"]),
             session_id=claims["sid"],
             expires_at=int(claims["exp"]),
+            not_before=int(claims["nbf"]),
             generation=generation,
             tenant_id=claims.get("tid") if isinstance(claims.get("tid"), str) else None,
         )

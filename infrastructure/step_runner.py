@@ -148,7 +148,8 @@ async def _flush_while_running(logger: StepLog, step_over: asyncio.Event) -> Non
     cancelled: a flush cut short would lose the lines it had taken."""
     while not step_over.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(step_over.wait(), LOG_FLUSH_SECONDS)
+            async with asyncio.timeout(LOG_FLUSH_SECONDS):  # not wait_for (see relay.py)
+                await step_over.wait()
         await logger.flush()
 
 

@@ -20,6 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from application.errors import QuotaExceeded
 from application.executor import Claim, RunExecutor, TenantSuspended
+from application.threads import in_thread
 from infrastructure.envelope import decode as decode_event
 from infrastructure.work_queue import MAX_DELIVER, WorkItem, WorkStreams, work_stream
 
@@ -135,7 +136,7 @@ class Workers:
         waiting = self._waiting.setdefault(item.tenant_id, {})
         waiting.pop(item.run_id, None)
         try:
-            claim = await asyncio.to_thread(self._executor.claim, run_id)
+            claim = await in_thread(self._executor.claim, run_id)
         except (QuotaExceeded, TenantSuspended) as refused:
             # At max_concurrent_runs, or suspended: the run waits queued, looked at
             # again soon after a slot frees (see _wake_waiting) or the tenant is

@@ -77,8 +77,11 @@ class LivePositions:
 
     async def moved(self, timeout: float) -> None:  # noqa: ASYNC109 - a wait, not a deadline
         """Return as soon as any position moves, or after `timeout` seconds."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
+        # that arrives as the event is set (docs/architecture.md §9).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._moved.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._moved.wait()
 
 
 class KeeperGroup:

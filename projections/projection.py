@@ -12,7 +12,6 @@ projections/positions.py for how the position it passes is kept and persisted.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -76,13 +75,6 @@ class Projection:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
-
-
-def advisory_lock_key(purpose: str, name: str) -> int:
-    """A stable signed 64-bit Postgres advisory-lock key for (purpose, projection name);
-    Python's hash() differs per process, so it cannot be used across processes."""
-    digest = hashlib.blake2b(f"norn:{purpose}:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 async def tracked_position(conn: AsyncConnection[Any], name: str) -> int:

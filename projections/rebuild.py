@@ -26,9 +26,10 @@ from typing import Any
 
 from psycopg import AsyncConnection, errors, sql
 
+from infrastructure.leadership import lock_key
 from infrastructure.notification_log import max_position
 from projections.positions import Progress, replay_from_store
-from projections.projection import Projection, advisory_lock_key, tracked_position
+from projections.projection import Projection, tracked_position
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ async def rebuild(
     (a short timeout, retried: a long wait would queue every reader behind the lock)."""
     schema = shadow_schema(projection)
     async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
-        key = advisory_lock_key("rebuild", projection.name)
+        key = lock_key("rebuild", projection.name)
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
         locked = await cur.fetchone()
         if not (locked and locked[0]):

@@ -18,10 +18,11 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from domain.run import RunStatus
 from projections.runs import TERMINAL
 
 MAX_WINDOW_DAYS = 366
-STATUSES = ("queued", "running", *TERMINAL)
+STATUSES = tuple(s.value for s in RunStatus)
 
 _FINISHED = sql.SQL("status IN ({})").format(sql.SQL(", ").join(map(sql.Literal, TERMINAL)))
 _PER_STATUS = sql.SQL(", ").join(

@@ -3,7 +3,7 @@
 Lifecycle of a runner (docs/architecture.md §6):
 
 1. Leadership: one active runner per projection across all processes, by a Postgres
-   advisory lock held on a session connection (shared by the runners of a process,
+   advisory lock held on the process's leadership session (infrastructure/leadership.py,
    projections/sessions.py); the others stand by and retry. The lock is an efficiency
    measure only: correctness comes from the tracking row, which every batch that
    applies something locks, so even two active runners could not double-apply.
@@ -33,7 +33,9 @@ from nats.js import JetStreamContext
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from infrastructure.leadership import Check, LeadershipLost, lock_key
 from infrastructure.notification_log import max_position
+from infrastructure.supervision import Backoff, pause, supervise
 from projections.consumer import (
     ack_all,
     bind_consumer,
@@ -43,12 +45,15 @@ from projections.consumer import (
     fetch_batch,
 )
 from projections.positions import LivePositions, PositionKeeper, replay_from_store
-from projections.projection import Projection, advisory_lock_key
-from projections.sessions import Check, LeadershipLost, RunnerSessions, pause
+from projections.projection import Projection
+from projections.sessions import RunnerSessions
 
 log = logging.getLogger(__name__)
 
-_MAX_BACKOFF = 5.0
+_TERM_BACKOFF = Backoff(first=0.4, cap=5.0)
+"""Pauses before competing again after a leadership term failed (or was lost)."""
+_BATCH_BACKOFF = Backoff(first=0.2, cap=5.0)
+"""Pauses before catching up from the store after a failed batch."""
 _EXIT_SECONDS = 3.0  # to persist the position on stop
 _QUIET_START_SECONDS = 3.0  # a first NATS connection this slow is worth a warning
 
@@ -107,6 +112,7 @@ class ProjectionRunner:
         self._last_progress = time.monotonic()
         self._polling = False  # only to log the switch to polling once
         self._quiet_until = 0.0
+        self._nc: Client | None = None  # while leading
 
     @property
     def durable_name(self) -> str:
@@ -131,85 +137,85 @@ class ProjectionRunner:
             await sessions.open()
         self._sessions = sessions
         try:
-            await self._compete(stop, sessions)
+            await supervise(
+                f"projection {self.projection.name}: runner",
+                lambda: self._term(stop, sessions),
+                stop=stop,
+                backoff=_TERM_BACKOFF,
+                quiet=(LeadershipLost,),  # the database dropped the session: no traceback
+                logger=log,
+            )
         finally:
             if self._shared_sessions is None:
                 await sessions.close()
 
-    async def _compete(self, stop: asyncio.Event, sessions: RunnerSessions) -> None:
-        failures = 0
-        key = advisory_lock_key("projection", self.projection.name)
-        while not stop.is_set():
-            try:
-                async with sessions.locks.leadership(key, stop, self.standby_interval) as check:
-                    if check is None:
-                        return  # stopped while standing by
-                    self.is_leader = True
-                    log.info("projection %s: active (lock acquired)", self.projection.name)
-                    failures = 0
-                    await self._lead(stop, check)
-            except LeadershipLost as lost:
-                # Expected when the database drops the session; no traceback needed.
-                log.warning("projection %s: %s; competing again", self.projection.name, lost)
-                await pause(stop, 0.2)
-            except Exception:
-                failures += 1
-                log.exception("projection %s: runner failed, retrying", self.projection.name)
-                await pause(stop, min(0.2 * 2**failures, _MAX_BACKOFF))
-            finally:
-                self.is_leader = False
-                self.following.clear()
+    async def _term(self, stop: asyncio.Event, sessions: RunnerSessions) -> None:
+        """One term: stand by for the lock, then lead until stopped or the lock is lost."""
+        key = lock_key("projection", self.projection.name)
+        try:
+            async with sessions.locks.leadership(key, stop, self.standby_interval) as check:
+                if check is None:
+                    return  # stopped while standing by
+                self.is_leader = True
+                log.info("projection %s: active (lock acquired)", self.projection.name)
+                await self._lead(stop, check)
+        finally:
+            self.is_leader = False
+            self.following.clear()
 
     async def _lead(self, stop: asyncio.Event, check: Check) -> None:
         connecting = asyncio.create_task(self._connect_nats())
         self._quiet_until = time.monotonic() + _QUIET_START_SECONDS
-        nc: Client | None = None
-        failures = 0
+        self._nc = None
         self._needs_catch_up = True
         try:
-            while not stop.is_set():
-                # A lost session means the lock is gone and another process may be
-                # active: this raises, and _compete re-competes.
-                await check()
-                if nc is None and connecting.done():
-                    nc = connecting.result()
-                try:
-                    await self.keeper.persist(self._pool)
-                    if nc is None or not nc.is_connected:
-                        await self._poll_store(stop, connecting, connected_before=nc is not None)
-                        continue
-                    if self._sub is None or self._rebind:
-                        await self._bind(nc.jetstream())
-                        self._polling = False
-                    if self._needs_catch_up:
-                        await self._catch_up_now()
-                        self.following.set()
-                    assert self._sub is not None
-                    wait = self.keeper.idle_at_most(self.fetch_timeout)
-                    messages = await fetch_batch(self._sub, self.batch_size, wait, stop)
-                    if messages:
-                        await self._apply_messages(messages)
-                    else:
-                        await self._check_relay_stall()
-                    failures = 0
-                except Exception:
-                    failures += 1
-                    self.following.clear()
-                    # Back to a known state: bind again (the subscription or consumer may
-                    # be what failed) and catch up from the store.
-                    self._rebind = True
-                    self._needs_catch_up = True
-                    log.exception(
-                        "projection %s: batch failed (attempt %d); catching up from the "
-                        "event store after a pause",
-                        self.projection.name,
-                        failures,
-                    )
-                    await pause(stop, min(0.1 * 2**failures, _MAX_BACKOFF))
+            await supervise(
+                f"projection {self.projection.name}: batch",
+                lambda: self._step(stop, check, connecting),
+                stop=stop,
+                backoff=_BATCH_BACKOFF,
+                # A lost lock ends the term; _compete competes again.
+                raises=(LeadershipLost,),
+                logger=log,
+            )
         finally:
             connecting.cancel()
             await self._persist_on_exit()
-            await self._close(nc)
+            await self._close(self._nc)
+
+    async def _step(
+        self, stop: asyncio.Event, check: Check, connecting: asyncio.Task[Client]
+    ) -> None:
+        # A lost session means the lock is gone and another process may be active.
+        await check()
+        if self._nc is None and connecting.done():
+            self._nc = connecting.result()  # raises only for a bad URL: it retries the rest
+        nc = self._nc
+        try:
+            await self.keeper.persist(self._pool)
+            if nc is None or not nc.is_connected:
+                await self._poll_store(stop, connecting, connected_before=nc is not None)
+                return
+            if self._sub is None or self._rebind:
+                await self._bind(nc.jetstream())
+                self._polling = False
+            if self._needs_catch_up:
+                await self._catch_up_now()
+                self.following.set()
+            assert self._sub is not None
+            wait = self.keeper.idle_at_most(self.fetch_timeout)
+            messages = await fetch_batch(self._sub, self.batch_size, wait, stop)
+            if messages:
+                await self._apply_messages(messages)
+            else:
+                await self._check_relay_stall()
+        except Exception:
+            # Back to a known state (the supervisor logs and pauses): bind again (the
+            # subscription or consumer may be what failed) and catch up from the store.
+            self.following.clear()
+            self._rebind = True
+            self._needs_catch_up = True
+            raise
 
     async def _connect_nats(self) -> Client:
         async def on_reconnect() -> None:

@@ -11,10 +11,13 @@ from typing import Any
 from psycopg import AsyncCursor
 from psycopg.types.json import Jsonb
 
+from domain.run import TERMINAL as FINISHED
+from domain.run import RunStatus
 from infrastructure.envelope import CloudEvent
 from projections.projection import Projection, handles
 
-TERMINAL = ("succeeded", "failed", "cancelled", "timed_out", "crashed")
+TERMINAL = tuple(s.value for s in RunStatus if s in FINISHED)
+"""The finished statuses, as the plain strings the table holds, in the enum's order."""
 
 _RUNNING = (
     "INSERT INTO run_counts AS c (tenant_id, running) VALUES (%s, %s)"

@@ -12,6 +12,7 @@ from psycopg import AsyncCursor, sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from domain.tenant import TenantStatus
 from infrastructure.envelope import CloudEvent
 from projections.pagination import Where, select_one, select_page
 from projections.projection import Projection, handles
@@ -21,7 +22,7 @@ _COLUMNS = sql.SQL(
     "id, name, description, plan, status, status_reason, labels, owner, namespaces,"
     " quota_overrides, created_at, updated_at, version, position"
 )
-STATUSES = ("active", "suspended", "deleted")
+STATUSES = tuple(s.value for s in TenantStatus)
 
 
 class TenantsProjection(Projection):

@@ -2,9 +2,11 @@
 
 A read model is a little behind the event store. To count exactly, one statement reads
 the read model's count together with the position it includes (one snapshot), and the
-events after that position that change the count are added from the store. Commands
-that add to a count run under `exclusive`, a per-tenant, per-resource advisory lock held
-until their events are saved, so two of them cannot both take the last unit.
+events after that position that change the count are added from the store.
+
+Quotas are decided on the write side (the Usage aggregates of application/quotas.py);
+the counts here only start a tenant's Usage of a resource, and show usage in the tenant
+views.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ from domain.run import (
     RunSucceeded,
     RunTimedOut,
 )
+from infrastructure.leadership import lock_key
 from infrastructure.mapper import decode_state
-from projections.projection import advisory_lock_key
 
 Delta = int | Callable[[dict[str, Any]], int]
 
@@ -126,53 +128,20 @@ class ReadModelUsage:
         with self._connection() as conn:
             return _count(conn, tenant_id, counted)
 
-    def at_most(self, tenant_id: str, resource: str) -> int:
-        """An upper bound of the usage, cheaper than `count`: the read model's count plus
-        every unprojected event that may add to it, whichever tenant's (counted in SQL,
-        not decoded). Exact enough far from a limit, where it is used."""
-        bound, params = _bound_sql(self._resources[resource], "")
-        with self._connection() as conn:
-            row = conn.execute(f"SELECT {bound}", {"tenant": tenant_id, **params}).fetchone()
-        assert row is not None
-        return int(row[0])
-
-    def read(self, aggregate_ids: Sequence[UUID], tenant_id: str | None) -> RequestFacts:
+    def read(self, aggregate_ids: Sequence[UUID]) -> RequestFacts:
         """RequestFactsReader: the current versions of some aggregates (a request's
-        session, user and tenant) and the tenant's usage bounds (as `at_most`), in one
-        statement: authentication and limits in one round trip."""
-        parts = [
-            "SELECT 'v', originator_id::text, max(originator_version) FROM norn_events"
-            " WHERE originator_id = ANY(%(ids)s) GROUP BY originator_id"
-        ]
-        params: dict[str, Any] = {"ids": list(aggregate_ids), "tenant": tenant_id}
-        if tenant_id is not None:
-            for i, (name, counted) in enumerate(self._resources.items()):
-                bound, bound_params = _bound_sql(counted, str(i))
-                parts.append(f"SELECT 'u', %(name{i})s, {bound}")
-                params |= {f"name{i}": name, **bound_params}
+        session, user and tenant) in one statement."""
         with self._connection() as conn:
-            rows = conn.execute(" UNION ALL ".join(parts), params).fetchall()
-        versions = {UUID(key): int(value) for kind, key, value in rows if kind == "v"}
-        bounds = {key: int(value) for kind, key, value in rows if kind == "u"}
-        return RequestFacts(versions=versions, usage_bounds=bounds)
-
-    @contextmanager
-    def exclusive(self, tenant_id: str, resource: str) -> Iterator[int]:
-        counted = self._resources[resource]
-        key = advisory_lock_key("quota", f"{tenant_id}:{resource}")
-        with self._connection() as conn:
-            # A session lock (not a transaction's): held across the event store's own
-            # transaction, which runs on another connection. If this process dies, the
-            # connection closes and the lock goes with it.
-            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-            try:
-                yield _count(conn, tenant_id, counted)
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            rows = conn.execute(
+                "SELECT originator_id, max(originator_version) FROM norn_events"
+                " WHERE originator_id = ANY(%s) GROUP BY originator_id",
+                (list(aggregate_ids),),
+            ).fetchall()
+        return RequestFacts(versions={key: int(value) for key, value in rows})
 
     @contextmanager
     def namespace_hold(self, tenant_id: str, namespace: str, *, exclusive: bool) -> Iterator[None]:
-        key = advisory_lock_key("namespace", f"{tenant_id}:{namespace}")
+        key = lock_key("namespace", f"{tenant_id}:{namespace}")
         lock, unlock = (
             ("pg_advisory_lock", "pg_advisory_unlock")
             if exclusive
@@ -192,23 +161,6 @@ class ReadModelUsage:
         with self._connection() as conn:
             rows = conn.execute(_IN_NAMESPACE, _in_namespace_params(tenant_id, namespace))
             return _namespace_count(rows.fetchall(), tenant_id, namespace)
-
-
-def _bound_sql(counted: Counted, suffix: str) -> tuple[str, dict[str, Any]]:
-    """An upper bound of a tenant's usage as one SQL expression (parameter %(tenant)s):
-    the read model's count plus every unprojected event, whichever tenant's, that may
-    add to it (counted, not decoded). `suffix` keeps the parameters of several apart."""
-    adding = [
-        get_topic(cls)
-        for cls, delta in counted.deltas.items()
-        if not isinstance(delta, int) or delta > 0
-    ]
-    expression = (
-        f"(COALESCE(({counted.count_sql}), 0) + (SELECT count(*) FROM norn_events e"
-        " WHERE e.notification_id > COALESCE((SELECT position FROM projection_tracking"
-        f" WHERE name = %(projection{suffix})s), 0) AND e.topic = ANY(%(topics{suffix})s)))"
-    )
-    return expression, {f"projection{suffix}": counted.projection, f"topics{suffix}": adding}
 
 
 _PLACING = (PipelineCreated, PipelineRevised, PipelineRolledBack, PipelineDeleted)

@@ -3,7 +3,6 @@ in the create response only; lists and gets show metadata."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -12,14 +11,10 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
-from api.controllers.common import (
-    ContainerDep,
-    MinPosition,
-    command_context,
-    etag,
-    read_your_writes,
-)
+from api.controllers.common import MinPosition, command_context, etag
+from api.dependencies import ApiKeyQueriesDep, ApiKeyServiceDep, ReadYourWritesDep
 from api.schemas.api_keys import ApiKeyCreate, ApiKeyIssued, ApiKeyPage, ApiKeyRead
+from application.api_keys import IssuedKey
 from application.authorization import Permission, require_tenant
 from application.errors import NotFound
 
@@ -28,6 +23,26 @@ READ = {"permission": Permission.API_KEYS_READ}
 # keep it (it stores 2xx bodies), so that route refuses an Idempotency-Key.
 CREATE = {"permission": Permission.API_KEYS_WRITE, "idempotency": "refuse"}
 REVOKE = {"permission": Permission.API_KEYS_WRITE}
+
+
+def _issued(issued: IssuedKey) -> ApiKeyIssued:
+    k = issued.state
+    return ApiKeyIssued(
+        id=str(k.id),
+        tenant_id=k.tenant_id,
+        name=k.name,
+        prefix=k.prefix,
+        roles=list(k.roles),
+        created_at=k.created_on,
+        created_by=k.created_by,
+        last_used_at=None,
+        expires_at=k.expires_at,
+        revoked=k.revoked,
+        revoked_at=None,
+        key=issued.key,
+        version=issued.version,
+        position=issued.position,
+    )
 
 
 def _read(row: dict[str, Any]) -> ApiKeyRead:
@@ -52,53 +67,33 @@ class ApiKeyController(Controller):
 
     @post("/", opt=CREATE, summary="Create an API key (the key is shown once)")
     async def create(
-        self, data: JSONBody[ApiKeyCreate], request: Request, container: ContainerDep
+        self, data: JSONBody[ApiKeyCreate], request: Request, api_keys: ApiKeyServiceDep
     ) -> Response[ApiKeyIssued]:
-        issued = await asyncio.to_thread(
-            lambda: container.api_keys.create(
-                principal_of(request),
-                name=data.name,
-                roles=tuple(data.roles),
-                expires_at=data.expires_at,
-                ctx=command_context(request),
-            )
-        )
-        k = issued.api_key
-        body = ApiKeyIssued(
-            id=str(k.id),
-            tenant_id=k.tenant_id,
-            name=k.name,
-            prefix=k.prefix,
-            roles=list(k.roles),
-            created_at=k.created_on,
-            created_by=k.created_by,
-            last_used_at=None,
-            expires_at=k.expires_at,
-            revoked=k.revoked,
-            revoked_at=None,
-            key=issued.key,
-            version=k.version,
-            position=issued.position,
+        issued = await api_keys.create(
+            principal_of(request),
+            name=data.name,
+            roles=tuple(data.roles),
+            expires_at=data.expires_at,
+            ctx=command_context(request),
         )
         # Cache-Control: the body is a secret, keep it out of every cache.
-        headers = {"Location": f"{self.path}/{k.id}", "Cache-Control": "no-store"}
-        return Response(body, status_code=201, headers=headers)
+        headers = {"Location": f"{self.path}/{issued.state.id}", "Cache-Control": "no-store"}
+        return Response(_issued(issued), status_code=201, headers=headers)
 
     @get("/", opt=READ, summary="List the tenant's API keys (metadata only)")
     async def list_keys(
         self,
         request: Request,
-        container: ContainerDep,
+        api_key_queries: ApiKeyQueriesDep,
+        read_your_writes: ReadYourWritesDep,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
         cursor: FromQuery[str | None] = None,
         min_position: MinPosition = None,
     ) -> ApiKeyPage:
         tenant_id = require_tenant(principal_of(request))
-        await read_your_writes(container, "api_keys", min_position)
+        await read_your_writes("api_keys", min_position)
         try:
-            rows, next_cursor = await container.api_key_queries.list(
-                tenant_id, limit=limit, cursor=cursor
-            )
+            rows, next_cursor = await api_key_queries.list(tenant_id, limit=limit, cursor=cursor)
         except ValueError as error:
             raise ValidationException(str(error)) from None
         return ApiKeyPage(items=[_read(r) for r in rows], next_cursor=next_cursor)
@@ -108,20 +103,19 @@ class ApiKeyController(Controller):
         self,
         key_id: FromPath[UUID],
         request: Request,
-        container: ContainerDep,
+        api_key_queries: ApiKeyQueriesDep,
+        read_your_writes: ReadYourWritesDep,
         min_position: MinPosition = None,
     ) -> Response[ApiKeyRead]:
         tenant_id = require_tenant(principal_of(request))
-        await read_your_writes(container, "api_keys", min_position)
-        row = await container.api_key_queries.get(tenant_id, key_id)
+        await read_your_writes("api_keys", min_position)
+        row = await api_key_queries.get(tenant_id, key_id)
         if row is None:
             raise NotFound("api key", key_id)
         return Response(_read(row), headers={"ETag": etag(row["version"])})
 
     @delete("/{key_id:uuid}", opt=REVOKE, summary="Revoke an API key, effective at once")
     async def revoke(
-        self, key_id: FromPath[UUID], request: Request, container: ContainerDep
+        self, key_id: FromPath[UUID], request: Request, api_keys: ApiKeyServiceDep
     ) -> None:
-        await asyncio.to_thread(
-            container.api_keys.revoke, principal_of(request), key_id, command_context(request)
-        )
+        await api_keys.revoke(principal_of(request), key_id, command_context(request))

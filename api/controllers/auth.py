@@ -3,13 +3,12 @@ who am I."""
 
 from __future__ import annotations
 
-import asyncio
-
 from litestar import Controller, Request, get, post
 from litestar.params import JSONBody
 
 from api.auth import principal_of
-from api.controllers.common import ContainerDep, command_context
+from api.controllers.common import command_context
+from api.dependencies import LoginServiceDep, SessionServiceDep
 from api.schemas.auth import LoginRequest, MeOut, RefreshRequest, TokenOut
 from application.sessions import IssuedTokens
 
@@ -36,11 +35,18 @@ class AuthController(Controller):
 
     @post("/login", opt=PUBLIC, status_code=200, summary="Exchange credentials for tokens")
     async def login(
-        self, data: JSONBody[LoginRequest], request: Request, container: ContainerDep
+        self,
+        data: JSONBody[LoginRequest],
+        request: Request,
+        sessions: SessionServiceDep,
+        logins: LoginServiceDep,
     ) -> TokenOut:
         address = request.client.host if request.client else "unknown"
-        issued = await container.logins.login(
-            data.username, data.password, address, _correlation(request)
+        correlation = _correlation(request)
+        issued = await logins.throttled(
+            data.username,
+            address,
+            lambda: sessions.login(data.username, data.password, correlation),
         )
         return _tokens(issued)
 
@@ -51,12 +57,9 @@ class AuthController(Controller):
         summary="New tokens for a refresh token (each refresh token works once)",
     )
     async def refresh(
-        self, data: JSONBody[RefreshRequest], request: Request, container: ContainerDep
+        self, data: JSONBody[RefreshRequest], request: Request, sessions: SessionServiceDep
     ) -> TokenOut:
-        issued = await asyncio.to_thread(
-            container.sessions.refresh, data.refresh_token, _correlation(request)
-        )
-        return _tokens(issued)
+        return _tokens(await sessions.refresh(data.refresh_token, _correlation(request)))
 
     @post(
         "/logout",
@@ -64,11 +67,8 @@ class AuthController(Controller):
         status_code=204,
         summary="End this session: its access and refresh tokens stop working at once",
     )
-    async def logout(self, request: Request, container: ContainerDep) -> None:
-        ctx = command_context(request)
-        await asyncio.to_thread(
-            container.sessions.logout, principal_of(request), ctx.correlation_id
-        )
+    async def logout(self, request: Request, sessions: SessionServiceDep) -> None:
+        await sessions.logout(principal_of(request), command_context(request).correlation_id)
 
     @get("/me", opt={"permission": "authenticated"}, summary="Who the credentials belong to")
     async def me(self, request: Request) -> MeOut:

@@ -7,23 +7,17 @@ from typing import Annotated, TypeVar
 from uuid import uuid4
 
 from litestar import Request, Response
-from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.params import Parameter
 
 from api.auth import principal_of
-from api.bootstrap import Container
-from application.errors import ServiceUnavailable, VersionConflict
+from application.errors import VersionConflict
 from domain.events import CommandContext
-from projections import wait_for_position
-
-# Handlers receive the composition root by name (Litestar 3 drops inferred dependencies).
-ContainerDep = NamedDependency[Container]
 
 MinPosition = Annotated[
     int | None, Parameter(ge=0, description="wait until the read model has this position")
 ]
-"""?min_position= of every query: read-your-writes (see read_your_writes)."""
+"""?min_position= of every query: read-your-writes (api/dependencies.py ReadYourWrites)."""
 # PostgreSQL text cannot hold NUL: refuse it as a 400 instead of failing in the query.
 TextFilter = Annotated[str | None, Parameter(pattern=r"^[^\x00]*$", max_length=200)]
 
@@ -54,23 +48,6 @@ def expected_version(request: Request) -> int | None:
 
 def etag(version: int) -> str:
     return f'"{version}"'
-
-
-async def read_your_writes(container: Container, projection: str, min_position: int | None) -> None:
-    """Wait (bounded) until the read model includes min_position: at once when this
-    process's runner has passed it, else as the tracking row says (which may lag the
-    runner of another process by about a second for positions it had nothing to apply
-    at)."""
-    if not min_position:
-        return
-    timeout = container.settings.min_position_timeout
-    if not await wait_for_position(
-        container.read_pool, projection, min_position, timeout, live=container.positions
-    ):
-        raise ServiceUnavailable(
-            f"the {projection} read model has not reached position {min_position} "
-            f"within {timeout:g}s; retry shortly"
-        )
 
 
 T = TypeVar("T")

@@ -12,7 +12,7 @@ from litestar.params import FromQuery
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.auth import principal_of
-from api.controllers.common import ContainerDep
+from api.dependencies import NatsDep, SettingsDep
 from application.authorization import Permission
 from application.errors import ServiceUnavailable
 from infrastructure import envelope
@@ -31,13 +31,17 @@ class EventStreamController(Controller):
         summary="Live feed (SSE) of your tenant's events",
     )
     async def stream(
-        self, request: Request, container: ContainerDep, types: FromQuery[str | None] = None
+        self,
+        request: Request,
+        nats: NatsDep,
+        settings: SettingsDep,
+        types: FromQuery[str | None] = None,
     ) -> ServerSentEvent:
-        nc = container.nats
+        nc = nats
         if nc is None or not nc.is_connected:
             raise ServiceUnavailable("the live feed is unavailable: NATS is not connected")
         principal = principal_of(request)
-        prefix = container.settings.subject_prefix
+        prefix = settings.subject_prefix
         tenant = principal.tenant_id
         subject = f"{prefix}.events.{tenant}.>" if tenant else f"{prefix}.events.>"
         patterns = [t.strip() for t in types.split(",") if t.strip()] if types else []

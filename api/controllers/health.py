@@ -6,7 +6,7 @@ from typing import Any
 from litestar import Controller, Response, get
 from psycopg import AsyncConnection
 
-from api.controllers.common import ContainerDep
+from api.dependencies import LivePositionsDep, NatsDep, ReadPoolDep
 from infrastructure.notification_log import max_position
 from projections import ALL_PROJECTIONS, LivePositions
 
@@ -30,17 +30,18 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/ready", summary="Readiness: Postgres, NATS and projection lag")
-    async def ready(self, container: ContainerDep) -> Response[dict[str, Any]]:
+    async def ready(
+        self, read_pool: ReadPoolDep, positions: LivePositionsDep, nats: NatsDep
+    ) -> Response[dict[str, Any]]:
         checks: dict[str, Any] = {}
         try:
-            async with asyncio.timeout(2), container.read_pool.connection() as conn:
+            async with asyncio.timeout(2), read_pool.connection() as conn:
                 head = await max_position(conn)
-                checks["projections"] = await _projections_check(conn, head, container.positions)
+                checks["projections"] = await _projections_check(conn, head, positions)
             checks["postgres"] = {"ok": True, "position": head}
         except Exception as error:
             checks["postgres"] = {"ok": False, "error": type(error).__name__}
-        nc = container.nats
-        checks["nats"] = {"ok": bool(nc is not None and nc.is_connected)}
+        checks["nats"] = {"ok": bool(nats is not None and nats.is_connected)}
         ok = all(c.get("ok") for c in checks.values())
         return Response(
             {"status": "ready" if ok else "not_ready", "checks": checks},

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from uuid import UUID
 
@@ -12,20 +13,25 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, JSONBody
 
 from api.auth import principal_of
-from api.controllers.common import ContainerDep, command_context
+from api.controllers.common import command_context
+from api.dependencies import RunServiceDep, SettingsDep
 from api.schemas.runs import ExecuteOut, ExecuteRequest, RunCreate, RunQueuedOut
 from application.authorization import Permission
-from application.runs import RunChanged
-from domain.run import Run
+from application.principal import Principal
+from application.results import Changed
+from application.runs import RunService
+from application.threads import Threaded
+from domain.events import CommandContext
+from domain.run import Run, RunStatus
 
 TRIGGER = {"permission": Permission.RUNS_TRIGGER}
 
 
-def queued(result: RunChanged) -> RunQueuedOut:
+def queued(result: Changed[Run]) -> RunQueuedOut:
     return RunQueuedOut(
-        run_id=str(result.run.id),
-        status=result.run.status,
-        revision=result.run.revision,
+        run_id=str(result.state.id),
+        status=result.state.status,
+        revision=result.state.revision,
         position=result.position,
     )
 
@@ -46,6 +52,25 @@ def _context(run: Run) -> dict[str, Any]:
     }
 
 
+async def _finished(
+    runs: Threaded[RunService],
+    principal: Principal,
+    run_id: UUID,
+    timeout: float,  # noqa: ASYNC109 - on timeout the answer is the unfinished run
+) -> Run:
+    """The run once it has finished, or as it is after `timeout` seconds. Polls the
+    event store (not the read model): the answer must not lag the executor."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        run: Run = await runs.load(principal, run_id)
+        remaining = deadline - time.monotonic()
+        if run.finished or remaining <= 0:
+            return run
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 0.25)
+
+
 class PipelineRunController(Controller):
     path = "/api/v1/pipelines"
     tags = ["runs"]
@@ -56,18 +81,16 @@ class PipelineRunController(Controller):
         pipeline_id: FromPath[UUID],
         data: JSONBody[RunCreate],
         request: Request,
-        container: ContainerDep,
+        runs: RunServiceDep,
     ) -> Response[RunQueuedOut]:
-        result = await asyncio.to_thread(
-            lambda: container.runs.trigger(
-                principal_of(request),
-                pipeline_id,
-                params=data.params,
-                revision=data.revision,
-                ctx=command_context(request),
-            )
+        result = await runs.trigger(
+            principal_of(request),
+            pipeline_id,
+            params=data.params,
+            revision=data.revision,
+            ctx=command_context(request),
         )
-        location = f"/api/v1/runs/{result.run.id}"
+        location = f"/api/v1/runs/{result.state.id}"
         return Response(queued(result), status_code=202, headers={"Location": location})
 
     @post(
@@ -77,37 +100,47 @@ class PipelineRunController(Controller):
         summary="Run a pipeline by name or id; with wait, answer its result",
     )
     async def execute(
-        self, data: JSONBody[ExecuteRequest], request: Request, container: ContainerDep
+        self,
+        data: JSONBody[ExecuteRequest],
+        request: Request,
+        runs: RunServiceDep,
+        settings: SettingsDep,
     ) -> Response[ExecuteOut]:
-        if (data.pipeline_name is None) == (data.pipeline_id is None):
-            raise ValidationException("give exactly one of pipeline_name and pipeline_id")
-        principal, ctx = principal_of(request), command_context(request)
-        if data.pipeline_id is not None:
-            try:
-                pipeline_id = UUID(data.pipeline_id)
-            except ValueError:
-                raise ValidationException("pipeline_id is not a UUID") from None
-            result = await asyncio.to_thread(
-                lambda: container.runs.trigger(principal, pipeline_id, params=data.context, ctx=ctx)
-            )
-        else:
-            name = data.pipeline_name or ""
-            result = await asyncio.to_thread(
-                lambda: container.runs.trigger_by_name(
-                    principal, name, params=data.context, ctx=ctx
-                )
-            )
-        run = result.run
+        principal = principal_of(request)
+        result = await _queue(runs, principal, data, command_context(request))
+        run: Run = result.state
         if data.wait:
-            timeout = container.settings.execute_wait_timeout
-            run = await container.runs.wait_finished(principal, run.id, timeout)
-        body = ExecuteOut(
-            run_id=str(run.id),
-            status=run.status,
-            success=(run.status == "succeeded") if run.finished else None,
-            error=run.error,
-            context=_context(run),
-            executed_at=run.started_at,
-            position=result.position,
-        )
-        return Response(body, status_code=200 if run.finished else 202)
+            run = await _finished(runs, principal, run.id, settings.execute_wait_timeout)
+        return Response(_executed(run, result.position), status_code=200 if run.finished else 202)
+
+
+async def _queue(
+    runs: Threaded[RunService], principal: Principal, data: ExecuteRequest, ctx: CommandContext
+) -> Changed[Run]:
+    """Queue a run of the pipeline the request names, by id or by name."""
+    if data.pipeline_id is not None and data.pipeline_name is None:
+        pipeline_id = _pipeline_id(data.pipeline_id)
+        return await runs.trigger(principal, pipeline_id, params=data.context, ctx=ctx)
+    if data.pipeline_name is not None and data.pipeline_id is None:
+        name = data.pipeline_name
+        return await runs.trigger_by_name(principal, name, params=data.context, ctx=ctx)
+    raise ValidationException("give exactly one of pipeline_name and pipeline_id")
+
+
+def _executed(run: Run, position: int | None) -> ExecuteOut:
+    return ExecuteOut(
+        run_id=str(run.id),
+        status=run.status,
+        success=(run.status == RunStatus.SUCCEEDED) if run.finished else None,
+        error=run.error,
+        context=_context(run),
+        executed_at=run.started_at,
+        position=position,
+    )
+
+
+def _pipeline_id(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise ValidationException("pipeline_id is not a UUID") from None

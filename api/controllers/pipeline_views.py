@@ -12,9 +12,12 @@ from api.schemas.pipelines import (
     PipelineWrite,
     PipelineWritten,
     RevisionOut,
+    RolledBackOut,
     StepOut,
 )
-from application.pipelines import RevisionRecord
+from application.pipeline_history import RevisionRecord
+from application.pipelines import RolledBack
+from application.results import Changed
 from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
 
 
@@ -57,7 +60,8 @@ def _steps(definition: PipelineDefinition) -> list[StepOut]:
     ]
 
 
-def written(pipeline: Pipeline, position: int | None, changed: bool = True) -> PipelineWritten:
+def written(result: Changed[Pipeline]) -> PipelineWritten:
+    pipeline = result.state
     d = pipeline.definition
     cloned = pipeline.cloned_from
     return PipelineWritten(
@@ -70,14 +74,25 @@ def written(pipeline: Pipeline, position: int | None, changed: bool = True) -> P
         steps=_steps(d),
         timeout=d.timeout,
         revision=pipeline.revision,
-        version=pipeline.version,
+        version=result.version,
         cloned_from=ClonedFromOut(cloned.pipeline_id, cloned.revision) if cloned else None,
         created_by=pipeline.created_by,
         updated_by=pipeline.updated_by,
         created_at=pipeline.created_on,
         updated_at=pipeline.modified_on,
-        position=position,
-        changed=changed,
+        position=result.position,
+        changed=result.changed,
+    )
+
+
+def rolled_back(result: RolledBack) -> RolledBackOut:
+    return RolledBackOut(
+        str(result.state.id),
+        result.state.revision,
+        result.rolled_back_to,
+        result.previous_revision,
+        result.version,
+        result.position,
     )
 
 

@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, get
 from litestar.params import FromPath
 
-from api.controllers.common import ContainerDep
+from api.dependencies import PluginCatalogDep
 from application.authorization import Permission
 from application.errors import NotFound
 from infrastructure.plugins.base import Plugin
@@ -35,23 +35,23 @@ class PluginController(Controller):
     opt = {"permission": Permission.PLUGINS_READ}
 
     @get("/", summary="Every plugin")
-    async def list_plugins(self, container: ContainerDep) -> dict[str, list[PluginOut]]:
-        return {"items": [_out(p) for p in container.plugins.all()]}
+    async def list_plugins(self, plugins: PluginCatalogDep) -> dict[str, list[PluginOut]]:
+        return {"items": [_out(p) for p in plugins.all()]}
 
     @get("/{plugin_type:str}", summary="Plugins of one type, e.g. Input")
     async def of_type(
-        self, plugin_type: FromPath[str], container: ContainerDep
+        self, plugin_type: FromPath[str], plugins: PluginCatalogDep
     ) -> dict[str, list[PluginOut]]:
-        found = [_out(p) for p in container.plugins.all() if p.type == plugin_type]
+        found = [_out(p) for p in plugins.all() if p.type == plugin_type]
         if not found:
             raise NotFound("plugin type", plugin_type)
         return {"items": found}
 
     @get("/{plugin_type:str}/{name:str}", summary="One plugin with its config JSON schema")
     async def detail(
-        self, plugin_type: FromPath[str], name: FromPath[str], container: ContainerDep
+        self, plugin_type: FromPath[str], name: FromPath[str], plugins: PluginCatalogDep
     ) -> PluginDetail:
-        plugin = container.plugins.get(f"{plugin_type}.{name}")
+        plugin = plugins.get(f"{plugin_type}.{name}")
         if plugin is None:
             raise NotFound("plugin", f"{plugin_type}.{name}")
         return PluginDetail(

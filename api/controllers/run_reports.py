@@ -4,7 +4,6 @@ GET /api/v1/runs/{id}/visualize and GET /api/v1/pipelines/{id}/visualize."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
@@ -17,7 +16,7 @@ from litestar.params import FromPath, FromQuery, Parameter
 from litestar.response import Stream
 
 from api.auth import principal_of
-from api.controllers.common import ContainerDep, MinPosition, TextFilter, read_your_writes
+from api.controllers.common import MinPosition, TextFilter
 from api.controllers.run_export import (
     MEDIA_TYPES,
     PAGE_SIZES,
@@ -27,6 +26,12 @@ from api.controllers.run_export import (
     filename,
 )
 from api.controllers.run_views import statistics_out
+from api.dependencies import (
+    PipelineQueriesDep,
+    PipelineServiceDep,
+    ReadYourWritesDep,
+    RunQueriesDep,
+)
 from api.schemas.runs import RunStatisticsOut
 from api.visualize import RunHeader, StepNode, render_pipeline, render_run
 from application.authorization import Permission
@@ -123,16 +128,17 @@ class RunReportController(Controller):
     async def statistics(
         self,
         request: Request,
-        container: ContainerDep,
+        run_queries: RunQueriesDep,
+        read_your_writes: ReadYourWritesDep,
         since: Instant = None,
         until: Instant = None,
         pipeline_id: FromQuery[UUID | None] = None,
         min_position: MinPosition = None,
     ) -> RunStatisticsOut:
         start, end = statistics_window(parse_instant(since, "since"), parse_instant(until, "until"))
-        await read_your_writes(container, "runs", min_position)
+        await read_your_writes("runs", min_position)
         tenant_id = principal_of(request).tenant_id
-        stats = await container.run_queries.statistics(tenant_id, start, end, pipeline_id)
+        stats = await run_queries.statistics(tenant_id, start, end, pipeline_id)
         return statistics_out(stats, pipeline_id)
 
     @get(
@@ -147,7 +153,8 @@ class RunReportController(Controller):
     async def export(
         self,
         request: Request,
-        container: ContainerDep,
+        run_queries: RunQueriesDep,
+        read_your_writes: ReadYourWritesDep,
         format: FromQuery[ExportFormat] = "ndjson",
         status: StatusFilter = None,
         pipeline_id: FromQuery[UUID | None] = None,
@@ -160,8 +167,8 @@ class RunReportController(Controller):
         start, end = parse_instant(since, "since"), parse_instant(until, "until")
         if start is not None and end is not None and start >= end:
             raise _window_problem("since must be earlier than until")
-        await read_your_writes(container, "runs", min_position)
-        pages = container.run_queries.pages(
+        await read_your_writes("runs", min_position)
+        pages = run_queries.pages(
             principal_of(request).tenant_id,
             page_size=PAGE_SIZES[format],
             steps=STEP_DETAIL[format],
@@ -196,11 +203,12 @@ class RunReportController(Controller):
         self,
         run_id: FromPath[UUID],
         request: Request,
-        container: ContainerDep,
+        run_queries: RunQueriesDep,
+        read_your_writes: ReadYourWritesDep,
         min_position: MinPosition = None,
     ) -> Response[str]:
-        await read_your_writes(container, "runs", min_position)
-        row = await container.run_queries.get(principal_of(request).tenant_id, run_id)
+        await read_your_writes("runs", min_position)
+        row = await run_queries.get(principal_of(request).tenant_id, run_id)
         if row is None:
             raise NotFound("run", run_id)
         header = RunHeader(
@@ -238,20 +246,20 @@ class RunReportController(Controller):
         self,
         pipeline_id: FromPath[UUID],
         request: Request,
-        container: ContainerDep,
+        pipelines: PipelineServiceDep,
+        pipeline_queries: PipelineQueriesDep,
+        read_your_writes: ReadYourWritesDep,
         revision: Annotated[int | None, Parameter(ge=1)] = None,
         min_position: MinPosition = None,
     ) -> Response[str]:
         principal = principal_of(request)
         if revision is not None:
-            record = await asyncio.to_thread(
-                container.pipelines.revision, principal, pipeline_id, revision
-            )
+            record = await pipelines.revision(principal, pipeline_id, revision)
             definition = record.definition
             steps = [StepNode(s.name, s.plugin, tuple(s.depends_on)) for s in definition.steps]
             return _text(render_pipeline(definition.name, revision, steps))
-        await read_your_writes(container, "pipelines", min_position)
-        row = await container.pipeline_queries.get(principal.tenant_id, pipeline_id)
+        await read_your_writes("pipelines", min_position)
+        row = await pipeline_queries.get(principal.tenant_id, pipeline_id)
         if row is None:
             raise NotFound("pipeline", pipeline_id)
         steps = [_definition_step(s) for s in row["steps"]]

@@ -16,7 +16,7 @@ from api.schemas.runs import (
     RunStatusOut,
     StepRead,
 )
-from domain.run import STEP_TERMINAL
+from domain.run import STEP_TERMINAL, RunStatus
 from projections.run_statistics import RunCounts, RunStatistics
 
 
@@ -55,7 +55,7 @@ def run_status(row: dict[str, Any], typical_ms: float | None) -> RunStatusOut:
     steps = row["steps"]
     finished = sum(1 for s in steps if s["status"] in STEP_TERMINAL)
     estimate = None
-    if row["status"] in ("queued", "running") and typical_ms is not None:
+    if row["status"] in (RunStatus.QUEUED, RunStatus.RUNNING) and typical_ms is not None:
         start = row["started_at"] or datetime.now(UTC)
         estimate = max(start + timedelta(milliseconds=typical_ms), datetime.now(UTC))
     return RunStatusOut(

@@ -3,7 +3,6 @@ read the step log store; cancel and retry are commands on the run."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -13,16 +12,10 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
-from api.controllers.common import (
-    ContainerDep,
-    MinPosition,
-    TextFilter,
-    command_context,
-    etag,
-    read_your_writes,
-)
+from api.controllers.common import MinPosition, TextFilter, command_context, etag
 from api.controllers.pipeline_runs import queued
 from api.controllers.run_views import run_detail, run_read, run_status
+from api.dependencies import ReadYourWritesDep, RunLogsDep, RunQueriesDep, RunServiceDep
 from api.schemas.runs import (
     LogLine,
     RetryRequest,
@@ -35,6 +28,7 @@ from api.schemas.runs import (
 )
 from application.authorization import Permission
 from application.errors import NotFound
+from domain.run import RunStatus
 
 READ = {"permission": Permission.RUNS_READ}
 CANCEL = {"permission": Permission.RUNS_CANCEL}
@@ -50,7 +44,8 @@ class RunController(Controller):
     async def list_runs(
         self,
         request: Request,
-        container: ContainerDep,
+        run_queries: RunQueriesDep,
+        read_your_writes: ReadYourWritesDep,
         limit: Limit = 50,
         cursor: FromQuery[str | None] = None,
         status: TextFilter = None,
@@ -61,9 +56,9 @@ class RunController(Controller):
         until: FromQuery[datetime | None] = None,
         min_position: MinPosition = None,
     ) -> RunPage:
-        await read_your_writes(container, "runs", min_position)
+        await read_your_writes("runs", min_position)
         try:
-            rows, next_cursor = await container.run_queries.list(
+            rows, next_cursor = await run_queries.list(
                 principal_of(request).tenant_id,
                 status=status,
                 pipeline_id=pipeline_id,
@@ -80,16 +75,18 @@ class RunController(Controller):
 
     @get("/running", opt=READ, summary="Runs running now")
     async def running(
-        self, request: Request, container: ContainerDep, limit: Limit = 100
+        self, request: Request, run_queries: RunQueriesDep, limit: Limit = 100
     ) -> RunPage:
-        rows, next_cursor = await container.run_queries.list(
-            principal_of(request).tenant_id, status="running", limit=limit
+        rows, next_cursor = await run_queries.list(
+            principal_of(request).tenant_id, status=RunStatus.RUNNING, limit=limit
         )
         return RunPage(items=[run_read(r) for r in rows], next_cursor=next_cursor)
 
     @get("/recent", opt=READ, summary="The most recent runs")
-    async def recent(self, request: Request, container: ContainerDep, limit: Limit = 20) -> RunPage:
-        rows, _ = await container.run_queries.list(principal_of(request).tenant_id, limit=limit)
+    async def recent(
+        self, request: Request, run_queries: RunQueriesDep, limit: Limit = 20
+    ) -> RunPage:
+        rows, _ = await run_queries.list(principal_of(request).tenant_id, limit=limit)
         return RunPage(items=[run_read(r) for r in rows], next_cursor=None)
 
     @get("/{run_id:uuid}", opt=READ, summary="A run with its steps (ETag = version)")
@@ -97,11 +94,12 @@ class RunController(Controller):
         self,
         run_id: FromPath[UUID],
         request: Request,
-        container: ContainerDep,
+        run_queries: RunQueriesDep,
+        read_your_writes: ReadYourWritesDep,
         min_position: MinPosition = None,
     ) -> Response[RunDetail]:
-        await read_your_writes(container, "runs", min_position)
-        row = await container.run_queries.get(principal_of(request).tenant_id, run_id)
+        await read_your_writes("runs", min_position)
+        row = await run_queries.get(principal_of(request).tenant_id, run_id)
         if row is None:
             raise NotFound("run", run_id)
         return Response(run_detail(row), headers={"ETag": etag(row["version"])})
@@ -111,16 +109,15 @@ class RunController(Controller):
         self,
         run_id: FromPath[UUID],
         request: Request,
-        container: ContainerDep,
+        run_queries: RunQueriesDep,
+        read_your_writes: ReadYourWritesDep,
         min_position: MinPosition = None,
     ) -> RunStatusOut:
-        await read_your_writes(container, "runs", min_position)
-        row = await container.run_queries.get(principal_of(request).tenant_id, run_id)
+        await read_your_writes("runs", min_position)
+        row = await run_queries.get(principal_of(request).tenant_id, run_id)
         if row is None:
             raise NotFound("run", run_id)
-        typical = await container.run_queries.typical_duration(
-            row["tenant_id"], str(row["pipeline_id"])
-        )
+        typical = await run_queries.typical_duration(row["tenant_id"], str(row["pipeline_id"]))
         return run_status(row, typical)
 
     @get("/{run_id:uuid}/logs", opt=READ, summary="Log lines of the run's steps (bounded)")
@@ -128,12 +125,13 @@ class RunController(Controller):
         self,
         run_id: FromPath[UUID],
         request: Request,
-        container: ContainerDep,
+        runs: RunServiceDep,
+        run_logs: RunLogsDep,
         step: TextFilter = None,
         limit: Annotated[int, Parameter(ge=1, le=10_000)] = 1000,
     ) -> RunLogsOut:
-        run = await asyncio.to_thread(container.runs.load, principal_of(request), run_id)
-        lines = await container.run_logs.lines(str(run.id), step, limit + 1)
+        run = await runs.load(principal_of(request), run_id)  # the run is visible: its logs are
+        lines = await run_logs.lines(str(run.id), step, limit + 1)
         return RunLogsOut(
             run_id=str(run.id),
             items=[
@@ -145,17 +143,15 @@ class RunController(Controller):
 
     @post("/{run_id:uuid}/cancel", opt=CANCEL, status_code=202, summary="Cancel a run")
     async def cancel(
-        self, run_id: FromPath[UUID], request: Request, container: ContainerDep
+        self, run_id: FromPath[UUID], request: Request, runs: RunServiceDep
     ) -> RunChangedOut:
-        result = await asyncio.to_thread(
-            container.runs.cancel, principal_of(request), run_id, command_context(request)
-        )
-        run = result.run
+        result = await runs.cancel(principal_of(request), run_id, command_context(request))
+        run = result.state
         return RunChangedOut(
             run_id=str(run.id),
             status=run.status,
-            cancel_requested=run.cancel_requested or run.status == "cancelled",
-            version=run.version,
+            cancel_requested=run.cancel_requested or run.status == RunStatus.CANCELLED,
+            version=result.version,
             position=result.position,
         )
 
@@ -170,15 +166,13 @@ class RunController(Controller):
         run_id: FromPath[UUID],
         data: JSONBody[RetryRequest],
         request: Request,
-        container: ContainerDep,
+        runs: RunServiceDep,
     ) -> Response[RunQueuedOut]:
-        result = await asyncio.to_thread(
-            lambda: container.runs.retry(
-                principal_of(request),
-                run_id,
-                from_failed_step=data.from_failed_step,
-                ctx=command_context(request),
-            )
+        result = await runs.retry(
+            principal_of(request),
+            run_id,
+            from_failed_step=data.from_failed_step,
+            ctx=command_context(request),
         )
-        location = f"{self.path}/{result.run.id}"
+        location = f"{self.path}/{result.state.id}"
         return Response(queued(result), status_code=202, headers={"Location": location})

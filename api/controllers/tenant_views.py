@@ -1,4 +1,4 @@
-"""Conversions between tenant aggregates or read-model rows and the response schemas."""
+"""Conversions between the tenant schemas, the application and read-model rows."""
 
 from __future__ import annotations
 
@@ -6,8 +6,32 @@ from typing import Any
 
 import msgspec
 
-from api.schemas.tenants import QuotasOut, TenantRead, TenantWritten
-from domain.tenant import PLAN_QUOTAS, Quotas, Tenant
+from api.schemas.tenants import QuotasIn, QuotasOut, TenantRead, TenantUpdate, TenantWritten
+from application.results import Changed
+from application.tenants import TenantChanges
+from domain.tenant import PLAN_QUOTAS, Quotas, Tenant, TenantStatus
+
+
+def changes_of(body: TenantUpdate) -> TenantChanges:
+    return TenantChanges(
+        name=body.name,
+        description=body.description,
+        labels=body.labels,
+        owner=body.owner,
+        plan=body.plan,
+        status=None if body.status is None else TenantStatus(body.status),
+        status_reason=body.status_reason,
+    )
+
+
+def quotas_of(body: QuotasIn) -> Quotas:
+    return Quotas(
+        max_pipelines=body.max_pipelines,
+        max_jobs=body.max_jobs,
+        max_deployments=body.max_deployments,
+        max_concurrent_runs=body.max_concurrent_runs,
+        max_runs_per_day=body.max_runs_per_day,
+    )
 
 
 def _quotas_out(quotas: Quotas) -> QuotasOut:
@@ -18,7 +42,8 @@ def _overrides(quotas: Quotas) -> dict[str, int]:
     return {k: v for k, v in msgspec.structs.asdict(quotas).items() if v is not None}
 
 
-def written(tenant: Tenant, position: int | None) -> TenantWritten:
+def written(result: Changed[Tenant]) -> TenantWritten:
+    tenant = result.state
     return TenantWritten(
         id=tenant.tenant_id,
         name=tenant.name,
@@ -33,8 +58,8 @@ def written(tenant: Tenant, position: int | None) -> TenantWritten:
         quota_overrides=_overrides(tenant.quota_overrides),
         created_at=tenant.created_on,
         updated_at=tenant.modified_on,
-        version=tenant.version,
-        position=position,
+        version=result.version,
+        position=result.position,
     )
 
 

@@ -3,7 +3,6 @@ admin reads its tenant, its usage, and changes its description, labels and names
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 from uuid import UUID
 
@@ -13,15 +12,14 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
 from api.controllers.common import (
-    ContainerDep,
     MinPosition,
     command_context,
     created,
     etag,
     expected_version,
-    read_your_writes,
 )
-from api.controllers.tenant_views import from_row, written
+from api.controllers.tenant_views import changes_of, from_row, quotas_of, written
+from api.dependencies import ReadYourWritesDep, TenantQueriesDep, TenantServiceDep
 from api.schemas.tenants import (
     NamespaceIn,
     NamespaceOut,
@@ -34,10 +32,10 @@ from api.schemas.tenants import (
     TenantWritten,
     UsageOut,
 )
-from application.authorization import Permission
+from application.authorization import Permission, sees_tenant
 from application.errors import NotFound
-from application.tenants import TenantChanges
-from domain.tenant import Quotas
+from application.results import Changed
+from domain.tenant import Tenant
 
 MANAGE = {"permission": Permission.TENANTS_MANAGE}
 READ = {"permission": Permission.TENANTS_READ}
@@ -62,34 +60,33 @@ class TenantController(Controller):
 
     @post("/", opt=MANAGE, summary="Create a tenant")
     async def create(
-        self, data: JSONBody[TenantCreate], request: Request, container: ContainerDep
+        self, data: JSONBody[TenantCreate], request: Request, tenants: TenantServiceDep
     ) -> Response[TenantWritten]:
-        tenant, position = await asyncio.to_thread(
-            lambda: container.tenants.create(
-                principal_of(request),
-                name=data.name,
-                description=data.description,
-                plan=data.plan,
-                labels=data.labels,
-                owner=data.owner,
-                ctx=command_context(request),
-            )
+        result = await tenants.create(
+            principal_of(request),
+            name=data.name,
+            description=data.description,
+            plan=data.plan,
+            labels=data.labels,
+            owner=data.owner,
+            ctx=command_context(request),
         )
-        return created(written(tenant, position), f"{self.path}/{tenant.id}")
+        return created(written(result), f"{self.path}/{result.state.id}")
 
     @get("/", opt=MANAGE, summary="List tenants (platform admin)")
     async def list_tenants(
         self,
-        container: ContainerDep,
+        tenant_queries: TenantQueriesDep,
+        read_your_writes: ReadYourWritesDep,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
         cursor: FromQuery[str | None] = None,
         status: FromQuery[str | None] = None,
         label: LabelFilter = None,
         min_position: MinPosition = None,
     ) -> TenantPage:
-        await read_your_writes(container, "tenants", min_position)
+        await read_your_writes("tenants", min_position)
         try:
-            rows, next_cursor = await container.tenant_queries.list(
+            rows, next_cursor = await tenant_queries.list(
                 limit=limit, cursor=cursor, status=status, labels=_labels(label)
             )
         except ValueError as error:
@@ -101,14 +98,14 @@ class TenantController(Controller):
         self,
         tenant_id: FromPath[UUID],
         request: Request,
-        container: ContainerDep,
+        tenant_queries: TenantQueriesDep,
+        read_your_writes: ReadYourWritesDep,
         min_position: MinPosition = None,
     ) -> Response[TenantRead]:
-        principal = principal_of(request)
-        if not principal.is_platform_admin and principal.tenant_id != str(tenant_id):
+        if not sees_tenant(principal_of(request), str(tenant_id)):
             raise NotFound("tenant", tenant_id)
-        await read_your_writes(container, "tenants", min_position)
-        row = await container.tenant_queries.get(tenant_id)
+        await read_your_writes("tenants", min_position)
+        row = await tenant_queries.get(tenant_id)
         if row is None:
             raise NotFound("tenant", tenant_id)
         return Response(from_row(row), headers={"ETag": etag(row["version"])})
@@ -119,26 +116,16 @@ class TenantController(Controller):
         tenant_id: FromPath[UUID],
         data: JSONBody[TenantUpdate],
         request: Request,
-        container: ContainerDep,
+        tenants: TenantServiceDep,
     ) -> Response[TenantWritten]:
-        changes = TenantChanges(
-            name=data.name,
-            description=data.description,
-            labels=data.labels,
-            owner=data.owner,
-            plan=data.plan,
-            status=data.status,
-            status_reason=data.status_reason,
-        )
-        tenant, position = await asyncio.to_thread(
-            container.tenants.update,
+        result = await tenants.update(
             principal_of(request),
             tenant_id,
-            changes,
+            changes_of(data),
             command_context(request),
             expected_version(request),
         )
-        return Response(written(tenant, position), headers={"ETag": etag(tenant.version)})
+        return _with_etag(result)
 
     @delete(
         "/{tenant_id:uuid}",
@@ -147,16 +134,12 @@ class TenantController(Controller):
         summary="Delete a tenant (soft: its users and keys stop working, its events stay)",
     )
     async def delete_tenant(
-        self, tenant_id: FromPath[UUID], request: Request, container: ContainerDep
+        self, tenant_id: FromPath[UUID], request: Request, tenants: TenantServiceDep
     ) -> TenantWritten:
-        tenant, position = await asyncio.to_thread(
-            container.tenants.delete,
-            principal_of(request),
-            tenant_id,
-            command_context(request),
-            expected_version(request),
+        result = await tenants.delete(
+            principal_of(request), tenant_id, command_context(request), expected_version(request)
         )
-        return written(tenant, position)
+        return written(result)
 
     @post("/{tenant_id:uuid}/namespaces", opt=UPDATE, summary="Add a namespace")
     async def add_namespace(
@@ -164,20 +147,17 @@ class TenantController(Controller):
         tenant_id: FromPath[UUID],
         data: JSONBody[NamespaceIn],
         request: Request,
-        container: ContainerDep,
+        tenants: TenantServiceDep,
     ) -> Response[TenantWritten]:
-        tenant, position = await asyncio.to_thread(
-            container.tenants.add_namespace,
+        result = await tenants.add_namespace(
             principal_of(request),
             tenant_id,
             data.namespace,
             command_context(request),
             expected_version(request),
         )
-        response = created(
-            written(tenant, position), f"{self.path}/{tenant_id}/namespaces/{data.namespace}"
-        )
-        response.headers["ETag"] = etag(tenant.version)
+        response = created(written(result), f"{self.path}/{tenant_id}/namespaces/{data.namespace}")
+        response.headers["ETag"] = etag(result.version)
         return response
 
     @get(
@@ -190,11 +170,9 @@ class TenantController(Controller):
         tenant_id: FromPath[UUID],
         namespace: FromPath[str],
         request: Request,
-        container: ContainerDep,
+        tenants: TenantServiceDep,
     ) -> NamespaceOut:
-        tenant, pipelines = await asyncio.to_thread(
-            container.tenants.namespace, principal_of(request), tenant_id, namespace
-        )
+        tenant, pipelines = await tenants.namespace(principal_of(request), tenant_id, namespace)
         return NamespaceOut(tenant.tenant_id, namespace, pipelines)
 
     @delete(
@@ -208,17 +186,16 @@ class TenantController(Controller):
         tenant_id: FromPath[UUID],
         namespace: FromPath[str],
         request: Request,
-        container: ContainerDep,
+        tenants: TenantServiceDep,
     ) -> Response[TenantWritten]:
-        tenant, position = await asyncio.to_thread(
-            container.tenants.remove_namespace,
+        result = await tenants.remove_namespace(
             principal_of(request),
             tenant_id,
             namespace,
             command_context(request),
             expected_version(request),
         )
-        return Response(written(tenant, position), headers={"ETag": etag(tenant.version)})
+        return _with_etag(result)
 
     @put("/{tenant_id:uuid}/quotas", opt=MANAGE, summary="Override the plan's quotas")
     async def set_quotas(
@@ -226,34 +203,28 @@ class TenantController(Controller):
         tenant_id: FromPath[UUID],
         data: JSONBody[QuotasIn],
         request: Request,
-        container: ContainerDep,
+        tenants: TenantServiceDep,
     ) -> Response[TenantWritten]:
-        quotas = Quotas(
-            max_pipelines=data.max_pipelines,
-            max_jobs=data.max_jobs,
-            max_deployments=data.max_deployments,
-            max_concurrent_runs=data.max_concurrent_runs,
-            max_runs_per_day=data.max_runs_per_day,
-        )
-        tenant, position = await asyncio.to_thread(
-            container.tenants.set_quotas,
+        result = await tenants.set_quotas(
             principal_of(request),
             tenant_id,
-            quotas,
+            quotas_of(data),
             command_context(request),
             expected_version(request),
         )
-        return Response(written(tenant, position), headers={"ETag": etag(tenant.version)})
+        return _with_etag(result)
 
     @get("/{tenant_id:uuid}/usage", opt=READ, summary="Each quota's limit and current usage")
     async def usage(
-        self, tenant_id: FromPath[UUID], request: Request, container: ContainerDep
+        self, tenant_id: FromPath[UUID], request: Request, tenants: TenantServiceDep
     ) -> UsageOut:
-        tenant, usage = await asyncio.to_thread(
-            container.tenants.usage, principal_of(request), tenant_id
-        )
+        tenant, usage = await tenants.usage(principal_of(request), tenant_id)
         return UsageOut(
             tenant_id=tenant.tenant_id,
             plan=tenant.plan,
             quotas={name: QuotaUsageOut(u.limit, u.used) for name, u in usage.items()},
         )
+
+
+def _with_etag(result: Changed[Tenant]) -> Response[TenantWritten]:
+    return Response(written(result), headers={"ETag": etag(result.version)})

@@ -4,7 +4,7 @@ own password."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -15,14 +15,13 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
 from api.controllers.common import (
-    ContainerDep,
     MinPosition,
     command_context,
     created,
     etag,
     expected_version,
-    read_your_writes,
 )
+from api.dependencies import LoginServiceDep, ReadYourWritesDep, UserQueriesDep, UserServiceDep
 from api.schemas.users import (
     PasswordChange,
     Role,
@@ -32,15 +31,17 @@ from api.schemas.users import (
     UserUpdate,
     UserWritten,
 )
-from application.authorization import Permission
+from application.authorization import Permission, is_self
 from application.errors import NotFound
+from application.results import Changed
 from domain.user import User
 
 READ = {"permission": Permission.USERS_READ}
 WRITE = {"permission": Permission.USERS_WRITE}
 
 
-def _written(user: User, position: int | None) -> UserWritten:
+def _written(result: Changed[User]) -> UserWritten:
+    user = result.state
     return UserWritten(
         id=str(user.id),
         username=user.username,
@@ -49,8 +50,8 @@ def _written(user: User, position: int | None) -> UserWritten:
         active=user.active,
         created_at=user.created_on,
         updated_at=user.modified_on,
-        version=user.version,
-        position=position,
+        version=result.version,
+        position=result.position,
     )
 
 
@@ -73,38 +74,34 @@ class UserController(Controller):
 
     @post("/", opt=WRITE, summary="Create a user")
     async def create(
-        self, data: JSONBody[UserCreate], request: Request, container: ContainerDep
+        self, data: JSONBody[UserCreate], request: Request, users: UserServiceDep
     ) -> Response[UserWritten]:
-        user, position = await asyncio.to_thread(
-            lambda: container.users.create(
-                principal_of(request),
-                username=data.username,
-                password=data.password,
-                tenant_id=(
-                    principal_of(request).tenant_id
-                    if data.tenant_id is msgspec.UNSET
-                    else data.tenant_id
-                ),
-                roles=tuple(data.roles),
-                ctx=command_context(request),
-            )
+        principal = principal_of(request)
+        result = await users.create(
+            principal,
+            username=data.username,
+            password=data.password,
+            tenant_id=principal.tenant_id if data.tenant_id is msgspec.UNSET else data.tenant_id,
+            roles=tuple(data.roles),
+            ctx=command_context(request),
         )
-        return created(_written(user, position), f"{self.path}/{user.id}")
+        return created(_written(result), f"{self.path}/{result.state.id}")
 
     @get("/", opt=READ, summary="List users (your tenant's; platform admins: every tenant's)")
     async def list_users(
         self,
         request: Request,
-        container: ContainerDep,
+        user_queries: UserQueriesDep,
+        read_your_writes: ReadYourWritesDep,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
         cursor: FromQuery[str | None] = None,
         role: FromQuery[Role | None] = None,
         active: FromQuery[bool | None] = None,
         min_position: MinPosition = None,
     ) -> UserPage:
-        await read_your_writes(container, "users", min_position)
+        await read_your_writes("users", min_position)
         try:
-            rows, next_cursor = await container.user_queries.list(
+            rows, next_cursor = await user_queries.list(
                 principal_of(request).tenant_id,
                 role=role,
                 active=active,
@@ -120,11 +117,12 @@ class UserController(Controller):
         self,
         user_id: FromPath[UUID],
         request: Request,
-        container: ContainerDep,
+        user_queries: UserQueriesDep,
+        read_your_writes: ReadYourWritesDep,
         min_position: MinPosition = None,
     ) -> Response[UserRead]:
-        await read_your_writes(container, "users", min_position)
-        row = await container.user_queries.get(principal_of(request).tenant_id, user_id)
+        await read_your_writes("users", min_position)
+        row = await user_queries.get(principal_of(request).tenant_id, user_id)
         if row is None:
             raise NotFound("user", user_id)
         return Response(_read(row), headers={"ETag": etag(row["version"])})
@@ -135,19 +133,17 @@ class UserController(Controller):
         user_id: FromPath[UUID],
         data: JSONBody[UserUpdate],
         request: Request,
-        container: ContainerDep,
+        users: UserServiceDep,
     ) -> Response[UserWritten]:
-        user, position = await asyncio.to_thread(
-            lambda: container.users.update(
-                principal_of(request),
-                user_id,
-                roles=None if data.roles is None else tuple(data.roles),
-                active=data.active,
-                ctx=command_context(request),
-                expected_version=expected_version(request),
-            )
+        result = await users.update(
+            principal_of(request),
+            user_id,
+            roles=None if data.roles is None else tuple(data.roles),
+            active=data.active,
+            ctx=command_context(request),
+            expected_version=expected_version(request),
         )
-        return Response(_written(user, position), headers={"ETag": etag(user.version)})
+        return Response(_written(result), headers={"ETag": etag(result.version)})
 
     @delete(
         "/{user_id:uuid}",
@@ -156,16 +152,12 @@ class UserController(Controller):
         summary="Delete a user (soft: sessions end, the username stays reserved)",
     )
     async def delete_user(
-        self, user_id: FromPath[UUID], request: Request, container: ContainerDep
+        self, user_id: FromPath[UUID], request: Request, users: UserServiceDep
     ) -> UserWritten:
-        user, position = await asyncio.to_thread(
-            container.users.delete,
-            principal_of(request),
-            user_id,
-            command_context(request),
-            expected_version(request),
+        result = await users.delete(
+            principal_of(request), user_id, command_context(request), expected_version(request)
         )
-        return _written(user, position)
+        return _written(result)
 
     @post(
         "/{user_id:uuid}/password",
@@ -184,12 +176,13 @@ class UserController(Controller):
         user_id: FromPath[UUID],
         data: JSONBody[PasswordChange],
         request: Request,
-        container: ContainerDep,
+        users: UserServiceDep,
+        logins: LoginServiceDep,
     ) -> UserWritten:
         principal = principal_of(request)
 
-        def change() -> tuple[User, int | None]:
-            return container.users.change_password(
+        def change() -> Awaitable[Changed[User]]:
+            return users.change_password(
                 principal,
                 user_id,
                 current_password=data.current_password,
@@ -197,11 +190,9 @@ class UserController(Controller):
                 ctx=command_context(request),
             )
 
-        if principal.kind == "user" and principal.subject_id == str(user_id):
-            # Proving the current password is a login attempt: throttle it as one, so a
-            # stolen token cannot be used to guess the password.
-            address = request.client.host if request.client else "unknown"
-            user, position = await container.logins.throttled(principal.name, address, change)
-        else:
-            user, position = await asyncio.to_thread(change)
-        return _written(user, position)
+        if not is_self(principal, str(user_id)):
+            return _written(await change())
+        # Proving the current password is a login attempt: throttle it as one, so a stolen
+        # token cannot be used to guess the password.
+        address = request.client.host if request.client else "unknown"
+        return _written(await logins.throttled(principal.name, address, change))

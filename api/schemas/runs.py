@@ -6,6 +6,7 @@ from typing import Annotated, Any
 import msgspec
 
 from api.schemas.common import Request
+from domain.run import RunStatus, StepStatus
 
 
 class RunCreate(Request):
@@ -16,7 +17,7 @@ class RunCreate(Request):
 
 class RunQueuedOut(msgspec.Struct):
     run_id: str
-    status: str
+    status: RunStatus
     revision: int
     position: int | None
 
@@ -32,7 +33,7 @@ class ExecuteRequest(Request):
 
 class ExecuteOut(msgspec.Struct):
     run_id: str
-    status: str
+    status: RunStatus
     success: bool | None
     """null while the run has not finished."""
     error: str | None
@@ -49,7 +50,7 @@ class StepRead(msgspec.Struct, kw_only=True):
     name: str
     plugin: str
     depends_on: list[str]
-    status: str
+    status: StepStatus
     attempts: int
     started_at: datetime | None
     finished_at: datetime | None
@@ -67,7 +68,7 @@ class RunRead(msgspec.Struct, kw_only=True):
     pipeline_name: str
     namespace: str | None
     revision: int
-    status: str
+    status: RunStatus
     trigger: dict[str, str | None]
     retry_of: str | None
     resume_from: str | None
@@ -96,7 +97,7 @@ class RunPage(msgspec.Struct):
 
 class RunChangedOut(msgspec.Struct):
     run_id: str
-    status: str
+    status: RunStatus
     cancel_requested: bool
     version: int
     position: int | None
@@ -104,7 +105,7 @@ class RunChangedOut(msgspec.Struct):
 
 class RunStatusOut(msgspec.Struct, kw_only=True):
     run_id: str
-    status: str
+    status: RunStatus
     current_step: str | None
     progress: float
     """Percent of steps finished (succeeded, failed, skipped or cancelled)."""

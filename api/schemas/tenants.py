@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from api.schemas.common import Request
+from domain.tenant import TenantStatus
 
 Plan = Literal["free", "pro", "enterprise"]
 Quota = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
@@ -67,7 +68,7 @@ class TenantRead(msgspec.Struct, kw_only=True):
     name: str
     description: str
     plan: str
-    status: str
+    status: TenantStatus
     status_reason: str
     labels: dict[str, str]
     owner: str

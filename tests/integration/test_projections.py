@@ -225,7 +225,7 @@ def make_history(service: PipelineService, count: int, prefix: str = "p") -> lis
     deleted: all four event types, interleaved."""
     ids = []
     for i in range(count):
-        pid = service.create(ALICE, definition(f"{prefix}-{i}", tags=("t",)), CTX).pipeline.id
+        pid = service.create(ALICE, definition(f"{prefix}-{i}", tags=("t",)), CTX).state.id
         if i % 2 == 0:
             service.revise(ALICE, pid, definition(f"{prefix}-{i}-r", path="b.jsonl"), CTX)
         if i % 3 == 0:
@@ -256,13 +256,13 @@ async def test_events_through_nats_produce_the_right_rows(
     runner = make_runner(PipelinesProjection(), database_url, nats_url, nats_names)
     async with running(runner):
         kept = service.create(ALICE, definition("etl", tags=("a", "b"), description="d1"), CTX)
-        pid = kept.pipeline.id
+        pid = kept.state.id
         editor = CommandContext("user:u9", "corr-2")
         service.revise(ALICE, pid, definition("etl-2", tags=("c",), path="x.jsonl"), editor)
         service.roll_back(ALICE, pid, 1, editor)
-        gone = service.create(ALICE, definition("gone"), CTX).pipeline.id
+        gone = service.create(ALICE, definition("gone"), CTX).state.id
         service.delete(ALICE, gone, CTX)
-        clone = service.clone(ALICE, pid, "etl-copy", CTX).pipeline.id
+        clone = service.clone(ALICE, pid, "etl-copy", CTX).state.id
         await publisher.publish_new()
         await reaches(database_url, "pipelines", await head(database_url))
 
@@ -291,8 +291,8 @@ async def test_events_through_nats_produce_the_right_rows(
     assert copy["name"] == "etl-copy"
     assert copy["cloned_from"] == {"pipeline_id": str(pid), "revision": 3}
     assert (copy["revision"], copy["version"]) == (1, 1)
-    # The clone's append was the last one: the clone, then its name claim.
-    assert copy["position"] == await head(database_url) - 1
+    # The clone's append was the last one: the clone, then its name claim and usage.
+    assert copy["position"] == await head(database_url) - 2
 
 
 # 2. idempotence ----------------------------------------------------------------------
@@ -481,7 +481,7 @@ async def test_rebuild_swaps_tables_while_the_runner_keeps_serving(
         assert [p for p, _ in progress] == sorted(p for p, _ in progress)
 
         # The runner continues on the swapped-in tables.
-        after = service.create(ALICE, definition("after-rebuild"), CTX).pipeline.id
+        after = service.create(ALICE, definition("after-rebuild"), CTX).state.id
         await publisher.publish_new()
         await reaches(database_url, "pipelines", await head(database_url))
         assert await queries.get(T1, after) is not None
@@ -595,12 +595,12 @@ async def test_a_jump_in_stream_sequence_is_filled_from_the_store(
 ) -> None:
     projection = Gated()
     async with running(make_runner(projection, database_url, nats_url, nats_names)):
-        first = service.create(ALICE, definition("first"), CTX).pipeline.id
+        first = service.create(ALICE, definition("first"), CTX).state.id
         projection.hold = str(first)
         await publisher.publish_new()
         await asyncio.wait_for(projection.entered.wait(), WAIT)  # runner is mid-batch
-        lost = service.create(ALICE, definition("lost"), CTX).pipeline.id
-        last = service.create(ALICE, definition("last"), CTX).pipeline.id
+        lost = service.create(ALICE, definition("lost"), CTX).state.id
+        last = service.create(ALICE, definition("last"), CTX).state.id
         published = await publisher.publish_new()
         lost_event = next(e for e in published if e.subject == str(lost))
         # The message is gone from the stream before the runner could fetch it.
@@ -638,7 +638,7 @@ async def test_wait_for_position(
     assert status["tenants"]["lag"] == 0
     service.create(ALICE, definition("one-more"), CTX)
     status = {s["name"]: s for s in await projection_status(database_url, ALL_PROJECTIONS)}
-    assert status["pipelines"]["lag"] == 2  # the pipeline and its name claim
+    assert status["pipelines"]["lag"] == 3  # the pipeline, its name claim and usage
 
 
 # 7. queries -------------------------------------------------------------------------
@@ -662,7 +662,7 @@ async def test_list_pagination_filters_and_tenant_isolation(
         tags = ("even",) if i % 2 == 0 else ("odd", "x_y")
         service.create(ALICE, definition(f"job-{i:02d}", tags=tags), CTX)
     service.create(ALICE, definition("Nightly 50%_done", tags=("special",)), CTX)
-    theirs = service.create(BOB, definition("job-bob", tags=("even",)), CTX).pipeline.id
+    theirs = service.create(BOB, definition("job-bob", tags=("even",)), CTX).state.id
     runner = make_runner(PipelinesProjection(), database_url, "nats://unused", nats_names)
     await caught_up(runner, database_url)
     queries = PipelineQueries(pool)

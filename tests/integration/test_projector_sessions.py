@@ -10,8 +10,9 @@ import time
 from psycopg import AsyncConnection
 
 from application.pipelines import PipelineService
+from infrastructure.leadership import LOCKS_APPLICATION
 from projections import ALL_PROJECTIONS, PipelinesProjection, RunnerSessions
-from projections.sessions import LOCKS_APPLICATION, POOL_APPLICATION
+from projections.sessions import POOL_APPLICATION
 from tests.conftest import NatsNames
 from tests.integration.projection_support import (
     passes_row,

@@ -39,13 +39,14 @@ class StoreUsage:
         self._store = store
         self._resources = resources
         self._locks: dict[str, threading.Lock] = {}
-        self.at_most_calls = 0
+        self.count_calls = 0
 
     def _events(self) -> Iterator[tuple[str, dict[str, Any]]]:
         for n in self._store.recorder.select_notifications(start=None, limit=1_000_000):  # type: ignore[attr-defined]
             yield n.topic, decode_state(n.state) | {"_originator": n.originator_id}
 
     def count(self, tenant_id: str, resource: str) -> int | None:
+        self.count_calls += 1
         counted = self._resources.get(resource)
         if counted is None:
             return None
@@ -56,15 +57,6 @@ class StoreUsage:
             if delta is not None and state.get("tenant_id") == tenant_id:
                 used += delta if isinstance(delta, int) else delta(state)
         return used
-
-    def at_most(self, tenant_id: str, resource: str) -> int:
-        self.at_most_calls += 1
-        return self.count(tenant_id, resource) or 0
-
-    @contextmanager
-    def exclusive(self, tenant_id: str, resource: str) -> Iterator[int]:
-        with self._locks.setdefault(f"quota:{tenant_id}:{resource}", threading.Lock()):
-            yield self.count(tenant_id, resource) or 0
 
     @contextmanager
     def namespace_hold(self, tenant_id: str, namespace: str, *, exclusive: bool) -> Iterator[None]:
@@ -84,11 +76,6 @@ class StoreUsage:
                 placed[state["_originator"]] = False
         return sum(placed.values())
 
-    def read(self, aggregate_ids: Sequence[UUID], tenant_id: str | None) -> RequestFacts:
+    def read(self, aggregate_ids: Sequence[UUID]) -> RequestFacts:
         versions = {i: a.version for i, a in self._store.current(*aggregate_ids).items()}
-        bounds = (
-            {name: self.count(tenant_id, name) or 0 for name in self._resources}
-            if tenant_id is not None
-            else {}
-        )
-        return RequestFacts(versions=versions, usage_bounds=bounds)
+        return RequestFacts(versions=versions)

@@ -38,11 +38,11 @@ DEADLINE = 20.0
 
 
 class MemoryHeartbeats:
-    """application.ports.Heartbeats as infrastructure/heartbeats.py decides it: a running
-    run is stale when neither its current attempt's last beat nor that attempt's start is
-    within `older_than`; a beat of an earlier attempt never replaces a later one's. Time
-    moves only when a test says so (`later`); the beats of a `muted` executor are lost
-    (one that is slow or cut off, not dead)."""
+    """application.ports.Heartbeats as infrastructure/heartbeats.py decides it: a lease
+    per run, written at the claim before its append and renewed by beats; stale when not
+    renewed within `older_than`; a beat or lease of an earlier attempt never replaces a
+    later one's. Time moves only when a test says so (`later`); the beats of a `muted`
+    executor are lost (one that is slow or cut off, not dead)."""
 
     def __init__(self, store: Any) -> None:
         self._store = store
@@ -55,33 +55,34 @@ class MemoryHeartbeats:
         return datetime.now(UTC) + self._offset
 
     def later(self, seconds: float) -> None:
-        """Move this clock on: every beat and start so far is that much older."""
+        """Move this clock on: every beat and lease so far is that much older."""
         self._offset += timedelta(seconds=seconds)
 
-    async def beat(self, run_id: str, attempt: int, executor_id: str) -> None:
-        if executor_id in self.muted:
-            return
+    def lease(self, run_id: str, attempt: int, executor_id: str) -> None:
         current = self._beats.get(run_id)
         if current is None or current[0] <= attempt:
             self._beats[run_id] = (attempt, executor_id, self.now())
+
+    async def beat(self, run_id: str, attempt: int, executor_id: str) -> None:
+        if executor_id not in self.muted:
+            self.lease(run_id, attempt, executor_id)
 
     async def stop(self, run_id: str, attempt: int) -> None:
         if run_id in self._beats and self._beats[run_id][0] == attempt:
             del self._beats[run_id]
 
+    async def drop_stale(self, run_id: str, attempt: int, older_than: float) -> None:
+        held = self._beats.get(run_id)
+        if held is not None and held[0] == attempt and held[2] < self._cutoff(older_than):
+            del self._beats[run_id]
+
     async def stale(self, older_than: float, limit: int) -> list[tuple[str, int]]:
-        found = []
-        for run_id in self.run_ids:
-            run = self._store.find(Run, run_id)
-            if run is None or run.status != "running":
-                continue
-            beat = self._beats.get(str(run_id))
-            latest = run.started_at
-            if beat is not None and beat[0] == run.attempt and beat[2] > latest:
-                latest = beat[2]
-            if latest < self.now() - timedelta(seconds=older_than):
-                found.append((str(run_id), run.attempt))
+        cutoff = self._cutoff(older_than)
+        found = [(r, a) for r, (a, _, at) in self._beats.items() if at < cutoff]
         return found[:limit]
+
+    def _cutoff(self, older_than: float) -> datetime:
+        return self.now() - timedelta(seconds=older_than)
 
 
 class MemoryStepLog:
@@ -130,6 +131,10 @@ class RunWorld:
         **quotas: int,
     ) -> None:
         self.store = memory_store()
+        self.appends: list[tuple[set[UUID], list[str]]] = []
+        self.reads: Counter[UUID] = Counter()
+        # Before the services: they keep the store's append and find as they find them.
+        self._record_appends_and_reads()
         self.usage = StoreUsage(self.store)
         catalog = PluginCatalog.with_entry_points(tuple(TEST_PLUGINS.split(",")))
         self.pipelines = PipelineService(self.store, catalog, self.usage)
@@ -142,7 +147,12 @@ class RunWorld:
         )
         self.logs: MemoryRunLogs = self.steps._logs  # type: ignore[assignment]
         self.heartbeats = MemoryHeartbeats(self.store)
-        self.recovery = RunRecovery(self.store, self.heartbeats, timeout=heartbeat_timeout)
+        self.recovery = RunRecovery(
+            self.store,
+            self.heartbeats,
+            timeout=heartbeat_timeout,
+            save=self.executor("recovery").save,
+        )
         tenant = Tenant.create(
             tenant_id=uuid4(), name="acme", description="", plan="enterprise", labels={}, ctx=CTX
         )
@@ -154,9 +164,6 @@ class RunWorld:
         self.editor = Principal(
             "u1", "ada", self.tenant_id, frozenset({"editor"}), tenant_status="active"
         )
-        self.appends: list[tuple[set[UUID], list[str]]] = []
-        self.reads: Counter[UUID] = Counter()
-        self._record_appends_and_reads()
 
     def _record_appends_and_reads(self) -> None:
         """Every successful append (the aggregates it saved and its events, in order),
@@ -194,10 +201,10 @@ class RunWorld:
         created = self.pipelines.create(
             self.editor, PipelineDefinition(name=name, steps=steps, **fields), CTX
         )
-        return created.pipeline.id
+        return created.state.id
 
     def trigger(self, pipeline_id: UUID, **params: Any) -> UUID:
-        run = self.runs.trigger(self.editor, pipeline_id, params=params, ctx=CTX).run
+        run = self.runs.trigger(self.editor, pipeline_id, params=params, ctx=CTX).state
         self.heartbeats.run_ids.append(run.id)
         return run.id
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from application.api_keys import _check_no_escalation
+from application.authorization import check_key_roles
 from application.errors import PermissionDenied
 from application.principal import Principal
 from domain.api_key import ApiKey, ApiKeyCreated, ApiKeyRevoked, api_key_id_for
@@ -149,9 +149,9 @@ def test_a_key_may_not_carry_permissions_its_creator_lacks() -> None:
     admin = Principal("u1", "ada", "tenant-1", frozenset({"admin"}))
     operator = Principal("u2", "bob", "tenant-1", frozenset({"operator"}))
 
-    _check_no_escalation(admin, ("admin", "editor", "operator", "viewer"))
-    _check_no_escalation(operator, ("viewer", "operator"))
+    check_key_roles(admin, ("admin", "editor", "operator", "viewer"))
+    check_key_roles(operator, ("viewer", "operator"))
     with pytest.raises(PermissionDenied):
-        _check_no_escalation(operator, ("editor",))
+        check_key_roles(operator, ("editor",))
     with pytest.raises(PermissionDenied):
-        _check_no_escalation(admin, ("platform_admin",))
+        check_key_roles(admin, ("platform_admin",))

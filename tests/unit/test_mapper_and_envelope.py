@@ -37,7 +37,7 @@ from domain.pipeline import (
     PipelineRevised,
     StepSpec,
 )
-from domain.run import Run, Trigger
+from domain.run import Run, RunCancelled, RunStatus, Trigger
 from domain.session import Session
 from domain.tenant import Quotas, Tenant
 from domain.user import User, UserRegistered
@@ -365,6 +365,22 @@ def test_a_stored_v2_event_is_upcast_from_v2_only() -> None:
     event = MAPPER.to_domain_event(stored)
 
     assert (event.colour, event.size) == ("red", "small")
+
+
+def test_a_status_stored_as_a_plain_string_decodes_to_its_enum_and_stores_the_same_bytes() -> None:
+    """Statuses became str-valued enums after events carrying them were stored: those
+    events still decode, and an event stored now holds the very same JSON string."""
+    state = _old_state(reason="cancelled by user:u1", previous_status="queued")
+    stored = StoredEvent(uuid4(), 2, get_topic(RunCancelled), state)
+
+    event = MAPPER.to_domain_event(stored)
+
+    assert isinstance(event, RunCancelled)
+    assert event.previous_status is RunStatus.QUEUED
+    again = MAPPER.to_stored_event(event)
+    assert msgspec.json.decode(again.state)["previous_status"] == "queued"
+    assert b'"previous_status":"queued"' in again.state
+    assert again.state == msgspec.json.encode(msgspec.json.decode(state))
 
 
 def test_a_current_version_event_records_its_class_version_and_is_not_upcast() -> None:

@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from application.pipelines import summarize_changes
+from application.pipeline_history import summarize_changes
 from domain.errors import AggregateDeleted, InvalidCommand, InvalidDefinition
 from domain.events import CommandContext, NornEvent
 from domain.pipeline import (

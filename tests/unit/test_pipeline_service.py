@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
-from uuid import uuid4
+from typing import Any
+from uuid import UUID, uuid4
 
 import pytest
 
-from application.errors import QuotaExceeded
+from application.errors import QuotaExceeded, VersionConflict
 from application.pipelines import PipelineService
 from application.principal import Principal
 from domain.errors import NameTaken
 from domain.events import CommandContext
 from domain.name_claim import NameClaim, claim_id
-from domain.pipeline import PipelineDefinition, StepSpec
+from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
 from domain.tenant import Quotas, Tenant
 from infrastructure.plugins.catalog import PluginCatalog
 from tests.support.memory import StoreUsage, memory_store
@@ -58,13 +58,14 @@ def world() -> Iterator[World]:
     yield World()
 
 
-def test_create_appends_the_pipeline_and_its_name_claim_together(world: World) -> None:
+def test_create_appends_the_pipeline_its_name_claim_and_usage_together(world: World) -> None:
     before = len(world.stored())
     created = world.service.create(world.editor, definition("orders"), CTX)
-    assert world.stored()[before:] == ["PipelineCreated", "NameClaimTaken"]
+    appended = ["PipelineCreated", "NameClaimTaken", "UsageCounted", "UsageTaken"]
+    assert world.stored()[before:] == appended
     assert created.position == len(world.stored())  # the append's last event
     claim = world.store.find(NameClaim, claim_id(f"pipeline:{world.tenant_id}", "orders"))
-    assert claim is not None and claim.holder_id == str(created.pipeline.id)
+    assert claim is not None and claim.holder_id == str(created.state.id)
 
 
 def test_a_taken_name_is_refused_and_nothing_is_stored(world: World) -> None:
@@ -77,11 +78,11 @@ def test_a_taken_name_is_refused_and_nothing_is_stored(world: World) -> None:
 
 def test_a_released_name_is_taken_over_by_a_new_pipeline(world: World) -> None:
     first = world.service.create(world.editor, definition("orders"), CTX)
-    world.service.delete(world.editor, first.pipeline.id, CTX)
+    world.service.delete(world.editor, first.state.id, CTX)
     again = world.service.create(world.editor, definition("orders"), CTX)
-    assert world.stored()[-2:] == ["PipelineCreated", "NameClaimRetaken"]
+    assert world.stored()[-3:] == ["PipelineCreated", "NameClaimRetaken", "UsageTaken"]
     claim = world.store.find(NameClaim, claim_id(f"pipeline:{world.tenant_id}", "orders"))
-    assert claim is not None and claim.holder_id == str(again.pipeline.id)
+    assert claim is not None and claim.holder_id == str(again.state.id)
 
 
 def test_the_quota_holds_exactly_and_a_delete_frees_a_unit() -> None:
@@ -92,7 +93,7 @@ def test_the_quota_holds_exactly_and_a_delete_frees_a_unit() -> None:
         world.service.create(world.editor, definition("p3"), CTX)
     assert (refused.value.limit, refused.value.used) == (3, 3)
     assert world.stored() == before
-    world.service.delete(world.editor, made[0].pipeline.id, CTX)
+    world.service.delete(world.editor, made[0].state.id, CTX)
     world.service.create(world.editor, definition("p3"), CTX)
 
 
@@ -135,11 +136,107 @@ def test_racing_creates_of_one_name_store_exactly_one(world: World) -> None:
     assert world.stored().count("PipelineCreated") == 1
 
 
-def test_far_from_the_limit_the_bounds_read_with_authentication_spare_the_usage_query() -> None:
-    world = World(max_pipelines=100_000)
-    bounds = world.usage.read([], world.tenant_id).usage_bounds
-    principal = replace(world.editor, usage_bounds=bounds)
-    world.service.create(principal, definition("a"), CTX)
-    assert world.usage.at_most_calls == 0
-    world.service.create(world.editor, definition("b"), CTX)  # no bounds at hand: asks
-    assert world.usage.at_most_calls == 1
+def usage_of(world: World) -> int | None:
+    return world.service.ledger.used(world.tenant_id, "max_pipelines")
+
+
+def another_process(world: World) -> PipelineService:
+    """A second API process: the same store, its own kept usage and locks."""
+    return PipelineService(world.store, PluginCatalog(), world.usage)
+
+
+def test_usage_starts_at_what_existed_before_it_was_kept() -> None:
+    world = World(max_pipelines=3)
+    for name in ("old-1", "old-2"):  # saved the way releases before usage was kept did
+        pipeline = Pipeline.create(
+            pipeline_id=uuid4(),
+            tenant_id=world.tenant_id,
+            definition=definition(name),
+            check_plugin=PluginCatalog().check,
+            ctx=CTX,
+        )
+        world.store.append(pipeline)
+    assert usage_of(world) is None
+    world.service.create(world.editor, definition("new"), CTX)
+    assert world.stored()[-2:] == ["UsageCounted", "UsageTaken"]
+    assert usage_of(world) == 3
+    with pytest.raises(QuotaExceeded):
+        world.service.create(world.editor, definition("one-too-many"), CTX)
+
+
+def test_a_warm_create_reads_no_usage() -> None:
+    world = World(max_pipelines=100)
+    world.service.create(world.editor, definition("a"), CTX)
+    counted = world.usage.count_calls
+    for name in ("b", "c", "d"):
+        world.service.create(world.editor, definition(name), CTX)
+    assert world.usage.count_calls == counted == 1
+    assert world.stored()[-3:] == ["PipelineCreated", "NameClaimTaken", "UsageTaken"]
+    assert usage_of(world) == 4
+
+
+def test_a_stale_copy_in_another_process_is_read_again_and_the_count_stays_exact() -> None:
+    world = World(max_pipelines=100)
+    other = another_process(world)
+    for i in range(3):  # each process's kept copy is stale after the other's create
+        world.service.create(world.editor, definition(f"here-{i}"), CTX)
+        other.create(world.editor, definition(f"there-{i}"), CTX)
+    assert usage_of(world) == 6
+    assert world.stored().count("UsageCounted") == 1
+
+
+def test_racing_processes_near_the_limit_never_pass_it() -> None:
+    world = World(max_pipelines=5)
+    services = [world.service, another_process(world), another_process(world)]
+    outcomes: list[str] = []
+
+    def create(service: PipelineService, i: int) -> None:
+        try:
+            service.create(world.editor, definition(f"p{i}"), CTX)
+            outcomes.append("created")
+        except QuotaExceeded:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=create, args=(services[i % 3], i)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("created") == 5
+    assert world.stored().count("PipelineCreated") == 5
+    assert usage_of(world) == 5
+
+
+def test_a_lowered_limit_refuses_creates_but_deletes_still_release() -> None:
+    world = World(max_pipelines=10)
+    made = [world.service.create(world.editor, definition(f"p{i}"), CTX) for i in range(3)]
+    tenant = world.store.load(Tenant, UUID(world.tenant_id), "tenant")
+    tenant.set_quotas(Quotas(max_pipelines=1), CTX)
+    world.store.append(tenant)
+    with pytest.raises(QuotaExceeded):
+        world.service.create(world.editor, definition("more"), CTX)
+    for changed in made[:2]:
+        world.service.delete(world.editor, changed.state.id, CTX)
+    assert usage_of(world) == 1
+    with pytest.raises(QuotaExceeded):
+        world.service.create(world.editor, definition("still-full"), CTX)
+    world.service.delete(world.editor, made[2].state.id, CTX)
+    world.service.create(world.editor, definition("fits-again"), CTX)
+    assert usage_of(world) == 1
+
+
+def test_a_stale_if_match_is_refused_at_once_without_retrying() -> None:
+    world = World(max_pipelines=10)
+    made = world.service.create(world.editor, definition("p"), CTX)
+    loads = 0
+    load = world.store.load
+
+    def counting_load(*args: Any, **kwargs: Any) -> Any:
+        nonlocal loads
+        loads += 1
+        return load(*args, **kwargs)
+
+    world.store.load = counting_load  # type: ignore[method-assign]
+    with pytest.raises(VersionConflict) as refused:
+        world.service.delete(world.editor, made.state.id, CTX, expected_version=99)
+    assert refused.value.precondition and loads == 1

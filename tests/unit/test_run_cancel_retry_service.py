@@ -58,7 +58,7 @@ async def test_a_run_inside_a_slow_step_is_cancelled_promptly(world: RunWorld) -
 
     requested = world.runs.cancel(world.editor, run_id, CTX)
 
-    assert requested.run.status == "running" and requested.run.cancel_requested
+    assert requested.state.status == "running" and requested.state.cancel_requested
     assert await asyncio.wait_for(executing, DEADLINE) == "cancelled"
     run = world.run(run_id)
     assert (run.status, run.error) == ("cancelled", "cancelled by user:u1")  # who asked
@@ -104,11 +104,11 @@ async def test_retry_queues_a_linked_run_of_the_same_revision_and_params(world: 
         PipelineDefinition(name="gated", steps=(step("x", "Test.fail"),)),
         CTX,
     )
-    assert revised.pipeline.revision == 2
+    assert revised.state.revision == 2
     world.files.mkdir(parents=True, exist_ok=True)
     (world.files / "open").touch()
 
-    retried = world.runs.retry(world.editor, failed_id, from_failed_step=False, ctx=CTX).run
+    retried = world.runs.retry(world.editor, failed_id, from_failed_step=False, ctx=CTX).state
     world.heartbeats.run_ids.append(retried.id)
 
     assert (retried.status, retried.revision) == ("queued", 1)
@@ -143,7 +143,7 @@ async def test_retry_from_the_failed_step_reuses_the_steps_before_it(world: RunW
     }
     (world.files / "open").touch()
 
-    resumed_id = world.runs.retry(world.editor, failed_id, from_failed_step=True, ctx=CTX).run.id
+    resumed_id = world.runs.retry(world.editor, failed_id, from_failed_step=True, ctx=CTX).state.id
     resumed = await world.execute(resumed_id)
 
     assert resumed.status == "succeeded"
@@ -162,7 +162,7 @@ async def test_retry_from_the_failed_step_reuses_the_steps_before_it(world: RunW
     assert {line["step"] for line in world.logs.of(resumed_id)} == {"gate", "load"}
 
     # A plain retry runs every step again.
-    again_id = world.runs.retry(world.editor, failed_id, from_failed_step=False, ctx=CTX).run.id
+    again_id = world.runs.retry(world.editor, failed_id, from_failed_step=False, ctx=CTX).state.id
     again = await world.execute(again_id)
     assert again.status == "succeeded" and not any(s.reused for s in again.steps.values())
     assert sorted(s for r, s in world.marks() if r == str(again_id)) == ["audit", "clean", "load"]

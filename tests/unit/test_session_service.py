@@ -49,14 +49,14 @@ class World:
         self.admin = Principal(
             "admin", "admin", tenant.tenant_id, frozenset({"admin"}), tenant_status="active"
         )
-        alice, _ = self.users.create(
+        alice = self.users.create(
             Principal("root", "root", None, frozenset({"platform_admin"})),
             username="alice",
             password=PASSWORD,
             tenant_id=tenant.tenant_id,
             roles=("editor",),
             ctx=CTX,
-        )
+        ).state
         self.alice_id = alice.id
         self.sessions = self.process()
 

@@ -376,3 +376,31 @@ def test_norn_jwt_rotate_refuses_when_the_key_comes_from_the_environment(
     assert KEY_A not in err
     assert not (cli_env / "jwt.key").exists()
     assert not (cli_env / "jwt.previous").exists()
+
+
+# --- the verification cache ----------------------------------------------------------------
+
+
+def test_a_verified_token_is_refused_once_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = service(KEY_A, access_ttl=60)
+    token = tokens.issue("u-1", "access", **IDENTITY)
+    assert tokens.verify(token).subject == "u-1"  # verified, and kept
+    later = time.time() + 61
+    monkeypatch.setattr(time, "time", lambda: later)
+    refused(tokens, token)
+
+
+def test_a_kept_verification_does_not_make_a_token_of_another_type_valid() -> None:
+    tokens = service(KEY_A)
+    token = tokens.issue("u-1", "access", **IDENTITY)
+    tokens.verify(token)
+    refused(tokens, token, "refresh")
+    assert tokens.verify(token).token_type == "access"
+
+
+def test_a_tampered_copy_of_a_verified_token_is_still_refused() -> None:
+    tokens = service(KEY_A)
+    token = tokens.issue("u-1", "access", **IDENTITY)
+    tokens.verify(token)
+    head, payload, signature = token.split(".")
+    refused(tokens, f"{head}.{payload}.{signature[:-2]}AA")

@@ -1,0 +1,82 @@
+"""What handlers may ask for, by name: each is provided once, in the app factory
+(api/app.py `dependencies`), from the one composition root (api/bootstrap.py). A handler
+declares the services it uses (`pipelines: PipelineServiceDep`) instead of receiving the
+whole container, so what a route touches is read off its signature."""
+
+from __future__ import annotations
+
+from litestar.di import NamedDependency
+from nats.aio.client import Client as NatsClient
+from psycopg_pool import AsyncConnectionPool
+
+from application.api_keys import ApiKeyService
+from application.errors import ServiceUnavailable
+from application.logins import LoginService
+from application.pipelines import PipelineService
+from application.runs import RunService
+from application.sessions import SessionService
+from application.tenants import TenantService
+from application.threads import Threaded
+from application.users import UserService
+from infrastructure.plugins.catalog import PluginCatalog
+from infrastructure.run_logs import RunLogs
+from infrastructure.settings import Settings
+from projections import (
+    LivePositions,
+    PipelineQueries,
+    TenantQueries,
+    UserQueries,
+    wait_for_position,
+)
+from projections.api_keys import ApiKeyQueries
+from projections.run_queries import RunQueries
+
+
+class ReadYourWrites:
+    """?min_position= of every query: wait (bounded) until the read model includes that
+    position, at once when this process's runner has passed it, else as the tracking
+    row says (which may lag the runner of another process by about a second for
+    positions it had nothing to apply at)."""
+
+    def __init__(self, pool: AsyncConnectionPool, live: LivePositions, timeout: float) -> None:
+        self._pool = pool
+        self._live = live
+        self._timeout = timeout
+
+    async def __call__(self, projection: str, min_position: int | None) -> None:
+        if not min_position:
+            return
+        if not await wait_for_position(
+            self._pool, projection, min_position, self._timeout, live=self._live
+        ):
+            raise ServiceUnavailable(
+                f"the {projection} read model has not reached position {min_position} "
+                f"within {self._timeout:g}s; retry shortly"
+            )
+
+
+# Commands: synchronous services behind the one thread seam (application/threads.py).
+PipelineServiceDep = NamedDependency[Threaded[PipelineService]]
+TenantServiceDep = NamedDependency[Threaded[TenantService]]
+UserServiceDep = NamedDependency[Threaded[UserService]]
+ApiKeyServiceDep = NamedDependency[Threaded[ApiKeyService]]
+RunServiceDep = NamedDependency[Threaded[RunService]]
+SessionServiceDep = NamedDependency[Threaded[SessionService]]
+LoginServiceDep = NamedDependency[LoginService]
+
+# Queries: read models (asynchronous already).
+ReadYourWritesDep = NamedDependency[ReadYourWrites]
+PipelineQueriesDep = NamedDependency[PipelineQueries]
+TenantQueriesDep = NamedDependency[TenantQueries]
+UserQueriesDep = NamedDependency[UserQueries]
+ApiKeyQueriesDep = NamedDependency[ApiKeyQueries]
+RunQueriesDep = NamedDependency[RunQueries]
+RunLogsDep = NamedDependency[RunLogs]
+
+# The rest of the process.
+SettingsDep = NamedDependency[Settings]
+PluginCatalogDep = NamedDependency[PluginCatalog]
+NatsDep = NamedDependency[NatsClient | None]
+"""None until the API has connected to NATS (it retries in the background)."""
+ReadPoolDep = NamedDependency[AsyncConnectionPool]
+LivePositionsDep = NamedDependency[LivePositions]

@@ -207,7 +207,12 @@ async def test_a_database_outage_is_ridden_out_within_the_bound(
 
         pool.down = False  # the syncer retries on its own (within RETRY_MAX), then admits
         assert (await asyncio.wait_for(hit_when_back(rate_limiter, "user:u"), 10)).allowed
-        assert await shared_level(pool, "user:u") == about(ROOMY.burst - MAX_UNCONFIRMED)
+        # The outage's hits reached the shared bucket; the hit just admitted may or may not
+        # have been synced yet (the syncer runs on its own), so the level is one of two.
+        level = await shared_level(pool, "user:u")
+        assert level is not None
+        after_outage = ROOMY.burst - MAX_UNCONFIRMED
+        assert after_outage - 1.1 <= level <= after_outage + 0.1
     finally:
         await rate_limiter.stop()
     # Stopping sent what was left.

@@ -34,6 +34,7 @@ from api.controllers.users import UserController
 from api.dependencies import ReadYourWrites
 from api.errors import EXCEPTION_HANDLERS
 from api.idempotency import IdempotencyMiddleware
+from api.query_rules import QueryRules
 from api.rate_limit import STATE_KEY as RATE_LIMIT_HEADERS
 from api.rate_limit import RateLimitMiddleware
 from application.threads import Threaded
@@ -125,6 +126,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
     """The HTTP API over `container`; `roles` are background roles (relay, projector)
     this process runs too (all of them for `norn serve`)."""
     background = Roles(container, set(roles or ()))
+    query_rules = QueryRules()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -174,6 +176,8 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             IdempotencyMiddleware(),
         ],
         guards=[permission_guard],
+        before_request=query_rules.before_request,
+        after_request=query_rules.after_request,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=container.settings.max_body_bytes,
@@ -193,5 +197,6 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             security=[{"bearer": []}],
         ),
     )
+    query_rules.install(app)
     app.state.container = container
     return app

@@ -76,8 +76,14 @@ class Aggregates(Generic[A]):
             raise NotFound(self._kind, aggregate_id)
         if self._gone(aggregate) and not deleted_ok:
             raise NotFound(self._kind, aggregate_id)
-        check_expected_version(aggregate.version, expected_version)
+        check_expected_version(
+            aggregate.version, expected_version, lambda: self._position_of(aggregate_id)
+        )
         return aggregate
+
+    def _position_of(self, aggregate_id: UUID) -> int | None:
+        head = self._store.head_of(aggregate_id)
+        return head[1] if head else None
 
     def change(
         self,

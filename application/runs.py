@@ -19,7 +19,7 @@ from application.principal import Principal
 from application.quotas import UsageLedger, retry_on_conflict
 from application.results import Changed
 from application.tenants import writable_tenant
-from domain.errors import InvalidCommand
+from domain.errors import Conflict, InvalidCommand
 from domain.events import CommandContext
 from domain.name_claim import NameClaim, claim_id
 from domain.run import Run, RunStatus, Trigger
@@ -118,7 +118,7 @@ class RunService:
         (when the first run's workspace still has them) instead of running again."""
         original = self.load(principal, run_id)
         if original.status not in RETRYABLE:
-            raise InvalidCommand(
+            raise Conflict(
                 f"run is {original.status}; only a finished, unsuccessful run can be retried"
             )
         resume_from = None

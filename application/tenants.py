@@ -21,7 +21,7 @@ from application.ports import Usage
 from application.principal import Principal
 from application.quotas import QUOTA_RESOURCES
 from application.results import Changed
-from domain.errors import InvalidCommand
+from domain.errors import Conflict, InvalidCommand
 from domain.events import CommandContext
 from domain.name_claim import NameClaim, claim_id
 from domain.tenant import QUOTA_NAMES, Quotas, Tenant, TenantStatus
@@ -188,7 +188,7 @@ class TenantService:
                 raise NotFound("namespace", namespace)
             in_use = self._usage.in_namespace(tenant.tenant_id, namespace)
             if in_use:
-                raise InvalidCommand(
+                raise Conflict(
                     f"namespace {namespace!r} still holds {in_use} resource(s); move or "
                     "delete them first",
                     "namespace",

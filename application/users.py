@@ -18,7 +18,7 @@ from application.event_store import NornEventStore
 from application.ports import PasswordHasher
 from application.principal import Principal
 from application.results import Changed
-from domain.errors import InvalidCommand, WrongPassword
+from domain.errors import Conflict, InvalidCommand, WrongPassword
 from domain.events import CommandContext
 from domain.tenant import Tenant, TenantStatus
 from domain.user import PLATFORM_ADMIN, User, user_id_for
@@ -83,7 +83,7 @@ class UserService:
             ctx=ctx,
         )
         if self._store.find(User, user.id) is not None:
-            raise InvalidCommand(f"username {username!r} is already taken", "username")
+            raise Conflict(f"username {username!r} is already taken", "username")
         return self._users.save(user)
 
     def load(self, principal: Principal, user_id: UUID) -> User:

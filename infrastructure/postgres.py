@@ -57,7 +57,18 @@ def open_event_store(database_url: str, pool_size: int = 10) -> NornEventStore:
             ).fetchall()
         return {row["originator_id"]: row["version"] for row in rows}
 
+    def head(aggregate_id: UUID) -> tuple[int, int] | None:
+        with datastore.get_connection() as conn:
+            row = conn.execute(
+                "SELECT originator_version AS version, notification_id AS position"
+                " FROM norn_events WHERE originator_id = %s"
+                " ORDER BY originator_version DESC LIMIT 1",
+                (aggregate_id,),
+            ).fetchone()
+        return (row["version"], row["position"]) if row else None
+
     store.versions = versions
+    store.head = head
     return store
 
 

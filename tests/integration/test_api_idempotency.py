@@ -55,7 +55,7 @@ async def test_a_retried_create_returns_the_first_response_and_creates_once(
         assert events_of_type(settings, "PipelineCreated") == 1
         # Without the key, the same body is a new command (refused: the name is taken).
         again = await client.post(BASE, json=pipeline_body("nightly"), headers=editor)
-        assert_error(again, 422, "VALIDATION_ERROR")
+        assert_error(again, 409, "RESOURCE_CONFLICT")
 
 
 async def test_a_retried_rollback_makes_one_revision(settings: Settings) -> None:

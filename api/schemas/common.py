@@ -6,7 +6,18 @@ import msgspec
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base of every request body: an unknown field is a 400, never silently ignored."""
+    """Base of every request body: an unknown field is a 422, never silently ignored."""
+
+
+class CursorPage(msgspec.Struct, kw_only=True):
+    """Base of every list response: a subclass adds `items`. `next_cursor` is passed
+    unchanged to get the next page; `has_more` says whether there is one."""
+
+    next_cursor: str | None
+    has_more: bool = False
+
+    def __post_init__(self) -> None:
+        self.has_more = self.next_cursor is not None
 
 
 class ErrorBody(msgspec.Struct):

@@ -62,7 +62,15 @@ async def test_fields_selects_top_level_fields_of_an_object_and_of_each_item(
     assert listed.json() == {
         "items": [{"name": "one", "tags": ["etl", "daily"]}],
         "next_cursor": None,
+        "has_more": False,
     }
+    first = await client.get(BASE, params={**seen, "limit": 1}, headers=editor)
+    assert (first.json()["has_more"], first.json()["next_cursor"]) == (False, None)
+    two = await create_pipeline(client, editor, "two")
+    first = await client.get(
+        BASE, params={"limit": 1, "min_position": two["position"]}, headers=editor
+    )
+    assert first.json()["has_more"] is True and first.json()["next_cursor"]
     repeated = await client.get(f"{url}?fields=id&fields=name", headers=editor)
     assert repeated.json() == {"id": made["id"], "name": "one"}
 

@@ -24,6 +24,7 @@ from api.controllers.api_keys import ApiKeyController
 from api.controllers.auth import AuthController
 from api.controllers.events import EventStreamController
 from api.controllers.health import HealthController
+from api.controllers.paging import provide_paging
 from api.controllers.pipeline_runs import PipelineRunController
 from api.controllers.pipelines import PipelineController
 from api.controllers.plugins import PluginController
@@ -119,6 +120,7 @@ def dependencies(container: Container) -> dict[str, Provide]:
     }
     # Set once the background connect succeeds (the API starts without NATS): read per request.
     provided["nats"] = Provide(lambda: c.nats, sync_to_thread=False)
+    provided["paging"] = Provide(provide_paging, sync_to_thread=False)
     return provided
 
 

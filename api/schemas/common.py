@@ -10,14 +10,11 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class CursorPage(msgspec.Struct, kw_only=True):
-    """Base of every list response: a subclass adds `items`. `next_cursor` is passed
-    unchanged to get the next page; `has_more` says whether there is one."""
+    """Base of every list response: a subclass adds `items`. `has_more` says whether
+    another page follows; `next_cursor` (by cursor) is passed unchanged to get it."""
 
     next_cursor: str | None
-    has_more: bool = False
-
-    def __post_init__(self) -> None:
-        self.has_more = self.next_cursor is not None
+    has_more: bool
 
 
 class ErrorBody(msgspec.Struct):

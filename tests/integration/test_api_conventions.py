@@ -115,3 +115,44 @@ async def test_a_stale_if_match_carries_the_current_version_and_where_to_read_it
         headers={**editor, "If-Match": fresh.headers["etag"]},
     )
     assert retried.status_code == 200, retried.text
+
+
+async def test_lists_page_by_number_with_a_total_and_links_or_by_cursor_never_both(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    admin = await platform_admin(client, module_settings)
+    _, editor = await make_tenant_user(client, admin, unique("acme"), "editor")
+    made = [await create_pipeline(client, editor, f"p{i}") for i in range(5)]
+    seen = {"min_position": made[-1]["position"], "sort": "name"}
+
+    second = await client.get(BASE, params={**seen, "page": 2, "per_page": 2}, headers=editor)
+    assert second.status_code == 200, second.text
+    assert [p["name"] for p in second.json()["items"]] == ["p2", "p3"]
+    assert (second.json()["has_more"], second.json()["next_cursor"]) == (True, None)
+    assert second.headers["x-total-count"] == "5"
+    links = dict(
+        (part.split(";")[1].strip(), part.split(";")[0].strip(" <>"))
+        for part in second.headers["link"].split(",")
+    )
+    assert set(links) == {'rel="first"', 'rel="prev"', 'rel="next"', 'rel="last"'}
+    last = await client.get(links['rel="last"'], headers=editor)
+    assert [p["name"] for p in last.json()["items"]] == ["p4"]
+    assert last.json()["has_more"] is False and "next" not in last.headers["link"]
+    beyond = await client.get(BASE, params={**seen, "page": 9, "per_page": 2}, headers=editor)
+    assert beyond.json()["items"] == [] and beyond.headers["x-total-count"] == "5"
+
+    by_cursor = await client.get(BASE, params={**seen, "limit": 3}, headers=editor)
+    assert by_cursor.json()["has_more"] is True and "x-total-count" not in by_cursor.headers
+    next_link = by_cursor.headers["link"].split(";")[0].strip("<>")
+    rest = await client.get(next_link, headers=editor)
+    assert [p["name"] for p in rest.json()["items"]] == ["p3", "p4"]
+    assert rest.json()["has_more"] is False and "link" not in rest.headers
+
+    for mixed in ({"page": 1, "limit": 2}, {"per_page": 2, "cursor": "x"}):
+        error = assert_error(
+            await client.get(BASE, params=mixed, headers=editor), 400, "VALIDATION_ERROR"
+        )
+        assert {d["field"] for d in error["details"]} <= {"limit", "cursor"}
+    for bad in ({"page": 0}, {"per_page": 501}):
+        assert_error(await client.get(BASE, params=bad, headers=editor), 400, "VALIDATION_ERROR")

@@ -32,12 +32,32 @@ class NornEventStore(Application[UUID]):
             raise NotFound(kind, aggregate_id)
         return aggregate
 
-    def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
+    creations: Callable[[UUID], tuple[int, int] | None] | None = None
+    """The version an aggregate had after the append that created it, and that append's
+    last position, in one query (set by infrastructure/postgres.py); see `creation`."""
+
+    def find(self, cls: type[A], aggregate_id: UUID, version: int | None = None) -> A | None:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate = self.repository.get(aggregate_id, version=version)
         except AggregateNotFoundError:
             return None
         return aggregate if isinstance(aggregate, cls) else None
+
+    def creation(self, aggregate_id: UUID) -> tuple[int, int] | None:
+        """(version, position) of the append that created the aggregate, or None when it
+        does not exist: what that command answered (application/idempotency.py). Without
+        the query (the in-memory store of the tests, which has no transactions) it is
+        the aggregate's first events in a row and the position of the last of them."""
+        if self.creations is not None:
+            return self.creations(aggregate_id)
+        version = position = 0
+        notifications = self.recorder.select_notifications(start=None, limit=1_000_000)  # type: ignore[attr-defined]
+        for notification in notifications:
+            if notification.originator_id == aggregate_id:
+                version, position = notification.originator_version, notification.id
+            elif version:
+                break
+        return (version, position) if version else None
 
     def current(self, *ids: UUID, versions: dict[UUID, int] | None = None) -> dict[UUID, Aggregate]:
         """Each of the aggregates that exists, as it is now, for reading only: when the

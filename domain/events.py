@@ -15,12 +15,28 @@ from eventsourcing.domain import Aggregate
 
 
 @dataclass(frozen=True)
+class Idempotency:
+    """The Idempotency-Key a command was asked with, as the command needs it (README
+    "Idempotency-Key"): `key_id`, a digest of the principal, the key, the request and the
+    key's generation, from which the command derives the ids of what it creates, so that
+    a second attempt of the same request cannot create a second aggregate; and
+    `earlier_attempt`, whether an attempt before this one may already have acted (its
+    process died, or it answered a server error), so the command looks for what that
+    attempt created before creating anything."""
+
+    key_id: str
+    earlier_attempt: bool = False
+
+
+@dataclass(frozen=True)
 class CommandContext:
     """Who is asking, and which request chain this command belongs to."""
 
     actor: str
     correlation_id: str
     causation_id: str | None = None
+    idempotency: Idempotency | None = None
+    """Never stored in events: only the ids derived from it are."""
 
     def event_fields(self) -> dict[str, Any]:
         return {

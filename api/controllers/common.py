@@ -26,11 +26,18 @@ _ETAG = re.compile(r'^\s*"?(\d+)"?\s*$')
 
 def command_context(request: Request) -> CommandContext:
     """Actor from the principal; the correlation id from X-Correlation-ID (or this
-    request's id), so a chain of commands can be followed through the events."""
+    request's id), so a chain of commands can be followed through the events; the
+    request's Idempotency-Key, for the ids of what the command creates."""
     principal = principal_of(request)
-    rid = request.scope.get("state", {}).get("request_id") or uuid4().hex
+    state = request.scope.get("state", {})
+    rid = state.get("request_id") or uuid4().hex
     correlation = request.headers.get("x-correlation-id") or rid
-    return CommandContext(actor=principal.actor, correlation_id=correlation[:128], causation_id=rid)
+    return CommandContext(
+        actor=principal.actor,
+        correlation_id=correlation[:128],
+        causation_id=rid,
+        idempotency=state.get("idempotency"),  # api/idempotency.py
+    )
 
 
 def expected_version(request: Request) -> int | None:

@@ -1,0 +1,58 @@
+"""Commands asked with an Idempotency-Key create at most once (README "Idempotency-Key",
+docs/architecture.md "Idempotent commands"). The id of what a create makes derives from
+the key (`new_id`): a second attempt of the same request builds an aggregate with the same
+id, whose append the store refuses, since that id has a first event already. The second
+attempt then answers what the first one created, as the first would have answered it
+(`first_result`): the aggregate as its creating append left it, and that append's
+position. Nothing here costs a round trip unless an earlier attempt may have acted."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TypeVar
+
+from eventsourcing.domain import Aggregate
+
+from application.event_store import NornEventStore
+from application.results import Changed
+from domain.events import CommandContext
+
+A = TypeVar("A", bound=Aggregate)
+
+_IDS = uuid.UUID("0d7a6c52-3f0e-5b8e-9a43-6f1c2b1f7e19")
+"""The uuid5 namespace of ids derived from Idempotency-Keys."""
+
+
+def new_id(ctx: CommandContext, kind: str) -> uuid.UUID:
+    """The id of the `kind` aggregate this command creates: derived from the
+    Idempotency-Key when there is one (the same for every attempt of the request),
+    else random."""
+    if ctx.idempotency is None:
+        return uuid.uuid4()
+    return uuid.uuid5(_IDS, f"{kind}:{ctx.idempotency.key_id}")
+
+
+def earlier_result(
+    store: NornEventStore, cls: type[A], kind: str, aggregate_id: uuid.UUID, ctx: CommandContext
+) -> Changed[A] | None:
+    """What an earlier attempt of this request created, looked for only when one may have
+    acted (its process died before its answer was kept): one read, on retries only."""
+    if ctx.idempotency is None or not ctx.idempotency.earlier_attempt:
+        return None
+    return first_result(store, cls, kind, aggregate_id)
+
+
+def first_result(
+    store: NornEventStore, cls: type[A], kind: str, aggregate_id: uuid.UUID
+) -> Changed[A] | None:
+    """The aggregate as the append that created it left it, with that append's last
+    position: what that command answered. None if it does not exist (or is no `cls`;
+    a derived id cannot name another kind's aggregate, short of a uuid5 collision)."""
+    created = store.creation(aggregate_id)
+    if created is None:
+        return None
+    version, position = created
+    aggregate = store.find(cls, aggregate_id, version=version)
+    if aggregate is None:
+        return None
+    return Changed(aggregate, version, position)

@@ -55,4 +55,4 @@ def first_result(
     aggregate = store.find(cls, aggregate_id, version=version)
     if aggregate is None:
         return None
-    return Changed(aggregate, version, position)
+    return Changed(aggregate, version, position, replayed=True)

@@ -32,9 +32,9 @@ class NornEventStore(Application[UUID]):
             raise NotFound(kind, aggregate_id)
         return aggregate
 
-    creations: Callable[[UUID], tuple[int, int] | None] | None = None
-    """The version an aggregate had after the append that created it, and that append's
-    last position, in one query (set by infrastructure/postgres.py); see `creation`."""
+    appends: Callable[[UUID, int], tuple[int, int] | None] | None = None
+    """The version an aggregate had after the append that stored its event at a version,
+    and that append's last position, in one query (set by infrastructure/postgres.py)."""
 
     def find(self, cls: type[A], aggregate_id: UUID, version: int | None = None) -> A | None:
         try:
@@ -43,21 +43,23 @@ class NornEventStore(Application[UUID]):
             return None
         return aggregate if isinstance(aggregate, cls) else None
 
-    def creation(self, aggregate_id: UUID) -> tuple[int, int] | None:
-        """(version, position) of the append that created the aggregate, or None when it
-        does not exist: what that command answered (application/idempotency.py). Without
+    def appended(self, aggregate_id: UUID, version: int = 1) -> tuple[int, int] | None:
+        """(version, position) after the append that stored the aggregate's event at
+        `version` (1: the append that created it), or None when there is no such event:
+        what the command of that append answered (application/idempotency.py). Without
         the query (the in-memory store of the tests, which has no transactions) it is
-        the aggregate's first events in a row and the position of the last of them."""
-        if self.creations is not None:
-            return self.creations(aggregate_id)
-        version = position = 0
+        the aggregate's events in a row from that one and the position of the last."""
+        if self.appends is not None:
+            return self.appends(aggregate_id, version)
+        found = position = 0
         notifications = self.recorder.select_notifications(start=None, limit=1_000_000)  # type: ignore[attr-defined]
         for notification in notifications:
             if notification.originator_id == aggregate_id:
-                version, position = notification.originator_version, notification.id
-            elif version:
+                if notification.originator_version >= version:
+                    found, position = notification.originator_version, notification.id
+            elif found:
                 break
-        return (version, position) if version else None
+        return (found, position) if found else None
 
     def current(self, *ids: UUID, versions: dict[UUID, int] | None = None) -> dict[UUID, Aggregate]:
         """Each of the aggregates that exists, as it is now, for reading only: when the

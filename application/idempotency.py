@@ -48,11 +48,39 @@ def first_result(
     """The aggregate as the append that created it left it, with that append's last
     position: what that command answered. None if it does not exist (or is no `cls`;
     a derived id cannot name another kind's aggregate, short of a uuid5 collision)."""
-    created = store.creation(aggregate_id)
-    if created is None:
+    return result_of_append(store, cls, aggregate_id, 1)
+
+
+def result_of_append(
+    store: NornEventStore, cls: type[A], aggregate_id: uuid.UUID, version: int
+) -> Changed[A] | None:
+    """The aggregate as the append that stored its event at `version` left it, with that
+    append's last position, marked as an earlier attempt's answer."""
+    appended = store.appended(aggregate_id, version)
+    if appended is None:
         return None
-    version, position = created
+    version, position = appended
     aggregate = store.find(cls, aggregate_id, version=version)
     if aggregate is None:
         return None
     return Changed(aggregate, version, position, replayed=True)
+
+
+def earlier_change(
+    store: NornEventStore, cls: type[A], aggregate: A, ctx: CommandContext
+) -> Changed[A] | None:
+    """What an earlier attempt of this request changed on an existing aggregate, looked
+    for only when one may have acted: its events carry the request's causation id (the
+    same for every attempt of an idempotent request), so the latest one of them names
+    the append, whose answer is rebuilt. One read of the aggregate's events, on
+    retries after a crash only."""
+    if ctx.idempotency is None or not ctx.idempotency.earlier_attempt:
+        return None
+    versions = [
+        event.originator_version
+        for event in store.stream(aggregate.id)
+        if getattr(event, "causation_id", None) == ctx.causation_id
+    ]
+    if not versions:
+        return None
+    return result_of_append(store, cls, aggregate.id, max(versions))

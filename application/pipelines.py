@@ -87,7 +87,7 @@ class PipelineService:
                 return []  # the same body again: no revision
             return self._rename(pipeline, old_name, ctx)
 
-        return self._pipelines.change(principal, pipeline_id, decide, expected_version)
+        return self._pipelines.change(principal, pipeline_id, decide, expected_version, ctx=ctx)
 
     def roll_back(
         self,
@@ -106,11 +106,14 @@ class PipelineService:
             pipeline.roll_back(revision, restored, ctx, self._tenant(principal).namespaces)
             return self._rename(pipeline, old_name, ctx)
 
-        done = self._pipelines.change(principal, pipeline_id, decide, expected_version)
+        done = self._pipelines.change(principal, pipeline_id, decide, expected_version, ctx=ctx)
+        if done.replayed:  # an earlier attempt's: decide did not run now
+            previous = done.state.revision - 1
         return RolledBack(
             done.state,
             done.version,
             done.position,
+            done.replayed,
             rolled_back_to=revision,
             previous_revision=previous,
         )
@@ -130,6 +133,10 @@ class PipelineService:
         ctx: CommandContext,
         expected_version: int | None = None,
     ) -> Changed[Pipeline]:
+        earlier = self._pipelines.earlier(principal, pipeline_id, ctx)
+        if earlier is not None:
+            return earlier
+
         def attempt() -> Changed[Pipeline]:
             pipeline = self._pipelines.load(
                 principal, pipeline_id, expected_version=expected_version

@@ -105,7 +105,7 @@ class RunService:
         def decide(run: Run) -> None:
             run.request_cancel(f"cancelled by {principal.actor}", ctx)
 
-        return self._runs.change(principal, run_id, decide)
+        return self._runs.change(principal, run_id, decide, ctx=ctx)
 
     def retry(
         self,

@@ -136,7 +136,7 @@ class TenantService:
                 )
             return self._rename(tenant, old_name, ctx)
 
-        return self._tenants.change(principal, tenant_id, decide, expected_version)
+        return self._tenants.change(principal, tenant_id, decide, expected_version, ctx=ctx)
 
     def delete(
         self,
@@ -151,7 +151,7 @@ class TenantService:
         def decide(tenant: Tenant) -> None:
             tenant.delete(ctx)
 
-        return self._tenants.change(principal, tenant_id, decide, expected_version)
+        return self._tenants.change(principal, tenant_id, decide, expected_version, ctx=ctx)
 
     def add_namespace(
         self,
@@ -164,7 +164,7 @@ class TenantService:
         def decide(tenant: Tenant) -> None:
             tenant.add_namespace(namespace, ctx)
 
-        return self._tenants.change(principal, tenant_id, decide, expected_version)
+        return self._tenants.change(principal, tenant_id, decide, expected_version, ctx=ctx)
 
     def namespace(
         self, principal: Principal, tenant_id: UUID, namespace: str
@@ -199,7 +199,7 @@ class TenantService:
         # Exclusively: no pipeline is being placed in it while it is counted and removed;
         # the tenant is loaded (again) and saved inside.
         with self._usage.namespace_hold(str(tenant_id), namespace, exclusive=True):
-            return self._tenants.change(principal, tenant_id, decide, expected_version)
+            return self._tenants.change(principal, tenant_id, decide, expected_version, ctx=ctx)
 
     def set_quotas(
         self,
@@ -212,7 +212,7 @@ class TenantService:
         def decide(tenant: Tenant) -> None:
             tenant.set_quotas(quotas, ctx)
 
-        return self._tenants.change(principal, tenant_id, decide, expected_version)
+        return self._tenants.change(principal, tenant_id, decide, expected_version, ctx=ctx)
 
     def usage(self, principal: Principal, tenant_id: UUID) -> tuple[Tenant, dict[str, QuotaUsage]]:
         """Each quota's limit and what the tenant uses of it now (from read models)."""

@@ -111,7 +111,7 @@ class UserService:
             if active is not None:
                 user.set_active(active, ctx)
 
-        return self._users.change(principal, user_id, decide, expected_version)
+        return self._users.change(principal, user_id, decide, expected_version, ctx=ctx)
 
     def delete(
         self,
@@ -125,7 +125,7 @@ class UserService:
                 raise InvalidCommand("you cannot delete yourself")
             user.delete(ctx)
 
-        return self._users.change(principal, user_id, decide, expected_version)
+        return self._users.change(principal, user_id, decide, expected_version, ctx=ctx)
 
     def change_password(
         self,
@@ -153,7 +153,7 @@ class UserService:
             check_password_policy(user.username, new_password)
             user.change_password(self._hasher.hash(new_password), ctx)
 
-        return (self._yourself if own else self._users).change(principal, user_id, decide)
+        return (self._yourself if own else self._users).change(principal, user_id, decide, ctx=ctx)
 
     def ensure_platform_admin(self, username: str, password: str) -> bool:
         """Create the bootstrap platform admin unless that user exists. True if created."""

@@ -27,6 +27,12 @@ class Idempotency:
     key_id: str
     earlier_attempt: bool = False
 
+    @property
+    def causation_id(self) -> str:
+        """The cause recorded in the command's events: the request, the same for every
+        attempt of it, so that an attempt can find what an earlier one did."""
+        return f"idempotent:{self.key_id[:32]}"
+
 
 @dataclass(frozen=True)
 class CommandContext:

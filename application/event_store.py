@@ -36,9 +36,9 @@ class NornEventStore(Application[UUID]):
     """The version an aggregate had after the append that stored its event at a version,
     and that append's last position, in one query (set by infrastructure/postgres.py)."""
 
-    def find(self, cls: type[A], aggregate_id: UUID, version: int | None = None) -> A | None:
+    def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
         try:
-            aggregate = self.repository.get(aggregate_id, version=version)
+            aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         return aggregate if isinstance(aggregate, cls) else None
@@ -46,20 +46,10 @@ class NornEventStore(Application[UUID]):
     def appended(self, aggregate_id: UUID, version: int = 1) -> tuple[int, int] | None:
         """(version, position) after the append that stored the aggregate's event at
         `version` (1: the append that created it), or None when there is no such event:
-        what the command of that append answered (application/idempotency.py). Without
-        the query (the in-memory store of the tests, which has no transactions) it is
-        the aggregate's events in a row from that one and the position of the last."""
-        if self.appends is not None:
-            return self.appends(aggregate_id, version)
-        found = position = 0
-        notifications = self.recorder.select_notifications(start=None, limit=1_000_000)  # type: ignore[attr-defined]
-        for notification in notifications:
-            if notification.originator_id == aggregate_id:
-                if notification.originator_version >= version:
-                    found, position = notification.originator_version, notification.id
-            elif found:
-                break
-        return (found, position) if found else None
+        what the command of that append answered (application/idempotency.py)."""
+        if self.appends is None:
+            raise RuntimeError("this event store cannot tell its appends apart")
+        return self.appends(aggregate_id, version)
 
     def current(self, *ids: UUID, versions: dict[UUID, int] | None = None) -> dict[UUID, Aggregate]:
         """Each of the aggregates that exists, as it is now, for reading only: when the

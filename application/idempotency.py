@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from eventsourcing.domain import Aggregate
 
+from application.errors import NotFound
 from application.event_store import NornEventStore
 from application.results import Changed
 from domain.events import CommandContext
@@ -60,8 +61,9 @@ def result_of_append(
     if appended is None:
         return None
     version, position = appended
-    aggregate = store.find(cls, aggregate_id, version=version)
-    if aggregate is None:
+    try:
+        aggregate = store.load(cls, aggregate_id, cls.__name__.lower(), version=version)
+    except NotFound:
         return None
     return Changed(aggregate, version, position, replayed=True)
 

@@ -35,6 +35,7 @@ from domain.events import Idempotency
 from infrastructure.idempotency import IdempotencyStore, StoredResponse
 
 HEADER = b"idempotency-key"
+_REPLAYED = b"idempotent-replayed"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 _REPLAYED_HEADERS = {"content-type", "etag", "location"}
@@ -87,10 +88,11 @@ class IdempotencyMiddleware(ASGIMiddleware):
             await _send_stored(send, reservation.stored)
             return
         generation = reservation.generation
-        scope.setdefault("state", {})["idempotency"] = Idempotency(
+        idempotency = Idempotency(
             _key_id(who, key, fingerprint, generation.isoformat()),
             earlier_attempt=reservation.taken_over,
         )
+        scope.setdefault("state", {})["idempotency"] = idempotency
         captured = _Capture(send)
         renewing = asyncio.create_task(_renew(store, who, key, generation))
         try:
@@ -101,6 +103,8 @@ class IdempotencyMiddleware(ASGIMiddleware):
         finally:
             renewing.cancel()
         self._reached("idempotency-after-command", key)
+        if idempotency.answered_earlier:  # what an earlier attempt did, found again
+            captured.mark_replayed()
         response = captured.response()
         if response is not None and 200 <= response.status < 300:
             await store.complete(who, key, response)
@@ -231,6 +235,13 @@ class _Capture:
         if self._size > _MAX_STORED_BODY:
             await self.flush()
 
+    def mark_replayed(self) -> None:
+        """Say that this answer is an earlier attempt's (if it is still held back)."""
+        for message in self._held:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != _REPLAYED]
+                message["headers"] = [*headers, (_REPLAYED, b"true")]
+
     async def flush(self) -> None:
         held, self._held = self._held, []
         for message in held:
@@ -245,6 +256,6 @@ class _Capture:
 async def _send_stored(send: Send, stored: StoredResponse) -> None:
     headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in stored.headers]
     headers.append((b"content-length", str(len(stored.body)).encode()))
-    headers.append((b"idempotent-replayed", b"true"))
+    headers.append((_REPLAYED, b"true"))
     await send({"type": "http.response.start", "status": stored.status, "headers": headers})
     await send({"type": "http.response.body", "body": stored.body, "more_body": False})

@@ -34,38 +34,25 @@ def new_id(ctx: CommandContext, kind: str) -> uuid.UUID:
 
 
 def earlier_result(
-    store: NornEventStore, cls: type[A], kind: str, aggregate_id: uuid.UUID, ctx: CommandContext
+    store: NornEventStore, cls: type[A], aggregate_id: uuid.UUID, ctx: CommandContext
 ) -> Changed[A] | None:
     """What an earlier attempt of this request created, looked for only when one may have
     acted (its process died before its answer was kept): one read, on retries only."""
     if ctx.idempotency is None or not ctx.idempotency.earlier_attempt:
         return None
-    return first_result(store, cls, kind, aggregate_id)
+    return first_result(store, cls, aggregate_id, ctx)
 
 
 def first_result(
-    store: NornEventStore, cls: type[A], kind: str, aggregate_id: uuid.UUID
+    store: NornEventStore, cls: type[A], aggregate_id: uuid.UUID, ctx: CommandContext
 ) -> Changed[A] | None:
     """The aggregate as the append that created it left it, with that append's last
     position: what that command answered. None if it does not exist (or is no `cls`;
-    a derived id cannot name another kind's aggregate, short of a uuid5 collision)."""
-    return result_of_append(store, cls, aggregate_id, 1)
-
-
-def result_of_append(
-    store: NornEventStore, cls: type[A], aggregate_id: uuid.UUID, version: int
-) -> Changed[A] | None:
-    """The aggregate as the append that stored its event at `version` left it, with that
-    append's last position, marked as an earlier attempt's answer."""
-    appended = store.appended(aggregate_id, version)
-    if appended is None:
+    a derived id cannot name another kind's aggregate, short of a uuid5 collision), or
+    if the command has no Idempotency-Key (its ids are not derived)."""
+    if ctx.idempotency is None:
         return None
-    version, position = appended
-    try:
-        aggregate = store.load(cls, aggregate_id, cls.__name__.lower(), version=version)
-    except NotFound:
-        return None
-    return Changed(aggregate, version, position, replayed=True)
+    return _result_of_append(store, cls, aggregate_id, 1, ctx)
 
 
 def earlier_change(
@@ -85,4 +72,23 @@ def earlier_change(
     ]
     if not versions:
         return None
-    return result_of_append(store, cls, aggregate.id, max(versions))
+    return _result_of_append(store, cls, aggregate.id, max(versions), ctx)
+
+
+def _result_of_append(
+    store: NornEventStore, cls: type[A], aggregate_id: uuid.UUID, version: int, ctx: CommandContext
+) -> Changed[A] | None:
+    """The aggregate as the append that stored its event at `version` left it, with that
+    append's last position, marked (and noted in the context, for the API's
+    Idempotent-Replayed) as an earlier attempt's answer."""
+    appended = store.appended(aggregate_id, version)
+    if appended is None:
+        return None
+    version, position = appended
+    try:
+        aggregate = store.load(cls, aggregate_id, cls.__name__.lower(), version=version)
+    except NotFound:
+        return None
+    if ctx.idempotency is not None:
+        ctx.idempotency.answered_earlier.append(str(aggregate_id))
+    return Changed(aggregate, version, position, replayed=True)

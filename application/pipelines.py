@@ -186,7 +186,7 @@ class PipelineService:
         it: one an earlier attempt of the request created is answered as that attempt
         answered it, never created twice (application/idempotency.py)."""
         pipeline_id = new_id(ctx, "pipeline")
-        earlier = earlier_result(self._store, Pipeline, "pipeline", pipeline_id, ctx)
+        earlier = earlier_result(self._store, Pipeline, pipeline_id, ctx)
         if earlier is not None:
             return earlier
         tenant = self._tenant(principal)
@@ -224,9 +224,7 @@ class PipelineService:
             except VersionConflict:
                 # An id derived from an Idempotency-Key collides when an attempt of the
                 # same request created the pipeline meanwhile: answer what it made.
-                first = None
-                if ctx.idempotency is not None:
-                    first = first_result(self._store, Pipeline, "pipeline", pipeline_id)
+                first = first_result(self._store, Pipeline, pipeline_id, ctx)
                 if first is not None:
                     return first
                 # Else the name was claimed before, or the usage kept here is stale

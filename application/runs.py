@@ -158,7 +158,7 @@ class RunService:
         Asked with an Idempotency-Key, the run's id derives from it: a run an earlier
         attempt of the request queued is answered as that attempt answered it, and
         never queued twice (application/idempotency.py)."""
-        earlier = earlier_result(self._store, Run, "run", run_id, ctx)
+        earlier = earlier_result(self._store, Run, run_id, ctx)
         if earlier is not None:
             return earlier
         tenant = writable_tenant(self._store, principal)
@@ -171,20 +171,12 @@ class RunService:
             except VersionConflict:
                 # Answered outside the ledger's block, so that its copy of the usage,
                 # which counted this failed append, is not kept.
-                first = _created_first(self._store, ctx, run_id)
+                first = first_result(self._store, Run, run_id, ctx)
                 if first is None:
                     raise
                 return first
 
         return retry_on_conflict(attempt)
-
-
-def _created_first(store: NornEventStore, ctx: CommandContext, run_id: UUID) -> Changed[Run] | None:
-    """After a refused append: the run an attempt of the same idempotent request queued
-    while this one was deciding (its process was taken for dead, but was not)."""
-    if ctx.idempotency is None:
-        return None
-    return first_result(store, Run, "run", run_id)
 
 
 def _check_params(params: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ stored state, so the relay can build the CloudEvents envelope from the store alo
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from eventsourcing.domain import Aggregate
@@ -26,6 +26,9 @@ class Idempotency:
 
     key_id: str
     earlier_attempt: bool = False
+    answered_earlier: list[str] = field(default_factory=list, compare=False)
+    """The ids of what the command found an earlier attempt had done and answered (it
+    notes them: application/idempotency.py), so the API marks the answer replayed."""
 
     @property
     def causation_id(self) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 from uuid import uuid4
 
 from litestar import Request, Response
@@ -12,7 +12,6 @@ from litestar.params import Parameter
 
 from api.auth import principal_of
 from application.errors import VersionConflict
-from application.results import Changed
 from domain.events import CommandContext, Idempotency
 
 MinPosition = Annotated[
@@ -63,14 +62,6 @@ def etag(version: int) -> str:
 T = TypeVar("T")
 
 
-def replayed(result: Changed[Any]) -> dict[str, str]:
-    """The header of an answer that an earlier attempt of the same idempotent request
-    gave (its process died before the answer was kept: api/idempotency.py)."""
-    return {"Idempotent-Replayed": "true"} if result.replayed else {}
-
-
-def created(body: T, location: str, result: Changed[Any] | None = None) -> Response[T]:
-    """201 with a Location header naming the new resource (and Idempotent-Replayed when
-    `result` is an earlier attempt's)."""
-    headers = {"Location": location, **(replayed(result) if result is not None else {})}
-    return Response(body, status_code=201, headers=headers)
+def created(body: T, location: str) -> Response[T]:
+    """201 with a Location header naming the new resource."""
+    return Response(body, status_code=201, headers={"Location": location})

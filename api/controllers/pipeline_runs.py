@@ -13,7 +13,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, JSONBody
 
 from api.auth import principal_of
-from api.controllers.common import command_context, replayed
+from api.controllers.common import command_context
 from api.dependencies import RunServiceDep, SettingsDep
 from api.schemas.runs import ExecuteOut, ExecuteRequest, RunCreate, RunQueuedOut
 from application.authorization import Permission
@@ -91,8 +91,7 @@ class PipelineRunController(Controller):
             ctx=command_context(request),
         )
         location = f"/api/v1/runs/{result.state.id}"
-        headers = {"Location": location, **replayed(result)}
-        return Response(queued(result), status_code=202, headers=headers)
+        return Response(queued(result), status_code=202, headers={"Location": location})
 
     @post(
         "/execute",
@@ -112,10 +111,7 @@ class PipelineRunController(Controller):
         run: Run = result.state
         if data.wait:
             run = await _finished(runs, principal, run.id, settings.execute_wait_timeout)
-        status = 200 if run.finished else 202
-        return Response(
-            _executed(run, result.position), status_code=status, headers=replayed(result)
-        )
+        return Response(_executed(run, result.position), status_code=200 if run.finished else 202)
 
 
 async def _queue(

@@ -63,7 +63,7 @@ class PipelineController(Controller):
         result = await pipelines.create(
             principal_of(request), to_definition(data), command_context(request)
         )
-        return created(written(result), f"{self.path}/{result.state.id}", result)
+        return created(written(result), f"{self.path}/{result.state.id}")
 
     @get("/", opt=READ, summary="List pipelines (cursor pagination)")
     async def list_pipelines(
@@ -205,7 +205,7 @@ class PipelineController(Controller):
         result = await pipelines.clone(
             principal_of(request), pipeline_id, data.name.strip(), command_context(request)
         )
-        return created(written(result), f"{self.path}/{result.state.id}", result)
+        return created(written(result), f"{self.path}/{result.state.id}")
 
     @post(
         "/{pipeline_id:uuid}/validate",

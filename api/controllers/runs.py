@@ -12,7 +12,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
-from api.controllers.common import MinPosition, TextFilter, command_context, etag, replayed
+from api.controllers.common import MinPosition, TextFilter, command_context, etag
 from api.controllers.pipeline_runs import queued
 from api.controllers.run_views import run_detail, run_read, run_status
 from api.dependencies import ReadYourWritesDep, RunLogsDep, RunQueriesDep, RunServiceDep
@@ -175,5 +175,4 @@ class RunController(Controller):
             ctx=command_context(request),
         )
         location = f"{self.path}/{result.state.id}"
-        headers = {"Location": location, **replayed(result)}
-        return Response(queued(result), status_code=202, headers=headers)
+        return Response(queued(result), status_code=202, headers={"Location": location})

@@ -49,7 +49,8 @@ def test_a_trigger_retried_after_a_crash_answers_the_first_run(world: RunWorld) 
     first = world.runs.trigger(world.editor, pipeline_id, params={}, ctx=attempt("k1"))
     appends = len(world.appends)
 
-    retry = world.runs.trigger(world.editor, pipeline_id, params={}, ctx=attempt("k1", True))
+    ctx = attempt("k1", True)
+    retry = world.runs.trigger(world.editor, pipeline_id, params={}, ctx=ctx)
 
     assert (retry.state.id, retry.version, retry.position) == (
         first.state.id,
@@ -59,6 +60,8 @@ def test_a_trigger_retried_after_a_crash_answers_the_first_run(world: RunWorld) 
     assert retry.state.status == first.state.status == "queued"
     assert (first.replayed, retry.replayed) == (False, True)
     assert len(world.appends) == appends  # found, not appended again
+    assert ctx.idempotency is not None  # noted, for the API's Idempotent-Replayed
+    assert ctx.idempotency.answered_earlier == [str(first.state.id)]
     assert queued_runs(world) == 1
 
 
@@ -78,8 +81,10 @@ def test_an_attempt_that_thought_itself_first_finds_the_run_by_its_id(world: Run
 
 def test_a_retry_whose_earlier_attempt_died_before_acting_acts_once(world: RunWorld) -> None:
     pipeline_id = world.pipeline("p", step("e", "Test.emit"))
-    run = world.runs.trigger(world.editor, pipeline_id, params={}, ctx=attempt("k1", True))
+    ctx = attempt("k1", True)
+    run = world.runs.trigger(world.editor, pipeline_id, params={}, ctx=ctx)
     assert (run.replayed, run.state.id) == (False, new_id(attempt("k1"), "run"))
+    assert ctx.idempotency is not None and ctx.idempotency.answered_earlier == []
     other = world.runs.trigger(world.editor, pipeline_id, params={}, ctx=attempt("k2"))
     assert other.state.id != run.state.id and queued_runs(world) == 2
 

@@ -55,6 +55,20 @@ def first_result(
     return _result_of_append(store, cls, aggregate_id, 1, ctx)
 
 
+def earlier_creation(
+    store: NornEventStore, cls: type[A], aggregate_id: uuid.UUID, ctx: CommandContext
+) -> Changed[A] | None:
+    """For a create whose id derives from what it creates (a username), not from the
+    key: what an earlier attempt of this request created, known by its first event's
+    cause; looked for only when such an attempt may have acted."""
+    if ctx.idempotency is None or not ctx.idempotency.earlier_attempt:
+        return None
+    events = store.stream(aggregate_id)
+    if not events or getattr(events[0], "causation_id", None) != ctx.causation_id:
+        return None
+    return _result_of_append(store, cls, aggregate_id, 1, ctx)
+
+
 def earlier_change(
     store: NornEventStore, cls: type[A], aggregate: A, ctx: CommandContext
 ) -> Changed[A] | None:

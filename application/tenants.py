@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import replace as replace_principal
 from typing import TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from application.authorization import (
     check_tenant_fields,
@@ -17,6 +17,7 @@ from application.authorization import (
 from application.commands import Aggregates
 from application.errors import NotFound
 from application.event_store import NornEventStore
+from application.idempotency import earlier_result, new_id
 from application.ports import Usage
 from application.principal import Principal
 from application.quotas import QUOTA_RESOURCES
@@ -88,8 +89,12 @@ class TenantService:
         owner: str,
         ctx: CommandContext,
     ) -> Changed[Tenant]:
+        tenant_id = new_id(ctx, "tenant")  # from an Idempotency-Key, if one came
+        earlier = earlier_result(self._store, Tenant, tenant_id, ctx)
+        if earlier is not None:
+            return earlier
         tenant = Tenant.create(
-            tenant_id=uuid4(),
+            tenant_id=tenant_id,
             name=name,
             description=description,
             plan=plan,

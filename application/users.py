@@ -15,6 +15,7 @@ from application.authorization import (
 from application.commands import Aggregates
 from application.errors import PermissionDenied
 from application.event_store import NornEventStore
+from application.idempotency import earlier_creation
 from application.ports import PasswordHasher
 from application.principal import Principal
 from application.results import Changed
@@ -82,6 +83,9 @@ class UserService:
             roles=roles,
             ctx=ctx,
         )
+        earlier = earlier_creation(self._store, User, user.id, ctx)
+        if earlier is not None:  # an earlier attempt of this idempotent request made it
+            return earlier
         if self._store.find(User, user.id) is not None:
             raise InvalidCommand(f"username {username!r} is already taken", "username")
         return self._users.save(user)

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
 
 from application.idempotency import new_id
+from application.principal import Principal
+from application.tenants import TenantService
+from application.users import UserService
+from domain.errors import InvalidCommand
 from domain.events import CommandContext, Idempotency
 from domain.pipeline import PipelineDefinition
+from infrastructure.security import Argon2PasswordHasher
 from tests.support.runs import CTX, RunWorld, step
 
 
@@ -179,3 +185,42 @@ def test_a_cancel_retried_after_a_crash_answers_the_cancel(world: RunWorld) -> N
         "cancelled",
     )
     assert first.position is not None and retry.replayed
+
+
+def test_a_tenant_create_retried_after_a_crash_answers_the_first_tenant(
+    world: RunWorld,
+) -> None:
+    tenants = TenantService(world.store, world.usage)
+    root = Principal("root", "root", None, frozenset({"platform_admin"}))
+    fields: dict[str, Any] = {"name": "globex", "description": "", "plan": "free"}
+    first = tenants.create(root, **fields, labels={}, owner="root", ctx=attempt("t"))
+    retry = tenants.create(root, **fields, labels={}, owner="root", ctx=attempt("t", True))
+    assert (retry.state.id, retry.version, retry.position, retry.replayed) == (
+        first.state.id,
+        first.version,
+        first.position,
+        True,
+    )
+
+
+def test_a_user_create_retried_after_a_crash_answers_the_first_user(world: RunWorld) -> None:
+    """A user's id derives from its name, not from the key: the earlier attempt's user
+    is known by its first event's cause, anyone else's is still a taken name."""
+    users = UserService(world.store, Argon2PasswordHasher(8, 1, 1))
+    fields: dict[str, Any] = {
+        "username": "carol",
+        "password": "correct-horse-battery-staple",
+        "tenant_id": world.tenant_id,
+        "roles": ("viewer",),
+    }
+    admin = Principal("u9", "root", None, frozenset({"platform_admin"}))
+    first = users.create(admin, **fields, ctx=attempt("u"))
+    retry = users.create(admin, **fields, ctx=attempt("u", True))
+    assert (retry.state.id, retry.version, retry.position, retry.replayed) == (
+        first.state.id,
+        first.version,
+        first.position,
+        True,
+    )
+    with pytest.raises(InvalidCommand, match="already taken"):
+        users.create(admin, **fields, ctx=attempt("another", True))

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
+from datetime import UTC
 from typing import Any
 
 from litestar.enums import ScopeType
@@ -89,7 +90,8 @@ class IdempotencyMiddleware(ASGIMiddleware):
             return
         generation = reservation.generation
         idempotency = Idempotency(
-            _key_id(who, key, fingerprint, generation.isoformat()),
+            # In UTC: every process must spell the same generation the same way.
+            _key_id(who, key, fingerprint, generation.astimezone(UTC).isoformat()),
             earlier_attempt=reservation.taken_over,
         )
         scope.setdefault("state", {})["idempotency"] = idempotency

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar.enums import ScopeType
@@ -90,8 +90,7 @@ class IdempotencyMiddleware(ASGIMiddleware):
             return
         generation = reservation.generation
         idempotency = Idempotency(
-            # In UTC: every process must spell the same generation the same way.
-            _key_id(who, key, fingerprint, generation.astimezone(UTC).isoformat()),
+            key_id(who, key, fingerprint, generation),
             earlier_attempt=reservation.taken_over,
         )
         scope.setdefault("state", {})["idempotency"] = idempotency
@@ -133,11 +132,13 @@ async def _renew(store: IdempotencyStore, who: str, key: str, generation: Any) -
             await store.renew(who, key, generation)
 
 
-def _key_id(who: str, key: str, fingerprint: bytes, generation: str) -> str:
+def key_id(who: str, key: str, fingerprint: bytes, generation: datetime) -> str:
     """What a command derives the ids of what it creates from: the same for every
-    attempt of one request with one key, until the key expires."""
+    attempt of one request with one key, until the key expires. The generation is
+    spelled in UTC: a session's time zone must not change it."""
+    spelled = generation.astimezone(UTC).isoformat()
     digest = hashlib.sha256()
-    for part in (who.encode(), key.encode(), fingerprint, generation.encode()):
+    for part in (who.encode(), key.encode(), fingerprint, spelled.encode()):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()

@@ -48,12 +48,24 @@ class NornEventStore(Application[UUID]):
             raise NotFound(kind, aggregate_id)
         return aggregate
 
+    appends: Callable[[UUID, int], tuple[int, int] | None] | None = None
+    """The version an aggregate had after the append that stored its event at a version,
+    and that append's last position, in one query (set by infrastructure/postgres.py)."""
+
     def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
         try:
             aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         return aggregate if isinstance(aggregate, cls) else None
+
+    def appended(self, aggregate_id: UUID, version: int = 1) -> tuple[int, int] | None:
+        """(version, position) after the append that stored the aggregate's event at
+        `version` (1: the append that created it), or None when there is no such event:
+        what the command of that append answered (application/idempotency.py)."""
+        if self.appends is None:
+            raise RuntimeError("this event store cannot tell its appends apart")
+        return self.appends(aggregate_id, version)
 
     def current(self, *ids: UUID, versions: dict[UUID, int] | None = None) -> dict[UUID, Aggregate]:
         """Each of the aggregates that exists, as it is now, for reading only: when the

@@ -14,8 +14,7 @@ from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.types import Receive, Scope, Send
 
 from api.auth import PUBLIC_PATHS, BearerAuthMiddleware, permission_guard
@@ -35,6 +34,7 @@ from api.controllers.users import UserController
 from api.dependencies import ReadYourWrites
 from api.errors import EXCEPTION_HANDLERS
 from api.idempotency import IdempotencyMiddleware
+from api.openapi import DOCS_ASSETS, describe_once, docs_assets
 from api.query_rules import QueryRules
 from api.rate_limit import STATE_KEY as RATE_LIMIT_HEADERS
 from api.rate_limit import RateLimitMiddleware
@@ -189,14 +189,22 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             description="Event-sourced control plane for data pipelines.",
             # Public like /health: the app-wide permission guard would otherwise refuse
             # these routes, which declare no permission.
-            openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
-            render_plugins=[SwaggerRenderPlugin(), RedocRenderPlugin(path="/redoc")],
-            components=Components(
-                security_schemes={
-                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
-                }
+            openapi_router=Router(
+                path="/schema",
+                route_handlers=[docs_assets()],
+                opt={"public": True},
+                before_request=describe_once,
             ),
-            security=[{"bearer": []}],
+            # Swagger UI from the swagger-ui-bundle package, not a CDN: the page works
+            # offline. Security, error responses and headers: api/openapi.py.
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    path="/",
+                    js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                    css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                    standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                )
+            ],
         ),
     )
     query_rules.install(app)

@@ -42,8 +42,18 @@ def command_context(request: Request) -> CommandContext:
     )
 
 
-def expected_version(request: Request) -> int | None:
-    raw = request.headers.get("if-match")
+IfMatch = Annotated[
+    str | None,
+    Parameter(
+        header="If-Match",
+        description='The ETag of the version the change is based on, e.g. "3": a 412 when '
+        "it is no longer the current one (the answer carries the current one).",
+    ),
+]
+"""If-Match of the commands that take it: declared, so the API description says which."""
+
+
+def expected_version(raw: str | None) -> int | None:
     if raw is None or raw.strip() == "*":
         return None
     if raw.strip().startswith("W/"):

@@ -12,6 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
 from api.controllers.common import (
+    IfMatch,
     MinPosition,
     TextFilter,
     command_context,
@@ -132,13 +133,14 @@ class PipelineController(Controller):
         data: JSONBody[PipelineWrite],
         request: Request,
         pipelines: PipelineServiceDep,
+        if_match: IfMatch = None,
     ) -> Response[PipelineWritten]:
         result = await pipelines.revise(
             principal_of(request),
             pipeline_id,
             to_definition(data),
             command_context(request),
-            expected_version(request),
+            expected_version(if_match),
         )
         return Response(written(result), headers={"ETag": etag(result.version)})
 
@@ -146,16 +148,23 @@ class PipelineController(Controller):
         "/{pipeline_id:uuid}", opt=WRITE, status_code=200, summary="Delete (soft: history is kept)"
     )
     async def delete_pipeline(
-        self, pipeline_id: FromPath[UUID], request: Request, pipelines: PipelineServiceDep
+        self,
+        pipeline_id: FromPath[UUID],
+        request: Request,
+        pipelines: PipelineServiceDep,
+        if_match: IfMatch = None,
     ) -> DeletedOut:
         result = await pipelines.delete(
-            principal_of(request), pipeline_id, command_context(request), expected_version(request)
+            principal_of(request), pipeline_id, command_context(request), expected_version(if_match)
         )
         return DeletedOut(str(pipeline_id), True, result.version, result.position)
 
     @get("/{pipeline_id:uuid}/history", opt=READ, summary="Every revision with what changed")
     async def history(
-        self, pipeline_id: FromPath[UUID], request: Request, pipelines: PipelineServiceDep
+        self,
+        pipeline_id: FromPath[UUID],
+        request: Request,
+        pipelines: PipelineServiceDep,
     ) -> HistoryOut:
         records = await pipelines.history(principal_of(request), pipeline_id)
         return HistoryOut(items=[history_item(r) for r in records])
@@ -187,13 +196,14 @@ class PipelineController(Controller):
         data: JSONBody[RollbackRequest],
         request: Request,
         pipelines: PipelineServiceDep,
+        if_match: IfMatch = None,
     ) -> RolledBackOut:
         result = await pipelines.roll_back(
             principal_of(request),
             pipeline_id,
             data.revision,
             command_context(request),
-            expected_version(request),
+            expected_version(if_match),
         )
         return rolled_back(result)
 
@@ -217,7 +227,10 @@ class PipelineController(Controller):
         summary="Validate the current definition",
     )
     async def validate_existing(
-        self, pipeline_id: FromPath[UUID], request: Request, pipelines: PipelineServiceDep
+        self,
+        pipeline_id: FromPath[UUID],
+        request: Request,
+        pipelines: PipelineServiceDep,
     ) -> ValidationOut:
         errors = await pipelines.validate_existing(principal_of(request), pipeline_id)
         return _validation(errors)

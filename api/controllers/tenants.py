@@ -12,6 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
 from api.controllers.common import (
+    IfMatch,
     MinPosition,
     command_context,
     created,
@@ -124,13 +125,14 @@ class TenantController(Controller):
         data: JSONBody[TenantUpdate],
         request: Request,
         tenants: TenantServiceDep,
+        if_match: IfMatch = None,
     ) -> Response[TenantWritten]:
         result = await tenants.update(
             principal_of(request),
             tenant_id,
             changes_of(data),
             command_context(request),
-            expected_version(request),
+            expected_version(if_match),
         )
         return _with_etag(result)
 
@@ -141,10 +143,14 @@ class TenantController(Controller):
         summary="Delete a tenant (soft: its users and keys stop working, its events stay)",
     )
     async def delete_tenant(
-        self, tenant_id: FromPath[UUID], request: Request, tenants: TenantServiceDep
+        self,
+        tenant_id: FromPath[UUID],
+        request: Request,
+        tenants: TenantServiceDep,
+        if_match: IfMatch = None,
     ) -> TenantWritten:
         result = await tenants.delete(
-            principal_of(request), tenant_id, command_context(request), expected_version(request)
+            principal_of(request), tenant_id, command_context(request), expected_version(if_match)
         )
         return written(result)
 
@@ -155,13 +161,14 @@ class TenantController(Controller):
         data: JSONBody[NamespaceIn],
         request: Request,
         tenants: TenantServiceDep,
+        if_match: IfMatch = None,
     ) -> Response[TenantWritten]:
         result = await tenants.add_namespace(
             principal_of(request),
             tenant_id,
             data.namespace,
             command_context(request),
-            expected_version(request),
+            expected_version(if_match),
         )
         response = created(written(result), f"{self.path}/{tenant_id}/namespaces/{data.namespace}")
         response.headers["ETag"] = etag(result.version)
@@ -194,13 +201,14 @@ class TenantController(Controller):
         namespace: FromPath[str],
         request: Request,
         tenants: TenantServiceDep,
+        if_match: IfMatch = None,
     ) -> Response[TenantWritten]:
         result = await tenants.remove_namespace(
             principal_of(request),
             tenant_id,
             namespace,
             command_context(request),
-            expected_version(request),
+            expected_version(if_match),
         )
         return _with_etag(result)
 
@@ -211,19 +219,23 @@ class TenantController(Controller):
         data: JSONBody[QuotasIn],
         request: Request,
         tenants: TenantServiceDep,
+        if_match: IfMatch = None,
     ) -> Response[TenantWritten]:
         result = await tenants.set_quotas(
             principal_of(request),
             tenant_id,
             quotas_of(data),
             command_context(request),
-            expected_version(request),
+            expected_version(if_match),
         )
         return _with_etag(result)
 
     @get("/{tenant_id:uuid}/usage", opt=READ, summary="Each quota's limit and current usage")
     async def usage(
-        self, tenant_id: FromPath[UUID], request: Request, tenants: TenantServiceDep
+        self,
+        tenant_id: FromPath[UUID],
+        request: Request,
+        tenants: TenantServiceDep,
     ) -> UsageOut:
         tenant, usage = await tenants.usage(principal_of(request), tenant_id)
         return UsageOut(

@@ -15,6 +15,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from api.auth import principal_of
 from api.controllers.common import (
+    IfMatch,
     MinPosition,
     command_context,
     created,
@@ -143,6 +144,7 @@ class UserController(Controller):
         data: JSONBody[UserUpdate],
         request: Request,
         users: UserServiceDep,
+        if_match: IfMatch = None,
     ) -> Response[UserWritten]:
         result = await users.update(
             principal_of(request),
@@ -150,7 +152,7 @@ class UserController(Controller):
             roles=None if data.roles is None else tuple(data.roles),
             active=data.active,
             ctx=command_context(request),
-            expected_version=expected_version(request),
+            expected_version=expected_version(if_match),
         )
         return Response(_written(result), headers={"ETag": etag(result.version)})
 
@@ -161,10 +163,14 @@ class UserController(Controller):
         summary="Delete a user (soft: sessions end, the username stays reserved)",
     )
     async def delete_user(
-        self, user_id: FromPath[UUID], request: Request, users: UserServiceDep
+        self,
+        user_id: FromPath[UUID],
+        request: Request,
+        users: UserServiceDep,
+        if_match: IfMatch = None,
     ) -> UserWritten:
         result = await users.delete(
-            principal_of(request), user_id, command_context(request), expected_version(request)
+            principal_of(request), user_id, command_context(request), expected_version(if_match)
         )
         return _written(result)
 

@@ -31,6 +31,7 @@ from application.users import UserService
 from infrastructure import nats as norn_nats
 from infrastructure.api_key_secrets import ApiKeySecrets
 from infrastructure.api_key_usage import ApiKeyUsage
+from infrastructure.database_availability import DatabaseAvailability
 from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres
 from infrastructure.executor_role import ExecutorConfig, ExecutorRole
 from infrastructure.heartbeats import PostgresHeartbeats
@@ -126,19 +127,25 @@ class Container:
     rate_limits: dict[str, RateLimit]
     nats: NatsClient | None = None
     relay: Relay | None = None
+    database: DatabaseAvailability | None = None
+    """Whether PostgreSQL answers: every pool checks it before waiting for a connection."""
     positions: LivePositions = field(default_factory=LivePositions)
     """Where this process's projection runners are (if it runs the projector role): the
     API's min_position waits and readiness consult it before the tracking rows."""
 
     def close(self) -> None:
+        if self.database is not None:
+            self.database.close()
         self.store.close()
         self.sync_pool.close()
 
 
 def build_container(settings: Settings, database_url: str, nats_url: str) -> Container:
-    store = open_event_store(database_url, pool_size=settings.db_pool_size)
-    read_pool = create_read_pool(database_url, max_size=settings.db_pool_size)
-    sync_pool = create_sync_pool(database_url, max_size=settings.db_pool_size)
+    # One verdict on PostgreSQL's availability for every pool of the process.
+    database = DatabaseAvailability(database_url)
+    store = open_event_store(database_url, settings.db_pool_size, database)
+    read_pool = create_read_pool(database_url, settings.db_pool_size, database)
+    sync_pool = create_sync_pool(database_url, settings.db_pool_size, database)
     plugins = PluginCatalog.with_entry_points(settings.plugin_refs)
     if settings.jwt_secret:
         keys = [settings.jwt_secret, *settings.previous_jwt_secrets]
@@ -167,6 +174,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
         settings=settings,
         database_url=database_url,
         nats_url=nats_url,
+        database=database,
         store=store,
         read_pool=read_pool,
         sync_pool=sync_pool,

@@ -206,6 +206,9 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
         guards=[permission_guard],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
+        # Logging is configured once by the process (infrastructure/logs.py), not by
+        # Litestar's default config, which would replace it with its own format.
+        logging_config=None,
         request_max_body_size=container.settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Norn",

@@ -15,6 +15,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infrastructure.settings import Settings
 from tests.integration.api_client import login, running_app, unique
+from tests.support.log_lines import json_log_lines
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
 
 
@@ -45,12 +46,19 @@ async def test_an_outage_is_refused_fast_and_commands_work_again_soon_after(
             proxy.cut()
             for _ in range(3):
                 started = time.monotonic()
-                refused = await _create_tenant(client, admin)
+                with json_log_lines() as lines:
+                    refused = await _create_tenant(client, admin)
                 took = time.monotonic() - started
                 assert refused.status_code == 503, refused.text
                 assert refused.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
                 assert refused.headers["retry-after"] == "1"
                 assert took < 3.0, f"503 after {took:.2f} s"
+                # The request's log lines name it, as its response does.
+                told = [line for line in lines if "dependency unavailable" in line["message"]]
+                assert told, lines
+                assert all(
+                    line.get("request_id") == refused.headers["x-request-id"] for line in told
+                )
             # A read and the authentication of any request are refused as fast.
             assert (await client.get("/api/v1/tenants", headers=admin)).status_code == 503
 

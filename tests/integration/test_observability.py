@@ -10,6 +10,16 @@ from litestar.testing import AsyncTestClient
 
 from infrastructure.settings import Settings
 from tests.integration.api_client import login, make_tenant_user, running_app, unique
+from tests.integration.run_helpers import (
+    ALL_ROLES,
+    make_pipeline,
+    run_settings,
+    step,
+    tenant_editor,
+    trigger,
+    wait_run,
+)
+from tests.support.log_lines import json_log_lines
 
 ADMIN = ("root-admin", "correct-horse-staple-42")
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -114,3 +124,28 @@ async def test_a_metrics_token_is_required_once_set(settings: Settings) -> None:
         right = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
         assert right.status_code == 200
         assert "norn_http_requests_total" in right.text
+
+
+async def test_a_run_shows_in_the_metrics_and_its_log_lines_name_it(settings: Settings) -> None:
+    settings = run_settings(settings)
+    async with running_app(settings, roles=ALL_ROLES) as client:
+        tenant_id, editor, _ = await tenant_editor(client, settings)
+        pipeline_id = await make_pipeline(
+            client, editor, "p", step("emit", "Test.emit", config={"count": 2})
+        )
+        with json_log_lines() as lines:
+            run_id = (await trigger(client, editor, pipeline_id))["run_id"]
+            assert (await wait_run(client, editor, run_id))["status"] == "succeeded"
+
+        text = (await client.get("/metrics")).text
+
+    transitions = _samples(text, "norn_run_transitions_total")
+    for status in ("queued", "running", "succeeded"):
+        assert f'norn_run_transitions_total{{status="{status}"}} 1.0' in transitions, transitions
+    assert 'norn_run_duration_seconds_count{status="succeeded"} 1.0' in text
+    assert _value(text, "norn_executor_slots") == settings.executor_concurrency
+    assert 'norn_commands_total{command="runs.trigger",outcome="ok"} 1.0' in text
+    ended = [line for line in lines if line["message"].startswith(f"run {run_id} attempt 1")]
+    assert ended, [line["message"] for line in lines]
+    assert all(line.get("run_id") == run_id for line in ended)
+    assert all(line.get("tenant_id") == tenant_id for line in ended)

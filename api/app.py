@@ -27,6 +27,7 @@ from api.controllers.events import EventStreamController
 from api.controllers.health import HealthController
 from api.controllers.health_details import HealthDetailsController
 from api.controllers.metrics import MetricsController
+from api.controllers.paging import provide_paging
 from api.controllers.pipeline_runs import PipelineRunController
 from api.controllers.pipelines import PipelineController
 from api.controllers.plugins import PluginController
@@ -37,6 +38,7 @@ from api.controllers.users import UserController
 from api.dependencies import ReadYourWrites
 from api.errors import EXCEPTION_HANDLERS
 from api.idempotency import IdempotencyMiddleware
+from api.query_rules import QueryRules
 from api.rate_limit import STATE_KEY as RATE_LIMIT_HEADERS
 from api.rate_limit import RateLimitMiddleware
 from application.threads import Threaded
@@ -146,6 +148,7 @@ def dependencies(container: Container) -> dict[str, Provide]:
     }
     # Set once the background connect succeeds (the API starts without NATS): read per request.
     provided["nats"] = Provide(lambda: c.nats, sync_to_thread=False)
+    provided["paging"] = Provide(provide_paging, sync_to_thread=False)
     return provided
 
 
@@ -153,6 +156,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
     """The HTTP API over `container`; `roles` are background roles (relay, projector)
     this process runs too (all of them for `norn serve`)."""
     background = Roles(container, set(roles or ()))
+    query_rules = QueryRules()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -204,6 +208,8 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             IdempotencyMiddleware(),
         ],
         guards=[permission_guard],
+        before_request=query_rules.before_request,
+        after_request=query_rules.after_request,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         # Logging is configured once by the process (infrastructure/logs.py), not by
@@ -226,6 +232,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             security=[{"bearer": []}],
         ),
     )
+    query_rules.install(app)
     app.state.container = container
     app.metrics = container.metrics
     return app

@@ -220,7 +220,7 @@ def _observed(container: Container) -> Container:
         "read": container.read_pool,
         "sync": container.sync_pool,
     }
-    container.store.recorder.appended = metrics.events  # type: ignore[attr-defined]
+    container.store.recorder.event_tally = metrics.events  # type: ignore[attr-defined]
     return container
 
 

@@ -54,6 +54,10 @@ def event_store_env(database_url: str, pool_size: int) -> dict[str, str]:
     }
 
 
+_LARGEST_APPEND = 10_000
+"""More events than any one command appends."""
+
+
 class GuardedStorePool(GuardedPoolMixin, StorePool):  # type: ignore[type-arg]
     """The event store's pool, guarded like the others (infrastructure/database_availability.py)."""
 
@@ -100,7 +104,36 @@ def open_event_store(
             ).fetchall()
         return {row["originator_id"]: row["version"] for row in rows}
 
+    def head(aggregate_id: UUID) -> tuple[int, int] | None:
+        with datastore.get_connection() as conn:
+            row = conn.execute(
+                "SELECT originator_version AS version, notification_id AS position"
+                " FROM norn_events WHERE originator_id = %s"
+                " ORDER BY originator_version DESC LIMIT 1",
+                (aggregate_id,),
+            ).fetchone()
+        return (row["version"], row["position"]) if row else None
+
+    def appends(aggregate_id: UUID, version: int) -> tuple[int, int] | None:
+        # The append is the transaction of the aggregate's event at `version`. An
+        # append's events take their positions together (under the append lock, see
+        # migrations/0010), so the rest follow that event: the range keeps to the index.
+        with datastore.get_connection() as conn:
+            row = conn.execute(
+                "SELECT max(e.originator_version) FILTER (WHERE e.originator_id = f.originator_id)"
+                " AS version, max(e.notification_id) AS position"
+                " FROM norn_events f JOIN norn_events e ON e.tx_id = f.tx_id"
+                " AND e.notification_id BETWEEN f.notification_id AND f.notification_id + %s"
+                " WHERE f.originator_id = %s AND f.originator_version = %s",
+                (_LARGEST_APPEND, aggregate_id, version),
+            ).fetchone()
+        if row is None or row["version"] is None:
+            return None
+        return row["version"], row["position"]
+
     store.versions = versions
+    store.head = head
+    store.appends = appends
     return store
 
 

@@ -155,7 +155,7 @@ class NornRecorder(PostgresApplicationRecorder):
     on_append: Callable[[], None] | None = None
     """Called after every successful append, so a reader in this process (the relay)
     looks at once instead of at its next poll."""
-    appended: Any = None
+    event_tally: Any = None
     """An infrastructure.metrics.EventTally: counts the topics of appended events."""
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
@@ -219,8 +219,8 @@ class NornRecorder(PostgresApplicationRecorder):
                     except Exception:
                         conn.close()
                 raise
-        if self.appended is not None:
-            self.appended.add([e.topic for e in stored_events])
+        if self.event_tally is not None:
+            self.event_tally.add([e.topic for e in stored_events])
         if self.on_append is not None:
             self.on_append()
         return ids

@@ -19,6 +19,7 @@ from api.controllers.common import (
     etag,
     expected_version,
 )
+from api.controllers.paging import paged
 from api.controllers.pipeline_views import (
     from_row,
     history_item,
@@ -27,7 +28,7 @@ from api.controllers.pipeline_views import (
     to_definition,
     written,
 )
-from api.dependencies import PipelineQueriesDep, PipelineServiceDep, ReadYourWritesDep
+from api.dependencies import PagingDep, PipelineQueriesDep, PipelineServiceDep, ReadYourWritesDep
 from api.schemas.common import FieldProblem
 from api.schemas.pipelines import (
     CloneRequest,
@@ -71,30 +72,32 @@ class PipelineController(Controller):
         request: Request,
         pipeline_queries: PipelineQueriesDep,
         read_your_writes: ReadYourWritesDep,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        cursor: FromQuery[str | None] = None,
+        paging: PagingDep,
         name: TextFilter = None,
         tag: TagFilter = None,
         namespace: TextFilter = None,
         sort: FromQuery[Literal["created_at", "updated_at", "name"]] = "created_at",
         order: FromQuery[Literal["asc", "desc"]] = "asc",
         min_position: MinPosition = None,
-    ) -> PipelinePage:
+    ) -> Response[PipelinePage]:
         await read_your_writes("pipelines", min_position)
         try:
-            rows, next_cursor = await pipeline_queries.list(
+            result = await pipeline_queries.list(
                 principal_of(request).tenant_id,
                 name=name,
                 tags=tag or (),
                 namespace=namespace,
                 sort=sort,
                 order=order,
-                limit=limit,
-                cursor=cursor,
+                limit=paging.limit,
+                cursor=paging.cursor,
+                page=paging.page,
             )
         except ValueError as error:
             raise ValidationException(str(error)) from None
-        return PipelinePage(items=[from_row(r) for r in rows], next_cursor=next_cursor)
+        items = [from_row(r) for r in result.items]
+        body = PipelinePage(items=items, next_cursor=result.next_cursor, has_more=result.has_more)
+        return paged(request, body, result, paging)
 
     @post("/validate", opt=READ, status_code=200, summary="Validate a definition without saving it")
     async def validate_definition(

@@ -18,8 +18,9 @@ from api.controllers.common import (
     etag,
     expected_version,
 )
+from api.controllers.paging import paged
 from api.controllers.tenant_views import changes_of, from_row, quotas_of, written
-from api.dependencies import ReadYourWritesDep, TenantQueriesDep, TenantServiceDep
+from api.dependencies import PagingDep, ReadYourWritesDep, TenantQueriesDep, TenantServiceDep
 from api.schemas.tenants import (
     NamespaceIn,
     NamespaceOut,
@@ -76,22 +77,28 @@ class TenantController(Controller):
     @get("/", opt=MANAGE, summary="List tenants (platform admin)")
     async def list_tenants(
         self,
+        request: Request,
         tenant_queries: TenantQueriesDep,
         read_your_writes: ReadYourWritesDep,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        cursor: FromQuery[str | None] = None,
+        paging: PagingDep,
         status: FromQuery[str | None] = None,
         label: LabelFilter = None,
         min_position: MinPosition = None,
-    ) -> TenantPage:
+    ) -> Response[TenantPage]:
         await read_your_writes("tenants", min_position)
         try:
-            rows, next_cursor = await tenant_queries.list(
-                limit=limit, cursor=cursor, status=status, labels=_labels(label)
+            result = await tenant_queries.list(
+                limit=paging.limit,
+                cursor=paging.cursor,
+                page=paging.page,
+                status=status,
+                labels=_labels(label),
             )
         except ValueError as error:
             raise ValidationException(str(error)) from None
-        return TenantPage(items=[from_row(r) for r in rows], next_cursor=next_cursor)
+        items = [from_row(r) for r in result.items]
+        body = TenantPage(items=items, next_cursor=result.next_cursor, has_more=result.has_more)
+        return paged(request, body, result, paging)
 
     @get("/{tenant_id:uuid}", opt=READ, summary="Get a tenant (ETag = version)")
     async def get_tenant(

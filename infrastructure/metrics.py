@@ -6,9 +6,10 @@ process). Two kinds of metric:
 - counted where they happen, on the hot path: HTTP requests, commands, run durations.
   Label children are cached, so a request costs a dict lookup and two increments;
 - read at scrape time from the components' own state (pools' `get_stats()`, the
-  relay's positions, executor slots, events appended by type), or refreshed every few
-  seconds by `MetricsRefresher` where finding them out needs PostgreSQL or NATS (store
-  head, projection lag, work-queue depth): a scrape never waits on either.
+  relay's positions, executor slots, events appended by type), or, where finding them
+  out needs PostgreSQL or NATS (store head, projection lag, work-queue depth), refreshed
+  by `MetricsRefresher` (infrastructure/metrics_refresh.py) with a bound of a second
+  each: before the API's /metrics answers, and every 5 s for a metrics port.
 
 Label values are route templates, command and event type names, statuses, pool and
 projection names: never a tenant, user or resource id.

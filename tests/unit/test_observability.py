@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 from infrastructure import logs
 from infrastructure.metrics import NornMetrics, command_observer
 from infrastructure.metrics_server import guarded_metrics_app, token_matches
+from infrastructure.settings import Settings, SettingsError
 
 
 @pytest.fixture
@@ -190,3 +191,29 @@ def test_the_metrics_port_checks_the_token_and_serves_only_metrics() -> None:
     assert b"# TYPE norn_http_requests_total counter" in body
     assert _call(app, "/other", "Bearer scrape-secret-0123456789")[0].startswith("404")
     assert _call(guarded_metrics_app(metrics.registry, None), "/metrics")[0].startswith("200")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "complaint"),
+    [
+        ("NORN_LOG_FORMAT", "xml", "NORN_LOG_FORMAT must be text or json"),
+        ("NORN_METRICS_PORT", "70000", "NORN_METRICS_PORT must be between 1 and 65535"),
+        ("NORN_METRICS_TOKEN", "short", "NORN_METRICS_TOKEN must be at least 16 characters"),
+    ],
+)
+def test_observability_settings_are_checked(variable: str, value: str, complaint: str) -> None:
+    with pytest.raises(SettingsError, match=complaint):
+        Settings.from_env({variable: value})
+
+
+def test_observability_settings_parse() -> None:
+    settings = Settings.from_env(
+        {
+            "NORN_LOG_FORMAT": "json",
+            "NORN_METRICS_PORT": "9464",
+            "NORN_METRICS_TOKEN": "scrape-secret-0123456789",
+        }
+    )
+    assert (settings.log_format, settings.metrics_port) == ("json", 9464)
+    assert "scrape-secret" not in repr(settings)
+    assert Settings.from_env({}).metrics_port is None

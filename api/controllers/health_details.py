@@ -12,6 +12,7 @@ from litestar import Controller, Request, get
 from api.controllers.health import projections_check
 from api.dependencies import LivePositionsDep, NatsDep, ReadPoolDep
 from application.authorization import Permission
+from infrastructure.nats import POSITION_HEADER
 from infrastructure.notification_log import max_position
 
 try:
@@ -49,7 +50,11 @@ class HealthDetailsController(Controller):
         }
         components["database"] = database
         components["nats"] = {"state": "up" if nats is not None and nats.is_connected else "down"}
-        components["relay"] = _relay(container.relay)
+        components["relay"] = (
+            _relay(container.relay)
+            if container.relay is not None
+            else await _relay_elsewhere(nats, container.settings.nats_stream, database)
+        )
         components["projections"] = _projections(projections)
         components["executor"] = _executor(container.executor)
         down = [
@@ -66,14 +71,33 @@ class HealthDetailsController(Controller):
 
 
 def _relay(relay: Any) -> dict[str, Any]:
-    if relay is None:
-        return {"state": "not_in_this_process"}
     return {
         "state": "leading" if relay.is_leader else "standby",
         "published_position": relay.published_position,
         "lag_events": relay.lag_events,
         "lag_seconds": round(relay.lag_seconds, 3),
     }
+
+
+async def _relay_elsewhere(nats: Any, stream: str, database: dict[str, Any]) -> dict[str, Any]:
+    """Another process relays: how far it got is the position of the stream's last
+    message (as the relay itself resumes)."""
+    if nats is None or not nats.is_connected:
+        return {"state": "unknown"}
+    try:
+        async with asyncio.timeout(1):
+            js = nats.jetstream()
+            info = await js.stream_info(stream)
+            published = 0
+            if info.state.messages:
+                last = await js.get_msg(stream, seq=info.state.last_seq)
+                published = int((last.headers or {}).get(POSITION_HEADER, 0))
+    except Exception as error:
+        return {"state": "unknown", "error": type(error).__name__}
+    relay: dict[str, Any] = {"state": "elsewhere", "published_position": published}
+    if "head_position" in database:
+        relay["lag_events"] = max(0, database["head_position"] - published)
+    return relay
 
 
 def _projections(check: dict[str, Any] | None) -> dict[str, Any]:

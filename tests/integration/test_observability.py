@@ -3,6 +3,7 @@ names, labels and log lines are unit-tested in tests/unit/test_observability.py)
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 
@@ -149,3 +150,31 @@ async def test_a_run_shows_in_the_metrics_and_its_log_lines_name_it(settings: Se
     assert ended, [line["message"] for line in lines]
     assert all(line.get("run_id") == run_id for line in ended)
     assert all(line.get("tenant_id") == tenant_id for line in ended)
+
+
+async def test_an_api_process_without_the_relay_reports_how_far_it_published(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    admin = await login(module_app, *ADMIN)
+    created = await module_app.post(
+        "/api/v1/tenants", json={"name": unique("relay")}, headers=admin
+    )
+    assert created.status_code == 201
+    position = created.json()["position"]
+    await module_app.get(
+        f"/api/v1/tenants/{created.json()['id']}",
+        params={"min_position": position},
+        headers=admin,
+    )  # projected, hence published
+    async with running_app(module_settings, roles=frozenset()) as api_only:
+        admin_there = await login(api_only, *ADMIN)
+        for _ in range(100):  # its live-feed NATS connection is made in the background
+            body = (await api_only.get("/health/detailed", headers=admin_there)).json()
+            if body["components"]["nats"]["state"] == "up":
+                break
+            await asyncio.sleep(0.05)
+        relay = body["components"]["relay"]
+        assert relay["state"] == "elsewhere", relay
+        assert relay["published_position"] >= position
+        assert relay["lag_events"] >= 0
+        assert body["components"]["projections"]["tenants"]["lag_events"] >= 0

@@ -71,7 +71,7 @@ class NornApp(Litestar):
         logged_as = logs.request_id.set(request_id)  # every log line of this request
         tenant_logged = logs.tenant_id.set(None)  # set by authentication
         started = time.perf_counter()
-        status = 500  # if the app fails before it answers
+        status: int | None = None  # until the app answers
 
         async def send_with_id(message: Any) -> None:
             nonlocal status
@@ -85,6 +85,9 @@ class NornApp(Litestar):
 
         try:
             await super().__call__(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            status = status or 499  # the client went away before an answer (nginx's code)
+            raise
         finally:
             logs.tenant_id.reset(tenant_logged)
             logs.request_id.reset(logged_as)
@@ -92,7 +95,7 @@ class NornApp(Litestar):
                 self.metrics.observe_request(
                     scope["method"],
                     scope.get("path_template") or UNMATCHED_ROUTE,  # never the raw path
-                    status,
+                    status or 500,  # failed before it answered
                     time.perf_counter() - started,
                 )
 

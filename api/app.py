@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,6 +24,8 @@ from api.controllers.api_keys import ApiKeyController
 from api.controllers.auth import AuthController
 from api.controllers.events import EventStreamController
 from api.controllers.health import HealthController
+from api.controllers.health_details import HealthDetailsController
+from api.controllers.metrics import MetricsController
 from api.controllers.paging import provide_paging
 from api.controllers.pipeline_runs import PipelineRunController
 from api.controllers.pipelines import PipelineController
@@ -39,6 +42,8 @@ from api.query_rules import QueryRules
 from api.rate_limit import STATE_KEY as RATE_LIMIT_HEADERS
 from api.rate_limit import RateLimitMiddleware
 from application.threads import Threaded
+from infrastructure import logs
+from infrastructure.metrics import UNMATCHED_ROUTE, NornMetrics, command_observer
 
 # POST /api/v1/pipelines/{id}:rollback is the custom-method spelling of .../{id}/rollback.
 _CUSTOM_METHOD = re.compile(r"^(/api/v1/[a-z-]+/[^/:]+):([a-z_-]+)$")
@@ -48,8 +53,10 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class NornApp(Litestar):
-    """Litestar, plus two things that must happen before routing: the `:action` path
-    spelling, and a request id on every request and response."""
+    """Litestar, plus what must happen around routing: the `:action` path spelling, a
+    request id on every request, response and log line, and the HTTP metrics."""
+
+    metrics: NornMetrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -61,16 +68,36 @@ class NornApp(Litestar):
             scope["path"] = f"{match.group(1)}/{action}"  # type: ignore[typeddict-item]
         request_id = _incoming_request_id(scope) or uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id  # type: ignore[typeddict-item]
+        logged_as = logs.request_id.set(request_id)  # every log line of this request
+        tenant_logged = logs.tenant_id.set(None)  # set by authentication
+        started = time.perf_counter()
+        status: int | None = None  # until the app answers
 
         async def send_with_id(message: Any) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 headers.extend(scope["state"].get(RATE_LIMIT_HEADERS, ()))  # type: ignore[typeddict-item]
                 message = {**message, "headers": headers}
             await send(message)
 
-        await super().__call__(scope, receive, send_with_id)
+        try:
+            await super().__call__(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            status = status or 499  # the client went away before an answer (nginx's code)
+            raise
+        finally:
+            logs.tenant_id.reset(tenant_logged)
+            logs.request_id.reset(logged_as)
+            if scope["type"] == "http":
+                self.metrics.observe_request(
+                    scope["method"],
+                    scope.get("path_template") or UNMATCHED_ROUTE,  # never the raw path
+                    status or 500,  # failed before it answered
+                    time.perf_counter() - started,
+                )
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -93,15 +120,19 @@ def dependencies(container: Container) -> dict[str, Provide]:
     container. Services whose methods block are wrapped once in `Threaded`, the API's one
     seam to its worker threads (application/threads.py)."""
     c = container
+
+    def commands(name: str, service: Any) -> Threaded[Any]:
+        return Threaded(service, command_observer(c.metrics, name))
+
     provided = {
         name: _constant(value)
         for name, value in {
-            "pipelines": Threaded(c.pipelines),
-            "tenants": Threaded(c.tenants),
-            "users": Threaded(c.users),
-            "api_keys": Threaded(c.api_keys),
-            "runs": Threaded(c.runs),
-            "sessions": Threaded(c.sessions),
+            "pipelines": commands("pipelines", c.pipelines),
+            "tenants": commands("tenants", c.tenants),
+            "users": commands("users", c.users),
+            "api_keys": commands("api_keys", c.api_keys),
+            "runs": commands("runs", c.runs),
+            "sessions": commands("sessions", c.sessions),
             "logins": c.logins,
             "read_your_writes": ReadYourWrites(
                 c.read_pool, c.positions, c.settings.min_position_timeout
@@ -158,6 +189,8 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
     app = NornApp(
         route_handlers=[
             HealthController,
+            HealthDetailsController,
+            MetricsController,
             AuthController,
             TenantController,
             UserController,
@@ -182,6 +215,9 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
         after_request=query_rules.after_request,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
+        # Logging is configured once by the process (infrastructure/logs.py), not by
+        # Litestar's default config, which would replace it with its own format.
+        logging_config=None,
         request_max_body_size=container.settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Norn",
@@ -209,4 +245,5 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
     )
     query_rules.install(app)
     app.state.container = container
+    app.metrics = container.metrics
     return app

@@ -26,10 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"norn: configuration error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from infrastructure.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
     try:
         return int(args.func(settings, args) or 0)
     except KeyboardInterrupt:
@@ -139,6 +138,7 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
             host=settings.host,
             port=settings.port,
             log_level="warning",
+            log_config=None,  # uvicorn's lines go through ours (NORN_LOG_FORMAT)
             lifespan="on",
             # Open SSE streams never end by themselves: give them a moment, then close.
             timeout_graceful_shutdown=3,
@@ -165,10 +165,24 @@ def _run_roles(settings: Settings, roles: set[str]) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await container.read_pool.open()
+        metrics_server = None
+        if settings.metrics_port is not None:
+            # These roles serve no HTTP: their metrics get a port of their own.
+            from infrastructure.metrics_server import serve_metrics
+
+            metrics_server = serve_metrics(
+                settings.host,
+                settings.metrics_port,
+                container.metrics.registry,
+                settings.metrics_token,
+            )
+            log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
         try:
             await background.start()
             await stop.wait()
         finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
             await background.stop()
             await container.read_pool.close()
             container.close()

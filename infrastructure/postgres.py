@@ -4,12 +4,22 @@ that the read side uses."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
+from eventsourcing.postgres import ConnectionPool as StorePool
+from eventsourcing.postgres import PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from application.event_store import NornEventStore
+from infrastructure.database_availability import (
+    RECONNECT_TIMEOUT,
+    DatabaseAvailability,
+    GuardedAsyncConnectionPool,
+    GuardedConnectionPool,
+    GuardedPoolMixin,
+)
 
 
 def event_store_env(database_url: str, pool_size: int) -> dict[str, str]:
@@ -48,9 +58,42 @@ _LARGEST_APPEND = 10_000
 """More events than any one command appends."""
 
 
-def open_event_store(database_url: str, pool_size: int = 10) -> NornEventStore:
+class GuardedStorePool(GuardedPoolMixin, StorePool):  # type: ignore[type-arg]
+    """The event store's pool, guarded like the others (infrastructure/database_availability.py)."""
+
+    def __init__(self, *args: Any, availability: DatabaseAvailability, **kwargs: Any) -> None:
+        self.availability = availability
+        super().__init__(*args, **kwargs)
+
+
+def _guard_store_pool(datastore: PostgresDatastore, availability: DatabaseAvailability) -> None:
+    """Replace the pool the library built (and opened, to read the schema's types) by
+    the same pool, guarded, with a short reconnect timeout."""
+    built = datastore.pool
+    built.close()
+    datastore.pool = GuardedStorePool(
+        built.conninfo,
+        connection_class=built.connection_class,
+        kwargs=built.kwargs,
+        min_size=built.min_size,
+        max_size=built.max_size,
+        open=False,
+        configure=datastore.after_connect_func(),
+        timeout=built.timeout,
+        max_waiting=built.max_waiting,
+        max_lifetime=built.max_lifetime,
+        reconnect_timeout=RECONNECT_TIMEOUT,
+        name="store",
+        availability=availability,
+    )
+
+
+def open_event_store(
+    database_url: str, pool_size: int = 10, availability: DatabaseAvailability | None = None
+) -> NornEventStore:
     store = NornEventStore(env=event_store_env(database_url, pool_size))
     datastore = store.recorder.datastore  # type: ignore[attr-defined]
+    _guard_store_pool(datastore, availability or DatabaseAvailability(database_url))
 
     def versions(ids: Sequence[UUID]) -> dict[UUID, int]:
         with datastore.get_connection() as conn:
@@ -94,16 +137,32 @@ def open_event_store(database_url: str, pool_size: int = 10) -> NornEventStore:
     return store
 
 
-def create_read_pool(database_url: str, max_size: int = 10) -> AsyncConnectionPool:
+def create_read_pool(
+    database_url: str, max_size: int = 10, availability: DatabaseAvailability | None = None
+) -> AsyncConnectionPool:
     """Opened by the caller (`await pool.open()`)."""
-    return AsyncConnectionPool(
-        database_url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
+    return GuardedAsyncConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        kwargs={"autocommit": True},
+        name="read",
+        availability=availability or DatabaseAvailability(database_url),
     )
 
 
-def create_sync_pool(database_url: str, max_size: int = 4) -> ConnectionPool:
+def create_sync_pool(
+    database_url: str, max_size: int = 4, availability: DatabaseAvailability | None = None
+) -> ConnectionPool:
     """For the synchronous application services' own queries (quota usage under an
     advisory lock), beside the event store's pool. Opened here; close it on exit."""
-    return ConnectionPool(
-        database_url, min_size=1, max_size=max_size, open=True, kwargs={"autocommit": True}
+    return GuardedConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=max_size,
+        open=True,
+        kwargs={"autocommit": True},
+        name="sync",
+        availability=availability or DatabaseAvailability(database_url),
     )

@@ -46,7 +46,7 @@ from infrastructure import logs
 from infrastructure.metrics import UNMATCHED_ROUTE, NornMetrics, command_observer
 
 # POST /api/v1/pipelines/{id}:rollback is the custom-method spelling of .../{id}/rollback.
-_CUSTOM_METHOD = re.compile(r"^(/api/v1/[a-z-]+/[^/:]+):([a-z_-]+)$")
+_CUSTOM_METHOD = re.compile(r"^(/api/v1/[a-z-]+/[^/]+):([a-z_-]+)$")
 # Custom methods whose sub-path is spelled otherwise: {id}:run queues a run, .../runs.
 _ACTION_PATHS = {"run": "runs"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -230,15 +230,16 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
                 route_handlers=[docs_assets()],
                 opt={"public": True},
                 before_request=describe_once,
+                include_in_schema=False,
             ),
             # Swagger UI from the swagger-ui-bundle package, not a CDN: the page works
             # offline. Security, error responses and headers: api/openapi.py.
             render_plugins=[
                 SwaggerRenderPlugin(
-                    path="/",
                     js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
                     css_url=f"{DOCS_ASSETS}/swagger-ui.css",
                     standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                    favicon="",  # Litestar's default is an image on a CDN
                 )
             ],
         ),

@@ -69,8 +69,11 @@ def _presented_api_key(connection: ASGIConnection) -> str | None:
     return None
 
 
-def permission_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    if handler.opt.get("public"):
+async def permission_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """async: Litestar runs a sync guard in a worker thread, a hop on every request."""
+    if handler.opt.get("public") or connection.scope.get("method") == "OPTIONS":
+        # OPTIONS: Litestar's own answer, the methods a path allows (a CORS preflight
+        # carries no credentials, so authentication lets it through too).
         return
     permission = handler.opt.get("permission")
     if permission == "authenticated":

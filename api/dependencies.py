@@ -6,6 +6,7 @@ whole container, so what a route touches is read off its signature."""
 from __future__ import annotations
 
 from litestar.di import NamedDependency
+from litestar.exceptions import ValidationException
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import AsyncConnectionPool
 
@@ -45,8 +46,16 @@ class ReadYourWrites:
         self._timeout = timeout
 
     async def __call__(self, projection: str, min_position: int | None) -> None:
-        if not min_position:
+        if not min_position or self._live.get(projection) >= min_position:
             return
+        head = await self._head()
+        if min_position > head:
+            # No event has that position (yet): waiting could only time out. A position
+            # a command answered has been committed, so it is never past the head.
+            message = f"no event has position {min_position}; the latest is {head}"
+            raise ValidationException(
+                message, extra=[{"message": message, "key": "min_position", "source": "query"}]
+            )
         if not await wait_for_position(
             self._pool, projection, min_position, self._timeout, live=self._live
         ):
@@ -54,6 +63,12 @@ class ReadYourWrites:
                 f"the {projection} read model has not reached position {min_position} "
                 f"within {self._timeout:g}s; retry shortly"
             )
+
+    async def _head(self) -> int:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT coalesce(max(notification_id), 0) FROM norn_events")
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
 
 # Commands: synchronous services behind the one thread seam (application/threads.py).

@@ -8,7 +8,7 @@ from uuid import uuid4
 
 from litestar import Request, Response
 from litestar.exceptions import ValidationException
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 
 from api.auth import principal_of
 from application.errors import VersionConflict
@@ -44,8 +44,8 @@ def command_context(request: Request) -> CommandContext:
 
 IfMatch = Annotated[
     str | None,
-    Parameter(
-        header="If-Match",
+    HeaderParameter(
+        name="If-Match",
         description='The ETag of the version the change is based on, e.g. "3": a 412 when '
         "it is no longer the current one (the answer carries the current one).",
     ),

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from harness import ADMIN, PASSWORD, norn_server  # noqa: E402
+from harness import ADMIN, PASSWORD, norn_server
 
 CHECKS = ",".join(
     (

@@ -156,3 +156,16 @@ async def test_lists_page_by_number_with_a_total_and_links_or_by_cursor_never_bo
         assert {d["field"] for d in error["details"]} <= {"limit", "cursor"}
     for bad in ({"page": 0}, {"per_page": 501}):
         assert_error(await client.get(BASE, params=bad, headers=editor), 400, "VALIDATION_ERROR")
+
+
+async def test_options_answers_the_allowed_methods_and_odd_action_paths_are_not_found(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    admin = await platform_admin(client, module_settings)
+    allowed = await client.options("/api/v1/plugins")  # no credentials: a CORS preflight
+    assert allowed.status_code == 204, allowed.text
+    assert set(allowed.headers["allow"].replace(" ", "").split(",")) == {"GET", "OPTIONS"}
+    # An id holding a colon is an id that does not exist, not an unknown method.
+    odd = await client.post("/api/v1/runs/a:b:retry", json={}, headers=admin)
+    assert_error(odd, 404, "RESOURCE_NOT_FOUND")

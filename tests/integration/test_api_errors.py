@@ -147,22 +147,36 @@ async def test_routes_paths_and_queries_that_do_not_fit(
         assert_error(response, 400, "VALIDATION_ERROR")
 
 
-async def test_min_position_beyond_the_read_model_is_503(settings: Settings) -> None:
+async def test_min_position_past_the_read_model_is_503_and_past_the_store_is_400(
+    settings: Settings,
+) -> None:
     impatient = dataclasses.replace(settings, min_position_timeout=0.5)
-    async with running_app(impatient) as client:
+    # No projector: what is written is in the store but never in the read models.
+    async with running_app(impatient, roles=frozenset({"relay"})) as client:
         admin = await login(client, settings.admin_username or "", settings.admin_password or "")
-        tenant_id, editor = await make_tenant_user(client, admin, "acme", "editor")
+        tenant_id, editor = await make_tenant_user(client, admin, "acme", projected=False)
         created = await create_pipeline(client, editor, "alpha")
-        future = {"min_position": created["position"] + 1_000_000}
+        renamed = await client.put(
+            f"/api/v1/tenants/{tenant_id}", json={"description": "moved"}, headers=admin
+        )
+        assert renamed.status_code == 200, renamed.text
+        written = {"min_position": created["position"]}
         for path in (BASE, f"{BASE}/{created['id']}"):
-            response = await client.get(path, params=future, headers=editor)
+            response = await client.get(path, params=written, headers=editor)
             assert_error(response, 503, "SERVICE_UNAVAILABLE")
             assert response.headers.get("retry-after")
-        tenant = await client.get(f"/api/v1/tenants/{tenant_id}", params=future, headers=admin)
+        tenant = await client.get(
+            f"/api/v1/tenants/{tenant_id}",
+            params={"min_position": renamed.json()["position"]},
+            headers=admin,
+        )
         assert_error(tenant, 503, "SERVICE_UNAVAILABLE")
-        # The position it did reach is served.
-        ok = await client.get(BASE, params={"min_position": created["position"]}, headers=editor)
-        assert ok.status_code == 200, ok.text
+
+        # A position no command has answered yet: a client's mistake, refused at once.
+        future = {"min_position": created["position"] + 1_000_000}
+        response = await client.get(BASE, params=future, headers=editor)
+        error = assert_error(response, 400, "VALIDATION_ERROR")
+        assert error["details"][0]["field"] == "min_position"
 
 
 async def test_request_id_is_echoed_or_made(

@@ -31,7 +31,7 @@ from application.users import UserService
 from infrastructure import nats as norn_nats
 from infrastructure.api_key_secrets import ApiKeySecrets
 from infrastructure.api_key_usage import ApiKeyUsage
-from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres
+from infrastructure.embedded import Announce, EmbeddedNats, EmbeddedPostgres
 from infrastructure.executor_role import ExecutorConfig, ExecutorRole
 from infrastructure.heartbeats import PostgresHeartbeats
 from infrastructure.idempotency import IdempotencyStore
@@ -63,7 +63,8 @@ ROLES = ("api", "relay", "projector", "executor")
 
 @dataclass
 class Servers:
-    """Where Postgres and NATS are, and the embedded ones to stop on exit."""
+    """Where Postgres and NATS are, and the embedded ones this process uses (shared
+    with the other processes of its data dir: stop() lets go, see infrastructure/embedded)."""
 
     database_url: str
     nats_url: str
@@ -76,18 +77,27 @@ class Servers:
         self.embedded.clear()
 
 
-def start_servers(settings: Settings, *, run_migrations: bool = True) -> Servers:
-    """Use the configured servers, or start embedded ones under the data dir."""
+def start_servers(
+    settings: Settings,
+    *,
+    run_migrations: bool = True,
+    nats: bool = True,
+    announce: Announce | None = None,
+) -> Servers:
+    """Use the configured servers, or the embedded ones under the data dir: those
+    already running (another process of the data dir started them), else new ones.
+    `nats=False`: PostgreSQL only (a command that never publishes nor consumes).
+    `announce` is told of each server started here (an operator command: on stderr)."""
     servers = Servers(database_url=settings.database_url or "", nats_url=settings.nats_url or "")
     try:
         if not settings.database_url:
             pg = EmbeddedPostgres(settings.data_dir)
             servers.embedded.append(pg)
-            servers.database_url = pg.start()
-        if not settings.nats_url:
+            servers.database_url = pg.start(announce=announce)
+        if nats and not settings.nats_url:
             nats_server = EmbeddedNats(settings.data_dir)
             servers.embedded.append(nats_server)
-            servers.nats_url = nats_server.start()
+            servers.nats_url = nats_server.start(announce=announce)
         if run_migrations:
             migrate(servers.database_url)
     except BaseException:
@@ -204,8 +214,28 @@ def bootstrap_admin(container: Container, announce: Callable[[str], None] = prin
     if settings.database_url is None:
         password = secrets.token_urlsafe(18)
         if container.users.ensure_platform_admin("admin", password):
-            announce(f"Created platform admin 'admin' with password: {password}")
-            announce("(shown once; set NORN_ADMIN_USERNAME/NORN_ADMIN_PASSWORD to choose)")
+            announce(admin_password_block("admin", password))
+
+
+def admin_password_block(username: str, password: str) -> str:
+    """The first start's admin credentials as a block that stands out from log lines:
+    it is the only time the password is shown."""
+    rule = "=" * 72
+    return "\n".join(
+        [
+            "",
+            rule,
+            "  Norn created a platform admin. This password is shown ONCE, now:",
+            "",
+            f"      username: {username}",
+            f"      password: {password}",
+            "",
+            "  Keep it somewhere safe. To choose the admin yourself instead, set",
+            "  NORN_ADMIN_USERNAME and NORN_ADMIN_PASSWORD before the first start.",
+            rule,
+            "",
+        ]
+    )
 
 
 class Roles:

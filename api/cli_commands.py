@@ -1,0 +1,322 @@
+"""What each `norn` command does (the arguments are in api/cli.py). Operator commands use
+the data dir's running embedded servers and leave them running (infrastructure/embedded)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import signal
+import sys
+import time
+from uuid import uuid4
+
+from api.cli_support import CliError, ProgressLine, open_listener, redact_url, say
+from infrastructure.settings import Settings
+
+BACKGROUND_ROLES = {"relay", "projector", "executor"}
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    return _run_http(settings, BACKGROUND_ROLES)
+
+
+def api(settings: Settings, args: argparse.Namespace) -> int:
+    return _run_http(settings, set())
+
+
+def relay(settings: Settings, args: argparse.Namespace) -> int:
+    return _run_roles(settings, {"relay"})
+
+
+def projector(settings: Settings, args: argparse.Namespace) -> int:
+    return _run_roles(settings, {"projector"})
+
+
+def executor(settings: Settings, args: argparse.Namespace) -> int:
+    return _run_roles(settings, {"executor"})
+
+
+def _run_http(settings: Settings, roles: set[str]) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from api.bootstrap import bootstrap_admin, build_container, start_servers
+    from domain.errors import InvalidCommand
+
+    # First of all: a port in use (or a host that is not ours) ends the start here,
+    # before initdb, the embedded servers or the one-time admin password.
+    try:
+        listener = open_listener(settings.host, settings.port)
+    except OSError as error:
+        raise CliError(
+            f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error} "
+            "(set NORN_HOST / NORN_PORT)",
+            exit_code=1,
+        ) from None
+    try:
+        servers = start_servers(settings, announce=say)
+        container = build_container(settings, servers.database_url, servers.nats_url)
+        try:
+            try:
+                bootstrap_admin(container, announce=lambda text: print(text, flush=True))
+            except InvalidCommand as error:
+                raise CliError(f"cannot create the bootstrap admin: {error}", 2) from None
+            app = create_app(container, roles)
+            print(
+                f"Norn listening on http://{settings.host}:{settings.port} (docs: /schema)",
+                flush=True,
+            )
+            # uvicorn re-raises the signal that stopped it once it has shut down; with the
+            # default handlers that would kill the process before the embedded servers stop.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: None)
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    log_level="warning",
+                    lifespan="on",
+                    # Open SSE streams never end by themselves: give them a moment, then close.
+                    timeout_graceful_shutdown=3,
+                    # The client address (login throttling) from X-Forwarded-For, but only
+                    # when a trusted reverse proxy sent it.
+                    proxy_headers=True,
+                    forwarded_allow_ips=settings.forwarded_allow_ips,
+                )
+            )
+            server.run(sockets=[listener])
+            if not server.started:
+                return 1
+        finally:
+            container.close()
+            servers.stop()
+    finally:
+        listener.close()
+    return 0
+
+
+def _run_roles(settings: Settings, roles: set[str]) -> int:
+    from api.bootstrap import Roles, build_container, start_servers
+
+    async def run() -> None:
+        servers = start_servers(settings, announce=say)
+        container = build_container(settings, servers.database_url, servers.nats_url)
+        background = Roles(container, roles)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await container.read_pool.open()
+        try:
+            await background.start()
+            await stop.wait()
+        finally:
+            await background.stop()
+            await container.read_pool.close()
+            container.close()
+            servers.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from api.bootstrap import start_servers
+    from infrastructure.migrations import migrate as apply_migrations
+
+    servers = start_servers(settings, run_migrations=False, nats=False, announce=say)
+    try:
+        applied = apply_migrations(servers.database_url)
+        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    finally:
+        servers.stop()
+    return 0
+
+
+def info(settings: Settings, args: argparse.Namespace) -> int:
+    """Report, start nothing: the files of the data dir say what runs."""
+    from infrastructure.embedded import EmbeddedStatus, nats_status, postgres_status
+
+    def embedded(name: str, status: EmbeddedStatus, directory: str) -> list[str]:
+        where = settings.data_dir / directory
+        if not status.running:
+            lines = [f"{name}: embedded, not running (data in {where})"]
+            if status.url:
+                lines.append(f"  next start: {status.url}")
+            return lines
+        users = ", ".join(map(str, status.users)) or "none"
+        return [
+            f"{name}: {redact_url(status.url or '?')}",
+            f"  embedded, running (pid {status.pid}; used by pids {users}; data in {where})",
+        ]
+
+    lines = [f"norn {_version()}", f"API: http://{settings.host}:{settings.port}"]
+    if settings.database_url:
+        lines.append(f"PostgreSQL: {redact_url(settings.database_url)} (NORN_DATABASE_URL)")
+    else:
+        lines += embedded("PostgreSQL", postgres_status(settings.data_dir), "postgres")
+    if settings.nats_url:
+        lines.append(f"NATS: {redact_url(settings.nats_url)} (NORN_NATS_URL)")
+    else:
+        lines += embedded("NATS", nats_status(settings.data_dir), "nats")
+    lines.append(f"data dir: {settings.data_dir.resolve()}")
+    print("\n".join(lines))
+    return 0
+
+
+def _version() -> str:
+    from api.cli import norn_version
+
+    return norn_version()
+
+
+def projection_status(settings: Settings, args: argparse.Namespace) -> int:
+    from api.bootstrap import start_servers
+    from projections import ALL_PROJECTIONS, projection_status
+
+    servers = start_servers(settings, nats=False, announce=say)
+    try:
+        rows = asyncio.run(projection_status(servers.database_url, ALL_PROJECTIONS))
+        print(f"{'projection':<20} {'position':>10} {'head':>10} {'lag':>8}")
+        for row in rows:
+            print(
+                f"{row['name']:<20} {row['position']:>10} {row['max_position']:>10} {row['lag']:>8}"
+            )
+    finally:
+        servers.stop()
+    return 0
+
+
+def projection_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from api.bootstrap import start_servers
+    from projections import ALL_PROJECTIONS, rebuild
+
+    by_name = {p.name: p for p in ALL_PROJECTIONS}
+    if args.name not in by_name:
+        raise CliError(f"unknown projection {args.name!r}; one of {', '.join(by_name)}", 2)
+    servers = start_servers(settings, nats=False, announce=say)
+    progress = ProgressLine(f"rebuilding {args.name}", sys.stderr)
+    started = time.monotonic()
+    try:
+        position = asyncio.run(rebuild(by_name[args.name], servers.database_url, progress.update))
+    finally:
+        progress.finish()
+        servers.stop()
+    print(f"rebuilt {args.name} up to position {position} in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def create_user(settings: Settings, args: argparse.Namespace) -> int:
+    from api.bootstrap import build_container, start_servers
+    from application.principal import system_principal
+    from domain.events import CommandContext
+
+    try:
+        password = getpass.getpass("password: ")
+    except EOFError:
+        raise CliError("no password given", 2) from None
+    servers = start_servers(settings, nats=False, announce=say)
+    container = build_container(settings, servers.database_url, servers.nats_url)
+    try:
+        roles = tuple(args.roles or (["platform_admin"] if args.tenant is None else ["viewer"]))
+        user = container.users.create(
+            system_principal("cli"),
+            username=args.username,
+            password=password,
+            tenant_id=args.tenant,
+            roles=roles,
+            ctx=CommandContext(actor="system:cli", correlation_id=str(uuid4())),
+        ).state
+        print(f"created user {user.username} ({user.id}) with roles {', '.join(user.roles)}")
+    finally:
+        container.close()
+        servers.stop()
+    return 0
+
+
+RECONNECT_FOR = 30.0
+"""Seconds `events tail` tries to reconnect after losing PostgreSQL before giving up."""
+
+
+def events_tail(settings: Settings, args: argparse.Namespace) -> int:
+    """Follow the event store's notification log (the source of truth), printing each
+    event as its CloudEvents envelope, one JSON object per line."""
+    from api.bootstrap import start_servers
+
+    servers = start_servers(settings, nats=False, announce=say)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_tail(servers.database_url, args.from_position))
+    finally:
+        servers.stop()
+    return 0
+
+
+async def _tail(database_url: str, from_position: int | None) -> None:
+    import psycopg
+
+    from infrastructure.envelope import encode, to_cloud_event
+    from infrastructure.notification_log import max_position, read_notifications
+
+    position = from_position
+    lost_since: float | None = None
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                database_url, autocommit=True, connect_timeout=5
+            ) as conn:
+                if lost_since is not None:
+                    say(f"reconnected; going on after position {position}")
+                    lost_since = None
+                if position is None:
+                    position = await max_position(conn)
+                while True:
+                    batch = await read_notifications(conn, position, 500)
+                    for notification in batch:
+                        sys.stdout.write(encode(to_cloud_event(notification)).decode() + "\n")
+                        position = notification.id
+                    sys.stdout.flush()
+                    if not batch:
+                        await asyncio.sleep(0.5)
+        except psycopg.OperationalError as error:
+            now = time.monotonic()
+            if lost_since is None:
+                lost_since = now
+                say(f"lost the database connection ({_first_line(error)}); reconnecting")
+            elif now - lost_since > RECONNECT_FOR:
+                resume = f" (resume with --from {position})" if position is not None else ""
+                raise CliError(
+                    f"the database has been unreachable for {RECONNECT_FOR:.0f}s: "
+                    f"{_first_line(error)}{resume}"
+                ) from None
+            await asyncio.sleep(1.0)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else type(error).__name__
+
+
+def jwt_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    """Rotate the data dir's signing key (the embedded default). Only files change: no
+    database or NATS is needed, and running API processes pick the key up on restart."""
+    from infrastructure.security import data_dir_keys, key_id, rotate_data_dir_key
+
+    if settings.jwt_secret:
+        raise CliError(
+            "NORN_JWT_SECRET is set, so the signing key comes from the environment and "
+            "the data dir's key is not used. To rotate: set NORN_JWT_SECRET to a new key "
+            "(at least 32 bytes), put the old one in NORN_JWT_PREVIOUS_SECRETS "
+            "(comma-separated) so the tokens it signed keep working until they expire, "
+            "and restart every API process.",
+            2,
+        )
+    if not 0 <= args.keep <= 100:
+        raise CliError("--keep must be between 0 and 100", 2)
+    new_kid = rotate_data_dir_key(settings.data_dir, keep=args.keep)
+    still_verifying = [key_id(key) for key in data_dir_keys(settings.data_dir)[1:]]
+    print(f"new JWT signing key: kid {new_kid} (in {settings.data_dir})")
+    print(f"previous keys still verifying: {', '.join(still_verifying)}")
+    print("restart every running API process (norn serve / norn api) to sign with the new key")
+    return 0

@@ -264,7 +264,10 @@ async def _tail(database_url: str, from_position: int | None) -> None:
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
-                database_url, autocommit=True, connect_timeout=5
+                database_url,
+                autocommit=True,
+                connect_timeout=5,
+                application_name="norn events tail",  # for pg_stat_activity
             ) as conn:
                 if lost_since is not None:
                     say(f"reconnected; going on after position {position}")

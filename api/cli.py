@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
@@ -44,6 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.log_level.upper() != "DEBUG":
+        # pgserver logs initdb's whole output at INFO: it would bury what matters (the
+        # first start's admin password among it).
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # platformdirs warns that XDG_RUNTIME_DIR is unset (pgserver's lock falls back to
+    # /tmp): nothing an operator needs to act on.
+    warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
+    # SIGTERM ends a command as Ctrl-C does, through its clean-up: it lets go of the
+    # embedded servers (serve and the roles install their own handlers).
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.func(settings, args) or 0)
     except KeyboardInterrupt:
@@ -63,6 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"norn: {message}", file=sys.stderr)
         log.debug("details", exc_info=True)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def user_error(error: BaseException, settings: Settings) -> str | None:

@@ -41,9 +41,9 @@ def redact_url(url: str) -> str:
     if "@" not in parts.netloc:
         return urlunsplit(parts._replace(query=query))
     userinfo, _, hostport = parts.netloc.rpartition("@")
-    user, has_password, _ = userinfo.partition(":")
+    user, has_password, password = userinfo.partition(":")
     if has_password:
-        userinfo = f"{user}:***"
+        userinfo = f"{user}:***" if password else user
     elif parts.scheme.startswith("nats") or parts.scheme == "tls":
         userinfo = "***"  # nats://TOKEN@host: the user part is the secret
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{hostport}", query=query))

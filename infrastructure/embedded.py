@@ -85,6 +85,12 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         """Let go; the server stops only if no other live process uses it."""
         if self._server is not None:
+            from pgserver.postgres_server import PostgresServer
+
+            # A user that died without letting go would keep the count above zero, and
+            # the server running after its last live user left.
+            with PostgresServer._lock:
+                _forget_dead_handles(self.pgdata / ".handle_pids.json")
             self._server.cleanup()
             self._server = None
 

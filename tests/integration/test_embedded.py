@@ -114,7 +114,7 @@ def test_a_command_beside_a_live_server_uses_it_and_leaves_it_running(shared_dir
 
         info = _norn(shared_dir, "info")
         assert info.returncode == 0, info.stderr
-        assert f"PostgreSQL: {url.replace('postgres:@', 'postgres:***@')}" in info.stdout
+        assert f"PostgreSQL: {url.replace('postgres:@', 'postgres@')}" in info.stdout
         assert f"running (pid {postmaster}; used by pids {os.getpid()};" in info.stdout
         assert "NATS: embedded, not running" in info.stdout
     finally:

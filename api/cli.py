@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from api import cli_commands as commands
-from api.cli_support import CliError, redact_url
+from api.cli_support import CliError, error_summary, redact_url
 from infrastructure.settings import Settings, SettingsError
 
 log = logging.getLogger("norn")
@@ -94,8 +94,7 @@ def user_error(error: BaseException, settings: Settings) -> str | None:
 
     if isinstance(error, psycopg.OperationalError):
         where = redact_url(settings.database_url) if settings.database_url else "embedded"
-        detail = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        return f"cannot use PostgreSQL ({where}): {detail}"
+        return f"cannot use PostgreSQL ({where}): {error_summary(error)}"
     if isinstance(error, EmbeddedError):
         return f"embedded server: {error}"
     if isinstance(error, DomainError | ApplicationError | RebuildError):

@@ -12,7 +12,14 @@ import sys
 import time
 from uuid import uuid4
 
-from api.cli_support import CliError, ProgressLine, open_listener, redact_url, say
+from api.cli_support import (
+    CliError,
+    ProgressLine,
+    error_summary,
+    open_listener,
+    redact_url,
+    say,
+)
 from infrastructure.settings import Settings
 
 BACKGROUND_ROLES = {"relay", "projector", "executor"}
@@ -286,19 +293,14 @@ async def _tail(database_url: str, from_position: int | None) -> None:
             now = time.monotonic()
             if lost_since is None:
                 lost_since = now
-                say(f"lost the database connection ({_first_line(error)}); reconnecting")
+                say(f"lost the database connection ({error_summary(error)}); reconnecting")
             elif now - lost_since > RECONNECT_FOR:
                 resume = f" (resume with --from {position})" if position is not None else ""
                 raise CliError(
                     f"the database has been unreachable for {RECONNECT_FOR:.0f}s: "
-                    f"{_first_line(error)}{resume}"
+                    f"{error_summary(error)}{resume}"
                 ) from None
             await asyncio.sleep(1.0)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[-1] if text else type(error).__name__
 
 
 def jwt_rotate(settings: Settings, args: argparse.Namespace) -> int:

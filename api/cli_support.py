@@ -20,6 +20,12 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
+def error_summary(error: BaseException) -> str:
+    """An exception's message in one line (a driver's message can run to several)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def say(message: str) -> None:
     """A note for the operator, on stderr (stdout stays for a command's output)."""
     print(f"norn: {message}", file=sys.stderr, flush=True)

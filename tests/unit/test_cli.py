@@ -218,3 +218,13 @@ def test_the_first_admin_password_stands_out_as_a_block() -> None:
     assert lines[1] == lines[-2] and set(lines[1]) == {"="}
     assert "      password: p4ss-w0rd" in lines
     assert any("shown ONCE" in line for line in lines)
+
+
+def test_a_malformed_database_url_is_a_configuration_error_without_its_password(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NORN_DATABASE_URL", "postgresql://norn:s3cret@db/norn?bogus=1")
+    assert main(["migrate"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("norn: configuration error: NORN_DATABASE_URL is not a PostgreSQL URL")
+    assert "bogus" in err and "s3cret" not in err

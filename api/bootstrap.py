@@ -17,6 +17,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from api.cli_support import admin_password_block
 from application.api_keys import ApiKeyService
 from application.event_store import NornEventStore
 from application.executor import RunExecutor
@@ -215,27 +216,6 @@ def bootstrap_admin(container: Container, announce: Callable[[str], None] = prin
         password = secrets.token_urlsafe(18)
         if container.users.ensure_platform_admin("admin", password):
             announce(admin_password_block("admin", password))
-
-
-def admin_password_block(username: str, password: str) -> str:
-    """The first start's admin credentials as a block that stands out from log lines:
-    it is the only time the password is shown."""
-    rule = "=" * 72
-    return "\n".join(
-        [
-            "",
-            rule,
-            "  Norn created a platform admin. This password is shown ONCE, now:",
-            "",
-            f"      username: {username}",
-            f"      password: {password}",
-            "",
-            "  Keep it somewhere safe. To choose the admin yourself instead, set",
-            "  NORN_ADMIN_USERNAME and NORN_ADMIN_PASSWORD before the first start.",
-            rule,
-            "",
-        ]
-    )
 
 
 class Roles:

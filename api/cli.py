@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from api import cli_commands as commands
 from api.cli_support import CliError, error_summary, redact_url
+from api.cli_tail import events_tail
 from infrastructure.settings import Settings, SettingsError
 
 log = logging.getLogger("norn")
@@ -195,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="POSITION",
         help="print the events after this position first (default: only new events)",
     )
-    tail.set_defaults(func=commands.events_tail)
+    tail.set_defaults(func=events_tail)
 
     jwt_ = sub.add_parser(
         "jwt",

@@ -147,3 +147,24 @@ def _duration(seconds: float) -> str:
         return f"{minutes}m{seconds:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+def admin_password_block(username: str, password: str) -> str:
+    """The first start's admin credentials as a block that stands out from log lines:
+    it is the only time the password is shown."""
+    rule = "=" * 72
+    return "\n".join(
+        [
+            "",
+            rule,
+            "  Norn created a platform admin. This password is shown ONCE, now:",
+            "",
+            f"      username: {username}",
+            f"      password: {password}",
+            "",
+            "  Keep it somewhere safe. To choose the admin yourself instead, set",
+            "  NORN_ADMIN_USERNAME and NORN_ADMIN_PASSWORD before the first start.",
+            rule,
+            "",
+        ]
+    )

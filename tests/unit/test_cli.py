@@ -211,7 +211,7 @@ def test_progress_on_a_terminal_rewrites_one_line_and_ends_it() -> None:
 
 
 def test_the_first_admin_password_stands_out_as_a_block() -> None:
-    from api.bootstrap import admin_password_block
+    from api.cli_support import admin_password_block
 
     lines = admin_password_block("admin", "p4ss-w0rd").split("\n")
     assert lines[0] == "" and lines[-1] == ""  # set apart from the log lines around it

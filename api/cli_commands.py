@@ -17,6 +17,11 @@ from infrastructure.settings import Settings
 BACKGROUND_ROLES = {"relay", "projector", "executor"}
 
 
+def announce_for_command(message: str) -> None:
+    """What a one-shot command says when it starts an embedded server itself."""
+    say(f"{message}; it stops when this command ends (unless another process uses it)")
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     return _run_http(settings, BACKGROUND_ROLES)
 
@@ -124,7 +129,9 @@ def migrate(settings: Settings, args: argparse.Namespace) -> int:
     from api.bootstrap import start_servers
     from infrastructure.migrations import migrate as apply_migrations
 
-    servers = start_servers(settings, run_migrations=False, nats=False, announce=say)
+    servers = start_servers(
+        settings, run_migrations=False, nats=False, announce=announce_for_command
+    )
     try:
         applied = apply_migrations(servers.database_url)
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
@@ -150,7 +157,15 @@ def info(settings: Settings, args: argparse.Namespace) -> int:
             f"  embedded, running (pid {status.pid}; used by pids {users}; data in {where})",
         ]
 
-    lines = [f"norn {_version()}", f"API: http://{settings.host}:{settings.port}"]
+    from infrastructure.embedded_state import port_answers
+
+    probe_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+    listening = port_answers(settings.port, probe_host)
+    lines = [
+        f"norn {_version()}",
+        f"API: http://{settings.host}:{settings.port}"
+        + (" (listening)" if listening else " (nothing listening)"),
+    ]
     if settings.database_url:
         lines.append(f"PostgreSQL: {redact_url(settings.database_url)} (NORN_DATABASE_URL)")
     else:
@@ -174,7 +189,7 @@ def projection_status(settings: Settings, args: argparse.Namespace) -> int:
     from api.bootstrap import start_servers
     from projections import ALL_PROJECTIONS, projection_status
 
-    servers = start_servers(settings, nats=False, announce=say)
+    servers = start_servers(settings, nats=False, announce=announce_for_command)
     try:
         rows = asyncio.run(projection_status(servers.database_url, ALL_PROJECTIONS))
         print(f"{'projection':<20} {'position':>10} {'head':>10} {'lag':>8}")
@@ -194,7 +209,7 @@ def projection_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     by_name = {p.name: p for p in ALL_PROJECTIONS}
     if args.name not in by_name:
         raise CliError(f"unknown projection {args.name!r}; one of {', '.join(by_name)}", 2)
-    servers = start_servers(settings, nats=False, announce=say)
+    servers = start_servers(settings, nats=False, announce=announce_for_command)
     progress = ProgressLine(f"rebuilding {args.name}", sys.stderr)
     started = time.monotonic()
     try:
@@ -215,7 +230,7 @@ def create_user(settings: Settings, args: argparse.Namespace) -> int:
         password = getpass.getpass("password: ")
     except EOFError:
         raise CliError("no password given", 2) from None
-    servers = start_servers(settings, nats=False, announce=say)
+    servers = start_servers(settings, nats=False, announce=announce_for_command)
     container = build_container(settings, servers.database_url, servers.nats_url)
     try:
         roles = tuple(args.roles or (["platform_admin"] if args.tenant is None else ["viewer"]))

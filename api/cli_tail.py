@@ -8,6 +8,7 @@ import contextlib
 import sys
 import time
 
+from api.cli_commands import announce_for_command
 from api.cli_support import CliError, error_summary, say
 from infrastructure.settings import Settings
 
@@ -20,7 +21,7 @@ def events_tail(settings: Settings, args: argparse.Namespace) -> int:
     event as its CloudEvents envelope, one JSON object per line."""
     from api.bootstrap import start_servers
 
-    servers = start_servers(settings, nats=False, announce=say)
+    servers = start_servers(settings, nats=False, announce=announce_for_command)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_tail(servers.database_url, args.from_position))

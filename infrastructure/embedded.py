@@ -166,13 +166,13 @@ class EmbeddedNats:
         with self._state.locked() as record:
             record.drop_dead_users()
             running = record.pid if is_server_of(record.pid, NATS_BINARY, self.store_dir) else None
+            running_port = record.port if running is not None else None
             if running is None:
-                # One the file does not name: started by an older Norn, or the file lost.
+                # One the file does not name (started by an older Norn, or by a process
+                # killed before it wrote the file): its port is unknown.
                 found = servers_of(NATS_BINARY, self.store_dir)
                 running = found[0] if found else None
-                if running is not None and running != record.pid:
-                    record.port = None  # its port is unknown
-            if running is not None and record.port and port_answers(record.port):
+            if running is not None and running_port and port_answers(running_port):
                 if not pid_alive(record.owner):
                     log.warning(
                         "adopting the embedded nats-server (pid %s) whose starting process "
@@ -188,10 +188,14 @@ class EmbeddedNats:
                     if record.users:
                         raise EmbeddedError(
                             f"the embedded nats-server (pid {running}) on {self.store_dir} "
-                            f"does not answer on port {record.port}; it is used by pids "
+                            f"does not answer on port {running_port}; it is used by pids "
                             f"{', '.join(map(str, record.users))}: stop them first"
                         )
-                    log.warning("stopping an unresponsive embedded nats-server (pid %s)", running)
+                    log.warning(
+                        "stopping an embedded nats-server (pid %s) that no live process "
+                        "uses and that does not answer on a known port",
+                        running,
+                    )
                     _terminate(running)
                 self._spawn(record, timeout, announce)
             self.port = record.port

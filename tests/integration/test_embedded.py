@@ -95,7 +95,7 @@ def test_a_one_shot_command_says_what_it_starts_and_stops_it_again(shared_dir: P
 
     assert migrated.returncode == 0, migrated.stderr
     assert "an embedded PostgreSQL in" in migrated.stderr
-    assert "(none is running)" in migrated.stderr
+    assert "(none is running); it stops when this command ends" in migrated.stderr
     assert not postgres_status(shared_dir).running  # it was the only user
     assert not (shared_dir / "nats").exists()  # migrate needs no NATS
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infrastructure.embedded import free_port
+from infrastructure.embedded import free_port, nats_status
 from infrastructure.settings import Settings
 
 NORN = str(Path(sys.executable).parent / "norn")
@@ -141,6 +141,16 @@ def test_sigterm_with_an_open_feed_stops_everything_on_the_embedded_default(
             assert time.monotonic() < deadline, "embedded norn serve did not become ready"
             time.sleep(0.3)
         assert _processes_using(data_dir), "the embedded servers should be running"
+        # Operator commands beside the live server use its servers and leave them be.
+        nats_before = nats_status(data_dir).pid
+        for command in (["projections", "status"], ["migrate"], ["info"]):
+            done = subprocess.run(  # noqa: S603
+                [NORN, *command], env=env, capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0, done.stderr
+            assert "starting" not in done.stderr
+        assert nats_status(data_dir).pid == nats_before
+        assert httpx.get(f"{base}/health/ready", timeout=5).status_code == 200
         token = httpx.post(
             f"{base}/api/v1/auth/login",
             json={"username": "boss", "password": "a-long-enough-password"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -14,8 +15,7 @@ from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.types import Receive, Scope, Send
 
 from api.auth import PUBLIC_PATHS, BearerAuthMiddleware, permission_guard
@@ -24,6 +24,9 @@ from api.controllers.api_keys import ApiKeyController
 from api.controllers.auth import AuthController
 from api.controllers.events import EventStreamController
 from api.controllers.health import HealthController
+from api.controllers.health_details import HealthDetailsController
+from api.controllers.metrics import MetricsController
+from api.controllers.paging import provide_paging
 from api.controllers.pipeline_runs import PipelineRunController
 from api.controllers.pipelines import PipelineController
 from api.controllers.plugins import PluginController
@@ -34,9 +37,13 @@ from api.controllers.users import UserController
 from api.dependencies import ReadYourWrites
 from api.errors import EXCEPTION_HANDLERS
 from api.idempotency import IdempotencyMiddleware
+from api.openapi import DOCS_ASSETS, describe_once, docs_assets
+from api.query_rules import QueryRules
 from api.rate_limit import STATE_KEY as RATE_LIMIT_HEADERS
 from api.rate_limit import RateLimitMiddleware
 from application.threads import Threaded
+from infrastructure import logs
+from infrastructure.metrics import UNMATCHED_ROUTE, NornMetrics, command_observer
 
 # POST /api/v1/pipelines/{id}:rollback is the custom-method spelling of .../{id}/rollback.
 _CUSTOM_METHOD = re.compile(r"^(/api/v1/[a-z-]+/[^/:]+):([a-z_-]+)$")
@@ -46,8 +53,10 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class NornApp(Litestar):
-    """Litestar, plus two things that must happen before routing: the `:action` path
-    spelling, and a request id on every request and response."""
+    """Litestar, plus what must happen around routing: the `:action` path spelling, a
+    request id on every request, response and log line, and the HTTP metrics."""
+
+    metrics: NornMetrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -59,16 +68,36 @@ class NornApp(Litestar):
             scope["path"] = f"{match.group(1)}/{action}"  # type: ignore[typeddict-item]
         request_id = _incoming_request_id(scope) or uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id  # type: ignore[typeddict-item]
+        logged_as = logs.request_id.set(request_id)  # every log line of this request
+        tenant_logged = logs.tenant_id.set(None)  # set by authentication
+        started = time.perf_counter()
+        status: int | None = None  # until the app answers
 
         async def send_with_id(message: Any) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 headers.extend(scope["state"].get(RATE_LIMIT_HEADERS, ()))  # type: ignore[typeddict-item]
                 message = {**message, "headers": headers}
             await send(message)
 
-        await super().__call__(scope, receive, send_with_id)
+        try:
+            await super().__call__(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            status = status or 499  # the client went away before an answer (nginx's code)
+            raise
+        finally:
+            logs.tenant_id.reset(tenant_logged)
+            logs.request_id.reset(logged_as)
+            if scope["type"] == "http":
+                self.metrics.observe_request(
+                    scope["method"],
+                    scope.get("path_template") or UNMATCHED_ROUTE,  # never the raw path
+                    status or 500,  # failed before it answered
+                    time.perf_counter() - started,
+                )
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -91,15 +120,19 @@ def dependencies(container: Container) -> dict[str, Provide]:
     container. Services whose methods block are wrapped once in `Threaded`, the API's one
     seam to its worker threads (application/threads.py)."""
     c = container
+
+    def commands(name: str, service: Any) -> Threaded[Any]:
+        return Threaded(service, command_observer(c.metrics, name))
+
     provided = {
         name: _constant(value)
         for name, value in {
-            "pipelines": Threaded(c.pipelines),
-            "tenants": Threaded(c.tenants),
-            "users": Threaded(c.users),
-            "api_keys": Threaded(c.api_keys),
-            "runs": Threaded(c.runs),
-            "sessions": Threaded(c.sessions),
+            "pipelines": commands("pipelines", c.pipelines),
+            "tenants": commands("tenants", c.tenants),
+            "users": commands("users", c.users),
+            "api_keys": commands("api_keys", c.api_keys),
+            "runs": commands("runs", c.runs),
+            "sessions": commands("sessions", c.sessions),
             "logins": c.logins,
             "read_your_writes": ReadYourWrites(
                 c.read_pool, c.positions, c.settings.min_position_timeout
@@ -118,6 +151,7 @@ def dependencies(container: Container) -> dict[str, Provide]:
     }
     # Set once the background connect succeeds (the API starts without NATS): read per request.
     provided["nats"] = Provide(lambda: c.nats, sync_to_thread=False)
+    provided["paging"] = Provide(provide_paging, sync_to_thread=False)
     return provided
 
 
@@ -125,6 +159,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
     """The HTTP API over `container`; `roles` are background roles (relay, projector)
     this process runs too (all of them for `norn serve`)."""
     background = Roles(container, set(roles or ()))
+    query_rules = QueryRules()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -154,6 +189,8 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
     app = NornApp(
         route_handlers=[
             HealthController,
+            HealthDetailsController,
+            MetricsController,
             AuthController,
             TenantController,
             UserController,
@@ -174,8 +211,13 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             IdempotencyMiddleware(),
         ],
         guards=[permission_guard],
+        before_request=query_rules.before_request,
+        after_request=query_rules.after_request,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
+        # Logging is configured once by the process (infrastructure/logs.py), not by
+        # Litestar's default config, which would replace it with its own format.
+        logging_config=None,
         request_max_body_size=container.settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Norn",
@@ -183,15 +225,25 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             description="Event-sourced control plane for data pipelines.",
             # Public like /health: the app-wide permission guard would otherwise refuse
             # these routes, which declare no permission.
-            openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
-            render_plugins=[SwaggerRenderPlugin(), RedocRenderPlugin(path="/redoc")],
-            components=Components(
-                security_schemes={
-                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
-                }
+            openapi_router=Router(
+                path="/schema",
+                route_handlers=[docs_assets()],
+                opt={"public": True},
+                before_request=describe_once,
             ),
-            security=[{"bearer": []}],
+            # Swagger UI from the swagger-ui-bundle package, not a CDN: the page works
+            # offline. Security, error responses and headers: api/openapi.py.
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    path="/",
+                    js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                    css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                    standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                )
+            ],
         ),
     )
+    query_rules.install(app)
     app.state.container = container
+    app.metrics = container.metrics
     return app

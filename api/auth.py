@@ -16,9 +16,17 @@ from application.authorization import Permission, authorize
 from application.errors import AuthenticationFailed, PermissionDenied
 from application.principal import Principal
 from application.threads import in_thread
+from infrastructure import logs
 from infrastructure.api_key_secrets import KEY_PREFIX
 
-PUBLIC_PATHS = ["^/health", "^/schema", "^/api/v1/auth/login$", "^/api/v1/auth/refresh$"]
+PUBLIC_PATHS = [
+    "^/health/?$",
+    "^/health/(live|ready)/?$",
+    "^/metrics/?$",  # open, or guarded by NORN_METRICS_TOKEN (api/controllers/metrics.py)
+    "^/schema",
+    "^/api/v1/auth/login$",
+    "^/api/v1/auth/refresh$",
+]
 
 
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
@@ -30,6 +38,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         if api_key is not None:
             principal = await in_thread(sessions.principal_for_api_key, api_key)
             await container.api_key_usage.touch(UUID(principal.subject_id))
+            logs.tenant_id.set(principal.tenant_id)  # this request's log lines
             return AuthenticationResult(user=principal, auth=None)
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
@@ -39,6 +48,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             )
         # One thread hop for the token, its session, user and tenant (and X-Tenant-ID).
         principal = await in_thread(_user_principal, sessions, token.strip(), acting_in)
+        logs.tenant_id.set(principal.tenant_id)  # this request's log lines
         return AuthenticationResult(user=principal, auth=None)
 
 

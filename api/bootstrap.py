@@ -32,12 +32,15 @@ from application.users import UserService
 from infrastructure import nats as norn_nats
 from infrastructure.api_key_secrets import ApiKeySecrets
 from infrastructure.api_key_usage import ApiKeyUsage
+from infrastructure.database_availability import DatabaseAvailability
 from infrastructure.embedded import Announce, EmbeddedNats, EmbeddedPostgres
 from infrastructure.executor_role import ExecutorConfig, ExecutorRole
 from infrastructure.heartbeats import PostgresHeartbeats
 from infrastructure.idempotency import IdempotencyStore
 from infrastructure.leadership import AdvisoryLocks
 from infrastructure.login_throttle import PostgresLoginThrottle
+from infrastructure.metrics import NornMetrics
+from infrastructure.metrics_refresh import MetricsRefresher, any_of
 from infrastructure.migrations import migrate
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.postgres import create_read_pool, create_sync_pool, open_event_store
@@ -137,19 +140,29 @@ class Container:
     rate_limits: dict[str, RateLimit]
     nats: NatsClient | None = None
     relay: Relay | None = None
+    database: DatabaseAvailability | None = None
+    """Whether PostgreSQL answers: every pool checks it before waiting for a connection."""
+    metrics: NornMetrics = field(default_factory=NornMetrics)
+    """This process's Prometheus metrics (its own registry: tests run several apps)."""
+    executor: ExecutorRole | None = None
+    """The executor role, if this process runs it (health and metrics look at it)."""
     positions: LivePositions = field(default_factory=LivePositions)
     """Where this process's projection runners are (if it runs the projector role): the
     API's min_position waits and readiness consult it before the tracking rows."""
 
     def close(self) -> None:
+        if self.database is not None:
+            self.database.close()
         self.store.close()
         self.sync_pool.close()
 
 
 def build_container(settings: Settings, database_url: str, nats_url: str) -> Container:
-    store = open_event_store(database_url, pool_size=settings.db_pool_size)
-    read_pool = create_read_pool(database_url, max_size=settings.db_pool_size)
-    sync_pool = create_sync_pool(database_url, max_size=settings.db_pool_size)
+    # One verdict on PostgreSQL's availability for every pool of the process.
+    database = DatabaseAvailability(database_url)
+    store = open_event_store(database_url, settings.db_pool_size, database)
+    read_pool = create_read_pool(database_url, settings.db_pool_size, database)
+    sync_pool = create_sync_pool(database_url, settings.db_pool_size, database)
     plugins = PluginCatalog.with_entry_points(settings.plugin_refs)
     if settings.jwt_secret:
         keys = [settings.jwt_secret, *settings.previous_jwt_secrets]
@@ -174,34 +187,52 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
         lock_after_address=5 * settings.login_lock_after,
         lock_seconds=float(settings.login_lock_seconds),
     )
-    return Container(
-        settings=settings,
-        database_url=database_url,
-        nats_url=nats_url,
-        store=store,
-        read_pool=read_pool,
-        sync_pool=sync_pool,
-        plugins=plugins,
-        tokens=tokens,
-        usage=usage,
-        tenants=TenantService(store, usage),
-        users=UserService(store, hasher),
-        sessions=sessions,
-        logins=LoginService(PostgresLoginThrottle(read_pool), login_policy),
-        pipelines=pipelines,
-        pipeline_queries=PipelineQueries(read_pool),
-        runs=RunService(store, pipelines, usage, max_attempts=settings.run_max_attempts),
-        run_queries=RunQueries(read_pool),
-        run_logs=RunLogs(read_pool),
-        tenant_queries=TenantQueries(read_pool),
-        user_queries=UserQueries(read_pool),
-        idempotency=IdempotencyStore(read_pool, ttl=timedelta(seconds=settings.idempotency_ttl)),
-        api_keys=api_keys,
-        api_key_queries=ApiKeyQueries(read_pool),
-        api_key_usage=ApiKeyUsage(read_pool),
-        rate_limiter=SyncedRateLimiter(read_pool, rate_limits),
-        rate_limits=rate_limits,
+    return _observed(
+        Container(
+            settings=settings,
+            database_url=database_url,
+            nats_url=nats_url,
+            database=database,
+            store=store,
+            read_pool=read_pool,
+            sync_pool=sync_pool,
+            plugins=plugins,
+            tokens=tokens,
+            usage=usage,
+            tenants=TenantService(store, usage),
+            users=UserService(store, hasher),
+            sessions=sessions,
+            logins=LoginService(PostgresLoginThrottle(read_pool), login_policy),
+            pipelines=pipelines,
+            pipeline_queries=PipelineQueries(read_pool),
+            runs=RunService(store, pipelines, usage, max_attempts=settings.run_max_attempts),
+            run_queries=RunQueries(read_pool),
+            run_logs=RunLogs(read_pool),
+            tenant_queries=TenantQueries(read_pool),
+            user_queries=UserQueries(read_pool),
+            idempotency=IdempotencyStore(
+                read_pool, ttl=timedelta(seconds=settings.idempotency_ttl)
+            ),
+            api_keys=api_keys,
+            api_key_queries=ApiKeyQueries(read_pool),
+            api_key_usage=ApiKeyUsage(read_pool),
+            rate_limiter=SyncedRateLimiter(read_pool, rate_limits),
+            rate_limits=rate_limits,
+        )
     )
+
+
+def _observed(container: Container) -> Container:
+    """Hand the metrics what they read at scrape time (infrastructure/metrics.py)."""
+    metrics = container.metrics
+    metrics.database = container.database
+    metrics.pools = {
+        "store": container.store.recorder.datastore.pool,  # type: ignore[attr-defined]
+        "read": container.read_pool,
+        "sync": container.sync_pool,
+    }
+    container.store.recorder.event_tally = metrics.events  # type: ignore[attr-defined]
+    return container
 
 
 def bootstrap_admin(container: Container, announce: Callable[[str], None] = print) -> None:
@@ -234,6 +265,14 @@ class Roles:
 
     async def start(self) -> None:
         c, s = self._container, self._container.settings
+        refresher = MetricsRefresher(
+            c.metrics,
+            c.read_pool,
+            c.positions,
+            any_of(lambda: c.nats, lambda: c.executor.nats if c.executor else None),
+            s.nats_stream,
+        )
+        self._tasks.append(asyncio.create_task(refresher.run(self._stop), name="metrics"))
         if "relay" in self._roles:
             c.relay = Relay(
                 database_url=c.database_url,
@@ -245,12 +284,16 @@ class Roles:
             # Appends made in this process wake the relay at once (other processes'
             # appends are found by its poll).
             c.store.recorder.on_append = c.relay.wake  # type: ignore[attr-defined]
+            c.metrics.relay = c.relay
             self._tasks.append(asyncio.create_task(c.relay.run(self._stop), name="relay"))
         if "projector" in self._roles:
             # One leadership session and one small pool for all the runners, instead of
             # two connections each.
             self._runner_sessions = RunnerSessions(c.database_url, locks=self._locks)
             await self._runner_sessions.open()
+            c.metrics.projection_positions = lambda: {
+                p.name: c.positions.get(p.name) for p in ALL_PROJECTIONS
+            }
             for projection in ALL_PROJECTIONS:
                 runner = ProjectionRunner(
                     projection,
@@ -265,9 +308,8 @@ class Roles:
                     asyncio.create_task(runner.run(self._stop), name=f"projector:{projection.name}")
                 )
         if "executor" in self._roles:
-            self._tasks.append(
-                asyncio.create_task(executor_role(c, self._locks).run(self._stop), name="executor")
-            )
+            c.executor = c.metrics.executor = executor_role(c, self._locks)
+            self._tasks.append(asyncio.create_task(c.executor.run(self._stop), name="executor"))
 
     async def stop(self, grace: float = 10.0) -> None:
         self._stop.set()
@@ -320,7 +362,7 @@ def executor_role(c: Container, locks: AdvisoryLocks | None = None) -> ExecutorR
         maintenance_interval=min(5.0, s.heartbeat_interval),
     )
     recovery = RunRecovery(c.store, heartbeats, timeout=s.heartbeat_timeout, save=executor.save)
-    return ExecutorRole(config, executor, recovery, steps, locks)
+    return ExecutorRole(config, executor, recovery, steps, locks, c.metrics.observe_run)
 
 
 async def connect_feed(container: Container) -> None:

@@ -43,10 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"norn: configuration error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from infrastructure.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
     if settings.log_level.upper() != "DEBUG":
         # pgserver logs initdb's whole output at INFO: it would bury what matters (the
         # first start's admin password among it).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import signal
 import sys
 import time
@@ -13,6 +14,8 @@ from uuid import uuid4
 
 from api.cli_support import CliError, ProgressLine, open_listener, redact_url, say
 from infrastructure.settings import Settings
+
+log = logging.getLogger("norn")
 
 BACKGROUND_ROLES = {"relay", "projector", "executor"}
 
@@ -80,6 +83,7 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
                 uvicorn.Config(
                     app,
                     log_level="warning",
+                    log_config=None,  # uvicorn's lines go through ours (NORN_LOG_FORMAT)
                     lifespan="on",
                     # Open SSE streams never end by themselves: give them a moment, then close.
                     timeout_graceful_shutdown=3,
@@ -112,10 +116,24 @@ def _run_roles(settings: Settings, roles: set[str]) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await container.read_pool.open()
+        metrics_server = None
+        if settings.metrics_port is not None:
+            # These roles serve no HTTP: their metrics get a port of their own.
+            from infrastructure.metrics_server import serve_metrics
+
+            metrics_server = serve_metrics(
+                settings.host,
+                settings.metrics_port,
+                container.metrics.registry,
+                settings.metrics_token,
+            )
+            log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
         try:
             await background.start()
             await stop.wait()
         finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
             await background.stop()
             await container.read_pool.close()
             container.close()

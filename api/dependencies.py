@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import AsyncConnectionPool
 
+from api.controllers.paging import Paging
 from application.api_keys import ApiKeyService
 from application.errors import ServiceUnavailable
 from application.logins import LoginService
@@ -66,6 +67,7 @@ LoginServiceDep = NamedDependency[LoginService]
 
 # Queries: read models (asynchronous already).
 ReadYourWritesDep = NamedDependency[ReadYourWrites]
+PagingDep = NamedDependency[Paging]
 PipelineQueriesDep = NamedDependency[PipelineQueries]
 TenantQueriesDep = NamedDependency[TenantQueries]
 UserQueriesDep = NamedDependency[UserQueries]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 from uuid import uuid4
 
@@ -22,7 +23,13 @@ from application.errors import (
     ServiceUnavailable,
     VersionConflict,
 )
-from domain.errors import AggregateDeleted, InvalidCommand, InvalidDefinition, NameTaken
+from domain.errors import (
+    AggregateDeleted,
+    Conflict,
+    InvalidCommand,
+    InvalidDefinition,
+    NameTaken,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +84,13 @@ def _invalid_command(request: Request, exc: InvalidCommand) -> Response[Any]:
 
 
 def _name_taken(request: Request, exc: NameTaken) -> Response[Any]:
-    return error_response(request, 422, str(exc), [{"field": "name", "message": "already taken"}])
+    details = [{"field": "name", "message": "already taken"}]
+    return error_response(request, 409, str(exc), details, code="RESOURCE_CONFLICT")
+
+
+def _conflict(request: Request, exc: Conflict) -> Response[Any]:
+    details = [{"field": exc.field, "message": str(exc)}] if exc.field else []
+    return error_response(request, 409, str(exc), details, code="RESOURCE_CONFLICT")
 
 
 def _not_found(request: Request, exc: Exception) -> Response[Any]:
@@ -85,11 +98,35 @@ def _not_found(request: Request, exc: Exception) -> Response[Any]:
 
 
 def _version_conflict(request: Request, exc: VersionConflict) -> Response[Any]:
-    return error_response(request, 412 if exc.precondition else 409, str(exc))
+    """412 (a stale If-Match) or 409 (a concurrent writer won), with the version now, as
+    the ETag and in the body, and the position to re-read at (?min_position=)."""
+    details: list[Any] = []
+    headers: dict[str, str] = {}
+    if exc.current_version is not None:
+        headers["ETag"] = f'"{exc.current_version}"'
+        details.append(
+            {
+                "field": "If-Match",
+                "message": f"the current version is {exc.current_version}",
+                "current_version": exc.current_version,
+                "position": exc.position,
+            }
+        )
+    return error_response(
+        request, 412 if exc.precondition else 409, str(exc), details, headers=headers
+    )
 
 
 def _quota_exceeded(request: Request, exc: QuotaExceeded) -> Response[Any]:
-    details = [{"quota": exc.quota, "limit": exc.limit, "used": exc.used}]
+    # The one detail shape, plus the figures a client needs to say how far over it is.
+    details = [
+        {
+            "field": exc.quota,
+            "message": f"{exc.used} of {exc.limit} in use",
+            "limit": exc.limit,
+            "used": exc.used,
+        }
+    ]
     return error_response(request, 409, str(exc), details, code="QUOTA_EXCEEDED")
 
 
@@ -116,22 +153,60 @@ def _http_exception(request: Request, exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     if status >= 500:
         return _internal(request, exc)
-    details: list[Any] = []
-    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
-        details = [_clean_detail(d) for d in exc.extra]
-    message = exc.detail if exc.detail else "request rejected"
     if status == 401:
         return error_response(
             request, 401, "authentication required", headers={"WWW-Authenticate": "Bearer"}
         )
+    message = exc.detail if exc.detail else "request rejected"
+    if not isinstance(exc, ValidationException) or not isinstance(exc.extra, list):
+        return error_response(request, status, message, headers=exc.headers)
+    problems = [_problem(d) for d in exc.extra]
+    if status == 400 and problems and all(p.body_field for p in problems):
+        # The README's rule: 400 for a request that cannot be read (not JSON, not an
+        # object, bad query or path parameters), 422 for a readable body whose fields
+        # are invalid.
+        status, message = 422, "the request body has invalid fields"
+    elif status == 400 and any(p.source == "body" for p in problems):
+        message = "the request body must be a JSON object"
+    details = [{"field": p.field, "message": p.message} for p in problems]
     return error_response(request, status, message, details, headers=exc.headers)
 
 
-def _clean_detail(detail: Any) -> Any:
-    # Litestar's details are {"message", "key", "source"}: keep them, minus anything odd.
-    if isinstance(detail, dict):
-        return {k: v for k, v in detail.items() if k in {"message", "key", "source"}}
-    return str(detail)
+class _Problem:
+    """One of litestar's validation details ({"message", "key", "source"}), in the API's
+    one detail shape: the field as a dotted path (steps[0].name; a query, path or header
+    parameter by its name) and what is wrong with it."""
+
+    _AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+    _NAMED = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]+)`")
+
+    def __init__(self, message: str, key: str, source: str) -> None:
+        self.source = source
+        path = ""
+        at = self._AT.search(message)
+        if at:
+            path, message = at["path"], message[: at.start()]
+        elif source == "body" and key != "data":
+            path = key  # litestar names a top-level field by itself
+        named = self._NAMED.match(message)
+        if named:
+            path = f"{path}.{named['name']}" if path else named["name"]
+        if source != "body":
+            path = key
+        elif not path and message.strip("'") == key:
+            message = "a JSON object body is required"  # litestar's KeyError('data')
+        # A problem with the body as a whole (not an object, missing) names no field.
+        self.body_field = source == "body" and bool(path)
+        self.field = path or ("body" if source == "body" else key)
+        self.message = message
+
+
+def _problem(detail: Any) -> _Problem:
+    if not isinstance(detail, dict):
+        return _Problem(str(detail), "", "")
+    return _Problem(
+        str(detail.get("message", "")), str(detail.get("key", "")), str(detail.get("source", ""))
+    )
 
 
 def _too_deep(request: Request, exc: RecursionError) -> Response[Any]:
@@ -149,6 +224,7 @@ def _internal(request: Request, exc: Exception) -> Response[Any]:
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     InvalidDefinition: _invalid_definition,
     InvalidCommand: _invalid_command,
+    Conflict: _conflict,
     NameTaken: _name_taken,
     NotFound: _not_found,
     AggregateDeleted: _not_found,

@@ -1,7 +1,13 @@
 """Idempotency-Key on writes (README "Idempotency-Key"): a retry with the same key by the same
 principal gets the first response back, marked `Idempotent-Replayed: true`, and the
-command runs once. Only successful (2xx) responses are kept: after a failure the key is
-free again, so the client can correct the request and retry with the same key.
+command runs once. Only successful (2xx) responses are kept: after a client error the key
+is free again, so the client can correct the request and retry with the same key.
+
+No crash lets a key act twice (docs/architecture.md "Idempotent commands"): the response
+is sent only once it is kept; the key's lease is short and renewed while the command
+runs, so a retry takes over from a process that died within seconds; and the command
+gets the key (CommandContext.idempotency) to derive the ids of what it creates, so the
+retry finds what the dead attempt appended and answers it instead of creating it again.
 
 The key belongs to the principal acting in a tenant; reusing it for a different request
 (method, path, query or body) is refused with 422. A concurrent duplicate waits for the
@@ -13,8 +19,10 @@ API key) declares opt={"idempotency": "refuse"}: an Idempotency-Key on it is a 4
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar.enums import ScopeType
@@ -22,10 +30,13 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.crash_points import CrashPoint
 from application.principal import Principal
+from domain.events import Idempotency
 from infrastructure.idempotency import IdempotencyStore, StoredResponse
 
 HEADER = b"idempotency-key"
+_REPLAYED = b"idempotent-replayed"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 _REPLAYED_HEADERS = {"content-type", "etag", "location"}
@@ -35,6 +46,9 @@ _WAIT_FOR_FIRST = 10.0
 
 class IdempotencyMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
+
+    def __init__(self) -> None:
+        self._crash = CrashPoint.from_env()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         raw_key = _header(scope, HEADER)
@@ -74,17 +88,60 @@ class IdempotencyMiddleware(ASGIMiddleware):
         if reservation.stored is not None:
             await _send_stored(send, reservation.stored)
             return
+        generation = reservation.generation
+        idempotency = Idempotency(
+            key_id(who, key, fingerprint, generation),
+            earlier_attempt=reservation.taken_over,
+        )
+        scope.setdefault("state", {})["idempotency"] = idempotency
         captured = _Capture(send)
+        renewing = asyncio.create_task(_renew(store, who, key, generation))
         try:
             await next_app(scope, replay_receive, captured.send)
         except BaseException:
-            await store.release(who, key)
+            await store.release(who, key, may_have_acted=True)
             raise
+        finally:
+            renewing.cancel()
+        self._reached("idempotency-after-command", key)
+        if idempotency.answered_earlier:  # what an earlier attempt did, found again
+            captured.mark_replayed()
         response = captured.response()
         if response is not None and 200 <= response.status < 300:
             await store.complete(who, key, response)
+            self._reached("idempotency-after-record", key)
         else:
-            await store.release(who, key)
+            # A server error may come after the command acted, and a response too large
+            # to keep did act: a retry takes the key over and finds what was made.
+            acted = response is None or response.status >= 500
+            await store.release(who, key, may_have_acted=acted)
+        await captured.flush()
+
+    def _reached(self, point: str, key: str) -> None:
+        if self._crash is not None:
+            self._crash.reached(point, key)
+
+
+async def _renew(store: IdempotencyStore, who: str, key: str, generation: Any) -> None:
+    """Renew the key's lease while the request runs, so that only a dead process's lease
+    runs out (and a retry takes over within one lease)."""
+    interval = store.lease.total_seconds() / 3
+    while True:
+        await asyncio.sleep(interval)
+        with contextlib.suppress(Exception):  # the next beat tries again
+            await store.renew(who, key, generation)
+
+
+def key_id(who: str, key: str, fingerprint: bytes, generation: datetime) -> str:
+    """What a command derives the ids of what it creates from: the same for every
+    attempt of one request with one key, until the key expires. The generation is
+    spelled in UTC: a session's time zone must not change it."""
+    spelled = generation.astimezone(UTC).isoformat()
+    digest = hashlib.sha256()
+    for part in (who.encode(), key.encode(), fingerprint, spelled.encode()):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
 
 
 async def _reserve(store: IdempotencyStore, who: str, key: str, fingerprint: bytes) -> Any:
@@ -155,13 +212,15 @@ def _replaying(chunks: list[bytes], complete: bool, receive: Receive) -> Receive
 
 
 class _Capture:
-    """Passes the response through while keeping a copy of it."""
+    """Holds the response back, keeping a copy, until `flush`: the client gets it only
+    once it is kept. One too large to keep is passed through as it comes."""
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self._status: int | None = None
         self._headers: list[tuple[str, str]] = []
         self._body: list[bytes] = []
+        self._held: list[Message] = []
         self._size = 0
 
     async def send(self, message: Message) -> None:
@@ -175,7 +234,21 @@ class _Capture:
             self._size += len(chunk)
             if self._size <= _MAX_STORED_BODY:
                 self._body.append(chunk)
-        await self._send(message)
+        self._held.append(message)
+        if self._size > _MAX_STORED_BODY:
+            await self.flush()
+
+    def mark_replayed(self) -> None:
+        """Say that this answer is an earlier attempt's (if it is still held back)."""
+        for message in self._held:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != _REPLAYED]
+                message["headers"] = [*headers, (_REPLAYED, b"true")]
+
+    async def flush(self) -> None:
+        held, self._held = self._held, []
+        for message in held:
+            await self._send(message)
 
     def response(self) -> StoredResponse | None:
         if self._status is None or self._size > _MAX_STORED_BODY:
@@ -186,6 +259,6 @@ class _Capture:
 async def _send_stored(send: Send, stored: StoredResponse) -> None:
     headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in stored.headers]
     headers.append((b"content-length", str(len(stored.body)).encode()))
-    headers.append((b"idempotent-replayed", b"true"))
+    headers.append((_REPLAYED, b"true"))
     await send({"type": "http.response.start", "status": stored.status, "headers": headers})
     await send({"type": "http.response.body", "body": stored.body, "more_body": False})

@@ -3,7 +3,7 @@ authenticated request takes a token from its principal's bucket, decided in this
 memory and shared with the other API processes in the background
 (infrastructure/rate_limit_sync.py). Every such response carries X-RateLimit-Limit
 (requests per hour), X-RateLimit-Remaining (requests that may be sent now) and
-X-RateLimit-Reset (seconds until the bucket is full again); a refused one also
+X-RateLimit-Reset (seconds until a request is allowed again, 0 while one is); a refused one also
 Retry-After."""
 
 from __future__ import annotations

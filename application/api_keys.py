@@ -93,7 +93,7 @@ class ApiKeyService:
         def decide(api_key: ApiKey) -> None:
             api_key.revoke(ctx)
 
-        return self._keys.change(principal, key_id, decide)
+        return self._keys.change(principal, key_id, decide, ctx=ctx)
 
     def authenticate(self, presented: str) -> ApiKey:
         """The usable key `presented` is, or AuthenticationFailed (one message for a

@@ -46,6 +46,8 @@ class Permission(StrEnum):
     RUNS_CANCEL = "runs:cancel"
     PLUGINS_READ = "plugins:read"
     EVENTS_READ = "events:read"
+    PLATFORM_HEALTH = "platform:health"
+    """Each component's state, lag and version (GET /health/detailed; platform only)."""
 
 
 _VIEWER = frozenset(

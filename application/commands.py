@@ -16,8 +16,10 @@ from eventsourcing.domain import Aggregate
 
 from application.errors import NotFound
 from application.event_store import NornEventStore, check_expected_version
+from application.idempotency import earlier_change
 from application.principal import Principal
 from application.results import Changed
+from domain.events import CommandContext
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -76,8 +78,14 @@ class Aggregates(Generic[A]):
             raise NotFound(self._kind, aggregate_id)
         if self._gone(aggregate) and not deleted_ok:
             raise NotFound(self._kind, aggregate_id)
-        check_expected_version(aggregate.version, expected_version)
+        check_expected_version(
+            aggregate.version, expected_version, lambda: self._position_of(aggregate_id)
+        )
         return aggregate
+
+    def _position_of(self, aggregate_id: UUID) -> int | None:
+        head = self._store.head_of(aggregate_id)
+        return head[1] if head else None
 
     def change(
         self,
@@ -85,13 +93,29 @@ class Aggregates(Generic[A]):
         aggregate_id: UUID,
         decide: Decide[A],
         expected_version: int | None = None,
+        ctx: CommandContext | None = None,
     ) -> Changed[A]:
         """Load, compare If-Match, decide, save once. Losing the race to a concurrent
         writer is VersionConflict: 412 when the caller sent If-Match (its precondition
-        failed), else 409."""
+        failed), else 409. With `ctx`, an idempotent request whose earlier attempt
+        changed the aggregate already answers that change instead (`earlier`)."""
+        earlier = self.earlier(principal, aggregate_id, ctx)
+        if earlier is not None:
+            return earlier
         aggregate = self.load(principal, aggregate_id, expected_version=expected_version)
         others = decide(aggregate) or ()
         return self.save(aggregate, *others, precondition=expected_version is not None)
+
+    def earlier(
+        self, principal: Principal, aggregate_id: UUID, ctx: CommandContext | None
+    ) -> Changed[A] | None:
+        """The answer of an earlier attempt of this idempotent request that changed the
+        aggregate (its process died before the answer was kept), as it was then: before
+        If-Match and before a delete, both of which that change may have moved on."""
+        if ctx is None or ctx.idempotency is None or not ctx.idempotency.earlier_attempt:
+            return None
+        aggregate = self.load(principal, aggregate_id, deleted_ok=True)
+        return earlier_change(self._store, self._cls, aggregate, ctx)
 
     def save(
         self, aggregate: A, *others: Aggregate | None, precondition: bool = False

@@ -22,13 +22,25 @@ class NotFound(ApplicationError):
 class VersionConflict(ApplicationError):
     """The aggregate changed since the caller read it (or a concurrent write won)."""
 
-    def __init__(self, message: str, *, precondition: bool = False, raced: bool = True) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        precondition: bool = False,
+        raced: bool = True,
+        current_version: int | None = None,
+        position: int | None = None,
+    ) -> None:
         # precondition=True: the caller's If-Match did not match (HTTP 412), otherwise a
         # concurrent writer won the race (HTTP 409).
         self.precondition = precondition
         self.raced = raced
         """False when the request's version was already stale before anything was saved:
         trying again cannot help (application/quotas.py retry_on_conflict)."""
+        self.current_version = current_version
+        self.position = position
+        """Where known: the aggregate's version now and the global position of its last
+        event, so a client re-reads with ?min_position= instead of retrying blind."""
         super().__init__(message)
 
 

@@ -23,6 +23,22 @@ class NornEventStore(Application[UUID]):
     """The current version of each of some aggregates, in one query (set by
     infrastructure/postgres.py); lets `current` skip reading what has not changed."""
 
+    head: Callable[[UUID], tuple[int, int] | None] | None = None
+    """The version and global position of an aggregate's last event, in one query (set
+    by infrastructure/postgres.py); `head_of` reads the notification log without it."""
+
+    def head_of(self, aggregate_id: UUID) -> tuple[int, int] | None:
+        """(version, position) of the aggregate's last event: what a client told that
+        its If-Match is stale needs, to re-read with ?min_position= (the error path only;
+        the in-memory store of the tests reads its whole log)."""
+        if self.head is not None:
+            return self.head(aggregate_id)
+        last = None
+        for notification in self.recorder.select_notifications(start=1, limit=10**9):
+            if notification.originator_id == aggregate_id:
+                last = (notification.originator_version, notification.id)
+        return last
+
     def load(self, cls: type[A], aggregate_id: UUID, kind: str, version: int | None = None) -> A:
         try:
             aggregate = self.repository.get(aggregate_id, version=version)
@@ -32,12 +48,24 @@ class NornEventStore(Application[UUID]):
             raise NotFound(kind, aggregate_id)
         return aggregate
 
+    appends: Callable[[UUID, int], tuple[int, int] | None] | None = None
+    """The version an aggregate had after the append that stored its event at a version,
+    and that append's last position, in one query (set by infrastructure/postgres.py)."""
+
     def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
         try:
             aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         return aggregate if isinstance(aggregate, cls) else None
+
+    def appended(self, aggregate_id: UUID, version: int = 1) -> tuple[int, int] | None:
+        """(version, position) after the append that stored the aggregate's event at
+        `version` (1: the append that created it), or None when there is no such event:
+        what the command of that append answered (application/idempotency.py)."""
+        if self.appends is None:
+            raise RuntimeError("this event store cannot tell its appends apart")
+        return self.appends(aggregate_id, version)
 
     def current(self, *ids: UUID, versions: dict[UUID, int] | None = None) -> dict[UUID, Aggregate]:
         """Each of the aggregates that exists, as it is now, for reading only: when the
@@ -79,9 +107,15 @@ class NornEventStore(Application[UUID]):
         try:
             recordings = self.save(*aggregates)
         except IntegrityError:
+            head = None
+            if precondition and aggregates and aggregates[0] is not None:
+                # The client's If-Match was current a moment ago: tell it what won.
+                head = self.head_of(aggregates[0].id)
             raise VersionConflict(
                 "a concurrent change was saved first; reload and try again",
                 precondition=precondition,
+                current_version=head[0] if head else None,
+                position=head[1] if head else None,
             ) from None
         return recordings[-1].notification.id if recordings else None
 
@@ -89,11 +123,16 @@ class NornEventStore(Application[UUID]):
         return list(self.events.get(aggregate_id))
 
 
-def check_expected_version(actual: int, expected: int | None) -> None:
-    """Compare an If-Match version with the aggregate's current version."""
+def check_expected_version(
+    actual: int, expected: int | None, position: Callable[[], int | None] = lambda: None
+) -> None:
+    """Compare an If-Match version with the aggregate's current version; a stale one
+    carries the current version and `position()`, where the client can wait for it."""
     if expected is not None and expected != actual:
         raise VersionConflict(
             f"version is {actual}, not {expected} as the request expected",
             precondition=True,
             raced=False,
+            current_version=actual,
+            position=position(),
         )

@@ -4,7 +4,7 @@ history and revisions that are read from the event stream on purpose."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import msgspec
 from eventsourcing.domain import Aggregate
@@ -13,6 +13,7 @@ from application.authorization import sees
 from application.commands import Aggregates
 from application.errors import NotFound, VersionConflict
 from application.event_store import NornEventStore
+from application.idempotency import earlier_result, first_result, new_id
 from application.pipeline_history import RevisionRecord, revision_records
 from application.ports import PluginCatalog, Usage
 from application.principal import Principal
@@ -86,7 +87,7 @@ class PipelineService:
                 return []  # the same body again: no revision
             return self._rename(pipeline, old_name, ctx)
 
-        return self._pipelines.change(principal, pipeline_id, decide, expected_version)
+        return self._pipelines.change(principal, pipeline_id, decide, expected_version, ctx=ctx)
 
     def roll_back(
         self,
@@ -105,11 +106,14 @@ class PipelineService:
             pipeline.roll_back(revision, restored, ctx, self._tenant(principal).namespaces)
             return self._rename(pipeline, old_name, ctx)
 
-        done = self._pipelines.change(principal, pipeline_id, decide, expected_version)
+        done = self._pipelines.change(principal, pipeline_id, decide, expected_version, ctx=ctx)
+        if done.replayed:  # an earlier attempt's: decide did not run now
+            previous = done.state.revision - 1
         return RolledBack(
             done.state,
             done.version,
             done.position,
+            done.replayed,
             rolled_back_to=revision,
             previous_revision=previous,
         )
@@ -129,6 +133,10 @@ class PipelineService:
         ctx: CommandContext,
         expected_version: int | None = None,
     ) -> Changed[Pipeline]:
+        earlier = self._pipelines.earlier(principal, pipeline_id, ctx)
+        if earlier is not None:
+            return earlier
+
         def attempt() -> Changed[Pipeline]:
             pipeline = self._pipelines.load(
                 principal, pipeline_id, expected_version=expected_version
@@ -174,9 +182,14 @@ class PipelineService:
         claimed for the first time): the store refuses it if the name was ever claimed,
         and only then is the claim read, taken over if it was released, or refused as
         taken. A failed append leaves the aggregates without their events, so the retry
-        builds them again."""
+        builds them again. Asked with an Idempotency-Key, the pipeline's id derives from
+        it: one an earlier attempt of the request created is answered as that attempt
+        answered it, never created twice (application/idempotency.py)."""
+        pipeline_id = new_id(ctx, "pipeline")
+        earlier = earlier_result(self._store, Pipeline, pipeline_id, ctx)
+        if earlier is not None:
+            return earlier
         tenant = self._tenant(principal)
-        pipeline_id = uuid4()
 
         def new_pipeline() -> Pipeline:
             return Pipeline.create(
@@ -205,14 +218,19 @@ class PipelineService:
                 )
             else:
                 claim = self._claim_name(tenant.tenant_id, name, pipeline.id, ctx)
-            with self.ledger.take(tenant, "max_pipelines", ctx) as usage:
-                try:
+            try:
+                with self.ledger.take(tenant, "max_pipelines", ctx) as usage:
                     return self._pipelines.save(pipeline, claim, usage)
-                except VersionConflict:
-                    # A fresh pipeline id cannot collide: the name was claimed before,
-                    # or the usage kept here is stale (it is read again next time).
-                    fresh_claim = False
-                    raise
+            except VersionConflict:
+                # An id derived from an Idempotency-Key collides when an attempt of the
+                # same request created the pipeline meanwhile: answer what it made.
+                first = first_result(self._store, Pipeline, pipeline_id, ctx)
+                if first is not None:
+                    return first
+                # Else the name was claimed before, or the usage kept here is stale
+                # (it is read again next time).
+                fresh_claim = False
+                raise
 
         return retry_on_conflict(attempt)
 

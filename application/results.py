@@ -14,11 +14,13 @@ class Changed(Generic[T]):
     position of the last event of the command's append; `position` is None when the
     command changed nothing (a PUT of the same body, a second revoke), so there is
     nothing for `?min_position=` to wait for. A use case that answers more subclasses
-    it with keyword-only fields."""
+    it with keyword-only fields. `replayed`: the answer of an earlier attempt of the same
+    idempotent request, which did the work (application/idempotency.py)."""
 
     state: T
     version: int
     position: int | None
+    replayed: bool = False
 
     @property
     def changed(self) -> bool:

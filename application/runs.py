@@ -5,21 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import msgspec
 
 from application.authorization import require_tenant, sees
 from application.commands import Aggregates
-from application.errors import NotFound
+from application.errors import NotFound, VersionConflict
 from application.event_store import NornEventStore
+from application.idempotency import earlier_result, first_result, new_id
 from application.pipelines import PipelineService
 from application.ports import Usage
 from application.principal import Principal
 from application.quotas import UsageLedger, retry_on_conflict
 from application.results import Changed
 from application.tenants import writable_tenant
-from domain.errors import InvalidCommand
+from domain.errors import Conflict, InvalidCommand
 from domain.events import CommandContext
 from domain.name_claim import NameClaim, claim_id
 from domain.run import Run, RunStatus, Trigger
@@ -65,10 +66,11 @@ class RunService:
         number = pipeline.revision if revision is None else revision
         definition = self._pipelines.definition_at(pipeline, number)
         _check_params(params)
-        run_id = uuid4()
+        run_id = new_id(ctx, "run")
         return self._queue(
             principal,
             ctx,
+            run_id,
             lambda: Run.queue(
                 run_id=run_id,
                 tenant_id=pipeline.tenant_id,
@@ -103,7 +105,7 @@ class RunService:
         def decide(run: Run) -> None:
             run.request_cancel(f"cancelled by {principal.actor}", ctx)
 
-        return self._runs.change(principal, run_id, decide)
+        return self._runs.change(principal, run_id, decide, ctx=ctx)
 
     def retry(
         self,
@@ -118,7 +120,7 @@ class RunService:
         (when the first run's workspace still has them) instead of running again."""
         original = self.load(principal, run_id)
         if original.status not in RETRYABLE:
-            raise InvalidCommand(
+            raise Conflict(
                 f"run is {original.status}; only a finished, unsuccessful run can be retried"
             )
         resume_from = None
@@ -127,10 +129,11 @@ class RunService:
             if failure is None:
                 raise InvalidCommand("the run has no failed step to retry from", "from_failed_step")
             resume_from = failure[0]
-        run_id = uuid4()
+        run_id = new_id(ctx, "run")
         return self._queue(
             principal,
             ctx,
+            run_id,
             lambda: Run.queue(
                 run_id=run_id,
                 tenant_id=original.tenant_id,
@@ -148,16 +151,30 @@ class RunService:
         )
 
     def _queue(
-        self, principal: Principal, ctx: CommandContext, new_run: Callable[[], Run]
+        self, principal: Principal, ctx: CommandContext, run_id: UUID, new_run: Callable[[], Run]
     ) -> Changed[Run]:
         """Save a new run with its take of the day's runs. A failed append saved nothing
-        and took the events out of the run: each attempt builds it again (same id)."""
+        and took the events out of the run: each attempt builds it again (same id).
+        Asked with an Idempotency-Key, the run's id derives from it: a run an earlier
+        attempt of the request queued is answered as that attempt answered it, and
+        never queued twice (application/idempotency.py)."""
+        earlier = earlier_result(self._store, Run, run_id, ctx)
+        if earlier is not None:
+            return earlier
         tenant = writable_tenant(self._store, principal)
 
         def attempt() -> Changed[Run]:
             run = new_run()
-            with self._ledger.take(tenant, "max_runs_per_day", ctx) as usage:
-                return self._runs.save(run, usage)
+            try:
+                with self._ledger.take(tenant, "max_runs_per_day", ctx) as usage:
+                    return self._runs.save(run, usage)
+            except VersionConflict:
+                # Answered outside the ledger's block, so that its copy of the usage,
+                # which counted this failed append, is not kept.
+                first = first_result(self._store, Run, run_id, ctx)
+                if first is None:
+                    raise
+                return first
 
         return retry_on_conflict(attempt)
 

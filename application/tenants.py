@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import replace as replace_principal
 from typing import TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from application.authorization import (
     check_tenant_fields,
@@ -17,11 +17,12 @@ from application.authorization import (
 from application.commands import Aggregates
 from application.errors import NotFound
 from application.event_store import NornEventStore
+from application.idempotency import earlier_result, new_id
 from application.ports import Usage
 from application.principal import Principal
 from application.quotas import QUOTA_RESOURCES
 from application.results import Changed
-from domain.errors import InvalidCommand
+from domain.errors import Conflict, InvalidCommand
 from domain.events import CommandContext
 from domain.name_claim import NameClaim, claim_id
 from domain.tenant import QUOTA_NAMES, Quotas, Tenant, TenantStatus
@@ -88,8 +89,12 @@ class TenantService:
         owner: str,
         ctx: CommandContext,
     ) -> Changed[Tenant]:
+        tenant_id = new_id(ctx, "tenant")  # from an Idempotency-Key, if one came
+        earlier = earlier_result(self._store, Tenant, tenant_id, ctx)
+        if earlier is not None:
+            return earlier
         tenant = Tenant.create(
-            tenant_id=uuid4(),
+            tenant_id=tenant_id,
             name=name,
             description=description,
             plan=plan,
@@ -136,7 +141,7 @@ class TenantService:
                 )
             return self._rename(tenant, old_name, ctx)
 
-        return self._tenants.change(principal, tenant_id, decide, expected_version)
+        return self._tenants.change(principal, tenant_id, decide, expected_version, ctx=ctx)
 
     def delete(
         self,
@@ -151,7 +156,7 @@ class TenantService:
         def decide(tenant: Tenant) -> None:
             tenant.delete(ctx)
 
-        return self._tenants.change(principal, tenant_id, decide, expected_version)
+        return self._tenants.change(principal, tenant_id, decide, expected_version, ctx=ctx)
 
     def add_namespace(
         self,
@@ -164,7 +169,7 @@ class TenantService:
         def decide(tenant: Tenant) -> None:
             tenant.add_namespace(namespace, ctx)
 
-        return self._tenants.change(principal, tenant_id, decide, expected_version)
+        return self._tenants.change(principal, tenant_id, decide, expected_version, ctx=ctx)
 
     def namespace(
         self, principal: Principal, tenant_id: UUID, namespace: str
@@ -188,7 +193,7 @@ class TenantService:
                 raise NotFound("namespace", namespace)
             in_use = self._usage.in_namespace(tenant.tenant_id, namespace)
             if in_use:
-                raise InvalidCommand(
+                raise Conflict(
                     f"namespace {namespace!r} still holds {in_use} resource(s); move or "
                     "delete them first",
                     "namespace",
@@ -199,7 +204,7 @@ class TenantService:
         # Exclusively: no pipeline is being placed in it while it is counted and removed;
         # the tenant is loaded (again) and saved inside.
         with self._usage.namespace_hold(str(tenant_id), namespace, exclusive=True):
-            return self._tenants.change(principal, tenant_id, decide, expected_version)
+            return self._tenants.change(principal, tenant_id, decide, expected_version, ctx=ctx)
 
     def set_quotas(
         self,
@@ -212,7 +217,7 @@ class TenantService:
         def decide(tenant: Tenant) -> None:
             tenant.set_quotas(quotas, ctx)
 
-        return self._tenants.change(principal, tenant_id, decide, expected_version)
+        return self._tenants.change(principal, tenant_id, decide, expected_version, ctx=ctx)
 
     def usage(self, principal: Principal, tenant_id: UUID) -> tuple[Tenant, dict[str, QuotaUsage]]:
         """Each quota's limit and what the tenant uses of it now (from read models)."""

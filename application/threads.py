@@ -33,9 +33,12 @@ class Threaded(Generic[S]):
     methods to async ones, and writing each service's signatures twice would let them
     drift apart. Handlers name the result's fields, which tests exercise."""
 
-    def __init__(self, service: S) -> None:
+    def __init__(self, service: S, observe: Callable[[str, str], None] | None = None) -> None:
         self.service = service
         """The synchronous service itself (for code that is already in a thread)."""
+        self._observe = observe
+        """`observe(method, outcome)` after every call: "ok" or the exception's class
+        name (metrics: commands by type and outcome)."""
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
         # Only reached when the instance has no such attribute yet: the wrapper made on
@@ -46,9 +49,19 @@ class Threaded(Generic[S]):
         if not callable(method):
             raise AttributeError(f"{type(self.service).__name__}.{name} is not a method")
 
+        observe = self._observe
+
         @functools.wraps(method)
         async def call(*args: Any, **kwargs: Any) -> Any:
-            return await in_thread(method, *args, **kwargs)
+            if observe is None:
+                return await in_thread(method, *args, **kwargs)
+            try:
+                result = await in_thread(method, *args, **kwargs)
+            except Exception as error:
+                observe(name, type(error).__name__)
+                raise
+            observe(name, "ok")
+            return result
 
         self.__dict__[name] = call
         return call

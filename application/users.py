@@ -15,10 +15,11 @@ from application.authorization import (
 from application.commands import Aggregates
 from application.errors import PermissionDenied
 from application.event_store import NornEventStore
+from application.idempotency import earlier_creation
 from application.ports import PasswordHasher
 from application.principal import Principal
 from application.results import Changed
-from domain.errors import InvalidCommand, WrongPassword
+from domain.errors import Conflict, InvalidCommand, WrongPassword
 from domain.events import CommandContext
 from domain.tenant import Tenant, TenantStatus
 from domain.user import PLATFORM_ADMIN, User, user_id_for
@@ -82,8 +83,11 @@ class UserService:
             roles=roles,
             ctx=ctx,
         )
+        earlier = earlier_creation(self._store, User, user.id, ctx)
+        if earlier is not None:  # an earlier attempt of this idempotent request made it
+            return earlier
         if self._store.find(User, user.id) is not None:
-            raise InvalidCommand(f"username {username!r} is already taken", "username")
+            raise Conflict(f"username {username!r} is already taken", "username")
         return self._users.save(user)
 
     def load(self, principal: Principal, user_id: UUID) -> User:
@@ -111,7 +115,7 @@ class UserService:
             if active is not None:
                 user.set_active(active, ctx)
 
-        return self._users.change(principal, user_id, decide, expected_version)
+        return self._users.change(principal, user_id, decide, expected_version, ctx=ctx)
 
     def delete(
         self,
@@ -125,7 +129,7 @@ class UserService:
                 raise InvalidCommand("you cannot delete yourself")
             user.delete(ctx)
 
-        return self._users.change(principal, user_id, decide, expected_version)
+        return self._users.change(principal, user_id, decide, expected_version, ctx=ctx)
 
     def change_password(
         self,
@@ -153,7 +157,7 @@ class UserService:
             check_password_policy(user.username, new_password)
             user.change_password(self._hasher.hash(new_password), ctx)
 
-        return (self._yourself if own else self._users).change(principal, user_id, decide)
+        return (self._yourself if own else self._users).change(principal, user_id, decide, ctx=ctx)
 
     def ensure_platform_admin(self, username: str, password: str) -> bool:
         """Create the bootstrap platform admin unless that user exists. True if created."""

@@ -33,6 +33,13 @@ class InvalidCommand(DomainError):
         super().__init__(message)
 
 
+class Conflict(InvalidCommand):
+    """The command is well-formed but conflicts with the current state: the aggregate's
+    (cancelling a run that has finished) or a unique value another already holds (a
+    namespace that exists). HTTP 409 RESOURCE_CONFLICT; an InvalidCommand otherwise, so
+    code that refuses any invalid command keeps doing so."""
+
+
 class AggregateDeleted(DomainError):
     """The aggregate was (soft-)deleted; it accepts no more commands."""
 

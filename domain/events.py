@@ -8,10 +8,33 @@ stored state, so the relay can build the CloudEvents envelope from the store alo
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from eventsourcing.domain import Aggregate
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """The Idempotency-Key a command was asked with, as the command needs it (README
+    "Idempotency-Key"): `key_id`, a digest of the principal, the key, the request and the
+    key's generation, from which the command derives the ids of what it creates, so that
+    a second attempt of the same request cannot create a second aggregate; and
+    `earlier_attempt`, whether an attempt before this one may already have acted (its
+    process died, or it answered a server error), so the command looks for what that
+    attempt created before creating anything."""
+
+    key_id: str
+    earlier_attempt: bool = False
+    answered_earlier: list[str] = field(default_factory=list, compare=False)
+    """The ids of what the command found an earlier attempt had done and answered (it
+    notes them: application/idempotency.py), so the API marks the answer replayed."""
+
+    @property
+    def causation_id(self) -> str:
+        """The cause recorded in the command's events: the request, the same for every
+        attempt of it, so that an attempt can find what an earlier one did."""
+        return f"idempotent:{self.key_id[:32]}"
 
 
 @dataclass(frozen=True)
@@ -21,6 +44,8 @@ class CommandContext:
     actor: str
     correlation_id: str
     causation_id: str | None = None
+    idempotency: Idempotency | None = None
+    """Never stored in events: only the ids derived from it are."""
 
     def event_fields(self) -> dict[str, Any]:
         return {

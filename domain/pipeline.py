@@ -14,7 +14,7 @@ from uuid import UUID
 import msgspec
 from eventsourcing.domain import Aggregate
 
-from domain.errors import AggregateDeleted, FieldError, InvalidCommand, InvalidDefinition
+from domain.errors import AggregateDeleted, Conflict, FieldError, InvalidCommand, InvalidDefinition
 from domain.events import CommandContext, NornCreated, NornEvent
 from domain.text import nul_errors
 
@@ -294,7 +294,7 @@ class Pipeline(Aggregate):
                 f"revision {to_revision} does not exist (latest is {self.revision})", "revision"
             )
         if to_revision == self.revision:
-            raise InvalidCommand(f"revision {to_revision} is already the current one", "revision")
+            raise Conflict(f"revision {to_revision} is already the current one", "revision")
         problems = namespace_errors(restored, namespaces)
         if problems:
             raise InvalidDefinition(problems)

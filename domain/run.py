@@ -24,7 +24,7 @@ from uuid import UUID
 import msgspec
 from eventsourcing.domain import Aggregate
 
-from domain.errors import DomainError, InvalidCommand
+from domain.errors import Conflict, DomainError, InvalidCommand
 from domain.events import CommandContext, NornCreated, NornEvent
 from domain.pipeline import PipelineDefinition
 
@@ -356,9 +356,9 @@ class Run(Aggregate):
     def start(self, executor_id: str, ctx: CommandContext) -> int:
         """Claim the run for an executor; returns the attempt number it now owns."""
         if self.status != RunStatus.QUEUED:
-            raise InvalidCommand(f"run is {self.status}, not queued")
+            raise Conflict(f"run is {self.status}, not queued")
         if self.cancel_requested:
-            raise InvalidCommand("run is being cancelled")
+            raise Conflict("run is being cancelled")
         self._trigger(RunStarted, ctx, executor_id=executor_id, attempt=self.attempt + 1)
         return self.attempt
 
@@ -366,7 +366,7 @@ class Run(Aggregate):
         self._require_attempt(attempt)
         state = self._step(step)
         if state.status not in (StepStatus.PENDING, StepStatus.RETRYING):
-            raise InvalidCommand(f"step {step} is {state.status}; it cannot start")
+            raise Conflict(f"step {step} is {state.status}; it cannot start")
         if any(self.steps[d].status != StepStatus.SUCCEEDED for d in self.dependencies(step)):
             raise InvalidCommand(f"step {step} has dependencies that have not succeeded")
         self._trigger(RunStepStarted, ctx, step=step, attempt=attempt)
@@ -386,7 +386,7 @@ class Run(Aggregate):
         if state.status != StepStatus.RUNNING and not (
             reused and state.status == StepStatus.PENDING
         ):
-            raise InvalidCommand(f"step {step} is {state.status}; it cannot succeed")
+            raise Conflict(f"step {step} is {state.status}; it cannot succeed")
         self._trigger(
             RunStepSucceeded,
             ctx,
@@ -405,7 +405,7 @@ class Run(Aggregate):
         self._require_attempt(attempt)
         state = self._step(step)
         if state.status != StepStatus.RUNNING:
-            raise InvalidCommand(f"step {step} is {state.status}; it cannot fail")
+            raise Conflict(f"step {step} is {state.status}; it cannot fail")
         error = error[:MAX_ERROR] or "failed"
         if retry_in is not None:
             self._trigger(RunStepRetrying, ctx, step=step, error=error, retry_in=retry_in)
@@ -423,7 +423,7 @@ class Run(Aggregate):
         step's error."""
         self._require_attempt(attempt)
         if not self.all_steps_finished():
-            raise InvalidCommand("steps are still pending or running")
+            raise Conflict("steps are still pending or running")
         failure = self.first_failure()
         if failure is None:
             self._trigger(RunSucceeded, ctx)
@@ -435,7 +435,7 @@ class Run(Aggregate):
         """Cancel: a queued run at once; a running one is asked to stop (its executor
         records RunCancelled). False when a cancel was already requested."""
         if self.finished:
-            raise InvalidCommand(f"run already {self.status}")
+            raise Conflict(f"run already {self.status}")
         if self.status == RunStatus.QUEUED:
             self._trigger(RunCancelled, ctx, reason=reason, previous_status=RunStatus.QUEUED)
             return True

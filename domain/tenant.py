@@ -16,7 +16,7 @@ from uuid import UUID
 import msgspec
 from eventsourcing.domain import Aggregate
 
-from domain.errors import AggregateDeleted, InvalidCommand
+from domain.errors import AggregateDeleted, Conflict, InvalidCommand
 from domain.events import CommandContext, NornCreated, NornEvent
 from domain.text import nul_errors
 
@@ -311,7 +311,7 @@ class Tenant(Aggregate):
                 "namespace",
             )
         if namespace in self.namespaces:
-            raise InvalidCommand(f"namespace {namespace!r} already exists", "namespace")
+            raise Conflict(f"namespace {namespace!r} already exists", "namespace")
         if len(self.namespaces) >= MAX_NAMESPACES:
             raise InvalidCommand(f"a tenant has at most {MAX_NAMESPACES} namespaces", "namespace")
         self._trigger(TenantNamespaceAdded, ctx, namespace=namespace)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from nats.aio.client import Client
 from psycopg import AsyncConnection
 
 from application.executor import RunExecutor
@@ -78,14 +79,28 @@ class ExecutorRole:
         recovery: RunRecovery,
         steps: PluginStepRunner,
         locks: AdvisoryLocks | None = None,
+        on_run_ended: Callable[[str, float], None] | None = None,
     ) -> None:
         """`locks`: the leadership session shared with the process's other roles (closed
-        by its owner); without it the role opens one of its own."""
+        by its owner); without it the role opens one of its own. `on_run_ended(status,
+        seconds)`: told of every run attempt executed here (metrics)."""
+        self._on_run_ended = on_run_ended
+        self._workers: Workers | None = None
+        self.nats: Client | None = None
+        """The role's NATS connection while it runs (metrics: the work queue's depth)."""
         self._config = config
         self._executor = executor
         self._recovery = recovery
         self._steps = steps
         self._shared_locks = locks
+
+    @property
+    def slots_total(self) -> int:
+        return self._config.concurrency
+
+    @property
+    def slots_in_use(self) -> int:
+        return self._workers.slots_in_use if self._workers is not None else 0
 
     async def run(self, stop: asyncio.Event) -> None:
         locks = self._shared_locks or AdvisoryLocks(self._config.database_url)
@@ -107,6 +122,7 @@ class ExecutorRole:
         )
         if nc is None:
             return
+        self.nats = nc
         tasks: list[asyncio.Task[Any]] = []
         workers: Workers | None = None
         try:
@@ -114,7 +130,8 @@ class ExecutorRole:
             await ensure_stream(js, c.events_stream, c.prefix)
             streams = WorkStreams(js, c.events_stream, c.prefix)
             await streams.ensure()
-            workers = Workers(nc, streams, self._executor, c.concurrency)
+            workers = Workers(nc, streams, self._executor, c.concurrency, self._on_run_ended)
+            self._workers = workers
             tasks = [
                 _supervised("executor workers", functools.partial(workers.run, stop), stop),
                 _supervised(
@@ -142,6 +159,7 @@ class ExecutorRole:
                 task.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.gather(*leftovers, return_exceptions=True)
+            self.nats = self._workers = None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), 5)
 

@@ -4,12 +4,22 @@ that the read side uses."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
+from eventsourcing.postgres import ConnectionPool as StorePool
+from eventsourcing.postgres import PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from application.event_store import NornEventStore
+from infrastructure.database_availability import (
+    RECONNECT_TIMEOUT,
+    DatabaseAvailability,
+    GuardedAsyncConnectionPool,
+    GuardedConnectionPool,
+    GuardedPoolMixin,
+)
 
 
 def event_store_env(database_url: str, pool_size: int) -> dict[str, str]:
@@ -44,9 +54,46 @@ def event_store_env(database_url: str, pool_size: int) -> dict[str, str]:
     }
 
 
-def open_event_store(database_url: str, pool_size: int = 10) -> NornEventStore:
+_LARGEST_APPEND = 10_000
+"""More events than any one command appends."""
+
+
+class GuardedStorePool(GuardedPoolMixin, StorePool):  # type: ignore[type-arg]
+    """The event store's pool, guarded like the others (infrastructure/database_availability.py)."""
+
+    def __init__(self, *args: Any, availability: DatabaseAvailability, **kwargs: Any) -> None:
+        self.availability = availability
+        super().__init__(*args, **kwargs)
+
+
+def _guard_store_pool(datastore: PostgresDatastore, availability: DatabaseAvailability) -> None:
+    """Replace the pool the library built (and opened, to read the schema's types) by
+    the same pool, guarded, with a short reconnect timeout."""
+    built = datastore.pool
+    built.close()
+    datastore.pool = GuardedStorePool(
+        built.conninfo,
+        connection_class=built.connection_class,
+        kwargs=built.kwargs,
+        min_size=built.min_size,
+        max_size=built.max_size,
+        open=False,
+        configure=datastore.after_connect_func(),
+        timeout=built.timeout,
+        max_waiting=built.max_waiting,
+        max_lifetime=built.max_lifetime,
+        reconnect_timeout=RECONNECT_TIMEOUT,
+        name="store",
+        availability=availability,
+    )
+
+
+def open_event_store(
+    database_url: str, pool_size: int = 10, availability: DatabaseAvailability | None = None
+) -> NornEventStore:
     store = NornEventStore(env=event_store_env(database_url, pool_size))
     datastore = store.recorder.datastore  # type: ignore[attr-defined]
+    _guard_store_pool(datastore, availability or DatabaseAvailability(database_url))
 
     def versions(ids: Sequence[UUID]) -> dict[UUID, int]:
         with datastore.get_connection() as conn:
@@ -57,20 +104,65 @@ def open_event_store(database_url: str, pool_size: int = 10) -> NornEventStore:
             ).fetchall()
         return {row["originator_id"]: row["version"] for row in rows}
 
+    def head(aggregate_id: UUID) -> tuple[int, int] | None:
+        with datastore.get_connection() as conn:
+            row = conn.execute(
+                "SELECT originator_version AS version, notification_id AS position"
+                " FROM norn_events WHERE originator_id = %s"
+                " ORDER BY originator_version DESC LIMIT 1",
+                (aggregate_id,),
+            ).fetchone()
+        return (row["version"], row["position"]) if row else None
+
+    def appends(aggregate_id: UUID, version: int) -> tuple[int, int] | None:
+        # The append is the transaction of the aggregate's event at `version`. An
+        # append's events take their positions together (under the append lock, see
+        # migrations/0010), so the rest follow that event: the range keeps to the index.
+        with datastore.get_connection() as conn:
+            row = conn.execute(
+                "SELECT max(e.originator_version) FILTER (WHERE e.originator_id = f.originator_id)"
+                " AS version, max(e.notification_id) AS position"
+                " FROM norn_events f JOIN norn_events e ON e.tx_id = f.tx_id"
+                " AND e.notification_id BETWEEN f.notification_id AND f.notification_id + %s"
+                " WHERE f.originator_id = %s AND f.originator_version = %s",
+                (_LARGEST_APPEND, aggregate_id, version),
+            ).fetchone()
+        if row is None or row["version"] is None:
+            return None
+        return row["version"], row["position"]
+
     store.versions = versions
+    store.head = head
+    store.appends = appends
     return store
 
 
-def create_read_pool(database_url: str, max_size: int = 10) -> AsyncConnectionPool:
+def create_read_pool(
+    database_url: str, max_size: int = 10, availability: DatabaseAvailability | None = None
+) -> AsyncConnectionPool:
     """Opened by the caller (`await pool.open()`)."""
-    return AsyncConnectionPool(
-        database_url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
+    return GuardedAsyncConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        kwargs={"autocommit": True},
+        name="read",
+        availability=availability or DatabaseAvailability(database_url),
     )
 
 
-def create_sync_pool(database_url: str, max_size: int = 4) -> ConnectionPool:
+def create_sync_pool(
+    database_url: str, max_size: int = 4, availability: DatabaseAvailability | None = None
+) -> ConnectionPool:
     """For the synchronous application services' own queries (quota usage under an
     advisory lock), beside the event store's pool. Opened here; close it on exit."""
-    return ConnectionPool(
-        database_url, min_size=1, max_size=max_size, open=True, kwargs={"autocommit": True}
+    return GuardedConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=max_size,
+        open=True,
+        kwargs={"autocommit": True},
+        name="sync",
+        availability=availability or DatabaseAvailability(database_url),
     )

@@ -58,7 +58,8 @@ class RateDecision:
     remaining: int
     """Requests that may be sent right now."""
     reset_after: int
-    """Seconds until the bucket is full again."""
+    """Seconds until a request is allowed again (0 while one is allowed now): what
+    X-RateLimit-Reset says."""
     retry_after: int
     """Seconds until the next request is allowed (0 when it is now)."""
 
@@ -127,7 +128,7 @@ class LocalBuckets:
                 allowed=False,
                 limit=limit.per_hour,
                 remaining=0,
-                reset_after=math.ceil((limit.burst - tokens) / rate),
+                reset_after=max(1, math.ceil((1 - tokens) / rate)),
                 retry_after=max(1, math.ceil((1 - tokens) / rate)),
             )
         if bucket.unconfirmed >= MAX_UNCONFIRMED:
@@ -142,7 +143,7 @@ class LocalBuckets:
             allowed=True,
             limit=limit.per_hour,
             remaining=max(0, math.floor(tokens)),
-            reset_after=math.ceil(max(0.0, limit.burst - tokens) / rate),
+            reset_after=0 if tokens >= 1 else max(1, math.ceil((1 - tokens) / rate)),
             retry_after=0,
         )
 

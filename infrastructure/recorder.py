@@ -155,6 +155,8 @@ class NornRecorder(PostgresApplicationRecorder):
     on_append: Callable[[], None] | None = None
     """Called after every successful append, so a reader in this process (the relay)
     looks at once instead of at its next poll."""
+    event_tally: Any = None
+    """An infrastructure.metrics.EventTally: counts the topics of appended events."""
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
@@ -217,6 +219,8 @@ class NornRecorder(PostgresApplicationRecorder):
                     except Exception:
                         conn.close()
                 raise
+        if self.event_tally is not None:
+            self.event_tally.add([e.topic for e in stored_events])
         if self.on_append is not None:
             self.on_append()
         return ids

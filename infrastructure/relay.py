@@ -128,6 +128,8 @@ class Relay:
         self._js: JetStreamContext | None = None
         self._wake_event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._head = 0  # the store's head as last read (metrics)
+        self._caught_up_at = time.monotonic()
 
     @property
     def published_position(self) -> int:
@@ -137,6 +139,18 @@ class Relay:
     @property
     def is_leader(self) -> bool:
         return self._lease.held
+
+    @property
+    def lag_events(self) -> int:
+        """Positions between the store head (as last read) and the last published."""
+        return max(0, self._head - self._position) if self.is_leader else 0
+
+    @property
+    def lag_seconds(self) -> float:
+        """How long since the relay last had everything published (0 when it has)."""
+        if self.lag_events == 0:
+            return 0.0
+        return time.monotonic() - self._caught_up_at
 
     def wake(self) -> None:
         """Nudge the relay after an append; safe from any thread. Appends in this process
@@ -244,6 +258,9 @@ class Relay:
             batch, head = await read_with_head(
                 conn, self._position, self._batch_size, precise=self._held_up()
             )
+            self._head = max(self._head, head)
+            if self._position >= self._head:
+                self._caught_up_at = time.monotonic()
             if not batch:
                 self._note_held_up(head)
                 return published

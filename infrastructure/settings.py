@@ -81,6 +81,14 @@ class Settings:
     """NORN_FORWARDED_ALLOW_IPS: reverse proxies (comma-separated IPs or networks, or *)
     whose X-Forwarded-For gives the client address."""
     log_level: str = "INFO"
+    log_format: str = "text"
+    """NORN_LOG_FORMAT: text, or json (one object per line: time, level, logger,
+    message, request_id/tenant_id/run_id when known, exception)."""
+    metrics_token: str | None = field(default=None, repr=False)
+    """NORN_METRICS_TOKEN: if set, GET /metrics needs `Authorization: Bearer <token>`."""
+    metrics_port: int | None = None
+    """NORN_METRICS_PORT: where `norn relay|projector|executor` serve /metrics (they
+    serve no HTTP otherwise); unset = no metrics endpoint for them."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -158,6 +166,12 @@ class Settings:
                 problems.append(f"NORN_PLUGINS entries read module:Class, not {ref!r}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             problems.append("NORN_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        if self.log_format not in ("text", "json"):
+            problems.append("NORN_LOG_FORMAT must be text or json")
+        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
+            problems.append("NORN_METRICS_PORT must be between 1 and 65535")
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            problems.append("NORN_METRICS_TOKEN must be at least 16 characters")
         if self.database_url is not None and (error := _conninfo_problem(self.database_url)):
             problems.append(f"NORN_DATABASE_URL is not a PostgreSQL URL: {error}")
         if problems:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +24,7 @@ from application.errors import QuotaExceeded
 from application.executor import Claim, RunExecutor, TenantSuspended
 from application.threads import in_thread
 from infrastructure.envelope import decode as decode_event
+from infrastructure.logs import run_context
 from infrastructure.work_queue import MAX_DELIVER, WorkItem, WorkStreams, work_stream
 
 log = logging.getLogger(__name__)
@@ -31,8 +34,15 @@ class Workers:
     """Fetches work items and executes their runs, `concurrency` at a time."""
 
     def __init__(
-        self, nc: Client, streams: WorkStreams, executor: RunExecutor, concurrency: int
+        self,
+        nc: Client,
+        streams: WorkStreams,
+        executor: RunExecutor,
+        concurrency: int,
+        on_run_ended: Callable[[str, float], None] | None = None,
     ) -> None:
+        """`on_run_ended(status, seconds)`: told of every run attempt executed here."""
+        self._on_run_ended = on_run_ended
         self._nc = nc
         self._streams = streams
         self._executor = executor
@@ -98,6 +108,10 @@ class Workers:
                 await listener.unsubscribe()
 
     @property
+    def slots_in_use(self) -> int:
+        return len(self._executions)
+
+    @property
     def executions(self) -> list[asyncio.Task[Any]]:
         """The tasks executing runs here now."""
         return list(self._executions)
@@ -115,8 +129,12 @@ class Workers:
             claimed = await self._claim(msg)
             if claimed is not None:
                 item, claim = claimed
-                status = await self._executor.execute(claim)
-                log.info("run %s attempt %d: %s", item.run_id, claim.attempt, status)
+                with run_context(item.run_id, item.tenant_id):
+                    started = time.monotonic()
+                    status = await self._executor.execute(claim)
+                    log.info("run %s attempt %d: %s", item.run_id, claim.attempt, status)
+                if self._on_run_ended is not None:
+                    self._on_run_ended(str(status), time.monotonic() - started)
                 ended = item.tenant_id
         except Exception:
             log.exception("work item %s: the executor failed", msg.subject)

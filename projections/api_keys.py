@@ -15,7 +15,7 @@ from psycopg import AsyncCursor, sql
 from psycopg_pool import AsyncConnectionPool
 
 from infrastructure.envelope import CloudEvent
-from projections.pagination import Where, select_one, select_page
+from projections.pagination import Page, Where, select_one, select_page
 from projections.projection import Projection, handles
 
 _COLUMNS = sql.SQL(
@@ -79,11 +79,11 @@ class ApiKeyQueries:
         return _row(row) if row is not None else None
 
     async def list(
-        self, tenant_id: str, limit: int = 50, cursor: str | None = None
-    ) -> tuple[list[dict[str, Any]], str | None]:
+        self, tenant_id: str, limit: int = 50, cursor: str | None = None, page: int | None = None
+    ) -> Page:
         """Oldest first, keyset-paginated; raises ValueError for a bad limit or cursor."""
         # The keyset names unqualified columns (created_at, id): only api_keys has them.
-        rows, next_cursor = await select_page(
+        result = await select_page(
             self._pool,
             _COLUMNS,
             _FROM,
@@ -93,5 +93,6 @@ class ApiKeyQueries:
             value_type=datetime,
             limit=limit,
             cursor=cursor,
+            page=page,
         )
-        return [_row(r) for r in rows], next_cursor
+        return result.map(_row)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -23,6 +24,8 @@ from psycopg_pool import AsyncConnectionPool
 
 Order = Literal["asc", "desc"]
 MAX_LIMIT = 500
+MAX_PAGE = 100_000
+"""page * per_page stays far from where OFFSET would scan for seconds."""
 
 
 class _Cursor(msgspec.Struct, forbid_unknown_fields=True):
@@ -103,7 +106,7 @@ def keyset(
     return condition, [value, row_id], order_by
 
 
-def page(
+def page_of(
     rows: Sequence[Mapping[str, Any]], limit: int, sort: str, order: Order, id_key: str = "id"
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Cut rows fetched with LIMIT limit + 1 into the page and the next cursor (None on
@@ -149,6 +152,23 @@ async def select_one(
         return await cur.fetchone()
 
 
+@dataclass
+class Page:
+    """One page of a list query. Unpacks as (items, next_cursor). `total` (the rows the
+    query selects in all) is counted only for a page asked for by number."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    has_more: bool
+    total: int | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.items, self.next_cursor))
+
+    def map(self, row: Callable[[dict[str, Any]], dict[str, Any]]) -> Page:
+        return replace(self, items=[row(r) for r in self.items])
+
+
 async def select_page(
     pool: AsyncConnectionPool,
     columns: sql.Composable,
@@ -160,10 +180,15 @@ async def select_page(
     value_type: type,
     limit: int,
     cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """One keyset page of the rows `where` selects, sorted by `sort` then id, and the
-    cursor of the next (None on the last page). ValueError for a bad limit or cursor."""
+    page: int | None = None,
+) -> Page:
+    """One page of the rows `where` selects, sorted by `sort` then id: the `limit` rows
+    after `cursor` (keyset), or, given `page` (1-based), the page-th run of `limit` rows
+    with the total counted (OFFSET: costs grow with the page number; cursors do not).
+    ValueError for a bad limit, cursor or page."""
     check_limit(limit)
+    if page is not None:
+        return await _numbered_page(pool, columns, source, where, sort, order, limit, page)
     after, after_params, order_by = keyset(sort, order, cursor, value_type)
     if after is not None:
         where.add(after, *after_params)
@@ -173,4 +198,30 @@ async def select_page(
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, [*where.params, limit + 1])
         rows = await cur.fetchall()
-    return page(rows, limit, sort, order)
+    items, next_cursor = page_of(rows, limit, sort, order)
+    return Page(items, next_cursor, next_cursor is not None)
+
+
+async def _numbered_page(
+    pool: AsyncConnectionPool,
+    columns: sql.Composable,
+    source: sql.Composable,
+    where: Where,
+    sort: str,
+    order: Order,
+    limit: int,
+    page: int,
+) -> Page:
+    if not 1 <= page <= MAX_PAGE:
+        raise ValueError(f"page must be between 1 and {MAX_PAGE}")
+    _, _, order_by = keyset(sort, order, None, object)
+    query = sql.SQL("SELECT {} FROM {}{} {} LIMIT %s OFFSET %s").format(
+        columns, source, where.clause(), order_by
+    )
+    count = sql.SQL("SELECT count(*) AS total FROM {}{}").format(source, where.clause())
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, [*where.params, limit, (page - 1) * limit])
+        rows = await cur.fetchall()
+        await cur.execute(count, where.params)
+        total = int((await cur.fetchone() or {"total": 0})["total"])
+    return Page([dict(r) for r in rows], None, page * limit < total, total)

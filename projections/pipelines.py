@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from infrastructure.envelope import CloudEvent
-from projections.pagination import Where, check_order, select_one, select_page
+from projections.pagination import Page, Where, check_order, select_one, select_page
 from projections.projection import Projection, handles
 
 PipelineSort = Literal["created_at", "name", "updated_at"]
@@ -135,7 +135,8 @@ class PipelineQueries:
         order: Literal["asc", "desc"] = "asc",
         limit: int = 50,
         cursor: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+        page: int | None = None,
+    ) -> Page:
         """One page and the cursor of the next (None on the last page). `name` matches
         a case-insensitive substring; a pipeline must carry every one of `tags`. Raises
         ValueError for a bad sort, order, limit or cursor."""
@@ -150,7 +151,7 @@ class PipelineQueries:
             where.add("name ILIKE %s", f"%{_escape_like(name)}%")
         if tags:
             where.add("tags @> %s::text[]", list(tags))  # uses the GIN index
-        rows, next_cursor = await select_page(
+        result = await select_page(
             self._pool,
             _COLUMNS,
             _TABLE,
@@ -160,5 +161,6 @@ class PipelineQueries:
             value_type=SORTS[sort],
             limit=limit,
             cursor=cursor,
+            page=page,
         )
-        return [_row(r) for r in rows], next_cursor
+        return result.map(_row)

@@ -14,6 +14,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from projections.pagination import (
+    Page,
     Where,
     check_order,
     select_one,
@@ -82,7 +83,8 @@ class RunQueries:
         order: str = "desc",
         limit: int = 50,
         cursor: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+        page: int | None = None,
+    ) -> Page:
         """Newest first by default, keyset-paginated on (queued_at, id). `triggered_by`
         is a trigger kind (user, api_key, job, ...) or an actor id. Raises ValueError for
         a bad filter, limit or cursor."""
@@ -102,7 +104,7 @@ class RunQueries:
             where.add("queued_at >= %s", since)
         if until is not None:
             where.add("queued_at < %s", until)
-        rows, next_cursor = await select_page(
+        result = await select_page(
             self._pool,
             RUN_COLUMNS,
             _RUNS,
@@ -112,8 +114,9 @@ class RunQueries:
             value_type=datetime,
             limit=limit,
             cursor=cursor,
+            page=page,
         )
-        return [_ids(r) for r in rows], next_cursor
+        return result.map(_ids)
 
     async def typical_duration(self, tenant_id: str, pipeline_id: str) -> float | None:
         """Mean duration (ms) of the pipeline's last 20 succeeded runs, for estimates."""

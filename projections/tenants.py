@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from domain.tenant import TenantStatus
 from infrastructure.envelope import CloudEvent
-from projections.pagination import Where, select_one, select_page
+from projections.pagination import Page, Where, select_one, select_page
 from projections.projection import Projection, handles
 
 _TABLE = sql.Identifier("tenants")
@@ -137,10 +137,11 @@ class TenantQueries:
         self,
         limit: int = 50,
         cursor: str | None = None,
+        page: int | None = None,
         *,
         status: str | None = None,
         labels: Mapping[str, str] | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> Page:
         """Oldest first, keyset-paginated; `labels` must all match. Raises ValueError for
         a bad limit, cursor or status."""
         where = Where()
@@ -150,7 +151,7 @@ class TenantQueries:
             where.add("status = %s", status)
         if labels:
             where.add("labels @> %s", Jsonb(dict(labels)))  # uses the GIN index
-        rows, next_cursor = await select_page(
+        result = await select_page(
             self._pool,
             _COLUMNS,
             _TABLE,
@@ -160,5 +161,6 @@ class TenantQueries:
             value_type=datetime,
             limit=limit,
             cursor=cursor,
+            page=page,
         )
-        return [_row(r) for r in rows], next_cursor
+        return result.map(_row)

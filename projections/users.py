@@ -14,7 +14,7 @@ from psycopg import AsyncCursor, sql
 from psycopg_pool import AsyncConnectionPool
 
 from infrastructure.envelope import CloudEvent
-from projections.pagination import Where, select_one, select_page
+from projections.pagination import Page, Where, select_one, select_page
 from projections.projection import Projection, handles
 
 _TABLE = sql.Identifier("users")
@@ -101,14 +101,15 @@ class UserQueries:
         active: bool | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+        page: int | None = None,
+    ) -> Page:
         """Oldest first, keyset-paginated; raises ValueError for a bad limit or cursor."""
         where = Where().tenant(tenant_id)
         if role is not None:
             where.add("%s = ANY(roles)", role)
         if active is not None:
             where.add("active = %s", active)
-        rows, next_cursor = await select_page(
+        result = await select_page(
             self._pool,
             _COLUMNS,
             _TABLE,
@@ -118,5 +119,6 @@ class UserQueries:
             value_type=datetime,
             limit=limit,
             cursor=cursor,
+            page=page,
         )
-        return [_row(r) for r in rows], next_cursor
+        return result.map(_row)

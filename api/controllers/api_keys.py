@@ -3,16 +3,17 @@ in the create response only; lists and gets show metadata."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.exceptions import ValidationException
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody
 
 from api.auth import principal_of
 from api.controllers.common import MinPosition, command_context, etag
-from api.dependencies import ApiKeyQueriesDep, ApiKeyServiceDep, ReadYourWritesDep
+from api.controllers.paging import paged
+from api.dependencies import ApiKeyQueriesDep, ApiKeyServiceDep, PagingDep, ReadYourWritesDep
 from api.schemas.api_keys import ApiKeyCreate, ApiKeyIssued, ApiKeyPage, ApiKeyRead
 from application.api_keys import IssuedKey
 from application.authorization import Permission, require_tenant
@@ -86,17 +87,20 @@ class ApiKeyController(Controller):
         request: Request,
         api_key_queries: ApiKeyQueriesDep,
         read_your_writes: ReadYourWritesDep,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        cursor: FromQuery[str | None] = None,
+        paging: PagingDep,
         min_position: MinPosition = None,
-    ) -> ApiKeyPage:
+    ) -> Response[ApiKeyPage]:
         tenant_id = require_tenant(principal_of(request))
         await read_your_writes("api_keys", min_position)
         try:
-            rows, next_cursor = await api_key_queries.list(tenant_id, limit=limit, cursor=cursor)
+            result = await api_key_queries.list(
+                tenant_id, limit=paging.limit, cursor=paging.cursor, page=paging.page
+            )
         except ValueError as error:
             raise ValidationException(str(error)) from None
-        return ApiKeyPage(items=[_read(r) for r in rows], next_cursor=next_cursor)
+        items = [_read(r) for r in result.items]
+        body = ApiKeyPage(items=items, next_cursor=result.next_cursor, has_more=result.has_more)
+        return paged(request, body, result, paging)
 
     @get("/{key_id:uuid}", opt=READ, summary="Get an API key's metadata (ETag = version)")
     async def get_key(

@@ -12,7 +12,7 @@ from litestar.params import Parameter
 
 from api.auth import principal_of
 from application.errors import VersionConflict
-from domain.events import CommandContext
+from domain.events import CommandContext, Idempotency
 
 MinPosition = Annotated[
     int | None, Parameter(ge=0, description="wait until the read model has this position")
@@ -26,15 +26,34 @@ _ETAG = re.compile(r'^\s*"?(\d+)"?\s*$')
 
 def command_context(request: Request) -> CommandContext:
     """Actor from the principal; the correlation id from X-Correlation-ID (or this
-    request's id), so a chain of commands can be followed through the events."""
+    request's id), so a chain of commands can be followed through the events. The cause
+    is this request, or, with an Idempotency-Key, the request the key stands for, the
+    same for every attempt of it (application/idempotency.py)."""
     principal = principal_of(request)
-    rid = request.scope.get("state", {}).get("request_id") or uuid4().hex
+    state = request.scope.get("state", {})
+    rid = state.get("request_id") or uuid4().hex
     correlation = request.headers.get("x-correlation-id") or rid
-    return CommandContext(actor=principal.actor, correlation_id=correlation[:128], causation_id=rid)
+    idempotency: Idempotency | None = state.get("idempotency")  # api/idempotency.py
+    return CommandContext(
+        actor=principal.actor,
+        correlation_id=correlation[:128],
+        causation_id=rid if idempotency is None else idempotency.causation_id,
+        idempotency=idempotency,
+    )
 
 
-def expected_version(request: Request) -> int | None:
-    raw = request.headers.get("if-match")
+IfMatch = Annotated[
+    str | None,
+    Parameter(
+        header="If-Match",
+        description='The ETag of the version the change is based on, e.g. "3": a 412 when '
+        "it is no longer the current one (the answer carries the current one).",
+    ),
+]
+"""If-Match of the commands that take it: declared, so the API description says which."""
+
+
+def expected_version(raw: str | None) -> int | None:
     if raw is None or raw.strip() == "*":
         return None
     if raw.strip().startswith("W/"):

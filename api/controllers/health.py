@@ -26,6 +26,10 @@ class HealthController(Controller):
     opt = {"public": True}
 
     @get("/", summary="Liveness")
+    async def health(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/live", summary="Liveness: the process is up (checks no dependency)")
     async def live(self) -> dict[str, str]:
         return {"status": "ok"}
 
@@ -37,7 +41,7 @@ class HealthController(Controller):
         try:
             async with asyncio.timeout(2), read_pool.connection() as conn:
                 head = await max_position(conn)
-                checks["projections"] = await _projections_check(conn, head, positions)
+                checks["projections"] = await projections_check(conn, head, positions)
             checks["postgres"] = {"ok": True, "position": head}
         except Exception as error:
             checks["postgres"] = {"ok": False, "error": type(error).__name__}
@@ -49,7 +53,7 @@ class HealthController(Controller):
         )
 
 
-async def _projections_check(
+async def projections_check(
     conn: AsyncConnection[Any], head: int, live: LivePositions
 ) -> dict[str, Any]:
     """Each read model's lag in events, and how long its oldest unprojected event has

@@ -12,6 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
 from api.controllers.common import (
+    IfMatch,
     MinPosition,
     TextFilter,
     command_context,
@@ -19,6 +20,7 @@ from api.controllers.common import (
     etag,
     expected_version,
 )
+from api.controllers.paging import paged
 from api.controllers.pipeline_views import (
     from_row,
     history_item,
@@ -27,7 +29,7 @@ from api.controllers.pipeline_views import (
     to_definition,
     written,
 )
-from api.dependencies import PipelineQueriesDep, PipelineServiceDep, ReadYourWritesDep
+from api.dependencies import PagingDep, PipelineQueriesDep, PipelineServiceDep, ReadYourWritesDep
 from api.schemas.common import FieldProblem
 from api.schemas.pipelines import (
     CloneRequest,
@@ -71,30 +73,32 @@ class PipelineController(Controller):
         request: Request,
         pipeline_queries: PipelineQueriesDep,
         read_your_writes: ReadYourWritesDep,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        cursor: FromQuery[str | None] = None,
+        paging: PagingDep,
         name: TextFilter = None,
         tag: TagFilter = None,
         namespace: TextFilter = None,
         sort: FromQuery[Literal["created_at", "updated_at", "name"]] = "created_at",
         order: FromQuery[Literal["asc", "desc"]] = "asc",
         min_position: MinPosition = None,
-    ) -> PipelinePage:
+    ) -> Response[PipelinePage]:
         await read_your_writes("pipelines", min_position)
         try:
-            rows, next_cursor = await pipeline_queries.list(
+            result = await pipeline_queries.list(
                 principal_of(request).tenant_id,
                 name=name,
                 tags=tag or (),
                 namespace=namespace,
                 sort=sort,
                 order=order,
-                limit=limit,
-                cursor=cursor,
+                limit=paging.limit,
+                cursor=paging.cursor,
+                page=paging.page,
             )
         except ValueError as error:
             raise ValidationException(str(error)) from None
-        return PipelinePage(items=[from_row(r) for r in rows], next_cursor=next_cursor)
+        items = [from_row(r) for r in result.items]
+        body = PipelinePage(items=items, next_cursor=result.next_cursor, has_more=result.has_more)
+        return paged(request, body, result, paging)
 
     @post("/validate", opt=READ, status_code=200, summary="Validate a definition without saving it")
     async def validate_definition(
@@ -129,13 +133,14 @@ class PipelineController(Controller):
         data: JSONBody[PipelineWrite],
         request: Request,
         pipelines: PipelineServiceDep,
+        if_match: IfMatch = None,
     ) -> Response[PipelineWritten]:
         result = await pipelines.revise(
             principal_of(request),
             pipeline_id,
             to_definition(data),
             command_context(request),
-            expected_version(request),
+            expected_version(if_match),
         )
         return Response(written(result), headers={"ETag": etag(result.version)})
 
@@ -143,16 +148,23 @@ class PipelineController(Controller):
         "/{pipeline_id:uuid}", opt=WRITE, status_code=200, summary="Delete (soft: history is kept)"
     )
     async def delete_pipeline(
-        self, pipeline_id: FromPath[UUID], request: Request, pipelines: PipelineServiceDep
+        self,
+        pipeline_id: FromPath[UUID],
+        request: Request,
+        pipelines: PipelineServiceDep,
+        if_match: IfMatch = None,
     ) -> DeletedOut:
         result = await pipelines.delete(
-            principal_of(request), pipeline_id, command_context(request), expected_version(request)
+            principal_of(request), pipeline_id, command_context(request), expected_version(if_match)
         )
         return DeletedOut(str(pipeline_id), True, result.version, result.position)
 
     @get("/{pipeline_id:uuid}/history", opt=READ, summary="Every revision with what changed")
     async def history(
-        self, pipeline_id: FromPath[UUID], request: Request, pipelines: PipelineServiceDep
+        self,
+        pipeline_id: FromPath[UUID],
+        request: Request,
+        pipelines: PipelineServiceDep,
     ) -> HistoryOut:
         records = await pipelines.history(principal_of(request), pipeline_id)
         return HistoryOut(items=[history_item(r) for r in records])
@@ -184,13 +196,14 @@ class PipelineController(Controller):
         data: JSONBody[RollbackRequest],
         request: Request,
         pipelines: PipelineServiceDep,
+        if_match: IfMatch = None,
     ) -> RolledBackOut:
         result = await pipelines.roll_back(
             principal_of(request),
             pipeline_id,
             data.revision,
             command_context(request),
-            expected_version(request),
+            expected_version(if_match),
         )
         return rolled_back(result)
 
@@ -214,7 +227,10 @@ class PipelineController(Controller):
         summary="Validate the current definition",
     )
     async def validate_existing(
-        self, pipeline_id: FromPath[UUID], request: Request, pipelines: PipelineServiceDep
+        self,
+        pipeline_id: FromPath[UUID],
+        request: Request,
+        pipelines: PipelineServiceDep,
     ) -> ValidationOut:
         errors = await pipelines.validate_existing(principal_of(request), pipeline_id)
         return _validation(errors)

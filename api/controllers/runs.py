@@ -13,9 +13,10 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
 from api.controllers.common import MinPosition, TextFilter, command_context, etag
+from api.controllers.paging import Paging, paged
 from api.controllers.pipeline_runs import queued
 from api.controllers.run_views import run_detail, run_read, run_status
-from api.dependencies import ReadYourWritesDep, RunLogsDep, RunQueriesDep, RunServiceDep
+from api.dependencies import PagingDep, ReadYourWritesDep, RunLogsDep, RunQueriesDep, RunServiceDep
 from api.schemas.runs import (
     LogLine,
     RetryRequest,
@@ -29,6 +30,7 @@ from api.schemas.runs import (
 from application.authorization import Permission
 from application.errors import NotFound
 from domain.run import RunStatus
+from projections.pagination import Page
 
 READ = {"permission": Permission.RUNS_READ}
 CANCEL = {"permission": Permission.RUNS_CANCEL}
@@ -46,8 +48,7 @@ class RunController(Controller):
         request: Request,
         run_queries: RunQueriesDep,
         read_your_writes: ReadYourWritesDep,
-        limit: Limit = 50,
-        cursor: FromQuery[str | None] = None,
+        paging: PagingDep,
         status: TextFilter = None,
         pipeline_id: FromQuery[UUID | None] = None,
         job_id: TextFilter = None,
@@ -55,10 +56,10 @@ class RunController(Controller):
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
         min_position: MinPosition = None,
-    ) -> RunPage:
+    ) -> Response[RunPage]:
         await read_your_writes("runs", min_position)
         try:
-            rows, next_cursor = await run_queries.list(
+            result = await run_queries.list(
                 principal_of(request).tenant_id,
                 status=status,
                 pipeline_id=pipeline_id,
@@ -66,28 +67,36 @@ class RunController(Controller):
                 triggered_by=triggered_by,
                 since=since,
                 until=until,
-                limit=limit,
-                cursor=cursor,
+                limit=paging.limit,
+                cursor=paging.cursor,
+                page=paging.page,
             )
         except ValueError as error:
             raise ValidationException(str(error)) from None
-        return RunPage(items=[run_read(r) for r in rows], next_cursor=next_cursor)
+        return _page(request, result, paging)
 
     @get("/running", opt=READ, summary="Runs running now")
     async def running(
-        self, request: Request, run_queries: RunQueriesDep, limit: Limit = 100
-    ) -> RunPage:
-        rows, next_cursor = await run_queries.list(
-            principal_of(request).tenant_id, status=RunStatus.RUNNING, limit=limit
-        )
-        return RunPage(items=[run_read(r) for r in rows], next_cursor=next_cursor)
+        self, request: Request, run_queries: RunQueriesDep, paging: PagingDep
+    ) -> Response[RunPage]:
+        try:
+            result = await run_queries.list(
+                principal_of(request).tenant_id,
+                status=RunStatus.RUNNING,
+                limit=paging.limit,
+                cursor=paging.cursor,
+                page=paging.page,
+            )
+        except ValueError as error:
+            raise ValidationException(str(error)) from None
+        return _page(request, result, paging)
 
     @get("/recent", opt=READ, summary="The most recent runs")
     async def recent(
         self, request: Request, run_queries: RunQueriesDep, limit: Limit = 20
     ) -> RunPage:
-        rows, _ = await run_queries.list(principal_of(request).tenant_id, limit=limit)
-        return RunPage(items=[run_read(r) for r in rows], next_cursor=None)
+        result = await run_queries.list(principal_of(request).tenant_id, limit=limit)
+        return RunPage(items=[run_read(r) for r in result.items], next_cursor=None, has_more=False)
 
     @get("/{run_id:uuid}", opt=READ, summary="A run with its steps (ETag = version)")
     async def get_run(
@@ -176,3 +185,9 @@ class RunController(Controller):
         )
         location = f"{self.path}/{result.state.id}"
         return Response(queued(result), status_code=202, headers={"Location": location})
+
+
+def _page(request: Request, result: Page, paging: Paging) -> Response[RunPage]:
+    items = [run_read(r) for r in result.items]
+    body = RunPage(items=items, next_cursor=result.next_cursor, has_more=result.has_more)
+    return paged(request, body, result, paging)

@@ -12,14 +12,16 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
 from api.controllers.common import (
+    IfMatch,
     MinPosition,
     command_context,
     created,
     etag,
     expected_version,
 )
+from api.controllers.paging import paged
 from api.controllers.tenant_views import changes_of, from_row, quotas_of, written
-from api.dependencies import ReadYourWritesDep, TenantQueriesDep, TenantServiceDep
+from api.dependencies import PagingDep, ReadYourWritesDep, TenantQueriesDep, TenantServiceDep
 from api.schemas.tenants import (
     NamespaceIn,
     NamespaceOut,
@@ -76,22 +78,28 @@ class TenantController(Controller):
     @get("/", opt=MANAGE, summary="List tenants (platform admin)")
     async def list_tenants(
         self,
+        request: Request,
         tenant_queries: TenantQueriesDep,
         read_your_writes: ReadYourWritesDep,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        cursor: FromQuery[str | None] = None,
+        paging: PagingDep,
         status: FromQuery[str | None] = None,
         label: LabelFilter = None,
         min_position: MinPosition = None,
-    ) -> TenantPage:
+    ) -> Response[TenantPage]:
         await read_your_writes("tenants", min_position)
         try:
-            rows, next_cursor = await tenant_queries.list(
-                limit=limit, cursor=cursor, status=status, labels=_labels(label)
+            result = await tenant_queries.list(
+                limit=paging.limit,
+                cursor=paging.cursor,
+                page=paging.page,
+                status=status,
+                labels=_labels(label),
             )
         except ValueError as error:
             raise ValidationException(str(error)) from None
-        return TenantPage(items=[from_row(r) for r in rows], next_cursor=next_cursor)
+        items = [from_row(r) for r in result.items]
+        body = TenantPage(items=items, next_cursor=result.next_cursor, has_more=result.has_more)
+        return paged(request, body, result, paging)
 
     @get("/{tenant_id:uuid}", opt=READ, summary="Get a tenant (ETag = version)")
     async def get_tenant(
@@ -117,13 +125,14 @@ class TenantController(Controller):
         data: JSONBody[TenantUpdate],
         request: Request,
         tenants: TenantServiceDep,
+        if_match: IfMatch = None,
     ) -> Response[TenantWritten]:
         result = await tenants.update(
             principal_of(request),
             tenant_id,
             changes_of(data),
             command_context(request),
-            expected_version(request),
+            expected_version(if_match),
         )
         return _with_etag(result)
 
@@ -134,10 +143,14 @@ class TenantController(Controller):
         summary="Delete a tenant (soft: its users and keys stop working, its events stay)",
     )
     async def delete_tenant(
-        self, tenant_id: FromPath[UUID], request: Request, tenants: TenantServiceDep
+        self,
+        tenant_id: FromPath[UUID],
+        request: Request,
+        tenants: TenantServiceDep,
+        if_match: IfMatch = None,
     ) -> TenantWritten:
         result = await tenants.delete(
-            principal_of(request), tenant_id, command_context(request), expected_version(request)
+            principal_of(request), tenant_id, command_context(request), expected_version(if_match)
         )
         return written(result)
 
@@ -148,13 +161,14 @@ class TenantController(Controller):
         data: JSONBody[NamespaceIn],
         request: Request,
         tenants: TenantServiceDep,
+        if_match: IfMatch = None,
     ) -> Response[TenantWritten]:
         result = await tenants.add_namespace(
             principal_of(request),
             tenant_id,
             data.namespace,
             command_context(request),
-            expected_version(request),
+            expected_version(if_match),
         )
         response = created(written(result), f"{self.path}/{tenant_id}/namespaces/{data.namespace}")
         response.headers["ETag"] = etag(result.version)
@@ -187,13 +201,14 @@ class TenantController(Controller):
         namespace: FromPath[str],
         request: Request,
         tenants: TenantServiceDep,
+        if_match: IfMatch = None,
     ) -> Response[TenantWritten]:
         result = await tenants.remove_namespace(
             principal_of(request),
             tenant_id,
             namespace,
             command_context(request),
-            expected_version(request),
+            expected_version(if_match),
         )
         return _with_etag(result)
 
@@ -204,19 +219,23 @@ class TenantController(Controller):
         data: JSONBody[QuotasIn],
         request: Request,
         tenants: TenantServiceDep,
+        if_match: IfMatch = None,
     ) -> Response[TenantWritten]:
         result = await tenants.set_quotas(
             principal_of(request),
             tenant_id,
             quotas_of(data),
             command_context(request),
-            expected_version(request),
+            expected_version(if_match),
         )
         return _with_etag(result)
 
     @get("/{tenant_id:uuid}/usage", opt=READ, summary="Each quota's limit and current usage")
     async def usage(
-        self, tenant_id: FromPath[UUID], request: Request, tenants: TenantServiceDep
+        self,
+        tenant_id: FromPath[UUID],
+        request: Request,
+        tenants: TenantServiceDep,
     ) -> UsageOut:
         tenant, usage = await tenants.usage(principal_of(request), tenant_id)
         return UsageOut(

@@ -5,23 +5,31 @@ own password."""
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.exceptions import ValidationException
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from api.auth import principal_of
 from api.controllers.common import (
+    IfMatch,
     MinPosition,
     command_context,
     created,
     etag,
     expected_version,
 )
-from api.dependencies import LoginServiceDep, ReadYourWritesDep, UserQueriesDep, UserServiceDep
+from api.controllers.paging import paged
+from api.dependencies import (
+    LoginServiceDep,
+    PagingDep,
+    ReadYourWritesDep,
+    UserQueriesDep,
+    UserServiceDep,
+)
 from api.schemas.users import (
     PasswordChange,
     Role,
@@ -93,24 +101,26 @@ class UserController(Controller):
         request: Request,
         user_queries: UserQueriesDep,
         read_your_writes: ReadYourWritesDep,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        cursor: FromQuery[str | None] = None,
+        paging: PagingDep,
         role: FromQuery[Role | None] = None,
         active: FromQuery[bool | None] = None,
         min_position: MinPosition = None,
-    ) -> UserPage:
+    ) -> Response[UserPage]:
         await read_your_writes("users", min_position)
         try:
-            rows, next_cursor = await user_queries.list(
+            result = await user_queries.list(
                 principal_of(request).tenant_id,
                 role=role,
                 active=active,
-                limit=limit,
-                cursor=cursor,
+                limit=paging.limit,
+                cursor=paging.cursor,
+                page=paging.page,
             )
         except ValueError as error:
             raise ValidationException(str(error)) from None
-        return UserPage(items=[_read(r) for r in rows], next_cursor=next_cursor)
+        items = [_read(r) for r in result.items]
+        body = UserPage(items=items, next_cursor=result.next_cursor, has_more=result.has_more)
+        return paged(request, body, result, paging)
 
     @get("/{user_id:uuid}", opt=READ, summary="Get a user (ETag = version)")
     async def get_user(
@@ -134,6 +144,7 @@ class UserController(Controller):
         data: JSONBody[UserUpdate],
         request: Request,
         users: UserServiceDep,
+        if_match: IfMatch = None,
     ) -> Response[UserWritten]:
         result = await users.update(
             principal_of(request),
@@ -141,7 +152,7 @@ class UserController(Controller):
             roles=None if data.roles is None else tuple(data.roles),
             active=data.active,
             ctx=command_context(request),
-            expected_version=expected_version(request),
+            expected_version=expected_version(if_match),
         )
         return Response(_written(result), headers={"ETag": etag(result.version)})
 
@@ -152,10 +163,14 @@ class UserController(Controller):
         summary="Delete a user (soft: sessions end, the username stays reserved)",
     )
     async def delete_user(
-        self, user_id: FromPath[UUID], request: Request, users: UserServiceDep
+        self,
+        user_id: FromPath[UUID],
+        request: Request,
+        users: UserServiceDep,
+        if_match: IfMatch = None,
     ) -> UserWritten:
         result = await users.delete(
-            principal_of(request), user_id, command_context(request), expected_version(request)
+            principal_of(request), user_id, command_context(request), expected_version(if_match)
         )
         return _written(result)
 

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from api.schemas.common import Request
+from api.schemas.common import CursorPage, Request
 
 # platform_admin is accepted here so that asking for it is refused as PERMISSION_DENIED
 # (403) by the service, like any other escalation, rather than as a schema error.
@@ -41,6 +41,5 @@ class ApiKeyIssued(ApiKeyRead, kw_only=True):
     position: int | None
 
 
-class ApiKeyPage(msgspec.Struct):
+class ApiKeyPage(CursorPage, kw_only=True):
     items: list[ApiKeyRead]
-    next_cursor: str | None

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from api.schemas.common import FieldProblem, Request
+from api.schemas.common import CursorPage, FieldProblem, Request
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
@@ -87,9 +87,8 @@ class PipelineWritten(PipelineRead, kw_only=True):
     changed: bool = True
 
 
-class PipelinePage(msgspec.Struct):
+class PipelinePage(CursorPage, kw_only=True):
     items: list[PipelineRead]
-    next_cursor: str | None
 
 
 class RolledBackOut(msgspec.Struct):

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from api.schemas.common import Request
+from api.schemas.common import CursorPage, Request
 from domain.run import RunStatus, StepStatus
 
 
@@ -90,9 +90,8 @@ class RunDetail(RunRead, kw_only=True):
     steps: list[StepRead]
 
 
-class RunPage(msgspec.Struct):
+class RunPage(CursorPage, kw_only=True):
     items: list[RunRead]
-    next_cursor: str | None
 
 
 class RunChangedOut(msgspec.Struct):

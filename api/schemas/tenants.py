@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from api.schemas.common import Request
+from api.schemas.common import CursorPage, Request
 from domain.tenant import TenantStatus
 
 Plan = Literal["free", "pro", "enterprise"]
@@ -85,9 +85,8 @@ class TenantWritten(TenantRead, kw_only=True):
     position: int | None
 
 
-class TenantPage(msgspec.Struct):
+class TenantPage(CursorPage, kw_only=True):
     items: list[TenantRead]
-    next_cursor: str | None
 
 
 class QuotaUsageOut(msgspec.Struct):

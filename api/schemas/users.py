@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from api.schemas.common import Request
+from api.schemas.common import CursorPage, Request
 
 # platform_admin is accepted here so that asking for it is refused as PERMISSION_DENIED
 # (403) by the service, like any other escalation, rather than as a schema error.
@@ -49,6 +49,5 @@ class UserWritten(UserRead, kw_only=True):
     position: int | None
 
 
-class UserPage(msgspec.Struct):
+class UserPage(CursorPage, kw_only=True):
     items: list[UserRead]
-    next_cursor: str | None

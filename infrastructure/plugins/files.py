@@ -49,8 +49,11 @@ WRITE_BYTES = 256 * 1024  # encoded output gathered before a write
 
 
 def _io_error(source: str, error: OSError) -> PluginError:
+    """A missing file is retried (README "Retries and timeouts"): a file that has not
+    arrived yet is the commonest reason a step sets `retries`. A folder where a file
+    should be is the configuration's mistake: trying again cannot help."""
     if isinstance(error, FileNotFoundError):
-        return PluginError(f"{source}: no such file in the tenant's folder", retryable=False)
+        return PluginError(f"{source}: no such file in the tenant's folder (yet)")
     if isinstance(error, IsADirectoryError):
         return PluginError(f"{source} is a folder, not a file", retryable=False)
     return PluginError(f"{source}: {error.strerror or error}")

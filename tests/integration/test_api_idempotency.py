@@ -55,7 +55,7 @@ async def test_a_retried_create_returns_the_first_response_and_creates_once(
         assert events_of_type(settings, "PipelineCreated") == 1
         # Without the key, the same body is a new command (refused: the name is taken).
         again = await client.post(BASE, json=pipeline_body("nightly"), headers=editor)
-        assert_error(again, 422, "VALIDATION_ERROR")
+        assert_error(again, 409, "RESOURCE_CONFLICT")
 
 
 async def test_a_retried_rollback_makes_one_revision(settings: Settings) -> None:
@@ -139,3 +139,45 @@ async def test_a_malformed_key_is_400(settings: Settings) -> None:
             )
             assert_error(response, 400, "VALIDATION_ERROR")
         assert events_of_type(settings, "PipelineCreated") == 0
+
+
+def as_if_the_process_died(settings: Settings, key: str) -> None:
+    """Leave the key as a process killed after its command, before keeping the response,
+    leaves it: in flight, its lease run out."""
+    with psycopg.connect(settings.database_url or "") as conn:
+        conn.execute(
+            "UPDATE idempotency_keys SET status = NULL, headers = NULL, body = NULL,"
+            " lease_until = now() - interval '1 second' WHERE key = %s",
+            (key,),
+        )
+
+
+async def test_a_retry_after_a_crash_answers_what_the_first_attempt_did(
+    settings: Settings,
+) -> None:
+    async with running_app(settings) as client:
+        editor = await editor_of(client, settings, "acme")
+        created = await create_pipeline(client, editor, "nightly")
+        url = f"{BASE}/{created['id']}"
+        revised = await client.put(
+            url, json=pipeline_body("nightly", description="v2"), headers=editor
+        )
+        assert revised.status_code == 200, revised.text
+        calls = {
+            "trigger": (f"{url}/runs", {"params": {"day": "monday"}}),
+            "rollback": (f"{url}/rollback", {"revision": 1}),
+        }
+        for key, (path, body) in calls.items():
+            headers = {**editor, "Idempotency-Key": key}
+            first = await client.post(path, json=body, headers=headers)
+            assert first.status_code in (200, 202), first.text
+            as_if_the_process_died(settings, key)
+
+            retry = await client.post(path, json=body, headers=headers)
+
+            assert retry.status_code == first.status_code, retry.text
+            assert retry.json() == first.json()
+            assert retry.headers["idempotent-replayed"] == "true"
+            assert retry.headers.get("location") == first.headers.get("location")
+        assert events_of_type(settings, "RunQueued") == 1
+        assert events_of_type(settings, "PipelineRolledBack") == 1

@@ -142,7 +142,7 @@ async def test_platform_admin_creates_tenants_and_users(settings: Settings) -> N
 
         for name in ("acme", " ACME "):
             dup = await client.post("/api/v1/tenants", json={"name": name}, headers=admin)
-            error = assert_error(dup, 422, "VALIDATION_ERROR")
+            error = assert_error(dup, 409, "RESOURCE_CONFLICT")
             assert error["details"] == [{"field": "name", "message": "already taken"}]
 
         listed = await client.get(
@@ -172,7 +172,7 @@ async def test_platform_admin_creates_tenants_and_users(settings: Settings) -> N
             json={"username": "Alice", "password": PASSWORD, "tenant_id": tenant["id"]},
             headers=admin,
         )
-        assert_error(again, 422, "VALIDATION_ERROR")
+        assert_error(again, 409, "RESOURCE_CONFLICT")
         missing_tenant = await client.post(
             "/api/v1/users",
             json={"username": "bob", "password": PASSWORD, "tenant_id": str(uuid4())},

@@ -201,12 +201,13 @@ async def test_history_revisions_and_rollback(
     assert history[2]["changes"]["steps_added"] == ["write"]
     assert history[2]["changes"]["steps_removed"] == ["archive"]
 
-    for revision in (7, 3):  # one that does not exist, and the current one
+    # One that does not exist (invalid), and the current one (a conflict with the state).
+    for revision, status, code in ((7, 422, "VALIDATION_ERROR"), (3, 409, "RESOURCE_CONFLICT")):
         refused = await client.post(f"{url}/rollback", json={"revision": revision}, headers=editor)
-        error = assert_error(refused, 422, "VALIDATION_ERROR")
+        error = assert_error(refused, status, code)
         assert [d["field"] for d in error["details"]] == ["revision"]
     zero = await client.post(f"{url}/rollback", json={"revision": 0}, headers=editor)
-    assert_error(zero, 400, "VALIDATION_ERROR")
+    assert_error(zero, 422, "VALIDATION_ERROR")
     assert len((await client.get(f"{url}/history", headers=editor)).json()["items"]) == 3
 
 
@@ -227,7 +228,7 @@ async def test_clone_validate_and_delete(
     assert copy["cloned_from"] == {"pipeline_id": created["id"], "revision": 2}
     assert [s["name"] for s in copy["steps"]] == ["read", "paid", "archive"]
     taken = await client.post(f"{url}/clone", json={"name": "alpha"}, headers=editor)
-    assert_error(taken, 422, "VALIDATION_ERROR")
+    assert_error(taken, 409, "RESOURCE_CONFLICT")
 
     valid = await client.post(f"{url}/validate", headers=editor)
     assert valid.status_code == 200, valid.text

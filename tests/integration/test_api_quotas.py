@@ -104,7 +104,7 @@ async def test_only_a_platform_admin_sets_quotas_and_null_means_the_plan_default
             {"max_pipelines": "many"},
             {"max_unicorns": 1},
         ):
-            assert_error(await client.put(path, json=bad, headers=root), 400, "VALIDATION_ERROR")
+            assert_error(await client.put(path, json=bad, headers=root), 422, "VALIDATION_ERROR")
         limits = await usage_of(client, admin, tenant_id)
         assert (limits["max_pipelines"]["limit"], limits["max_jobs"]["limit"]) == (3, 0)
 
@@ -185,7 +185,9 @@ async def test_a_create_past_the_limit_is_refused_and_writes_nothing(settings: S
 
         over = await client.post("/api/v1/pipelines", json=pipeline_body("three"), headers=admin)
         error = assert_error(over, 409, "QUOTA_EXCEEDED")
-        assert error["details"] == [{"quota": "max_pipelines", "limit": 2, "used": 2}]
+        assert error["details"] == [
+            {"field": "max_pipelines", "message": "2 of 2 in use", "limit": 2, "used": 2}
+        ]
         assert "max_pipelines" in error["message"]
         clone = await client.post(
             f"/api/v1/pipelines/{first['id']}/clone", json={"name": "three"}, headers=admin
@@ -220,7 +222,9 @@ async def test_a_create_past_the_limit_is_refused_and_writes_nothing(settings: S
         await set_quotas(client, root, tenant_id, max_pipelines=1)
         lowered = await client.post("/api/v1/pipelines", json=pipeline_body("five"), headers=admin)
         details = assert_error(lowered, 409, "QUOTA_EXCEEDED")["details"]
-        assert details == [{"quota": "max_pipelines", "limit": 1, "used": 3}]
+        assert details == [
+            {"field": "max_pipelines", "message": "3 of 1 in use", "limit": 1, "used": 3}
+        ]
         assert await pipelines_used(client, admin, tenant_id) == 3
 
 
@@ -257,7 +261,7 @@ async def test_concurrent_creates_near_the_limit_take_exactly_the_free_units(
         for refused in by_status[409]:
             error = assert_error(refused, 409, "QUOTA_EXCEEDED")
             [detail] = error["details"]
-            assert (detail["quota"], detail["limit"]) == ("max_pipelines", limit)
+            assert (detail["field"], detail["limit"]) == ("max_pipelines", limit)
             assert detail["used"] >= limit  # every refusal saw the tenant full
         assert await pipelines_used(client, admin, tenant_id) == limit
         position = max(r.json()["position"] for r in by_status[201])

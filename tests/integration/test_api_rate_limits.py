@@ -70,10 +70,13 @@ def assert_consistent(response: Any, limit: RateLimit, used: int) -> None:
     """The headers after `used` requests from a full bucket (used <= burst)."""
     per_token = 3600 / limit.per_hour
     assert rate_headers(response)[:2] == (limit.per_hour, limit.burst - used), response.headers
-    # Reset: seconds until the bucket is full again, `used` tokens at the hourly rate
-    # (a little less: the refill since the first request counts).
+    # Reset: seconds until a request is allowed again: 0 while tokens are left, else
+    # about one token's time at the hourly rate (less the refill since).
     reset = rate_headers(response)[2]
-    assert (used - 1) * per_token < reset <= math.ceil(used * per_token), response.headers
+    if used < limit.burst:
+        assert reset == 0, response.headers
+    else:
+        assert 0 < reset <= math.ceil(per_token), response.headers
 
 
 def assert_limited(response: Any, limit: RateLimit, debt: int = 0) -> int:
@@ -84,7 +87,7 @@ def assert_limited(response: Any, limit: RateLimit, debt: int = 0) -> int:
     retry_after = int(response.headers["retry-after"])
     assert 1 <= retry_after <= math.ceil((1 + debt) * 3600 / limit.per_hour)
     assert rate_headers(response)[:2] == (limit.per_hour, 0)
-    assert rate_headers(response)[2] >= retry_after
+    assert rate_headers(response)[2] == retry_after  # when the next one is allowed
     return retry_after
 
 

@@ -258,10 +258,10 @@ async def test_platform_admin_renames_and_names_stay_unique(settings: Settings) 
             ({"name": "globex"}, acme["id"]),
         ]:
             taken = await client.put(f"/api/v1/tenants/{tenant_id}", json=body, headers=admin)
-            error = assert_error(taken, 422, "VALIDATION_ERROR")
+            error = assert_error(taken, 409, "RESOURCE_CONFLICT")
             assert error["details"] == [{"field": "name", "message": "already taken"}]
         dup = await client.post("/api/v1/tenants", json={"name": "Acme Corp"}, headers=admin)
-        assert_error(dup, 422, "VALIDATION_ERROR")
+        assert_error(dup, 409, "RESOURCE_CONFLICT")
         # A refused rename changed nothing.
         assert (await read_tenant(client, admin, acme["id"], renamed["position"]))["version"] == 2
         # Renaming only the case keeps the tenant's own name.
@@ -355,7 +355,7 @@ async def test_delete_is_soft_and_the_platform_admin_still_reads_the_tenant(
             response = await client.request(method, url, json=body, headers=admin)
             assert_error(response, 404, "RESOURCE_NOT_FOUND")
         reuse = await client.post("/api/v1/tenants", json={"name": "acme"}, headers=admin)
-        assert_error(reuse, 422, "VALIDATION_ERROR")
+        assert_error(reuse, 409, "RESOURCE_CONFLICT")
         assert (await read_tenant(client, admin, tenant["id"]))["version"] == 2
 
 
@@ -380,8 +380,9 @@ async def test_namespaces_hold_pipelines_and_are_removed_only_when_empty(
         assert added.json()["namespaces"] == ["prod", "staging"]
         for bad in ("prod", "Prod", "-x", "has_underscore", "a" * 63 + "b"):
             response = await client.post(namespaces, json={"namespace": bad}, headers=a_admin)
-            assert response.status_code in (400, 422), (bad, response.text)
-            assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+            # "prod" exists: a conflict; the others are invalid names.
+            expected = (409, "RESOURCE_CONFLICT") if bad == "prod" else (422, "VALIDATION_ERROR")
+            assert_error(response, *expected)
 
         in_prod = await create_pipeline(client, a_admin, "nightly", namespace="prod")
         await create_pipeline(client, a_admin, "loose")
@@ -400,7 +401,7 @@ async def test_namespaces_hold_pipelines_and_are_removed_only_when_empty(
         assert [d["field"] for d in error["details"]] == ["namespace"]
 
         in_use = await client.delete(f"{namespaces}/prod", headers=a_admin)
-        error = assert_error(in_use, 422, "VALIDATION_ERROR")
+        error = assert_error(in_use, 409, "RESOURCE_CONFLICT")
         assert error["details"][0]["field"] == "namespace"
         empty = await client.delete(f"{namespaces}/staging", headers=a_admin)
         assert empty.status_code == 200, empty.text
@@ -438,7 +439,7 @@ async def test_a_namespace_in_use_is_kept_even_before_the_read_model_catches_up(
         for round_ in range(3):
             pipeline = await create_pipeline(client, a_admin, f"p{round_}", namespace="prod")
             at_once = await client.delete(f"{namespaces}/prod", headers=a_admin)
-            assert_error(at_once, 422, "VALIDATION_ERROR")
+            assert_error(at_once, 409, "RESOURCE_CONFLICT")
             moved = await client.put(
                 f"/api/v1/pipelines/{pipeline['id']}",
                 json=pipeline_body(f"p{round_}", namespace="dev"),
@@ -446,7 +447,7 @@ async def test_a_namespace_in_use_is_kept_even_before_the_read_model_catches_up(
             )
             assert moved.status_code == 200, moved.text
             dev = await client.delete(f"{namespaces}/dev", headers=a_admin)
-            assert_error(dev, 422, "VALIDATION_ERROR")
+            assert_error(dev, 409, "RESOURCE_CONFLICT")
             emptied = await client.delete(f"/api/v1/pipelines/{pipeline['id']}", headers=a_admin)
             assert emptied.status_code == 200, emptied.text
 

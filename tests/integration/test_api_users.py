@@ -334,7 +334,7 @@ async def test_a_deleted_user_is_gone_cannot_log_in_and_keeps_its_name(
                 json={"username": username, "password": PASSWORD, "tenant_id": acme},
                 headers=acme_admin,
             )
-            error = assert_error(again, 422, "VALIDATION_ERROR")
+            error = assert_error(again, 409, "RESOURCE_CONFLICT")
             assert error["details"] == [{"field": "username", "message": error["message"]}]
 
 

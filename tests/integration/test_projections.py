@@ -690,18 +690,18 @@ async def test_list_pagination_filters_and_tenant_isolation(
 
     evens = await walk(lambda c: queries.list(T1, tags=["even"], limit=3, cursor=c))
     assert len(evens) == 7 and all("even" in r["tags"] for r in evens)
-    assert [r["name"] for r in (await queries.list(T1, tags=["x_y"]))[0]] == [
+    assert [r["name"] for r in (await queries.list(T1, tags=["x_y"])).items] == [
         f"job-{i:02d}" for i in range(1, 13, 2)
     ]
-    named = (await queries.list(T1, name="JOB-0"))[0]
+    named = (await queries.list(T1, name="JOB-0")).items
     assert sorted(r["name"] for r in named) == [f"job-{i:02d}" for i in range(10)]
     # LIKE wildcards in the filter are literal characters.
-    assert [r["name"] for r in (await queries.list(T1, name="50%_"))[0]] == ["Nightly 50%_done"]
-    assert (await queries.list(T1, name="5_%"))[0] == []
+    assert [r["name"] for r in (await queries.list(T1, name="50%_")).items] == ["Nightly 50%_done"]
+    assert (await queries.list(T1, name="5_%")).items == []
 
     # Tenant isolation: another tenant's rows never appear; a platform admin sees all.
     assert all(r["tenant_id"] == T1 for r in await walk(lambda c: queries.list(T1, cursor=c)))
-    assert [r["id"] for r in (await queries.list(T2))[0]] == [str(theirs)]
+    assert [r["id"] for r in (await queries.list(T2)).items] == [str(theirs)]
     assert await queries.get(T1, theirs) is None
     assert (await queries.get(T2, theirs) or {})["name"] == "job-bob"
     assert (await queries.get(None, theirs) or {})["tenant_id"] == T2

@@ -62,8 +62,8 @@ async def test_retry_queues_a_linked_run_of_the_same_revision_and_params(
 
         assert_error(
             await client.post(f"/api/v1/runs/{body['run_id']}/retry", json={}, headers=editor),
-            422,
-            "VALIDATION_ERROR",
+            409,
+            "RESOURCE_CONFLICT",
         )
 
         # From the failed step: the step before it is taken over from the first run's
@@ -100,4 +100,4 @@ async def test_a_cancel_reaches_the_executor_without_waiting_for_its_heartbeat(
         me = (await client.get("/api/v1/auth/me", headers=editor)).json()
         assert run["error"] == f"cancelled by user:{me['id']}"
         again = await client.post(f"/api/v1/runs/{run_id}:cancel", headers=editor)
-        assert_error(again, 422, "VALIDATION_ERROR")
+        assert_error(again, 409, "RESOURCE_CONFLICT")

@@ -236,7 +236,9 @@ async def test_max_runs_per_day_refuses_the_run_past_the_quota(settings: Setting
             f"/api/v1/pipelines/{pipeline_id}/runs", json={}, headers=editor
         )
         error = assert_error(refused, 409, "QUOTA_EXCEEDED")
-        assert error["details"] == [{"quota": "max_runs_per_day", "limit": 2, "used": 2}]
+        assert error["details"] == [
+            {"field": "max_runs_per_day", "message": "2 of 2 in use", "limit": 2, "used": 2}
+        ]
         by_name = await client.post(
             "/api/v1/pipelines/execute", json={"pipeline_name": "p"}, headers=editor
         )

@@ -24,12 +24,33 @@ from projections.usage import RESOURCES, Counted
 
 
 def memory_store() -> NornEventStore:
-    return NornEventStore(
+    store = NornEventStore(
         env={
             "PERSISTENCE_MODULE": "eventsourcing.popo",
             "MAPPER_TOPIC": "infrastructure.mapper:MsgspecMapper",
         }
     )
+    _keep_appends(store)
+    return store
+
+
+def _keep_appends(store: NornEventStore) -> None:
+    """NornEventStore.appends as infrastructure/postgres.py answers it from the events'
+    transactions, which the in-memory store does not have: each append's events are
+    noted with the versions their aggregates reached and the append's last position."""
+    appends: dict[tuple[UUID, int], tuple[int, int]] = {}
+    append = store.append
+
+    def noting(*aggregates: Any, precondition: bool = False) -> int | None:
+        saved = [a for a in aggregates if a is not None]
+        events = [(a, e.originator_version) for a in saved for e in a.pending_events]
+        position = append(*aggregates, precondition=precondition)
+        for aggregate, version in events:
+            appends[(aggregate.id, version)] = (aggregate.version, position or 0)
+        return position
+
+    store.append = noting  # type: ignore[method-assign]
+    store.appends = lambda aggregate_id, version: appends.get((aggregate_id, version))
 
 
 class StoreUsage:

@@ -96,6 +96,16 @@ def test_a_stale_expected_version_is_a_failed_precondition(world: World) -> None
     assert refused.value.precondition and decided == []
 
 
+def test_a_stale_expected_version_says_the_version_now_and_its_position(world: World) -> None:
+    def decide(tenant: Tenant) -> None:
+        tenant.add_namespace("prod", CTX)
+
+    done = world.tenants.change(world.inside, world.acme.id, decide, expected_version=1)
+    with pytest.raises(VersionConflict) as refused:
+        world.tenants.change(world.inside, world.acme.id, decide, expected_version=1)
+    assert (refused.value.current_version, refused.value.position) == (2, done.position)
+
+
 def test_the_other_aggregates_a_decision_returns_are_saved_in_the_same_append(
     world: World,
 ) -> None:

@@ -60,10 +60,11 @@ def test_a_full_bucket_admits_the_burst_then_refuses(buckets: LocalBuckets) -> N
         (True, 1, 0),
         (True, 0, 0),
     ]
-    assert [d.reset_after for d in admitted] == [100, 200, 300]
+    # X-RateLimit-Reset: seconds until a request is allowed again (0 while one is).
+    assert [d.reset_after for d in admitted] == [0, 0, 100]
     refused = hit(buckets)
     assert (refused.allowed, refused.limit, refused.remaining) == (False, 36, 0)
-    assert (refused.retry_after, refused.reset_after) == (100, 300)
+    assert (refused.retry_after, refused.reset_after) == (100, 100)
 
 
 def test_retry_after_counts_down_and_refusals_take_nothing(
@@ -93,7 +94,7 @@ def test_the_bucket_refills_at_the_hourly_rate_up_to_the_burst(
     decisions = [hit(buckets) for _ in range(4)]
     assert [d.allowed for d in decisions] == [True, True, True, False]
     assert decisions[0].remaining == 2
-    assert decisions[0].reset_after == 100  # one token short of full
+    assert decisions[0].reset_after == 0  # two tokens left: the next is allowed now
 
 
 def test_buckets_are_per_key_and_a_new_limit_applies_at_once(buckets: LocalBuckets) -> None:
@@ -104,7 +105,7 @@ def test_buckets_are_per_key_and_a_new_limit_applies_at_once(buckets: LocalBucke
     smaller = RateLimit(per_hour=36, burst=1)
     assert hit(buckets, smaller, key="user:a").remaining == 0
     refused = hit(buckets, smaller, key="user:a")
-    assert (refused.allowed, refused.reset_after) == (False, 100)
+    assert (refused.allowed, refused.reset_after) == (False, 100)  # a token in 100 s
 
 
 def test_a_process_admits_at_most_max_unconfirmed_before_a_sync(
@@ -144,7 +145,7 @@ def test_the_shared_level_replaces_the_local_view(buckets: LocalBuckets, clock: 
     buckets.take_changes()
     buckets.confirm({"k": -2.0})  # others over-took: two tokens of debt
     refused = hit(buckets, limit)
-    assert (refused.allowed, refused.retry_after, refused.reset_after) == (False, 300, 700)
+    assert (refused.allowed, refused.retry_after, refused.reset_after) == (False, 300, 300)
     clock.now += 300
     assert hit(buckets, limit).allowed
 

@@ -7,10 +7,16 @@ runs a DAG through the whole app (NATS work queue, read model, API)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
+from application.errors import StepFailed
+from application.ports import StepCall, StepOutcome
 from tests.support.runs import RunWorld, index, statuses, step
 
 
@@ -115,6 +121,71 @@ async def test_a_step_that_cannot_succeed_is_not_retried(world: RunWorld) -> Non
     run = await world.execute(world.trigger(pipeline_id))
     assert (run.status, run.error) == ("failed", "step x failed: no such column")
     assert run.steps["x"].attempts == 1
+
+
+async def test_an_input_file_that_arrives_after_the_first_attempt_is_read_on_a_retry(
+    world: RunWorld,
+) -> None:
+    """The commonest reason to set `retries`: the file has not arrived yet. It lands
+    between the first attempt's failure and the retry (the step runner is wrapped to
+    drop it there, so no timing decides the outcome)."""
+    pipeline_id = world.pipeline(
+        "late-file",
+        step("read", "Input.file", config={"path": "orders.jsonl"}, retries=2, retry_delay=0.01),
+    )
+    run_step = world.steps.run
+    failures: list[str] = []
+
+    async def file_arrives_after_a_failure(call: StepCall, cancelled: asyncio.Event) -> Any:
+        try:
+            return await run_step(call, cancelled)
+        except StepFailed as failed:
+            failures.append(str(failed))
+            world.files.mkdir(parents=True, exist_ok=True)
+            (world.files / "orders.jsonl").write_text('{"id": 1}\n{"id": 2}\n')
+            raise
+
+    world.steps.run = file_arrives_after_a_failure  # type: ignore[method-assign]
+    run = await world.execute(world.trigger(pipeline_id))
+
+    assert failures == ["file 'orders.jsonl': no such file in the tenant's folder (yet)"]
+    assert (run.status, run.steps["read"].attempts, run.steps["read"].records_out) == (
+        "succeeded",
+        2,
+        2,
+    )
+    assert [e.step for n, e in world.events(run.id) if n == "RunStepRetrying"] == ["read"]
+
+
+async def test_an_input_path_naming_a_folder_is_a_configuration_error_and_not_retried(
+    world: RunWorld,
+) -> None:
+    (world.files / "orders").mkdir(parents=True)
+    pipeline_id = world.pipeline(
+        "folder", step("read", "Input.file", config={"path": "orders"}, retries=5)
+    )
+    run = await world.execute(world.trigger(pipeline_id))
+    assert (run.status, run.error) == (
+        "failed",
+        "step read failed: file 'orders' is a folder, not a file",
+    )
+    assert run.steps["read"].attempts == 1
+    assert "RunStepRetrying" not in world.names(run.id)
+
+
+async def test_a_config_the_plugin_cannot_read_is_not_retried(world: RunWorld) -> None:
+    """A saved config that no longer parses (the plugin changed since it was checked)."""
+    pipeline_id = world.pipeline("reader", step("read", "Test.emit", retries=5))
+    run_step = world.steps.run
+
+    async def with_a_broken_config(call: StepCall, cancelled: asyncio.Event) -> StepOutcome:
+        spec = msgspec.structs.replace(call.step, config={"count": "many"})
+        return await run_step(dataclasses.replace(call, step=spec), cancelled)
+
+    world.steps.run = with_a_broken_config  # type: ignore[method-assign]
+    run = await world.execute(world.trigger(pipeline_id))
+    assert run.status == "failed" and "invalid config" in (run.error or "")
+    assert run.steps["read"].attempts == 1
 
 
 async def test_a_step_timeout_fails_the_attempt_and_is_retried(world: RunWorld) -> None:

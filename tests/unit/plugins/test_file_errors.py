@@ -17,20 +17,21 @@ from tests.unit.plugins.helpers import ORDERS, read, run, stream, tenant_file, w
 # --- errors ------------------------------------------------------------------------------
 
 
-async def test_a_missing_file_is_named(context: StepContext) -> None:
+async def test_a_missing_file_is_named_and_may_arrive_for_a_retry(context: StepContext) -> None:
     with pytest.raises(PluginError, match=r"file 'nope\.jsonl': no such file") as failed:
         await read(context, path="nope.jsonl")
 
-    assert failed.value.retryable is False
+    assert failed.value.retryable is True
 
 
-async def test_a_folder_is_not_a_file(context: StepContext) -> None:
+async def test_a_folder_is_not_a_file_and_never_will_be(context: StepContext) -> None:
     (context.files / "dir").mkdir(parents=True)
 
-    with pytest.raises(PluginError, match="is a folder"):
+    with pytest.raises(PluginError, match="is a folder") as reading:
         await read(context, path="dir")
-    with pytest.raises(PluginError, match="is a folder"):
+    with pytest.raises(PluginError, match="is a folder") as writing:
         await write(context, ORDERS, path="dir")
+    assert reading.value.retryable is writing.value.retryable is False
 
 
 @pytest.mark.parametrize(

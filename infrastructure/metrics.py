@@ -1,0 +1,265 @@
+"""Prometheus metrics of one process (README "Metrics, logs and health").
+
+One `NornMetrics` per container, with its own registry (tests run several apps in one
+process). Two kinds of metric:
+
+- counted where they happen, on the hot path: HTTP requests, commands, run durations.
+  Label children are cached, so a request costs a dict lookup and two increments;
+- read at scrape time from the components' own state (pools' `get_stats()`, the
+  relay's positions, executor slots, events appended by type), or, where finding them
+  out needs PostgreSQL or NATS (store head, projection lag, work-queue depth), refreshed
+  by `MetricsRefresher` (infrastructure/metrics_refresh.py) with a bound of a second
+  each: before the API's /metrics answers, and every 5 s for a metrics port.
+
+Label values are route templates, command and event type names, statuses, pool and
+projection names: never a tenant, user or resource id.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Protocol
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# No `_created` series beside every counter and histogram: they double the output and
+# Prometheus does not need them.
+disable_created_metrics()
+
+UNMATCHED_ROUTE = "unmatched"
+"""The route label of a request no route matched (404s of arbitrary paths)."""
+
+RUN_STATUS_OF_EVENT = {
+    "RunQueued": "queued",
+    "RunRequeued": "queued",
+    "RunStarted": "running",
+    "RunSucceeded": "succeeded",
+    "RunFailed": "failed",
+    "RunCancelled": "cancelled",
+    "RunTimedOut": "timed_out",
+    "RunCrashed": "crashed",
+}
+"""Run events that move a run to a status (domain/run.py)."""
+
+_HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_RUN_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600)
+
+
+class EventTally:
+    """Events appended by this process, by event type (thread-safe; the recorder adds)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def add(self, topics: list[str]) -> None:
+        with self._lock:
+            for topic in topics:
+                self._counts[topic] = self._counts.get(topic, 0) + 1
+
+    def by_type(self) -> dict[str, int]:
+        """Counts keyed by the event's class name (its topic is module:Class)."""
+        with self._lock:
+            counts = dict(self._counts)
+        named: dict[str, int] = {}
+        for topic, count in counts.items():
+            name = topic.rpartition(":")[2] or topic
+            named[name] = named.get(name, 0) + count
+        return named
+
+
+class PoolStats(Protocol):
+    def get_stats(self) -> dict[str, int]: ...
+
+
+class NornMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            "norn_http_requests",
+            "HTTP requests answered",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "norn_http_request_duration_seconds",
+            "Time to answer an HTTP request (to the end of its body)",
+            ["method", "route"],
+            buckets=_HTTP_BUCKETS,
+            registry=r,
+        )
+        self.commands = Counter(
+            "norn_commands",
+            "Commands run, by command and outcome",
+            ["command", "outcome"],
+            registry=r,
+        )
+        self.run_duration = Histogram(
+            "norn_run_duration_seconds",
+            "Duration of run attempts executed here, from claim to end, by final status",
+            ["status"],
+            buckets=_RUN_BUCKETS,
+            registry=r,
+        )
+        self.store_head = Gauge(
+            "norn_store_head_position", "Position of the newest event in the store", registry=r
+        )
+        self.projection_lag = Gauge(
+            "norn_projection_lag_events",
+            "Positions between the store head and a read model",
+            ["projection"],
+            registry=r,
+        )
+        self.work_queue_depth = Gauge(
+            "norn_work_queue_items",
+            "Work items in the work stream: queued runs not yet claimed (or being claimed)",
+            registry=r,
+        )
+        self.events = EventTally()
+        self.pools: dict[str, PoolStats] = {}
+        self.relay: Any = None
+        """The process's Relay, if it runs one (published_position, lag_seconds, ...)."""
+        self.executor: Any = None
+        """The process's ExecutorRole, if it runs one (slots_in_use, slots_total)."""
+        self.database: Any = None
+        """The process's DatabaseAvailability."""
+        self.projection_positions: Callable[[], dict[str, int]] | None = None
+        self.refresh: Callable[[], Awaitable[None]] | None = None
+        """Refreshes the values that need a query or a NATS request (bounded): the
+        API's /metrics calls it before it answers."""
+        r.register(_StateCollector(self))
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_duration.labels(method, route),
+            )
+            self._http_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_command(self, command: str, outcome: str) -> None:
+        self.commands.labels(command, outcome).inc()
+
+    def observe_run(self, status: str, seconds: float) -> None:
+        self.run_duration.labels(status).observe(seconds)
+
+
+class _StateCollector(Collector):
+    """What the components know about themselves, read at each scrape."""
+
+    def __init__(self, metrics: NornMetrics) -> None:
+        self._m = metrics
+
+    def describe(self) -> list[Metric]:
+        return []  # values appear only when their component runs here
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+        yield from self._pools()
+        appended = CounterMetricFamily(
+            "norn_events_appended", "Events appended by this process, by type", labels=["type"]
+        )
+        transitions = CounterMetricFamily(
+            "norn_run_transitions",
+            "Runs moved to a status by this process's appends",
+            labels=["status"],
+        )
+        by_status: dict[str, int] = {}
+        for name, count in sorted(m.events.by_type().items()):
+            appended.add_metric([name], count)
+            status = RUN_STATUS_OF_EVENT.get(name)
+            if status is not None:
+                by_status[status] = by_status.get(status, 0) + count
+        for status, count in sorted(by_status.items()):
+            transitions.add_metric([status], count)
+        yield appended
+        yield transitions
+        if m.database is not None:
+            yield GaugeMetricFamily(
+                "norn_database_up",
+                "1 unless PostgreSQL is known not to answer",
+                value=0 if m.database.down else 1,
+            )
+        if m.relay is not None:
+            relay = m.relay
+            yield GaugeMetricFamily(
+                "norn_relay_leader",
+                "1 if this process's relay is the active one",
+                value=1 if relay.is_leader else 0,
+            )
+            yield GaugeMetricFamily(
+                "norn_relay_published_position",
+                "Last position JetStream acknowledged",
+                value=relay.published_position,
+            )
+            yield GaugeMetricFamily(
+                "norn_relay_lag_events",
+                "Positions between the store head and the relay",
+                value=relay.lag_events,
+            )
+            yield GaugeMetricFamily(
+                "norn_relay_lag_seconds",
+                "How long the relay has been behind the store head",
+                value=relay.lag_seconds,
+            )
+        if m.projection_positions is not None:
+            positions = GaugeMetricFamily(
+                "norn_projection_position",
+                "Position this process's projection runners have reached",
+                labels=["projection"],
+            )
+            for name, position in sorted(m.projection_positions().items()):
+                positions.add_metric([name], position)
+            yield positions
+        if m.executor is not None:
+            yield GaugeMetricFamily(
+                "norn_executor_slots_in_use",
+                "Runs being claimed or executed here",
+                value=m.executor.slots_in_use,
+            )
+            yield GaugeMetricFamily(
+                "norn_executor_slots",
+                "Runs this process executes at a time",
+                value=m.executor.slots_total,
+            )
+
+    def _pools(self) -> Iterator[Metric]:
+        families = {
+            key: GaugeMetricFamily(f"norn_db_pool_{name}", text, labels=["pool"])
+            for key, name, text in (
+                ("pool_size", "connections", "Connections the pool holds (in use or idle)"),
+                ("pool_available", "available", "Idle connections ready in the pool"),
+                ("requests_waiting", "waiting", "Requests waiting for a connection"),
+                ("pool_max", "max", "Most connections the pool may hold"),
+            )
+        }
+        for pool_name, pool in sorted(self._m.pools.items()):
+            stats = pool.get_stats()
+            for key, family in families.items():
+                family.add_metric([pool_name], stats.get(key, 0))
+        if self._m.pools:
+            yield from families.values()
+
+
+def command_observer(metrics: NornMetrics, service: str) -> Callable[[str, str], None]:
+    """For application/threads.Threaded: counts `service.method` by outcome."""
+
+    def observe(method: str, outcome: str) -> None:
+        metrics.observe_command(f"{service}.{method}", outcome)
+
+    return observe

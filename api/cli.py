@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from api import cli_commands as commands
+from api.cli_info import info
 from api.cli_support import CliError, error_summary, redact_url
 from api.cli_tail import events_tail
 from infrastructure.settings import Settings, SettingsError
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     command(
         "info",
         "show the API, PostgreSQL and NATS this configuration uses",
-        commands.info,
+        info,
         "Passwords are hidden. Starts nothing: it reports whether the embedded servers "
         "run, under which pid and for which processes.",
     )

@@ -12,7 +12,7 @@ import sys
 import time
 from uuid import uuid4
 
-from api.cli_support import CliError, ProgressLine, open_listener, redact_url, say
+from api.cli_support import CliError, ProgressLine, open_listener, say
 from infrastructure.settings import Settings
 
 log = logging.getLogger("norn")
@@ -156,51 +156,6 @@ def migrate(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         servers.stop()
     return 0
-
-
-def info(settings: Settings, args: argparse.Namespace) -> int:
-    """Report, start nothing: the files of the data dir say what runs."""
-    from infrastructure.embedded import EmbeddedStatus, nats_status, postgres_status
-
-    def embedded(name: str, status: EmbeddedStatus, directory: str) -> list[str]:
-        where = settings.data_dir / directory
-        if not status.running:
-            lines = [f"{name}: embedded, not running (data in {where})"]
-            if status.url:
-                lines.append(f"  next start: {status.url}")
-            return lines
-        users = ", ".join(map(str, status.users)) or "none"
-        return [
-            f"{name}: {redact_url(status.url or '?')}",
-            f"  embedded, running (pid {status.pid}; used by pids {users}; data in {where})",
-        ]
-
-    from infrastructure.embedded_state import port_answers
-
-    probe_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
-    listening = port_answers(settings.port, probe_host)
-    lines = [
-        f"norn {_version()}",
-        f"API: http://{settings.host}:{settings.port}"
-        + (" (listening)" if listening else " (nothing listening)"),
-    ]
-    if settings.database_url:
-        lines.append(f"PostgreSQL: {redact_url(settings.database_url)} (NORN_DATABASE_URL)")
-    else:
-        lines += embedded("PostgreSQL", postgres_status(settings.data_dir), "postgres")
-    if settings.nats_url:
-        lines.append(f"NATS: {redact_url(settings.nats_url)} (NORN_NATS_URL)")
-    else:
-        lines += embedded("NATS", nats_status(settings.data_dir), "nats")
-    lines.append(f"data dir: {settings.data_dir.resolve()}")
-    print("\n".join(lines))
-    return 0
-
-
-def _version() -> str:
-    from api.cli import norn_version
-
-    return norn_version()
 
 
 def projection_status(settings: Settings, args: argparse.Namespace) -> int:

@@ -228,3 +228,34 @@ def test_a_malformed_database_url_is_a_configuration_error_without_its_password(
     err = capsys.readouterr().err
     assert err.startswith("norn: configuration error: NORN_DATABASE_URL is not a PostgreSQL URL")
     assert "bogus" in err and "s3cret" not in err
+
+
+def test_info_names_the_servers_in_use_hides_passwords_and_starts_nothing(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("NORN_DATABASE_URL", f"postgresql://norn:s3cret@127.0.0.1:{closed}/norn")
+    monkeypatch.setenv("NORN_NATS_URL", f"nats://t0ken@127.0.0.1:{closed}")
+    monkeypatch.setenv("NORN_PORT", str(closed))
+
+    assert main(["info"]) == 0
+
+    out = capsys.readouterr().out
+    assert f"API: http://127.0.0.1:{closed} (nothing listening)" in out
+    assert f"PostgreSQL: postgresql://norn:***@127.0.0.1:{closed}/norn\n" in out
+    assert "from NORN_DATABASE_URL; not answering: connection failed" in out
+    assert f"NATS: nats://***@127.0.0.1:{closed}\n  from NORN_NATS_URL; not answering" in out
+    assert "s3cret" not in out and "t0ken" not in out
+    assert not cli_env.exists()
+
+
+def test_info_on_the_embedded_default_reports_servers_not_running(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"PostgreSQL: embedded, not running (data in {cli_env / 'postgres'})" in out
+    assert f"NATS: embedded, not running (data in {cli_env / 'nats'})" in out
+    assert not cli_env.exists()

@@ -93,6 +93,10 @@ class EmbeddedPostgres:
                 _forget_dead_handles(self.pgdata / ".handle_pids.json")
             self._server.cleanup()
             self._server = None
+            # pgserver keeps a handle cached while other processes still use the server;
+            # a later start in this process would get it back without counting this
+            # process as a user again. Forget it: the next start registers anew.
+            PostgresServer._instances.pop(self.pgdata, None)
 
 
 def postgres_status(data_dir: Path) -> EmbeddedStatus:

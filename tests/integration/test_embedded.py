@@ -194,3 +194,29 @@ def test_servers_of_a_killed_owner_are_adopted_not_doubled(shared_dir: Path) -> 
     # The last user lets go: nothing is left behind for good.
     assert _gone(orphan_nats)
     assert _gone(orphan_pg)
+
+
+def test_a_process_that_lets_go_and_starts_again_is_counted_again(shared_dir: Path) -> None:
+    other = _holder(shared_dir, "pg", "hold")
+    try:
+        assert other.stdout is not None and other.stdout.readline()
+        first = EmbeddedPostgres(shared_dir)
+        first.start()
+        first.stop()  # the other process still uses it: it keeps running
+        assert postgres_status(shared_dir).users == [other.pid]
+        again = EmbeddedPostgres(shared_dir)
+        again.start()
+        try:
+            assert sorted(postgres_status(shared_dir).users) == sorted([other.pid, os.getpid()])
+        finally:
+            again.stop()
+    finally:
+        other.send_signal(signal.SIGKILL)
+        other.wait()
+        # Adopt what the killed holder left, and stop it as its last user.
+        leftovers = [EmbeddedNats(shared_dir), EmbeddedPostgres(shared_dir)]
+        for server in leftovers:
+            server.start()
+        for server in leftovers:
+            server.stop()
+    assert not postgres_status(shared_dir).running

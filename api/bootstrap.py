@@ -17,6 +17,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from api.cli_support import admin_password_block
 from application.api_keys import ApiKeyService
 from application.event_store import NornEventStore
 from application.executor import RunExecutor
@@ -32,7 +33,7 @@ from infrastructure import nats as norn_nats
 from infrastructure.api_key_secrets import ApiKeySecrets
 from infrastructure.api_key_usage import ApiKeyUsage
 from infrastructure.database_availability import DatabaseAvailability
-from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres
+from infrastructure.embedded import Announce, EmbeddedNats, EmbeddedPostgres
 from infrastructure.executor_role import ExecutorConfig, ExecutorRole
 from infrastructure.heartbeats import PostgresHeartbeats
 from infrastructure.idempotency import IdempotencyStore
@@ -66,7 +67,8 @@ ROLES = ("api", "relay", "projector", "executor")
 
 @dataclass
 class Servers:
-    """Where Postgres and NATS are, and the embedded ones to stop on exit."""
+    """Where Postgres and NATS are, and the embedded ones this process uses (shared
+    with the other processes of its data dir: stop() lets go, see infrastructure/embedded)."""
 
     database_url: str
     nats_url: str
@@ -79,18 +81,27 @@ class Servers:
         self.embedded.clear()
 
 
-def start_servers(settings: Settings, *, run_migrations: bool = True) -> Servers:
-    """Use the configured servers, or start embedded ones under the data dir."""
+def start_servers(
+    settings: Settings,
+    *,
+    run_migrations: bool = True,
+    nats: bool = True,
+    announce: Announce | None = None,
+) -> Servers:
+    """Use the configured servers, or the embedded ones under the data dir: those
+    already running (another process of the data dir started them), else new ones.
+    `nats=False`: PostgreSQL only (a command that never publishes nor consumes).
+    `announce` is told of each server started here (an operator command: on stderr)."""
     servers = Servers(database_url=settings.database_url or "", nats_url=settings.nats_url or "")
     try:
         if not settings.database_url:
             pg = EmbeddedPostgres(settings.data_dir)
             servers.embedded.append(pg)
-            servers.database_url = pg.start()
-        if not settings.nats_url:
+            servers.database_url = pg.start(announce=announce)
+        if nats and not settings.nats_url:
             nats_server = EmbeddedNats(settings.data_dir)
             servers.embedded.append(nats_server)
-            servers.nats_url = nats_server.start()
+            servers.nats_url = nats_server.start(announce=announce)
         if run_migrations:
             migrate(servers.database_url)
     except BaseException:
@@ -235,8 +246,7 @@ def bootstrap_admin(container: Container, announce: Callable[[str], None] = prin
     if settings.database_url is None:
         password = secrets.token_urlsafe(18)
         if container.users.ensure_platform_admin("admin", password):
-            announce(f"Created platform admin 'admin' with password: {password}")
-            announce("(shown once; set NORN_ADMIN_USERNAME/NORN_ADMIN_PASSWORD to choose)")
+            announce(admin_password_block("admin", password))
 
 
 class Roles:

@@ -172,6 +172,8 @@ class Settings:
             problems.append("NORN_METRICS_PORT must be between 1 and 65535")
         if self.metrics_token is not None and len(self.metrics_token) < 16:
             problems.append("NORN_METRICS_TOKEN must be at least 16 characters")
+        if self.database_url is not None and (error := _conninfo_problem(self.database_url)):
+            problems.append(f"NORN_DATABASE_URL is not a PostgreSQL URL: {error}")
         if problems:
             raise SettingsError("; ".join(problems))
 
@@ -239,6 +241,19 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return self.database_url is None or self.nats_url is None
+
+
+def _conninfo_problem(url: str) -> str | None:
+    """What libpq would refuse in `url` (a URL or key=value string), or None. The
+    message names the offending part, never the password."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(url)
+    except ProgrammingError as error:
+        return str(error)
+    return None
 
 
 def _parse(name: str, type_: object, raw: str) -> object:

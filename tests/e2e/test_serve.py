@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infrastructure.embedded import free_port
+from infrastructure.embedded import free_port, nats_status
 from infrastructure.settings import Settings
 
 NORN = str(Path(sys.executable).parent / "norn")
@@ -140,6 +141,16 @@ def test_sigterm_with_an_open_feed_stops_everything_on_the_embedded_default(
             assert time.monotonic() < deadline, "embedded norn serve did not become ready"
             time.sleep(0.3)
         assert _processes_using(data_dir), "the embedded servers should be running"
+        # Operator commands beside the live server use its servers and leave them be.
+        nats_before = nats_status(data_dir).pid
+        for command in (["projections", "status"], ["migrate"], ["info"]):
+            done = subprocess.run(  # noqa: S603
+                [NORN, *command], env=env, capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0, done.stderr
+            assert "starting" not in done.stderr
+        assert nats_status(data_dir).pid == nats_before
+        assert httpx.get(f"{base}/health/ready", timeout=5).status_code == 200
         token = httpx.post(
             f"{base}/api/v1/auth/login",
             json={"username": "boss", "password": "a-long-enough-password"},
@@ -162,3 +173,23 @@ def test_sigterm_with_an_open_feed_stops_everything_on_the_embedded_default(
     assert process.returncode in (0, -signal.SIGTERM)
     time.sleep(0.5)
     assert _processes_using(data_dir) == []
+
+
+def test_serve_on_a_busy_port_exits_at_once_before_touching_anything(tmp_path: Path) -> None:
+    data_dir = tmp_path / "norn-data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NORN_")}
+    with socket.socket() as held:  # another program on the port
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        env.update(NORN_DATA_DIR=str(data_dir), NORN_PORT=str(held.getsockname()[1]))
+        # The embedded default with no admin named: a start would initdb and print a
+        # one-time password. 10 s is the promise; initdb alone takes longer here.
+        done = subprocess.run(  # noqa: S603
+            [NORN, "serve"], env=env, capture_output=True, text=True, timeout=10
+        )
+    assert done.returncode == 1
+    assert done.stdout == ""  # neither "Norn listening" nor a password
+    assert "password" not in done.stderr.lower()
+    assert done.stderr.startswith("norn: cannot listen on 127.0.0.1:")
+    assert "Traceback" not in done.stderr
+    assert not data_dir.exists()  # no initdb, no embedded server, no admin

@@ -1,0 +1,246 @@
+"""What each `norn` command does (the arguments are in api/cli.py). Operator commands use
+the data dir's running embedded servers and leave them running (infrastructure/embedded)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import signal
+import sys
+import time
+from uuid import uuid4
+
+from api.cli_support import CliError, ProgressLine, open_listener, say
+from infrastructure.settings import Settings
+
+log = logging.getLogger("norn")
+
+BACKGROUND_ROLES = {"relay", "projector", "executor"}
+
+
+def announce_for_command(message: str) -> None:
+    """What a one-shot command says when it starts an embedded server itself."""
+    say(f"{message}; it stops when this command ends (unless another process uses it)")
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    return _run_http(settings, BACKGROUND_ROLES)
+
+
+def api(settings: Settings, args: argparse.Namespace) -> int:
+    return _run_http(settings, set())
+
+
+def relay(settings: Settings, args: argparse.Namespace) -> int:
+    return _run_roles(settings, {"relay"})
+
+
+def projector(settings: Settings, args: argparse.Namespace) -> int:
+    return _run_roles(settings, {"projector"})
+
+
+def executor(settings: Settings, args: argparse.Namespace) -> int:
+    return _run_roles(settings, {"executor"})
+
+
+def _run_http(settings: Settings, roles: set[str]) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from api.bootstrap import bootstrap_admin, build_container, start_servers
+    from domain.errors import InvalidCommand
+
+    # First of all: a port in use (or a host that is not ours) ends the start here,
+    # before initdb, the embedded servers or the one-time admin password.
+    try:
+        listener = open_listener(settings.host, settings.port)
+    except OSError as error:
+        raise CliError(
+            f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error} "
+            "(set NORN_HOST / NORN_PORT)",
+            exit_code=1,
+        ) from None
+    try:
+        servers = start_servers(settings, announce=say)
+        container = build_container(settings, servers.database_url, servers.nats_url)
+        try:
+            try:
+                bootstrap_admin(container, announce=lambda text: print(text, flush=True))
+            except InvalidCommand as error:
+                raise CliError(f"cannot create the bootstrap admin: {error}", 2) from None
+            app = create_app(container, roles)
+            print(
+                f"Norn listening on http://{settings.host}:{settings.port} (docs: /schema)",
+                flush=True,
+            )
+            # uvicorn re-raises the signal that stopped it once it has shut down; with the
+            # default handlers that would kill the process before the embedded servers stop.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: None)
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    log_level="warning",
+                    log_config=None,  # uvicorn's lines go through ours (NORN_LOG_FORMAT)
+                    lifespan="on",
+                    # Open SSE streams never end by themselves: give them a moment, then close.
+                    timeout_graceful_shutdown=3,
+                    # The client address (login throttling) from X-Forwarded-For, but only
+                    # when a trusted reverse proxy sent it.
+                    proxy_headers=True,
+                    forwarded_allow_ips=settings.forwarded_allow_ips,
+                )
+            )
+            server.run(sockets=[listener])
+            if not server.started:
+                return 1
+        finally:
+            container.close()
+            servers.stop()
+    finally:
+        listener.close()
+    return 0
+
+
+def _run_roles(settings: Settings, roles: set[str]) -> int:
+    from api.bootstrap import Roles, build_container, start_servers
+
+    async def run() -> None:
+        servers = start_servers(settings, announce=say)
+        container = build_container(settings, servers.database_url, servers.nats_url)
+        background = Roles(container, roles)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await container.read_pool.open()
+        metrics_server = None
+        if settings.metrics_port is not None:
+            # These roles serve no HTTP: their metrics get a port of their own.
+            from infrastructure.metrics_server import serve_metrics
+
+            metrics_server = serve_metrics(
+                settings.host,
+                settings.metrics_port,
+                container.metrics.registry,
+                settings.metrics_token,
+            )
+            log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+        try:
+            await background.start()
+            await stop.wait()
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+            await background.stop()
+            await container.read_pool.close()
+            container.close()
+            servers.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from api.bootstrap import start_servers
+    from infrastructure.migrations import migrate as apply_migrations
+
+    servers = start_servers(
+        settings, run_migrations=False, nats=False, announce=announce_for_command
+    )
+    try:
+        applied = apply_migrations(servers.database_url)
+        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    finally:
+        servers.stop()
+    return 0
+
+
+def projection_status(settings: Settings, args: argparse.Namespace) -> int:
+    from api.bootstrap import start_servers
+    from projections import ALL_PROJECTIONS, projection_status
+
+    servers = start_servers(settings, nats=False, announce=announce_for_command)
+    try:
+        rows = asyncio.run(projection_status(servers.database_url, ALL_PROJECTIONS))
+        print(f"{'projection':<20} {'position':>10} {'head':>10} {'lag':>8}")
+        for row in rows:
+            print(
+                f"{row['name']:<20} {row['position']:>10} {row['max_position']:>10} {row['lag']:>8}"
+            )
+    finally:
+        servers.stop()
+    return 0
+
+
+def projection_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from api.bootstrap import start_servers
+    from projections import ALL_PROJECTIONS, rebuild
+
+    by_name = {p.name: p for p in ALL_PROJECTIONS}
+    if args.name not in by_name:
+        raise CliError(f"unknown projection {args.name!r}; one of {', '.join(by_name)}", 2)
+    servers = start_servers(settings, nats=False, announce=announce_for_command)
+    progress = ProgressLine(f"rebuilding {args.name}", sys.stderr)
+    started = time.monotonic()
+    try:
+        position = asyncio.run(rebuild(by_name[args.name], servers.database_url, progress.update))
+    finally:
+        progress.finish()
+        servers.stop()
+    print(f"rebuilt {args.name} up to position {position} in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def create_user(settings: Settings, args: argparse.Namespace) -> int:
+    from api.bootstrap import build_container, start_servers
+    from application.principal import system_principal
+    from domain.events import CommandContext
+
+    try:
+        password = getpass.getpass("password: ")
+    except EOFError:
+        raise CliError("no password given", 2) from None
+    servers = start_servers(settings, nats=False, announce=announce_for_command)
+    container = build_container(settings, servers.database_url, servers.nats_url)
+    try:
+        roles = tuple(args.roles or (["platform_admin"] if args.tenant is None else ["viewer"]))
+        user = container.users.create(
+            system_principal("cli"),
+            username=args.username,
+            password=password,
+            tenant_id=args.tenant,
+            roles=roles,
+            ctx=CommandContext(actor="system:cli", correlation_id=str(uuid4())),
+        ).state
+        print(f"created user {user.username} ({user.id}) with roles {', '.join(user.roles)}")
+    finally:
+        container.close()
+        servers.stop()
+    return 0
+
+
+def jwt_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    """Rotate the data dir's signing key (the embedded default). Only files change: no
+    database or NATS is needed, and running API processes pick the key up on restart."""
+    from infrastructure.security import data_dir_keys, key_id, rotate_data_dir_key
+
+    if settings.jwt_secret:
+        raise CliError(
+            "NORN_JWT_SECRET is set, so the signing key comes from the environment and "
+            "the data dir's key is not used. To rotate: set NORN_JWT_SECRET to a new key "
+            "(at least 32 bytes), put the old one in NORN_JWT_PREVIOUS_SECRETS "
+            "(comma-separated) so the tokens it signed keep working until they expire, "
+            "and restart every API process.",
+            2,
+        )
+    if not 0 <= args.keep <= 100:
+        raise CliError("--keep must be between 0 and 100", 2)
+    new_kid = rotate_data_dir_key(settings.data_dir, keep=args.keep)
+    still_verifying = [key_id(key) for key in data_dir_keys(settings.data_dir)[1:]]
+    print(f"new JWT signing key: kid {new_kid} (in {settings.data_dir})")
+    print(f"previous keys still verifying: {', '.join(still_verifying)}")
+    print("restart every running API process (norn serve / norn api) to sign with the new key")
+    return 0

@@ -24,9 +24,12 @@ def _through(proxy: TcpProxy, database_url: str) -> str:
     return make_conninfo(**{**info, "host": "127.0.0.1", "port": str(proxy.port)})
 
 
-def _target(database_url: str) -> tuple[str, int]:
+def _target(database_url: str) -> tuple[str, int] | str:
+    """Where PostgreSQL listens: host and port, or its Unix socket (a socket directory
+    as host, as the embedded server of a run without servers has)."""
     info = conninfo_to_dict(database_url)
-    return str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432)
+    host, port = str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432)
+    return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
 
 
 async def _create_tenant(client: Any, admin: dict[str, str]) -> Any:
@@ -37,7 +40,7 @@ async def test_an_outage_is_refused_fast_and_commands_work_again_soon_after(
     settings: Settings,
 ) -> None:
     assert settings.database_url
-    with tcp_proxy(*_target(settings.database_url)) as proxy:
+    with tcp_proxy(_target(settings.database_url)) as proxy:
         proxied = dataclasses.replace(settings, database_url=_through(proxy, settings.database_url))
         async with running_app(proxied, roles=frozenset()) as client:
             admin = await login(client, "root-admin", "correct-horse-staple-42")
@@ -76,7 +79,7 @@ async def test_connections_that_died_in_a_restart_are_not_handed_out(settings: S
     """The server restarted between two requests: every pooled connection is dead, but
     the server answers. The next request must not see the dead ones."""
     assert settings.database_url
-    with tcp_proxy(*_target(settings.database_url)) as proxy:
+    with tcp_proxy(_target(settings.database_url)) as proxy:
         proxied = dataclasses.replace(settings, database_url=_through(proxy, settings.database_url))
         async with running_app(proxied, roles=frozenset()) as client:
             admin = await login(client, "root-admin", "correct-horse-staple-42")

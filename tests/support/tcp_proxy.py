@@ -11,7 +11,10 @@ from collections.abc import Iterator
 
 
 class TcpProxy:
-    def __init__(self, target: tuple[str, int]) -> None:
+    """`target`: (host, port), or the path of a Unix socket (the embedded PostgreSQL of a
+    run without servers listens on one only)."""
+
+    def __init__(self, target: tuple[str, int] | str) -> None:
         self._target = target
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
@@ -52,7 +55,7 @@ class TcpProxy:
                 client.close()
                 continue
             try:
-                upstream = socket.create_connection(self._target)
+                upstream = _connect(self._target)
             except OSError:
                 client.close()
                 continue
@@ -74,9 +77,21 @@ class TcpProxy:
 
 
 @contextlib.contextmanager
-def tcp_proxy(host: str, port: int) -> Iterator[TcpProxy]:
-    proxy = TcpProxy((host, port))
+def tcp_proxy(target: tuple[str, int] | str) -> Iterator[TcpProxy]:
+    proxy = TcpProxy(target)
     try:
         yield proxy
     finally:
         proxy.close()
+
+
+def _connect(target: tuple[str, int] | str) -> socket.socket:
+    if isinstance(target, str):
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            upstream.connect(target)
+        except OSError:
+            upstream.close()
+            raise
+        return upstream
+    return socket.create_connection(target)

@@ -20,6 +20,7 @@ from litestar import Request, Router
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi.spec import (
     OpenAPI,
+    OpenAPIFormat,
     OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
@@ -118,11 +119,11 @@ def _error(status: int) -> OpenAPIResponse:
     )
 
 
-def _header(name: str, description: str) -> Parameter:
+def _header(name: str, description: str, schema: Schema) -> Parameter:
     return Parameter(
         name=name,
         param_in="header",  # type: ignore[arg-type]
-        schema=Schema(type=OpenAPIType.STRING),
+        schema=schema,
         description=description,
         required=False,
     )
@@ -132,8 +133,13 @@ IDEMPOTENCY_KEY = _header(
     "Idempotency-Key",
     "1-255 visible ASCII characters: a retry with the same key gets the first answer back "
     "(Idempotent-Replayed: true) instead of acting again.",
+    Schema(type=OpenAPIType.STRING, pattern="^[!-~]{1,255}$"),
 )
-TENANT = _header("X-Tenant-ID", "Platform admins: act in this tenant.")
+TENANT = _header(
+    "X-Tenant-ID",
+    "Platform admins: act in this tenant (its id). Ignored for a tenant's own principals.",
+    Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID),
+)
 RESPONSE_HEADERS = {
     "X-Request-ID": OpenAPIHeader(
         schema=Schema(type=OpenAPIType.STRING), description="This request's id."

@@ -307,8 +307,8 @@ class Deployment(Aggregate):
 
     def roll_back(self, ctx: CommandContext, to_release: int | None = None) -> Release:
         """Make an earlier release's revision active again, as a new release: the one
-        named, else the latest earlier release that was active, is not itself rolled
-        back, and has another revision than the active one."""
+        named, else the latest earlier release that was active and whose revision is
+        neither the active one's nor one a rollback moved away from."""
         self._require_live()
         self._require_not_verifying()
         current = self.active()
@@ -352,12 +352,12 @@ class Deployment(Aggregate):
                     f"release {to_release} was never active ({target.outcome})", "to_release"
                 )
             return target
+        # Never back to a revision that was rolled back from, nor to the active one.
+        shunned = {r.revision for r in self.releases.values() if r.outcome == "rolled_back"}
+        shunned.add(current.revision)
         for number in range(current.release - 1, 0, -1):
             earlier = self.releases[number]
-            if (
-                earlier.outcome == ReleaseOutcome.SUPERSEDED
-                and earlier.revision != current.revision
-            ):
+            if earlier.outcome == ReleaseOutcome.SUPERSEDED and earlier.revision not in shunned:
                 return earlier
         raise Conflict("no earlier release to roll back to", "to_release")
 

@@ -11,9 +11,10 @@ its deadline yields exactly one outcome, the same whichever path records it.
 
 The two paths (docs/architecture.md "Deployments"):
 
-- *The run's end* (`on_run_ended`): a run of a deployment that ends is routed here by its
-  end event (a durable consumer of `run.succeeded|failed|cancelled|timed_out|crashed`,
-  at-least-once: a repeat is a no-op). Fast, but not what guarantees the outcome.
+- *The run's end* (`record_verification_outcome`): a run of a deployment that ends is
+  routed here by its end event (a durable consumer of
+  `run.succeeded|failed|cancelled|timed_out|crashed`, at-least-once: a repeat is a
+  no-op). Fast, but not what guarantees the outcome.
 - *The sweep* (`sweep`): the executors' maintenance leader (one at a time, §9) asks, every
   pass, for the deployments whose verifying release is due (its deadline passed, or its run
   ended) and settles each from the write side. Only the candidates come from a read model
@@ -63,7 +64,9 @@ class DeploymentVerification:
             store, Deployment, "deployment", scope=lambda p, d: sees(p, d.tenant_id)
         )
 
-    def on_run_ended(self, run_id: UUID, ctx: CommandContext) -> Changed[Deployment] | None:
+    def record_verification_outcome(
+        self, run_id: UUID, ctx: CommandContext
+    ) -> Changed[Deployment] | None:
         """A run ended: if it verifies a deployment's release, record its outcome (None:
         not a deployment's run, or not ended). Runs of `execute` and repeats record
         nothing."""

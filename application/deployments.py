@@ -101,7 +101,7 @@ class DeploymentService:
         check_strategy(strategy)
         self._check_rules(principal, tenant, environment, strategy)
         pipeline = self._pipelines.load(principal, pipeline_id)
-        number = pipeline.revision if revision is None else revision
+        number = _revision(pipeline, revision)
         trigger = Trigger("deployment", str(deployment_id), environment, 1)
         queue_run = self._verification_run(
             pipeline, number, strategy, trigger, variables or {}, ctx
@@ -182,7 +182,7 @@ class DeploymentService:
             check_strategy(chosen)
             self._check_rules(principal, tenant, deployment.environment, chosen)
             pipeline = self._pipelines.load(principal, UUID(deployment.pipeline_id))
-            number = pipeline.revision if revision is None else revision
+            number = _revision(pipeline, revision)
             trigger = Trigger(
                 "deployment", str(deployment.id), deployment.environment, deployment.next_release
             )
@@ -346,6 +346,14 @@ class DeploymentService:
             )
         claim.claim(holder, ctx)
         return claim
+
+
+def _revision(pipeline: Pipeline, revision: int | None) -> int:
+    """The revision to release: the pipeline's current one unless named; it must exist."""
+    if revision is None:
+        return pipeline.revision
+    pipeline.version_of_revision(revision)  # InvalidCommand when it does not exist
+    return revision
 
 
 def _released(done: Changed[Deployment]) -> Released:

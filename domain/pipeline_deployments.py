@@ -34,7 +34,7 @@ class PipelineDeploymentsOpened(PipelineDeploymentsEvent, NornCreated):
     """Created closed by a delete of a pipeline that never had a deployment."""
 
 
-class PipelineDeploymentCounted(PipelineDeploymentsEvent):
+class PipelineDeploymentsCounted(PipelineDeploymentsEvent):
     deployment_id: str
     live: int
 
@@ -42,7 +42,7 @@ class PipelineDeploymentCounted(PipelineDeploymentsEvent):
         aggregate.live = self.live
 
 
-class PipelineDeploymentUncounted(PipelineDeploymentsEvent):
+class PipelineDeploymentsUncounted(PipelineDeploymentsEvent):
     deployment_id: str
     live: int
 
@@ -79,13 +79,13 @@ class PipelineDeployments(Aggregate):
         if self.closed:
             raise AggregateDeleted(f"pipeline {self.pipeline_id} was deleted")
         self._trigger(
-            PipelineDeploymentCounted, ctx, deployment_id=deployment_id, live=self.live + 1
+            PipelineDeploymentsCounted, ctx, deployment_id=deployment_id, live=self.live + 1
         )
 
     def uncount(self, deployment_id: str, ctx: CommandContext) -> None:
         if self.live > 0:
             self._trigger(
-                PipelineDeploymentUncounted, ctx, deployment_id=deployment_id, live=self.live - 1
+                PipelineDeploymentsUncounted, ctx, deployment_id=deployment_id, live=self.live - 1
             )
 
     def close(self, ctx: CommandContext) -> None:

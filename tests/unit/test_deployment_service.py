@@ -5,6 +5,7 @@ environment policies (role, then policy, then quota) and the pipeline's delete."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,7 +29,7 @@ from domain.errors import (
     Retired,
     VerificationInProgress,
 )
-from domain.events import CommandContext
+from domain.events import CommandContext, Idempotency
 from domain.pipeline import PipelineDefinition
 from domain.release import Strategy
 from domain.run import Run
@@ -109,7 +110,7 @@ def test_a_create_saves_the_deployment_its_claim_count_and_usage_in_one_append(
         "ReleaseActivated",
         "NameClaimTaken",
         "PipelineDeploymentsOpened",
-        "PipelineDeploymentCounted",
+        "PipelineDeploymentsCounted",
         "UsageCounted",
         "UsageTaken",
     ]
@@ -400,3 +401,122 @@ def test_principals_other_than_editors_and_admins(world: World) -> None:
     world.policy("production", protected=True)
     deployment = world.create("production", principal=world.admin)
     assert world.deployments.execute(operator, deployment.id, CTX).state.trigger.release == 1
+
+
+# --- races, decided by the store: a command whose append loses decides again --------------
+
+
+def racing(world: World, interloper: Callable[[], Any]) -> DeploymentService:
+    """A service whose first append lets `interloper` (through the world's own services,
+    built before) append first, as a concurrent request in another process would."""
+    world.store.append = racing_append(world, interloper)  # type: ignore[method-assign]
+    return DeploymentService(world.store, world.pipelines, world.runs)
+
+
+def test_two_releases_racing_the_loser_decides_again_on_the_winners_release(
+    world: World,
+) -> None:
+    deployment = world.create()
+    green_first = racing(
+        world,
+        lambda: world.deployments.release(world.editor, deployment.id, CTX, strategy=GREEN),
+    )
+    with pytest.raises(VerificationInProgress) as refused:
+        green_first.release(world.editor, deployment.id, CTX)
+    assert refused.value.release == 2
+    assert [r.outcome for r in world.deployment(deployment.id).releases.values()] == [
+        "active",
+        "verifying",
+    ]
+
+
+def test_a_release_losing_to_a_direct_one_is_the_next_release(world: World) -> None:
+    deployment = world.create()
+    direct_first = racing(
+        world, lambda: world.deployments.release(world.editor, deployment.id, CTX)
+    )
+    made = direct_first.release(world.editor, deployment.id, CTX, strategy=GREEN)
+
+    assert (made.release.release, made.release.outcome) == (3, "verifying")
+    after = world.deployment(deployment.id)
+    assert [r.outcome for r in after.releases.values()] == ["superseded", "active", "verifying"]
+    assert world.verification_run(after).trigger.release == 3  # one run, of the saved release
+
+
+def test_a_retire_racing_a_release_leaves_no_live_release(world: World) -> None:
+    deployment = world.create()
+    released_first = racing(
+        world,
+        lambda: world.deployments.release(world.editor, deployment.id, CTX, strategy=GREEN),
+    )
+    released_first.retire(world.editor, deployment.id, CTX)
+
+    after = world.deployment(deployment.id)
+    assert (after.status, after.releases[2].outcome) == ("retired", "failed")
+    assert world.run(UUID(after.releases[2].run_id or "")).status == "cancelled"
+
+
+async def test_an_outcome_and_the_deadline_at_once_record_one_outcome(world: World) -> None:
+    deployment = world.create()
+    world.deployments.release(world.editor, deployment.id, CTX, strategy=GREEN)
+    run = await world.execute(world.verification_run(deployment).id)
+    world.later_by = timedelta(seconds=60)
+    world.store.append = racing_append(  # type: ignore[method-assign]
+        world, lambda: world.verification.record_verification_outcome(run.id, SYSTEM_CTX)
+    )
+    sweep_after_the_run = DeploymentVerification(world.store, clock=world.now)
+
+    done = sweep_after_the_run.settle(deployment.id, SYSTEM_CTX)
+    assert done is not None and not done.changed  # it decided again: nothing verifying
+    names = [type(e).__name__ for e in world.store.stream(deployment.id)]
+    assert names.count("ReleaseVerified") == 1 and "ReleaseFailed" not in names
+
+
+def racing_append(world: World, interloper: Callable[[], Any]) -> Any:
+    append = world.store.append
+    ran: list[bool] = []
+
+    def after_the_interloper(*aggregates: Any, **options: Any) -> int | None:
+        if not ran:
+            ran.append(True)
+            interloper()
+        return append(*aggregates, **options)
+
+    return after_the_interloper
+
+
+# --- idempotent requests -------------------------------------------------------------------
+
+
+def with_key(key: str, earlier_attempt: bool = False) -> CommandContext:
+    idempotency = Idempotency(key, earlier_attempt)
+    return CommandContext(
+        "user:u1", "corr-1", causation_id=idempotency.causation_id, idempotency=idempotency
+    )
+
+
+def test_an_earlier_attempts_create_is_answered_not_made_again(world: World) -> None:
+    first = world.deployments.create(
+        world.editor, world.pipeline_id, "production", with_key("k1"), strategy=GREEN
+    )
+    again = world.deployments.create(
+        world.editor, world.pipeline_id, "production", with_key("k1", earlier_attempt=True)
+    )
+    assert (again.state.id, again.replayed, again.release.release) == (first.state.id, True, 1)
+    assert again.position == first.position
+    queued = [names for _, names in world.appends if "RunQueued" in names]
+    assert len(queued) == 1
+
+
+def test_an_earlier_attempts_release_is_answered_not_made_again(world: World) -> None:
+    deployment = world.create()
+    first = world.deployments.release(world.editor, deployment.id, with_key("k2"))
+    again = world.deployments.release(
+        world.editor, deployment.id, with_key("k2", earlier_attempt=True)
+    )
+    assert (again.replayed, again.release.release, again.position) == (
+        True,
+        2,
+        first.position,
+    )
+    assert world.deployment(deployment.id).next_release == 3

@@ -34,6 +34,7 @@ from uuid import UUID
 
 from application.authorization import sees
 from application.commands import Aggregates
+from application.errors import NotFound
 from application.event_store import NornEventStore
 from application.principal import system_principal
 from application.quotas import retry_on_conflict
@@ -119,10 +120,11 @@ class DeploymentVerification:
     def _change(
         self, deployment_id: UUID, decide: Callable[[Deployment], None], ctx: CommandContext
     ) -> Changed[Deployment] | None:
-        if self._store.find(Deployment, deployment_id) is None:
-            return None
         # A concurrent command on the deployment (a release, a retire, the other path)
         # makes the append conflict: decide again on what it saved.
-        return retry_on_conflict(
-            lambda: self._deployments.change(SYSTEM, deployment_id, decide, ctx=ctx)
-        )
+        try:
+            return retry_on_conflict(
+                lambda: self._deployments.change(SYSTEM, deployment_id, decide, ctx=ctx)
+            )
+        except NotFound:
+            return None  # a candidate or a trigger naming no deployment

@@ -520,3 +520,18 @@ def test_an_earlier_attempts_release_is_answered_not_made_again(world: World) ->
         first.position,
     )
     assert world.deployment(deployment.id).next_release == 3
+
+
+async def test_runs_that_verify_nothing_record_nothing(world: World) -> None:
+    deployment = world.create()
+    executed = world.deployments.execute(world.editor, deployment.id, CTX).state.id
+    plain = world.trigger(world.pipeline_id)
+    for run_id in (executed, plain):
+        await world.execute(run_id)
+    appends = len(world.appends)
+
+    assert world.verification.record_verification_outcome(plain, SYSTEM_CTX) is None
+    by_execute = world.verification.record_verification_outcome(executed, SYSTEM_CTX)
+    assert by_execute is not None and not by_execute.changed
+    assert world.verification.settle(uuid4(), SYSTEM_CTX) is None  # no such deployment
+    assert len(world.appends) == appends

@@ -11,10 +11,12 @@ its deadline yields exactly one outcome, the same whichever path records it.
 
 The two paths (docs/architecture.md "Deployments"):
 
-- *The run's end* (`record_verification_outcome`): a run of a deployment that ends is
-  routed here by its end event (a durable consumer of
-  `run.succeeded|failed|cancelled|timed_out|crashed`, at-least-once: a repeat is a
-  no-op). Fast, but not what guarantees the outcome.
+- *The run's end* (`run_ended`, `record_verification_outcome`): the executor that saves
+  a deployment's run's end (a run that succeeded, failed, timed out or was cancelled
+  while running, or that recovery crashed) tells it here right after that append
+  (`RunExecutor(run_ended=...)`), best effort. A run ended elsewhere (a queued run
+  cancelled through the API) or an end whose telling was lost (the executor died in
+  between) is left to the sweep. Fast, but not what guarantees the outcome.
 - *The sweep* (`sweep`): the executors' maintenance leader (one at a time, §9) asks, every
   pass, for the deployments whose verifying release is due (its deadline passed, or its run
   ended) and settles each from the write side. Only the candidates come from a read model
@@ -72,11 +74,17 @@ class DeploymentVerification:
         not a deployment's run, or not ended). Runs of `execute` and repeats record
         nothing."""
         run = self._store.find(Run, run_id)
-        if run is None or not run.finished or run.trigger.kind != "deployment":
+        return None if run is None else self.run_ended(run, ctx)
+
+    def run_ended(self, run: Run, ctx: CommandContext | None = None) -> Changed[Deployment] | None:
+        """`record_verification_outcome` for a run at hand (the executor's, after the
+        append that ended it); `ctx` defaults to the run's own chain."""
+        if not run.finished or run.trigger.kind != "deployment":
             return None
         if run.trigger.id is None or run.trigger.release is None:
             return None
         release = run.trigger.release
+        ctx = ctx or CommandContext(SYSTEM.actor, run.correlation_id, causation_id=str(run.id))
 
         def decide(deployment: Deployment) -> None:
             self._record(deployment, release, run, ctx)

@@ -53,11 +53,12 @@ class Candidates:
 
 
 class World(RunWorld):
-    def __init__(self, tmp_path: Path, **quotas: int) -> None:
-        super().__init__(tmp_path, **quotas)
+    def __init__(self, tmp_path: Path, max_attempts: int = 3, **quotas: int) -> None:
+        super().__init__(tmp_path, max_attempts=max_attempts, **quotas)
         self.deployments = DeploymentService(self.store, self.pipelines, self.runs)
         self.later_by = timedelta()
         self.verification = DeploymentVerification(self.store, clock=self.now)
+        self.run_ended = self.verification.run_ended  # as api/bootstrap.py wires executors
         self.tenants = TenantService(self.store, self.usage)
         self.admin = replace(self.editor, subject_id="u2", roles=frozenset({"admin"}))
         self.pipeline_id = self.pipeline("orders", step("e", "Test.emit"))
@@ -190,9 +191,10 @@ async def test_a_verification_run_that_succeeds_makes_green_active(world: World)
     )
 
     assert (await world.execute(run.id)).status == "succeeded"
-    done = world.verification.record_verification_outcome(run.id, SYSTEM_CTX)
-    assert done is not None and done.changed
-    assert (done.state.status, done.state.active_release) == ("active", 2)
+    # The executor told the deployment right after the run's end.
+    after = world.deployment(deployment.id)
+    assert (after.status, after.active_release) == ("active", 2)
+    assert world.appends[-1][1] == ["ReleaseVerified"]
     again = world.verification.record_verification_outcome(run.id, SYSTEM_CTX)  # a repeat
     assert again is not None and not again.changed
 
@@ -204,7 +206,6 @@ async def test_a_verification_run_that_fails_leaves_blue_active(world: World) ->
     run = world.verification_run(deployment)
 
     assert (await world.execute(run.id)).status == "failed"
-    world.verification.record_verification_outcome(run.id, SYSTEM_CTX)
     after = world.deployment(deployment.id)
     assert (after.status, after.active_release, after.releases[2].outcome) == (
         "active",
@@ -220,8 +221,7 @@ async def test_a_failed_first_verification_leaves_the_deployment_failed(world: W
     with pytest.raises(NoActiveRelease):
         world.deployments.execute(world.editor, deployment.id, CTX)
 
-    run = await world.execute(world.verification_run(deployment).id)
-    world.verification.record_verification_outcome(run.id, SYSTEM_CTX)
+    await world.execute(world.verification_run(deployment).id)
     assert world.deployment(deployment.id).status == "failed"
 
 
@@ -255,9 +255,11 @@ async def test_a_run_that_ended_by_the_deadline_decides_even_if_the_sweep_comes_
 ) -> None:
     """The run's end was not routed (its consumer was down); the sweep after the deadline
     finds the run ended in time and records its outcome, not the deadline's."""
+    world.run_ended = None  # the executor died after saving the run's end
     deployment = world.create()
     world.deployments.release(world.editor, deployment.id, CTX, strategy=GREEN)
     await world.execute(world.verification_run(deployment).id)
+    assert world.deployment(deployment.id).status == "verifying"
 
     world.later_by = timedelta(hours=1)
     world.verification.sweep(Candidates(deployment.id), SYSTEM_CTX)
@@ -457,6 +459,7 @@ def test_a_retire_racing_a_release_leaves_no_live_release(world: World) -> None:
 
 
 async def test_an_outcome_and_the_deadline_at_once_record_one_outcome(world: World) -> None:
+    world.run_ended = None  # the run's end is told below, racing the sweep
     deployment = world.create()
     world.deployments.release(world.editor, deployment.id, CTX, strategy=GREEN)
     run = await world.execute(world.verification_run(deployment).id)
@@ -535,3 +538,38 @@ async def test_runs_that_verify_nothing_record_nothing(world: World) -> None:
     assert by_execute is not None and not by_execute.changed
     assert world.verification.settle(uuid4(), SYSTEM_CTX) is None  # no such deployment
     assert len(world.appends) == appends
+
+
+async def test_an_executor_that_fails_to_tell_still_saves_the_run(world: World) -> None:
+    def unreachable(run: Run) -> None:
+        raise ConnectionError("the database blinked")
+
+    world.run_ended = unreachable
+    deployment = world.create()
+    world.deployments.release(world.editor, deployment.id, CTX, strategy=GREEN)
+    run = await world.execute(world.verification_run(deployment).id)
+
+    assert run.status == "succeeded"
+    assert world.deployment(deployment.id).status == "verifying"  # the sweep settles it
+    world.verification.sweep(Candidates(deployment.id), SYSTEM_CTX)
+    assert world.deployment(deployment.id).active_release == 2
+
+
+async def test_a_verification_run_whose_executor_died_fails_the_release(tmp_path: Path) -> None:
+    """kill -9 of the executor running it: recovery crashes the run (no attempts left)
+    and the release fails through the same path; blue stays active."""
+    world = World(tmp_path, max_attempts=1)
+    deployment = world.create()
+    world.deployments.release(world.editor, deployment.id, CTX, strategy=GREEN)
+    run_id = world.verification_run(deployment).id
+    assert world.claim(run_id) is not None  # claimed, then its executor vanishes
+
+    world.heartbeats.later(60)
+    await world.recovery.sweep()
+    assert world.run(run_id).status == "crashed"
+    after = world.deployment(deployment.id)
+    assert (after.status, after.active_release, after.releases[2].outcome) == (
+        "active",
+        1,
+        "failed",
+    )

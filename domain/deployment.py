@@ -9,8 +9,10 @@ the release that verifies; a late or repeated one changes nothing. A rollback ma
 earlier release's revision active again as a new release (a forward event). A retired
 deployment refuses every command and keeps its history.
 
-Status: pending (no release yet; only inside the create) -> verifying | active;
-verifying -> active | failed (no active release) | active (blue kept); any -> retired.
+Status: `active` while a release is active (a next release may be verifying meanwhile:
+blue serves); `verifying` while the first release verifies; `failed` when no release is
+active and the last one failed; `retired`; `pending` only inside the create, before its
+first release.
 """
 
 from __future__ import annotations
@@ -194,10 +196,10 @@ class Deployment(Aggregate):
     def status(self) -> DeploymentStatus:
         if self.retired:
             return DeploymentStatus.RETIRED
+        if self.active_release is not None:
+            return DeploymentStatus.ACTIVE  # also while a next release verifies
         if self.verifying_release is not None:
             return DeploymentStatus.VERIFYING
-        if self.active_release is not None:
-            return DeploymentStatus.ACTIVE
         return DeploymentStatus.FAILED if self.releases else DeploymentStatus.PENDING
 
     @property

@@ -159,7 +159,7 @@ def test_a_direct_release_supersedes_the_active_one() -> None:
 def test_green_becomes_active_when_its_run_succeeds_and_blue_is_superseded() -> None:
     d = deployment()
     green(d, 2)
-    assert (d.status, d.active().release) == ("verifying", 1)  # blue keeps serving
+    assert (d.status, d.active().release, d.verifying_release) == ("active", 1, 2)  # blue
 
     assert verify(d)
     assert new_events(d) == ["ReleaseVerified"]

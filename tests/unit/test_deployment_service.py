@@ -177,7 +177,8 @@ async def test_a_verification_run_that_succeeds_makes_green_active(world: World)
     deployment = world.create(variables={"region": "eu", "mode": "live"})
     world.revise(step("e", "Test.emit", config={"count": 3}))
     released = world.deployments.release(world.editor, deployment.id, CTX, strategy=GREEN)
-    assert (released.release.release, released.state.status) == (2, "verifying")
+    assert (released.release.release, released.release.outcome) == (2, "verifying")
+    assert released.state.status == "active"  # blue stays active while green verifies
 
     run = world.verification_run(deployment)
     assert world.appends[-1][1][:2] == ["ReleaseVerifying", "RunQueued"]  # one append
@@ -259,7 +260,7 @@ async def test_a_run_that_ended_by_the_deadline_decides_even_if_the_sweep_comes_
     deployment = world.create()
     world.deployments.release(world.editor, deployment.id, CTX, strategy=GREEN)
     await world.execute(world.verification_run(deployment).id)
-    assert world.deployment(deployment.id).status == "verifying"
+    assert world.deployment(deployment.id).verifying_release == 2
 
     world.later_by = timedelta(hours=1)
     world.verification.sweep(Candidates(deployment.id), SYSTEM_CTX)
@@ -550,7 +551,7 @@ async def test_an_executor_that_fails_to_tell_still_saves_the_run(world: World) 
     run = await world.execute(world.verification_run(deployment).id)
 
     assert run.status == "succeeded"
-    assert world.deployment(deployment.id).status == "verifying"  # the sweep settles it
+    assert world.deployment(deployment.id).verifying_release == 2  # the sweep settles it
     world.verification.sweep(Candidates(deployment.id), SYSTEM_CTX)
     assert world.deployment(deployment.id).active_release == 2
 

@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from api.cli_support import admin_password_block
 from application.api_keys import ApiKeyService
+from application.deployment_verification import DeploymentVerification
 from application.event_store import NornEventStore
 from application.executor import RunExecutor
 from application.logins import LoginPolicy, LoginService
@@ -352,6 +353,7 @@ def executor_role(c: Container, locks: AdvisoryLocks | None = None) -> ExecutorR
         c.usage,
         executor_id=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
         policy=ExecutorPolicy(heartbeat_interval=s.heartbeat_interval),
+        run_ended=DeploymentVerification(c.store).run_ended,
     )
     config = ExecutorConfig(
         database_url=c.database_url,

@@ -18,7 +18,7 @@ from typing import Any
 
 from application.errors import PermissionDenied
 from application.principal import Principal
-from domain.tenant import SELF_SERVICE_FIELDS, TenantStatus
+from domain.tenant import SELF_SERVICE_FIELDS, EnvironmentPolicy, TenantStatus
 from domain.user import PLATFORM_ADMIN
 
 
@@ -216,3 +216,15 @@ def check_key_roles(principal: Principal, roles: tuple[str, ...]) -> None:
     for role in roles:
         if not ROLE_PERMISSIONS.get(role, frozenset()) <= granted:
             raise PermissionDenied(f"you may not grant the role {role}: it exceeds your own")
+
+
+def check_environment_role(
+    principal: Principal, environment: str, policy: EnvironmentPolicy
+) -> None:
+    """In a protected environment, creating, releasing to, rolling back and retiring
+    deployments needs the admin role (editors may elsewhere). Asked before the
+    environment's other rules and before quotas."""
+    if policy.protected and not (principal.is_platform_admin or "admin" in principal.roles):
+        raise PermissionDenied(
+            f"environment {environment!r} is protected: only admins may change its deployments"
+        )

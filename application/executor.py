@@ -56,6 +56,7 @@ class RunExecutor:
         executor_id: str,
         policy: ExecutorPolicy | None = None,
         jitter: Callable[[], float] = random.random,
+        run_ended: Callable[[Run], object] | None = None,
     ) -> None:
         self.store = store
         self.steps = steps
@@ -65,6 +66,10 @@ class RunExecutor:
         self.executor_id = executor_id
         self.policy = policy or ExecutorPolicy()
         self.jitter = jitter
+        self._run_ended = run_ended
+        """Told of every run of a deployment this executor (or recovery) ended, after its
+        append: a verification's outcome reaches the deployment at once
+        (application/deployment_verification.py; the deadline sweep is the backstop)."""
         self._executions: dict[str, RunExecution] = {}
         self._releasing = False
 
@@ -120,7 +125,20 @@ class RunExecutor:
         if not was_running or run.status == RunStatus.RUNNING:
             return self.store.append(run)
         with self.ledger.release(run.tenant_id, "max_concurrent_runs", context_of(run)) as usage:
-            return self.store.append(run, usage)
+            position = self.store.append(run, usage)
+        if run.finished and run.trigger.kind == "deployment":
+            self._tell_run_ended(run)
+        return position
+
+    def _tell_run_ended(self, run: Run) -> None:
+        """Best effort: the run's end is saved; if telling fails (the database blinked,
+        a concurrent command kept winning), the deadline sweep settles it later."""
+        if self._run_ended is None:
+            return
+        try:
+            self._run_ended(run)
+        except Exception:
+            log.warning("run %s ended; its deployment will learn it at the next sweep", run.id)
 
     def release_all(self) -> None:
         """Hand every run executing here back to the queue (shutting down), and any run

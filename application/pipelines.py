@@ -30,6 +30,7 @@ from domain.pipeline import (
     namespace_errors,
     validate_definition,
 )
+from domain.pipeline_deployments import PipelineDeployments, pipeline_deployments_id
 from domain.tenant import Tenant
 
 
@@ -141,6 +142,7 @@ class PipelineService:
             pipeline = self._pipelines.load(
                 principal, pipeline_id, expected_version=expected_version
             )
+            deployments = self._close_deployments(pipeline, ctx)
             pipeline.delete(ctx)
             claim = self._store.find(
                 NameClaim, claim_id(_scope(pipeline.tenant_id), pipeline.definition.name)
@@ -149,12 +151,29 @@ class PipelineService:
                 claim.release(str(pipeline.id), ctx)
             with self.ledger.release(pipeline.tenant_id, "max_pipelines", ctx) as usage:
                 return self._pipelines.save(
-                    pipeline, claim, usage, precondition=expected_version is not None
+                    pipeline,
+                    claim,
+                    deployments,
+                    usage,
+                    precondition=expected_version is not None,
                 )
 
         # Each attempt loads the pipeline afresh: after a concurrent change of it, the
         # If-Match check (412) or NotFound answers; after a stale usage copy, it is saved.
         return retry_on_conflict(attempt)
+
+    def _close_deployments(self, pipeline: Pipeline, ctx: CommandContext) -> PipelineDeployments:
+        """HasDeployments (409) while deployments of the pipeline are not retired; else
+        its count of them is closed in the delete's append (created closed if it never
+        had one), so that a deployment created meanwhile conflicts with the delete."""
+        pipeline_id = str(pipeline.id)
+        deployments = self._store.find(
+            PipelineDeployments, pipeline_deployments_id(pipeline_id)
+        ) or PipelineDeployments.open(
+            tenant_id=pipeline.tenant_id, pipeline_id=pipeline_id, ctx=ctx, closed=True
+        )
+        deployments.close(ctx)
+        return deployments
 
     def validate(self, principal: Principal, definition: PipelineDefinition) -> list[FieldError]:
         namespaces: tuple[str, ...] = ()

@@ -4,6 +4,7 @@ Executing runs is the executor's (application/executor.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 from uuid import UUID
 
@@ -23,8 +24,11 @@ from application.tenants import writable_tenant
 from domain.errors import Conflict, InvalidCommand
 from domain.events import CommandContext
 from domain.name_claim import NameClaim, claim_id
+from domain.pipeline import Pipeline
 from domain.run import Run, RunStatus, Trigger
+from domain.tenant import Tenant
 from domain.text import nul_errors
+from domain.usage import Usage as UsageAggregate
 
 MAX_PARAMS_BYTES = 65_536
 RETRYABLE = frozenset(
@@ -64,26 +68,52 @@ class RunService:
         """Queue a run of the pipeline's latest revision (or of `revision`)."""
         pipeline = self._pipelines.load(principal, pipeline_id)
         number = pipeline.revision if revision is None else revision
-        definition = self._pipelines.definition_at(pipeline, number)
-        _check_params(params)
         run_id = new_id(ctx, "run")
-        return self._queue(
-            principal,
-            ctx,
-            run_id,
-            lambda: Run.queue(
-                run_id=run_id,
-                tenant_id=pipeline.tenant_id,
-                pipeline_id=str(pipeline.id),
-                pipeline_name=definition.name,
-                revision=number,
-                definition=definition,
-                params=params,
-                trigger=trigger or Trigger(principal.kind, principal.subject_id),
-                ctx=ctx,
-                max_attempts=self._max_attempts,
-            ),
+        new_run = self.new_run(
+            pipeline,
+            number,
+            run_id=run_id,
+            params=params,
+            trigger=trigger or Trigger(principal.kind, principal.subject_id),
+            ctx=ctx,
         )
+        return self._queue(principal, ctx, run_id, new_run)
+
+    def new_run(
+        self,
+        pipeline: Pipeline,
+        revision: int,
+        *,
+        run_id: UUID,
+        params: dict[str, Any],
+        trigger: Trigger,
+        ctx: CommandContext,
+    ) -> Callable[[], Run]:
+        """How to queue a run of the pipeline's `revision` (checked now): each call builds
+        it afresh, for a command whose attempts each save it. A command that queues a run
+        in its own append (a deployment's verification run) saves it within
+        `take_run_of_day`."""
+        definition = self._pipelines.definition_at(pipeline, revision)
+        _check_params(params)
+        return lambda: Run.queue(
+            run_id=run_id,
+            tenant_id=pipeline.tenant_id,
+            pipeline_id=str(pipeline.id),
+            pipeline_name=definition.name,
+            revision=revision,
+            definition=definition,
+            params=params,
+            trigger=trigger,
+            ctx=ctx,
+            max_attempts=self._max_attempts,
+        )
+
+    def take_run_of_day(
+        self, tenant: Tenant, ctx: CommandContext
+    ) -> AbstractContextManager[UsageAggregate]:
+        """The day's take of a run queued in another command's append: save the usage it
+        yields in that append, inside the block."""
+        return self._ledger.take(tenant, "max_runs_per_day", ctx)
 
     def trigger_by_name(
         self, principal: Principal, name: str, *, params: dict[str, Any], ctx: CommandContext
@@ -166,7 +196,7 @@ class RunService:
         def attempt() -> Changed[Run]:
             run = new_run()
             try:
-                with self._ledger.take(tenant, "max_runs_per_day", ctx) as usage:
+                with self.take_run_of_day(tenant, ctx) as usage:
                     return self._runs.save(run, usage)
             except VersionConflict:
                 # Answered outside the ledger's block, so that its copy of the usage,

@@ -25,7 +25,7 @@ from application.results import Changed
 from domain.errors import Conflict, InvalidCommand
 from domain.events import CommandContext
 from domain.name_claim import NameClaim, claim_id
-from domain.tenant import QUOTA_NAMES, Quotas, Tenant, TenantStatus
+from domain.tenant import QUOTA_NAMES, EnvironmentPolicy, Quotas, Tenant, TenantStatus
 
 _SCOPE = "tenant"
 _PUT_FIELDS = ("name", "description", "labels", "owner", "plan", "status")
@@ -168,6 +168,23 @@ class TenantService:
     ) -> Changed[Tenant]:
         def decide(tenant: Tenant) -> None:
             tenant.add_namespace(namespace, ctx)
+
+        return self._tenants.change(principal, tenant_id, decide, expected_version, ctx=ctx)
+
+    def set_environment_policy(
+        self,
+        principal: Principal,
+        tenant_id: UUID,
+        environment: str,
+        policy: EnvironmentPolicy,
+        ctx: CommandContext,
+        expected_version: int | None = None,
+    ) -> Changed[Tenant]:
+        """What deployments to `environment` require (a tenant admin's; the default
+        policy removes it). Setting the one in force changes nothing (position None)."""
+
+        def decide(tenant: Tenant) -> None:
+            tenant.set_environment_policy(environment, policy, ctx)
 
         return self._tenants.change(principal, tenant_id, decide, expected_version, ctx=ctx)
 

@@ -69,3 +69,25 @@ class QuotaExceeded(DomainError):
         self.limit = limit
         self.used = used
         super().__init__(f"quota {quota} exceeded: {used} of {limit} in use")
+
+
+class VerificationInProgress(Conflict):
+    """A deployment's release is still verifying: no other release or rollback until its
+    outcome is known (HTTP 409, naming the release)."""
+
+    def __init__(self, release: int) -> None:
+        self.release = release
+        super().__init__(f"release {release} is verifying; wait for its outcome", "release")
+
+
+class NoActiveRelease(Conflict):
+    """The deployment has no active release to execute or roll back from (its first
+    release is verifying or failed)."""
+
+
+class Retired(Conflict):
+    """The aggregate was retired: its history stays readable, it accepts no command."""
+
+
+class HasDeployments(Conflict):
+    """A pipeline cannot be deleted while deployments of it are not retired."""

@@ -79,6 +79,11 @@ class Trigger(msgspec.Struct, frozen=True):
 
     kind: str
     id: str | None = None
+    environment: str | None = None
+    """A deployment's run: the environment it runs in."""
+    release: int | None = None
+    """A deployment's run: the release whose revision it runs (a verification run: the
+    release it verifies)."""
 
 
 class StepState(msgspec.Struct):

@@ -42,6 +42,8 @@ MAX_NAMESPACES = 100
 # Like a DNS label (and a Kubernetes namespace): safe in URLs, subjects and paths.
 NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 QUOTA_MAX = 10_000_000
+ENVIRONMENT = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+MAX_ENVIRONMENT_POLICIES = 100
 SELF_SERVICE_FIELDS = frozenset({"description", "labels"})
 """Fields a tenant's own admin may change; the rest (name, owner, plan, quotas, status)
 are the platform admin's."""
@@ -92,6 +94,27 @@ PLAN_QUOTAS: dict[str, Quotas] = {
     ),
 }
 """Each plan's default quotas (README: "Tenants, plans and quotas")."""
+
+
+class EnvironmentPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What a tenant requires of deployments to one of its environments (environment
+    names are free-form; one without a policy has this default): `protected`, only
+    admins create, release to, roll back or retire there; `require_verification`, no
+    direct release there (blue-green only)."""
+
+    protected: bool = False
+    require_verification: bool = False
+
+
+OPEN = EnvironmentPolicy()
+
+
+def check_environment(environment: str) -> None:
+    if not ENVIRONMENT.fullmatch(environment):
+        raise InvalidCommand(
+            "an environment is 1-63 lowercase letters, digits and '-', starting with a letter",
+            "environment",
+        )
 
 
 class TenantEvent(NornEvent):
@@ -171,6 +194,15 @@ class TenantNamespaceRemoved(TenantEvent):
         aggregate.namespaces = tuple(n for n in aggregate.namespaces if n != self.namespace)
 
 
+class TenantEnvironmentPolicySet(TenantEvent):
+    environment: str
+    policy: EnvironmentPolicy
+
+    def apply(self, aggregate: Tenant) -> None:
+        policies = {**aggregate.environments, self.environment: self.policy}
+        aggregate.environments = {e: p for e, p in policies.items() if p != OPEN}
+
+
 class Tenant(Aggregate):
     def __init__(
         self,
@@ -189,6 +221,8 @@ class Tenant(Aggregate):
         self.status_reason = ""
         self.namespaces: tuple[str, ...] = ()
         self.quota_overrides = Quotas()
+        self.environments: dict[str, EnvironmentPolicy] = {}
+        """Policies of the environments that have one (not the default)."""
 
     @classmethod
     def create(
@@ -321,6 +355,29 @@ class Tenant(Aggregate):
         if namespace not in self.namespaces:
             raise InvalidCommand(f"namespace {namespace!r} does not exist", "namespace")
         self._trigger(TenantNamespaceRemoved, ctx, namespace=namespace)
+
+    def environment_policy(self, environment: str) -> EnvironmentPolicy:
+        return self.environments.get(environment, OPEN)
+
+    def set_environment_policy(
+        self, environment: str, policy: EnvironmentPolicy, ctx: CommandContext
+    ) -> bool:
+        """Replace the environment's policy (the default removes it); False (nothing
+        recorded) when it is the one in force."""
+        self._require_not_deleted()
+        check_environment(environment)
+        if policy == self.environment_policy(environment):
+            return False
+        if (
+            environment not in self.environments
+            and len(self.environments) >= MAX_ENVIRONMENT_POLICIES
+        ):
+            raise InvalidCommand(
+                f"a tenant has at most {MAX_ENVIRONMENT_POLICIES} environment policies",
+                "environment",
+            )
+        self._trigger(TenantEnvironmentPolicySet, ctx, environment=environment, policy=policy)
+        return True
 
     def _require_not_deleted(self) -> None:
         if self.status == TenantStatus.DELETED:

@@ -130,6 +130,8 @@ class RunWorld:
         heartbeat_timeout: float = 30.0,
         **quotas: int,
     ) -> None:
+        self.run_ended: Callable[[Run], object] | None = None
+        """What executors tell of the runs of deployments they end (looked up late)."""
         self.store = memory_store()
         self.appends: list[tuple[set[UUID], list[str]]] = []
         self.reads: Counter[UUID] = Counter()
@@ -195,6 +197,7 @@ class RunWorld:
             self.usage,
             executor_id=name,
             policy=ExecutorPolicy(heartbeat_interval=heartbeat_interval),
+            run_ended=lambda run: self.run_ended(run) if self.run_ended else None,
         )
 
     def pipeline(self, name: str, *steps: StepSpec, **fields: Any) -> UUID:

@@ -21,13 +21,16 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import get_topic
 
 import domain.api_key
+import domain.deployment
 import domain.name_claim
 import domain.pipeline
+import domain.pipeline_deployments
 import domain.run
 import domain.session
 import domain.tenant
 import domain.user
 from domain.api_key import ApiKey
+from domain.deployment import Deployment
 from domain.events import CommandContext, NornEvent
 from domain.name_claim import NameClaim, NameClaimTaken
 from domain.pipeline import (
@@ -37,9 +40,11 @@ from domain.pipeline import (
     PipelineRevised,
     StepSpec,
 )
+from domain.pipeline_deployments import PipelineDeployments
+from domain.release import Strategy
 from domain.run import Run, RunCancelled, RunStatus, Trigger
 from domain.session import Session
-from domain.tenant import Quotas, Tenant
+from domain.tenant import EnvironmentPolicy, Quotas, Tenant
 from domain.user import User, UserRegistered
 from infrastructure.envelope import (
     PLATFORM_TENANT,
@@ -98,6 +103,7 @@ def one_of_every_event() -> list[NornEvent]:
     tenant.set_quotas(Quotas(max_pipelines=7), CTX)
     tenant.add_namespace("dev", CTX)
     tenant.remove_namespace("dev", CTX)
+    tenant.set_environment_policy("prod", EnvironmentPolicy(protected=True), CTX)
     tenant.suspend("unpaid", CTX)
     tenant.reactivate(CTX)
     tenant.delete(CTX)
@@ -209,12 +215,41 @@ def one_of_every_event() -> list[NornEvent]:
         *others,
         *failing.collect_events(),
         *claim.collect_events(),
+        *deployment_events(),
     ]
+
+
+def deployment_events() -> list[NornEvent]:
+    green = Strategy(type="blue-green", verification_timeout=60, verification_params={"n": 1})
+    deployment = Deployment.create(
+        deployment_id=uuid4(),
+        tenant_id=TENANT,
+        pipeline_id="p1",
+        environment="prod",
+        strategy=green,
+        variables={"region": "eu"},
+        labels={"team": "data"},
+        ctx=CTX,
+    )
+    deployment.release(1, CTX, run_id="r1")
+    deployment.record_verification(1, "r1", RunStatus.SUCCEEDED, datetime.now(UTC), CTX)
+    deployment.release(2, CTX, strategy=green, run_id="r2")
+    deployment.expire_verification(2, datetime(2100, 1, 1, tzinfo=UTC), CTX)
+    deployment.release(3, CTX, strategy=Strategy())
+    deployment.roll_back(CTX)
+    deployment.retire(CTX)
+    live = PipelineDeployments.open(tenant_id=TENANT, pipeline_id="p1", ctx=CTX)
+    live.count("d1", CTX)
+    live.uncount("d1", CTX)
+    live.close(CTX)
+    return [*deployment.collect_events(), *live.collect_events()]
 
 
 def concrete_domain_event_classes() -> set[type]:
     modules = (
         domain.api_key,
+        domain.deployment,
+        domain.pipeline_deployments,
         domain.name_claim,
         domain.pipeline,
         domain.run,

@@ -19,6 +19,7 @@ from domain.tenant import (
     PLAN_QUOTAS,
     QUOTA_MAX,
     QUOTA_NAMES,
+    EnvironmentPolicy,
     Quotas,
     Tenant,
     TenantCreated,
@@ -420,6 +421,9 @@ COMMANDS: dict[str, Callable[[Tenant], Any]] = {
     "delete": deleted,
     "add_namespace": with_namespace("new"),
     "remove_namespace": lambda t: t.remove_namespace("prod", CTX),
+    "set_environment_policy": lambda t: t.set_environment_policy(
+        "production", EnvironmentPolicy(protected=True), CTX
+    ),
 }
 
 
@@ -441,7 +445,8 @@ def test_every_public_command_is_checked_after_delete() -> None:
         for name, member in vars(Tenant).items()
         if callable(member) and not isinstance(member, type) and not name.startswith("_")
     } - {"create"}
-    assert commands <= {name.split(" ")[0] for name in COMMANDS} | {"quota"}
+    queries = {"quota", "environment_policy"}
+    assert commands <= {name.split(" ")[0] for name in COMMANDS} | queries
 
 
 # --- namespaces ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 import time
+from typing import Any
 from uuid import uuid4
 
 from api.cli_support import CliError, ProgressLine, open_listener, say
@@ -107,9 +108,31 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
 def _run_roles(settings: Settings, roles: set[str]) -> int:
     from api.bootstrap import Roles, build_container, start_servers
 
+    # The metrics port is taken before anything starts, like the API's: a busy one fails
+    # at once, with nothing to clean up (it once left a process that ignored SIGTERM).
+    metrics_listener = None
+    if settings.metrics_port is not None:
+        try:
+            metrics_listener = open_listener(settings.host, settings.metrics_port)
+        except OSError as error:
+            raise CliError(
+                f"cannot listen on {settings.host}:{settings.metrics_port} for metrics: "
+                f"{error.strerror or error} (set NORN_METRICS_PORT)",
+                exit_code=1,
+            ) from None
+
     async def run() -> None:
         servers = start_servers(settings, announce=say)
-        container = build_container(settings, servers.database_url, servers.nats_url)
+        try:
+            container = build_container(settings, servers.database_url, servers.nats_url)
+            try:
+                await serve_roles(container)
+            finally:
+                container.close()
+        finally:
+            servers.stop()
+
+    async def serve_roles(container: Any) -> None:
         background = Roles(container, roles)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -117,18 +140,15 @@ def _run_roles(settings: Settings, roles: set[str]) -> int:
             loop.add_signal_handler(sig, stop.set)
         await container.read_pool.open()
         metrics_server = None
-        if settings.metrics_port is not None:
-            # These roles serve no HTTP: their metrics get a port of their own.
-            from infrastructure.metrics_server import serve_metrics
-
-            metrics_server = serve_metrics(
-                settings.host,
-                settings.metrics_port,
-                container.metrics.registry,
-                settings.metrics_token,
-            )
-            log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
         try:
+            if metrics_listener is not None:
+                # These roles serve no HTTP: their metrics get a port of their own.
+                from infrastructure.metrics_server import serve_metrics
+
+                metrics_server = serve_metrics(
+                    metrics_listener, container.metrics.registry, settings.metrics_token
+                )
+                log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
             await background.start()
             await stop.wait()
         finally:
@@ -136,10 +156,12 @@ def _run_roles(settings: Settings, roles: set[str]) -> int:
                 metrics_server.shutdown()
             await background.stop()
             await container.read_pool.close()
-            container.close()
-            servers.stop()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        if metrics_listener is not None:
+            metrics_listener.close()
     return 0
 
 

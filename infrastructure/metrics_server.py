@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import hmac
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
 from uuid import uuid4
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
@@ -51,12 +52,20 @@ def guarded_metrics_app(registry: CollectorRegistry, token: str | None) -> Calla
 
 
 def serve_metrics(
-    host: str, port: int, registry: CollectorRegistry, token: str | None
+    listener: socket.socket, registry: CollectorRegistry, token: str | None
 ) -> WSGIServer:
-    """Serving in a daemon thread; `shutdown()` the result to stop."""
-    server = make_server(
-        host, port, guarded_metrics_app(registry, token), _Server, handler_class=_Quiet
+    """Serving on `listener` (bound and listening already, so that a busy port fails
+    before the process starts anything) in a daemon thread; `shutdown()` to stop."""
+    server = _Server(listener.getsockname()[:2], _Quiet, bind_and_activate=False)
+    server.socket.close()
+    server.socket = listener
+    server.server_address = listener.getsockname()[:2]
+    server.server_name, server.server_port = (
+        str(server.server_address[0]),
+        int(server.server_address[1]),
     )
+    server.setup_environ()
+    server.set_app(guarded_metrics_app(registry, token))
     threading.Thread(target=server.serve_forever, name="norn-metrics", daemon=True).start()
     return server
 

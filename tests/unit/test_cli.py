@@ -118,6 +118,20 @@ def test_serve_on_a_busy_port_fails_before_touching_anything(
     assert not cli_env.exists()
 
 
+@pytest.mark.parametrize("role", ["relay", "projector", "executor"])
+def test_a_role_with_a_busy_metrics_port_fails_before_touching_anything(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], role: str
+) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        monkeypatch.setenv("NORN_METRICS_PORT", str(held.getsockname()[1]))
+        assert main([role]) == 1
+    _, err = capsys.readouterr()
+    assert err.startswith("norn: cannot listen on 127.0.0.1:") and "NORN_METRICS_PORT" in err
+    assert not cli_env.exists()
+
+
 def test_an_unreachable_database_is_one_line_without_its_password(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,8 @@ from projections import ALL_PROJECTIONS, LivePositions
 log = logging.getLogger(__name__)
 
 REFRESH_INTERVAL = 5.0
+FRESH_FOR = 2.0
+"""Seconds a scrape's refreshed values serve the scrapes after it."""
 REFRESH_TIMEOUT = 1.0
 
 
@@ -58,7 +61,9 @@ class MetricsRefresher:
         self._live = live
         self._nats = nats
         self._events_stream = events_stream
-        metrics.refresh = self.refresh
+        self._fresh_until = 0.0
+        self._refreshing = asyncio.Lock()
+        metrics.refresh = self.refresh_for_scrape
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -66,6 +71,16 @@ class MetricsRefresher:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(REFRESH_INTERVAL):
                     await stop.wait()
+
+    async def refresh_for_scrape(self) -> None:
+        """What a GET /metrics waits for: values at most FRESH_FOR old, refreshed by one
+        scrape at a time, so that scrapes (an open route, unless NORN_METRICS_TOKEN is
+        set) cannot each cost a query and a NATS request."""
+        async with self._refreshing:
+            if time.monotonic() < self._fresh_until:
+                return
+            await self.refresh()
+            self._fresh_until = time.monotonic() + FRESH_FOR
 
     async def refresh(self) -> None:
         m = self._metrics

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -217,3 +218,22 @@ def test_observability_settings_parse() -> None:
     assert (settings.log_format, settings.metrics_port) == ("json", 9464)
     assert "scrape-secret" not in repr(settings)
     assert Settings.from_env({}).metrics_port is None
+
+
+async def test_scrapes_share_a_refresh_for_a_few_seconds() -> None:
+    """/metrics is open by default: a burst of scrapes costs one refresh (one query and
+    one NATS request), not one each."""
+    from infrastructure.metrics_refresh import MetricsRefresher
+
+    metrics = NornMetrics()
+    refresher = MetricsRefresher(metrics, None, None, lambda: None, "S")  # type: ignore[arg-type]
+    refreshes = 0
+
+    async def counted() -> None:
+        nonlocal refreshes
+        refreshes += 1
+        await asyncio.sleep(0.01)
+
+    refresher.refresh = counted  # type: ignore[method-assign]
+    await asyncio.gather(*(metrics.refresh() for _ in range(20)))  # type: ignore[misc]
+    assert refreshes == 1

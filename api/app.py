@@ -245,6 +245,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
         ),
     )
     query_rules.install(app)
+    app.state.query_rules = query_rules  # api/errors.py: a 404 that is a bad path parameter
     app.state.container = container
     app.metrics = container.metrics
     return app

@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from litestar.connection import ASGIConnection
+from litestar.exceptions import ValidationException
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
@@ -35,6 +36,8 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         sessions = container.sessions
         api_key = _presented_api_key(connection)
         acting_in = connection.headers.get("x-tenant-id")
+        if acting_in:
+            _check_tenant_header(acting_in)
         if api_key is not None:
             principal = await in_thread(sessions.principal_for_api_key, api_key)
             await container.api_key_usage.touch(UUID(principal.subject_id))
@@ -50,6 +53,18 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         principal = await in_thread(_user_principal, sessions, token.strip(), acting_in)
         logs.tenant_id.set(principal.tenant_id)  # this request's log lines
         return AuthenticationResult(user=principal, auth=None)
+
+
+def _check_tenant_header(raw: str) -> None:
+    """A malformed header is the request's fault (400); a well-formed id of no tenant is a
+    tenant that is not found (404), for a platform admin acting in it."""
+    try:
+        UUID(raw)
+    except ValueError:
+        message = "X-Tenant-ID must be a tenant's id (a UUID)"
+        raise ValidationException(
+            message, extra=[{"message": message, "key": "X-Tenant-ID", "source": "header"}]
+        ) from None
 
 
 def _user_principal(sessions: Any, token: str, acting_in: str | None) -> Principal:

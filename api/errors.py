@@ -157,6 +157,10 @@ def _http_exception(request: Request, exc: HTTPException) -> Response[Any]:
         return error_response(
             request, 401, "authentication required", headers={"WWW-Authenticate": "Bearer"}
         )
+    if status == 404 and (bad := _bad_path_parameter(request)) is not None:
+        name, kind = bad
+        message = f"{name} must be a {'UUID' if kind == 'UUID' else 'whole number'}"
+        return error_response(request, 400, message, [{"field": name, "message": message}])
     message = exc.detail if exc.detail else "request rejected"
     if not isinstance(exc, ValidationException) or not isinstance(exc.extra, list):
         return error_response(request, status, message, headers=exc.headers)
@@ -170,6 +174,13 @@ def _http_exception(request: Request, exc: HTTPException) -> Response[Any]:
         message = "the request body must be a JSON object"
     details = [{"field": p.field, "message": p.message} for p in problems]
     return error_response(request, status, message, details, headers=exc.headers)
+
+
+def _bad_path_parameter(request: Request) -> tuple[str, str] | None:
+    """Routing missed because a typed path parameter did not parse: the README's rule
+    makes that a 400, not Litestar's 404."""
+    rules = getattr(request.app.state, "query_rules", None)
+    return rules.malformed_path_parameter(request.scope["path"]) if rules else None
 
 
 class _Problem:

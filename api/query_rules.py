@@ -14,8 +14,10 @@ The declared parameters come from litestar's own signature models of each handle
 from __future__ import annotations
 
 import contextvars
+import re
 import typing
 from typing import Any
+from uuid import UUID
 
 import msgspec
 from litestar import Litestar, Request, Response
@@ -61,6 +63,11 @@ def _describe(handler: HTTPRouteHandler, declared: frozenset[str]) -> _RouteQuer
     return _RouteQuery(declared, frozenset(fields), False)
 
 
+class _TypedPath(msgspec.Struct, frozen=True):
+    pattern: re.Pattern[str]
+    parsers: dict[str, Any]
+
+
 class QueryRules:
     """The app's before/after-request hooks: checks each request's query parameters
     before its handler runs and applies `fields=` to what it returns. `install` reads
@@ -68,6 +75,7 @@ class QueryRules:
 
     def __init__(self) -> None:
         self._routes: dict[int, _RouteQuery] = {}
+        self._typed_paths: list[_TypedPath] = []
 
     def install(self, app: Litestar) -> None:
         for route in app.routes:
@@ -75,9 +83,24 @@ class QueryRules:
                 continue
             if route.path.startswith(DOCS_PATH):
                 continue  # the OpenAPI document and its viewers: litestar's own routes
+            self._typed_paths.extend(_typed_path(route))
             for handler, kwargs_model in route.route_handler_map.values():
                 declared = frozenset(p.field_alias for p in kwargs_model.expected_query_params)
                 self._routes[id(handler)] = _describe(handler, declared)
+
+    def malformed_path_parameter(self, path: str) -> tuple[str, str] | None:
+        """(name, type) of a path parameter that made routing miss, e.g. `not-a-uuid` for
+        {pipeline_id:uuid}: a 400 for a bad parameter, where Litestar would answer 404."""
+        for typed in self._typed_paths:
+            match = typed.pattern.fullmatch(path)
+            if match is None:
+                continue
+            for name, parser in typed.parsers.items():
+                try:
+                    parser(match[name])
+                except (TypeError, ValueError):
+                    return name, parser.__name__
+        return None
 
     async def before_request(self, request: Request[Any, Any, Any]) -> None:
         route = self._routes.get(id(request.route_handler))
@@ -108,6 +131,17 @@ class QueryRules:
             body = _select(body, wanted)
         response.content = body
         return response
+
+
+def _typed_path(route: HTTPRoute) -> list[_TypedPath]:
+    typed = {p.name: p.type for p in route.path_parameters.values() if p.type in (UUID, int)}
+    if not typed:
+        return []
+    parts = re.split(r"\{([a-z_]+)\}", route.path_format)
+    pattern = "".join(
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
+    )
+    return [_TypedPath(re.compile(pattern), typed)]
 
 
 def _parse_fields(values: list[str], selectable: frozenset[str]) -> frozenset[str]:

@@ -166,6 +166,24 @@ async def test_options_answers_the_allowed_methods_and_odd_action_paths_are_not_
     allowed = await client.options("/api/v1/plugins")  # no credentials: a CORS preflight
     assert allowed.status_code == 204, allowed.text
     assert set(allowed.headers["allow"].replace(" ", "").split(",")) == {"GET", "OPTIONS"}
-    # An id holding a colon is an id that does not exist, not an unknown method.
+    # An id holding a colon is a malformed id, not an unknown method.
     odd = await client.post("/api/v1/runs/a:b:retry", json={}, headers=admin)
-    assert_error(odd, 404, "RESOURCE_NOT_FOUND")
+    assert_error(odd, 400, "VALIDATION_ERROR")
+
+
+async def test_a_malformed_path_parameter_is_400_naming_it_and_an_unknown_path_404(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    admin = await platform_admin(client, module_settings)
+    _, editor = await make_tenant_user(client, admin, unique("acme"), "editor")
+    made = await create_pipeline(client, editor, "one")
+    for path, field in (
+        ("/api/v1/pipelines/not-a-uuid", "pipeline_id"),
+        ("/api/v1/runs/123", "run_id"),
+        (f"/api/v1/pipelines/{made['id']}/revisions/first", "revision"),
+    ):
+        error = assert_error(await client.get(path, headers=editor), 400, "VALIDATION_ERROR")
+        assert error["details"] == [{"field": field, "message": error["message"]}], error
+    for path in ("/api/v1/nope", f"/api/v1/pipelines/{made['id']}/nope"):
+        assert_error(await client.get(path, headers=editor), 404, "RESOURCE_NOT_FOUND")

@@ -223,9 +223,11 @@ async def test_platform_admin_acts_in_a_tenant_by_header(
 
     nowhere = await client.post(BASE, json=pipeline_body("x"), headers=admin)
     assert_error(nowhere, 403, "PERMISSION_DENIED")
-    for bogus in (str(uuid4()), "not-a-uuid"):
-        response = await client.get(BASE, headers={**admin, "X-Tenant-ID": bogus})
-        assert_error(response, 404, "RESOURCE_NOT_FOUND")
+    missing = await client.get(BASE, headers={**admin, "X-Tenant-ID": str(uuid4())})
+    assert_error(missing, 404, "RESOURCE_NOT_FOUND")
+    malformed = await client.get(BASE, headers={**admin, "X-Tenant-ID": "not-a-uuid"})
+    error = assert_error(malformed, 400, "VALIDATION_ERROR")
+    assert error["details"][0]["field"] == "X-Tenant-ID"
 
 
 async def test_concurrent_writes_with_one_version_let_exactly_one_win(

@@ -112,6 +112,16 @@ class Settings:
             problems.append("NORN_JWT_SECRET must be at least 32 bytes")
         if (self.admin_username is None) != (self.admin_password is None):
             problems.append("set both NORN_ADMIN_USERNAME and NORN_ADMIN_PASSWORD, or neither")
+        elif self.admin_username is not None and self.admin_password is not None:
+            # Checked here, before a first start initialises anything, not when the
+            # admin is created at the end of it.
+            from application.users import check_password_policy
+            from domain.errors import InvalidCommand
+
+            try:
+                check_password_policy(self.admin_username, self.admin_password)
+            except InvalidCommand as error:
+                problems.append(f"NORN_ADMIN_PASSWORD: {error}")
         if self.access_token_ttl < 30:
             problems.append("NORN_ACCESS_TOKEN_TTL must be at least 30 seconds")
         if not self.subject_prefix.replace("_", "").replace("-", "").isalnum():

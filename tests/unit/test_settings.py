@@ -138,6 +138,15 @@ def test_secrets_are_not_in_the_repr() -> None:
         ({"NORN_PASSWORD_HASH_COST": "m=65536,t=3"}, "NORN_PASSWORD_HASH_COST must set m, t"),
         ({"NORN_PASSWORD_HASH_COST": "65536,3,4"}, "NORN_PASSWORD_HASH_COST must read like"),
         ({"NORN_PASSWORD_HASH_COST": "m=1,m=2,t=3,p=4"}, "NORN_PASSWORD_HASH_COST must read"),
+        # The admin's password follows the policy, checked before a first start begins.
+        (
+            {"NORN_ADMIN_USERNAME": "admin", "NORN_ADMIN_PASSWORD": "admin-password-123"},
+            "NORN_ADMIN_PASSWORD: password must not contain the username",
+        ),
+        (
+            {"NORN_ADMIN_USERNAME": "root", "NORN_ADMIN_PASSWORD": "short"},
+            "NORN_ADMIN_PASSWORD: password must be at least 10 characters",
+        ),
     ],
 )
 def test_each_bad_value_is_refused_with_a_message_naming_the_variable(

@@ -39,7 +39,7 @@ CODE_BY_STATUS = {
     403: "PERMISSION_DENIED",
     404: "RESOURCE_NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
-    409: "VERSION_CONFLICT",
+    409: "RESOURCE_CONFLICT",  # e.g. an Idempotency-Key whose first request still runs
     412: "VERSION_CONFLICT",
     413: "VALIDATION_ERROR",
     415: "VALIDATION_ERROR",
@@ -112,8 +112,9 @@ def _version_conflict(request: Request, exc: VersionConflict) -> Response[Any]:
                 "position": exc.position,
             }
         )
+    status = 412 if exc.precondition else 409
     return error_response(
-        request, 412 if exc.precondition else 409, str(exc), details, headers=headers
+        request, status, str(exc), details, code="VERSION_CONFLICT", headers=headers
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import re
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -57,7 +58,6 @@ _WHY = {
     "concurrent write that won (VERSION_CONFLICT) or a quota (QUOTA_EXCEEDED).",
     412: "If-Match names a version that is no longer current; the ETag is the current one.",
     413: "The body is too large.",
-    415: "The body is not JSON.",
     422: "A JSON body whose fields are invalid, each named in details.",
     429: "Past the rate limit (or, on login, the failed-login throttle); see Retry-After.",
     503: "PostgreSQL or NATS unreachable, or a read model slower than ?min_position waits.",
@@ -147,14 +147,40 @@ RESPONSE_HEADERS = {
 }
 
 
-def describe_operation(method: str, operation: Operation, public: bool) -> None:
+def _allow_fields(operation: Operation, names: frozenset[str]) -> None:
+    """`fields=` (api/query_rules.py): the 200 answer may be a part of the resource."""
+    one = "(" + "|".join(sorted(names)) + ")"
+    fields = Parameter(
+        name="fields",
+        param_in="query",  # type: ignore[arg-type]
+        schema=Schema(type=OpenAPIType.STRING, pattern=f"^{one}(,{one})*$"),
+        description="Comma-separated top-level fields to send (of each item, on a page); "
+        "the answer then has only those.",
+        required=False,
+    )
+    operation.parameters = [*(operation.parameters or []), fields]
+    ok = (operation.responses or {}).get("200")
+    if not isinstance(ok, OpenAPIResponse) or not ok.content:
+        return
+    media = ok.content.get("application/json")
+    if media is None or media.schema is None:
+        return
+    partial = Schema(
+        type=OpenAPIType.OBJECT, description="With fields=: only the fields asked for."
+    )
+    media.schema = Schema(any_of=[media.schema, partial])
+
+
+def describe_operation(
+    method: str, operation: Operation, public: bool, answers: tuple[int, ...] = ()
+) -> None:
     """Make one operation say what the route really answers and takes."""
     parameters = list(operation.parameters or [])
     names = {p.name.lower() for p in parameters if isinstance(p, Parameter)}
     # Every route refuses a query parameter it does not take (api/query_rules.py).
     statuses: set[int] = {400}
     if operation.request_body is not None:
-        statuses |= {413, 415, 422}
+        statuses |= {413, 422}
     if public:
         operation.security = []
         if method in WRITES:  # login and refresh
@@ -170,6 +196,7 @@ def describe_operation(method: str, operation: Operation, public: bool) -> None:
                 parameters.append(IDEMPOTENCY_KEY)
     if "if-match" in names:
         statuses.add(412)
+    statuses |= set(answers)
     operation.parameters = parameters or None
     responses = dict(operation.responses or {})
     for status in sorted(statuses):
@@ -241,7 +268,11 @@ _described: weakref.WeakValueDictionary[int, OpenAPI] = weakref.WeakValueDiction
 """The descriptions finished already, by id (OpenAPI objects are not hashable)."""
 
 
-def describe(openapi: OpenAPI, routes: list[Any]) -> None:
+def describe(
+    openapi: OpenAPI,
+    routes: list[Any],
+    selectable_fields: Callable[[Any], frozenset[str] | None] = lambda handler: None,
+) -> None:
     """Finish the description Litestar built from the handlers (see the module)."""
     closed: set[str] = set()
     for route in routes:
@@ -254,7 +285,10 @@ def describe(openapi: OpenAPI, routes: list[Any]) -> None:
         for method, (handler, _) in route.route_handler_map.items():
             operation = getattr(item, method.lower(), None)
             if isinstance(operation, Operation):
-                describe_operation(method.lower(), operation, bool(handler.opt.get("public")))
+                public, answers = bool(handler.opt.get("public")), handler.opt.get("answers", ())
+                describe_operation(method.lower(), operation, public, tuple(answers))
+                if (names := selectable_fields(handler)) is not None:
+                    _allow_fields(operation, names)
     openapi.components.schemas = {**(openapi.components.schemas or {}), **error_schemas()}
     openapi.components.security_schemes = SECURITY_SCHEMES
     openapi.security = CREDENTIALS
@@ -267,7 +301,8 @@ async def describe_once(request: Request[Any, Any, Any]) -> None:
     first request for it and keeps it; finish it before it is first rendered."""
     openapi = request.app.plugins.get(OpenAPIPlugin).provide_openapi()
     if _described.get(id(openapi)) is not openapi:
-        describe(openapi, request.app.routes)
+        rules = getattr(request.app.state, "query_rules", None)
+        describe(openapi, request.app.routes, rules.selectable_fields if rules else lambda h: None)
         _described[id(openapi)] = openapi
 
 

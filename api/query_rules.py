@@ -88,6 +88,12 @@ class QueryRules:
                 declared = frozenset(p.field_alias for p in kwargs_model.expected_query_params)
                 self._routes[id(handler)] = _describe(handler, declared)
 
+    def selectable_fields(self, handler: Any) -> frozenset[str] | None:
+        """The fields `fields=` may name on this handler's answers (api/openapi.py), or
+        None where it does not apply."""
+        route = self._routes.get(id(handler))
+        return route.selectable if route is not None else None
+
     def malformed_path_parameter(self, path: str) -> tuple[str, str] | None:
         """(name, type) of a path parameter that made routing miss, e.g. `not-a-uuid` for
         {pipeline_id:uuid}: a 400 for a bad parameter, where Litestar would answer 404."""

@@ -33,7 +33,8 @@ class HealthController(Controller):
     async def live(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/ready", summary="Readiness: Postgres, NATS and projection lag")
+    # answers: errors beyond what api/openapi.py infers (a public GET answers 400 only).
+    @get("/ready", summary="Readiness: Postgres, NATS and projection lag", opt={"answers": (503,)})
     async def ready(
         self, read_pool: ReadPoolDep, positions: LivePositionsDep, nats: NatsDep
     ) -> Response[dict[str, Any]]:

@@ -95,6 +95,13 @@ async def test_openapi_document_describes_the_api(settings: Settings) -> None:
             == paths["/api/v1/pipelines/{pipeline_id}/rollback"]["post"]["requestBody"]
         )
         assert "post" in paths["/api/v1/runs/{run_id}:cancel"]
+        # fields= where it applies, with the partial answer it gives; readiness's 503.
+        read = paths["/api/v1/pipelines/{pipeline_id}"]["get"]
+        assert "fields" in {p["name"] for p in read["parameters"]}
+        assert len(read["responses"]["200"]["content"]["application/json"]["schema"]["anyOf"]) == 2
+        assert "fields" not in {p["name"] for p in revise["parameters"]}
+        assert "503" in paths["/health/ready"]["get"]["responses"]
+        assert "503" not in paths["/health/live"]["get"]["responses"]
 
         # The docs page loads Swagger UI from this server, not from a CDN.
         for page in ("/schema", "/schema/swagger"):

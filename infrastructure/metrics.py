@@ -120,6 +120,12 @@ class NornMetrics:
             ["projection"],
             registry=r,
         )
+        self.runs_now = Gauge(
+            "norn_runs",
+            "Runs queued or running now, installation-wide (the runs read model)",
+            ["status"],
+            registry=r,
+        )
         self.work_queue_depth = Gauge(
             "norn_work_queue_items",
             "Work items in the work stream: queued runs not yet claimed (or being claimed)",

@@ -41,6 +41,21 @@ async def projection_positions(
     return head, {p.name: max(tracked.get(p.name, 0), live.get(p.name)) for p in ALL_PROJECTIONS}
 
 
+_UNFINISHED = ("queued", "running")
+
+
+async def unfinished_runs(pool: AsyncConnectionPool) -> dict[str, int]:
+    """Runs queued and running now (the runs_status_started index answers it); finished
+    ones are counted as they finish, by norn_run_transitions_total."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT status, count(*) FROM runs WHERE status = ANY(%s) GROUP BY status",
+            (list(_UNFINISHED),),
+        )
+        counted = {status: int(n) for status, n in await cur.fetchall()}
+    return {status: counted.get(status, 0) for status in _UNFINISHED}
+
+
 async def work_queue_depth(nc: Client, events_stream: str) -> int:
     """Items in the work stream (WorkQueue retention: an item leaves once acked)."""
     info = await nc.jetstream().stream_info(work_stream(events_stream))
@@ -90,6 +105,9 @@ class MetricsRefresher:
             m.store_head.set(head)
             for name, position in positions.items():
                 m.projection_lag.labels(name).set(max(0, head - position))
+            async with asyncio.timeout(REFRESH_TIMEOUT):
+                for status, count in (await unfinished_runs(self._pool)).items():
+                    m.runs_now.labels(status).set(count)
         except Exception as error:  # an outage: the values stay as they were
             log.debug("metrics: store head not refreshed: %s", type(error).__name__)
         nc = self._nats()

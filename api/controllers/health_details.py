@@ -36,6 +36,7 @@ class HealthDetailsController(Controller):
             async with asyncio.timeout(2), read_pool.connection() as conn:
                 head = await max_position(conn)
                 projections = await projections_check(conn, head, positions)
+                database["version"] = conn.info.parameter_status("server_version")
             database["head_position"] = head
         except Exception as error:
             database = {"state": "down", "error": type(error).__name__}
@@ -50,6 +51,9 @@ class HealthDetailsController(Controller):
         }
         components["database"] = database
         components["nats"] = {"state": "up" if nats is not None and nats.is_connected else "down"}
+        if nats is not None and nats.is_connected:
+            v = nats.connected_server_version
+            components["nats"]["version"] = f"{v.major}.{v.minor}.{v.patch}"
         components["relay"] = (
             _relay(container.relay)
             if container.relay is not None

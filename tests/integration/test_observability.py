@@ -76,6 +76,11 @@ async def test_metrics_label_routes_by_template_and_carry_no_ids(
     head = _value(text, "norn_store_head_position")
     assert head > 0
     assert _value(text, "norn_relay_published_position") <= head
+    runs_now = _samples(text, "norn_runs")
+    assert {line.split(" ")[0] for line in runs_now} == {
+        'norn_runs{status="queued"}',
+        'norn_runs{status="running"}',
+    }
 
 
 async def test_health_live_answers_without_authentication(module_app: AsyncTestClient) -> None:
@@ -104,7 +109,10 @@ async def test_health_detailed_is_for_platform_admins(module_app: AsyncTestClien
     assert components["database"]["state"] == "up"
     assert components["database"]["head_position"] > 0
     assert set(components["database"]["pools"]) == {"store", "read", "sync"}
+    assert components["database"]["version"][0].isdigit()  # PostgreSQL's own, e.g. "15.19"
     assert components["nats"]["state"] in ("up", "down")
+    if components["nats"]["state"] == "up":
+        assert components["nats"]["version"][0].isdigit()
     assert components["relay"]["state"] in ("leading", "standby")
     assert "lag_events" in components["relay"]
     assert {"pipelines", "runs"} <= set(components["projections"])

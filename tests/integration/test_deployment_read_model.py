@@ -14,6 +14,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from application.deployment_verification import DeploymentVerification
 from application.event_store import NornEventStore
+from application.principal import Principal
+from application.tenants import TenantService
 from infrastructure.postgres import create_read_pool, create_sync_pool
 from projections import (
     DeploymentQueries,
@@ -105,6 +107,9 @@ async def test_events_give_the_deployment_and_release_rows(
     # max_deployments usage: the retired one gave its unit back.
     assert usage.count(T1, "deployments") == 1
     assert usage.count(T2, "deployments") == 0
+    admin = Principal("u9", "root", T1, frozenset({"admin"}), tenant_status="active")
+    _, quotas = TenantService(world.store, usage).usage(admin, UUID(T1))
+    assert quotas["max_deployments"].used == 1
 
 
 async def test_a_verifying_release_and_its_verification(

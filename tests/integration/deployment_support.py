@@ -5,6 +5,7 @@ applying the store's events directly (the same batches a runner applies)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -20,7 +21,7 @@ from domain.deployment import Deployment
 from domain.events import CommandContext
 from domain.pipeline import PipelineDefinition, StepSpec
 from domain.release import Strategy
-from infrastructure.envelope import to_cloud_event
+from infrastructure.envelope import CloudEvent, to_cloud_event
 from infrastructure.notification_log import max_position, read_notifications
 from infrastructure.plugins.catalog import PluginCatalog
 from projections import DeploymentsProjection, RunsProjection, apply_batch
@@ -70,9 +71,14 @@ class Deployments:
 
 
 async def project(
-    database_url: str, projections: tuple[Projection, ...] = (), *, in_batches_of: int = 1000
+    database_url: str,
+    projections: tuple[Projection, ...] = (),
+    *,
+    in_batches_of: int = 1000,
+    as_stored_before: Callable[[CloudEvent], CloudEvent] = lambda event: event,
 ) -> None:
-    """Apply every committed event to the read models, as their runners would."""
+    """Apply every committed event to the read models, as their runners would;
+    `as_stored_before` rewrites each event as an older version of Norn stored it."""
     projections = projections or (DeploymentsProjection(), RunsProjection())
     async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
         committed = await max_position(conn)
@@ -81,7 +87,7 @@ async def project(
         while position < committed:
             assert time.monotonic() < deadline, f"events up to {committed} never passed"
             notifications = await read_notifications(conn, position, in_batches_of, precise=True)
-            events = [to_cloud_event(n) for n in notifications]
+            events = [as_stored_before(to_cloud_event(n)) for n in notifications]
             for projection in projections:
                 await apply_batch(conn, projection, events)
             if events:

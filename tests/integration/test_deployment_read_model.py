@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
+import msgspec
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
@@ -16,6 +17,7 @@ from application.deployment_verification import DeploymentVerification
 from application.event_store import NornEventStore
 from application.principal import Principal
 from application.tenants import TenantService
+from infrastructure.envelope import CloudEvent
 from infrastructure.postgres import create_read_pool, create_sync_pool
 from projections import (
     DeploymentQueries,
@@ -283,3 +285,26 @@ async def test_runs_of_a_deployment_by_deployment_and_environment(
     )
     with pytest.raises(ValueError):
         await runs.list(T1, environment="bad\x00name")
+
+
+def without_deployment_fields(event: CloudEvent) -> CloudEvent:
+    """A run queued before triggers named an environment and a release."""
+    if event.type != "norn.run.queued.v1":
+        return event
+    trigger = {k: v for k, v in event.data["trigger"].items() if k in ("kind", "id")}
+    return msgspec.structs.replace(event, data={**event.data, "trigger": trigger})
+
+
+async def test_runs_queued_before_triggers_had_environments_still_project(
+    database_url: str, world: Deployments, pool: AsyncConnectionPool
+) -> None:
+    plain = world.runs.trigger(ALICE, world.pipeline, params={}, ctx=CTX).state.id
+    staging = world.create("staging")
+    executed = world.service.execute(ALICE, staging, CTX).state.id
+    await project(database_url, (RunsProjection(),), as_stored_before=without_deployment_fields)
+    runs = RunQueries(pool)
+    for run_id in (plain, executed):
+        row = await runs.get(T1, run_id)
+        assert row is not None and (row["environment"], row["release"]) == (None, None)
+    # The deployment's id is the trigger's own, which older events carried too.
+    assert [i["id"] for i in (await runs.list(T1, deployment_id=staging)).items] == [str(executed)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -53,7 +54,14 @@ from infrastructure.security import Argon2PasswordHasher, TokenService, data_dir
 from infrastructure.settings import Settings
 from infrastructure.step_runner import PluginStepRunner
 from infrastructure.supervision import Backoff, retry
-from projections import ALL_PROJECTIONS, LivePositions, ProjectionRunner, RunnerSessions
+from projections import (
+    ALL_PROJECTIONS,
+    DeploymentQueries,
+    LivePositions,
+    ProjectionRunner,
+    RunnerSessions,
+    VerifyingDeployments,
+)
 from projections.api_keys import ApiKeyQueries
 from projections.pipelines import PipelineQueries
 from projections.run_queries import RunQueries
@@ -130,6 +138,7 @@ class Container:
     pipeline_queries: PipelineQueries
     runs: RunService
     run_queries: RunQueries
+    deployment_queries: DeploymentQueries
     run_logs: RunLogs
     tenant_queries: TenantQueries
     user_queries: UserQueries
@@ -208,6 +217,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
             pipeline_queries=PipelineQueries(read_pool),
             runs=RunService(store, pipelines, usage, max_attempts=settings.run_max_attempts),
             run_queries=RunQueries(read_pool),
+            deployment_queries=DeploymentQueries(read_pool),
             run_logs=RunLogs(read_pool),
             tenant_queries=TenantQueries(read_pool),
             user_queries=UserQueries(read_pool),
@@ -346,6 +356,8 @@ def executor_role(c: Container, locks: AdvisoryLocks | None = None) -> ExecutorR
         allow_private_networks=s.allow_private_networks,
     )
     heartbeats = PostgresHeartbeats(c.read_pool, c.sync_pool)
+    verification = DeploymentVerification(c.store)
+    candidates = VerifyingDeployments(c.sync_pool)
     executor = RunExecutor(
         c.store,
         steps,
@@ -353,7 +365,7 @@ def executor_role(c: Container, locks: AdvisoryLocks | None = None) -> ExecutorR
         c.usage,
         executor_id=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
         policy=ExecutorPolicy(heartbeat_interval=s.heartbeat_interval),
-        run_ended=DeploymentVerification(c.store).run_ended,
+        run_ended=verification.run_ended,
     )
     config = ExecutorConfig(
         database_url=c.database_url,
@@ -364,7 +376,15 @@ def executor_role(c: Container, locks: AdvisoryLocks | None = None) -> ExecutorR
         maintenance_interval=min(5.0, s.heartbeat_interval),
     )
     recovery = RunRecovery(c.store, heartbeats, timeout=s.heartbeat_timeout, save=executor.save)
-    return ExecutorRole(config, executor, recovery, steps, locks, c.metrics.observe_run)
+    return ExecutorRole(
+        config,
+        executor,
+        recovery,
+        steps,
+        locks,
+        c.metrics.observe_run,
+        settle_verifications=functools.partial(verification.sweep_pass, candidates),
+    )
 
 
 async def connect_feed(container: Container) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from application.authorization import sees
 from application.commands import Aggregates
@@ -118,6 +118,10 @@ class DeploymentVerification:
             if done is not None and done.changed:
                 ended.append(deployment_id)
         return ended
+
+    def sweep_pass(self, candidates: VerifyingDeployments, limit: int = 100) -> list[UUID]:
+        """`sweep` as the maintenance loop runs it: each pass its own correlation id."""
+        return self.sweep(candidates, CommandContext(SYSTEM.actor, f"sweep-{uuid4()}"), limit)
 
     def _record(self, deployment: Deployment, release: int, run: Run, ctx: CommandContext) -> None:
         assert run.finished_at is not None

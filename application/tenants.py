@@ -50,7 +50,7 @@ class TenantChanges:
 class QuotaUsage:
     limit: int
     used: int | None
-    """None: the resource is not counted yet (jobs and deployments)."""
+    """None: the resource is not counted yet (jobs)."""
 
 
 def writable_tenant(store: NornEventStore, principal: Principal) -> Tenant:

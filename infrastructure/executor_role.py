@@ -6,8 +6,9 @@ Maintenance runs in one process at a time (a Postgres advisory lock held on the
 process's leadership session, infrastructure/leadership.py; the others stand by): it
 recovers runs whose executor stopped heart-beating, re-dispatches runs that have
 waited queued for a while and whose work item is missing (lost with NATS; a run whose
-item is there is left in its place in the queue), and prunes old workspaces and step
-logs.
+item is there is left in its place in the queue), prunes old workspaces and step logs,
+and settles the deployments' verifications that are due (the durable timer of
+application/deployment_verification.py: a deadline passed, or a run's end not told).
 
 Stopping hands the runs executing here back to the queue, so another executor picks
 them up at once instead of after the heartbeat timeout.
@@ -20,7 +21,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -30,6 +31,7 @@ from psycopg import AsyncConnection
 
 from application.executor import RunExecutor
 from application.recovery import RunRecovery
+from application.threads import in_thread
 from infrastructure.leadership import AdvisoryLocks, LeadershipLost, lock_key
 from infrastructure.nats import connect, ensure_stream
 from infrastructure.step_runner import PluginStepRunner
@@ -80,11 +82,15 @@ class ExecutorRole:
         steps: PluginStepRunner,
         locks: AdvisoryLocks | None = None,
         on_run_ended: Callable[[str, float], None] | None = None,
+        settle_verifications: Callable[[], Sequence[object]] | None = None,
     ) -> None:
         """`locks`: the leadership session shared with the process's other roles (closed
         by its owner); without it the role opens one of its own. `on_run_ended(status,
-        seconds)`: told of every run attempt executed here (metrics)."""
+        seconds)`: told of every run attempt executed here (metrics).
+        `settle_verifications()`: one pass of the deployments' deadline sweep (blocking,
+        run in a thread each maintenance pass; returns the deployments it settled)."""
         self._on_run_ended = on_run_ended
+        self._settle_verifications = settle_verifications
         self._workers: Workers | None = None
         self.nats: Client | None = None
         """The role's NATS connection while it runs (metrics: the work queue's depth)."""
@@ -187,7 +193,17 @@ class ExecutorRole:
                     if now - last_prune > 3600:
                         await self._prune(conn)
                         last_prune = now
+                    await self._settle()
                     await pause(stop, c.maintenance_interval)
+
+    async def _settle(self) -> None:
+        # Every pass: a release ends by its deadline plus one pass, whoever held
+        # maintenance before (the deadline is in the event store, not in a process).
+        if self._settle_verifications is None:
+            return
+        settled = await in_thread(self._settle_verifications)
+        if settled:
+            log.info("executor maintenance: settled %d deployment verifications", len(settled))
 
     async def _redispatch(self, conn: AsyncConnection[Any], streams: WorkStreams) -> None:
         waited = timedelta(seconds=self._config.redispatch_after)

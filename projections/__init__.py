@@ -4,6 +4,8 @@ the machinery every projection shares (tracking, runner, rebuild, pagination).""
 from __future__ import annotations
 
 from projections.api_keys import ApiKeysProjection
+from projections.deployment_queries import DeploymentQueries, VerifyingDeployments
+from projections.deployments import DeploymentsProjection
 from projections.pipelines import PipelineQueries, PipelinesProjection
 from projections.positions import LivePositions
 from projections.projection import Projection, apply_batch, handles
@@ -21,6 +23,7 @@ ALL_PROJECTIONS: tuple[Projection, ...] = (
     ApiKeysProjection(),
     UsersProjection(),
     RunsProjection(),
+    DeploymentsProjection(),
 )
 """Every read model, for the projector role and `norn projections status|rebuild`."""
 
@@ -36,6 +39,8 @@ def projection_named(name: str) -> Projection:
 __all__ = [
     "ALL_PROJECTIONS",
     "ApiKeysProjection",
+    "DeploymentQueries",
+    "DeploymentsProjection",
     "LivePositions",
     "PipelineQueries",
     "PipelinesProjection",
@@ -48,6 +53,7 @@ __all__ = [
     "TenantsProjection",
     "UserQueries",
     "UsersProjection",
+    "VerifyingDeployments",
     "apply_batch",
     "handles",
     "projection_named",

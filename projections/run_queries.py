@@ -1,6 +1,7 @@
 """Queries over the `runs` read model (projections/runs.py): one run with its steps, and
-lists filtered by status, pipeline, job, trigger and time. Every query is scoped to a
-tenant; a tenant of None means a platform admin, who sees every tenant's runs."""
+lists filtered by status, pipeline, job, trigger, deployment, environment and time.
+Every query is scoped to a tenant; a tenant of None means a platform admin, who sees
+every tenant's runs."""
 
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ from projections.run_statistics import STATUSES, RunStatistics, run_statistics
 _RUNS = sql.Identifier("runs")
 RUN_COLUMNS = sql.SQL(
     "id, tenant_id, pipeline_id, pipeline_name, namespace, revision, status, trigger_kind,"
-    " trigger_id, retry_of, resume_from, params, attempt, executor_id, cancel_requested,"
-    " error, current_step, created_by, queued_at, started_at, finished_at, duration_ms,"
-    " version, position"
+    " trigger_id, deployment_id, environment, release, retry_of, resume_from, params,"
+    " attempt, executor_id, cancel_requested, error, current_step, created_by, queued_at,"
+    " started_at, finished_at, duration_ms, version, position"
 )
 STEP_COLUMNS = (
     "run_id, name, ordinal, plugin, depends_on, status, attempts, started_at, finished_at,"
@@ -51,7 +52,7 @@ _NO_STEPS = {
 
 
 def _ids(row: dict[str, Any]) -> dict[str, Any]:
-    for key in ("id", "pipeline_id", "retry_of", "run_id"):
+    for key in ("id", "pipeline_id", "retry_of", "run_id", "deployment_id"):
         if row.get(key) is not None:
             row[key] = str(row[key])
     return row
@@ -78,6 +79,8 @@ class RunQueries:
         pipeline_id: UUID | None = None,
         job_id: str | None = None,
         triggered_by: str | None = None,
+        deployment_id: UUID | None = None,
+        environment: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         order: str = "desc",
@@ -100,6 +103,12 @@ class RunQueries:
         if triggered_by is not None:
             column = "trigger_kind" if triggered_by in TRIGGERS else "trigger_id"
             where.add(sql.SQL("{} = %s").format(sql.Identifier(column)), triggered_by)
+        if deployment_id is not None:
+            where.add("deployment_id = %s", deployment_id)
+        if environment is not None:
+            if "\x00" in environment or len(environment) > 63:
+                raise ValueError("environment must be an environment name")
+            where.add("environment = %s", environment)  # runs of deployments only
         if since is not None:
             where.add("queued_at >= %s", since)
         if until is not None:

@@ -41,9 +41,9 @@ class RunsProjection(Projection):
         trigger = data["trigger"]
         await cur.execute(
             "INSERT INTO runs (id, tenant_id, pipeline_id, pipeline_name, namespace, revision,"
-            " status, trigger_kind, trigger_id, retry_of, resume_from, params, created_by,"
-            " queued_at, version, position) VALUES (%s, %s, %s, %s, %s, %s, 'queued', %s, %s,"
-            " %s, %s, %s, %s, %s, %s, %s)",
+            " status, trigger_kind, trigger_id, deployment_id, environment, release, retry_of,"
+            " resume_from, params, created_by, queued_at, version, position) VALUES (%s, %s,"
+            " %s, %s, %s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 event.subject,
                 event.tenant,
@@ -53,6 +53,11 @@ class RunsProjection(Projection):
                 data["revision"],
                 trigger["kind"],
                 trigger.get("id"),
+                trigger.get("id") if trigger["kind"] == "deployment" else None,
+                # A deployment's runs name their environment and release; older events
+                # (and every other kind of run) carry neither.
+                trigger.get("environment"),
+                trigger.get("release"),
                 data.get("retry_of"),
                 data.get("resume_from"),
                 Jsonb(data["params"]),

@@ -24,6 +24,7 @@ from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from application.ports import RequestFacts
+from domain.deployment import DeploymentCreated, DeploymentRetired
 from domain.events import NornEvent
 from domain.pipeline import (
     PipelineCreated,
@@ -93,6 +94,11 @@ RESOURCES: dict[str, Counted] = {
         count_sql="SELECT queued FROM run_day_counts WHERE tenant_id = %(tenant)s"
         " AND day = (now() AT TIME ZONE 'UTC')::date",
         deltas={RunQueued: _queued_today},
+    ),
+    "deployments": Counted(
+        projection="deployments",
+        count_sql="SELECT live FROM deployment_counts WHERE tenant_id = %(tenant)s",
+        deltas={DeploymentCreated: 1, DeploymentRetired: -1},
     ),
 }
 """Counted resources by name (application/quotas.py names the quota of each)."""

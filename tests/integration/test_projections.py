@@ -769,6 +769,7 @@ def test_all_projections_are_registered() -> None:
         "api_keys",
         "users",
         "runs",
+        "deployments",
     }
     with pytest.raises(ValueError, match="must match"):
         type("Bad", (Projection,), {"name": "Bad-Name", "tables": ()})

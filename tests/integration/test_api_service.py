@@ -53,7 +53,14 @@ async def test_readiness_fails_when_a_read_model_stops_moving(settings: Settings
         assert response.status_code == 503
         projections = response.json()["checks"]["projections"]
         assert projections["ok"] is False
-        assert projections["stuck"] == ["api_keys", "pipelines", "runs", "tenants", "users"]
+        assert projections["stuck"] == [
+            "api_keys",
+            "deployments",
+            "pipelines",
+            "runs",
+            "tenants",
+            "users",
+        ]
         assert projections["oldest_unprojected_seconds"]["tenants"] >= 60
 
 

@@ -140,11 +140,45 @@ TENANT = _header(
     "Platform admins: act in this tenant (its id). Ignored for a tenant's own principals.",
     Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID),
 )
-RESPONSE_HEADERS = {
-    "X-Request-ID": OpenAPIHeader(
-        schema=Schema(type=OpenAPIType.STRING), description="This request's id."
+
+
+def _answer_header(description: str, kind: OpenAPIType = OpenAPIType.STRING) -> OpenAPIHeader:
+    return OpenAPIHeader(schema=Schema(type=kind), description=description)
+
+
+RESPONSE_HEADERS = {"X-Request-ID": _answer_header("This request's id (or the one sent).")}
+RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": _answer_header("Requests per hour.", OpenAPIType.INTEGER),
+    "X-RateLimit-Remaining": _answer_header("Requests allowed now.", OpenAPIType.INTEGER),
+    "X-RateLimit-Reset": _answer_header(
+        "Seconds until a request is allowed again (0 while one is).", OpenAPIType.INTEGER
     ),
 }
+RETRY_AFTER = {"Retry-After": _answer_header("Seconds to wait.", OpenAPIType.INTEGER)}
+REPLAYED = {
+    "Idempotent-Replayed": _answer_header(
+        "true when this is the kept answer of an earlier request with the same key."
+    )
+}
+PAGED = {
+    "Link": _answer_header('The next page (rel="next"); by number also first, prev and last.'),
+    "X-Total-Count": _answer_header("Rows in all (numbered pages only).", OpenAPIType.INTEGER),
+}
+
+
+def _answer_headers(status: str, method: str, public: bool, paged: bool) -> dict[str, Any]:
+    """The headers an answer of this status carries (api/app.py, api/rate_limit.py,
+    api/idempotency.py, api/controllers/paging.py)."""
+    headers: dict[str, Any] = dict(RESPONSE_HEADERS)
+    if not public:
+        headers |= RATE_LIMIT_HEADERS
+    if status in ("429", "503"):
+        headers |= RETRY_AFTER
+    if status.startswith("2") and method in WRITES and not public:
+        headers |= REPLAYED
+    if status == "200" and paged:
+        headers |= PAGED
+    return headers
 
 
 def _allow_fields(operation: Operation, names: frozenset[str]) -> None:
@@ -201,9 +235,11 @@ def describe_operation(
     responses = dict(operation.responses or {})
     for status in sorted(statuses):
         responses[str(status)] = _error(status)
-    for response in responses.values():
+    paged = "cursor" in names
+    for status, response in responses.items():
         if isinstance(response, OpenAPIResponse):
-            response.headers = {**(response.headers or {}), **RESPONSE_HEADERS}
+            extra = _answer_headers(status, method, public, paged)
+            response.headers = {**(response.headers or {}), **extra}
     operation.responses = responses
 
 

@@ -29,6 +29,7 @@ CHECKS = ",".join(
         "status_code_conformance",
         "content_type_conformance",
         "response_schema_conformance",
+        "response_headers_conformance",
     )
 )
 # The live feed never ends, and a logout would end the session the run uses.

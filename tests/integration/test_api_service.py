@@ -108,6 +108,12 @@ async def test_openapi_document_describes_the_api(settings: Settings) -> None:
         assert len(read["responses"]["200"]["content"]["application/json"]["schema"]["anyOf"]) == 2
         assert "fields" not in {p["name"] for p in revise["parameters"]}
         assert "503" in paths["/health/ready"]["get"]["responses"]
+        # The headers answers carry.
+        listed = paths["/api/v1/pipelines"]["get"]["responses"]["200"]["headers"]
+        assert {"Link", "X-Total-Count", "X-RateLimit-Remaining", "X-Request-ID"} <= set(listed)
+        assert "Idempotent-Replayed" in revise["responses"]["200"]["headers"]
+        assert "Retry-After" in revise["responses"]["429"]["headers"]
+        assert "X-RateLimit-Limit" not in login["responses"]["200"]["headers"]
         assert "503" not in paths["/health/live"]["get"]["responses"]
 
         # The docs page loads Swagger UI from this server, not from a CDN.

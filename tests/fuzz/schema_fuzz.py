@@ -71,7 +71,7 @@ def fuzz(base: str, authorization: str, max_time: int) -> int:
         "--max-time",
         str(max_time),
         "--phases",
-        "examples,coverage,fuzzing",
+        "examples,coverage,fuzzing,stateful",
         "--suppress-health-check",
         "all",
         "--request-timeout",

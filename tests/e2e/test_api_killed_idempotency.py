@@ -10,7 +10,6 @@ instead of a "still in progress" 409, and no key ever queues a second run."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from api.crash_points import ENV as CRASH_AT
 from infrastructure.embedded import free_port
 from infrastructure.mapper import decode_state
 from infrastructure.settings import Settings
+from tests.support.processes import norn_env
 
 NORN = str(Path(sys.executable).parent / "norn")
 PROJECT = Path(__file__).resolve().parents[2]
@@ -37,21 +37,15 @@ KILLED_KEY = "the-killed-trigger"
 def serve(
     settings: Settings, port: int, crash_at: str | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "NORN_DATABASE_URL": settings.database_url or "",
-        "NORN_NATS_URL": settings.nats_url or "",
-        "NORN_NATS_STREAM": settings.nats_stream,
-        "NORN_SUBJECT_PREFIX": settings.subject_prefix,
-        "NORN_DATA_DIR": str(settings.data_dir),
-        "NORN_JWT_SECRET": settings.jwt_secret or "",
-        "NORN_ADMIN_USERNAME": ADMIN["username"],
-        "NORN_ADMIN_PASSWORD": ADMIN["password"],
-        "NORN_RATE_LIMITS": settings.rate_limits,
-        "NORN_PORT": str(port),
-        "NORN_DB_POOL_SIZE": "8",
-        "NORN_LOG_LEVEL": "WARNING",
-    }
+    env = norn_env(
+        settings,
+        NORN_JWT_SECRET=settings.jwt_secret or "",
+        NORN_ADMIN_USERNAME=ADMIN["username"],
+        NORN_ADMIN_PASSWORD=ADMIN["password"],
+        NORN_RATE_LIMITS=settings.rate_limits,
+        NORN_PORT=str(port),
+        NORN_DB_POOL_SIZE="8",
+    )
     env.pop(CRASH_AT, None)
     if crash_at is not None:
         env[CRASH_AT] = f"{crash_at}:{KILLED_KEY}"

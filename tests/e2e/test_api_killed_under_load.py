@@ -7,7 +7,6 @@ every pipeline must have been stored with its name claim in one append."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import psycopg
 from infrastructure.embedded import free_port
 from infrastructure.nats import POSITION_HEADER
 from infrastructure.settings import Settings
+from tests.support.processes import norn_env
 
 NORN = str(Path(sys.executable).parent / "norn")
 PROJECT = Path(__file__).resolve().parents[2]
@@ -32,21 +32,15 @@ CLIENTS = 16
 
 @contextmanager
 def serve(settings: Settings, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "NORN_DATABASE_URL": settings.database_url or "",
-        "NORN_NATS_URL": settings.nats_url or "",
-        "NORN_NATS_STREAM": settings.nats_stream,
-        "NORN_SUBJECT_PREFIX": settings.subject_prefix,
-        "NORN_DATA_DIR": str(settings.data_dir),
-        "NORN_JWT_SECRET": settings.jwt_secret or "",
-        "NORN_ADMIN_USERNAME": ADMIN["username"],
-        "NORN_ADMIN_PASSWORD": ADMIN["password"],
-        "NORN_RATE_LIMITS": settings.rate_limits,
-        "NORN_PORT": str(port),
-        "NORN_DB_POOL_SIZE": "8",
-        "NORN_LOG_LEVEL": "WARNING",
-    }
+    env = norn_env(
+        settings,
+        NORN_JWT_SECRET=settings.jwt_secret or "",
+        NORN_ADMIN_USERNAME=ADMIN["username"],
+        NORN_ADMIN_PASSWORD=ADMIN["password"],
+        NORN_RATE_LIMITS=settings.rate_limits,
+        NORN_PORT=str(port),
+        NORN_DB_POOL_SIZE="8",
+    )
     process = subprocess.Popen([NORN, "serve"], env=env, cwd=PROJECT)  # noqa: S603
     try:
         yield process

@@ -5,7 +5,6 @@ without spending an attempt. Nothing stays running forever."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from tests.integration.run_helpers import (
     wait_run,
 )
 from tests.support.plugins import marks
+from tests.support.processes import norn_env
 
 NORN = str(Path(sys.executable).parent / "norn")
 PROJECT = Path(__file__).resolve().parents[2]
@@ -44,22 +44,16 @@ PROJECT = Path(__file__).resolve().parents[2]
 def executor_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     """`norn executor` against the test's Postgres and NATS, with its plugins and
     heartbeat settings; killed on exit if still alive."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(PROJECT),  # the test plugins are importable as tests.support
-        "NORN_DATABASE_URL": settings.database_url or "",
-        "NORN_NATS_URL": settings.nats_url or "",
-        "NORN_NATS_STREAM": settings.nats_stream,
-        "NORN_SUBJECT_PREFIX": settings.subject_prefix,
-        "NORN_DATA_DIR": str(settings.data_dir),
-        "NORN_JWT_SECRET": settings.jwt_secret or "",
-        "NORN_PLUGINS": settings.plugins,
-        "NORN_HEARTBEAT_INTERVAL": str(settings.heartbeat_interval),
-        "NORN_HEARTBEAT_TIMEOUT": str(settings.heartbeat_timeout),
-        "NORN_RUN_MAX_ATTEMPTS": str(settings.run_max_attempts),
-        "NORN_DB_POOL_SIZE": "4",
-        "NORN_LOG_LEVEL": "WARNING",
-    }
+    env = norn_env(
+        settings,
+        PYTHONPATH=str(PROJECT),  # the test plugins are importable as tests.support
+        NORN_JWT_SECRET=settings.jwt_secret or "",
+        NORN_PLUGINS=settings.plugins,
+        NORN_HEARTBEAT_INTERVAL=str(settings.heartbeat_interval),
+        NORN_HEARTBEAT_TIMEOUT=str(settings.heartbeat_timeout),
+        NORN_RUN_MAX_ATTEMPTS=str(settings.run_max_attempts),
+        NORN_DB_POOL_SIZE="4",
+    )
     process = subprocess.Popen([NORN, "executor"], env=env, cwd=PROJECT)  # noqa: S603
     try:
         yield process

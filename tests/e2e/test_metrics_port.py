@@ -4,7 +4,6 @@ behind NORN_METRICS_TOKEN, and logs JSON lines with NORN_LOG_FORMAT=json."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 
 from infrastructure.embedded import free_port
 from infrastructure.settings import Settings
+from tests.support.processes import norn_env
 
 NORN = str(Path(sys.executable).parent / "norn")
 TOKEN = "scrape-secret-0123456789"
@@ -23,17 +23,13 @@ TOKEN = "scrape-secret-0123456789"
 
 def test_relay_serves_metrics_on_its_port_and_logs_json(settings: Settings, tmp_path: Path) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "NORN_DATABASE_URL": settings.database_url or "",
-        "NORN_NATS_URL": settings.nats_url or "",
-        "NORN_DATA_DIR": str(settings.data_dir),
-        "NORN_NATS_STREAM": settings.nats_stream,
-        "NORN_SUBJECT_PREFIX": settings.subject_prefix,
-        "NORN_METRICS_PORT": str(port),
-        "NORN_METRICS_TOKEN": TOKEN,
-        "NORN_LOG_FORMAT": "json",
-    }
+    env = norn_env(
+        settings,
+        NORN_METRICS_PORT=str(port),
+        NORN_METRICS_TOKEN=TOKEN,
+        NORN_LOG_FORMAT="json",
+        NORN_LOG_LEVEL=None,
+    )
     stderr = tmp_path / "stderr"
     with stderr.open("wb") as err:
         process = subprocess.Popen([NORN, "relay"], env=env, stderr=err)  # noqa: S603

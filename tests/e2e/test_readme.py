@@ -9,7 +9,6 @@ a 5xx, and the script must reach its end with every variable it uses set."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 
 from infrastructure.embedded import free_port
 from infrastructure.settings import Settings
+from tests.support.processes import norn_env
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 NORN = str(Path(sys.executable).parent / "norn")
@@ -64,18 +64,13 @@ def expected_errors(command: str) -> set[int]:
 
 
 def start_serve(settings: Settings, cwd: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "NORN_DATABASE_URL": settings.database_url or "",
-        "NORN_NATS_URL": settings.nats_url or "",
-        "NORN_PORT": str(port),
-        "NORN_ADMIN_USERNAME": "admin",
-        "NORN_ADMIN_PASSWORD": settings.admin_password or "",
-        "NORN_NATS_STREAM": settings.nats_stream,
-        "NORN_SUBJECT_PREFIX": settings.subject_prefix,
-        "NORN_LOG_LEVEL": "WARNING",
-    }
-    env.pop("NORN_DATA_DIR", None)  # the default, ./.norn, as in the README
+    env = norn_env(
+        settings,
+        NORN_PORT=str(port),
+        NORN_ADMIN_USERNAME="admin",
+        NORN_ADMIN_PASSWORD=settings.admin_password or "",
+        NORN_DATA_DIR=None,  # the default, ./.norn, as in the README
+    )
     process = subprocess.Popen([NORN, "serve"], env=env, cwd=cwd)  # noqa: S603
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

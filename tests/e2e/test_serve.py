@@ -16,23 +16,18 @@ import pytest
 
 from infrastructure.embedded import free_port, nats_status
 from infrastructure.settings import Settings
+from tests.support.processes import norn_env
 
 NORN = str(Path(sys.executable).parent / "norn")
 
 
 def _start(settings: Settings, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "NORN_DATABASE_URL": settings.database_url or "",
-        "NORN_NATS_URL": settings.nats_url or "",
-        "NORN_PORT": str(port),
-        "NORN_DATA_DIR": str(settings.data_dir),
-        "NORN_ADMIN_USERNAME": settings.admin_username or "",
-        "NORN_ADMIN_PASSWORD": settings.admin_password or "",
-        "NORN_NATS_STREAM": settings.nats_stream,
-        "NORN_SUBJECT_PREFIX": settings.subject_prefix,
-        "NORN_LOG_LEVEL": "WARNING",
-    }
+    env = norn_env(
+        settings,
+        NORN_PORT=str(port),
+        NORN_ADMIN_USERNAME=settings.admin_username or "",
+        NORN_ADMIN_PASSWORD=settings.admin_password or "",
+    )
     process = subprocess.Popen([NORN, "serve"], env=env)  # noqa: S603
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

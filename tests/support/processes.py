@@ -1,0 +1,33 @@
+"""The environment of a `norn` process a test starts (tests/e2e): the test's own database,
+NATS stream and data dir, so that processes started by tests never meet another test's."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from infrastructure.settings import Settings
+
+NORN = str(Path(sys.executable).parent / "norn")
+
+
+def norn_env(settings: Settings, **overrides: str | None) -> dict[str, str]:
+    """os.environ plus the settings' servers, stream, prefix and data dir, and
+    NORN_LOG_LEVEL=WARNING; `overrides` by variable name (NORN_PORT="8123"), None
+    removing one (NORN_DATA_DIR=None: the default, ./.norn)."""
+    env = {
+        **os.environ,
+        "NORN_DATABASE_URL": settings.database_url or "",
+        "NORN_NATS_URL": settings.nats_url or "",
+        "NORN_NATS_STREAM": settings.nats_stream,
+        "NORN_SUBJECT_PREFIX": settings.subject_prefix,
+        "NORN_DATA_DIR": str(settings.data_dir),
+        "NORN_LOG_LEVEL": "WARNING",
+    }
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env

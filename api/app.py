@@ -22,6 +22,7 @@ from api.auth import PUBLIC_PATHS, BearerAuthMiddleware, permission_guard
 from api.bootstrap import Container, Roles, connect_feed
 from api.controllers.api_keys import ApiKeyController
 from api.controllers.auth import AuthController
+from api.controllers.deployments import DeploymentController
 from api.controllers.events import EventStreamController
 from api.controllers.health import HealthController
 from api.controllers.health_details import HealthDetailsController
@@ -132,6 +133,7 @@ def dependencies(container: Container) -> dict[str, Provide]:
             "users": commands("users", c.users),
             "api_keys": commands("api_keys", c.api_keys),
             "runs": commands("runs", c.runs),
+            "deployments": commands("deployments", c.deployments),
             "sessions": commands("sessions", c.sessions),
             "logins": c.logins,
             "read_your_writes": ReadYourWrites(
@@ -142,6 +144,7 @@ def dependencies(container: Container) -> dict[str, Provide]:
             "user_queries": c.user_queries,
             "api_key_queries": c.api_key_queries,
             "run_queries": c.run_queries,
+            "deployment_queries": c.deployment_queries,
             "run_logs": c.run_logs,
             "settings": c.settings,
             "plugins": c.plugins,
@@ -199,6 +202,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             PipelineRunController,
             RunController,
             RunReportController,
+            DeploymentController,
             PluginController,
             EventStreamController,
         ],

@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from api.cli_support import admin_password_block
 from application.api_keys import ApiKeyService
 from application.deployment_verification import DeploymentVerification
+from application.deployments import DeploymentService
 from application.event_store import NornEventStore
 from application.executor import RunExecutor
 from application.logins import LoginPolicy, LoginService
@@ -138,6 +139,7 @@ class Container:
     pipeline_queries: PipelineQueries
     runs: RunService
     run_queries: RunQueries
+    deployments: DeploymentService
     deployment_queries: DeploymentQueries
     run_logs: RunLogs
     tenant_queries: TenantQueries
@@ -189,6 +191,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
     usage = ReadModelUsage(sync_pool)
     api_keys = ApiKeyService(store, ApiKeySecrets())
     pipelines = PipelineService(store, plugins, usage)
+    runs = RunService(store, pipelines, usage, max_attempts=settings.run_max_attempts)
     # Authentication reads the session, user and tenant versions in one query.
     sessions = SessionService(store, hasher, tokens, api_keys, facts=usage)
     rate_limits = settings.plan_rate_limits()
@@ -215,8 +218,9 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
             logins=LoginService(PostgresLoginThrottle(read_pool), login_policy),
             pipelines=pipelines,
             pipeline_queries=PipelineQueries(read_pool),
-            runs=RunService(store, pipelines, usage, max_attempts=settings.run_max_attempts),
+            runs=runs,
             run_queries=RunQueries(read_pool),
+            deployments=DeploymentService(store, pipelines, runs),
             deployment_queries=DeploymentQueries(read_pool),
             run_logs=RunLogs(read_pool),
             tenant_queries=TenantQueries(read_pool),

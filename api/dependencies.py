@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.controllers.paging import Paging
 from application.api_keys import ApiKeyService
+from application.deployments import DeploymentService
 from application.errors import ServiceUnavailable
 from application.logins import LoginService
 from application.pipelines import PipelineService
@@ -31,6 +32,7 @@ from projections import (
     wait_for_position,
 )
 from projections.api_keys import ApiKeyQueries
+from projections.deployment_queries import DeploymentQueries
 from projections.run_queries import RunQueries
 
 
@@ -77,6 +79,7 @@ TenantServiceDep = NamedDependency[Threaded[TenantService]]
 UserServiceDep = NamedDependency[Threaded[UserService]]
 ApiKeyServiceDep = NamedDependency[Threaded[ApiKeyService]]
 RunServiceDep = NamedDependency[Threaded[RunService]]
+DeploymentServiceDep = NamedDependency[Threaded[DeploymentService]]
 SessionServiceDep = NamedDependency[Threaded[SessionService]]
 LoginServiceDep = NamedDependency[LoginService]
 
@@ -88,6 +91,7 @@ TenantQueriesDep = NamedDependency[TenantQueries]
 UserQueriesDep = NamedDependency[UserQueries]
 ApiKeyQueriesDep = NamedDependency[ApiKeyQueries]
 RunQueriesDep = NamedDependency[RunQueries]
+DeploymentQueriesDep = NamedDependency[DeploymentQueries]
 RunLogsDep = NamedDependency[RunLogs]
 
 # The rest of the process.

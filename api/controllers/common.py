@@ -21,6 +21,20 @@ MinPosition = Annotated[
 # PostgreSQL text cannot hold NUL: refuse it as a 400 instead of failing in the query.
 TextFilter = Annotated[str | None, Parameter(pattern=r"^[^\x00]*$", max_length=200)]
 
+# ?label=region=eu&label=tier=gold: resources carrying every one of the labels.
+LabelFilter = Annotated[list[str] | None, Parameter(max_items=20)]
+
+
+def label_filters(raw: list[str] | None) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in raw or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or "\x00" in item:
+            raise ValidationException(f"label filters read key=value, not {item!r}")
+        labels[key] = value
+    return labels
+
+
 _ETAG = re.compile(r'^\s*"?(\d+)"?\s*$')
 
 

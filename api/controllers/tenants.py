@@ -3,21 +3,22 @@ admin reads its tenant, its usage, and changes its description, labels and names
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.exceptions import ValidationException
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from api.auth import principal_of
 from api.controllers.common import (
     IfMatch,
+    LabelFilter,
     MinPosition,
     command_context,
     created,
     etag,
     expected_version,
+    label_filters,
 )
 from api.controllers.paging import paged
 from api.controllers.tenant_views import changes_of, from_row, quotas_of, written
@@ -42,18 +43,6 @@ from domain.tenant import Tenant
 MANAGE = {"permission": Permission.TENANTS_MANAGE}
 READ = {"permission": Permission.TENANTS_READ}
 UPDATE = {"permission": Permission.TENANTS_UPDATE}
-# ?label=region=eu&label=tier=gold: tenants carrying every one of the labels.
-LabelFilter = Annotated[list[str] | None, Parameter(max_items=20)]
-
-
-def _labels(raw: list[str] | None) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for item in raw or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key or "\x00" in item:
-            raise ValidationException(f"label filters read key=value, not {item!r}")
-        labels[key] = value
-    return labels
 
 
 class TenantController(Controller):
@@ -93,7 +82,7 @@ class TenantController(Controller):
                 cursor=paging.cursor,
                 page=paging.page,
                 status=status,
-                labels=_labels(label),
+                labels=label_filters(label),
             )
         except ValueError as error:
             raise ValidationException(str(error)) from None

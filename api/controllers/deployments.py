@@ -1,0 +1,251 @@
+"""/api/v1/deployments: commands go through DeploymentService (application/deployments.py);
+get, list, releases and status read the `deployments` read model."""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.exceptions import ValidationException
+from litestar.params import FromPath, FromQuery, JSONBody
+
+from api.auth import principal_of
+from api.controllers.common import (
+    IfMatch,
+    LabelFilter,
+    MinPosition,
+    TextFilter,
+    command_context,
+    created,
+    etag,
+    expected_version,
+    label_filters,
+)
+from api.controllers.deployment_views import (
+    from_row,
+    release_from_row,
+    status_out,
+    to_strategy,
+    written,
+)
+from api.controllers.paging import paged
+from api.controllers.pipeline_runs import queued
+from api.dependencies import (
+    DeploymentQueriesDep,
+    DeploymentServiceDep,
+    PagingDep,
+    ReadYourWritesDep,
+)
+from api.schemas.deployments import (
+    DeploymentCreate,
+    DeploymentExecute,
+    DeploymentPage,
+    DeploymentRead,
+    DeploymentRetiredOut,
+    DeploymentRollback,
+    DeploymentRolledBackOut,
+    DeploymentStatusOut,
+    DeploymentWritten,
+    ReleaseCreate,
+    ReleasesOut,
+)
+from api.schemas.runs import RunQueuedOut
+from application.authorization import Permission
+from application.errors import NotFound
+from domain.release import DIRECT
+
+READ = {"permission": Permission.DEPLOYMENTS_READ}
+WRITE = {"permission": Permission.DEPLOYMENTS_WRITE}
+TRIGGER = {"permission": Permission.RUNS_TRIGGER}
+Status = Literal["pending", "verifying", "active", "failed", "retired"]
+
+
+class DeploymentController(Controller):
+    path = "/api/v1/deployments"
+    tags = ["deployments"]
+
+    @post("/", opt=WRITE, summary="Deploy a pipeline to an environment (its first release)")
+    async def create(
+        self, data: JSONBody[DeploymentCreate], request: Request, deployments: DeploymentServiceDep
+    ) -> Response[DeploymentWritten]:
+        result = await deployments.create(
+            principal_of(request),
+            data.pipeline_id,
+            data.environment,
+            command_context(request),
+            revision=data.revision,
+            strategy=to_strategy(data.strategy) or DIRECT,
+            variables=data.variables,
+            labels=data.labels,
+            description=data.description,
+        )
+        return created(written(result), f"{self.path}/{result.state.id}")
+
+    @get("/", opt=READ, summary="List deployments (cursor pagination)")
+    async def list_deployments(
+        self,
+        request: Request,
+        deployment_queries: DeploymentQueriesDep,
+        read_your_writes: ReadYourWritesDep,
+        paging: PagingDep,
+        pipeline_id: FromQuery[UUID | None] = None,
+        environment: TextFilter = None,
+        status: FromQuery[Status | None] = None,
+        label: LabelFilter = None,
+        order: FromQuery[Literal["asc", "desc"]] = "asc",
+        min_position: MinPosition = None,
+    ) -> Response[DeploymentPage]:
+        await read_your_writes("deployments", min_position)
+        try:
+            result = await deployment_queries.list(
+                principal_of(request).tenant_id,
+                pipeline_id=pipeline_id,
+                environment=environment,
+                status=status,
+                labels=label_filters(label),
+                order=order,
+                limit=paging.limit,
+                cursor=paging.cursor,
+                page=paging.page,
+            )
+        except ValueError as error:
+            raise ValidationException(str(error)) from None
+        items = [from_row(r) for r in result.items]
+        body = DeploymentPage(items=items, next_cursor=result.next_cursor, has_more=result.has_more)
+        return paged(request, body, result, paging)
+
+    @get("/{deployment_id:uuid}", opt=READ, summary="Get a deployment (ETag = version)")
+    async def get_deployment(
+        self,
+        deployment_id: FromPath[UUID],
+        request: Request,
+        deployment_queries: DeploymentQueriesDep,
+        read_your_writes: ReadYourWritesDep,
+        min_position: MinPosition = None,
+    ) -> Response[DeploymentRead]:
+        await read_your_writes("deployments", min_position)
+        row = await deployment_queries.get(principal_of(request).tenant_id, deployment_id)
+        if row is None:
+            raise NotFound("deployment", deployment_id)
+        return Response(from_row(row), headers={"ETag": etag(row["version"])})
+
+    @post(
+        "/{deployment_id:uuid}/releases",
+        opt=WRITE,
+        summary="Release a revision: 201 active at once (direct), 202 verifying (blue-green)",
+    )
+    async def release(
+        self,
+        deployment_id: FromPath[UUID],
+        data: JSONBody[ReleaseCreate],
+        request: Request,
+        deployments: DeploymentServiceDep,
+        if_match: IfMatch = None,
+    ) -> Response[DeploymentWritten]:
+        result = await deployments.release(
+            principal_of(request),
+            deployment_id,
+            command_context(request),
+            revision=data.revision,
+            strategy=to_strategy(data.strategy),
+            expected_version=expected_version(if_match),
+        )
+        body = written(result)
+        status = 202 if result.release.outcome == "verifying" else 201
+        location = f"{self.path}/{deployment_id}/releases"
+        return Response(body, status_code=status, headers={"Location": location})
+
+    @get("/{deployment_id:uuid}/releases", opt=READ, summary="Every release, oldest first")
+    async def releases(
+        self,
+        deployment_id: FromPath[UUID],
+        request: Request,
+        deployment_queries: DeploymentQueriesDep,
+        read_your_writes: ReadYourWritesDep,
+        min_position: MinPosition = None,
+    ) -> ReleasesOut:
+        await read_your_writes("deployments", min_position)
+        rows = await deployment_queries.releases(principal_of(request).tenant_id, deployment_id)
+        if rows is None:
+            raise NotFound("deployment", deployment_id)
+        return ReleasesOut(items=[release_from_row(r) for r in rows])
+
+    @get("/{deployment_id:uuid}/status", opt=READ, summary="Active release, verification")
+    async def status(
+        self,
+        deployment_id: FromPath[UUID],
+        request: Request,
+        deployment_queries: DeploymentQueriesDep,
+        read_your_writes: ReadYourWritesDep,
+        min_position: MinPosition = None,
+    ) -> DeploymentStatusOut:
+        await read_your_writes("deployments", min_position)
+        tenant_id = principal_of(request).tenant_id
+        row = await deployment_queries.get(tenant_id, deployment_id)
+        releases = await deployment_queries.releases(tenant_id, deployment_id, newest_first=True)
+        if row is None or releases is None:
+            raise NotFound("deployment", deployment_id)
+        return status_out(row, releases)
+
+    @post(
+        "/{deployment_id:uuid}/execute",
+        opt=TRIGGER,
+        status_code=202,
+        summary="Queue a run of the active release",
+    )
+    async def execute(
+        self,
+        deployment_id: FromPath[UUID],
+        data: JSONBody[DeploymentExecute],
+        request: Request,
+        deployments: DeploymentServiceDep,
+    ) -> Response[RunQueuedOut]:
+        result = await deployments.execute(
+            principal_of(request), deployment_id, command_context(request), data.params
+        )
+        location = f"/api/v1/runs/{result.state.id}"
+        return Response(queued(result), status_code=202, headers={"Location": location})
+
+    @post(
+        "/{deployment_id:uuid}/rollback",
+        opt=WRITE,
+        status_code=200,
+        summary="Make the previous (or a named) release active again, as a new release",
+    )
+    async def rollback(
+        self,
+        deployment_id: FromPath[UUID],
+        data: JSONBody[DeploymentRollback],
+        request: Request,
+        deployments: DeploymentServiceDep,
+        if_match: IfMatch = None,
+    ) -> DeploymentRolledBackOut:
+        result = await deployments.roll_back(
+            principal_of(request),
+            deployment_id,
+            command_context(request),
+            to_release=data.to_release,
+            expected_version=expected_version(if_match),
+        )
+        return DeploymentRolledBackOut(
+            result.release, result.rolled_back_to, result.previous_release, result.position
+        )
+
+    @delete(
+        "/{deployment_id:uuid}", opt=WRITE, status_code=200, summary="Retire (soft: history stays)"
+    )
+    async def retire(
+        self,
+        deployment_id: FromPath[UUID],
+        request: Request,
+        deployments: DeploymentServiceDep,
+        if_match: IfMatch = None,
+    ) -> DeploymentRetiredOut:
+        result = await deployments.retire(
+            principal_of(request),
+            deployment_id,
+            command_context(request),
+            expected_version(if_match),
+        )
+        return DeploymentRetiredOut(str(deployment_id), True, result.version, result.position)

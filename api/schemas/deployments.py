@@ -1,0 +1,147 @@
+"""Bodies of /api/v1/deployments (api/controllers/deployments.py): what a create, a
+release, an execute and a rollback take, and how a deployment and its releases read."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+
+from api.schemas.common import CursorPage, Request
+
+Environment = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
+Number = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class StrategyIn(Request):
+    """`direct` (active at once) or `blue-green` (verified by a run first); the timeout
+    (1-86,400 s) and params are blue-green's only."""
+
+    type: Literal["direct", "blue-green"] = "direct"
+    verification_timeout: int | None = None
+    verification_params: dict[str, Any] = {}
+
+
+class DeploymentCreate(Request):
+    pipeline_id: UUID
+    environment: Environment
+    revision: Number | None = None
+    """The pipeline's current revision by default."""
+    strategy: StrategyIn | None = None
+    variables: dict[str, Any] = {}
+    """The params every run of the deployment starts with (at most 64 KiB of JSON)."""
+    labels: dict[str, str] = {}
+    description: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
+
+
+class ReleaseCreate(Request):
+    revision: Number | None = None
+    """The pipeline's current revision by default."""
+    strategy: StrategyIn | None = None
+    """The deployment's strategy by default."""
+
+
+class DeploymentExecute(Request):
+    params: dict[str, Any] = {}
+    """Over the deployment's variables, key by key."""
+
+
+class DeploymentRollback(Request):
+    to_release: Number | None = None
+    """The previous active release by default."""
+
+
+class StrategyOut(msgspec.Struct):
+    type: str
+    verification_timeout: int | None
+    verification_params: dict[str, Any]
+
+
+class ReleaseOut(msgspec.Struct, kw_only=True):
+    release: int
+    revision: int
+    strategy: StrategyOut
+    outcome: str
+    run_id: str | None
+    """The verification run (blue-green)."""
+    deadline: datetime | None
+    failure: str | None
+    rolled_back_to: int | None
+    created_by: str
+    created_at: datetime
+
+
+class DeploymentRead(msgspec.Struct, kw_only=True):
+    id: str
+    tenant_id: str
+    pipeline_id: str
+    environment: str
+    status: str
+    active_release: int | None
+    active_revision: int | None
+    verifying_release: int | None
+    release_count: int
+    strategy: StrategyOut
+    variables: dict[str, Any]
+    labels: dict[str, str]
+    description: str
+    retired: bool
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class DeploymentPage(CursorPage):
+    items: list[DeploymentRead]
+
+
+class DeploymentWritten(msgspec.Struct, kw_only=True):
+    """A create or a release: the deployment as the command left it and the release it
+    made; `position` for ?min_position= on later reads."""
+
+    id: str
+    pipeline_id: str
+    environment: str
+    status: str
+    active_release: int | None
+    verifying_release: int | None
+    release: ReleaseOut
+    version: int
+    position: int | None
+
+
+class ReleasesOut(msgspec.Struct):
+    items: list[ReleaseOut]
+
+
+class VerifyingOut(msgspec.Struct):
+    release: int
+    revision: int | None
+    run_id: str | None
+    deadline: datetime | None
+    elapsed_s: float | None
+
+
+class DeploymentStatusOut(msgspec.Struct):
+    status: str
+    active_release: int | None
+    active_revision: int | None
+    verifying: VerifyingOut | None
+    recent_releases: list[ReleaseOut]
+
+
+class DeploymentRolledBackOut(msgspec.Struct):
+    release: int
+    rolled_back_to: int
+    previous_release: int
+    position: int | None
+
+
+class DeploymentRetiredOut(msgspec.Struct):
+    id: str
+    retired: bool
+    version: int
+    position: int | None

@@ -1,0 +1,398 @@
+"""Deployments over HTTP: create, get, list and filters, releases, status, execute,
+rollback and retire against the real app and its read models (one app for the module,
+each test in a tenant of its own), and a blue-green release verified by a real run (an
+app with an executor of its own)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar.testing import AsyncTestClient
+
+from infrastructure.settings import Settings
+from tests.integration.api_client import (
+    assert_error,
+    create_pipeline,
+    login,
+    make_tenant_user,
+    pipeline_body,
+    platform_admin,
+    running_app,
+    unique,
+)
+from tests.integration.run_support import EXECUTING, executing, make_pipeline, step
+
+BASE = "/api/v1/deployments"
+Headers = dict[str, str]
+
+
+async def _tenant(client: AsyncTestClient, settings: Settings) -> tuple[str, Headers, Headers]:
+    """A tenant of its own: (tenant id, an editor's headers, the platform admin's)."""
+    admin = await platform_admin(client, settings)
+    tenant_id, editor = await make_tenant_user(client, admin, unique("acme"), "editor")
+    return tenant_id, editor, admin
+
+
+async def _user(client: AsyncTestClient, admin: Headers, tenant_id: str, role: str) -> Headers:
+    username, password = unique(role), "correct-horse-battery-staple"
+    made = await client.post(
+        "/api/v1/users",
+        json={"username": username, "password": password, "tenant_id": tenant_id, "roles": [role]},
+        headers=admin,
+    )
+    assert made.status_code == 201, made.text
+    return await login(client, username, password)
+
+
+async def _deploy(
+    client: AsyncTestClient, headers: Headers, pipeline_id: str, environment: str, **body: Any
+) -> dict[str, Any]:
+    response = await client.post(
+        BASE, json={"pipeline_id": pipeline_id, "environment": environment, **body}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    assert response.headers["location"] == f"{BASE}/{response.json()['id']}"
+    return dict(response.json())
+
+
+async def _get(
+    client: AsyncTestClient, headers: Headers, path: str, position: int, **params: Any
+) -> Any:
+    """`path` read with ?min_position= and `params` (the test client replaces a query
+    written into the path when given params, so filters go here)."""
+    response = await client.get(path, params={"min_position": position, **params}, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def _revise(client: AsyncTestClient, headers: Headers, pipeline: dict[str, Any]) -> None:
+    body = pipeline_body(pipeline["name"], description="revision 2")
+    revised = await client.put(f"/api/v1/pipelines/{pipeline['id']}", json=body, headers=headers)
+    assert revised.status_code == 200 and revised.json()["revision"] == 2, revised.text
+
+
+async def test_create_get_list_and_filter(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    tenant_id, editor, _ = await _tenant(client, module_settings)
+    alpha = await create_pipeline(client, editor, "alpha")
+    beta = await create_pipeline(client, editor, "beta")
+    staging = await _deploy(
+        client,
+        editor,
+        alpha["id"],
+        "staging",
+        variables={"region": "eu"},
+        labels={"tier": "gold"},
+        description="alpha on staging",
+    )
+    assert staging["status"] == "active" and staging["active_release"] == 1
+    release = staging["release"]
+    assert release["release"] == 1 and release["revision"] == 1
+    assert release["outcome"] == "active" and release["strategy"]["type"] == "direct"
+    assert release["run_id"] is None and release["created_by"]
+    await _deploy(client, editor, alpha["id"], "production", labels={"tier": "silver"})
+    last = await _deploy(client, editor, beta["id"], "staging")
+
+    got = await client.get(
+        f"{BASE}/{staging['id']}", params={"min_position": staging["position"]}, headers=editor
+    )
+    assert got.status_code == 200, got.text
+    shown = got.json()
+    assert got.headers["etag"] == f'"{shown["version"]}"'
+    assert shown["tenant_id"] == tenant_id and shown["pipeline_id"] == alpha["id"]
+    assert shown["variables"] == {"region": "eu"} and shown["labels"] == {"tier": "gold"}
+    assert shown["description"] == "alpha on staging" and shown["retired"] is False
+    assert (shown["active_release"], shown["active_revision"]) == (1, 1)
+
+    async def listed(**params: Any) -> list[tuple[str, str]]:
+        page = await _get(client, editor, BASE, last["position"], **params)
+        return [(d["pipeline_id"], d["environment"]) for d in page["items"]]
+
+    everything = [(alpha["id"], "staging"), (alpha["id"], "production"), (beta["id"], "staging")]
+    assert await listed() == everything
+    assert await listed(pipeline_id=alpha["id"]) == everything[:2]
+    assert await listed(environment="staging") == [everything[0], everything[2]]
+    assert await listed(label="tier=gold") == everything[:1]
+    assert await listed(status="active") == everything
+    assert await listed(status="retired") == []
+    first = await _get(client, editor, BASE, last["position"], limit=2)
+    assert len(first["items"]) == 2 and first["has_more"] and first["next_cursor"]
+    rest = await _get(client, editor, BASE, 0, cursor=first["next_cursor"])
+    assert [d["id"] for d in rest["items"]] == [last["id"]] and not rest["has_more"]
+
+    bad_status = await client.get(BASE, params={"status": "sleeping"}, headers=editor)
+    assert bad_status.status_code == 400, bad_status.text
+    bad_label = await client.get(BASE, params={"label": "tier"}, headers=editor)
+    assert bad_label.status_code == 400, bad_label.text
+
+
+async def test_one_deployment_per_pipeline_and_environment(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    _, editor, _ = await _tenant(client, module_settings)
+    pipeline = await create_pipeline(client, editor, "alpha")
+    first = await _deploy(client, editor, pipeline["id"], "production")
+    again = await client.post(
+        BASE, json={"pipeline_id": pipeline["id"], "environment": "production"}, headers=editor
+    )
+    assert_error(again, 409, "RESOURCE_CONFLICT")
+
+    # Retiring frees the pair: a new deployment may take the environment.
+    retired = await client.delete(f"{BASE}/{first['id']}", headers=editor)
+    assert retired.status_code == 200, retired.text
+    assert retired.json()["retired"] is True and retired.json()["id"] == first["id"]
+    second = await _deploy(client, editor, pipeline["id"], "production")
+    assert second["id"] != first["id"]
+
+
+async def test_release_status_and_rollback(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    _, editor, _ = await _tenant(client, module_settings)
+    pipeline = await create_pipeline(client, editor, "alpha")
+    deployment = await _deploy(client, editor, pipeline["id"], "staging")
+    path = f"{BASE}/{deployment['id']}"
+    await _revise(client, editor, pipeline)
+
+    released = await client.post(f"{path}/releases", json={"revision": 2}, headers=editor)
+    assert released.status_code == 201, released.text
+    body = released.json()
+    assert body["release"]["release"] == 2 and body["release"]["revision"] == 2
+    assert body["release"]["outcome"] == "active" and body["active_release"] == 2
+
+    releases = await _get(client, editor, f"{path}/releases", body["position"])
+    assert [(r["release"], r["revision"], r["outcome"]) for r in releases["items"]] == [
+        (1, 1, "superseded"),
+        (2, 2, "active"),
+    ]
+    status = await _get(client, editor, f"{path}/status", body["position"])
+    assert status["status"] == "active" and status["verifying"] is None
+    assert (status["active_release"], status["active_revision"]) == (2, 2)
+    assert [r["release"] for r in status["recent_releases"]] == [2, 1]
+
+    missing = await client.post(f"{path}/releases", json={"revision": 99}, headers=editor)
+    assert_error(missing, 422, "VALIDATION_ERROR")
+
+    rolled = await client.post(f"{path}/rollback", json={}, headers=editor)
+    assert rolled.status_code == 200, rolled.text
+    answer = rolled.json()
+    assert (answer["release"], answer["rolled_back_to"], answer["previous_release"]) == (3, 1, 2)
+    status = await _get(client, editor, f"{path}/status", answer["position"])
+    assert (status["active_release"], status["active_revision"]) == (3, 1)
+    releases = await _get(client, editor, f"{path}/releases", answer["position"])
+    outcomes = [(r["release"], r["outcome"], r["rolled_back_to"]) for r in releases["items"]]
+    assert outcomes == [(1, "superseded", None), (2, "rolled_back", None), (3, "active", 1)]
+    # The pipeline's own revisions are untouched.
+    shown = await client.get(f"/api/v1/pipelines/{pipeline['id']}", headers=editor)
+    assert shown.json()["revision"] == 2
+
+    # The `:action` spelling reaches the same route; stale If-Match is a 412.
+    stale = await client.post(
+        f"{path}:rollback", json={"to_release": 2}, headers={**editor, "If-Match": '"1"'}
+    )
+    assert stale.status_code == 412, stale.text
+
+
+async def test_execute_runs_the_active_release_until_retired(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    _, editor, _ = await _tenant(client, module_settings)
+    pipeline = await create_pipeline(client, editor, "alpha")
+    deployment = await _deploy(client, editor, pipeline["id"], "staging")
+    path = f"{BASE}/{deployment['id']}"
+    await _revise(client, editor, pipeline)  # the deployment still runs revision 1
+
+    executed = await client.post(f"{path}/execute", json={"params": {"k": "v"}}, headers=editor)
+    assert executed.status_code == 202, executed.text
+    run = executed.json()
+    assert run["status"] == "queued" and run["revision"] == 1
+    assert executed.headers["location"] == f"/api/v1/runs/{run['run_id']}"
+
+    retired = await client.delete(path, headers=editor)
+    assert retired.status_code == 200, retired.text
+    shown = await _get(client, editor, path, retired.json()["position"])
+    assert shown["status"] == "retired" and shown["retired"] is True
+    for method, route, body in (
+        ("post", f"{path}/execute", {}),
+        ("post", f"{path}/releases", {"revision": 2}),
+        ("post", f"{path}/rollback", {}),
+        ("delete", path, None),
+    ):
+        kwargs: dict[str, Any] = {"headers": editor} | ({} if body is None else {"json": body})
+        refused = await getattr(client, method)(route, **kwargs)
+        assert_error(refused, 409, "RESOURCE_CONFLICT")
+    listed = await _get(client, editor, BASE, retired.json()["position"], status="retired")
+    assert [d["id"] for d in listed["items"]] == [deployment["id"]]
+
+
+async def test_another_tenants_deployment_is_not_found_on_every_route(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    _, editor, admin = await _tenant(client, module_settings)
+    pipeline = await create_pipeline(client, editor, "alpha")
+    deployment = await _deploy(client, editor, pipeline["id"], "staging")
+    _, stranger = await make_tenant_user(client, admin, unique("other"), "admin")
+    path = f"{BASE}/{deployment['id']}"
+    for method, route, body in (
+        ("get", path, None),
+        ("get", f"{path}/releases", None),
+        ("get", f"{path}/status", None),
+        ("post", f"{path}/releases", {}),
+        ("post", f"{path}/execute", {}),
+        ("post", f"{path}/rollback", {}),
+        ("delete", path, None),
+    ):
+        kwargs: dict[str, Any] = {"headers": stranger} | ({} if body is None else {"json": body})
+        response = await getattr(client, method)(route, **kwargs)
+        assert_error(response, 404, "RESOURCE_NOT_FOUND")
+    # Nor may a stranger deploy the tenant's pipeline, or see it in a list.
+    foreign = await client.post(
+        BASE, json={"pipeline_id": pipeline["id"], "environment": "prod"}, headers=stranger
+    )
+    assert_error(foreign, 404, "RESOURCE_NOT_FOUND")
+    listed = await _get(client, stranger, BASE, deployment["position"])
+    assert listed["items"] == []
+    still = await _get(client, editor, path, deployment["position"])
+    assert still["status"] == "active" and still["version"] == deployment["version"]
+
+
+async def test_every_role_reads_editors_write_operators_execute(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    tenant_id, editor, admin = await _tenant(client, module_settings)
+    viewer = await _user(client, admin, tenant_id, "viewer")
+    operator = await _user(client, admin, tenant_id, "operator")
+    pipeline = await create_pipeline(client, editor, "alpha")
+    deployment = await _deploy(client, editor, pipeline["id"], "staging")
+    path = f"{BASE}/{deployment['id']}"
+    for route in (path, f"{path}/releases", f"{path}/status", BASE):
+        assert (await _get(client, viewer, route, deployment["position"])) is not None
+    writes = (
+        ("post", BASE, {"pipeline_id": pipeline["id"], "environment": "prod"}),
+        ("post", f"{path}/releases", {}),
+        ("post", f"{path}/rollback", {}),
+        ("delete", path, None),
+    )
+    for who in (viewer, operator):
+        for method, route, body in writes:
+            kwargs: dict[str, Any] = {"headers": who} | ({} if body is None else {"json": body})
+            assert_error(await getattr(client, method)(route, **kwargs), 403, "PERMISSION_DENIED")
+    refused = await client.post(f"{path}/execute", json={}, headers=viewer)
+    assert_error(refused, 403, "PERMISSION_DENIED")
+    executed = await client.post(f"{path}/execute", json={}, headers=operator)
+    assert executed.status_code == 202, executed.text
+
+
+async def test_bad_bodies_name_their_fields(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    _, editor, _ = await _tenant(client, module_settings)
+    pipeline = await create_pipeline(client, editor, "alpha")
+
+    async def fields(route: str, body: Any) -> list[str]:
+        response = await client.post(route, json=body, headers=editor)
+        error = assert_error(response, 422, "VALIDATION_ERROR")
+        return [str(d.get("field")) for d in error["details"]]
+
+    create = {"pipeline_id": pipeline["id"], "environment": "staging"}
+    assert "environment" in " ".join(await fields(BASE, {**create, "environment": "Prod!"}))
+    assert "colour" in " ".join(await fields(BASE, {**create, "colour": "blue"}))
+    assert "pipeline_id" in " ".join(await fields(BASE, {**create, "pipeline_id": "nope"}))
+    assert "variables" in " ".join(await fields(BASE, {**create, "variables": [1]}))
+    no_timeout = {**create, "strategy": {"type": "blue-green"}}
+    assert await fields(BASE, no_timeout) == ["strategy.verification_timeout"]
+    too_long = {**create, "strategy": {"type": "blue-green", "verification_timeout": 86_401}}
+    assert await fields(BASE, too_long) == ["strategy.verification_timeout"]
+    bad_label = {**create, "labels": {"no spaces": "x"}}
+    assert await fields(BASE, bad_label) == ["labels.no spaces"]
+
+    deployment = await _deploy(client, editor, pipeline["id"], "staging")
+    path = f"{BASE}/{deployment['id']}"
+    assert "revision" in " ".join(await fields(f"{path}/releases", {"revision": 0}))
+    assert "to_release" in " ".join(await fields(f"{path}/rollback", {"to_release": "x"}))
+    assert "params" in " ".join(await fields(f"{path}/execute", {"params": "x"}))
+    # Nothing was made by the refused creates.
+    listed = await _get(client, editor, BASE, deployment["position"])
+    assert [d["id"] for d in listed["items"]] == [deployment["id"]]
+
+
+async def test_max_deployments_is_enforced_and_shown_in_usage(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    tenant_id, editor, admin = await _tenant(client, module_settings)
+    limited = await client.put(
+        f"/api/v1/tenants/{tenant_id}/quotas", json={"max_deployments": 1}, headers=admin
+    )
+    assert limited.status_code == 200, limited.text
+    pipeline = await create_pipeline(client, editor, "alpha")
+    first = await _deploy(client, editor, pipeline["id"], "staging")
+    over = await client.post(
+        BASE, json={"pipeline_id": pipeline["id"], "environment": "production"}, headers=editor
+    )
+    assert_error(over, 409, "QUOTA_EXCEEDED")
+    # The same projection keeps the count: once the deployment shows, the usage does.
+    await _get(client, editor, f"{BASE}/{first['id']}", first["position"])
+    usage = await client.get(f"/api/v1/tenants/{tenant_id}/usage", headers=admin)
+    assert usage.status_code == 200, usage.text
+    assert usage.json()["quotas"]["max_deployments"]["used"] == 1
+    retired = await client.delete(f"{BASE}/{first['id']}", headers=editor)
+    assert retired.status_code == 200, retired.text
+    await _deploy(client, editor, pipeline["id"], "production")
+
+
+async def _status_when(
+    client: Any, headers: Headers, path: str, done: Any, seconds: float = 30
+) -> dict[str, Any]:
+    """The status once `done(status)` holds (the verification run's executor decides)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        response = await client.get(f"{path}/status", headers=headers)
+        assert response.status_code == 200, response.text
+        if done(response.json()):
+            return dict(response.json())
+        assert asyncio.get_running_loop().time() < deadline, response.text
+        await asyncio.sleep(0.1)
+
+
+async def test_blue_green_release_verified_by_a_real_run(settings: Settings) -> None:
+    settings = executing(settings)
+    async with running_app(settings, roles=EXECUTING) as client:
+        _, editor, _ = await _tenant(client, settings)
+        pipeline_id = await make_pipeline(
+            client, editor, "verified", [step("emit", "Test.emit", count=2)]
+        )
+        deployment = await _deploy(client, editor, pipeline_id, "production")
+        path = f"{BASE}/{deployment['id']}"
+        revised = await client.put(
+            f"/api/v1/pipelines/{pipeline_id}",
+            json={"name": "verified", "steps": [step("emit", "Test.emit", count=3)]},
+            headers=editor,
+        )
+        assert revised.status_code == 200, revised.text
+        green = {"type": "blue-green", "verification_timeout": 60}
+        released = await client.post(
+            f"{path}/releases", json={"revision": 2, "strategy": green}, headers=editor
+        )
+        assert released.status_code == 202, released.text
+        release = released.json()["release"]
+        assert release["outcome"] == "verifying" and release["run_id"]
+        assert released.json()["active_release"] == 1  # blue serves while green verifies
+        status = await _status_when(
+            client, editor, path, lambda s: s["verifying"] is None and s["active_release"] == 2
+        )
+        assert status["status"] == "active" and status["active_revision"] == 2
+        recent = status["recent_releases"]
+        assert [(r["release"], r["outcome"]) for r in recent] == [(2, "active"), (1, "superseded")]
+        assert recent[0]["run_id"] == release["run_id"]
+        run = await client.get(f"/api/v1/runs/{release['run_id']}", headers=editor)
+        assert run.json()["status"] == "succeeded" and run.json()["revision"] == 2

@@ -25,6 +25,7 @@ from tests.integration.api_client import (
     make_tenant_user,
     pipeline_body,
     running_app,
+    visible,
 )
 from tests.integration.run_support import EXECUTING, executing, make_pipeline, run_to_end, step
 
@@ -44,6 +45,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/users/{user_id:uuid}/password"): {"new_password": "a-stolen-passphrase-42"},
     ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/runs"): {"params": {"stolen": True}},
     ("POST", "/api/v1/runs/{run_id:uuid}/retry"): {"from_failed_step": False},
+    ("POST", "/api/v1/deployments/{deployment_id:uuid}/releases"): {"revision": 1},
+    ("POST", "/api/v1/deployments/{deployment_id:uuid}/execute"): {"params": {"stolen": True}},
+    ("POST", "/api/v1/deployments/{deployment_id:uuid}/rollback"): {},
 }
 
 # Routes over resources that belong to no tenant (the plugin catalog): nothing to isolate.
@@ -110,6 +114,14 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
     )
     run = await run_to_end(client, editor, runner)
     assert run["status"] == "succeeded", run
+    deployment = await client.post(
+        "/api/v1/deployments",
+        json={"pipeline_id": pipeline["id"], "environment": "a-production"},
+        headers=editor,
+    )
+    assert deployment.status_code == 201, deployment.text
+    shown = f"/api/v1/deployments/{deployment.json()['id']}"
+    await visible(client, editor, shown, deployment.json()["position"])  # the snapshot reads it
     a = TenantA(headers=editor)
     a.values = {
         "tenant_id": tenant_id,
@@ -119,6 +131,7 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
         "namespace": "a-ns",
         "user_id": user_id,
         "run_id": run["id"],
+        "deployment_id": deployment.json()["id"],
     }
     a.ids = {
         tenant_id,
@@ -128,6 +141,7 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
         user_id,
         runner,
         run["id"],
+        deployment.json()["id"],
     }
     return a
 
@@ -140,7 +154,10 @@ async def snapshot(client: AsyncTestClient, admin: dict[str, str], a: TenantA) -
     user = await client.get(f"/api/v1/users/{a.values['user_id']}", headers=admin)
     run = await client.get(f"/api/v1/runs/{a.values['run_id']}", headers=acting)
     runs = await client.get("/api/v1/runs", headers=acting)  # no run queued by B's retry
-    return [(r.status_code, r.json()) for r in (pipeline, tenant, user, run, runs)]
+    deployment = await client.get(
+        f"/api/v1/deployments/{a.values['deployment_id']}/releases", headers=acting
+    )
+    return [(r.status_code, r.json()) for r in (pipeline, tenant, user, run, runs, deployment)]
 
 
 async def test_another_tenants_ids_are_indistinguishable_from_missing_ones(

@@ -61,6 +61,17 @@ WRITE_BODIES: dict[tuple[str, str], Callable[[Values], Any]] = {
     ("POST", "/api/v1/pipelines/execute"): lambda v: {"pipeline_name": "nightly"},
     ("POST", "/api/v1/runs/{run_id:uuid}/cancel"): lambda v: None,
     ("POST", "/api/v1/runs/{run_id:uuid}/retry"): lambda v: {"from_failed_step": False},
+    # Deployments are of another pipeline than {pipeline_id}, which DELETE removes.
+    ("POST", "/api/v1/deployments"): lambda v: {
+        "pipeline_id": v["deployed_pipeline_id"],
+        "environment": "production",
+    },
+    # Revision 2 is active: whichever of release and rollback comes first, the other
+    # still has an earlier release to go to.
+    ("POST", "/api/v1/deployments/{deployment_id:uuid}/releases"): lambda v: {"revision": 2},
+    ("POST", "/api/v1/deployments/{deployment_id:uuid}/rollback"): lambda v: {},
+    ("POST", "/api/v1/deployments/{deployment_id:uuid}/execute"): lambda v: {"params": {"n": 1}},
+    ("DELETE", "/api/v1/deployments/{deployment_id:uuid}"): lambda v: None,
 }
 
 # Routes that address another seeded resource than the one their parameter names.
@@ -159,8 +170,25 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
         "/api/v1/api-keys", json={"name": "robot", "roles": ["admin"]}, headers=admin
     )
     assert own_key.status_code == 201, own_key.text
+    deployed = await create_pipeline(client, admin, "deployed")
+    revised_deployed = await client.put(
+        f"/api/v1/pipelines/{deployed['id']}",
+        json=pipeline_body("deployed", description="v2"),
+        headers=admin,
+    )
+    assert revised_deployed.status_code == 200, revised_deployed.text
+    deployment = await client.post(
+        "/api/v1/deployments",
+        json={"pipeline_id": deployed["id"], "environment": "staging", "revision": 1},
+        headers=admin,
+    )
+    assert deployment.status_code == 201, deployment.text
+    deployment_path = f"/api/v1/deployments/{deployment.json()['id']}"
+    released = await client.post(f"{deployment_path}/releases", json={"revision": 2}, headers=admin)
+    assert released.status_code == 201, released.text
     # Every read route below reads a read model: each must have what was just written.
     for path, position in (
+        (deployment_path, released.json()["position"]),
         (f"/api/v1/tenants/{tenant_id}", added.json()["position"]),
         (f"/api/v1/pipelines/{pipeline['id']}", revised.json()["position"]),
         (f"/api/v1/users/{user.json()['id']}", user.json()["position"]),
@@ -177,6 +205,8 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
         "key_id": victim_key.json()["id"],
         "run_id": queued["run_id"],
         "ended_run_id": ended["run_id"],
+        "deployed_pipeline_id": deployed["id"],
+        "deployment_id": deployment.json()["id"],
         "plugin_type": "Input",
         "name": "file",
     }
@@ -362,7 +392,8 @@ async def test_a_deleted_tenants_users_and_keys_stop_authenticating_but_its_even
         listed = await client.get(
             "/api/v1/pipelines", params={"min_position": deleted.json()["position"]}, headers=acting
         )
-        assert [p["id"] for p in listed.json()["items"]] == [pipeline_id]
+        deployed = tenant.values["deployed_pipeline_id"]
+        assert [p["id"] for p in listed.json()["items"]] == [pipeline_id, deployed]
         read = await client.get(
             f"/api/v1/tenants/{tenant.id}",
             params={"min_position": deleted.json()["position"]},

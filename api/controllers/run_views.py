@@ -71,6 +71,16 @@ def run_status(row: dict[str, Any], typical_ms: float | None) -> RunStatusOut:
     )
 
 
+def _trigger(row: dict[str, Any]) -> dict[str, str | int | None]:
+    """Who or what queued the run; a deployment's run also names its environment and
+    release (its id is the deployment's)."""
+    trigger: dict[str, str | int | None] = {"kind": row["trigger_kind"], "id": row["trigger_id"]}
+    if row.get("deployment_id") is not None:
+        trigger["environment"] = row["environment"]
+        trigger["release"] = row["release"]
+    return trigger
+
+
 def _run_fields(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
@@ -80,7 +90,7 @@ def _run_fields(row: dict[str, Any]) -> dict[str, Any]:
         "namespace": row["namespace"],
         "revision": row["revision"],
         "status": row["status"],
-        "trigger": {"kind": row["trigger_kind"], "id": row["trigger_id"]},
+        "trigger": _trigger(row),
         "retry_of": row["retry_of"],
         "resume_from": row["resume_from"],
         "params": row["params"],

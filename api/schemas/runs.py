@@ -69,7 +69,8 @@ class RunRead(msgspec.Struct, kw_only=True):
     namespace: str | None
     revision: int
     status: RunStatus
-    trigger: dict[str, str | None]
+    trigger: dict[str, str | int | None]
+    """kind and id; a deployment's run also environment and release."""
     retry_of: str | None
     resume_from: str | None
     params: dict[str, Any]

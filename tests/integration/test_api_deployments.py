@@ -213,6 +213,19 @@ async def test_execute_runs_the_active_release_until_retired(
     run = executed.json()
     assert run["status"] == "queued" and run["revision"] == 1
     assert executed.headers["location"] == f"/api/v1/runs/{run['run_id']}"
+    shown_run = await _get(client, editor, f"/api/v1/runs/{run['run_id']}", run["position"])
+    assert shown_run["params"] == {"k": "v"}
+    assert shown_run["trigger"] == {
+        "kind": "deployment",
+        "id": deployment["id"],
+        "environment": "staging",
+        "release": 1,
+    }
+    for params in ({"deployment_id": deployment["id"]}, {"environment": "staging"}):
+        runs = await _get(client, editor, "/api/v1/runs", run["position"], **params)
+        assert [r["id"] for r in runs["items"]] == [run["run_id"]]
+    elsewhere = await _get(client, editor, "/api/v1/runs", 0, environment="production")
+    assert elsewhere["items"] == []
 
     retired = await client.delete(path, headers=editor)
     assert retired.status_code == 200, retired.text

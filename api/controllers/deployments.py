@@ -30,16 +30,19 @@ from api.controllers.deployment_views import (
     written,
 )
 from api.controllers.paging import paged
-from api.controllers.pipeline_runs import queued
+from api.controllers.pipeline_runs import finished_run, run_context
 from api.dependencies import (
     DeploymentQueriesDep,
     DeploymentServiceDep,
     PagingDep,
     ReadYourWritesDep,
+    RunServiceDep,
+    SettingsDep,
 )
 from api.schemas.deployments import (
     DeploymentCreate,
     DeploymentExecute,
+    DeploymentExecuted,
     DeploymentPage,
     DeploymentRead,
     DeploymentRetiredOut,
@@ -50,10 +53,10 @@ from api.schemas.deployments import (
     ReleaseCreate,
     ReleasesOut,
 )
-from api.schemas.runs import RunQueuedOut
 from application.authorization import Permission
 from application.errors import NotFound
 from domain.release import DIRECT
+from domain.run import Run, RunStatus
 
 READ = {"permission": Permission.DEPLOYMENTS_READ}
 WRITE = {"permission": Permission.DEPLOYMENTS_WRITE}
@@ -192,7 +195,7 @@ class DeploymentController(Controller):
         "/{deployment_id:uuid}/execute",
         opt=TRIGGER,
         status_code=202,
-        summary="Queue a run of the active release",
+        summary="Run the active release; with wait, answer its result",
     )
     async def execute(
         self,
@@ -200,12 +203,29 @@ class DeploymentController(Controller):
         data: JSONBody[DeploymentExecute],
         request: Request,
         deployments: DeploymentServiceDep,
-    ) -> Response[RunQueuedOut]:
+        runs: RunServiceDep,
+        settings: SettingsDep,
+    ) -> Response[DeploymentExecuted]:
+        principal = principal_of(request)
         result = await deployments.execute(
-            principal_of(request), deployment_id, command_context(request), data.params
+            principal, deployment_id, command_context(request), data.params
         )
-        location = f"/api/v1/runs/{result.state.id}"
-        return Response(queued(result), status_code=202, headers={"Location": location})
+        run: Run = result.state
+        if data.wait:
+            run = await finished_run(runs, principal, run.id, settings.execute_wait_timeout)
+        location = f"/api/v1/runs/{run.id}"
+        body = DeploymentExecuted(
+            run_id=str(run.id),
+            status=run.status,
+            revision=run.revision,
+            release=run.trigger.release,
+            success=(run.status == RunStatus.SUCCEEDED) if run.finished else None,
+            error=run.error,
+            context=run_context(run),
+            position=result.position,
+        )
+        status = 200 if run.finished else 202
+        return Response(body, status_code=status, headers={"Location": location})
 
     @post(
         "/{deployment_id:uuid}/rollback",

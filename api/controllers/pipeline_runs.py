@@ -36,7 +36,7 @@ def queued(result: Changed[Run]) -> RunQueuedOut:
     )
 
 
-def _context(run: Run) -> dict[str, Any]:
+def run_context(run: Run) -> dict[str, Any]:
     """What an execution answers besides success: the input, and each step's outcome."""
     return {
         "input": run.params,
@@ -52,7 +52,7 @@ def _context(run: Run) -> dict[str, Any]:
     }
 
 
-async def _finished(
+async def finished_run(
     runs: Threaded[RunService],
     principal: Principal,
     run_id: UUID,
@@ -110,7 +110,7 @@ class PipelineRunController(Controller):
         result = await _queue(runs, principal, data, command_context(request))
         run: Run = result.state
         if data.wait:
-            run = await _finished(runs, principal, run.id, settings.execute_wait_timeout)
+            run = await finished_run(runs, principal, run.id, settings.execute_wait_timeout)
         return Response(_executed(run, result.position), status_code=200 if run.finished else 202)
 
 
@@ -133,7 +133,7 @@ def _executed(run: Run, position: int | None) -> ExecuteOut:
         status=run.status,
         success=(run.status == RunStatus.SUCCEEDED) if run.finished else None,
         error=run.error,
-        context=_context(run),
+        context=run_context(run),
         executed_at=run.started_at,
         position=position,
     )

@@ -46,6 +46,8 @@ class ReleaseCreate(Request):
 class DeploymentExecute(Request):
     params: dict[str, Any] = {}
     """Over the deployment's variables, key by key."""
+    wait: bool = False
+    """Answer once the run has finished (at most NORN_EXECUTE_WAIT_TIMEOUT seconds)."""
 
 
 class DeploymentRollback(Request):
@@ -110,6 +112,21 @@ class DeploymentWritten(msgspec.Struct, kw_only=True):
     verifying_release: int | None
     release: ReleaseOut
     version: int
+    position: int | None
+
+
+class DeploymentExecuted(msgspec.Struct, kw_only=True):
+    """The run of the active release: queued (202), or with `wait` its result once it
+    has finished (200; 202 with `success` null if it has not in time)."""
+
+    run_id: str
+    status: str
+    revision: int
+    release: int | None
+    success: bool | None
+    error: str | None
+    context: dict[str, Any]
+    """The input, and each step's outcome (as /pipelines/execute answers it)."""
     position: int | None
 
 

@@ -211,7 +211,8 @@ async def test_execute_runs_the_active_release_until_retired(
     executed = await client.post(f"{path}/execute", json={"params": {"k": "v"}}, headers=editor)
     assert executed.status_code == 202, executed.text
     run = executed.json()
-    assert run["status"] == "queued" and run["revision"] == 1
+    assert run["status"] == "queued" and run["success"] is None
+    assert (run["revision"], run["release"]) == (1, 1)
     assert executed.headers["location"] == f"/api/v1/runs/{run['run_id']}"
     shown_run = await _get(client, editor, f"/api/v1/runs/{run['run_id']}", run["position"])
     assert shown_run["params"] == {"k": "v"}
@@ -242,6 +243,51 @@ async def test_execute_runs_the_active_release_until_retired(
         assert_error(refused, 409, "RESOURCE_CONFLICT")
     listed = await _get(client, editor, BASE, retired.json()["position"], status="retired")
     assert [d["id"] for d in listed["items"]] == [deployment["id"]]
+
+
+async def test_a_verifying_release_blocks_others_while_blue_serves(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    """This app runs no executor: the verification run stays queued, so the release stays
+    verifying for as long as the test needs (its deadline is an hour away)."""
+    client = module_app
+    _, editor, _ = await _tenant(client, module_settings)
+    pipeline = await create_pipeline(client, editor, "alpha")
+    deployment = await _deploy(client, editor, pipeline["id"], "production")
+    path = f"{BASE}/{deployment['id']}"
+    await _revise(client, editor, pipeline)
+    green = {"type": "blue-green", "verification_timeout": 3600, "verification_params": {"x": 1}}
+    released = await client.post(f"{path}/releases", json={"strategy": green}, headers=editor)
+    assert released.status_code == 202, released.text
+    body = released.json()
+    assert body["release"]["outcome"] == "verifying" and body["release"]["revision"] == 2
+    assert body["status"] == "active" and body["active_release"] == 1
+    run_id = body["release"]["run_id"]
+
+    status = await _get(client, editor, f"{path}/status", body["position"])
+    assert status["status"] == "active" and status["active_release"] == 1
+    verifying = status["verifying"]
+    assert (verifying["release"], verifying["revision"], verifying["run_id"]) == (2, 2, run_id)
+    assert verifying["deadline"] and verifying["elapsed_s"] >= 0
+    verification = await _get(client, editor, f"/api/v1/runs/{run_id}", body["position"])
+    assert verification["params"] == {"x": 1} and verification["revision"] == 2
+
+    for route, attempt in ((f"{path}/releases", {}), (f"{path}/rollback", {})):
+        error = assert_error(
+            await client.post(route, json=attempt, headers=editor), 409, "RESOURCE_CONFLICT"
+        )
+        assert "2" in error["message"], error
+    blue = await client.post(f"{path}/execute", json={}, headers=editor)
+    assert blue.status_code == 202, blue.text
+    assert (blue.json()["revision"], blue.json()["release"]) == (1, 1)
+
+    # Retiring fails the verifying release and stops its run.
+    retired = await client.delete(path, headers=editor)
+    assert retired.status_code == 200, retired.text
+    releases = await _get(client, editor, f"{path}/releases", retired.json()["position"])
+    assert [r["outcome"] for r in releases["items"]] == ["active", "failed"]
+    stopped = await _get(client, editor, f"/api/v1/runs/{run_id}", retired.json()["position"])
+    assert stopped["status"] == "cancelled", stopped
 
 
 async def test_another_tenants_deployment_is_not_found_on_every_route(
@@ -409,3 +455,32 @@ async def test_blue_green_release_verified_by_a_real_run(settings: Settings) -> 
         assert recent[0]["run_id"] == release["run_id"]
         run = await client.get(f"/api/v1/runs/{release['run_id']}", headers=editor)
         assert run.json()["status"] == "succeeded" and run.json()["revision"] == 2
+
+        executed = await client.post(f"{path}/execute", json={"wait": True}, headers=editor)
+        assert executed.status_code == 200, executed.text
+        result = executed.json()
+        assert result["success"] is True and (result["revision"], result["release"]) == (2, 2)
+        assert result["context"]["steps"]["emit"]["records_out"] == 3
+
+        # A green that fails its verification leaves blue (release 2) active.
+        broken = await client.put(
+            f"/api/v1/pipelines/{pipeline_id}",
+            json={"name": "verified", "steps": [step("boom", "Test.fail", retryable=False)]},
+            headers=editor,
+        )
+        assert broken.status_code == 200, broken.text
+        failing = await client.post(
+            f"{path}/releases", json={"revision": 3, "strategy": green}, headers=editor
+        )
+        assert failing.status_code == 202, failing.text
+        status = await _status_when(
+            client,
+            editor,
+            path,
+            lambda s: s["recent_releases"][0]["release"] == 3 and s["verifying"] is None,
+        )
+        assert status["status"] == "active" and status["active_release"] == 2
+        assert [(r["release"], r["outcome"]) for r in status["recent_releases"][:2]] == [
+            (3, "failed"),
+            (2, "active"),
+        ]

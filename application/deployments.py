@@ -10,7 +10,7 @@ order role (a protected environment needs an admin), environment policy, quota.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -292,6 +292,11 @@ class DeploymentService:
                 )
 
         return retry_on_conflict(attempt)
+
+    def history(self, principal: Principal, deployment_id: UUID) -> Sequence[Any]:
+        """Every event of the deployment, oldest first; readable after a retire."""
+        self.load(principal, deployment_id)
+        return self._store.stream(deployment_id)
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from api.controllers.common import (
 )
 from api.controllers.deployment_views import (
     from_row,
+    history_item,
     release_from_row,
     status_out,
     to_strategy,
@@ -43,6 +44,7 @@ from api.schemas.deployments import (
     DeploymentCreate,
     DeploymentExecute,
     DeploymentExecuted,
+    DeploymentHistoryOut,
     DeploymentPage,
     DeploymentRead,
     DeploymentRetiredOut,
@@ -173,6 +175,13 @@ class DeploymentController(Controller):
         if rows is None:
             raise NotFound("deployment", deployment_id)
         return ReleasesOut(items=[release_from_row(r) for r in rows])
+
+    @get("/{deployment_id:uuid}/history", opt=READ, summary="Every event, oldest first")
+    async def history(
+        self, deployment_id: FromPath[UUID], request: Request, deployments: DeploymentServiceDep
+    ) -> DeploymentHistoryOut:
+        events = await deployments.history(principal_of(request), deployment_id)
+        return DeploymentHistoryOut(items=[history_item(e) for e in events])
 
     @get("/{deployment_id:uuid}/status", opt=READ, summary="Active release, verification")
     async def status(

@@ -162,3 +162,17 @@ class DeploymentRetiredOut(msgspec.Struct):
     retired: bool
     version: int
     position: int | None
+
+
+class DeploymentHistoryItem(msgspec.Struct, kw_only=True):
+    version: int
+    event: str
+    """The fact, e.g. release_verifying (the CloudEvents type is `type`)."""
+    type: str
+    actor: str
+    at: datetime
+    data: dict[str, Any]
+
+
+class DeploymentHistoryOut(msgspec.Struct):
+    items: list[DeploymentHistoryItem]

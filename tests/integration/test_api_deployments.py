@@ -187,6 +187,19 @@ async def test_release_status_and_rollback(
     releases = await _get(client, editor, f"{path}/releases", answer["position"])
     outcomes = [(r["release"], r["outcome"], r["rolled_back_to"]) for r in releases["items"]]
     assert outcomes == [(1, "superseded", None), (2, "rolled_back", None), (3, "active", 1)]
+    history = await client.get(f"{path}/history", headers=editor)
+    assert history.status_code == 200, history.text
+    events = [(h["version"], h["event"]) for h in history.json()["items"]]
+    assert events == [
+        (1, "created"),
+        (2, "release_activated"),
+        (3, "release_activated"),
+        (4, "rolled_back"),
+    ]
+    first = history.json()["items"][0]
+    assert first["type"] == "norn.deployment.created.v1" and first["actor"]
+    assert first["data"]["environment"] == "staging" and "tenant_id" not in first["data"]
+    assert history.json()["items"][3]["data"]["rolled_back_to"] == 1
     # The pipeline's own revisions are untouched.
     shown = await client.get(f"/api/v1/pipelines/{pipeline['id']}", headers=editor)
     assert shown.json()["revision"] == 2
@@ -303,6 +316,7 @@ async def test_another_tenants_deployment_is_not_found_on_every_route(
         ("get", path, None),
         ("get", f"{path}/releases", None),
         ("get", f"{path}/status", None),
+        ("get", f"{path}/history", None),
         ("post", f"{path}/releases", {}),
         ("post", f"{path}/execute", {}),
         ("post", f"{path}/rollback", {}),
@@ -334,6 +348,8 @@ async def test_every_role_reads_editors_write_operators_execute(
     path = f"{BASE}/{deployment['id']}"
     for route in (path, f"{path}/releases", f"{path}/status", BASE):
         assert (await _get(client, viewer, route, deployment["position"])) is not None
+    history = await client.get(f"{path}/history", headers=viewer)  # the event store's
+    assert history.status_code == 200 and history.json()["items"], history.text
     writes = (
         ("post", BASE, {"pipeline_id": pipeline["id"], "environment": "prod"}),
         ("post", f"{path}/releases", {}),

@@ -24,6 +24,8 @@ from api.controllers.paging import paged
 from api.controllers.tenant_views import changes_of, from_row, quotas_of, written
 from api.dependencies import PagingDep, ReadYourWritesDep, TenantQueriesDep, TenantServiceDep
 from api.schemas.tenants import (
+    EnvironmentPolicyIn,
+    EnvironmentPolicyOut,
     NamespaceIn,
     NamespaceOut,
     QuotasIn,
@@ -38,7 +40,7 @@ from api.schemas.tenants import (
 from application.authorization import Permission, sees_tenant
 from application.errors import NotFound
 from application.results import Changed
-from domain.tenant import Tenant
+from domain.tenant import EnvironmentPolicy, Tenant
 
 MANAGE = {"permission": Permission.TENANTS_MANAGE}
 READ = {"permission": Permission.TENANTS_READ}
@@ -162,6 +164,41 @@ class TenantController(Controller):
         response = created(written(result), f"{self.path}/{tenant_id}/namespaces/{data.namespace}")
         response.headers["ETag"] = etag(result.version)
         return response
+
+    @put(
+        "/{tenant_id:uuid}/environments/{environment:str}",
+        opt=UPDATE,
+        summary="Set what deployments to an environment require",
+    )
+    async def set_environment_policy(
+        self,
+        tenant_id: FromPath[UUID],
+        environment: FromPath[str],
+        data: JSONBody[EnvironmentPolicyIn],
+        request: Request,
+        tenants: TenantServiceDep,
+        if_match: IfMatch = None,
+    ) -> Response[EnvironmentPolicyOut]:
+        policy = EnvironmentPolicy(
+            protected=data.protected, require_verification=data.require_verification
+        )
+        result = await tenants.set_environment_policy(
+            principal_of(request),
+            tenant_id,
+            environment,
+            policy,
+            command_context(request),
+            expected_version(if_match),
+        )
+        body = EnvironmentPolicyOut(
+            tenant_id=result.state.tenant_id,
+            environment=environment,
+            protected=policy.protected,
+            require_verification=policy.require_verification,
+            version=result.version,
+            position=result.position,
+        )
+        return Response(body, headers={"ETag": etag(result.version)})
 
     @get(
         "/{tenant_id:uuid}/namespaces/{namespace:str}",

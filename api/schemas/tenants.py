@@ -56,6 +56,26 @@ class NamespaceIn(Request):
     namespace: Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
 
 
+class EnvironmentPolicyIn(Request):
+    """PUT /tenants/{id}/environments/{name}: omitted fields are false (all false: no
+    policy)."""
+
+    protected: bool = False
+    """Only admins create, release to, roll back or retire deployments there."""
+    require_verification: bool = False
+    """No direct release or creation there: blue-green only."""
+
+
+class EnvironmentPolicyOut(msgspec.Struct, kw_only=True):
+    tenant_id: str
+    environment: str
+    protected: bool
+    require_verification: bool
+    version: int
+    position: int | None
+    """None when the policy was already in force (nothing recorded)."""
+
+
 class NamespaceOut(msgspec.Struct):
     tenant_id: str
     namespace: str

@@ -303,6 +303,56 @@ async def test_a_verifying_release_blocks_others_while_blue_serves(
     assert stopped["status"] == "cancelled", stopped
 
 
+async def test_a_protected_environment_needs_an_admin_and_may_require_verification(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    tenant_id, editor, root = await _tenant(client, module_settings)
+    admin = await _user(client, root, tenant_id, "admin")
+    policy_path = f"/api/v1/tenants/{tenant_id}/environments/production"
+    strict = {"protected": True, "require_verification": True}
+    by_editor = await client.put(policy_path, json=strict, headers=editor)
+    assert_error(by_editor, 403, "PERMISSION_DENIED")
+    bad_name = await client.put(
+        f"/api/v1/tenants/{tenant_id}/environments/Prod!", json=strict, headers=admin
+    )
+    assert [d["field"] for d in assert_error(bad_name, 422, "VALIDATION_ERROR")["details"]] == [
+        "environment"
+    ]
+    unknown = await client.put(policy_path, json={"locked": True}, headers=admin)
+    assert_error(unknown, 422, "VALIDATION_ERROR")
+    set_policy = await client.put(policy_path, json=strict, headers=admin)
+    assert set_policy.status_code == 200, set_policy.text
+    assert set_policy.json()["protected"] is True and set_policy.json()["position"]
+    same = await client.put(policy_path, json=strict, headers=admin)
+    assert same.status_code == 200 and same.json()["position"] is None  # nothing to record
+
+    pipeline = await create_pipeline(client, editor, "alpha")
+    create = {"pipeline_id": pipeline["id"], "environment": "production"}
+    # Role first: an editor is refused even a body the policy would refuse.
+    assert_error(await client.post(BASE, json=create, headers=editor), 403, "PERMISSION_DENIED")
+    direct = await client.post(BASE, json=create, headers=admin)
+    error = assert_error(direct, 422, "VALIDATION_ERROR")
+    assert [d["field"] for d in error["details"]] == ["strategy.type"]
+    green = {"type": "blue-green", "verification_timeout": 3600}
+    made = await _deploy(client, admin, pipeline["id"], "production", strategy=green)
+    assert made["status"] == "verifying" and made["release"]["outcome"] == "verifying"
+    path = f"{BASE}/{made['id']}"
+    for method, route, body in (
+        ("post", f"{path}/releases", {}),
+        ("post", f"{path}/rollback", {}),
+        ("delete", path, None),
+    ):
+        kwargs: dict[str, Any] = {"headers": editor} | ({} if body is None else {"json": body})
+        assert_error(await getattr(client, method)(route, **kwargs), 403, "PERMISSION_DENIED")
+    # Other environments stay open to editors; the default policy lifts the protection.
+    await _deploy(client, editor, pipeline["id"], "staging")
+    lifted = await client.put(policy_path, json={}, headers=admin)
+    assert lifted.status_code == 200 and lifted.json()["protected"] is False, lifted.text
+    retired = await client.delete(path, headers=editor)
+    assert retired.status_code == 200, retired.text
+
+
 async def test_another_tenants_deployment_is_not_found_on_every_route(
     module_app: AsyncTestClient, module_settings: Settings
 ) -> None:

@@ -48,6 +48,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/deployments/{deployment_id:uuid}/releases"): {"revision": 1},
     ("POST", "/api/v1/deployments/{deployment_id:uuid}/execute"): {"params": {"stolen": True}},
     ("POST", "/api/v1/deployments/{deployment_id:uuid}/rollback"): {},
+    ("PUT", "/api/v1/tenants/{tenant_id:uuid}/environments/{environment:str}"): {
+        "protected": False
+    },
 }
 
 # Routes over resources that belong to no tenant (the plugin catalog): nothing to isolate.
@@ -132,6 +135,7 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
         "user_id": user_id,
         "run_id": run["id"],
         "deployment_id": deployment.json()["id"],
+        "environment": "a-production",
     }
     a.ids = {
         tenant_id,

@@ -72,6 +72,9 @@ WRITE_BODIES: dict[tuple[str, str], Callable[[Values], Any]] = {
     ("POST", "/api/v1/deployments/{deployment_id:uuid}/rollback"): lambda v: {},
     ("POST", "/api/v1/deployments/{deployment_id:uuid}/execute"): lambda v: {"params": {"n": 1}},
     ("DELETE", "/api/v1/deployments/{deployment_id:uuid}"): lambda v: None,
+    ("PUT", "/api/v1/tenants/{tenant_id:uuid}/environments/{environment:str}"): lambda v: {
+        "protected": True
+    },
 }
 
 # Routes that address another seeded resource than the one their parameter names.
@@ -207,6 +210,7 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
         "ended_run_id": ended["run_id"],
         "deployed_pipeline_id": deployed["id"],
         "deployment_id": deployment.json()["id"],
+        "environment": "qa",
         "plugin_type": "Input",
         "name": "file",
     }

@@ -28,6 +28,7 @@ from api.controllers.health import HealthController
 from api.controllers.health_details import HealthDetailsController
 from api.controllers.metrics import MetricsController
 from api.controllers.paging import provide_paging
+from api.controllers.pipeline_deploys import PipelineDeployController
 from api.controllers.pipeline_runs import PipelineRunController
 from api.controllers.pipelines import PipelineController
 from api.controllers.plugins import PluginController
@@ -203,6 +204,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             RunController,
             RunReportController,
             DeploymentController,
+            PipelineDeployController,
             PluginController,
             EventStreamController,
         ],

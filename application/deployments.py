@@ -157,6 +157,28 @@ class DeploymentService:
 
         return retry_on_conflict(attempt)
 
+    def deploy(
+        self,
+        principal: Principal,
+        pipeline_id: UUID,
+        environment: str,
+        ctx: CommandContext,
+        *,
+        strategy: Strategy | None = None,
+    ) -> Released:
+        """The pipeline's current revision to `environment` (POST /pipelines/{id}:deploy):
+        a release of the deployment that holds the environment (with `strategy`, else
+        its own), or a new deployment there. The claim says which; a create racing this
+        one loses on the claim (409) and may be retried."""
+        pipeline = self._pipelines.load(principal, pipeline_id)
+        check_environment(environment)
+        scope = claim_scope(pipeline.tenant_id, str(pipeline.id))
+        claim = self._store.find(NameClaim, claim_id(scope, environment))
+        if claim is None or claim.holder_id is None:
+            chosen = strategy or DIRECT
+            return self.create(principal, pipeline_id, environment, ctx, strategy=chosen)
+        return self.release(principal, UUID(claim.holder_id), ctx, strategy=strategy)
+
     def release(
         self,
         principal: Principal,

@@ -176,3 +176,20 @@ class DeploymentHistoryItem(msgspec.Struct, kw_only=True):
 
 class DeploymentHistoryOut(msgspec.Struct):
     items: list[DeploymentHistoryItem]
+
+
+class PipelineDeploy(Request):
+    """POST /pipelines/{id}:deploy: the pipeline's current revision to `environment`."""
+
+    environment: Environment
+    strategy: StrategyIn | None = None
+    """A new deployment's strategy (direct by default), or this release's (the
+    deployment's own by default)."""
+    schedule: str | None = None
+    """Refused until scheduled jobs exist (never ignored)."""
+    timezone: str | None = None
+
+
+class PipelineDeployed(DeploymentWritten, kw_only=True):
+    created: bool
+    """True: a new deployment (its first release); false: a release of the existing one."""

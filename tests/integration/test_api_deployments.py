@@ -24,6 +24,7 @@ from tests.integration.api_client import (
 from tests.integration.run_support import EXECUTING, executing, make_pipeline, step
 
 BASE = "/api/v1/deployments"
+BASE_ID = "00000000-0000-4000-8000-000000000000"
 Headers = dict[str, str]
 
 
@@ -353,6 +354,35 @@ async def test_a_protected_environment_needs_an_admin_and_may_require_verificati
     assert retired.status_code == 200, retired.text
 
 
+async def test_deploy_from_the_pipeline_creates_then_releases(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    _, editor, _ = await _tenant(client, module_settings)
+    pipeline = await create_pipeline(client, editor, "alpha")
+    route = f"/api/v1/pipelines/{pipeline['id']}:deploy"
+    first = await client.post(route, json={"environment": "staging"}, headers=editor)
+    assert first.status_code == 201, first.text
+    made = first.json()
+    assert made["created"] is True and made["release"]["revision"] == 1
+    assert first.headers["location"] == f"{BASE}/{made['id']}"
+    await _revise(client, editor, pipeline)
+    again = await client.post(route, json={"environment": "staging"}, headers=editor)
+    assert again.status_code == 201, again.text
+    assert again.json()["created"] is False and again.json()["id"] == made["id"]
+    assert (again.json()["release"]["release"], again.json()["release"]["revision"]) == (2, 2)
+    for field in ("schedule", "timezone"):
+        refused = await client.post(
+            route, json={"environment": "staging", field: "0 3 * * *"}, headers=editor
+        )
+        error = assert_error(refused, 422, "VALIDATION_ERROR")
+        assert [d["field"] for d in error["details"]] == [field]
+    missing = await client.post(
+        f"/api/v1/pipelines/{BASE_ID}:deploy", json={"environment": "staging"}, headers=editor
+    )
+    assert_error(missing, 404, "RESOURCE_NOT_FOUND")
+
+
 async def test_another_tenants_deployment_is_not_found_on_every_route(
     module_app: AsyncTestClient, module_settings: Settings
 ) -> None:
@@ -543,7 +573,10 @@ async def test_blue_green_release_verified_by_a_real_run(settings: Settings) -> 
             client,
             editor,
             path,
-            lambda s: s["recent_releases"][0]["release"] == 3 and s["verifying"] is None,
+            lambda s: (
+                (s["recent_releases"][0]["release"], s["recent_releases"][0]["outcome"])
+                == (3, "failed")
+            ),
         )
         assert status["status"] == "active" and status["active_release"] == 2
         assert [(r["release"], r["outcome"]) for r in status["recent_releases"][:2]] == [

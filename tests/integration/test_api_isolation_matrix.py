@@ -48,6 +48,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/deployments/{deployment_id:uuid}/releases"): {"revision": 1},
     ("POST", "/api/v1/deployments/{deployment_id:uuid}/execute"): {"params": {"stolen": True}},
     ("POST", "/api/v1/deployments/{deployment_id:uuid}/rollback"): {},
+    ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/deploy"): {"environment": "a-production"},
     ("PUT", "/api/v1/tenants/{tenant_id:uuid}/environments/{environment:str}"): {
         "protected": False
     },

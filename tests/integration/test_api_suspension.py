@@ -72,6 +72,7 @@ WRITE_BODIES: dict[tuple[str, str], Callable[[Values], Any]] = {
     ("POST", "/api/v1/deployments/{deployment_id:uuid}/rollback"): lambda v: {},
     ("POST", "/api/v1/deployments/{deployment_id:uuid}/execute"): lambda v: {"params": {"n": 1}},
     ("DELETE", "/api/v1/deployments/{deployment_id:uuid}"): lambda v: None,
+    ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/deploy"): lambda v: {"environment": "staging"},
     ("PUT", "/api/v1/tenants/{tenant_id:uuid}/environments/{environment:str}"): lambda v: {
         "protected": True
     },
@@ -81,6 +82,10 @@ WRITE_BODIES: dict[tuple[str, str], Callable[[Values], Any]] = {
 ROUTE_VALUES: dict[tuple[str, str], dict[str, str]] = {
     # Cancel needs a run still queued, retry one that has ended.
     ("POST", "/api/v1/runs/{run_id:uuid}/retry"): {"run_id": "ended_run_id"},
+    # A deploy releases to the seeded deployment, of the pipeline DELETE does not remove.
+    ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/deploy"): {
+        "pipeline_id": "deployed_pipeline_id"
+    },
 }
 
 # Bodies for the non-GET routes that only read (validation).

@@ -143,7 +143,8 @@ async def test_routes_paths_and_queries_that_do_not_fit(
         response = await client.put(
             url, json=pipeline_body("alpha"), headers={**editor, "If-Match": if_match}
         )
-        assert_error(response, 400, "VALIDATION_ERROR")
+        error = assert_error(response, 400, "VALIDATION_ERROR")
+        assert [d["field"] for d in error["details"]] == ["If-Match"]
 
 
 async def test_min_position_past_the_read_model_is_503_and_past_the_store_is_400(

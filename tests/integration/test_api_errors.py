@@ -127,7 +127,8 @@ async def test_routes_paths_and_queries_that_do_not_fit(
     ]
     for params in bad_queries:
         response = await client.get(BASE, params=params, headers=editor)
-        assert_error(response, 400, "VALIDATION_ERROR")
+        error = assert_error(response, 400, "VALIDATION_ERROR")
+        assert [d["field"] for d in error["details"]] == list(params), error  # named
     # A cursor issued for one sort is refused with another, not silently misapplied.
     for name in ("beta", "gamma"):
         last = (await create_pipeline(client, editor, name))["position"]
@@ -137,7 +138,8 @@ async def test_routes_paths_and_queries_that_do_not_fit(
     other_sort = await client.get(
         BASE, params={"limit": 1, "cursor": cursor, "sort": "name"}, headers=editor
     )
-    assert_error(other_sort, 400, "VALIDATION_ERROR")
+    error = assert_error(other_sort, 400, "VALIDATION_ERROR")
+    assert [d["field"] for d in error["details"]] == ["cursor"]
 
     for if_match in ("yesterday", '"abc"'):
         response = await client.put(

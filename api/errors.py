@@ -173,6 +173,9 @@ def _http_exception(request: Request, exc: HTTPException) -> Response[Any]:
         status, message = 422, "the request body has invalid fields"
     elif status == 400 and any(p.source == "body" for p in problems):
         message = "the request body must be a JSON object"
+    elif problems and message.startswith("Validation failed for "):
+        # Litestar's message repeats the request line, query string and all.
+        message = f"invalid parameter(s): {', '.join(sorted({p.field for p in problems}))}"
     details = [{"field": p.field, "message": p.message} for p in problems]
     return error_response(request, status, message, details, headers=exc.headers)
 

@@ -7,12 +7,11 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.exceptions import ValidationException
 from litestar.params import FromPath, JSONBody
 
 from api.auth import principal_of
 from api.controllers.common import MinPosition, command_context, etag
-from api.controllers.paging import paged
+from api.controllers.paging import paged, query_error
 from api.dependencies import ApiKeyQueriesDep, ApiKeyServiceDep, PagingDep, ReadYourWritesDep
 from api.schemas.api_keys import ApiKeyCreate, ApiKeyIssued, ApiKeyPage, ApiKeyRead
 from application.api_keys import IssuedKey
@@ -97,7 +96,7 @@ class ApiKeyController(Controller):
                 tenant_id, limit=paging.limit, cursor=paging.cursor, page=paging.page
             )
         except ValueError as error:
-            raise ValidationException(str(error)) from None
+            raise query_error(error) from None
         items = [_read(r) for r in result.items]
         body = ApiKeyPage(items=items, next_cursor=result.next_cursor, has_more=result.has_more)
         return paged(request, body, result, paging)

@@ -75,7 +75,10 @@ def expected_version(raw: str | None) -> int | None:
         raise VersionConflict("If-Match needs a strong ETag, not a weak one", precondition=True)
     match = _ETAG.match(raw)
     if not match:
-        raise ValidationException(f'If-Match must be an ETag like "3", not {raw!r}')
+        message = f'If-Match must be an ETag like "3", not {raw!r}'
+        raise ValidationException(
+            message, extra=[{"message": message, "key": "If-Match", "source": "header"}]
+        )
     return int(match.group(1))
 
 

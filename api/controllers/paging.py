@@ -5,6 +5,7 @@ parameters with the same rules; `paged` answers a page with its headers."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from math import ceil
 from typing import Annotated, TypeVar
@@ -86,3 +87,16 @@ def _url(request: Request, changes: dict[str, str]) -> str:
     query = [(k, v) for k, v in request.query_params.multi_items() if k not in changes]
     query += list(changes.items())
     return f"{request.url.path}?{urlencode(query)}"
+
+
+_QUERY_NAMES = ("cursor", "limit", "per_page", "page", "sort", "order", "status", "tag", "label")
+
+
+def query_error(error: ValueError) -> ValidationException:
+    """A list query's refusal (a bad cursor, sort, page...) as a 400 naming the
+    parameter its message is about."""
+    message = str(error)
+    words = re.findall(r"[a-z_]+", message.lower())
+    field = next((word for word in words if word in _QUERY_NAMES), None)
+    extra = [{"message": message, "key": field, "source": "query"}] if field else None
+    return ValidationException(message, extra=extra)

@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, post, put
-from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
@@ -20,7 +19,7 @@ from api.controllers.common import (
     etag,
     expected_version,
 )
-from api.controllers.paging import paged
+from api.controllers.paging import paged, query_error
 from api.controllers.pipeline_views import (
     from_row,
     history_item,
@@ -95,7 +94,7 @@ class PipelineController(Controller):
                 page=paging.page,
             )
         except ValueError as error:
-            raise ValidationException(str(error)) from None
+            raise query_error(error) from None
         items = [from_row(r) for r in result.items]
         body = PipelinePage(items=items, next_cursor=result.next_cursor, has_more=result.has_more)
         return paged(request, body, result, paging)

@@ -8,12 +8,11 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
-from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
 from api.controllers.common import MinPosition, TextFilter, command_context, etag
-from api.controllers.paging import Paging, paged
+from api.controllers.paging import Paging, paged, query_error
 from api.controllers.pipeline_runs import queued
 from api.controllers.run_views import run_detail, run_read, run_status
 from api.dependencies import PagingDep, ReadYourWritesDep, RunLogsDep, RunQueriesDep, RunServiceDep
@@ -76,7 +75,7 @@ class RunController(Controller):
                 page=paging.page,
             )
         except ValueError as error:
-            raise ValidationException(str(error)) from None
+            raise query_error(error) from None
         return _page(request, result, paging)
 
     @get("/running", opt=READ, summary="Runs running now")
@@ -92,7 +91,7 @@ class RunController(Controller):
                 page=paging.page,
             )
         except ValueError as error:
-            raise ValidationException(str(error)) from None
+            raise query_error(error) from None
         return _page(request, result, paging)
 
     @get("/recent", opt=READ, summary="The most recent runs")

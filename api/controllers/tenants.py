@@ -20,7 +20,7 @@ from api.controllers.common import (
     expected_version,
     label_filters,
 )
-from api.controllers.paging import paged
+from api.controllers.paging import paged, query_error
 from api.controllers.tenant_views import changes_of, from_row, quotas_of, written
 from api.dependencies import PagingDep, ReadYourWritesDep, TenantQueriesDep, TenantServiceDep
 from api.schemas.tenants import (
@@ -87,7 +87,7 @@ class TenantController(Controller):
                 labels=label_filters(label),
             )
         except ValueError as error:
-            raise ValidationException(str(error)) from None
+            raise query_error(error) from None
         items = [from_row(r) for r in result.items]
         body = TenantPage(items=items, next_cursor=result.next_cursor, has_more=result.has_more)
         return paged(request, body, result, paging)

@@ -10,7 +10,6 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
-from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api.auth import principal_of
@@ -22,7 +21,7 @@ from api.controllers.common import (
     etag,
     expected_version,
 )
-from api.controllers.paging import paged
+from api.controllers.paging import paged, query_error
 from api.dependencies import (
     LoginServiceDep,
     PagingDep,
@@ -117,7 +116,7 @@ class UserController(Controller):
                 page=paging.page,
             )
         except ValueError as error:
-            raise ValidationException(str(error)) from None
+            raise query_error(error) from None
         items = [_read(r) for r in result.items]
         body = UserPage(items=items, next_cursor=result.next_cursor, has_more=result.has_more)
         return paged(request, body, result, paging)

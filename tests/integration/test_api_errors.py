@@ -127,7 +127,8 @@ async def test_routes_paths_and_queries_that_do_not_fit(
     ]
     for params in bad_queries:
         response = await client.get(BASE, params=params, headers=editor)
-        assert_error(response, 400, "VALIDATION_ERROR")
+        error = assert_error(response, 400, "VALIDATION_ERROR")
+        assert [d["field"] for d in error["details"]] == list(params), error  # named
     # A cursor issued for one sort is refused with another, not silently misapplied.
     for name in ("beta", "gamma"):
         last = (await create_pipeline(client, editor, name))["position"]
@@ -137,13 +138,15 @@ async def test_routes_paths_and_queries_that_do_not_fit(
     other_sort = await client.get(
         BASE, params={"limit": 1, "cursor": cursor, "sort": "name"}, headers=editor
     )
-    assert_error(other_sort, 400, "VALIDATION_ERROR")
+    error = assert_error(other_sort, 400, "VALIDATION_ERROR")
+    assert [d["field"] for d in error["details"]] == ["cursor"]
 
     for if_match in ("yesterday", '"abc"'):
         response = await client.put(
             url, json=pipeline_body("alpha"), headers={**editor, "If-Match": if_match}
         )
-        assert_error(response, 400, "VALIDATION_ERROR")
+        error = assert_error(response, 400, "VALIDATION_ERROR")
+        assert [d["field"] for d in error["details"]] == ["If-Match"]
 
 
 async def test_min_position_past_the_read_model_is_503_and_past_the_store_is_400(

@@ -7,7 +7,6 @@ from typing import Literal
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api.auth import principal_of
@@ -30,7 +29,7 @@ from api.controllers.deployment_views import (
     to_strategy,
     written,
 )
-from api.controllers.paging import paged
+from api.controllers.paging import paged, query_error
 from api.controllers.pipeline_runs import finished_run, run_context
 from api.dependencies import (
     DeploymentQueriesDep,
@@ -115,7 +114,7 @@ class DeploymentController(Controller):
                 page=paging.page,
             )
         except ValueError as error:
-            raise ValidationException(str(error)) from None
+            raise query_error(error) from None
         items = [from_row(r) for r in result.items]
         body = DeploymentPage(items=items, next_cursor=result.next_cursor, has_more=result.has_more)
         return paged(request, body, result, paging)

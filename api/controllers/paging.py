@@ -89,7 +89,18 @@ def _url(request: Request, changes: dict[str, str]) -> str:
     return f"{request.url.path}?{urlencode(query)}"
 
 
-_QUERY_NAMES = ("cursor", "limit", "per_page", "page", "sort", "order", "status", "tag", "label")
+_QUERY_NAMES = (
+    "cursor",
+    "limit",
+    "per_page",
+    "page",
+    "sort",
+    "order",
+    "status",
+    "tag",
+    "label",
+    "environment",
+)
 
 
 def query_error(error: ValueError) -> ValidationException:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, post, put
-from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api.auth import principal_of

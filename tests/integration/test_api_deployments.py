@@ -128,6 +128,9 @@ async def test_create_get_list_and_filter(
     assert bad_status.status_code == 400, bad_status.text
     bad_label = await client.get(BASE, params={"label": "tier"}, headers=editor)
     assert bad_label.status_code == 400, bad_label.text
+    bad_cursor = await client.get(BASE, params={"cursor": "not-a-cursor"}, headers=editor)
+    error = assert_error(bad_cursor, 400, "VALIDATION_ERROR")
+    assert [d["field"] for d in error["details"]] == ["cursor"]
 
 
 async def test_one_deployment_per_pipeline_and_environment(

@@ -84,7 +84,7 @@ def _invalid_command(request: Request, exc: InvalidCommand) -> Response[Any]:
 
 
 def _name_taken(request: Request, exc: NameTaken) -> Response[Any]:
-    details = [{"field": "name", "message": "already taken"}]
+    details = [{"field": exc.field, "message": "already taken"}]
     return error_response(request, 409, str(exc), details, code="RESOURCE_CONFLICT")
 
 

@@ -52,7 +52,15 @@ class NameTaken(DomainError):
     name: str
     holder_id: str | None = field(default=None)
 
+    @property
+    def field(self) -> str:
+        """The input that holds the name: a deployment's "name" is its environment (one
+        deployment per pipeline and environment)."""
+        return "environment" if self.kind == "deployment" else "name"
+
     def __str__(self) -> str:
+        if self.kind == "deployment":
+            return f"the pipeline already has a deployment in environment {self.name!r}"
         return f"{self.kind} name {self.name!r} is already taken"
 
 

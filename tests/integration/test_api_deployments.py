@@ -143,7 +143,9 @@ async def test_one_deployment_per_pipeline_and_environment(
     again = await client.post(
         BASE, json={"pipeline_id": pipeline["id"], "environment": "production"}, headers=editor
     )
-    assert_error(again, 409, "RESOURCE_CONFLICT")
+    error = assert_error(again, 409, "RESOURCE_CONFLICT")
+    assert error["details"] == [{"field": "environment", "message": "already taken"}]
+    assert "environment 'production'" in error["message"]
 
     # Retiring frees the pair: a new deployment may take the environment.
     retired = await client.delete(f"{BASE}/{first['id']}", headers=editor)

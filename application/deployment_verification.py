@@ -95,15 +95,26 @@ class DeploymentVerification:
         """Settle the verifying release from the facts: its run's outcome if the run has
         ended, else a failure if the deadline has passed; else nothing (not due)."""
 
-        def decide(deployment: Deployment) -> None:
+        def decide(deployment: Deployment) -> list[Run] | None:
             verifying = deployment.verifying()
             if verifying is None or verifying.run_id is None:
-                return
+                return None
             run = self._store.find(Run, UUID(verifying.run_id))
             if run is not None and run.finished:
                 self._record(deployment, verifying.release, run, ctx)
-            else:
-                deployment.expire_verification(verifying.release, self._clock(), ctx)
+                return None
+            expired = deployment.expire_verification(verifying.release, self._clock(), ctx)
+            if not expired or run is None:
+                return None
+            # Its outcome can no longer count: stop it (and free its executor slot) in
+            # the same append. Should it end meanwhile, the append conflicts on the run
+            # and this decides again on its outcome.
+            run.request_cancel(
+                f"release {verifying.release} of deployment {deployment.id} "
+                "missed its verification deadline",
+                ctx,
+            )
+            return [run]
 
         return self._change(deployment_id, decide, ctx)
 

@@ -78,9 +78,10 @@ def assert_blue_stays(world: Deployments, deployment: UUID) -> None:
     assert green.outcome == "failed" and "deadline" in (green.failure or "")
     assert (settled.status, settled.active_release) == ("active", 1)
     assert settled.releases[1].outcome == "active"
-    # Failed although its run never ended: still queued, as nobody dispatched it.
+    # Failed although its run never started (nobody dispatched it), which is cancelled
+    # with the release: its outcome can no longer count.
     run = world.store.load(Run, UUID(green.run_id or ""), "run")
-    assert run.status == RunStatus.QUEUED
+    assert run.status == RunStatus.CANCELLED
 
 
 async def test_the_maintenance_fails_a_verification_whose_run_never_ends(

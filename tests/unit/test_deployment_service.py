@@ -7,19 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 
-from application.deployment_verification import DeploymentVerification, utc_now
+from application.deployment_verification import DeploymentVerification
 from application.deployments import DeploymentService
 from application.errors import NotFound, PermissionDenied
 from application.principal import Principal
-from application.tenants import TenantService
-from domain.deployment import Deployment
 from domain.errors import (
     HasDeployments,
     InvalidCommand,
@@ -30,65 +28,9 @@ from domain.errors import (
     VerificationInProgress,
 )
 from domain.events import CommandContext, Idempotency
-from domain.pipeline import PipelineDefinition
-from domain.release import Strategy
 from domain.run import Run
-from domain.tenant import EnvironmentPolicy
-from tests.support.runs import RunWorld, step
-
-CTX = CommandContext("user:u1", "corr-1")
-SYSTEM_CTX = CommandContext("system:deployments", "corr-2")
-GREEN = Strategy(type="blue-green", verification_timeout=60, verification_params={"mode": "check"})
-
-
-class Candidates:
-    """The sweep's candidates as a read model would list them: here, every deployment
-    given (the sweep decides on the write side whether each is due)."""
-
-    def __init__(self, *ids: UUID) -> None:
-        self.ids = list(ids)
-
-    def due(self, now: datetime, limit: int) -> list[UUID]:
-        return self.ids[:limit]
-
-
-class World(RunWorld):
-    def __init__(self, tmp_path: Path, max_attempts: int = 3, **quotas: int) -> None:
-        super().__init__(tmp_path, max_attempts=max_attempts, **quotas)
-        self.deployments = DeploymentService(self.store, self.pipelines, self.runs)
-        self.later_by = timedelta()
-        self.verification = DeploymentVerification(self.store, clock=self.now)
-        self.run_ended = self.verification.run_ended  # as api/bootstrap.py wires executors
-        self.tenants = TenantService(self.store, self.usage)
-        self.admin = replace(self.editor, subject_id="u2", roles=frozenset({"admin"}))
-        self.pipeline_id = self.pipeline("orders", step("e", "Test.emit"))
-
-    def now(self) -> datetime:
-        return utc_now() + self.later_by
-
-    def create(self, environment: str = "production", **fields: Any) -> Deployment:
-        principal = fields.pop("principal", self.editor)
-        pipeline_id = fields.pop("pipeline_id", self.pipeline_id)
-        made = self.deployments.create(principal, pipeline_id, environment, CTX, **fields)
-        return made.state
-
-    def revise(self, *steps: Any) -> None:
-        definition = PipelineDefinition(name="orders", steps=steps)
-        self.pipelines.revise(self.editor, self.pipeline_id, definition, CTX)
-
-    def verification_run(self, deployment: Deployment) -> Run:
-        verifying = self.store.load(Deployment, deployment.id, "deployment").verifying()
-        assert verifying is not None and verifying.run_id is not None
-        return self.run(UUID(verifying.run_id))
-
-    def deployment(self, deployment_id: UUID) -> Deployment:
-        return self.store.load(Deployment, deployment_id, "deployment")
-
-    def policy(self, environment: str, **policy: bool) -> None:
-        tenant_id = UUID(self.tenant_id)
-        self.tenants.set_environment_policy(
-            self.admin, tenant_id, environment, EnvironmentPolicy(**policy), CTX
-        )
+from tests.support.deployments import CTX, GREEN, SYSTEM_CTX, Candidates, World
+from tests.support.runs import step
 
 
 @pytest.fixture
@@ -248,6 +190,9 @@ def test_the_deadline_fails_a_release_whose_run_is_still_queued(world: World) ->
         1,
         "failed",
     )
+    # Its run can no longer count: it is stopped in the same append.
+    assert world.appends[-1][1] == ["ReleaseFailed", "RunCancelled"]
+    assert world.verification_run_of(after, 2).status == "cancelled"
     assert world.verification.sweep(candidates, SYSTEM_CTX) == []  # once
 
 
@@ -270,12 +215,17 @@ async def test_a_run_that_ended_by_the_deadline_decides_even_if_the_sweep_comes_
 async def test_a_run_ending_after_the_deadline_fired_changes_nothing(world: World) -> None:
     deployment = world.create()
     world.deployments.release(world.editor, deployment.id, CTX, strategy=GREEN)
-    run_id = world.verification_run(deployment).id
+    run = world.verification_run(deployment)
+    executor = world.executor()
+    claim = executor.claim(run.id)  # running when the deadline fires
+    assert claim is not None
     world.later_by = timedelta(seconds=61)
     world.verification.sweep(Candidates(deployment.id), SYSTEM_CTX)
+    assert world.run(run.id).cancel_requested  # asked to stop; its executor records the end
+    await executor.execute(claim)
+    assert world.run(run.id).status == "cancelled"
 
-    await world.execute(run_id)
-    late = world.verification.record_verification_outcome(run_id, SYSTEM_CTX)
+    late = world.verification.record_verification_outcome(run.id, SYSTEM_CTX)
     assert late is not None and not late.changed
     assert world.deployment(deployment.id).releases[2].outcome == "failed"
 

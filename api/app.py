@@ -135,6 +135,7 @@ def dependencies(container: Container) -> dict[str, Provide]:
             "api_keys": commands("api_keys", c.api_keys),
             "runs": commands("runs", c.runs),
             "deployments": commands("deployments", c.deployments),
+            "rollbacks": commands("rollbacks", c.rollbacks),
             "sessions": commands("sessions", c.sessions),
             "logins": c.logins,
             "read_your_writes": ReadYourWrites(

@@ -25,6 +25,7 @@ from application.deployments import DeploymentService
 from application.event_store import NornEventStore
 from application.executor import RunExecutor
 from application.logins import LoginPolicy, LoginService
+from application.pipeline_rollbacks import PipelineRollbacks
 from application.pipelines import PipelineService
 from application.recovery import RunRecovery
 from application.run_execution import ExecutorPolicy
@@ -140,6 +141,7 @@ class Container:
     runs: RunService
     run_queries: RunQueries
     deployments: DeploymentService
+    rollbacks: PipelineRollbacks
     deployment_queries: DeploymentQueries
     run_logs: RunLogs
     tenant_queries: TenantQueries
@@ -192,6 +194,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
     api_keys = ApiKeyService(store, ApiKeySecrets())
     pipelines = PipelineService(store, plugins, usage)
     runs = RunService(store, pipelines, usage, max_attempts=settings.run_max_attempts)
+    deployments = DeploymentService(store, pipelines, runs)
     # Authentication reads the session, user and tenant versions in one query.
     sessions = SessionService(store, hasher, tokens, api_keys, facts=usage)
     rate_limits = settings.plan_rate_limits()
@@ -220,7 +223,8 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
             pipeline_queries=PipelineQueries(read_pool),
             runs=runs,
             run_queries=RunQueries(read_pool),
-            deployments=DeploymentService(store, pipelines, runs),
+            deployments=deployments,
+            rollbacks=PipelineRollbacks(store, pipelines, deployments),
             deployment_queries=DeploymentQueries(read_pool),
             run_logs=RunLogs(read_pool),
             tenant_queries=TenantQueries(read_pool),

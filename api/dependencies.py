@@ -15,6 +15,7 @@ from application.api_keys import ApiKeyService
 from application.deployments import DeploymentService
 from application.errors import ServiceUnavailable
 from application.logins import LoginService
+from application.pipeline_rollbacks import PipelineRollbacks
 from application.pipelines import PipelineService
 from application.runs import RunService
 from application.sessions import SessionService
@@ -80,6 +81,7 @@ UserServiceDep = NamedDependency[Threaded[UserService]]
 ApiKeyServiceDep = NamedDependency[Threaded[ApiKeyService]]
 RunServiceDep = NamedDependency[Threaded[RunService]]
 DeploymentServiceDep = NamedDependency[Threaded[DeploymentService]]
+RollbackServiceDep = NamedDependency[Threaded[PipelineRollbacks]]
 SessionServiceDep = NamedDependency[Threaded[SessionService]]
 LoginServiceDep = NamedDependency[LoginService]
 

@@ -73,6 +73,24 @@ def error_response(
     return Response(body, status_code=status, headers=headers)
 
 
+def error_code(exc: Exception) -> str:
+    """The `code` a request refused with `exc` answers, for answers that report a
+    refusal among other outcomes (a rollback's `not_redeployed`)."""
+    if isinstance(exc, QuotaExceeded):
+        return "QUOTA_EXCEEDED"
+    if isinstance(exc, VersionConflict):
+        return "VERSION_CONFLICT"
+    if isinstance(exc, (Conflict, NameTaken)):
+        return "RESOURCE_CONFLICT"
+    if isinstance(exc, (InvalidCommand, InvalidDefinition)):
+        return CODE_BY_STATUS[422]
+    if isinstance(exc, PermissionDenied):
+        return CODE_BY_STATUS[403]
+    if isinstance(exc, (NotFound, AggregateDeleted)):
+        return CODE_BY_STATUS[404]
+    return "INTERNAL_ERROR"
+
+
 def _invalid_definition(request: Request, exc: InvalidDefinition) -> Response[Any]:
     details = [{"field": e.field, "message": e.message} for e in exc.errors]
     return error_response(request, 422, "the pipeline definition is invalid", details)

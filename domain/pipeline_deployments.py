@@ -40,6 +40,7 @@ class PipelineDeploymentsCounted(PipelineDeploymentsEvent):
 
     def apply(self, aggregate: PipelineDeployments) -> None:
         aggregate.live = self.live
+        aggregate.deployment_ids.append(self.deployment_id)
 
 
 class PipelineDeploymentsUncounted(PipelineDeploymentsEvent):
@@ -48,6 +49,8 @@ class PipelineDeploymentsUncounted(PipelineDeploymentsEvent):
 
     def apply(self, aggregate: PipelineDeployments) -> None:
         aggregate.live = self.live
+        if self.deployment_id in aggregate.deployment_ids:
+            aggregate.deployment_ids.remove(self.deployment_id)
 
 
 class PipelineDeploymentsClosed(PipelineDeploymentsEvent):
@@ -60,6 +63,8 @@ class PipelineDeployments(Aggregate):
         self.tenant_id = tenant_id
         self.pipeline_id = pipeline_id
         self.live = 0
+        self.deployment_ids: list[str] = []
+        """The deployments not retired, oldest first (what a rollback redeploys to)."""
         self.closed = closed
 
     @classmethod

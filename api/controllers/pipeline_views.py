@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.errors import error_code
 from api.schemas.pipelines import (
     ChangesOut,
     ClonedFromOut,
     HistoryItem,
+    NotRedeployedOut,
     PipelineRead,
     PipelineWrite,
     PipelineWritten,
+    RedeployedOut,
     RevisionOut,
     RolledBackOut,
     StepOut,
 )
 from application.pipeline_history import RevisionRecord
-from application.pipelines import RolledBack
+from application.pipeline_rollbacks import Redeployment, RolledBackEverywhere
 from application.results import Changed
 from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
 
@@ -85,14 +88,40 @@ def written(result: Changed[Pipeline]) -> PipelineWritten:
     )
 
 
-def rolled_back(result: RolledBack) -> RolledBackOut:
+def rolled_back(result: RolledBackEverywhere) -> RolledBackOut:
     return RolledBackOut(
-        str(result.state.id),
-        result.state.revision,
-        result.rolled_back_to,
-        result.previous_revision,
-        result.version,
-        result.position,
+        id=str(result.state.id),
+        revision=result.state.revision,
+        rolled_back_to=result.rolled_back_to,
+        previous_revision=result.previous_revision,
+        version=result.version,
+        position=result.position,
+        redeployed=[_redeployed(r) for r in result.redeployments if r.released],
+        not_redeployed=[_not_redeployed(r) for r in result.redeployments if r.refused],
+    )
+
+
+def _redeployed(redeployment: Redeployment) -> RedeployedOut:
+    released = redeployment.released
+    assert released is not None
+    return RedeployedOut(
+        deployment_id=redeployment.deployment_id,
+        environment=redeployment.environment,
+        release=released.release.release,
+        outcome=str(released.release.outcome),
+        run_id=released.release.run_id,
+        position=released.position,
+    )
+
+
+def _not_redeployed(redeployment: Redeployment) -> NotRedeployedOut:
+    refused = redeployment.refused
+    assert refused is not None
+    return NotRedeployedOut(
+        deployment_id=redeployment.deployment_id,
+        environment=redeployment.environment,
+        code=error_code(refused),
+        reason=str(refused),
     )
 
 

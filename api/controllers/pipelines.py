@@ -28,7 +28,13 @@ from api.controllers.pipeline_views import (
     to_definition,
     written,
 )
-from api.dependencies import PagingDep, PipelineQueriesDep, PipelineServiceDep, ReadYourWritesDep
+from api.dependencies import (
+    PagingDep,
+    PipelineQueriesDep,
+    PipelineServiceDep,
+    ReadYourWritesDep,
+    RollbackServiceDep,
+)
 from api.schemas.common import FieldProblem
 from api.schemas.pipelines import (
     CloneRequest,
@@ -187,22 +193,23 @@ class PipelineController(Controller):
         "/{pipeline_id:uuid}/rollback",
         opt=WRITE,
         status_code=200,
-        summary="Restore a revision as a new one",
+        summary="Restore a revision as a new one (and release it where deployed)",
     )
     async def rollback(
         self,
         pipeline_id: FromPath[UUID],
         data: JSONBody[RollbackRequest],
         request: Request,
-        pipelines: PipelineServiceDep,
+        rollbacks: RollbackServiceDep,
         if_match: IfMatch = None,
     ) -> RolledBackOut:
-        result = await pipelines.roll_back(
+        result = await rollbacks.roll_back(
             principal_of(request),
             pipeline_id,
             data.revision,
             command_context(request),
             expected_version(if_match),
+            redeploy=data.redeploy,
         )
         return rolled_back(result)
 

@@ -39,6 +39,9 @@ class PipelineWrite(Request):
 
 class RollbackRequest(Request):
     revision: Annotated[int, msgspec.Meta(ge=1)]
+    redeploy: bool = False
+    """Also release the new revision to every deployment of the pipeline not retired,
+    each with its own strategy."""
 
 
 class CloneRequest(Request):
@@ -91,13 +94,35 @@ class PipelinePage(CursorPage, kw_only=True):
     items: list[PipelineRead]
 
 
-class RolledBackOut(msgspec.Struct):
+class RedeployedOut(msgspec.Struct, kw_only=True):
+    deployment_id: str
+    environment: str
+    release: int
+    outcome: str
+    """`active` (direct) or `verifying` (blue-green: its verification run is `run_id`)."""
+    run_id: str | None
+    position: int | None
+
+
+class NotRedeployedOut(msgspec.Struct, kw_only=True):
+    deployment_id: str
+    environment: str
+    code: str
+    """The error code the same release asked on its own would have answered."""
+    reason: str
+
+
+class RolledBackOut(msgspec.Struct, kw_only=True):
     id: str
     revision: int
     rolled_back_to: int
     previous_revision: int
     version: int
     position: int | None
+    redeployed: list[RedeployedOut] = msgspec.field(default_factory=list)
+    """With `redeploy`: the deployments the new revision was released to."""
+    not_redeployed: list[NotRedeployedOut] = msgspec.field(default_factory=list)
+    """With `redeploy`: the deployments it was not, and why."""
 
 
 class DeletedOut(msgspec.Struct):

@@ -5,7 +5,6 @@ app with an executor of its own)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from litestar.testing import AsyncTestClient
@@ -14,73 +13,31 @@ from infrastructure.settings import Settings
 from tests.integration.api_client import (
     assert_error,
     create_pipeline,
-    login,
     make_tenant_user,
-    pipeline_body,
-    platform_admin,
     running_app,
     unique,
 )
+from tests.integration.deployment_client import (
+    BASE,
+    BASE_ID,
+    deploy,
+    new_tenant,
+    new_user,
+    read_at,
+    revise,
+    status_when,
+)
 from tests.integration.run_support import EXECUTING, executing, make_pipeline, step
-
-BASE = "/api/v1/deployments"
-BASE_ID = "00000000-0000-4000-8000-000000000000"
-Headers = dict[str, str]
-
-
-async def _tenant(client: AsyncTestClient, settings: Settings) -> tuple[str, Headers, Headers]:
-    """A tenant of its own: (tenant id, an editor's headers, the platform admin's)."""
-    admin = await platform_admin(client, settings)
-    tenant_id, editor = await make_tenant_user(client, admin, unique("acme"), "editor")
-    return tenant_id, editor, admin
-
-
-async def _user(client: AsyncTestClient, admin: Headers, tenant_id: str, role: str) -> Headers:
-    username, password = unique(role), "correct-horse-battery-staple"
-    made = await client.post(
-        "/api/v1/users",
-        json={"username": username, "password": password, "tenant_id": tenant_id, "roles": [role]},
-        headers=admin,
-    )
-    assert made.status_code == 201, made.text
-    return await login(client, username, password)
-
-
-async def _deploy(
-    client: AsyncTestClient, headers: Headers, pipeline_id: str, environment: str, **body: Any
-) -> dict[str, Any]:
-    response = await client.post(
-        BASE, json={"pipeline_id": pipeline_id, "environment": environment, **body}, headers=headers
-    )
-    assert response.status_code == 201, response.text
-    assert response.headers["location"] == f"{BASE}/{response.json()['id']}"
-    return dict(response.json())
-
-
-async def _get(
-    client: AsyncTestClient, headers: Headers, path: str, position: int, **params: Any
-) -> Any:
-    """`path` read with ?min_position= and `params` (the test client replaces a query
-    written into the path when given params, so filters go here)."""
-    response = await client.get(path, params={"min_position": position, **params}, headers=headers)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-async def _revise(client: AsyncTestClient, headers: Headers, pipeline: dict[str, Any]) -> None:
-    body = pipeline_body(pipeline["name"], description="revision 2")
-    revised = await client.put(f"/api/v1/pipelines/{pipeline['id']}", json=body, headers=headers)
-    assert revised.status_code == 200 and revised.json()["revision"] == 2, revised.text
 
 
 async def test_create_get_list_and_filter(
     module_app: AsyncTestClient, module_settings: Settings
 ) -> None:
     client = module_app
-    tenant_id, editor, _ = await _tenant(client, module_settings)
+    tenant_id, editor, _ = await new_tenant(client, module_settings)
     alpha = await create_pipeline(client, editor, "alpha")
     beta = await create_pipeline(client, editor, "beta")
-    staging = await _deploy(
+    staging = await deploy(
         client,
         editor,
         alpha["id"],
@@ -94,8 +51,8 @@ async def test_create_get_list_and_filter(
     assert release["release"] == 1 and release["revision"] == 1
     assert release["outcome"] == "active" and release["strategy"]["type"] == "direct"
     assert release["run_id"] is None and release["created_by"]
-    await _deploy(client, editor, alpha["id"], "production", labels={"tier": "silver"})
-    last = await _deploy(client, editor, beta["id"], "staging")
+    await deploy(client, editor, alpha["id"], "production", labels={"tier": "silver"})
+    last = await deploy(client, editor, beta["id"], "staging")
 
     got = await client.get(
         f"{BASE}/{staging['id']}", params={"min_position": staging["position"]}, headers=editor
@@ -109,7 +66,7 @@ async def test_create_get_list_and_filter(
     assert (shown["active_release"], shown["active_revision"]) == (1, 1)
 
     async def listed(**params: Any) -> list[tuple[str, str]]:
-        page = await _get(client, editor, BASE, last["position"], **params)
+        page = await read_at(client, editor, BASE, last["position"], **params)
         return [(d["pipeline_id"], d["environment"]) for d in page["items"]]
 
     everything = [(alpha["id"], "staging"), (alpha["id"], "production"), (beta["id"], "staging")]
@@ -119,9 +76,9 @@ async def test_create_get_list_and_filter(
     assert await listed(label="tier=gold") == everything[:1]
     assert await listed(status="active") == everything
     assert await listed(status="retired") == []
-    first = await _get(client, editor, BASE, last["position"], limit=2)
+    first = await read_at(client, editor, BASE, last["position"], limit=2)
     assert len(first["items"]) == 2 and first["has_more"] and first["next_cursor"]
-    rest = await _get(client, editor, BASE, 0, cursor=first["next_cursor"])
+    rest = await read_at(client, editor, BASE, 0, cursor=first["next_cursor"])
     assert [d["id"] for d in rest["items"]] == [last["id"]] and not rest["has_more"]
 
     bad_status = await client.get(BASE, params={"status": "sleeping"}, headers=editor)
@@ -137,9 +94,9 @@ async def test_one_deployment_per_pipeline_and_environment(
     module_app: AsyncTestClient, module_settings: Settings
 ) -> None:
     client = module_app
-    _, editor, _ = await _tenant(client, module_settings)
+    _, editor, _ = await new_tenant(client, module_settings)
     pipeline = await create_pipeline(client, editor, "alpha")
-    first = await _deploy(client, editor, pipeline["id"], "production")
+    first = await deploy(client, editor, pipeline["id"], "production")
     again = await client.post(
         BASE, json={"pipeline_id": pipeline["id"], "environment": "production"}, headers=editor
     )
@@ -151,7 +108,7 @@ async def test_one_deployment_per_pipeline_and_environment(
     retired = await client.delete(f"{BASE}/{first['id']}", headers=editor)
     assert retired.status_code == 200, retired.text
     assert retired.json()["retired"] is True and retired.json()["id"] == first["id"]
-    second = await _deploy(client, editor, pipeline["id"], "production")
+    second = await deploy(client, editor, pipeline["id"], "production")
     assert second["id"] != first["id"]
 
 
@@ -159,11 +116,11 @@ async def test_release_status_and_rollback(
     module_app: AsyncTestClient, module_settings: Settings
 ) -> None:
     client = module_app
-    _, editor, _ = await _tenant(client, module_settings)
+    _, editor, _ = await new_tenant(client, module_settings)
     pipeline = await create_pipeline(client, editor, "alpha")
-    deployment = await _deploy(client, editor, pipeline["id"], "staging")
+    deployment = await deploy(client, editor, pipeline["id"], "staging")
     path = f"{BASE}/{deployment['id']}"
-    await _revise(client, editor, pipeline)
+    await revise(client, editor, pipeline)
 
     released = await client.post(f"{path}/releases", json={"revision": 2}, headers=editor)
     assert released.status_code == 201, released.text
@@ -171,12 +128,12 @@ async def test_release_status_and_rollback(
     assert body["release"]["release"] == 2 and body["release"]["revision"] == 2
     assert body["release"]["outcome"] == "active" and body["active_release"] == 2
 
-    releases = await _get(client, editor, f"{path}/releases", body["position"])
+    releases = await read_at(client, editor, f"{path}/releases", body["position"])
     assert [(r["release"], r["revision"], r["outcome"]) for r in releases["items"]] == [
         (1, 1, "superseded"),
         (2, 2, "active"),
     ]
-    status = await _get(client, editor, f"{path}/status", body["position"])
+    status = await read_at(client, editor, f"{path}/status", body["position"])
     assert status["status"] == "active" and status["verifying"] is None
     assert (status["active_release"], status["active_revision"]) == (2, 2)
     assert [r["release"] for r in status["recent_releases"]] == [2, 1]
@@ -188,9 +145,9 @@ async def test_release_status_and_rollback(
     assert rolled.status_code == 200, rolled.text
     answer = rolled.json()
     assert (answer["release"], answer["rolled_back_to"], answer["previous_release"]) == (3, 1, 2)
-    status = await _get(client, editor, f"{path}/status", answer["position"])
+    status = await read_at(client, editor, f"{path}/status", answer["position"])
     assert (status["active_release"], status["active_revision"]) == (3, 1)
-    releases = await _get(client, editor, f"{path}/releases", answer["position"])
+    releases = await read_at(client, editor, f"{path}/releases", answer["position"])
     outcomes = [(r["release"], r["outcome"], r["rolled_back_to"]) for r in releases["items"]]
     assert outcomes == [(1, "superseded", None), (2, "rolled_back", None), (3, "active", 1)]
     history = await client.get(f"{path}/history", headers=editor)
@@ -221,11 +178,11 @@ async def test_execute_runs_the_active_release_until_retired(
     module_app: AsyncTestClient, module_settings: Settings
 ) -> None:
     client = module_app
-    _, editor, _ = await _tenant(client, module_settings)
+    _, editor, _ = await new_tenant(client, module_settings)
     pipeline = await create_pipeline(client, editor, "alpha")
-    deployment = await _deploy(client, editor, pipeline["id"], "staging")
+    deployment = await deploy(client, editor, pipeline["id"], "staging")
     path = f"{BASE}/{deployment['id']}"
-    await _revise(client, editor, pipeline)  # the deployment still runs revision 1
+    await revise(client, editor, pipeline)  # the deployment still runs revision 1
 
     executed = await client.post(f"{path}/execute", json={"params": {"k": "v"}}, headers=editor)
     assert executed.status_code == 202, executed.text
@@ -233,7 +190,7 @@ async def test_execute_runs_the_active_release_until_retired(
     assert run["status"] == "queued" and run["success"] is None
     assert (run["revision"], run["release"]) == (1, 1)
     assert executed.headers["location"] == f"/api/v1/runs/{run['run_id']}"
-    shown_run = await _get(client, editor, f"/api/v1/runs/{run['run_id']}", run["position"])
+    shown_run = await read_at(client, editor, f"/api/v1/runs/{run['run_id']}", run["position"])
     assert shown_run["params"] == {"k": "v"}
     assert shown_run["trigger"] == {
         "kind": "deployment",
@@ -242,14 +199,14 @@ async def test_execute_runs_the_active_release_until_retired(
         "release": 1,
     }
     for params in ({"deployment_id": deployment["id"]}, {"environment": "staging"}):
-        runs = await _get(client, editor, "/api/v1/runs", run["position"], **params)
+        runs = await read_at(client, editor, "/api/v1/runs", run["position"], **params)
         assert [r["id"] for r in runs["items"]] == [run["run_id"]]
-    elsewhere = await _get(client, editor, "/api/v1/runs", 0, environment="production")
+    elsewhere = await read_at(client, editor, "/api/v1/runs", 0, environment="production")
     assert elsewhere["items"] == []
 
     retired = await client.delete(path, headers=editor)
     assert retired.status_code == 200, retired.text
-    shown = await _get(client, editor, path, retired.json()["position"])
+    shown = await read_at(client, editor, path, retired.json()["position"])
     assert shown["status"] == "retired" and shown["retired"] is True
     for method, route, body in (
         ("post", f"{path}/execute", {}),
@@ -260,7 +217,7 @@ async def test_execute_runs_the_active_release_until_retired(
         kwargs: dict[str, Any] = {"headers": editor} | ({} if body is None else {"json": body})
         refused = await getattr(client, method)(route, **kwargs)
         assert_error(refused, 409, "RESOURCE_CONFLICT")
-    listed = await _get(client, editor, BASE, retired.json()["position"], status="retired")
+    listed = await read_at(client, editor, BASE, retired.json()["position"], status="retired")
     assert [d["id"] for d in listed["items"]] == [deployment["id"]]
 
 
@@ -270,11 +227,11 @@ async def test_a_verifying_release_blocks_others_while_blue_serves(
     """This app runs no executor: the verification run stays queued, so the release stays
     verifying for as long as the test needs (its deadline is an hour away)."""
     client = module_app
-    _, editor, _ = await _tenant(client, module_settings)
+    _, editor, _ = await new_tenant(client, module_settings)
     pipeline = await create_pipeline(client, editor, "alpha")
-    deployment = await _deploy(client, editor, pipeline["id"], "production")
+    deployment = await deploy(client, editor, pipeline["id"], "production")
     path = f"{BASE}/{deployment['id']}"
-    await _revise(client, editor, pipeline)
+    await revise(client, editor, pipeline)
     green = {"type": "blue-green", "verification_timeout": 3600, "verification_params": {"x": 1}}
     released = await client.post(f"{path}/releases", json={"strategy": green}, headers=editor)
     assert released.status_code == 202, released.text
@@ -283,12 +240,12 @@ async def test_a_verifying_release_blocks_others_while_blue_serves(
     assert body["status"] == "active" and body["active_release"] == 1
     run_id = body["release"]["run_id"]
 
-    status = await _get(client, editor, f"{path}/status", body["position"])
+    status = await read_at(client, editor, f"{path}/status", body["position"])
     assert status["status"] == "active" and status["active_release"] == 1
     verifying = status["verifying"]
     assert (verifying["release"], verifying["revision"], verifying["run_id"]) == (2, 2, run_id)
     assert verifying["deadline"] and verifying["elapsed_s"] >= 0
-    verification = await _get(client, editor, f"/api/v1/runs/{run_id}", body["position"])
+    verification = await read_at(client, editor, f"/api/v1/runs/{run_id}", body["position"])
     assert verification["params"] == {"x": 1} and verification["revision"] == 2
 
     for route, attempt in ((f"{path}/releases", {}), (f"{path}/rollback", {})):
@@ -303,9 +260,9 @@ async def test_a_verifying_release_blocks_others_while_blue_serves(
     # Retiring fails the verifying release and stops its run.
     retired = await client.delete(path, headers=editor)
     assert retired.status_code == 200, retired.text
-    releases = await _get(client, editor, f"{path}/releases", retired.json()["position"])
+    releases = await read_at(client, editor, f"{path}/releases", retired.json()["position"])
     assert [r["outcome"] for r in releases["items"]] == ["active", "failed"]
-    stopped = await _get(client, editor, f"/api/v1/runs/{run_id}", retired.json()["position"])
+    stopped = await read_at(client, editor, f"/api/v1/runs/{run_id}", retired.json()["position"])
     assert stopped["status"] == "cancelled", stopped
 
 
@@ -313,8 +270,8 @@ async def test_a_protected_environment_needs_an_admin_and_may_require_verificati
     module_app: AsyncTestClient, module_settings: Settings
 ) -> None:
     client = module_app
-    tenant_id, editor, root = await _tenant(client, module_settings)
-    admin = await _user(client, root, tenant_id, "admin")
+    tenant_id, editor, root = await new_tenant(client, module_settings)
+    admin = await new_user(client, root, tenant_id, "admin")
     policy_path = f"/api/v1/tenants/{tenant_id}/environments/production"
     strict = {"protected": True, "require_verification": True}
     by_editor = await client.put(policy_path, json=strict, headers=editor)
@@ -341,7 +298,7 @@ async def test_a_protected_environment_needs_an_admin_and_may_require_verificati
     error = assert_error(direct, 422, "VALIDATION_ERROR")
     assert [d["field"] for d in error["details"]] == ["strategy.type"]
     green = {"type": "blue-green", "verification_timeout": 3600}
-    made = await _deploy(client, admin, pipeline["id"], "production", strategy=green)
+    made = await deploy(client, admin, pipeline["id"], "production", strategy=green)
     assert made["status"] == "verifying" and made["release"]["outcome"] == "verifying"
     path = f"{BASE}/{made['id']}"
     for method, route, body in (
@@ -352,7 +309,7 @@ async def test_a_protected_environment_needs_an_admin_and_may_require_verificati
         kwargs: dict[str, Any] = {"headers": editor} | ({} if body is None else {"json": body})
         assert_error(await getattr(client, method)(route, **kwargs), 403, "PERMISSION_DENIED")
     # Other environments stay open to editors; the default policy lifts the protection.
-    await _deploy(client, editor, pipeline["id"], "staging")
+    await deploy(client, editor, pipeline["id"], "staging")
     lifted = await client.put(policy_path, json={}, headers=admin)
     assert lifted.status_code == 200 and lifted.json()["protected"] is False, lifted.text
     retired = await client.delete(path, headers=editor)
@@ -363,7 +320,7 @@ async def test_deploy_from_the_pipeline_creates_then_releases(
     module_app: AsyncTestClient, module_settings: Settings
 ) -> None:
     client = module_app
-    _, editor, _ = await _tenant(client, module_settings)
+    _, editor, _ = await new_tenant(client, module_settings)
     pipeline = await create_pipeline(client, editor, "alpha")
     route = f"/api/v1/pipelines/{pipeline['id']}:deploy"
     first = await client.post(route, json={"environment": "staging"}, headers=editor)
@@ -371,7 +328,7 @@ async def test_deploy_from_the_pipeline_creates_then_releases(
     made = first.json()
     assert made["created"] is True and made["release"]["revision"] == 1
     assert first.headers["location"] == f"{BASE}/{made['id']}"
-    await _revise(client, editor, pipeline)
+    await revise(client, editor, pipeline)
     again = await client.post(route, json={"environment": "staging"}, headers=editor)
     assert again.status_code == 201, again.text
     assert again.json()["created"] is False and again.json()["id"] == made["id"]
@@ -392,9 +349,9 @@ async def test_another_tenants_deployment_is_not_found_on_every_route(
     module_app: AsyncTestClient, module_settings: Settings
 ) -> None:
     client = module_app
-    _, editor, admin = await _tenant(client, module_settings)
+    _, editor, admin = await new_tenant(client, module_settings)
     pipeline = await create_pipeline(client, editor, "alpha")
-    deployment = await _deploy(client, editor, pipeline["id"], "staging")
+    deployment = await deploy(client, editor, pipeline["id"], "staging")
     _, stranger = await make_tenant_user(client, admin, unique("other"), "admin")
     path = f"{BASE}/{deployment['id']}"
     for method, route, body in (
@@ -415,9 +372,9 @@ async def test_another_tenants_deployment_is_not_found_on_every_route(
         BASE, json={"pipeline_id": pipeline["id"], "environment": "prod"}, headers=stranger
     )
     assert_error(foreign, 404, "RESOURCE_NOT_FOUND")
-    listed = await _get(client, stranger, BASE, deployment["position"])
+    listed = await read_at(client, stranger, BASE, deployment["position"])
     assert listed["items"] == []
-    still = await _get(client, editor, path, deployment["position"])
+    still = await read_at(client, editor, path, deployment["position"])
     assert still["status"] == "active" and still["version"] == deployment["version"]
 
 
@@ -425,14 +382,14 @@ async def test_every_role_reads_editors_write_operators_execute(
     module_app: AsyncTestClient, module_settings: Settings
 ) -> None:
     client = module_app
-    tenant_id, editor, admin = await _tenant(client, module_settings)
-    viewer = await _user(client, admin, tenant_id, "viewer")
-    operator = await _user(client, admin, tenant_id, "operator")
+    tenant_id, editor, admin = await new_tenant(client, module_settings)
+    viewer = await new_user(client, admin, tenant_id, "viewer")
+    operator = await new_user(client, admin, tenant_id, "operator")
     pipeline = await create_pipeline(client, editor, "alpha")
-    deployment = await _deploy(client, editor, pipeline["id"], "staging")
+    deployment = await deploy(client, editor, pipeline["id"], "staging")
     path = f"{BASE}/{deployment['id']}"
     for route in (path, f"{path}/releases", f"{path}/status", BASE):
-        assert (await _get(client, viewer, route, deployment["position"])) is not None
+        assert (await read_at(client, viewer, route, deployment["position"])) is not None
     history = await client.get(f"{path}/history", headers=viewer)  # the event store's
     assert history.status_code == 200 and history.json()["items"], history.text
     writes = (
@@ -455,7 +412,7 @@ async def test_bad_bodies_name_their_fields(
     module_app: AsyncTestClient, module_settings: Settings
 ) -> None:
     client = module_app
-    _, editor, _ = await _tenant(client, module_settings)
+    _, editor, _ = await new_tenant(client, module_settings)
     pipeline = await create_pipeline(client, editor, "alpha")
 
     async def fields(route: str, body: Any) -> list[str]:
@@ -475,13 +432,13 @@ async def test_bad_bodies_name_their_fields(
     bad_label = {**create, "labels": {"no spaces": "x"}}
     assert await fields(BASE, bad_label) == ["labels.no spaces"]
 
-    deployment = await _deploy(client, editor, pipeline["id"], "staging")
+    deployment = await deploy(client, editor, pipeline["id"], "staging")
     path = f"{BASE}/{deployment['id']}"
     assert "revision" in " ".join(await fields(f"{path}/releases", {"revision": 0}))
     assert "to_release" in " ".join(await fields(f"{path}/rollback", {"to_release": "x"}))
     assert "params" in " ".join(await fields(f"{path}/execute", {"params": "x"}))
     # Nothing was made by the refused creates.
-    listed = await _get(client, editor, BASE, deployment["position"])
+    listed = await read_at(client, editor, BASE, deployment["position"])
     assert [d["id"] for d in listed["items"]] == [deployment["id"]]
 
 
@@ -489,49 +446,35 @@ async def test_max_deployments_is_enforced_and_shown_in_usage(
     module_app: AsyncTestClient, module_settings: Settings
 ) -> None:
     client = module_app
-    tenant_id, editor, admin = await _tenant(client, module_settings)
+    tenant_id, editor, admin = await new_tenant(client, module_settings)
     limited = await client.put(
         f"/api/v1/tenants/{tenant_id}/quotas", json={"max_deployments": 1}, headers=admin
     )
     assert limited.status_code == 200, limited.text
     pipeline = await create_pipeline(client, editor, "alpha")
-    first = await _deploy(client, editor, pipeline["id"], "staging")
+    first = await deploy(client, editor, pipeline["id"], "staging")
     over = await client.post(
         BASE, json={"pipeline_id": pipeline["id"], "environment": "production"}, headers=editor
     )
     assert_error(over, 409, "QUOTA_EXCEEDED")
     # The same projection keeps the count: once the deployment shows, the usage does.
-    await _get(client, editor, f"{BASE}/{first['id']}", first["position"])
+    await read_at(client, editor, f"{BASE}/{first['id']}", first["position"])
     usage = await client.get(f"/api/v1/tenants/{tenant_id}/usage", headers=admin)
     assert usage.status_code == 200, usage.text
     assert usage.json()["quotas"]["max_deployments"]["used"] == 1
     retired = await client.delete(f"{BASE}/{first['id']}", headers=editor)
     assert retired.status_code == 200, retired.text
-    await _deploy(client, editor, pipeline["id"], "production")
-
-
-async def _status_when(
-    client: Any, headers: Headers, path: str, done: Any, seconds: float = 30
-) -> dict[str, Any]:
-    """The status once `done(status)` holds (the verification run's executor decides)."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        response = await client.get(f"{path}/status", headers=headers)
-        assert response.status_code == 200, response.text
-        if done(response.json()):
-            return dict(response.json())
-        assert asyncio.get_running_loop().time() < deadline, response.text
-        await asyncio.sleep(0.1)
+    await deploy(client, editor, pipeline["id"], "production")
 
 
 async def test_blue_green_release_verified_by_a_real_run(settings: Settings) -> None:
     settings = executing(settings)
     async with running_app(settings, roles=EXECUTING) as client:
-        _, editor, _ = await _tenant(client, settings)
+        _, editor, _ = await new_tenant(client, settings)
         pipeline_id = await make_pipeline(
             client, editor, "verified", [step("emit", "Test.emit", count=2)]
         )
-        deployment = await _deploy(client, editor, pipeline_id, "production")
+        deployment = await deploy(client, editor, pipeline_id, "production")
         path = f"{BASE}/{deployment['id']}"
         revised = await client.put(
             f"/api/v1/pipelines/{pipeline_id}",
@@ -547,7 +490,7 @@ async def test_blue_green_release_verified_by_a_real_run(settings: Settings) -> 
         release = released.json()["release"]
         assert release["outcome"] == "verifying" and release["run_id"]
         assert released.json()["active_release"] == 1  # blue serves while green verifies
-        status = await _status_when(
+        status = await status_when(
             client, editor, path, lambda s: s["verifying"] is None and s["active_release"] == 2
         )
         assert status["status"] == "active" and status["active_revision"] == 2
@@ -574,7 +517,7 @@ async def test_blue_green_release_verified_by_a_real_run(settings: Settings) -> 
             f"{path}/releases", json={"revision": 3, "strategy": green}, headers=editor
         )
         assert failing.status_code == 202, failing.text
-        status = await _status_when(
+        status = await status_when(
             client,
             editor,
             path,

@@ -1,6 +1,7 @@
 """The jobs read model on real PostgreSQL: Job aggregates appended to the real event store
 give the right rows, the scheduler's columns are left alone, a replay or a rebuild
-changes nothing, and the queries filter, paginate and keep tenants apart."""
+changes nothing, the queries filter, paginate and keep tenants apart, and the max_jobs
+usage counts the jobs not deleted, exactly."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from application.event_store import NornEventStore
+from application.principal import Principal
+from application.tenants import TenantService
 from domain.job import Job, JobSpec, JobTarget
 from infrastructure.postgres import create_read_pool
 from projections import JobQueries, JobsProjection, rebuild
+from projections.usage import ReadModelUsage
 from tests.conftest import seed_tenant
 from tests.integration.deployment_support import CTX, T1, T2, project, table
 
@@ -286,3 +290,29 @@ async def test_queries_filter_paginate_and_keep_tenants_apart(
     numbered = await queries.list(T1, limit=3, page=2)
     assert [UUID(i["id"]) for i in numbered.items] == newest_first[3:6]
     assert (numbered.total, numbered.has_more) == (7, True)
+
+
+async def test_max_jobs_usage_counts_jobs_not_deleted(
+    database_url: str, jobs: Jobs, usage: ReadModelUsage
+) -> None:
+    first = jobs.create("first")
+    jobs.create("second", enabled=False)  # a disabled job still counts
+    gone = jobs.create("gone")
+    jobs.create("theirs", tenant=T2)
+    jobs.change(gone, lambda job: job.delete(CTX))
+    # Exact before the read model has seen anything: the unprojected events are counted.
+    assert (usage.count(T1, "jobs"), usage.count(T2, "jobs")) == (2, 1)
+    await project_jobs(database_url)
+    assert (usage.count(T1, "jobs"), usage.count(T2, "jobs")) == (2, 1)
+    counts = {r["tenant_id"]: r["live"] for r in await table(database_url, "job_counts", "1")}
+    assert counts == {T1: 2, T2: 1}
+
+    # Projected and unprojected together.
+    jobs.change(first, lambda job: job.delete(CTX))
+    jobs.create("third")
+    jobs.create("fourth")
+    assert usage.count(T1, "jobs") == 3
+    # GET /tenants/{id}/usage: max_jobs shows a count now, as max_deployments does.
+    admin = Principal("u9", "root", T1, frozenset({"admin"}), tenant_status="active")
+    _, quotas = TenantService(jobs.store, usage).usage(admin, UUID(T1))
+    assert quotas["max_jobs"].used == 3

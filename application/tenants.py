@@ -50,7 +50,7 @@ class TenantChanges:
 class QuotaUsage:
     limit: int
     used: int | None
-    """None: the resource is not counted yet (jobs)."""
+    """None: a resource no read model counts (projections/usage.py counts every quota's)."""
 
 
 def writable_tenant(store: NornEventStore, principal: Principal) -> Tenant:

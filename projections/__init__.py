@@ -6,6 +6,8 @@ from __future__ import annotations
 from projections.api_keys import ApiKeysProjection
 from projections.deployment_queries import DeploymentQueries, VerifyingDeployments
 from projections.deployments import DeploymentsProjection
+from projections.job_queries import JobQueries
+from projections.jobs import JobsProjection
 from projections.pipelines import PipelineQueries, PipelinesProjection
 from projections.positions import LivePositions
 from projections.projection import Projection, apply_batch, handles
@@ -24,6 +26,7 @@ ALL_PROJECTIONS: tuple[Projection, ...] = (
     UsersProjection(),
     RunsProjection(),
     DeploymentsProjection(),
+    JobsProjection(),
 )
 """Every read model, for the projector role and `norn projections status|rebuild`."""
 
@@ -41,6 +44,8 @@ __all__ = [
     "ApiKeysProjection",
     "DeploymentQueries",
     "DeploymentsProjection",
+    "JobQueries",
+    "JobsProjection",
     "LivePositions",
     "PipelineQueries",
     "PipelinesProjection",

@@ -26,6 +26,7 @@ from psycopg_pool import ConnectionPool
 from application.ports import RequestFacts
 from domain.deployment import DeploymentCreated, DeploymentRetired
 from domain.events import NornEvent
+from domain.job import JobCreated, JobDeleted
 from domain.pipeline import (
     PipelineCreated,
     PipelineDeleted,
@@ -99,6 +100,12 @@ RESOURCES: dict[str, Counted] = {
         projection="deployments",
         count_sql="SELECT live FROM deployment_counts WHERE tenant_id = %(tenant)s",
         deltas={DeploymentCreated: 1, DeploymentRetired: -1},
+    ),
+    # Disabled jobs count: a quota on jobs bounds what can be enabled again at any time.
+    "jobs": Counted(
+        projection="jobs",
+        count_sql="SELECT live FROM job_counts WHERE tenant_id = %(tenant)s",
+        deltas={JobCreated: 1, JobDeleted: -1},
     ),
 }
 """Counted resources by name (application/quotas.py names the quota of each)."""

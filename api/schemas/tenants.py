@@ -112,7 +112,7 @@ class TenantPage(CursorPage, kw_only=True):
 class QuotaUsageOut(msgspec.Struct):
     limit: int
     used: int | None
-    """null: not counted yet (jobs and deployments arrive in a later release)."""
+    """null: a resource no read model counts (every quota's is counted now)."""
 
 
 class UsageOut(msgspec.Struct):

@@ -129,6 +129,7 @@ async def test_usage_shows_each_limit_and_follows_creates_and_deletes_at_once(
         for name, usage in quotas.items():
             assert usage["limit"] == getattr(PLAN_QUOTAS["free"], name), name
         assert quotas["max_pipelines"]["used"] == 0
+        assert quotas["max_jobs"]["used"] == 0  # counted (projections/usage.py), not null
 
         created = [await create_pipeline(client, admin, f"p{i}") for i in range(3)]
         # No min_position, no waiting: usage counts what the store holds right now.

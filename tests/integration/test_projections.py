@@ -770,6 +770,7 @@ def test_all_projections_are_registered() -> None:
         "users",
         "runs",
         "deployments",
+        "jobs",
     }
     with pytest.raises(ValueError, match="must match"):
         type("Bad", (Projection,), {"name": "Bad-Name", "tables": ()})

@@ -1,0 +1,98 @@
+"""Queries over the `jobs` read model (projections/jobs.py): one job, and lists filtered
+by enabled, target and labels. Every query is scoped to a tenant; a tenant of None means
+a platform admin, who sees every tenant's jobs.
+
+There is no lookup by name: names are the write side's (its NameClaim), and a read model
+that lags could answer a name with the job that held it before."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from projections.jobs import target_id
+from projections.pagination import Page, Where, check_order, select_one, select_page
+
+_TABLE = sql.Identifier("jobs")
+JOB_COLUMNS = sql.SQL(
+    "id, tenant_id, name, target_deployment_id, target_pipeline_id, target_revision,"
+    " cron_expr, timezone, params, misfire_policy, max_catchup, overlap_policy,"
+    " jitter_seconds, start_at, end_at, description, labels, enabled, disabled_reason,"
+    " deleted, created_by, created_at, updated_at, version, position, next_run, last_run,"
+    " last_status, last_run_id, fired, skipped, missed, refused, late"
+)
+
+
+def _ids(row: dict[str, Any]) -> dict[str, Any]:
+    for key in ("id", "last_run_id"):
+        if row.get(key) is not None:
+            row[key] = str(row[key])
+    return row
+
+
+def _target_filter(value: str, field: str) -> str:
+    # PostgreSQL text cannot hold NUL: refused here as a bad filter (400), not a 500.
+    if "\x00" in value:
+        raise ValueError(f"{field} must not contain NUL")
+    return target_id(value) or value
+
+
+class JobQueries:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def get(self, tenant_id: str | None, job_id: UUID) -> dict[str, Any] | None:
+        """The job, or None if the tenant has no such job. A deleted job is returned too,
+        with `deleted` True: the caller decides whether that is a 404 (the job's routes)
+        or a row to show (its history, an admin's look)."""
+        where = Where().add("id = %s", job_id).tenant(tenant_id)
+        row = await select_one(self._pool, JOB_COLUMNS, _TABLE, where)
+        return _ids(row) if row is not None else None
+
+    async def list(
+        self,
+        tenant_id: str | None,
+        *,
+        enabled: bool | None = None,
+        deployment_id: str | None = None,
+        pipeline_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        order: str = "desc",
+        limit: int = 50,
+        cursor: str | None = None,
+        page: int | None = None,
+    ) -> Page:
+        """Jobs not deleted, newest first by default, keyset-paginated on (created_at, id)
+        or numbered pages; `deployment_id`/`pipeline_id` match the job's target; a job
+        must carry every one of `labels`. Raises ValueError for a bad filter, order,
+        limit, cursor or page."""
+        where = Where().tenant(tenant_id).add("NOT deleted")
+        if enabled is not None:
+            where.add("enabled = %s", enabled)
+        if deployment_id is not None:
+            where.add("target_deployment_id = %s", _target_filter(deployment_id, "deployment_id"))
+        if pipeline_id is not None:
+            where.add("target_pipeline_id = %s", _target_filter(pipeline_id, "pipeline_id"))
+        if labels:
+            if any("\x00" in f"{k}{v}" for k, v in labels.items()):
+                raise ValueError("a label filter must not contain NUL")
+            where.add("labels @> %s", Jsonb(dict(labels)))  # uses the GIN index
+        result = await select_page(
+            self._pool,
+            JOB_COLUMNS,
+            _TABLE,
+            where,
+            sort="created_at",
+            order=check_order(order),
+            value_type=datetime,
+            limit=limit,
+            cursor=cursor,
+            page=page,
+        )
+        return result.map(_ids)

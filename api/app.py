@@ -26,6 +26,7 @@ from api.controllers.deployments import DeploymentController
 from api.controllers.events import EventStreamController
 from api.controllers.health import HealthController
 from api.controllers.health_details import HealthDetailsController
+from api.controllers.jobs import JobController
 from api.controllers.metrics import MetricsController
 from api.controllers.paging import provide_paging
 from api.controllers.pipeline_deploys import PipelineDeployController
@@ -136,6 +137,7 @@ def dependencies(container: Container) -> dict[str, Provide]:
             "runs": commands("runs", c.runs),
             "deployments": commands("deployments", c.deployments),
             "rollbacks": commands("rollbacks", c.rollbacks),
+            "jobs": commands("jobs", c.jobs),
             "sessions": commands("sessions", c.sessions),
             "logins": c.logins,
             "read_your_writes": ReadYourWrites(
@@ -147,6 +149,7 @@ def dependencies(container: Container) -> dict[str, Provide]:
             "api_key_queries": c.api_key_queries,
             "run_queries": c.run_queries,
             "deployment_queries": c.deployment_queries,
+            "job_queries": c.job_queries,
             "run_logs": c.run_logs,
             "settings": c.settings,
             "plugins": c.plugins,
@@ -205,6 +208,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             RunController,
             RunReportController,
             DeploymentController,
+            JobController,
             PipelineDeployController,
             PluginController,
             EventStreamController,

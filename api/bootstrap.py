@@ -24,6 +24,7 @@ from application.deployment_verification import DeploymentVerification
 from application.deployments import DeploymentService
 from application.event_store import NornEventStore
 from application.executor import RunExecutor
+from application.jobs import JobService
 from application.logins import LoginPolicy, LoginService
 from application.pipeline_rollbacks import PipelineRollbacks
 from application.pipelines import PipelineService
@@ -65,6 +66,7 @@ from projections import (
     VerifyingDeployments,
 )
 from projections.api_keys import ApiKeyQueries
+from projections.job_queries import JobQueries
 from projections.pipelines import PipelineQueries
 from projections.run_queries import RunQueries
 from projections.tenants import TenantQueries
@@ -142,6 +144,8 @@ class Container:
     run_queries: RunQueries
     deployments: DeploymentService
     rollbacks: PipelineRollbacks
+    jobs: JobService
+    job_queries: JobQueries
     deployment_queries: DeploymentQueries
     run_logs: RunLogs
     tenant_queries: TenantQueries
@@ -225,6 +229,8 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
             run_queries=RunQueries(read_pool),
             deployments=deployments,
             rollbacks=PipelineRollbacks(store, pipelines, deployments),
+            jobs=JobService(store, pipelines, deployments, runs),
+            job_queries=JobQueries(read_pool),
             deployment_queries=DeploymentQueries(read_pool),
             run_logs=RunLogs(read_pool),
             tenant_queries=TenantQueries(read_pool),

@@ -14,6 +14,7 @@ from api.controllers.paging import Paging
 from application.api_keys import ApiKeyService
 from application.deployments import DeploymentService
 from application.errors import ServiceUnavailable
+from application.jobs import JobService
 from application.logins import LoginService
 from application.pipeline_rollbacks import PipelineRollbacks
 from application.pipelines import PipelineService
@@ -34,6 +35,7 @@ from projections import (
 )
 from projections.api_keys import ApiKeyQueries
 from projections.deployment_queries import DeploymentQueries
+from projections.job_queries import JobQueries
 from projections.run_queries import RunQueries
 
 
@@ -82,6 +84,7 @@ ApiKeyServiceDep = NamedDependency[Threaded[ApiKeyService]]
 RunServiceDep = NamedDependency[Threaded[RunService]]
 DeploymentServiceDep = NamedDependency[Threaded[DeploymentService]]
 RollbackServiceDep = NamedDependency[Threaded[PipelineRollbacks]]
+JobServiceDep = NamedDependency[Threaded[JobService]]
 SessionServiceDep = NamedDependency[Threaded[SessionService]]
 LoginServiceDep = NamedDependency[LoginService]
 
@@ -94,6 +97,7 @@ UserQueriesDep = NamedDependency[UserQueries]
 ApiKeyQueriesDep = NamedDependency[ApiKeyQueries]
 RunQueriesDep = NamedDependency[RunQueries]
 DeploymentQueriesDep = NamedDependency[DeploymentQueries]
+JobQueriesDep = NamedDependency[JobQueries]
 RunLogsDep = NamedDependency[RunLogs]
 
 # The rest of the process.

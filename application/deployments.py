@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import msgspec
+
 from application.authorization import check_environment_role, sees
 from application.commands import Aggregates
 from application.errors import VersionConflict
@@ -228,12 +230,22 @@ class DeploymentService:
         deployment_id: UUID,
         ctx: CommandContext,
         params: dict[str, Any] | None = None,
+        *,
+        via: Trigger | None = None,
     ) -> Changed[Run]:
         """A run of the active release's revision, its params the deployment's variables
-        overridden key by key by `params`. Changes only the run (and the day's usage)."""
+        overridden key by key by `params`. Changes only the run (and the day's usage).
+        `via`: what asked for it when not the caller itself (a job, as its trigger)."""
         deployment = self._deployments.load(principal, deployment_id)
         active = deployment.active()
         trigger = Trigger("deployment", str(deployment.id), deployment.environment, active.release)
+        if via is not None:
+            trigger = msgspec.structs.replace(
+                via,
+                environment=deployment.environment,
+                release=active.release,
+                deployment_id=str(deployment.id),
+            )
         return self._runs.trigger(
             principal,
             UUID(deployment.pipeline_id),

@@ -5,7 +5,8 @@ Only what users decide is in the job's stream: its definition (created, replaced
 update), enabling and disabling (with a reason when Norn disables it: its pipeline was
 deleted, its deployment retired), and its delete. What the scheduler does with it —
 which times fired, were skipped, missed or refused — is kept out of this stream, so that
-firing every minute does not grow it (application/scheduler.py keeps that bookkeeping).
+firing every minute does not grow it (the scheduler keeps that bookkeeping in a table of
+its own, which no projection rebuild touches).
 
 The calendar (whether `cron_expr` and `timezone` are valid, which instants they name) is
 application/schedule.py's: the service checks it before the job decides.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
+from uuid import UUID
 
 import msgspec
 from eventsourcing.domain import Aggregate
@@ -22,6 +24,7 @@ from eventsourcing.domain import Aggregate
 from domain.errors import AggregateDeleted, InvalidCommand
 from domain.events import CommandContext, NornCreated, NornEvent
 from domain.release import check_descriptive, check_json
+from domain.text import nul_errors
 
 NAME_MAX = 200
 MAX_CATCHUP = 1_000
@@ -61,6 +64,8 @@ class JobSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
 
 def check_spec(spec: JobSpec) -> None:
     """The rules of a definition that need no calendar: InvalidCommand naming the field."""
+    for problem in nul_errors(spec, ""):  # text the store and read models cannot hold
+        raise InvalidCommand(problem.message, problem.field)
     name = spec.name.strip()
     if not name or len(name) > NAME_MAX or name != spec.name:
         raise InvalidCommand(
@@ -72,12 +77,30 @@ def check_spec(spec: JobSpec) -> None:
         raise InvalidCommand("name either a deployment_id or a pipeline_id", "target")
     if target.revision is not None and (target.pipeline_id is None or target.revision < 1):
         raise InvalidCommand("a revision (1 or more) goes with a pipeline_id", "target.revision")
+    for field, value in (
+        ("deployment_id", target.deployment_id),
+        ("pipeline_id", target.pipeline_id),
+    ):
+        if value is not None and not _is_uuid(value):
+            raise InvalidCommand("not a UUID", f"target.{field}")
+    for field, bound in (("start_at", spec.start_at), ("end_at", spec.end_at)):
+        if bound is not None and bound.utcoffset() is None:
+            raise InvalidCommand("a time with its UTC offset, e.g. 2027-01-01T00:00:00Z", field)
+    if spec.start_at and spec.end_at and spec.end_at < spec.start_at:
+        raise InvalidCommand("end_at must not be before start_at", "end_at")
     check_json(spec.params, "params")
     if not 1 <= spec.max_catchup <= MAX_CATCHUP:
         raise InvalidCommand(f"max_catchup must be 1 to {MAX_CATCHUP}", "max_catchup")
     if not 0 <= spec.jitter_seconds <= MAX_JITTER:
         raise InvalidCommand(f"jitter_seconds must be 0 to {MAX_JITTER}", "jitter_seconds")
     check_descriptive(spec.labels, spec.description)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        return str(UUID(value)) == value.lower()
+    except ValueError:
+        return False
 
 
 class JobEvent(NornEvent):
@@ -160,8 +183,11 @@ class Job(Aggregate):
         return True
 
     def disable(self, ctx: CommandContext, reason: str | None = None) -> bool:
+        """Disabled by a user (no reason), or by Norn with the reason (its target is
+        gone): that reason is recorded also on a job a user had disabled already, so
+        that enabling it again is understood to be pointless."""
         self._require_live()
-        if not self.enabled:
+        if not self.enabled and (reason is None or reason == self.disabled_reason):
             return False
         self._trigger(JobDisabled, ctx, reason=reason)
         return True

@@ -84,6 +84,10 @@ class Trigger(msgspec.Struct, frozen=True):
     release: int | None = None
     """A deployment's run: the release whose revision it runs (a verification run: the
     release it verifies)."""
+    deployment_id: str | None = None
+    """A job's run of a deployment: the deployment (`id` is the job's)."""
+    scheduled_for: datetime | None = None
+    """A job's fire: the nominal time it was scheduled for (without jitter)."""
 
 
 class StepState(msgspec.Struct):

@@ -53,7 +53,9 @@ class RunsProjection(Projection):
                 data["revision"],
                 trigger["kind"],
                 trigger.get("id"),
-                trigger.get("id") if trigger["kind"] == "deployment" else None,
+                trigger.get("id")
+                if trigger["kind"] == "deployment"
+                else trigger.get("deployment_id"),
                 # A deployment's runs name their environment and release; older events
                 # (and every other kind of run) carry neither.
                 trigger.get("environment"),

@@ -73,9 +73,12 @@ def run_status(row: dict[str, Any], typical_ms: float | None) -> RunStatusOut:
 
 def _trigger(row: dict[str, Any]) -> dict[str, str | int | None]:
     """Who or what queued the run; a deployment's run also names its environment and
-    release (its id is the deployment's)."""
+    release (its id is the deployment's; a job's run of a deployment names the
+    deployment too)."""
     trigger: dict[str, str | int | None] = {"kind": row["trigger_kind"], "id": row["trigger_id"]}
     if row.get("deployment_id") is not None:
+        if row["trigger_kind"] != "deployment":
+            trigger["deployment_id"] = str(row["deployment_id"])
         trigger["environment"] = row["environment"]
         trigger["release"] = row["release"]
     return trigger

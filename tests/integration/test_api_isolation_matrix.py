@@ -52,6 +52,12 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/api/v1/tenants/{tenant_id:uuid}/environments/{environment:str}"): {
         "protected": False
     },
+    ("PUT", "/api/v1/scheduler/jobs/{job_id:uuid}"): {
+        "name": "stolen",
+        "target": {"pipeline_id": str(uuid4())},
+        "cron_expr": "* * * * *",
+    },
+    ("POST", "/api/v1/scheduler/jobs/{job_id:uuid}/trigger"): {"params": {"stolen": True}},
 }
 
 # Routes over resources that belong to no tenant (the plugin catalog): nothing to isolate.
@@ -126,6 +132,15 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
     assert deployment.status_code == 201, deployment.text
     shown = f"/api/v1/deployments/{deployment.json()['id']}"
     await visible(client, editor, shown, deployment.json()["position"])  # the snapshot reads it
+    job = await client.post(
+        "/api/v1/scheduler/jobs",
+        json={"name": "a-job", "target": {"pipeline_id": pipeline["id"]}, "cron_expr": "@daily"},
+        headers=editor,
+    )
+    assert job.status_code == 201, job.text
+    await visible(
+        client, editor, f"/api/v1/scheduler/jobs/{job.json()['id']}", job.json()["position"]
+    )
     a = TenantA(headers=editor)
     a.values = {
         "tenant_id": tenant_id,
@@ -137,6 +152,7 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
         "run_id": run["id"],
         "deployment_id": deployment.json()["id"],
         "environment": "a-production",
+        "job_id": job.json()["id"],
     }
     a.ids = {
         tenant_id,
@@ -147,6 +163,7 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
         runner,
         run["id"],
         deployment.json()["id"],
+        job.json()["id"],
     }
     return a
 
@@ -162,7 +179,8 @@ async def snapshot(client: AsyncTestClient, admin: dict[str, str], a: TenantA) -
     deployment = await client.get(
         f"/api/v1/deployments/{a.values['deployment_id']}/releases", headers=acting
     )
-    return [(r.status_code, r.json()) for r in (pipeline, tenant, user, run, runs, deployment)]
+    job = await client.get(f"/api/v1/scheduler/jobs/{a.values['job_id']}/history", headers=acting)
+    return [(r.status_code, r.json()) for r in (pipeline, tenant, user, run, runs, deployment, job)]
 
 
 async def test_another_tenants_ids_are_indistinguishable_from_missing_ones(

@@ -76,6 +76,21 @@ WRITE_BODIES: dict[tuple[str, str], Callable[[Values], Any]] = {
     ("PUT", "/api/v1/tenants/{tenant_id:uuid}/environments/{environment:str}"): lambda v: {
         "protected": True
     },
+    # Jobs target the pipeline DELETE does not remove.
+    ("POST", "/api/v1/scheduler/jobs"): lambda v: {
+        "name": "new-job",
+        "target": {"pipeline_id": v["deployed_pipeline_id"]},
+        "cron_expr": "@daily",
+    },
+    ("PUT", "/api/v1/scheduler/jobs/{job_id:uuid}"): lambda v: {
+        "name": "renamed-job",
+        "target": {"deployment_id": v["deployment_id"]},
+        "cron_expr": "@hourly",
+    },
+    ("DELETE", "/api/v1/scheduler/jobs/{job_id:uuid}"): lambda v: None,
+    ("POST", "/api/v1/scheduler/jobs/{job_id:uuid}/enable"): lambda v: None,
+    ("POST", "/api/v1/scheduler/jobs/{job_id:uuid}/disable"): lambda v: None,
+    ("POST", "/api/v1/scheduler/jobs/{job_id:uuid}/trigger"): lambda v: {"params": {"n": 1}},
 }
 
 # Routes that address another seeded resource than the one their parameter names.
@@ -194,8 +209,19 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
     deployment_path = f"/api/v1/deployments/{deployment.json()['id']}"
     released = await client.post(f"{deployment_path}/releases", json={"revision": 2}, headers=admin)
     assert released.status_code == 201, released.text
+    job = await client.post(
+        "/api/v1/scheduler/jobs",
+        json={
+            "name": "nightly-job",
+            "target": {"pipeline_id": deployed["id"]},
+            "cron_expr": "@daily",
+        },
+        headers=admin,
+    )
+    assert job.status_code == 201, job.text
     # Every read route below reads a read model: each must have what was just written.
     for path, position in (
+        (f"/api/v1/scheduler/jobs/{job.json()['id']}", job.json()["position"]),
         (deployment_path, released.json()["position"]),
         (f"/api/v1/tenants/{tenant_id}", added.json()["position"]),
         (f"/api/v1/pipelines/{pipeline['id']}", revised.json()["position"]),
@@ -215,6 +241,7 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
         "ended_run_id": ended["run_id"],
         "deployed_pipeline_id": deployed["id"],
         "deployment_id": deployment.json()["id"],
+        "job_id": job.json()["id"],
         "environment": "qa",
         "plugin_type": "Input",
         "name": "file",

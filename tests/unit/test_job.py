@@ -4,6 +4,7 @@ nothing."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
@@ -15,7 +16,9 @@ from domain.events import CommandContext
 from domain.job import Job, JobSpec, JobTarget
 
 CTX = CommandContext("user:u1", "corr-1")
-NIGHTLY = JobSpec(name="nightly", target=JobTarget(pipeline_id="p1"), cron_expr="0 3 * * *")
+PIPELINE = str(uuid4())
+LATER = datetime(2027, 2, 1, tzinfo=UTC)
+NIGHTLY = JobSpec(name="nightly", target=JobTarget(pipeline_id=PIPELINE), cron_expr="0 3 * * *")
 
 
 def job(spec: JobSpec = NIGHTLY, enabled: bool = True) -> Job:
@@ -44,9 +47,15 @@ def test_a_created_job_holds_its_definition_and_records_who_made_it() -> None:
         ({"name": " padded "}, "name"),
         ({"name": "x" * 201}, "name"),
         ({"target": JobTarget()}, "target"),
-        ({"target": JobTarget(pipeline_id="p1", deployment_id="d1")}, "target"),
-        ({"target": JobTarget(deployment_id="d1", revision=2)}, "target.revision"),
-        ({"target": JobTarget(pipeline_id="p1", revision=0)}, "target.revision"),
+        ({"target": JobTarget(pipeline_id=PIPELINE, deployment_id=PIPELINE)}, "target"),
+        ({"target": JobTarget(deployment_id=PIPELINE, revision=2)}, "target.revision"),
+        ({"target": JobTarget(pipeline_id=PIPELINE, revision=0)}, "target.revision"),
+        ({"target": JobTarget(pipeline_id="p1")}, "target.pipeline_id"),
+        ({"target": JobTarget(deployment_id="d1")}, "target.deployment_id"),
+        ({"name": "a\x00b"}, "name"),
+        ({"cron_expr": "* * *\x00 * *"}, "cron_expr"),
+        ({"start_at": datetime(2027, 1, 1)}, "start_at"),
+        ({"start_at": LATER, "end_at": datetime(2027, 1, 1, tzinfo=UTC)}, "end_at"),
         ({"params": {"blob": "x" * 70_000}}, "params"),
         ({"params": {"nul": "a\x00b"}}, "params.nul"),
         ({"max_catchup": 0}, "max_catchup"),
@@ -91,9 +100,13 @@ def test_enable_and_disable_record_only_a_change_and_keep_norns_reason() -> None
     assert existing.disable(CTX, reason="pipeline p1 was deleted") is True
     assert (existing.enabled, existing.disabled_reason) == (False, "pipeline p1 was deleted")
     assert existing.disable(CTX) is False
+    assert existing.disable(CTX, reason="pipeline p1 was deleted") is False  # said already
     assert existing.enable(CTX) is True
     assert (existing.enabled, existing.disabled_reason) == (True, None)
     assert recorded(existing) == ["JobDisabled", "JobEnabled"]
+    assert existing.disable(CTX) is True
+    assert existing.disable(CTX, reason="deployment d1 was retired") is True  # Norn's reason
+    assert existing.disabled_reason == "deployment d1 was retired"
 
 
 def test_a_deleted_job_refuses_every_command() -> None:

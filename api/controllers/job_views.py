@@ -1,0 +1,120 @@
+"""Conversions between job schemas, the domain and read-model rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from api.schemas.jobs import JobRead, JobWrite, JobWritten, TargetOut
+from application.results import Changed
+from application.schedule import Schedule, ScheduleError
+from domain.job import Job, JobSpec, JobTarget
+
+
+def to_spec(body: JobWrite) -> JobSpec:
+    target = body.target
+    return JobSpec(
+        name=body.name,
+        target=JobTarget(
+            deployment_id=str(target.deployment_id) if target.deployment_id else None,
+            pipeline_id=str(target.pipeline_id) if target.pipeline_id else None,
+            revision=target.revision,
+        ),
+        cron_expr=body.cron_expr,
+        timezone=body.timezone,
+        params=body.params,
+        misfire_policy=body.misfire_policy,
+        max_catchup=body.max_catchup,
+        overlap_policy=body.overlap_policy,
+        jitter_seconds=body.jitter_seconds,
+        start_at=_utc(body.start_at),
+        end_at=_utc(body.end_at),
+        description=body.description,
+        labels=body.labels,
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """A bound as given, in UTC; a time without an offset is refused by the calendar
+    (naive times are ambiguous), so it passes through for that check to name it."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC)
+
+
+def next_run(
+    enabled: bool,
+    cron_expr: str,
+    timezone: str,
+    start_at: datetime | None,
+    end_at: datetime | None,
+) -> datetime | None:
+    """The next nominal fire time from now, by the job's calendar; None while disabled or
+    when no time is left before end_at."""
+    if not enabled:
+        return None
+    schedule = Schedule(cron_expr=cron_expr, timezone=timezone, start_at=start_at, end_at=end_at)
+    try:
+        return schedule.next_fire(datetime.now(UTC))
+    except ScheduleError:
+        return None  # a definition the calendar of this version no longer reads
+
+
+def written(result: Changed[Job]) -> JobWritten:
+    job = result.state
+    spec = job.spec
+    return JobWritten(
+        id=str(job.id),
+        name=spec.name,
+        enabled=job.enabled,
+        disabled_reason=job.disabled_reason,
+        next_run=None
+        if job.deleted
+        else next_run(job.enabled, spec.cron_expr, spec.timezone, spec.start_at, spec.end_at),
+        version=result.version,
+        position=result.position,
+    )
+
+
+def from_row(row: dict[str, Any]) -> JobRead:
+    return JobRead(
+        id=str(row["id"]),
+        tenant_id=row["tenant_id"],
+        name=row["name"],
+        target=TargetOut(
+            deployment_id=_text(row["target_deployment_id"]),
+            pipeline_id=_text(row["target_pipeline_id"]),
+            revision=row["target_revision"],
+        ),
+        cron_expr=row["cron_expr"],
+        timezone=row["timezone"],
+        params=row["params"] or {},
+        misfire_policy=row["misfire_policy"],
+        max_catchup=row["max_catchup"],
+        overlap_policy=row["overlap_policy"],
+        jitter_seconds=row["jitter_seconds"],
+        start_at=row["start_at"],
+        end_at=row["end_at"],
+        description=row["description"],
+        labels=row["labels"] or {},
+        enabled=row["enabled"],
+        disabled_reason=row["disabled_reason"],
+        next_run=next_run(
+            row["enabled"], row["cron_expr"], row["timezone"], row["start_at"], row["end_at"]
+        ),
+        last_run=row.get("last_run"),
+        last_status=row.get("last_status"),
+        fired=row.get("fired") or 0,
+        skipped=row.get("skipped") or 0,
+        missed=row.get("missed") or 0,
+        refused=row.get("refused") or 0,
+        late=row.get("late") or 0,
+        version=row["version"],
+        created_by=row.get("created_by"),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,280 @@
+"""Scheduled job use cases: create, update, enable, disable, delete, run now, preview,
+history (README "Scheduled jobs"). Firing on schedule is the scheduler's.
+
+A job's name is unique in its tenant (a name claim saved in the job's append, as for
+pipelines), a job takes a unit of `max_jobs`, and its target must exist in the tenant
+when the job is written: a deployment not retired, or a pipeline (at `revision`, if
+named). The calendar (application/schedule.py) checks `cron_expr`, `timezone` and the
+bounds before the job decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from application.authorization import sees
+from application.commands import Aggregates
+from application.deployments import DeploymentService
+from application.errors import NotFound, VersionConflict
+from application.event_store import NornEventStore
+from application.idempotency import earlier_result, first_result, new_id
+from application.pipelines import PipelineService
+from application.principal import Principal
+from application.quotas import retry_on_conflict
+from application.results import Changed
+from application.runs import RunService
+from application.schedule import Schedule, ScheduleError
+from application.tenants import writable_tenant
+from domain.errors import InvalidCommand
+from domain.events import CommandContext
+from domain.job import Job, JobSpec, check_spec
+from domain.name_claim import NameClaim, claim_id
+from domain.run import Run, Trigger
+
+MAX_PREVIEW = 1_000
+
+
+def job_scope(tenant_id: str) -> str:
+    return f"job:{tenant_id}"
+
+
+def schedule_of(spec: JobSpec) -> Schedule:
+    return Schedule(
+        cron_expr=spec.cron_expr,
+        timezone=spec.timezone,
+        jitter_seconds=spec.jitter_seconds,
+        start_at=spec.start_at,
+        end_at=spec.end_at,
+    )
+
+
+def check_schedule(spec: JobSpec) -> Schedule:
+    """The definition's rules (the job's own first), then its calendar: InvalidCommand
+    naming the field that breaks one."""
+    check_spec(spec)
+    schedule = schedule_of(spec)
+    try:
+        schedule.check()
+    except ScheduleError as error:
+        raise InvalidCommand(str(error), error.field) from error
+    return schedule
+
+
+class JobService:
+    def __init__(
+        self,
+        store: NornEventStore,
+        pipelines: PipelineService,
+        deployments: DeploymentService,
+        runs: RunService,
+        clock: Any = None,
+    ) -> None:
+        self._store = store
+        self._pipelines = pipelines
+        self._deployments = deployments
+        self._runs = runs
+        self._ledger = pipelines.ledger
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._jobs = Aggregates(
+            store,
+            Job,
+            "job",
+            scope=lambda principal, job: sees(principal, job.tenant_id),
+            gone=lambda job: job.deleted,
+        )
+
+    def load(self, principal: Principal, job_id: UUID, *, deleted_ok: bool = False) -> Job:
+        return self._jobs.load(principal, job_id, deleted_ok=deleted_ok)
+
+    def create(
+        self, principal: Principal, spec: JobSpec, ctx: CommandContext, *, enabled: bool = True
+    ) -> Changed[Job]:
+        job_id = new_id(ctx, "job")
+        earlier = earlier_result(self._store, Job, job_id, ctx)
+        if earlier is not None:
+            return earlier
+        tenant = writable_tenant(self._store, principal)
+        check_schedule(spec)
+        self._check_target(principal, spec)
+        scope = job_scope(tenant.tenant_id)
+        fresh_claim = True
+
+        def attempt() -> Changed[Job]:
+            nonlocal fresh_claim
+            job = Job.create(
+                job_id=job_id, tenant_id=tenant.tenant_id, spec=spec, enabled=enabled, ctx=ctx
+            )
+            if fresh_claim:
+                claim = NameClaim.claim_new(
+                    tenant_id=tenant.tenant_id,
+                    scope=scope,
+                    name=spec.name,
+                    holder_id=str(job_id),
+                    ctx=ctx,
+                )
+            else:
+                claim = self._claim(tenant.tenant_id, spec.name, job_id, ctx)
+            try:
+                with self._ledger.take(tenant, "max_jobs", ctx) as usage:
+                    return self._jobs.save(job, claim, usage)
+            except VersionConflict:
+                first = first_result(self._store, Job, job_id, ctx)
+                if first is not None:
+                    return first
+                fresh_claim = False  # the name was claimed before: read the claim
+                raise
+
+        return retry_on_conflict(attempt)
+
+    def update(
+        self,
+        principal: Principal,
+        job_id: UUID,
+        spec: JobSpec,
+        ctx: CommandContext,
+        expected_version: int | None = None,
+    ) -> Changed[Job]:
+        """Replace the definition (PUT); a new name moves the name claim. The job is
+        found (or not) before its new definition is judged."""
+        writable_tenant(self._store, principal)
+
+        def decide(job: Job) -> list[NameClaim]:
+            check_schedule(spec)
+            self._check_target(principal, spec)
+            old_name = job.name
+            if not job.update(spec, ctx) or old_name == spec.name:
+                return []
+            claims = [self._claim(job.tenant_id, spec.name, job.id, ctx)]
+            old = self._store.find(NameClaim, claim_id(job_scope(job.tenant_id), old_name))
+            if old is not None:
+                old.release(str(job.id), ctx)
+                claims.append(old)
+            return claims
+
+        return self._jobs.change(principal, job_id, decide, expected_version, ctx)
+
+    def enable(self, principal: Principal, job_id: UUID, ctx: CommandContext) -> Changed[Job]:
+        """Enabled again: the times it missed meanwhile follow its misfire policy."""
+        writable_tenant(self._store, principal)
+
+        def decide(job: Job) -> None:
+            job.enable(ctx)
+
+        return self._jobs.change(principal, job_id, decide, ctx=ctx)
+
+    def disable(self, principal: Principal, job_id: UUID, ctx: CommandContext) -> Changed[Job]:
+        writable_tenant(self._store, principal)
+
+        def decide(job: Job) -> None:
+            job.disable(ctx)
+
+        return self._jobs.change(principal, job_id, decide, ctx=ctx)
+
+    def delete(
+        self,
+        principal: Principal,
+        job_id: UUID,
+        ctx: CommandContext,
+        expected_version: int | None = None,
+    ) -> Changed[Job]:
+        """Soft: the history stays readable; frees the name and the quota unit."""
+        earlier = self._jobs.earlier(principal, job_id, ctx)
+        if earlier is not None:
+            return earlier
+        writable_tenant(self._store, principal)
+
+        def attempt() -> Changed[Job]:
+            job = self._jobs.load(principal, job_id, expected_version=expected_version)
+            job.delete(ctx)
+            claim = self._store.find(NameClaim, claim_id(job_scope(job.tenant_id), job.name))
+            if claim is not None:
+                claim.release(str(job.id), ctx)
+            with self._ledger.release(job.tenant_id, "max_jobs", ctx) as usage:
+                return self._jobs.save(job, claim, usage, precondition=expected_version is not None)
+
+        return retry_on_conflict(attempt)
+
+    def trigger(
+        self,
+        principal: Principal,
+        job_id: UUID,
+        ctx: CommandContext,
+        params: dict[str, Any] | None = None,
+    ) -> Changed[Run]:
+        """Run the job's target now, outside its schedule (a disabled job too): its
+        params are the job's, overridden key by key by `params` (a deployment's
+        variables under both)."""
+        job = self.load(principal, job_id)
+        merged = {**job.spec.params, **(params or {})}
+        target = job.spec.target
+        trigger = Trigger("job", str(job.id))
+        if target.deployment_id is not None:
+            return self._deployments.execute(
+                principal, UUID(target.deployment_id), ctx, merged, via=trigger
+            )
+        return self._runs.trigger(
+            principal,
+            UUID(target.pipeline_id or ""),
+            params=merged,
+            ctx=ctx,
+            revision=target.revision,
+            trigger=trigger,
+        )
+
+    def preview(
+        self, principal: Principal, job_id: UUID, count: int
+    ) -> list[tuple[datetime, datetime]]:
+        """The next `count` nominal fire times (before jitter): (UTC, local)."""
+        if not 1 <= count <= MAX_PREVIEW:
+            raise InvalidCommand(f"count must be 1 to {MAX_PREVIEW}", "count")
+        schedule = schedule_of(self.load(principal, job_id).spec)
+        return [(t, schedule.local(t)) for t in schedule.fires_after(self._clock(), count)]
+
+    def history(self, principal: Principal, job_id: UUID) -> Sequence[Any]:
+        """Every event of the job, oldest first; readable after a delete."""
+        self.load(principal, job_id, deleted_ok=True)
+        return self._store.stream(job_id)
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _check_target(self, principal: Principal, spec: JobSpec) -> None:
+        """The target exists in the principal's tenant and can run: a deployment not
+        retired, a pipeline (at the named revision). Else 422 naming the field: the
+        request, not the URL, names what is missing (another tenant's is missing too)."""
+        target = spec.target
+        if target.deployment_id is not None:
+            field = "target.deployment_id"
+            try:
+                deployment = self._deployments.load(principal, _uuid(target.deployment_id, field))
+            except NotFound as missing:
+                raise InvalidCommand(str(missing), field) from missing
+            if deployment.retired:
+                raise InvalidCommand(f"deployment {deployment.id} is retired", field)
+            return
+        field = "target.pipeline_id"
+        try:
+            pipeline = self._pipelines.load(principal, _uuid(target.pipeline_id or "", field))
+        except NotFound as missing:
+            raise InvalidCommand(str(missing), field) from missing
+        if target.revision is not None and target.revision not in pipeline.revision_versions:
+            raise InvalidCommand(f"revision {target.revision} does not exist", "target.revision")
+
+    def _claim(self, tenant_id: str, name: str, holder: UUID, ctx: CommandContext) -> NameClaim:
+        scope = job_scope(tenant_id)
+        claim = self._store.find(NameClaim, claim_id(scope, name))
+        if claim is None:
+            return NameClaim.claim_new(
+                tenant_id=tenant_id, scope=scope, name=name, holder_id=str(holder), ctx=ctx
+            )
+        claim.claim(str(holder), ctx)
+        return claim
+
+
+def _uuid(value: str, field: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError as error:
+        raise InvalidCommand("not a UUID", field) from error

@@ -26,17 +26,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
     version integer NOT NULL,
-    position bigint NOT NULL,
-    -- Filled by the scheduler (not yet written), never by the projection's handlers.
-    next_run timestamptz,
-    last_run timestamptz,
-    last_status text,
-    last_run_id uuid,
-    fired bigint NOT NULL DEFAULT 0,
-    skipped bigint NOT NULL DEFAULT 0,
-    missed bigint NOT NULL DEFAULT 0,
-    refused bigint NOT NULL DEFAULT 0,
-    late bigint NOT NULL DEFAULT 0
+    position bigint NOT NULL
+    -- What the scheduler did with the job is in job_schedules (0013), which no
+    -- rebuild of this read model touches.
 );
 -- No unique (tenant_id, name): the write side's NameClaim keeps names unique, and a read
 -- model does not re-decide what the write side decided (a constraint could only turn a

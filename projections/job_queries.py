@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -24,8 +25,16 @@ JOB_COLUMNS = sql.SQL(
     "id, tenant_id, name, target_deployment_id, target_pipeline_id, target_revision,"
     " cron_expr, timezone, params, misfire_policy, max_catchup, overlap_policy,"
     " jitter_seconds, start_at, end_at, description, labels, enabled, disabled_reason,"
-    " deleted, created_by, created_at, updated_at, version, position, next_run, last_run,"
-    " last_status, last_run_id, fired, skipped, missed, refused, late"
+    " deleted, created_by, created_at, updated_at, version, position"
+)
+SCHEDULER_FIELDS = ("last_run", "last_run_id", "fired", "skipped", "missed", "refused", "late")
+"""What the scheduler did with a job (job_schedules, migration 0013), merged into each row;
+`last_status` is its last run's status, from the runs read model."""
+
+_SCHEDULES = sql.SQL(
+    "SELECT s.job_id, s.last_run, s.last_run_id, s.fired, s.skipped, s.missed, s.refused,"
+    " s.late, r.status AS last_status FROM job_schedules s"
+    " LEFT JOIN runs r ON r.id = s.last_run_id WHERE s.job_id = ANY(%s)"
 )
 
 
@@ -33,6 +42,13 @@ def _ids(row: dict[str, Any]) -> dict[str, Any]:
     for key in ("id", "last_run_id"):
         if row.get(key) is not None:
             row[key] = str(row[key])
+    return row
+
+
+def _blank(row: dict[str, Any]) -> dict[str, Any]:
+    """A job the scheduler has not seen yet: nothing fired, nothing counted."""
+    row.update({"last_run": None, "last_run_id": None, "last_status": None})
+    row.update({name: 0 for name in ("fired", "skipped", "missed", "refused", "late")})
     return row
 
 
@@ -53,7 +69,25 @@ class JobQueries:
         or a row to show (its history, an admin's look)."""
         where = Where().add("id = %s", job_id).tenant(tenant_id)
         row = await select_one(self._pool, JOB_COLUMNS, _TABLE, where)
-        return _ids(row) if row is not None else None
+        if row is None:
+            return None
+        await self._with_schedules([row])
+        return _ids(row)
+
+    async def _with_schedules(self, rows: list[dict[str, Any]]) -> None:
+        """Merge what the scheduler did with each job into its row (one query a page)."""
+        if not rows:
+            return
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(_SCHEDULES, ([row["id"] for row in rows],))
+            found = {state.pop("job_id"): state for state in await cur.fetchall()}
+        for row in rows:
+            state = found.get(row["id"] if isinstance(row["id"], UUID) else UUID(row["id"]))
+            if state is None:
+                _blank(row)
+            else:
+                row.update(state)
 
     async def list(
         self,
@@ -95,4 +129,5 @@ class JobQueries:
             cursor=cursor,
             page=page,
         )
+        await self._with_schedules(list(result.items))
         return result.map(_ids)

@@ -2,11 +2,10 @@
 history stays readable; lists leave them out), and the count of jobs not deleted per
 tenant (the `max_jobs` usage).
 
-Every column the handlers write is derived from the job's events alone (times are event
-times), so a rebuild from position 0 produces the same rows. The scheduler's columns
-(`next_run`, `last_*` and the counters) are the scheduler's: no handler writes them, so
-projecting an event never undoes its bookkeeping. A rebuild does reset them (new rows),
-which the scheduler must tolerate (docs/architecture.md, "Scheduled jobs").
+Every column is derived from the job's events alone (times are event times), so a
+rebuild from position 0 produces the same rows. What the scheduler did with a job (its
+counters, last run) is in its own table, job_schedules, which no rebuild touches; the
+queries merge it in (docs/architecture.md, "Scheduled jobs").
 
 Queries are in projections/job_queries.py."""
 

@@ -1,5 +1,6 @@
 """The jobs read model on real PostgreSQL: Job aggregates appended to the real event store
-give the right rows, the scheduler's columns are left alone, a replay or a rebuild
+give the right rows, what the scheduler did (its own table) is merged into them and
+outlives a rebuild, a replay or a rebuild
 changes nothing, the queries filter, paginate and keep tenants apart, and the max_jobs
 usage counts the jobs not deleted, exactly."""
 
@@ -27,7 +28,6 @@ from tests.integration.deployment_support import CTX, T1, T2, project, table
 DEPLOYMENT = "00000000-0000-4000-8000-0000000000e1"
 PIPELINE = "00000000-0000-4000-8000-0000000000f1"
 OTHER_PIPELINE = "00000000-0000-4000-8000-0000000000f2"
-SCHEDULER_COLUMNS = ("next_run", "last_run", "last_status", "last_run_id")
 COUNTERS = ("fired", "skipped", "missed", "refused", "late")
 
 
@@ -127,7 +127,6 @@ async def test_events_give_the_job_rows(database_url: str, jobs: Jobs) -> None:
     assert (row["description"], row["labels"]) == ("the nightly load", {"team": "data"})
     assert (row["enabled"], row["disabled_reason"], row["deleted"]) == (True, None, False)
     assert (row["version"], row["created_at"]) == (1, row["updated_at"])
-    assert all(row[c] is None for c in SCHEDULER_COLUMNS) and all(row[c] == 0 for c in COUNTERS)
     assert (await rows(database_url))[hourly]["enabled"] is False
 
     # An update replaces the whole definition: fields it leaves out go back to defaults.
@@ -168,32 +167,37 @@ async def test_events_give_the_job_rows(database_url: str, jobs: Jobs) -> None:
     assert jobs.store.load(Job, nightly, "job").spec.name == "nightly-v2"
 
 
-async def test_the_scheduler_columns_are_left_to_the_scheduler(
-    database_url: str, jobs: Jobs
+async def test_what_the_scheduler_did_is_merged_in_and_outlives_a_rebuild(
+    database_url: str, jobs: Jobs, pool: AsyncConnectionPool
 ) -> None:
     job = jobs.create("every-minute", cron_expr="* * * * *")
+    unseen = jobs.create("unseen")
     await project_jobs(database_url)
     run_id, fired_at = uuid4(), datetime(2027, 1, 1, 12, 0, tzinfo=UTC)
     async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
         await conn.execute(
-            "UPDATE jobs SET next_run = %s, last_run = %s, last_status = 'succeeded',"
-            " last_run_id = %s, fired = 7, skipped = 1, missed = 2, refused = 3, late = 4"
-            " WHERE id = %s",
-            (fired_at + timedelta(minutes=1), fired_at, run_id, job),
+            "INSERT INTO job_schedules (job_id, tenant_id, spec_version, cursor, last_run,"
+            " last_run_id, fired, skipped, missed, refused, late)"
+            " VALUES (%s, %s, 1, %s, %s, %s, 7, 1, 2, 3, 4)",
+            (job, T1, fired_at, fired_at, run_id),
         )
     jobs.change(job, lambda j: j.update(spec("every-minute", cron_expr="*/5 * * * *"), CTX))
-    jobs.change(job, lambda j: j.disable(CTX))
-    jobs.change(job, lambda j: j.enable(CTX))
     await project_jobs(database_url)
-    row = (await rows(database_url))[job]
-    assert (row["cron_expr"], row["version"]) == ("*/5 * * * *", 4)
-    assert (row["next_run"], row["last_run"], row["last_status"], row["last_run_id"]) == (
-        fired_at + timedelta(minutes=1),
+    await rebuild(JobsProjection(), database_url)  # the jobs rows anew; job_schedules stays
+    queries = JobQueries(pool)
+    row = await queries.get(T1, job)
+    assert row is not None and (row["cron_expr"], row["version"]) == ("*/5 * * * *", 2)
+    assert (row["last_run"], row["last_run_id"], row["last_status"]) == (
         fired_at,
-        "succeeded",
-        run_id,
+        str(run_id),
+        None,  # no such run in the runs read model
     )
     assert [row[c] for c in COUNTERS] == [7, 1, 2, 3, 4]
+    items, _ = await queries.list(T1)
+    listed = {item["id"]: item for item in items}
+    assert [listed[str(job)][c] for c in COUNTERS] == [7, 1, 2, 3, 4]
+    assert [listed[str(unseen)][c] for c in COUNTERS] == [0, 0, 0, 0, 0]
+    assert listed[str(unseen)]["last_run"] is None
 
 
 async def test_replay_and_rebuild_change_nothing(database_url: str, jobs: Jobs) -> None:

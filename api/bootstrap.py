@@ -12,7 +12,7 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -24,6 +24,7 @@ from application.deployment_verification import DeploymentVerification
 from application.deployments import DeploymentService
 from application.event_store import NornEventStore
 from application.executor import RunExecutor
+from application.job_firing import JobFiring
 from application.jobs import JobService
 from application.logins import LoginPolicy, LoginService
 from application.pipeline_rollbacks import PipelineRollbacks
@@ -53,6 +54,7 @@ from infrastructure.rate_limit import RateLimit
 from infrastructure.rate_limit_sync import SyncedRateLimiter
 from infrastructure.relay import Relay
 from infrastructure.run_logs import RunLogs
+from infrastructure.scheduler_role import SchedulerRole
 from infrastructure.security import Argon2PasswordHasher, TokenService, data_dir_keys
 from infrastructure.settings import Settings
 from infrastructure.step_runner import PluginStepRunner
@@ -335,6 +337,10 @@ class Roles:
         if "executor" in self._roles:
             c.executor = c.metrics.executor = executor_role(c, self._locks)
             self._tasks.append(asyncio.create_task(c.executor.run(self._stop), name="executor"))
+        if "scheduler" in self._roles:
+            firing = JobFiring(c.store, c.pipelines, c.runs, clock=lambda: datetime.now(UTC))
+            scheduler = SchedulerRole(c.database_url, firing, observe=c.metrics.observe_fires)
+            self._tasks.append(asyncio.create_task(scheduler.run(self._stop), name="scheduler"))
 
     async def stop(self, grace: float = 10.0) -> None:
         self._stop.set()

@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     command("relay", "run the outbox relay (event store to NATS)", commands.relay)
     command("projector", "run the projections (read models)", commands.projector)
     command("executor", "execute runs, competing with other executors", commands.executor)
+    command(
+        "scheduler",
+        "fire scheduled jobs (run as many as you like: they share the jobs)",
+        commands.scheduler,
+    )
     command("migrate", "apply database migrations", commands.migrate, EMBEDDED_NOTE)
     command(
         "info",

@@ -18,7 +18,7 @@ from infrastructure.settings import Settings
 
 log = logging.getLogger("norn")
 
-BACKGROUND_ROLES = {"relay", "projector", "executor"}
+BACKGROUND_ROLES = {"relay", "projector", "executor", "scheduler"}
 
 
 def announce_for_command(message: str) -> None:
@@ -44,6 +44,10 @@ def projector(settings: Settings, args: argparse.Namespace) -> int:
 
 def executor(settings: Settings, args: argparse.Namespace) -> int:
     return _run_roles(settings, {"executor"})
+
+
+def scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    return _run_roles(settings, {"scheduler"})
 
 
 def _run_http(settings: Settings, roles: set[str]) -> int:

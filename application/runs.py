@@ -109,11 +109,11 @@ class RunService:
         )
 
     def take_run_of_day(
-        self, tenant: Tenant, ctx: CommandContext
+        self, tenant: Tenant, ctx: CommandContext, amount: int = 1
     ) -> AbstractContextManager[UsageAggregate]:
-        """The day's take of a run queued in another command's append: save the usage it
-        yields in that append, inside the block."""
-        return self._ledger.take(tenant, "max_runs_per_day", ctx)
+        """The day's take of `amount` runs queued in another command's append: save the
+        usage it yields in that append, inside the block."""
+        return self._ledger.take(tenant, "max_runs_per_day", ctx, amount)
 
     def trigger_by_name(
         self, principal: Principal, name: str, *, params: dict[str, Any], ctx: CommandContext

@@ -18,7 +18,7 @@ projection names: never a tenant, user or resource id.
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -52,6 +52,7 @@ RUN_STATUS_OF_EVENT = {
 
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _RUN_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600)
+_FIRE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class EventTally:
@@ -131,6 +132,19 @@ class NornMetrics:
             "Work items in the work stream: queued runs not yet claimed (or being claimed)",
             registry=r,
         )
+        self.job_fires = Counter(
+            "norn_scheduler_fires",
+            "Scheduled times dealt with by this process's scheduler, by outcome"
+            " (fired, skipped, missed, refused, late: a fired one more than 1 s late)",
+            ["outcome"],
+            registry=r,
+        )
+        self.fire_delay = Histogram(
+            "norn_scheduler_fire_delay_seconds",
+            "From a job's scheduled time (plus its jitter) to its run queued",
+            buckets=_FIRE_BUCKETS,
+            registry=r,
+        )
         self.events = EventTally()
         self.pools: dict[str, PoolStats] = {}
         self.relay: Any = None
@@ -163,6 +177,15 @@ class NornMetrics:
 
     def observe_run(self, status: str, seconds: float) -> None:
         self.run_duration.labels(status).observe(seconds)
+
+    def observe_fires(self, outcomes: Sequence[Any]) -> None:
+        """A scheduler pass's outcomes (application/job_firing.py Outcome)."""
+        for outcome in outcomes:
+            for name in ("fired", "skipped", "missed", "refused", "late"):
+                if count := getattr(outcome, name):
+                    self.job_fires.labels(name).inc(count)
+            for delay in outcome.delays:
+                self.fire_delay.observe(delay)
 
 
 class _StateCollector(Collector):

@@ -18,6 +18,8 @@ CREATE TABLE IF NOT EXISTS job_schedules (
     -- (disabled, deleted, past end_at).
     waiting_for timestamptz,
     -- queue_one: the nominal time of the one fire waiting for the previous run to end.
+    caught_up integer NOT NULL DEFAULT 0,
+    -- run_all: catch-up runs already queued in a missed window whose scan goes on.
     last_run_id uuid,
     last_run timestamptz,
     -- The nominal time of the last fire.
@@ -30,3 +32,6 @@ CREATE TABLE IF NOT EXISTS job_schedules (
 );
 CREATE INDEX IF NOT EXISTS job_schedules_due ON job_schedules (next_due)
     WHERE next_due IS NOT NULL;
+
+-- A job's run records the nominal time it was fired for (its trigger's scheduled_for).
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS scheduled_for timestamptz;

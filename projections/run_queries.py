@@ -28,7 +28,7 @@ RUN_COLUMNS = sql.SQL(
     "id, tenant_id, pipeline_id, pipeline_name, namespace, revision, status, trigger_kind,"
     " trigger_id, deployment_id, environment, release, retry_of, resume_from, params,"
     " attempt, executor_id, cancel_requested, error, current_step, created_by, queued_at,"
-    " started_at, finished_at, duration_ms, version, position"
+    " started_at, finished_at, duration_ms, version, position, scheduled_for"
 )
 STEP_COLUMNS = (
     "run_id, name, ordinal, plugin, depends_on, status, attempts, started_at, finished_at,"

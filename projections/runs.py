@@ -42,8 +42,9 @@ class RunsProjection(Projection):
         await cur.execute(
             "INSERT INTO runs (id, tenant_id, pipeline_id, pipeline_name, namespace, revision,"
             " status, trigger_kind, trigger_id, deployment_id, environment, release, retry_of,"
-            " resume_from, params, created_by, queued_at, version, position) VALUES (%s, %s,"
-            " %s, %s, %s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " resume_from, params, created_by, queued_at, version, position, scheduled_for)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s, %s)",
             (
                 event.subject,
                 event.tenant,
@@ -67,6 +68,7 @@ class RunsProjection(Projection):
                 event.time,
                 event.version,
                 event.position,
+                trigger.get("scheduled_for"),  # a job's fire: its nominal time
             ),
         )
         await cur.executemany(

@@ -103,6 +103,7 @@ def from_row(row: dict[str, Any]) -> JobRead:
             row["enabled"], row["cron_expr"], row["timezone"], row["start_at"], row["end_at"]
         ),
         last_run=row.get("last_run"),
+        last_run_id=row.get("last_run_id"),
         last_status=row.get("last_status"),
         fired=row.get("fired") or 0,
         skipped=row.get("skipped") or 0,

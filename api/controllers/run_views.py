@@ -81,6 +81,8 @@ def _trigger(row: dict[str, Any]) -> dict[str, str | int | None]:
             trigger["deployment_id"] = str(row["deployment_id"])
         trigger["environment"] = row["environment"]
         trigger["release"] = row["release"]
+    if row.get("scheduled_for") is not None:
+        trigger["scheduled_for"] = row["scheduled_for"].isoformat().replace("+00:00", "Z")
     return trigger
 
 

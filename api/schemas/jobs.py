@@ -83,7 +83,10 @@ class JobRead(msgspec.Struct, kw_only=True):
     next_run: datetime | None
     """The next nominal fire time (before jitter); null while disabled or past end_at."""
     last_run: datetime | None
+    """The scheduled time of the last fire."""
+    last_run_id: str | None
     last_status: str | None
+    """Its run's status."""
     fired: int
     skipped: int
     missed: int

@@ -1,0 +1,282 @@
+"""Carrying out the scheduler's plans (application/fire_plan.py): the runs of due jobs
+queued in as few appends as possible, exactly once per (job, scheduled time).
+
+A pass hands over the due jobs it holds (infrastructure/scheduler_role.py locks their
+bookkeeping rows, so no other scheduler plans them meanwhile). Their runs are queued
+tenant by tenant, each tenant's in one append with its take of the day's runs: the
+fast path. Every run's id derives from its job and nominal time, so the event store
+refuses a second run for the same time — after a scheduler died between its append and
+its bookkeeping, the next one to plan the job finds the run there and counts it fired.
+Any refusal of a batch (a run that exists, the day's quota, a concurrent usage change)
+sends its runs one by one through the slow path, where each is queued, found queued
+already, or refused by the quota (counted `refused`).
+
+A job whose target is gone (its pipeline deleted, its deployment retired) is disabled,
+as an event with the reason, instead of fired. A suspended tenant's jobs are not passed
+at all (the role leaves them), so their missed times meet the misfire policy once the
+tenant is active again; a suspension that lands during a pass refuses its fires.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from application.errors import PermissionDenied, VersionConflict
+from application.event_store import NornEventStore
+from application.fire_plan import LATE_AFTER, FirePlan, FireState, fire_run_id, plan_fires
+from application.jobs import schedule_of
+from application.pipelines import PipelineService
+from application.quotas import retry_on_conflict
+from application.runs import RunService
+from domain.deployment import Deployment
+from domain.errors import DomainError, QuotaExceeded
+from domain.events import CommandContext
+from domain.job import Job, JobSpec
+from domain.pipeline import Pipeline
+from domain.run import Run, Trigger
+from domain.tenant import Tenant, TenantStatus
+
+log = logging.getLogger(__name__)
+ACTOR = "system:scheduler"
+
+
+@dataclass(frozen=True)
+class DueJob:
+    """A job a pass holds: its definition (from the jobs read model, at `version`) and
+    its bookkeeping (from job_schedules)."""
+
+    job_id: UUID
+    tenant_id: str
+    version: int
+    spec: JobSpec
+    state: FireState
+    last_run_id: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What became of one job in a pass: its bookkeeping to store, and what to count."""
+
+    job: DueJob
+    state: FireState
+    fired: int = 0
+    skipped: int = 0
+    missed: int = 0
+    refused: int = 0
+    late: int = 0
+    last_run_id: str | None = None
+    last_run: datetime | None = None
+    disabled: str | None = None
+    """Why the job was disabled now (its target is gone); it is not fired."""
+    more: bool = False
+    """The plan's scan stopped at its limit: plan the job again at once."""
+    delays: list[float] = field(default_factory=list)
+    """Each queued fire's delay in seconds: queued time minus nominal time plus jitter."""
+
+
+@dataclass
+class _Fire:
+    outcome: Outcome
+    scheduled_for: datetime
+    build: Callable[[], Run]
+    run_id: UUID
+
+
+class JobFiring:
+    def __init__(
+        self,
+        store: NornEventStore,
+        pipelines: PipelineService,
+        runs: RunService,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._pipelines = pipelines
+        self._runs = runs
+        self._clock = clock
+
+    def fire(self, due: list[DueJob]) -> list[Outcome]:
+        """Plan each job, then queue the fires, tenant by tenant."""
+        now = self._clock()
+        outcomes: list[Outcome] = []
+        fires: dict[str, list[_Fire]] = {}
+        for job in due:
+            outcome, job_fires = self._plan(job, now)
+            outcomes.append(outcome)
+            if job_fires:
+                fires.setdefault(job.tenant_id, []).extend(job_fires)
+        for tenant_id, batch in fires.items():
+            self._queue(tenant_id, batch)
+        return outcomes
+
+    # --- planning -----------------------------------------------------------------------
+
+    def _plan(self, job: DueJob, now: datetime) -> tuple[Outcome, list[_Fire]]:
+        schedule = schedule_of(job.spec)
+        jitter = schedule.jitter(str(job.job_id))
+        previous = self._store.find(Run, UUID(job.last_run_id)) if job.last_run_id else None
+        active = previous is not None and not previous.finished
+        plan = plan_fires(job.spec, schedule, jitter, job.state, now, active)
+        outcome = Outcome(job, plan.state, skipped=plan.skipped, missed=plan.missed, more=plan.more)
+        if not plan.fires:
+            return outcome, []
+        try:
+            builds = self._builds(job, plan, jitter, outcome)
+        except _TargetGone as gone:
+            outcome.disabled = str(gone)
+            outcome.state = replace(job.state, waiting_for=None)  # plan again once enabled
+            outcome.skipped = outcome.missed = 0
+            self._disable(job, str(gone))
+            return outcome, []
+        if plan.cancel_previous and previous is not None and active:
+            self._cancel(previous, job, plan.fires[0])
+        return outcome, builds
+
+    def _builds(self, job: DueJob, plan: FirePlan, jitter: float, outcome: Outcome) -> list[_Fire]:
+        target = job.spec.target
+        params = dict(job.spec.params)
+        trigger = Trigger("job", str(job.job_id))
+        if target.deployment_id is not None:
+            deployment = self._store.find(Deployment, UUID(target.deployment_id))
+            if deployment is None or deployment.retired:
+                raise _TargetGone(f"deployment {target.deployment_id} was retired")
+            release = deployment.active_release
+            if release is None:  # no release has become active yet (or the first failed)
+                outcome.refused += len(plan.fires)
+                return []
+            revision = deployment.releases[release].revision
+            params = deployment.run_params(params)
+            pipeline_id = deployment.pipeline_id
+            trigger = msgspec.structs.replace(
+                trigger,
+                environment=deployment.environment,
+                release=release,
+                deployment_id=str(deployment.id),
+            )
+        else:
+            pipeline_id = target.pipeline_id or ""
+        pipeline = self._store.find(Pipeline, UUID(pipeline_id))
+        if pipeline is None or pipeline.deleted:
+            raise _TargetGone(f"pipeline {pipeline_id} was deleted")
+        if target.deployment_id is None:
+            revision = target.revision or pipeline.revision
+        fires = []
+        for scheduled_for in plan.fires:
+            run_id = fire_run_id(str(job.job_id), scheduled_for)
+            ctx = CommandContext(
+                ACTOR,
+                correlation_id=f"job:{job.job_id}",
+                causation_id=f"fire:{job.job_id}:{scheduled_for.isoformat()}",
+            )
+            build = self._runs.new_run(
+                pipeline,
+                revision,
+                run_id=run_id,
+                params=params,
+                trigger=msgspec.structs.replace(trigger, scheduled_for=scheduled_for),
+                ctx=ctx,
+            )
+            fires.append(_Fire(outcome, scheduled_for, build, run_id))
+        return fires
+
+    # --- queueing -----------------------------------------------------------------------
+
+    def _queue(self, tenant_id: str, batch: list[_Fire]) -> None:
+        """The fast path: every fire of the tenant in one append; else one by one."""
+        tenant = self._store.find(Tenant, UUID(tenant_id))
+        if tenant is None or tenant.status != TenantStatus.ACTIVE:
+            for fire in batch:
+                fire.outcome.refused += 1
+            return
+        ctx = CommandContext(ACTOR, correlation_id=f"scheduler:{tenant_id}")
+        try:
+            runs = [fire.build() for fire in batch]
+            with self._runs.take_run_of_day(tenant, ctx, amount=len(runs)) as usage:
+                self._store.append(*runs, usage)
+        except (QuotaExceeded, VersionConflict, PermissionDenied):
+            for fire in batch:
+                self._queue_one(tenant, fire, ctx)
+            return
+        for fire in batch:
+            self._fired(fire)
+
+    def _queue_one(self, tenant: Tenant, fire: _Fire, ctx: CommandContext) -> None:
+        def attempt() -> bool:
+            if self._store.find(Run, fire.run_id) is not None:
+                return False  # queued before: by a pass that died before its bookkeeping
+            run = fire.build()
+            with self._runs.take_run_of_day(tenant, ctx) as usage:
+                self._store.append(run, usage)
+            return True
+
+        try:
+            queued_now = retry_on_conflict(attempt)
+        except QuotaExceeded:
+            fire.outcome.refused += 1
+            return
+        except (VersionConflict, DomainError) as refused:
+            log.warning(
+                "job %s: fire %s refused: %s", fire.outcome.job.job_id, fire.run_id, refused
+            )
+            fire.outcome.refused += 1
+            return
+        self._fired(fire, queued_now)
+
+    def _fired(self, fire: _Fire, queued_now: bool = True) -> None:
+        """Count a fire: its delay only when queued now (one found queued was counted by
+        no one: its pass died before its bookkeeping, so it is counted here, once)."""
+        outcome = fire.outcome
+        job = outcome.job
+        outcome.fired += 1
+        if queued_now:
+            jitter = schedule_of(job.spec).jitter(str(job.job_id))
+            delay = (self._clock() - fire.scheduled_for).total_seconds() - jitter
+            outcome.late += delay > LATE_AFTER.total_seconds()
+            outcome.delays.append(max(0.0, delay))
+        if outcome.last_run is None or fire.scheduled_for >= outcome.last_run:
+            outcome.last_run, outcome.last_run_id = fire.scheduled_for, str(fire.run_id)
+
+    # --- rare paths ---------------------------------------------------------------------
+
+    def _disable(self, job: DueJob, reason: str) -> None:
+        ctx = CommandContext(ACTOR, correlation_id=f"job:{job.job_id}")
+
+        def attempt() -> None:
+            found = self._store.find(Job, job.job_id)
+            if found is not None and not found.deleted and found.disable(ctx, reason):
+                self._store.append(found)
+
+        retry_on_conflict(attempt)
+        log.info("job %s disabled: %s", job.job_id, reason)
+
+    def _cancel(self, previous: Run, job: DueJob, scheduled_for: datetime) -> None:
+        ctx = CommandContext(ACTOR, correlation_id=f"job:{job.job_id}")
+
+        def attempt() -> None:
+            run = self._store.find(Run, previous.id)
+            if run is not None and not run.finished:
+                reason = f"job {job.job_id} fired again for {scheduled_for.isoformat()}"
+                if run.request_cancel(reason, ctx):
+                    self._store.append(run)
+
+        try:
+            retry_on_conflict(attempt)
+        except DomainError:
+            pass  # it finished meanwhile: nothing to cancel
+
+
+class _TargetGone(Exception):
+    pass
+
+
+def counts(outcomes: list[Outcome]) -> dict[str, Any]:
+    """Totals of a pass, for its log line and metrics."""
+    names = ("fired", "skipped", "missed", "refused", "late")
+    return {name: sum(getattr(o, name) for o in outcomes) for name in names}

@@ -1,0 +1,222 @@
+"""The scheduler role (`norn scheduler`, also inside `norn serve`): fires scheduled jobs.
+
+Any number of schedulers run at once, with no configuration and no leader: each pass
+locks the due jobs' bookkeeping rows (job_schedules, migration 0013) with FOR UPDATE
+SKIP LOCKED, so two schedulers never plan the same job at the same time, and a job's
+run for a scheduled time has an id derived from both, so even a scheduler that died
+between its append and its commit cannot make a second one (application/job_firing.py).
+A killed scheduler's locks go with its connection; the next pass of another finds the
+job where the dead one left it.
+
+A pass: (1) rows for new jobs, starting at their creation time; (2) a job whose version
+changed (update, enable, disable, delete) gets its next due time afresh from its cursor,
+so re-enabling it makes what it missed due at once, and the misfire policy decides;
+(3) the due jobs of active tenants, at most `batch` of them, planned and fired, their
+bookkeeping updated in the same transaction that held them. A suspended tenant's jobs
+are left alone: their missed times meet the misfire policy on reactivation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+
+from application.fire_plan import FireState, next_due
+from application.job_firing import DueJob, JobFiring, Outcome, counts
+from application.jobs import schedule_of
+from application.threads import in_thread
+from domain.job import JobSpec, JobTarget
+from infrastructure.supervision import Backoff, pause, supervise
+
+log = logging.getLogger(__name__)
+
+_NEW = """
+INSERT INTO job_schedules (job_id, tenant_id, spec_version, cursor)
+SELECT j.id, j.tenant_id, 0, j.created_at FROM jobs j
+WHERE NOT j.deleted AND NOT EXISTS (SELECT 1 FROM job_schedules s WHERE s.job_id = j.id)
+ON CONFLICT (job_id) DO NOTHING
+"""
+
+_JOB = (
+    "j.id, j.tenant_id, j.version, j.enabled, j.deleted, j.name, j.target_deployment_id,"
+    " j.target_pipeline_id, j.target_revision, j.cron_expr, j.timezone, j.params,"
+    " j.misfire_policy, j.max_catchup, j.overlap_policy, j.jitter_seconds, j.start_at,"
+    " j.end_at, j.description, j.labels"
+)
+
+_CHANGED = f"""
+SELECT s.cursor, s.waiting_for, s.caught_up, {_JOB}
+FROM job_schedules s JOIN jobs j ON j.id = s.job_id
+WHERE s.spec_version <> j.version LIMIT %s FOR UPDATE OF s SKIP LOCKED
+"""
+
+_DUE = f"""
+SELECT s.cursor, s.waiting_for, s.caught_up, s.last_run_id, {_JOB}
+FROM job_schedules s JOIN jobs j ON j.id = s.job_id
+WHERE (s.next_due <= %s OR s.waiting_for IS NOT NULL)
+  AND s.spec_version = j.version AND j.enabled AND NOT j.deleted
+  AND NOT EXISTS (
+    SELECT 1 FROM tenants t WHERE t.id::text = s.tenant_id AND t.status <> 'active')
+ORDER BY s.next_due NULLS LAST LIMIT %s FOR UPDATE OF s SKIP LOCKED
+"""
+
+_SAVE = """
+UPDATE job_schedules SET cursor = %s, waiting_for = %s, caught_up = %s, next_due = %s,
+  last_run_id = coalesce(%s, last_run_id), last_run = coalesce(%s, last_run),
+  fired = fired + %s, skipped = skipped + %s, missed = missed + %s,
+  refused = refused + %s, late = late + %s, updated_at = now()
+WHERE job_id = %s
+"""
+
+
+class SchedulerRole:
+    def __init__(
+        self,
+        database_url: str,
+        firing: JobFiring,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        interval: float = 0.25,
+        batch: int = 500,
+        observe: Callable[[list[Outcome]], None] | None = None,
+    ) -> None:
+        self._database_url = database_url
+        self._firing = firing
+        self._clock = clock
+        self._interval = interval
+        self._batch = batch
+        self._observe = observe
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pass after pass until stopped; an outage of PostgreSQL ends the connection,
+        and the role reconnects with backoff, then plans what it missed."""
+        await supervise(
+            "scheduler",
+            lambda: self._serve(stop),
+            stop=stop,
+            backoff=Backoff(first=0.5, cap=5.0),
+            quiet=(psycopg.OperationalError,),  # an outage: one line, then reconnect
+            logger=log,
+        )
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        conn = await in_thread(
+            psycopg.connect, self._database_url, row_factory=dict_row, autocommit=True
+        )
+        try:
+            log.info("scheduler: active")
+            while not stop.is_set():
+                started = time.monotonic()
+                busy = await in_thread(self.run_pass, conn)
+                if not busy:
+                    await pause(stop, max(0.0, self._interval - (time.monotonic() - started)))
+        finally:
+            await in_thread(conn.close)
+
+    def run_pass(self, conn: psycopg.Connection[Any]) -> bool:
+        """One pass (blocking: run it in a thread) on an autocommit connection, each step
+        its own transaction. True when it was full, so that the next starts at once."""
+        with conn.transaction():
+            conn.execute(_NEW)
+            replanned = self._replan(conn)
+        with conn.transaction():
+            rows = conn.execute(_DUE, (self._clock(), self._batch)).fetchall()
+            if rows:
+                self._fire(conn, rows)
+        return len(rows) >= self._batch or replanned >= self._batch
+
+    def _replan(self, conn: psycopg.Connection[Any]) -> int:
+        rows = conn.execute(_CHANGED, (self._batch,)).fetchall()
+        for row in rows:
+            due = None
+            if row["enabled"] and not row["deleted"]:
+                spec = spec_of(row)
+                schedule = schedule_of(spec)
+                state = FireState(row["cursor"], row["waiting_for"], row["caught_up"])
+                due = next_due(schedule, schedule.jitter(str(row["id"])), state)
+            conn.execute(
+                "UPDATE job_schedules SET spec_version = %s, next_due = %s, updated_at = now()"
+                " WHERE job_id = %s",
+                (row["version"], due, row["id"]),
+            )
+        return len(rows)
+
+    def _fire(self, conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> None:
+        due = [
+            DueJob(
+                job_id=row["id"],
+                tenant_id=row["tenant_id"],
+                version=row["version"],
+                spec=spec_of(row),
+                state=FireState(row["cursor"], row["waiting_for"], row["caught_up"]),
+                last_run_id=str(row["last_run_id"]) if row["last_run_id"] else None,
+            )
+            for row in rows
+        ]
+        outcomes = self._firing.fire(due)
+        now = self._clock()
+        for outcome in outcomes:
+            self._save(conn, outcome, now)
+        totals = counts(outcomes)
+        if any(totals.values()):
+            log.debug("scheduler pass: %d jobs, %s", len(outcomes), totals)
+        if self._observe is not None:
+            self._observe(outcomes)
+
+    def _save(self, conn: psycopg.Connection[Any], outcome: Outcome, now: datetime) -> None:
+        job, state = outcome.job, outcome.state
+        if outcome.disabled is not None:
+            due = None  # its JobDisabled changes the version: it is planned afresh then
+        elif outcome.more:
+            due = now  # the scan stopped at its limit: go on at the next pass
+        else:
+            schedule = schedule_of(job.spec)
+            due = next_due(schedule, schedule.jitter(str(job.job_id)), state)
+        conn.execute(
+            _SAVE,
+            (
+                state.cursor,
+                state.waiting_for,
+                state.caught_up,
+                due,
+                UUID(outcome.last_run_id) if outcome.last_run_id else None,
+                outcome.last_run,
+                outcome.fired,
+                outcome.skipped,
+                outcome.missed,
+                outcome.refused,
+                outcome.late,
+                job.job_id,
+            ),
+        )
+
+
+def spec_of(row: dict[str, Any]) -> JobSpec:
+    """A job's definition from its read-model row."""
+    return JobSpec(
+        name=row["name"],
+        target=JobTarget(
+            deployment_id=row["target_deployment_id"],
+            pipeline_id=row["target_pipeline_id"],
+            revision=row["target_revision"],
+        ),
+        cron_expr=row["cron_expr"],
+        timezone=row["timezone"],
+        params=row["params"] or {},
+        misfire_policy=row["misfire_policy"],
+        max_catchup=row["max_catchup"],
+        overlap_policy=row["overlap_policy"],
+        jitter_seconds=row["jitter_seconds"],
+        start_at=row["start_at"],
+        end_at=row["end_at"],
+        description=row["description"],
+        labels=row["labels"] or {},
+    )

@@ -1,0 +1,206 @@
+"""The scheduler role's passes on real PostgreSQL, with a clock the test moves (no sleeping
+through minutes): jobs made over HTTP and projected by the real app, passes run by
+SchedulerRole.run_pass as the role runs them; counters, last run and runs read back over
+HTTP. Two schedulers passing at once fire each time once; disabling, re-enabling and a
+suspension meet the misfire policy."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from litestar.testing import AsyncTestClient
+from psycopg.rows import dict_row
+
+from api.bootstrap import build_container
+from application.job_firing import JobFiring
+from infrastructure.scheduler_role import SchedulerRole
+from infrastructure.settings import Settings
+from tests.integration.api_client import create_pipeline, running_app
+from tests.integration.deployment_client import Headers, new_tenant, read_at
+
+BASE = "/api/v1/scheduler/jobs"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@contextmanager
+def scheduler(settings: Settings, clock: Clock) -> Iterator[SchedulerRole]:
+    assert settings.database_url and settings.nats_url
+    container = build_container(settings, settings.database_url, settings.nats_url)
+    try:
+        firing = JobFiring(container.store, container.pipelines, container.runs, clock=clock)
+        yield SchedulerRole(settings.database_url, firing, clock=clock)
+    finally:
+        container.close()
+
+
+def run_pass(settings: Settings, role: SchedulerRole) -> None:
+    with psycopg.connect(
+        settings.database_url or "", row_factory=dict_row, autocommit=True
+    ) as conn:
+        while role.run_pass(conn):
+            pass
+
+
+@asynccontextmanager
+async def world(settings: Settings) -> AsyncIterator[tuple[AsyncTestClient, Headers, str]]:
+    async with running_app(settings) as client:
+        tenant_id, editor, _ = await new_tenant(client, settings)
+        yield client, editor, tenant_id
+
+
+async def _job(client: Any, editor: Headers, pipeline_id: str, **body: Any) -> dict[str, Any]:
+    made = await client.post(
+        BASE,
+        json={
+            "name": body.pop("name", "minutely"),
+            "target": {"pipeline_id": pipeline_id},
+            "cron_expr": body.pop("cron_expr", "* * * * *"),
+            **body,
+        },
+        headers=editor,
+    )
+    assert made.status_code == 201, made.text
+    return dict(
+        await read_at(client, editor, f"{BASE}/{made.json()['id']}", made.json()["position"])
+    )
+
+
+async def _shown(client: Any, editor: Headers, job_id: str) -> dict[str, Any]:
+    response = await client.get(f"{BASE}/{job_id}", headers=editor)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def _at(job: dict[str, Any], minutes: float) -> datetime:
+    created = datetime.fromisoformat(job["created_at"])
+    return created.replace(second=0, microsecond=0) + timedelta(minutes=minutes)
+
+
+async def test_a_pass_fires_what_is_due_and_counts_what_it_missed(settings: Settings) -> None:
+    async with world(settings) as (client, editor, _):
+        pipeline = await create_pipeline(client, editor, "alpha")
+        job = await _job(client, editor, pipeline["id"])
+        clock = Clock()
+        with scheduler(settings, clock) as role:
+            # Two minutes later and a bit: the first minute is past the 60 s grace.
+            clock.now = _at(job, 2) + timedelta(seconds=5)
+            await asyncio.to_thread(run_pass, settings, role)
+            await asyncio.to_thread(run_pass, settings, role)  # again: nothing new
+        shown = await _shown(client, editor, job["id"])
+        assert (shown["fired"], shown["missed"], shown["skipped"]) == (1, 1, 0), shown
+        assert shown["last_run"] == _at(job, 2).isoformat().replace("+00:00", "Z")
+        for _ in range(100):  # the runs read model follows the store
+            runs = await client.get("/api/v1/runs", params={"job_id": job["id"]}, headers=editor)
+            if runs.json()["items"]:
+                break
+            await asyncio.sleep(0.05)
+        [run] = runs.json()["items"]
+        assert run["id"] == shown["last_run_id"]
+        assert run["trigger"] == {
+            "kind": "job",
+            "id": job["id"],
+            "scheduled_for": _at(job, 2).isoformat().replace("+00:00", "Z"),
+        }
+
+
+async def test_two_schedulers_passing_at_once_fire_each_time_once(settings: Settings) -> None:
+    async with world(settings) as (client, editor, _):
+        pipeline = await create_pipeline(client, editor, "alpha")
+        jobs = [await _job(client, editor, pipeline["id"], name=f"job-{i}") for i in range(10)]
+        clock = Clock()
+        clock.now = max(_at(job, 1) for job in jobs) + timedelta(seconds=1)
+        with scheduler(settings, clock) as one, scheduler(settings, clock) as two:
+            barrier = threading.Barrier(2)
+
+            def race(role: SchedulerRole) -> None:
+                barrier.wait()
+                run_pass(settings, role)
+
+            await asyncio.gather(asyncio.to_thread(race, one), asyncio.to_thread(race, two))
+        fired = [(await _shown(client, editor, job["id"]))["fired"] for job in jobs]
+        assert fired == [1] * 10  # each job planned by one of the two
+        with psycopg.connect(settings.database_url or "") as conn:
+            row = conn.execute(
+                "SELECT count(*), count(DISTINCT originator_id) FROM norn_events"
+                " WHERE topic LIKE 'domain.run:RunQueued%%'"
+            ).fetchone()
+        assert row is not None and row[0] == row[1] == sum(fired)  # one run per time
+
+
+async def test_reenabling_applies_the_misfire_policy_to_what_it_missed(
+    settings: Settings,
+) -> None:
+    async with world(settings) as (client, editor, _):
+        pipeline = await create_pipeline(client, editor, "alpha")
+        once = await _job(client, editor, pipeline["id"], name="once", misfire_policy="run_once")
+        every = await _job(
+            client, editor, pipeline["id"], name="all", misfire_policy="run_all", max_catchup=3
+        )
+        skip = await _job(client, editor, pipeline["id"], name="skip")
+        clock = Clock()
+        with scheduler(settings, clock) as role:
+            for job in (once, every, skip):
+                off = await client.post(f"{BASE}/{job['id']}/disable", headers=editor)
+                assert off.status_code == 200, off.text
+            await read_at(client, editor, BASE, off.json()["position"])
+            clock.now = _at(once, 10) + timedelta(seconds=1)
+            await asyncio.to_thread(run_pass, settings, role)  # disabled: nothing
+            for job in (once, every, skip):
+                on = await client.post(f"{BASE}/{job['id']}/enable", headers=editor)
+                assert on.status_code == 200, on.text
+            await read_at(client, editor, BASE, on.json()["position"])
+            await asyncio.to_thread(run_pass, settings, role)
+        counts = {}
+        for job in (once, every, skip):
+            shown = await _shown(client, editor, job["id"])
+            counts[job["name"]] = (shown["fired"], shown["missed"])
+        # Minutes 1..10 were due; minute 10 is on time (1 s ago), 1..9 were missed.
+        assert counts["once"] == (2, 8)  # the latest missed (9) and the on-time one (10)
+        assert counts["all"] == (4, 6)  # the oldest three missed (1, 2, 3) and minute 10
+        assert counts["skip"] == (1, 9)
+
+
+async def test_a_suspended_tenants_jobs_wait_for_reactivation(settings: Settings) -> None:
+    async with world(settings) as (client, editor, tenant_id):
+        pipeline = await create_pipeline(client, editor, "alpha")
+        job = await _job(client, editor, pipeline["id"], misfire_policy="run_once")
+        root = await _root(client, settings)
+        clock = Clock()
+        with scheduler(settings, clock) as role:
+            await _status(client, root, tenant_id, "suspended")
+            clock.now = _at(job, 5) + timedelta(seconds=1)
+            await asyncio.to_thread(run_pass, settings, role)
+            assert (await _shown(client, editor, job["id"]))["fired"] == 0
+            await _status(client, root, tenant_id, "active")
+            await asyncio.to_thread(run_pass, settings, role)
+        shown = await _shown(client, editor, job["id"])
+        assert (shown["fired"], shown["missed"]) == (2, 3)
+
+
+async def _root(client: Any, settings: Settings) -> Headers:
+    from tests.integration.api_client import login
+
+    return await login(client, settings.admin_username or "", settings.admin_password or "")
+
+
+async def _status(client: Any, root: Headers, tenant_id: str, status: str) -> None:
+    changed = await client.put(
+        f"/api/v1/tenants/{tenant_id}",
+        json={"status": status, "status_reason": "test" if status != "active" else ""},
+        headers=root,
+    )
+    assert changed.status_code == 200, changed.text
+    await read_at(client, root, f"/api/v1/tenants/{tenant_id}", changed.json()["position"])

@@ -1,0 +1,175 @@
+"""Firing due jobs through the real services on the in-memory store, with a clock the test
+moves: runs queued with ids derived from (job, time), one append per tenant, exactly once
+even when a pass is carried out twice (a scheduler that died before its bookkeeping),
+targets that are gone disabling the job, quotas refusing fires, params merged."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from application.fire_plan import FireState, fire_run_id
+from application.job_firing import DueJob, JobFiring
+from application.jobs import JobService
+from domain.job import Job, JobSpec, JobTarget
+from domain.run import Run
+from domain.tenant import Tenant
+from tests.support.deployments import CTX, World
+
+CREATED = datetime(2027, 3, 10, 12, 0, 0, tzinfo=UTC)
+
+
+class Firing(World):
+    def __init__(self, tmp_path: Path, **quotas: int) -> None:
+        super().__init__(tmp_path, **quotas)
+        self.clock = CREATED
+        self.jobs = JobService(self.store, self.pipelines, self.deployments, self.runs)
+        self.firing = JobFiring(self.store, self.pipelines, self.runs, clock=lambda: self.clock)
+
+    def job(self, cron_expr: str = "* * * * *", **fields: Any) -> Job:
+        fields.setdefault("target", JobTarget(pipeline_id=str(self.pipeline_id)))
+        spec = JobSpec(name=fields.pop("name", "every-minute"), cron_expr=cron_expr, **fields)
+        return self.jobs.create(self.editor, spec, CTX).state
+
+    def due(self, job: Job, cursor: datetime = CREATED, last_run_id: str | None = None) -> DueJob:
+        found = self.store.load(Job, job.id, "job")
+        return DueJob(
+            job_id=job.id,
+            tenant_id=found.tenant_id,
+            version=found.version,
+            spec=found.spec,
+            state=FireState(cursor),
+            last_run_id=last_run_id,
+        )
+
+    def queued(self) -> list[str]:
+        return [names for _, names in self.appends if "RunQueued" in names][-1]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Firing:
+    return Firing(tmp_path)
+
+
+def test_a_due_time_queues_a_run_whose_id_comes_from_the_job_and_the_time(
+    world: Firing,
+) -> None:
+    job = world.job()
+    world.clock = CREATED + timedelta(minutes=1, seconds=0.4)
+    [outcome] = world.firing.fire([world.due(job)])
+    at = CREATED + timedelta(minutes=1)
+    assert (outcome.fired, outcome.late, outcome.missed) == (1, 0, 0)
+    assert outcome.state.cursor == at and outcome.last_run == at
+    run = world.run(fire_run_id(str(job.id), at))
+    assert (run.trigger.kind, run.trigger.id, run.trigger.scheduled_for) == ("job", str(job.id), at)
+    assert outcome.last_run_id == str(run.id)
+    assert outcome.delays == [pytest.approx(0.4)]
+
+
+def test_a_pass_carried_out_twice_queues_nothing_twice(world: Firing) -> None:
+    """The first scheduler appended and died before its bookkeeping: the next plans the
+    job from the same cursor, finds the run and counts it fired, once."""
+    job = world.job()
+    world.clock = CREATED + timedelta(minutes=1, seconds=1)
+    world.firing.fire([world.due(job)])
+    appends = len(world.appends)
+    [again] = world.firing.fire([world.due(job)])
+    assert (again.fired, again.refused) == (1, 0)
+    assert again.delays == []  # counted by no one before, but not delayed now
+    assert len(world.appends) == appends  # nothing appended the second time
+    runs = [e for e in world.store.stream(fire_run_id(str(job.id), again.last_run or CREATED))]
+    assert len(runs) == 1
+
+
+def test_one_append_for_every_due_job_of_a_tenant(world: Firing) -> None:
+    jobs = [world.job(name=f"job-{i}") for i in range(5)]
+    world.clock = CREATED + timedelta(minutes=1)
+    before = len(world.appends)
+    outcomes = world.firing.fire([world.due(job) for job in jobs])
+    assert [o.fired for o in outcomes] == [1] * 5
+    assert len(world.appends) == before + 1
+    assert world.appends[-1][1].count("RunQueued") == 5
+
+
+def test_the_days_quota_refuses_fires_past_it(tmp_path: Path) -> None:
+    world = Firing(tmp_path, max_runs_per_day=2)
+    jobs = [world.job(name=f"job-{i}") for i in range(3)]
+    world.clock = CREATED + timedelta(minutes=1)
+    outcomes = world.firing.fire([world.due(job) for job in jobs])
+    assert sorted(o.fired for o in outcomes) == [0, 1, 1]
+    assert sum(o.refused for o in outcomes) == 1
+    assert all(o.state.cursor == CREATED + timedelta(minutes=1) for o in outcomes)  # dealt with
+
+
+def test_a_deployment_target_runs_its_active_release_with_variables_under_job_params(
+    world: Firing,
+) -> None:
+    deployment = World.create(world, "production", variables={"region": "eu", "mode": "live"})
+    job = world.job(target=JobTarget(deployment_id=str(deployment.id)), params={"mode": "batch"})
+    world.clock = CREATED + timedelta(minutes=1)
+    [outcome] = world.firing.fire([world.due(job)])
+    run = world.run(UUID(outcome.last_run_id or ""))
+    assert run.params == {"region": "eu", "mode": "batch"}
+    assert (run.trigger.deployment_id, run.trigger.environment, run.trigger.release) == (
+        str(deployment.id),
+        "production",
+        1,
+    )
+
+
+def test_a_retired_deployment_or_a_deleted_pipeline_disables_the_job(world: Firing) -> None:
+    deployment = World.create(world, "production")
+    on_deployment = world.job(name="d", target=JobTarget(deployment_id=str(deployment.id)))
+    world.deployments.retire(world.editor, deployment.id, CTX)
+    other = world.pipeline(
+        "other", *world.pipelines.load(world.editor, world.pipeline_id).definition.steps
+    )
+    on_pipeline = world.job(name="p", target=JobTarget(pipeline_id=str(other)))
+    world.pipelines.delete(world.editor, other, CTX)
+    world.clock = CREATED + timedelta(minutes=1)
+    outcomes = world.firing.fire([world.due(on_deployment), world.due(on_pipeline)])
+    assert [o.fired for o in outcomes] == [0, 0]
+    assert [o.disabled for o in outcomes] == [
+        f"deployment {deployment.id} was retired",
+        f"pipeline {other} was deleted",
+    ]
+    for job in (on_deployment, on_pipeline):
+        stored = world.store.load(Job, job.id, "job")
+        assert stored.enabled is False and "was" in (stored.disabled_reason or "")
+
+
+def test_overlap_skip_counts_while_the_previous_run_is_active(world: Firing) -> None:
+    job = world.job()
+    world.clock = CREATED + timedelta(minutes=1)
+    [first] = world.firing.fire([world.due(job)])
+    world.clock = CREATED + timedelta(minutes=2)
+    due = replace(world.due(job, first.state.cursor), last_run_id=first.last_run_id)
+    [second] = world.firing.fire([due])
+    assert (second.fired, second.skipped) == (0, 1)  # the first run is still queued
+
+
+def test_cancel_previous_asks_the_active_run_to_stop_and_fires(world: Firing) -> None:
+    job = world.job(overlap_policy="cancel_previous")
+    world.clock = CREATED + timedelta(minutes=1)
+    [first] = world.firing.fire([world.due(job)])
+    world.clock = CREATED + timedelta(minutes=2)
+    due = replace(world.due(job, first.state.cursor), last_run_id=first.last_run_id)
+    [second] = world.firing.fire([due])
+    assert second.fired == 1
+    assert world.run(UUID(first.last_run_id or "")).status == "cancelled"  # it was queued
+
+
+def test_a_suspended_tenant_refuses_the_fires_of_a_pass_that_raced_it(world: Firing) -> None:
+    job = world.job()
+    tenant = world.store.load(Tenant, UUID(world.tenant_id), "tenant")
+    tenant.suspend("invoice unpaid", CTX)
+    world.store.append(tenant)
+    world.clock = CREATED + timedelta(minutes=1)
+    [outcome] = world.firing.fire([world.due(job)])
+    assert (outcome.fired, outcome.refused) == (0, 1)
+    assert world.store.find(Run, fire_run_id(str(job.id), CREATED + timedelta(minutes=1))) is None

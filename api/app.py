@@ -26,7 +26,7 @@ from api.controllers.deployments import DeploymentController
 from api.controllers.events import EventStreamController
 from api.controllers.health import HealthController
 from api.controllers.health_details import HealthDetailsController
-from api.controllers.jobs import JobController
+from api.controllers.jobs import JobController, SchedulerTimelineController
 from api.controllers.metrics import MetricsController
 from api.controllers.paging import provide_paging
 from api.controllers.pipeline_deploys import PipelineDeployController
@@ -209,6 +209,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             RunReportController,
             DeploymentController,
             JobController,
+            SchedulerTimelineController,
             PipelineDeployController,
             PluginController,
             EventStreamController,

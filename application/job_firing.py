@@ -20,7 +20,7 @@ tenant is active again; a suspension that lands during a pass refuses its fires.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -30,13 +30,13 @@ import msgspec
 
 from application.errors import PermissionDenied, VersionConflict
 from application.event_store import NornEventStore
-from application.fire_plan import LATE_AFTER, FirePlan, FireState, fire_run_id, plan_fires
-from application.jobs import schedule_of
+from application.fire_plan import LATE_AFTER, FireState, fire_run_id, plan_fires
 from application.pipelines import PipelineService
 from application.quotas import retry_on_conflict
 from application.runs import RunService
+from application.schedule import schedule_of
 from domain.deployment import Deployment
-from domain.errors import DomainError, QuotaExceeded
+from domain.errors import Conflict, DomainError, NoActiveRelease, QuotaExceeded
 from domain.events import CommandContext
 from domain.job import Job, JobSpec
 from domain.pipeline import Pipeline
@@ -45,6 +45,11 @@ from domain.tenant import Tenant, TenantStatus
 
 log = logging.getLogger(__name__)
 ACTOR = "system:scheduler"
+
+Times = list[tuple[datetime, UUID]]
+"""(scheduled time, run id) pairs."""
+Backfilled = tuple[Times, Times, int | None]
+"""A backfill's runs queued, its times already run, and the position of its append."""
 
 
 @dataclass(frozen=True)
@@ -128,29 +133,32 @@ class JobFiring:
         if not plan.fires:
             return outcome, []
         try:
-            builds = self._builds(job, plan, jitter, outcome)
-        except _TargetGone as gone:
+            builds = self._builds(job, plan.fires, outcome)
+        except NoActiveRelease:  # no release of the deployment has become active yet
+            outcome.refused += len(plan.fires)
+            return outcome, []
+        except TargetGone as gone:
             outcome.disabled = str(gone)
             outcome.state = replace(job.state, waiting_for=None)  # plan again once enabled
             outcome.skipped = outcome.missed = 0
-            self._disable(job, str(gone))
+            self._disable(job.job_id, str(gone))
             return outcome, []
         if plan.cancel_previous and previous is not None and active:
             self._cancel(previous, job, plan.fires[0])
         return outcome, builds
 
-    def _builds(self, job: DueJob, plan: FirePlan, jitter: float, outcome: Outcome) -> list[_Fire]:
+    def _builds(self, job: DueJob, times: Sequence[datetime], outcome: Outcome) -> list[_Fire]:
+        """How to queue a run of the job's target for each of `times`. TargetGone when
+        its pipeline was deleted or its deployment retired; NoActiveRelease when no
+        release of its deployment is active."""
         target = job.spec.target
         params = dict(job.spec.params)
         trigger = Trigger("job", str(job.job_id))
         if target.deployment_id is not None:
             deployment = self._store.find(Deployment, UUID(target.deployment_id))
             if deployment is None or deployment.retired:
-                raise _TargetGone(f"deployment {target.deployment_id} was retired")
-            release = deployment.active_release
-            if release is None:  # no release has become active yet (or the first failed)
-                outcome.refused += len(plan.fires)
-                return []
+                raise TargetGone(f"deployment {target.deployment_id} was retired")
+            release = deployment.active().release  # NoActiveRelease
             revision = deployment.releases[release].revision
             params = deployment.run_params(params)
             pipeline_id = deployment.pipeline_id
@@ -164,11 +172,11 @@ class JobFiring:
             pipeline_id = target.pipeline_id or ""
         pipeline = self._store.find(Pipeline, UUID(pipeline_id))
         if pipeline is None or pipeline.deleted:
-            raise _TargetGone(f"pipeline {pipeline_id} was deleted")
+            raise TargetGone(f"pipeline {pipeline_id} was deleted")
         if target.deployment_id is None:
             revision = target.revision or pipeline.revision
         fires = []
-        for scheduled_for in plan.fires:
+        for scheduled_for in times:
             run_id = fire_run_id(str(job.job_id), scheduled_for)
             ctx = CommandContext(
                 ACTOR,
@@ -243,18 +251,68 @@ class JobFiring:
         if outcome.last_run is None or fire.scheduled_for >= outcome.last_run:
             outcome.last_run, outcome.last_run_id = fire.scheduled_for, str(fire.run_id)
 
+    # --- backfill and targets gone --------------------------------------------------------
+
+    def backfill(self, job: DueJob, times: Sequence[datetime], ctx: CommandContext) -> Backfilled:
+        """A run for each of `times` that has none yet — the same run id the scheduler
+        gives that time, so a time already run (by the schedule or an earlier backfill)
+        is skipped — all in one append with the day's take of them all (QuotaExceeded
+        when the day cannot take them all). Answers (queued, already run, position)."""
+
+        def attempt() -> Backfilled:
+            ids = [(t, fire_run_id(str(job.job_id), t)) for t in times]
+            done = [(t, i) for t, i in ids if self._store.find(Run, i) is not None]
+            todo = [t for t, i in ids if (t, i) not in done]
+            if not todo:
+                return [], done, None
+            fires = self._builds(job, todo, Outcome(job, job.state))
+            tenant = self._store.find(Tenant, UUID(job.tenant_id))
+            assert tenant is not None
+            with self._runs.take_run_of_day(tenant, ctx, amount=len(fires)) as usage:
+                position = self._store.append(*[fire.build() for fire in fires], usage)
+            return [(f.scheduled_for, f.run_id) for f in fires], done, position
+
+        return retry_on_conflict(attempt)  # a run queued meanwhile: look again
+
+    def target_gone(self, job: Job) -> str | None:
+        """Why the job's target can no longer run (as the event store says), or None."""
+        target = job.spec.target
+        if target.deployment_id is not None:
+            deployment = self._store.find(Deployment, UUID(target.deployment_id))
+            if deployment is None or deployment.retired:
+                return f"deployment {target.deployment_id} was retired"
+            return None
+        pipeline = self._store.find(Pipeline, UUID(target.pipeline_id or ""))
+        if pipeline is None or pipeline.deleted:
+            return f"pipeline {target.pipeline_id} was deleted"
+        return None
+
+    def settle_gone(self, job_ids: Sequence[UUID]) -> list[UUID]:
+        """Disable, with the reason, each of the jobs (nominated by a read model) whose
+        target the event store says is gone; answers those disabled now."""
+        disabled = []
+        for job_id in job_ids:
+            job = self._store.find(Job, job_id)
+            if job is None or job.deleted or not job.enabled:
+                continue
+            reason = self.target_gone(job)
+            if reason is not None:
+                self._disable(job_id, reason)
+                disabled.append(job_id)
+        return disabled
+
     # --- rare paths ---------------------------------------------------------------------
 
-    def _disable(self, job: DueJob, reason: str) -> None:
-        ctx = CommandContext(ACTOR, correlation_id=f"job:{job.job_id}")
+    def _disable(self, job_id: UUID, reason: str) -> None:
+        ctx = CommandContext(ACTOR, correlation_id=f"job:{job_id}")
 
         def attempt() -> None:
-            found = self._store.find(Job, job.job_id)
+            found = self._store.find(Job, job_id)
             if found is not None and not found.deleted and found.disable(ctx, reason):
                 self._store.append(found)
 
         retry_on_conflict(attempt)
-        log.info("job %s disabled: %s", job.job_id, reason)
+        log.info("job %s disabled: %s", job_id, reason)
 
     def _cancel(self, previous: Run, job: DueJob, scheduled_for: datetime) -> None:
         ctx = CommandContext(ACTOR, correlation_id=f"job:{job.job_id}")
@@ -272,8 +330,8 @@ class JobFiring:
             pass  # it finished meanwhile: nothing to cancel
 
 
-class _TargetGone(Exception):
-    pass
+class TargetGone(Conflict):
+    """The job's pipeline was deleted or its deployment retired."""
 
 
 def counts(outcomes: list[Outcome]) -> dict[str, Any]:

@@ -15,40 +15,36 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import msgspec
+
 from application.authorization import sees
 from application.commands import Aggregates
 from application.deployments import DeploymentService
 from application.errors import NotFound, VersionConflict
 from application.event_store import NornEventStore
+from application.fire_plan import FireState
 from application.idempotency import earlier_result, first_result, new_id
+from application.job_firing import Backfilled, DueJob, JobFiring
 from application.pipelines import PipelineService
 from application.principal import Principal
 from application.quotas import retry_on_conflict
 from application.results import Changed
 from application.runs import RunService
-from application.schedule import Schedule, ScheduleError
+from application.schedule import Schedule, ScheduleError, schedule_of
 from application.tenants import writable_tenant
 from domain.errors import InvalidCommand
 from domain.events import CommandContext
-from domain.job import Job, JobSpec, check_spec
+from domain.job import Job, JobSpec, JobTarget, check_spec
 from domain.name_claim import NameClaim, claim_id
+from domain.pipeline import Pipeline
 from domain.run import Run, Trigger
 
 MAX_PREVIEW = 1_000
+MAX_BACKFILL = 1_000
 
 
 def job_scope(tenant_id: str) -> str:
     return f"job:{tenant_id}"
-
-
-def schedule_of(spec: JobSpec) -> Schedule:
-    return Schedule(
-        cron_expr=spec.cron_expr,
-        timezone=spec.timezone,
-        jitter_seconds=spec.jitter_seconds,
-        start_at=spec.start_at,
-        end_at=spec.end_at,
-    )
 
 
 def check_schedule(spec: JobSpec) -> Schedule:
@@ -78,6 +74,7 @@ class JobService:
         self._runs = runs
         self._ledger = pipelines.ledger
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._firing = JobFiring(store, pipelines, runs, self._clock)
         self._jobs = Aggregates(
             store,
             Job,
@@ -223,6 +220,73 @@ class JobService:
             revision=target.revision,
             trigger=trigger,
         )
+
+    def backfill(
+        self,
+        principal: Principal,
+        job_id: UUID,
+        start: datetime,
+        end: datetime,
+        ctx: CommandContext,
+        max_runs: int = 100,
+    ) -> Backfilled:
+        """One run for each of the job's scheduled times in [start, end] that has not
+        run, whatever `enabled` and the overlap policy say: (queued, already run,
+        position). More times than `max_runs` in the range is refused, naming it."""
+        writable_tenant(self._store, principal)
+        if not 1 <= max_runs <= MAX_BACKFILL:
+            raise InvalidCommand(f"max_runs must be 1 to {MAX_BACKFILL}", "max_runs")
+        for field, value in (("start", start), ("end", end)):
+            if value.utcoffset() is None:
+                raise InvalidCommand("a time with its UTC offset, e.g. 2027-01-01T00:00:00Z", field)
+        if end < start:
+            raise InvalidCommand("end must not be before start", "end")
+        job = self.load(principal, job_id)
+        times = schedule_of(job.spec).fires_between(start, end, max_runs + 1)
+        if len(times) > max_runs:
+            raise InvalidCommand(
+                f"the range holds more than max_runs ({max_runs}) scheduled times: "
+                "narrow it or raise max_runs",
+                "max_runs",
+            )
+        due = DueJob(job.id, job.tenant_id, job.version, job.spec, FireState(start))
+        return self._firing.backfill(due, times, ctx)
+
+    @staticmethod
+    def check_deploy_schedule(cron_expr: str, timezone: str) -> None:
+        """A `:deploy` schedule, checked before anything is released: InvalidCommand
+        naming the body's field (`schedule` or `timezone`)."""
+        try:
+            Schedule(cron_expr=cron_expr, timezone=timezone).check()
+        except ScheduleError as error:
+            field = "schedule" if error.field == "cron_expr" else error.field
+            raise InvalidCommand(str(error), field) from error
+
+    def schedule_deployment(
+        self,
+        principal: Principal,
+        deployment_id: UUID,
+        cron_expr: str,
+        timezone: str,
+        ctx: CommandContext,
+    ) -> Changed[Job]:
+        """The job `<pipeline>@<environment>` that runs the deployment on `cron_expr`
+        (POST /pipelines/{id}:deploy with a schedule): created, or its schedule changed."""
+        tenant = writable_tenant(self._store, principal)
+        deployment = self._deployments.load(principal, deployment_id)
+        pipeline = self._store.find(Pipeline, UUID(deployment.pipeline_id))
+        pipeline_name = pipeline.definition.name if pipeline else deployment.pipeline_id
+        name = f"{pipeline_name[: 199 - len(deployment.environment)]}@{deployment.environment}"
+        claim = self._store.find(NameClaim, claim_id(job_scope(tenant.tenant_id), name))
+        target = JobTarget(deployment_id=str(deployment_id))
+        if claim is None or claim.holder_id is None:
+            spec = JobSpec(name=name, target=target, cron_expr=cron_expr, timezone=timezone)
+            return self.create(principal, spec, ctx)
+        job = self.load(principal, UUID(claim.holder_id))
+        spec = msgspec.structs.replace(
+            job.spec, target=target, cron_expr=cron_expr, timezone=timezone
+        )
+        return self.update(principal, job.id, spec, ctx)
 
     def preview(
         self, principal: Principal, job_id: UUID, count: int

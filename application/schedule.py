@@ -36,6 +36,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
+from domain.job import JobSpec
+
 MAX_JITTER_SECONDS = 3600
 SHORTCUTS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
@@ -284,3 +286,14 @@ def _aware(value: datetime, name: str) -> datetime:
     if not isinstance(value, datetime) or value.utcoffset() is None:
         raise ValueError(f"{name} must be a datetime with a timezone: got {value!r}")
     return value
+
+
+def schedule_of(spec: JobSpec) -> Schedule:
+    """A job's calendar."""
+    return Schedule(
+        cron_expr=spec.cron_expr,
+        timezone=spec.timezone,
+        jitter_seconds=spec.jitter_seconds,
+        start_at=spec.start_at,
+        end_at=spec.end_at,
+    )

@@ -31,7 +31,7 @@ from psycopg.rows import dict_row
 
 from application.fire_plan import FireState, next_due
 from application.job_firing import DueJob, JobFiring, Outcome, counts
-from application.jobs import schedule_of
+from application.schedule import schedule_of
 from application.threads import in_thread
 from domain.job import JobSpec, JobTarget
 from infrastructure.supervision import Backoff, pause, supervise
@@ -68,6 +68,21 @@ WHERE (s.next_due <= %s OR s.waiting_for IS NOT NULL)
 ORDER BY s.next_due NULLS LAST LIMIT %s FOR UPDATE OF s SKIP LOCKED
 """
 
+_GONE = """
+SELECT j.id FROM jobs j WHERE j.enabled AND NOT j.deleted AND (
+  (j.target_deployment_id IS NULL
+   AND NOT EXISTS (SELECT 1 FROM pipelines p WHERE p.id::text = j.target_pipeline_id))
+  OR EXISTS (
+   SELECT 1 FROM deployments d WHERE d.id::text = j.target_deployment_id AND d.retired))
+LIMIT 100
+"""
+"""Jobs whose target the read models say is gone: only nominated (a pipeline not projected
+yet is missing too); the event store decides (JobFiring.settle_gone)."""
+
+GONE_EVERY = 5.0
+"""Seconds between looks for jobs whose target is gone: a job is disabled about this long
+after its pipeline is deleted or its deployment retired, not at its next fire."""
+
 _SAVE = """
 UPDATE job_schedules SET cursor = %s, waiting_for = %s, caught_up = %s, next_due = %s,
   last_run_id = coalesce(%s, last_run_id), last_run = coalesce(%s, last_run),
@@ -94,6 +109,7 @@ class SchedulerRole:
         self._interval = interval
         self._batch = batch
         self._observe = observe
+        self._gone_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pass after pass until stopped; an outage of PostgreSQL ends the connection,
@@ -131,6 +147,11 @@ class SchedulerRole:
             rows = conn.execute(_DUE, (self._clock(), self._batch)).fetchall()
             if rows:
                 self._fire(conn, rows)
+        if time.monotonic() - self._gone_at > GONE_EVERY:
+            self._gone_at = time.monotonic()
+            gone = [row["id"] for row in conn.execute(_GONE).fetchall()]
+            if gone:
+                self._firing.settle_gone(gone)
         return len(rows) >= self._batch or replanned >= self._batch
 
     def _replan(self, conn: psycopg.Connection[Any]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from api.schedule_timeline import TimelineJob
 from api.schemas.jobs import JobRead, JobWrite, JobWritten, TargetOut
 from application.results import Changed
 from application.schedule import Schedule, ScheduleError
@@ -119,3 +120,19 @@ def from_row(row: dict[str, Any]) -> JobRead:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def timeline_job(row: dict[str, Any]) -> TimelineJob:
+    schedule = Schedule(
+        cron_expr=row["cron_expr"],
+        timezone=row["timezone"],
+        jitter_seconds=row["jitter_seconds"],
+        start_at=row["start_at"],
+        end_at=row["end_at"],
+    )
+    if row["target_deployment_id"]:
+        target = f"deployment {row['target_deployment_id']}"
+    else:
+        revision = row["target_revision"]
+        target = f"pipeline {row['target_pipeline_id']}" + (f" r{revision}" if revision else "")
+    return TimelineJob(name=row["name"], schedule=schedule, target=target)

@@ -3,10 +3,11 @@ list read the `jobs` read model; preview and history read the write side."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, Request, Response, delete, get, post, put
+from litestar import Controller, MediaType, Request, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
@@ -21,10 +22,14 @@ from api.controllers.common import (
     label_filters,
 )
 from api.controllers.deployment_views import history_item
-from api.controllers.job_views import from_row, to_spec, written
+from api.controllers.job_views import from_row, timeline_job, to_spec, written
 from api.controllers.paging import paged, query_error
 from api.dependencies import JobQueriesDep, JobServiceDep, PagingDep, ReadYourWritesDep
+from api.schedule_timeline import TimelineJob, render_timeline
 from api.schemas.jobs import (
+    BackfillOut,
+    BackfillRequest,
+    FireRun,
     FireTime,
     JobCreate,
     JobDeletedOut,
@@ -44,6 +49,9 @@ READ = {"permission": Permission.JOBS_READ}
 WRITE = {"permission": Permission.JOBS_WRITE}
 TOGGLE = {"permission": Permission.JOBS_TOGGLE}
 Count = Annotated[int, Parameter(ge=1, le=1000, description="How many fire times (1-1,000)")]
+Hours = Annotated[int, Parameter(ge=1, le=168, description="How far ahead (1-168 hours)")]
+Limit = Annotated[int, Parameter(ge=1, le=1000, description="At most this many fires (1-1,000)")]
+MAX_TIMELINE_JOBS = 10_000
 
 
 class JobController(Controller):
@@ -174,6 +182,34 @@ class JobController(Controller):
             position=result.position,
         )
 
+    @post(
+        "/{job_id:uuid}/backfill",
+        opt=WRITE,
+        status_code=202,
+        summary="Run every scheduled time in [start, end] that has not run",
+    )
+    async def backfill(
+        self,
+        job_id: FromPath[UUID],
+        data: JSONBody[BackfillRequest],
+        request: Request,
+        jobs: JobServiceDep,
+    ) -> BackfillOut:
+        queued, already, position = await jobs.backfill(
+            principal_of(request),
+            job_id,
+            data.start,
+            data.end,
+            command_context(request),
+            max_runs=data.max_runs,
+        )
+        return BackfillOut(
+            job_id=str(job_id),
+            queued=[FireRun(at, str(run_id)) for at, run_id in queued],
+            already_run=[FireRun(at, str(run_id)) for at, run_id in already],
+            position=position,
+        )
+
     @get("/{job_id:uuid}/preview", opt=READ, summary="The next fire times, UTC and local")
     async def preview(
         self, job_id: FromPath[UUID], request: Request, jobs: JobServiceDep, count: Count = 10
@@ -187,3 +223,34 @@ class JobController(Controller):
     ) -> JobHistoryOut:
         events = await jobs.history(principal_of(request), job_id)
         return JobHistoryOut(items=[history_item(e) for e in events])
+
+
+class SchedulerTimelineController(Controller):
+    path = "/api/v1/visualize"
+    tags = ["scheduled jobs"]
+
+    @get(
+        "/scheduler",
+        opt=READ,
+        media_type=MediaType.TEXT,
+        summary="A text timeline of the next fires of the tenant's enabled jobs",
+    )
+    async def timeline(
+        self,
+        request: Request,
+        job_queries: JobQueriesDep,
+        hours: Hours = 24,
+        limit: Limit = 100,
+    ) -> Response[str]:
+        jobs: list[TimelineJob] = []
+        cursor = None
+        while len(jobs) < MAX_TIMELINE_JOBS:
+            page = await job_queries.list(
+                principal_of(request).tenant_id, enabled=True, limit=500, cursor=cursor
+            )
+            jobs.extend(timeline_job(row) for row in page.items)
+            if not page.has_more:
+                break
+            cursor = page.next_cursor
+        body = render_timeline(jobs, datetime.now(UTC).replace(microsecond=0), hours, limit)
+        return Response(body, media_type=MediaType.TEXT)

@@ -185,11 +185,27 @@ class PipelineDeploy(Request):
     strategy: StrategyIn | None = None
     """A new deployment's strategy (direct by default), or this release's (the
     deployment's own by default)."""
-    schedule: str | None = None
-    """Refused until scheduled jobs exist (never ignored)."""
-    timezone: str | None = None
+    schedule: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    """A cron expression: the job `<pipeline>@<environment>` runs the deployment on it
+    (created, or its schedule changed)."""
+    timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    """The schedule's timezone (UTC by default); only with a schedule."""
+
+
+class ScheduledJobOut(msgspec.Struct, kw_only=True):
+    """The job a `:deploy` with a schedule created or changed."""
+
+    id: str
+    name: str
+    cron_expr: str
+    timezone: str
+    next_run: datetime | None
+    version: int
+    position: int | None
 
 
 class PipelineDeployed(DeploymentWritten, kw_only=True):
     created: bool
     """True: a new deployment (its first release); false: a release of the existing one."""
+    job: ScheduledJobOut | None = None
+    """With a schedule: the job `<pipeline>@<environment>` that runs the deployment."""

@@ -56,6 +56,27 @@ class JobTrigger(Request):
     """Over the job's params, key by key."""
 
 
+class BackfillRequest(Request):
+    start: datetime
+    end: datetime
+    """Both ends inclusive; times with their UTC offset."""
+    max_runs: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    """More scheduled times than this in the range is refused (422), not cut short."""
+
+
+class FireRun(msgspec.Struct):
+    scheduled_for: datetime
+    run_id: str
+
+
+class BackfillOut(msgspec.Struct, kw_only=True):
+    job_id: str
+    queued: list[FireRun]
+    already_run: list[FireRun]
+    """Times that had a run already (by the schedule or an earlier backfill)."""
+    position: int | None
+
+
 class TargetOut(msgspec.Struct):
     deployment_id: str | None
     pipeline_id: str | None

@@ -333,12 +333,43 @@ async def test_deploy_from_the_pipeline_creates_then_releases(
     assert again.status_code == 201, again.text
     assert again.json()["created"] is False and again.json()["id"] == made["id"]
     assert (again.json()["release"]["release"], again.json()["release"]["revision"]) == (2, 2)
-    for field in ("schedule", "timezone"):
-        refused = await client.post(
-            route, json={"environment": "staging", field: "0 3 * * *"}, headers=editor
-        )
+    for body, field in (
+        ({"timezone": "Europe/Berlin"}, "timezone"),  # a timezone goes with a schedule
+        ({"schedule": "0 3 * *"}, "schedule"),
+        ({"schedule": "0 3 * * *", "timezone": "Mars/Olympus"}, "timezone"),
+    ):
+        refused = await client.post(route, json={"environment": "staging", **body}, headers=editor)
         error = assert_error(refused, 422, "VALIDATION_ERROR")
         assert [d["field"] for d in error["details"]] == [field]
+    history = await client.get(f"{BASE}/{made['id']}/history", headers=editor)
+    assert len(history.json()["items"]) == 3  # nothing released by the refused ones
+    scheduled = await client.post(
+        route,
+        json={"environment": "staging", "schedule": "0 3 * * *", "timezone": "Europe/Berlin"},
+        headers=editor,
+    )
+    assert scheduled.status_code == 201, scheduled.text
+    job = scheduled.json()["job"]
+    assert (job["name"], job["cron_expr"], job["timezone"]) == (
+        "alpha@staging",
+        "0 3 * * *",
+        "Europe/Berlin",
+    )
+    again = await client.post(
+        route, json={"environment": "staging", "schedule": "30 4 * * *"}, headers=editor
+    )
+    assert again.status_code == 201, again.text
+    assert (again.json()["job"]["id"], again.json()["job"]["cron_expr"]) == (
+        job["id"],
+        "30 4 * * *",
+    )
+    assert again.json()["job"]["timezone"] == "UTC" and again.json()["job"]["version"] == 2
+    shown = await client.get(
+        f"/api/v1/scheduler/jobs/{job['id']}",
+        params={"min_position": again.json()["job"]["position"]},
+        headers=editor,
+    )
+    assert shown.json()["target"]["deployment_id"] == made["id"]
     missing = await client.post(
         f"/api/v1/pipelines/{BASE_ID}:deploy", json={"environment": "staging"}, headers=editor
     )

@@ -58,6 +58,10 @@ BODIES: dict[tuple[str, str], Any] = {
         "cron_expr": "* * * * *",
     },
     ("POST", "/api/v1/scheduler/jobs/{job_id:uuid}/trigger"): {"params": {"stolen": True}},
+    ("POST", "/api/v1/scheduler/jobs/{job_id:uuid}/backfill"): {
+        "start": "2026-01-01T00:00:00Z",
+        "end": "2026-01-02T00:00:00Z",
+    },
 }
 
 # Routes over resources that belong to no tenant (the plugin catalog): nothing to isolate.

@@ -225,3 +225,82 @@ async def test_roles_and_the_quota(module_app: AsyncTestClient, module_settings:
     assert_error(over, 409, "QUOTA_EXCEEDED")
     usage = await client.get(f"/api/v1/tenants/{tenant_id}/usage", headers=root)
     assert usage.json()["quotas"]["max_jobs"] == {"limit": 1, "used": 1}
+
+
+async def test_backfill_runs_each_scheduled_time_once(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    _, editor, _ = await new_tenant(client, module_settings)
+    pipeline = await create_pipeline(client, editor, "alpha")
+    job = await _job(
+        client,
+        editor,
+        "hourly",
+        {"pipeline_id": pipeline["id"]},
+        cron_expr="0 * * * *",
+        enabled=False,
+    )
+    path = f"{BASE}/{job['id']}/backfill"
+    window = {"start": "2026-11-01T00:00:00Z", "end": "2026-11-01T03:00:00Z"}
+    first = await client.post(path, json=window, headers=editor)  # a disabled job too
+    assert first.status_code == 202, first.text
+    queued = first.json()["queued"]
+    assert [q["scheduled_for"] for q in queued] == [
+        f"2026-11-01T0{h}:00:00Z"
+        for h in range(4)  # both ends inclusive
+    ]
+    assert first.json()["already_run"] == [] and first.json()["position"]
+    wider = await client.post(path, json={**window, "end": "2026-11-01T04:00:00Z"}, headers=editor)
+    assert [q["scheduled_for"] for q in wider.json()["queued"]] == ["2026-11-01T04:00:00Z"]
+    assert [a["run_id"] for a in wider.json()["already_run"]] == [q["run_id"] for q in queued]
+    run = await read_at(
+        client, editor, f"/api/v1/runs/{queued[0]['run_id']}", wider.json()["position"]
+    )
+    assert run["trigger"] == {
+        "kind": "job",
+        "id": job["id"],
+        "scheduled_for": "2026-11-01T00:00:00Z",
+    }
+    for body, status, field in (
+        ({**window, "max_runs": 3}, 422, "max_runs"),
+        ({"start": window["end"], "end": window["start"]}, 422, "end"),
+        ({"start": "2026-11-01T00:00:00", "end": window["end"]}, 422, "start"),
+        ({**window, "max_runs": 0}, 422, "max_runs"),
+        ({"start": "yesterday", "end": window["end"]}, 422, "start"),
+    ):
+        refused = await client.post(path, json=body, headers=editor)
+        error = assert_error(refused, status, "VALIDATION_ERROR")
+        assert [d["field"] for d in error["details"]] == [field], (body, error)
+
+
+async def test_the_scheduler_timeline_shows_the_next_fires_as_text(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    _, editor, _ = await new_tenant(client, module_settings)
+    pipeline = await create_pipeline(client, editor, "alpha")
+    made = await _job(
+        client,
+        editor,
+        "every-6h",
+        {"pipeline_id": pipeline["id"]},
+        cron_expr="0 */6 * * *",
+        timezone="Asia/Tokyo",
+    )
+    await _job(client, editor, "off", {"pipeline_id": pipeline["id"]}, enabled=False)
+    await read_at(client, editor, BASE, made["position"])
+    shown = await client.get("/api/v1/visualize/scheduler", headers=editor)
+    assert shown.status_code == 200 and shown.headers["content-type"].startswith("text/plain")
+    lines = shown.text.splitlines()
+    assert "1 job(s) enabled" in lines[0]
+    fires = [line for line in lines if "every-6h" in line]
+    assert len(fires) == 4 and "Asia/Tokyo" in fires[0] and pipeline["id"] in fires[0]
+    assert "off" not in shown.text.split("\n", 2)[2]
+    short = await client.get(
+        "/api/v1/visualize/scheduler", params={"hours": 24, "limit": 1}, headers=editor
+    )
+    assert "and at least 1 more" in short.text
+    for params in ({"hours": 0}, {"hours": 169}, {"limit": 0}):
+        refused = await client.get("/api/v1/visualize/scheduler", params=params, headers=editor)
+        assert_error(refused, 400, "VALIDATION_ERROR")

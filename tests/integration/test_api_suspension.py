@@ -91,6 +91,10 @@ WRITE_BODIES: dict[tuple[str, str], Callable[[Values], Any]] = {
     ("POST", "/api/v1/scheduler/jobs/{job_id:uuid}/enable"): lambda v: None,
     ("POST", "/api/v1/scheduler/jobs/{job_id:uuid}/disable"): lambda v: None,
     ("POST", "/api/v1/scheduler/jobs/{job_id:uuid}/trigger"): lambda v: {"params": {"n": 1}},
+    ("POST", "/api/v1/scheduler/jobs/{job_id:uuid}/backfill"): lambda v: {
+        "start": "2026-01-01T00:00:00Z",
+        "end": "2026-01-03T00:00:00Z",
+    },
 }
 
 # Routes that address another seeded resource than the one their parameter names.

@@ -204,3 +204,24 @@ async def _status(client: Any, root: Headers, tenant_id: str, status: str) -> No
     )
     assert changed.status_code == 200, changed.text
     await read_at(client, root, f"/api/v1/tenants/{tenant_id}", changed.json()["position"])
+
+
+async def test_a_job_whose_pipeline_is_deleted_is_disabled_with_the_reason(
+    settings: Settings,
+) -> None:
+    async with world(settings) as (client, editor, _):
+        pipeline = await create_pipeline(client, editor, "alpha")
+        job = await _job(client, editor, pipeline["id"], cron_expr="0 3 * * *")
+        deleted = await client.delete(f"/api/v1/pipelines/{pipeline['id']}", headers=editor)
+        assert deleted.status_code == 200, deleted.text
+        await read_at(client, editor, "/api/v1/pipelines", deleted.json()["position"])
+        clock = Clock()
+        with scheduler(settings, clock) as role:
+            await asyncio.to_thread(run_pass, settings, role)  # long before its next fire
+        history = await client.get(f"{BASE}/{job['id']}/history", headers=editor)
+        last = history.json()["items"][-1]
+        assert (last["event"], last["data"]["reason"]) == (
+            "disabled",
+            f"pipeline {pipeline['id']} was deleted",
+        )
+        assert last["actor"] == "system:scheduler"

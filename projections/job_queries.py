@@ -96,6 +96,7 @@ class JobQueries:
         enabled: bool | None = None,
         deployment_id: str | None = None,
         pipeline_id: str | None = None,
+        target: str | None = None,
         labels: Mapping[str, str] | None = None,
         order: str = "desc",
         limit: int = 50,
@@ -113,6 +114,9 @@ class JobQueries:
             where.add("target_deployment_id = %s", _target_filter(deployment_id, "deployment_id"))
         if pipeline_id is not None:
             where.add("target_pipeline_id = %s", _target_filter(pipeline_id, "pipeline_id"))
+        if target is not None:  # either kind of target
+            value = _target_filter(target, "target")
+            where.add("(target_deployment_id = %s OR target_pipeline_id = %s)", value, value)
         if labels:
             if any("\x00" in f"{k}{v}" for k, v in labels.items()):
                 raise ValueError("a label filter must not contain NUL")

@@ -77,6 +77,7 @@ class JobController(Controller):
         enabled: FromQuery[bool | None] = None,
         deployment_id: FromQuery[UUID | None] = None,
         pipeline_id: FromQuery[UUID | None] = None,
+        target: FromQuery[UUID | None] = None,
         label: LabelFilter = None,
         min_position: MinPosition = None,
     ) -> Response[JobPage]:
@@ -87,6 +88,7 @@ class JobController(Controller):
                 enabled=enabled,
                 deployment_id=None if deployment_id is None else str(deployment_id),
                 pipeline_id=None if pipeline_id is None else str(pipeline_id),
+                target=None if target is None else str(target),
                 labels=label_filters(label),
                 limit=paging.limit,
                 cursor=paging.cursor,

@@ -84,6 +84,9 @@ async def test_create_get_list_update_toggle_and_delete(
     assert [j["name"] for j in enabled["items"]] == ["nightly"]
     by_target = await read_at(client, editor, BASE, hourly["position"], pipeline_id=pipeline["id"])
     assert [j["name"] for j in by_target["items"]] == ["hourly"]
+    for target, names in ((pipeline["id"], ["hourly"]), (deployment["id"], ["nightly"])):
+        by_either = await read_at(client, editor, BASE, hourly["position"], target=target)
+        assert [j["name"] for j in by_either["items"]] == names
     by_label = await read_at(client, editor, BASE, hourly["position"], label="team=data")
     assert [j["name"] for j in by_label["items"]] == ["nightly"]
 

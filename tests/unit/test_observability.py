@@ -237,3 +237,32 @@ async def test_scrapes_share_a_refresh_for_a_few_seconds() -> None:
     refresher.refresh = counted  # type: ignore[method-assign]
     await asyncio.gather(*(metrics.refresh() for _ in range(20)))  # type: ignore[misc]
     assert refreshes == 1
+
+
+def test_scheduler_fires_are_counted_by_outcome_and_their_delays_observed() -> None:
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Outcome:  # the fields of application/job_firing.py Outcome that metrics read
+        fired: int = 0
+        skipped: int = 0
+        missed: int = 0
+        refused: int = 0
+        late: int = 0
+        delays: list[float] = field(default_factory=list)
+
+    metrics = NornMetrics()
+    metrics.observe_fires(
+        [Outcome(fired=2, late=1, delays=[0.2, 1.5]), Outcome(skipped=1, missed=3, refused=1)]
+    )
+    text = _exposed(metrics)
+    for outcome, count in (
+        ("fired", 2),
+        ("skipped", 1),
+        ("missed", 3),
+        ("refused", 1),
+        ("late", 1),
+    ):
+        assert f'norn_scheduler_fires_total{{outcome="{outcome}"}} {count}.0' in text
+    assert "norn_scheduler_fire_delay_seconds_count 2.0" in text
+    assert 'norn_scheduler_fire_delay_seconds_bucket{le="1.0"} 1.0' in text

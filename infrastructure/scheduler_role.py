@@ -33,8 +33,8 @@ from application.fire_plan import FireState, next_due
 from application.job_firing import DueJob, JobFiring, Outcome, counts
 from application.schedule import schedule_of
 from application.threads import in_thread
-from domain.job import JobSpec, JobTarget
 from infrastructure.supervision import Backoff, pause, supervise
+from projections.job_queries import job_spec
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class SchedulerRole:
         for row in rows:
             due = None
             if row["enabled"] and not row["deleted"]:
-                spec = spec_of(row)
+                spec = job_spec(row)
                 schedule = schedule_of(spec)
                 state = FireState(row["cursor"], row["waiting_for"], row["caught_up"])
                 due = next_due(schedule, schedule.jitter(str(row["id"])), state)
@@ -176,7 +176,7 @@ class SchedulerRole:
                 job_id=row["id"],
                 tenant_id=row["tenant_id"],
                 version=row["version"],
-                spec=spec_of(row),
+                spec=job_spec(row),
                 state=FireState(row["cursor"], row["waiting_for"], row["caught_up"]),
                 last_run_id=str(row["last_run_id"]) if row["last_run_id"] else None,
             )
@@ -218,26 +218,3 @@ class SchedulerRole:
                 job.job_id,
             ),
         )
-
-
-def spec_of(row: dict[str, Any]) -> JobSpec:
-    """A job's definition from its read-model row."""
-    return JobSpec(
-        name=row["name"],
-        target=JobTarget(
-            deployment_id=row["target_deployment_id"],
-            pipeline_id=row["target_pipeline_id"],
-            revision=row["target_revision"],
-        ),
-        cron_expr=row["cron_expr"],
-        timezone=row["timezone"],
-        params=row["params"] or {},
-        misfire_policy=row["misfire_policy"],
-        max_catchup=row["max_catchup"],
-        overlap_policy=row["overlap_policy"],
-        jitter_seconds=row["jitter_seconds"],
-        start_at=row["start_at"],
-        end_at=row["end_at"],
-        description=row["description"],
-        labels=row["labels"] or {},
-    )

@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from domain.job import JobSpec, JobTarget
 from projections.jobs import target_id
 from projections.pagination import Page, Where, check_order, select_one, select_page
 
@@ -135,3 +136,26 @@ class JobQueries:
         )
         await self._with_schedules(list(result.items))
         return result.map(_ids)
+
+
+def job_spec(row: dict[str, Any]) -> JobSpec:
+    """A job's definition from its read-model row."""
+    return JobSpec(
+        name=row["name"],
+        target=JobTarget(
+            deployment_id=row["target_deployment_id"],
+            pipeline_id=row["target_pipeline_id"],
+            revision=row["target_revision"],
+        ),
+        cron_expr=row["cron_expr"],
+        timezone=row["timezone"],
+        params=row["params"] or {},
+        misfire_policy=row["misfire_policy"],
+        max_catchup=row["max_catchup"],
+        overlap_policy=row["overlap_policy"],
+        jitter_seconds=row["jitter_seconds"],
+        start_at=row["start_at"],
+        end_at=row["end_at"],
+        description=row["description"],
+        labels=row["labels"] or {},
+    )

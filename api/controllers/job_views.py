@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from api.schedule_timeline import TimelineJob
 from api.schemas.jobs import JobRead, JobWrite, JobWritten, TargetOut
 from application.results import Changed
-from application.schedule import Schedule, ScheduleError
+from application.schedule import ScheduleError, schedule_of
 from domain.job import Job, JobSpec, JobTarget
+from projections.job_queries import job_spec
 
 
 def to_spec(body: JobWrite) -> JobSpec:
@@ -43,20 +46,13 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
-def next_run(
-    enabled: bool,
-    cron_expr: str,
-    timezone: str,
-    start_at: datetime | None,
-    end_at: datetime | None,
-) -> datetime | None:
+def next_run(enabled: bool, spec: JobSpec) -> datetime | None:
     """The next nominal fire time from now, by the job's calendar; None while disabled or
     when no time is left before end_at."""
     if not enabled:
         return None
-    schedule = Schedule(cron_expr=cron_expr, timezone=timezone, start_at=start_at, end_at=end_at)
     try:
-        return schedule.next_fire(datetime.now(UTC))
+        return schedule_of(spec).next_fire(datetime.now(UTC))
     except ScheduleError:
         return None  # a definition the calendar of this version no longer reads
 
@@ -69,40 +65,23 @@ def written(result: Changed[Job]) -> JobWritten:
         name=spec.name,
         enabled=job.enabled,
         disabled_reason=job.disabled_reason,
-        next_run=None
-        if job.deleted
-        else next_run(job.enabled, spec.cron_expr, spec.timezone, spec.start_at, spec.end_at),
+        next_run=None if job.deleted else next_run(job.enabled, spec),
         version=result.version,
         position=result.position,
     )
 
 
 def from_row(row: dict[str, Any]) -> JobRead:
+    spec = job_spec(row)
+    definition = msgspec.structs.asdict(spec)
+    definition["target"] = TargetOut(**msgspec.structs.asdict(spec.target))
     return JobRead(
         id=str(row["id"]),
         tenant_id=row["tenant_id"],
-        name=row["name"],
-        target=TargetOut(
-            deployment_id=_text(row["target_deployment_id"]),
-            pipeline_id=_text(row["target_pipeline_id"]),
-            revision=row["target_revision"],
-        ),
-        cron_expr=row["cron_expr"],
-        timezone=row["timezone"],
-        params=row["params"] or {},
-        misfire_policy=row["misfire_policy"],
-        max_catchup=row["max_catchup"],
-        overlap_policy=row["overlap_policy"],
-        jitter_seconds=row["jitter_seconds"],
-        start_at=row["start_at"],
-        end_at=row["end_at"],
-        description=row["description"],
-        labels=row["labels"] or {},
+        **definition,
         enabled=row["enabled"],
         disabled_reason=row["disabled_reason"],
-        next_run=next_run(
-            row["enabled"], row["cron_expr"], row["timezone"], row["start_at"], row["end_at"]
-        ),
+        next_run=next_run(row["enabled"], spec),
         last_run=row.get("last_run"),
         last_run_id=row.get("last_run_id"),
         last_status=row.get("last_status"),
@@ -123,16 +102,12 @@ def _text(value: Any) -> str | None:
 
 
 def timeline_job(row: dict[str, Any]) -> TimelineJob:
-    schedule = Schedule(
-        cron_expr=row["cron_expr"],
-        timezone=row["timezone"],
-        jitter_seconds=row["jitter_seconds"],
-        start_at=row["start_at"],
-        end_at=row["end_at"],
-    )
-    if row["target_deployment_id"]:
-        target = f"deployment {row['target_deployment_id']}"
+    spec = job_spec(row)
+    target = spec.target
+    if target.deployment_id:
+        what = f"deployment {target.deployment_id}"
     else:
-        revision = row["target_revision"]
-        target = f"pipeline {row['target_pipeline_id']}" + (f" r{revision}" if revision else "")
-    return TimelineJob(name=row["name"], schedule=schedule, target=target)
+        what = f"pipeline {target.pipeline_id}" + (
+            f" r{target.revision}" if target.revision else ""
+        )
+    return TimelineJob(name=spec.name, schedule=schedule_of(spec), target=what)

@@ -73,7 +73,7 @@ def scheduled_job(result: Changed[Job]) -> ScheduledJobOut:
         name=spec.name,
         cron_expr=spec.cron_expr,
         timezone=spec.timezone,
-        next_run=next_run(True, spec.cron_expr, spec.timezone, spec.start_at, spec.end_at),
+        next_run=next_run(True, spec),
         version=result.version,
         position=result.position,
     )

@@ -1,24 +1,40 @@
-"""/api/v1/events/stream: a Server-Sent Events feed of the caller's tenant's events, fed
-from NATS. Isolation is by subject: a tenant's subscription can only ever match its own
-tenant token in norn.events.<tenant>.>."""
+"""/api/v1/events/stream: a Server-Sent Events feed of the caller's tenant's events that
+resumes (infrastructure/event_feed.py): `Last-Event-ID` or `?after=` replays from the
+event store what the client missed, then the feed goes on live from NATS. Isolation is
+by subject (a tenant's subscription only matches its own norn.events.<tenant>.>) and by
+the filter every replayed event passes."""
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import AsyncIterator
+from typing import Annotated
 
+import msgspec
 from litestar import Controller, Request, get
-from litestar.params import FromQuery
+from litestar.exceptions import ValidationException
+from litestar.params import FromQuery, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.auth import principal_of
-from api.dependencies import NatsDep, SettingsDep
+from api.dependencies import NatsDep, ReadPoolDep, SettingsDep
 from application.authorization import Permission
 from application.errors import ServiceUnavailable
 from infrastructure import envelope
+from infrastructure.event_feed import (
+    FeedFilter,
+    FeedItem,
+    KeepAlive,
+    Resume,
+    follow,
+    parse_resources,
+    parse_types,
+)
+from infrastructure.notification_log import max_position
 
-KEEPALIVE_SECONDS = 15.0
-# Comments only (data=None): an empty `data:` line would be a message event to EventSource.
+After = Annotated[
+    int | None,
+    Parameter(ge=0, description="Replay the events after this position, then go on live"),
+]
 
 
 class EventStreamController(Controller):
@@ -28,41 +44,82 @@ class EventStreamController(Controller):
     @get(
         "/stream",
         opt={"permission": Permission.EVENTS_READ},
-        summary="Live feed (SSE) of your tenant's events",
+        summary="Feed (SSE) of your tenant's events: resumes after Last-Event-ID or ?after=",
     )
     async def stream(
         self,
         request: Request,
         nats: NatsDep,
         settings: SettingsDep,
+        read_pool: ReadPoolDep,
         types: FromQuery[str | None] = None,
+        resources: FromQuery[str | None] = None,
+        actor: FromQuery[str | None] = None,
+        after: After = None,
     ) -> ServerSentEvent:
         nc = nats
         if nc is None or not nc.is_connected:
             raise ServiceUnavailable("the live feed is unavailable: NATS is not connected")
         principal = principal_of(request)
-        prefix = settings.subject_prefix
+        try:
+            wanted = FeedFilter(
+                tenant=principal.tenant_id,
+                types=parse_types(types),
+                resources=parse_resources(resources),
+                actor=actor or None,
+            )
+        except ValueError as error:
+            raise _refused("resources", str(error)) from None
+        start = after if after is not None else _last_event_id(request)
+        if start is not None:
+            async with read_pool.connection() as conn:
+                head = await max_position(conn)
+            if start > head:
+                field, source = ("after", "query") if after is not None else (LAST_ID, "header")
+                raise _refused(field, f"past the newest event ({head})", source)
         tenant = principal.tenant_id
+        prefix = settings.subject_prefix
         subject = f"{prefix}.events.{tenant}.>" if tenant else f"{prefix}.events.>"
-        patterns = [t.strip() for t in types.split(",") if t.strip()] if types else []
-        subscription = await nc.subscribe(subject, pending_msgs_limit=10_000)
+        items = follow(nc, read_pool, subject, wanted, start)
+        await anext(items)  # subscribed before the answer starts: nothing is missed
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
-            try:
-                yield ServerSentEventMessage(comment="connected", data=None)
-                while True:
-                    try:
-                        msg = await subscription.next_msg(timeout=KEEPALIVE_SECONDS)
-                    except TimeoutError:
-                        yield ServerSentEventMessage(comment="keepalive", data=None)
-                        continue
-                    event = envelope.decode(msg.data)
-                    if patterns and not any(fnmatch.fnmatchcase(event.type, p) for p in patterns):
-                        continue
-                    yield ServerSentEventMessage(
-                        id=str(event.position), event=event.type, data=msg.data.decode()
-                    )
-            finally:
-                await subscription.unsubscribe()
+            yield ServerSentEventMessage(comment="connected", data=None)
+            async for item in items:
+                yield _message(item)
+                if isinstance(item, Resume):
+                    return
 
         return ServerSentEvent(messages())
+
+
+def _message(item: FeedItem) -> ServerSentEventMessage:
+    # Comments only (data=None) for keep-alives: an empty `data:` line would be a message
+    # event to EventSource.
+    if isinstance(item, KeepAlive):
+        return ServerSentEventMessage(comment="keepalive", data=None)
+    if isinstance(item, Resume):
+        data = msgspec.json.encode({"after": item.after}).decode()
+        return ServerSentEventMessage(event="resume", data=data)
+    return ServerSentEventMessage(
+        id=str(item.position), event=item.type, data=envelope.encode(item).decode()
+    )
+
+
+LAST_ID = "Last-Event-ID"
+
+
+def _last_event_id(request: Request) -> int | None:
+    """The position in Last-Event-ID (what an EventSource sends when it reconnects)."""
+    raw = request.headers.get("last-event-id")
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise _refused(LAST_ID, "must be an event position (an integer)", "header")
+    return int(raw)
+
+
+def _refused(field: str, message: str, source: str = "query") -> ValidationException:
+    return ValidationException(
+        f"{field}: {message}", extra=[{"message": message, "key": field, "source": source}]
+    )

@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import psycopg
+from psycopg_pool import AsyncConnectionPool
 
+from infrastructure import event_feed
+from infrastructure import nats as norn_nats
 from infrastructure.settings import Settings
 from tests.integration.api_client import (
     assert_error,
@@ -19,6 +23,7 @@ from tests.integration.api_client import (
     login,
     make_tenant_user,
     serving_app,
+    visible,
     wait_ready,
 )
 
@@ -177,3 +182,125 @@ async def test_feed_follows_revisions_and_deletes(settings: Settings) -> None:
             assert got[0].cloud_event["data"]["revision"] == 2
             assert got[0].cloud_event["data"]["definition"]["description"] == "v2"
             assert 0 < int(got[1].id or 0) <= deleted.json()["position"]
+
+
+def _tenant_positions(settings: Settings, tenant_id: str, after: int, upto: int) -> list[int]:
+    """The positions of the tenant's events in (after, upto], as the store has them."""
+    with psycopg.connect(settings.database_url or "") as conn:
+        rows = conn.execute(
+            "SELECT notification_id FROM norn_events WHERE notification_id > %s"
+            " AND notification_id <= %s"
+            " AND convert_from(state, 'UTF8')::jsonb->>'tenant_id' = %s ORDER BY 1",
+            (after, upto, tenant_id),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+async def test_a_client_resumes_after_last_event_id_with_no_gap_and_no_duplicate(
+    settings: Settings,
+) -> None:
+    async with serving_app(settings) as http:
+        await wait_ready(http)
+        admin = await login(http, settings.admin_username or "", settings.admin_password or "")
+        tenant_id, editor = await make_tenant_user(http, admin, "acme", "editor")
+        stop = asyncio.Event()
+        made: list[dict[str, Any]] = []
+
+        async def writer() -> None:  # commands go on while the client is away and back
+            n = 0
+            while not stop.is_set():
+                made.append(await create_pipeline(http, editor, f"p-{n}"))
+                n += 1
+
+        writing = asyncio.create_task(writer())
+        try:
+            async with _feed(http, editor) as first:
+                await first.until(lambda m: len(made) >= 3 and m.event == CREATED)
+                got = [m for m in first.seen if m.event]
+            last = int(got[-1].id or 0)
+            await asyncio.sleep(0.3)  # away: events pass meanwhile
+            async with _feed_after(http, editor, last) as second:
+                await asyncio.sleep(0.3)
+                stop.set()
+                await writing
+                final = made[-1]
+                resumed = await second.until(_created(final["id"]))
+        finally:
+            stop.set()
+            await writing
+        positions = [int(m.id or 0) for m in got] + [int(m.id or 0) for m in resumed]
+        start = int(got[0].id or 0)
+        assert positions == _tenant_positions(settings, tenant_id, start - 1, positions[-1])
+        assert len(made) > 5
+
+
+@contextlib.asynccontextmanager
+async def _feed_after(http: httpx.AsyncClient, headers: dict[str, str], position: int) -> Any:
+    async with _feed(http, {**headers, "Last-Event-ID": str(position)}) as reader:
+        yield reader
+
+
+async def test_filters_by_resource_and_actor_and_refusals_name_the_parameter(
+    settings: Settings,
+) -> None:
+    async with serving_app(settings) as http:
+        await wait_ready(http)
+        admin = await login(http, settings.admin_username or "", settings.admin_password or "")
+        tenant_id, editor = await make_tenant_user(http, admin, "acme", "editor")
+        in_tenant = {**admin, "X-Tenant-ID": tenant_id}
+        one = await create_pipeline(http, editor, "one")
+        two = await create_pipeline(http, in_tenant, "two")  # by the platform admin
+        start = max(0, one["position"] - 10)  # before the append that created it
+        async with _feed(http, editor, after=str(start), resources=f"pipeline:{one['id']}") as f:
+            await f.until(_created(one["id"]))
+            revised = await http.put(
+                f"/api/v1/pipelines/{one['id']}",
+                json={"name": "one", "description": "v2", "steps": one["steps"]},
+                headers=editor,
+            )
+            assert revised.status_code == 200, revised.text
+            got = await f.until(lambda m: m.event == "norn.pipeline.revised.v1")
+            assert {m.cloud_event["subject"] for m in got} == {one["id"]}
+        async with _feed(http, editor, after=str(start), actor=two["created_by"]) as f:
+            got = await f.until(_created(two["id"]))
+            assert {m.cloud_event["actor"] for m in got} == {two["created_by"]}
+            assert one["id"] not in {m.cloud_event["subject"] for m in got}
+        for params, headers, field in (
+            ({"resources": "pipeline:nope"}, {}, "resources"),
+            ({"resources": "widget:" + one["id"]}, {}, "resources"),
+            ({"after": "99999999"}, {}, "after"),
+            ({"after": "-1"}, {}, "after"),
+            ({}, {"Last-Event-ID": "abc"}, "Last-Event-ID"),
+            ({}, {"Last-Event-ID": "99999999"}, "Last-Event-ID"),
+        ):
+            refused = await http.get(STREAM, params=params, headers={**editor, **headers})
+            error = assert_error(refused, 400, "VALIDATION_ERROR")
+            assert [d["field"] for d in error["details"]] == [field], error
+
+
+async def test_a_client_that_falls_behind_is_told_where_to_resume(
+    settings: Settings, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(event_feed, "SLOW_AFTER", 3)
+    async with serving_app(settings) as http:
+        await wait_ready(http)
+        admin = await login(http, settings.admin_username or "", settings.admin_password or "")
+        _, editor = await make_tenant_user(http, admin, "acme", "editor")
+        nc = await norn_nats.connect(settings.nats_url or "", name="test-feed")
+        pool = AsyncConnectionPool(settings.database_url or "", open=False)
+        await pool.open()
+        try:
+            subject = f"{settings.subject_prefix}.events.>"
+            items = event_feed.follow(nc, pool, subject, event_feed.FeedFilter(None), None)
+            assert isinstance(await anext(items), event_feed.KeepAlive)  # subscribed
+            made = [await create_pipeline(http, editor, f"p-{n}") for n in range(3)]
+            await visible(http, editor, f"/api/v1/pipelines/{made[-1]['id']}", made[-1]["position"])
+            await asyncio.sleep(0.5)  # the relay has published them: more than 3 wait
+            item = await anext(items)
+            assert isinstance(item, event_feed.Resume), item
+            with contextlib.suppress(StopAsyncIteration):
+                await anext(items)
+                raise AssertionError("the feed went on after Resume")
+        finally:
+            await nc.close()
+            await pool.close()

@@ -1,0 +1,147 @@
+"""A resumable feed of a tenant's events (GET /api/v1/events/stream, docs/architecture.md
+"Live feeds"): what a client missed, replayed from the event store, then the live events
+from NATS, with no gap and no duplicate across the switch.
+
+Why no gap: the live subscription is opened before the replay reads the store. An event
+the relay published before the subscription was open was below the store's horizon when
+the relay read it (the relay reads nothing above it), so the replay, which reads later
+below the precise horizon (the relay's most permissive one; it only moves forward), finds
+it; an event published after is in the subscription's buffer. (The plain horizon would
+not do: any long transaction in the cluster holds it back, while the relay may have
+passed it by the precise one.) Why no duplicate: positions are global and the relay publishes in their order, so
+a live event at or below the last position the replay passed is skipped.
+
+A client too slow to keep up (its live buffer past `SLOW_AFTER` events) is told where to
+resume (`Resume`) and the feed ends, instead of holding an unbounded buffer: it reconnects
+with that position and is replayed from the store.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from uuid import UUID
+
+from nats.aio.client import Client as NatsClient
+from psycopg_pool import AsyncConnectionPool
+
+from infrastructure import envelope
+from infrastructure.envelope import CloudEvent
+from infrastructure.notification_log import read_notifications
+
+KEEPALIVE_SECONDS = 15.0
+SLOW_AFTER = 5_000
+"""Live events waiting for a client before it is told to resume instead."""
+NATS_BUFFER = 100_000
+"""Far above SLOW_AFTER, so the feed ends before NATS would drop anything."""
+REPLAY_BATCH = 500
+RESOURCE_KINDS = ("pipeline", "run", "deployment", "job", "tenant")
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The client fell behind: resume after `after`."""
+
+    after: int
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    pass
+
+
+FeedItem = CloudEvent | Resume | KeepAlive
+
+
+@dataclass(frozen=True)
+class FeedFilter:
+    """Which events a subscription wants: the tenant's (None: a platform admin's, every
+    tenant's), of types matching one of `types` (globs; none: all), of one of `resources`
+    ((kind, id) pairs; none: all), by `actor` (none: anyone)."""
+
+    tenant: str | None
+    types: tuple[str, ...] = ()
+    resources: tuple[tuple[str, str], ...] = ()
+    actor: str | None = None
+
+    def matches(self, event: CloudEvent) -> bool:
+        if self.tenant is not None and event.tenant != self.tenant:
+            return False
+        if self.types and not any(fnmatch.fnmatchcase(event.type, p) for p in self.types):
+            return False
+        if self.resources:
+            kind = event.type.split(".")[1]
+            if (kind, event.subject) not in self.resources:
+                return False
+        return self.actor is None or event.actor == self.actor
+
+
+def parse_types(text: str | None) -> tuple[str, ...]:
+    return tuple(t.strip() for t in (text or "").split(",") if t.strip())
+
+
+def parse_resources(text: str | None) -> tuple[tuple[str, str], ...]:
+    """`pipeline:<id>,run:<id>,...`; ValueError naming what is wrong."""
+    found = []
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        kind, _, ident = item.partition(":")
+        if kind not in RESOURCE_KINDS:
+            raise ValueError(f"{item!r}: a resource is one of {', '.join(RESOURCE_KINDS)}:<id>")
+        try:
+            found.append((kind, str(UUID(ident))))
+        except ValueError:
+            raise ValueError(f"{item!r}: the id is not a UUID") from None
+    return tuple(found)
+
+
+async def follow(
+    nc: NatsClient,
+    pool: AsyncConnectionPool,
+    subject: str,
+    feed_filter: FeedFilter,
+    after: int | None,
+) -> AsyncIterator[FeedItem]:
+    """The events of `feed_filter` after position `after` (None: from now on), then live,
+    with KeepAlive when nothing happened for a while, ending with Resume if the client
+    falls behind. The subscription is open before the first item is yielded."""
+    subscription = await nc.subscribe(subject, pending_msgs_limit=NATS_BUFFER)
+    seen = after
+    try:
+        yield KeepAlive()  # subscribed: what follows misses nothing
+        if after is not None:
+            while True:
+                async with pool.connection() as conn:
+                    batch = await read_notifications(
+                        conn, seen or 0, REPLAY_BATCH, precise=True
+                    )
+                if not batch:
+                    break
+                for notification in batch:
+                    seen = notification.id
+                    event = envelope.to_cloud_event(notification)
+                    if feed_filter.matches(event):
+                        yield event
+                if subscription.pending_msgs > SLOW_AFTER:
+                    yield Resume(seen or 0)
+                    return
+        while True:
+            if subscription.pending_msgs > SLOW_AFTER:
+                yield Resume(seen or 0)
+                return
+            try:
+                msg = await subscription.next_msg(timeout=KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield KeepAlive()
+                continue
+            event = envelope.decode(msg.data)
+            if seen is not None and event.position <= seen:
+                continue  # replayed already
+            seen = event.position
+            if feed_filter.matches(event):
+                yield event
+    finally:
+        await subscription.unsubscribe()

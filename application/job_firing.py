@@ -45,6 +45,10 @@ from domain.tenant import Tenant, TenantStatus
 
 log = logging.getLogger(__name__)
 ACTOR = "system:scheduler"
+RACE_ATTEMPTS = 100
+"""How often one fire is tried again after losing the race for its tenant's usage (every
+scheduler appends runs of the same tenants): each loss means another append went
+through, so this many in a row is no longer contention but something wrong."""
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,9 @@ class JobFiring:
             return True
 
         try:
-            queued_now = retry_on_conflict(attempt)
+            # Losing the race for the tenant's usage to another append (the other
+            # schedulers' above all) is no refusal: only the quota refuses a fire.
+            queued_now = retry_on_conflict(attempt, RACE_ATTEMPTS)
         except QuotaExceeded:
             fire.outcome.refused += 1
             return

@@ -21,14 +21,17 @@ at second 0), overlap `allow` (their earlier runs are still queued), no jitter. 
     time in the window with no run: target 0); fires per minute achieved against the
     jobs (expected), as a ratio; the CPU seconds (user+system, psutil) of the scheduler
     processes per 1,000 fires, and of api+relay+projector beside them, over the window
-    (idle passes between the bursts included); job_schedules' own counters.
+    (idle passes between the bursts included); job_schedules' own counters, over the
+    window and before it (a job made more than a minute before the schedulers started
+    has a time then that was past the 60 s misfire grace: counted missed, by policy).
 
 A RunQueued time is the event's timestamp, taken when the scheduler builds the run just
 before its append (the commit follows within the append). Everything is read back from
 the database once the runs read model has every run. --smoke: 100 jobs firing every
 second (cron `* * * * * *`), 10 seconds measured, for CI (figures printed, never
 asserted). Uses NORN_BENCH_DATABASE_URL / NORN_BENCH_NATS_URL like the other benchmarks
-(bench/harness.py)."""
+(bench/harness.py); with NORN_BENCH_PROFILE=<dir>, py-spy samples the first scheduler
+over the window into <dir>/scheduler.txt (bench/hotspots.py sorts it)."""
 
 from __future__ import annotations
 
@@ -49,10 +52,12 @@ from harness import (
     norn_process,
     norn_server,
     percentile,
+    profiled,
 )
 
 STEPS = [{"name": "read", "plugin": "Input.file", "config": {"path": "in.jsonl"}}]
 GRACE = 60.0  # the scheduler's misfire grace: a burst longer than this misses fires
+COUNTERS = ("fired", "missed", "skipped", "refused", "late")
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,13 @@ def wait_fired(conn: psycopg.Connection, scheduled: datetime, jobs: int, limit: 
     return False
 
 
+def counters(conn: psycopg.Connection) -> dict[str, int]:
+    """job_schedules' counters summed over the jobs."""
+    sums = ", ".join(f"coalesce(sum({name}), 0)" for name in COUNTERS)
+    row = conn.execute(f"SELECT {sums} FROM job_schedules").fetchone()
+    return dict(zip(COUNTERS, map(int, row or (0,) * len(COUNTERS)), strict=True))
+
+
 def sleep_until(moment: datetime) -> None:
     time.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()))
 
@@ -149,6 +161,8 @@ class Measured:
     scheduler_cpu: float
     others_cpu: float
     complete: bool  # every job's last scheduled time fired before the wait's limit
+    before: dict[str, int]  # job_schedules' counters when the window started
+    after: dict[str, int]  # and when it ended
 
 
 def run_bench(server: Server, args: argparse.Namespace, cadence: Cadence) -> Measured:
@@ -172,12 +186,16 @@ def run_bench(server: Server, args: argparse.Namespace, cadence: Cadence) -> Mea
             window_start = cadence.next_boundary(datetime.now(UTC))
             window_end = window_start + cadence.period * (args.periods - 1)
             sleep_until(window_start - min(cadence.period / 4, timedelta(seconds=1)))
+            before = counters(conn)
             cpu = [norn_cpu_seconds(p.pid) for p in schedulers]
             other = [norn_cpu_seconds(pid) for pid in server.pids]
-            sleep_until(window_end)
-            complete = wait_fired(conn, window_end, args.jobs, limit)
-            scheduler_cpu = sum(norn_cpu_seconds(p.pid) for p in schedulers) - sum(cpu)
-            others_cpu = sum(norn_cpu_seconds(pid) for pid in server.pids) - sum(other)
+            span = (window_end - datetime.now(UTC)).total_seconds() + 30
+            with profiled(schedulers[0].pid, "scheduler", span):
+                sleep_until(window_end)
+                complete = wait_fired(conn, window_end, args.jobs, limit)
+                scheduler_cpu = sum(norn_cpu_seconds(p.pid) for p in schedulers) - sum(cpu)
+                others_cpu = sum(norn_cpu_seconds(pid) for pid in server.pids) - sum(other)
+                after = counters(conn)
         head = conn.execute("SELECT max(notification_id) FROM norn_events").fetchone()
         wait_projected(conn, "runs", head[0] if head else 0, 300)
     return Measured(
@@ -188,6 +206,8 @@ def run_bench(server: Server, args: argparse.Namespace, cadence: Cadence) -> Mea
         scheduler_cpu=scheduler_cpu,
         others_cpu=others_cpu,
         complete=complete,
+        before=before,
+        after=after,
     )
 
 
@@ -197,10 +217,6 @@ def report(server: Server, args: argparse.Namespace, cadence: Cadence, m: Measur
             "SELECT trigger_id, scheduled_for, queued_at FROM runs WHERE trigger_kind = 'job'"
         ).fetchall()
         job_ids = [row[0] for row in conn.execute("SELECT id::text FROM jobs").fetchall()]
-        counters = conn.execute(
-            "SELECT sum(fired), sum(missed), sum(skipped), sum(refused), sum(late)"
-            " FROM job_schedules"
-        ).fetchone()
     print(
         f"[1] {args.jobs} jobs created in {m.create_seconds:.1f} s "
         f"({args.jobs / m.create_seconds:.0f}/s, {args.clients} clients)"
@@ -243,10 +259,12 @@ def report(server: Server, args: argparse.Namespace, cadence: Cadence, m: Measur
         f"(api+relay+projector {m.others_cpu / max(fires, 1) * 1000:.2f} s/1k)"
         + ("" if m.complete else "; the last period was not all fired within the wait")
     )
-    fired, missed_kept, skipped, refused, late_kept = counters or (0,) * 5
+    window = {name: m.after[name] - m.before[name] for name in COUNTERS}
     print(
-        f"    job_schedules over the whole run: fired {fired}, missed {missed_kept}, "
-        f"skipped {skipped}, refused {refused}, late {late_kept}; runs {len(runs)}"
+        "    job_schedules' counters, start to window: "
+        + ", ".join(f"{name} {m.before[name]}" for name in COUNTERS)
+        + "; over the window: "
+        + ", ".join(f"{name} {window[name]}" for name in COUNTERS)
     )
 
 

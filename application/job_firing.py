@@ -7,9 +7,10 @@ tenant by tenant, each tenant's in one append with its take of the day's runs: t
 fast path. Every run's id derives from its job and nominal time, so the event store
 refuses a second run for the same time — after a scheduler died between its append and
 its bookkeeping, the next one to plan the job finds the run there and counts it fired.
-Any refusal of a batch (a run that exists, the day's quota, a concurrent usage change)
-sends its runs one by one through the slow path, where each is queued, found queued
-already, or refused by the quota (counted `refused`).
+A batch that lost the race for the tenant's usage (another scheduler's append took it
+first: none of its runs exists) goes again whole, a few times; any other refusal (a run
+that exists, the day's quota) sends its runs one by one through the slow path, where
+each is queued, found queued already, or refused by the quota (counted `refused`).
 
 A job whose target is gone (its pipeline deleted, its deployment retired) is disabled,
 as an event with the reason, instead of fired. A suspended tenant's jobs are not passed
@@ -32,7 +33,7 @@ from application.errors import PermissionDenied, VersionConflict
 from application.event_store import NornEventStore
 from application.fire_plan import LATE_AFTER, FireState, fire_run_id, plan_fires
 from application.pipelines import PipelineService
-from application.quotas import retry_on_conflict
+from application.quotas import CONFLICT_ATTEMPTS, retry_on_conflict
 from application.runs import RunService
 from application.schedule import schedule_of
 from domain.deployment import Deployment
@@ -45,6 +46,10 @@ from domain.tenant import Tenant, TenantStatus
 
 log = logging.getLogger(__name__)
 ACTOR = "system:scheduler"
+RACE_ATTEMPTS = 100
+"""How often one fire is tried again after losing the race for its tenant's usage (every
+scheduler appends runs of the same tenants): each loss means another append went
+through, so this many in a row is no longer contention but something wrong."""
 
 Times = list[tuple[datetime, UUID]]
 """(scheduled time, run id) pairs."""
@@ -204,16 +209,22 @@ class JobFiring:
                 fire.outcome.refused += 1
             return
         ctx = CommandContext(ACTOR, correlation_id=f"scheduler:{tenant_id}")
-        try:
-            runs = [fire.build() for fire in batch]
-            with self._runs.take_run_of_day(tenant, ctx, amount=len(runs)) as usage:
-                self._store.append(*runs, usage)
-        except (QuotaExceeded, VersionConflict, PermissionDenied):
+        for _ in range(CONFLICT_ATTEMPTS):
+            try:
+                runs = [fire.build() for fire in batch]
+                with self._runs.take_run_of_day(tenant, ctx, amount=len(runs)) as usage:
+                    self._store.append(*runs, usage)
+            except VersionConflict as conflict:
+                if conflict.raced and not self._store.current(*(f.run_id for f in batch)):
+                    continue  # none of its runs exists: another append took the usage first
+                break
+            except (QuotaExceeded, PermissionDenied):
+                break
             for fire in batch:
-                self._queue_one(tenant, fire, ctx)
+                self._fired(fire)
             return
         for fire in batch:
-            self._fired(fire)
+            self._queue_one(tenant, fire, ctx)
 
     def _queue_one(self, tenant: Tenant, fire: _Fire, ctx: CommandContext) -> None:
         def attempt() -> bool:
@@ -225,7 +236,9 @@ class JobFiring:
             return True
 
         try:
-            queued_now = retry_on_conflict(attempt)
+            # Losing the race for the tenant's usage to another append (the other
+            # schedulers' above all) is no refusal: only the quota refuses a fire.
+            queued_now = retry_on_conflict(attempt, RACE_ATTEMPTS)
         except QuotaExceeded:
             fire.outcome.refused += 1
             return

@@ -20,9 +20,9 @@ import tempfile
 import time
 import uuid
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 
 ADMIN, PASSWORD = "bench-admin", "correct-horse-staple-42"
+NORN = str(Path(sys.executable).parent / "norn")
 UNLIMITED = ",".join(
     f"{plan}=100000000/1000000" for plan in ("free", "pro", "enterprise", "platform")
 )
@@ -49,7 +50,9 @@ class Server:
     data_dir: Path
     admin_url: str  # the same PostgreSQL server's maintenance database
     dbname: str
-    pid: int  # of `norn serve`
+    pid: int  # of `norn serve` (of the command serving HTTP)
+    pids: tuple[int, ...] = ()  # of every command started, that one first
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # theirs: see norn_process
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -58,9 +61,13 @@ def percentile(values: list[float], p: float) -> float:
 
 
 @contextmanager
-def norn_server(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+def norn_server(
+    extra_env: dict[str, str] | None = None, commands: Sequence[str] = ("serve",)
+) -> Iterator[Server]:
     """`norn serve` with every role, its own database, stream and data dir. The request
-    rate limits are lifted: the benchmarks measure the work, not the plans."""
+    rate limits are lifted: the benchmarks measure the work, not the plans. `commands`:
+    other `norn` commands instead, each its own process on the same settings, the first
+    serving HTTP (e.g. ("api", "relay", "projector"): no executor, no scheduler)."""
     tmp = Path(tempfile.mkdtemp(prefix="norn-bench-"))
     embedded: list[EmbeddedPostgres | EmbeddedNats] = []
     admin_url = os.environ.get("NORN_BENCH_DATABASE_URL")
@@ -68,6 +75,7 @@ def norn_server(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
     dbname = f"norn_bench_{uuid.uuid4().hex[:8]}"
     token = uuid.uuid4().hex[:8]
     server = None
+    others: list[subprocess.Popen[bytes]] = []
     try:
         if not admin_url:
             pg = EmbeddedPostgres(tmp)
@@ -95,8 +103,8 @@ def norn_server(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
             "NORN_RATE_LIMITS": UNLIMITED,
             **(extra_env or {}),
         }
-        norn = str(Path(sys.executable).parent / "norn")
-        server = subprocess.Popen([norn, "serve"], env=env)  # noqa: S603
+        server = subprocess.Popen([NORN, commands[0]], env=env)  # noqa: S603
+        others = [subprocess.Popen([NORN, c], env=env) for c in commands[1:]]  # noqa: S603
         base = f"http://127.0.0.1:{port}"
         asyncio.run(_wait_ready(base))
         yield Server(
@@ -106,11 +114,14 @@ def norn_server(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
             admin_url=admin_url,
             dbname=dbname,
             pid=server.pid,
+            pids=(server.pid, *(p.pid for p in others)),
+            env=env,
         )
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+        for process in [*others, *([server] if server is not None else [])]:
+            process.terminate()
+        for process in [*others, *([server] if server is not None else [])]:
+            process.wait(timeout=30)
         if admin_url:
             with psycopg.connect(admin_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
@@ -119,6 +130,19 @@ def norn_server(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
         for e in reversed(embedded):
             e.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def norn_process(server: Server, command: str) -> Iterator[subprocess.Popen[bytes]]:
+    """One more `norn <command>` process beside a norn_server's, on its settings;
+    stopped (SIGTERM) on exit if still running."""
+    process = subprocess.Popen([NORN, command], env=server.env)  # noqa: S603
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=30)
 
 
 async def _delete_streams(nats_url: str, stream: str) -> None:

@@ -1,0 +1,88 @@
+"""`norn scheduler` processes for tests that kill them: started against the test's
+PostgreSQL and NATS, and a way to kill one while it is in the middle of a pass."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import psycopg
+
+from infrastructure.settings import Settings
+from tests.support.processes import NORN, norn_env
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def scheduler_process(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`norn scheduler` against the test's Postgres and NATS, its output to the file
+    `log`; killed on exit if still alive."""
+    env = norn_env(
+        settings,
+        NORN_JWT_SECRET=settings.jwt_secret or "",
+        NORN_DB_POOL_SIZE="4",
+    )
+    with log.open("wb") as output:
+        process = subprocess.Popen(  # noqa: S603
+            [NORN, "scheduler"], env=env, cwd=PROJECT, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _ports(pid: int) -> set[int]:
+    """The local ports of the process's TCP connections (its PostgreSQL sessions among
+    them)."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.NoSuchProcess:
+        return set()
+    return {c.laddr.port for c in connections if c.laddr}
+
+
+_IN_TRANSACTION = (
+    "SELECT client_port, query FROM pg_stat_activity"
+    " WHERE datname = current_database() AND backend_xid IS NOT NULL"
+)
+
+
+def kill_in_a_pass(
+    database_url: str, processes: list[subprocess.Popen[bytes]], limit: float
+) -> tuple[subprocess.Popen[bytes], str] | None:
+    """SIGKILL the first of `processes` seen in the middle of a pass, preferably while it
+    saves its bookkeeping (its runs are appended, committed, and not yet counted: the
+    worst moment to die), else, after `limit` seconds of waiting for that, the first seen
+    in a pass at all. The one killed and its session's last statement; None (nothing
+    killed) if none was seen in a pass for another `limit` seconds.
+
+    In a pass: one of its PostgreSQL sessions (matched by client port) is in a
+    transaction with a transaction id: it holds due jobs (SELECT ... FOR UPDATE takes
+    one). An idle scheduler's passes lock nothing and take none. Saving: that session's
+    last statement is the UPDATE of job_schedules."""
+    started = time.monotonic()
+    ports: dict[int, subprocess.Popen[bytes]] = {}
+    ports_read = 0.0
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < started + 2 * limit:
+            if time.monotonic() - ports_read > 0.5:  # slow (it reads /proc): now and then
+                ports = {port: p for p in processes for port in _ports(p.pid)}
+                ports_read = time.monotonic()
+            patient = time.monotonic() < started + limit
+            for port, query in conn.execute(_IN_TRANSACTION).fetchall():
+                saving = "UPDATE job_schedules SET cursor" in query
+                if port in ports and (saving or not patient):
+                    victim = ports[port]
+                    victim.kill()
+                    victim.wait(timeout=10)
+                    return victim, " ".join(query.split())
+            time.sleep(0.002)
+    return None

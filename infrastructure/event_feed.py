@@ -8,8 +8,9 @@ the relay read it (the relay reads nothing above it), so the replay, which reads
 below the precise horizon (the relay's most permissive one; it only moves forward), finds
 it; an event published after is in the subscription's buffer. (The plain horizon would
 not do: any long transaction in the cluster holds it back, while the relay may have
-passed it by the precise one.) Why no duplicate: positions are global and the relay publishes in their order, so
-a live event at or below the last position the replay passed is skipped.
+passed it by the precise one.) Why no duplicate: positions are global and the relay
+publishes in their order, so a live event at or below the last position the replay
+passed is skipped.
 
 A client too slow to keep up (its live buffer past `SLOW_AFTER` events) is told where to
 resume (`Resume`) and the feed ends, instead of holding an unbounded buffer: it reconnects

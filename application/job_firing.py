@@ -87,6 +87,7 @@ class Outcome:
     """Why the job was disabled now (its target is gone); it is not fired."""
     more: bool = False
     """The plan's scan stopped at its limit: plan the job again at once."""
+    jitter: float = 0.0
     delays: list[float] = field(default_factory=list)
     """Each queued fire's delay in seconds: queued time minus nominal time plus jitter."""
 
@@ -111,30 +112,49 @@ class JobFiring:
         self._pipelines = pipelines
         self._runs = runs
         self._clock = clock
+        self._seen: dict[UUID, Any] | None = None
+        """A pass's pipelines and deployments, each read once (None between passes)."""
 
     def fire(self, due: list[DueJob]) -> list[Outcome]:
-        """Plan each job, then queue the fires, tenant by tenant."""
+        """Plan each job, then queue the fires, tenant by tenant. A pass reads each
+        pipeline and deployment once, and the previous runs it needs in one query."""
         now = self._clock()
         outcomes: list[Outcome] = []
         fires: dict[str, list[_Fire]] = {}
-        for job in due:
-            outcome, job_fires = self._plan(job, now)
-            outcomes.append(outcome)
-            if job_fires:
-                fires.setdefault(job.tenant_id, []).extend(job_fires)
+        self._seen = {}
+        wanted = [
+            UUID(job.last_run_id)
+            for job in due
+            if job.last_run_id
+            and (job.spec.overlap_policy != "allow" or job.state.waiting_for is not None)
+        ]
+        previous_runs = self._store.current(*wanted) if wanted else {}
+        try:
+            for job in due:
+                last = UUID(job.last_run_id) if job.last_run_id else None
+                outcome, job_fires = self._plan(job, now, previous_runs.get(last))
+                outcomes.append(outcome)
+                if job_fires:
+                    fires.setdefault(job.tenant_id, []).extend(job_fires)
+        finally:
+            self._seen = None  # fresh reads for the next pass and for backfills
         for tenant_id, batch in fires.items():
             self._queue(tenant_id, batch)
         return outcomes
 
     # --- planning -----------------------------------------------------------------------
 
-    def _plan(self, job: DueJob, now: datetime) -> tuple[Outcome, list[_Fire]]:
+    def _plan(
+        self, job: DueJob, now: datetime, previous: Run | None
+    ) -> tuple[Outcome, list[_Fire]]:
+        """`previous`: the job's last run, when its overlap policy needs to know whether
+        it still runs (None otherwise: `allow` fires whatever it does)."""
         schedule = schedule_of(job.spec)
         jitter = schedule.jitter(str(job.job_id))
-        previous = self._store.find(Run, UUID(job.last_run_id)) if job.last_run_id else None
         active = previous is not None and not previous.finished
         plan = plan_fires(job.spec, schedule, jitter, job.state, now, active)
         outcome = Outcome(job, plan.state, skipped=plan.skipped, missed=plan.missed, more=plan.more)
+        outcome.jitter = jitter
         if not plan.fires:
             return outcome, []
         try:
@@ -160,7 +180,7 @@ class JobFiring:
         params = dict(job.spec.params)
         trigger = Trigger("job", str(job.job_id))
         if target.deployment_id is not None:
-            deployment = self._store.find(Deployment, UUID(target.deployment_id))
+            deployment = self._once(Deployment, UUID(target.deployment_id))
             if deployment is None or deployment.retired:
                 raise TargetGone(f"deployment {target.deployment_id} was retired")
             release = deployment.active().release  # NoActiveRelease
@@ -175,7 +195,7 @@ class JobFiring:
             )
         else:
             pipeline_id = target.pipeline_id or ""
-        pipeline = self._store.find(Pipeline, UUID(pipeline_id))
+        pipeline = self._once(Pipeline, UUID(pipeline_id))
         if pipeline is None or pipeline.deleted:
             raise TargetGone(f"pipeline {pipeline_id} was deleted")
         if target.deployment_id is None:
@@ -198,6 +218,15 @@ class JobFiring:
             )
             fires.append(_Fire(outcome, scheduled_for, build, run_id))
         return fires
+
+    def _once(self, cls: type[Any], aggregate_id: UUID) -> Any:
+        """The aggregate as this pass first read it: read once, shared by its jobs."""
+        seen = self._seen
+        if seen is None:
+            return self._store.find(cls, aggregate_id)
+        if aggregate_id not in seen:
+            seen[aggregate_id] = self._store.find(cls, aggregate_id)
+        return seen[aggregate_id]
 
     # --- queueing -----------------------------------------------------------------------
 
@@ -254,11 +283,9 @@ class JobFiring:
         """Count a fire: its delay only when queued now (one found queued was counted by
         no one: its pass died before its bookkeeping, so it is counted here, once)."""
         outcome = fire.outcome
-        job = outcome.job
         outcome.fired += 1
         if queued_now:
-            jitter = schedule_of(job.spec).jitter(str(job.job_id))
-            delay = (self._clock() - fire.scheduled_for).total_seconds() - jitter
+            delay = (self._clock() - fire.scheduled_for).total_seconds() - outcome.jitter
             outcome.late += delay > LATE_AFTER.total_seconds()
             outcome.delays.append(max(0.0, delay))
         if outcome.last_run is None or fire.scheduled_for >= outcome.last_run:

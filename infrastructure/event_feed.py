@@ -116,9 +116,7 @@ async def follow(
         if after is not None:
             while True:
                 async with pool.connection() as conn:
-                    batch = await read_notifications(
-                        conn, seen or 0, REPLAY_BATCH, precise=True
-                    )
+                    batch = await read_notifications(conn, seen or 0, REPLAY_BATCH, precise=True)
                 if not batch:
                     break
                 for notification in batch:

@@ -156,6 +156,7 @@ class SchedulerRole:
 
     def _replan(self, conn: psycopg.Connection[Any]) -> int:
         rows = conn.execute(_CHANGED, (self._batch,)).fetchall()
+        planned = []
         for row in rows:
             due = None
             if row["enabled"] and not row["deleted"]:
@@ -163,10 +164,12 @@ class SchedulerRole:
                 schedule = schedule_of(spec)
                 state = FireState(row["cursor"], row["waiting_for"], row["caught_up"])
                 due = next_due(schedule, schedule.jitter(str(row["id"])), state)
-            conn.execute(
+            planned.append((row["version"], due, row["id"]))
+        with conn.cursor() as cur:  # one round trip for them all (pipeline mode)
+            cur.executemany(
                 "UPDATE job_schedules SET spec_version = %s, next_due = %s, updated_at = now()"
                 " WHERE job_id = %s",
-                (row["version"], due, row["id"]),
+                planned,
             )
         return len(rows)
 
@@ -184,37 +187,34 @@ class SchedulerRole:
         ]
         outcomes = self._firing.fire(due)
         now = self._clock()
-        for outcome in outcomes:
-            self._save(conn, outcome, now)
+        with conn.cursor() as cur:  # one round trip for them all (pipeline mode)
+            cur.executemany(_SAVE, [self._saved(outcome, now) for outcome in outcomes])
         totals = counts(outcomes)
         if any(totals.values()):
             log.debug("scheduler pass: %d jobs, %s", len(outcomes), totals)
         if self._observe is not None:
             self._observe(outcomes)
 
-    def _save(self, conn: psycopg.Connection[Any], outcome: Outcome, now: datetime) -> None:
+    def _saved(self, outcome: Outcome, now: datetime) -> tuple[Any, ...]:
+        """The bookkeeping row of one job after the pass (the parameters of _SAVE)."""
         job, state = outcome.job, outcome.state
         if outcome.disabled is not None:
             due = None  # its JobDisabled changes the version: it is planned afresh then
         elif outcome.more:
             due = now  # the scan stopped at its limit: go on at the next pass
         else:
-            schedule = schedule_of(job.spec)
-            due = next_due(schedule, schedule.jitter(str(job.job_id)), state)
-        conn.execute(
-            _SAVE,
-            (
-                state.cursor,
-                state.waiting_for,
-                state.caught_up,
-                due,
-                UUID(outcome.last_run_id) if outcome.last_run_id else None,
-                outcome.last_run,
-                outcome.fired,
-                outcome.skipped,
-                outcome.missed,
-                outcome.refused,
-                outcome.late,
-                job.job_id,
-            ),
+            due = next_due(schedule_of(job.spec), outcome.jitter, state)
+        return (
+            state.cursor,
+            state.waiting_for,
+            state.caught_up,
+            due,
+            UUID(outcome.last_run_id) if outcome.last_run_id else None,
+            outcome.last_run,
+            outcome.fired,
+            outcome.skipped,
+            outcome.missed,
+            outcome.refused,
+            outcome.late,
+            job.job_id,
         )

@@ -32,27 +32,34 @@ PUBLIC_PATHS = [
 
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
-        container = connection.app.state.container
-        sessions = container.sessions
-        api_key = _presented_api_key(connection)
-        acting_in = connection.headers.get("x-tenant-id")
-        if acting_in:
-            _check_tenant_header(acting_in)
-        if api_key is not None:
-            principal = await in_thread(sessions.principal_for_api_key, api_key)
-            await container.api_key_usage.touch(UUID(principal.subject_id))
-            logs.tenant_id.set(principal.tenant_id)  # this request's log lines
-            return AuthenticationResult(user=principal, auth=None)
-        header = connection.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthenticationFailed(
-                "authentication required: send Authorization: Bearer <token> or X-API-Key"
-            )
-        # One thread hop for the token, its session, user and tenant (and X-Tenant-ID).
-        principal = await in_thread(_user_principal, sessions, token.strip(), acting_in)
+        principal = await authenticate(connection, touch=True)
         logs.tenant_id.set(principal.tenant_id)  # this request's log lines
         return AuthenticationResult(user=principal, auth=None)
+
+
+async def authenticate(connection: ASGIConnection, *, touch: bool = False) -> Principal:
+    """The principal of the connection's credentials as they stand now: what every request
+    is authenticated with, and what a long-lived stream asks again to learn that they were
+    revoked (AuthenticationFailed). `touch`: note an API key's use."""
+    container = connection.app.state.container
+    sessions = container.sessions
+    api_key = _presented_api_key(connection)
+    acting_in = connection.headers.get("x-tenant-id")
+    if acting_in:
+        _check_tenant_header(acting_in)
+    if api_key is not None:
+        principal: Principal = await in_thread(sessions.principal_for_api_key, api_key)
+        if touch:
+            await container.api_key_usage.touch(UUID(principal.subject_id))
+        return principal
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed(
+            "authentication required: send Authorization: Bearer <token> or X-API-Key"
+        )
+    # One thread hop for the token, its session, user and tenant (and X-Tenant-ID).
+    return await in_thread(_user_principal, sessions, token.strip(), acting_in)
 
 
 def _check_tenant_header(raw: str) -> None:

@@ -19,8 +19,9 @@ with that position and is replayed from the store.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -52,7 +53,17 @@ class KeepAlive:
     pass
 
 
-FeedItem = CloudEvent | Resume | KeepAlive
+@dataclass(frozen=True)
+class Revoked:
+    """The credentials the feed was opened with no longer hold: the feed ends."""
+
+    reason: str
+
+
+FeedItem = CloudEvent | Resume | KeepAlive | Revoked
+Recheck = Callable[[], Awaitable[str | None]]
+"""Asked every RECHECK_SECONDS: why the subscriber may no longer read (None: it may)."""
+RECHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -105,12 +116,26 @@ async def follow(
     subject: str,
     feed_filter: FeedFilter,
     after: int | None,
+    recheck: Recheck | None = None,
 ) -> AsyncIterator[FeedItem]:
     """The events of `feed_filter` after position `after` (None: from now on), then live,
     with KeepAlive when nothing happened for a while, ending with Resume if the client
-    falls behind. The subscription is open before the first item is yielded."""
+    falls behind, or with Revoked when `recheck` says its credentials no longer hold
+    (asked every second, so a logout or a revoked key ends the feed within about that).
+    The subscription is open before the first item is yielded."""
     subscription = await nc.subscribe(subject, pending_msgs_limit=NATS_BUFFER)
     seen = after
+    clock = asyncio.get_running_loop().time
+    checked = quiet_since = clock()
+
+    async def revoked() -> Revoked | None:
+        nonlocal checked
+        if recheck is None or clock() - checked < RECHECK_SECONDS:
+            return None
+        checked = clock()
+        reason = await recheck()
+        return Revoked(reason) if reason is not None else None
+
     try:
         yield KeepAlive()  # subscribed: what follows misses nothing
         if after is not None:
@@ -124,18 +149,28 @@ async def follow(
                     event = envelope.to_cloud_event(notification)
                     if feed_filter.matches(event):
                         yield event
+                if ended := await revoked():
+                    yield ended
+                    return
                 if subscription.pending_msgs > SLOW_AFTER:
                     yield Resume(seen or 0)
                     return
         while True:
+            if ended := await revoked():
+                yield ended
+                return
             if subscription.pending_msgs > SLOW_AFTER:
                 yield Resume(seen or 0)
                 return
-            try:
-                msg = await subscription.next_msg(timeout=KEEPALIVE_SECONDS)
-            except TimeoutError:
+            if clock() - quiet_since >= KEEPALIVE_SECONDS:
+                quiet_since = clock()
                 yield KeepAlive()
+            wait = RECHECK_SECONDS if recheck is not None else KEEPALIVE_SECONDS
+            try:
+                msg = await subscription.next_msg(timeout=wait)
+            except TimeoutError:
                 continue
+            quiet_since = clock()
             event = envelope.decode(msg.data)
             if seen is not None and event.position <= seen:
                 continue  # replayed already

@@ -15,16 +15,24 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromQuery, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from api.auth import principal_of
+from api.auth import authenticate, principal_of
 from api.dependencies import NatsDep, ReadPoolDep, SettingsDep
 from application.authorization import Permission
-from application.errors import ServiceUnavailable
+from application.errors import (
+    AuthenticationFailed,
+    NotFound,
+    PermissionDenied,
+    ServiceUnavailable,
+)
+from domain.tenant import TenantStatus
 from infrastructure import envelope
 from infrastructure.event_feed import (
     FeedFilter,
     FeedItem,
     KeepAlive,
+    Recheck,
     Resume,
+    Revoked,
     follow,
     parse_resources,
     parse_types,
@@ -80,14 +88,14 @@ class EventStreamController(Controller):
         tenant = principal.tenant_id
         prefix = settings.subject_prefix
         subject = f"{prefix}.events.{tenant}.>" if tenant else f"{prefix}.events.>"
-        items = follow(nc, read_pool, subject, wanted, start)
+        items = follow(nc, read_pool, subject, wanted, start, recheck=_recheck(request))
         await anext(items)  # subscribed before the answer starts: nothing is missed
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
             yield ServerSentEventMessage(comment="connected", data=None)
             async for item in items:
                 yield _message(item)
-                if isinstance(item, Resume):
+                if isinstance(item, Resume | Revoked):
                     return
 
         return ServerSentEvent(messages())
@@ -101,12 +109,32 @@ def _message(item: FeedItem) -> ServerSentEventMessage:
     if isinstance(item, Resume):
         data = msgspec.json.encode({"after": item.after}).decode()
         return ServerSentEventMessage(event="resume", data=data)
+    if isinstance(item, Revoked):
+        data = msgspec.json.encode({"code": "AUTHENTICATION_REQUIRED", "message": item.reason})
+        return ServerSentEventMessage(event="error", data=data.decode())
     return ServerSentEventMessage(
         id=str(item.position), event=item.type, data=envelope.encode(item).decode()
     )
 
 
 LAST_ID = "Last-Event-ID"
+
+
+def _recheck(request: Request) -> Recheck:
+    """Whether the stream's credentials still hold: its session not ended, its user active,
+    its API key not deleted (each as a request would be authenticated now), its tenant
+    neither suspended nor deleted."""
+
+    async def why_not() -> str | None:
+        try:
+            principal = await authenticate(request)
+        except (AuthenticationFailed, PermissionDenied, NotFound) as refused:
+            return str(refused)
+        if principal.tenant_status not in (None, TenantStatus.ACTIVE):
+            return f"tenant {principal.tenant_id} is {principal.tenant_status}"
+        return None
+
+    return why_not
 
 
 def _last_event_id(request: Request) -> int | None:

@@ -88,6 +88,10 @@ class SseReader:
             if done(message):
                 return [m for m in self.seen[start:] if m.event]
 
+    async def ended(self, seconds: float = 2.0) -> None:
+        """The server closed the stream."""
+        await asyncio.wait_for(asyncio.shield(self._task), seconds)
+
     async def close(self) -> None:
         self._task.cancel()
         with contextlib.suppress(BaseException):
@@ -304,3 +308,70 @@ async def test_a_client_that_falls_behind_is_told_where_to_resume(
         finally:
             await nc.close()
             await pool.close()
+
+
+async def _ended_by(reader: SseReader, started: float, seconds: float = 2.5) -> Sse:
+    """The stream's last message, an `error` event, within `seconds` of `started`."""
+    error = (await reader.until(lambda m: m.event == "error", seconds=seconds))[-1]
+    assert asyncio.get_running_loop().time() - started < seconds
+    assert json.loads(error.data)["code"] == "AUTHENTICATION_REQUIRED"
+    await reader.ended()
+    return error
+
+
+async def test_revoked_credentials_end_open_streams_within_two_seconds(
+    settings: Settings,
+) -> None:
+    async with serving_app(settings) as http:
+        await wait_ready(http)
+        admin = await login(http, settings.admin_username or "", settings.admin_password or "")
+        tenant_id, ada = await make_tenant_user(http, admin, "acme", "admin")
+        key = await http.post(
+            "/api/v1/api-keys", json={"name": "k", "roles": ["viewer"]}, headers=ada
+        )
+        assert key.status_code == 201, key.text
+        made = await http.post(
+            "/api/v1/users",
+            json={
+                "username": "bob",
+                "password": "correct-horse-battery-staple",
+                "tenant_id": tenant_id,
+                "roles": ["viewer"],
+            },
+            headers=ada,
+        )
+        assert made.status_code == 201, made.text
+        bob = await login(http, "bob", "correct-horse-battery-staple")
+        loop = asyncio.get_running_loop()
+
+        async with _feed(http, {"X-API-Key": key.json()["key"]}) as by_key:
+            started = loop.time()
+            gone = await http.delete(f"/api/v1/api-keys/{key.json()['id']}", headers=ada)
+            assert gone.status_code in (200, 204), gone.text
+            await _ended_by(by_key, started)
+        async with _feed(http, bob) as as_bob:
+            started = loop.time()
+            off = await http.put(
+                f"/api/v1/users/{made.json()['id']}", json={"active": False}, headers=ada
+            )
+            assert off.status_code == 200, off.text
+            await _ended_by(as_bob, started)
+        async with _feed(http, ada) as as_ada, _feed(http, await _relogin(http)) as other:
+            started = loop.time()
+            out = await http.post("/api/v1/auth/logout", headers=ada)
+            assert out.status_code in (200, 204), out.text
+            await _ended_by(as_ada, started)
+            # Another session of the same user streams on until its tenant is suspended.
+            suspended = await http.put(
+                f"/api/v1/tenants/{tenant_id}",
+                json={"status": "suspended", "status_reason": "unpaid"},
+                headers=admin,
+            )
+            assert suspended.status_code == 200, suspended.text
+            started = loop.time()
+            error = await _ended_by(other, started)
+            assert "suspended" in json.loads(error.data)["message"]
+
+
+async def _relogin(http: httpx.AsyncClient) -> dict[str, str]:
+    return await login(http, "acme-admin", "correct-horse-battery-staple")

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psutil
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from infrastructure.settings import Settings
 from tests.support.processes import NORN, norn_env
@@ -21,9 +21,13 @@ PROJECT = Path(__file__).resolve().parents[2]
 @contextmanager
 def scheduler_process(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`norn scheduler` against the test's Postgres and NATS, its output to the file
-    `log`; killed on exit if still alive."""
+    `log`; killed on exit if still alive. Its PostgreSQL sessions carry the application
+    name `norn-scheduler-<log's stem>`, which tells them apart whether the server is
+    reached over TCP or a Unix socket (the embedded one of a run without servers)."""
+    url = make_conninfo(settings.database_url or "", application_name=app_name(log))
     env = norn_env(
         settings,
+        NORN_DATABASE_URL=url,
         NORN_JWT_SECRET=settings.jwt_secret or "",
         NORN_DB_POOL_SIZE="4",
     )
@@ -39,24 +43,18 @@ def scheduler_process(settings: Settings, log: Path) -> Iterator[subprocess.Pope
             process.wait(timeout=10)
 
 
-def _ports(pid: int) -> set[int]:
-    """The local ports of the process's TCP connections (its PostgreSQL sessions among
-    them)."""
-    try:
-        connections = psutil.Process(pid).net_connections(kind="tcp")
-    except psutil.NoSuchProcess:
-        return set()
-    return {c.laddr.port for c in connections if c.laddr}
+def app_name(log: Path) -> str:
+    return f"norn-scheduler-{log.stem}"
 
 
 _IN_TRANSACTION = (
-    "SELECT client_port, query FROM pg_stat_activity"
+    "SELECT application_name, query FROM pg_stat_activity"
     " WHERE datname = current_database() AND backend_xid IS NOT NULL"
 )
 
 
 def kill_in_a_pass(
-    database_url: str, processes: list[subprocess.Popen[bytes]], limit: float
+    database_url: str, processes: dict[str, subprocess.Popen[bytes]], limit: float
 ) -> tuple[subprocess.Popen[bytes], str] | None:
     """SIGKILL the first of `processes` seen in the middle of a pass, preferably while it
     saves its bookkeeping (its runs are appended, committed, and not yet counted: the
@@ -64,23 +62,19 @@ def kill_in_a_pass(
     in a pass at all. The one killed and its session's last statement; None (nothing
     killed) if none was seen in a pass for another `limit` seconds.
 
-    In a pass: one of its PostgreSQL sessions (matched by client port) is in a
+    `processes` by the application name of their sessions (`app_name`). In a pass: one
+    of its PostgreSQL sessions is in a
     transaction with a transaction id: it holds due jobs (SELECT ... FOR UPDATE takes
     one). An idle scheduler's passes lock nothing and take none. Saving: that session's
     last statement is the UPDATE of job_schedules."""
     started = time.monotonic()
-    ports: dict[int, subprocess.Popen[bytes]] = {}
-    ports_read = 0.0
     with psycopg.connect(database_url, autocommit=True) as conn:
         while time.monotonic() < started + 2 * limit:
-            if time.monotonic() - ports_read > 0.5:  # slow (it reads /proc): now and then
-                ports = {port: p for p in processes for port in _ports(p.pid)}
-                ports_read = time.monotonic()
             patient = time.monotonic() < started + limit
-            for port, query in conn.execute(_IN_TRANSACTION).fetchall():
+            for name, query in conn.execute(_IN_TRANSACTION).fetchall():
                 saving = "UPDATE job_schedules SET cursor" in query
-                if port in ports and (saving or not patient):
-                    victim = ports[port]
+                if name in processes and (saving or not patient):
+                    victim = processes[name]
                     victim.kill()
                     victim.wait(timeout=10)
                     return victim, " ".join(query.split())

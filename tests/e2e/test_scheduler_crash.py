@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 
 from infrastructure.settings import Settings
-from tests.e2e.scheduler_processes import kill_in_a_pass, scheduler_process
+from tests.e2e.scheduler_processes import app_name, kill_in_a_pass, scheduler_process
 from tests.integration.api_client import create_pipeline, running_app
 from tests.integration.deployment_client import read_at
 from tests.integration.run_helpers import poll, run_events, tenant_editor
@@ -106,7 +106,8 @@ async def test_a_killed_scheduler_loses_and_doubles_no_fire(
             await asyncio.sleep(FIRST_PHASE)
             # The one found holding due jobs dies: with jobs every second and passes every
             # 0.25 s, one scheduler may well take them all, pass after pass.
-            killed = await asyncio.to_thread(kill_in_a_pass, database_url, [a, b], 10.0)
+            named = {app_name(tmp_path / "a.log"): a, app_name(tmp_path / "b.log"): b}
+            killed = await asyncio.to_thread(kill_in_a_pass, database_url, named, 10.0)
             assert killed is not None, "no scheduler was ever seen in the middle of a pass"
             victim, doing = killed
             print(f"killed pid {victim.pid} in a pass, at: {doing[:60]}")

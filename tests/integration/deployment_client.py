@@ -70,12 +70,14 @@ async def revise(client: AsyncTestClient, headers: Headers, pipeline: dict[str, 
 async def status_when(
     client: Any, headers: Headers, path: str, done: Any, seconds: float = 30
 ) -> dict[str, Any]:
-    """The status once `done(status)` holds (the verification run's executor decides)."""
+    """The status once `done(status)` holds (the verification run's executor decides). A
+    404 is waited out too: the deployments read model may not have the deployment yet
+    (the CI machine showed it, right after the create)."""
     deadline = asyncio.get_running_loop().time() + seconds
     while True:
         response = await client.get(f"{path}/status", headers=headers)
-        assert response.status_code == 200, response.text
-        if done(response.json()):
+        assert response.status_code in (200, 404), response.text
+        if response.status_code == 200 and done(response.json()):
             return dict(response.json())
         assert asyncio.get_running_loop().time() < deadline, response.text
         await asyncio.sleep(0.1)

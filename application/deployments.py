@@ -23,6 +23,7 @@ from application.commands import Aggregates
 from application.errors import VersionConflict
 from application.event_store import NornEventStore
 from application.idempotency import earlier_result, first_result, new_id
+from application.name_claims import take_name
 from application.pipelines import PipelineService
 from application.principal import Principal
 from application.quotas import retry_on_conflict
@@ -127,16 +128,15 @@ class DeploymentService:
             run = queue_run() if queue_run else None
             deployment.release(number, ctx, run_id=run and str(run.id))
             holder = str(deployment_id)
-            if fresh_claim:
-                claim = NameClaim.claim_new(
-                    tenant_id=tenant.tenant_id,
-                    scope=scope,
-                    name=environment,
-                    holder_id=holder,
-                    ctx=ctx,
-                )
-            else:
-                claim = self._claim(tenant.tenant_id, scope, environment, holder, ctx)
+            claim = take_name(
+                self._store,
+                scope,
+                environment,
+                holder,
+                ctx,
+                tenant_id=tenant.tenant_id,
+                fresh=fresh_claim,
+            )
             live = self._store.find(
                 PipelineDeployments, pipeline_deployments_id(str(pipeline.id))
             ) or PipelineDeployments.open(
@@ -374,17 +374,6 @@ class DeploymentService:
             return None
         run.request_cancel(f"deployment retired by {principal.actor}", ctx)
         return run
-
-    def _claim(
-        self, tenant_id: str, scope: str, environment: str, holder: str, ctx: CommandContext
-    ) -> NameClaim:
-        claim = self._store.find(NameClaim, claim_id(scope, environment))
-        if claim is None:
-            return NameClaim.claim_new(
-                tenant_id=tenant_id, scope=scope, name=environment, holder_id=holder, ctx=ctx
-            )
-        claim.claim(holder, ctx)
-        return claim
 
 
 def _revision(pipeline: Pipeline, revision: int | None) -> int:

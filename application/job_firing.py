@@ -39,7 +39,7 @@ from application.schedule import schedule_of
 from domain.deployment import Deployment
 from domain.errors import Conflict, DomainError, NoActiveRelease, QuotaExceeded
 from domain.events import CommandContext
-from domain.job import Job, JobSpec
+from domain.job import Job, JobSpec, JobTarget
 from domain.pipeline import Pipeline
 from domain.run import Run, Trigger
 from domain.tenant import Tenant, TenantStatus
@@ -176,17 +176,13 @@ class JobFiring:
         """How to queue a run of the job's target for each of `times`. TargetGone when
         its pipeline was deleted or its deployment retired; NoActiveRelease when no
         release of its deployment is active."""
-        target = job.spec.target
+        deployment, pipeline = self._target(job.spec.target)
         params = dict(job.spec.params)
         trigger = Trigger("job", str(job.job_id))
-        if target.deployment_id is not None:
-            deployment = self._once(Deployment, UUID(target.deployment_id))
-            if deployment is None or deployment.retired:
-                raise TargetGone(f"deployment {target.deployment_id} was retired")
+        if deployment is not None:
             release = deployment.active().release  # NoActiveRelease
             revision = deployment.releases[release].revision
             params = deployment.run_params(params)
-            pipeline_id = deployment.pipeline_id
             trigger = msgspec.structs.replace(
                 trigger,
                 environment=deployment.environment,
@@ -194,12 +190,7 @@ class JobFiring:
                 deployment_id=str(deployment.id),
             )
         else:
-            pipeline_id = target.pipeline_id or ""
-        pipeline = self._once(Pipeline, UUID(pipeline_id))
-        if pipeline is None or pipeline.deleted:
-            raise TargetGone(f"pipeline {pipeline_id} was deleted")
-        if target.deployment_id is None:
-            revision = target.revision or pipeline.revision
+            revision = job.spec.target.revision or pipeline.revision
         fires = []
         for scheduled_for in times:
             run_id = fire_run_id(str(job.job_id), scheduled_for)
@@ -218,6 +209,21 @@ class JobFiring:
             )
             fires.append(_Fire(outcome, scheduled_for, build, run_id))
         return fires
+
+    def _target(self, target: JobTarget) -> tuple[Deployment | None, Pipeline]:
+        """The job's deployment (None for a pipeline target) and the pipeline a fire
+        runs, as the event store has them; TargetGone when one of them is gone."""
+        deployment = None
+        pipeline_id = target.pipeline_id or ""
+        if target.deployment_id is not None:
+            deployment = self._once(Deployment, UUID(target.deployment_id))
+            if deployment is None or deployment.retired:
+                raise TargetGone(f"deployment {target.deployment_id} was retired")
+            pipeline_id = deployment.pipeline_id
+        pipeline = self._once(Pipeline, UUID(pipeline_id))
+        if pipeline is None or pipeline.deleted:
+            raise TargetGone(f"pipeline {pipeline_id} was deleted")
+        return deployment, pipeline
 
     def _once(self, cls: type[Any], aggregate_id: UUID) -> Any:
         """The aggregate as this pass first read it: read once, shared by its jobs."""
@@ -316,15 +322,10 @@ class JobFiring:
 
     def target_gone(self, job: Job) -> str | None:
         """Why the job's target can no longer run (as the event store says), or None."""
-        target = job.spec.target
-        if target.deployment_id is not None:
-            deployment = self._store.find(Deployment, UUID(target.deployment_id))
-            if deployment is None or deployment.retired:
-                return f"deployment {target.deployment_id} was retired"
-            return None
-        pipeline = self._store.find(Pipeline, UUID(target.pipeline_id or ""))
-        if pipeline is None or pipeline.deleted:
-            return f"pipeline {target.pipeline_id} was deleted"
+        try:
+            self._target(job.spec.target)
+        except TargetGone as gone:
+            return str(gone)
         return None
 
     def settle_gone(self, job_ids: Sequence[UUID]) -> list[UUID]:

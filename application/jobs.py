@@ -25,6 +25,7 @@ from application.event_store import NornEventStore
 from application.fire_plan import FireState
 from application.idempotency import earlier_result, first_result, new_id
 from application.job_firing import Backfilled, DueJob, JobFiring
+from application.name_claims import move_name, take_name
 from application.pipelines import PipelineService
 from application.principal import Principal
 from application.quotas import retry_on_conflict
@@ -104,16 +105,15 @@ class JobService:
             job = Job.create(
                 job_id=job_id, tenant_id=tenant.tenant_id, spec=spec, enabled=enabled, ctx=ctx
             )
-            if fresh_claim:
-                claim = NameClaim.claim_new(
-                    tenant_id=tenant.tenant_id,
-                    scope=scope,
-                    name=spec.name,
-                    holder_id=str(job_id),
-                    ctx=ctx,
-                )
-            else:
-                claim = self._claim(tenant.tenant_id, spec.name, job_id, ctx)
+            claim = take_name(
+                self._store,
+                scope,
+                spec.name,
+                str(job_id),
+                ctx,
+                tenant_id=tenant.tenant_id,
+                fresh=fresh_claim,
+            )
             try:
                 with self._ledger.take(tenant, "max_jobs", ctx) as usage:
                     return self._jobs.save(job, claim, usage)
@@ -142,14 +142,12 @@ class JobService:
             check_schedule(spec)
             self._check_target(principal, spec)
             old_name = job.name
-            if not job.update(spec, ctx) or old_name == spec.name:
+            if not job.update(spec, ctx):
                 return []
-            claims = [self._claim(job.tenant_id, spec.name, job.id, ctx)]
-            old = self._store.find(NameClaim, claim_id(job_scope(job.tenant_id), old_name))
-            if old is not None:
-                old.release(str(job.id), ctx)
-                claims.append(old)
-            return claims
+            scope = job_scope(job.tenant_id)
+            return move_name(
+                self._store, scope, old_name, spec.name, str(job.id), ctx, tenant_id=job.tenant_id
+            )
 
         return self._jobs.change(principal, job_id, decide, expected_version, ctx)
 
@@ -325,16 +323,6 @@ class JobService:
             raise InvalidCommand(str(missing), field) from missing
         if target.revision is not None and target.revision not in pipeline.revision_versions:
             raise InvalidCommand(f"revision {target.revision} does not exist", "target.revision")
-
-    def _claim(self, tenant_id: str, name: str, holder: UUID, ctx: CommandContext) -> NameClaim:
-        scope = job_scope(tenant_id)
-        claim = self._store.find(NameClaim, claim_id(scope, name))
-        if claim is None:
-            return NameClaim.claim_new(
-                tenant_id=tenant_id, scope=scope, name=name, holder_id=str(holder), ctx=ctx
-            )
-        claim.claim(str(holder), ctx)
-        return claim
 
 
 def _uuid(value: str, field: str) -> UUID:

@@ -14,6 +14,7 @@ from application.commands import Aggregates
 from application.errors import NotFound, VersionConflict
 from application.event_store import NornEventStore
 from application.idempotency import earlier_result, first_result, new_id
+from application.name_claims import move_name, take_name
 from application.pipeline_history import RevisionRecord, revision_records
 from application.ports import PluginCatalog, Usage
 from application.principal import Principal
@@ -227,16 +228,15 @@ class PipelineService:
         def attempt() -> Changed[Pipeline]:
             nonlocal fresh_claim
             pipeline = new_pipeline()
-            if fresh_claim:
-                claim = NameClaim.claim_new(
-                    tenant_id=tenant.tenant_id,
-                    scope=scope,
-                    name=name,
-                    holder_id=str(pipeline_id),
-                    ctx=ctx,
-                )
-            else:
-                claim = self._claim_name(tenant.tenant_id, name, pipeline.id, ctx)
+            claim = take_name(
+                self._store,
+                scope,
+                name,
+                str(pipeline_id),
+                ctx,
+                tenant_id=tenant.tenant_id,
+                fresh=fresh_claim,
+            )
             try:
                 with self.ledger.take(tenant, "max_pipelines", ctx) as usage:
                     return self._pipelines.save(pipeline, claim, usage)
@@ -296,28 +296,14 @@ class PipelineService:
         self.load(principal, pipeline_id, deleted_ok=True)
         return revision_records(self._store.stream(pipeline_id))
 
-    def _claim_name(
-        self, tenant_id: str, name: str, holder: UUID, ctx: CommandContext
-    ) -> NameClaim:
-        scope = _scope(tenant_id)
-        claim = self._store.find(NameClaim, claim_id(scope, name))
-        if claim is None:
-            return NameClaim.claim_new(
-                tenant_id=tenant_id, scope=scope, name=name, holder_id=str(holder), ctx=ctx
-            )
-        claim.claim(str(holder), ctx)
-        return claim
-
     def _rename(self, pipeline: Pipeline, old_name: str, ctx: CommandContext) -> list[NameClaim]:
         """Move the name claim when a revision changes the pipeline's name."""
-        new_name = pipeline.definition.name
-        if claim_id(_scope(pipeline.tenant_id), old_name) == claim_id(
-            _scope(pipeline.tenant_id), new_name
-        ):
-            return []
-        claims = [self._claim_name(pipeline.tenant_id, new_name, pipeline.id, ctx)]
-        old = self._store.find(NameClaim, claim_id(_scope(pipeline.tenant_id), old_name))
-        if old is not None:
-            old.release(str(pipeline.id), ctx)
-            claims.append(old)
-        return claims
+        return move_name(
+            self._store,
+            _scope(pipeline.tenant_id),
+            old_name,
+            pipeline.definition.name,
+            str(pipeline.id),
+            ctx,
+            tenant_id=pipeline.tenant_id,
+        )

@@ -18,13 +18,14 @@ from application.commands import Aggregates
 from application.errors import NotFound
 from application.event_store import NornEventStore
 from application.idempotency import earlier_result, new_id
+from application.name_claims import move_name, take_name
 from application.ports import Usage
 from application.principal import Principal
 from application.quotas import QUOTA_RESOURCES
 from application.results import Changed
 from domain.errors import Conflict, InvalidCommand
 from domain.events import CommandContext
-from domain.name_claim import NameClaim, claim_id
+from domain.name_claim import NameClaim
 from domain.tenant import QUOTA_NAMES, EnvironmentPolicy, Quotas, Tenant, TenantStatus
 
 _SCOPE = "tenant"
@@ -247,23 +248,12 @@ class TenantService:
         }
 
     def _claim(self, name: str, holder: UUID, ctx: CommandContext) -> NameClaim:
-        claim = self._store.find(NameClaim, claim_id(_SCOPE, name))
-        if claim is None:
-            return NameClaim.claim_new(
-                tenant_id=None, scope=_SCOPE, name=name, holder_id=str(holder), ctx=ctx
-            )
-        claim.claim(str(holder), ctx)
-        return claim
+        return take_name(self._store, _SCOPE, name, str(holder), ctx, tenant_id=None)
 
     def _rename(self, tenant: Tenant, old_name: str, ctx: CommandContext) -> list[NameClaim]:
-        if claim_id(_SCOPE, old_name) == claim_id(_SCOPE, tenant.name):
-            return []
-        claims = [self._claim(tenant.name, tenant.id, ctx)]
-        old = self._store.find(NameClaim, claim_id(_SCOPE, old_name))
-        if old is not None:
-            old.release(str(tenant.id), ctx)
-            claims.append(old)
-        return claims
+        return move_name(
+            self._store, _SCOPE, old_name, tenant.name, str(tenant.id), ctx, tenant_id=None
+        )
 
 
 def _given(value: T | None, current: T) -> T:

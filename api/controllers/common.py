@@ -6,13 +6,15 @@ import re
 from typing import Annotated, TypeVar
 from uuid import uuid4
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import ValidationException
 from litestar.params import HeaderParameter, Parameter
 
 from api.auth import principal_of
+from api.schemas.common import HistoryEvent
 from application.errors import VersionConflict
-from domain.events import CommandContext, Idempotency
+from domain.events import METADATA_FIELDS, CommandContext, Idempotency, NornEvent
 
 MinPosition = Annotated[
     int | None, Parameter(ge=0, description="wait until the read model has this position")
@@ -92,3 +94,22 @@ T = TypeVar("T")
 def created(body: T, location: str) -> Response[T]:
     """201 with a Location header naming the new resource."""
     return Response(body, status_code=201, headers={"Location": location})
+
+
+def history_item(event: NornEvent) -> HistoryEvent:
+    """An event as a resource's history shows it: its payload is what consumers see (the
+    envelope's fields and private fields left out, as in infrastructure/envelope.py)."""
+    kind = type(event)
+    data = {
+        k: v
+        for k, v in vars(event).items()
+        if k not in METADATA_FIELDS and k not in kind.private_fields
+    }
+    return HistoryEvent(
+        version=event.originator_version,
+        event=kind.event_name(),
+        type=kind.type_name(),
+        actor=event.actor,
+        at=event.timestamp,
+        data=msgspec.to_builtins(data),
+    )

@@ -10,7 +10,6 @@ from typing import Any
 import msgspec
 
 from api.schemas.deployments import (
-    DeploymentHistoryItem,
     DeploymentRead,
     DeploymentStatusOut,
     DeploymentWritten,
@@ -20,7 +19,6 @@ from api.schemas.deployments import (
     VerifyingOut,
 )
 from application.deployments import Released
-from domain.events import METADATA_FIELDS, NornEvent
 from domain.release import Release, Strategy
 
 RECENT_RELEASES = 10
@@ -132,23 +130,4 @@ def status_out(row: dict[str, Any], releases: list[dict[str, Any]]) -> Deploymen
         active_revision=row["active_revision"],
         verifying=verifying,
         recent_releases=[release_from_row(r) for r in releases[:RECENT_RELEASES]],
-    )
-
-
-def history_item(event: NornEvent) -> DeploymentHistoryItem:
-    """An event as the history shows it: its payload is what consumers see (the
-    envelope's fields and private fields left out, as in infrastructure/envelope.py)."""
-    kind = type(event)
-    data = {
-        k: v
-        for k, v in vars(event).items()
-        if k not in METADATA_FIELDS and k not in kind.private_fields
-    }
-    return DeploymentHistoryItem(
-        version=event.originator_version,
-        event=kind.event_name(),
-        type=kind.type_name(),
-        actor=event.actor,
-        at=event.timestamp,
-        data=msgspec.to_builtins(data),
     )

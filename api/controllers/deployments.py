@@ -19,11 +19,11 @@ from api.controllers.common import (
     created,
     etag,
     expected_version,
+    history_item,
     label_filters,
 )
 from api.controllers.deployment_views import (
     from_row,
-    history_item,
     release_from_row,
     status_out,
     to_strategy,

@@ -11,11 +11,11 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, get
-from litestar.exceptions import ValidationException
 from litestar.params import FromQuery, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.auth import authenticate, principal_of
+from api.controllers.paging import parameter_error
 from api.dependencies import NatsDep, ReadPoolDep, SettingsDep
 from application.authorization import Permission
 from application.errors import (
@@ -77,14 +77,14 @@ class EventStreamController(Controller):
                 actor=actor or None,
             )
         except ValueError as error:
-            raise _refused("resources", str(error)) from None
+            raise parameter_error("resources", f"resources: {error}") from None
         start = after if after is not None else _last_event_id(request)
         if start is not None:
             async with read_pool.connection() as conn:
                 head = await max_position(conn)
             if start > head:
                 field, source = ("after", "query") if after is not None else (LAST_ID, "header")
-                raise _refused(field, f"past the newest event ({head})", source)
+                raise parameter_error(field, f"{field}: past the newest event ({head})", source)
         tenant = principal.tenant_id
         prefix = settings.subject_prefix
         subject = f"{prefix}.events.{tenant}.>" if tenant else f"{prefix}.events.>"
@@ -143,11 +143,7 @@ def _last_event_id(request: Request) -> int | None:
     if not raw:
         return None
     if not raw.isdigit():
-        raise _refused(LAST_ID, "must be an event position (an integer)", "header")
+        raise parameter_error(
+            LAST_ID, f"{LAST_ID}: must be an event position (an integer)", "header"
+        )
     return int(raw)
-
-
-def _refused(field: str, message: str, source: str = "query") -> ValidationException:
-    return ValidationException(
-        f"{field}: {message}", extra=[{"message": message, "key": field, "source": source}]
-    )

@@ -19,9 +19,9 @@ from api.controllers.common import (
     created,
     etag,
     expected_version,
+    history_item,
     label_filters,
 )
-from api.controllers.deployment_views import history_item
 from api.controllers.job_views import from_row, timeline_job, to_spec, written
 from api.controllers.paging import paged, query_error
 from api.dependencies import JobQueriesDep, JobServiceDep, PagingDep, ReadYourWritesDep

@@ -109,5 +109,13 @@ def query_error(error: ValueError) -> ValidationException:
     message = str(error)
     words = re.findall(r"[a-z_]+", message.lower())
     field = next((word for word in words if word in _QUERY_NAMES), None)
-    extra = [{"message": message, "key": field, "source": "query"}] if field else None
-    return ValidationException(message, extra=extra)
+    if field is None:
+        return ValidationException(message)
+    return parameter_error(field, message)
+
+
+def parameter_error(field: str, message: str, source: str = "query") -> ValidationException:
+    """A 400 whose one detail names the query parameter (or header) `field`."""
+    return ValidationException(
+        message, extra=[{"message": message, "key": field, "source": source}]
+    )

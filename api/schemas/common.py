@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -31,3 +32,15 @@ class ErrorResponse(msgspec.Struct):
 class FieldProblem(msgspec.Struct):
     field: str
     message: str
+
+
+class HistoryEvent(msgspec.Struct, kw_only=True):
+    """One event of a resource's own stream, as its /history shows it (deployments, jobs)."""
+
+    version: int
+    event: str
+    """The fact, e.g. release_verifying (the CloudEvents type is `type`)."""
+    type: str
+    actor: str
+    at: datetime
+    data: dict[str, Any]

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import msgspec
 
-from api.schemas.common import CursorPage, Request
+from api.schemas.common import CursorPage, HistoryEvent, Request
 
 Environment = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
 Number = Annotated[int, msgspec.Meta(ge=1)]
@@ -164,18 +164,8 @@ class DeploymentRetiredOut(msgspec.Struct):
     position: int | None
 
 
-class DeploymentHistoryItem(msgspec.Struct, kw_only=True):
-    version: int
-    event: str
-    """The fact, e.g. release_verifying (the CloudEvents type is `type`)."""
-    type: str
-    actor: str
-    at: datetime
-    data: dict[str, Any]
-
-
 class DeploymentHistoryOut(msgspec.Struct):
-    items: list[DeploymentHistoryItem]
+    items: list[HistoryEvent]
 
 
 class PipelineDeploy(Request):

@@ -9,8 +9,7 @@ from uuid import UUID
 
 import msgspec
 
-from api.schemas.common import CursorPage, Request
-from api.schemas.deployments import DeploymentHistoryItem
+from api.schemas.common import CursorPage, HistoryEvent, Request
 
 JobName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Misfire = Literal["skip", "run_once", "run_all"]
@@ -152,7 +151,7 @@ class PreviewOut(msgspec.Struct):
 
 
 class JobHistoryOut(msgspec.Struct):
-    items: list[DeploymentHistoryItem]
+    items: list[HistoryEvent]
 
 
 class JobTriggered(msgspec.Struct, kw_only=True):

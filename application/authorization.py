@@ -161,6 +161,39 @@ def is_self(principal: Principal, user_id: str) -> bool:
     return principal.kind == "user" and principal.subject_id == user_id
 
 
+EVENT_READ_PERMISSIONS: dict[str, Permission] = {
+    "pipeline": Permission.PIPELINES_READ,
+    "pipeline_deployments": Permission.DEPLOYMENTS_READ,
+    "deployment": Permission.DEPLOYMENTS_READ,
+    "job": Permission.JOBS_READ,
+    "run": Permission.RUNS_READ,
+    "tenant": Permission.TENANTS_READ,
+    "usage": Permission.TENANTS_READ,
+    "name_claim": Permission.PIPELINES_READ,
+    "user": Permission.USERS_READ,
+    "session": Permission.USERS_READ,
+    "api_key": Permission.API_KEYS_READ,
+}
+"""Which permission reading an aggregate's events needs: the one that reads the
+aggregate itself elsewhere: usage (quota bookkeeping) is the admin's, name claims
+(of pipeline, deployment and job names) anyone's who reads those."""
+
+
+def readable_event_kinds(principal: Principal) -> frozenset[str]:
+    """The aggregate types whose events a principal may read in a feed or an audit
+    listing: exactly what its role may read elsewhere (user, session and API-key events
+    only for admins). A kind missing from the table is readable by nobody but a
+    platform admin."""
+    granted = permissions_of(principal)
+    if principal.is_platform_admin:
+        return frozenset(EVENT_READ_PERMISSIONS) | {"*"}
+    return frozenset(kind for kind, need in EVENT_READ_PERMISSIONS.items() if need in granted)
+
+
+def may_read_event(kinds: frozenset[str], aggregate_type: str) -> bool:
+    return "*" in kinds or aggregate_type in kinds
+
+
 # --- rules that depend on what a command asks -------------------------------------------
 
 

@@ -70,15 +70,19 @@ RECHECK_SECONDS = 1.0
 class FeedFilter:
     """Which events a subscription wants: the tenant's (None: a platform admin's, every
     tenant's), of types matching one of `types` (globs; none: all), of one of `resources`
-    ((kind, id) pairs; none: all), by `actor` (none: anyone)."""
+    ((kind, id) pairs; none: all), by `actor` (none: anyone), of the aggregate kinds the
+    subscriber may read (application/authorization.py `readable_event_kinds`; "*": all)."""
 
     tenant: str | None
     types: tuple[str, ...] = ()
     resources: tuple[tuple[str, str], ...] = ()
     actor: str | None = None
+    kinds: frozenset[str] = frozenset({"*"})
 
     def matches(self, event: CloudEvent) -> bool:
         if self.tenant is not None and event.tenant != self.tenant:
+            return False
+        if "*" not in self.kinds and event.type.split(".")[1] not in self.kinds:
             return False
         if self.types and not any(fnmatch.fnmatchcase(event.type, p) for p in self.types):
             return False

@@ -17,7 +17,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from api.auth import authenticate, principal_of
 from api.controllers.paging import parameter_error
 from api.dependencies import NatsDep, ReadPoolDep, SettingsDep
-from application.authorization import Permission
+from application.authorization import Permission, readable_event_kinds
 from application.errors import (
     AuthenticationFailed,
     NotFound,
@@ -75,6 +75,7 @@ class EventStreamController(Controller):
                 types=parse_types(types),
                 resources=parse_resources(resources),
                 actor=actor or None,
+                kinds=readable_event_kinds(principal),
             )
         except ValueError as error:
             raise parameter_error("resources", f"resources: {error}") from None

@@ -165,6 +165,48 @@ async def test_feed_is_per_tenant_cloud_events_filtered_by_type(settings: Settin
             assert subjects == {one["id"], other["id"], two["id"]}
 
 
+async def test_feed_shows_each_role_only_the_events_it_may_read(settings: Settings) -> None:
+    """User, session, API-key and usage events are the tenant admin's, as the users, keys
+    and quota endpoints are; a viewer's feed skips them and still gets the pipeline's."""
+    async with serving_app(settings) as http:
+        await wait_ready(http)
+        admin = await login(http, settings.admin_username or "", settings.admin_password or "")
+        tenant, tenant_admin = await make_tenant_user(http, admin, "acme", "admin")
+        in_tenant = {**admin, "X-Tenant-ID": tenant}
+        viewer_user = await http.post(
+            "/api/v1/users",
+            json={
+                "username": "acme-viewer",
+                "password": "correct-horse-battery-staple",
+                "tenant_id": tenant,
+                "roles": ["viewer"],
+            },
+            headers=admin,
+        )
+        assert viewer_user.status_code == 201, viewer_user.text
+        viewer = await login(http, "acme-viewer", "correct-horse-battery-staple")
+        async with _feed(http, viewer) as viewers, _feed(http, tenant_admin) as admins:
+            more = await http.post(
+                "/api/v1/users",
+                json={
+                    "username": "acme-later",
+                    "password": "correct-horse-battery-staple",
+                    "tenant_id": tenant,
+                    "roles": ["viewer"],
+                },
+                headers=admin,
+            )
+            assert more.status_code == 201, more.text
+            made = await create_pipeline(http, in_tenant, "after-the-user")
+            seen_by_admin = {m.event for m in await admins.until(_created(made["id"]))}
+            seen_by_viewer = {m.event for m in await viewers.until(_created(made["id"]))}
+        assert "norn.user.registered.v1" in seen_by_admin
+        assert not any(
+            t and t.split(".")[1] in {"user", "session", "usage", "api_key"} for t in seen_by_viewer
+        ), seen_by_viewer
+        assert CREATED in seen_by_viewer
+
+
 async def test_feed_follows_revisions_and_deletes(settings: Settings) -> None:
     async with serving_app(settings) as http:
         await wait_ready(http)
@@ -206,7 +248,8 @@ async def test_a_client_resumes_after_last_event_id_with_no_gap_and_no_duplicate
     async with serving_app(settings) as http:
         await wait_ready(http)
         admin = await login(http, settings.admin_username or "", settings.admin_password or "")
-        tenant_id, editor = await make_tenant_user(http, admin, "acme", "editor")
+        # A tenant admin: it may read every event of the tenant (usage bookkeeping too).
+        tenant_id, editor = await make_tenant_user(http, admin, "acme", "admin")
         stop = asyncio.Event()
         made: list[dict[str, Any]] = []
 

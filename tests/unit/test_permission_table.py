@@ -40,3 +40,43 @@ def test_only_the_platform_admin_manages_tenants() -> None:
     holders = [r for r in ROLES if Permission.TENANTS_MANAGE in ROLE_PERMISSIONS[r]]
 
     assert holders == ["platform_admin"]
+
+
+def test_every_aggregate_names_the_permission_that_reads_its_events() -> None:
+    """A new aggregate must say who may read its events in feeds and audit listings;
+    until it does, only platform admins see them."""
+    import domain
+    from application.authorization import EVENT_READ_PERMISSIONS
+    from domain.events import NornEvent
+
+    for module in Path(domain.__file__).parent.glob("*.py"):
+        __import__(f"domain.{module.stem}")
+    kinds = {cls.aggregate_type for cls in _subclasses(NornEvent)} - {""}
+    assert kinds == set(EVENT_READ_PERMISSIONS)
+
+
+def test_a_viewer_reads_resource_events_and_only_admins_read_identity_events() -> None:
+    from application.authorization import may_read_event, readable_event_kinds
+    from application.principal import Principal
+
+    def kinds(*roles: str) -> frozenset[str]:
+        return readable_event_kinds(
+            Principal(subject_id="u", name="u", tenant_id="t", roles=frozenset(roles))
+        )
+
+    viewer, admin = kinds("viewer"), kinds("admin")
+    for kind in ("pipeline", "run", "deployment", "job", "name_claim"):
+        assert may_read_event(viewer, kind), kind
+    for kind in ("user", "session", "api_key", "usage", "tenant"):
+        assert not may_read_event(viewer, kind), kind
+        assert may_read_event(admin, kind), kind
+    platform = kinds("platform_admin")
+    assert may_read_event(platform, "an_aggregate_added_later")
+    assert not may_read_event(admin, "an_aggregate_added_later")
+
+
+def _subclasses(cls: type) -> set[type]:
+    found = set(cls.__subclasses__())
+    for sub in list(found):
+        found |= _subclasses(sub)
+    return found

@@ -44,6 +44,10 @@ class Permission(StrEnum):
     RUNS_READ = "runs:read"
     RUNS_TRIGGER = "runs:trigger"
     RUNS_CANCEL = "runs:cancel"
+    WEBHOOKS_READ = "webhooks:read"
+    """Webhook subscriptions and their deliveries (README "Webhooks")."""
+    WEBHOOKS_WRITE = "webhooks:write"
+    """Create, change, delete, ping webhooks; redeliver."""
     PLUGINS_READ = "plugins:read"
     EVENTS_READ = "events:read"
     PLATFORM_HEALTH = "platform:health"
@@ -73,6 +77,8 @@ _ADMIN = _EDITOR | {
     Permission.USERS_WRITE,
     Permission.API_KEYS_READ,
     Permission.API_KEYS_WRITE,
+    Permission.WEBHOOKS_READ,
+    Permission.WEBHOOKS_WRITE,
 }
 
 TENANT_WRITES = frozenset(
@@ -86,6 +92,7 @@ TENANT_WRITES = frozenset(
         Permission.JOBS_TOGGLE,
         Permission.RUNS_TRIGGER,
         Permission.RUNS_CANCEL,
+        Permission.WEBHOOKS_WRITE,
     }
 )
 """Permissions that change a tenant's resources: refused while the tenant is not active
@@ -173,6 +180,7 @@ EVENT_READ_PERMISSIONS: dict[str, Permission] = {
     "user": Permission.USERS_READ,
     "session": Permission.USERS_READ,
     "api_key": Permission.API_KEYS_READ,
+    "webhook": Permission.WEBHOOKS_READ,
 }
 """Which permission reading an aggregate's events needs: the one that reads the
 aggregate itself elsewhere: usage (quota bookkeeping) is the admin's, name claims

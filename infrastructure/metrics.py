@@ -145,6 +145,20 @@ class NornMetrics:
             buckets=_FIRE_BUCKETS,
             registry=r,
         )
+        # Webhooks (infrastructure/notifier_role.py).
+        self.webhook_deliveries = Counter(
+            "norn_webhook_deliveries",
+            "Webhook delivery attempts by this process's notifier, by the delivery's status"
+            " after it (delivered; failed: another attempt is due; dead: given up)",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_latency = Histogram(
+            "norn_webhook_delivery_latency_seconds",
+            "From an event's time to its webhook delivery answered 2xx (retries included)",
+            buckets=_FIRE_BUCKETS,
+            registry=r,
+        )
         self.events = EventTally()
         self.pools: dict[str, PoolStats] = {}
         self.relay: Any = None
@@ -186,6 +200,12 @@ class NornMetrics:
                     self.job_fires.labels(name).inc(count)
             for delay in outcome.delays:
                 self.fire_delay.observe(delay)
+
+    def observe_webhook(self, outcome: str, latency: float | None) -> None:
+        """One delivery attempt (infrastructure/notifier_role.py Observe)."""
+        self.webhook_deliveries.labels(outcome).inc()
+        if latency is not None:
+            self.webhook_latency.observe(latency)
 
 
 class _StateCollector(Collector):

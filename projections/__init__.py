@@ -18,6 +18,7 @@ from projections.sessions import RunnerSessions
 from projections.tenants import TenantQueries, TenantsProjection
 from projections.tracking import projection_status, wait_for_position
 from projections.users import UserQueries, UsersProjection
+from projections.webhooks import WebhooksProjection
 
 ALL_PROJECTIONS: tuple[Projection, ...] = (
     PipelinesProjection(),
@@ -27,6 +28,7 @@ ALL_PROJECTIONS: tuple[Projection, ...] = (
     RunsProjection(),
     DeploymentsProjection(),
     JobsProjection(),
+    WebhooksProjection(),
 )
 """Every read model, for the projector role and `norn projections status|rebuild`."""
 
@@ -59,6 +61,7 @@ __all__ = [
     "UserQueries",
     "UsersProjection",
     "VerifyingDeployments",
+    "WebhooksProjection",
     "apply_batch",
     "handles",
     "projection_named",

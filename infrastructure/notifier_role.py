@@ -1,0 +1,219 @@
+"""The notifier role (`norn notifier`, also inside `norn serve`): delivers events to
+webhooks, at least once (README "Webhooks", docs/architecture.md "Webhooks").
+
+Two supervised loops, any number of notifiers at once, no leader:
+
+- *fan-out* reads the event store in position order (the precise horizon, so it never
+  passes an event the relay could still publish) and, per batch, moves the webhooks'
+  routes, inserts a delivery per (matching webhook, event) and moves its position in one
+  transaction on the tracking row (infrastructure/webhook_deliveries.py);
+- *delivery* claims due deliveries (FOR UPDATE SKIP LOCKED, with a lease instead of a
+  held transaction, so a slow receiver holds no lock), POSTs each through the plugins'
+  SSRF guard, and records the outcome: 2xx delivered; else retried after a jittered
+  backoff until the retry window after the first attempt, then dead. A notifier killed
+  mid-attempt leaves its claims to come due again when their lease ends: a second
+  attempt with the same X-Norn-Delivery id, never a lost delivery.
+
+A webhook whose attempts fail `disable_after` times in a row is disabled by an event
+(WebhookService.disable, the system principal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+from uuid import UUID
+
+import httpx
+import psycopg
+
+from application.threads import in_thread
+from application.webhooks import WebhookSecrets, WebhookService
+from infrastructure.plugins.base import PluginError
+from infrastructure.plugins.network import address_problem, display_url, guarded_client
+from infrastructure.supervision import Backoff, pause, supervise
+from infrastructure.webhook_deliveries import Due, claim, fan_out, record
+from infrastructure.webhook_protocol import PING_TYPE, RetryPolicy, headers, succeeded
+
+log = logging.getLogger(__name__)
+
+Observe = Callable[[str, float | None], None]
+"""(outcome: delivered | failed | dead, seconds from the event to its delivery)."""
+
+
+class NotifierRole:
+    def __init__(
+        self,
+        database_url: str,
+        webhooks: WebhookService,
+        secrets: WebhookSecrets,
+        *,
+        allow_private_networks: bool = False,
+        policy: RetryPolicy | None = None,
+        timeout: float = 10.0,
+        batch: int = 500,
+        concurrency: int = 32,
+        interval: float = 0.1,
+        observe: Observe | None = None,
+    ) -> None:
+        self._database_url = database_url
+        self._webhooks = webhooks
+        self._secrets = secrets
+        self._allow_private = allow_private_networks
+        self.policy = policy or RetryPolicy()
+        self._timeout = timeout
+        self._batch = batch
+        self._concurrency = concurrency
+        self._interval = interval
+        self._observe = observe
+        self._due = asyncio.Event()
+        """Set by fan-out when it inserted deliveries: the delivery loop looks at once."""
+        self._secret_cache: dict[UUID, str] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(
+            supervise(
+                "notifier: fan-out",
+                lambda: self._fan_out(stop),
+                stop=stop,
+                backoff=Backoff(first=0.5, cap=5.0),
+                quiet=(psycopg.OperationalError,),
+                logger=log,
+            ),
+            supervise(
+                "notifier: delivery",
+                lambda: self._deliver(stop),
+                stop=stop,
+                backoff=Backoff(first=0.5, cap=5.0),
+                quiet=(psycopg.OperationalError,),
+                logger=log,
+            ),
+        )
+
+    async def _connect(self) -> psycopg.AsyncConnection:
+        return await psycopg.AsyncConnection.connect(self._database_url, autocommit=True)
+
+    async def _fan_out(self, stop: asyncio.Event) -> None:
+        async with await self._connect() as conn:
+            while not stop.is_set():
+                passed = await fan_out(conn, self._batch)
+                if passed:
+                    self._due.set()
+                if passed < self._batch:
+                    await pause(stop, self._interval)
+
+    async def _deliver(self, stop: asyncio.Event) -> None:
+        lease = self._timeout * 3 + 5
+        async with await self._connect() as conn, self._client() as client:
+            while not stop.is_set():
+                self._due.clear()
+                claimed = await claim(conn, self._concurrency, lease, self.policy.window)
+                if claimed:
+                    outcomes = await asyncio.gather(*(self._attempt(client, d) for d in claimed))
+                    for due, outcome in zip(claimed, outcomes, strict=True):
+                        await self._record(conn, due, *outcome)
+                if len(claimed) < self._concurrency:
+                    waiter = asyncio.ensure_future(self._due.wait())
+                    try:
+                        await pause(stop, self._interval, waiter)
+                    finally:
+                        waiter.cancel()
+
+    def _client(self) -> httpx.AsyncClient:
+        client = guarded_client(allow_private=self._allow_private, timeout=self._timeout)
+        client.headers["User-Agent"] = "norn-webhooks"
+        return client
+
+    async def _attempt(
+        self, client: httpx.AsyncClient, due: Due
+    ) -> tuple[int | None, int, str | None]:
+        """(status code, milliseconds, error or None) of one POST."""
+        started = time.monotonic()
+        secret = await self._secret(due.webhook_id)
+        if secret is None:
+            return None, 0, "the webhook's signing secret cannot be read (server key changed?)"
+        sent = headers(secret, due.id, due.event_type, due.body, time.time())
+        try:
+            response = await client.post(due.url, content=due.body, headers=sent)
+        except (httpx.HTTPError, PluginError) as error:
+            message = f"POST {display_url(due.url)}: {error or type(error).__name__}"
+            return None, _ms(started), message
+        code = response.status_code
+        if succeeded(code):
+            return code, _ms(started), None
+        return code, _ms(started), f"answered {code} {response.reason_phrase}"
+
+    async def _secret(self, webhook_id: UUID) -> str | None:
+        # Secrets never change for a webhook id (no rotation): cached for the process.
+        secret = self._secret_cache.get(webhook_id)
+        if secret is None:
+            secret = await in_thread(self._secrets.get, webhook_id)
+            if secret is not None:
+                self._secret_cache[webhook_id] = secret
+        return secret
+
+    async def _record(
+        self,
+        conn: psycopg.AsyncConnection,
+        due: Due,
+        code: int | None,
+        ms: int,
+        error: str | None,
+    ) -> None:
+        retry_in = self.policy.delay(due.attempts)
+        status, streak = await record(
+            conn, due, status_code=code, duration_ms=ms, error=error, retry_in=retry_in
+        )
+        latency = None
+        if error is None and due.event_type != PING_TYPE:
+            latency = max(0.0, (datetime.now(UTC) - due.event_time).total_seconds())
+        self._observed(status, latency)
+        if error is not None:
+            log.debug("webhook %s: delivery %s failed: %s", due.webhook_id, due.id, error)
+        if streak is not None:
+            failures, active = streak
+            if active and failures >= self.policy.disable_after:
+                reason = f"{failures} consecutive failed deliveries"
+                await in_thread(self._webhooks.disable, due.webhook_id, reason)
+                log.warning("webhook %s disabled: %s", due.webhook_id, reason)
+
+    def _observed(self, outcome: str, latency: float | None) -> None:
+        if self._observe is not None:
+            self._observe(outcome, latency)
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def url_problem(allow_private: bool) -> Callable[[str], str | None]:
+    """The SSRF guard at creation (application/webhooks.py UrlProblem): why the URL's
+    host may not be delivered to, or None. Each delivery checks again, on the address it
+    connects to (infrastructure/plugins/network.py), so a name that resolves elsewhere
+    later is caught then."""
+
+    def problem(url: str) -> str | None:
+        if allow_private:
+            return None
+        host = urlsplit(url).hostname or ""
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError as error:
+            return f"cannot resolve {host}: {error.strerror or error}"
+        for *_, sockaddr in infos:
+            address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+            reason = address_problem(address)
+            if reason is not None:
+                return (
+                    f"{host} resolves to {address}, which is {reason}: webhooks reach only "
+                    "public addresses unless NORN_ALLOW_PRIVATE_NETWORKS=1"
+                )
+        return None
+
+    return problem

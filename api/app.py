@@ -37,6 +37,7 @@ from api.controllers.run_reports import RunReportController
 from api.controllers.runs import RunController
 from api.controllers.tenants import TenantController
 from api.controllers.users import UserController
+from api.controllers.webhooks import WebhookController
 from api.dependencies import ReadYourWrites
 from api.errors import EXCEPTION_HANDLERS
 from api.idempotency import IdempotencyMiddleware
@@ -49,7 +50,7 @@ from infrastructure import logs
 from infrastructure.metrics import UNMATCHED_ROUTE, NornMetrics, command_observer
 
 # POST /api/v1/pipelines/{id}:rollback is the custom-method spelling of .../{id}/rollback.
-_CUSTOM_METHOD = re.compile(r"^(/api/v1/[a-z-]+/[^/]+):([a-z_-]+)$")
+_CUSTOM_METHOD = re.compile(r"^(/api/v1/[a-z-]+/[^/]+(?:/[a-z-]+/[^/]+)?):([a-z_-]+)$")
 # Custom methods whose sub-path is spelled otherwise: {id}:run queues a run, .../runs.
 _ACTION_PATHS = {"run": "runs"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -139,6 +140,8 @@ def dependencies(container: Container) -> dict[str, Provide]:
             "rollbacks": commands("rollbacks", c.rollbacks),
             "jobs": commands("jobs", c.jobs),
             "sessions": commands("sessions", c.sessions),
+            "webhooks": commands("webhooks", c.webhooks),
+            "webhook_queries": c.webhook_queries,
             "logins": c.logins,
             "read_your_writes": ReadYourWrites(
                 c.read_pool, c.positions, c.settings.min_position_timeout
@@ -213,6 +216,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             PipelineDeployController,
             PluginController,
             EventStreamController,
+            WebhookController,
         ],
         dependencies=dependencies(container),
         # Outermost first: rate limits and idempotency need the principal that

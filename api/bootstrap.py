@@ -35,6 +35,7 @@ from application.runs import RunService
 from application.sessions import SessionService
 from application.tenants import TenantService
 from application.users import UserService
+from application.webhooks import WebhookService
 from infrastructure import nats as norn_nats
 from infrastructure.api_key_secrets import ApiKeySecrets
 from infrastructure.api_key_usage import ApiKeyUsage
@@ -48,6 +49,7 @@ from infrastructure.login_throttle import PostgresLoginThrottle
 from infrastructure.metrics import NornMetrics
 from infrastructure.metrics_refresh import MetricsRefresher, any_of
 from infrastructure.migrations import migrate
+from infrastructure.notifier_role import NotifierRole, url_problem
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.postgres import create_read_pool, create_sync_pool, open_event_store
 from infrastructure.rate_limit import RateLimit
@@ -59,6 +61,9 @@ from infrastructure.security import Argon2PasswordHasher, TokenService, data_dir
 from infrastructure.settings import Settings
 from infrastructure.step_runner import PluginStepRunner
 from infrastructure.supervision import Backoff, retry
+from infrastructure.webhook_deliveries import PostgresWebhookOutbox
+from infrastructure.webhook_protocol import RetryPolicy
+from infrastructure.webhook_secrets import PostgresWebhookSecrets, SecretCipher
 from projections import (
     ALL_PROJECTIONS,
     DeploymentQueries,
@@ -74,6 +79,7 @@ from projections.run_queries import RunQueries
 from projections.tenants import TenantQueries
 from projections.usage import ReadModelUsage
 from projections.users import UserQueries
+from projections.webhook_queries import WebhookQueries
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +173,10 @@ class Container:
     executor: ExecutorRole | None = None
     """The executor role, if this process runs it (health and metrics look at it)."""
     positions: LivePositions = field(default_factory=LivePositions)
+    # Webhooks (README "Webhooks"); None only in containers built by hand.
+    webhooks: WebhookService | None = None
+    webhook_queries: WebhookQueries | None = None
+    webhook_secrets: PostgresWebhookSecrets | None = None
     """Where this process's projection runners are (if it runs the projector role): the
     API's min_position waits and readiness consult it before the tracking rows."""
 
@@ -209,7 +219,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
         lock_after_address=5 * settings.login_lock_after,
         lock_seconds=float(settings.login_lock_seconds),
     )
-    return _observed(
+    container = _observed(
         Container(
             settings=settings,
             database_url=database_url,
@@ -247,6 +257,22 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
             rate_limits=rate_limits,
         )
     )
+    _with_webhooks(container, keys)
+    return container
+
+
+def _with_webhooks(container: Container, server_secrets: list[str]) -> None:
+    """Webhook subscriptions: secrets encrypted under a key derived from the server's
+    (JWT) secret; the SSRF guard at creation as for plugins."""
+    c = container
+    c.webhook_secrets = PostgresWebhookSecrets(c.sync_pool, SecretCipher(server_secrets))
+    c.webhooks = WebhookService(
+        c.store,
+        c.webhook_secrets,
+        url_problem(c.settings.allow_private_networks),
+        PostgresWebhookOutbox(c.sync_pool),
+    )
+    c.webhook_queries = WebhookQueries(c.read_pool)
 
 
 def _observed(container: Container) -> Container:
@@ -341,6 +367,9 @@ class Roles:
             firing = JobFiring(c.store, c.pipelines, c.runs, clock=lambda: datetime.now(UTC))
             scheduler = SchedulerRole(c.database_url, firing, observe=c.metrics.observe_fires)
             self._tasks.append(asyncio.create_task(scheduler.run(self._stop), name="scheduler"))
+        if "notifier" in self._roles:
+            notifier = notifier_role(c)
+            self._tasks.append(asyncio.create_task(notifier.run(self._stop), name="notifier"))
 
     async def stop(self, grace: float = 10.0) -> None:
         self._stop.set()
@@ -404,6 +433,20 @@ def executor_role(c: Container, locks: AdvisoryLocks | None = None) -> ExecutorR
         locks,
         c.metrics.observe_run,
         settle_verifications=functools.partial(verification.sweep_pass, candidates),
+    )
+
+
+def notifier_role(c: Container, policy: RetryPolicy | None = None, **options: Any) -> NotifierRole:
+    """The notifier role over the container's webhooks (tests pass a faster `policy`)."""
+    assert c.webhooks is not None and c.webhook_secrets is not None
+    return NotifierRole(
+        c.database_url,
+        c.webhooks,
+        c.webhook_secrets,
+        allow_private_networks=c.settings.allow_private_networks,
+        policy=policy,
+        observe=c.metrics.observe_webhook,
+        **options,
     )
 
 

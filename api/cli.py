@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
         "fire scheduled jobs (run as many as you like: they share the jobs)",
         commands.scheduler,
     )
+    command(
+        "notifier",
+        "deliver events to webhooks (run as many as you like: they share the deliveries)",
+        commands.notifier,
+    )
     command("migrate", "apply database migrations", commands.migrate, EMBEDDED_NOTE)
     command(
         "info",

@@ -18,7 +18,7 @@ from infrastructure.settings import Settings
 
 log = logging.getLogger("norn")
 
-BACKGROUND_ROLES = {"relay", "projector", "executor", "scheduler"}
+BACKGROUND_ROLES = {"relay", "projector", "executor", "scheduler", "notifier"}
 
 
 def announce_for_command(message: str) -> None:
@@ -48,6 +48,10 @@ def executor(settings: Settings, args: argparse.Namespace) -> int:
 
 def scheduler(settings: Settings, args: argparse.Namespace) -> int:
     return _run_roles(settings, {"scheduler"})
+
+
+def notifier(settings: Settings, args: argparse.Namespace) -> int:
+    return _run_roles(settings, {"notifier"})
 
 
 def _run_http(settings: Settings, roles: set[str]) -> int:

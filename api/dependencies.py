@@ -23,6 +23,7 @@ from application.sessions import SessionService
 from application.tenants import TenantService
 from application.threads import Threaded
 from application.users import UserService
+from application.webhooks import WebhookService
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.run_logs import RunLogs
 from infrastructure.settings import Settings
@@ -37,6 +38,7 @@ from projections.api_keys import ApiKeyQueries
 from projections.deployment_queries import DeploymentQueries
 from projections.job_queries import JobQueries
 from projections.run_queries import RunQueries
+from projections.webhook_queries import WebhookQueries
 
 
 class ReadYourWrites:
@@ -87,6 +89,7 @@ RollbackServiceDep = NamedDependency[Threaded[PipelineRollbacks]]
 JobServiceDep = NamedDependency[Threaded[JobService]]
 SessionServiceDep = NamedDependency[Threaded[SessionService]]
 LoginServiceDep = NamedDependency[LoginService]
+WebhookServiceDep = NamedDependency[Threaded[WebhookService]]
 
 # Queries: read models (asynchronous already).
 ReadYourWritesDep = NamedDependency[ReadYourWrites]
@@ -99,6 +102,7 @@ RunQueriesDep = NamedDependency[RunQueries]
 DeploymentQueriesDep = NamedDependency[DeploymentQueries]
 JobQueriesDep = NamedDependency[JobQueries]
 RunLogsDep = NamedDependency[RunLogs]
+WebhookQueriesDep = NamedDependency[WebhookQueries]
 
 # The rest of the process.
 SettingsDep = NamedDependency[Settings]

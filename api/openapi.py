@@ -46,7 +46,7 @@ CREDENTIALS: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
 WRITES = {"post", "put", "patch", "delete"}
 EXTRA_CODES = ("RESOURCE_CONFLICT", "QUOTA_EXCEEDED", "INTERNAL_ERROR")
 """Codes api/errors.py gives besides the one per status."""
-_ACTION = re.compile(r"^(/api/v1/[a-z-]+/\{[^}/]+\})/([a-z_-]+)$")
+_ACTION = re.compile(r"^(/api/v1/[a-z-]+/\{[^}/]+\}(?:/[a-z-]+/\{[^}/]+\})?)/([a-z_-]+)$")
 _ACTION_SPELLING = {"runs": "run"}  # {id}:run queues a run, the POST of {id}/runs
 
 _WHY = {

@@ -1,0 +1,237 @@
+"""Webhooks end to end: subscriptions over HTTP (the app with relay and projector), the
+notifier role as bootstrap builds it (with a fast retry policy, run in the test's loop,
+stopped and started again at will), and a local receiver on 127.0.0.1 that fails and
+recovers. Every matching event is delivered, signed with the secret the create answered,
+duplicates only with the same delivery id; the secret is in no read and nowhere in the
+database in plaintext."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar.testing import AsyncTestClient
+
+from api.bootstrap import build_container, notifier_role
+from infrastructure.settings import Settings
+from infrastructure.webhook_protocol import RetryPolicy, verify
+from tests.integration.api_client import (
+    assert_error,
+    create_pipeline,
+    make_tenant_user,
+    platform_admin,
+    running_app,
+    visible,
+)
+from tests.integration.test_secrets_at_rest import database_text, variants
+from tests.support.webhook_receiver import Received, receiver
+
+BASE = "/api/v1/webhooks"
+FAST = RetryPolicy(base=0.05, cap=0.2, window=60.0, disable_after=20)
+
+
+@contextlib.asynccontextmanager
+async def notifier(settings: Settings, policy: RetryPolicy = FAST) -> AsyncIterator[None]:
+    """A notifier role of its own container, running until the block ends."""
+    assert settings.database_url
+    container = build_container(settings, settings.database_url, settings.nats_url or "")
+    role = notifier_role(container, policy, interval=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(role.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        container.close()
+
+
+def open_settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, allow_private_networks=True)
+
+
+async def tenant_admin(client: AsyncTestClient, settings: Settings, name: str) -> dict[str, str]:
+    root = await platform_admin(client, settings)
+    _, headers = await make_tenant_user(client, root, name, role="admin")
+    return headers
+
+
+async def create_webhook(
+    client: AsyncTestClient, headers: dict[str, str], url: str, **fields: Any
+) -> dict[str, Any]:
+    body = {"url": url, "events": ["norn.pipeline.*"], **fields}
+    response = await client.post(BASE, json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def check_signed(request: Received, secret: str) -> None:
+    timestamp = int(request.headers["x-norn-timestamp"])
+    assert verify(secret, timestamp, request.body, request.headers["x-norn-signature"])
+    assert not verify(secret + "x", timestamp, request.body, request.headers["x-norn-signature"])
+
+
+def by_event(requests: list[Received]) -> dict[str, set[str]]:
+    """Event id -> the delivery ids it was sent under."""
+    seen: dict[str, set[str]] = {}
+    for request in requests:
+        seen.setdefault(request.event["id"], set()).add(request.headers["x-norn-delivery"])
+    return seen
+
+
+async def test_creation_is_refused_for_private_addresses_and_bad_fields(
+    settings: Settings,
+) -> None:
+    async with running_app(settings) as client:
+        admin = await tenant_admin(client, settings, "hooks-refused")
+        cases = [
+            ({"url": "http://127.0.0.1:9/x", "events": ["*"]}, "url"),
+            ({"url": "ftp://example.com/x", "events": ["*"]}, "url"),
+            ({"url": "https://example.com/x", "events": ["norn.[run"]}, "events[0]"),
+            ({"url": "https://example.com/x", "events": []}, "events"),
+            ({"url": "https://example.com/x", "events": ["*"], "secret": "short"}, "secret"),
+        ]
+        for body, field in cases:
+            response = await client.post(BASE, json=body, headers=admin)
+            error = assert_error(response, 422, "VALIDATION_ERROR")
+            assert any(d["field"].endswith(field) for d in error["details"]), error
+        editor_root = await platform_admin(client, settings)
+        _, editor = await make_tenant_user(client, editor_root, "hooks-editor", role="editor")
+        body = {"url": "https://example.com/x", "events": ["*"]}
+        assert_error(await client.post(BASE, json=body, headers=editor), 403, "PERMISSION_DENIED")
+
+
+async def test_retries_deliver_every_event_signed_and_duplicates_share_an_id(
+    settings: Settings,
+) -> None:
+    settings = open_settings(settings)
+    async with receiver(fail_first=4) as hook, running_app(settings) as client:
+        admin = await tenant_admin(client, settings, "hooks-retry")
+        created = await create_webhook(client, admin, hook.url)
+        secret = created["secret"]
+        async with notifier(settings):
+            names = [f"p{i}" for i in range(3)]
+            pipelines = [await create_pipeline(client, admin, name) for name in names]
+            await hook.wait_for(lambda: len(by_event(hook.accepted())) >= 3)
+        expected = {p["id"] for p in pipelines}
+        delivered = {r.event["subject"] for r in hook.accepted()}
+        assert expected <= delivered
+        assert hook.requests[0].status == 500  # it did fail first
+        for request in hook.requests:
+            check_signed(request, secret)
+            assert request.event["type"].startswith("norn.pipeline.")
+        # Every attempt of one event carries one delivery id, and no two events share one.
+        assert all(len(ids) == 1 for ids in by_event(hook.requests).values())
+        ids = [next(iter(v)) for v in by_event(hook.requests).values()]
+        assert len(ids) == len(set(ids))
+
+        listing = await client.get(f"{BASE}/{created['id']}/deliveries", headers=admin)
+        assert listing.status_code == 200, listing.text
+        rows = listing.json()["items"]
+        assert {r["status"] for r in rows} == {"delivered"}
+        assert sum(r["attempts"] for r in rows) == len(hook.requests)
+        assert all(r["response_code"] == 200 for r in rows)
+
+        # The secret is in no read response and nowhere in the database in plaintext.
+        shown = await client.get(f"{BASE}/{created['id']}", headers=admin)
+        listed = await client.get(BASE, headers=admin)
+        for text in (shown.text, listed.text, listing.text):
+            assert secret not in text
+        stored = database_text(settings.database_url or "")
+        assert not any(v in stored for v in variants(secret))
+
+
+async def test_the_notifier_resumes_after_a_restart_without_losing_events(
+    settings: Settings,
+) -> None:
+    settings = open_settings(settings)
+    async with receiver() as hook, running_app(settings) as client:
+        admin = await tenant_admin(client, settings, "hooks-restart")
+        await create_webhook(client, admin, hook.url, secret="s" * 20)
+        async with notifier(settings):
+            first = await create_pipeline(client, admin, "before")
+            await hook.wait_for(lambda: len(hook.accepted()) >= 1)
+        # Stopped: these wait in the store for the next notifier.
+        later = [await create_pipeline(client, admin, f"while-down-{i}") for i in range(3)]
+        await asyncio.sleep(0.3)
+        assert len(hook.requests) == 1
+        async with notifier(settings):
+            await hook.wait_for(lambda: len(by_event(hook.accepted())) >= 4)
+        subjects = {r.event["subject"] for r in hook.accepted()}
+        assert {first["id"], *(p["id"] for p in later)} <= subjects
+        assert len(hook.requests) == len(by_event(hook.requests))  # nothing sent twice
+
+
+async def test_a_webhook_failing_20_times_is_disabled_by_an_event(settings: Settings) -> None:
+    settings = open_settings(settings)
+    async with receiver(answer=lambda _: 503) as hook, running_app(settings) as client:
+        admin = await tenant_admin(client, settings, "hooks-disable")
+        created = await create_webhook(client, admin, hook.url)
+        async with notifier(settings):
+            await create_pipeline(client, admin, "doomed")
+            path = f"{BASE}/{created['id']}"
+
+            async def disabled() -> dict[str, Any]:
+                while True:
+                    body = (await client.get(path, headers=admin)).json()
+                    if not body["active"]:
+                        return body
+                    await asyncio.sleep(0.1)
+
+            body = await asyncio.wait_for(disabled(), 30)
+        assert body["disabled_reason"] == "20 consecutive failed deliveries"
+        assert len(hook.requests) >= 20
+        # Re-activating resumes deliveries.
+        patched = await client.patch(path, json={"active": True}, headers=admin)
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["active"] is True
+
+
+async def test_ping_redeliver_and_isolation(settings: Settings) -> None:
+    settings = open_settings(settings)
+    async with receiver() as hook, running_app(settings) as client:
+        admin = await tenant_admin(client, settings, "hooks-ping")
+        other = await tenant_admin(client, settings, "hooks-other")
+        created = await create_webhook(client, admin, hook.url)
+        secret, path = created["secret"], f"{BASE}/{created['id']}"
+        await visible(client, admin, path, created["position"])
+        async with notifier(settings):
+            ping = await client.post(f"{path}:ping", headers=admin)
+            assert ping.status_code == 202, ping.text
+            await hook.wait_for(lambda: len(hook.accepted()) >= 1)
+            [pinged] = hook.requests
+            assert pinged.event["type"] == "norn.webhook.ping"
+            assert pinged.headers["x-norn-delivery"] == ping.json()["delivery_id"]
+            check_signed(pinged, secret)
+
+            await create_pipeline(client, admin, "redelivered")
+            await hook.wait_for(lambda: len(hook.accepted()) >= 2)
+            delivery = hook.requests[1].headers["x-norn-delivery"]
+            again = await client.post(f"{path}/deliveries/{delivery}:redeliver", headers=admin)
+            assert again.status_code == 202, again.text
+            await hook.wait_for(lambda: len(hook.accepted()) >= 3)
+            assert hook.requests[2].headers["x-norn-delivery"] == delivery
+            assert hook.requests[2].body == hook.requests[1].body
+
+        for method, url in (
+            ("GET", path),
+            ("PATCH", path),
+            ("DELETE", path),
+            ("GET", f"{path}/deliveries"),
+            ("POST", f"{path}:ping"),
+            ("POST", f"{path}/deliveries/{delivery}:redeliver"),
+        ):
+            kwargs: dict[str, Any] = {"json": {"active": False}} if method == "PATCH" else {}
+            response = await client.request(method, url, headers=other, **kwargs)
+            assert_error(response, 404, "RESOURCE_NOT_FOUND")
+        missing = f"{path}/deliveries/{created['id']}:redeliver"
+        assert_error(await client.post(missing, headers=admin), 404, "RESOURCE_NOT_FOUND")
+
+        deleted = await client.delete(path, headers=admin)
+        assert deleted.status_code == 200, deleted.text
+        after = {"min_position": deleted.json()["position"]}
+        gone = await client.get(path, params=after, headers=admin)
+        assert_error(gone, 404, "RESOURCE_NOT_FOUND")

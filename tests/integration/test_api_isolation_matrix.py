@@ -62,6 +62,7 @@ BODIES: dict[tuple[str, str], Any] = {
         "start": "2026-01-01T00:00:00Z",
         "end": "2026-01-02T00:00:00Z",
     },
+    ("PATCH", "/api/v1/webhooks/{webhook_id:uuid}"): {"description": "stolen"},
 }
 
 # Routes over resources that belong to no tenant (the plugin catalog): nothing to isolate.
@@ -145,8 +146,21 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
     await visible(
         client, editor, f"/api/v1/scheduler/jobs/{job.json()['id']}", job.json()["position"]
     )
+    # A public address literal: the SSRF guard lets it pass without DNS.
+    webhook = await client.post(
+        "/api/v1/webhooks",
+        json={"url": "https://93.184.215.14/a-hook", "events": ["norn.*"]},
+        headers=editor,
+    )
+    assert webhook.status_code == 201, webhook.text
+    webhook_path = f"/api/v1/webhooks/{webhook.json()['id']}"
+    await visible(client, editor, webhook_path, webhook.json()["position"])
+    ping = await client.post(f"{webhook_path}:ping", headers=editor)
+    assert ping.status_code == 202, ping.text
     a = TenantA(headers=editor)
     a.values = {
+        "webhook_id": webhook.json()["id"],
+        "delivery_id": ping.json()["delivery_id"],
         "tenant_id": tenant_id,
         "pipeline_id": pipeline["id"],
         "revision": "1",
@@ -168,6 +182,7 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
         run["id"],
         deployment.json()["id"],
         job.json()["id"],
+        webhook.json()["id"],
     }
     return a
 

@@ -95,6 +95,17 @@ WRITE_BODIES: dict[tuple[str, str], Callable[[Values], Any]] = {
         "start": "2026-01-01T00:00:00Z",
         "end": "2026-01-03T00:00:00Z",
     },
+    # A public address literal: the SSRF guard lets it pass without DNS.
+    ("POST", "/api/v1/webhooks"): lambda v: {
+        "url": "https://93.184.215.14/new-hook",
+        "events": ["norn.*"],
+    },
+    ("PATCH", "/api/v1/webhooks/{webhook_id:uuid}"): lambda v: {"description": "changed"},
+    ("DELETE", "/api/v1/webhooks/{webhook_id:uuid}"): lambda v: None,
+    ("POST", "/api/v1/webhooks/{webhook_id:uuid}/ping"): lambda v: None,
+    ("POST", "/api/v1/webhooks/{webhook_id:uuid}/deliveries/{delivery_id:uuid}/redeliver"): (
+        lambda v: None
+    ),
 }
 
 # Routes that address another seeded resource than the one their parameter names.
@@ -223,6 +234,14 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
         headers=admin,
     )
     assert job.status_code == 201, job.text
+    webhook = await client.post(
+        "/api/v1/webhooks",
+        json={"url": "https://93.184.215.14/hook", "events": ["norn.*"]},
+        headers=admin,
+    )
+    assert webhook.status_code == 201, webhook.text
+    ping = await client.post(f"/api/v1/webhooks/{webhook.json()['id']}:ping", headers=admin)
+    assert ping.status_code == 202, ping.text
     # Every read route below reads a read model: each must have what was just written.
     for path, position in (
         (f"/api/v1/scheduler/jobs/{job.json()['id']}", job.json()["position"]),
@@ -232,6 +251,7 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
         (f"/api/v1/users/{user.json()['id']}", user.json()["position"]),
         (f"/api/v1/runs/{ended['run_id']}", cancelled.json()["position"]),
         (f"/api/v1/api-keys/{own_key.json()['id']}", own_key.json()["position"]),
+        (f"/api/v1/webhooks/{webhook.json()['id']}", webhook.json()["position"]),
     ):
         await visible(client, admin, path, position)
     values = {
@@ -246,6 +266,8 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
         "deployed_pipeline_id": deployed["id"],
         "deployment_id": deployment.json()["id"],
         "job_id": job.json()["id"],
+        "webhook_id": webhook.json()["id"],
+        "delivery_id": ping.json()["delivery_id"],
         "environment": "qa",
         "plugin_type": "Input",
         "name": "file",

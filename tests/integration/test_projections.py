@@ -771,6 +771,7 @@ def test_all_projections_are_registered() -> None:
         "runs",
         "deployments",
         "jobs",
+        "webhooks",
     }
     with pytest.raises(ValueError, match="must match"):
         type("Bad", (Projection,), {"name": "Bad-Name", "tables": ()})

@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar.testing import AsyncTestClient
+from prometheus_client import generate_latest
 
 from api.bootstrap import build_container, notifier_role
+from infrastructure.metrics import NornMetrics
 from infrastructure.settings import Settings
 from infrastructure.webhook_protocol import RetryPolicy, verify
 from tests.integration.api_client import (
@@ -34,15 +36,15 @@ FAST = RetryPolicy(base=0.05, cap=0.2, window=60.0, disable_after=20)
 
 
 @contextlib.asynccontextmanager
-async def notifier(settings: Settings, policy: RetryPolicy = FAST) -> AsyncIterator[None]:
-    """A notifier role of its own container, running until the block ends."""
+async def notifier(settings: Settings, policy: RetryPolicy = FAST) -> AsyncIterator[NornMetrics]:
+    """A notifier role of its own container, running until the block ends: its metrics."""
     assert settings.database_url
     container = build_container(settings, settings.database_url, settings.nats_url or "")
     role = notifier_role(container, policy, interval=0.05)
     stop = asyncio.Event()
     task = asyncio.create_task(role.run(stop))
     try:
-        yield
+        yield container.metrics
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
@@ -112,10 +114,16 @@ async def test_retries_deliver_every_event_signed_and_duplicates_share_an_id(
         admin = await tenant_admin(client, settings, "hooks-retry")
         created = await create_webhook(client, admin, hook.url)
         secret = created["secret"]
-        async with notifier(settings):
+        async with notifier(settings) as metrics:
             names = [f"p{i}" for i in range(3)]
             pipelines = [await create_pipeline(client, admin, name) for name in names]
             await hook.wait_for(lambda: len(by_event(hook.accepted())) >= 3)
+            delivered = metrics.webhook_deliveries.labels("delivered")
+            await hook.wait_for(lambda: delivered._value.get() >= 3)  # outcomes recorded
+        scraped = generate_latest(metrics.registry).decode()
+        assert 'norn_webhook_deliveries_total{outcome="delivered"} 3.0' in scraped
+        assert 'norn_webhook_deliveries_total{outcome="failed"} 4.0' in scraped
+        assert "norn_webhook_delivery_latency_seconds_count 3.0" in scraped
         expected = {p["id"] for p in pipelines}
         delivered = {r.event["subject"] for r in hook.accepted()}
         assert expected <= delivered

@@ -61,6 +61,7 @@ async def test_readiness_fails_when_a_read_model_stops_moving(settings: Settings
             "runs",
             "tenants",
             "users",
+            "webhooks",
         ]
         assert projections["oldest_unprojected_seconds"]["tenants"] >= 60
 

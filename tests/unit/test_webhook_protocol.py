@@ -104,3 +104,25 @@ def test_sealed_secrets_open_only_for_their_webhook_and_under_a_known_key() -> N
     assert rotated.open(webhook, kid, nonce, sealed) == SECRET  # previous key still read
     assert rotated.seal(webhook, SECRET)[0] != kid  # new secrets under the new key
     assert SecretCipher(["another-" + "x" * 32]).open(webhook, kid, nonce, sealed) is None
+
+
+def test_the_readme_verification_snippet_accepts_a_delivery_and_refuses_a_forgery() -> None:
+    import re
+    import time
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    [snippet] = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", readme, re.S)
+        if "def verified" in block
+    ]
+    namespace: dict = {}
+    exec(snippet, namespace)  # noqa: S102 - the README's own code, checked here
+    body = b'{"id":"e1","type":"norn.run.succeeded.v1"}'
+    sent = headers(SECRET, uuid.uuid4(), "norn.run.succeeded.v1", body, time.time())
+    assert namespace["verified"](SECRET, sent, body)
+    assert not namespace["verified"](SECRET, sent, body + b" ")
+    assert not namespace["verified"]("another-secret-0123456789", sent, body)
+    stale = headers(SECRET, uuid.uuid4(), "norn.run.succeeded.v1", body, time.time() - 3600)
+    assert not namespace["verified"](SECRET, stale, body)

@@ -204,8 +204,8 @@ def url_problem(allow_private: bool) -> Callable[[str], str | None]:
         host = urlsplit(url).hostname or ""
         try:
             infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError as error:
-            return f"cannot resolve {host}: {error.strerror or error}"
+        except (OSError, UnicodeError) as error:  # UnicodeError: not a valid IDNA name
+            return f"cannot resolve {host}: {getattr(error, 'strerror', None) or error}"
         for *_, sockaddr in infos:
             address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
             reason = address_problem(address)

@@ -126,3 +126,26 @@ def test_the_readme_verification_snippet_accepts_a_delivery_and_refuses_a_forger
     assert not namespace["verified"]("another-secret-0123456789", sent, body)
     stale = headers(SECRET, uuid.uuid4(), "norn.run.succeeded.v1", body, time.time() - 3600)
     assert not namespace["verified"](SECRET, stale, body)
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://127.0.0.1:8080/x", "loopback"),
+        ("http://10.1.2.3/x", "private"),
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+        ("http://[::1]/x", "loopback"),
+        ("http://[::ffff:127.0.0.1]/x", "loopback"),
+        ("https://93.184.215.14/x", None),
+        ("https://" + "a" * 70 + ".example/x", "cannot resolve"),  # not a valid IDNA label
+    ],
+)
+def test_the_creation_guard_refuses_what_is_not_public(url: str, refused: str | None) -> None:
+    from infrastructure.notifier_role import url_problem
+
+    problem = url_problem(allow_private=False)(url)
+    if refused is None:
+        assert problem is None
+    else:
+        assert problem is not None and refused in problem
+    assert url_problem(allow_private=True)(url) is None

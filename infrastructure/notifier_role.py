@@ -32,6 +32,7 @@ from uuid import UUID
 
 import httpx
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 from application.threads import in_thread
 from application.webhooks import WebhookSecrets, WebhookService
@@ -109,21 +110,47 @@ class NotifierRole:
                     await pause(stop, self._interval)
 
     async def _deliver(self, stop: asyncio.Event) -> None:
+        """Up to `concurrency` attempts in flight, each recorded as soon as it ends: a slow
+        receiver holds its own slots, not a batch of everyone's deliveries."""
         lease = self._timeout * 3 + 5
-        async with await self._connect() as conn, self._client() as client:
-            while not stop.is_set():
-                self._due.clear()
-                claimed = await claim(conn, self._concurrency, lease, self.policy.window)
-                if claimed:
-                    outcomes = await asyncio.gather(*(self._attempt(client, d) for d in claimed))
-                    for due, outcome in zip(claimed, outcomes, strict=True):
-                        await self._record(conn, due, *outcome)
-                if len(claimed) < self._concurrency:
+        running: set[asyncio.Task[None]] = set()
+        pool = AsyncConnectionPool(
+            self._database_url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
+        )
+        async with pool, self._client() as client:
+            try:
+                while not stop.is_set():
+                    free = self._concurrency - len(running)
+                    claimed: list[Due] = []
+                    if free > 0:
+                        self._due.clear()
+                        async with pool.connection() as conn:
+                            claimed = await claim(conn, free, lease, self.policy.window)
+                    for due in claimed:
+                        task = asyncio.create_task(self._deliver_one(pool, client, due))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                    if free > 0 and len(claimed) == free:
+                        continue  # more may be due: claim again at once
                     waiter = asyncio.ensure_future(self._due.wait())
-                    try:
-                        await pause(stop, self._interval, waiter)
+                    try:  # a slot freed, new deliveries, the interval, or the stop
+                        await pause(stop, self._interval, waiter, *running)
                     finally:
                         waiter.cancel()
+            finally:
+                # Attempts under way finish and are recorded (within the role's grace);
+                # one cut short is attempted again when its lease ends.
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def _deliver_one(
+        self, pool: AsyncConnectionPool, client: httpx.AsyncClient, due: Due
+    ) -> None:
+        try:
+            outcome = await self._attempt(client, due)
+            async with pool.connection() as conn:
+                await self._record(conn, due, *outcome)
+        except Exception:  # its lease brings it back: the loop goes on with the others
+            log.warning("webhook delivery %s not recorded", due.id, exc_info=True)
 
     def _client(self) -> httpx.AsyncClient:
         client = guarded_client(allow_private=self._allow_private, timeout=self._timeout)
@@ -142,7 +169,7 @@ class NotifierRole:
         try:
             response = await client.post(due.url, content=due.body, headers=sent)
         except (httpx.HTTPError, PluginError) as error:
-            message = f"POST {display_url(due.url)}: {error or type(error).__name__}"
+            message = f"POST {display_url(due.url)}: {str(error) or type(error).__name__}"
             return None, _ms(started), message
         code = response.status_code
         if succeeded(code):

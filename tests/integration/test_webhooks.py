@@ -36,11 +36,13 @@ FAST = RetryPolicy(base=0.05, cap=0.2, window=60.0, disable_after=20)
 
 
 @contextlib.asynccontextmanager
-async def notifier(settings: Settings, policy: RetryPolicy = FAST) -> AsyncIterator[NornMetrics]:
+async def notifier(
+    settings: Settings, policy: RetryPolicy = FAST, **options: Any
+) -> AsyncIterator[NornMetrics]:
     """A notifier role of its own container, running until the block ends: its metrics."""
     assert settings.database_url
     container = build_container(settings, settings.database_url, settings.nats_url or "")
-    role = notifier_role(container, policy, interval=0.05)
+    role = notifier_role(container, policy, interval=0.05, **options)
     stop = asyncio.Event()
     task = asyncio.create_task(role.run(stop))
     try:
@@ -243,3 +245,38 @@ async def test_ping_redeliver_and_isolation(settings: Settings) -> None:
         after = {"min_position": deleted.json()["position"]}
         gone = await client.get(path, params=after, headers=admin)
         assert_error(gone, 404, "RESOURCE_NOT_FOUND")
+
+
+async def test_a_slow_receiver_does_not_hold_up_another_webhooks_deliveries(
+    settings: Settings,
+) -> None:
+    settings = open_settings(settings)
+    async with (
+        receiver(delay=4.0) as slow,
+        receiver() as fast,
+        running_app(settings) as client,
+    ):
+        admin = await tenant_admin(client, settings, "hooks-slow")
+        hook = await create_webhook(client, admin, slow.url)
+        await create_webhook(client, admin, fast.url)
+        async with notifier(settings, timeout=3.0):
+            await create_pipeline(client, admin, "first")
+            await fast.wait_for(lambda: len(fast.accepted()) >= 1 and len(slow.requests) >= 1)
+            # The slow receiver holds its delivery for 3 s: the next events still go out.
+            started = asyncio.get_running_loop().time()
+            for name in ("second", "third"):
+                await create_pipeline(client, admin, name)
+            await fast.wait_for(lambda: len(fast.accepted()) >= 3, seconds=2.5)
+            assert asyncio.get_running_loop().time() - started < 2.5
+
+            async def timed_out() -> list[dict[str, Any]]:
+                listing = f"{BASE}/{hook['id']}/deliveries"
+                while True:
+                    rows = (await client.get(listing, headers=admin)).json()["items"]
+                    if rows and all(r["last_error"] for r in rows):
+                        return rows
+                    await asyncio.sleep(0.2)
+
+            rows = await asyncio.wait_for(timed_out(), 10)
+        assert {r["status"] for r in rows} == {"failed"}
+        assert all("Timeout" in r["last_error"] for r in rows), [r["last_error"] for r in rows]

@@ -28,6 +28,8 @@ class Received:
 class Receiver:
     fail_first: int = 0
     answer: Callable[[int], int] | None = None
+    delay: float = 0.0
+    """Seconds before each answer (a slow receiver)."""
     requests: list[Received] = field(default_factory=list)
     url: str = ""
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -62,19 +64,21 @@ class Receiver:
                 status = self.status_for(len(self.requests))
                 self.requests.append(Received(headers, body, status))
                 self.arrived.set()
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n".encode())
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the notifier hung up (or gave up waiting), or the test is over
         finally:
             writer.close()
 
 
 @contextlib.asynccontextmanager
 async def receiver(
-    fail_first: int = 0, answer: Callable[[int], int] | None = None
+    fail_first: int = 0, answer: Callable[[int], int] | None = None, delay: float = 0.0
 ) -> AsyncIterator[Receiver]:
-    made = Receiver(fail_first=fail_first, answer=answer)
+    made = Receiver(fail_first=fail_first, answer=answer, delay=delay)
     server = await asyncio.start_server(made._serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     made.url = f"http://127.0.0.1:{port}/hooks"

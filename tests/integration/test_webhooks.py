@@ -104,8 +104,15 @@ async def test_creation_is_refused_for_private_addresses_and_bad_fields(
             assert any(d["field"].endswith(field) for d in error["details"]), error
         editor_root = await platform_admin(client, settings)
         _, editor = await make_tenant_user(client, editor_root, "hooks-editor", role="editor")
-        body = {"url": "https://example.com/x", "events": ["*"]}
+        body = {"url": "https://93.184.215.14/x", "events": ["*"]}
         assert_error(await client.post(BASE, json=body, headers=editor), 403, "PERMISSION_DENIED")
+        assert_error(await client.get(BASE, headers=editor), 403, "PERMISSION_DENIED")
+        # The answer holds the secret: it is not kept for replays, so a key is refused.
+        keyed = {**admin, "Idempotency-Key": "k1"}
+        assert_error(await client.post(BASE, json=body, headers=keyed), 422, "VALIDATION_ERROR")
+        created = await client.post(BASE, json=body, headers=admin)
+        assert created.status_code == 201, created.text
+        assert created.headers["cache-control"] == "no-store"
 
 
 async def test_retries_deliver_every_event_signed_and_duplicates_share_an_id(
@@ -280,3 +287,23 @@ async def test_a_slow_receiver_does_not_hold_up_another_webhooks_deliveries(
             rows = await asyncio.wait_for(timed_out(), 10)
         assert {r["status"] for r in rows} == {"failed"}
         assert all("Timeout" in r["last_error"] for r in rows), [r["last_error"] for r in rows]
+
+
+async def test_the_app_runs_the_notifier_role_as_norn_serve_does(settings: Settings) -> None:
+    settings = open_settings(settings)
+    roles = frozenset({"relay", "projector", "notifier"})
+    async with receiver() as hook, running_app(settings, roles=roles) as client:
+        admin = await tenant_admin(client, settings, "hooks-serve")
+        created = await create_webhook(client, admin, hook.url)
+        pipeline = await create_pipeline(client, admin, "served")
+        await hook.wait_for(lambda: len(hook.accepted()) >= 1)
+        assert hook.requests[0].event["subject"] == pipeline["id"]
+        check_signed(hook.requests[0], created["secret"])
+        counted = 'norn_webhook_deliveries_total{outcome="delivered"} 1.0'
+
+        for _ in range(200):  # the outcome is recorded just after the answer
+            if counted in (await client.get("/metrics")).text:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the delivery was not counted on /metrics")

@@ -206,9 +206,13 @@ class NotifierRole:
         if streak is not None:
             failures, active = streak
             if active and failures >= self.policy.disable_after:
-                reason = f"{failures} consecutive failed deliveries"
-                await in_thread(self._webhooks.disable, due.webhook_id, reason)
-                log.warning("webhook %s disabled: %s", due.webhook_id, reason)
+                reason = f"{self.policy.disable_after} consecutive failed deliveries"
+                try:
+                    await in_thread(self._webhooks.disable, due.webhook_id, reason)
+                except Exception:  # e.g. a concurrent change: the next failure asks again
+                    log.warning("webhook %s: disabling failed", due.webhook_id, exc_info=True)
+                else:
+                    log.warning("webhook %s disabled: %s", due.webhook_id, reason)
 
     def _observed(self, outcome: str, latency: float | None) -> None:
         if self._observe is not None:

@@ -188,8 +188,9 @@ async def test_a_webhook_failing_20_times_is_disabled_by_an_event(settings: Sett
         admin = await tenant_admin(client, settings, "hooks-disable")
         created = await create_webhook(client, admin, hook.url)
         async with notifier(settings):
-            await create_pipeline(client, admin, "doomed")
             path = f"{BASE}/{created['id']}"
+            await visible(client, admin, path, created["position"])
+            await create_pipeline(client, admin, "doomed")
 
             async def disabled() -> dict[str, Any]:
                 while True:

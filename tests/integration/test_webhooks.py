@@ -123,6 +123,7 @@ async def test_retries_deliver_every_event_signed_and_duplicates_share_an_id(
         admin = await tenant_admin(client, settings, "hooks-retry")
         created = await create_webhook(client, admin, hook.url)
         secret = created["secret"]
+        await visible(client, admin, f"{BASE}/{created['id']}", created["position"])
         async with notifier(settings) as metrics:
             names = [f"p{i}" for i in range(3)]
             pipelines = [await create_pipeline(client, admin, name) for name in names]
@@ -266,6 +267,7 @@ async def test_a_slow_receiver_does_not_hold_up_another_webhooks_deliveries(
     ):
         admin = await tenant_admin(client, settings, "hooks-slow")
         hook = await create_webhook(client, admin, slow.url)
+        await visible(client, admin, f"{BASE}/{hook['id']}", hook["position"])
         await create_webhook(client, admin, fast.url)
         async with notifier(settings, timeout=3.0):
             await create_pipeline(client, admin, "first")

@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+import psycopg
 from litestar.testing import AsyncTestClient
 from prometheus_client import generate_latest
 
 from api.bootstrap import build_container, notifier_role
 from infrastructure.metrics import NornMetrics
 from infrastructure.settings import Settings
-from infrastructure.webhook_protocol import RetryPolicy, verify
+from infrastructure.webhook_deliveries import claim, fan_out
+from infrastructure.webhook_protocol import RetryPolicy, headers, verify
 from tests.integration.api_client import (
     assert_error,
     create_pipeline,
@@ -310,3 +314,37 @@ async def test_the_app_runs_the_notifier_role_as_norn_serve_does(settings: Setti
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("the delivery was not counted on /metrics")
+
+
+async def test_a_notifier_that_dies_mid_attempt_leaves_the_delivery_to_the_next(
+    settings: Settings,
+) -> None:
+    """A notifier claimed a delivery, sent it, and died before recording it: once its
+    lease ends, the next notifier sends it again, under the same delivery id."""
+    settings = open_settings(settings)
+    async with receiver() as hook, running_app(settings) as client:
+        admin = await tenant_admin(client, settings, "hooks-crash")
+        created = await create_webhook(client, admin, hook.url)
+        pipeline = await create_pipeline(client, admin, "in-flight")
+        # The one that dies: fans the event out, claims its delivery, sends it, no more.
+        async with await psycopg.AsyncConnection.connect(
+            settings.database_url or "", autocommit=True
+        ) as conn:
+            deadline = asyncio.get_running_loop().time() + 10
+            while not await fan_out(conn, 500) or not (
+                claimed := await claim(conn, 10, lease=2.0, window=60.0)
+            ):
+                assert asyncio.get_running_loop().time() < deadline, "nothing to claim"
+            [due] = claimed
+            sent = headers(created["secret"], due.id, due.event_type, due.body, time.time())
+            async with httpx.AsyncClient() as raw:
+                await raw.post(due.url, content=due.body, headers=sent)
+        died_at = time.monotonic()
+        async with notifier(settings):
+            await hook.wait_for(lambda: len(hook.requests) >= 2)
+            again_after = time.monotonic() - died_at
+        first, second = hook.requests
+        assert first.event["subject"] == second.event["subject"] == pipeline["id"]
+        assert first.headers["x-norn-delivery"] == second.headers["x-norn-delivery"]
+        assert again_after >= 1.5  # not before the dead one's lease ended
+        check_signed(second, created["secret"])

@@ -25,6 +25,7 @@ import ipaddress
 import logging
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -39,7 +40,8 @@ from application.webhooks import WebhookSecrets, WebhookService
 from infrastructure.plugins.base import PluginError
 from infrastructure.plugins.network import address_problem, display_url, guarded_client
 from infrastructure.supervision import Backoff, pause, supervise
-from infrastructure.webhook_deliveries import Due, claim, fan_out, record
+from infrastructure.webhook_deliveries import Due, claim, record
+from infrastructure.webhook_fanout import fan_out
 from infrastructure.webhook_protocol import PING_TYPE, RetryPolicy, headers, succeeded
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class NotifierRole:
         timeout: float = 10.0,
         batch: int = 500,
         concurrency: int = 32,
+        per_webhook: int = 8,
         interval: float = 0.1,
         observe: Observe | None = None,
     ) -> None:
@@ -71,6 +74,9 @@ class NotifierRole:
         self._timeout = timeout
         self._batch = batch
         self._concurrency = concurrency
+        self._per_webhook = per_webhook
+        """Attempts of one webhook in flight at once, at most (about): the other slots
+        stay for the others."""
         self._interval = interval
         self._observe = observe
         self._due = asyncio.Event()
@@ -114,6 +120,7 @@ class NotifierRole:
         receiver holds its own slots, not a batch of everyone's deliveries."""
         lease = self._timeout * 3 + 5
         running: set[asyncio.Task[None]] = set()
+        in_flight: Counter[UUID] = Counter()
         pool = AsyncConnectionPool(
             self._database_url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
         )
@@ -124,12 +131,22 @@ class NotifierRole:
                     claimed: list[Due] = []
                     if free > 0:
                         self._due.clear()
+                        busy = [w for w, n in in_flight.items() if n >= self._per_webhook]
                         async with pool.connection() as conn:
-                            claimed = await claim(conn, free, lease, self.policy.window)
+                            claimed = await claim(
+                                conn,
+                                free,
+                                lease,
+                                self.policy.window,
+                                per_webhook=self._per_webhook,
+                                busy=busy,
+                            )
                     for due in claimed:
+                        in_flight[due.webhook_id] += 1
                         task = asyncio.create_task(self._deliver_one(pool, client, due))
                         running.add(task)
                         task.add_done_callback(running.discard)
+                        task.add_done_callback(lambda _, w=due.webhook_id: _settled(in_flight, w))
                     if free > 0 and len(claimed) == free:
                         continue  # more may be due: claim again at once
                     waiter = asyncio.ensure_future(self._due.wait())
@@ -217,6 +234,12 @@ class NotifierRole:
     def _observed(self, outcome: str, latency: float | None) -> None:
         if self._observe is not None:
             self._observe(outcome, latency)
+
+
+def _settled(in_flight: Counter[UUID], webhook_id: UUID) -> None:
+    in_flight[webhook_id] -= 1
+    if in_flight[webhook_id] <= 0:
+        del in_flight[webhook_id]
 
 
 def _ms(started: float) -> int:

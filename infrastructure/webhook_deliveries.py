@@ -1,170 +1,20 @@
-"""The notifier's tables (migration 0015): which events go to which webhook (fan-out),
-which deliveries are due (claim), what an attempt did (record), and what the API may
-ask of them (ping, redeliver). The loops around these are infrastructure/notifier_role.py.
-
-Fan-out moves the routes, inserts the deliveries and moves the notifier's position in
-one transaction that holds the tracking row, so a crash or a second notifier can neither
-skip an event nor deliver it twice; a delivery's id derives from (webhook, event), so
-even an event read again inserts nothing new."""
+"""The notifier's deliveries (migration 0015): which are due (claim), what an attempt did
+(record), and what the API may ask of them (ping, redeliver). Which events become
+deliveries is infrastructure/webhook_fanout.py's; the loops are
+infrastructure/notifier_role.py's."""
 
 from __future__ import annotations
 
-import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import msgspec
-from eventsourcing.persistence import Notification
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from application.authorization import EVENT_READ_PERMISSIONS, ROLE_PERMISSIONS
-from infrastructure.envelope import CloudEvent, to_cloud_event
-from infrastructure.notification_log import read_notifications
-from infrastructure.webhook_protocol import PING_TYPE, delivery_id, matches, ping_body
-
-log = logging.getLogger(__name__)
-
-TRACKING = "webhooks"
-DELIVERED_KINDS = frozenset(
-    kind for kind, need in EVENT_READ_PERMISSIONS.items() if need in ROLE_PERMISSIONS["admin"]
-)
-"""What a webhook may carry: the events its owners (tenant admins) may read elsewhere."""
-
-_INSERT = """
-INSERT INTO webhook_deliveries (id, webhook_id, tenant_id, event_id, event_type, event_time,
-  position, body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING
-"""
-_ROUTE_CHANGES = {
-    "norn.webhook.updated.v1": "UPDATE webhook_routes SET url = %(url)s, events = %(events)s"
-    " WHERE webhook_id = %(id)s",
-    "norn.webhook.activated.v1": "UPDATE webhook_routes SET active = true, failures = 0"
-    " WHERE webhook_id = %(id)s",
-    "norn.webhook.deactivated.v1": "UPDATE webhook_routes SET active = false"
-    " WHERE webhook_id = %(id)s",
-    "norn.webhook.disabled.v1": "UPDATE webhook_routes SET active = false"
-    " WHERE webhook_id = %(id)s",
-    "norn.webhook.deleted.v1": "UPDATE webhook_routes SET active = false, deleted = true"
-    " WHERE webhook_id = %(id)s",
-}
-_CREATED = """
-INSERT INTO webhook_routes (webhook_id, tenant_id, url, events, active)
-VALUES (%(id)s, %(tenant)s, %(url)s, %(events)s, %(active)s) ON CONFLICT DO NOTHING
-"""
-_DROP = """
-UPDATE webhook_deliveries SET status = 'dead', last_error = 'webhook deleted'
-WHERE webhook_id = %(id)s AND status IN ('pending', 'failed')
-"""
-
-Routes = dict[str, dict[str, tuple[str, ...]]]
-"""tenant -> webhook id -> globs, of the active webhooks."""
-
-
-async def fan_out(conn: AsyncConnection, batch: int) -> int:
-    """One batch of events after the notifier's position, on an autocommit connection:
-    how many were passed (0: nothing new, or another notifier moved first)."""
-    cur = await conn.execute("SELECT position FROM notifier_tracking WHERE name = %s", (TRACKING,))
-    row = await cur.fetchone()
-    after = int(row[0]) if row else 0
-    notes = await read_notifications(conn, after, batch, precise=True)
-    if not notes:
-        return 0
-    async with conn.transaction():
-        cur = await conn.execute(
-            "SELECT position FROM notifier_tracking WHERE name = %s FOR UPDATE", (TRACKING,)
-        )
-        row = await cur.fetchone()
-        if row is not None and int(row[0]) != after:
-            return 0  # another notifier passed these meanwhile: read again from there
-        routes = await _routes(conn)
-        rows: list[tuple[Any, ...]] = []
-        for note in notes:
-            event = _decoded(note)
-            if event is None:
-                continue
-            if event.tenant and event.type.split(".")[1] in DELIVERED_KINDS:
-                rows.extend(_deliveries(routes.get(event.tenant, {}), event))
-            if event.type.startswith("norn.webhook."):
-                await _route_change(conn, routes, event)
-        if rows:
-            async with conn.cursor() as many:
-                await many.executemany(_INSERT, rows)
-        await conn.execute(
-            "INSERT INTO notifier_tracking (name, position) VALUES (%s, %s)"
-            " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position",
-            (TRACKING, notes[-1].id),
-        )
-    return len(notes)
-
-
-def _decoded(note: Notification) -> CloudEvent | None:
-    try:
-        return to_cloud_event(note)
-    except Exception:  # an event class this version cannot read: no webhook can want it
-        log.warning("notifier: cannot read the event at position %d; skipped", note.id)
-        return None
-
-
-def _deliveries(routes: dict[str, tuple[str, ...]], event: CloudEvent) -> list[tuple[Any, ...]]:
-    body: bytes | None = None
-    rows = []
-    for webhook_id, globs in routes.items():
-        if matches(globs, event.type):
-            body = body or msgspec.json.encode(event)
-            rows.append(
-                (
-                    delivery_id(webhook_id, event.id),
-                    webhook_id,
-                    event.tenant,
-                    event.id,
-                    event.type,
-                    event.time,
-                    event.position,
-                    body,
-                )
-            )
-    return rows
-
-
-async def _routes(conn: AsyncConnection) -> Routes:
-    cur = await conn.execute(
-        "SELECT webhook_id, tenant_id, events FROM webhook_routes WHERE active AND NOT deleted"
-    )
-    routes: Routes = {}
-    for webhook_id, tenant_id, events in await cur.fetchall():
-        routes.setdefault(tenant_id, {})[str(webhook_id)] = tuple(events)
-    return routes
-
-
-async def _route_change(conn: AsyncConnection, routes: Routes, event: CloudEvent) -> None:
-    """A webhook's own event changes where later events go, from the next event on."""
-    data = event.data
-    params = {
-        "id": event.subject,
-        "tenant": event.tenant,
-        "url": data.get("url"),
-        "events": Jsonb(list(data.get("events") or [])),
-        "active": data.get("active"),
-    }
-    if event.type == "norn.webhook.created.v1":
-        await conn.execute(_CREATED, params)
-    elif event.type in _ROUTE_CHANGES:
-        await conn.execute(_ROUTE_CHANGES[event.type], params)
-        if event.type == "norn.webhook.deleted.v1":
-            await conn.execute(_DROP, params)
-    cur = await conn.execute(
-        "SELECT events FROM webhook_routes WHERE webhook_id = %s AND active AND NOT deleted",
-        (event.subject,),
-    )
-    row = await cur.fetchone()
-    tenant = routes.setdefault(event.tenant or "", {})
-    if row is None:
-        tenant.pop(event.subject, None)
-    else:
-        tenant[event.subject] = tuple(row[0])
+from infrastructure.webhook_protocol import PING_TYPE, delivery_id, ping_body
 
 
 @dataclass(frozen=True)
@@ -192,21 +42,43 @@ UPDATE webhook_deliveries d SET next_attempt_at = now() + make_interval(secs => 
   last_attempt_at = now()
 FROM webhook_routes r
 WHERE r.webhook_id = d.webhook_id AND d.id IN (
-  SELECT d2.id FROM webhook_deliveries d2 JOIN webhook_routes r2 ON r2.webhook_id = d2.webhook_id
-  WHERE d2.status IN ('pending', 'failed') AND d2.next_attempt_at <= now()
-    AND NOT r2.deleted AND (r2.active OR d2.manual)
+  SELECT due.id FROM webhook_routes r2
+  CROSS JOIN LATERAL (
+    SELECT d2.id, d2.next_attempt_at FROM webhook_deliveries d2
+    WHERE d2.webhook_id = r2.webhook_id AND d2.status IN ('pending', 'failed')
+      AND d2.next_attempt_at <= now() AND (r2.active OR d2.manual)
+    ORDER BY d2.next_attempt_at LIMIT %(per_webhook)s FOR UPDATE SKIP LOCKED) due
+  WHERE NOT r2.deleted AND NOT (r2.webhook_id = ANY(%(busy)s))
     AND NOT EXISTS (
-      SELECT 1 FROM tenants t WHERE t.id::text = d2.tenant_id AND t.status <> 'active')
-  ORDER BY d2.next_attempt_at LIMIT %(limit)s FOR UPDATE OF d2 SKIP LOCKED)
+      SELECT 1 FROM tenants t WHERE t.id::text = r2.tenant_id AND t.status <> 'active')
+  ORDER BY due.next_attempt_at LIMIT %(limit)s)
 RETURNING d.id, d.webhook_id, d.tenant_id, d.event_type, d.event_time, d.body, d.attempts,
   d.manual, r.url, d.next_attempt_at
 """
 """Due deliveries of webhooks that are live (or a ping/redelivery) in active tenants,
-leased: a notifier that dies mid-attempt leaves them due again when the lease ends."""
+oldest first but at most `per_webhook` of one webhook, none of the `busy` ones (as many
+in flight here already): a receiver that hangs, or one with a large backlog, cannot
+take every slot. Leased: a notifier that dies mid-attempt leaves them due again when
+the lease ends."""
 
 
-async def claim(conn: AsyncConnection, limit: int, lease: float, window: float) -> list[Due]:
-    cur = await conn.execute(_CLAIM, {"lease": lease, "window": window, "limit": limit})
+async def claim(
+    conn: AsyncConnection,
+    limit: int,
+    lease: float,
+    window: float,
+    *,
+    per_webhook: int = 8,
+    busy: Sequence[uuid.UUID] = (),
+) -> list[Due]:
+    params = {
+        "lease": lease,
+        "window": window,
+        "limit": limit,
+        "per_webhook": per_webhook,
+        "busy": list(busy),
+    }
+    cur = await conn.execute(_CLAIM, params)
     return [Due(*row[:5], bytes(row[5]), *row[6:]) for row in await cur.fetchall()]
 
 

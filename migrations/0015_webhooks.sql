@@ -86,7 +86,8 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     delivered_at timestamptz,
     created_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
-    WHERE status IN ('pending', 'failed');
+-- Claims look for each webhook's due deliveries, oldest first (at most a few per webhook).
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due
+    ON webhook_deliveries (webhook_id, next_attempt_at) WHERE status IN ('pending', 'failed');
 CREATE INDEX IF NOT EXISTS webhook_deliveries_webhook
     ON webhook_deliveries (webhook_id, created_at DESC, id);

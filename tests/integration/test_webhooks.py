@@ -13,6 +13,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from uuid import UUID
 
 import httpx
 import psycopg
@@ -22,7 +23,8 @@ from prometheus_client import generate_latest
 from api.bootstrap import build_container, notifier_role
 from infrastructure.metrics import NornMetrics
 from infrastructure.settings import Settings
-from infrastructure.webhook_deliveries import claim, fan_out
+from infrastructure.webhook_deliveries import claim
+from infrastructure.webhook_fanout import fan_out
 from infrastructure.webhook_protocol import RetryPolicy, headers, verify
 from tests.integration.api_client import (
     assert_error,
@@ -348,3 +350,37 @@ async def test_a_notifier_that_dies_mid_attempt_leaves_the_delivery_to_the_next(
         assert first.headers["x-norn-delivery"] == second.headers["x-norn-delivery"]
         assert again_after >= 1.5  # not before the dead one's lease ended
         check_signed(second, created["secret"])
+
+
+async def test_claims_take_a_few_of_each_webhook_and_none_of_a_busy_one(
+    settings: Settings,
+) -> None:
+    settings = open_settings(settings)
+    async with running_app(settings) as client:
+        admin = await tenant_admin(client, settings, "hooks-fair")
+        many = await create_webhook(client, admin, "http://127.0.0.1:9/many")
+        few = await create_webhook(client, admin, "http://127.0.0.1:9/few", events=["norn.job.*"])
+        last = [await create_pipeline(client, admin, f"p{i}") for i in range(6)][-1]
+        async with await psycopg.AsyncConnection.connect(
+            settings.database_url or "", autocommit=True
+        ) as conn:
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:  # every event fanned out (the last pipeline's among them)
+                await fan_out(conn, 500)
+                cur = await conn.execute(
+                    "SELECT position FROM notifier_tracking WHERE name = 'webhooks'"
+                )
+                if (await cur.fetchone() or (0,))[0] >= last["position"]:
+                    break
+                assert asyncio.get_running_loop().time() < deadline
+            await conn.execute(
+                "INSERT INTO webhook_deliveries (id, webhook_id, tenant_id, event_id,"
+                " event_type, event_time, body) SELECT gen_random_uuid(), webhook_id,"
+                " tenant_id, 'e', 'norn.job.created.v1', now(), '{}' FROM webhook_routes"
+                " WHERE webhook_id = %s",
+                (few["id"],),
+            )
+            busy = await claim(conn, 10, 30.0, 60.0, per_webhook=3, busy=[UUID(many["id"])])
+            assert [str(d.webhook_id) for d in busy] == [few["id"]]
+            fair = await claim(conn, 10, 30.0, 60.0, per_webhook=3)
+            assert sorted(str(d.webhook_id) for d in fair) == [many["id"]] * 3

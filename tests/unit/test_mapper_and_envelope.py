@@ -489,6 +489,30 @@ def test_cloud_event_data_is_the_payload_without_envelope_metadata() -> None:
     assert cloud.data["definition"]["steps"][1]["depends_on"] == ["extract"]
 
 
+def test_a_run_that_ended_publishes_its_outcome_in_data() -> None:
+    """README "Consuming events from NATS": enough to act on without calling back."""
+    run = Run.queue(
+        run_id=uuid4(),
+        tenant_id=TENANT,
+        pipeline_id="p1",
+        pipeline_name="orders",
+        revision=4,
+        definition=DEFINITION,
+        params={},
+        trigger=Trigger("job", "j1"),
+        ctx=CTX,
+    )
+    run.request_cancel("not today", CTX)
+    ended = run.collect_events()[-1]
+
+    data = decode(encode(to_cloud_event(notification(ended)))).data
+
+    assert data["pipeline_id"] == "p1" and data["pipeline_name"] == "orders"
+    assert data["revision"] == 4 and data["job_id"] == "j1" and data["trigger"] == "job"
+    assert data["status"] == "cancelled" and data["message"] == "not today"
+    assert data["duration_seconds"] is None and data["deployment_id"] is None
+
+
 def test_cloud_event_id_is_deterministic_per_originator_and_version() -> None:
     events = one_of_every_event()
     revised = next(e for e in events if isinstance(e, PipelineRevised))

@@ -23,6 +23,7 @@ from application.api_keys import ApiKeyService
 from application.deployment_verification import DeploymentVerification
 from application.deployments import DeploymentService
 from application.event_store import NornEventStore
+from application.event_triggers import EventTriggers
 from application.executor import RunExecutor
 from application.job_firing import JobFiring
 from application.jobs import JobService
@@ -59,6 +60,7 @@ from infrastructure.security import Argon2PasswordHasher, TokenService, data_dir
 from infrastructure.settings import Settings
 from infrastructure.step_runner import PluginStepRunner
 from infrastructure.supervision import Backoff, retry
+from infrastructure.trigger_role import TriggerRole
 from projections import (
     ALL_PROJECTIONS,
     DeploymentQueries,
@@ -341,6 +343,12 @@ class Roles:
             firing = JobFiring(c.store, c.pipelines, c.runs, clock=lambda: datetime.now(UTC))
             scheduler = SchedulerRole(c.database_url, firing, observe=c.metrics.observe_fires)
             self._tasks.append(asyncio.create_task(scheduler.run(self._stop), name="scheduler"))
+            triggers = TriggerRole(
+                c.database_url,
+                EventTriggers(c.store, c.runs),
+                observe=c.metrics.observe_triggers,
+            )
+            self._tasks.append(asyncio.create_task(triggers.run(self._stop), name="triggers"))
 
     async def stop(self, grace: float = 10.0) -> None:
         self._stop.set()

@@ -64,7 +64,7 @@ TERMINAL = frozenset(
 STEP_TERMINAL = frozenset(
     {StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED}
 )
-TRIGGER_KINDS = ("user", "api_key", "job", "deployment", "retry", "system")
+TRIGGER_KINDS = ("user", "api_key", "job", "deployment", "retry", "system", "event")
 MAX_ERROR = 4000
 
 
@@ -75,7 +75,8 @@ class ExecutionLost(DomainError):
 
 class Trigger(msgspec.Struct, frozen=True):
     """Who or what asked for the run: kind (user, api_key, job, deployment, retry,
-    system) and the id of that user, key, job, deployment or original run."""
+    system, event) and the id of that user, key, job, deployment, original run or
+    triggering event."""
 
     kind: str
     id: str | None = None
@@ -88,6 +89,9 @@ class Trigger(msgspec.Struct, frozen=True):
     """A job's run of a deployment: the deployment (`id` is the job's)."""
     scheduled_for: datetime | None = None
     """A job's fire: the nominal time it was scheduled for (without jitter)."""
+    depth: int = 0
+    """An event's run (kind `event`, `id` the event's): how many triggered runs led to
+    it, itself included (domain/event_trigger.py MAX_CHAIN_DEPTH)."""
 
 
 class StepState(msgspec.Struct):

@@ -17,10 +17,12 @@ from api.schemas.pipelines import (
     RevisionOut,
     RolledBackOut,
     StepOut,
+    TriggerOut,
 )
 from application.pipeline_history import RevisionRecord
 from application.pipeline_rollbacks import Redeployment, RolledBackEverywhere
 from application.results import Changed
+from domain.event_trigger import EventTrigger
 from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
 
 
@@ -44,7 +46,18 @@ def to_definition(body: PipelineWrite) -> PipelineDefinition:
             for s in body.steps
         ),
         timeout=body.timeout,
+        triggers=tuple(EventTrigger(t.on, dict(t.where), dict(t.params)) for t in body.triggers),
     )
+
+
+def _triggers(triggers: Any) -> list[TriggerOut]:
+    """From the definition's EventTriggers or the read model's JSON."""
+    return [
+        TriggerOut(t.on, dict(t.where), dict(t.params))
+        if isinstance(t, EventTrigger)
+        else TriggerOut(t["on"], t.get("where", {}), t.get("params", {}))
+        for t in triggers
+    ]
 
 
 def _steps(definition: PipelineDefinition) -> list[StepOut]:
@@ -76,6 +89,7 @@ def written(result: Changed[Pipeline]) -> PipelineWritten:
         tags=list(d.tags),
         steps=_steps(d),
         timeout=d.timeout,
+        triggers=_triggers(d.triggers),
         revision=pipeline.revision,
         version=result.version,
         cloned_from=ClonedFromOut(cloned.pipeline_id, cloned.revision) if cloned else None,
@@ -148,6 +162,7 @@ def from_row(row: dict[str, Any]) -> PipelineRead:
             for s in row["steps"]
         ],
         timeout=row.get("timeout"),
+        triggers=_triggers(row.get("triggers") or []),
         revision=row["revision"],
         version=row["version"],
         cloned_from=ClonedFromOut(cloned["pipeline_id"], cloned["revision"]) if cloned else None,
@@ -185,4 +200,5 @@ def revision_out(pipeline_id: str, record: RevisionRecord) -> RevisionOut:
         description=d.description,
         tags=list(d.tags),
         steps=_steps(d),
+        triggers=_triggers(d.triggers),
     )

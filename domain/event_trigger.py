@@ -84,13 +84,13 @@ def trigger_errors(triggers: tuple[EventTrigger, ...]) -> list[FieldError]:
     return errors
 
 
-def firing_id(pipeline_id: str, event_id: str) -> UUID:
-    """The one firing of a pipeline's triggers by one event."""
-    return uuid5(NAMESPACE_URL, f"norn:trigger:{pipeline_id}:{event_id}")
+def firing_id(target_id: str, event_id: str) -> UUID:
+    """The one firing of a pipeline's (or a deployment's) triggers by one event."""
+    return uuid5(NAMESPACE_URL, f"norn:trigger:{target_id}:{event_id}")
 
 
-def triggered_run_id(pipeline_id: str, event_id: str) -> UUID:
-    return uuid5(NAMESPACE_URL, f"norn:triggered-run:{pipeline_id}:{event_id}")
+def triggered_run_id(target_id: str, event_id: str) -> UUID:
+    return uuid5(NAMESPACE_URL, f"norn:triggered-run:{target_id}:{event_id}")
 
 
 class TriggerEvent(NornEvent):
@@ -105,6 +105,8 @@ class TriggerFired(TriggerEvent, NornCreated):
     event_position: int
     run_id: str
     depth: int
+    deployment_id: str | None = None
+    """A deployment's trigger: the deployment whose active release ran."""
 
     def apply(self, aggregate: TriggerFiring) -> None:
         aggregate.run_id = self.run_id
@@ -120,6 +122,7 @@ class TriggerRefused(TriggerEvent, NornCreated):
     code: str
     """Why, as an API error code: CHAIN_TOO_DEEP, QUOTA_EXCEEDED, ..."""
     reason: str
+    deployment_id: str | None = None
 
     def apply(self, aggregate: TriggerFiring) -> None:
         aggregate.refused = self.reason
@@ -128,9 +131,12 @@ class TriggerRefused(TriggerEvent, NornCreated):
 class TriggerFiring(Aggregate):
     """What one event did to one pipeline's triggers: started `run_id`, or was refused."""
 
-    def __init__(self, tenant_id: str, pipeline_id: str, depth: int) -> None:
+    def __init__(
+        self, tenant_id: str, pipeline_id: str, depth: int, deployment_id: str | None = None
+    ) -> None:
         self.tenant_id = tenant_id
         self.pipeline_id = pipeline_id
+        self.deployment_id = deployment_id
         self.depth = depth
         self.run_id: str | None = None
         self.refused: str | None = None
@@ -145,12 +151,14 @@ class TriggerFiring(Aggregate):
         source: TriggerSource,
         run_id: UUID,
         ctx: CommandContext,
+        deployment_id: str | None = None,
     ) -> TriggerFiring:
         return cls._create(
             TriggerFired,
-            id=firing_id(pipeline_id, source.event_id),
+            id=firing_id(deployment_id or pipeline_id, source.event_id),
             tenant_id=tenant_id,
             pipeline_id=pipeline_id,
+            deployment_id=deployment_id,
             revision=revision,
             run_id=str(run_id),
             **source.fields(),
@@ -168,12 +176,14 @@ class TriggerFiring(Aggregate):
         code: str,
         reason: str,
         ctx: CommandContext,
+        deployment_id: str | None = None,
     ) -> TriggerFiring:
         return cls._create(
             TriggerRefused,
-            id=firing_id(pipeline_id, source.event_id),
+            id=firing_id(deployment_id or pipeline_id, source.event_id),
             tenant_id=tenant_id,
             pipeline_id=pipeline_id,
+            deployment_id=deployment_id,
             revision=revision,
             code=code,
             reason=reason,

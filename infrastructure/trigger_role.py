@@ -8,10 +8,10 @@ The tracking position moves in the pass's transaction only after its events were
 handled; a role killed mid-pass leaves the row where it was, and the next pass handles
 those events again, which starts nothing twice (each firing's id derives from the
 pipeline and the event). The store is read below the precise horizon, as the relay
-reads it, so no event is passed over. A pass reads no further than the pipelines read
-model has: the read model nominates the pipelines with triggers (the decision itself is
-on the pipeline as the event store has it), so it must include every revision made
-before the events the pass handles.
+reads it, so no event is passed over. A pass reads no further than the pipelines and
+deployments read models have: they nominate the pipelines and deployments with triggers
+(the decision itself is on them as the event store has them), so they must include
+every change made before the events the pass handles.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ import asyncio
 import logging
 from collections import defaultdict
 from typing import Any
-from uuid import UUID
 
 import psycopg
 
-from application.event_triggers import EventTriggers, Firing, TenantEvent
+from application.event_triggers import EventTriggers, Firing, Target, TenantEvent
 from application.threads import in_thread
 from domain.event_trigger import EventTrigger
 from infrastructure.envelope import CloudEvent, to_cloud_event
@@ -37,8 +36,15 @@ _HOLD = "SELECT position FROM event_trigger_tracking WHERE name = 'triggers' FOR
 _MOVE = (
     "UPDATE event_trigger_tracking SET position = %s, updated_at = now() WHERE name = 'triggers'"
 )
-_PROJECTED = "SELECT position FROM projection_tracking WHERE name = 'pipelines'"
-_WITH_TRIGGERS = "SELECT id, tenant_id, triggers FROM pipelines WHERE triggers <> '[]'::jsonb"
+_PROJECTED = (
+    "SELECT COALESCE(MIN(position), 0), count(*) FROM projection_tracking"
+    " WHERE name IN ('pipelines', 'deployments')"
+)
+_WITH_TRIGGERS = (
+    "SELECT 'pipeline', id, tenant_id, triggers FROM pipelines WHERE triggers <> '[]'::jsonb"
+    " UNION ALL SELECT 'deployment', id, tenant_id, triggers FROM deployments"
+    " WHERE triggers <> '[]'::jsonb AND NOT retired"
+)
 
 
 class TriggerRole:
@@ -87,7 +93,7 @@ class TriggerRole:
             if not notifications:
                 return False
             projected = await (await conn.execute(_PROJECTED)).fetchone()
-            reached = projected[0] if projected else 0
+            reached = projected[0] if projected and projected[1] == 2 else 0
             ready = [n for n in notifications if n.id <= reached]
             if not ready:
                 return False  # the pipelines read model has not reached them yet
@@ -105,25 +111,27 @@ class TriggerRole:
 
     async def _candidates(
         self, conn: psycopg.AsyncConnection[Any]
-    ) -> dict[str, list[tuple[UUID, list[EventTrigger]]]]:
-        by_tenant: dict[str, list[tuple[UUID, list[EventTrigger]]]] = defaultdict(list)
-        for pipeline_id, tenant_id, stored in await (await conn.execute(_WITH_TRIGGERS)).fetchall():
+    ) -> dict[str, list[tuple[Target, list[EventTrigger]]]]:
+        by_tenant: dict[str, list[tuple[Target, list[EventTrigger]]]] = defaultdict(list)
+        rows = await (await conn.execute(_WITH_TRIGGERS)).fetchall()
+        for kind, target_id, tenant_id, stored in rows:
             triggers = [
                 EventTrigger(t["on"], t.get("where", {}), t.get("params", {})) for t in stored
             ]
-            by_tenant[tenant_id].append((pipeline_id, triggers))
+            by_tenant[tenant_id].append(((kind, target_id), triggers))
         return by_tenant
 
 
 def _nominated(
-    candidates: list[tuple[UUID, list[EventTrigger]]] | None, event: CloudEvent
-) -> list[UUID]:
-    """The tenant's pipelines whose triggers, as the read model has them, match."""
+    candidates: list[tuple[Target, list[EventTrigger]]] | None, event: CloudEvent
+) -> list[Target]:
+    """The tenant's pipelines and deployments whose triggers, as the read models have
+    them, match."""
     if not candidates or event.type.startswith("norn.trigger."):
         return []
     return [
-        pipeline_id
-        for pipeline_id, triggers in candidates
+        target
+        for target, triggers in candidates
         if any(t.matches(event.type, event.subject, event.data) for t in triggers)
     ]
 

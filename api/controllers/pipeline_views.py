@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from api.errors import error_code
@@ -17,6 +18,7 @@ from api.schemas.pipelines import (
     RevisionOut,
     RolledBackOut,
     StepOut,
+    TriggerIn,
     TriggerOut,
 )
 from application.pipeline_history import RevisionRecord
@@ -46,11 +48,15 @@ def to_definition(body: PipelineWrite) -> PipelineDefinition:
             for s in body.steps
         ),
         timeout=body.timeout,
-        triggers=tuple(EventTrigger(t.on, dict(t.where), dict(t.params)) for t in body.triggers),
+        triggers=to_triggers(body.triggers),
     )
 
 
-def _triggers(triggers: Any) -> list[TriggerOut]:
+def to_triggers(triggers: Sequence[TriggerIn]) -> tuple[EventTrigger, ...]:
+    return tuple(EventTrigger(t.on, dict(t.where), dict(t.params)) for t in triggers)
+
+
+def triggers_out(triggers: Any) -> list[TriggerOut]:
     """From the definition's EventTriggers or the read model's JSON."""
     return [
         TriggerOut(t.on, dict(t.where), dict(t.params))
@@ -89,7 +95,7 @@ def written(result: Changed[Pipeline]) -> PipelineWritten:
         tags=list(d.tags),
         steps=_steps(d),
         timeout=d.timeout,
-        triggers=_triggers(d.triggers),
+        triggers=triggers_out(d.triggers),
         revision=pipeline.revision,
         version=result.version,
         cloned_from=ClonedFromOut(cloned.pipeline_id, cloned.revision) if cloned else None,
@@ -162,7 +168,7 @@ def from_row(row: dict[str, Any]) -> PipelineRead:
             for s in row["steps"]
         ],
         timeout=row.get("timeout"),
-        triggers=_triggers(row.get("triggers") or []),
+        triggers=triggers_out(row.get("triggers") or []),
         revision=row["revision"],
         version=row["version"],
         cloned_from=ClonedFromOut(cloned["pipeline_id"], cloned["revision"]) if cloned else None,
@@ -200,5 +206,5 @@ def revision_out(pipeline_id: str, record: RevisionRecord) -> RevisionOut:
         description=d.description,
         tags=list(d.tags),
         steps=_steps(d),
-        triggers=_triggers(d.triggers),
+        triggers=triggers_out(d.triggers),
     )

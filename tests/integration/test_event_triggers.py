@@ -78,6 +78,56 @@ async def test_a_success_starts_the_pipeline_that_triggers_on_it_once(settings: 
         assert tenant_id
 
 
+async def test_a_deployments_trigger_runs_its_active_release(settings: Settings) -> None:
+    settings = run_settings(settings)
+    async with running_app(settings, roles=ROLES) as client:
+        _, editor, _ = await tenant_editor(client, settings)
+        upstream = await make_pipeline(client, editor, "upstream", step("a", "Test.emit"))
+        target = await make_pipeline(client, editor, "target", step("a", "Test.emit"))
+        on_upstream = {"on": "norn.run.succeeded", "where": {"pipeline_id": upstream}}
+        made = await client.post(
+            "/api/v1/deployments",
+            json={
+                "pipeline_id": target,
+                "environment": "staging",
+                "variables": {"region": "eu"},
+                "triggers": [on_upstream],
+            },
+            headers=editor,
+        )
+        assert made.status_code == 201, made.text
+        deployment = made.json()["id"]
+
+        first = await trigger(client, editor, upstream)
+        assert (await wait_run(client, editor, first["run_id"]))["status"] == "succeeded"
+
+        async def started() -> list[dict[str, Any]] | None:
+            listed = await client.get(f"/api/v1/runs?deployment_id={deployment}", headers=editor)
+            return list(listed.json()["items"]) or None
+
+        [triggered] = await poll(started, "the deployment's triggered run")
+        run = await wait_run(client, editor, triggered["id"])
+        assert run["status"] == "succeeded" and run["params"] == {"region": "eu"}
+        assert run["trigger"]["kind"] == "event"
+
+        cleared = await client.put(
+            f"/api/v1/deployments/{deployment}/triggers", json={"triggers": []}, headers=editor
+        )
+        assert cleared.status_code == 200, cleared.text
+        assert cleared.json()["triggers"] == [] and cleared.json()["position"] is not None
+        bad = await client.put(
+            f"/api/v1/deployments/{deployment}/triggers",
+            json={"triggers": [{"on": "nope"}]},
+            headers=editor,
+        )
+        assert_error(bad, 422, "VALIDATION_ERROR")
+        shown = await client.get(
+            f"/api/v1/deployments/{deployment}?min_position={cleared.json()['position']}",
+            headers=editor,
+        )
+        assert shown.json()["triggers"] == []
+
+
 async def test_a_trigger_that_cannot_work_is_refused_with_its_field(settings: Settings) -> None:
     settings = run_settings(settings)
     async with running_app(settings, roles=frozenset({"projector"})) as client:

@@ -4,6 +4,7 @@ quota's refusal is recorded, and another tenant's pipeline never fires."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import JSONTranscoder, Notification
 
-from application.event_triggers import EventTriggers, TenantEvent
+from application.event_triggers import EventTriggers, Firing, TenantEvent
 from domain.errors import InvalidDefinition
 from domain.event_trigger import (
     MAX_CHAIN_DEPTH,
@@ -29,12 +30,13 @@ from domain.run import Run
 from domain.tenant import Tenant
 from infrastructure.envelope import to_cloud_event
 from infrastructure.mapper import MsgspecMapper
-from tests.support.runs import CTX, RunWorld, step
+from tests.support.deployments import World
+from tests.support.runs import CTX, step
 
 MAPPER = MsgspecMapper(JSONTranscoder())
 
 
-class Triggers(RunWorld):
+class Triggers(World):
     def __init__(self, tmp_path: Path, **quotas: int) -> None:
         super().__init__(tmp_path, **quotas)
         self.triggers = EventTriggers(self.store, self.runs)
@@ -73,6 +75,13 @@ class Triggers(RunWorld):
             cloud.time,
         )
 
+    def handle(
+        self, event: TenantEvent, pipelines: list[UUID], deployments: Sequence[UUID] = ()
+    ) -> list[Firing]:
+        """The trigger role's hand-over: the nominated pipelines and deployments."""
+        targets = [("pipeline", p) for p in pipelines] + [("deployment", d) for d in deployments]
+        return self.triggers.handle(event, targets)
+
     async def ran(self, pipeline_id: UUID) -> TenantEvent:
         run_id = self.trigger(pipeline_id)
         await self.execute(run_id)
@@ -88,8 +97,8 @@ async def test_a_success_starts_the_triggered_pipeline_once(world: Triggers) -> 
     downstream = world.downstream(world.on_success_of(world.upstream, day="today"))
     succeeded = await world.ran(world.upstream)
 
-    [firing] = world.triggers.handle(succeeded, [downstream, world.upstream])
-    again = world.triggers.handle(succeeded, [downstream])  # read again after a crash
+    [firing] = world.handle(succeeded, [downstream, world.upstream])
+    again = world.handle(succeeded, [downstream])  # read again after a crash
 
     assert again == []
     run_id = triggered_run_id(str(downstream), succeeded.id)
@@ -110,10 +119,10 @@ async def test_only_the_events_a_trigger_names_start_a_run(world: Triggers) -> N
         world.on_success_of(world.upstream), EventTrigger("norn.run.*", {"pipeline_id": "x"})
     )
 
-    assert world.triggers.handle(await world.ran(other), [downstream]) == []
+    assert world.handle(await world.ran(other), [downstream]) == []
     failed = await world.ran(failing)
     assert failed.type == "norn.run.failed.v1"
-    assert world.triggers.handle(failed, [downstream]) == []
+    assert world.handle(failed, [downstream]) == []
 
 
 async def test_a_chain_of_triggered_runs_stops_at_depth_five_and_says_so(
@@ -133,14 +142,14 @@ async def test_a_chain_of_triggered_runs_stops_at_depth_five_and_says_so(
     event = await world.ran(looping)
     depths = []
     for _ in range(MAX_CHAIN_DEPTH):
-        [firing] = world.triggers.handle(event, [looping])
+        [firing] = world.handle(event, [looping])
         assert firing.run_id is not None
         run_id = UUID(firing.run_id)
         depths.append(world.run(run_id).trigger.depth)
         await world.execute(run_id)
         event = world.last_event(run_id)
 
-    [cut] = world.triggers.handle(event, [looping])
+    [cut] = world.handle(event, [looping])
 
     assert depths == [1, 2, 3, 4, 5]
     assert cut.run_id is None and cut.refused == "CHAIN_TOO_DEEP"
@@ -155,7 +164,7 @@ async def test_a_trigger_refused_by_the_day_quota_is_recorded(tmp_path: Path) ->
     downstream = world.downstream(world.on_success_of(world.upstream))
     succeeded = await world.ran(world.upstream)  # the day's one run
 
-    [refused] = world.triggers.handle(succeeded, [downstream])
+    [refused] = world.handle(succeeded, [downstream])
 
     assert refused.refused == "QUOTA_EXCEEDED" and refused.run_id is None
     firing = world.store.find(TriggerFiring, firing_id(str(downstream), succeeded.id))
@@ -178,7 +187,7 @@ async def test_another_tenants_pipeline_is_never_fired(world: Triggers) -> None:
         CTX,
     ).state.id
 
-    assert world.triggers.handle(await world.ran(world.upstream), [theirs]) == []
+    assert world.handle(await world.ran(world.upstream), [theirs]) == []
 
 
 @pytest.mark.parametrize(
@@ -203,5 +212,51 @@ async def test_an_event_older_than_the_trigger_does_not_fire_it(world: Triggers)
     earlier = await world.ran(world.upstream)
     downstream = world.downstream(world.on_success_of(world.upstream))
 
-    assert world.triggers.handle(earlier, [downstream]) == []
-    assert len(world.triggers.handle(await world.ran(world.upstream), [downstream])) == 1
+    assert world.handle(earlier, [downstream]) == []
+    assert len(world.handle(await world.ran(world.upstream), [downstream])) == 1
+
+
+async def test_a_deployments_trigger_runs_its_active_release_with_its_variables(
+    world: Triggers,
+) -> None:
+    on_upstream = world.on_success_of(world.upstream, day="today")
+    deployment = world.create("staging", variables={"region": "eu", "day": "-"})
+    world.deployments.set_triggers(world.editor, deployment.id, (on_upstream,), CTX)
+    world.revise(step("e", "Test.emit"), step("f", "Test.emit", "e"))  # revision 2: not released
+    succeeded = await world.ran(world.upstream)
+
+    [firing] = world.handle(succeeded, [], deployments=[deployment.id])
+
+    run = world.run(triggered_run_id(str(deployment.id), succeeded.id))
+    assert firing.run_id == str(run.id) and run.revision == 1
+    assert run.params == {"region": "eu", "day": "today"}
+    trigger = run.trigger
+    assert (trigger.kind, trigger.deployment_id, trigger.environment, trigger.release) == (
+        "event",
+        str(deployment.id),
+        "staging",
+        1,
+    )
+    [recorded] = world.store.stream(firing_id(str(deployment.id), succeeded.id))
+    assert isinstance(recorded, TriggerFired) and recorded.deployment_id == str(deployment.id)
+    assert world.handle(succeeded, [], deployments=[deployment.id]) == []
+
+
+async def test_a_deployments_triggers_hold_from_when_they_are_set_until_it_retires(
+    world: Triggers,
+) -> None:
+    deployment = world.create("staging")
+    before = await world.ran(world.upstream)
+    changed = world.deployments.set_triggers(
+        world.editor, deployment.id, (world.on_success_of(world.upstream),), CTX
+    )
+    again = world.deployments.set_triggers(
+        world.editor, deployment.id, (world.on_success_of(world.upstream),), CTX
+    )
+    assert changed.position is not None and again.position is None  # the same: no event
+
+    assert world.handle(before, [], deployments=[deployment.id]) == []
+    world.deployments.retire(world.editor, deployment.id, CTX)
+    assert world.handle(await world.ran(world.upstream), [], deployments=[deployment.id]) == []
+    with pytest.raises(InvalidDefinition):
+        world.create("production", triggers=(EventTrigger("nope"),))

@@ -23,6 +23,7 @@ from application.api_keys import ApiKeyService
 from application.deployment_verification import DeploymentVerification
 from application.deployments import DeploymentService
 from application.event_store import NornEventStore
+from application.event_triggers import EventTriggers
 from application.executor import RunExecutor
 from application.job_firing import JobFiring
 from application.jobs import JobService
@@ -61,6 +62,7 @@ from infrastructure.security import Argon2PasswordHasher, TokenService, data_dir
 from infrastructure.settings import Settings
 from infrastructure.step_runner import PluginStepRunner
 from infrastructure.supervision import Backoff, retry
+from infrastructure.trigger_role import TriggerRole
 from infrastructure.webhook_deliveries import PostgresWebhookOutbox
 from infrastructure.webhook_protocol import RetryPolicy
 from infrastructure.webhook_secrets import PostgresWebhookSecrets, SecretCipher
@@ -367,6 +369,12 @@ class Roles:
             firing = JobFiring(c.store, c.pipelines, c.runs, clock=lambda: datetime.now(UTC))
             scheduler = SchedulerRole(c.database_url, firing, observe=c.metrics.observe_fires)
             self._tasks.append(asyncio.create_task(scheduler.run(self._stop), name="scheduler"))
+            triggers = TriggerRole(
+                c.database_url,
+                EventTriggers(c.store, c.runs),
+                observe=c.metrics.observe_triggers,
+            )
+            self._tasks.append(asyncio.create_task(triggers.run(self._stop), name="triggers"))
         if "notifier" in self._roles:
             notifier = notifier_role(c)
             self._tasks.append(asyncio.create_task(notifier.run(self._stop), name="notifier"))

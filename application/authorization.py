@@ -174,6 +174,7 @@ EVENT_READ_PERMISSIONS: dict[str, Permission] = {
     "deployment": Permission.DEPLOYMENTS_READ,
     "job": Permission.JOBS_READ,
     "run": Permission.RUNS_READ,
+    "trigger": Permission.RUNS_READ,
     "tenant": Permission.TENANTS_READ,
     "usage": Permission.TENANTS_READ,
     "name_claim": Permission.PIPELINES_READ,

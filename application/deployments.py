@@ -31,6 +31,7 @@ from application.results import Changed
 from application.runs import RunService
 from application.tenants import writable_tenant
 from domain.deployment import Deployment
+from domain.event_trigger import EventTrigger
 from domain.events import CommandContext
 from domain.name_claim import NameClaim, claim_id
 from domain.pipeline import Pipeline
@@ -92,6 +93,7 @@ class DeploymentService:
         variables: dict[str, Any] | None = None,
         labels: dict[str, str] | None = None,
         description: str = "",
+        triggers: tuple[EventTrigger, ...] = (),
     ) -> Released:
         """A deployment of the pipeline to the environment, with its first release (the
         pipeline's current revision unless `revision`), which verifies if blue-green."""
@@ -123,6 +125,7 @@ class DeploymentService:
                 variables=variables,
                 labels=labels,
                 description=description,
+                triggers=triggers,
                 ctx=ctx,
             )
             run = queue_run() if queue_run else None
@@ -286,6 +289,29 @@ class DeploymentService:
             rolled_back_to=made.rolled_back_to,
             previous_release=made.replaced,
         )
+
+    def set_triggers(
+        self,
+        principal: Principal,
+        deployment_id: UUID,
+        triggers: tuple[EventTrigger, ...],
+        ctx: CommandContext,
+        expected_version: int | None = None,
+    ) -> Changed[Deployment]:
+        """Replace the events that start a run of the active release (README "Event
+        triggers"); the environment's role rule applies as to a release."""
+        tenant = writable_tenant(self._store, principal)
+
+        def attempt() -> Changed[Deployment]:
+            deployment = self._deployments.load(
+                principal, deployment_id, expected_version=expected_version
+            )
+            policy = tenant.environment_policy(deployment.environment)
+            check_environment_role(principal, deployment.environment, policy)
+            deployment.set_triggers(triggers, ctx)
+            return self._deployments.save(deployment)
+
+        return retry_on_conflict(attempt)
 
     def retire(
         self,

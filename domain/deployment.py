@@ -23,7 +23,15 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import Conflict, InvalidCommand, NoActiveRelease, Retired, VerificationInProgress
+from domain.errors import (
+    Conflict,
+    InvalidCommand,
+    InvalidDefinition,
+    NoActiveRelease,
+    Retired,
+    VerificationInProgress,
+)
+from domain.event_trigger import EventTrigger, trigger_errors
 from domain.events import CommandContext, NornCreated, NornEvent
 from domain.release import (
     DIRECT,
@@ -50,6 +58,18 @@ class DeploymentCreated(DeploymentEvent, NornCreated):
     variables: dict[str, Any]
     labels: dict[str, str]
     description: str
+    triggers: tuple[EventTrigger, ...] = ()
+    """Events that start a run of the active release (domain/event_trigger.py)."""
+
+
+class DeploymentTriggersSet(DeploymentEvent):
+    """The deployment's triggers replaced; they react to events from now on."""
+
+    triggers: tuple[EventTrigger, ...]
+
+    def apply(self, aggregate: Deployment) -> None:
+        aggregate.triggers = self.triggers
+        aggregate.triggers_since = self.timestamp
 
 
 class ReleaseActivated(DeploymentEvent):
@@ -143,8 +163,12 @@ class Deployment(Aggregate):
         labels: dict[str, str],
         description: str,
         actor: str,
+        triggers: tuple[EventTrigger, ...] = (),
     ) -> None:
         self.tenant_id = tenant_id
+        self.triggers = triggers
+        self.triggers_since: datetime | None = None
+        """When the triggers were last replaced (None: as created)."""
         self.pipeline_id = pipeline_id
         self.environment = environment
         self.strategy = strategy
@@ -170,6 +194,7 @@ class Deployment(Aggregate):
         variables: dict[str, Any] | None = None,
         labels: dict[str, str] | None = None,
         description: str = "",
+        triggers: tuple[EventTrigger, ...] = (),
     ) -> Deployment:
         """The deployment alone; its first release follows in the same command
         (`release`), so a deployment is never saved without one."""
@@ -177,6 +202,7 @@ class Deployment(Aggregate):
         check_strategy(strategy)
         check_json(variables or {}, "variables")
         check_descriptive(labels or {}, description)
+        _check_triggers(triggers)
         return cls._create(
             DeploymentCreated,
             id=deployment_id,
@@ -187,6 +213,7 @@ class Deployment(Aggregate):
             variables=variables or {},
             labels=labels or {},
             description=description,
+            triggers=triggers,
             **ctx.event_fields(),
         )
 
@@ -325,6 +352,15 @@ class Deployment(Aggregate):
         )
         return self.releases[len(self.releases)]
 
+    def set_triggers(self, triggers: tuple[EventTrigger, ...], ctx: CommandContext) -> bool:
+        """Replace the triggers; False (nothing recorded) when they are the same."""
+        self._require_live()
+        _check_triggers(triggers)
+        if triggers == self.triggers:
+            return False
+        self._trigger(DeploymentTriggersSet, ctx, triggers=triggers)
+        return True
+
     def retire(self, ctx: CommandContext) -> Release | None:
         """Retire; a release still verifying fails with it. Returns that release (its
         run is to be cancelled by the caller, in the same append)."""
@@ -409,3 +445,9 @@ class Deployment(Aggregate):
         self, event_class: type[DeploymentEvent], ctx: CommandContext, **fields: Any
     ) -> None:
         self.trigger_event(event_class, tenant_id=self.tenant_id, **ctx.event_fields(), **fields)
+
+
+def _check_triggers(triggers: tuple[EventTrigger, ...]) -> None:
+    errors = trigger_errors(triggers)
+    if errors:
+        raise InvalidDefinition(errors)

@@ -15,6 +15,7 @@ import msgspec
 from eventsourcing.domain import Aggregate
 
 from domain.errors import AggregateDeleted, Conflict, FieldError, InvalidCommand, InvalidDefinition
+from domain.event_trigger import EventTrigger, trigger_errors
 from domain.events import CommandContext, NornCreated, NornEvent
 from domain.text import nul_errors
 
@@ -60,6 +61,8 @@ class PipelineDefinition(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     namespace: str | None = None
     timeout: float | None = None
     """Seconds a run may take in all; a run still going then is timed out."""
+    triggers: tuple[EventTrigger, ...] = ()
+    """Events of the tenant that start a run of this revision (domain/event_trigger.py)."""
 
 
 class ClonedFrom(msgspec.Struct, frozen=True):
@@ -95,6 +98,7 @@ def validate_definition(
     if len(definition.steps) > MAX_STEPS:
         errors.append(FieldError("steps", f"at most {MAX_STEPS} steps"))
     errors.extend(_step_errors(definition.steps, check_plugin))
+    errors.extend(trigger_errors(definition.triggers))
     if errors:
         raise InvalidDefinition(errors)
 

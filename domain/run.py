@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 import msgspec
@@ -64,7 +64,7 @@ TERMINAL = frozenset(
 STEP_TERMINAL = frozenset(
     {StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED}
 )
-TRIGGER_KINDS = ("user", "api_key", "job", "deployment", "retry", "system")
+TRIGGER_KINDS = ("user", "api_key", "job", "deployment", "retry", "system", "event")
 MAX_ERROR = 4000
 
 
@@ -75,7 +75,8 @@ class ExecutionLost(DomainError):
 
 class Trigger(msgspec.Struct, frozen=True):
     """Who or what asked for the run: kind (user, api_key, job, deployment, retry,
-    system) and the id of that user, key, job, deployment or original run."""
+    system, event) and the id of that user, key, job, deployment, original run or
+    triggering event."""
 
     kind: str
     id: str | None = None
@@ -88,6 +89,9 @@ class Trigger(msgspec.Struct, frozen=True):
     """A job's run of a deployment: the deployment (`id` is the job's)."""
     scheduled_for: datetime | None = None
     """A job's fire: the nominal time it was scheduled for (without jitter)."""
+    depth: int = 0
+    """An event's run (kind `event`, `id` the event's): how many triggered runs led to
+    it, itself included (domain/event_trigger.py MAX_CHAIN_DEPTH)."""
 
 
 class StepState(msgspec.Struct):
@@ -190,13 +194,40 @@ class RunStepSkipped(RunEvent):
         state.error = self.reason
 
 
-class RunSucceeded(RunEvent):
+class RunEnded(RunEvent):
+    """Base of the events that end a run. Each carries what a consumer outside Norn needs
+    to act on the outcome without calling back (README "Consuming events from NATS"):
+    which pipeline and revision ran, for which deployment or job, how it ended, how long
+    it ran and why it failed. Defaults: events stored before these fields existed."""
+
+    ends_as: ClassVar[RunStatus]
+    pipeline_id: str = ""
+    pipeline_name: str = ""
+    revision: int = 0
+    trigger: str = ""
+    """What queued the run: the trigger kind (user, api_key, job, deployment, retry, ...)."""
+    deployment_id: str | None = None
+    job_id: str | None = None
+    environment: str | None = None
+    status: str = ""
+    attempt: int = 0
+    started_at: datetime | None = None
+    duration_seconds: float | None = None
+    """From the start of the attempt that ended to the end; None if it never started."""
+    message: str | None = None
+    """Why it did not succeed (the run's `error`), None when it succeeded."""
+
+
+class RunSucceeded(RunEnded):
+    ends_as = RunStatus.SUCCEEDED
+
     def apply(self, aggregate: Run) -> None:
         aggregate._finish(RunStatus.SUCCEEDED, _at(self), None)
 
 
-class RunFailed(RunEvent):
-    error: str
+class RunFailed(RunEnded):
+    ends_as = RunStatus.FAILED
+    error: str = ""
     failed_step: str | None = None
 
     def apply(self, aggregate: Run) -> None:
@@ -211,7 +242,8 @@ class RunCancelRequested(RunEvent):
         aggregate.cancel_reason = self.reason
 
 
-class RunCancelled(RunEvent):
+class RunCancelled(RunEnded):
+    ends_as = RunStatus.CANCELLED
     reason: str = ""
     previous_status: RunStatus = RunStatus.RUNNING
 
@@ -219,8 +251,9 @@ class RunCancelled(RunEvent):
         aggregate._finish(RunStatus.CANCELLED, _at(self), self.reason or "cancelled")
 
 
-class RunTimedOut(RunEvent):
-    timeout: float
+class RunTimedOut(RunEnded):
+    ends_as = RunStatus.TIMED_OUT
+    timeout: float = 0.0
 
     def apply(self, aggregate: Run) -> None:
         aggregate._finish(RunStatus.TIMED_OUT, _at(self), f"run timed out after {self.timeout:g}s")
@@ -241,8 +274,9 @@ class RunRequeued(RunEvent):
         aggregate.steps = {name: StepState() for name in aggregate.steps}
 
 
-class RunCrashed(RunEvent):
-    reason: str
+class RunCrashed(RunEnded):
+    ends_as = RunStatus.CRASHED
+    reason: str = ""
 
     def apply(self, aggregate: Run) -> None:
         aggregate._finish(RunStatus.CRASHED, _at(self), self.reason)
@@ -435,10 +469,11 @@ class Run(Aggregate):
             raise Conflict("steps are still pending or running")
         failure = self.first_failure()
         if failure is None:
-            self._trigger(RunSucceeded, ctx)
+            self._end(RunSucceeded, ctx, None)
         else:
             step, error = failure
-            self._trigger(RunFailed, ctx, error=f"step {step} failed: {error}", failed_step=step)
+            message = f"step {step} failed: {error}"
+            self._end(RunFailed, ctx, message, error=message, failed_step=step)
 
     def request_cancel(self, reason: str, ctx: CommandContext) -> bool:
         """Cancel: a queued run at once; a running one is asked to stop (its executor
@@ -446,7 +481,13 @@ class Run(Aggregate):
         if self.finished:
             raise Conflict(f"run already {self.status}")
         if self.status == RunStatus.QUEUED:
-            self._trigger(RunCancelled, ctx, reason=reason, previous_status=RunStatus.QUEUED)
+            self._end(
+                RunCancelled,
+                ctx,
+                reason or "cancelled",
+                reason=reason,
+                previous_status=RunStatus.QUEUED,
+            )
             return True
         if self.cancel_requested:
             return False
@@ -459,7 +500,7 @@ class Run(Aggregate):
 
     def timed_out(self, attempt: int, timeout: float, ctx: CommandContext) -> None:
         self._require_attempt(attempt)
-        self._trigger(RunTimedOut, ctx, timeout=timeout)
+        self._end(RunTimedOut, ctx, f"run timed out after {timeout:g}s", timeout=timeout)
 
     def recover(self, attempt: int, reason: str, ctx: CommandContext) -> RunStatus:
         """The executor of `attempt` vanished: queue the run again while attempts are
@@ -472,11 +513,8 @@ class Run(Aggregate):
         elif lost < self.max_attempts:
             self._trigger(RunRequeued, ctx, reason=reason)
         else:
-            self._trigger(
-                RunCrashed,
-                ctx,
-                reason=f"{reason}; gave up after {lost} attempt(s)",
-            )
+            gave_up = f"{reason}; gave up after {lost} attempt(s)"
+            self._end(RunCrashed, ctx, gave_up, reason=gave_up)
         return self.status
 
     def release(self, attempt: int, reason: str, ctx: CommandContext) -> RunStatus:
@@ -496,7 +534,7 @@ class Run(Aggregate):
     def _cancel_running(self, ctx: CommandContext) -> None:
         """Honour the cancel request, keeping its reason (who asked) as the run's error."""
         reason = self.cancel_reason or "cancelled"
-        self._trigger(RunCancelled, ctx, reason=reason, previous_status=RunStatus.RUNNING)
+        self._end(RunCancelled, ctx, reason, reason=reason, previous_status=RunStatus.RUNNING)
 
     def _finish(self, status: RunStatus, at: datetime, error: str | None) -> None:
         self.status = status
@@ -532,6 +570,32 @@ class Run(Aggregate):
         if step not in self.steps:
             raise InvalidCommand(f"no step {step!r} in this run")
         return self.steps[step]
+
+    def _end(
+        self, event_class: type[RunEnded], ctx: CommandContext, message: str | None, **fields: Any
+    ) -> None:
+        """Trigger an ending event with the run's outcome summary (RunEnded)."""
+        at = event_class.create_timestamp()
+        started = self.started_at if self.status == RunStatus.RUNNING else None
+        self._trigger(
+            event_class,
+            ctx,
+            timestamp=at,
+            pipeline_id=self.pipeline_id,
+            pipeline_name=self.pipeline_name,
+            revision=self.revision,
+            trigger=self.trigger.kind,
+            deployment_id=self.trigger.deployment_id
+            or (self.trigger.id if self.trigger.kind == "deployment" else None),
+            job_id=self.trigger.id if self.trigger.kind == "job" else None,
+            environment=self.trigger.environment,
+            status=event_class.ends_as.value,
+            attempt=self.attempt,
+            started_at=started,
+            duration_seconds=(at - started).total_seconds() if started else None,
+            message=message,
+            **fields,
+        )
 
     def _trigger(self, event_class: type[RunEvent], ctx: CommandContext, **fields: Any) -> None:
         self.trigger_event(event_class, tenant_id=self.tenant_id, **ctx.event_fields(), **fields)

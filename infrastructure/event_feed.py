@@ -12,6 +12,12 @@ passed it by the precise one.) Why no duplicate: positions are global and the re
 publishes in their order, so a live event at or below the last position the replay
 passed is skipped.
 
+Across a NATS outage: the connection's subscriptions are sent again when it
+reconnects, but the relay may publish before the server has them, and what is published
+meanwhile never reaches this subscription. So after a reconnect the feed waits for the
+server to have its subscription (a flush), then replays from the store what follows the
+last position it passed, exactly as at the start.
+
 A client too slow to keep up (its live buffer past `SLOW_AFTER` events) is told where to
 resume (`Resume`) and the feed ends, instead of holding an unbounded buffer: it reconnects
 with that position and is replayed from the store.
@@ -20,17 +26,19 @@ with that position and is replayed from the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from uuid import UUID
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
 from psycopg_pool import AsyncConnectionPool
 
 from infrastructure import envelope
 from infrastructure.envelope import CloudEvent
-from infrastructure.notification_log import read_notifications
+from infrastructure.notification_log import read_notifications, settled_position
 
 KEEPALIVE_SECONDS = 15.0
 SLOW_AFTER = 5_000
@@ -140,24 +148,37 @@ async def follow(
         reason = await recheck()
         return Revoked(reason) if reason is not None else None
 
+    reconnects = nc.stats["reconnects"]
+
+    async def replay() -> AsyncIterator[FeedItem]:
+        """What the store has after `seen`; ends with Revoked or Resume if it must."""
+        nonlocal seen
+        while True:
+            async with pool.connection() as conn:
+                batch = await read_notifications(conn, seen or 0, REPLAY_BATCH, precise=True)
+            if not batch:
+                return
+            for notification in batch:
+                seen = notification.id
+                event = envelope.to_cloud_event(notification)
+                if feed_filter.matches(event):
+                    yield event
+            if ended := await revoked():
+                yield ended
+                return
+            if subscription.pending_msgs > SLOW_AFTER:
+                yield Resume(seen or 0)
+                return
+
     try:
         yield KeepAlive()  # subscribed: what follows misses nothing
-        if after is not None:
-            while True:
-                async with pool.connection() as conn:
-                    batch = await read_notifications(conn, seen or 0, REPLAY_BATCH, precise=True)
-                if not batch:
-                    break
-                for notification in batch:
-                    seen = notification.id
-                    event = envelope.to_cloud_event(notification)
-                    if feed_filter.matches(event):
-                        yield event
-                if ended := await revoked():
-                    yield ended
-                    return
-                if subscription.pending_msgs > SLOW_AFTER:
-                    yield Resume(seen or 0)
+        if after is None:
+            async with pool.connection() as conn:  # "from now on"; a reconnect replays from here
+                seen = await settled_position(conn)
+        else:
+            async for item in replay():
+                yield item
+                if isinstance(item, Resume | Revoked):
                     return
         while True:
             if ended := await revoked():
@@ -166,6 +187,12 @@ async def follow(
             if subscription.pending_msgs > SLOW_AFTER:
                 yield Resume(seen or 0)
                 return
+            if nc.stats["reconnects"] != reconnects and nc.is_connected:
+                reconnects = nc.stats["reconnects"]
+                async for item in _after_reconnect(nc, replay):
+                    yield item
+                    if isinstance(item, Resume | Revoked):
+                        return
             if clock() - quiet_since >= KEEPALIVE_SECONDS:
                 quiet_since = clock()
                 yield KeepAlive()
@@ -175,6 +202,14 @@ async def follow(
             except TimeoutError:
                 continue
             quiet_since = clock()
+            if nc.stats["reconnects"] != reconnects:
+                # A reconnect while waiting: what was published before the subscription
+                # was back precedes this message, so the replay comes first.
+                reconnects = nc.stats["reconnects"]
+                async for item in _after_reconnect(nc, replay):
+                    yield item
+                    if isinstance(item, Resume | Revoked):
+                        return
             event = envelope.decode(msg.data)
             if seen is not None and event.position <= seen:
                 continue  # replayed already
@@ -183,3 +218,15 @@ async def follow(
                 yield event
     finally:
         await subscription.unsubscribe()
+
+
+async def _after_reconnect(
+    nc: NatsClient, replay: Callable[[], AsyncIterator[FeedItem]]
+) -> AsyncIterator[FeedItem]:
+    """The store's events the live subscription may have missed while NATS was away,
+    once the server has the subscription again (a flush: every later publish reaches
+    it). If NATS went away again meanwhile, the next reconnect replays again."""
+    with contextlib.suppress(NatsError):
+        await nc.flush(timeout=5)
+    async for item in replay():
+        yield item

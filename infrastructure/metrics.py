@@ -139,6 +139,13 @@ class NornMetrics:
             ["outcome"],
             registry=r,
         )
+        self.trigger_firings = Counter(
+            "norn_event_triggers",
+            "Pipeline triggers fired by events in this process, by outcome (started, or the"
+            " code of the refusal: CHAIN_TOO_DEEP, QUOTA_EXCEEDED, ...)",
+            ["outcome"],
+            registry=r,
+        )
         self.fire_delay = Histogram(
             "norn_scheduler_fire_delay_seconds",
             "From a job's scheduled time (plus its jitter) to its run queued",
@@ -206,6 +213,11 @@ class NornMetrics:
         self.webhook_deliveries.labels(outcome).inc()
         if latency is not None:
             self.webhook_latency.observe(latency)
+
+    def observe_triggers(self, firings: Sequence[Any]) -> None:
+        """A trigger pass's firings (application/event_triggers.py Firing)."""
+        for firing in firings:
+            self.trigger_firings.labels(firing.refused or "started").inc()
 
 
 class _StateCollector(Collector):

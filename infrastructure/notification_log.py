@@ -68,3 +68,16 @@ async def max_position(conn: AsyncConnection) -> int:
     cur = await conn.execute(f"SELECT COALESCE(MAX(notification_id), 0) FROM {EVENTS_TABLE}")
     row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+async def settled_position(conn: AsyncConnection) -> int:
+    """The highest position a reader may pass now (below the precise horizon): every
+    event at or below it is committed and none can still appear there, so "after this
+    position" is exactly what happens from now on. (Positions and transaction ids are
+    taken together under the append lock, so they are in the same order.)"""
+    cur = await conn.execute(
+        f"SELECT COALESCE((SELECT notification_id FROM {EVENTS_TABLE}"
+        f" WHERE tx_id < {PRECISE_HORIZON} ORDER BY notification_id DESC LIMIT 1), 0)"
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0

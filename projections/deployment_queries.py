@@ -23,7 +23,8 @@ _TABLE = sql.Identifier("deployments")
 DEPLOYMENT_COLUMNS = sql.SQL(
     "id, tenant_id, pipeline_id, environment, status, active_release, active_revision,"
     " verifying_release, verifying_revision, verifying_run_id, verifying_deadline,"
-    " verifying_since, release_count, strategy, variables, labels, description, retired,"
+    " verifying_since, release_count, strategy, variables, labels, description, triggers,"
+    " retired,"
     " created_by, created_at, updated_at, version, position"
 )
 RELEASE_COLUMNS = (

@@ -50,9 +50,9 @@ class DeploymentsProjection(Projection):
         data = event.data
         await cur.execute(
             "INSERT INTO deployments (id, tenant_id, pipeline_id, environment, status,"
-            " strategy, variables, labels, description, created_by, created_at, updated_at,"
-            " version, position) VALUES (%s, %s, %s, %s, 'pending', %s, %s, %s, %s, %s, %s,"
-            " %s, %s, %s)",
+            " strategy, variables, labels, description, triggers, created_by, created_at,"
+            " updated_at, version, position) VALUES (%s, %s, %s, %s, 'pending', %s, %s, %s,"
+            " %s, %s, %s, %s, %s, %s, %s)",
             (
                 event.subject,
                 event.tenant,
@@ -62,6 +62,7 @@ class DeploymentsProjection(Projection):
                 Jsonb(data.get("variables") or {}),
                 Jsonb(data.get("labels") or {}),
                 data.get("description", ""),
+                Jsonb(list(data.get("triggers") or [])),
                 event.actor,
                 event.time,
                 event.time,
@@ -135,6 +136,10 @@ class DeploymentsProjection(Projection):
             ),
         )
         await self._activate(cur, event, data["previous_release"], "rolled_back")
+
+    @handles("norn.deployment.triggers_set.v1")
+    async def triggers_set(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        await self._deployment(cur, event, triggers=Jsonb(list(event.data["triggers"])))
 
     @handles("norn.deployment.retired.v1")
     async def retired(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:

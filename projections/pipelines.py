@@ -26,8 +26,8 @@ SORTS: dict[str, type] = {"created_at": datetime, "name": str, "updated_at": dat
 
 _TABLE = sql.Identifier("pipelines")
 _COLUMNS = sql.SQL(
-    "id, tenant_id, namespace, name, description, tags, steps, timeout, revision, version, "
-    "cloned_from, created_by, updated_by, created_at, updated_at, position"
+    "id, tenant_id, namespace, name, description, tags, steps, timeout, triggers, revision, "
+    "version, cloned_from, created_by, updated_by, created_at, updated_at, position"
 )
 
 
@@ -40,6 +40,7 @@ def _definition_fields(event: CloudEvent) -> dict[str, Any]:
         "description": definition.get("description", ""),
         "tags": list(definition.get("tags", ())),
         "steps": Jsonb(list(definition.get("steps", ()))),
+        "triggers": Jsonb(list(definition.get("triggers", ()))),
     }
 
 
@@ -58,9 +59,10 @@ class PipelinesProjection(Projection):
         cloned_from = event.data.get("cloned_from")
         await cur.execute(
             "INSERT INTO pipelines (id, tenant_id, namespace, name, description, tags, steps,"
-            " timeout, revision, version, cloned_from, created_by, updated_by, created_at,"
-            " updated_at, position) VALUES (%(id)s, %(tenant_id)s, %(namespace)s, %(name)s,"
-            " %(description)s, %(tags)s, %(steps)s, %(timeout)s, 1, %(version)s,"
+            " timeout, triggers, revision, version, cloned_from, created_by, updated_by,"
+            " created_at, updated_at, position) VALUES (%(id)s, %(tenant_id)s, %(namespace)s,"
+            " %(name)s, %(description)s, %(tags)s, %(steps)s, %(timeout)s, %(triggers)s, 1,"
+            " %(version)s,"
             " %(cloned_from)s, %(actor)s, %(actor)s, %(time)s, %(time)s, %(position)s)",
             {
                 **_definition_fields(event),
@@ -80,7 +82,7 @@ class PipelinesProjection(Projection):
         # A rollback is a new revision carrying the restored definition: same update.
         await cur.execute(
             "UPDATE pipelines SET namespace = %(namespace)s, name = %(name)s,"
-            " timeout = %(timeout)s,"
+            " timeout = %(timeout)s, triggers = %(triggers)s,"
             " description = %(description)s,"
             " tags = %(tags)s, steps = %(steps)s, revision = %(revision)s,"
             " version = %(version)s, updated_by = %(actor)s, updated_at = %(time)s,"

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from api.controllers.pipeline_views import triggers_out
 from api.schemas.deployments import (
     DeploymentRead,
     DeploymentStatusOut,
@@ -89,6 +90,7 @@ def from_row(row: dict[str, Any]) -> DeploymentRead:
         variables=row["variables"] or {},
         labels=row["labels"] or {},
         description=row["description"],
+        triggers=triggers_out(row.get("triggers") or []),
         retired=row["retired"],
         created_by=row["created_by"],
         created_at=row["created_at"],

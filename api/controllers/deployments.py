@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Literal
 from uuid import UUID
 
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api.auth import principal_of
@@ -31,6 +31,7 @@ from api.controllers.deployment_views import (
 )
 from api.controllers.paging import paged, query_error
 from api.controllers.pipeline_runs import finished_run, run_context
+from api.controllers.pipeline_views import to_triggers, triggers_out
 from api.dependencies import (
     DeploymentQueriesDep,
     DeploymentServiceDep,
@@ -50,6 +51,8 @@ from api.schemas.deployments import (
     DeploymentRollback,
     DeploymentRolledBackOut,
     DeploymentStatusOut,
+    DeploymentTriggers,
+    DeploymentTriggersOut,
     DeploymentWritten,
     ReleaseCreate,
     ReleasesOut,
@@ -83,6 +86,7 @@ class DeploymentController(Controller):
             variables=data.variables,
             labels=data.labels,
             description=data.description,
+            triggers=to_triggers(data.triggers),
         )
         return created(written(result), f"{self.path}/{result.state.id}")
 
@@ -259,6 +263,34 @@ class DeploymentController(Controller):
         return DeploymentRolledBackOut(
             result.release, result.rolled_back_to, result.previous_release, result.position
         )
+
+    @put(
+        "/{deployment_id:uuid}/triggers",
+        opt=WRITE,
+        summary="Replace the events that start a run of the active release",
+    )
+    async def set_triggers(
+        self,
+        deployment_id: FromPath[UUID],
+        data: JSONBody[DeploymentTriggers],
+        request: Request,
+        deployments: DeploymentServiceDep,
+        if_match: IfMatch = None,
+    ) -> Response[DeploymentTriggersOut]:
+        result = await deployments.set_triggers(
+            principal_of(request),
+            deployment_id,
+            to_triggers(data.triggers),
+            command_context(request),
+            expected_version(if_match),
+        )
+        body = DeploymentTriggersOut(
+            id=str(deployment_id),
+            triggers=triggers_out(result.state.triggers),
+            version=result.version,
+            position=result.position,
+        )
+        return Response(body, headers={"ETag": etag(result.version)})
 
     @delete(
         "/{deployment_id:uuid}", opt=WRITE, status_code=200, summary="Retire (soft: history stays)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from api.errors import error_code
@@ -17,10 +18,13 @@ from api.schemas.pipelines import (
     RevisionOut,
     RolledBackOut,
     StepOut,
+    TriggerIn,
+    TriggerOut,
 )
 from application.pipeline_history import RevisionRecord
 from application.pipeline_rollbacks import Redeployment, RolledBackEverywhere
 from application.results import Changed
+from domain.event_trigger import EventTrigger
 from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
 
 
@@ -44,7 +48,22 @@ def to_definition(body: PipelineWrite) -> PipelineDefinition:
             for s in body.steps
         ),
         timeout=body.timeout,
+        triggers=to_triggers(body.triggers),
     )
+
+
+def to_triggers(triggers: Sequence[TriggerIn]) -> tuple[EventTrigger, ...]:
+    return tuple(EventTrigger(t.on, dict(t.where), dict(t.params)) for t in triggers)
+
+
+def triggers_out(triggers: Any) -> list[TriggerOut]:
+    """From the definition's EventTriggers or the read model's JSON."""
+    return [
+        TriggerOut(t.on, dict(t.where), dict(t.params))
+        if isinstance(t, EventTrigger)
+        else TriggerOut(t["on"], t.get("where", {}), t.get("params", {}))
+        for t in triggers
+    ]
 
 
 def _steps(definition: PipelineDefinition) -> list[StepOut]:
@@ -76,6 +95,7 @@ def written(result: Changed[Pipeline]) -> PipelineWritten:
         tags=list(d.tags),
         steps=_steps(d),
         timeout=d.timeout,
+        triggers=triggers_out(d.triggers),
         revision=pipeline.revision,
         version=result.version,
         cloned_from=ClonedFromOut(cloned.pipeline_id, cloned.revision) if cloned else None,
@@ -148,6 +168,7 @@ def from_row(row: dict[str, Any]) -> PipelineRead:
             for s in row["steps"]
         ],
         timeout=row.get("timeout"),
+        triggers=triggers_out(row.get("triggers") or []),
         revision=row["revision"],
         version=row["version"],
         cloned_from=ClonedFromOut(cloned["pipeline_id"], cloned["revision"]) if cloned else None,
@@ -185,4 +206,5 @@ def revision_out(pipeline_id: str, record: RevisionRecord) -> RevisionOut:
         description=d.description,
         tags=list(d.tags),
         steps=_steps(d),
+        triggers=triggers_out(d.triggers),
     )

@@ -10,6 +10,7 @@ from uuid import UUID
 import msgspec
 
 from api.schemas.common import CursorPage, HistoryEvent, Request
+from api.schemas.pipelines import TriggerIn, TriggerOut
 
 Environment = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
 Number = Annotated[int, msgspec.Meta(ge=1)]
@@ -34,6 +35,22 @@ class DeploymentCreate(Request):
     """The params every run of the deployment starts with (at most 64 KiB of JSON)."""
     labels: dict[str, str] = {}
     description: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
+    triggers: list[TriggerIn] = []
+    """Events that start a run of the active release (README "Event triggers")."""
+
+
+class DeploymentTriggers(Request):
+    """Body of PUT /deployments/{id}/triggers: every trigger, replacing the ones there."""
+
+    triggers: list[TriggerIn]
+
+
+class DeploymentTriggersOut(msgspec.Struct, kw_only=True):
+    id: str
+    triggers: list[TriggerOut]
+    version: int
+    position: int | None
+    """None when nothing changed (the same triggers again)."""
 
 
 class ReleaseCreate(Request):
@@ -89,6 +106,7 @@ class DeploymentRead(msgspec.Struct, kw_only=True):
     variables: dict[str, Any]
     labels: dict[str, str]
     description: str
+    triggers: list[TriggerOut] = []
     retired: bool
     created_by: str
     created_at: datetime

@@ -24,6 +24,23 @@ class StepIn(Request):
     """Seconds an attempt may run."""
 
 
+class TriggerIn(Request):
+    """Start a run of this pipeline when an event of the tenant matches."""
+
+    on: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    """An event type or a glob of one, with or without the version: norn.run.succeeded."""
+    where: dict[str, str | int | float | bool] = {}
+    """Data fields (or `subject`) the event must have these values in."""
+    params: dict[str, Any] = {}
+    """The run's parameters."""
+
+
+class TriggerOut(msgspec.Struct):
+    on: str
+    where: dict[str, Any]
+    params: dict[str, Any]
+
+
 class PipelineWrite(Request):
     """Body of POST /pipelines and PUT /pipelines/{id}: the full definition."""
 
@@ -35,6 +52,8 @@ class PipelineWrite(Request):
     """One of the tenant's namespaces, or null for none."""
     timeout: float | None = None
     """Seconds a run may take in all."""
+    triggers: list[TriggerIn] = []
+    """Events that start a run of this pipeline (README "Event triggers")."""
 
 
 class RollbackRequest(Request):
@@ -73,6 +92,7 @@ class PipelineRead(msgspec.Struct, kw_only=True):
     tags: list[str]
     steps: list[StepOut]
     timeout: float | None = None
+    triggers: list[TriggerOut] = []
     revision: int
     version: int
     cloned_from: ClonedFromOut | None
@@ -165,6 +185,7 @@ class RevisionOut(msgspec.Struct):
     description: str
     tags: list[str]
     steps: list[StepOut]
+    triggers: list[TriggerOut] = []
 
 
 class ValidationOut(msgspec.Struct):

@@ -54,7 +54,10 @@ _IN_TRANSACTION = (
 
 
 def kill_in_a_pass(
-    database_url: str, processes: dict[str, subprocess.Popen[bytes]], limit: float
+    database_url: str,
+    processes: dict[str, subprocess.Popen[bytes]],
+    limit: float,
+    worst: str = "UPDATE job_schedules SET cursor",
 ) -> tuple[subprocess.Popen[bytes], str] | None:
     """SIGKILL the first of `processes` seen in the middle of a pass, preferably while it
     saves its bookkeeping (its runs are appended, committed, and not yet counted: the
@@ -66,13 +69,14 @@ def kill_in_a_pass(
     of its PostgreSQL sessions is in a
     transaction with a transaction id: it holds due jobs (SELECT ... FOR UPDATE takes
     one). An idle scheduler's passes lock nothing and take none. Saving: that session's
-    last statement is the UPDATE of job_schedules."""
+    last statement is the UPDATE of job_schedules (or, for another kind of pass, contains
+    `worst`)."""
     started = time.monotonic()
     with psycopg.connect(database_url, autocommit=True) as conn:
         while time.monotonic() < started + 2 * limit:
             patient = time.monotonic() < started + limit
             for name, query in conn.execute(_IN_TRANSACTION).fetchall():
-                saving = "UPDATE job_schedules SET cursor" in query
+                saving = worst in query
                 if name in processes and (saving or not patient):
                     victim = processes[name]
                     victim.kill()

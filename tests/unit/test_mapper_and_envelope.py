@@ -22,6 +22,7 @@ from eventsourcing.utils import get_topic
 
 import domain.api_key
 import domain.deployment
+import domain.event_trigger
 import domain.name_claim
 import domain.pipeline
 import domain.pipeline_deployments
@@ -31,6 +32,7 @@ import domain.tenant
 import domain.user
 from domain.api_key import ApiKey
 from domain.deployment import Deployment
+from domain.event_trigger import EventTrigger, TriggerFiring, TriggerSource
 from domain.events import CommandContext, NornEvent
 from domain.name_claim import NameClaim, NameClaimTaken
 from domain.pipeline import (
@@ -216,7 +218,26 @@ def one_of_every_event() -> list[NornEvent]:
         *failing.collect_events(),
         *claim.collect_events(),
         *deployment_events(),
+        *trigger_events(),
     ]
+
+
+def trigger_events() -> list[NornEvent]:
+    source = TriggerSource(str(uuid4()), "norn.run.succeeded.v1", 41, 2)
+    fired = TriggerFiring.fired(
+        tenant_id=TENANT, pipeline_id="p1", revision=3, source=source, run_id=uuid4(), ctx=CTX
+    )
+    refused = TriggerFiring.refused_by(
+        tenant_id=TENANT,
+        pipeline_id="p1",
+        deployment_id="d1",
+        revision=3,
+        source=source,
+        code="CHAIN_TOO_DEEP",
+        reason="too deep",
+        ctx=CTX,
+    )
+    return [*fired.collect_events(), *refused.collect_events()]
 
 
 def deployment_events() -> list[NornEvent]:
@@ -236,6 +257,9 @@ def deployment_events() -> list[NornEvent]:
     deployment.release(2, CTX, strategy=green, run_id="r2")
     deployment.expire_verification(2, datetime(2100, 1, 1, tzinfo=UTC), CTX)
     deployment.release(3, CTX, strategy=Strategy())
+    deployment.set_triggers(
+        (EventTrigger("norn.run.succeeded", {"pipeline_id": "p0", "ok": True}, {"n": 1}),), CTX
+    )
     deployment.roll_back(CTX)
     deployment.retire(CTX)
     live = PipelineDeployments.open(tenant_id=TENANT, pipeline_id="p1", ctx=CTX)
@@ -249,6 +273,7 @@ def concrete_domain_event_classes() -> set[type]:
     modules = (
         domain.api_key,
         domain.deployment,
+        domain.event_trigger,
         domain.pipeline_deployments,
         domain.name_claim,
         domain.pipeline,
@@ -487,6 +512,30 @@ def test_cloud_event_data_is_the_payload_without_envelope_metadata() -> None:
     assert cloud.data["revision"] == 2
     assert cloud.data["definition"]["name"] == "orders-2"
     assert cloud.data["definition"]["steps"][1]["depends_on"] == ["extract"]
+
+
+def test_a_run_that_ended_publishes_its_outcome_in_data() -> None:
+    """README "Consuming events from NATS": enough to act on without calling back."""
+    run = Run.queue(
+        run_id=uuid4(),
+        tenant_id=TENANT,
+        pipeline_id="p1",
+        pipeline_name="orders",
+        revision=4,
+        definition=DEFINITION,
+        params={},
+        trigger=Trigger("job", "j1"),
+        ctx=CTX,
+    )
+    run.request_cancel("not today", CTX)
+    ended = run.collect_events()[-1]
+
+    data = decode(encode(to_cloud_event(notification(ended)))).data
+
+    assert data["pipeline_id"] == "p1" and data["pipeline_name"] == "orders"
+    assert data["revision"] == 4 and data["job_id"] == "j1" and data["trigger"] == "job"
+    assert data["status"] == "cancelled" and data["message"] == "not today"
+    assert data["duration_seconds"] is None and data["deployment_id"] is None
 
 
 def test_cloud_event_id_is_deterministic_per_originator_and_version() -> None:

@@ -314,3 +314,43 @@ def test_run_events_carry_their_time() -> None:
     run.start_step("a", attempt, CTX)
     started_at = run.steps["a"].started_at
     assert isinstance(started_at, datetime) and started_at.tzinfo == UTC
+
+
+def test_the_event_that_ends_a_run_carries_its_outcome_for_consumers() -> None:
+    """NATS consumers act on a run's end without calling back (README "Consuming events
+    from NATS"): pipeline, revision, what triggered it, status, duration, error."""
+    run = queued(trigger=Trigger("deployment", "d1", environment="prod", release=2))
+    run.collect_events()
+    attempt = run.start("executor-1", CTX)
+    for step in ("a", "b", "c", "d"):
+        run.start_step(step, attempt, CTX)
+        run.step_succeeded(step, attempt, 1, 1, CTX)
+    run.finish(attempt, CTX)
+    [*_, ended] = run.collect_events()
+
+    assert isinstance(ended, RunSucceeded)
+    assert (ended.pipeline_id, ended.pipeline_name, ended.revision) == ("p1", "orders", 3)
+    assert (ended.trigger, ended.deployment_id, ended.environment) == ("deployment", "d1", "prod")
+    assert ended.job_id is None and ended.status == "succeeded" and ended.attempt == 1
+    assert ended.message is None and ended.started_at == run.started_at
+    assert ended.duration_seconds == (ended.timestamp - run.started_at).total_seconds() >= 0
+
+
+def test_a_failed_or_never_started_run_says_why_and_has_no_duration() -> None:
+    run, attempt = started()
+    run.start_step("a", attempt, CTX)
+    run.step_failed("a", attempt, "no such file", None, CTX)
+    run.finish(attempt, CTX)
+    [*_, failed] = run.collect_events()
+    assert isinstance(failed, RunFailed) and failed.status == "failed"
+    assert failed.message == failed.error == "step a failed: no such file"
+    assert failed.duration_seconds is not None
+
+    job_run = queued(trigger=Trigger("job", "j1", deployment_id="d2"))
+    job_run.collect_events()
+    job_run.request_cancel("not today", CTX)
+    [cancelled] = job_run.collect_events()
+    assert isinstance(cancelled, RunCancelled) and cancelled.status == "cancelled"
+    assert (cancelled.job_id, cancelled.deployment_id) == ("j1", "d2")
+    assert cancelled.message == "not today"
+    assert cancelled.started_at is None and cancelled.duration_seconds is None

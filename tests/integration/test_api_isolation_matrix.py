@@ -63,6 +63,7 @@ BODIES: dict[tuple[str, str], Any] = {
         "end": "2026-01-02T00:00:00Z",
     },
     ("PATCH", "/api/v1/webhooks/{webhook_id:uuid}"): {"description": "stolen"},
+    ("PUT", "/api/v1/deployments/{deployment_id:uuid}/triggers"): {"triggers": []},
 }
 
 # Routes over resources that belong to no tenant (the plugin catalog): nothing to isolate.

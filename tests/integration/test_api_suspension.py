@@ -101,6 +101,9 @@ WRITE_BODIES: dict[tuple[str, str], Callable[[Values], Any]] = {
         "events": ["norn.*"],
     },
     ("PATCH", "/api/v1/webhooks/{webhook_id:uuid}"): lambda v: {"description": "changed"},
+    ("PUT", "/api/v1/deployments/{deployment_id:uuid}/triggers"): lambda v: {
+        "triggers": [{"on": "norn.run.succeeded"}]
+    },
     ("DELETE", "/api/v1/webhooks/{webhook_id:uuid}"): lambda v: None,
     ("POST", "/api/v1/webhooks/{webhook_id:uuid}/ping"): lambda v: None,
     ("POST", "/api/v1/webhooks/{webhook_id:uuid}/deliveries/{delivery_id:uuid}/redeliver"): (

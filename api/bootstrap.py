@@ -58,6 +58,7 @@ from infrastructure.scheduler_role import SchedulerRole
 from infrastructure.security import Argon2PasswordHasher, TokenService, data_dir_keys
 from infrastructure.settings import Settings
 from infrastructure.step_runner import PluginStepRunner
+from infrastructure.stream_limits import StreamSlots
 from infrastructure.supervision import Backoff, retry
 from projections import (
     ALL_PROJECTIONS,
@@ -158,6 +159,9 @@ class Container:
     api_key_usage: ApiKeyUsage
     rate_limiter: SyncedRateLimiter
     rate_limits: dict[str, RateLimit]
+    stream_slots: StreamSlots
+    """Open SSE and WebSocket streams per tenant, against `stream_limits` (per plan)."""
+    stream_limits: dict[str, int]
     nats: NatsClient | None = None
     relay: Relay | None = None
     database: DatabaseAvailability | None = None
@@ -245,6 +249,8 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
             api_key_usage=ApiKeyUsage(read_pool),
             rate_limiter=SyncedRateLimiter(read_pool, rate_limits),
             rate_limits=rate_limits,
+            stream_slots=StreamSlots(read_pool),
+            stream_limits=settings.plan_stream_limits(),
         )
     )
 

@@ -93,6 +93,11 @@ class FeedFilter:
         return self.actor is None or event.actor == self.actor
 
 
+def feed_subject(prefix: str, tenant: str | None) -> str:
+    """The NATS subject of a tenant's events (None: every tenant's)."""
+    return f"{prefix}.events.{tenant}.>" if tenant else f"{prefix}.events.>"
+
+
 def parse_types(text: str | None) -> tuple[str, ...]:
     return tuple(t.strip() for t in (text or "").split(",") if t.strip())
 

@@ -29,6 +29,7 @@ from api.auth import Credentials, authenticate
 from api.schemas import ws as messages
 from api.schemas.ws import Refusal, invalid
 from api.streams import recheck
+from application.errors import AuthenticationFailed, NotFound, PermissionDenied
 from infrastructure import event_feed
 from infrastructure.event_feed import FeedFilter, Resume, parse_resources, parse_types
 from infrastructure.notification_log import max_position
@@ -145,7 +146,7 @@ class FeedSocket:
         credentials = Credentials(token=message.token, api_key=message.api_key)
         try:
             principal = await authenticate(self._socket, credentials=credentials)
-        except Exception as error:
+        except (AuthenticationFailed, PermissionDenied, NotFound) as error:
             raise Refusal("AUTHENTICATION_REQUIRED", str(error), None, message.id) from None
         if (
             principal.subject_id != self._feed.subject_id
@@ -160,6 +161,8 @@ class FeedSocket:
 
     async def _subscribe(self, message: messages.Subscribe) -> None:
         ident = message.id
+        if self._resuming:
+            return  # closing: the client resumes on a new connection
         if ident in self._subscriptions:
             raise Refusal("RESOURCE_CONFLICT", "a subscription has this id already", "id", ident)
         if len(self._subscriptions) >= MAX_SUBSCRIPTIONS:

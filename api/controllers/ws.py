@@ -23,7 +23,7 @@ from litestar.exceptions import ValidationException
 
 from api.auth import AUTHENTICATES_ITSELF, Credentials, authenticate
 from api.dependencies import NatsDep, ReadPoolDep, SettingsDep
-from api.feed_socket import CLOSE_RESUME, CLOSE_REVOKED, Feed, FeedSocket, close_reason
+from api.feed_socket import CLOSE_REVOKED, Feed, FeedSocket, close_reason
 from api.schemas import ws as messages
 from api.schemas.ws import Refusal
 from api.streams import admit, inactive_tenant
@@ -41,6 +41,8 @@ QUERY_PARAMETERS = frozenset({"token"})
 CLOSE_INVALID = 4400
 CLOSE_FORBIDDEN = 4403
 CLOSE_LIMITED = 4429
+CLOSE_UNAVAILABLE = 1013
+"""Try Again Later (RFC 6455), as when a feed is closed for falling behind."""
 
 
 class _Refused(Exception):
@@ -70,7 +72,7 @@ class EventSocketController(Controller):
         try:
             principal, credentials = await _authenticated(socket)
             if nats is None or not nats.is_connected:
-                raise _Refused(CLOSE_RESUME, "SERVICE_UNAVAILABLE", "NATS is not connected")
+                raise _Refused(CLOSE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "NATS is not connected")
             slot = await _admitted(socket, principal)
         except _Refused as refused:
             with contextlib.suppress(Exception):

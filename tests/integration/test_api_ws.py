@@ -169,6 +169,14 @@ async def test_subscriptions_filter_answer_errors_without_closing_and_unsubscrib
             error = await ws.until(lambda f: f["type"] == "error")
             assert error[-1]["code"] == "VALIDATION_ERROR" and "id" not in error[-1]
             assert await ws.answer(type="ping", id="p1") == {"type": "pong", "id": "p1"}
+            # A later `auth` swaps in fresh credentials of the same principal only.
+            fresh = await login(http, "acme-editor", PASSWORD)
+            token = fresh["Authorization"][7:]
+            assert await ws.answer(type="auth", id="a", token=token) == {"type": "ack", "id": "a"}
+            someone_else = await ws.answer(type="auth", id="b", token=admin["Authorization"][7:])
+            assert someone_else["code"] == "AUTHENTICATION_REQUIRED", someone_else
+            bad = await ws.answer(type="auth", id="c", token="nope")
+            assert bad["code"] == "AUTHENTICATION_REQUIRED", bad
 
             second = await create_pipeline(http, editor, "second")
             revised = await http.put(

@@ -20,6 +20,8 @@ from typing import Any
 
 from litestar import Controller, WebSocket, websocket
 from litestar.exceptions import ValidationException
+from nats.aio.client import Client as NatsClient
+from psycopg import OperationalError as PgOperationalError
 
 from api.auth import AUTHENTICATES_ITSELF, Credentials, authenticate
 from api.dependencies import NatsDep, ReadPoolDep, SettingsDep
@@ -28,10 +30,17 @@ from api.schemas import ws as messages
 from api.schemas.ws import Refusal
 from api.streams import admit, inactive_tenant
 from application.authorization import Permission, authorize, readable_event_kinds
-from application.errors import AuthenticationFailed, NotFound, PermissionDenied, RateLimited
+from application.errors import (
+    AuthenticationFailed,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    ServiceUnavailable,
+)
 from application.principal import Principal
 from infrastructure import logs
 from infrastructure.event_feed import feed_subject
+from infrastructure.stream_limits import StreamSlot
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +51,8 @@ CLOSE_INVALID = 4400
 CLOSE_FORBIDDEN = 4403
 CLOSE_LIMITED = 4429
 CLOSE_UNAVAILABLE = 1013
-"""Try Again Later (RFC 6455), as when a feed is closed for falling behind."""
+"""Try Again Later (RFC 6455): NATS or PostgreSQL down, as when a feed is closed for
+falling behind."""
 
 
 class _Refused(Exception):
@@ -70,10 +80,7 @@ class EventSocketController(Controller):
     ) -> None:
         await socket.accept()
         try:
-            principal, credentials = await _authenticated(socket)
-            if nats is None or not nats.is_connected:
-                raise _Refused(CLOSE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "NATS is not connected")
-            slot = await _admitted(socket, principal)
+            principal, credentials, nc, slot = await _handshake(socket, nats)
         except _Refused as refused:
             with contextlib.suppress(Exception):
                 await socket.send_data(refused.refusal.frame())
@@ -82,11 +89,26 @@ class EventSocketController(Controller):
         try:
             subject = feed_subject(settings.subject_prefix, principal.tenant_id)
             kinds = readable_event_kinds(principal)
-            feed = Feed(nats, read_pool, subject, principal.tenant_id, kinds, principal.subject_id)
+            feed = Feed(nc, read_pool, subject, principal.tenant_id, kinds, principal.subject_id)
             await socket.send_data(messages.frame("ready", tenant=principal.tenant_id))
             await FeedSocket(socket, feed, credentials).run()
         finally:
             slot.release()
+
+
+async def _handshake(
+    socket: WebSocket[Any, Any, Any], nats: NatsClient | None
+) -> tuple[Principal, Credentials | None, NatsClient, StreamSlot]:
+    """Who is connecting, allowed to read events, with a place under the plan's limit;
+    or _Refused."""
+    try:
+        principal, credentials = await _authenticated(socket)
+        if nats is None or not nats.is_connected:
+            raise ServiceUnavailable("the live feed is unavailable: NATS is not connected")
+        return principal, credentials, nats, await _admitted(socket, principal)
+    except (ServiceUnavailable, PgOperationalError) as down:  # a database outage too
+        message = str(down) if isinstance(down, ServiceUnavailable) else "database down"
+        raise _Refused(CLOSE_UNAVAILABLE, "SERVICE_UNAVAILABLE", message) from None
 
 
 async def _authenticated(socket: WebSocket[Any, Any, Any]) -> tuple[Principal, Credentials | None]:
@@ -138,7 +160,7 @@ async def _credentials(socket: WebSocket[Any, Any, Any]) -> Credentials | None:
     return Credentials(token=first.token, api_key=first.api_key)
 
 
-async def _admitted(socket: WebSocket[Any, Any, Any], principal: Principal) -> Any:
+async def _admitted(socket: WebSocket[Any, Any, Any], principal: Principal) -> StreamSlot:
     try:
         return await admit(socket, principal, "ws")
     except RateLimited as refused:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import WebSocket
+from litestar.exceptions import WebSocketDisconnect
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import AsyncConnectionPool
 
@@ -92,15 +93,16 @@ class FeedSocket:
             await asyncio.wait([*tasks, self._closing], return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
                 if task.done() and not task.cancelled() and (error := task.exception()):
+                    if isinstance(error, WebSocketDisconnect):
+                        continue  # the client left while a frame was on its way
                     log.error("websocket feed failed", exc_info=error)
                     self._close(CLOSE_FAILED, "internal error; subscribe again with after")
         finally:
-            for sub in self._subscriptions.values():
-                if sub.task is not None:
-                    sub.task.cancel()
-            for task in tasks:
+            following = [s.task for s in self._subscriptions.values() if s.task is not None]
+            for task in [*following, *tasks]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Their NATS subscriptions end before the handler returns.
+            await asyncio.gather(*following, *tasks, return_exceptions=True)
             code, reason = self._closing.result() if self._closing.done() else (1000, "")
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(DRAIN_SECONDS):  # a client that reads nothing

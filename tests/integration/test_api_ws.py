@@ -135,8 +135,9 @@ async def test_authentication_by_header_query_or_first_message_and_refusals(
 
 
 async def test_subscriptions_filter_answer_errors_without_closing_and_unsubscribe(
-    settings: Settings,
+    settings: Settings, monkeypatch: Any
 ) -> None:
+    monkeypatch.setattr(feed_socket, "MAX_SUBSCRIPTIONS", 5)
     async with serving_app(settings) as http:
         await wait_ready(http)
         admin = await _admin(http, settings)
@@ -165,6 +166,16 @@ async def test_subscriptions_filter_answer_errors_without_closing_and_unsubscrib
                 assert [d["field"] for d in error["details"]] == [field], error
                 if "id" in message:
                     assert error["id"] == message["id"], error
+            await subscribed(ws, "fifth", types="norn.nothing.*")
+            over = await ws.answer(type="subscribe", id="sixth")
+            assert over["code"] == "QUOTA_EXCEEDED", over
+            assert over["details"][0] | {"message": ""} == {
+                "field": "subscriptions",
+                "message": "",
+                "limit": 5,
+                "used": 5,
+            }
+            assert await ws.answer(type="unsubscribe", id="fifth") == {"type": "ack", "id": "fifth"}
             await ws.conn.send("not json")
             error = await ws.until(lambda f: f["type"] == "error")
             assert error[-1]["code"] == "VALIDATION_ERROR" and "id" not in error[-1]
@@ -270,6 +281,10 @@ async def test_resume_with_after_under_concurrent_writes_has_no_gap_and_no_dupli
         assert len(made) > 5
 
 
+def _subjects(ws: Ws) -> set[str]:
+    return {e["subject"] for e in events_of(ws.seen)}
+
+
 def _viewer(username: str, tenant_id: str) -> dict[str, Any]:
     return {"username": username, "password": PASSWORD, "tenant_id": tenant_id, "roles": ["viewer"]}
 
@@ -294,9 +309,14 @@ async def test_a_tenant_sees_none_of_another_tenants_events_and_a_viewer_no_admi
         )
         assert viewer.status_code == 201, viewer.text
         a_viewer = await login(http, "acme-v", PASSWORD)
-        async with opened(http, a_viewer) as seen_by_viewer, opened(http, b) as seen_by_b:
+        async with (
+            opened(http, a_viewer) as seen_by_viewer,
+            opened(http, b) as seen_by_b,
+            opened(http, admin) as platform,
+        ):
             await subscribed(seen_by_viewer, "v", after=0)  # the whole history too
             await subscribed(seen_by_b, "b", after=0)
+            await subscribed(platform, "p", types=CREATED)
             made = await http.post(
                 "/api/v1/users",
                 json={
@@ -312,6 +332,8 @@ async def test_a_tenant_sees_none_of_another_tenants_events_and_a_viewer_no_admi
             in_b = await create_pipeline(http, b, "in-b")
             viewer_events = events_of(await seen_by_viewer.until(_created(in_a["id"])))
             b_events = events_of(await seen_by_b.until(_created(in_b["id"])))
+            # A platform admin acting in no tenant follows every tenant.
+            await platform.until(lambda _: {in_a["id"], in_b["id"]} <= _subjects(platform))
         assert {e["tenant"] for e in viewer_events} == {tenant_a}
         kinds = {e["type"].split(".")[1] for e in viewer_events}
         assert not kinds & {"user", "session", "usage", "api_key"}, kinds

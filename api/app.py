@@ -155,6 +155,7 @@ def dependencies(container: Container) -> dict[str, Provide]:
             "settings": c.settings,
             "plugins": c.plugins,
             "read_pool": c.read_pool,
+            "live_events": c.live_events,
             "positions": c.positions,
         }.items()
     }

@@ -44,6 +44,7 @@ from infrastructure.executor_role import ExecutorConfig, ExecutorRole
 from infrastructure.heartbeats import PostgresHeartbeats
 from infrastructure.idempotency import IdempotencyStore
 from infrastructure.leadership import AdvisoryLocks
+from infrastructure.live_events import LiveEvents
 from infrastructure.login_throttle import PostgresLoginThrottle
 from infrastructure.metrics import NornMetrics
 from infrastructure.metrics_refresh import MetricsRefresher, any_of
@@ -162,6 +163,8 @@ class Container:
     stream_slots: StreamSlots
     """Open SSE and WebSocket streams per tenant, against `stream_limits` (per plan)."""
     stream_limits: dict[str, int]
+    live_events: LiveEvents
+    """One NATS subscription for all the process's live feeds (SSE and WebSocket)."""
     nats: NatsClient | None = None
     relay: Relay | None = None
     database: DatabaseAvailability | None = None
@@ -251,6 +254,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
             rate_limits=rate_limits,
             stream_slots=StreamSlots(read_pool),
             stream_limits=settings.plan_stream_limits(),
+            live_events=LiveEvents(settings.subject_prefix),
         )
     )
 

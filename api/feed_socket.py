@@ -33,6 +33,7 @@ from api.streams import recheck
 from application.errors import AuthenticationFailed, NotFound, PermissionDenied
 from infrastructure import event_feed
 from infrastructure.event_feed import FeedFilter, Resume, parse_resources, parse_types
+from infrastructure.live_events import LiveEvents
 from infrastructure.notification_log import max_position
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Feed:
     tenant (or every tenant's), and whose events it may read."""
 
     nats: NatsClient
+    live: LiveEvents
     pool: AsyncConnectionPool
     subject: str
     tenant: str | None
@@ -196,7 +198,7 @@ class FeedSocket:
 
     async def _follow(self, sub: _Subscription, wanted: FeedFilter, after: int | None) -> None:
         feed = self._feed
-        items = event_feed.follow(feed.nats, feed.pool, feed.subject, wanted, after)
+        items = event_feed.follow(feed.nats, feed.pool, feed.subject, wanted, after, live=feed.live)
         try:
             await anext(items)  # subscribed: the ack promises nothing after it is missed
             await self._outbox.put(messages.frame("ack", id=sub.id))

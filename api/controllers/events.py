@@ -17,7 +17,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.auth import principal_of
 from api.controllers.paging import parameter_error
-from api.dependencies import NatsDep, ReadPoolDep, SettingsDep
+from api.dependencies import LiveEventsDep, NatsDep, ReadPoolDep, SettingsDep
 from api.streams import admit, recheck
 from application.authorization import Permission, readable_event_kinds
 from application.errors import ServiceUnavailable
@@ -56,6 +56,7 @@ class EventStreamController(Controller):
         nats: NatsDep,
         settings: SettingsDep,
         read_pool: ReadPoolDep,
+        live_events: LiveEventsDep,
         types: FromQuery[str | None] = None,
         resources: FromQuery[str | None] = None,
         actor: FromQuery[str | None] = None,
@@ -84,7 +85,8 @@ class EventStreamController(Controller):
                 raise parameter_error(field, f"{field}: past the newest event ({head})", source)
         subject = feed_subject(settings.subject_prefix, principal.tenant_id)
         slot = await admit(request, principal, "sse")  # 429 over the plan's open streams
-        items = follow(nc, read_pool, subject, wanted, start, recheck=recheck(request))
+        check = recheck(request)
+        items = follow(nc, read_pool, subject, wanted, start, check, live=live_events)
         try:
             await anext(items)  # subscribed before the answer starts: nothing is missed
         except BaseException:

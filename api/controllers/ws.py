@@ -24,7 +24,7 @@ from nats.aio.client import Client as NatsClient
 from psycopg import OperationalError as PgOperationalError
 
 from api.auth import AUTHENTICATES_ITSELF, Credentials, authenticate
-from api.dependencies import NatsDep, ReadPoolDep, SettingsDep
+from api.dependencies import LiveEventsDep, NatsDep, ReadPoolDep, SettingsDep
 from api.feed_socket import CLOSE_REVOKED, Feed, FeedSocket, close_reason
 from api.schemas import ws as messages
 from api.schemas.ws import Refusal
@@ -77,6 +77,7 @@ class EventSocketController(Controller):
         nats: NatsDep,
         settings: SettingsDep,
         read_pool: ReadPoolDep,
+        live_events: LiveEventsDep,
     ) -> None:
         await socket.accept()
         try:
@@ -89,7 +90,8 @@ class EventSocketController(Controller):
         try:
             subject = feed_subject(settings.subject_prefix, principal.tenant_id)
             kinds = readable_event_kinds(principal)
-            feed = Feed(nc, read_pool, subject, principal.tenant_id, kinds, principal.subject_id)
+            tenant = principal.tenant_id
+            feed = Feed(nc, live_events, read_pool, subject, tenant, kinds, principal.subject_id)
             await socket.send_data(messages.frame("ready", tenant=principal.tenant_id))
             await FeedSocket(socket, feed, credentials).run()
         finally:

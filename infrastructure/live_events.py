@@ -7,7 +7,8 @@ events/s were 60,000 messages a second to parse (bench/feeds.py). Here each even
 arrives once, is decoded once and is handed, decoded, to the listeners of its tenant
 (and to those of every tenant: platform admins). Each listener's queue is what its
 stream has not taken yet; `follow` ends a stream whose queue passes SLOW_AFTER, as it
-does with a subscription's pending messages, so no queue grows without bound.
+did with a subscription's pending messages, and a queue of a stream that takes nothing
+at all stops at LISTENER_BUFFER.
 
 Order and no gap hold as with a subscription of its own: the one subscription receives
 in stream order, and a listener is registered (synchronously, the subscription being
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -34,16 +36,31 @@ NATS_BUFFER = 100_000
 callback only decodes and hands out, so it lags only when the process is starved."""
 
 
+LISTENER_BUFFER = 20_000
+"""Events kept for one listener whose stream takes none (its client reads nothing); past
+it the listener overflows: it keeps nothing more and reports itself as far behind as can
+be, so `follow` ends its stream with Resume at the last event it passed (whatever was
+not kept is after that, and the client's resume replays it from the store)."""
+
+
 class Listener:
     """One stream's view of the live events of its tenant (None: every tenant's)."""
 
     def __init__(self, hub: LiveEvents, tenant: str | None) -> None:
         self._hub, self.tenant = hub, tenant
         self._queue: asyncio.Queue[CloudEvent] = asyncio.Queue()
+        self.overflowed = False
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        """Events waiting; the most an int can say once some were not kept."""
+        return sys.maxsize if self.overflowed else self._queue.qsize()
+
+    def offer(self, event: CloudEvent) -> None:
+        if self.overflowed or self._queue.qsize() >= LISTENER_BUFFER:
+            self.overflowed = True
+            return
+        self._queue.put_nowait(event)
 
     async def next_event(self, seconds: float) -> CloudEvent:
         """The next live event; TimeoutError after `seconds` without one."""
@@ -96,4 +113,4 @@ class LiveEvents:
             return
         for tenant in (event.tenant, None) if event.tenant is not None else (None,):
             for listener in self._listeners.get(tenant, ()):
-                listener._queue.put_nowait(event)
+                listener.offer(event)

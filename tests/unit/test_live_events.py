@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from infrastructure import envelope
+from infrastructure import envelope, live_events
 from infrastructure.envelope import CloudEvent
 from infrastructure.live_events import LiveEvents
 
@@ -85,3 +85,18 @@ async def test_a_new_client_is_subscribed_anew() -> None:
     await hub.listen(second, "a")  # type: ignore[arg-type]
 
     assert (len(first.subscriptions), len(second.subscriptions)) == (1, 1)
+
+
+async def test_a_listener_that_takes_nothing_overflows_instead_of_growing(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(live_events, "LISTENER_BUFFER", 3)
+    nc, hub = FakeNats(), LiveEvents("p")
+    stuck, reading = await hub.listen(nc, "a"), await hub.listen(nc, "a")  # type: ignore[arg-type]
+    for position in range(1, 6):
+        await _publish(nc, _event(position, "a"))
+        if position < 5:
+            await reading.next_event(1)
+
+    assert stuck.overflowed and stuck.pending > 10**9  # follow resumes it
+    assert not reading.overflowed and reading.pending == 1

@@ -19,7 +19,7 @@ import logging
 from typing import Any
 
 from litestar import Controller, WebSocket, websocket
-from litestar.exceptions import ValidationException
+from litestar.exceptions import ValidationException, WebSocketDisconnect
 from nats.aio.client import Client as NatsClient
 from psycopg import OperationalError as PgOperationalError
 
@@ -94,6 +94,8 @@ class EventSocketController(Controller):
             feed = Feed(nc, live_events, read_pool, subject, tenant, kinds, principal.subject_id)
             await socket.send_data(messages.frame("ready", tenant=principal.tenant_id))
             await FeedSocket(socket, feed, credentials).run()
+        except WebSocketDisconnect:
+            pass  # the client left before its `ready`
         finally:
             slot.release()
 

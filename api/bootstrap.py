@@ -263,6 +263,7 @@ def _observed(container: Container) -> Container:
     """Hand the metrics what they read at scrape time (infrastructure/metrics.py)."""
     metrics = container.metrics
     metrics.database = container.database
+    metrics.streams, metrics.live_events = container.stream_slots, container.live_events
     metrics.pools = {
         "store": container.store.recorder.datastore.pool,  # type: ignore[attr-defined]
         "read": container.read_pool,

@@ -475,6 +475,8 @@ async def test_open_streams_are_limited_per_tenant_sse_and_websocket_together(
                 refused = await http.get(STREAM, headers=ada)
                 assert_error(refused, 429, "RATE_LIMIT_EXCEEDED")
                 assert int(refused.headers["retry-after"]) >= 1
+                metrics = (await http.get("/metrics")).text
+                assert "norn_open_streams 2.0" in metrics, metrics
                 # Another tenant, and the platform admin, have places of their own.
                 async with opened(http, bob), opened(http, admin):
                     pass

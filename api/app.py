@@ -38,6 +38,7 @@ from api.controllers.runs import RunController
 from api.controllers.tenants import TenantController
 from api.controllers.users import UserController
 from api.controllers.webhooks import WebhookController
+from api.controllers.ws import EventSocketController
 from api.dependencies import ReadYourWrites
 from api.errors import EXCEPTION_HANDLERS
 from api.idempotency import IdempotencyMiddleware
@@ -157,6 +158,7 @@ def dependencies(container: Container) -> dict[str, Provide]:
             "settings": c.settings,
             "plugins": c.plugins,
             "read_pool": c.read_pool,
+            "live_events": c.live_events,
             "positions": c.positions,
         }.items()
     }
@@ -183,9 +185,11 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
         await background.start()
         # Rate limits are decided in memory; this syncs them with the other processes.
         await container.rate_limiter.start()
+        await container.stream_slots.start()  # beats the rows of this process's streams
         try:
             yield
         finally:
+            await container.stream_slots.stop()  # its streams end with it: rows deleted
             await background.stop()
             await container.rate_limiter.stop()  # sends what is left: before the pool closes
             feed.cancel()
@@ -217,6 +221,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             PluginController,
             EventStreamController,
             WebhookController,
+            EventSocketController,
         ],
         dependencies=dependencies(container),
         # Outermost first: rate limits and idempotency need the principal that

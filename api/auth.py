@@ -5,6 +5,7 @@ skip authorisation."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -19,6 +20,10 @@ from application.principal import Principal
 from application.threads import in_thread
 from infrastructure import logs
 from infrastructure.api_key_secrets import KEY_PREFIX
+
+AUTHENTICATES_ITSELF = "exclude_from_auth"
+"""The route opt (Litestar's own key: the middleware skips such a route) of a route that
+authenticates in its handler: only the WebSocket feed (api/controllers/ws.py)."""
 
 PUBLIC_PATHS = [
     "^/health/?$",
@@ -37,13 +42,31 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=None)
 
 
-async def authenticate(connection: ASGIConnection, *, touch: bool = False) -> Principal:
+@dataclass(frozen=True)
+class Credentials:
+    """What a connection presents other than in its headers: a WebSocket's first message
+    or `?token=` (api/controllers/ws.py). A token that starts with nrn_ is an API key."""
+
+    token: str | None = None
+    api_key: str | None = None
+
+
+async def authenticate(
+    connection: ASGIConnection, *, touch: bool = False, credentials: Credentials | None = None
+) -> Principal:
     """The principal of the connection's credentials as they stand now: what every request
     is authenticated with, and what a long-lived stream asks again to learn that they were
-    revoked (AuthenticationFailed). `touch`: note an API key's use."""
+    revoked (AuthenticationFailed). `touch`: note an API key's use. `credentials`: those
+    instead of the Authorization / X-API-Key headers."""
     container = connection.app.state.container
     sessions = container.sessions
-    api_key = _presented_api_key(connection)
+    if credentials is None:
+        api_key = _presented_api_key(connection)
+        scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+    else:
+        token = (credentials.token or "").strip()
+        api_key = credentials.api_key or (token if token.startswith(KEY_PREFIX) else None)
     acting_in = connection.headers.get("x-tenant-id")
     if acting_in:
         _check_tenant_header(acting_in)
@@ -52,14 +75,12 @@ async def authenticate(connection: ASGIConnection, *, touch: bool = False) -> Pr
         if touch:
             await container.api_key_usage.touch(UUID(principal.subject_id))
         return principal
-    header = connection.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if not token:
         raise AuthenticationFailed(
             "authentication required: send Authorization: Bearer <token> or X-API-Key"
         )
     # One thread hop for the token, its session, user and tenant (and X-Tenant-ID).
-    return await in_thread(_user_principal, sessions, token.strip(), acting_in)
+    return await in_thread(_user_principal, sessions, token, acting_in)
 
 
 def _check_tenant_header(raw: str) -> None:
@@ -93,6 +114,10 @@ def _presented_api_key(connection: ASGIConnection) -> str | None:
 
 async def permission_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """async: Litestar runs a sync guard in a worker thread, a hop on every request."""
+    if handler.opt.get(AUTHENTICATES_ITSELF):
+        # A WebSocket may send its credentials in its first message, after this guard:
+        # its handler authenticates and calls `authorize` with its declared permission.
+        return
     if handler.opt.get("public") or connection.scope.get("method") == "OPTIONS":
         # OPTIONS: Litestar's own answer, the methods a path allows (a CORS preflight
         # carries no credentials, so authentication lets it through too).

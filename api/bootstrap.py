@@ -46,6 +46,7 @@ from infrastructure.executor_role import ExecutorConfig, ExecutorRole
 from infrastructure.heartbeats import PostgresHeartbeats
 from infrastructure.idempotency import IdempotencyStore
 from infrastructure.leadership import AdvisoryLocks
+from infrastructure.live_events import LiveEvents
 from infrastructure.login_throttle import PostgresLoginThrottle
 from infrastructure.metrics import NornMetrics
 from infrastructure.metrics_refresh import MetricsRefresher, any_of
@@ -61,6 +62,7 @@ from infrastructure.scheduler_role import SchedulerRole
 from infrastructure.security import Argon2PasswordHasher, TokenService, data_dir_keys
 from infrastructure.settings import Settings
 from infrastructure.step_runner import PluginStepRunner
+from infrastructure.stream_limits import StreamSlots
 from infrastructure.supervision import Backoff, retry
 from infrastructure.trigger_role import TriggerRole
 from infrastructure.webhook_deliveries import PostgresWebhookOutbox
@@ -166,6 +168,11 @@ class Container:
     api_key_usage: ApiKeyUsage
     rate_limiter: SyncedRateLimiter
     rate_limits: dict[str, RateLimit]
+    stream_slots: StreamSlots
+    """Open SSE and WebSocket streams per tenant, against `stream_limits` (per plan)."""
+    stream_limits: dict[str, int]
+    live_events: LiveEvents
+    """One NATS subscription for all the process's live feeds (SSE and WebSocket)."""
     nats: NatsClient | None = None
     relay: Relay | None = None
     database: DatabaseAvailability | None = None
@@ -257,6 +264,9 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
             api_key_usage=ApiKeyUsage(read_pool),
             rate_limiter=SyncedRateLimiter(read_pool, rate_limits),
             rate_limits=rate_limits,
+            stream_slots=StreamSlots(read_pool),
+            stream_limits=settings.plan_stream_limits(),
+            live_events=LiveEvents(settings.subject_prefix),
         )
     )
     _with_webhooks(container, keys)
@@ -281,6 +291,7 @@ def _observed(container: Container) -> Container:
     """Hand the metrics what they read at scrape time (infrastructure/metrics.py)."""
     metrics = container.metrics
     metrics.database = container.database
+    metrics.streams, metrics.live_events = container.stream_slots, container.live_events
     metrics.pools = {
         "store": container.store.recorder.datastore.pool,  # type: ignore[attr-defined]
         "read": container.read_pool,

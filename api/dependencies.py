@@ -24,6 +24,7 @@ from application.tenants import TenantService
 from application.threads import Threaded
 from application.users import UserService
 from application.webhooks import WebhookService
+from infrastructure.live_events import LiveEvents
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.run_logs import RunLogs
 from infrastructure.settings import Settings
@@ -110,4 +111,6 @@ PluginCatalogDep = NamedDependency[PluginCatalog]
 NatsDep = NamedDependency[NatsClient | None]
 """None until the API has connected to NATS (it retries in the background)."""
 ReadPoolDep = NamedDependency[AsyncConnectionPool]
+LiveEventsDep = NamedDependency[LiveEvents]
+"""The process's one NATS subscription shared by its live feeds."""
 LivePositionsDep = NamedDependency[LivePositions]

@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from psycopg_pool import AsyncConnectionPool
 
 from infrastructure import envelope
 from infrastructure.envelope import CloudEvent
+from infrastructure.live_events import Listener, LiveEvents
 from infrastructure.notification_log import read_notifications, settled_position
 
 KEEPALIVE_SECONDS = 15.0
@@ -101,6 +103,11 @@ class FeedFilter:
         return self.actor is None or event.actor == self.actor
 
 
+def feed_subject(prefix: str, tenant: str | None) -> str:
+    """The NATS subject of a tenant's events (None: every tenant's)."""
+    return f"{prefix}.events.{tenant}.>" if tenant else f"{prefix}.events.>"
+
+
 def parse_types(text: str | None) -> tuple[str, ...]:
     return tuple(t.strip() for t in (text or "").split(",") if t.strip())
 
@@ -122,6 +129,23 @@ def parse_resources(text: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
+class _Subscribed:
+    """A NATS subscription of the feed's own, read like a live_events.Listener."""
+
+    def __init__(self, subscription: Subscription) -> None:
+        self._subscription = subscription
+
+    @property
+    def pending(self) -> int:
+        return self._subscription.pending_msgs
+
+    async def next_event(self, seconds: float) -> CloudEvent:
+        return envelope.decode((await self._subscription.next_msg(timeout=seconds)).data)
+
+    async def close(self) -> None:
+        await self._subscription.unsubscribe()
+
+
 async def follow(
     nc: NatsClient,
     pool: AsyncConnectionPool,
@@ -129,13 +153,20 @@ async def follow(
     feed_filter: FeedFilter,
     after: int | None,
     recheck: Recheck | None = None,
+    live: LiveEvents | None = None,
 ) -> AsyncIterator[FeedItem]:
     """The events of `feed_filter` after position `after` (None: from now on), then live,
     with KeepAlive when nothing happened for a while, ending with Resume if the client
     falls behind, or with Revoked when `recheck` says its credentials no longer hold
     (asked every second, so a logout or a revoked key ends the feed within about that).
-    The subscription is open before the first item is yielded."""
-    subscription = await nc.subscribe(subject, pending_msgs_limit=NATS_BUFFER)
+    The subscription is open before the first item is yielded. `live`: the process's one
+    subscription shared by its feeds (infrastructure/live_events.py), listened to for
+    `feed_filter.tenant`; without it, a subscription of `subject` of the feed's own."""
+    subscription: _Subscribed | Listener
+    if live is not None:
+        subscription = await live.listen(nc, feed_filter.tenant)
+    else:
+        subscription = _Subscribed(await nc.subscribe(subject, pending_msgs_limit=NATS_BUFFER))
     seen = after
     clock = asyncio.get_running_loop().time
     checked = quiet_since = clock()
@@ -166,7 +197,7 @@ async def follow(
             if ended := await revoked():
                 yield ended
                 return
-            if subscription.pending_msgs > SLOW_AFTER:
+            if subscription.pending > SLOW_AFTER:
                 yield Resume(seen or 0)
                 return
 
@@ -184,7 +215,7 @@ async def follow(
             if ended := await revoked():
                 yield ended
                 return
-            if subscription.pending_msgs > SLOW_AFTER:
+            if subscription.pending > SLOW_AFTER:
                 yield Resume(seen or 0)
                 return
             if nc.stats["reconnects"] != reconnects and nc.is_connected:
@@ -198,26 +229,25 @@ async def follow(
                 yield KeepAlive()
             wait = RECHECK_SECONDS if recheck is not None else KEEPALIVE_SECONDS
             try:
-                msg = await subscription.next_msg(timeout=wait)
+                event = await subscription.next_event(wait)
             except TimeoutError:
                 continue
             quiet_since = clock()
             if nc.stats["reconnects"] != reconnects:
                 # A reconnect while waiting: what was published before the subscription
-                # was back precedes this message, so the replay comes first.
+                # was back precedes this event, so the replay comes first.
                 reconnects = nc.stats["reconnects"]
                 async for item in _after_reconnect(nc, replay):
                     yield item
                     if isinstance(item, Resume | Revoked):
                         return
-            event = envelope.decode(msg.data)
             if seen is not None and event.position <= seen:
                 continue  # replayed already
             seen = event.position
             if feed_filter.matches(event):
                 yield event
     finally:
-        await subscription.unsubscribe()
+        await subscription.close()
 
 
 async def _after_reconnect(

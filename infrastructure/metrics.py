@@ -174,6 +174,9 @@ class NornMetrics:
         """The process's ExecutorRole, if it runs one (slots_in_use, slots_total)."""
         self.database: Any = None
         """The process's DatabaseAvailability."""
+        self.streams: Any = None
+        """The API's StreamSlots (open_here) and LiveEvents (listeners): its live feeds."""
+        self.live_events: Any = None
         self.projection_positions: Callable[[], dict[str, int]] | None = None
         self.refresh: Callable[[], Awaitable[None]] | None = None
         """Refreshes the values that need a query or a NATS request (bounded): the
@@ -297,6 +300,17 @@ class _StateCollector(Collector):
                 "norn_executor_slots",
                 "Runs this process executes at a time",
                 value=m.executor.slots_total,
+            )
+
+        if m.streams is not None:
+            yield GaugeMetricFamily(
+                "norn_open_streams", "SSE and WebSocket streams open here", m.streams.open_here
+            )
+        if m.live_events is not None:
+            yield GaugeMetricFamily(
+                "norn_live_listeners",
+                "Subscriptions of the live feeds open here",
+                m.live_events.listeners,
             )
 
     def _pools(self) -> Iterator[Metric]:

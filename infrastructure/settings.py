@@ -11,6 +11,7 @@ from pathlib import Path
 
 from domain.tenant import PLANS
 from infrastructure.rate_limit import RateLimit
+from infrastructure.stream_limits import parse_stream_limits
 
 RATE_LIMITED_PLANS = (*PLANS, "platform")
 """The tenant plans, and `platform` for platform admins."""
@@ -50,6 +51,9 @@ class Settings:
     """NORN_IDEMPOTENCY_TTL: seconds an Idempotency-Key is remembered."""
     rate_limits: str = "free=100/20,pro=1000/100,enterprise=10000/500,platform=10000/500"
     """NORN_RATE_LIMITS: requests per hour / burst, per plan (platform: platform admins)."""
+    stream_limits: str = "free=5,pro=50,enterprise=500,platform=100"
+    """NORN_STREAM_LIMITS: open event streams (SSE and WebSocket together) per tenant, per
+    plan (platform: platform admins, all together)."""
     login_lock_after: int = 10
     """NORN_LOGIN_LOCK_AFTER: failed logins of one username before it is locked."""
     login_lock_seconds: int = 900
@@ -144,6 +148,10 @@ class Settings:
             self.plan_rate_limits()
         except ValueError as error:
             problems.append(f"NORN_RATE_LIMITS {error}")
+        try:
+            self.plan_stream_limits()
+        except ValueError as error:
+            problems.append(f"NORN_STREAM_LIMITS {error}")
         if not 3 <= self.login_lock_after <= 1000:
             problems.append("NORN_LOGIN_LOCK_AFTER must be between 3 and 1000")
         if not 1 <= self.login_lock_seconds <= 86_400:
@@ -231,6 +239,10 @@ class Settings:
         if missing:
             raise ValueError(f"has no limit for {', '.join(sorted(missing))}")
         return limits
+
+    def plan_stream_limits(self) -> dict[str, int]:
+        """NORN_STREAM_LIMITS parsed: {plan: open streams}; ValueError says what is wrong."""
+        return parse_stream_limits(self.stream_limits, RATE_LIMITED_PLANS)
 
     def password_hash_params(self) -> tuple[int, int, int]:
         """NORN_PASSWORD_HASH_COST parsed: (memory KiB, iterations, lanes); ValueError

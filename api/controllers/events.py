@@ -11,28 +11,24 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, get
+from litestar.background_tasks import BackgroundTask
 from litestar.params import FromQuery, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from api.auth import authenticate, principal_of
+from api.auth import principal_of
 from api.controllers.paging import parameter_error
-from api.dependencies import NatsDep, ReadPoolDep, SettingsDep
+from api.dependencies import LiveEventsDep, NatsDep, ReadPoolDep, SettingsDep
+from api.streams import admit, recheck
 from application.authorization import Permission, readable_event_kinds
-from application.errors import (
-    AuthenticationFailed,
-    NotFound,
-    PermissionDenied,
-    ServiceUnavailable,
-)
-from domain.tenant import TenantStatus
+from application.errors import ServiceUnavailable
 from infrastructure import envelope
 from infrastructure.event_feed import (
     FeedFilter,
     FeedItem,
     KeepAlive,
-    Recheck,
     Resume,
     Revoked,
+    feed_subject,
     follow,
     parse_resources,
     parse_types,
@@ -60,6 +56,7 @@ class EventStreamController(Controller):
         nats: NatsDep,
         settings: SettingsDep,
         read_pool: ReadPoolDep,
+        live_events: LiveEventsDep,
         types: FromQuery[str | None] = None,
         resources: FromQuery[str | None] = None,
         actor: FromQuery[str | None] = None,
@@ -86,20 +83,33 @@ class EventStreamController(Controller):
             if start > head:
                 field, source = ("after", "query") if after is not None else (LAST_ID, "header")
                 raise parameter_error(field, f"{field}: past the newest event ({head})", source)
-        tenant = principal.tenant_id
-        prefix = settings.subject_prefix
-        subject = f"{prefix}.events.{tenant}.>" if tenant else f"{prefix}.events.>"
-        items = follow(nc, read_pool, subject, wanted, start, recheck=_recheck(request))
-        await anext(items)  # subscribed before the answer starts: nothing is missed
+        subject = feed_subject(settings.subject_prefix, principal.tenant_id)
+        slot = await admit(request, principal, "sse")  # 429 over the plan's open streams
+        check = recheck(request)
+        items = follow(nc, read_pool, subject, wanted, start, check, live=live_events)
+        try:
+            await anext(items)  # subscribed before the answer starts: nothing is missed
+        except BaseException:
+            slot.release()
+            raise
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
-            yield ServerSentEventMessage(comment="connected", data=None)
-            async for item in items:
-                yield _message(item)
-                if isinstance(item, Resume | Revoked):
-                    return
+            try:
+                yield ServerSentEventMessage(comment="connected", data=None)
+                async for item in items:
+                    yield _message(item)
+                    if isinstance(item, Resume | Revoked):
+                        return
+            finally:
+                slot.release()
 
-        return ServerSentEvent(messages())
+        async def ended() -> None:
+            # Also when the client left before the first message: the generator above
+            # never started, so its `finally` would not run.
+            slot.release()
+            await items.aclose()
+
+        return ServerSentEvent(messages(), background=BackgroundTask(ended))
 
 
 def _message(item: FeedItem) -> ServerSentEventMessage:
@@ -119,23 +129,6 @@ def _message(item: FeedItem) -> ServerSentEventMessage:
 
 
 LAST_ID = "Last-Event-ID"
-
-
-def _recheck(request: Request) -> Recheck:
-    """Whether the stream's credentials still hold: its session not ended, its user active,
-    its API key not deleted (each as a request would be authenticated now), its tenant
-    neither suspended nor deleted."""
-
-    async def why_not() -> str | None:
-        try:
-            principal = await authenticate(request)
-        except (AuthenticationFailed, PermissionDenied, NotFound) as refused:
-            return str(refused)
-        if principal.tenant_status not in (None, TenantStatus.ACTIVE):
-            return f"tenant {principal.tenant_id} is {principal.tenant_status}"
-        return None
-
-    return why_not
 
 
 def _last_event_id(request: Request) -> int | None:

@@ -83,3 +83,18 @@ def subject_for(prefix: str, event: CloudEvent) -> str:
 
 encode = msgspec.json.Encoder().encode
 decode = msgspec.json.Decoder(CloudEvent).decode
+
+_TEXTS: dict[str, str] = {}
+_TEXTS_KEPT = 4096
+
+
+def text_of(event: CloudEvent) -> str:
+    """The envelope as JSON text, encoded once per event however many feeds send it (a
+    live event goes to every open stream of its tenant). Keyed by the event's id, which
+    names one stored event; the oldest of the last few thousand is dropped first."""
+    text = _TEXTS.get(event.id)
+    if text is None:
+        if len(_TEXTS) >= _TEXTS_KEPT:
+            del _TEXTS[next(iter(_TEXTS))]
+        text = _TEXTS[event.id] = encode(event).decode()
+    return text

@@ -124,7 +124,7 @@ def _message(item: FeedItem) -> ServerSentEventMessage:
         data = msgspec.json.encode({"code": "AUTHENTICATION_REQUIRED", "message": item.reason})
         return ServerSentEventMessage(event="error", data=data.decode())
     return ServerSentEventMessage(
-        id=str(item.position), event=item.type, data=envelope.encode(item).decode()
+        id=str(item.position), event=item.type, data=envelope.text_of(item)
     )
 
 

@@ -132,5 +132,5 @@ def frame(kind: str, **fields: Any) -> str:
 def event_frame(subscription: Any, event: CloudEvent) -> str:
     """`{"type": "event", "subscription": id, "event": <CloudEvent>}`, the envelope
     encoded once, as NATS and SSE carry it."""
-    head = msgspec.json.encode({"type": "event", "subscription": subscription})
-    return (head[:-1] + b',"event":' + envelope.encode(event) + b"}").decode()
+    head = msgspec.json.encode({"type": "event", "subscription": subscription}).decode()
+    return head[:-1] + ',"event":' + envelope.text_of(event) + "}"

@@ -625,3 +625,17 @@ def test_the_envelope_refuses_an_event_that_is_not_a_norn_event() -> None:
 
     with pytest.raises(TypeError, match="is not a Norn event"):
         to_cloud_event(stored)
+
+
+def test_an_event_is_encoded_once_for_every_feed_that_sends_it() -> None:
+    from infrastructure import envelope
+
+    cloud = to_cloud_event(notification(revised_event()))
+    first = envelope.text_of(cloud)
+
+    assert envelope.text_of(cloud) is first  # the same text, not encoded again
+    assert decode(first.encode()) == cloud
+    for n in range(envelope._TEXTS_KEPT + 10):  # bounded: the oldest go first
+        envelope.text_of(msgspec.structs.replace(cloud, id=f"other-{n}"))
+    assert len(envelope._TEXTS) == envelope._TEXTS_KEPT
+    assert envelope.text_of(cloud) is not first

@@ -4,6 +4,7 @@ the machinery every projection shares (tracking, runner, rebuild, pagination).""
 from __future__ import annotations
 
 from projections.api_keys import ApiKeysProjection
+from projections.audit_log import AuditLogProjection
 from projections.deployment_queries import DeploymentQueries, VerifyingDeployments
 from projections.deployments import DeploymentsProjection
 from projections.job_queries import JobQueries
@@ -29,6 +30,7 @@ ALL_PROJECTIONS: tuple[Projection, ...] = (
     DeploymentsProjection(),
     JobsProjection(),
     WebhooksProjection(),
+    AuditLogProjection(),
 )
 """Every read model, for the projector role and `norn projections status|rebuild`."""
 
@@ -44,6 +46,7 @@ def projection_named(name: str) -> Projection:
 __all__ = [
     "ALL_PROJECTIONS",
     "ApiKeysProjection",
+    "AuditLogProjection",
     "DeploymentQueries",
     "DeploymentsProjection",
     "JobQueries",

@@ -772,6 +772,7 @@ def test_all_projections_are_registered() -> None:
         "deployments",
         "jobs",
         "webhooks",
+        "audit_log",
     }
     with pytest.raises(ValueError, match="must match"):
         type("Bad", (Projection,), {"name": "Bad-Name", "tables": ()})

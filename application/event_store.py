@@ -39,6 +39,21 @@ class NornEventStore(Application[UUID]):
                 last = (notification.originator_version, notification.id)
         return last
 
+    version_at: Callable[[UUID, int], int | None] | None = None
+    """The aggregate's last version stored at or below a global position, in one query
+    (set by infrastructure/postgres.py); `version_at_position` reads the log without it."""
+
+    def version_at_position(self, aggregate_id: UUID, position: int) -> int | None:
+        """The version the aggregate had once every event up to `position` was stored
+        (None: it had no event yet): what a point-in-time read rebuilds."""
+        if self.version_at is not None:
+            return self.version_at(aggregate_id, position)
+        found = None
+        for notification in self.recorder.select_notifications(start=1, limit=10**9, stop=position):
+            if notification.originator_id == aggregate_id:
+                found = notification.originator_version
+        return found
+
     def load(self, cls: type[A], aggregate_id: UUID, kind: str, version: int | None = None) -> A:
         try:
             aggregate = self.repository.get(aggregate_id, version=version)

@@ -114,6 +114,16 @@ def open_event_store(
             ).fetchone()
         return (row["version"], row["position"]) if row else None
 
+    def version_at(aggregate_id: UUID, position: int) -> int | None:
+        # The primary key's (originator_id, originator_version) order: no sort needed.
+        with datastore.get_connection() as conn:
+            row = conn.execute(
+                "SELECT max(originator_version) AS version FROM norn_events"
+                " WHERE originator_id = %s AND notification_id <= %s",
+                (aggregate_id, position),
+            ).fetchone()
+        return row["version"] if row else None
+
     def appends(aggregate_id: UUID, version: int) -> tuple[int, int] | None:
         # The append is the transaction of the aggregate's event at `version`. An
         # append's events take their positions together (under the append lock, see
@@ -134,6 +144,7 @@ def open_event_store(
     store.versions = versions
     store.head = head
     store.appends = appends
+    store.version_at = version_at
     return store
 
 

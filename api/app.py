@@ -21,6 +21,8 @@ from litestar.types import Receive, Scope, Send
 from api.auth import PUBLIC_PATHS, BearerAuthMiddleware, permission_guard
 from api.bootstrap import Container, Roles, connect_feed
 from api.controllers.api_keys import ApiKeyController
+from api.controllers.audit import AuditController, ResourceEventsController
+from api.controllers.audit_params import provide_audit_query
 from api.controllers.auth import AuthController
 from api.controllers.deployments import DeploymentController
 from api.controllers.events import EventStreamController
@@ -160,11 +162,15 @@ def dependencies(container: Container) -> dict[str, Provide]:
             "read_pool": c.read_pool,
             "live_events": c.live_events,
             "positions": c.positions,
+            # The audit trail (api/controllers/audit.py, README "Audit trail").
+            "audit_queries": c.audit_queries,
+            "point_in_time": commands("point_in_time", c.point_in_time),
         }.items()
     }
     # Set once the background connect succeeds (the API starts without NATS): read per request.
     provided["nats"] = Provide(lambda: c.nats, sync_to_thread=False)
     provided["paging"] = Provide(provide_paging, sync_to_thread=False)
+    provided["audit_query"] = Provide(provide_audit_query, sync_to_thread=False)
     return provided
 
 
@@ -222,6 +228,8 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             EventStreamController,
             WebhookController,
             EventSocketController,
+            AuditController,
+            ResourceEventsController,
         ],
         dependencies=dependencies(container),
         # Outermost first: rate limits and idempotency need the principal that

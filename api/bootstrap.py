@@ -30,6 +30,7 @@ from application.jobs import JobService
 from application.logins import LoginPolicy, LoginService
 from application.pipeline_rollbacks import PipelineRollbacks
 from application.pipelines import PipelineService
+from application.point_in_time import PointInTime
 from application.recovery import RunRecovery
 from application.run_execution import ExecutorPolicy
 from application.runs import RunService
@@ -77,6 +78,7 @@ from projections import (
     VerifyingDeployments,
 )
 from projections.api_keys import ApiKeyQueries
+from projections.audit_queries import AuditQueries
 from projections.job_queries import JobQueries
 from projections.pipelines import PipelineQueries
 from projections.run_queries import RunQueries
@@ -173,6 +175,10 @@ class Container:
     stream_limits: dict[str, int]
     live_events: LiveEvents
     """One NATS subscription for all the process's live feeds (SSE and WebSocket)."""
+    audit_queries: AuditQueries
+    """The audit trail's read model (projections/audit_queries.py)."""
+    point_in_time: PointInTime
+    """?as_of= reads, rebuilt from the event store (application/point_in_time.py)."""
     nats: NatsClient | None = None
     relay: Relay | None = None
     database: DatabaseAvailability | None = None
@@ -267,6 +273,8 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
             stream_slots=StreamSlots(read_pool),
             stream_limits=settings.plan_stream_limits(),
             live_events=LiveEvents(settings.subject_prefix),
+            audit_queries=AuditQueries(read_pool),
+            point_in_time=PointInTime(store),
         )
     )
     _with_webhooks(container, keys)

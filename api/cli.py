@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from api import cli_commands as commands
+from api.cli_export import events_export, moment, tenant_id
 from api.cli_info import info
 from api.cli_support import CliError, error_summary, redact_url
 from api.cli_tail import events_tail
@@ -207,6 +208,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the events after this position first (default: only new events)",
     )
     tail.set_defaults(func=events_tail)
+    export = events_sub.add_parser(
+        "export",
+        help="write one tenant's events (CloudEvents JSON, one a line) in position order",
+        description="Write every event of a tenant as its CloudEvents JSON envelope, one a "
+        "line, in position order, to stdout; a progress line on stderr when it is a "
+        "terminal. " + EMBEDDED_NOTE,
+    )
+    export.add_argument("--tenant", required=True, type=tenant_id, help="the tenant's id")
+    export.add_argument(
+        "--since",
+        type=moment,
+        default=None,
+        metavar="TIME",
+        help="only events at or after this RFC 3339 time (e.g. 2026-01-01T00:00:00Z)",
+    )
+    export.add_argument(
+        "--until",
+        type=moment,
+        default=None,
+        metavar="TIME",
+        help="only events before this RFC 3339 time",
+    )
+    export.set_defaults(func=events_export)
 
     jwt_ = sub.add_parser(
         "jwt",

@@ -10,6 +10,7 @@ from litestar.exceptions import ValidationException
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import AsyncConnectionPool
 
+from api.controllers.audit_params import AuditQuery
 from api.controllers.paging import Paging
 from application.api_keys import ApiKeyService
 from application.deployments import DeploymentService
@@ -18,6 +19,7 @@ from application.jobs import JobService
 from application.logins import LoginService
 from application.pipeline_rollbacks import PipelineRollbacks
 from application.pipelines import PipelineService
+from application.point_in_time import PointInTime
 from application.runs import RunService
 from application.sessions import SessionService
 from application.tenants import TenantService
@@ -36,6 +38,7 @@ from projections import (
     wait_for_position,
 )
 from projections.api_keys import ApiKeyQueries
+from projections.audit_queries import AuditQueries
 from projections.deployment_queries import DeploymentQueries
 from projections.job_queries import JobQueries
 from projections.run_queries import RunQueries
@@ -104,6 +107,12 @@ DeploymentQueriesDep = NamedDependency[DeploymentQueries]
 JobQueriesDep = NamedDependency[JobQueries]
 RunLogsDep = NamedDependency[RunLogs]
 WebhookQueriesDep = NamedDependency[WebhookQueries]
+
+# The audit trail (README "Audit trail"): its read model, its shared filters, and
+# point-in-time reads rebuilt from the event store.
+AuditQueriesDep = NamedDependency[AuditQueries]
+AuditQueryDep = NamedDependency[AuditQuery]
+PointInTimeDep = NamedDependency[Threaded[PointInTime]]
 
 # The rest of the process.
 SettingsDep = NamedDependency[Settings]

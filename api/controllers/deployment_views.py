@@ -20,6 +20,8 @@ from api.schemas.deployments import (
     VerifyingOut,
 )
 from application.deployments import Released
+from application.point_in_time import Past
+from domain.deployment import Deployment
 from domain.release import Release, Strategy
 
 RECENT_RELEASES = 10
@@ -96,6 +98,32 @@ def from_row(row: dict[str, Any]) -> DeploymentRead:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         version=row["version"],
+    )
+
+
+def read_of(past: Past[Deployment]) -> DeploymentRead:
+    """A deployment as it was (?as_of=): every field of GET comes from the aggregate."""
+    deployment = past.state
+    active = deployment.active_release
+    return DeploymentRead(
+        id=str(deployment.id),
+        tenant_id=deployment.tenant_id,
+        pipeline_id=deployment.pipeline_id,
+        environment=deployment.environment,
+        status=str(deployment.status),
+        active_release=active,
+        active_revision=None if active is None else deployment.releases[active].revision,
+        verifying_release=deployment.verifying_release,
+        release_count=len(deployment.releases),
+        strategy=_strategy(deployment.strategy),
+        variables=deployment.variables,
+        labels=deployment.labels,
+        description=deployment.description,
+        retired=deployment.retired,
+        created_by=deployment.created_by,
+        created_at=deployment.created_on,
+        updated_at=deployment.modified_on,
+        version=past.version,
     )
 
 

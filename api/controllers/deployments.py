@@ -10,6 +10,7 @@ from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api.auth import principal_of
+from api.controllers.audit_params import AsOfParam, parse_as_of
 from api.controllers.common import (
     IfMatch,
     LabelFilter,
@@ -24,6 +25,7 @@ from api.controllers.common import (
 )
 from api.controllers.deployment_views import (
     from_row,
+    read_of,
     release_from_row,
     status_out,
     to_strategy,
@@ -36,6 +38,7 @@ from api.dependencies import (
     DeploymentQueriesDep,
     DeploymentServiceDep,
     PagingDep,
+    PointInTimeDep,
     ReadYourWritesDep,
     RunServiceDep,
     SettingsDep,
@@ -130,8 +133,13 @@ class DeploymentController(Controller):
         request: Request,
         deployment_queries: DeploymentQueriesDep,
         read_your_writes: ReadYourWritesDep,
+        point_in_time: PointInTimeDep,
         min_position: MinPosition = None,
+        as_of: AsOfParam = None,
     ) -> Response[DeploymentRead]:
+        if (moment := parse_as_of(as_of)) is not None:
+            past = await point_in_time.deployment(principal_of(request), deployment_id, moment)
+            return Response(read_of(past), headers={"ETag": etag(past.version)})
         await read_your_writes("deployments", min_position)
         row = await deployment_queries.get(principal_of(request).tenant_id, deployment_id)
         if row is None:

@@ -9,6 +9,7 @@ import msgspec
 
 from api.schedule_timeline import TimelineJob
 from api.schemas.jobs import JobRead, JobWrite, JobWritten, TargetOut
+from application.point_in_time import Past
 from application.results import Changed
 from application.schedule import ScheduleError, schedule_of
 from domain.job import Job, JobSpec, JobTarget
@@ -94,6 +95,36 @@ def from_row(row: dict[str, Any]) -> JobRead:
         created_by=row.get("created_by"),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+    )
+
+
+def read_of(past: Past[Job]) -> JobRead:
+    """A job as it was (?as_of=), from its events. What the scheduler did with it is not
+    in them (job_schedules): last_run, last_run_id and last_status are null and the
+    counters 0; next_run, a prediction from now, is null too."""
+    job = past.state
+    spec = job.spec
+    definition = msgspec.structs.asdict(spec)
+    definition["target"] = TargetOut(**msgspec.structs.asdict(spec.target))
+    return JobRead(
+        id=str(job.id),
+        tenant_id=job.tenant_id,
+        **definition,
+        enabled=job.enabled,
+        disabled_reason=job.disabled_reason,
+        next_run=None,
+        last_run=None,
+        last_run_id=None,
+        last_status=None,
+        fired=0,
+        skipped=0,
+        missed=0,
+        refused=0,
+        late=0,
+        version=past.version,
+        created_by=past.created_by,
+        created_at=job.created_on,
+        updated_at=job.modified_on,
     )
 
 

@@ -11,6 +11,7 @@ from litestar import Controller, MediaType, Request, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
+from api.controllers.audit_params import AsOfParam, parse_as_of
 from api.controllers.common import (
     IfMatch,
     LabelFilter,
@@ -22,9 +23,15 @@ from api.controllers.common import (
     history_item,
     label_filters,
 )
-from api.controllers.job_views import from_row, timeline_job, to_spec, written
+from api.controllers.job_views import from_row, read_of, timeline_job, to_spec, written
 from api.controllers.paging import paged, query_error
-from api.dependencies import JobQueriesDep, JobServiceDep, PagingDep, ReadYourWritesDep
+from api.dependencies import (
+    JobQueriesDep,
+    JobServiceDep,
+    PagingDep,
+    PointInTimeDep,
+    ReadYourWritesDep,
+)
 from api.schedule_timeline import TimelineJob, render_timeline
 from api.schemas.jobs import (
     BackfillOut,
@@ -107,8 +114,13 @@ class JobController(Controller):
         request: Request,
         job_queries: JobQueriesDep,
         read_your_writes: ReadYourWritesDep,
+        point_in_time: PointInTimeDep,
         min_position: MinPosition = None,
+        as_of: AsOfParam = None,
     ) -> Response[JobRead]:
+        if (moment := parse_as_of(as_of)) is not None:
+            past = await point_in_time.job(principal_of(request), job_id, moment)
+            return Response(read_of(past), headers={"ETag": etag(past.version)})
         await read_your_writes("jobs", min_position)
         row = await job_queries.get(principal_of(request).tenant_id, job_id)
         if row is None or row["deleted"]:

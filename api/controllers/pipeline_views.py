@@ -23,6 +23,7 @@ from api.schemas.pipelines import (
 )
 from application.pipeline_history import RevisionRecord
 from application.pipeline_rollbacks import Redeployment, RolledBackEverywhere
+from application.point_in_time import Past
 from application.results import Changed
 from domain.event_trigger import EventTrigger
 from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
@@ -105,6 +106,30 @@ def written(result: Changed[Pipeline]) -> PipelineWritten:
         updated_at=pipeline.modified_on,
         position=result.position,
         changed=result.changed,
+    )
+
+
+def read_of(past: Past[Pipeline]) -> PipelineRead:
+    """A pipeline as it was (?as_of=): every field of GET comes from the aggregate."""
+    pipeline = past.state
+    d = pipeline.definition
+    cloned = pipeline.cloned_from
+    return PipelineRead(
+        id=str(pipeline.id),
+        tenant_id=pipeline.tenant_id,
+        namespace=d.namespace,
+        name=d.name,
+        description=d.description,
+        tags=list(d.tags),
+        steps=_steps(d),
+        timeout=d.timeout,
+        revision=pipeline.revision,
+        version=past.version,
+        cloned_from=ClonedFromOut(cloned.pipeline_id, cloned.revision) if cloned else None,
+        created_by=pipeline.created_by,
+        updated_by=pipeline.updated_by,
+        created_at=pipeline.created_on,
+        updated_at=pipeline.modified_on,
     )
 
 

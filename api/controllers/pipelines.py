@@ -10,6 +10,7 @@ from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.auth import principal_of
+from api.controllers.audit_params import AsOfParam, parse_as_of
 from api.controllers.common import (
     IfMatch,
     MinPosition,
@@ -23,6 +24,7 @@ from api.controllers.paging import paged, query_error
 from api.controllers.pipeline_views import (
     from_row,
     history_item,
+    read_of,
     revision_out,
     rolled_back,
     to_definition,
@@ -32,6 +34,7 @@ from api.dependencies import (
     PagingDep,
     PipelineQueriesDep,
     PipelineServiceDep,
+    PointInTimeDep,
     ReadYourWritesDep,
     RollbackServiceDep,
 )
@@ -119,8 +122,13 @@ class PipelineController(Controller):
         request: Request,
         pipeline_queries: PipelineQueriesDep,
         read_your_writes: ReadYourWritesDep,
+        point_in_time: PointInTimeDep,
         min_position: MinPosition = None,
+        as_of: AsOfParam = None,
     ) -> Response[PipelineRead]:
+        if (moment := parse_as_of(as_of)) is not None:
+            past = await point_in_time.pipeline(principal_of(request), pipeline_id, moment)
+            return Response(read_of(past), headers={"ETag": etag(past.version)})
         await read_your_writes("pipelines", min_position)
         row = await pipeline_queries.get(principal_of(request).tenant_id, pipeline_id)
         if row is None:

@@ -5,6 +5,7 @@ the per-resource routes, ?as_of= point-in-time reads, and `norn events export`."
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from uuid import uuid4
 import psycopg
 from litestar.testing import AsyncTestClient
 
+from api.cli_export import export as export_events
 from infrastructure.envelope import encode, to_cloud_event
 from infrastructure.notification_log import _notification
 from infrastructure.settings import Settings
@@ -24,6 +26,13 @@ from tests.integration.api_client import assert_error, create_pipeline, pipeline
 from tests.integration.deployment_client import Headers, deploy, new_tenant, new_user
 
 EVENTS = "/api/v1/events"
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 NORN = str(Path(sys.executable).parent / "norn")
 
 
@@ -373,6 +382,14 @@ async def test_export_writes_the_tenants_events_as_ndjson_in_position_order(
         return [json.loads(line) for line in done.stdout.splitlines()]
 
     assert export() == expected
+    # On a terminal, a progress line on stderr; stdout the same events.
+    out, err = io.StringIO(), Terminal()
+    assert module_settings.database_url
+    written = await export_events(module_settings.database_url, tenant, None, None, out, err)
+    assert written == len(expected)
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == expected
+    assert f"exporting tenant {tenant}: " in err.getvalue() and "(100%)" in err.getvalue()
+
     cut = datetime.fromisoformat(middle)
     assert export("--since", middle) == [e for e in expected if at(e) >= cut]
     assert export("--until", middle) == [e for e in expected if at(e) < cut]

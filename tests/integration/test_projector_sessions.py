@@ -137,7 +137,9 @@ async def test_the_runners_of_a_process_persist_their_positions_together(
 ) -> None:
     sessions = RunnerSessions(database_url)
     await sessions.open()
-    others = [p for p in ALL_PROJECTIONS if p.name != "pipelines"]
+    # The runners with nothing to apply for a pipeline create (not pipelines, not the
+    # audit log, which records every event): they only pass its position.
+    others = [p for p in ALL_PROJECTIONS if p.handler("norn.pipeline.created.v1") is None]
     # The default interval: ample time for every runner to pass the same events.
     runners = [
         make_runner(

@@ -58,6 +58,7 @@ def test_every_command_and_option_has_help() -> None:
             assert action.help, f"{path} {action.option_strings or action.dest} has no help"
     assert {
         "norn events tail",
+        "norn events export",
         "norn projections rebuild",
         "norn users create",
         "norn info",

@@ -55,6 +55,7 @@ async def test_readiness_fails_when_a_read_model_stops_moving(settings: Settings
         assert projections["ok"] is False
         assert projections["stuck"] == [
             "api_keys",
+            "audit_log",
             "deployments",
             "jobs",
             "pipelines",

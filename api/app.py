@@ -164,7 +164,8 @@ def dependencies(container: Container) -> dict[str, Provide]:
             "positions": c.positions,
             # The audit trail (api/controllers/audit.py, README "Audit trail").
             "audit_queries": c.audit_queries,
-            "point_in_time": commands("point_in_time", c.point_in_time),
+            # A query on the event store, not a command: not counted with the commands.
+            "point_in_time": Threaded(c.point_in_time),
         }.items()
     }
     # Set once the background connect succeeds (the API starts without NATS): read per request.

@@ -131,7 +131,7 @@ def _notification(row: tuple[Any, ...]) -> Notification:
 
 
 @dataclass(frozen=True)
-class AuditPage:
+class EventPage:
     items: list[Notification]
     next_cursor: str | None
 
@@ -146,7 +146,7 @@ class AuditQueries:
 
     async def list(
         self, wanted: AuditFilter, *, limit: int, cursor: str | None, order: Order = "asc"
-    ) -> AuditPage:
+    ) -> EventPage:
         """The events `wanted` selects in position order (`desc`: newest first), `limit`
         after `cursor`. ValueError for a bad limit or cursor."""
         check_limit(limit)
@@ -166,9 +166,9 @@ class AuditQueries:
             rows = await cur.fetchall()
         items = [_notification(row) for row in rows[:limit]]
         if len(rows) <= limit:
-            return AuditPage(items, None)
+            return EventPage(items, None)
         last_position = items[-1].id
-        return AuditPage(items, encode_cursor(_SORT, order, last_position, last_position))
+        return EventPage(items, encode_cursor(_SORT, order, last_position, last_position))
 
     async def owner(self, kind: str, resource_id: UUID) -> tuple[bool, str | None]:
         """(whether the resource has any event, the tenant its events belong to): who

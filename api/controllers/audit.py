@@ -45,18 +45,23 @@ def audit_event(notification: Notification) -> AuditEvent:
 
 
 def _filter(
-    query: AuditQuery, tenant: str | None, kinds: frozenset[str], **more: object
+    query: AuditQuery,
+    tenant: str | None,
+    kinds: frozenset[str],
+    resources: tuple[tuple[str, str], ...],
+    only_tenant: str | None = None,
 ) -> AuditFilter:
     return AuditFilter(
         tenant=tenant,
         kinds=kinds,
+        only_tenant=only_tenant,
         types=parse_types(query.types),
+        resources=resources,
         actor=query.actor,
         since=query.since,
         until=query.until,
         after=query.after,
         before=query.before,
-        **more,  # type: ignore[arg-type]
     )
 
 
@@ -105,7 +110,7 @@ class AuditController(Controller):
             audit_query,
             principal.tenant_id,
             readable_event_kinds(principal),
-            resources=wanted_resources,
+            wanted_resources,
             only_tenant=None if tenant is None else str(tenant),
         )
         return await _page(request, audit_queries, wanted, audit_query)
@@ -125,13 +130,9 @@ async def _resource_events(
     found, owner = await queries.owner(kind, resource_id)
     if not found or not _sees(principal, kind, owner, resource_id):
         raise NotFound(kind, resource_id)
-    wanted = _filter(
-        query,
-        owner,
-        readable_event_kinds(principal),
-        resources=((kind, str(resource_id)),),
-        only_tenant=owner,
-    )
+    # Scoped to the owner's tenant (a platform admin acting in another tenant may read
+    # a tenant's own events: it sees every tenant).
+    wanted = _filter(query, owner, readable_event_kinds(principal), ((kind, str(resource_id)),))
     return await _page(request, queries, wanted, query)
 
 

@@ -393,3 +393,28 @@ async def test_export_writes_the_tenants_events_as_ndjson_in_position_order(
     cut = datetime.fromisoformat(middle)
     assert export("--since", middle) == [e for e in expected if at(e) >= cut]
     assert export("--until", middle) == [e for e in expected if at(e) < cut]
+
+
+async def test_odd_values_are_answered_never_with_a_server_error(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    _, editor, admin = await new_tenant(client, module_settings)
+    pipeline = await create_pipeline(client, editor, "odd")
+    odd: list[dict[str, Any]] = [
+        *({"types": t} for t in ("[", "]", "\\", "[!]", "norn.[a-", "(", "*{2}", "^$", "[\\]]")),
+        {"types": "a" * 2000},
+        {"actor": "x\\y'\"%_"},
+        {"since": "0001-01-01T00:00:00+14:00", "until": "9999-12-31T23:59:59-14:00"},
+        {"after": 2**63 - 1, "before": 0},
+        {"resources": ",,," + f"pipeline:{pipeline['id'].upper()}"},
+        {"tenant": str(uuid4()), "order": "desc", "limit": 500},
+    ]
+    for params in odd:
+        for who in (editor, admin):
+            response = await client.get(EVENTS, params=params, headers=who)
+            assert response.status_code in (200, 400), (params, response.text)
+    path = f"/api/v1/pipelines/{pipeline['id']}"
+    for as_of in ("0", str(2**63 - 1), "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        response = await client.get(path, params={"as_of": as_of}, headers=editor)
+        assert response.status_code in (200, 404), (as_of, response.text)

@@ -22,6 +22,7 @@ from api.cli_export import export as export_events
 from infrastructure.envelope import encode, to_cloud_event
 from infrastructure.notification_log import _notification
 from infrastructure.settings import Settings
+from projections import AuditLogProjection, rebuild
 from tests.integration.api_client import assert_error, create_pipeline, pipeline_body, unique
 from tests.integration.deployment_client import Headers, deploy, new_tenant, new_user
 
@@ -418,3 +419,41 @@ async def test_odd_values_are_answered_never_with_a_server_error(
     for as_of in ("0", str(2**63 - 1), "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
         response = await client.get(path, params={"as_of": as_of}, headers=editor)
         assert response.status_code in (200, 404), (as_of, response.text)
+
+
+async def test_the_audit_log_rebuilds_to_the_same_rows_and_a_replay_changes_nothing(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    _, editor, _ = await new_tenant(client, module_settings)
+    pipeline = await create_pipeline(client, editor, "rebuilt")
+    last = (await revise(client, editor, pipeline)).json()["position"]
+    await events(client, editor, last)  # the live read model has reached it
+    url = module_settings.database_url or ""
+
+    def rows() -> list[tuple[Any, ...]]:
+        with psycopg.connect(url) as conn:
+            return conn.execute(
+                "SELECT * FROM audit_log WHERE position <= %s ORDER BY position", (last,)
+            ).fetchall()
+
+    before = rows()
+    assert len(before) >= 4
+    await rebuild(AuditLogProjection(), url)
+    assert rows() == before
+    # The handler applied to the same events again (as a replay would): no change.
+    with psycopg.connect(url) as conn:
+        stored = conn.execute(
+            "SELECT notification_id, originator_id, originator_version, topic, state"
+            " FROM norn_events WHERE notification_id <= %s ORDER BY notification_id",
+            (last,),
+        ).fetchall()
+    projection = AuditLogProjection()
+    async with await psycopg.AsyncConnection.connect(url) as conn, conn.cursor() as cur:
+        for row in stored:
+            event = to_cloud_event(_notification(row))
+            handler = projection.handler(event.type)
+            assert handler is not None
+            await handler(cur, event)
+        await conn.commit()
+    assert rows() == before

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -204,6 +204,8 @@ async def tenant_events(
     relay published is missed) and filtered here. So an export is complete even while no
     projector runs. `conn` must be in autocommit mode."""
     projected = await tracked_position(conn, PROJECTION)
+    # At or below the tracked position (positions are integers: "< projected + 1"), the
+    # rows are all there; above it, the store is read instead.
     wanted = AuditFilter(tenant=tenant, since=since, until=until, before=projected + 1)
     where = audit_where(wanted)
     cur = await conn.execute(
@@ -217,7 +219,7 @@ async def tenant_events(
     total = int(counted[0] if counted else 0) + int(unprojected[0] if unprojected else 0)
     done, after = 0, 0
     while True:  # what the read model has, by its index
-        page = audit_where(AuditFilter(**{**wanted.__dict__, "after": after}))
+        page = audit_where(replace(wanted, after=after))
         cur = await conn.execute(
             sql.SQL("{} {} ORDER BY a.position LIMIT %s").format(_SELECT, page.clause()),
             [*page.params, batch_size],

@@ -12,6 +12,7 @@ projections/positions.py for how the position it passes is kept and persisted.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -47,6 +48,11 @@ class Projection:
     """Tracking key, also used in consumer, lock and rebuild-schema names."""
     tables: ClassVar[tuple[str, ...]]
     """Tables the projection owns (and a rebuild replaces)."""
+    pipelined: ClassVar[bool] = False
+    """Whether a batch's handler statements are sent in psycopg's pipeline mode, without
+    waiting for each one's answer: for handlers that only write (never read a result),
+    and that have something to write for most events (the audit log), so a batch of N
+    events is not N round trips while it holds one of the runners' few connections."""
     _handler_names: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -126,17 +132,20 @@ async def apply_batch(
     async with conn.transaction(), conn.cursor() as cur:
         tracked = await _lock_tracking_row(cur, projection.name)
         position = max(tracked, floor)
-        for event in events:
-            # <= rather than a set of seen ids: positions only grow, and a redelivered or
-            # re-published event (or a duplicate within the batch) is at or below it.
-            if event.position <= position:
-                continue
-            handler = projection.handler(event.type)
-            if handler is not None:
-                await handler(cur, event)
-            # Ignored types advance the position too, or min_position waits on a
-            # filtered projection would time out (docs/architecture.md §6).
-            position = event.position
+        # A pipelined projection's statements are all answered (and any error raised)
+        # when the block ends, before the tracking row moves.
+        async with conn.pipeline() if projection.pipelined else contextlib.nullcontext():
+            for event in events:
+                # <= rather than a set of seen ids: positions only grow, and a redelivered
+                # or re-published event (or a duplicate within the batch) is at or below it.
+                if event.position <= position:
+                    continue
+                handler = projection.handler(event.type)
+                if handler is not None:
+                    await handler(cur, event)
+                # Ignored types advance the position too, or min_position waits on a
+                # filtered projection would time out (docs/architecture.md §6).
+                position = event.position
         if position > tracked:
             await cur.execute(
                 "UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = %s",

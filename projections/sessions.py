@@ -25,14 +25,17 @@ POOL_APPLICATION = "norn-projector"
 
 class RunnerSessions:
     """The leadership session, the connection pool and the position writes of the
-    runners of one process. A pool of two is enough: a batch holds a connection for one
-    transaction, and most batches need none."""
+    runners of one process. A pool of three: a batch holds a connection for one
+    transaction, and most batches of most runners need none; but the audit log
+    (projections/audit_log.py) records every event, so its runner needs one for every
+    batch, and the others keep the two they had (with two in all, the users read model
+    fell behind a read right after a create in the README's walk-through)."""
 
     def __init__(
         self,
         database_url: str,
         *,
-        max_size: int = 2,
+        max_size: int = 3,
         check_interval: float = 5.0,
         locks: AdvisoryLocks | None = None,
     ) -> None:

@@ -17,7 +17,9 @@ that start is itself an event in the same append, so two first takes cannot both
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -43,10 +45,14 @@ QUOTA_RESOURCES: dict[str, str] = {
 PER_DAY = frozenset({"runs_today"})
 """Resources counted afresh each UTC day: one Usage aggregate per day."""
 
-CONFLICT_ATTEMPTS = 5
+CONFLICT_ATTEMPTS = 8
 """How often a command is tried when its append loses a race (a stale usage copy, a name
 claimed meanwhile): each attempt reads what changed, so only a steady stream of
 concurrent commands of the same tenant's resource in other processes exhausts them."""
+RETRY_PAUSE = 0.002
+"""Seconds of the first pause after a lost race; it doubles per loss (at most 50 ms) and
+is drawn at random below that, so two processes that keep colliding on one tenant's
+usage (an API queueing runs while a scheduler or trigger loop does) fall out of step."""
 
 KEPT_MAX = 10_000
 """Usage aggregates a process keeps between commands (one per busy tenant resource)."""
@@ -64,12 +70,13 @@ def retry_on_conflict(attempt: Callable[[], T], attempts: int = CONFLICT_ATTEMPT
     """Run `attempt` until its append is not refused for a concurrent change, at most
     `attempts` times. Only for commands whose failed append wrote nothing and that build
     their events afresh each time (a new aggregate with a new id, a usage take)."""
-    for _ in range(attempts - 1):
+    for lost in range(attempts - 1):
         try:
             return attempt()
         except VersionConflict as conflict:
             if not conflict.raced:
                 raise  # an If-Match already stale: the answer is 412 at once
+        time.sleep(random.uniform(0, min(0.05, RETRY_PAUSE * 2**lost)))  # noqa: S311
     return attempt()
 
 

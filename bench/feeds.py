@@ -33,7 +33,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
-from harness import editor_of_new_tenant, norn_cpu_seconds, norn_server, open_loop, percentile
+from harness import (
+    editor_of_new_tenant,
+    norn_cpu_seconds,
+    norn_server,
+    open_loop,
+    percentile,
+    profiled,
+)
 from websockets.asyncio.client import connect
 
 CREATED = "norn.pipeline.created.v1"
@@ -201,9 +208,10 @@ def main() -> None:
         for n, (label, client) in enumerate(kinds.items(), start=1):
             print(f"[{n}] {label}...", file=sys.stderr, flush=True)
             cpu = norn_cpu_seconds(server.pid)
-            phase, commands = asyncio.run(
-                delivery(base, headers, client, args.clients, args.rate, args.seconds)
-            )
+            with profiled(server.pid, label.lower(), args.seconds):
+                phase, commands = asyncio.run(
+                    delivery(base, headers, client, args.clients, args.rate, args.seconds)
+                )
             cpu = norn_cpu_seconds(server.pid) - cpu
             expected = commands * args.clients
             out.append(

@@ -18,9 +18,9 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from api.auth import principal_of
 from api.controllers.paging import parameter_error
 from api.dependencies import LiveEventsDep, NatsDep, ReadPoolDep, SettingsDep
-from api.streams import admit, recheck
+from api.streams import admit, inactive_tenant, recheck
 from application.authorization import Permission, readable_event_kinds
-from application.errors import ServiceUnavailable
+from application.errors import AuthenticationFailed, ServiceUnavailable
 from infrastructure import envelope
 from infrastructure.event_feed import (
     FeedFilter,
@@ -66,6 +66,8 @@ class EventStreamController(Controller):
         if nc is None or not nc.is_connected:
             raise ServiceUnavailable("the live feed is unavailable: NATS is not connected")
         principal = principal_of(request)
+        if reason := inactive_tenant(principal):  # as a suspension ends an open stream
+            raise AuthenticationFailed(reason)
         try:
             wanted = FeedFilter(
                 tenant=principal.tenant_id,

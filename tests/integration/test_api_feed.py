@@ -417,6 +417,10 @@ async def test_revoked_credentials_end_open_streams_within_two_seconds(
             started = loop.time()
             error = await _ended_by(other, started)
             assert "suspended" in json.loads(error.data)["message"]
+        # Nor does a new stream open, as a WebSocket's does not.
+        refused = await http.get(STREAM, headers=await _relogin(http))
+        assert_error(refused, 401, "AUTHENTICATION_REQUIRED")
+        assert "suspended" in refused.json()["error"]["message"]
 
 
 async def _relogin(http: httpx.AsyncClient) -> dict[str, str]:

@@ -157,6 +157,30 @@ class WebhookService:
 
         return self._webhooks.change(principal, webhook_id, decide, expected_version, ctx)
 
+    def rotate_secret(
+        self,
+        principal: Principal,
+        webhook_id: UUID,
+        ctx: CommandContext,
+        secret: str | None = None,
+        expected_version: int | None = None,
+    ) -> CreatedWebhook:
+        """A new signing secret (`secret`, or one Norn makes), answered once; deliveries
+        attempted from then on are signed with it. The event first, then the secret: a
+        failure in between leaves the old secret signing (the caller sees an error and
+        rotates again), never a secret that nobody was shown."""
+        writable_tenant(self._store, principal)
+        if secret is not None:
+            check_secret(secret)
+        signing = secret if secret is not None else secrets.token_urlsafe(SECRET_BYTES)
+
+        def decide(webhook: Webhook) -> None:
+            webhook.rotate_secret(ctx, generated=secret is None)
+
+        saved = self._webhooks.change(principal, webhook_id, decide, expected_version, ctx)
+        self._secrets.put(saved.state.id, saved.state.tenant_id, signing)
+        return CreatedWebhook(saved.state, saved.version, saved.position, secret=signing)
+
     def ping(self, principal: Principal, webhook_id: UUID) -> UUID:
         """Queue a `norn.webhook.ping` delivery (also to an inactive webhook, to test it
         before activating it again): its delivery id."""

@@ -138,6 +138,12 @@ class WebhookDisabled(WebhookEvent):
         aggregate.disabled_reason = self.reason
 
 
+class WebhookSecretRotated(WebhookEvent):
+    """A new signing secret (kept encrypted outside the store, never in this event)."""
+
+    secret_generated: bool
+
+
 class WebhookDeleted(WebhookEvent):
     def apply(self, aggregate: Webhook) -> None:
         aggregate.deleted = True
@@ -231,6 +237,10 @@ class Webhook(Aggregate):
             return False
         self._trigger(WebhookDisabled, ctx, reason=reason)
         return True
+
+    def rotate_secret(self, ctx: CommandContext, *, generated: bool) -> None:
+        self._require_live()
+        self._trigger(WebhookSecretRotated, ctx, secret_generated=generated)
 
     def delete(self, ctx: CommandContext) -> None:
         self._require_live()

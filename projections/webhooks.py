@@ -65,6 +65,10 @@ class WebhooksProjection(Projection):
     async def disabled(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
         await self._webhook(cur, event, active=False, disabled_reason=event.data.get("reason"))
 
+    @handles("norn.webhook.secret_rotated.v1")
+    async def secret_rotated(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        await self._webhook(cur, event)  # the version moves (ETag); no secret here
+
     @handles("norn.webhook.deleted.v1")
     async def deleted(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
         await self._webhook(cur, event, deleted=True)

@@ -18,6 +18,7 @@ from api.schemas.webhooks import (
     DeliveryPage,
     DeliveryQueued,
     DeliveryRead,
+    SecretRotation,
     WebhookCreate,
     WebhookCreated,
     WebhookDeletedOut,
@@ -188,6 +189,29 @@ class WebhookController(Controller):
         return DeliveryQueued(
             webhook_id=str(webhook_id), delivery_id=str(delivery), status="pending"
         )
+
+    @post(
+        "/{webhook_id:uuid}/rotate-secret",
+        opt=CREATE,
+        status_code=200,
+        summary="A new signing secret, shown this once (POST /webhooks/{id}:rotate-secret)",
+    )
+    async def rotate_secret(
+        self,
+        webhook_id: FromPath[UUID],
+        request: Request,
+        webhooks: WebhookServiceDep,
+        data: JSONBody[SecretRotation | None] = None,
+        if_match: IfMatch = None,
+    ) -> Response[WebhookCreated]:
+        result = await webhooks.rotate_secret(
+            principal_of(request),
+            webhook_id,
+            command_context(request),
+            data.secret if data is not None else None,
+            expected_version(if_match),
+        )
+        return Response(_created(result), headers={"Cache-Control": "no-store"})
 
 
 async def _visible(queries: Any, request: Request, webhook_id: UUID) -> dict[str, Any]:

@@ -38,6 +38,11 @@ class WebhookUpdate(Request):
     """false stops deliveries; true resumes them (also after Norn disabled the webhook)."""
 
 
+class SecretRotation(Request):
+    secret: Annotated[str, msgspec.Meta(min_length=16, max_length=256)] | None = None
+    """The new signing secret; Norn makes one (and answers it once) when none is given."""
+
+
 class WebhookRead(msgspec.Struct, kw_only=True):
     id: str
     tenant_id: str

@@ -106,6 +106,7 @@ WRITE_BODIES: dict[tuple[str, str], Callable[[Values], Any]] = {
     },
     ("DELETE", "/api/v1/webhooks/{webhook_id:uuid}"): lambda v: None,
     ("POST", "/api/v1/webhooks/{webhook_id:uuid}/ping"): lambda v: None,
+    ("POST", "/api/v1/webhooks/{webhook_id:uuid}/rotate-secret"): lambda v: None,
     ("POST", "/api/v1/webhooks/{webhook_id:uuid}/deliveries/{delivery_id:uuid}/redeliver"): (
         lambda v: None
     ),

@@ -384,3 +384,42 @@ async def test_claims_take_a_few_of_each_webhook_and_none_of_a_busy_one(
             assert [str(d.webhook_id) for d in busy] == [few["id"]]
             fair = await claim(conn, 10, 30.0, 60.0, per_webhook=3)
             assert sorted(str(d.webhook_id) for d in fair) == [many["id"]] * 3
+
+
+async def test_a_rotated_secret_signs_what_follows_and_is_shown_once(settings: Settings) -> None:
+    settings = open_settings(settings)
+    async with receiver() as hook, running_app(settings) as client:
+        admin = await tenant_admin(client, settings, "hooks-rotate")
+        other = await tenant_admin(client, settings, "hooks-rotate-other")
+        created = await create_webhook(client, admin, hook.url)
+        path = f"{BASE}/{created['id']}"
+        rotated = await client.post(f"{path}:rotate-secret", headers=admin)
+        assert rotated.status_code == 200, rotated.text
+        assert rotated.headers["cache-control"] == "no-store"
+        new = rotated.json()["secret"]
+        assert new != created["secret"] and len(new) >= 40
+        given = await client.post(
+            f"{path}:rotate-secret", json={"secret": "a-secret-of-our-own"}, headers=admin
+        )
+        assert given.status_code == 200 and given.json()["secret"] == "a-secret-of-our-own"
+        short = await client.post(f"{path}:rotate-secret", json={"secret": "short"}, headers=admin)
+        assert_error(short, 422, "VALIDATION_ERROR")
+        assert_error(
+            await client.post(f"{path}:rotate-secret", headers=other), 404, "RESOURCE_NOT_FOUND"
+        )
+        shown = await client.get(
+            path, params={"min_position": given.json()["position"]}, headers=admin
+        )
+        assert shown.json()["version"] == given.json()["version"] and "secret" not in shown.json()
+        async with notifier(settings):
+            ping = await client.post(f"{path}:ping", headers=admin)
+            assert ping.status_code == 202, ping.text
+            await hook.wait_for(lambda: len(hook.accepted()) >= 1)
+        check_signed(hook.requests[0], "a-secret-of-our-own")
+        with psycopg.connect(settings.database_url or "") as conn:
+            stored = conn.execute(
+                "SELECT count(*) FROM norn_events"
+                " WHERE position(%s in convert_from(state, 'UTF8')) > 0",
+                (new,),
+            ).fetchone()
+        assert stored == (0,)

@@ -30,6 +30,7 @@ import domain.run
 import domain.session
 import domain.tenant
 import domain.user
+import domain.webhook
 from domain.api_key import ApiKey
 from domain.deployment import Deployment
 from domain.event_trigger import EventTrigger, TriggerFiring, TriggerSource
@@ -48,6 +49,7 @@ from domain.run import Run, RunCancelled, RunStatus, Trigger
 from domain.session import Session
 from domain.tenant import EnvironmentPolicy, Quotas, Tenant
 from domain.user import User, UserRegistered
+from domain.webhook import Webhook
 from infrastructure.envelope import (
     PLATFORM_TENANT,
     CloudEvent,
@@ -219,7 +221,26 @@ def one_of_every_event() -> list[NornEvent]:
         *claim.collect_events(),
         *deployment_events(),
         *trigger_events(),
+        *webhook_events(),
     ]
+
+
+def webhook_events() -> list[NornEvent]:
+    hook = Webhook.create(
+        webhook_id=uuid4(),
+        tenant_id=TENANT,
+        url="https://hooks.example.com/n",
+        events=("norn.run.*",),
+        secret_generated=True,
+        ctx=CTX,
+    )
+    hook.update(CTX, description="ops", events=("norn.*",))
+    hook.deactivate(CTX)
+    hook.activate(CTX)
+    hook.disable(CTX, "20 consecutive failed deliveries")
+    hook.rotate_secret(CTX, generated=False)
+    hook.delete(CTX)
+    return list(hook.collect_events())
 
 
 def trigger_events() -> list[NornEvent]:
@@ -281,6 +302,7 @@ def concrete_domain_event_classes() -> set[type]:
         domain.session,
         domain.tenant,
         domain.user,
+        domain.webhook,
     )
     found = set()
     for module in modules:

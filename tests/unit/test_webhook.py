@@ -118,11 +118,21 @@ def test_a_deleted_webhook_refuses_every_command() -> None:
         lambda: made.activate(CTX),
         lambda: made.deactivate(CTX),
         lambda: made.disable(CTX, "x"),
+        lambda: made.rotate_secret(CTX, generated=True),
         lambda: made.delete(CTX),
     ):
         with pytest.raises(AggregateDeleted):
             command()
     assert recorded(made) == []
+
+
+def test_a_rotated_secret_is_recorded_without_the_secret() -> None:
+    made = webhook()
+    made.rotate_secret(CTX, generated=False)
+    [rotated] = made.collect_events()
+    assert type(rotated).__name__ == "WebhookSecretRotated"
+    assert rotated.secret_generated is False  # type: ignore[attr-defined]
+    assert "secret" not in {k for k in vars(rotated) if k != "secret_generated"}
 
 
 def test_event_type_names() -> None:

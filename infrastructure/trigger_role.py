@@ -99,7 +99,7 @@ class TriggerRole:
                 return False  # the pipelines read model has not reached them yet
             candidates = await self._candidates(conn)
             fired: list[Firing] = []
-            for notification in ready:
+            for notification in ready if candidates else ():  # no triggers: just move on
                 event = to_cloud_event(notification)
                 pipelines = _nominated(candidates.get(event.tenant or ""), event)
                 if pipelines:

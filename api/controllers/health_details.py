@@ -36,11 +36,13 @@ class HealthDetailsController(Controller):
             async with asyncio.timeout(2), read_pool.connection() as conn:
                 head = await max_position(conn)
                 projections = await projections_check(conn, head, positions)
+                readers = await _store_readers(conn, head)
                 database["version"] = conn.info.parameter_status("server_version")
             database["head_position"] = head
         except Exception as error:
             database = {"state": "down", "error": type(error).__name__}
             projections = None
+            readers = {}
         database["pools"] = {
             name: {
                 key: stats.get(key, 0)
@@ -61,6 +63,7 @@ class HealthDetailsController(Controller):
         )
         components["projections"] = _projections(projections)
         components["executor"] = _executor(container.executor)
+        components.update(readers)
         down = [
             name
             for name, component in components.items()
@@ -72,6 +75,23 @@ class HealthDetailsController(Controller):
             "version": NORN_VERSION,
             "components": components,
         }
+
+
+_READERS = (
+    "SELECT 'triggers', position FROM event_trigger_tracking WHERE name = 'triggers'"
+    " UNION ALL SELECT 'notifier', position FROM notifier_tracking WHERE name = 'webhooks'"
+)
+
+
+async def _store_readers(conn: Any, head: int) -> dict[str, Any]:
+    """How far the roles that read the store under a tracking row of their own have got
+    (the scheduler's trigger loop, the notifier's fan-out), whichever process runs them:
+    a lag that only grows means none does."""
+    rows = await (await conn.execute(_READERS)).fetchall()
+    return {
+        name: {"position": position, "lag_events": max(0, head - position)}
+        for name, position in rows
+    }
 
 
 def _relay(relay: Any) -> dict[str, Any]:

@@ -28,10 +28,11 @@ from __future__ import annotations
 import hashlib
 import heapq
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
@@ -145,6 +146,13 @@ class Schedule:
         return _Plan(zone=_zone(self.timezone), elapsed=elapsed)
 
     def _fires(self, after: datetime, until: datetime | None, limit: int) -> list[datetime]:
+        # Jobs on one calendar mostly ask the same question in a pass (their cursors are
+        # the same last fire time): answered once (a fresh list each time).
+        return list(_fires_of(self, after, until, limit))
+
+    def _compute_fires(
+        self, after: datetime, until: datetime | None, limit: int
+    ) -> tuple[datetime, ...]:
         self.check()
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError(f"limit must be an integer >= 0: got {limit!r}")
@@ -154,14 +162,14 @@ class Schedule:
             until = self.end_at if until is None else min(until, self.end_at)
         fires: list[datetime] = []
         if limit == 0 or (until is not None and until <= after):
-            return fires
+            return tuple(fires)
         for instant in self._instants(after, limit + _SCAN_SLACK):
             if until is not None and instant > until:
                 break
             fires.append(instant)
             if len(fires) == limit:
                 break
-        return fires
+        return tuple(fires)
 
     def _instants(self, after: datetime, budget: int) -> Iterator[datetime]:
         """Fire instants strictly after `after`, ascending, without repeats, from at most
@@ -174,7 +182,7 @@ class Schedule:
         drop = offset - _offset(after + _LOOKAHEAD, plan.zone)
         if drop > timedelta(0):
             offset = min(offset, _offset(after + drop, plan.zone))
-        walls = croniter(self.cron_expr, after.replace(tzinfo=None) + offset)
+        walls = _walls(self.cron_expr, after.replace(tzinfo=None) + offset)
         # From one wall time to the next the first instant never goes back, and every
         # other instant comes later than it; so the pending instants below a wall time's
         # first instant are final. (Only a fold's second occurrences wait here.)
@@ -289,11 +297,44 @@ def _aware(value: datetime, name: str) -> datetime:
 
 
 def schedule_of(spec: JobSpec) -> Schedule:
-    """A job's calendar."""
-    return Schedule(
-        cron_expr=spec.cron_expr,
-        timezone=spec.timezone,
-        jitter_seconds=spec.jitter_seconds,
-        start_at=spec.start_at,
-        end_at=spec.end_at,
-    )
+    """A job's calendar: one shared object per distinct calendar, so that the
+    expression and timezone are parsed once, not once per job and pass (10,000 jobs
+    firing every minute are mostly the same few calendars)."""
+    return _schedule(spec.cron_expr, spec.timezone, spec.jitter_seconds, spec.start_at, spec.end_at)
+
+
+@lru_cache(maxsize=16384)
+def _fires_of(
+    schedule: Schedule, after: datetime, until: datetime | None, limit: int
+) -> tuple[datetime, ...]:
+    return schedule._compute_fires(after, until, limit)
+
+
+@lru_cache(maxsize=8192)
+def _schedule(
+    cron_expr: str,
+    timezone: str,
+    jitter_seconds: int,
+    start_at: datetime | None,
+    end_at: datetime | None,
+) -> Schedule:
+    return Schedule(cron_expr, timezone, jitter_seconds, start_at, end_at)
+
+
+_PARSED = threading.local()
+"""Per thread: a croniter per expression, reset to each start instead of parsed again
+(croniter expands the expression in its constructor: most of a scheduler pass's time
+before this). Per thread because a croniter is a cursor; `_instants`, its only user,
+reads one to the end of its use before the next call in the same thread."""
+
+
+def _walls(cron_expr: str, start: datetime) -> croniter:
+    parsed: dict[str, croniter] = _PARSED.__dict__.setdefault("walls", {})
+    walls = parsed.get(cron_expr)
+    if walls is None:
+        if len(parsed) >= 4096:
+            parsed.clear()
+        walls = parsed[cron_expr] = croniter(cron_expr, start)
+    else:
+        walls.set_current(start, force=True)
+    return walls

@@ -237,11 +237,19 @@ def data_dir_master_keys(data_dir: Path) -> list[str]:
 
 
 def rotate_data_dir_master_key(data_dir: Path) -> list[str]:
-    """A new master key in the data dir, the current one kept as the previous (so rows
-    not re-wrapped yet stay readable): the keys to re-wrap with. The previous file is
-    written first: a crash between the two writes loses no key."""
+    """A new master key in the data dir, every key it had kept as previous ones (rows not
+    re-wrapped yet stay readable, however often a rotation was interrupted): the keys to
+    re-wrap with. The previous file is written first: a crash between the two writes
+    loses no key."""
     keys = data_dir_master_keys(data_dir)
     fresh = new_master_key()
-    _write_private(data_dir / PREVIOUS_FILE, "\n".join(keys[:2]) + "\n")
+    _write_private(data_dir / PREVIOUS_FILE, "\n".join(keys) + "\n")
     _write_private(data_dir / KEY_FILE, fresh + "\n")
-    return [fresh, *keys[:2]]
+    return [fresh, *keys]
+
+
+def keep_one_previous_master_key(data_dir: Path) -> None:
+    """After a rotation re-wrapped every data key: only the key it replaced is kept,
+    for data keys that processes not restarted yet still wrap with it."""
+    keys = data_dir_master_keys(data_dir)
+    _write_private(data_dir / PREVIOUS_FILE, "\n".join(keys[1:2]) + "\n")

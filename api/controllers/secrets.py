@@ -114,7 +114,7 @@ class SecretController(Controller):
         )
         return Response(_written(result), headers={"ETag": etag(result.version)})
 
-    @delete("/{secret_name:str}", opt=WRITE, status_code=200, summary="Delete (crypto-shred) a secret")
+    @delete("/{secret_name:str}", opt=WRITE, status_code=200, summary="Delete (crypto-shred)")
     async def delete_secret(
         self,
         secret_name: FromPath[str],

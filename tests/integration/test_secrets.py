@@ -9,6 +9,8 @@ the referencing pipeline is a row inserted into the pipelines read model by the 
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import logging
 from datetime import UTC, datetime
@@ -20,6 +22,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.bootstrap import build_container
+from api.cli_secrets import secrets_rotate_key
+from infrastructure.secret_store import MasterKeys, data_dir_master_keys
 from infrastructure.settings import Settings
 from tests.integration.api_client import (
     assert_error,
@@ -238,3 +242,32 @@ async def test_delete_is_refused_while_referenced_unless_forced_and_shreds_the_k
         assert again.status_code == 201, again.text
         assert again.json()["value_version"] == 2
         assert again.json()["id"] == made["id"]
+
+
+async def test_rotate_key_rewraps_every_data_key_and_values_stay_readable(
+    settings: Settings,
+) -> None:
+    async with running_app(settings) as client:
+        root = await platform_admin(client, settings)
+        tenant_id, admin = await make_tenant_user(client, root, "acme", "admin")
+        await create(client, admin, "one", FIRST)
+        await create(client, admin, "two", SECOND)
+    (old,) = data_dir_master_keys(settings.data_dir)
+
+    assert secrets_rotate_key(settings, argparse.Namespace()) == 0
+
+    new, kept = data_dir_master_keys(settings.data_dir)
+    assert kept == old != new
+    with psycopg.connect(settings.database_url or "") as conn:
+        kids = {row[0] for row in conn.execute("SELECT key_id FROM secret_keys")}
+    only_new = MasterKeys([new])
+    assert kids == {only_new.current_id}
+    # Readable with the new key alone (as NORN_SECRET_KEY): the old one is not needed.
+    alone = dataclasses.replace(settings, secret_key=new)
+    container = build_container(alone, settings.database_url or "", settings.nats_url or "")
+    try:
+        assert container.secrets is not None
+        assert container.secrets.resolve(tenant_id, "one") == FIRST
+        assert container.secrets.resolve(tenant_id, "two") == SECOND
+    finally:
+        container.close()

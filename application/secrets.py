@@ -22,7 +22,6 @@ from application.authorization import sees
 from application.commands import Aggregates
 from application.errors import NotFound
 from application.event_store import NornEventStore
-from application.idempotency import earlier_change
 from application.ports import SecretReference, SecretReferences, SecretValues
 from application.principal import Principal
 from application.results import Changed
@@ -88,12 +87,10 @@ class SecretService:
         check_value(value)
         check_metadata(description, allowed_hosts, namespaces)
         existing = self._store.find(Secret, secret_id(tenant.tenant_id, name))
-        if existing is not None:
-            earlier = earlier_change(self._store, Secret, existing, ctx)
-            if earlier is not None:
-                return earlier
-            if not existing.deleted:
-                raise NameTaken("secret", name, str(existing.id))
+        # No Idempotency-Key reaches here (the API refuses one on writes carrying a
+        # value: its digest of the body would be a hash of the value).
+        if existing is not None and not existing.deleted:
+            raise NameTaken("secret", name, str(existing.id))
         value_id = uuid.uuid4()
         if existing is None:
             secret = Secret.create(

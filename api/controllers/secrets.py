@@ -29,15 +29,22 @@ from application.results import Changed
 from domain.secret import Secret
 
 READ = {"permission": Permission.SECRETS_READ}
-# An Idempotency-Key is allowed: the kept answer is metadata, never the value.
 WRITE = {"permission": Permission.SECRETS_WRITE}
+# The answer holds no value, but an Idempotency-Key would: the key's request fingerprint
+# (kept, and in the events' causation id) is a plain SHA-256 of a body holding the value,
+# which a low-entropy value can be guessed back from. So writes with a value refuse it.
+WRITE_VALUE = {
+    **WRITE,
+    "idempotency": "refuse",
+    "idempotency_reason": "its request holds a secret value, of which nothing may be kept",
+}
 
 
 class SecretController(Controller):
     path = "/api/v1/secrets"
     tags = ["secrets"]
 
-    @post("/", opt=WRITE, summary="Create a secret (the value is never answered)")
+    @post("/", opt=WRITE_VALUE, summary="Create a secret (the value is never answered)")
     async def create(
         self, data: JSONBody[SecretCreate], request: Request, secrets: SecretServiceDep
     ) -> Response[SecretWritten]:
@@ -93,7 +100,7 @@ class SecretController(Controller):
         (read,) = await _reads(secret_queries, [row])
         return Response(read, headers={"ETag": etag(row["version"])})
 
-    @put("/{secret_name:str}", opt=WRITE, summary="A new value version (If-Match optional)")
+    @put("/{secret_name:str}", opt=WRITE_VALUE, summary="A new value version (If-Match optional)")
     async def put_version(
         self,
         secret_name: FromPath[str],

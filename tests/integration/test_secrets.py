@@ -96,7 +96,15 @@ async def test_crud_answers_metadata_only_and_the_leak_search_finds_no_value(
         assert_error(taken, 409, "RESOURCE_CONFLICT")
         bad = await client.post(BASE, json={"name": "-bad", "value": FIRST}, headers=admin)
         assert assert_error(bad, 422, "VALIDATION_ERROR")["details"][0]["field"] == "name"
-        answers += [made.text, put.text, taken.text, bad.text]
+        # An Idempotency-Key would keep a digest of the body, value included: refused.
+        keyed = await client.put(
+            f"{BASE}/db.password",
+            json={"value": SECOND},
+            headers={**admin, "Idempotency-Key": "k-1"},
+        )
+        error = assert_error(keyed, 422, "VALIDATION_ERROR")
+        assert "secret value" in error["message"]
+        answers += [made.text, put.text, taken.text, bad.text, keyed.text]
 
         one = await client.get(
             f"{BASE}/db.password", params={"min_position": put.json()["position"]}, headers=admin

@@ -76,6 +76,8 @@ def check_metadata(
 
 class SecretEvent(NornEvent):
     aggregate_type = "secret"
+    # Which ciphertext row holds a version is storage's business: not published.
+    private_fields = frozenset({"value_id"})
 
 
 class SecretCreated(SecretEvent, NornCreated):

@@ -57,6 +57,7 @@ def test_created_secret_has_version_one_and_an_id_from_tenant_and_name() -> None
     assert (event.name, event.value_version) == ("db-password", 1)
     assert secret.id == secret_id("t1", "db-password") != secret_id("t2", "db-password")
     assert secret_id("t1", "Db-Password") != secret.id  # names are case-sensitive
+    assert "value_id" in SecretCreated.private_fields  # in the store, not in feeds
 
 
 @pytest.mark.parametrize("name", ["", "-x", ".x", "a b", "x" * 101, "a/b"])

@@ -217,10 +217,19 @@ class SecretValues(Protocol):
     are in no event: the events name a value's row (`value_id`) only."""
 
     def seal(
-        self, secret_id: UUID, tenant_id: str, version: int, value_id: UUID, value: str
-    ) -> None:
-        """Encrypt and keep a value version (making the secret's data key if it has
-        none), before the event that makes it current is appended."""
+        self,
+        secret_id: UUID,
+        tenant_id: str,
+        version: int,
+        value_id: UUID,
+        value: str,
+        *,
+        new_key: bool,
+    ) -> bool:
+        """Encrypt and keep a value version under the secret's data key, before the
+        event that makes it current is appended. `new_key` (a create): make the data key
+        if the secret has none. False, keeping nothing, when there is no data key to use:
+        none (destroyed, and not `new_key`), or wrapped by a master key not configured."""
         ...
 
     def open(self, secret_id: UUID, version: int, value_id: UUID) -> str | None:

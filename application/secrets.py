@@ -1,13 +1,14 @@
 """Secret use cases (README "Secrets"): create, put a new value version (with any
-metadata change), delete (refused while pipelines reference it, unless forced), and `resolve`,
-which the executor will call to read a value.
+metadata change), delete (refused while pipelines reference it, unless forced), and
+`resolve`, which the executor will call to read a value.
 
 Order of writes, so that a crash between two never leaves a readable value where it
 must not be: a value is sealed (encrypted, kept) before the event that makes it
 current, so a crash leaves an unreferenced ciphertext, harmless; a delete destroys the
 secret's data key before appending SecretDeleted, so a crash leaves a live secret
-whose values can no longer be read (resolve says so; putting a new version gives it a
-new data key), never a deleted secret whose values still can.
+whose values can no longer be read (resolve and a new version say so; delete it and
+create it again), never a deleted secret whose values still can. Only a create makes a
+data key: a new version racing a delete finds none and is refused.
 
 No value is in an event, an answer, an error message or a log line: the service takes
 a value in and hands one out only from `resolve`.
@@ -111,7 +112,7 @@ class SecretService:
                 allowed_hosts=allowed_hosts,
                 namespaces=namespaces,
             )
-        self._values.seal(secret.id, secret.tenant_id, secret.value_version, value_id, value)
+        self._seal(secret, secret.value_version, value_id, value, new_key=True)
         return self._secrets.save(secret)
 
     def put_version(
@@ -136,7 +137,7 @@ class SecretService:
             )
             value_id = uuid.uuid4()
             version = secret.next_value_version
-            self._values.seal(secret.id, secret.tenant_id, version, value_id, value)
+            self._seal(secret, version, value_id, value, new_key=False)
             secret.add_version(ctx, value_id)
 
         return self._secrets.change(
@@ -187,6 +188,18 @@ class SecretService:
         if value is None:
             raise SecretUnreadable(f"secret {name!r} cannot be decrypted", "name")
         return value
+
+    def _seal(
+        self, secret: Secret, version: int, value_id: UUID, value: str, *, new_key: bool
+    ) -> None:
+        if not self._values.seal(
+            secret.id, secret.tenant_id, version, value_id, value, new_key=new_key
+        ):
+            raise SecretUnreadable(
+                f"secret {secret.name!r} has no usable data key (a delete did not finish, or"
+                " its master key is not configured): delete it and create it again",
+                "name",
+            )
 
     def _id(self, principal: Principal, name: str) -> UUID:
         """The id of `name` in the principal's tenant. A platform admin outside any

@@ -142,32 +142,50 @@ class PostgresSecretValues:
         self._master = master
 
     def seal(
-        self, secret_id: UUID, tenant_id: str, version: int, value_id: UUID, value: str
-    ) -> None:
+        self,
+        secret_id: UUID,
+        tenant_id: str,
+        version: int,
+        value_id: UUID,
+        value: str,
+        *,
+        new_key: bool,
+    ) -> bool:
         with self._pool.connection() as conn, conn.transaction():
-            data_key = self._data_key(conn, secret_id, tenant_id)
+            data_key = self._data_key(conn, secret_id, tenant_id, new_key)
+            if data_key is None:
+                return False
             nonce, sealed = seal_value(data_key, secret_id, version, value_id, value)
             conn.execute(
                 "INSERT INTO secret_values (value_id, secret_id, version, nonce, ciphertext)"
                 " VALUES (%s, %s, %s, %s, %s)",
                 (value_id, secret_id, version, nonce, sealed),
             )
+        return True
 
-    def _data_key(self, conn: Connection[Any], secret_id: UUID, tenant_id: str) -> bytes:
-        """The secret's data key, made (and wrapped) if it has none. Two writers racing
-        to make one both end up with the one inserted first."""
-        key_id, nonce, wrapped = self._master.wrap(secret_id, new_data_key())
+    def _data_key(
+        self, conn: Connection[Any], secret_id: UUID, tenant_id: str, new_key: bool
+    ) -> bytes | None:
+        """The secret's data key, made (and wrapped) first if asked and it has none (two
+        creates racing both end up with the one inserted first). A version of an
+        existing secret never makes one: had a delete destroyed it meanwhile, a new key
+        would make that version readable after the delete."""
+        if new_key:
+            key_id, nonce, wrapped = self._master.wrap(secret_id, new_data_key())
+            conn.execute(
+                "INSERT INTO secret_keys (secret_id, tenant_id, key_id, nonce, wrapped_key)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (secret_id) DO NOTHING",
+                (secret_id, tenant_id, key_id, nonce, wrapped),
+            )
+        # FOR SHARE: a delete's destroy waits for this version's row to be written (and
+        # then removes it), never leaves it behind under a key it has deleted.
         row = conn.execute(
-            "INSERT INTO secret_keys (secret_id, tenant_id, key_id, nonce, wrapped_key)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (secret_id) DO UPDATE"
-            " SET secret_id = secret_keys.secret_id"
-            " RETURNING key_id, nonce, wrapped_key",
-            (secret_id, tenant_id, key_id, nonce, wrapped),
+            "SELECT key_id, nonce, wrapped_key FROM secret_keys WHERE secret_id = %s FOR SHARE",
+            (secret_id,),
         ).fetchone()
-        data_key = self._master.unwrap(secret_id, row[0], bytes(row[1]), bytes(row[2]))
-        if data_key is None:
-            raise RuntimeError(f"secret {secret_id}: its data key's master key is not configured")
-        return data_key
+        if row is None:
+            return None
+        return self._master.unwrap(secret_id, row[0], bytes(row[1]), bytes(row[2]))
 
     def open(self, secret_id: UUID, version: int, value_id: UUID) -> str | None:
         with self._pool.connection() as conn:

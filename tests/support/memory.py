@@ -115,14 +115,24 @@ class MemorySecretValues:
         self.values: dict[UUID, tuple[UUID, int, bytes, bytes]] = {}
 
     def seal(
-        self, secret_id: UUID, tenant_id: str, version: int, value_id: UUID, value: str
-    ) -> None:
-        if secret_id not in self.keys:
+        self,
+        secret_id: UUID,
+        tenant_id: str,
+        version: int,
+        value_id: UUID,
+        value: str,
+        *,
+        new_key: bool,
+    ) -> bool:
+        if new_key and secret_id not in self.keys:
             self.keys[secret_id] = self.master.wrap(secret_id, new_data_key())
-        data_key = self.master.unwrap(secret_id, *self.keys[secret_id])
-        assert data_key is not None
+        wrapped = self.keys.get(secret_id)
+        data_key = None if wrapped is None else self.master.unwrap(secret_id, *wrapped)
+        if data_key is None:
+            return False
         nonce, sealed = seal_value(data_key, secret_id, version, value_id, value)
         self.values[value_id] = (secret_id, version, nonce, sealed)
+        return True
 
     def open(self, secret_id: UUID, version: int, value_id: UUID) -> str | None:
         row, wrapped = self.values.get(value_id), self.keys.get(secret_id)

@@ -233,13 +233,20 @@ def test_a_deleted_name_is_created_again_with_a_new_key_and_later_versions(vault
         vault.secrets.resolve(vault.tenant_id, "db", 1)
 
 
-def test_a_lost_data_key_reads_as_unreadable_and_a_new_version_heals_it(vault: Vault) -> None:
-    """A delete that destroyed the key and crashed before its event."""
+def test_a_lost_data_key_reads_as_unreadable_refuses_versions_and_is_deleted(
+    vault: Vault,
+) -> None:
+    """A delete that destroyed the key and crashed before its event (or a new version
+    racing a delete): no new data key is made for it, so nothing becomes readable."""
     made = vault.secrets.create(vault.admin, CTX, name="db", value=VALUE)
     vault.values.destroy(made.state.id)
     with pytest.raises(SecretUnreadable):
         vault.secrets.resolve(vault.tenant_id, "db")
-    vault.secrets.put_version(vault.admin, "db", CTX, value=NEWER)
+    with pytest.raises(SecretUnreadable):
+        vault.secrets.put_version(vault.admin, "db", CTX, value=NEWER)
+    assert vault.values.keys == {} and vault.values.values == {}
+    vault.secrets.delete(vault.admin, "db", CTX)
+    vault.secrets.create(vault.admin, CTX, name="db", value=NEWER)
     assert vault.secrets.resolve(vault.tenant_id, "db") == NEWER
 
 
@@ -247,8 +254,8 @@ def test_rotation_rewraps_data_keys_and_old_values_stay_readable(vault: Vault) -
     vault.secrets.create(vault.admin, CTX, name="db", value=VALUE)
     old_key, new_key = new_master_key(), new_master_key()
     vault.values.master = old = MasterKeys([old_key])
-    vault.values.keys.clear()  # made again under `old` by the next version
-    vault.secrets.put_version(vault.admin, "db", CTX, value=NEWER)
+    vault.secrets.delete(vault.admin, "db", CTX)  # made again under `old` by the create
+    vault.secrets.create(vault.admin, CTX, name="db", value=NEWER)
     rotating = MasterKeys([new_key, old_key])
     for sid, wrapped in list(vault.values.keys.items()):  # what rewrap_all does to each row
         rewrapped = rotating.rewrap(sid, *wrapped)

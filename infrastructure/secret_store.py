@@ -248,10 +248,25 @@ def data_dir_master_keys(data_dir: Path) -> list[str]:
     path = data_dir / KEY_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        _write_private(path, new_master_key() + "\n")
+        _create_once(path, new_master_key() + "\n")
     previous = data_dir / PREVIOUS_FILE
     older = previous.read_text().split() if previous.exists() else []
     return [path.read_text().strip(), *older]
+
+
+def _create_once(path: Path, text: str) -> None:
+    """Write a new private file, unless another process of the data dir wrote it first
+    (two processes starting at once): its key wins, so both use the same one."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.link(tmp, path)  # fails if the file exists: never replaces another's key
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def rotate_data_dir_master_key(data_dir: Path) -> list[str]:

@@ -132,10 +132,19 @@ def test_the_data_dir_key_is_made_once_private_and_rotation_keeps_the_previous(
     first = data_dir_master_keys(tmp_path)
     assert first == data_dir_master_keys(tmp_path) and len(first) == 1
     assert (tmp_path / "secrets.key").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secrets.key"]  # no temp left
     rotated = rotate_data_dir_master_key(tmp_path)
     assert rotated[1:] == first and rotated[0] != first[0]
     assert data_dir_master_keys(tmp_path) == rotated
     assert (tmp_path / "secrets.previous").stat().st_mode & 0o777 == 0o600
+
+
+def test_processes_starting_at_once_share_one_data_dir_key(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(lambda _: data_dir_master_keys(tmp_path)[0], range(32)))
+    assert len(set(keys)) == 1
 
 
 # --- the service ----------------------------------------------------------------------------

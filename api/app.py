@@ -37,6 +37,7 @@ from api.controllers.pipelines import PipelineController
 from api.controllers.plugins import PluginController
 from api.controllers.run_reports import RunReportController
 from api.controllers.runs import RunController
+from api.controllers.secrets import SecretController
 from api.controllers.tenants import TenantController
 from api.controllers.users import UserController
 from api.controllers.webhooks import WebhookController
@@ -145,6 +146,8 @@ def dependencies(container: Container) -> dict[str, Provide]:
             "sessions": commands("sessions", c.sessions),
             "webhooks": commands("webhooks", c.webhooks),
             "webhook_queries": c.webhook_queries,
+            "secrets": commands("secrets", c.secrets),
+            "secret_queries": c.secret_queries,
             "logins": c.logins,
             "read_your_writes": ReadYourWrites(
                 c.read_pool, c.positions, c.settings.min_position_timeout
@@ -228,6 +231,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             PluginController,
             EventStreamController,
             WebhookController,
+            SecretController,
             EventSocketController,
             AuditController,
             ResourceEventsController,

@@ -34,6 +34,7 @@ from application.point_in_time import PointInTime
 from application.recovery import RunRecovery
 from application.run_execution import ExecutorPolicy
 from application.runs import RunService
+from application.secrets import SecretService
 from application.sessions import SessionService
 from application.tenants import TenantService
 from application.users import UserService
@@ -60,6 +61,7 @@ from infrastructure.rate_limit_sync import SyncedRateLimiter
 from infrastructure.relay import Relay
 from infrastructure.run_logs import RunLogs
 from infrastructure.scheduler_role import SchedulerRole
+from infrastructure.secret_store import MasterKeys, PostgresSecretValues, data_dir_master_keys
 from infrastructure.security import Argon2PasswordHasher, TokenService, data_dir_keys
 from infrastructure.settings import Settings
 from infrastructure.step_runner import PluginStepRunner
@@ -82,6 +84,7 @@ from projections.audit_queries import AuditQueries
 from projections.job_queries import JobQueries
 from projections.pipelines import PipelineQueries
 from projections.run_queries import RunQueries
+from projections.secrets import PipelineSecretReferences, SecretQueries
 from projections.tenants import TenantQueries
 from projections.usage import ReadModelUsage
 from projections.users import UserQueries
@@ -192,6 +195,9 @@ class Container:
     webhooks: WebhookService | None = None
     webhook_queries: WebhookQueries | None = None
     webhook_secrets: PostgresWebhookSecrets | None = None
+    # Tenant secrets (README "Secrets"); None only in containers built by hand.
+    secrets: SecretService | None = None
+    secret_queries: SecretQueries | None = None
     """Where this process's projection runners are (if it runs the projector role): the
     API's min_position waits and readiness consult it before the tracking rows."""
 
@@ -278,7 +284,24 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
         )
     )
     _with_webhooks(container, keys)
+    _with_secrets(container)
     return container
+
+
+def master_keys(settings: Settings) -> list[str]:
+    """Tenant secrets' master keys, current first: NORN_SECRET_KEY (and the previous
+    ones), else the data dir's (made on first start)."""
+    if settings.secret_key:
+        return [settings.secret_key, *settings.previous_secret_keys]
+    return data_dir_master_keys(settings.data_dir)
+
+
+def _with_secrets(container: Container) -> None:
+    """Tenant secrets: values under a data key each, wrapped by the master key."""
+    c = container
+    values = PostgresSecretValues(c.sync_pool, MasterKeys(master_keys(c.settings)))
+    c.secrets = SecretService(c.store, values, PipelineSecretReferences(c.sync_pool))
+    c.secret_queries = SecretQueries(c.read_pool)
 
 
 def _with_webhooks(container: Container, server_secrets: list[str]) -> None:

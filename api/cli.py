@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from api import cli_commands as commands
 from api.cli_export import events_export, moment, tenant_id
 from api.cli_info import info
+from api.cli_secrets import secrets_rotate_key
 from api.cli_support import CliError, error_summary, redact_url
 from api.cli_tail import events_tail
 from infrastructure.settings import Settings, SettingsError
@@ -252,6 +253,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="older keys kept besides the one replaced (0 to 100; default 2)",
     )
     rotate.set_defaults(func=commands.jwt_rotate)
+
+    secrets_ = sub.add_parser(
+        "secrets", help="tenant secrets' master key", description=EMBEDDED_NOTE
+    )
+    secrets_sub = secrets_.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rotate_key = secrets_sub.add_parser(
+        "rotate-key",
+        help="new master key; every data key re-wrapped by it (values untouched)",
+        description="Re-wrap every secret's data key with a new master key: the data "
+        "dir's (a new one is made, the old kept until done), or NORN_SECRET_KEY when set "
+        "(set the new key there and the old one in NORN_SECRET_PREVIOUS_KEYS first). "
+        "Restart every Norn process afterwards.",
+    )
+    rotate_key.set_defaults(func=secrets_rotate_key)
     return parser
 
 

@@ -21,6 +21,7 @@ from application.pipeline_rollbacks import PipelineRollbacks
 from application.pipelines import PipelineService
 from application.point_in_time import PointInTime
 from application.runs import RunService
+from application.secrets import SecretService
 from application.sessions import SessionService
 from application.tenants import TenantService
 from application.threads import Threaded
@@ -42,6 +43,7 @@ from projections.audit_queries import AuditQueries
 from projections.deployment_queries import DeploymentQueries
 from projections.job_queries import JobQueries
 from projections.run_queries import RunQueries
+from projections.secrets import SecretQueries
 from projections.webhook_queries import WebhookQueries
 
 
@@ -94,6 +96,7 @@ JobServiceDep = NamedDependency[Threaded[JobService]]
 SessionServiceDep = NamedDependency[Threaded[SessionService]]
 LoginServiceDep = NamedDependency[LoginService]
 WebhookServiceDep = NamedDependency[Threaded[WebhookService]]
+SecretServiceDep = NamedDependency[Threaded[SecretService]]
 
 # Queries: read models (asynchronous already).
 ReadYourWritesDep = NamedDependency[ReadYourWrites]
@@ -107,6 +110,7 @@ DeploymentQueriesDep = NamedDependency[DeploymentQueries]
 JobQueriesDep = NamedDependency[JobQueries]
 RunLogsDep = NamedDependency[RunLogs]
 WebhookQueriesDep = NamedDependency[WebhookQueries]
+SecretQueriesDep = NamedDependency[SecretQueries]
 
 # The audit trail (README "Audit trail"): its read model, its shared filters, and
 # point-in-time reads rebuilt from the event store.

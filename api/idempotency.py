@@ -62,9 +62,12 @@ class IdempotencyMiddleware(ASGIMiddleware):
             return
         handler = scope.get("route_handler")
         if handler is not None and handler.opt.get("idempotency") == "refuse":
+            reason = handler.opt.get(
+                "idempotency_reason",
+                "its response holds a secret that is shown once and never stored",
+            )
             raise ValidationException(
-                "this route does not accept Idempotency-Key: its response holds a secret "
-                "that is shown once and never stored; retry without the header",
+                f"this route does not accept Idempotency-Key: {reason}; retry without the header",
                 status_code=422,
                 extra=[{"key": "Idempotency-Key", "source": "header", "message": "not allowed"}],
             )

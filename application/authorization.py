@@ -48,6 +48,10 @@ class Permission(StrEnum):
     """Webhook subscriptions and their deliveries (README "Webhooks")."""
     WEBHOOKS_WRITE = "webhooks:write"
     """Create, change, delete, ping webhooks; redeliver."""
+    SECRETS_READ = "secrets:read"
+    """Secrets' metadata (README "Secrets"); no route ever answers a value."""
+    SECRETS_WRITE = "secrets:write"
+    """Create, change (a new value version, metadata) and delete secrets."""
     PLUGINS_READ = "plugins:read"
     EVENTS_READ = "events:read"
     PLATFORM_HEALTH = "platform:health"
@@ -69,6 +73,7 @@ _EDITOR = _OPERATOR | {
     Permission.PIPELINES_WRITE,
     Permission.DEPLOYMENTS_WRITE,
     Permission.JOBS_WRITE,
+    Permission.SECRETS_READ,
 }
 _ADMIN = _EDITOR | {
     Permission.TENANTS_READ,
@@ -79,6 +84,7 @@ _ADMIN = _EDITOR | {
     Permission.API_KEYS_WRITE,
     Permission.WEBHOOKS_READ,
     Permission.WEBHOOKS_WRITE,
+    Permission.SECRETS_WRITE,
 }
 
 TENANT_WRITES = frozenset(
@@ -93,6 +99,7 @@ TENANT_WRITES = frozenset(
         Permission.RUNS_TRIGGER,
         Permission.RUNS_CANCEL,
         Permission.WEBHOOKS_WRITE,
+        Permission.SECRETS_WRITE,
     }
 )
 """Permissions that change a tenant's resources: refused while the tenant is not active
@@ -182,6 +189,7 @@ EVENT_READ_PERMISSIONS: dict[str, Permission] = {
     "session": Permission.USERS_READ,
     "api_key": Permission.API_KEYS_READ,
     "webhook": Permission.WEBHOOKS_READ,
+    "secret": Permission.SECRETS_READ,
 }
 """Which permission reading an aggregate's events needs: the one that reads the
 aggregate itself elsewhere: usage (quota bookkeeping) is the admin's, name claims

@@ -209,3 +209,49 @@ class Heartbeats(Protocol):
         """(run id, attempt) of the attempts whose executor has not beaten for
         `older_than` seconds; the run's events say whether it is really lost."""
         ...
+
+
+class SecretValues(Protocol):
+    """Where secrets' values are kept, each secret's encrypted under a data key of its
+    own, itself wrapped by the master key (infrastructure/secret_store.py). The values
+    are in no event: the events name a value's row (`value_id`) only."""
+
+    def seal(
+        self,
+        secret_id: UUID,
+        tenant_id: str,
+        version: int,
+        value_id: UUID,
+        value: str,
+        *,
+        new_key: bool,
+    ) -> bool:
+        """Encrypt and keep a value version under the secret's data key, before the
+        event that makes it current is appended. `new_key` (a create): make the data key
+        if the secret has none. False, keeping nothing, when there is no data key to use:
+        none (destroyed, and not `new_key`), or wrapped by a master key not configured."""
+        ...
+
+    def open(self, secret_id: UUID, version: int, value_id: UUID) -> str | None:
+        """The value; None when it cannot be read (its data key was destroyed, the row
+        is gone or was tampered with)."""
+        ...
+
+    def destroy(self, secret_id: UUID) -> None:
+        """Destroy the secret's data key (and its ciphertexts): crypto-shredding, before
+        the deletion's event is appended."""
+        ...
+
+
+@dataclass(frozen=True)
+class SecretReference:
+    pipeline_id: str
+    pipeline_name: str
+
+
+class SecretReferences(Protocol):
+    """Which of a tenant's pipelines reference a secret by name (`{"secret": name}`
+    anywhere in a step's config), from the pipelines read model
+    (projections/secrets.py)."""
+
+    def referencing(self, tenant_id: str, name: str) -> list[SecretReference]: ...

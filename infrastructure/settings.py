@@ -38,6 +38,13 @@ class Settings:
     jwt_previous_secrets: str | None = field(default=None, repr=False)
     """NORN_JWT_PREVIOUS_SECRETS: comma-separated older keys that still verify tokens
     they signed (key rotation)."""
+    secret_key: str | None = field(default=None, repr=False)
+    """NORN_SECRET_KEY: the master key of tenant secrets (32 bytes, base64url); unset =
+    generated and kept in the data dir (secrets.key). Every process that reads or writes
+    secrets needs the same one: set it when roles run on several hosts."""
+    secret_previous_keys: str | None = field(default=None, repr=False)
+    """NORN_SECRET_PREVIOUS_KEYS: comma-separated older master keys, still unwrapping the
+    data keys `norn secrets rotate-key` has not re-wrapped yet."""
     jwt_issuer: str = "norn"
     jwt_audience: str = "norn-api"
     access_token_ttl: int = 900
@@ -144,6 +151,7 @@ class Settings:
             if len(secret.encode()) < 32:
                 problems.append("every key in NORN_JWT_PREVIOUS_SECRETS must be at least 32 bytes")
                 break
+        problems.extend(self._secret_key_problems())
         try:
             self.plan_rate_limits()
         except ValueError as error:
@@ -194,6 +202,29 @@ class Settings:
             problems.append(f"NORN_DATABASE_URL is not a PostgreSQL URL: {error}")
         if problems:
             raise SettingsError("; ".join(problems))
+
+    def _secret_key_problems(self) -> list[str]:
+        from infrastructure.secret_store import parse_master_key
+
+        problems = []
+        for name, keys in (
+            ("NORN_SECRET_KEY", (self.secret_key,) if self.secret_key is not None else ()),
+            ("NORN_SECRET_PREVIOUS_KEYS", self.previous_secret_keys),
+        ):
+            for key in keys:
+                try:
+                    parse_master_key(key)
+                except ValueError as error:
+                    problems.append(f"{name} {error}")
+                    break
+        if self.previous_secret_keys and self.secret_key is None:
+            problems.append("NORN_SECRET_PREVIOUS_KEYS needs NORN_SECRET_KEY (the new key)")
+        return problems
+
+    @property
+    def previous_secret_keys(self) -> tuple[str, ...]:
+        raw = self.secret_previous_keys or ""
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
 
     @property
     def plugin_refs(self) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from projections.projection import Projection, apply_batch, handles
 from projections.rebuild import RebuildError, rebuild
 from projections.runner import ProjectionRunner
 from projections.runs import RunsProjection
+from projections.secrets import SecretsProjection
 from projections.sessions import RunnerSessions
 from projections.tenants import TenantQueries, TenantsProjection
 from projections.tracking import projection_status, wait_for_position
@@ -30,6 +31,7 @@ ALL_PROJECTIONS: tuple[Projection, ...] = (
     DeploymentsProjection(),
     JobsProjection(),
     WebhooksProjection(),
+    SecretsProjection(),
     AuditLogProjection(),
 )
 """Every read model, for the projector role and `norn projections status|rebuild`."""
@@ -59,6 +61,7 @@ __all__ = [
     "RebuildError",
     "RunnerSessions",
     "RunsProjection",
+    "SecretsProjection",
     "TenantQueries",
     "TenantsProjection",
     "UserQueries",

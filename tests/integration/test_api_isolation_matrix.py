@@ -64,6 +64,7 @@ BODIES: dict[tuple[str, str], Any] = {
     },
     ("PATCH", "/api/v1/webhooks/{webhook_id:uuid}"): {"description": "stolen"},
     ("PUT", "/api/v1/deployments/{deployment_id:uuid}/triggers"): {"triggers": []},
+    ("PUT", "/api/v1/secrets/{secret_name:str}"): {"value": "a-stolen-value"},
 }
 
 # Routes over resources that belong to no tenant (the plugin catalog): nothing to isolate.
@@ -158,6 +159,11 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
     await visible(client, editor, webhook_path, webhook.json()["position"])
     ping = await client.post(f"{webhook_path}:ping", headers=editor)
     assert ping.status_code == 202, ping.text
+    secret = await client.post(
+        "/api/v1/secrets", json={"name": "a-db-password", "value": "a-value"}, headers=editor
+    )
+    assert secret.status_code == 201, secret.text
+    await visible(client, editor, "/api/v1/secrets/a-db-password", secret.json()["position"])
     a = TenantA(headers=editor)
     a.values = {
         "webhook_id": webhook.json()["id"],
@@ -172,6 +178,7 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
         "deployment_id": deployment.json()["id"],
         "environment": "a-production",
         "job_id": job.json()["id"],
+        "secret_name": "a-db-password",
     }
     a.ids = {
         tenant_id,
@@ -184,6 +191,8 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
         deployment.json()["id"],
         job.json()["id"],
         webhook.json()["id"],
+        secret.json()["id"],
+        "a-db-password",
     }
     return a
 

@@ -110,6 +110,9 @@ WRITE_BODIES: dict[tuple[str, str], Callable[[Values], Any]] = {
     ("POST", "/api/v1/webhooks/{webhook_id:uuid}/deliveries/{delivery_id:uuid}/redeliver"): (
         lambda v: None
     ),
+    ("POST", "/api/v1/secrets"): lambda v: {"name": "new-secret", "value": "a-new-value"},
+    ("PUT", "/api/v1/secrets/{secret_name:str}"): lambda v: {"value": "a-newer-value"},
+    ("DELETE", "/api/v1/secrets/{secret_name:str}"): lambda v: None,
 }
 
 # Routes that address another seeded resource than the one their parameter names.
@@ -246,6 +249,11 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
     assert webhook.status_code == 201, webhook.text
     ping = await client.post(f"/api/v1/webhooks/{webhook.json()['id']}:ping", headers=admin)
     assert ping.status_code == 202, ping.text
+    secrets = [
+        await client.post("/api/v1/secrets", json={"name": name, "value": "a-value"}, headers=admin)
+        for name in ("db-password", "old-token")
+    ]
+    assert all(made.status_code == 201 for made in secrets), [m.text for m in secrets]
     # Every read route below reads a read model: each must have what was just written.
     for path, position in (
         (f"/api/v1/scheduler/jobs/{job.json()['id']}", job.json()["position"]),
@@ -256,6 +264,7 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
         (f"/api/v1/runs/{ended['run_id']}", cancelled.json()["position"]),
         (f"/api/v1/api-keys/{own_key.json()['id']}", own_key.json()["position"]),
         (f"/api/v1/webhooks/{webhook.json()['id']}", webhook.json()["position"]),
+        ("/api/v1/secrets/old-token", secrets[1].json()["position"]),
     ):
         await visible(client, admin, path, position)
     values = {
@@ -272,6 +281,7 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
         "job_id": job.json()["id"],
         "webhook_id": webhook.json()["id"],
         "delivery_id": ping.json()["delivery_id"],
+        "secret_name": "db-password",
         "environment": "qa",
         "plugin_type": "Input",
         "name": "file",

@@ -772,6 +772,7 @@ def test_all_projections_are_registered() -> None:
         "deployments",
         "jobs",
         "webhooks",
+        "secrets",
         "audit_log",
     }
     with pytest.raises(ValueError, match="must match"):

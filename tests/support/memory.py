@@ -17,9 +17,10 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from application.event_store import NornEventStore
-from application.ports import RequestFacts
+from application.ports import RequestFacts, SecretReference
 from domain.pipeline import PipelineCreated, PipelineDeleted, PipelineRevised, PipelineRolledBack
 from infrastructure.mapper import decode_state
+from infrastructure.secret_store import MasterKeys, new_data_key, open_value, seal_value
 from projections.usage import RESOURCES, Counted
 
 
@@ -100,3 +101,59 @@ class StoreUsage:
     def read(self, aggregate_ids: Sequence[UUID]) -> RequestFacts:
         versions = {i: a.version for i, a in self._store.current(*aggregate_ids).items()}
         return RequestFacts(versions=versions)
+
+
+class MemorySecretValues:
+    """application/ports.py `SecretValues` in dicts, with the production cipher
+    (infrastructure/secret_store.py), so that tests of the service exercise the real
+    envelope encryption and crypto-shredding. `keys` and `values` are what the database
+    would hold."""
+
+    def __init__(self, master: MasterKeys) -> None:
+        self.master = master
+        self.keys: dict[UUID, tuple[str, bytes, bytes]] = {}
+        self.values: dict[UUID, tuple[UUID, int, bytes, bytes]] = {}
+
+    def seal(
+        self,
+        secret_id: UUID,
+        tenant_id: str,
+        version: int,
+        value_id: UUID,
+        value: str,
+        *,
+        new_key: bool,
+    ) -> bool:
+        if new_key and secret_id not in self.keys:
+            self.keys[secret_id] = self.master.wrap(secret_id, new_data_key())
+        wrapped = self.keys.get(secret_id)
+        data_key = None if wrapped is None else self.master.unwrap(secret_id, *wrapped)
+        if data_key is None:
+            return False
+        nonce, sealed = seal_value(data_key, secret_id, version, value_id, value)
+        self.values[value_id] = (secret_id, version, nonce, sealed)
+        return True
+
+    def open(self, secret_id: UUID, version: int, value_id: UUID) -> str | None:
+        row, wrapped = self.values.get(value_id), self.keys.get(secret_id)
+        if row is None or wrapped is None or row[:2] != (secret_id, version):
+            return None
+        data_key = self.master.unwrap(secret_id, *wrapped)
+        if data_key is None:
+            return None
+        return open_value(data_key, secret_id, version, value_id, row[2], row[3])
+
+    def destroy(self, secret_id: UUID) -> None:
+        self.keys.pop(secret_id, None)
+        for value_id in [v for v, row in self.values.items() if row[0] == secret_id]:
+            del self.values[value_id]
+
+
+class MemorySecretReferences:
+    """Which pipelines reference which secret, as a test sets it."""
+
+    def __init__(self) -> None:
+        self.refs: dict[tuple[str, str], list[SecretReference]] = {}
+
+    def referencing(self, tenant_id: str, name: str) -> list[SecretReference]:
+        return self.refs.get((tenant_id, name), [])

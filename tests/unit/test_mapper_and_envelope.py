@@ -27,6 +27,7 @@ import domain.name_claim
 import domain.pipeline
 import domain.pipeline_deployments
 import domain.run
+import domain.secret
 import domain.session
 import domain.tenant
 import domain.user
@@ -46,6 +47,7 @@ from domain.pipeline import (
 from domain.pipeline_deployments import PipelineDeployments
 from domain.release import Strategy
 from domain.run import Run, RunCancelled, RunStatus, Trigger
+from domain.secret import Secret
 from domain.session import Session
 from domain.tenant import EnvironmentPolicy, Quotas, Tenant
 from domain.user import User, UserRegistered
@@ -222,6 +224,7 @@ def one_of_every_event() -> list[NornEvent]:
         *deployment_events(),
         *trigger_events(),
         *webhook_events(),
+        *secret_events(),
     ]
 
 
@@ -259,6 +262,23 @@ def trigger_events() -> list[NornEvent]:
         ctx=CTX,
     )
     return [*fired.collect_events(), *refused.collect_events()]
+
+
+def secret_events() -> list[NornEvent]:
+    secret = Secret.create(
+        tenant_id=TENANT,
+        name="db-password",
+        value_id=uuid4(),
+        ctx=CTX,
+        description="the warehouse",
+        allowed_hosts=("db.example.com",),
+        namespaces=("dev",),
+    )
+    secret.add_version(CTX, uuid4())
+    secret.update(CTX, description="changed")
+    secret.delete(CTX, forced=True)
+    secret.recreate(CTX, value_id=uuid4())
+    return list(secret.collect_events())
 
 
 def deployment_events() -> list[NornEvent]:
@@ -299,6 +319,7 @@ def concrete_domain_event_classes() -> set[type]:
         domain.name_claim,
         domain.pipeline,
         domain.run,
+        domain.secret,
         domain.session,
         domain.tenant,
         domain.user,

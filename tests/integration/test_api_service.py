@@ -60,6 +60,7 @@ async def test_readiness_fails_when_a_read_model_stops_moving(settings: Settings
             "jobs",
             "pipelines",
             "runs",
+            "secrets",
             "tenants",
             "users",
             "webhooks",

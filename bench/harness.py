@@ -121,7 +121,11 @@ def norn_server(
         for process in [*others, *([server] if server is not None else [])]:
             process.terminate()
         for process in [*others, *([server] if server is not None else [])]:
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # still drop its database and streams below
+                process.kill()
+                process.wait(timeout=10)
         if admin_url:
             with psycopg.connect(admin_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
-from infrastructure.security import _write_private
+from infrastructure.security import create_private_once, write_private
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -248,25 +248,10 @@ def data_dir_master_keys(data_dir: Path) -> list[str]:
     path = data_dir / KEY_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        _create_once(path, new_master_key() + "\n")
+        create_private_once(path, new_master_key() + "\n")
     previous = data_dir / PREVIOUS_FILE
     older = previous.read_text().split() if previous.exists() else []
     return [path.read_text().strip(), *older]
-
-
-def _create_once(path: Path, text: str) -> None:
-    """Write a new private file, unless another process of the data dir wrote it first
-    (two processes starting at once): its key wins, so both use the same one."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.link(tmp, path)  # fails if the file exists: never replaces another's key
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def rotate_data_dir_master_key(data_dir: Path) -> list[str]:
@@ -276,8 +261,8 @@ def rotate_data_dir_master_key(data_dir: Path) -> list[str]:
     loses no key."""
     keys = data_dir_master_keys(data_dir)
     fresh = new_master_key()
-    _write_private(data_dir / PREVIOUS_FILE, "\n".join(keys) + "\n")
-    _write_private(data_dir / KEY_FILE, fresh + "\n")
+    write_private(data_dir / PREVIOUS_FILE, "\n".join(keys) + "\n")
+    write_private(data_dir / KEY_FILE, fresh + "\n")
     return [fresh, *keys]
 
 
@@ -285,4 +270,4 @@ def keep_one_previous_master_key(data_dir: Path) -> None:
     """After a rotation re-wrapped every data key: only the key it replaced is kept,
     for data keys that processes not restarted yet still wrap with it."""
     keys = data_dir_master_keys(data_dir)
-    _write_private(data_dir / PREVIOUS_FILE, "\n".join(keys[1:2]) + "\n")
+    write_private(data_dir / PREVIOUS_FILE, "\n".join(keys[1:2]) + "\n")

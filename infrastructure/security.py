@@ -166,7 +166,7 @@ class TokenService:
         )
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read (0600), replacing it atomically."""
     tmp = path.with_suffix(".tmp")
     # A file left behind by a crash keeps its own mode if merely reopened: start afresh.
@@ -177,16 +177,29 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def create_private_once(path: Path, text: str) -> None:
+    """Write a new private file (0600), unless another process of the data dir wrote it
+    first (two processes starting at once): its content wins, so both use the same."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.link(tmp, path)  # fails if the file exists: never replaces another's key
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def load_or_create_secret(data_dir: Path) -> str:
     """The embedded default's signing key: generated once, kept (0600) in the data dir so
     tokens survive a restart."""
     path = data_dir / "jwt.key"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    _write_private(path, secret)
-    return secret
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        create_private_once(path, secrets.token_urlsafe(48))
+    return path.read_text().strip()
 
 
 def data_dir_keys(data_dir: Path) -> list[str]:
@@ -202,6 +215,6 @@ def rotate_data_dir_key(data_dir: Path, keep: int = 2) -> str:
     processes pick it up when restarted."""
     keys = data_dir_keys(data_dir)
     secret = secrets.token_urlsafe(48)
-    _write_private(data_dir / "jwt.previous", "\n".join(keys[: keep + 1]) + "\n")
-    _write_private(data_dir / "jwt.key", secret)
+    write_private(data_dir / "jwt.previous", "\n".join(keys[: keep + 1]) + "\n")
+    write_private(data_dir / "jwt.key", secret)
     return key_id(secret)

@@ -103,7 +103,7 @@ class TriggerRole:
                 event = to_cloud_event(notification)
                 pipelines = _nominated(candidates.get(event.tenant or ""), event)
                 if pipelines:
-                    fired += await in_thread(self._triggers.handle, _facts(event), pipelines)
+                    fired += await in_thread(self._triggers.handle, tenant_event(event), pipelines)
             await conn.execute(_MOVE, (ready[-1].id,))
         if fired and self._observe is not None:
             self._observe(fired)
@@ -136,7 +136,8 @@ def _nominated(
     ]
 
 
-def _facts(event: CloudEvent) -> TenantEvent:
+def tenant_event(event: CloudEvent) -> TenantEvent:
+    """The facts of a tenant's event that triggers are matched on."""
     assert event.tenant is not None
     return TenantEvent(
         id=event.id,

@@ -30,6 +30,7 @@ from domain.run import Run
 from domain.tenant import Tenant
 from infrastructure.envelope import to_cloud_event
 from infrastructure.mapper import MsgspecMapper
+from infrastructure.trigger_role import tenant_event
 from tests.support.deployments import World
 from tests.support.runs import CTX, step
 
@@ -63,17 +64,7 @@ class Triggers(World):
                 state=stored.state,
             )
         )
-        assert cloud.tenant is not None
-        return TenantEvent(
-            cloud.id,
-            cloud.type,
-            cloud.subject,
-            cloud.tenant,
-            cloud.position,
-            cloud.data,
-            cloud.correlationid,
-            cloud.time,
-        )
+        return tenant_event(cloud)
 
     def handle(
         self, event: TenantEvent, pipelines: list[UUID], deployments: Sequence[UUID] = ()

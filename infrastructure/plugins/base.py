@@ -117,6 +117,13 @@ class Plugin:
         return []
 
     @classmethod
+    def destinations(cls, config: msgspec.Struct) -> list[str]:
+        """The host names the step sends data or credentials to (a URL's host, a
+        database server), lower case: a secret with `allowed_hosts` is refused in a step
+        with a destination outside them. Plugins that reach the network override this."""
+        return []
+
+    @classmethod
     def config_schema(cls) -> dict[str, Any]:
         return msgspec.json.schema(cls.Config)
 

@@ -21,8 +21,10 @@ from infrastructure.plugins.network import (
     guarded_client,
     status_error,
     transport_error,
+    url_hosts,
 )
 from infrastructure.plugins.schema import RecordsPath, Seconds, StepConfig, Url
+from infrastructure.plugins.sensitive import Headers
 
 CHECK_EVERY = 1000
 _MAX = "Largest response body accepted, counted after decompression."
@@ -34,10 +36,14 @@ class InputHttp(Plugin):
 
     class Config(StepConfig):
         url: Url
-        headers: dict[str, str] = {}
+        headers: Headers = {}
         timeout: Seconds = 30.0
         max_bytes: Annotated[int, msgspec.Meta(gt=0, le=100_000_000, description=_MAX)] = 10_000_000
         records_path: RecordsPath | None = None
+
+    @classmethod
+    def destinations(cls, config: Any) -> list[str]:
+        return url_hosts(config.url)
 
     async def execute(
         self, config: Any, context: StepContext, records: AsyncIterator[Record]

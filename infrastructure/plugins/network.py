@@ -164,6 +164,12 @@ def guarded_client(
     )
 
 
+def url_hosts(url: str) -> list[str]:
+    """The URL's host, lower case, as a one-element list (none if it has none)."""
+    host = urlsplit(url).hostname
+    return [host.lower()] if host else []
+
+
 def display_url(url: str | httpx.URL) -> str:
     """The URL for messages and logs: without credentials or query (they may hold keys)."""
     parts = urlsplit(str(url))

@@ -23,10 +23,15 @@ from infrastructure.plugins.network import (
     guarded_client,
     status_error,
     transport_error,
+    url_hosts,
 )
 from infrastructure.plugins.schema import Seconds, StepConfig, Url
+from infrastructure.plugins.sensitive import REQUIRED, SECRET_MARK, Headers
 
-_SIGNING_HELP = "Signs each body: X-Norn-Signature: sha256=<hex HMAC-SHA256 of the body>."
+_SIGNING_HELP = (
+    "Signs each body: X-Norn-Signature: sha256=<hex HMAC-SHA256 of the body>. A secret"
+    ' reference: {"secret": "<name>"}.'
+)
 _BATCH = "Records per POST; each body is a JSON array."
 SIGNATURE_HEADER = "X-Norn-Signature"
 DELIVERY_HEADER = "X-Norn-Delivery"
@@ -43,13 +48,25 @@ class OutputWebhook(Plugin):
 
     class Config(StepConfig):
         url: Url
-        headers: dict[str, str] = {}
+        headers: Headers = {}
         secret: (
-            Annotated[str, msgspec.Meta(min_length=1, max_length=4096, description=_SIGNING_HELP)]
+            Annotated[
+                str,
+                msgspec.Meta(
+                    min_length=1,
+                    max_length=4096,
+                    extra_json_schema={SECRET_MARK: REQUIRED},
+                    description=_SIGNING_HELP,
+                ),
+            ]
             | None
         ) = None
         batch_size: Annotated[int, msgspec.Meta(gt=0, le=10_000, description=_BATCH)] = 500
         timeout: Seconds = 30.0
+
+    @classmethod
+    def destinations(cls, config: Any) -> list[str]:
+        return url_hosts(config.url)
 
     async def execute(
         self, config: Any, context: StepContext, records: AsyncIterator[Record]

@@ -453,6 +453,7 @@ def executor_role(c: Container, locks: AdvisoryLocks | None = None) -> ExecutorR
         files_root=s.files_dir,
         logs=c.run_logs,
         allow_private_networks=s.allow_private_networks,
+        secrets=c.secrets,
     )
     heartbeats = PostgresHeartbeats(c.read_pool, c.sync_pool)
     verification = DeploymentVerification(c.store)

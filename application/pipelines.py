@@ -16,10 +16,11 @@ from application.event_store import NornEventStore
 from application.idempotency import earlier_result, first_result, new_id
 from application.name_claims import move_name, take_name
 from application.pipeline_history import RevisionRecord, revision_records
-from application.ports import PluginCatalog, Usage
+from application.ports import PluginCatalog, SecretFacts, SecretRules, Usage
 from application.principal import Principal
 from application.quotas import UsageLedger, retry_on_conflict
 from application.results import Changed
+from application.secrets import secret_facts
 from application.tenants import writable_tenant
 from domain.errors import FieldError, InvalidDefinition
 from domain.events import CommandContext
@@ -28,6 +29,7 @@ from domain.pipeline import (
     ClonedFrom,
     Pipeline,
     PipelineDefinition,
+    PluginChecker,
     namespace_errors,
     validate_definition,
 )
@@ -85,7 +87,8 @@ class PipelineService:
         def decide(pipeline: Pipeline) -> list[NameClaim]:
             old_name = pipeline.definition.name
             namespaces = self._tenant(principal).namespaces
-            if not pipeline.revise(definition, self._plugins.check, ctx, namespaces):
+            check = self._step_checker(pipeline.tenant_id, definition)
+            if not pipeline.revise(definition, check, ctx, namespaces):
                 return []  # the same body again: no revision
             return self._rename(pipeline, old_name, ctx)
 
@@ -180,8 +183,9 @@ class PipelineService:
         namespaces: tuple[str, ...] = ()
         if principal.tenant_id is not None:
             namespaces = self._store.load(Tenant, UUID(principal.tenant_id), "tenant").namespaces
+        check = self._step_checker(principal.tenant_id, definition)
         try:
-            validate_definition(definition, self._plugins.check, namespaces)
+            validate_definition(definition, check, namespaces)
         except InvalidDefinition as invalid:
             return invalid.errors
         return []
@@ -216,7 +220,7 @@ class PipelineService:
                 pipeline_id=pipeline_id,
                 tenant_id=tenant.tenant_id,
                 definition=definition,
-                check_plugin=self._plugins.check,
+                check_plugin=self._step_checker(tenant.tenant_id, definition),
                 ctx=ctx,
                 cloned_from=cloned_from,
                 namespaces=tenant.namespaces,
@@ -252,6 +256,22 @@ class PipelineService:
                 raise
 
         return retry_on_conflict(attempt)
+
+    def _step_checker(self, tenant_id: str | None, definition: PipelineDefinition) -> PluginChecker:
+        """Checks a step of `definition` as a new write of the tenant's: its secret
+        references name live secrets of this tenant (each looked up once) that the
+        pipeline's namespace and the step's destinations may use."""
+        found: dict[str, SecretFacts | None] = {}
+
+        def lookup(name: str) -> SecretFacts | None:
+            if name not in found:
+                found[name] = (
+                    None if tenant_id is None else secret_facts(self._store, tenant_id, name)
+                )
+            return found[name]
+
+        rules = SecretRules(lookup, namespace=definition.namespace)
+        return lambda plugin, config: self._plugins.check(plugin, config, rules)
 
     def _append(
         self, pipeline: Pipeline, *others: Aggregate | None, precondition: bool = False

@@ -4,7 +4,7 @@ infrastructure/ and projections/)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,8 +19,40 @@ class PasswordHasher(Protocol):
     def verify(self, password_hash: str, password: str) -> bool: ...
 
 
+@dataclass(frozen=True)
+class SecretFacts:
+    """What step validation needs to know of a tenant's secret, never its value."""
+
+    name: str
+    value_version: int
+    allowed_hosts: tuple[str, ...]
+    namespaces: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SecretRules:
+    """How a step's secret references are judged: `secrets` looks a name up in the
+    pipeline's tenant (None: no such live secret), `namespace` is the pipeline's, and a
+    `new_write` refuses credentials given in clear."""
+
+    secrets: Callable[[str], SecretFacts | None]
+    namespace: str | None = None
+    new_write: bool = True
+
+
+class SecretLookup(Protocol):
+    """Reads a tenant's secret where a step runs (application/secrets.py)."""
+
+    def use(self, tenant_id: str, name: str, version: int | None) -> tuple[SecretFacts, str]:
+        """The secret's facts and the value of its version (the newest when None);
+        NotFound or SecretUnreadable otherwise."""
+        ...
+
+
 class PluginCatalog(Protocol):
-    def check(self, plugin: str, config: dict[str, Any]) -> list[str]:
+    def check(
+        self, plugin: str, config: dict[str, Any], rules: SecretRules | None = None
+    ) -> list[str]:
         """Problems with a step's plugin reference and config, as 'field: message'."""
         ...
 
@@ -158,6 +190,8 @@ class StepCall:
     step: StepSpec
     step_attempt: int
     params: dict[str, Any]
+    namespace: str | None = None
+    """The pipeline's: a secret limited to namespaces is refused outside them."""
 
 
 @dataclass(frozen=True)

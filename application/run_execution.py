@@ -233,6 +233,7 @@ class RunExecution:
             step=spec,
             step_attempt=state.attempts,
             params=self.current.params,
+            namespace=self.current.definition.namespace,
         )
         work = self.x.steps.run(call, self.stop)
         if spec.timeout is not None:

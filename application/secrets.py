@@ -23,7 +23,7 @@ from application.authorization import sees
 from application.commands import Aggregates
 from application.errors import NotFound
 from application.event_store import NornEventStore
-from application.ports import SecretReference, SecretReferences, SecretValues
+from application.ports import SecretFacts, SecretReference, SecretReferences, SecretValues
 from application.principal import Principal
 from application.results import Changed
 from application.tenants import writable_tenant
@@ -48,6 +48,18 @@ class SecretReferenced(Conflict):
             " to delete it anyway",
             "name",
         )
+
+
+def secret_facts(store: NornEventStore, tenant_id: str, name: str) -> SecretFacts | None:
+    """What step validation needs of a tenant's live secret (None: it has none)."""
+    try:
+        check_name(name)
+    except InvalidCommand:
+        return None
+    secret = store.find(Secret, secret_id(tenant_id, name))
+    if secret is None or secret.deleted:
+        return None
+    return SecretFacts(name, secret.value_version, secret.allowed_hosts, secret.namespaces)
 
 
 class SecretService:
@@ -188,6 +200,14 @@ class SecretService:
         if value is None:
             raise SecretUnreadable(f"secret {name!r} cannot be decrypted", "name")
         return value
+
+    def use(self, tenant_id: str, name: str, version: int | None) -> tuple[SecretFacts, str]:
+        """For a step that references the secret: what it may be used for, and the
+        value (of `version`, else the newest)."""
+        facts = secret_facts(self._store, tenant_id, name)
+        if facts is None:
+            raise NotFound("secret", name)
+        return facts, self.resolve(tenant_id, name, version)
 
     def _seal(
         self, secret: Secret, version: int, value_id: UUID, value: str, *, new_key: bool

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import time
+import traceback
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,11 @@ from typing import Any
 import msgspec
 
 from application.errors import StepFailed
-from application.ports import StepCall, StepOutcome
+from application.ports import SecretLookup, StepCall, StepOutcome
 from infrastructure.plugins.base import PluginError, Record, StepContext
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.run_logs import RunLogs, StepLog
+from infrastructure.step_config import prepare
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,10 @@ class PluginStepRunner:
         files_root: Path,
         logs: RunLogs,
         allow_private_networks: bool = False,
+        secrets: SecretLookup | None = None,
     ) -> None:
         self._catalog = catalog
+        self._secrets = secrets
         self._workspace_root = workspace_root
         self._files_root = files_root
         self._logs = logs
@@ -71,14 +75,14 @@ class PluginStepRunner:
         plugin_class = self._catalog.get(call.step.plugin)
         if plugin_class is None:
             raise StepFailed(f"plugin {call.step.plugin} is not installed here", retryable=False)
-        try:
-            config = plugin_class.parse_config(call.step.config)
-        except msgspec.ValidationError as error:
-            raise StepFailed(f"invalid config: {error}", retryable=False) from None
+        config, mask = await prepare(plugin_class, call, self._secrets)
         workspace = self.workspace(call.tenant_id, call.run_id)
         outputs = workspace / "steps"
         await asyncio.to_thread(outputs.mkdir, parents=True, exist_ok=True)
         logger = self._logs.writer(call.run_id, call.step.name, call.step_attempt)
+        line = logger.line
+        if mask:  # what the step says may quote a secret it was given: never stored
+            line = lambda level, text: logger.line(level, mask(text))  # noqa: E731
         context = StepContext(
             tenant_id=call.tenant_id,
             run_id=call.run_id,
@@ -88,7 +92,7 @@ class PluginStepRunner:
             params=call.params,
             cancelled=cancelled,
             allow_private_networks=self._allow_private,
-            logger=logger.line,
+            logger=line,
         )
         counter = _Counter()
         records = counter.count(_read_inputs(outputs, call.step.depends_on))
@@ -104,19 +108,25 @@ class PluginStepRunner:
             elapsed = time.monotonic() - started
             logger.line("info", f"{counter.seen} records in, {written} out in {elapsed:.3f}s")
         except PluginError as error:
-            logger.line("error", str(error))
-            raise StepFailed(str(error), retryable=error.retryable) from None
+            line("error", str(error))
+            raise StepFailed(mask(str(error)), retryable=error.retryable) from None
         except StepFailed:
             raise
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception as error:
             # A plugin's own bug or an unexpected condition: say what, keep the trace here.
-            log.exception("run %s step %s: plugin raised", call.run_id, call.step.name)
-            logger.line("error", f"{type(error).__name__}: {error}")
-            raise StepFailed(
-                f"{call.step.plugin} failed: {type(error).__name__}: {error}"
-            ) from None
+            said = mask(f"{type(error).__name__}: {error}")
+            # The trace's frames, not its message: that may quote a secret.
+            log.error(
+                "run %s step %s: plugin raised %s\n%s",
+                call.run_id,
+                call.step.name,
+                said,
+                "".join(traceback.format_tb(error.__traceback__)),
+            )
+            line("error", said)
+            raise StepFailed(f"{call.step.plugin} failed: {said}") from None
         finally:
             # Left only by a failed or cancelled attempt: never half an output.
             await asyncio.to_thread(_remove_quietly, partial)

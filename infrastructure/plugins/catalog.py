@@ -10,8 +10,11 @@ from typing import Any
 
 import msgspec
 
+from application.ports import SecretRules
+from infrastructure import secret_references as refs
 from infrastructure.plugins.base import Plugin
 from infrastructure.plugins.builtin import BUILTIN_PLUGINS
+from infrastructure.plugins.sensitive import secrecy_of
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +58,41 @@ class PluginCatalog:
     def get(self, ref: str) -> type[Plugin] | None:
         return self._plugins.get(ref)
 
-    def check(self, plugin: str, config: dict[str, Any]) -> list[str]:
+    def check(
+        self, plugin: str, config: dict[str, Any], rules: SecretRules | None = None
+    ) -> list[str]:
+        """Problems with a step's config, as 'config.<field>: message' texts. Secret
+        references are checked for place (a field that takes one), existence and use
+        (`rules`), then stand in as a placeholder for the schema check."""
         found = self._plugins.get(plugin)
         if found is None:
             return [f"plugin: unknown plugin {plugin!r}; see GET /api/v1/plugins"]
+        problems = refs.reference_problems(
+            config, secrecy_of(found.Config), new_write=rules is None or rules.new_write
+        )
+        references = refs.references_in(config)
+        # References, redactions and malformed references are judged above; the schema
+        # judges the rest with a placeholder text in their place.
+        stand_ins = {path: refs.PLACEHOLDER for path, v in refs.walk(config) if isinstance(v, dict)}
+        if stand_ins:
+            config = refs.replace_at(config, stand_ins)
         try:
             parsed = found.parse_config(config)
         except msgspec.ValidationError as error:
-            return [_config_problem(str(error))]
-        return found.check(parsed)
+            return [*problems, _config_problem(str(error))]
+        problems.extend(found.check(parsed))
+        if references and rules is not None and not problems:
+            destinations = [h for h in found.destinations(parsed) if refs.PLACEHOLDER not in h]
+            for reference in references:
+                problems.extend(
+                    refs.usage_problems(
+                        reference,
+                        rules.secrets(reference.name),
+                        namespace=rules.namespace,
+                        destinations=destinations,
+                    )
+                )
+        return problems
 
 
 def _config_problem(message: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from infrastructure.plugins.base import Plugin, PluginError, Record, StepContext
+from infrastructure.plugins.sensitive import SecretText, SensitiveText
 
 
 class _Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -138,6 +139,34 @@ class Gate(Plugin):
             yield record
 
 
+class Credential(Plugin):
+    """Uses a credential as a careless plugin would: says it in a log line and, asked to
+    fail, in its error, so tests can see both masked."""
+
+    type, name = "Test", "credential"
+    description = "Log the `token` it was given; fail quoting it with `fail`."
+
+    class Config(_Config):
+        token: SensitiveText
+        user: SecretText = "anonymous"
+        host: str = "api.example.com"
+        fail: bool = False
+
+    @classmethod
+    def destinations(cls, config: Any) -> list[str]:
+        return [config.host]
+
+    async def execute(
+        self, config: Any, context: StepContext, records: AsyncIterator[Record]
+    ) -> AsyncIterator[Record]:
+        context.log(f"signing in as {config.user} with {config.token}")
+        if config.fail:
+            raise PluginError(f"{config.host} refused token {config.token}", retryable=True)
+        async for record in records:
+            yield record
+        yield {"token_length": len(config.token), "user_length": len(config.user)}
+
+
 def marks(files_root: Path, tenant_id: str, file: str = "marks.txt") -> list[tuple[str, str]]:
     """The (run id, step) marks Test.mark left in the tenant's folder, in order."""
     path = files_root / tenant_id / file
@@ -147,6 +176,6 @@ def marks(files_root: Path, tenant_id: str, file: str = "marks.txt") -> list[tup
 
 
 TEST_PLUGINS = "tests.support.plugins:" + ",tests.support.plugins:".join(
-    ("Emit", "Sleep", "Flaky", "Fail", "Mark", "Gate")
+    ("Emit", "Sleep", "Flaky", "Fail", "Mark", "Gate", "Credential")
 )
 """For NORN_PLUGINS / Settings.plugins."""

@@ -23,13 +23,20 @@ from application.principal import Principal
 from application.recovery import RunRecovery
 from application.run_execution import ExecutorPolicy
 from application.runs import RunService
+from application.secrets import SecretService
 from domain.events import CommandContext
 from domain.pipeline import PipelineDefinition, StepSpec
 from domain.run import Run
 from domain.tenant import Quotas, Tenant
 from infrastructure.plugins.catalog import PluginCatalog
+from infrastructure.secret_store import MasterKeys, new_master_key
 from infrastructure.step_runner import PluginStepRunner
-from tests.support.memory import StoreUsage, memory_store
+from tests.support.memory import (
+    MemorySecretReferences,
+    MemorySecretValues,
+    StoreUsage,
+    memory_store,
+)
 from tests.support.plugins import TEST_PLUGINS
 
 CTX = CommandContext("user:u1", "corr-1")
@@ -141,11 +148,15 @@ class RunWorld:
         catalog = PluginCatalog.with_entry_points(tuple(TEST_PLUGINS.split(",")))
         self.pipelines = PipelineService(self.store, catalog, self.usage)
         self.runs = RunService(self.store, self.pipelines, self.usage, max_attempts=max_attempts)
+        self.secrets = SecretService(
+            self.store, MemorySecretValues(MasterKeys([new_master_key()])), MemorySecretReferences()
+        )
         self.steps = PluginStepRunner(
             catalog,
             workspace_root=tmp_path / "runs",
             files_root=tmp_path / "files",
             logs=MemoryRunLogs(),  # type: ignore[arg-type]
+            secrets=self.secrets,
         )
         self.logs: MemoryRunLogs = self.steps._logs  # type: ignore[assignment]
         self.heartbeats = MemoryHeartbeats(self.store)

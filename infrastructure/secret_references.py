@@ -1,0 +1,206 @@
+"""Secret references in step configs (README "Secrets in step configs").
+
+A config value `{"secret": "<name>"}` or `{"secret": "<name>", "version": n}` names a
+tenant secret. It may stand where the plugin's schema marks a field as taking one
+(infrastructure/plugins/sensitive.py); a credential field takes nothing else in a new
+write. The reference is what the events keep; the value is looked up only where the
+step runs (`resolve`), and every log line and error of that step is masked with it.
+
+`{"redacted": true}` stands where a credential was stored in clear before secrets
+existed: read models, feeds and exports show that instead of the value
+(infrastructure/redaction.py), and a step meeting it fails rather than sign or
+authenticate with a placeholder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from application.ports import SecretFacts
+from infrastructure.plugins.sensitive import Secrecy
+
+REDACTED: dict[str, Any] = {"redacted": True}
+PLACEHOLDER = "secret-reference"
+"""What a reference is checked as against the schema at save time."""
+MASK = "***"
+MIN_MASKED = 3
+"""Shorter values are not masked in text: "a" would blank every word."""
+_SECRETS_HELP = '{"secret": "<name>"} (POST /api/v1/secrets creates one)'
+
+
+@dataclass(frozen=True)
+class Reference:
+    path: tuple[str, ...]
+    """Where in the config: ("password",) or ("headers", "Authorization")."""
+    name: str
+    version: int | None
+
+    @property
+    def where(self) -> str:
+        return "config." + ".".join(self.path)
+
+
+def is_reference(value: Any) -> bool:
+    if not isinstance(value, dict) or not isinstance(value.get("secret"), str):
+        return False
+    version = value.get("version")
+    return set(value) <= {"secret", "version"} and (
+        version is None or (type(version) is int and version >= 1)
+    )
+
+
+def is_redacted(value: Any) -> bool:
+    return isinstance(value, dict) and value == REDACTED
+
+
+def _leaf(value: Any) -> bool:
+    """A reference, a redaction, or what is meant as a reference but malformed."""
+    return is_redacted(value) or ("secret" in value and set(value) <= {"secret", "version"})
+
+
+def walk(config: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every value of a config with its path, references and redactions as leaves."""
+    if isinstance(config, dict) and not _leaf(config):
+        for key, value in config.items():
+            yield from walk(value, (*path, str(key)))
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            yield from walk(value, (*path, str(i)))
+    elif path:
+        yield path, config
+
+
+def references_in(config: dict[str, Any]) -> list[Reference]:
+    return [
+        Reference(path, value["secret"], value.get("version"))
+        for path, value in walk(config)
+        if is_reference(value)
+    ]
+
+
+def has_secret_values(config: Any) -> bool:
+    """Whether any value is a reference or a redaction (the common case is none)."""
+    return any(is_reference(v) or is_redacted(v) for _, v in walk(config))
+
+
+def replace_at(config: dict[str, Any], values: dict[tuple[str, ...], Any]) -> dict[str, Any]:
+    """A copy of `config` with the values at the given paths replaced."""
+
+    def rebuild(node: Any, path: tuple[str, ...]) -> Any:
+        if path in values:
+            return values[path]
+        if isinstance(node, dict) and not _leaf(node):
+            return {k: rebuild(v, (*path, str(k))) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rebuild(v, (*path, str(i))) for i, v in enumerate(node)]
+        return node
+
+    return rebuild(config, ())
+
+
+def reference_problems(config: dict[str, Any], secrecy: Secrecy, *, new_write: bool) -> list[str]:
+    """Where references and credentials are misplaced: a reference in a field that takes
+    none, a credential given in clear (refused in a new write only: a stored pipeline
+    keeps running until it is revised), a redacted value."""
+    problems = []
+    for path, value in walk(config):
+        where = "config." + ".".join(path)
+        if is_reference(value):
+            if not secrecy.accepts(path):
+                problems.append(f"{where}: this field does not take a secret reference")
+        elif is_redacted(value):
+            problems.append(
+                f"{where}: the value stored here was redacted; give a secret reference "
+                + _SECRETS_HELP
+            )
+        elif isinstance(value, dict) and "secret" in value:
+            problems.append(
+                f'{where}: a secret reference is {{"secret": "<name>"}} with an optional'
+                ' "version" of 1 or more, and nothing else'
+            )
+        elif new_write and isinstance(value, str) and secrecy.requires(path):
+            problems.append(
+                f"{where}: a credential must be a secret reference {_SECRETS_HELP},"
+                " not a plain value"
+            )
+    return problems
+
+
+def host_allowed(destination: str, allowed_hosts: tuple[str, ...]) -> bool:
+    """`destination` is host or host:port; an allowed entry is a host or *.domain,
+    optionally with a port, which the destination must then have."""
+    host, port = _host_port(destination)
+    for entry in allowed_hosts:
+        entry_host, entry_port = _host_port(entry)
+        if entry_port and entry_port != port:
+            continue
+        if entry_host.startswith("*."):
+            if host.endswith(entry_host[1:]):
+                return True
+        elif host == entry_host:
+            return True
+    return False
+
+
+def _host_port(text: str) -> tuple[str, str]:
+    text = text.lower()
+    if text.startswith("["):  # [IPv6]:port
+        host, _, rest = text[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") else ""
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        if port.isdigit():
+            return host, port
+    return text, ""
+
+
+def usage_problems(
+    reference: Reference,
+    facts: SecretFacts | None,
+    *,
+    namespace: str | None,
+    destinations: list[str],
+) -> list[str]:
+    """Whether the referenced secret exists (and the version), and may be used by a
+    pipeline in `namespace` on a step sending to `destinations`."""
+    where = reference.where
+    if facts is None:
+        return [f"{where}: the tenant has no secret {reference.name!r} (POST /api/v1/secrets)"]
+    if reference.version is not None and reference.version > facts.value_version:
+        return [
+            f"{where}: secret {reference.name!r} has no version {reference.version}"
+            f" (its newest is {facts.value_version})"
+        ]
+    problems = []
+    if facts.namespaces and namespace not in facts.namespaces:
+        problems.append(
+            f"{where}: secret {reference.name!r} may be used only by pipelines in namespace(s)"
+            f" {', '.join(facts.namespaces)}"
+        )
+    if facts.allowed_hosts:
+        for host in destinations:
+            if not host_allowed(host, facts.allowed_hosts):
+                problems.append(
+                    f"{where}: secret {reference.name!r} may be sent only to"
+                    f" {', '.join(facts.allowed_hosts)}, not to {host}"
+                )
+    return problems
+
+
+class Masker:
+    """Replaces a step's resolved secret values in text (log lines, errors)."""
+
+    def __init__(self, values: list[str]) -> None:
+        # Longest first, so a value containing another is masked whole.
+        self._values = sorted({v for v in values if len(v) >= MIN_MASKED}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, MASK)
+        return text
+
+    def __bool__(self) -> bool:
+        return bool(self._values)

@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from api import cli_commands as commands
 from api.cli_export import events_export, moment, tenant_id
 from api.cli_info import info
-from api.cli_secrets import secrets_rotate_key
+from api.cli_secrets import secrets_rotate_key, secrets_shred_plaintext
 from api.cli_support import CliError, error_summary, redact_url
 from api.cli_tail import events_tail
 from infrastructure.settings import Settings, SettingsError
@@ -267,6 +267,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Restart every Norn process afterwards.",
     )
     rotate_key.set_defaults(func=secrets_rotate_key)
+    shred = secrets_sub.add_parser(
+        "shred-plaintext",
+        help="remove credentials stored in clear in step configs from every stored event",
+        description="Credentials given in clear in step configs before secret references "
+        "(a webhook's secret, an Authorization header) are rewritten as redacted in every "
+        "stored event, masked in read models, and their NATS messages deleted: the one "
+        "deliberate exception to the event store's immutability. Runs of a revision "
+        "whose value was shredded fail until the pipeline is revised with a secret "
+        "reference. Other Norn processes may keep running.",
+    )
+    shred.set_defaults(func=secrets_shred_plaintext)
     return parser
 
 

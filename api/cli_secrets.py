@@ -54,3 +54,44 @@ def secrets_rotate_key(settings: Settings, args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def secrets_shred_plaintext(settings: Settings, args: argparse.Namespace) -> int:
+    """Rewrite the stored events (and purge the NATS stream's messages) that hold
+    credentials in clear (infrastructure/shredding.py). Norn's other processes may go
+    on running: the events it appends bring their in-memory copies into line."""
+    import asyncio
+
+    from api.bootstrap import build_container, start_servers
+    from domain.events import CommandContext
+    from infrastructure import nats as norn_nats
+    from infrastructure.shredding import purge_stream, shred_stored_credentials
+
+    servers = start_servers(settings, announce=announce_for_command)
+    try:
+        container = build_container(settings, servers.database_url, servers.nats_url)
+        ctx = CommandContext("system:shredder", "shred-plaintext")
+        try:
+            with container.sync_pool.connection() as conn:
+                report = shred_stored_credentials(conn, container.store, ctx)
+        finally:
+            container.close()
+
+        async def purge() -> int:
+            nc = await asyncio.wait_for(norn_nats.connect(servers.nats_url, "norn-shred"), 30)
+            try:
+                return await purge_stream(nc.jetstream(), settings.nats_stream, report.values)
+            finally:
+                await nc.close()
+
+        report.nats_messages_deleted = asyncio.run(purge())
+    finally:
+        servers.stop()
+    print(
+        f"{len(report.values)} credential value(s) held in clear shredded:"
+        f" {report.events_rewritten} stored event(s) rewritten in {report.pipelines}"
+        f" pipeline(s) and {report.runs} run(s), {report.read_model_rows} read-model row(s)"
+        f" masked, {report.idempotency_answers} stored answer(s) dropped,"
+        f" {report.nats_messages_deleted} NATS message(s) deleted"
+    )
+    return 0

@@ -11,6 +11,7 @@ from typing import Any
 from domain.pipeline import (
     ClonedFrom,
     PipelineCreated,
+    PipelineCredentialsShredded,
     PipelineDefinition,
     PipelineDeleted,
     PipelineRevised,
@@ -48,6 +49,8 @@ def revision_records(events: Iterable[Any]) -> list[RevisionRecord]:
             rolled_back_to = event.rolled_back_to
         elif isinstance(event, PipelineRevised):
             kind, revision, definition = "revised", event.revision, event.definition
+        elif isinstance(event, PipelineCredentialsShredded):
+            continue  # not a revision: the stored ones were redacted in place
         else:
             assert isinstance(event, PipelineDeleted) and previous is not None
             # Not a revision: the last one, marked deleted (who and when, for audit).

@@ -226,6 +226,17 @@ class PipelineDeleted(PipelineEvent):
         aggregate.updated_by = self.actor
 
 
+class PipelineCredentialsShredded(PipelineEvent):
+    """A platform admin shredded the credentials this pipeline's events held in clear
+    (infrastructure/shredding.py rewrote them). `steps` is the current definition's,
+    redacted: applying it brings every copy held in memory into line."""
+
+    steps: tuple[StepSpec, ...]
+
+    def apply(self, aggregate: Pipeline) -> None:
+        aggregate.definition = msgspec.structs.replace(aggregate.definition, steps=self.steps)
+
+
 class Pipeline(Aggregate):
     def __init__(
         self,
@@ -314,6 +325,10 @@ class Pipeline(Aggregate):
     def delete(self, ctx: CommandContext) -> None:
         self._require_live()
         self._trigger(PipelineDeleted, ctx)
+
+    def shred_credentials(self, steps: tuple[StepSpec, ...], ctx: CommandContext) -> None:
+        """Also for a deleted pipeline: its history is kept, and redacted."""
+        self._trigger(PipelineCredentialsShredded, ctx, steps=steps)
 
     def version_of_revision(self, revision: int) -> int:
         if revision not in self.revision_versions:

@@ -26,7 +26,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.errors import Conflict, DomainError, InvalidCommand
 from domain.events import CommandContext, NornCreated, NornEvent
-from domain.pipeline import PipelineDefinition
+from domain.pipeline import PipelineDefinition, StepSpec
 
 
 class RunStatus(StrEnum):
@@ -120,6 +120,16 @@ class RunQueued(RunEvent, NornCreated):
     retry_of: str | None = None
     resume_from: str | None = None
     max_attempts: int = 3
+
+
+class RunCredentialsShredded(RunEvent):
+    """The run's pinned definition lost its credentials held in clear (see
+    PipelineCredentialsShredded); a retry of the run then fails on the redacted value."""
+
+    steps: tuple[StepSpec, ...]
+
+    def apply(self, aggregate: Run) -> None:
+        aggregate.definition = msgspec.structs.replace(aggregate.definition, steps=self.steps)
 
 
 class RunStarted(RunEvent):
@@ -596,6 +606,9 @@ class Run(Aggregate):
             message=message,
             **fields,
         )
+
+    def shred_credentials(self, steps: tuple[StepSpec, ...], ctx: CommandContext) -> None:
+        self._trigger(RunCredentialsShredded, ctx, steps=steps)
 
     def _trigger(self, event_class: type[RunEvent], ctx: CommandContext, **fields: Any) -> None:
         self.trigger_event(event_class, tenant_id=self.tenant_id, **ctx.event_fields(), **fields)

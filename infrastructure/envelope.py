@@ -14,6 +14,7 @@ from eventsourcing.utils import resolve_topic
 
 from domain.events import METADATA_FIELDS, NornEvent
 from infrastructure.mapper import decode_state
+from infrastructure.redaction import redact_data
 
 PLATFORM_TENANT = "_platform"
 """Subject token for events that belong to no tenant (platform admins)."""
@@ -57,6 +58,8 @@ def to_cloud_event(notification: Notification) -> CloudEvent:
     data = {
         k: v for k, v in state.items() if k not in METADATA_FIELDS and k not in cls.private_fields
     }
+    if "definition" in data:  # credentials stored in clear never leave (redaction.py)
+        data = redact_data(data)
     owner = f"/tenants/{tenant}" if tenant else "/platform"
     return CloudEvent(
         id=event_id(notification.originator_id, notification.originator_version),

@@ -98,6 +98,14 @@ class PipelinesProjection(Projection):
             },
         )
 
+    @handles("norn.pipeline.credentials_shredded.v1")
+    async def credentials_shredded(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        # Not a revision: the same one, its credentials held in clear redacted.
+        await cur.execute(
+            "UPDATE pipelines SET steps = %s, version = %s, position = %s WHERE id = %s",
+            (Jsonb(event.data["steps"]), event.version, event.position, event.subject),
+        )
+
     @handles("norn.pipeline.deleted.v1")
     async def deleted(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
         # History stays readable from the event stream; the read model lists live ones.

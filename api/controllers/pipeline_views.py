@@ -27,6 +27,7 @@ from application.point_in_time import Past
 from application.results import Changed
 from domain.event_trigger import EventTrigger
 from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
+from infrastructure.redaction import redact_steps
 
 
 def to_definition(body: PipelineWrite) -> PipelineDefinition:
@@ -68,11 +69,12 @@ def triggers_out(triggers: Any) -> list[TriggerOut]:
 
 
 def _steps(definition: PipelineDefinition) -> list[StepOut]:
+    """The steps as shown: a credential stored in clear reads as redacted."""
     return [
         StepOut(
             s.name,
             s.plugin,
-            s.config,
+            shown_config(s.plugin, s.config),
             list(s.depends_on),
             s.retries,
             s.retry_delay,
@@ -81,6 +83,11 @@ def _steps(definition: PipelineDefinition) -> list[StepOut]:
         )
         for s in definition.steps
     ]
+
+
+def shown_config(plugin: str, config: dict[str, Any]) -> dict[str, Any]:
+    steps, found = redact_steps([{"plugin": plugin, "config": config}])
+    return steps[0]["config"] if found else config
 
 
 def written(result: Changed[Pipeline]) -> PipelineWritten:
@@ -183,7 +190,7 @@ def from_row(row: dict[str, Any]) -> PipelineRead:
             StepOut(
                 s["name"],
                 s["plugin"],
-                s.get("config", {}),
+                shown_config(s["plugin"], s.get("config", {})),
                 list(s.get("depends_on", [])),
                 s.get("retries", 0),
                 s.get("retry_delay", 1.0),

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from application.ports import SecretRules
+from infrastructure import redaction
 from infrastructure import secret_references as refs
 from infrastructure.plugins.base import Plugin
 from infrastructure.plugins.builtin import BUILTIN_PLUGINS
@@ -21,7 +22,9 @@ log = logging.getLogger(__name__)
 
 class PluginCatalog:
     def __init__(self, plugins: tuple[type[Plugin], ...] = BUILTIN_PLUGINS) -> None:
-        self._plugins: dict[str, type[Plugin]] = {p.ref(): p for p in plugins}
+        self._plugins: dict[str, type[Plugin]] = {}
+        for plugin in plugins:
+            self.register(plugin)
 
     @classmethod
     def with_entry_points(cls, extra: tuple[str, ...] = ()) -> PluginCatalog:
@@ -51,6 +54,7 @@ class PluginCatalog:
         ):
             raise TypeError(f"{plugin!r} needs str `type` and `name` and a msgspec Struct `Config`")
         self._plugins[plugin.ref()] = plugin
+        redaction.register(plugin)
 
     def all(self) -> list[type[Plugin]]:
         return sorted(self._plugins.values(), key=lambda p: p.ref())

@@ -94,6 +94,7 @@ def one_of_every_event() -> list[NornEvent]:
     )
     pipeline.revise(PipelineDefinition(name="orders-2", steps=DEFINITION.steps), no_problems, CTX)
     pipeline.roll_back(1, DEFINITION, CTX)
+    pipeline.shred_credentials(DEFINITION.steps, CTX)
     pipeline.delete(CTX)
     tenant = Tenant.create(
         tenant_id=uuid4(),
@@ -162,6 +163,7 @@ def one_of_every_event() -> list[NornEvent]:
     run.step_failed("extract", first, "boom", 0.5, CTX)
     run.start_step("extract", first, CTX)
     run.step_failed("extract", first, "boom", None, CTX)
+    run.shred_credentials(DEFINITION.steps, CTX)
     run.request_cancel("stop", CTX)
     run.recover(first, "lost", CTX)  # cancelled: a cancel was requested
     others = []

@@ -170,13 +170,15 @@ async def wait_ready(client: Any, seconds: float = 30.0) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def serving_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def serving_app(
+    settings: Settings, roles: frozenset[str] = frozenset({"relay", "projector"})
+) -> AsyncIterator[httpx.AsyncClient]:
     """The real app under a real uvicorn server on a free port, for what the in-process
     test client cannot do (it buffers whole responses, so no incremental SSE)."""
     assert settings.database_url and settings.nats_url
     container = build_container(settings, settings.database_url, settings.nats_url)
     bootstrap_admin(container)
-    app = create_app(container, {"relay", "projector"})
+    app = create_app(container, set(roles))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -25,7 +25,13 @@ from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
 from infrastructure.settings import Settings
 from projections import ALL_PROJECTIONS
 from projections.rebuild import rebuild
-from tests.integration.api_client import make_tenant_user, platform_admin, running_app
+from tests.integration.api_client import (
+    make_tenant_user,
+    platform_admin,
+    running_app,
+    serving_app,
+    wait_ready,
+)
 from tests.integration.run_support import EXECUTING, executing, finished, step, trigger
 from tests.integration.test_secrets_at_rest import database_text, variants
 
@@ -55,9 +61,10 @@ async def test_a_secret_used_by_runs_that_fail_and_retry_leaks_nowhere(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     settings = executing(settings)
-    async with running_app(settings, EXECUTING) as client:
-        root = await platform_admin(client, settings)
-        tenant_id, admin = await make_tenant_user(client, root, "leaks", "admin")
+    async with serving_app(settings, EXECUTING) as client:
+        await wait_ready(client)
+        root = await platform_admin(client, settings)  # type: ignore[arg-type]
+        tenant_id, admin = await make_tenant_user(client, root, "leaks", "admin")  # type: ignore[arg-type]
         made = await client.post(
             "/api/v1/secrets", json={"name": "api-token", "value": VALUE}, headers=admin
         )
@@ -96,6 +103,10 @@ async def test_a_secret_used_by_runs_that_fail_and_retry_leaks_nowhere(
         assert any("with ***" in line["message"] for line in logs["items"]), logs
         exported = await client.get("/api/v1/runs/export", headers=admin)
         answers.append(exported.text)
+        # The live feed replayed from the tenant's first event: SSE frames as sent.
+        frames = await sse_replay(client, admin, again["id"])
+        assert any("norn.run.step_failed.v1" in frame for frame in frames)
+        answers.extend(frames)
 
     texts = {
         "answers": "\n".join(answers),
@@ -108,6 +119,20 @@ async def test_a_secret_used_by_runs_that_fail_and_retry_leaks_nowhere(
         for where, text in texts.items():
             assert form not in text, f"the value is in the {where} ({form[:6]}...)"
     assert tenant_id
+
+
+async def sse_replay(client: Any, headers: dict[str, str], last_run: str) -> list[str]:
+    """The SSE frames of the tenant's events from its first, up to the last run's end."""
+    frames: list[str] = []
+    stream = {**headers, "Last-Event-ID": "0"}
+    async with client.stream("GET", "/api/v1/events/stream", headers=stream) as response:
+        assert response.status_code == 200
+        async with asyncio.timeout(20):
+            async for line in response.aiter_lines():
+                frames.append(line)
+                if line.startswith("data:") and last_run in line and "run.failed" in line:
+                    return frames
+    return frames
 
 
 def legacy_pipeline(settings: Settings, tenant_id: str) -> UUID:

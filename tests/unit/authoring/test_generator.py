@@ -11,7 +11,7 @@ from application.authoring.generator import DefaultGenerator
 from application.authoring.ports import GenerationRequest
 from domain.errors import InvalidDefinition
 from domain.pipeline import validate_definition
-from tests.unit.authoring.catalogs import BUILTIN, EXTENDED
+from tests.unit.authoring.catalogs import EXTENDED
 
 F, H = "Input.file", "Input.http"
 FI, T, A = "Data_Processing.filter", "Data_Processing.transform", "Data_Processing.aggregate"
@@ -22,7 +22,8 @@ TABLE: list[tuple[str, list[str]]] = [
     ("Read orders.csv and write to paid.jsonl", [F, OF]),
     ("Load orders.jsonl, keep only paid orders, write to paid.jsonl", [F, FI, OF]),
     ("read orders.csv where amount > 100 then save to big.csv", [F, FI, OF]),
-    ("Read orders.csv, keep rows where amount >= 10 and status is paid, write out.json", [F, FI, OF]),
+    ("Read orders.csv, keep rows where amount >= 10 and status is paid, write out.json",
+     [F, FI, OF]),
     ("Fetch https://api.example.com/orders and post them to https://hooks.example.com/in", [H, OW]),
     ("Get https://api.example.com/users, then write users.jsonl", [H, OF]),
     ("Import users.json; rename email to contact; save to users.csv", [F, T, OF]),
@@ -122,6 +123,7 @@ def test_config_is_read_from_the_phrase() -> None:
     assert keep.config == {"expression": 'status == "paid" and amount > 100'}
     assert total.config == {"aggregates": {"total_amount": "sum:amount"}, "group_by": ["customer"]}
     assert write.config == {"path": "totals.json", "format": "json"}
-    assert [s.depends_on for s in draft.definition.steps] == [(), ("read",), ("filter",), ("aggregate",)]
+    wiring = [s.depends_on for s in draft.definition.steps]
+    assert wiring == [(), ("read",), ("filter",), ("aggregate",)]
     assert draft.questions == [] and any("status" in a for a in draft.assumptions)
     validate_definition(draft.definition, EXTENDED.check)

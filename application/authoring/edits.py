@@ -71,6 +71,8 @@ def apply(editor: Editor, text: str) -> str:
         what = _clause(m["what"])
         made = editor.new_steps(what)
         return "; ".join(editor.insert(step, m["where"], anchor) for step in made)
+    if ph.lead(text) in ph.WRITE_VERBS:  # "write to x.csv" (without instead): one more
+        return "; ".join(editor.insert(step, None, None) for step in editor.new_steps(text))
     if ph.transform(text) is not None:  # "rename email to contact": a transform added
         return "; ".join(editor.insert(step, None, None) for step in editor.new_steps(text))
     raise LookupError(

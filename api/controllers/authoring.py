@@ -108,7 +108,7 @@ class AuthoringController(Controller):
                 r["environment"],
                 "retired" if r.get("retired") else r["status"],
                 r["active_revision"],
-                r["strategy"],
+                _strategy(r["strategy"]),
             )
             for r in rows
         ]
@@ -192,3 +192,8 @@ def _definition(d: PipelineDefinition) -> DraftDefinition:
         timeout=d.timeout,
         triggers=[TriggerOut(t.on, dict(t.where), dict(t.params)) for t in d.triggers],
     )
+
+
+def _strategy(value: Any) -> str:
+    """The read model keeps a deployment's strategy as JSON: its type names it."""
+    return str(value.get("type", value)) if isinstance(value, dict) else str(value)

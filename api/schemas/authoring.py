@@ -17,7 +17,7 @@ class GenerateRequest(Request):
     description: Text
     """What the pipeline should do, in plain words."""
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
-    hints: Annotated[dict[str, HintValue], msgspec.Meta(max_properties=100)] = {}
+    hints: Annotated[dict[str, HintValue], msgspec.Meta(max_length=100)] = {}
     """Answers to earlier questions, by their `key` ("read.path", "source", ...)."""
 
 

@@ -33,6 +33,12 @@ class Editor:
     def result(self) -> PipelineDefinition:
         return msgspec.structs.replace(self.definition, steps=tuple(self.steps))
 
+    def spec_of(self, step: StepSpec) -> PluginSpec:
+        spec = self.by_ref.get(step.plugin)
+        if spec is None:
+            raise LookupError(f"step {step.name}'s plugin {step.plugin} is not installed")
+        return spec
+
     def find(self, text: str) -> StepSpec:
         """A step by its name, or by what it is ("the filter") when only one is."""
         text = re.sub(r"^(?:the\s+)?(?:step\s+)?", "", text.strip(), flags=re.I).strip("'\"")

@@ -60,7 +60,7 @@ def apply(editor: Editor, text: str) -> str:
         return _replace_sink(editor, f"write to {m['to']}", None)
     if m := re.fullmatch(rf"(?:change|replace)\s+{STEP}\s+(?:to|with)\s+(?P<v>.+)", text, I):
         step = editor.find(m["step"])
-        if editor.by_ref[step.plugin].field("expression") is not None:
+        if editor.spec_of(step).field("expression") is not None:
             return _set_field(editor, step.name, "expression", m["v"])
     if m := re.fullmatch(
         r"(?:add|insert|also)\s+(?P<what>.+?)(?:\s+(?P<where>after|before)\s+" + STEP + r")?",
@@ -114,7 +114,7 @@ def _set_field(editor: Editor, name: str, field: str, raw: str) -> str:
     )
     if field in STEP_FIELDS:
         return _set_step(editor, step.name, field, raw)
-    spec = editor.by_ref[step.plugin]
+    spec = editor.spec_of(step)
     target = spec.field(field)
     if target is None:
         fields = ", ".join(f.name for f in spec.fields)

@@ -24,6 +24,7 @@ from api.controllers.api_keys import ApiKeyController
 from api.controllers.audit import AuditController, ResourceEventsController
 from api.controllers.audit_params import provide_audit_query
 from api.controllers.auth import AuthController
+from api.controllers.authoring import AuthoringController
 from api.controllers.deployments import DeploymentController
 from api.controllers.events import EventStreamController
 from api.controllers.health import HealthController
@@ -147,6 +148,8 @@ def dependencies(container: Container) -> dict[str, Provide]:
             "webhooks": commands("webhooks", c.webhooks),
             "webhook_queries": c.webhook_queries,
             "secrets": commands("secrets", c.secrets),
+            "authoring": commands("authoring", c.authoring),
+            "step_history": c.step_history,
             "secret_queries": c.secret_queries,
             "logins": c.logins,
             "read_your_writes": ReadYourWrites(
@@ -221,6 +224,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             UserController,
             ApiKeyController,
             PipelineController,
+            AuthoringController,
             PipelineRunController,
             RunController,
             RunReportController,

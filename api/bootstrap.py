@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from api.cli_support import admin_password_block
 from application.api_keys import ApiKeyService
+from application.authoring.service import AuthoringService
 from application.deployment_verification import DeploymentVerification
 from application.deployments import DeploymentService
 from application.event_store import NornEventStore
@@ -42,6 +43,11 @@ from application.webhooks import WebhookService
 from infrastructure import nats as norn_nats
 from infrastructure.api_key_secrets import ApiKeySecrets
 from infrastructure.api_key_usage import ApiKeyUsage
+from infrastructure.authoring_catalog import (
+    CatalogForAuthoring,
+    GeneratorNotFound,
+    load_generator,
+)
 from infrastructure.database_availability import DatabaseAvailability
 from infrastructure.embedded import Announce, EmbeddedNats, EmbeddedPostgres
 from infrastructure.executor_role import ExecutorConfig, ExecutorRole
@@ -63,7 +69,7 @@ from infrastructure.run_logs import RunLogs
 from infrastructure.scheduler_role import SchedulerRole
 from infrastructure.secret_store import MasterKeys, PostgresSecretValues, data_dir_master_keys
 from infrastructure.security import Argon2PasswordHasher, TokenService, data_dir_keys
-from infrastructure.settings import Settings
+from infrastructure.settings import Settings, SettingsError
 from infrastructure.step_runner import PluginStepRunner
 from infrastructure.stream_limits import StreamSlots
 from infrastructure.supervision import Backoff, retry
@@ -85,6 +91,7 @@ from projections.job_queries import JobQueries
 from projections.pipelines import PipelineQueries
 from projections.run_queries import RunQueries
 from projections.secrets import PipelineSecretReferences, SecretQueries
+from projections.step_history import StepHistoryQueries
 from projections.tenants import TenantQueries
 from projections.usage import ReadModelUsage
 from projections.users import UserQueries
@@ -198,6 +205,9 @@ class Container:
     # Tenant secrets (README "Secrets"); None only in containers built by hand.
     secrets: SecretService | None = None
     secret_queries: SecretQueries | None = None
+    # Authoring help (README "Authoring help"); None only in containers built by hand.
+    authoring: AuthoringService | None = None
+    step_history: StepHistoryQueries | None = None
     """Where this process's projection runners are (if it runs the projector role): the
     API's min_position waits and readiness consult it before the tracking rows."""
 
@@ -285,7 +295,22 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
     )
     _with_webhooks(container, keys)
     _with_secrets(container)
+    _with_authoring(container)
     return container
+
+
+def _with_authoring(container: Container) -> None:
+    """Drafts, descriptions and analyses of pipelines. The generator an installation
+    names (NORN_GENERATOR) is loaded now, so that a wrong name stops start-up."""
+    c = container
+    generator = None
+    if c.settings.generator:
+        try:
+            generator = load_generator(c.settings.generator)
+        except GeneratorNotFound as error:
+            raise SettingsError(str(error)) from None
+    c.authoring = AuthoringService(c.pipelines, CatalogForAuthoring(c.plugins), generator)
+    c.step_history = StepHistoryQueries(c.read_pool)
 
 
 def master_keys(settings: Settings) -> list[str]:

@@ -14,6 +14,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from psycopg import OperationalError as PgOperationalError
 
+from application.authoring.regenerate import UnappliedInstructions
 from application.errors import (
     AuthenticationFailed,
     NotFound,
@@ -99,6 +100,14 @@ def _invalid_definition(request: Request, exc: InvalidDefinition) -> Response[An
 def _invalid_command(request: Request, exc: InvalidCommand) -> Response[Any]:
     details = [{"field": exc.field, "message": str(exc)}] if exc.field else []
     return error_response(request, 422, str(exc), details)
+
+
+def _unapplied(request: Request, exc: UnappliedInstructions) -> Response[Any]:
+    details = [
+        {"field": "instructions", "message": f"could not apply {text!r}: {why}"}
+        for text, why in exc.problems
+    ]
+    return error_response(request, 422, "some instructions could not be applied", details)
 
 
 def _name_taken(request: Request, exc: NameTaken) -> Response[Any]:
@@ -257,6 +266,7 @@ def _internal(request: Request, exc: Exception) -> Response[Any]:
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     InvalidDefinition: _invalid_definition,
     InvalidCommand: _invalid_command,
+    UnappliedInstructions: _unapplied,
     Conflict: _conflict,
     NameTaken: _name_taken,
     NotFound: _not_found,

@@ -77,6 +77,9 @@ class Settings:
     """NORN_ALLOW_PRIVATE_NETWORKS=1: plugins may reach private and loopback addresses."""
     plugins: str = ""
     """NORN_PLUGINS: extra plugin classes to load, as module:Class, comma-separated."""
+    generator: str = ""
+    """NORN_GENERATOR: the `norn.generators` entry point that drafts pipelines for POST
+    /pipelines/generate (README "Authoring help"); unset = the built-in offline one."""
     executor_concurrency: int = 4
     """NORN_EXECUTOR_CONCURRENCY: runs one executor process runs at a time."""
     heartbeat_interval: float = 5.0

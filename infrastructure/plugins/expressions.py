@@ -286,6 +286,30 @@ def expression_problem(text: str) -> str | None:
     return None
 
 
+def referenced_fields(text: str) -> frozenset[str]:
+    """The record fields an expression reads: its names (constants and functions
+    aside) and field("literal") arguments; for `customer["city"]`, customer. Raises
+    ExpressionError for an expression that is not usable."""
+    Expression(text)  # the same checks as at write time
+    tree = ast.parse(text.strip(), mode="eval")
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and id(node) not in called and node.id not in CONSTANTS:
+            if node.id != "None":
+                names.add(node.id)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "field"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            names.add(node.args[0].value)
+    return frozenset(names)
+
+
 def _hashable(value: Any) -> bool:
     return isinstance(value, str | int | float | bool | tuple) or value is None
 

@@ -38,6 +38,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/clone"): {"name": "stolen"},
     ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/rollback"): {"revision": 1},
     ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/validate"): None,
+    ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/regenerate"): {"instructions": "remove step x"},
     ("PUT", "/api/v1/tenants/{tenant_id:uuid}"): {"description": "stolen"},
     ("PUT", "/api/v1/tenants/{tenant_id:uuid}/quotas"): {"max_pipelines": 1},
     ("POST", "/api/v1/tenants/{tenant_id:uuid}/namespaces"): {"namespace": "stolen"},

@@ -129,6 +129,8 @@ ROUTE_VALUES: dict[tuple[str, str], dict[str, str]] = {
 READ_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/pipelines/validate"): pipeline_body("checked"),
     ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/validate"): None,
+    ("POST", "/api/v1/pipelines/generate"): {"description": "read a.csv, write b.csv"},
+    ("POST", "/api/v1/pipelines/{pipeline_id:uuid}/regenerate"): {"instructions": "write to b.csv"},
 }
 
 # Not requested: the SSE feed never ends (tests/integration/test_api_feed.py).

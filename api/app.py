@@ -24,6 +24,7 @@ from api.controllers.api_keys import ApiKeyController
 from api.controllers.audit import AuditController, ResourceEventsController
 from api.controllers.audit_params import provide_audit_query
 from api.controllers.auth import AuthController
+from api.controllers.connections import ConnectionController, ConnectorController
 from api.controllers.deployments import DeploymentController
 from api.controllers.events import EventStreamController
 from api.controllers.health import HealthController
@@ -148,6 +149,8 @@ def dependencies(container: Container) -> dict[str, Provide]:
             "webhook_queries": c.webhook_queries,
             "secrets": commands("secrets", c.secrets),
             "secret_queries": c.secret_queries,
+            "connections": commands("connections", c.connections),
+            "connection_queries": c.connection_queries,
             "logins": c.logins,
             "read_your_writes": ReadYourWrites(
                 c.read_pool, c.positions, c.settings.min_position_timeout
@@ -232,6 +235,8 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             EventStreamController,
             WebhookController,
             SecretController,
+            ConnectionController,
+            ConnectorController,
             EventSocketController,
             AuditController,
             ResourceEventsController,

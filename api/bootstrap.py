@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from api.cli_support import admin_password_block
 from application.api_keys import ApiKeyService
+from application.connections import ConnectionService
 from application.deployment_verification import DeploymentVerification
 from application.deployments import DeploymentService
 from application.event_store import NornEventStore
@@ -42,6 +43,7 @@ from application.webhooks import WebhookService
 from infrastructure import nats as norn_nats
 from infrastructure.api_key_secrets import ApiKeySecrets
 from infrastructure.api_key_usage import ApiKeyUsage
+from infrastructure.connectors import check_connection
 from infrastructure.database_availability import DatabaseAvailability
 from infrastructure.embedded import Announce, EmbeddedNats, EmbeddedPostgres
 from infrastructure.executor_role import ExecutorConfig, ExecutorRole
@@ -81,6 +83,7 @@ from projections import (
 )
 from projections.api_keys import ApiKeyQueries
 from projections.audit_queries import AuditQueries
+from projections.connections import ConnectionQueries, PipelineConnectionReferences
 from projections.job_queries import JobQueries
 from projections.pipelines import PipelineQueries
 from projections.run_queries import RunQueries
@@ -198,6 +201,9 @@ class Container:
     # Tenant secrets (README "Secrets"); None only in containers built by hand.
     secrets: SecretService | None = None
     secret_queries: SecretQueries | None = None
+    # Tenant connections (README "Connections"); None only in containers built by hand.
+    connections: ConnectionService | None = None
+    connection_queries: ConnectionQueries | None = None
     """Where this process's projection runners are (if it runs the projector role): the
     API's min_position waits and readiness consult it before the tracking rows."""
 
@@ -285,6 +291,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
     )
     _with_webhooks(container, keys)
     _with_secrets(container)
+    _with_connections(container)
     return container
 
 
@@ -302,6 +309,14 @@ def _with_secrets(container: Container) -> None:
     values = PostgresSecretValues(c.sync_pool, MasterKeys(master_keys(c.settings)))
     c.secrets = SecretService(c.store, values, PipelineSecretReferences(c.sync_pool))
     c.secret_queries = SecretQueries(c.read_pool)
+
+
+def _with_connections(container: Container) -> None:
+    """Tenant connections: configs checked by their type, secrets looked up in the store."""
+    c = container
+    references = PipelineConnectionReferences(c.sync_pool)
+    c.connections = ConnectionService(c.store, check_connection, references)
+    c.connection_queries = ConnectionQueries(c.read_pool)
 
 
 def _with_webhooks(container: Container, server_secrets: list[str]) -> None:

@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.controllers.audit_params import AuditQuery
 from api.controllers.paging import Paging
 from application.api_keys import ApiKeyService
+from application.connections import ConnectionService
 from application.deployments import DeploymentService
 from application.errors import ServiceUnavailable
 from application.jobs import JobService
@@ -40,6 +41,7 @@ from projections import (
 )
 from projections.api_keys import ApiKeyQueries
 from projections.audit_queries import AuditQueries
+from projections.connections import ConnectionQueries
 from projections.deployment_queries import DeploymentQueries
 from projections.job_queries import JobQueries
 from projections.run_queries import RunQueries
@@ -97,6 +99,7 @@ SessionServiceDep = NamedDependency[Threaded[SessionService]]
 LoginServiceDep = NamedDependency[LoginService]
 WebhookServiceDep = NamedDependency[Threaded[WebhookService]]
 SecretServiceDep = NamedDependency[Threaded[SecretService]]
+ConnectionServiceDep = NamedDependency[Threaded[ConnectionService]]
 
 # Queries: read models (asynchronous already).
 ReadYourWritesDep = NamedDependency[ReadYourWrites]
@@ -111,6 +114,7 @@ JobQueriesDep = NamedDependency[JobQueries]
 RunLogsDep = NamedDependency[RunLogs]
 WebhookQueriesDep = NamedDependency[WebhookQueries]
 SecretQueriesDep = NamedDependency[SecretQueries]
+ConnectionQueriesDep = NamedDependency[ConnectionQueries]
 
 # The audit trail (README "Audit trail"): its read model, its shared filters, and
 # point-in-time reads rebuilt from the event store.

@@ -138,7 +138,9 @@ def check_connection(type_: str, config: dict[str, Any]) -> ConfigCheck:
     try:
         parsed = msgspec.convert(checked, connector.config)
     except msgspec.ValidationError as error:
-        problems.append(_schema_problem(str(error)))
+        problem = _schema_problem(str(error))
+        if problem.field not in {p.field for p in problems}:  # one problem per field
+            problems.append(problem)
     else:
         problems.extend(_rules(parsed))
     secrets = [ReferencedSecret(dotted(r.path), r.name, r.version) for r in references]

@@ -19,7 +19,7 @@ from application.authorization import sees
 from application.commands import Aggregates
 from application.errors import NotFound
 from application.event_store import NornEventStore
-from application.idempotency import earlier_creation
+from application.idempotency import earlier_change, earlier_creation
 from application.ports import ConnectionChecker, ConnectionReference, ConnectionReferences
 from application.principal import Principal
 from application.results import Changed
@@ -87,10 +87,13 @@ class ConnectionService:
         check_name(name)
         check_fields(type_, config, description)
         aggregate_id = connection_id(tenant.tenant_id, name)
-        earlier = earlier_creation(self._store, Connection, aggregate_id, ctx)
-        if earlier is not None:  # an earlier attempt of this idempotent request made it
-            return earlier
         existing = self._store.find(Connection, aggregate_id)
+        # An earlier attempt of this idempotent request made it (or took the name again).
+        earlier = earlier_creation(self._store, Connection, aggregate_id, ctx)
+        if earlier is None and existing is not None:
+            earlier = earlier_change(self._store, Connection, existing, ctx)
+        if earlier is not None:
+            return earlier
         if existing is not None and not existing.deleted:
             raise NameTaken("connection", name, str(existing.id))
         self._validate(tenant.tenant_id, type_, config)

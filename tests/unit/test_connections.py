@@ -28,6 +28,7 @@ from domain.connection import (
     connection_id,
 )
 from domain.errors import AggregateDeleted, Conflict, InvalidCommand, NameTaken
+from domain.events import CommandContext, Idempotency
 from domain.tenant import Tenant
 from infrastructure.connectors import check_connection
 from infrastructure.secret_store import MasterKeys, new_master_key
@@ -305,3 +306,33 @@ def test_another_tenant_cannot_read_change_or_delete_a_connection_by_its_name(
         tenancy.connections.load(nobody, "warehouse")
     assert tenancy.connections.load(tenancy.admin, "warehouse").version == 1
     assert tenancy.connections.config_of(other.tenant_id or "", "warehouse") is None
+
+
+def test_a_create_retried_after_a_crash_answers_the_first_even_for_a_name_taken_again(
+    tenancy: Tenancy,
+) -> None:
+    """The id derives from the name, not the Idempotency-Key: the earlier attempt's
+    create (or recreate) is known by its cause; anyone else's is a taken name."""
+
+    def attempt(key_id: str, earlier: bool = False) -> CommandContext:
+        idempotency = Idempotency(key_id, earlier_attempt=earlier)
+        return CommandContext("user:u2", "corr-1", idempotency.causation_id, idempotency)
+
+    def create(ctx: CommandContext) -> Any:
+        return tenancy.connections.create(
+            tenancy.admin, ctx, name="warehouse", type_="postgres", config=PG
+        )
+
+    first = create(attempt("k1"))
+    retry = create(attempt("k1", earlier=True))
+    assert (retry.version, retry.position, retry.replayed) == (first.version, first.position, True)
+    with pytest.raises(NameTaken):
+        create(attempt("k2", earlier=True))
+    tenancy.connections.delete(tenancy.admin, "warehouse", CTX)
+    again = create(attempt("k3"))
+    retried = create(attempt("k3", earlier=True))
+    assert (retried.version, retried.position, retried.replayed) == (
+        again.version,
+        again.position,
+        True,
+    )

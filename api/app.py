@@ -25,6 +25,7 @@ from api.controllers.audit import AuditController, ResourceEventsController
 from api.controllers.audit_params import provide_audit_query
 from api.controllers.auth import AuthController
 from api.controllers.authoring import AuthoringController
+from api.controllers.connections import ConnectionController, ConnectorController
 from api.controllers.deployments import DeploymentController
 from api.controllers.events import EventStreamController
 from api.controllers.health import HealthController
@@ -151,6 +152,8 @@ def dependencies(container: Container) -> dict[str, Provide]:
             "authoring": commands("authoring", c.authoring),
             "step_history": c.step_history,
             "secret_queries": c.secret_queries,
+            "connections": commands("connections", c.connections),
+            "connection_queries": c.connection_queries,
             "logins": c.logins,
             "read_your_writes": ReadYourWrites(
                 c.read_pool, c.positions, c.settings.min_position_timeout
@@ -236,6 +239,8 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             EventStreamController,
             WebhookController,
             SecretController,
+            ConnectionController,
+            ConnectorController,
             EventSocketController,
             AuditController,
             ResourceEventsController,

@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from api.cli_support import admin_password_block
 from application.api_keys import ApiKeyService
 from application.authoring.service import AuthoringService
+from application.connections import ConnectionService
 from application.deployment_verification import DeploymentVerification
 from application.deployments import DeploymentService
 from application.event_store import NornEventStore
@@ -48,6 +49,7 @@ from infrastructure.authoring_catalog import (
     GeneratorNotFound,
     load_generator,
 )
+from infrastructure.connectors import check_connection
 from infrastructure.database_availability import DatabaseAvailability
 from infrastructure.embedded import Announce, EmbeddedNats, EmbeddedPostgres
 from infrastructure.executor_role import ExecutorConfig, ExecutorRole
@@ -87,6 +89,7 @@ from projections import (
 )
 from projections.api_keys import ApiKeyQueries
 from projections.audit_queries import AuditQueries
+from projections.connections import ConnectionQueries, PipelineConnectionReferences
 from projections.job_queries import JobQueries
 from projections.pipelines import PipelineQueries
 from projections.run_queries import RunQueries
@@ -208,6 +211,9 @@ class Container:
     # Authoring help (README "Authoring help"); None only in containers built by hand.
     authoring: AuthoringService | None = None
     step_history: StepHistoryQueries | None = None
+    # Tenant connections (README "Connections"); None only in containers built by hand.
+    connections: ConnectionService | None = None
+    connection_queries: ConnectionQueries | None = None
     """Where this process's projection runners are (if it runs the projector role): the
     API's min_position waits and readiness consult it before the tracking rows."""
 
@@ -296,6 +302,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
     _with_webhooks(container, keys)
     _with_secrets(container)
     _with_authoring(container)
+    _with_connections(container)
     return container
 
 
@@ -327,6 +334,14 @@ def _with_secrets(container: Container) -> None:
     values = PostgresSecretValues(c.sync_pool, MasterKeys(master_keys(c.settings)))
     c.secrets = SecretService(c.store, values, PipelineSecretReferences(c.sync_pool))
     c.secret_queries = SecretQueries(c.read_pool)
+
+
+def _with_connections(container: Container) -> None:
+    """Tenant connections: configs checked by their type, secrets looked up in the store."""
+    c = container
+    references = PipelineConnectionReferences(c.sync_pool)
+    c.connections = ConnectionService(c.store, check_connection, references)
+    c.connection_queries = ConnectionQueries(c.read_pool)
 
 
 def _with_webhooks(container: Container, server_secrets: list[str]) -> None:

@@ -14,6 +14,7 @@ from api.controllers.audit_params import AuditQuery
 from api.controllers.paging import Paging
 from application.api_keys import ApiKeyService
 from application.authoring.service import AuthoringService
+from application.connections import ConnectionService
 from application.deployments import DeploymentService
 from application.errors import ServiceUnavailable
 from application.jobs import JobService
@@ -41,6 +42,7 @@ from projections import (
 )
 from projections.api_keys import ApiKeyQueries
 from projections.audit_queries import AuditQueries
+from projections.connections import ConnectionQueries
 from projections.deployment_queries import DeploymentQueries
 from projections.job_queries import JobQueries
 from projections.run_queries import RunQueries
@@ -100,6 +102,7 @@ LoginServiceDep = NamedDependency[LoginService]
 WebhookServiceDep = NamedDependency[Threaded[WebhookService]]
 SecretServiceDep = NamedDependency[Threaded[SecretService]]
 AuthoringServiceDep = NamedDependency[Threaded[AuthoringService]]
+ConnectionServiceDep = NamedDependency[Threaded[ConnectionService]]
 
 # Queries: read models (asynchronous already).
 ReadYourWritesDep = NamedDependency[ReadYourWrites]
@@ -115,6 +118,7 @@ RunLogsDep = NamedDependency[RunLogs]
 WebhookQueriesDep = NamedDependency[WebhookQueries]
 SecretQueriesDep = NamedDependency[SecretQueries]
 StepHistoryDep = NamedDependency[StepHistoryQueries]
+ConnectionQueriesDep = NamedDependency[ConnectionQueries]
 
 # The audit trail (README "Audit trail"): its read model, its shared filters, and
 # point-in-time reads rebuilt from the event store.

@@ -94,7 +94,7 @@ def error_code(exc: Exception) -> str:
 
 def _invalid_definition(request: Request, exc: InvalidDefinition) -> Response[Any]:
     details = [{"field": e.field, "message": e.message} for e in exc.errors]
-    return error_response(request, 422, "the pipeline definition is invalid", details)
+    return error_response(request, 422, exc.summary, details)
 
 
 def _invalid_command(request: Request, exc: InvalidCommand) -> Response[Any]:

@@ -52,6 +52,10 @@ class Permission(StrEnum):
     """Secrets' metadata (README "Secrets"); no route ever answers a value."""
     SECRETS_WRITE = "secrets:write"
     """Create, change (a new value version, metadata) and delete secrets."""
+    CONNECTIONS_READ = "connections:read"
+    """Connections and their configs (README "Connections"): secret references only."""
+    CONNECTIONS_WRITE = "connections:write"
+    """Create, change and delete connections."""
     PLUGINS_READ = "plugins:read"
     EVENTS_READ = "events:read"
     PLATFORM_HEALTH = "platform:health"
@@ -74,6 +78,7 @@ _EDITOR = _OPERATOR | {
     Permission.DEPLOYMENTS_WRITE,
     Permission.JOBS_WRITE,
     Permission.SECRETS_READ,
+    Permission.CONNECTIONS_READ,
 }
 _ADMIN = _EDITOR | {
     Permission.TENANTS_READ,
@@ -85,6 +90,7 @@ _ADMIN = _EDITOR | {
     Permission.WEBHOOKS_READ,
     Permission.WEBHOOKS_WRITE,
     Permission.SECRETS_WRITE,
+    Permission.CONNECTIONS_WRITE,
 }
 
 TENANT_WRITES = frozenset(
@@ -100,6 +106,7 @@ TENANT_WRITES = frozenset(
         Permission.RUNS_CANCEL,
         Permission.WEBHOOKS_WRITE,
         Permission.SECRETS_WRITE,
+        Permission.CONNECTIONS_WRITE,
     }
 )
 """Permissions that change a tenant's resources: refused while the tenant is not active
@@ -190,6 +197,7 @@ EVENT_READ_PERMISSIONS: dict[str, Permission] = {
     "api_key": Permission.API_KEYS_READ,
     "webhook": Permission.WEBHOOKS_READ,
     "secret": Permission.SECRETS_READ,
+    "connection": Permission.CONNECTIONS_READ,
 }
 """Which permission reading an aggregate's events needs: the one that reads the
 aggregate itself elsewhere: usage (quota bookkeeping) is the admin's, name claims

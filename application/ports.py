@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
+from domain.errors import FieldError
 from domain.pipeline import StepSpec
 
 
@@ -289,3 +290,40 @@ class SecretReferences(Protocol):
     (projections/secrets.py)."""
 
     def referencing(self, tenant_id: str, name: str) -> list[SecretReference]: ...
+
+
+@dataclass(frozen=True)
+class ReferencedSecret:
+    """A secret reference in a config: the field holding it (config.password) and the
+    secret it names, with the value version it pins (None: the current one)."""
+
+    field: str
+    name: str
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class ConfigCheck:
+    """A connection config as its type judges it: every problem (schema, plain
+    credentials, references where none is accepted), and the secrets it references,
+    which the service looks up in the connection's tenant."""
+
+    problems: list[FieldError]
+    secrets: list[ReferencedSecret]
+
+
+ConnectionChecker = Callable[[str, dict[str, Any]], ConfigCheck]
+"""(type, config) -> ConfigCheck: infrastructure/connectors.py `check_connection`."""
+
+
+@dataclass(frozen=True)
+class ConnectionReference:
+    pipeline_id: str
+    pipeline_name: str
+
+
+class ConnectionReferences(Protocol):
+    """Which of a tenant's pipelines have a step whose `connection` is the name, from the
+    pipelines read model (projections/connections.py)."""
+
+    def referencing(self, tenant_id: str, name: str) -> list[ConnectionReference]: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 class DomainError(Exception):
@@ -19,6 +20,9 @@ class FieldError:
 
 class InvalidDefinition(DomainError):
     """A pipeline definition breaks one or more rules; every problem is listed."""
+
+    summary: ClassVar[str] = "the pipeline definition is invalid"
+    """The answer's message (the details list the problems)."""
 
     def __init__(self, errors: list[FieldError]) -> None:
         self.errors = errors

@@ -48,6 +48,9 @@ class StepSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retry_delay: float = 1.0
     max_delay: float = 60.0
     timeout: float | None = None
+    connection: str | None = None
+    """A connection of the tenant (README "Connections") whose config fills in what
+    `config` leaves out."""
 
 
 class PipelineDefinition(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

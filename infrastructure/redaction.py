@@ -22,7 +22,7 @@ from typing import Any
 from infrastructure.plugins.base import Plugin
 from infrastructure.plugins.builtin import BUILTIN_PLUGINS
 from infrastructure.plugins.sensitive import SENSITIVE_HEADERS, Secrecy, secrecy_of
-from infrastructure.secret_references import REDACTED, walk
+from infrastructure.secret_references import REDACTED, Path, walk
 
 _CREDENTIAL_NAMES = frozenset(
     {
@@ -58,7 +58,7 @@ def secrecy_for(plugin_ref: str) -> Secrecy:
     return _SECRECY.get(plugin_ref, UNKNOWN_PLUGIN)
 
 
-def plain_credentials(step: dict[str, Any]) -> dict[tuple[str, ...], str]:
+def plain_credentials(step: dict[str, Any]) -> dict[Path, str]:
     """The credentials a step config holds in clear, by path."""
     config = step.get("config")
     if not isinstance(config, dict) or not config:
@@ -97,14 +97,14 @@ def redact_data(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "definition": {**definition, "steps": steps}}
 
 
-def _replaced(config: dict[str, Any], paths: set[tuple[str, ...]]) -> dict[str, Any]:
-    def rebuild(node: Any, path: tuple[str, ...]) -> Any:
+def _replaced(config: dict[str, Any], paths: set[Path]) -> dict[str, Any]:
+    def rebuild(node: Any, path: Path) -> Any:
         if path in paths:
             return dict(REDACTED)
         if isinstance(node, dict):
             return {k: rebuild(v, (*path, str(k))) for k, v in node.items()}
         if isinstance(node, list):
-            return [rebuild(v, (*path, str(i))) for i, v in enumerate(node)]
+            return [rebuild(v, (*path, i)) for i, v in enumerate(node)]
         return node
 
     return rebuild(config, ())

@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from application.ports import SecretFacts
+from domain.pipeline import STEP_NAME
 from infrastructure.plugins.sensitive import Secrecy
+
+Path = tuple[str | int, ...]
+"""Where a value is in a config: field names, dict keys and list indexes."""
+REFERENCE_SHAPE = '{"secret": "<name>"} or {"secret": "<name>", "version": <n>}'
 
 REDACTED: dict[str, Any] = {"redacted": True}
 PLACEHOLDER = "secret-reference"
@@ -31,53 +36,106 @@ _SECRETS_HELP = '{"secret": "<name>"} (POST /api/v1/secrets creates one)'
 
 
 @dataclass(frozen=True)
-class Reference:
-    path: tuple[str, ...]
+class SecretReference:
+    path: Path
     """Where in the config: ("password",) or ("headers", "Authorization")."""
     name: str
-    version: int | None
+    version: int | None = None
 
     @property
     def where(self) -> str:
-        return "config." + ".".join(self.path)
+        return dotted(self.path)
+
+
+Reference = SecretReference
+
+
+def dotted(path: Path, prefix: str = "config") -> str:
+    """`config.headers.Authorization`, `config.items[0]`: a path as errors name fields."""
+    text = prefix
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def looks_like_reference(value: Any) -> bool:
+    """A JSON object with a `secret` key: meant as a reference, well-formed or not."""
+    return isinstance(value, dict) and "secret" in value
 
 
 def is_reference(value: Any) -> bool:
-    if not isinstance(value, dict) or not isinstance(value.get("secret"), str):
+    """Exactly `{"secret": name}` or `{"secret": name, "version": n}`: a valid secret
+    name and a version of at least 1 (a JSON true is no version)."""
+    if not isinstance(value, dict) or not value.keys() <= {"secret", "version"}:
         return False
-    version = value.get("version")
-    return set(value) <= {"secret", "version"} and (
-        version is None or (type(version) is int and version >= 1)
-    )
+    name, version = value.get("secret"), value.get("version", 1)
+    if not isinstance(name, str) or not STEP_NAME.fullmatch(name):
+        return False
+    return type(version) is int and version >= 1
 
 
 def is_redacted(value: Any) -> bool:
     return isinstance(value, dict) and value == REDACTED
 
 
-def _leaf(value: Any) -> bool:
+def _leaf(value: dict[str, Any]) -> bool:
     """A reference, a redaction, or what is meant as a reference but malformed."""
-    return is_redacted(value) or ("secret" in value and set(value) <= {"secret", "version"})
+    return is_redacted(value) or (
+        looks_like_reference(value) and value.keys() <= {"secret", "version"}
+    )
 
 
-def walk(config: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
-    """Every value of a config with its path, references and redactions as leaves."""
-    if isinstance(config, dict) and not _leaf(config):
+def walk(config: Any, path: Path = ()) -> Iterator[tuple[Path, Any]]:
+    """Every value of a config with its path, references and redactions as leaves. The
+    config itself is fields, never a reference (Output.webhook has a field `secret`)."""
+    if isinstance(config, dict) and not (path and _leaf(config)):
         for key, value in config.items():
             yield from walk(value, (*path, str(key)))
     elif isinstance(config, list):
         for i, value in enumerate(config):
-            yield from walk(value, (*path, str(i)))
+            yield from walk(value, (*path, i))
     elif path:
         yield path, config
 
 
-def references_in(config: dict[str, Any]) -> list[Reference]:
+def find_references(config: dict[str, Any]) -> list[SecretReference]:
+    """Every well-formed reference in a config's fields, at any depth, in order."""
     return [
-        Reference(path, value["secret"], value.get("version"))
+        SecretReference(path, value["secret"], value.get("version"))
         for path, value in walk(config)
         if is_reference(value)
     ]
+
+
+references_in = find_references
+
+
+def malformed_references(config: dict[str, Any]) -> list[Path]:
+    """Where a config's fields hold an object with a `secret` key that is no valid
+    reference (an extra key, a bad name or version): meant as one, so the caller says
+    what a reference looks like instead of a schema's 'expected str'."""
+    found: list[Path] = []
+
+    def look(value: Any, path: Path) -> None:
+        if is_reference(value):
+            return
+        if looks_like_reference(value):
+            found.append(path)
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                look(inner, (*path, key))
+        elif isinstance(value, list):
+            for index, inner in enumerate(value):
+                look(inner, (*path, index))
+
+    for key, value in config.items():
+        look(value, (key,))
+    return found
+
+
+def substitute(config: dict[str, Any], placeholder: str = PLACEHOLDER) -> dict[str, Any]:
+    """A copy of a config with every reference in its fields replaced by `placeholder`."""
+    return replace_at(config, {r.path: placeholder for r in find_references(config)})
 
 
 def has_secret_values(config: Any) -> bool:
@@ -85,16 +143,16 @@ def has_secret_values(config: Any) -> bool:
     return any(is_reference(v) or is_redacted(v) for _, v in walk(config))
 
 
-def replace_at(config: dict[str, Any], values: dict[tuple[str, ...], Any]) -> dict[str, Any]:
+def replace_at(config: dict[str, Any], values: dict[Path, Any]) -> dict[str, Any]:
     """A copy of `config` with the values at the given paths replaced."""
 
-    def rebuild(node: Any, path: tuple[str, ...]) -> Any:
+    def rebuild(node: Any, path: Path) -> Any:
         if path in values:
             return values[path]
-        if isinstance(node, dict) and not _leaf(node):
+        if isinstance(node, dict) and not (path and _leaf(node)):
             return {k: rebuild(v, (*path, str(k))) for k, v in node.items()}
         if isinstance(node, list):
-            return [rebuild(v, (*path, str(i))) for i, v in enumerate(node)]
+            return [rebuild(v, (*path, i)) for i, v in enumerate(node)]
         return node
 
     return rebuild(config, ())
@@ -106,7 +164,7 @@ def reference_problems(config: dict[str, Any], secrecy: Secrecy, *, new_write: b
     keeps running until it is revised), a redacted value."""
     problems = []
     for path, value in walk(config):
-        where = "config." + ".".join(path)
+        where = dotted(path)
         if is_reference(value):
             if not secrecy.accepts(path):
                 problems.append(f"{where}: this field does not take a secret reference")
@@ -115,7 +173,7 @@ def reference_problems(config: dict[str, Any], secrecy: Secrecy, *, new_write: b
                 f"{where}: the value stored here was redacted; give a secret reference "
                 + _SECRETS_HELP
             )
-        elif isinstance(value, dict) and "secret" in value:
+        elif looks_like_reference(value):
             problems.append(
                 f'{where}: a secret reference is {{"secret": "<name>"}} with an optional'
                 ' "version" of 1 or more, and nothing else'

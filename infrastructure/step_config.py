@@ -39,7 +39,7 @@ async def prepare(
     references = refs.references_in(raw)
     if secrets is None:
         raise StepFailed("this executor cannot read tenant secrets", retryable=False)
-    values: dict[tuple[str, ...], str] = {}
+    values: dict[refs.Path, str] = {}
     facts: dict[refs.Reference, SecretFacts] = {}
     for reference in references:
         facts[reference], values[reference.path] = await _use(secrets, call, reference)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from projections.api_keys import ApiKeysProjection
 from projections.audit_log import AuditLogProjection
+from projections.connections import ConnectionsProjection
 from projections.deployment_queries import DeploymentQueries, VerifyingDeployments
 from projections.deployments import DeploymentsProjection
 from projections.job_queries import JobQueries
@@ -32,6 +33,7 @@ ALL_PROJECTIONS: tuple[Projection, ...] = (
     JobsProjection(),
     WebhooksProjection(),
     SecretsProjection(),
+    ConnectionsProjection(),
     AuditLogProjection(),
 )
 """Every read model, for the projector role and `norn projections status|rebuild`."""
@@ -49,6 +51,7 @@ __all__ = [
     "ALL_PROJECTIONS",
     "ApiKeysProjection",
     "AuditLogProjection",
+    "ConnectionsProjection",
     "DeploymentQueries",
     "DeploymentsProjection",
     "JobQueries",

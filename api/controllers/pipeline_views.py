@@ -46,6 +46,7 @@ def to_definition(body: PipelineWrite) -> PipelineDefinition:
                 retry_delay=s.retry_delay,
                 max_delay=s.max_delay,
                 timeout=s.timeout,
+                connection=s.connection,
             )
             for s in body.steps
         ),
@@ -80,6 +81,7 @@ def _steps(definition: PipelineDefinition) -> list[StepOut]:
             s.retry_delay,
             s.max_delay,
             s.timeout,
+            s.connection,
         )
         for s in definition.steps
     ]
@@ -196,6 +198,7 @@ def from_row(row: dict[str, Any]) -> PipelineRead:
                 s.get("retry_delay", 1.0),
                 s.get("max_delay", 60.0),
                 s.get("timeout"),
+                s.get("connection"),
             )
             for s in row["steps"]
         ],

@@ -22,6 +22,9 @@ class StepIn(Request):
     max_delay: float = 60.0
     timeout: float | None = None
     """Seconds an attempt may run."""
+    connection: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    """A connection of the tenant (GET /api/v1/connections) whose config fills in what
+    `config` leaves out; `config` wins field by field."""
 
 
 class TriggerIn(Request):
@@ -76,6 +79,7 @@ class StepOut(msgspec.Struct):
     retry_delay: float = 1.0
     max_delay: float = 60.0
     timeout: float | None = None
+    connection: str | None = None
 
 
 class ClonedFromOut(msgspec.Struct):

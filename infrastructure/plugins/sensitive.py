@@ -73,16 +73,21 @@ class Secrecy:
     keyed: dict[str, frozenset[str]] = field(default_factory=dict)
     """Dict fields whose values may be references -> the keys (lower case) that must."""
 
-    def requires(self, path: tuple[str, ...]) -> bool:
+    def requires(self, path: tuple[str | int, ...]) -> bool:
         """Whether the value at `path` (field, or field and key) is a credential."""
         if len(path) == 1:
             return path[0] in self.required
-        return len(path) == 2 and path[1].lower() in self.keyed.get(path[0], frozenset())
+        return (
+            len(path) == 2
+            and isinstance(path[0], str)
+            and isinstance(path[1], str)
+            and path[1].lower() in self.keyed.get(path[0], frozenset())
+        )
 
-    def accepts(self, path: tuple[str, ...]) -> bool:
+    def accepts(self, path: tuple[str | int, ...]) -> bool:
         if len(path) == 1:
             return path[0] in self.accepted
-        return len(path) == 2 and path[0] in self.keyed
+        return len(path) == 2 and isinstance(path[1], str) and path[0] in self.keyed
 
     @property
     def any(self) -> bool:

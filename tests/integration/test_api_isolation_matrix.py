@@ -66,10 +66,13 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/api/v1/webhooks/{webhook_id:uuid}"): {"description": "stolen"},
     ("PUT", "/api/v1/deployments/{deployment_id:uuid}/triggers"): {"triggers": []},
     ("PUT", "/api/v1/secrets/{secret_name:str}"): {"value": "a-stolen-value"},
+    ("PUT", "/api/v1/connections/{connection_name:str}"): {
+        "config": {"base_url": "https://stolen.example"}
+    },
 }
 
 # Routes over resources that belong to no tenant (the plugin catalog): nothing to isolate.
-GLOBAL_PREFIXES = ("/api/v1/plugins",)
+GLOBAL_PREFIXES = ("/api/v1/plugins", "/api/v1/connectors")
 
 
 @dataclass
@@ -165,6 +168,22 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
     )
     assert secret.status_code == 201, secret.text
     await visible(client, editor, "/api/v1/secrets/a-db-password", secret.json()["position"])
+    connection = await client.post(
+        "/api/v1/connections",
+        json={
+            "name": "a-warehouse",
+            "type": "postgres",
+            "config": {
+                "host": "a-db.example.com",
+                "database": "a-dw",
+                "user": "a-user",
+                "password": {"secret": "a-db-password"},
+            },
+        },
+        headers=editor,
+    )
+    assert connection.status_code == 201, connection.text
+    await visible(client, editor, "/api/v1/connections/a-warehouse", connection.json()["position"])
     a = TenantA(headers=editor)
     a.values = {
         "webhook_id": webhook.json()["id"],
@@ -180,6 +199,7 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
         "environment": "a-production",
         "job_id": job.json()["id"],
         "secret_name": "a-db-password",
+        "connection_name": "a-warehouse",
     }
     a.ids = {
         tenant_id,
@@ -194,6 +214,9 @@ async def seed_tenant_a(client: AsyncTestClient, admin: dict[str, str]) -> Tenan
         webhook.json()["id"],
         secret.json()["id"],
         "a-db-password",
+        connection.json()["id"],
+        "a-warehouse",
+        "a-db.example.com",
     }
     return a
 

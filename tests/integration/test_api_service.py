@@ -56,6 +56,7 @@ async def test_readiness_fails_when_a_read_model_stops_moving(settings: Settings
         assert projections["stuck"] == [
             "api_keys",
             "audit_log",
+            "connections",
             "deployments",
             "jobs",
             "pipelines",

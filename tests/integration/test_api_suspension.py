@@ -113,6 +113,22 @@ WRITE_BODIES: dict[tuple[str, str], Callable[[Values], Any]] = {
     ("POST", "/api/v1/secrets"): lambda v: {"name": "new-secret", "value": "a-new-value"},
     ("PUT", "/api/v1/secrets/{secret_name:str}"): lambda v: {"value": "a-newer-value"},
     ("DELETE", "/api/v1/secrets/{secret_name:str}"): lambda v: None,
+    ("POST", "/api/v1/connections"): lambda v: {
+        "name": "new-connection",
+        "type": "http",
+        "config": {"base_url": "https://api.example.com", "headers": {}},
+    },
+    ("PUT", "/api/v1/connections/{connection_name:str}"): lambda v: {
+        "config": {**WAREHOUSE, "port": 5433}
+    },
+    ("DELETE", "/api/v1/connections/{connection_name:str}"): lambda v: None,
+}
+# The seeded connection: references a secret no route deletes.
+WAREHOUSE = {
+    "host": "db.example.com",
+    "database": "dw",
+    "user": "u",
+    "password": {"secret": "old-token"},
 }
 
 # Routes that address another seeded resource than the one their parameter names.
@@ -256,6 +272,12 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
         for name in ("db-password", "old-token")
     ]
     assert all(made.status_code == 201 for made in secrets), [m.text for m in secrets]
+    connection = await client.post(
+        "/api/v1/connections",
+        json={"name": "warehouse", "type": "postgres", "config": WAREHOUSE},
+        headers=admin,
+    )
+    assert connection.status_code == 201, connection.text
     # Every read route below reads a read model: each must have what was just written.
     for path, position in (
         (f"/api/v1/scheduler/jobs/{job.json()['id']}", job.json()["position"]),
@@ -267,6 +289,7 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
         (f"/api/v1/api-keys/{own_key.json()['id']}", own_key.json()["position"]),
         (f"/api/v1/webhooks/{webhook.json()['id']}", webhook.json()["position"]),
         ("/api/v1/secrets/old-token", secrets[1].json()["position"]),
+        ("/api/v1/connections/warehouse", connection.json()["position"]),
     ):
         await visible(client, admin, path, position)
     values = {
@@ -284,6 +307,7 @@ async def seed(client: AsyncTestClient, root: Headers) -> Tenant:
         "webhook_id": webhook.json()["id"],
         "delivery_id": ping.json()["delivery_id"],
         "secret_name": "db-password",
+        "connection_name": "warehouse",
         "environment": "qa",
         "plugin_type": "Input",
         "name": "file",

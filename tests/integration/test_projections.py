@@ -281,6 +281,7 @@ async def test_events_through_nats_produce_the_right_rows(
             "retry_delay": 1.0,
             "max_delay": 60.0,
             "timeout": None,
+            "connection": None,
         }
     ]
     assert (row["revision"], row["version"]) == (3, 3)  # created, revised, rolled back
@@ -773,6 +774,7 @@ def test_all_projections_are_registered() -> None:
         "jobs",
         "webhooks",
         "secrets",
+        "connections",
         "audit_log",
     }
     with pytest.raises(ValueError, match="must match"):

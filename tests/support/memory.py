@@ -17,7 +17,7 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from application.event_store import NornEventStore
-from application.ports import RequestFacts, SecretReference
+from application.ports import ConnectionReference, RequestFacts, SecretReference
 from domain.pipeline import PipelineCreated, PipelineDeleted, PipelineRevised, PipelineRolledBack
 from infrastructure.mapper import decode_state
 from infrastructure.secret_store import MasterKeys, new_data_key, open_value, seal_value
@@ -156,4 +156,14 @@ class MemorySecretReferences:
         self.refs: dict[tuple[str, str], list[SecretReference]] = {}
 
     def referencing(self, tenant_id: str, name: str) -> list[SecretReference]:
+        return self.refs.get((tenant_id, name), [])
+
+
+class MemoryConnectionReferences:
+    """Which pipelines use which connection, as a test sets it."""
+
+    def __init__(self) -> None:
+        self.refs: dict[tuple[str, str], list[ConnectionReference]] = {}
+
+    def referencing(self, tenant_id: str, name: str) -> list[ConnectionReference]:
         return self.refs.get((tenant_id, name), [])

@@ -21,6 +21,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import get_topic
 
 import domain.api_key
+import domain.connection
 import domain.deployment
 import domain.event_trigger
 import domain.name_claim
@@ -33,6 +34,7 @@ import domain.tenant
 import domain.user
 import domain.webhook
 from domain.api_key import ApiKey
+from domain.connection import Connection
 from domain.deployment import Deployment
 from domain.event_trigger import EventTrigger, TriggerFiring, TriggerSource
 from domain.events import CommandContext, NornEvent
@@ -227,6 +229,7 @@ def one_of_every_event() -> list[NornEvent]:
         *trigger_events(),
         *webhook_events(),
         *secret_events(),
+        *connection_events(),
     ]
 
 
@@ -283,6 +286,17 @@ def secret_events() -> list[NornEvent]:
     return list(secret.collect_events())
 
 
+def connection_events() -> list[NornEvent]:
+    config = {"host": {"secret": "db-host"}, "database": "orders", "port": 5433}
+    connection = Connection.create(
+        tenant_id=TENANT, name="warehouse", type_="postgres", config=config, ctx=CTX
+    )
+    connection.update(CTX, config={**config, "sslmode": "require"}, description="changed")
+    connection.delete(CTX, forced=True)
+    connection.recreate(CTX, type_="http", config={"base_url": "https://api.example.com"})
+    return list(connection.collect_events())
+
+
 def deployment_events() -> list[NornEvent]:
     green = Strategy(type="blue-green", verification_timeout=60, verification_params={"n": 1})
     deployment = Deployment.create(
@@ -315,6 +329,7 @@ def deployment_events() -> list[NornEvent]:
 def concrete_domain_event_classes() -> set[type]:
     modules = (
         domain.api_key,
+        domain.connection,
         domain.deployment,
         domain.event_trigger,
         domain.pipeline_deployments,

@@ -494,6 +494,7 @@ def executor_role(c: Container, locks: AdvisoryLocks | None = None) -> ExecutorR
         logs=c.run_logs,
         allow_private_networks=s.allow_private_networks,
         secrets=c.secrets,
+        connections=c.connections,
     )
     heartbeats = PostgresHeartbeats(c.read_pool, c.sync_pool)
     verification = DeploymentVerification(c.store)

@@ -50,6 +50,17 @@ class ConnectionReferenced(Conflict):
         )
 
 
+def connection_config(store: NornEventStore, tenant_id: str, name: str) -> ConnectionConfig | None:
+    """The tenant's live connection called `name` (type and config, secret references
+    unresolved), or None: what step validation and the executor merge under a step."""
+    try:
+        check_name(name)
+    except InvalidCommand:
+        return None
+    connection = store.find(Connection, connection_id(tenant_id, name))
+    return None if connection is None else connection.live_config
+
+
 class ConnectionService:
     def __init__(
         self,
@@ -166,12 +177,7 @@ class ConnectionService:
         """The tenant's live connection called `name` (type and config, secret references
         unresolved), or None. The caller is trusted to name the pipeline's own tenant:
         this is not an API use case."""
-        try:
-            check_name(name)
-        except InvalidCommand:
-            return None
-        connection = self._store.find(Connection, connection_id(tenant_id, name))
-        return None if connection is None else connection.live_config
+        return connection_config(self._store, tenant_id, name)
 
     def _validate(self, tenant_id: str, type_: str, config: dict[str, Any]) -> None:
         checked = self._check(type_, config)

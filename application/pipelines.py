@@ -11,6 +11,7 @@ from eventsourcing.domain import Aggregate
 
 from application.authorization import sees
 from application.commands import Aggregates
+from application.connections import connection_config
 from application.errors import NotFound, VersionConflict
 from application.event_store import NornEventStore
 from application.idempotency import earlier_result, first_result, new_id
@@ -30,6 +31,7 @@ from domain.pipeline import (
     Pipeline,
     PipelineDefinition,
     PluginChecker,
+    StepSpec,
     namespace_errors,
     validate_definition,
 )
@@ -258,9 +260,10 @@ class PipelineService:
         return retry_on_conflict(attempt)
 
     def _step_checker(self, tenant_id: str | None, definition: PipelineDefinition) -> PluginChecker:
-        """Checks a step of `definition` as a new write of the tenant's: its secret
-        references name live secrets of this tenant (each looked up once) that the
-        pipeline's namespace and the step's destinations may use."""
+        """Checks a step of `definition` as a new write of the tenant's, over the
+        tenant's connection it names: its secret references name live secrets of this
+        tenant (each looked up once) that the pipeline's namespace and the step's
+        destinations may use."""
         found: dict[str, SecretFacts | None] = {}
 
         def lookup(name: str) -> SecretFacts | None:
@@ -271,7 +274,14 @@ class PipelineService:
             return found[name]
 
         rules = SecretRules(lookup, namespace=definition.namespace)
-        return lambda plugin, config: self._plugins.check(plugin, config, rules)
+
+        def check(step: StepSpec) -> list[str]:
+            connection = None
+            if step.connection is not None and tenant_id is not None:
+                connection = connection_config(self._store, tenant_id, step.connection)
+            return self._plugins.check_step(step, rules, connection)
+
+        return check
 
     def _append(
         self, pipeline: Pipeline, *others: Aggregate | None, precondition: bool = False

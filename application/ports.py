@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
+from domain.connection import ConnectionConfig
 from domain.errors import FieldError
 from domain.pipeline import StepSpec
 
@@ -56,6 +57,23 @@ class PluginCatalog(Protocol):
     ) -> list[str]:
         """Problems with a step's plugin reference and config, as 'field: message'."""
         ...
+
+    def check_step(
+        self,
+        step: StepSpec,
+        rules: SecretRules | None = None,
+        connection: ConnectionConfig | None = None,
+    ) -> list[str]:
+        """`check` of the step's config over its connection's (`connection`: the
+        tenant's connection the step names, None when it has none of that name)."""
+        ...
+
+
+class ConnectionLookup(Protocol):
+    """A tenant's connection by name, for validation and where a step runs
+    (application/connections.py)."""
+
+    def config_of(self, tenant_id: str, name: str) -> ConnectionConfig | None: ...
 
 
 class ApiKeySecrets(Protocol):

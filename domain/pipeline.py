@@ -24,10 +24,11 @@ STEP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 MAX_STEPS = 500
 MAX_TAGS = 50
 
-PluginChecker = Callable[[str, dict[str, Any]], list[str]]
-"""Checks one step's plugin and config; returns problems as 'field: message' texts
-(field relative to the step, e.g. 'config.path: required'). Supplied by the plugin
-catalog, so the domain stays free of plugin code."""
+PluginChecker = Callable[["StepSpec"], list[str]]
+"""Checks one step's plugin and config (with its connection's, if it names one);
+returns problems as 'field: message' texts (field relative to the step, e.g.
+'config.path: required'). Supplied by the application over the plugin catalog, so the
+domain stays free of plugin code."""
 
 
 MAX_RETRIES = 20
@@ -130,7 +131,7 @@ def _step_errors(steps: tuple[StepSpec, ...], check_plugin: PluginChecker) -> li
         if step.name in seen:
             errors.append(FieldError(f"{where}.name", f"duplicate step name {step.name!r}"))
         seen.add(step.name)
-        for problem in check_plugin(step.plugin, step.config):
+        for problem in check_plugin(step):
             field, _, message = problem.partition(": ")
             errors.append(FieldError(f"{where}.{field}", message or problem))
         errors.extend(_retry_errors(step, where))

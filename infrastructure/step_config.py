@@ -14,18 +14,24 @@ from typing import Any
 import msgspec
 
 from application.errors import NotFound, StepFailed
-from application.ports import SecretFacts, SecretLookup, StepCall
+from application.ports import ConnectionLookup, SecretFacts, SecretLookup, StepCall
 from domain.errors import Conflict
 from infrastructure import secret_references as refs
+from infrastructure.connection_merge import merge_connection
 from infrastructure.plugins.base import Plugin
 
 
 async def prepare(
-    plugin_class: type[Plugin], call: StepCall, secrets: SecretLookup | None
+    plugin_class: type[Plugin],
+    call: StepCall,
+    secrets: SecretLookup | None,
+    connections: ConnectionLookup | None = None,
 ) -> tuple[Any, refs.Masker]:
-    """The parsed Config and the masker of the values put in it; StepFailed (not
-    retryable) when the config cannot run as stored."""
+    """The parsed Config (over the step's connection's, as it is now) and the masker of
+    the values put in it; StepFailed (not retryable) when it cannot run as stored."""
     raw = call.step.config
+    if call.step.connection is not None:
+        raw = await _over_connection(plugin_class, call, connections)
     if not refs.has_secret_values(raw):
         return _parse(plugin_class, raw, refs.Masker([])), refs.Masker([])
     for path, value in refs.walk(raw):
@@ -56,6 +62,19 @@ async def prepare(
     if problems:
         raise StepFailed(masker("; ".join(problems)), retryable=False)
     return config, masker
+
+
+async def _over_connection(
+    plugin_class: type[Plugin], call: StepCall, connections: ConnectionLookup | None
+) -> dict[str, Any]:
+    name = call.step.connection or ""
+    found = None
+    if connections is not None:
+        found = await asyncio.to_thread(connections.config_of, call.tenant_id, name)
+    merged = merge_connection(plugin_class.ref(), call.step.config, name, found)
+    if merged.problems:
+        raise StepFailed("; ".join(merged.problems), retryable=False)
+    return merged.config
 
 
 async def _use(

@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from application.errors import StepFailed
-from application.ports import SecretLookup, StepCall, StepOutcome
+from application.ports import ConnectionLookup, SecretLookup, StepCall, StepOutcome
 from infrastructure.plugins.base import PluginError, Record, StepContext
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.run_logs import RunLogs, StepLog
@@ -60,9 +60,11 @@ class PluginStepRunner:
         logs: RunLogs,
         allow_private_networks: bool = False,
         secrets: SecretLookup | None = None,
+        connections: ConnectionLookup | None = None,
     ) -> None:
         self._catalog = catalog
         self._secrets = secrets
+        self._connections = connections
         self._workspace_root = workspace_root
         self._files_root = files_root
         self._logs = logs
@@ -75,7 +77,7 @@ class PluginStepRunner:
         plugin_class = self._catalog.get(call.step.plugin)
         if plugin_class is None:
             raise StepFailed(f"plugin {call.step.plugin} is not installed here", retryable=False)
-        config, mask = await prepare(plugin_class, call, self._secrets)
+        config, mask = await prepare(plugin_class, call, self._secrets, self._connections)
         workspace = self.workspace(call.tenant_id, call.run_id)
         outputs = workspace / "steps"
         await asyncio.to_thread(outputs.mkdir, parents=True, exist_ok=True)

@@ -11,8 +11,11 @@ from typing import Any
 import msgspec
 
 from application.ports import SecretRules
+from domain.connection import ConnectionConfig
+from domain.pipeline import StepSpec
 from infrastructure import redaction
 from infrastructure import secret_references as refs
+from infrastructure.connection_merge import merge_connection
 from infrastructure.plugins.base import Plugin
 from infrastructure.plugins.builtin import BUILTIN_PLUGINS
 from infrastructure.plugins.sensitive import secrecy_of
@@ -61,6 +64,20 @@ class PluginCatalog:
 
     def get(self, ref: str) -> type[Plugin] | None:
         return self._plugins.get(ref)
+
+    def check_step(
+        self,
+        step: StepSpec,
+        rules: SecretRules | None = None,
+        connection: ConnectionConfig | None = None,
+    ) -> list[str]:
+        config = step.config
+        if step.connection is not None:
+            merged = merge_connection(step.plugin, config, step.connection, connection)
+            if merged.problems:
+                return list(merged.problems)
+            config = merged.config
+        return self.check(step.plugin, config, rules)
 
     def check(
         self, plugin: str, config: dict[str, Any], rules: SecretRules | None = None

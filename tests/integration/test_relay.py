@@ -45,7 +45,7 @@ def create_pipelines(store: NornEventStore, count: int) -> None:
             pipeline_id=uuid.uuid4(),
             tenant_id="t1",
             definition=definition,
-            check_plugin=PluginCatalog().check,
+            check_plugin=PluginCatalog().check_step,
             ctx=CTX,
         )
         claim = NameClaim.claim_new(

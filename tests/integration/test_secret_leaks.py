@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 from typing import Any
@@ -26,6 +27,7 @@ from infrastructure.settings import Settings
 from projections import ALL_PROJECTIONS
 from projections.rebuild import rebuild
 from tests.integration.api_client import (
+    assert_error,
     make_tenant_user,
     platform_admin,
     running_app,
@@ -34,6 +36,7 @@ from tests.integration.api_client import (
 )
 from tests.integration.run_support import EXECUTING, executing, finished, step, trigger
 from tests.integration.test_secrets_at_rest import database_text, variants
+from tests.support.webhook_receiver import receiver
 
 VALUE = "tok-Leak-Search-Distinctive-5d2e"
 LEGACY = "legacy-Plain-Credential-Distinctive-90af"
@@ -154,7 +157,7 @@ def legacy_pipeline(settings: Settings, tenant_id: str) -> UUID:
             pipeline_id=uuid4(),
             tenant_id=tenant_id,
             definition=PipelineDefinition(name="legacy", steps=(send,)),
-            check_plugin=lambda plugin, config: [],
+            check_plugin=lambda step: [],
             ctx=CommandContext("user:old", "corr-old"),
         )
         container.store.append(pipeline)
@@ -228,3 +231,65 @@ async def test_credentials_stored_in_clear_are_redacted_then_shredded(
 def _rows(settings: Settings, query: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(settings.database_url or "") as conn:
         return conn.execute(query).fetchall()
+
+
+async def test_a_step_runs_over_its_connection_with_the_secrets_resolved_there(
+    settings: Settings,
+) -> None:
+    """An http connection holds the base URL and an Authorization header by reference;
+    an Output.webhook step names it and gives a relative url and its signing secret by
+    reference. The receiver gets both values; nothing else does. A secret limited to
+    other hosts is refused at save through the connection, as in a step's own config."""
+    settings = dataclasses.replace(executing(settings), allow_private_networks=True)
+    async with receiver() as hook, running_app(settings, EXECUTING) as client:
+        root = await platform_admin(client, settings)
+        _, admin = await make_tenant_user(client, root, "wired", "admin")
+        for name, value in (("hook-token", VALUE), ("signing", "sign-Distinctive-3b7c")):
+            made = await client.post(
+                "/api/v1/secrets", json={"name": name, "value": value}, headers=admin
+            )
+            assert made.status_code == 201, made.text
+        base = hook.url.rsplit("/", 1)[0]
+        connection = await client.post(
+            "/api/v1/connections",
+            json={
+                "name": "hooks",
+                "type": "http",
+                "config": {
+                    "base_url": base,
+                    "headers": {"Authorization": {"secret": "hook-token"}},
+                },
+            },
+            headers=admin,
+        )
+        assert connection.status_code == 201, connection.text
+        send = step("send", "Output.webhook", "emit", url="in", secret={"secret": "signing"})
+        send["connection"] = "hooks"
+        created = await client.post(
+            "/api/v1/pipelines",
+            json={"name": "wired", "steps": [step("emit", "Test.emit", count=2), send]},
+            headers=admin,
+        )
+        assert created.status_code == 201, created.text
+        run = await finished(client, admin, await trigger(client, admin, created.json()["id"]))
+        assert run["status"] == "succeeded", run
+        [delivery] = hook.requests
+        assert delivery.headers["authorization"] == VALUE
+        assert delivery.headers["x-norn-signature"].startswith("sha256=")
+
+        limited = await client.put(
+            "/api/v1/secrets/hook-token",
+            json={"value": VALUE, "allowed_hosts": ["hooks.example.com"]},
+            headers=admin,
+        )
+        assert limited.status_code == 200, limited.text
+        refused = await client.post(
+            "/api/v1/pipelines",
+            json={"name": "elsewhere", "steps": [step("emit", "Test.emit"), send]},
+            headers=admin,
+        )
+        error = assert_error(refused, 422, "VALIDATION_ERROR")
+        assert "may be sent only to hooks.example.com" in refused.text, error
+        shown = await client.get(f"/api/v1/pipelines/{created.json()['id']}", headers=admin)
+        assert shown.json()["steps"][1]["connection"] == "hooks"
+        assert VALUE not in shown.text

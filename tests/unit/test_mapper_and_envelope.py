@@ -70,7 +70,7 @@ TENANT = "tenant-1"
 MAPPER = MsgspecMapper(JSONTranscoder())  # the transcoder is unused: msgspec does the work
 
 
-def no_problems(plugin: str, config: dict[str, Any]) -> list[str]:
+def no_problems(step: StepSpec) -> list[str]:
     return []
 
 

@@ -37,13 +37,14 @@ _REQUIRED = {
 }
 
 
-def fake_plugins(plugin: str, config: dict[str, Any]) -> list[str]:
-    if plugin not in _REQUIRED:
-        return [f"plugin: unknown plugin {plugin!r}"]
-    return [f"config.{name}: required" for name in _REQUIRED[plugin] if name not in config]
+def fake_plugins(step: StepSpec) -> list[str]:
+    if step.plugin not in _REQUIRED:
+        return [f"plugin: unknown plugin {step.plugin!r}"]
+    required = _REQUIRED[step.plugin]
+    return [f"config.{name}: required" for name in required if name not in step.config]
 
 
-def accept_all(plugin: str, config: dict[str, Any]) -> list[str]:
+def accept_all(step: StepSpec) -> list[str]:
     return []
 
 
@@ -335,7 +336,7 @@ def create_with_catalog(*steps: StepSpec) -> Pipeline:
         pipeline_id=uuid4(),
         tenant_id=TENANT,
         definition=PipelineDefinition(name="real", steps=steps),
-        check_plugin=CATALOG.check,
+        check_plugin=CATALOG.check_step,
         ctx=CTX,
     )
 

@@ -152,7 +152,7 @@ def test_usage_starts_at_what_existed_before_it_was_kept() -> None:
             pipeline_id=uuid4(),
             tenant_id=world.tenant_id,
             definition=definition(name),
-            check_plugin=PluginCatalog().check,
+            check_plugin=PluginCatalog().check_step,
             ctx=CTX,
         )
         world.store.append(pipeline)

@@ -92,7 +92,7 @@ def test_description_gives_the_expected_plugins_in_order(
     draft = draft_of(description)
     assert [s.plugin for s in draft.definition.steps] == expected, draft
     try:
-        validate_definition(draft.definition, EXTENDED.check)
+        validate_definition(draft.definition, lambda s: EXTENDED.check(s.plugin, s.config))
         valid = True
     except InvalidDefinition:
         valid = False
@@ -126,4 +126,4 @@ def test_config_is_read_from_the_phrase() -> None:
     wiring = [s.depends_on for s in draft.definition.steps]
     assert wiring == [(), ("read",), ("filter",), ("aggregate",)]
     assert draft.questions == [] and any("status" in a for a in draft.assumptions)
-    validate_definition(draft.definition, EXTENDED.check)
+    validate_definition(draft.definition, lambda s: EXTENDED.check(s.plugin, s.config))

@@ -25,7 +25,7 @@ BASE = PipelineDefinition(
 
 def edit(instructions: str) -> tuple[dict[str, StepSpec], list[str]]:
     definition, applied = regenerate(BASE, instructions, SPECS, EXTENDED)
-    validate_definition(definition, EXTENDED.check)
+    validate_definition(definition, lambda s: EXTENDED.check(s.plugin, s.config))
     return {s.name: s for s in definition.steps}, [a.change for a in applied]
 
 

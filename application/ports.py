@@ -299,13 +299,16 @@ class SecretValues(Protocol):
 @dataclass(frozen=True)
 class SecretReference:
     pipeline_id: str
+    """The id of what references the secret: a pipeline's, or a connection's."""
     pipeline_name: str
+    kind: str = "pipeline"
+    """"pipeline" (a step's config) or "connection" (a connection's config)."""
 
 
 class SecretReferences(Protocol):
-    """Which of a tenant's pipelines reference a secret by name (`{"secret": name}`
-    anywhere in a step's config), from the pipelines read model
-    (projections/secrets.py)."""
+    """Which of a tenant's pipelines and connections reference a secret by name
+    (`{"secret": name}` anywhere in a step's or a connection's config), from their read
+    models (projections/secrets.py)."""
 
     def referencing(self, tenant_id: str, name: str) -> list[SecretReference]: ...
 

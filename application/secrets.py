@@ -42,10 +42,9 @@ class SecretReferenced(Conflict):
 
     def __init__(self, name: str, references: list[SecretReference]) -> None:
         self.references = references
-        names = ", ".join(sorted(r.pipeline_name for r in references))
+        names = ", ".join(sorted(f"{r.kind} {r.pipeline_name}" for r in references))
         super().__init__(
-            f"secret {name!r} is referenced by pipeline(s) {names}; delete with force=true"
-            " to delete it anyway",
+            f"secret {name!r} is referenced by {names}; delete with force=true to delete it anyway",
             "name",
         )
 

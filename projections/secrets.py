@@ -29,9 +29,14 @@ SECRET_COLUMNS = sql.SQL(
 # Any `secret` key under a step's config whose value is the name ($n, a parameter: the
 # name is never spliced into the path).
 REFERENCING = (
-    "SELECT id::text, name FROM pipelines WHERE tenant_id = %s"
+    "SELECT id::text, name, 'pipeline' FROM pipelines WHERE tenant_id = %(t)s"
     " AND jsonb_path_exists(steps, '$[*].config.**.secret ? (@ == $n)',"
-    " jsonb_build_object('n', %s::text)) ORDER BY name, id"
+    " jsonb_build_object('n', %(n)s::text))"
+    " UNION ALL SELECT id::text, name, 'connection' FROM connections"
+    " WHERE tenant_id = %(t)s AND NOT deleted"
+    " AND jsonb_path_exists(config, '$.**.secret ? (@ == $n)',"
+    " jsonb_build_object('n', %(n)s::text))"
+    " ORDER BY 3 DESC, 2, 1"
 )
 
 
@@ -153,11 +158,12 @@ class SecretQueries:
         return result.map(_row)
 
     async def referenced_by(self, tenant_id: str, names: list[str]) -> dict[str, list[Any]]:
-        """For each name, the tenant's pipelines referencing it, as (id, name)."""
+        """For each name, the tenant's pipelines and connections referencing it, as
+        (id, name, kind)."""
         found: dict[str, list[Any]] = {name: [] for name in names}
         async with self._pool.connection() as conn:
             for name in names:
-                cur = await conn.execute(REFERENCING, (tenant_id, name))
+                cur = await conn.execute(REFERENCING, {"t": tenant_id, "n": name})
                 found[name] = list(await cur.fetchall())
         return found
 
@@ -171,5 +177,5 @@ class PipelineSecretReferences:
 
     def referencing(self, tenant_id: str, name: str) -> list[SecretReference]:
         with self._pool.connection() as conn:
-            rows = conn.execute(REFERENCING, (tenant_id, name)).fetchall()
-        return [SecretReference(pipeline_id, pipeline_name) for pipeline_id, pipeline_name in rows]
+            rows = conn.execute(REFERENCING, {"t": tenant_id, "n": name}).fetchall()
+        return [SecretReference(ident, name, kind) for ident, name, kind in rows]

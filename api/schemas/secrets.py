@@ -43,8 +43,11 @@ class SecretPut(Request):
 
 
 class PipelineRef(msgspec.Struct):
+    """A pipeline (a step's config) or a connection referencing the secret."""
+
     id: str
     name: str
+    kind: str = "pipeline"
 
 
 class SecretRead(msgspec.Struct, kw_only=True):

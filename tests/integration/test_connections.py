@@ -286,7 +286,7 @@ async def test_another_tenant_cannot_see_change_delete_or_reference_a_connection
         )
         error = assert_error(borrowed, 422, "VALIDATION_ERROR")
         assert "no secret named 'api-token'" in error["details"][0]["message"]
-        # B's pipeline naming A's connection does not count as A's use of it.
+        # B's pipeline naming A's connection: not found in B's tenant, refused.
         step = {
             "name": "read",
             "plugin": "Input.http",
@@ -296,14 +296,19 @@ async def test_another_tenant_cannot_see_change_delete_or_reference_a_connection
         theirs = await client.post(
             "/api/v1/pipelines", json={"name": "b-caller", "steps": [step]}, headers=b
         )
-        assert theirs.status_code == 201, theirs.text
-        await visible(
-            client, b, f"/api/v1/pipelines/{theirs.json()['id']}", theirs.json()["position"]
-        )
+        error = assert_error(theirs, 422, "VALIDATION_ERROR")
+        assert error["details"] == [
+            {
+                "field": "steps[0].connection",
+                "message": "no connection named 'shared-name' (POST /api/v1/connections"
+                " creates one)",
+            }
+        ]
         shown = (await client.get(f"{BASE}/shared-name", headers=a)).json()
         assert shown["referenced_by"] == [] and shown["id"] == made["id"]
         container = client.app.state.container
-        assert container.connections.config_of(theirs.json()["tenant_id"], "shared-name") is None
+        b_tenant = (await client.get("/api/v1/auth/me", headers=b)).json()["tenant_id"]
+        assert container.connections.config_of(b_tenant, "shared-name") is None
         # B's own connection of the same name is another connection.
         await secrets(client, b, "api-token")
         mine = await create(client, b, "shared-name", "http", API)

@@ -10,6 +10,7 @@ the referencing pipeline is a row inserted into the pipelines read model by the 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import logging
@@ -224,11 +225,33 @@ async def test_delete_is_refused_while_referenced_unless_forced_and_shreds_the_k
         pipeline_id = reference(settings, tenant_id, "caller", "api-token")
         reference(settings, other_id, "elsewhere", "api-token")  # another tenant's: not counted
 
-        shown = (await client.get(f"{BASE}/api-token", headers=admin)).json()
-        assert shown["referenced_by"] == [{"id": pipeline_id, "name": "caller"}]
+        api = await client.post(
+            "/api/v1/connections",
+            json={
+                "name": "api",
+                "type": "http",
+                "config": {
+                    "base_url": "https://api.example.com",
+                    "headers": {"Authorization": {"secret": "api-token"}},
+                },
+            },
+            headers=admin,
+        )
+        assert api.status_code == 201, api.text
+
+        for _ in range(200):  # the connections read model catches up on its own
+            shown = (await client.get(f"{BASE}/api-token", headers=admin)).json()
+            if len(shown["referenced_by"]) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert shown["referenced_by"] == [
+            {"id": pipeline_id, "name": "caller", "kind": "pipeline"},
+            {"id": api.json()["id"], "name": "api", "kind": "connection"},
+        ]
         refused = await client.delete(f"{BASE}/api-token", headers=admin)
         error = assert_error(refused, 409, "RESOURCE_CONFLICT")
-        assert "caller" in error["message"] and "elsewhere" not in error["message"]
+        assert "pipeline caller" in error["message"] and "connection api" in error["message"]
+        assert "elsewhere" not in error["message"]
 
         forced = await client.delete(f"{BASE}/api-token", params={"force": "true"}, headers=admin)
         assert forced.status_code == 200, forced.text

@@ -28,7 +28,7 @@ import msgspec
 
 from application.errors import StepFailed
 from application.ports import StepCall, StepOutcome
-from infrastructure.plugins.base import PluginError, Record, StepContext
+from infrastructure.plugins.base import PluginError, ProtectedDatabase, Record, StepContext
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.run_logs import RunLogs, StepLog
 
@@ -57,12 +57,14 @@ class PluginStepRunner:
         files_root: Path,
         logs: RunLogs,
         allow_private_networks: bool = False,
+        protected_databases: tuple[ProtectedDatabase, ...] = (),
     ) -> None:
         self._catalog = catalog
         self._workspace_root = workspace_root
         self._files_root = files_root
         self._logs = logs
         self._allow_private = allow_private_networks
+        self._protected = protected_databases
 
     def workspace(self, tenant_id: str, run_id: str) -> Path:
         return self._workspace_root / tenant_id / run_id
@@ -88,6 +90,7 @@ class PluginStepRunner:
             params=call.params,
             cancelled=cancelled,
             allow_private_networks=self._allow_private,
+            protected_databases=self._protected,
             logger=logger.line,
         )
         counter = _Counter()

@@ -12,9 +12,9 @@ the executor died between that commit and recording the step would a retry write
 an upsert would then rewrite the same rows.) Records are held `batch_size` at a time:
 each batch is written, then passed on to the following steps.
 
-The columns written are the fields of the batch's records (a field missing from a record
-is written as null, a column no record names gets its default); a field the table lacks
-fails the step naming it. Values are converted as postgres_values.py describes.
+The columns written are the record's fields: a column a record does not name gets its
+default (append, replace) or keeps its value (upsert); a field the table lacks fails the
+step naming it. Values are converted as postgres_values.py describes.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class OutputPostgres(Plugin):
         self, config: Any, context: StepContext, records: AsyncIterator[Record]
     ) -> AsyncIterator[Record]:
         target = sql.Identifier(*table_parts(config.table))
-        written = batches = 0
+        written = batches = seen = 0
         async with connect(config, context) as connection:
             try:
                 columns = await _columns(connection, config.table, target)
@@ -109,14 +109,14 @@ class OutputPostgres(Plugin):
                 async for record in records:
                     batch.append(record)
                     if len(batch) >= config.batch_size:
-                        written += await writer.write(batch, batches, written)
-                        batches += 1
+                        written += await writer.write(batch, seen)
+                        batches, seen = batches + 1, seen + len(batch)
                         for done in batch:
                             yield done
                         batch = []
                         await context.checkpoint()
                 if batch:
-                    written += await writer.write(batch, batches, written)
+                    written += await writer.write(batch, seen)
                     batches += 1
                     for done in batch:
                         yield done
@@ -166,34 +166,46 @@ class _Writer:
         self._columns = columns
         self._staged: tuple[str, ...] | None = None  # the upsert stage's columns
 
-    async def write(self, batch: list[Record], number: int, before: int) -> int:
-        """Write one batch (records before + 1 ... are in it); how many rows it wrote."""
-        fields = self._fields(batch, before)
-        rows = self._rows(batch, fields, before)
+    async def write(self, batch: list[Record], before: int) -> int:
+        """Write one batch (records before + 1 ... are in it); how many rows it wrote.
+        Consecutive records with the same fields are written together."""
+        written = start = 0
+        while start < len(batch):
+            fields = batch[start].keys()
+            end = start + 1
+            while end < len(batch) and batch[end].keys() == fields:
+                end += 1
+            written += await self._write_alike(batch[start:end], before + start)
+            start = end
+        return written
+
+    async def _write_alike(self, records: list[Record], before: int) -> int:
+        fields = self._fields(records[0], before)
+        if not fields and self._config.mode != "upsert":  # rows of defaults; COPY needs columns
+            statement = sql.SQL("INSERT INTO {} SELECT FROM generate_series(1, %s)")
+            await self._connection.execute(statement.format(self._target), (len(records),))
+            return len(records)
+        rows = self._rows(records, fields, before)
         if self._config.mode != "upsert":
             await self._copy(self._target, fields, rows)
             return len(rows)
-        self._check_key(batch, before)
+        self._check_key(records, before)
         return await self._upsert(fields, rows)
 
-    def _fields(self, batch: list[Record], before: int) -> tuple[str, ...]:
-        fields: dict[str, None] = {}
-        for record in batch:
-            fields.update(dict.fromkeys(record))
-        for name in fields:
+    def _fields(self, record: Record, before: int) -> tuple[str, ...]:
+        for name in record:
             column = self._columns.get(name)
             if column is None or column.generated:
-                index = next(i for i, r in enumerate(batch) if name in r)
                 what = "a generated column of" if column else "not a column of"
                 raise PluginError(
-                    f"record {before + index + 1}: field {name!r} is {what} {self._config.table}"
+                    f"record {before + 1}: field {name!r} is {what} {self._config.table}"
                     f" (its columns: {_listed(self._columns)})",
                     retryable=False,
                 )
-        return tuple(fields)
+        return tuple(record)
 
     def _rows(self, batch: list[Record], fields: tuple[str, ...], before: int) -> list[list[Any]]:
-        rows = [[record.get(name) for name in fields] for record in batch]
+        rows = [[record[name] for name in fields] for record in batch]
         for i, name in enumerate(fields):
             writer = self._columns[name].writer
             if writer is None:

@@ -63,10 +63,18 @@ NATIVE_OIDS = frozenset(
 
 
 class _TimestampText(Loader):
-    """'2026-01-31 12:00:00+00' -> '2026-01-31T12:00:00+00:00' (RFC 3339)."""
+    """'2026-01-31 12:00:00' -> '2026-01-31T12:00:00' (RFC 3339 without an offset)."""
 
     def load(self, data: Buffer) -> str:
-        return _full_offset(bytes(data).decode().replace(" ", "T", 1))
+        return bytes(data).decode().replace(" ", "T", 1)
+
+
+class _TimestamptzText(Loader):
+    """'2026-01-31 12:00:00+00' -> '2026-01-31T12:00:00+00:00' (the session is in UTC)."""
+
+    def load(self, data: Buffer) -> str:
+        text = bytes(data).decode().replace(" ", "T", 1)
+        return text + ":00" if text.endswith("+00") else text
 
 
 class _TimeTzText(Loader):
@@ -93,7 +101,7 @@ def prepare_reading(connection: psycopg.AsyncConnection) -> None:
     for name in _AS_TEXT:
         adapters.register_loader(name, TextLoader)
     adapters.register_loader("timestamp", _TimestampText)
-    adapters.register_loader("timestamptz", _TimestampText)
+    adapters.register_loader("timestamptz", _TimestamptzText)
     adapters.register_loader("timetz", _TimeTzText)
     adapters.register_loader("bytea", _ByteaBase64)
     set_json_loads(msgspec.json.decode, connection)
@@ -113,13 +121,13 @@ def record_maker(description: list[Any]) -> Callable[[tuple[Any, ...]], Record]:
         seen.add(name)
     others = [i for i, column in enumerate(description) if column.type_code not in NATIVE_OIDS]
     if not others:
-        return lambda row: dict(zip(names, row, strict=True))
+        return lambda row: dict(zip(names, row, strict=False))  # as many: the description's
 
     def make(row: tuple[Any, ...]) -> Record:
         values = list(row)
         for i in others:
             values[i] = plain(values[i])
-        return dict(zip(names, values, strict=True))
+        return dict(zip(names, values, strict=False))
 
     return make
 

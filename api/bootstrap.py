@@ -63,6 +63,7 @@ from infrastructure.metrics_refresh import MetricsRefresher, any_of
 from infrastructure.migrations import migrate
 from infrastructure.notifier_role import NotifierRole, url_problem
 from infrastructure.plugins.catalog import PluginCatalog
+from infrastructure.plugins.postgres_guard import protected_databases
 from infrastructure.postgres import create_read_pool, create_sync_pool, open_event_store
 from infrastructure.rate_limit import RateLimit
 from infrastructure.rate_limit_sync import SyncedRateLimiter
@@ -495,6 +496,8 @@ def executor_role(c: Container, locks: AdvisoryLocks | None = None) -> ExecutorR
         allow_private_networks=s.allow_private_networks,
         secrets=c.secrets,
         connections=c.connections,
+        # Database plugins never reach Norn's own database, whatever the allowance.
+        protected_databases=protected_databases(c.database_url),
     )
     heartbeats = PostgresHeartbeats(c.read_pool, c.sync_pool)
     verification = DeploymentVerification(c.store)

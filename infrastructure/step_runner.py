@@ -29,7 +29,7 @@ import msgspec
 
 from application.errors import StepFailed
 from application.ports import ConnectionLookup, SecretLookup, StepCall, StepOutcome
-from infrastructure.plugins.base import PluginError, Record, StepContext
+from infrastructure.plugins.base import PluginError, ProtectedDatabase, Record, StepContext
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.run_logs import RunLogs, StepLog
 from infrastructure.step_config import prepare
@@ -61,6 +61,7 @@ class PluginStepRunner:
         allow_private_networks: bool = False,
         secrets: SecretLookup | None = None,
         connections: ConnectionLookup | None = None,
+        protected_databases: tuple[ProtectedDatabase, ...] = (),
     ) -> None:
         self._catalog = catalog
         self._secrets = secrets
@@ -69,6 +70,7 @@ class PluginStepRunner:
         self._files_root = files_root
         self._logs = logs
         self._allow_private = allow_private_networks
+        self._protected = protected_databases
 
     def workspace(self, tenant_id: str, run_id: str) -> Path:
         return self._workspace_root / tenant_id / run_id
@@ -94,6 +96,7 @@ class PluginStepRunner:
             params=call.params,
             cancelled=cancelled,
             allow_private_networks=self._allow_private,
+            protected_databases=self._protected,
             logger=line,
         )
         counter = _Counter()

@@ -41,6 +41,17 @@ def _no_log(level: str, message: str) -> None:
     pass
 
 
+@dataclass(frozen=True)
+class ProtectedDatabase:
+    """A database plugins may never connect to: Norn's own (its host as written in the
+    database URL: a name, an address or a Unix socket directory; its port; its name).
+    infrastructure/plugins/postgres_guard.py resolves the host when it compares."""
+
+    host: str
+    port: int
+    database: str
+
+
 @dataclass
 class StepContext:
     tenant_id: str
@@ -56,6 +67,8 @@ class StepContext:
     allow_private_networks: bool = False
     """NORN_ALLOW_PRIVATE_NETWORKS=1: HTTP plugins may reach private and loopback
     addresses."""
+    protected_databases: tuple[ProtectedDatabase, ...] = ()
+    """Norn's own database(s): database plugins refuse to connect to them."""
     logger: Callable[[str, str], None] = field(default=_no_log)
     """(level, message); the executor stores and bounds them."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from infrastructure.plugins.base import Plugin
 from infrastructure.plugins.files import InputFile, OutputFile
 from infrastructure.plugins.http import InputHttp
+from infrastructure.plugins.postgres import InputPostgres, OutputPostgres
 from infrastructure.plugins.processing import Aggregate, Filter, Transform
 from infrastructure.plugins.webhook import OutputWebhook
 
@@ -15,7 +16,9 @@ __all__ = [
     "Filter",
     "InputFile",
     "InputHttp",
+    "InputPostgres",
     "OutputFile",
+    "OutputPostgres",
     "OutputWebhook",
     "Transform",
 ]
@@ -23,9 +26,11 @@ __all__ = [
 BUILTIN_PLUGINS: tuple[type[Plugin], ...] = (
     InputFile,
     InputHttp,
+    InputPostgres,
     Filter,
     Transform,
     Aggregate,
     OutputFile,
     OutputWebhook,
+    OutputPostgres,
 )

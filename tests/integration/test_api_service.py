@@ -21,6 +21,8 @@ BUILTINS = {
     "Data_Processing.transform",
     "Output.file",
     "Output.webhook",
+    "Input.postgres",
+    "Output.postgres",
 }
 
 
@@ -154,6 +156,15 @@ async def test_plugin_catalog(settings: Settings) -> None:
             schema = schema["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
         assert "path" in schema["properties"]
         assert "path" in schema["required"]
+
+        detail = await client.get("/api/v1/plugins/Output/postgres", headers=viewer)
+        assert detail.status_code == 200, detail.text
+        schema = detail.json()["config_schema"]
+        schema = schema["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+        assert schema["required"] == ["host", "database", "user", "table"]
+        assert schema["properties"]["mode"]["enum"] == ["append", "replace", "upsert"]
+        password = schema["properties"]["password"]["anyOf"][0]
+        assert password["x-norn-secret"] == "required"
 
         for path in ("/api/v1/plugins/Nope", "/api/v1/plugins/Input/nope"):
             assert_error(await client.get(path, headers=viewer), 404, "RESOURCE_NOT_FOUND")

@@ -20,7 +20,9 @@ BUILTIN_REFS = [
     "Data_Processing.transform",
     "Input.file",
     "Input.http",
+    "Input.postgres",
     "Output.file",
+    "Output.postgres",
     "Output.webhook",
 ]
 
@@ -69,6 +71,8 @@ def test_every_builtin_has_a_json_schema_of_an_object(plugin: type[Plugin]) -> N
         ("Data_Processing.aggregate", ["aggregates"]),
         ("Output.file", ["path"]),
         ("Output.webhook", ["url"]),
+        ("Input.postgres", ["host", "database", "user", "query"]),
+        ("Output.postgres", ["host", "database", "user", "table"]),
     ],
 )
 def test_builtin_schemas_name_their_required_fields(

@@ -26,8 +26,8 @@ class _Never(Plugin):
 
 class WarehouseInput(_Never):
     type, name = "Input", "warehouse"
-    description = "Read rows of a PostgreSQL table or SQL query."
-    keywords = ("postgres", "database", "sql")
+    description = "Read rows of a Snowflake warehouse table or query."
+    keywords = ("snowflake", "warehouse")
 
     class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         dsn: str
@@ -42,7 +42,7 @@ class WarehouseInput(_Never):
 
 class WarehouseOutput(_Never):
     type, name = "Output", "warehouse"
-    description = "Insert records into a PostgreSQL table."
+    description = "Insert records into a Snowflake warehouse table."
 
     class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         dsn: str

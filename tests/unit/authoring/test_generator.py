@@ -17,6 +17,7 @@ F, H = "Input.file", "Input.http"
 FI, T, A = "Data_Processing.filter", "Data_Processing.transform", "Data_Processing.aggregate"
 OF, OW = "Output.file", "Output.webhook"
 MASK, WIN, WOUT = "Data_Processing.mask", "Input.warehouse", "Output.warehouse"
+PIN, POUT = "Input.postgres", "Output.postgres"
 
 TABLE: list[tuple[str, list[str]]] = [
     ("Read orders.csv and write to paid.jsonl", [F, OF]),
@@ -61,12 +62,14 @@ TABLE: list[tuple[str, list[str]]] = [
     ("read metrics.jsonl, trim host, count by host, write hosts.csv", [F, T, A, OF]),
     ("read a.jsonl. where x = 1. where y = 2. write b.jsonl", [F, FI, OF]),
     ("read cards.csv, mask card keeping the last 4, write to masked.csv", [F, MASK, OF]),
-    ("query the postgres table customers and write to customers.jsonl", [WIN, OF]),
-    ("read customers.csv and store into the database table customers", [F, WOUT]),
+    ("query the postgres table customers and write to customers.jsonl", [PIN, OF]),
+    ("read customers.csv and store into the database table customers", [F, POUT]),
+    ("load the snowflake warehouse table sales and write to sales.jsonl", [WIN, OF]),
+    ("read sales.csv and store into the snowflake warehouse table sales", [F, WOUT]),
     ("read the users table from postgres, only active users, write to active.csv",
-     [WIN, FI, OF]),
+     [PIN, FI, OF]),
     ("read orders.csv, mask iban, keep only paid orders, store in postgres table paid",
-     [F, MASK, FI, WOUT]),
+     [F, MASK, FI, POUT]),
     ("Read orders.csv", [F]),
     ("write to out.jsonl", [OF]),
     ("keep only paid orders", [FI]),

@@ -82,14 +82,16 @@ def test_a_draft_is_validated_and_saves_nothing(world: World) -> None:
 
 def test_missing_config_is_one_question_keyed_as_the_hint_that_answers_it(world: World) -> None:
     service = world.service()
-    asked = service.generate(world.viewer, GenerationRequest("query the postgres table users"))
+    asked = service.generate(
+        world.viewer, GenerationRequest("load the snowflake warehouse table users")
+    )
     assert not asked.valid
     keys = [q.key for q in asked.draft.questions]
     assert keys.count("query.dsn") == 1 and "destination" in keys
     answered = service.generate(
         world.viewer,
         GenerationRequest(
-            "query the postgres table users",
+            "load the snowflake warehouse table users",
             hints={"query.dsn": "postgresql://db.internal/app", "destination": "users.jsonl"},
         ),
     )

@@ -165,9 +165,23 @@ def guarded_client(
 
 
 def url_hosts(url: str) -> list[str]:
-    """The URL's host, lower case, as a one-element list (none if it has none)."""
-    host = urlsplit(url).hostname
-    return [host.lower()] if host else []
+    """The URL's host and port (the scheme's when it names none), lower case, as a
+    one-element list (none if it has no host): a step's destination, for secrets'
+    allowed_hosts."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return []
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a port the schema let through but no URL can have
+        return [parts.hostname.lower()]
+    return [host_port(parts.hostname, port)]
+
+
+def host_port(host: str, port: int) -> str:
+    """host:port, an IPv6 address in brackets, lower case."""
+    host = host.lower().strip("[]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def display_url(url: str | httpx.URL) -> str:

@@ -20,6 +20,7 @@ import msgspec
 import psycopg
 
 from infrastructure.plugins.base import PluginError, StepContext
+from infrastructure.plugins.network import host_port
 from infrastructure.plugins.postgres_guard import Endpoint, endpoints, host_problem
 from infrastructure.plugins.schema import StepConfig
 from infrastructure.plugins.sensitive import SecretText, SensitiveText
@@ -55,7 +56,8 @@ def connection_problems(config: Any) -> list[str]:
 
 
 def connection_hosts(config: Any) -> list[str]:
-    return [config.host.lower()]
+    """The server as host:port, for secrets' allowed_hosts."""
+    return [host_port(config.host, config.port)]
 
 
 def connection_kwargs(config: Any, endpoint: Endpoint, context: StepContext) -> dict[str, Any]:

@@ -119,11 +119,21 @@ def test_the_password_is_a_credential_and_host_and_user_may_be_references() -> N
         assert secrecy.accepted == {"host", "user", "password"}
 
 
-def test_destinations_are_the_host_in_lower_case() -> None:
+def test_destinations_are_the_server_in_lower_case_with_its_port() -> None:
     config = InputPostgres.parse_config({**CONNECTION, "query": "SELECT 1"})
-    assert InputPostgres.destinations(config) == ["db.example.com"]
-    config = OutputPostgres.parse_config({**CONNECTION, "table": "t"})
-    assert OutputPostgres.destinations(config) == ["db.example.com"]
+    assert InputPostgres.destinations(config) == ["db.example.com:5432"]
+    config = OutputPostgres.parse_config({**CONNECTION, "table": "t", "port": 6432})
+    assert OutputPostgres.destinations(config) == ["db.example.com:6432"]
+    ipv6 = InputPostgres.parse_config({**CONNECTION, "host": "::1", "query": "SELECT 1"})
+    assert InputPostgres.destinations(ipv6) == ["[::1]:5432"]
+
+
+def test_a_url_destination_has_the_schemes_port_unless_it_names_one() -> None:
+    from infrastructure.plugins.network import url_hosts
+
+    assert url_hosts("https://API.example.com/x") == ["api.example.com:443"]
+    assert url_hosts("http://api.example.com:8080/x") == ["api.example.com:8080"]
+    assert url_hosts("http://[::1]/x") == ["[::1]:80"]
 
 
 def test_params_take_run_params_and_bind_objects_as_jsonb() -> None:

@@ -30,6 +30,7 @@ NOT_IN_A_BATCH = {
 }
 
 _ID = r"[^/:]+"
+_ROLLBACK = re.compile(rf"^/api/v1/pipelines/{_ID}[/:]rollback/?$")
 ATOMIC_WRITES: list[tuple[str, re.Pattern[str]]] = [
     (method, re.compile(pattern))
     for method, pattern in [
@@ -86,6 +87,12 @@ def prepare(operations: list[Operation], *, atomic: bool) -> list[Prepared]:
                 "creates, changes and deletes of pipelines and scheduled jobs can (no "
                 "reads, runs, deployments, secrets or administration)",
             )
+        elif atomic and _redeploys(operation):
+            refuse(
+                f"{at}.body.redeploy",
+                "a rollback that redeploys releases to deployments (which may start runs): "
+                "not in an atomic batch",
+            )
         headers: list[tuple[bytes, bytes]] = []
         for name, value in operation.headers.items():
             lower = name.lower()
@@ -115,6 +122,15 @@ def prepare(operations: list[Operation], *, atomic: bool) -> list[Prepared]:
             extra=problems,
         )
     return prepared
+
+
+def _redeploys(operation: Operation) -> bool:
+    body = operation.body
+    return (
+        _ROLLBACK.match(unquote(operation.path.partition("?")[0])) is not None
+        and isinstance(body, dict)
+        and body.get("redeploy") not in (None, False)
+    )
 
 
 def _atomic_write(method: str, path: str) -> bool:

@@ -248,9 +248,13 @@ async def test_batches_that_cannot_run_are_refused_before_anything_runs(
                 op("POST", "/api/v1/secrets", {"name": "s", "value": "v"}),
                 op("POST", f"/api/v1/pipelines/{pid}:validate"),
                 op("PUT", f"/api/v1/pipelines/{pid}", pipeline_body("kept"), Idempotency_Key="k"),
+                op("POST", f"/api/v1/pipelines/{pid}/rollback", {"revision": 1, "redeploy": True}),
             ],
         }
-    ) == [f"operations[{i}].path" for i in range(1, 6)] + ["operations[6].headers.Idempotency-Key"]
+    ) == [f"operations[{i}].path" for i in range(1, 6)] + [
+        "operations[6].headers.Idempotency-Key",
+        "operations[7].body.redeploy",
+    ]
     # The batch itself takes no Idempotency-Key: each operation takes its own.
     response = await client.post(
         BATCH, json={"operations": [create]}, headers={**editor, "Idempotency-Key": "b-1"}
@@ -319,3 +323,163 @@ async def test_every_operation_counts_against_the_rate_limit(settings: Settings)
             BATCH, json={"operations": [op("GET", "/api/v1/pipelines")]}, headers=editor
         )
         assert_error(refused, 429, "RATE_LIMIT_EXCEEDED")
+
+
+async def test_an_atomic_batch_appends_all_its_events_in_one_transaction(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    admin = await admin_of(client, module_settings)
+    _, editor = await make_tenant_user(client, admin, unique("batch-atomic"), "editor")
+    kept = await create_pipeline(client, editor, "kept")
+    doomed = await create_pipeline(client, editor, "doomed")
+    kid = kept["id"]
+    first, second = unique("first"), unique("second")
+    answer = await batch(
+        client,
+        editor,
+        [
+            op("POST", "/api/v1/pipelines", pipeline_body(first)),
+            op("POST", "/api/v1/pipelines", pipeline_body(second)),
+            # The same pipeline three times: each sees what the one before decided.
+            op(
+                "PUT", f"/api/v1/pipelines/{kid}", pipeline_body("kept", tags=["a"]), If_Match='"1"'
+            ),
+            op(
+                "PUT", f"/api/v1/pipelines/{kid}", pipeline_body("kept", tags=["b"]), If_Match='"2"'
+            ),
+            op("POST", f"/api/v1/pipelines/{kid}:rollback", {"revision": 1}),
+            op("DELETE", f"/api/v1/pipelines/{doomed['id']}"),
+            op(
+                "POST",
+                "/api/v1/scheduler/jobs",
+                {"name": "nightly", "target": {"pipeline_id": kid}, "cron_expr": "0 6 * * *"},
+            ),
+        ],
+        atomic=True,
+    )
+    results = answer["results"]
+    assert [r["status"] for r in results] == [201, 201, 200, 200, 200, 200, 201], answer
+    assert answer["atomic"] is True and answer["committed"] is True
+    position = answer["position"]
+    assert isinstance(position, int) and position > doomed["position"]
+    # Every operation answers the commit's position and the versions it left.
+    assert {r["body"]["position"] for r in results} == {position}
+    assert [r["body"]["version"] for r in results[2:5]] == [2, 3, 4]
+    assert [r["headers"]["etag"] for r in results[2:4]] == ['"2"', '"3"']
+    assert (results[4]["body"]["revision"], results[4]["body"]["previous_revision"]) == (4, 3)
+    # One transaction, consecutive positions, ending at the answered one.
+    stored = appended_with(module_settings, position)
+    positions = [p for p, _ in stored]
+    assert positions[-1] == position
+    assert positions == list(range(positions[0], position + 1))
+    topics = [t.rsplit(":", 1)[-1] for _, t in stored]
+    for topic, count in [
+        ("PipelineCreated", 2),
+        ("PipelineRevised", 2),
+        ("PipelineRolledBack", 1),
+        ("PipelineDeleted", 1),
+        ("JobCreated", 1),
+        ("UsageTaken", 3),  # two pipelines and the job, each usage one aggregate
+        ("UsageReleased", 1),  # the deleted pipeline
+    ]:
+        assert topics.count(topic) == count, (topic, topics)
+    assert {p for p, _, _ in events_named(module_settings, first)} <= set(positions)
+    # The read models see the batch's writes at its position.
+    job = results[6]["body"]
+    read = await client.get(
+        f"/api/v1/scheduler/jobs/{job['id']}", params={"min_position": position}, headers=editor
+    )
+    assert read.status_code == 200 and read.json()["name"] == "nightly"
+    gone = await client.get(
+        f"/api/v1/pipelines/{doomed['id']}", params={"min_position": position}, headers=editor
+    )
+    assert gone.status_code == 404
+
+
+async def test_an_atomic_batch_with_a_failing_operation_appends_nothing(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    admin = await admin_of(client, module_settings)
+    tenant_id, editor = await make_tenant_user(client, admin, unique("batch-none"), "editor")
+    quotas = await client.put(
+        f"/api/v1/tenants/{tenant_id}/quotas", json={"max_pipelines": 3}, headers=admin
+    )
+    assert quotas.status_code == 200, quotas.text
+    kept = await create_pipeline(client, editor, "kept")
+    kid, lost = kept["id"], unique("lost")
+    answer = await batch(
+        client,
+        editor,
+        [
+            op("POST", "/api/v1/pipelines", pipeline_body(lost)),
+            op(
+                "PUT", f"/api/v1/pipelines/{kid}", pipeline_body("kept", tags=["x"]), If_Match='"1"'
+            ),
+            op("POST", "/api/v1/pipelines", pipeline_body("kept")),  # the name is taken
+            op("DELETE", f"/api/v1/pipelines/{kid}"),
+        ],
+        atomic=True,
+    )
+    assert answer["committed"] is False and answer["position"] is None
+    results = answer["results"]
+    assert [r["status"] for r in results] == [424, 424, 409, 424]
+    applied = error_in(results[0], 424, "FAILED_DEPENDENCY")
+    assert applied["message"].startswith("not applied: operation 2")
+    assert error_in(results[3], 424, "FAILED_DEPENDENCY")["message"].startswith("not run")
+    error_in(results[2], 409, "RESOURCE_CONFLICT")
+    # Nothing of the operations that ran before the failure was stored.
+    assert events_named(module_settings, lost) == []
+    history = await client.get(f"/api/v1/pipelines/{kid}/history", headers=editor)
+    assert [h["revision"] for h in history.json()["items"]] == [1]
+
+    # Two creates of one name: the second sees the first's claim (409); none is stored.
+    twice = unique("twice")
+    create = op("POST", "/api/v1/pipelines", pipeline_body(twice))
+    answer = await batch(client, editor, [create, create], atomic=True)
+    assert [r["status"] for r in answer["results"]] == [424, 409]
+    assert events_named(module_settings, twice) == []
+
+    # The quota (3, one used) counts what the batches took and dropped as not taken: two
+    # more fit, and within one batch the third sees the two before it (409, none stored).
+    three = [op("POST", "/api/v1/pipelines", pipeline_body(unique("q"))) for _ in range(3)]
+    answer = await batch(client, editor, three, atomic=True)
+    assert [r["status"] for r in answer["results"]] == [424, 424, 409]
+    error_in(answer["results"][2], 409, "QUOTA_EXCEEDED")
+    answer = await batch(client, editor, three[:2], atomic=True)
+    assert [r["status"] for r in answer["results"]] == [201, 201]
+    over = await client.post("/api/v1/pipelines", json=pipeline_body("over"), headers=editor)
+    assert_error(over, 409, "QUOTA_EXCEEDED")
+
+
+async def test_an_operation_of_an_atomic_batch_needs_its_own_role(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    admin = await admin_of(client, module_settings)
+    _, operator = await make_tenant_user(client, admin, unique("batch-atomic-role"), "operator")
+    _, owner = await make_tenant_user(client, admin, unique("batch-atomic-owner"), "editor")
+    theirs = await create_pipeline(client, owner, "theirs")
+    # An operator may pause jobs but not create pipelines: the batch stops at the create.
+    answer = await batch(
+        client,
+        operator,
+        [op("POST", "/api/v1/pipelines", pipeline_body(unique("nope")))],
+        atomic=True,
+    )
+    error_in(answer["results"][0], 403, "PERMISSION_DENIED")
+    # Another tenant's pipeline does not exist for this one, in a batch as alone.
+    _, editor = await make_tenant_user(client, admin, unique("batch-atomic-other"), "editor")
+    answer = await batch(
+        client,
+        editor,
+        [
+            op("POST", "/api/v1/pipelines", pipeline_body(unique("mine"))),
+            op("DELETE", f"/api/v1/pipelines/{theirs['id']}"),
+        ],
+        atomic=True,
+    )
+    assert [r["status"] for r in answer["results"]] == [424, 404]
+    still = await client.get(f"/api/v1/pipelines/{theirs['id']}", headers=owner)
+    assert still.status_code == 200

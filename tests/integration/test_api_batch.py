@@ -483,3 +483,36 @@ async def test_an_operation_of_an_atomic_batch_needs_its_own_role(
     assert [r["status"] for r in answer["results"]] == [424, 404]
     still = await client.get(f"/api/v1/pipelines/{theirs['id']}", headers=owner)
     assert still.status_code == 200
+
+
+async def test_an_atomic_batch_places_pipelines_in_namespaces(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    admin = await admin_of(client, module_settings)
+    tenant_id, editor = await make_tenant_user(client, admin, unique("batch-ns"), "editor")
+    for namespace in ("prod", "staging"):
+        added = await client.post(
+            f"/api/v1/tenants/{tenant_id}/namespaces", json={"namespace": namespace}, headers=admin
+        )
+        assert added.status_code in (200, 201), added.text
+    answer = await batch(
+        client,
+        editor,
+        [
+            op("POST", "/api/v1/pipelines", pipeline_body("a", namespace="prod")),
+            op("POST", "/api/v1/pipelines", pipeline_body("b", namespace="staging")),
+            op("POST", "/api/v1/pipelines", pipeline_body("c", namespace="prod")),
+        ],
+        atomic=True,
+    )
+    assert [r["status"] for r in answer["results"]] == [201, 201, 201], answer
+    assert answer["committed"] is True
+    # A namespace that does not exist is the operation's 422, as alone.
+    answer = await batch(
+        client,
+        editor,
+        [op("POST", "/api/v1/pipelines", pipeline_body("d", namespace="nowhere"))],
+        atomic=True,
+    )
+    error_in(answer["results"][0], 422, "VALIDATION_ERROR")

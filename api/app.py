@@ -25,6 +25,7 @@ from api.controllers.audit import AuditController, ResourceEventsController
 from api.controllers.audit_params import provide_audit_query
 from api.controllers.auth import AuthController
 from api.controllers.authoring import AuthoringController
+from api.controllers.batch import BatchController
 from api.controllers.connections import ConnectionController, ConnectorController
 from api.controllers.deployments import DeploymentController
 from api.controllers.events import EventStreamController
@@ -244,6 +245,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             EventSocketController,
             AuditController,
             ResourceEventsController,
+            BatchController,
         ],
         dependencies=dependencies(container),
         # Outermost first: rate limits and idempotency need the principal that

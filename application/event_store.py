@@ -11,7 +11,9 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
+from application import unit_of_work
 from application.errors import NotFound, VersionConflict
+from domain.errors import Conflict
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -55,6 +57,11 @@ class NornEventStore(Application[UUID]):
         return found
 
     def load(self, cls: type[A], aggregate_id: UUID, kind: str, version: int | None = None) -> A:
+        staged = _staged(aggregate_id, version)
+        if staged is not None:  # an earlier command of this unit of work changed it
+            if not isinstance(staged, cls):
+                raise NotFound(kind, aggregate_id)
+            return staged
         try:
             aggregate = self.repository.get(aggregate_id, version=version)
         except AggregateNotFoundError:
@@ -68,6 +75,9 @@ class NornEventStore(Application[UUID]):
     and that append's last position, in one query (set by infrastructure/postgres.py)."""
 
     def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        staged = _staged(aggregate_id)
+        if staged is not None:
+            return staged if isinstance(staged, cls) else None
         try:
             aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
@@ -92,6 +102,10 @@ class NornEventStore(Application[UUID]):
             latest = self.versions(ids)
         found: dict[UUID, Aggregate] = {}
         for aggregate_id in ids:
+            staged = _staged(aggregate_id)
+            if staged is not None:
+                found[aggregate_id] = staged
+                continue
             if latest is not None:
                 if aggregate_id not in latest:
                     continue
@@ -118,7 +132,12 @@ class NornEventStore(Application[UUID]):
         """Save pending events of the aggregates in one atomic append; return the global
         position of the last one (None when there was nothing to save).
         precondition: the caller sent If-Match, so losing the race means its precondition
-        failed (412) rather than a plain conflict (409)."""
+        failed (412) rather than a plain conflict (409). Within a unit of work
+        (application/unit_of_work.py) nothing is written yet: the aggregates are kept for
+        its commit, and the position is `unit_of_work.PENDING`."""
+        unit = unit_of_work.current()
+        if unit is not None:
+            return unit.stage(*aggregates)
         try:
             recordings = self.save(*aggregates)
         except IntegrityError:
@@ -136,6 +155,25 @@ class NornEventStore(Application[UUID]):
 
     def stream(self, aggregate_id: UUID) -> Sequence[Any]:
         return list(self.events.get(aggregate_id))
+
+
+def _staged(aggregate_id: UUID, version: int | None = None) -> Aggregate | None:
+    """The aggregate as the command's unit of work holds it (None outside one, or when it
+    holds none of that id). An older version is read from the store, unless it is one the
+    unit has not committed yet, which no command of it may ask for."""
+    unit = unit_of_work.current()
+    if unit is None:
+        return None
+    kept = unit.kept(aggregate_id)
+    if kept is None or version is None:
+        return kept
+    stored = unit.stored_version(aggregate_id) or 0
+    if version > stored:
+        raise Conflict(
+            f"{type(kept).__name__.lower()} {aggregate_id}: version {version} is made by this"
+            " atomic batch and cannot be read before its commit; send it in a separate request"
+        )
+    return None
 
 
 def check_expected_version(

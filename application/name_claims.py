@@ -3,6 +3,7 @@ way for every kind of name (pipelines, tenants, a deployment's environment, jobs
 
 from __future__ import annotations
 
+from application import unit_of_work
 from application.event_store import NornEventStore
 from domain.events import CommandContext
 from domain.name_claim import NameClaim, claim_id
@@ -21,7 +22,10 @@ def take_name(
     """The claim on `name` in `scope`, taken for `holder`, to save in the command's
     append. `fresh`: claimed as new without reading it (most names are claimed for the
     first time; the store refuses the append if it ever was, and the command tries again
-    without `fresh`). Else the claim is read: taken over if released, NameTaken if held."""
+    without `fresh`). Else the claim is read: taken over if released, NameTaken if held.
+    In a unit of work the claim is always read: its append comes once, at the commit, so
+    a claim wrongly assumed new could not be tried again (application/unit_of_work.py)."""
+    fresh = fresh and unit_of_work.current() is None
     claim = None if fresh else store.find(NameClaim, claim_id(scope, name))
     if claim is None:
         return NameClaim.claim_new(

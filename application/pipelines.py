@@ -3,12 +3,15 @@ history and revisions that are read from the event stream on purpose."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from uuid import UUID
 
 import msgspec
 from eventsourcing.domain import Aggregate
 
+from application import unit_of_work
 from application.authorization import sees
 from application.commands import Aggregates
 from application.connections import connection_config
@@ -290,15 +293,29 @@ class PipelineService:
         while holding that namespace shared, after checking it still exists: removing a
         namespace holds it exclusively while it counts what is in it, so a pipeline
         cannot land in a namespace being removed. A delete places nothing."""
-        namespace = pipeline.definition.namespace
-        if namespace is None or pipeline.deleted:
+        unit = unit_of_work.current()
+        if unit is not None:  # held around the unit's commit, for its pipelines as they are then
+            unit.guard("pipeline namespaces", lambda: self._placed(*unit.kept_of(Pipeline)))
             return self._store.append(pipeline, *others, precondition=precondition)
-        with self._usage.namespace_hold(pipeline.tenant_id, namespace, exclusive=False):
-            tenant = self._store.load(Tenant, UUID(pipeline.tenant_id), "tenant")
-            problems = namespace_errors(pipeline.definition, tenant.namespaces)
-            if problems:
-                raise InvalidDefinition(problems)
+        with self._placed(pipeline):
             return self._store.append(pipeline, *others, precondition=precondition)
+
+    @contextmanager
+    def _placed(self, *pipelines: Pipeline) -> Iterator[None]:
+        """Hold the namespaces the pipelines are placed in shared, and check that they
+        still exist (a deleted pipeline, or one in no namespace, holds nothing)."""
+        placed = [p for p in pipelines if p.definition.namespace is not None and not p.deleted]
+        if not placed:
+            yield
+            return
+        places = [(p.tenant_id, p.definition.namespace or "") for p in placed]
+        with self._usage.namespaces_hold(places):
+            for pipeline in placed:
+                tenant = self._store.load(Tenant, UUID(pipeline.tenant_id), "tenant")
+                problems = namespace_errors(pipeline.definition, tenant.namespaces)
+                if problems:
+                    raise InvalidDefinition(problems)
+            yield
 
     def _tenant(self, principal: Principal) -> Tenant:
         return writable_tenant(self._store, principal)

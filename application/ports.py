@@ -146,6 +146,11 @@ class Usage(Protocol):
         placed in it, exclusively while it is removed."""
         ...
 
+    def namespaces_hold(self, places: Sequence[tuple[str, str]]) -> AbstractContextManager[None]:
+        """Hold several (tenant id, namespace) shared at once, as `namespace_hold` does
+        one: what an atomic batch's commit holds (application/unit_of_work.py)."""
+        ...
+
     def in_namespace(self, tenant_id: str, namespace: str) -> int:
         """How many live resources are placed in the namespace."""
         ...

@@ -167,6 +167,22 @@ class ReadModelUsage:
             finally:
                 conn.execute(f"SELECT {unlock}(%s)", (key,))
 
+    @contextmanager
+    def namespaces_hold(self, places: Sequence[tuple[str, str]]) -> Iterator[None]:
+        """Several namespaces held shared on one connection (not one each: a batch must
+        not take the pool), taken in one order so that no two holders wait on each other."""
+        keys = sorted({lock_key("namespace", f"{tenant}:{ns}") for tenant, ns in places})
+        with self._connection() as conn:
+            taken: list[int] = []
+            try:
+                for key in keys:
+                    conn.execute("SELECT pg_advisory_lock_shared(%s)", (key,))
+                    taken.append(key)
+                yield
+            finally:
+                for key in taken:
+                    conn.execute("SELECT pg_advisory_unlock_shared(%s)", (key,))
+
     def in_namespace(self, tenant_id: str, namespace: str) -> int:
         """Live pipelines placed in the namespace, exactly: a pipeline created in it, moved
         into or out of it, or deleted a moment ago counts as it is now, not as the read

@@ -8,6 +8,7 @@ start from."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -83,6 +84,13 @@ class StoreUsage:
     @contextmanager
     def namespace_hold(self, tenant_id: str, namespace: str, *, exclusive: bool) -> Iterator[None]:
         with self._locks.setdefault(f"namespace:{tenant_id}:{namespace}", threading.Lock()):
+            yield
+
+    @contextmanager
+    def namespaces_hold(self, places: Sequence[tuple[str, str]]) -> Iterator[None]:
+        with contextlib.ExitStack() as held:
+            for tenant_id, namespace in sorted(set(places)):
+                held.enter_context(self.namespace_hold(tenant_id, namespace, exclusive=False))
             yield
 
     def in_namespace(self, tenant_id: str, namespace: str) -> int:

@@ -28,10 +28,10 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.types import CallToolResult, TextContent
 
 from api.mcp_errors import tool_error
-from api.mcp_tool_list import register
+from api.mcp_tool_list import PERMISSIONS, register
 from api.mcp_tools import NornTools, as_json
 from api.rate_limit import refusal, take_token
-from application.authorization import Permission, authorize
+from application.authorization import authorize
 from application.errors import AuthenticationFailed
 from application.principal import Principal
 from application.threads import in_thread
@@ -93,7 +93,7 @@ class ToolRunner:
         self.tools = tools
         self._caller = caller
 
-    async def __call__(self, ctx: Context, permission: Permission, work: Work) -> CallToolResult:
+    async def __call__(self, ctx: Context, tool: str, work: Work) -> CallToolResult:
         request_id = uuid4().hex
         logged_as = logs.request_id.set(request_id)
         tenant_logged = logs.tenant_id.set(None)
@@ -101,7 +101,7 @@ class ToolRunner:
             principal, request_id = await self._caller(ctx)
             logs.request_id.set(request_id)
             logs.tenant_id.set(principal.tenant_id)
-            authorize(principal, permission)
+            authorize(principal, PERMISSIONS[tool])
             command = CommandContext(
                 actor=principal.actor, correlation_id=request_id, causation_id=request_id
             )

@@ -13,6 +13,23 @@ from pydantic import Field
 
 from application.authorization import Permission
 
+PERMISSIONS = {
+    "list_pipelines": Permission.PIPELINES_READ,  # GET /api/v1/pipelines
+    "get_pipeline": Permission.PIPELINES_READ,  # GET /api/v1/pipelines/{id}
+    "validate_pipeline": Permission.PIPELINES_READ,  # POST /api/v1/pipelines/validate
+    "generate_pipeline": Permission.PIPELINES_READ,  # POST /api/v1/pipelines/generate
+    "trigger_run": Permission.RUNS_TRIGGER,  # POST /api/v1/pipelines/{id}/runs
+    "get_run": Permission.RUNS_READ,  # GET /api/v1/runs/{id}
+    "get_run_status": Permission.RUNS_READ,  # GET /api/v1/runs/{id}/status
+    "get_run_logs": Permission.RUNS_READ,  # GET /api/v1/runs/{id}/logs
+    "list_runs": Permission.RUNS_READ,  # GET /api/v1/runs
+    "list_deployments": Permission.DEPLOYMENTS_READ,  # GET /api/v1/deployments
+    "list_jobs": Permission.JOBS_READ,  # GET /api/v1/scheduler/jobs
+    "list_plugins": Permission.PLUGINS_READ,  # GET /api/v1/plugins
+}
+"""What each tool needs: the permission of the REST route it stands for (named beside
+it; tests/unit/test_mcp.py holds the two together)."""
+
 READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
 
@@ -29,8 +46,8 @@ MinPosition = Annotated[
 
 
 def register(server: MCPServer, run: Any) -> None:
-    """`run(ctx, permission, work)` is api/mcp_server.py ToolRunner; `run.tools` the
-    bodies."""
+    """`run(ctx, tool name, work)` is api/mcp_server.py ToolRunner, which checks the
+    tool's permission before the work; `run.tools` the bodies."""
     tools = run.tools
 
     @server.tool(
@@ -49,7 +66,7 @@ def register(server: MCPServer, run: Any) -> None:
     ) -> CallToolResult:
         return await run(
             ctx,
-            Permission.PIPELINES_READ,
+            "list_pipelines",
             lambda p, _: tools.list_pipelines(
                 p,
                 name=name,
@@ -71,7 +88,7 @@ def register(server: MCPServer, run: Any) -> None:
     ) -> CallToolResult:
         return await run(
             ctx,
-            Permission.PIPELINES_READ,
+            "get_pipeline",
             lambda p, _: tools.get_pipeline(p, pipeline_id, min_position),
         )
 
@@ -89,7 +106,7 @@ def register(server: MCPServer, run: Any) -> None:
     ) -> CallToolResult:
         return await run(
             ctx,
-            Permission.PIPELINES_READ,
+            "validate_pipeline",
             lambda p, _: tools.validate_pipeline(p, definition, pipeline_id),
         )
 
@@ -111,7 +128,7 @@ def register(server: MCPServer, run: Any) -> None:
     ) -> CallToolResult:
         return await run(
             ctx,
-            Permission.PIPELINES_READ,
+            "generate_pipeline",
             lambda p, _: tools.generate_pipeline(p, description, name, hints),
         )
 
@@ -129,7 +146,7 @@ def register(server: MCPServer, run: Any) -> None:
     ) -> CallToolResult:
         return await run(
             ctx,
-            Permission.RUNS_TRIGGER,
+            "trigger_run",
             lambda p, command: tools.trigger_run(p, command, pipeline_id, params, revision),
         )
 
@@ -139,9 +156,7 @@ def register(server: MCPServer, run: Any) -> None:
         annotations=READ,
     )
     async def get_run(ctx: Context, run_id: Id, min_position: MinPosition = None) -> CallToolResult:
-        return await run(
-            ctx, Permission.RUNS_READ, lambda p, _: tools.get_run(p, run_id, min_position)
-        )
+        return await run(ctx, "get_run", lambda p, _: tools.get_run(p, run_id, min_position))
 
     @server.tool(
         description="A run's status, current step, progress in percent and estimated "
@@ -153,7 +168,7 @@ def register(server: MCPServer, run: Any) -> None:
     ) -> CallToolResult:
         return await run(
             ctx,
-            Permission.RUNS_READ,
+            "get_run_status",
             lambda p, _: tools.get_run_status(p, run_id, min_position),
         )
 
@@ -166,7 +181,7 @@ def register(server: MCPServer, run: Any) -> None:
         ctx: Context, run_id: Id, step: str | None = None, limit: int = 1000
     ) -> CallToolResult:
         return await run(
-            ctx, Permission.RUNS_READ, lambda p, _: tools.get_run_logs(p, run_id, step, limit)
+            ctx, "get_run_logs", lambda p, _: tools.get_run_logs(p, run_id, step, limit)
         )
 
     @server.tool(
@@ -187,7 +202,7 @@ def register(server: MCPServer, run: Any) -> None:
     ) -> CallToolResult:
         return await run(
             ctx,
-            Permission.RUNS_READ,
+            "list_runs",
             lambda p, _: tools.list_runs(
                 p,
                 status=status,
@@ -216,7 +231,7 @@ def register(server: MCPServer, run: Any) -> None:
     ) -> CallToolResult:
         return await run(
             ctx,
-            Permission.DEPLOYMENTS_READ,
+            "list_deployments",
             lambda p, _: tools.list_deployments(
                 p,
                 pipeline_id=pipeline_id,
@@ -242,7 +257,7 @@ def register(server: MCPServer, run: Any) -> None:
     ) -> CallToolResult:
         return await run(
             ctx,
-            Permission.JOBS_READ,
+            "list_jobs",
             lambda p, _: tools.list_jobs(
                 p,
                 pipeline_id=pipeline_id,
@@ -263,4 +278,4 @@ def register(server: MCPServer, run: Any) -> None:
         async def listed(p: Any, _: Any) -> Any:
             return tools.list_plugins(plugin_type)
 
-        return await run(ctx, Permission.PLUGINS_READ, listed)
+        return await run(ctx, "list_plugins", listed)

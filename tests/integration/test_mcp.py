@@ -242,17 +242,21 @@ async def test_roles_apply_as_over_rest_and_no_credentials_get_no_answer(
         with pytest.raises(Exception):  # noqa: B017 - whichever the SDK raises for a 401
             async with mcp_over_http(base, headers) as mcp:
                 await mcp.list_tools()
-    # An MCP request is an API request: it takes a token from the key's bucket.
+    # Stateless: one JSON-RPC message per POST, as the README's curl sends it, answered in
+    # JSON; and an MCP request is an API request: it takes a token from the key's bucket.
     raw = await http.post(
         "/mcp",
-        json=_initialize(),
-        headers={
-            "X-API-Key": a.viewer_key,
-            "Accept": "application/json, text/event-stream",
+        json={
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "tools/call",
+            "params": {"name": "list_jobs", "arguments": {"limit": 5}},
         },
+        headers={"X-API-Key": a.viewer_key, "Accept": "application/json, text/event-stream"},
     )
     assert raw.status_code == 200, raw.text
-    assert int(raw.headers["x-ratelimit-remaining"]) >= 0
+    assert raw.json()["result"]["structuredContent"]["items"][0]["name"] == "nightly"
+    assert int(raw.headers["x-ratelimit-limit"]) > 0 and "x-ratelimit-remaining" in raw.headers
 
 
 def _initialize() -> dict[str, Any]:
@@ -280,6 +284,25 @@ async def test_norn_mcp_over_stdio_acts_as_its_api_key(
         assert pipeline["tenant_id"] == a.id
         await refused(mcp, "get_pipeline", 404, "RESOURCE_NOT_FOUND", pipeline_id=b.pipeline_id)
         await refused(mcp, "trigger_run", 403, "PERMISSION_DENIED", pipeline_id=a.pipeline_id)
+
+
+async def test_norn_mcp_tool_calls_take_tokens_from_the_keys_bucket(
+    world: tuple[httpx.AsyncClient, Tenant, Tenant], settings: Settings
+) -> None:
+    _, a, _ = world
+    low = ",".join(f"{plan}=3600/2" for plan in ("free", "pro", "enterprise", "platform"))
+    env = norn_env(settings, NORN_API_KEY=a.editor_key, NORN_RATE_LIMITS=low)
+    async with Client(StdioServerParameters(command=NORN, args=["mcp"], env=env)) as mcp:
+        # A burst of 2 (a process may admit a few more before its bucket's first sync,
+        # README "Rate limits"); listing tools takes none.
+        for calls in range(1, 40):  # noqa: B007 - the count is reported below
+            result = await mcp.call_tool("list_plugins", {})
+            if result.is_error:
+                break
+        error = (result.structured_content or {})["error"]
+        assert (error["status"], error["code"]) == (429, "RATE_LIMIT_EXCEEDED"), error
+        assert 2 < calls <= 13, calls
+        assert {t.name for t in (await mcp.list_tools()).tools} == TOOLS
 
 
 def test_norn_mcp_needs_an_api_key_that_authenticates(settings: Settings) -> None:

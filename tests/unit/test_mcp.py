@@ -5,6 +5,8 @@ what went wrong inside (tests/integration/test_mcp.py runs the tools for real)."
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,6 +68,12 @@ def test_each_tool_needs_the_permission_of_the_rest_route_it_stands_for() -> Non
     assert set(PERMISSIONS) == set(STANDS_FOR)
     for tool, route in STANDS_FOR.items():
         assert PERMISSIONS[tool] == declared[route], tool
+
+
+def test_the_readme_shows_each_tool_with_its_permission() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    shown = dict(re.findall(r"^\| `([a-z_]+)` \| .* \| `([a-z_]+:[a-z_]+)` \(", readme, re.M))
+    assert shown == {tool: str(permission) for tool, permission in PERMISSIONS.items()}
 
 
 class _As(Caller):

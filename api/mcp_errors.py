@@ -44,9 +44,9 @@ class InvalidArgument(Exception):
 def tool_error(exc: Exception, request_id: str) -> dict[str, Any]:
     """The error body of a failed tool call: REST's for the same exception."""
     status, message, details = _status_of(exc)
-    code = CODE_BY_STATUS.get(status, "INTERNAL_ERROR")
-    if status in (403, 404, 409, 422):
-        code = error_code(exc) if error_code(exc) != "INTERNAL_ERROR" else code
+    code = error_code(exc)  # the refusals REST names apart (QUOTA_EXCEEDED, ...)
+    if code == "INTERNAL_ERROR":
+        code = CODE_BY_STATUS.get(status, code)
     if status >= 500 and status != 503:
         log.error("MCP tool call %s failed", request_id, exc_info=exc)
     elif status == 503:

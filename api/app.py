@@ -48,6 +48,7 @@ from api.controllers.ws import EventSocketController
 from api.dependencies import ReadYourWrites
 from api.errors import EXCEPTION_HANDLERS
 from api.idempotency import IdempotencyMiddleware
+from api.mcp_server import McpEndpoint
 from api.openapi import DOCS_ASSETS, describe_once, docs_assets
 from api.query_rules import QueryRules
 from api.rate_limit import STATE_KEY as RATE_LIMIT_HEADERS
@@ -190,6 +191,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
     this process runs too (all of them for `norn serve`)."""
     background = Roles(container, set(roles or ()))
     query_rules = QueryRules()
+    mcp = McpEndpoint(container)  # /mcp: the MCP server over streamable HTTP
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -246,6 +248,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             AuditController,
             ResourceEventsController,
             BatchController,
+            mcp.route,
         ],
         dependencies=dependencies(container),
         # Outermost first: rate limits and idempotency need the principal that
@@ -259,7 +262,8 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
         before_request=query_rules.before_request,
         after_request=query_rules.after_request,
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=[lifespan],
+        # The MCP session manager within the app's: it stops before the pools close.
+        lifespan=[lifespan, mcp.lifespan],
         # Logging is configured once by the process (infrastructure/logs.py), not by
         # Litestar's default config, which would replace it with its own format.
         logging_config=None,

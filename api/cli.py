@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from api import cli_commands as commands
 from api.cli_export import events_export, moment, tenant_id
 from api.cli_info import info
+from api.cli_mcp import mcp
 from api.cli_secrets import secrets_rotate_key, secrets_shred_plaintext
 from api.cli_support import CliError, error_summary, redact_url
 from api.cli_tail import events_tail
@@ -151,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
         info,
         "Passwords are hidden. Starts nothing: it reports whether the embedded servers "
         "run, under which pid and for which processes.",
+    )
+
+    command(
+        "mcp",
+        "serve Norn's MCP tools over stdin and stdout, as the API key in NORN_API_KEY",
+        mcp,
+        'For an MCP client that starts it (README "MCP server"); over HTTP, the API '
+        "serves the same tools at /mcp. " + EMBEDDED_NOTE,
     )
 
     proj = sub.add_parser(

@@ -31,11 +31,7 @@ class RateLimitMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send)
             return
         container: Any = scope["app"].state.container
-        plan = _plan_of(principal)
-        limit = container.rate_limits[plan]
-        decision = await container.rate_limiter.hit(
-            f"{principal.kind}:{principal.subject_id}", limit
-        )
+        decision = await take_token(container, principal)
         headers = [
             (b"x-ratelimit-limit", str(decision.limit).encode()),
             (b"x-ratelimit-remaining", str(decision.remaining).encode()),
@@ -43,12 +39,24 @@ class RateLimitMiddleware(ASGIMiddleware):
         ]
         scope.setdefault("state", {})[STATE_KEY] = headers  # type: ignore[typeddict-item]
         if not decision.allowed:
-            raise RateLimited(
-                f"rate limit of {decision.limit} requests per hour (plan {plan}) reached; "
-                f"retry in {decision.retry_after}s",
-                decision.retry_after,
-            )
+            raise refusal(decision, principal)
         await next_app(scope, receive, send)
+
+
+async def take_token(container: Any, principal: Principal) -> Any:
+    """One request's token from the principal's bucket: the decision (allowed or not,
+    and the figures of the headers). Also what an MCP tool call over stdio takes
+    (api/mcp_tools.py), which passes through no HTTP middleware."""
+    limit = container.rate_limits[_plan_of(principal)]
+    return await container.rate_limiter.hit(f"{principal.kind}:{principal.subject_id}", limit)
+
+
+def refusal(decision: Any, principal: Principal) -> RateLimited:
+    return RateLimited(
+        f"rate limit of {decision.limit} requests per hour (plan {_plan_of(principal)}) "
+        f"reached; retry in {decision.retry_after}s",
+        decision.retry_after,
+    )
 
 
 def _plan_of(principal: Principal) -> str:

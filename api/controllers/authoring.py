@@ -51,15 +51,7 @@ class AuthoringController(Controller):
         self, data: JSONBody[GenerateRequest], request: Request, authoring: AuthoringServiceDep
     ) -> GenerateOut:
         wanted = GenerationRequest(data.description, data.name, dict(data.hints))
-        checked: Checked = await authoring.generate(principal_of(request), wanted)
-        draft = checked.draft
-        return GenerateOut(
-            definition=_definition(draft.definition),
-            valid=checked.valid,
-            reasoning=[ReasonOut(r.phrase, r.step, r.plugin, r.why) for r in draft.reasoning],
-            assumptions=list(draft.assumptions),
-            questions=[QuestionOut(q.key, q.question) for q in draft.questions],
-        )
+        return generated(await authoring.generate(principal_of(request), wanted))
 
     @post(
         "/{pipeline_id:uuid}/regenerate",
@@ -168,6 +160,18 @@ class AuthoringController(Controller):
             ],
             figures=result.figures,
         )
+
+
+def generated(checked: Checked) -> GenerateOut:
+    """The answer to a generation (also the MCP tool's, api/mcp_tools.py)."""
+    draft = checked.draft
+    return GenerateOut(
+        definition=_definition(draft.definition),
+        valid=checked.valid,
+        reasoning=[ReasonOut(r.phrase, r.step, r.plugin, r.why) for r in draft.reasoning],
+        assumptions=list(draft.assumptions),
+        questions=[QuestionOut(q.key, q.question) for q in draft.questions],
+    )
 
 
 def _definition(d: PipelineDefinition) -> DraftDefinition:

@@ -53,6 +53,8 @@ from api.openapi import DOCS_ASSETS, describe_once, docs_assets
 from api.query_rules import QueryRules
 from api.rate_limit import STATE_KEY as RATE_LIMIT_HEADERS
 from api.rate_limit import RateLimitMiddleware
+from api.ui.router import template_config as ui_template_config
+from api.ui.router import ui_router
 from application.threads import Threaded
 from infrastructure import logs
 from infrastructure.metrics import UNMATCHED_ROUTE, NornMetrics, command_observer
@@ -249,6 +251,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             ResourceEventsController,
             BatchController,
             mcp.route,
+            ui_router(),  # the dashboard at /ui (api/ui/)
         ],
         dependencies=dependencies(container),
         # Outermost first: rate limits and idempotency need the principal that
@@ -268,6 +271,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
         # Litestar's default config, which would replace it with its own format.
         logging_config=None,
         request_max_body_size=container.settings.max_body_bytes,
+        template_config=ui_template_config(),
         openapi_config=OpenAPIConfig(
             title="Norn",
             version="1",

@@ -14,6 +14,7 @@ from litestar.exceptions import ValidationException
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
+from api.ui.session import TENANT_COOKIE, cookie_principal, session_cookie_of
 from application.authorization import Permission, authorize
 from application.errors import AuthenticationFailed, PermissionDenied
 from application.principal import Principal
@@ -32,6 +33,9 @@ PUBLIC_PATHS = [
     "^/schema",
     "^/api/v1/auth/login$",
     "^/api/v1/auth/refresh$",
+    # The dashboard's sign-in form and its static files (api/ui/): not rate limited.
+    "^/ui/login$",
+    "^/ui/static/",
 ]
 
 
@@ -75,6 +79,14 @@ async def authenticate(
         if touch:
             await container.api_key_usage.touch(UUID(principal.subject_id))
         return principal
+    if not token and credentials is None and (cookie := session_cookie_of(connection)):
+        # The dashboard's session cookie (api/ui/session.py): on /api/v1 only with its
+        # CSRF header. On /ui a platform admin's chosen tenant is a cookie too.
+        if not acting_in and connection.scope["path"].startswith("/ui/"):
+            acting_in = connection.cookies.get(TENANT_COOKIE) or None
+            if acting_in:
+                _check_tenant_header(acting_in)
+        return await in_thread(cookie_principal, connection, cookie, acting_in)
     if not token:
         raise AuthenticationFailed(
             "authentication required: send Authorization: Bearer <token> or X-API-Key"

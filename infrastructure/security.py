@@ -4,6 +4,7 @@ issuer/audience/expiry required and checked, signing keys rotated by key id)."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import secrets
 import time
@@ -72,6 +73,12 @@ class TokenService:
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
         self._verified: dict[tuple[str, str], TokenClaims] = {}
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A key for `purpose` (e.g. the dashboard's CSRF tokens) derived from the signing
+        key: never the signing key itself, and different for every purpose."""
+        secret = self._keys[self._signing_kid].encode()
+        return hmac.new(secret, f"norn-derived:{purpose}".encode(), hashlib.sha256).digest()
 
     def issue(
         self,

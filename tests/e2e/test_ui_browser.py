@@ -1,0 +1,176 @@
+"""The dashboard in a real browser: Debian's headless Chromium (/usr/bin/chromium) driven
+by Playwright against the real app under uvicorn, with an executor running the Test
+plugins. Signs in, runs a pipeline and watches it finish live on the run page (the
+state arrives over the SSE feed: the page is never reloaded), and checks that a viewer
+is offered no write buttons. Screenshots of the main pages at 1280 px and 375 px are
+kept under .artifacts/ui-screenshots/ (ignored by git; the path is printed).
+
+Skipped only when /usr/bin/chromium is absent and NORN_REQUIRE_BROWSER is unset; CI
+(.ci/run) installs Chromium and sets it, so there the tests always run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infrastructure.settings import Settings
+from tests.integration.api_client import make_tenant_user, platform_admin, serving_app
+from tests.integration.run_support import EXECUTING, executing, make_pipeline, step
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "ui-screenshots"
+# As the machine's probe ran it: no sandbox (root), no network of its own.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "correct-horse-battery-staple"
+
+if not Path(CHROMIUM).exists() and not os.environ.get("NORN_REQUIRE_BROWSER"):
+    pytest.skip(f"{CHROMIUM} is not installed (CI installs it)", allow_module_level=True)
+
+
+@asynccontextmanager
+async def browser(tmp_path: Path) -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        # A fresh profile per test; Playwright's own temporary one unless told otherwise.
+        context = await playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            yield context
+        finally:
+            await context.close()
+
+
+async def sign_in(page: Any, base: str, username: str, password: str = PASSWORD) -> None:
+    await page.goto(f"{base}/ui/login")
+    await page.get_by_label("Username").fill(username)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(f"{base}/ui/pipelines")
+
+
+async def shoot(page: Any, name: str) -> None:
+    """At 1280 px and at 375 px, and no horizontal scrolling at either width."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for width in (1280, 375):
+        await page.set_viewport_size({"width": width, "height": 900})
+        await page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
+        overflow = await page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{name} scrolls sideways by {overflow}px at {width}px"
+    await page.set_viewport_size({"width": 1280, "height": 900})
+
+
+async def test_sign_in_run_a_pipeline_and_watch_it_finish_live(
+    settings: Settings, tmp_path: Path
+) -> None:
+    settings = executing(settings)
+    async with serving_app(settings, roles=EXECUTING) as api:
+        base = str(api.base_url).rstrip("/")
+        admin = await platform_admin(api, settings)
+        _, editor = await make_tenant_user(api, admin, "browser", "editor")
+        pipeline_id = await make_pipeline(
+            api,
+            editor,
+            "nightly-orders",
+            [
+                step("extract", "Test.emit"),
+                step("wait", "Test.sleep", "extract", seconds=2.0),
+                step("load", "Test.emit", "wait"),
+            ],
+        )
+        async with browser(tmp_path) as context:
+            page = await context.new_page()
+            await sign_in(page, base, "browser-editor")
+            await page.get_by_role("link", name="nightly-orders").click()
+            await page.wait_for_url(f"{base}/ui/pipelines/{pipeline_id}")
+            assert await page.locator('[data-step="wait"]').count() == 1
+            await shoot(page, "pipeline")
+            await page.get_by_label("Params (a JSON object)").fill('{"day": "2026-01-01"}')
+            await page.get_by_role("button", name="Run pipeline").click()
+            await page.wait_for_url(f"{base}/ui/runs/**")
+            status = page.get_by_test_id("run-status")
+            # Not finished when the page first showed it (the wait step takes 2 s) ...
+            first = await status.inner_text()
+            assert first in ("queued", "running"), first
+            navigations: list[str] = []
+            page.on("framenavigated", lambda frame: navigations.append(frame.url))
+            # ... and finished without a reload: the SSE feed swapped the state in.
+            await page.wait_for_function(
+                "document.querySelector('[data-testid=run-status]').innerText === 'succeeded'",
+                timeout=30_000,
+            )
+            assert navigations == [], navigations
+            rows = page.locator("tbody tr[data-step]")
+            assert await rows.count() == 3
+            assert "succeeded" in await rows.nth(2).inner_text()
+            assert await page.get_by_role("button", name="Retry").count() == 1
+            await shoot(page, "run")
+            await page.goto(f"{base}/ui/runs")
+            await shoot(page, "runs")
+            await page.goto(f"{base}/ui/pipelines")
+            await shoot(page, "pipelines")
+            await page.get_by_role("button", name="Sign out").click()
+            await page.wait_for_url(f"{base}/ui/login")
+            await shoot(page, "login")
+        print(f"screenshots: {ARTIFACTS}")
+
+
+async def test_a_viewer_sees_no_write_buttons(settings: Settings, tmp_path: Path) -> None:
+    settings = executing(settings)
+    async with serving_app(settings, roles=EXECUTING) as api:
+        base = str(api.base_url).rstrip("/")
+        admin = await platform_admin(api, settings)
+        tenant_id, editor = await make_tenant_user(api, admin, "watchers", "editor")
+        pipeline_id = await make_pipeline(api, editor, "watched", [step("only", "Test.emit")])
+        queued = await api.post(
+            f"/api/v1/pipelines/{pipeline_id}/runs", json={"params": {}}, headers=editor
+        )
+        assert queued.status_code == 202, queued.text
+        viewer = await api.post(
+            "/api/v1/users",
+            json={
+                "username": "watchers-viewer",
+                "password": PASSWORD,
+                "tenant_id": tenant_id,
+                "roles": ["viewer"],
+            },
+            headers=admin,
+        )
+        assert viewer.status_code == 201, viewer.text
+        async with browser(tmp_path) as context:
+            page = await context.new_page()
+            await sign_in(page, base, "watchers-viewer")
+            await page.goto(f"{base}/ui/pipelines/{pipeline_id}")
+            assert await page.get_by_role("heading", name="watched").count() == 1
+            # The only button a viewer gets is signing out.
+            buttons = await page.get_by_role("button").all_inner_texts()
+            assert buttons == ["Sign out"], buttons
+            await page.goto(f"{base}/ui/runs/{queued.json()['run_id']}")
+            await page.wait_for_function(
+                "document.querySelector('[data-testid=run-status]').innerText === 'succeeded'",
+                timeout=30_000,
+            )
+            buttons = await page.get_by_role("button").all_inner_texts()
+            assert buttons == ["Sign out"], buttons
+            await shoot(page, "viewer-run")

@@ -1,0 +1,188 @@
+"""The dashboard (/ui) over the real app, PostgreSQL and NATS: sign-in with the API's
+users and throttle, the cookie session and its CSRF token, what a role is offered, and
+tenant isolation through the pages."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from litestar.testing import AsyncTestClient
+
+from infrastructure.settings import Settings
+from tests.integration.api_client import (
+    create_pipeline,
+    make_tenant_user,
+    platform_admin,
+    running_app,
+    visible,
+)
+
+PASSWORD = "correct-horse-battery-staple"  # make_tenant_user's
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    found = _CSRF.search(html)
+    assert found, html[:2000]
+    return found.group(1)
+
+
+async def sign_in(client: AsyncTestClient, username: str, password: str = PASSWORD) -> Any:
+    form = await client.get("/ui/login")
+    assert form.status_code == 200, form.text
+    return await client.post(
+        "/ui/login",
+        data={"username": username, "password": password, "csrf_token": csrf_of(form.text)},
+        follow_redirects=False,
+    )
+
+
+async def test_sign_in_cookie_csrf_and_sign_out(settings: Settings) -> None:
+    async with running_app(settings) as client:
+        admin = await platform_admin(client, settings)
+        _, editor = await make_tenant_user(client, admin, "ui-tenant", "editor")
+        pipeline = await create_pipeline(client, editor, "ui-pipeline")
+        await visible(client, editor, f"/api/v1/pipelines/{pipeline['id']}", pipeline["position"])
+
+        # Not signed in: pages send the browser to the sign-in form.
+        page = await client.get("/ui/pipelines", follow_redirects=False)
+        assert page.status_code == 303
+        assert page.headers["location"].startswith("/ui/login?next=/ui/pipelines")
+
+        # The login form's CSRF token is required (double submit), even with a good password.
+        await client.get("/ui/login")
+        refused = await client.post(
+            "/ui/login",
+            data={"username": "ui-tenant-editor", "password": PASSWORD},
+            follow_redirects=False,
+        )
+        assert refused.status_code == 403
+        assert "CSRF" in refused.text
+
+        # The API's login message for a wrong password, on the form.
+        wrong = await sign_in(client, "ui-tenant-editor", "not-the-password")
+        assert wrong.status_code == 401
+        assert "invalid username or password" in wrong.text
+        assert "norn_session" not in client.cookies
+
+        signed = await sign_in(client, "ui-tenant-editor")
+        assert signed.status_code == 303, signed.text
+        assert signed.headers["location"] == "/ui/pipelines"
+        set_cookie = ";".join(signed.headers.get_list("set-cookie"))
+        assert "norn_session=" in set_cookie and "httponly" in set_cookie.lower()
+        assert "samesite=lax" in set_cookie.lower()
+        assert "Secure" not in set_cookie  # plain HTTP here; HTTPS adds it
+
+        listing = await client.get("/ui/pipelines")
+        assert listing.status_code == 200
+        assert "ui-pipeline" in listing.text
+        searched = await client.get("/ui/pipelines", params={"name": "nothing-like-it"})
+        assert "ui-pipeline" not in searched.text
+        shown = await client.get(f"/ui/pipelines/{pipeline['id']}")
+        assert shown.status_code == 200
+        assert 'data-step="paid"' in shown.text and "runs after read" in shown.text
+        assert 'data-action="run"' in shown.text  # an editor may run it
+        csrf = csrf_of(shown.text)
+
+        # A state-changing UI request without the token: 403, nothing queued.
+        no_token = await client.post(
+            f"/ui/pipelines/{pipeline['id']}/run", data={"params": "{}"}, follow_redirects=False
+        )
+        assert no_token.status_code == 403
+        bad_json = await client.post(
+            f"/ui/pipelines/{pipeline['id']}/run",
+            data={"params": "{not json", "csrf_token": csrf},
+            follow_redirects=False,
+        )
+        assert bad_json.status_code == 400
+        assert "params: not JSON" in bad_json.text
+        runs = await client.get("/api/v1/runs", headers=editor)
+        assert runs.json()["items"] == []
+
+        # /api/v1 takes the cookie only with the CSRF header.
+        without = await client.get("/api/v1/pipelines")
+        assert without.status_code == 403, without.text
+        assert without.json()["error"]["code"] == "PERMISSION_DENIED"
+        wrong_header = await client.get("/api/v1/pipelines", headers={"X-CSRF-Token": "x" * 64})
+        assert wrong_header.status_code == 403
+        with_header = await client.get("/api/v1/pipelines", headers={"X-CSRF-Token": csrf})
+        assert with_header.status_code == 200
+        assert [p["name"] for p in with_header.json()["items"]] == ["ui-pipeline"]
+        # ... and counts it like any request of the user (rate-limit headers).
+        assert "x-ratelimit-remaining" in with_header.headers
+
+        # Static assets: public, not rate limited.
+        asset = await client.get("/ui/static/htmx.min.js")
+        assert asset.status_code == 200 and "htmx" in asset.text
+        assert "x-ratelimit-remaining" not in asset.headers
+
+        # Sign out: the session ends (the API's logout), the cookie no longer works.
+        old_cookie = client.cookies["norn_session"]
+        out = await client.post("/ui/logout", data={"csrf_token": csrf}, follow_redirects=False)
+        assert out.status_code == 303 and out.headers["location"] == "/ui/login"
+        client.cookies.set("norn_session", old_cookie)
+        after = await client.get("/ui/pipelines", follow_redirects=False)
+        assert after.status_code == 303 and after.headers["location"].startswith("/ui/login")
+        api_after = await client.get("/api/v1/pipelines", headers={"X-CSRF-Token": csrf})
+        assert api_after.status_code == 401
+
+
+async def test_viewer_is_offered_no_writes_and_tenants_stay_apart(settings: Settings) -> None:
+    async with running_app(settings) as client:
+        admin = await platform_admin(client, settings)
+        tenant_a, editor_a = await make_tenant_user(client, admin, "ui-a", "editor")
+        theirs = await create_pipeline(client, editor_a, "a-only-pipeline")
+        await visible(client, editor_a, f"/api/v1/pipelines/{theirs['id']}", theirs["position"])
+        await client.post(
+            "/api/v1/users",
+            json={
+                "username": "ui-a-viewer",
+                "password": PASSWORD,
+                "tenant_id": tenant_a,
+                "roles": ["viewer"],
+            },
+            headers=admin,
+        )
+        assert (await sign_in(client, "ui-a-viewer")).status_code == 303
+        shown = await client.get(f"/ui/pipelines/{theirs['id']}")
+        assert shown.status_code == 200, shown.text
+        assert "a-only-pipeline" in shown.text
+        assert "data-action=" not in shown.text and "<textarea" not in shown.text
+        csrf = csrf_of(shown.text)  # the sign-out form's: the only form a viewer gets
+        refused = await client.post(
+            f"/ui/pipelines/{theirs['id']}/run",
+            data={"params": "{}", "csrf_token": csrf},
+            follow_redirects=False,
+        )
+        assert refused.status_code == 403
+        assert "may not runs:trigger" in refused.text
+        client.cookies.clear()
+
+        # Another tenant's user: A's pipeline is not found, as on the API.
+        await make_tenant_user(client, admin, "ui-b", "admin")
+        assert (await sign_in(client, "ui-b-admin")).status_code == 303
+        other = await client.get(f"/ui/pipelines/{theirs['id']}")
+        assert other.status_code == 404
+        assert "a-only-pipeline" not in other.text
+        listing = await client.get("/ui/pipelines")
+        assert "a-only-pipeline" not in listing.text
+        malformed = await client.get("/ui/pipelines/not-a-uuid")
+        assert malformed.status_code == 400
+        client.cookies.clear()
+
+        # A platform admin sees A's pipeline once acting in A (the X-Tenant-ID of pages).
+        assert (
+            await sign_in(client, settings.admin_username or "", settings.admin_password or "")
+        ).status_code == 303
+        tenants = await client.get("/ui/tenants")
+        assert tenants.status_code == 200 and "ui-a" in tenants.text
+        chosen = await client.post(
+            "/ui/tenant",
+            data={"tenant_id": tenant_a, "csrf_token": csrf_of(tenants.text)},
+            follow_redirects=False,
+        )
+        assert chosen.status_code == 303
+        acting = await client.get("/ui/pipelines")
+        assert "a-only-pipeline" in acting.text
+        assert f"in tenant {tenant_a}" in acting.text

@@ -186,3 +186,48 @@ async def test_viewer_is_offered_no_writes_and_tenants_stay_apart(settings: Sett
         acting = await client.get("/ui/pipelines")
         assert "a-only-pipeline" in acting.text
         assert f"in tenant {tenant_a}" in acting.text
+
+
+async def test_every_ui_route_keeps_another_tenants_runs_and_pipelines_out(
+    settings: Settings,
+) -> None:
+    """The isolation matrix of the pages: B's admin, signed in, gets 404 for each page
+    and action on A's pipeline and run (nothing of A's in the answer, nothing done),
+    and lists hold none of A's."""
+    async with running_app(settings) as client:
+        admin = await platform_admin(client, settings)
+        _, editor_a = await make_tenant_user(client, admin, "iso-a", "editor")
+        pipeline = await create_pipeline(client, editor_a, "a-secret-plans")
+        queued = await client.post(
+            f"/api/v1/pipelines/{pipeline['id']}/runs", json={"params": {}}, headers=editor_a
+        )
+        assert queued.status_code == 202, queued.text
+        run_id = queued.json()["run_id"]
+        await visible(client, editor_a, f"/api/v1/runs/{run_id}", queued.json()["position"])
+
+        await make_tenant_user(client, admin, "iso-b", "admin")
+        assert (await sign_in(client, "iso-b-admin")).status_code == 303
+        csrf = csrf_of((await client.get("/ui/pipelines")).text)
+        for method, path in (
+            ("GET", f"/ui/pipelines/{pipeline['id']}"),
+            ("POST", f"/ui/pipelines/{pipeline['id']}/run"),
+            ("GET", f"/ui/runs/{run_id}"),
+            ("GET", f"/ui/runs/{run_id}/live"),
+            ("POST", f"/ui/runs/{run_id}/cancel"),
+            ("POST", f"/ui/runs/{run_id}/retry"),
+        ):
+            data = {"params": "{}", "csrf_token": csrf} if method == "POST" else None
+            answer = await client.request(method, path, data=data, follow_redirects=False)
+            assert answer.status_code == 404, (method, path, answer.status_code, answer.text)
+            assert "a-secret-plans" not in answer.text
+        for listing in ("/ui/runs", "/ui/pipelines"):
+            shown = await client.get(listing)
+            assert shown.status_code == 200
+            assert run_id not in shown.text and "a-secret-plans" not in shown.text
+        client.cookies.clear()
+
+        # Nothing was done to A's run by B's attempts: still queued, once.
+        run = (await client.get(f"/api/v1/runs/{run_id}", headers=editor_a)).json()
+        assert run["status"] == "queued" and not run.get("cancel_requested")
+        runs = (await client.get("/api/v1/runs", headers=editor_a)).json()["items"]
+        assert [r["id"] for r in runs] == [run_id]

@@ -10,6 +10,8 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from api.errors import EXCEPTION_HANDLERS
+from api.ui.deployment_pages import DeploymentPages
+from api.ui.job_pages import JobPages
 from api.ui.pages import SessionPages
 from api.ui.pipeline_pages import PipelinePages
 from api.ui.run_pages import RunPages
@@ -23,6 +25,8 @@ def ui_router() -> Router:
             SessionPages,
             PipelinePages,
             RunPages,
+            DeploymentPages,
+            JobPages,
             create_static_files_router(
                 path="/ui/static",
                 directories=[STATIC],

@@ -1,0 +1,136 @@
+"""Deployments on the dashboard: per environment, each deployment's active release and a
+verifying release with its deadline; a deployment's page with its release history and
+Roll back. Reads are the API's tenant-scoped queries (projections/deployment_queries.py,
+as GET /api/v1/deployments and .../status); Roll back is DeploymentService.roll_back with
+the signed-in principal, as POST /api/v1/deployments/{id}/rollback."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from itertools import groupby
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath
+
+from api.auth import principal_of
+from api.controllers.common import MinPosition, command_context
+from api.dependencies import (
+    DeploymentQueriesDep,
+    DeploymentServiceDep,
+    PipelineQueriesDep,
+    ReadYourWritesDep,
+)
+from api.ui.pages import Form
+from api.ui.views import page, redirect
+from application.authorization import Permission
+from application.errors import NotFound
+from domain.errors import InvalidCommand
+
+READ = {"permission": Permission.DEPLOYMENTS_READ}
+WRITE = {"permission": Permission.DEPLOYMENTS_WRITE}
+_LIST_SIZE = 200
+# Releases a rollback may name: ones that were active once (the domain has the last word).
+_ROLLBACK_TARGETS = ("superseded", "rolled_back")
+
+
+class DeploymentPages(Controller):
+    path = "/ui/deployments"
+    include_in_schema = False
+
+    @get("/", opt=READ)
+    async def list_deployments(
+        self,
+        request: Request,
+        deployment_queries: DeploymentQueriesDep,
+        pipeline_queries: PipelineQueriesDep,
+    ) -> Response[Any]:
+        tenant_id = principal_of(request).tenant_id
+        result = await deployment_queries.list(tenant_id, limit=_LIST_SIZE)
+        live = [r for r in result.items if not r["retired"]]
+        names = await _pipeline_names(pipeline_queries, tenant_id, live)
+        live.sort(key=lambda r: (r["environment"], names.get(r["pipeline_id"], ""), r["id"]))
+        environments = [
+            (environment, list(rows))
+            for environment, rows in groupby(live, key=lambda r: r["environment"])
+        ]
+        return page(
+            request,
+            "deployments.html",
+            environments=environments,
+            names=names,
+            more=result.has_more,
+            left=_left,
+        )
+
+    @get("/{deployment_id:uuid}", opt=READ)
+    async def deployment(
+        self,
+        request: Request,
+        deployment_id: FromPath[UUID],
+        deployment_queries: DeploymentQueriesDep,
+        pipeline_queries: PipelineQueriesDep,
+        read_your_writes: ReadYourWritesDep,
+        min_position: MinPosition = None,
+    ) -> Response[Any]:
+        await read_your_writes("deployments", min_position)
+        tenant_id = principal_of(request).tenant_id
+        row = await deployment_queries.get(tenant_id, deployment_id)
+        releases = await deployment_queries.releases(tenant_id, deployment_id, newest_first=True)
+        if row is None or releases is None:
+            raise NotFound("deployment", deployment_id)
+        names = await _pipeline_names(pipeline_queries, tenant_id, [row])
+        targets = [r for r in releases if r["outcome"] in _ROLLBACK_TARGETS]
+        return page(
+            request,
+            "deployment.html",
+            deployment=row,
+            pipeline_name=names.get(row["pipeline_id"]),
+            releases=releases,
+            rollback_targets=targets,
+            left=_left,
+        )
+
+    @post("/{deployment_id:uuid}/rollback", opt=WRITE, status_code=303)
+    async def rollback(
+        self,
+        request: Request,
+        deployment_id: FromPath[UUID],
+        deployments: DeploymentServiceDep,
+        data: Annotated[dict[str, str], Form],
+    ) -> Response[Any]:
+        raw = data.get("to_release", "").strip()
+        try:
+            to_release = int(raw) if raw else None
+        except ValueError:
+            raise InvalidCommand("to_release must be a release number", "to_release") from None
+        result = await deployments.roll_back(
+            principal_of(request), deployment_id, command_context(request), to_release=to_release
+        )
+        return redirect(
+            request, f"/ui/deployments/{deployment_id}?min_position={result.position or 0}"
+        )
+
+
+async def _pipeline_names(
+    pipeline_queries: Any, tenant_id: str | None, rows: list[dict[str, Any]]
+) -> dict[str, str]:
+    """Each deployed pipeline's name, read in the same tenant (a deleted one: no name)."""
+    names: dict[str, str] = {}
+    for pipeline_id in {r["pipeline_id"] for r in rows}:
+        pipeline = await pipeline_queries.get(tenant_id, UUID(pipeline_id))
+        if pipeline is not None:
+            names[pipeline_id] = pipeline["name"]
+    return names
+
+
+def _left(deadline: datetime | None) -> str:
+    """A verification's countdown as of rendering; past the deadline, the sweep decides."""
+    if deadline is None:
+        return "no deadline"
+    seconds = int((deadline - datetime.now(UTC)).total_seconds())
+    if seconds <= 0:
+        return "deadline passed: failing it is due"
+    minutes, rest = divmod(seconds, 60)
+    return f"{minutes} min {rest} s left" if minutes else f"{rest} s left"

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg import sql
+from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -109,27 +109,50 @@ class DeploymentQueries:
     ) -> list[dict[str, Any]] | None:
         """Every release of the deployment, by number; None if the tenant has no such
         deployment (an empty list is a deployment projected before its first release)."""
-        tenant = sql.SQL("") if tenant_id is None else sql.SQL(" AND d.tenant_id = %s")
-        direction = sql.SQL("DESC" if newest_first else "ASC")
-        query = sql.SQL(
-            "SELECT {columns} FROM deployments d"
-            " LEFT JOIN deployment_releases r ON r.deployment_id = d.id"
-            " WHERE d.id = %s{tenant} ORDER BY r.release {direction}"
-        ).format(
-            columns=sql.SQL(", ").join(sql.Identifier("r", c) for c in RELEASE_COLUMNS),
-            tenant=tenant,
-            direction=direction,
-        )
-        params = [deployment_id] if tenant_id is None else [deployment_id, tenant_id]
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
-            rows = await cur.fetchall()
-        if not rows:
-            return None
-        # A deployment without releases yet joins to one row of NULLs.
-        return [
-            _ids({c: row[c] for c in RELEASE_COLUMNS}) for row in rows if row["release"] is not None
-        ]
+        async with self._pool.connection() as conn:
+            return await _releases(conn, tenant_id, deployment_id, newest_first)
+
+    async def with_releases(
+        self, tenant_id: str | None, deployment_id: UUID
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+        """The deployment and its releases, newest first, read from one snapshot: the
+        projection commits both tables together, and two separate reads could show a
+        release's new outcome beside the deployment's old active release."""
+        where = Where().add("id = %s", deployment_id).tenant(tenant_id)
+        query = sql.SQL("SELECT {} FROM {}{}").format(DEPLOYMENT_COLUMNS, _TABLE, where.clause())
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(query, where.params)
+                row = await cur.fetchone()
+            releases = await _releases(conn, tenant_id, deployment_id, True)
+        return (_ids(row) if row is not None else None), releases
+
+
+async def _releases(
+    conn: AsyncConnection[Any], tenant_id: str | None, deployment_id: UUID, newest_first: bool
+) -> list[dict[str, Any]] | None:
+    tenant = sql.SQL("") if tenant_id is None else sql.SQL(" AND d.tenant_id = %s")
+    direction = sql.SQL("DESC" if newest_first else "ASC")
+    query = sql.SQL(
+        "SELECT {columns} FROM deployments d"
+        " LEFT JOIN deployment_releases r ON r.deployment_id = d.id"
+        " WHERE d.id = %s{tenant} ORDER BY r.release {direction}"
+    ).format(
+        columns=sql.SQL(", ").join(sql.Identifier("r", c) for c in RELEASE_COLUMNS),
+        tenant=tenant,
+        direction=direction,
+    )
+    params = [deployment_id] if tenant_id is None else [deployment_id, tenant_id]
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        rows = await cur.fetchall()
+    if not rows:
+        return None
+    # A deployment without releases yet joins to one row of NULLs.
+    return [
+        _ids({c: row[c] for c in RELEASE_COLUMNS}) for row in rows if row["release"] is not None
+    ]
 
 
 # Verifying releases whose deadline has passed, or whose run has ended (the outcome the

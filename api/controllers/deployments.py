@@ -205,8 +205,7 @@ class DeploymentController(Controller):
     ) -> DeploymentStatusOut:
         await read_your_writes("deployments", min_position)
         tenant_id = principal_of(request).tenant_id
-        row = await deployment_queries.get(tenant_id, deployment_id)
-        releases = await deployment_queries.releases(tenant_id, deployment_id, newest_first=True)
+        row, releases = await deployment_queries.with_releases(tenant_id, deployment_id)
         if row is None or releases is None:
             raise NotFound("deployment", deployment_id)
         return status_out(row, releases)

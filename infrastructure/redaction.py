@@ -22,7 +22,7 @@ from typing import Any
 from infrastructure.plugins.base import Plugin
 from infrastructure.plugins.builtin import BUILTIN_PLUGINS
 from infrastructure.plugins.sensitive import SENSITIVE_HEADERS, Secrecy, secrecy_of
-from infrastructure.secret_references import REDACTED, Path, walk
+from infrastructure.secret_references import REDACTED, Path, replace_at, walk
 
 _CREDENTIAL_NAMES = frozenset(
     {
@@ -81,7 +81,10 @@ def redact_steps(steps: list[Any]) -> tuple[list[Any], list[str]]:
         plain = plain_credentials(step) if isinstance(step, dict) else {}
         if plain:
             found.extend(plain.values())
-            step = {**step, "config": _replaced(step["config"], set(plain))}
+            step = {
+                **step,
+                "config": replace_at(step["config"], {p: dict(REDACTED) for p in plain}),
+            }
         redacted.append(step)
     return (redacted if found else steps), found
 
@@ -95,16 +98,3 @@ def redact_data(data: dict[str, Any]) -> dict[str, Any]:
     if not found:
         return data
     return {**data, "definition": {**definition, "steps": steps}}
-
-
-def _replaced(config: dict[str, Any], paths: set[Path]) -> dict[str, Any]:
-    def rebuild(node: Any, path: Path) -> Any:
-        if path in paths:
-            return dict(REDACTED)
-        if isinstance(node, dict):
-            return {k: rebuild(v, (*path, str(k))) for k, v in node.items()}
-        if isinstance(node, list):
-            return [rebuild(v, (*path, i)) for i, v in enumerate(node)]
-        return node
-
-    return rebuild(config, ())

@@ -47,9 +47,6 @@ class SecretReference:
         return dotted(self.path)
 
 
-Reference = SecretReference
-
-
 def dotted(path: Path, prefix: str = "config") -> str:
     """`config.headers.Authorization`, `config.items[0]`: a path as errors name fields."""
     text = prefix
@@ -105,9 +102,6 @@ def find_references(config: dict[str, Any]) -> list[SecretReference]:
         for path, value in walk(config)
         if is_reference(value)
     ]
-
-
-references_in = find_references
 
 
 def malformed_references(config: dict[str, Any]) -> list[Path]:
@@ -215,7 +209,7 @@ def _host_port(text: str) -> tuple[str, str]:
 
 
 def usage_problems(
-    reference: Reference,
+    reference: SecretReference,
     facts: SecretFacts | None,
     *,
     namespace: str | None,

@@ -42,11 +42,11 @@ async def prepare(
                 ' reference {"secret": "<name>"}',
                 retryable=False,
             )
-    references = refs.references_in(raw)
+    references = refs.find_references(raw)
     if secrets is None:
         raise StepFailed("this executor cannot read tenant secrets", retryable=False)
     values: dict[refs.Path, str] = {}
-    facts: dict[refs.Reference, SecretFacts] = {}
+    facts: dict[refs.SecretReference, SecretFacts] = {}
     for reference in references:
         facts[reference], values[reference.path] = await _use(secrets, call, reference)
     masker = refs.Masker(list(values.values()))
@@ -78,7 +78,7 @@ async def _over_connection(
 
 
 async def _use(
-    secrets: SecretLookup, call: StepCall, reference: refs.Reference
+    secrets: SecretLookup, call: StepCall, reference: refs.SecretReference
 ) -> tuple[SecretFacts, str]:
     try:
         return await asyncio.to_thread(

@@ -91,7 +91,7 @@ class PluginCatalog:
         problems = refs.reference_problems(
             config, secrecy_of(found.Config), new_write=rules is None or rules.new_write
         )
-        references = refs.references_in(config)
+        references = refs.find_references(config)
         # References, redactions and malformed references are judged above; the schema
         # judges the rest with a placeholder text in their place.
         stand_ins = {path: refs.PLACEHOLDER for path, v in refs.walk(config) if isinstance(v, dict)}

@@ -108,22 +108,11 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def _resolve(self, host: str, port: int, seconds: float | None) -> list[IPAddress]:
         try:
-            return [ipaddress.ip_address(host.strip("[]"))]
-        except ValueError:
-            pass
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(seconds):
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            addresses = await resolve_addresses(host, port, seconds)
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
         except OSError as error:
             raise httpcore.ConnectError(f"cannot resolve {host}: {error}") from None
-        addresses: list[IPAddress] = []
-        for *_, sockaddr in infos:
-            address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-            if address not in addresses:
-                addresses.append(address)
         if not addresses:
             raise httpcore.ConnectError(f"cannot resolve {host}")
         return addresses
@@ -162,6 +151,25 @@ def guarded_client(
         trust_env=False,
         headers={"User-Agent": USER_AGENT},
     )
+
+
+async def resolve_addresses(host: str, port: int, seconds: float | None) -> list[IPAddress]:
+    """The host's addresses (an address as written is its own), de-duplicated, in the
+    resolver's order; TimeoutError or OSError when it cannot say. The guards of the HTTP
+    and database plugins check each before connecting to it."""
+    try:
+        return [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(seconds):
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses: list[IPAddress] = []
+    for *_, sockaddr in infos:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
 
 
 def url_hosts(url: str) -> list[str]:

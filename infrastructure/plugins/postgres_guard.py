@@ -15,7 +15,6 @@ this machine's own interface addresses all name the same server.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import ipaddress
 import os
@@ -25,7 +24,12 @@ from dataclasses import dataclass
 from psycopg.conninfo import conninfo_to_dict
 
 from infrastructure.plugins.base import PluginError, ProtectedDatabase, StepContext
-from infrastructure.plugins.network import BlockedAddress, IPAddress, address_problem
+from infrastructure.plugins.network import (
+    BlockedAddress,
+    IPAddress,
+    address_problem,
+    resolve_addresses,
+)
 
 THIS_MACHINE = "this machine"
 _ALLOWANCE = "unless NORN_ALLOW_PRIVATE_NETWORKS=1"
@@ -85,22 +89,11 @@ async def endpoints(
 async def resolve(host: str, port: int, seconds: float) -> list[IPAddress]:
     """The host's addresses (an address as written is its own), de-duplicated."""
     try:
-        return [ipaddress.ip_address(host.strip("[]"))]
-    except ValueError:
-        pass
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(seconds):
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = await resolve_addresses(host, port, seconds)
     except TimeoutError:
         raise PluginError(f"resolving {host} timed out") from None
     except OSError as error:
         raise PluginError(f"cannot resolve {host}: {error.strerror or error}") from None
-    addresses: list[IPAddress] = []
-    for *_, sockaddr in infos:
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        if address not in addresses:
-            addresses.append(address)
     if not addresses:
         raise PluginError(f"cannot resolve {host}")
     return addresses

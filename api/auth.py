@@ -14,7 +14,7 @@ from litestar.exceptions import ValidationException
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from api.ui.session import TENANT_COOKIE, cookie_principal, session_cookie_of
+from api.ui.session import TENANT_COOKIE, cookie_principal, is_ui_path, session_cookie_of
 from application.authorization import Permission, authorize
 from application.errors import AuthenticationFailed, PermissionDenied
 from application.principal import Principal
@@ -82,7 +82,7 @@ async def authenticate(
     if not token and credentials is None and (cookie := session_cookie_of(connection)):
         # The dashboard's session cookie (api/ui/session.py): on /api/v1 only with its
         # CSRF header. On /ui a platform admin's chosen tenant is a cookie too.
-        if not acting_in and connection.scope["path"].startswith("/ui/"):
+        if not acting_in and is_ui_path(connection.scope["path"]):
             acting_in = connection.cookies.get(TENANT_COOKIE) or None
             if acting_in:
                 _check_tenant_header(acting_in)

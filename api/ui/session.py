@@ -123,7 +123,7 @@ def cookie_principal(
         # Only where the renewed cookie can reach the browser: a /ui answer not yet
         # started. Elsewhere the browser would keep presenting the spent refresh token.
         state = connection.scope["state"]
-        if not connection.scope["path"].startswith("/ui/") or state.get(NO_RENEWAL_STATE):
+        if not is_ui_path(connection.scope["path"]) or state.get(NO_RENEWAL_STATE):
             raise AuthenticationFailed(_ENDED) from None
         try:
             cookie = _refreshes.refresh(sessions, cookie.refresh_token)
@@ -133,7 +133,7 @@ def cookie_principal(
         connection.scope["state"][SET_COOKIE_STATE] = cookie.encode()
     expected = csrf_token(container.tokens.derived_key("ui-csrf"), principal.session_id or "")
     connection.scope["state"][CSRF_STATE] = expected
-    if not connection.scope["path"].startswith("/ui/"):
+    if not is_ui_path(connection.scope["path"]):
         # An /api/v1 route: the cookie alone could be a cross-site request's.
         if not same_token(connection.headers.get(CSRF_HEADER), expected):
             raise PermissionDenied(
@@ -143,6 +143,11 @@ def cookie_principal(
     if acting_in:
         principal = sessions.acting_in(principal, acting_in)
     return principal
+
+
+def is_ui_path(path: str) -> bool:
+    """The dashboard's own routes, its home `/ui` included (not a prefix like /uix)."""
+    return path == "/ui" or path.startswith("/ui/")
 
 
 def session_cookie_of(connection: ASGIConnection) -> str | None:

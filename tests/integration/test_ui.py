@@ -74,6 +74,9 @@ async def test_sign_in_cookie_csrf_and_sign_out(settings: Settings) -> None:
         assert "samesite=lax" in set_cookie.lower()
         assert "Secure" not in set_cookie  # plain HTTP here; HTTPS adds it
 
+        # The dashboard's home (no trailing slash) is a page, not an API route.
+        home = await client.get("/ui", follow_redirects=False)
+        assert home.status_code == 303 and home.headers["location"] == "/ui/pipelines"
         listing = await client.get("/ui/pipelines")
         assert listing.status_code == 200
         assert "ui-pipeline" in listing.text

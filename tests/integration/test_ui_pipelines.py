@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 from typing import Any
 
 from litestar.testing import AsyncTestClient
@@ -17,6 +18,7 @@ from tests.integration.api_client import (
     make_tenant_user,
     pipeline_body,
     platform_admin,
+    serving_app,
     unique,
     visible,
 )
@@ -311,3 +313,40 @@ async def test_viewer_csrf_and_another_tenant(
     assert names == ["ui-guarded"]
     assert (await client.get("/api/v1/deployments", headers=editor)).json()["items"] == []
     assert (await client.get("/api/v1/runs", headers=editor)).json()["items"] == []
+
+
+async def test_in_a_browser_compare_and_clone_at_both_widths(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """In Chromium, by label and role only: the comparison chosen on the pipeline page,
+    the diff at 1280 px and 375 px without sideways scrolling (a long line wraps), and a
+    clone. Skipped where test_ui_browser.py is (no Chromium and not required)."""
+    from tests.e2e.test_ui_browser import browser, shoot
+    from tests.e2e.test_ui_browser import sign_in as browser_sign_in
+
+    async with serving_app(settings) as api:
+        base = str(api.base_url).rstrip("/")
+        padmin = await platform_admin(api, settings)
+        _, editor = await make_tenant_user(api, padmin, "uibrowse", "editor")
+        pipeline = await create_pipeline(api, editor, "ui-wide")
+        body = pipeline_body("ui-wide", description="x" * 400)
+        revised = await api.put(f"{PIPELINES}/{pipeline['id']}", json=body, headers=editor)
+        assert revised.status_code == 200, revised.text
+        await visible(api, editor, f"{PIPELINES}/{pipeline['id']}", revised.json()["position"])
+        async with browser(tmp_path) as context:
+            page = await context.new_page()
+            await browser_sign_in(page, base, "uibrowse-editor")
+            await page.goto(f"{base}/ui/pipelines/{pipeline['id']}")
+            await shoot(page, "pipeline-actions")
+            await page.get_by_label("Revision A").select_option("1")
+            await page.get_by_label("Revision B").select_option("2")
+            await page.get_by_role("button", name="Compare").click()
+            await page.wait_for_url(f"{base}/ui/pipelines/{pipeline['id']}/diff?from=1&to=2")
+            assert await page.locator("td.line.removed").count() == 1
+            assert await page.locator("td.line.added").count() == 1
+            await shoot(page, "pipeline-diff")
+            await page.goto(f"{base}/ui/pipelines/{pipeline['id']}")
+            await page.get_by_label("New pipeline's name").fill("ui-wide-copy")
+            await page.get_by_role("button", name="Clone pipeline").click()
+            await page.wait_for_url(f"{base}/ui/pipelines/**")
+            assert await page.get_by_role("heading", name="ui-wide-copy").count() == 1

@@ -13,10 +13,11 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 
 from api.auth import principal_of
-from api.controllers.common import command_context
+from api.controllers.common import MinPosition, command_context
 from api.dependencies import (
     PipelineQueriesDep,
     PipelineServiceDep,
+    ReadYourWritesDep,
     RunQueriesDep,
     RunServiceDep,
 )
@@ -72,7 +73,12 @@ class PipelinePages(Controller):
         pipeline_queries: PipelineQueriesDep,
         pipelines: PipelineServiceDep,
         run_queries: RunQueriesDep,
+        read_your_writes: ReadYourWritesDep,
+        min_position: MinPosition = None,
     ) -> Response[Any]:
+        # After a rollback or a clone (api/ui/pipeline_actions.py): wait for the read
+        # model to have it, as GET /api/v1/pipelines/{id}?min_position= does.
+        await read_your_writes("pipelines", min_position)
         return await _pipeline_page(
             request, pipeline_id, pipeline_queries, pipelines, run_queries, "{}", None, 200
         )

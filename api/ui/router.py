@@ -13,6 +13,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.ui.deployment_pages import DeploymentPages
 from api.ui.job_pages import JobPages
 from api.ui.pages import SessionPages
+from api.ui.pipeline_actions import PipelineActions
 from api.ui.pipeline_pages import PipelinePages
 from api.ui.run_pages import RunPages
 from api.ui.views import STATIC, TEMPLATES, RenewedCookie, csrf_guard, ui_error
@@ -24,6 +25,7 @@ def ui_router() -> Router:
         route_handlers=[
             SessionPages,
             PipelinePages,
+            PipelineActions,
             RunPages,
             DeploymentPages,
             JobPages,

@@ -30,6 +30,9 @@ from tests.integration.test_ui import csrf_of, sign_in
 # at the form's own validation (which would prove nothing). Keyed by (method, path).
 FORMS: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/ui/pipelines/{pipeline_id:uuid}/run"): {"params": "{}"},
+    ("POST", "/ui/pipelines/{pipeline_id:uuid}/rollback"): {"revision": "1"},
+    ("POST", "/ui/pipelines/{pipeline_id:uuid}/clone"): {"name": "stolen"},
+    ("POST", "/ui/pipelines/{pipeline_id:uuid}/deploy"): {"environment": "a-production"},
 }
 # Not pages about a tenant's resources: the static files, signing in and out, and the
 # platform admin's choice of tenant (tests/integration/test_ui.py).

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
+import pytest
 
 from infrastructure.settings import Settings
 from tests.integration.api_client import make_tenant_user, platform_admin, serving_app, visible
@@ -28,6 +31,7 @@ from tests.integration.run_support import (
 from tests.integration.test_api_feed import Sse, SseReader
 from tests.integration.test_ui import sign_in
 
+HAS_CHROMIUM = Path("/usr/bin/chromium").exists() or bool(os.environ.get("NORN_REQUIRE_BROWSER"))
 _RUN_ROW = re.compile(r'data-run="([0-9a-f-]{36})"')
 _SEGMENT = re.compile(r'data-outcome="(\w+)" data-count="(\d+)"')
 
@@ -203,3 +207,52 @@ async def test_live_run_page_reconnects_to_the_current_state(settings: Settings)
         async with live(http, f"/ui/runs/{second}/live") as feed:
             await first_fragment(feed, "run")
             await feed.until(lambda m: 'data-testid="run-status">succeeded<' in m.data, 30)
+
+
+async def test_in_a_browser_the_list_goes_live_and_the_pages_fit(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Chromium: the runs list shows a new run without a reload (the SSE swap), the
+    tabs are reachable by keyboard, and the list and statistics pages fit at 375 px."""
+    if not HAS_CHROMIUM:
+        pytest.skip("/usr/bin/chromium is not installed (CI installs it)")
+    from tests.e2e.test_ui_browser import browser, shoot
+    from tests.e2e.test_ui_browser import sign_in as browser_sign_in
+
+    async with serving_app(executing(settings), roles=EXECUTING) as http:
+        base = str(http.base_url).rstrip("/")
+        admin = await platform_admin(http, settings)
+        _, editor = await make_tenant_user(http, admin, "uiruns-browser", "editor")
+        pipeline = await make_pipeline(http, editor, "charted", [step("a", "Test.emit")])
+        await run_to_end(http, editor, pipeline)
+        async with browser(tmp_path) as context:
+            page = await context.new_page()
+            navigations: list[str] = []
+            await browser_sign_in(page, base, "uiruns-browser-editor")
+            await page.goto(f"{base}/ui/runs?view=recent")
+            page.on("framenavigated", lambda frame: navigations.append(frame.url))
+            rows = page.locator("#runs-list tr[data-run]")
+            assert await rows.count() == 1
+            await page.wait_for_timeout(500)  # the stream connects
+            new = await trigger(http, editor, pipeline)
+            await page.locator(f'#runs-list tr[data-run="{new}"]').wait_for(timeout=20_000)
+            assert navigations == [], navigations
+            await shoot(page, "runs-live")
+            # The tabs are links in the tab order.
+            await page.keyboard.press("Tab")
+            for _ in range(20):
+                focused = await page.evaluate("document.activeElement.textContent")
+                if focused == "Failed":
+                    break
+                await page.keyboard.press("Tab")
+            assert focused == "Failed"
+            await page.keyboard.press("Enter")
+            await page.wait_for_url(f"{base}/ui/runs?view=failed")
+            assert await page.get_by_text("No failed runs.").count() == 1
+            await finished(http, editor, new)
+            for window in ("24h", "30d"):
+                await page.goto(f"{base}/ui/runs/stats?window={window}")
+                svg = page.locator('svg[data-chart="runs"]')
+                assert await svg.get_attribute("role") == "img"
+                assert (await svg.bounding_box() or {}).get("height", 0) > 50
+                await shoot(page, f"run-stats-{window}")

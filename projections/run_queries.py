@@ -21,7 +21,13 @@ from projections.pagination import (
     select_one,
     select_page,
 )
-from projections.run_statistics import STATUSES, RunStatistics, run_statistics
+from projections.run_statistics import (
+    STATUSES,
+    RunStatistics,
+    TimelineBucket,
+    run_statistics,
+    run_timeline,
+)
 
 _RUNS = sql.Identifier("runs")
 RUN_COLUMNS = sql.SQL(
@@ -206,3 +212,40 @@ class RunQueries:
     ) -> RunStatistics:
         """See projections/run_statistics.py. Raises ValueError for a bad window."""
         return await run_statistics(self._pool, tenant_id, since, until, pipeline_id)
+
+    async def timeline(
+        self,
+        tenant_id: str | None,
+        since: datetime,
+        until: datetime,
+        unit: str,
+        pipeline_id: UUID | None = None,
+    ) -> list[TimelineBucket]:
+        """Per UTC hour or day; see projections/run_statistics.py `run_timeline`."""
+        return await run_timeline(self._pool, tenant_id, since, until, unit, pipeline_id)
+
+    async def latest(
+        self,
+        tenant_id: str | None,
+        statuses: Sequence[str] = (),
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """The newest runs (by queue time) in any of `statuses` (none: any status), for
+        the dashboard's running / failed views. Raises ValueError for an unknown status."""
+        where = Where().tenant(tenant_id)
+        if unknown := [s for s in statuses if s not in STATUSES]:
+            raise ValueError(f"unknown status {unknown[0]!r}")
+        if statuses:
+            where.add("status = ANY(%s)", list(statuses))
+        result = await select_page(
+            self._pool,
+            RUN_COLUMNS,
+            _RUNS,
+            where,
+            sort="queued_at",
+            order="desc",
+            value_type=datetime,
+            limit=limit,
+            cursor=None,
+        )
+        return [_ids(row) for row in result.items]

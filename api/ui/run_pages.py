@@ -1,30 +1,29 @@
-"""Runs on the dashboard: the list, a run's page, its live feed, cancel and retry.
+"""Runs on the dashboard: the list (running, recent, failed) and its live feed, a run's
+page and its live feed, cancel and retry, and the statistics page (api/ui/run_stats.py).
 
-The live feed (GET /ui/runs/{id}/live) is the API's event feed (infrastructure/event_feed.py,
-as /api/v1/events/stream: the same isolation filter, stream slots and credential recheck)
-narrowed to one run. For each of the run's events it waits until the runs read model has
-that event's position, then sends the run's whole state as an HTML fragment (event `run`,
-id = the event's position) that htmx's SSE extension swaps into the page. Each message
-is the whole state, and the first one is sent on connect, so a reconnecting browser
-(EventSource resumes with Last-Event-ID after a network drop) misses no state."""
+Both live feeds (GET /ui/runs/live and GET /ui/runs/{id}/live) are api/ui/live.py: the
+API's event feed narrowed to the tenant's run events (or one run's), sending the whole
+fragment (the list, or the run's state) on connect and again after each burst of events,
+which htmx's SSE extension swaps into the page. A browser that reconnects after a
+network drop (EventSource, or the extension reopening a closed stream) gets the current
+state in its first message and misses none."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
-from litestar.background_tasks import BackgroundTask
+from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import ServerSentEvent
 
 from api.auth import principal_of
 from api.controllers.common import MinPosition, command_context
-from api.controllers.events import _last_event_id
 from api.dependencies import (
     LiveEventsDep,
     NatsDep,
+    PipelineQueriesDep,
     ReadPoolDep,
     ReadYourWritesDep,
     RunLogsDep,
@@ -32,20 +31,36 @@ from api.dependencies import (
     RunServiceDep,
     SettingsDep,
 )
-from api.streams import admit, inactive_tenant, recheck
+from api.ui.live import live_fragments
 from api.ui.pages import Form
-from api.ui.session import NO_RENEWAL_STATE
+from api.ui.run_stats import stats_page
 from api.ui.views import page, redirect
 from application.authorization import Permission, readable_event_kinds
-from application.errors import AuthenticationFailed, NotFound, ServiceUnavailable
-from domain.run import RunStatus
-from infrastructure.event_feed import FeedFilter, KeepAlive, Resume, Revoked, feed_subject, follow
+from application.errors import NotFound
+from infrastructure.event_feed import FeedFilter
 
 READ = {"permission": Permission.RUNS_READ}
 CANCEL = {"permission": Permission.RUNS_CANCEL}
 TRIGGER = {"permission": Permission.RUNS_TRIGGER}
 LOG_LINES = 200
-_FILTERS = ("", *(s.value for s in RunStatus))
+LIST_SIZE = 50
+VIEWS = {
+    "recent": (),
+    "running": ("queued", "running"),
+    "failed": ("failed", "timed_out", "crashed"),
+}
+"""The list's tabs: the statuses each shows (none: every status), newest first."""
+RUN_EVENTS = ("norn.run.*",)
+
+
+def _view(raw: str | None) -> str:
+    view = raw or "recent"
+    if view not in VIEWS:
+        message = f"view must be one of {', '.join(VIEWS)}"
+        raise ValidationException(
+            message, extra=[{"message": message, "key": "view", "source": "query"}]
+        )
+    return view
 
 
 class RunPages(Controller):
@@ -54,13 +69,63 @@ class RunPages(Controller):
 
     @get("/", opt=READ)
     async def list_runs(
-        self, request: Request, run_queries: RunQueriesDep, status: FromQuery[str | None] = None
+        self,
+        request: Request,
+        run_queries: RunQueriesDep,
+        read_your_writes: ReadYourWritesDep,
+        view: FromQuery[str | None] = None,
+        min_position: MinPosition = None,
     ) -> Response[Any]:
-        wanted = status if status in _FILTERS else ""
-        result = await run_queries.list(
-            principal_of(request).tenant_id, status=wanted or None, limit=50
+        shown = _view(view)
+        await read_your_writes("runs", min_position)
+        runs = await _runs(request, run_queries, shown)
+        return page(request, "runs.html", runs=runs, view=shown, views=VIEWS, limit=LIST_SIZE)
+
+    @get("/live", opt=READ)
+    async def live_list(
+        self,
+        request: Request,
+        run_queries: RunQueriesDep,
+        read_your_writes: ReadYourWritesDep,
+        nats: NatsDep,
+        settings: SettingsDep,
+        read_pool: ReadPoolDep,
+        live_events: LiveEventsDep,
+        view: FromQuery[str | None] = None,
+    ) -> ServerSentEvent:
+        """The list of `view`, again after each burst of the tenant's run events."""
+        shown = _view(view)
+        principal = principal_of(request)
+        wanted = FeedFilter(
+            tenant=principal.tenant_id, types=RUN_EVENTS, kinds=readable_event_kinds(principal)
         )
-        return page(request, "runs.html", runs=result.items, status=wanted, statuses=_FILTERS)
+
+        async def render() -> str:
+            runs = await _runs(request, run_queries, shown)
+            return _render(request, "_runs_list.html", runs=runs, view=shown, limit=LIST_SIZE)
+
+        return await live_fragments(
+            request,
+            event="runs",
+            wanted=wanted,
+            render=render,
+            nats=nats,
+            prefix=settings.subject_prefix,
+            read_pool=read_pool,
+            read_your_writes=read_your_writes,
+            live_events=live_events,
+        )
+
+    @get("/stats", opt=READ)
+    async def stats(
+        self,
+        request: Request,
+        run_queries: RunQueriesDep,
+        pipeline_queries: PipelineQueriesDep,
+        window: FromQuery[str | None] = None,
+        pipeline_id: FromQuery[UUID | None] = None,
+    ) -> Response[Any]:
+        return await stats_page(request, run_queries, pipeline_queries, window, pipeline_id)
 
     @get("/{run_id:uuid}", opt=READ)
     async def run(
@@ -89,52 +154,30 @@ class RunPages(Controller):
         read_pool: ReadPoolDep,
         live_events: LiveEventsDep,
     ) -> ServerSentEvent:
+        """The run's whole state, again after each burst of its events."""
+        await _state(request, run_id, run_queries, run_logs)  # 404 before a stream slot
         principal = principal_of(request)
-        first = await _fragment(request, run_id, run_queries, run_logs)  # 404 before a slot
-        if nats is None or not nats.is_connected:
-            raise ServiceUnavailable("the live feed is unavailable: NATS is not connected")
-        if reason := inactive_tenant(principal):
-            raise AuthenticationFailed(reason)
         wanted = FeedFilter(
             tenant=principal.tenant_id,
             resources=(("run", str(run_id)),),
             kinds=readable_event_kinds(principal),
         )
-        subject = feed_subject(settings.subject_prefix, principal.tenant_id)
-        slot = await admit(request, principal, "sse")
-        request.scope["state"][NO_RENEWAL_STATE] = True  # its rechecks: after the answer began
-        items = follow(
-            nats, read_pool, subject, wanted, _last_event_id(request), recheck(request), live_events
+
+        async def render() -> str:
+            state = await _state(request, run_id, run_queries, run_logs)
+            return _render(request, "run_state.html", **state)
+
+        return await live_fragments(
+            request,
+            event="run",
+            wanted=wanted,
+            render=render,
+            nats=nats,
+            prefix=settings.subject_prefix,
+            read_pool=read_pool,
+            read_your_writes=read_your_writes,
+            live_events=live_events,
         )
-        try:
-            await anext(items)  # subscribed before the snapshot is read: nothing is missed
-        except BaseException:
-            slot.release()
-            raise
-
-        async def messages() -> AsyncIterator[ServerSentEventMessage]:
-            try:
-                yield ServerSentEventMessage(event="run", data=first)
-                async for item in items:
-                    if isinstance(item, KeepAlive):
-                        yield ServerSentEventMessage(comment="keepalive", data=None)
-                        continue
-                    if isinstance(item, Resume | Revoked):
-                        return  # the browser reconnects: a fresh snapshot, or the sign-in
-                    try:
-                        await read_your_writes("runs", item.position)
-                    except ServiceUnavailable:
-                        pass  # a late projection: the next event (or reconnect) catches up
-                    html = await _fragment(request, run_id, run_queries, run_logs)
-                    yield ServerSentEventMessage(id=str(item.position), event="run", data=html)
-            finally:
-                slot.release()
-
-        async def ended() -> None:
-            slot.release()
-            await items.aclose()
-
-        return ServerSentEvent(messages(), background=BackgroundTask(ended))
 
     @post("/{run_id:uuid}/cancel", opt=CANCEL, status_code=303)
     async def cancel(
@@ -168,8 +211,12 @@ async def _state(request: Request, run_id: UUID, run_queries: Any, run_logs: Any
     return {"run": row, "logs": lines[:LOG_LINES], "logs_truncated": len(lines) > LOG_LINES}
 
 
-async def _fragment(request: Request, run_id: UUID, run_queries: Any, run_logs: Any) -> str:
-    state = await _state(request, run_id, run_queries, run_logs)
-    template = request.app.template_engine.get_template("run_state.html")
-    context = page(request, "run_state.html", **state).context
-    return template.render(**context)
+async def _runs(request: Request, run_queries: Any, view: str) -> list[dict[str, Any]]:
+    tenant_id = principal_of(request).tenant_id
+    return await run_queries.latest(tenant_id, VIEWS[view], limit=LIST_SIZE)
+
+
+def _render(request: Request, template: str, **context: Any) -> str:
+    """A fragment (no page around it), with the page context (csrf, can, duration)."""
+    shown = page(request, template, **context)
+    return request.app.template_engine.get_template(template).render(**shown.context)

@@ -1,0 +1,136 @@
+"""Live fragments for the dashboard: an SSE stream that sends a page fragment, whole,
+when it connects and again after the events it watches (infrastructure/event_feed.py
+`follow`, as /api/v1/events/stream: the same tenant filter, stream slots and credential
+recheck).
+
+Why no state is missed, on the first connection or a reconnect after a network drop:
+the stream takes the store's settled position S, subscribes to the feed from S (events
+after S are replayed from the store, then come live), waits until the runs read model
+has S, and only then renders the first fragment. What happened up to S is in that
+fragment; everything after S comes through the feed and renders again. Each message is
+the whole fragment, so a reconnecting browser needs no Last-Event-ID: the first
+message it gets is the current state.
+
+Why a burst costs one render: after an event the stream gathers those arriving within
+COALESCE_SECONDS, waits for the read model to have the last of them and renders once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from litestar import Request
+from litestar.background_tasks import BackgroundTask
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from nats.aio.client import Client as NatsClient
+from psycopg_pool import AsyncConnectionPool
+
+from api.auth import principal_of
+from api.dependencies import ReadYourWrites
+from api.streams import admit, inactive_tenant, recheck
+from api.ui.session import NO_RENEWAL_STATE
+from application.errors import AuthenticationFailed, ServiceUnavailable
+from infrastructure.envelope import CloudEvent
+from infrastructure.event_feed import FeedFilter, FeedItem, KeepAlive, feed_subject, follow
+from infrastructure.live_events import LiveEvents
+from infrastructure.notification_log import settled_position
+
+COALESCE_SECONDS = 0.3
+Render = Callable[[], Awaitable[str]]
+
+
+async def live_fragments(
+    request: Request,
+    *,
+    event: str,
+    wanted: FeedFilter,
+    render: Render,
+    nats: NatsClient | None,
+    prefix: str,
+    read_pool: AsyncConnectionPool,
+    read_your_writes: ReadYourWrites,
+    live_events: LiveEvents,
+) -> ServerSentEvent:
+    """SSE messages named `event`, each `render()` of the runs read model (the caller
+    checks what it renders exists before calling: a 404 takes no stream slot)."""
+    principal = principal_of(request)
+    if nats is None or not nats.is_connected:
+        raise ServiceUnavailable("the live feed is unavailable: NATS is not connected")
+    if reason := inactive_tenant(principal):
+        raise AuthenticationFailed(reason)
+    async with read_pool.connection() as conn:
+        start = await settled_position(conn)
+    subject = feed_subject(prefix, principal.tenant_id)
+    slot = await admit(request, principal, "sse")
+    request.scope["state"][NO_RENEWAL_STATE] = True  # its rechecks: after the answer began
+    items = follow(nats, read_pool, subject, wanted, start, recheck(request), live_events)
+    try:
+        await anext(items)  # subscribed from `start`: nothing after it is missed
+        await _caught_up(read_your_writes, start)
+        first = await render()
+    except BaseException:
+        slot.release()
+        await items.aclose()
+        raise
+    queue: asyncio.Queue[FeedItem | None] = asyncio.Queue()
+
+    async def pump() -> None:
+        # Its own task, so that gathering a burst can time out on the queue without
+        # cancelling the feed's generator.
+        try:
+            async for item in items:
+                await queue.put(item)
+        finally:
+            await queue.put(None)
+
+    pumping = asyncio.create_task(pump())
+
+    async def messages() -> AsyncIterator[ServerSentEventMessage]:
+        try:
+            yield ServerSentEventMessage(id=str(start), event=event, data=first)
+            while True:
+                item = await queue.get()
+                if isinstance(item, KeepAlive):
+                    yield ServerSentEventMessage(comment="keepalive", data=None)
+                    continue
+                if not isinstance(item, CloudEvent):
+                    return  # Resume, Revoked or the end: the browser reconnects afresh
+                last, ending = await _burst(queue, item.position)
+                await _caught_up(read_your_writes, last)
+                yield ServerSentEventMessage(id=str(last), event=event, data=await render())
+                if ending:
+                    return
+        finally:
+            slot.release()
+
+    async def ended() -> None:
+        slot.release()
+        pumping.cancel()
+        with contextlib.suppress(BaseException):
+            await pumping
+        await items.aclose()
+
+    return ServerSentEvent(messages(), background=BackgroundTask(ended))
+
+
+async def _burst(queue: asyncio.Queue[FeedItem | None], position: int) -> tuple[int, bool]:
+    """The last position of the events arriving within COALESCE_SECONDS, and whether
+    the feed ended meanwhile (render what came, then end)."""
+    last = position
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(COALESCE_SECONDS):
+            while True:
+                item = await queue.get()
+                if isinstance(item, CloudEvent):
+                    last = max(last, item.position)
+                elif not isinstance(item, KeepAlive):
+                    return last, True
+    return last, False
+
+
+async def _caught_up(read_your_writes: ReadYourWrites, position: int) -> None:
+    try:
+        await read_your_writes("runs", position)
+    except ServiceUnavailable:
+        pass  # a late projection: render what it has; its next event renders again

@@ -67,7 +67,7 @@ async def live_fragments(
     items = follow(nats, read_pool, subject, wanted, start, recheck(request), live_events)
     try:
         await anext(items)  # subscribed from `start`: nothing after it is missed
-        await _caught_up(read_your_writes, start)
+        behind = not await _caught_up(read_your_writes, start)
         first = await render()
     except BaseException:
         slot.release()
@@ -87,17 +87,23 @@ async def live_fragments(
     pumping = asyncio.create_task(pump())
 
     async def messages() -> AsyncIterator[ServerSentEventMessage]:
+        nonlocal behind
+        last = start
         try:
             yield ServerSentEventMessage(id=str(start), event=event, data=first)
             while True:
                 item = await queue.get()
                 if isinstance(item, KeepAlive):
-                    yield ServerSentEventMessage(comment="keepalive", data=None)
+                    if behind:  # the last render was older than its event: try again
+                        behind = not await _caught_up(read_your_writes, last)
+                        yield ServerSentEventMessage(id=str(last), event=event, data=await render())
+                    else:
+                        yield ServerSentEventMessage(comment="keepalive", data=None)
                     continue
                 if not isinstance(item, CloudEvent):
                     return  # Resume, Revoked or the end: the browser reconnects afresh
                 last, ending = await _burst(queue, item.position)
-                await _caught_up(read_your_writes, last)
+                behind = not await _caught_up(read_your_writes, last)
                 yield ServerSentEventMessage(id=str(last), event=event, data=await render())
                 if ending:
                     return
@@ -129,8 +135,11 @@ async def _burst(queue: asyncio.Queue[FeedItem | None], position: int) -> tuple[
     return last, False
 
 
-async def _caught_up(read_your_writes: ReadYourWrites, position: int) -> None:
+async def _caught_up(read_your_writes: ReadYourWrites, position: int) -> bool:
+    """Whether the runs read model has `position`. A late projection: render what it has,
+    and again at its next event or keep-alive, so a run's last state is never lost."""
     try:
         await read_your_writes("runs", position)
     except ServiceUnavailable:
-        pass  # a late projection: render what it has; its next event renders again
+        return False
+    return True

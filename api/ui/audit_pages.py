@@ -26,14 +26,16 @@ from api.ui.views import page, pretty_json
 from application.authorization import Permission, may_read_event, readable_event_kinds
 from infrastructure.event_feed import RESOURCE_KINDS, parse_resources
 from projections.audit_queries import PROJECTION
+from projections.pagination import MAX_LIMIT
 
 READ = {"permission": Permission.EVENTS_READ}  # the permission of GET /api/v1/events
 _PAGE_SIZE = 50
-_FILTERS = ("resource_type", "resource_id", "actor", "types", "since", "until", "order")
+_FILTERS = ("resource_type", "resource_id", "actor", "types", "since", "until", "order", "limit")
 # The dashboard's page for a resource kind, to link an event to what it is about.
 _PAGES = {"pipeline": "pipelines", "run": "runs", "deployment": "deployments", "job": "jobs"}
 ResourceType = Annotated[str | None, Parameter(max_length=64)]
 ResourceId = Annotated[str | None, Parameter(max_length=64)]
+Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT)]  # the API's bounds
 
 
 class AuditPages(Controller):
@@ -53,6 +55,7 @@ class AuditPages(Controller):
         since: FromQuery[Time] = None,
         until: FromQuery[Time] = None,
         order: FromQuery[Literal["asc", "desc"]] = "desc",
+        limit: FromQuery[Limit] = _PAGE_SIZE,
         cursor: FromQuery[str | None] = None,
         min_position: MinPosition = None,
     ) -> Response[Any]:
@@ -66,7 +69,7 @@ class AuditPages(Controller):
             since=since or None,
             until=until or None,
             order=order,
-            limit=_PAGE_SIZE,
+            limit=limit,
             cursor=cursor or None,
         )
         kind, ident = (resource_type or "").strip(), (resource_id or "").strip()

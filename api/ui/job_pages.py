@@ -98,7 +98,7 @@ class JobPages(Controller):
         had run already, shown on the job's page (a second identical backfill queues
         nothing and lists them all as already run)."""
         asked = _backfill_request(data)
-        queued, already, _ = await jobs.backfill(
+        queued, already, position = await jobs.backfill(
             principal_of(request),
             job_id,
             asked.start,
@@ -111,7 +111,7 @@ class JobPages(Controller):
             "end": data.get("end", ""),
             "max_runs": asked.max_runs,
         }
-        backfilled = {"queued": queued, "already": already}
+        backfilled = {"queued": queued, "already": already, "position": position}
         return await _job_page(request, job_queries, job_id, asked=shown, backfilled=backfilled)
 
 

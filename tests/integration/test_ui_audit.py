@@ -6,7 +6,9 @@ refusals as pages, tenant isolation, and what a role is offered and refused."""
 from __future__ import annotations
 
 import html
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,12 +16,20 @@ from litestar.testing import AsyncTestClient
 
 from application.authorization import ROLE_PERMISSIONS, Permission
 from infrastructure.settings import Settings
-from tests.integration.api_client import create_pipeline, make_tenant_user, platform_admin, unique
+from tests.integration.api_client import (
+    create_pipeline,
+    make_tenant_user,
+    platform_admin,
+    serving_app,
+    unique,
+)
 from tests.integration.deployment_client import read_at
 from tests.integration.test_ui import csrf_of, sign_in
 from tests.integration.test_ui_deployments_jobs import _job, _signed_in, _viewer
 
 JOBS = "/api/v1/scheduler/jobs"
+CHROMIUM = "/usr/bin/chromium"  # as tests/e2e/test_ui_browser.py drives it
+NO_BROWSER = not Path(CHROMIUM).exists() and not os.environ.get("NORN_REQUIRE_BROWSER")
 Headers = dict[str, str]
 _EVENT = re.compile(r'<li data-type="([^"]+)" data-position="(\d+)">')
 
@@ -259,3 +269,74 @@ async def test_backfill_from_the_job_page(
     assert other.status_code == 404 and "hourly" not in other.text
     assert len((await client.get("/api/v1/runs", headers=admin)).json()["items"]) == 3
     client.cookies.clear()
+
+
+@pytest.mark.skipif(NO_BROWSER, reason=f"{CHROMIUM} is not installed (CI installs it)")
+async def test_in_a_browser_local_times_and_narrow_screens(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Headless Chromium in New York: the next fires show the job's zone (India) and the
+    viewer's own (filled in by local-time.js), and the new pages have no sideways
+    scrolling at 375 px or 1280 px (screenshots kept with the browser suite's)."""
+    from playwright.async_api import async_playwright
+
+    from tests.e2e.test_ui_browser import CHROMIUM_ARGS, shoot
+    from tests.e2e.test_ui_browser import sign_in as browser_sign_in
+
+    async with serving_app(settings) as api:
+        base = str(api.base_url).rstrip("/")
+        padmin = await platform_admin(api, settings)
+        _, admin = await make_tenant_user(api, padmin, "zones", "admin")
+        pipeline = await create_pipeline(api, admin, "zoned")
+        target = {"pipeline_id": pipeline["id"]}
+        made = await api.post(
+            JOBS,
+            json={
+                "name": "kolkata",
+                "target": target,
+                "cron_expr": "0 3 * * *",
+                "timezone": "Asia/Kolkata",
+            },
+            headers=admin,
+        )
+        assert made.status_code == 201, made.text
+        job = made.json()
+        await read_at(api, admin, f"{JOBS}/{job['id']}", job["position"])
+        async with async_playwright() as playwright:
+            context = await playwright.chromium.launch_persistent_context(
+                str(tmp_path / "profile"),
+                executable_path=CHROMIUM,
+                args=CHROMIUM_ARGS,
+                headless=True,
+                viewport={"width": 1280, "height": 900},
+                timezone_id="America/New_York",
+            )
+            try:
+                page = await context.new_page()
+                await browser_sign_in(page, base, "zones-admin")
+                await page.goto(f"{base}/ui/jobs/{job['id']}")
+                await page.wait_for_selector("time[data-viewer-time][data-filled]")
+                job_times = await page.locator("time.tz-job").all_inner_texts()
+                viewer_times = await page.locator("time.tz-viewer").all_inner_texts()
+                assert len(job_times) == len(viewer_times) == 10
+                assert all(t.endswith("03:00 IST") for t in job_times), job_times
+                # 03:00 in Kolkata is 21:30 UTC: 16:30 in New York (17:30 in summer).
+                assert all(re.search(r"1[67]:30", t) for t in viewer_times), viewer_times
+                assert not any("UTC" in t for t in viewer_times), viewer_times
+                legend = await page.locator(".fires-legend").inner_text()
+                assert "your time (America/New_York)" in legend, legend
+                await shoot(page, "job-backfill")
+                await page.goto(f"{base}/ui/jobs")
+                await shoot(page, "jobs-timeline")
+                await page.goto(f"{base}/ui/audit")
+                await page.locator("details summary").first.click()
+                await shoot(page, "audit")
+                await page.get_by_role("button", name="Sign out").click()
+                await browser_sign_in(
+                    page, base, settings.admin_username or "", settings.admin_password or ""
+                )
+                await page.goto(f"{base}/ui/tenants")
+                assert await page.locator("meter").count() >= 5
+                await shoot(page, "tenants-usage")
+            finally:
+                await context.close()

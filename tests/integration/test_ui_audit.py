@@ -42,7 +42,9 @@ def _text(page: Any) -> str:
     return html.unescape(page.text)
 
 
-async def _api_error(client: AsyncTestClient, headers: Headers, method: str, path: str, **kw: Any):
+async def _api_error(
+    client: AsyncTestClient, headers: Headers, method: str, path: str, **kw: Any
+) -> tuple[int, dict[str, Any]]:
     answer = await client.request(method, path, headers=headers, **kw)
     return answer.status_code, answer.json()["error"]
 

@@ -5,6 +5,7 @@ password checks, throttle and messages; only the tokens travel in a cookie."""
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
@@ -14,7 +15,13 @@ from litestar.params import Body, FromQuery
 from api.auth import principal_of
 from api.controllers.auth import _correlation
 from api.controllers.common import command_context
-from api.dependencies import LoginServiceDep, SessionServiceDep, TenantQueriesDep
+from api.controllers.paging import query_error
+from api.dependencies import (
+    LoginServiceDep,
+    SessionServiceDep,
+    TenantQueriesDep,
+    TenantServiceDep,
+)
 from api.ui.session import (
     CSRF_FIELD,
     LOGIN_CSRF_COOKIE,
@@ -28,10 +35,13 @@ from api.ui.session import (
 from api.ui.views import clear_cookies, page, redirect
 from application.authorization import Permission
 from application.errors import AuthenticationFailed, NotFound, PermissionDenied, RateLimited
+from application.principal import Principal
+from application.tenants import QuotaUsage
 
 PUBLIC = {"public": True}
 SIGNED_IN = {"permission": "authenticated"}
 Form = Body(media_type=RequestEncodingType.URL_ENCODED)
+_TENANTS_PER_PAGE = 50  # each shown with its usage: a few counts per tenant
 
 
 def _safe_next(raw: str | None) -> str:
@@ -90,10 +100,30 @@ class SessionPages(Controller):
         return clear_cookies(redirect(request, "/ui/login"), is_https(request))
 
     @get("/tenants", opt={"permission": Permission.TENANTS_MANAGE})
-    async def tenants(self, request: Request, tenant_queries: TenantQueriesDep) -> Response[Any]:
-        """A platform admin's tenants, each to act in (as X-Tenant-ID does on the API)."""
-        result = await tenant_queries.list(limit=200)
-        return page(request, "tenants.html", tenants=result.items, more=result.has_more)
+    async def tenants(
+        self,
+        request: Request,
+        tenant_queries: TenantQueriesDep,
+        tenants: TenantServiceDep,
+        cursor: FromQuery[str | None] = None,
+    ) -> Response[Any]:
+        """A platform admin's tenants, each with its usage against its quotas (the
+        API's GET /tenants/{id}/usage: TenantService.usage) and a switch to act in it
+        (as X-Tenant-ID does on the API)."""
+        try:
+            result = await tenant_queries.list(limit=_TENANTS_PER_PAGE, cursor=cursor or None)
+        except ValueError as error:
+            raise query_error(error) from None
+        principal = principal_of(request)
+        shown = [(row, await _usage(tenants, principal, row["id"])) for row in result.items]
+        next_link = f"/ui/tenants?{urlencode({'cursor': result.next_cursor})}"
+        return page(
+            request,
+            "tenants.html",
+            tenants=shown,
+            next_link=next_link if result.next_cursor else None,
+            first_page=cursor is None,
+        )
 
     @post("/tenant", opt=SIGNED_IN, status_code=303)
     async def choose_tenant(
@@ -116,6 +146,17 @@ class SessionPages(Controller):
             raise NotFound("tenant", chosen)
         set_cookie(response, TENANT_COOKIE, chosen, secure=secure)
         return response
+
+
+async def _usage(
+    tenants: Any, principal: Principal, tenant_id: Any
+) -> list[tuple[str, QuotaUsage]] | None:
+    """Each quota's (name, limit and use); None for a deleted tenant (it has none)."""
+    try:
+        _, usage = await tenants.usage(principal, UUID(str(tenant_id)))
+    except NotFound:
+        return None
+    return list(usage.items())
 
 
 def _uuid(raw: str) -> UUID:

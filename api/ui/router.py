@@ -10,6 +10,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from api.errors import EXCEPTION_HANDLERS
+from api.ui.audit_pages import AuditPages
 from api.ui.deployment_pages import DeploymentPages
 from api.ui.job_pages import JobPages
 from api.ui.pages import SessionPages
@@ -29,6 +30,7 @@ def ui_router() -> Router:
             RunPages,
             DeploymentPages,
             JobPages,
+            AuditPages,
             create_static_files_router(
                 path="/ui/static",
                 directories=[STATIC],

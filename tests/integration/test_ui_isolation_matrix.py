@@ -33,6 +33,10 @@ FORMS: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/ui/pipelines/{pipeline_id:uuid}/rollback"): {"revision": "1"},
     ("POST", "/ui/pipelines/{pipeline_id:uuid}/clone"): {"name": "stolen"},
     ("POST", "/ui/pipelines/{pipeline_id:uuid}/deploy"): {"environment": "a-production"},
+    ("POST", "/ui/jobs/{job_id:uuid}/backfill"): {
+        "start": "2026-01-01T00:00:00Z",
+        "end": "2026-01-01T02:00:00Z",
+    },
 }
 # Not pages about a tenant's resources: the static files, signing in and out, and the
 # platform admin's choice of tenant (tests/integration/test_ui.py).

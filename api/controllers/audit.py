@@ -44,7 +44,7 @@ def audit_event(notification: Notification) -> AuditEvent:
     return AuditEvent(**msgspec.structs.asdict(event), requestid=request_id_of(event))
 
 
-def _filter(
+def audit_filter(
     query: AuditQuery,
     tenant: str | None,
     kinds: frozenset[str],
@@ -65,7 +65,7 @@ def _filter(
     )
 
 
-async def _page(
+async def audit_page(
     request: Request, queries: AuditQueries, wanted: AuditFilter, query: AuditQuery
 ) -> Response[AuditPage]:
     try:
@@ -106,14 +106,14 @@ class AuditController(Controller):
             wanted_resources = parse_resources(resources)
         except ValueError as error:
             raise parameter_error("resources", f"resources: {error}") from None
-        wanted = _filter(
+        wanted = audit_filter(
             audit_query,
             principal.tenant_id,
             readable_event_kinds(principal),
             wanted_resources,
             only_tenant=None if tenant is None else str(tenant),
         )
-        return await _page(request, audit_queries, wanted, audit_query)
+        return await audit_page(request, audit_queries, wanted, audit_query)
 
 
 async def _resource_events(
@@ -132,8 +132,9 @@ async def _resource_events(
         raise NotFound(kind, resource_id)
     # Scoped to the owner's tenant (a platform admin acting in another tenant may read
     # a tenant's own events: it sees every tenant).
-    wanted = _filter(query, owner, readable_event_kinds(principal), ((kind, str(resource_id)),))
-    return await _page(request, queries, wanted, query)
+    resources = ((kind, str(resource_id)),)
+    wanted = audit_filter(query, owner, readable_event_kinds(principal), resources)
+    return await audit_page(request, queries, wanted, query)
 
 
 def _sees(principal: Principal, kind: str, owner: str | None, resource_id: UUID) -> bool:

@@ -17,7 +17,7 @@ from litestar import Controller, Request, Response, get
 from litestar.params import FromQuery, Parameter
 
 from api.auth import principal_of
-from api.controllers.audit import _filter, _page
+from api.controllers.audit import audit_filter, audit_page
 from api.controllers.audit_params import Actor, Time, Types, provide_audit_query
 from api.controllers.common import MinPosition
 from api.controllers.paging import parameter_error
@@ -84,8 +84,8 @@ class AuditPages(Controller):
         if not kind or ident or may_read_event(kinds, kind):
             if kind and not ident:
                 kinds = frozenset({kind})
-            wanted = _filter(query, principal.tenant_id, kinds, resources)
-            body = (await _page(request, audit_queries, wanted, query)).content
+            wanted = audit_filter(query, principal.tenant_id, kinds, resources)
+            body = (await audit_page(request, audit_queries, wanted, query)).content
             events, next_cursor = body.items, body.next_cursor
         shown = {name: request.query_params.get(name, "") for name in _FILTERS}
         shown["order"] = order

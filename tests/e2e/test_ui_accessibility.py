@@ -119,7 +119,7 @@ BAD_PAGE = """<!doctype html><html lang="en"><head><title>bad</title>
 
 
 async def test_the_checks_find_what_they_look_for(tmp_path: Path) -> None:
-    crawl = Crawl("http://127.0.0.1")
+    crawl = Crawl("http://127.0.0.1", screenshots=False)
     async with browser(tmp_path) as context:
         page = await context.new_page()
         await page.set_content(BAD_PAGE)

@@ -4,9 +4,9 @@ included; no sideways scrolling at 375 px and 1280 px; every visible link, butto
 field reached by the Tab key, none taken out of the tab order, every field named.
 
 The crawl follows the links it finds, so a page added later is checked without changing
-the test: from a start page, every same-origin GET link under /ui/ (never /ui/logout,
-never static files), one page per route pattern (ids and numbers replaced), at most
-MAX_PAGES."""
+the test: from a start page, every same-origin GET link under /ui/ and every GET form
+submitted as it stands (never /ui/logout, never static files), one page per route
+pattern (ids and numbers replaced, query keys kept), at most MAX_PAGES."""
 
 from __future__ import annotations
 
@@ -27,6 +27,15 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _NUMBER = re.compile(r"(?<=/)\d+(?=/|$)")
 # Not pages: signing out ends the session the crawl needs; static files and streams.
 _NOT_PAGES = re.compile(r"^/ui/(logout|static/)|/live$")
+
+# Where the page leads by GET: its links, and its GET forms submitted as they stand (a
+# search, a filter, a page a form opens such as a comparison of two revisions).
+_LINKS = """() => [...document.querySelectorAll('a[href]')].map(a => a.href).concat(
+  [...document.querySelectorAll('form')].filter(f => f.method === 'get').map(f => {
+    const url = new URL(f.action);
+    for (const [key, value] of new FormData(f)) url.searchParams.append(key, value);
+    return url.href;
+  }))"""
 
 _RUN_AXE = """async (tags) => {
   const result = await axe.run(document, {
@@ -81,6 +90,7 @@ def route_pattern(url: str) -> str:
 @dataclass
 class Crawl:
     base: str
+    screenshots: bool = True  # kept under .artifacts/ui-screenshots/, named by pattern
     checked: list[str] = field(default_factory=list)  # patterns, in crawl order
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # minor axe findings, not failures
@@ -100,7 +110,7 @@ class Crawl:
             url = queue.pop(0)
             if not await self.visit(page, url):
                 continue
-            links = await page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+            links = await page.evaluate(_LINKS)
             for link in links:
                 link = link.split("#")[0]
                 if self.link_wanted(link, seen):
@@ -136,7 +146,7 @@ class Crawl:
             line = f"{pattern}: {v['impact']} {v['id']} ({v['help']}) at {v['targets']}"
             (self.problems if v["impact"] in FAILING_IMPACTS else self.notes).append(line)
         self.problems.extend(await self.keyboard(page, pattern))
-        self.problems.extend(await shoot(page, pattern))
+        self.problems.extend(await shoot(page, pattern, self.screenshots))
 
     async def keyboard(self, page: Any, pattern: str) -> list[str]:
         """Tab from the top of the page through to its end: every visible interactive

@@ -83,21 +83,24 @@ def shot_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower().removeprefix("/ui/")).strip("-") or "root"
 
 
+async def shoot_at(page: Any, name: str, width: int, keep: bool = True) -> str | None:
+    """The viewport at `width`, a full-page screenshot of it (unless not `keep`); a
+    message when the page scrolls sideways there, else None."""
+    await page.set_viewport_size({"width": width, "height": 900})
+    if keep:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{shot_name(name)}-{width}.png"
+        await page.screenshot(path=str(path), full_page=True)
+    overflow = await sideways_scroll(page)
+    return f"{name} scrolls sideways by {overflow}px at {width}px" if overflow else None
+
+
 async def shoot(page: Any, name: str) -> list[str]:
     """Screenshots at 1280 px and at 375 px; the widths at which the page scrolls
     sideways, as messages (none when it fits). The viewport is back at 1280 px after."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    problems = []
-    for width in WIDTHS:
-        await page.set_viewport_size({"width": width, "height": 900})
-        await page.screenshot(
-            path=str(ARTIFACTS / f"{shot_name(name)}-{width}.png"), full_page=True
-        )
-        overflow = await sideways_scroll(page)
-        if overflow:
-            problems.append(f"{name} scrolls sideways by {overflow}px at {width}px")
+    problems = [await shoot_at(page, name, width) for width in WIDTHS]
     await page.set_viewport_size({"width": 1280, "height": 900})
-    return problems
+    return [problem for problem in problems if problem]
 
 
 async def shoot_and_fit(page: Any, name: str) -> None:

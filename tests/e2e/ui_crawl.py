@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.e2e.ui_browser_support import shoot
+from tests.e2e.ui_browser_support import WIDTHS, shoot_at
 
 AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
 MAX_PAGES = 40
@@ -140,13 +140,23 @@ class Crawl:
         return True
 
     async def check(self, page: Any, pattern: str) -> None:
+        """axe at each width (what wraps, scrolls or overlaps differs), the sideways
+        scroll and a screenshot at each, then the keyboard at 1280 px."""
         self.checked.append(pattern)
         await page.add_script_tag(path=str(AXE))
-        for v in await page.evaluate(_RUN_AXE, WCAG_TAGS):
-            line = f"{pattern}: {v['impact']} {v['id']} ({v['help']}) at {v['targets']}"
-            (self.problems if v["impact"] in FAILING_IMPACTS else self.notes).append(line)
+        found: dict[tuple[str, str], list[int]] = {}  # (impact, finding) -> widths
+        for width in WIDTHS:
+            overflow = await shoot_at(page, pattern, width, self.screenshots)
+            if overflow:
+                self.problems.append(overflow)
+            for v in await page.evaluate(_RUN_AXE, WCAG_TAGS):
+                line = f"{pattern}: {v['impact']} {v['id']} ({v['help']}) at {v['targets']}"
+                found.setdefault((v["impact"], line), []).append(width)
+        for (impact, line), widths in found.items():
+            failing = impact in FAILING_IMPACTS
+            (self.problems if failing else self.notes).append(f"{line} at {widths} px")
+        await page.set_viewport_size({"width": 1280, "height": 900})
         self.problems.extend(await self.keyboard(page, pattern))
-        self.problems.extend(await shoot(page, pattern, self.screenshots))
 
     async def keyboard(self, page: Any, pattern: str) -> list[str]:
         """Tab from the top of the page through to its end: every visible interactive

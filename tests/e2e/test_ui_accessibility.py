@@ -34,7 +34,7 @@ Headers = dict[str, str]
 
 
 async def _data(api: Any, admin: Headers) -> str:
-    """Something on every page; the pipeline's id."""
+    """Something on every page; the succeeded run's id."""
     steps = [step("extract", "Test.emit", log_lines=3), step("load", "Test.emit", "extract")]
     pipeline_id = await make_pipeline(api, admin, "orders", steps)
     revised = await api.put(
@@ -64,7 +64,7 @@ async def _data(api: Any, admin: Headers) -> str:
         )
         assert job.status_code == 201, job.text
         await read_at(api, admin, f"{JOBS}/{job.json()['id']}", job.json()["position"])
-    return pipeline_id
+    return runs[0]
 
 
 async def test_every_page_is_accessible(settings: Settings, tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ async def test_every_page_is_accessible(settings: Settings, tmp_path: Path) -> N
         base = str(api.base_url).rstrip("/")
         padmin = await platform_admin(api, settings)
         _, admin = await make_tenant_user(api, padmin, "a11y", "admin")
-        await _data(api, admin)
+        run_id = await _data(api, admin)
         crawl = Crawl(base)
         async with browser(tmp_path) as context:
             page = await context.new_page()
@@ -82,9 +82,12 @@ async def test_every_page_is_accessible(settings: Settings, tmp_path: Path) -> N
             await sign_in(page, base, "a11y-admin")
             await crawl.run(page, f"{base}/ui/pipelines")
             await crawl.visit(page, f"{base}/ui/pipelines/{MISSING}", 404, "not-found")
+            # A stream is opened and skipped, not taken for a page (nor a failure).
+            assert not await crawl.visit(page, f"{base}/ui/runs/{run_id}/live")
             as_tenant_admin = list(crawl.checked)
             # The platform admin's pages (and header); the tenant's pages are not checked
             # twice, but its own start page is.
+            await page.goto(f"{base}/ui/pipelines")
             await page.get_by_role("button", name="Sign out").click()
             await page.wait_for_url(f"{base}/ui/login")
             await sign_in(page, base, settings.admin_username or "", settings.admin_password or "")

@@ -25,8 +25,9 @@ WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 FAILING_IMPACTS = ("serious", "critical")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _NUMBER = re.compile(r"(?<=/)\d+(?=/|$)")
-# Not pages: signing out ends the session the crawl needs; static files and streams.
-_NOT_PAGES = re.compile(r"^/ui/(logout|static/)|/live$")
+# Not pages: signing out ends the session the crawl needs; static files. (A stream or a
+# download linked from a page is opened and skipped: it is not text/html.)
+_NOT_PAGES = re.compile(r"^/ui/(logout|static/)")
 
 # Where the page leads by GET: its links, and its GET forms submitted as they stand (a
 # search, a filter, a page a form opens such as a comparison of two revisions).

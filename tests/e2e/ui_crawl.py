@@ -94,7 +94,7 @@ class Crawl:
     screenshots: bool = True  # kept under .artifacts/ui-screenshots/, named by pattern
     checked: list[str] = field(default_factory=list)  # patterns, in crawl order
     problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # minor axe findings, not failures
+    notes: list[str] = field(default_factory=list)  # minor axe findings, non-pages
 
     def link_wanted(self, url: str, seen: set[str]) -> bool:
         parts = urlsplit(url)
@@ -117,8 +117,8 @@ class Crawl:
                 if self.link_wanted(link, seen):
                     seen.add(route_pattern(link))
                     queue.append(link)
-        if queue:
-            self.notes.append(f"stopped at {MAX_PAGES} pages; not checked: {queue}")
+        if queue:  # never a page silently left out: raise the cap
+            self.problems.append(f"stopped at MAX_PAGES={MAX_PAGES}; not checked: {queue}")
 
     async def visit(self, page: Any, url: str, expect_status: int = 200, name: str = "") -> bool:
         """Open `url` and check it (named `name`, else by its pattern); False when it is

@@ -10,75 +10,21 @@ Skipped only when /usr/bin/chromium is absent and NORN_REQUIRE_BROWSER is unset;
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from infrastructure.settings import Settings
+from tests.e2e.ui_browser_support import (
+    ARTIFACTS,
+    PASSWORD,
+    browser,
+    shoot_and_fit,
+    sign_in,
+    skip_without_browser,
+)
 from tests.integration.api_client import make_tenant_user, platform_admin, serving_app
 from tests.integration.run_support import EXECUTING, executing, make_pipeline, step
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "ui-screenshots"
-# As the machine's probe ran it: no sandbox (root), no network of its own.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PASSWORD = "correct-horse-battery-staple"
-
-if not Path(CHROMIUM).exists() and not os.environ.get("NORN_REQUIRE_BROWSER"):
-    pytest.skip(f"{CHROMIUM} is not installed (CI installs it)", allow_module_level=True)
-
-
-@asynccontextmanager
-async def browser(tmp_path: Path) -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        # A fresh profile per test; Playwright's own temporary one unless told otherwise.
-        context = await playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport={"width": 1280, "height": 900},
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
-
-
-async def sign_in(page: Any, base: str, username: str, password: str = PASSWORD) -> None:
-    await page.goto(f"{base}/ui/login")
-    await page.get_by_label("Username").fill(username)
-    await page.get_by_label("Password").fill(password)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_url(f"{base}/ui/pipelines")
-
-
-async def shoot(page: Any, name: str) -> None:
-    """At 1280 px and at 375 px, and no horizontal scrolling at either width."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for width in (1280, 375):
-        await page.set_viewport_size({"width": width, "height": 900})
-        await page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
-        overflow = await page.evaluate(
-            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-        )
-        assert overflow <= 0, f"{name} scrolls sideways by {overflow}px at {width}px"
-    await page.set_viewport_size({"width": 1280, "height": 900})
+skip_without_browser()
 
 
 async def test_sign_in_run_a_pipeline_and_watch_it_finish_live(
@@ -105,7 +51,7 @@ async def test_sign_in_run_a_pipeline_and_watch_it_finish_live(
             await page.get_by_role("link", name="nightly-orders").click()
             await page.wait_for_url(f"{base}/ui/pipelines/{pipeline_id}")
             assert await page.locator('[data-step="wait"]').count() == 1
-            await shoot(page, "pipeline")
+            await shoot_and_fit(page, "pipeline")
             await page.get_by_label("Params (a JSON object)").fill('{"day": "2026-01-01"}')
             await page.get_by_role("button", name="Run pipeline").click()
             await page.wait_for_url(f"{base}/ui/runs/**")
@@ -125,14 +71,14 @@ async def test_sign_in_run_a_pipeline_and_watch_it_finish_live(
             assert await rows.count() == 3
             assert "succeeded" in await rows.nth(2).inner_text()
             assert await page.get_by_role("button", name="Retry").count() == 1
-            await shoot(page, "run")
+            await shoot_and_fit(page, "run")
             await page.goto(f"{base}/ui/runs")
-            await shoot(page, "runs")
+            await shoot_and_fit(page, "runs")
             await page.goto(f"{base}/ui/pipelines")
-            await shoot(page, "pipelines")
+            await shoot_and_fit(page, "pipelines")
             await page.get_by_role("button", name="Sign out").click()
             await page.wait_for_url(f"{base}/ui/login")
-            await shoot(page, "login")
+            await shoot_and_fit(page, "login")
         print(f"screenshots: {ARTIFACTS}")
 
 
@@ -173,4 +119,4 @@ async def test_a_viewer_sees_no_write_buttons(settings: Settings, tmp_path: Path
             )
             buttons = await page.get_by_role("button").all_inner_texts()
             assert buttons == ["Sign out"], buttons
-            await shoot(page, "viewer-run")
+            await shoot_and_fit(page, "viewer-run")

@@ -1,8 +1,9 @@
 """Deployments on the dashboard: per environment, each deployment's active release and a
 verifying release with its deadline; a deployment's page with its release history and
-Roll back. Reads are the API's tenant-scoped queries (projections/deployment_queries.py,
-as GET /api/v1/deployments and .../status); Roll back is DeploymentService.roll_back with
-the signed-in principal, as POST /api/v1/deployments/{id}/rollback."""
+Roll back, live (a verification's outcome shows without a reload, api/ui/live.py).
+Reads are the API's tenant-scoped queries (projections/deployment_queries.py, as GET
+/api/v1/deployments and .../status); Roll back is DeploymentService.roll_back with the
+signed-in principal, as POST /api/v1/deployments/{id}/rollback."""
 
 from __future__ import annotations
 
@@ -13,20 +14,27 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath
+from litestar.response import ServerSentEvent
 
 from api.auth import principal_of
 from api.controllers.common import MinPosition, command_context
 from api.dependencies import (
     DeploymentQueriesDep,
     DeploymentServiceDep,
+    LiveEventsDep,
+    NatsDep,
     PipelineQueriesDep,
+    ReadPoolDep,
     ReadYourWritesDep,
+    SettingsDep,
 )
+from api.ui.live import live_fragments
 from api.ui.pages import Form
-from api.ui.views import page, redirect
-from application.authorization import Permission
+from api.ui.views import fragment, page, redirect
+from application.authorization import Permission, readable_event_kinds
 from application.errors import NotFound
 from domain.errors import InvalidCommand
+from infrastructure.event_feed import FeedFilter
 
 READ = {"permission": Permission.DEPLOYMENTS_READ}
 WRITE = {"permission": Permission.DEPLOYMENTS_WRITE}
@@ -75,20 +83,48 @@ class DeploymentPages(Controller):
         min_position: MinPosition = None,
     ) -> Response[Any]:
         await read_your_writes("deployments", min_position)
-        tenant_id = principal_of(request).tenant_id
-        row, releases = await deployment_queries.with_releases(tenant_id, deployment_id)
-        if row is None or releases is None:
-            raise NotFound("deployment", deployment_id)
-        names = await _pipeline_names(pipeline_queries, tenant_id, [row])
-        targets = [r for r in releases if r["outcome"] in _ROLLBACK_TARGETS]
-        return page(
+        state = await _state(request, deployment_id, deployment_queries, pipeline_queries)
+        return page(request, "deployment.html", **state)
+
+    @get("/{deployment_id:uuid}/live", opt=READ)
+    async def live(
+        self,
+        request: Request,
+        deployment_id: FromPath[UUID],
+        deployment_queries: DeploymentQueriesDep,
+        pipeline_queries: PipelineQueriesDep,
+        read_your_writes: ReadYourWritesDep,
+        nats: NatsDep,
+        settings: SettingsDep,
+        read_pool: ReadPoolDep,
+        live_events: LiveEventsDep,
+    ) -> ServerSentEvent:
+        """The deployment's state, again after each burst of its events: a release
+        verifying, then verified or failed, without a reload."""
+        # 404 before a stream slot is taken.
+        await _state(request, deployment_id, deployment_queries, pipeline_queries)
+        principal = principal_of(request)
+        wanted = FeedFilter(
+            tenant=principal.tenant_id,
+            resources=(("deployment", str(deployment_id)),),
+            kinds=readable_event_kinds(principal),
+        )
+
+        async def render() -> str:
+            state = await _state(request, deployment_id, deployment_queries, pipeline_queries)
+            return fragment(request, "_deployment_state.html", **state)
+
+        return await live_fragments(
             request,
-            "deployment.html",
-            deployment=row,
-            pipeline_name=names.get(row["pipeline_id"]),
-            releases=releases,
-            rollback_targets=targets,
-            left=_left,
+            event="deployment",
+            wanted=wanted,
+            render=render,
+            nats=nats,
+            prefix=settings.subject_prefix,
+            read_pool=read_pool,
+            read_your_writes=read_your_writes,
+            live_events=live_events,
+            projection="deployments",
         )
 
     @post("/{deployment_id:uuid}/rollback", opt=WRITE, status_code=303)
@@ -110,6 +146,24 @@ class DeploymentPages(Controller):
         return redirect(
             request, f"/ui/deployments/{deployment_id}?min_position={result.position or 0}"
         )
+
+
+async def _state(
+    request: Request, deployment_id: UUID, deployment_queries: Any, pipeline_queries: Any
+) -> dict[str, Any]:
+    """What the page and its live fragment show, from one snapshot (with_releases)."""
+    tenant_id = principal_of(request).tenant_id
+    row, releases = await deployment_queries.with_releases(tenant_id, deployment_id)
+    if row is None or releases is None:
+        raise NotFound("deployment", deployment_id)
+    names = await _pipeline_names(pipeline_queries, tenant_id, [row])
+    return {
+        "deployment": row,
+        "pipeline_name": names.get(row["pipeline_id"]),
+        "releases": releases,
+        "rollback_targets": [r for r in releases if r["outcome"] in _ROLLBACK_TARGETS],
+        "left": _left,
+    }
 
 
 async def _pipeline_names(

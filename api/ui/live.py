@@ -5,8 +5,9 @@ recheck).
 
 Why no state is missed, on the first connection or a reconnect after a network drop:
 the stream takes the store's settled position S, subscribes to the feed from S (events
-after S are replayed from the store, then come live), waits until the runs read model
-has S, and only then renders the first fragment. What happened up to S is in that
+after S are replayed from the store, then come live), waits until the read model the
+fragment shows (the runs', the deployments') has S, and only then renders the first
+fragment. What happened up to S is in that
 fragment; everything after S comes through the feed and renders again. Each message is
 the whole fragment, so a reconnecting browser needs no Last-Event-ID: the first
 message it gets is the current state.
@@ -51,9 +52,14 @@ async def live_fragments(
     read_pool: AsyncConnectionPool,
     read_your_writes: ReadYourWrites,
     live_events: LiveEvents,
+    projection: str = "runs",
 ) -> ServerSentEvent:
-    """SSE messages named `event`, each `render()` of the runs read model (the caller
-    checks what it renders exists before calling: a 404 takes no stream slot)."""
+    """SSE messages named `event`, each `render()` of the `projection` read model (the
+    caller checks what it renders exists before calling: a 404 takes no stream slot)."""
+
+    async def caught_up(position: int) -> bool:
+        return await _caught_up(read_your_writes, projection, position)
+
     principal = principal_of(request)
     if nats is None or not nats.is_connected:
         raise ServiceUnavailable("the live feed is unavailable: NATS is not connected")
@@ -67,7 +73,7 @@ async def live_fragments(
     items = follow(nats, read_pool, subject, wanted, start, recheck(request), live_events)
     try:
         await anext(items)  # subscribed from `start`: nothing after it is missed
-        behind = not await _caught_up(read_your_writes, start)
+        behind = not await caught_up(start)
         first = await render()
     except BaseException:
         slot.release()
@@ -95,7 +101,7 @@ async def live_fragments(
                 item = await queue.get()
                 if isinstance(item, KeepAlive):
                     if behind:  # the last render was older than its event: try again
-                        behind = not await _caught_up(read_your_writes, last)
+                        behind = not await caught_up(last)
                         yield ServerSentEventMessage(id=str(last), event=event, data=await render())
                     else:
                         yield ServerSentEventMessage(comment="keepalive", data=None)
@@ -103,7 +109,7 @@ async def live_fragments(
                 if not isinstance(item, CloudEvent):
                     return  # Resume, Revoked or the end: the browser reconnects afresh
                 last, ending = await _burst(queue, item.position)
-                behind = not await _caught_up(read_your_writes, last)
+                behind = not await caught_up(last)
                 yield ServerSentEventMessage(id=str(last), event=event, data=await render())
                 if ending:
                     return
@@ -135,11 +141,11 @@ async def _burst(queue: asyncio.Queue[FeedItem | None], position: int) -> tuple[
     return last, False
 
 
-async def _caught_up(read_your_writes: ReadYourWrites, position: int) -> bool:
-    """Whether the runs read model has `position`. A late projection: render what it has,
+async def _caught_up(read_your_writes: ReadYourWrites, projection: str, position: int) -> bool:
+    """Whether the `projection` read model has `position`. A late projection: render what it has,
     and again at its next event or keep-alive, so a run's last state is never lost."""
     try:
-        await read_your_writes("runs", position)
+        await read_your_writes(projection, position)
     except ServiceUnavailable:
         return False
     return True

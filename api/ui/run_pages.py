@@ -34,7 +34,7 @@ from api.dependencies import (
 from api.ui.live import live_fragments
 from api.ui.pages import Form
 from api.ui.run_stats import stats_page
-from api.ui.views import page, redirect
+from api.ui.views import fragment, page, redirect
 from application.authorization import Permission, readable_event_kinds
 from application.errors import NotFound
 from infrastructure.event_feed import FeedFilter
@@ -102,7 +102,7 @@ class RunPages(Controller):
 
         async def render() -> str:
             runs = await _runs(request, run_queries, shown)
-            return _render(request, "_runs_list.html", runs=runs, view=shown, limit=LIST_SIZE)
+            return fragment(request, "_runs_list.html", runs=runs, view=shown, limit=LIST_SIZE)
 
         return await live_fragments(
             request,
@@ -165,7 +165,7 @@ class RunPages(Controller):
 
         async def render() -> str:
             state = await _state(request, run_id, run_queries, run_logs)
-            return _render(request, "run_state.html", **state)
+            return fragment(request, "run_state.html", **state)
 
         return await live_fragments(
             request,
@@ -214,9 +214,3 @@ async def _state(request: Request, run_id: UUID, run_queries: Any, run_logs: Any
 async def _runs(request: Request, run_queries: Any, view: str) -> list[dict[str, Any]]:
     tenant_id = principal_of(request).tenant_id
     return await run_queries.latest(tenant_id, VIEWS[view], limit=LIST_SIZE)
-
-
-def _render(request: Request, template: str, **context: Any) -> str:
-    """A fragment (no page around it), with the page context (csrf, can, duration)."""
-    shown = page(request, template, **context)
-    return request.app.template_engine.get_template(template).render(**shown.context)

@@ -127,6 +127,13 @@ def _https(scope: Scope) -> bool:
     return scope.get("scheme") == "https" or forwarded.lower() == b"https"
 
 
+def fragment(request: Request, template: str, **context: Any) -> str:
+    """A fragment (no page around it) with a page's context (csrf, can, duration): what
+    a live stream sends (api/ui/live.py)."""
+    shown = page(request, template, **context)
+    return request.app.template_engine.get_template(template).render(**shown.context)
+
+
 def redirect(request: Request, to: str) -> Response[Any]:
     """303 to `to`; htmx follows HX-Redirect instead (it would swap the page in)."""
     if request.headers.get("hx-request"):

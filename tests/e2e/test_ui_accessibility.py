@@ -33,8 +33,8 @@ MISSING = "00000000-0000-4000-8000-00000000dead"
 Headers = dict[str, str]
 
 
-async def _data(api: Any, admin: Headers) -> str:
-    """Something on every page; the succeeded run's id."""
+async def _data(api: Any, admin: Headers) -> tuple[str, str]:
+    """Something on every page; the succeeded run's id and its pipeline's (two revisions)."""
     steps = [step("extract", "Test.emit", log_lines=3), step("load", "Test.emit", "extract")]
     pipeline_id = await make_pipeline(api, admin, "orders", steps)
     revised = await api.put(
@@ -64,7 +64,7 @@ async def _data(api: Any, admin: Headers) -> str:
         )
         assert job.status_code == 201, job.text
         await read_at(api, admin, f"{JOBS}/{job.json()['id']}", job.json()["position"])
-    return runs[0]
+    return runs[0], pipeline_id
 
 
 async def test_every_page_is_accessible(settings: Settings, tmp_path: Path) -> None:
@@ -73,14 +73,15 @@ async def test_every_page_is_accessible(settings: Settings, tmp_path: Path) -> N
         base = str(api.base_url).rstrip("/")
         padmin = await platform_admin(api, settings)
         _, admin = await make_tenant_user(api, padmin, "a11y", "admin")
-        run_id = await _data(api, admin)
+        run_id, pipeline_id = await _data(api, admin)
         crawl = Crawl(base)
         async with browser(tmp_path) as context:
             page = await context.new_page()
             # Before signing in: the sign-in page, and an error page after.
             await crawl.visit(page, f"{base}/ui/login")
             await sign_in(page, base, "a11y-admin")
-            await crawl.run(page, f"{base}/ui/pipelines")
+            # "orders" as the pipeline page: "broken", first in the list, has one revision.
+            await crawl.run(page, f"{base}/ui/pipelines", f"{base}/ui/pipelines/{pipeline_id}")
             await crawl.visit(page, f"{base}/ui/pipelines/{MISSING}", 404, "not-found")
             # A stream is opened and skipped, not taken for a page (nor a failure).
             assert not await crawl.visit(page, f"{base}/ui/runs/{run_id}/live")
@@ -100,7 +101,10 @@ async def test_every_page_is_accessible(settings: Settings, tmp_path: Path) -> N
         for expected in (
             "/ui/pipelines",
             "/ui/pipelines/{id}",
+            "/ui/pipelines/{id}/diff?from&to",
             "/ui/runs",
+            "/ui/runs/stats?window",
+            "/ui/audit",
             "/ui/runs/{id}",
             "/ui/deployments",
             "/ui/deployments/{id}",

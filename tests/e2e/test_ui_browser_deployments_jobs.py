@@ -1,12 +1,12 @@
 """The deployments and schedules pages in a real browser (tests/e2e/ui_browser_support.py),
 against the real app with an executor: a blue-green release whose verification run fails,
-watched on its deployment's page (verifying, then failed with the run's error while the
-previous release stays active), and a disabled job enabled from the schedules page (its
+watched on its deployment's page (verifying with a ticking countdown, then failed with
+the run's error while the previous release stays active, live: the page is never
+reloaded), and a disabled job enabled from the schedules page (its
 next fires appear)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from infrastructure.settings import Settings
@@ -55,13 +55,18 @@ async def test_a_failing_blue_green_release_watched_on_its_deployment_page(
             assert await verifying.count() == 1, await page.locator("main").inner_text()
             assert await page.get_by_test_id("active-release").inner_text() == "#1"
             assert await page.locator('tr[data-release="2"] [data-outcome="verifying"]').count()
-            # The page is not live: reload it until the verification has ended.
+            # The countdown ticks in the browser (local-time.js), the server is not asked.
+            countdown = page.get_by_test_id("countdown")
+            ticked = await countdown.inner_text()
+            assert ticked.endswith("s left"), ticked
+            await page.wait_for_function(
+                f"document.querySelector('[data-testid=countdown]')?.innerText !== {ticked!r}"
+            )
+            # The page is live: the outcome arrives over its feed, never by a reload.
+            await page.evaluate("window.notReloaded = true")
             failed = page.locator('tr[data-release="2"] [data-outcome="failed"]')
-            deadline = asyncio.get_running_loop().time() + 30
-            while not await failed.count():
-                assert asyncio.get_running_loop().time() < deadline, await page.content()
-                await asyncio.sleep(0.5)
-                await page.reload()
+            await failed.wait_for(timeout=30_000)
+            assert await page.evaluate("window.notReloaded === true")
             assert await verifying.count() == 0
             row = await page.locator('tr[data-release="2"]').inner_text()
             assert "the verification run failed" in row and "no such table" in row, row

@@ -102,11 +102,13 @@ class Crawl:
             return False
         return not _NOT_PAGES.search(parts.path) and route_pattern(url) not in seen
 
-    async def run(self, page: Any, start: str, skip: Iterable[str] = ()) -> None:
-        """Check `start` and every page reachable from it whose pattern is not in
-        `skip` (those another crawl has checked already)."""
-        seen = set(skip) | {route_pattern(start)}
-        queue = [start]
+    async def run(self, page: Any, *starts: str, skip: Iterable[str] = ()) -> None:
+        """Check `starts` and every page reachable from them whose pattern is not in
+        `skip` (those another crawl has checked already). A route's first instance is
+        the one checked: name a richer one (a pipeline with revisions to compare) as a
+        start to have it checked, and the pages only it links to."""
+        seen = set(skip) | {route_pattern(start) for start in starts}
+        queue = list(starts)
         while queue and len(self.checked) < MAX_PAGES:
             url = queue.pop(0)
             if not await self.visit(page, url):

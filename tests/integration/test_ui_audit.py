@@ -282,8 +282,8 @@ async def test_in_a_browser_local_times_and_narrow_screens(
     scrolling at 375 px or 1280 px (screenshots kept with the browser suite's)."""
     from playwright.async_api import async_playwright
 
-    from tests.e2e.test_ui_browser import CHROMIUM_ARGS, shoot
-    from tests.e2e.test_ui_browser import sign_in as browser_sign_in
+    from tests.e2e.ui_browser_support import CHROMIUM_ARGS, shoot
+    from tests.e2e.ui_browser_support import sign_in as browser_sign_in
 
     async with serving_app(settings) as api:
         base = str(api.base_url).rstrip("/")

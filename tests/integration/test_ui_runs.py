@@ -216,8 +216,8 @@ async def test_in_a_browser_the_list_goes_live_and_the_pages_fit(
     tabs are reachable by keyboard, and the list and statistics pages fit at 375 px."""
     if not HAS_CHROMIUM:
         pytest.skip("/usr/bin/chromium is not installed (CI installs it)")
-    from tests.e2e.test_ui_browser import browser, shoot
-    from tests.e2e.test_ui_browser import sign_in as browser_sign_in
+    from tests.e2e.ui_browser_support import browser, shoot
+    from tests.e2e.ui_browser_support import sign_in as browser_sign_in
 
     async with serving_app(executing(settings), roles=EXECUTING) as http:
         base = str(http.base_url).rstrip("/")

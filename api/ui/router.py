@@ -15,6 +15,7 @@ from api.ui.deployment_pages import DeploymentPages
 from api.ui.job_pages import JobPages
 from api.ui.pages import SessionPages
 from api.ui.pipeline_actions import PipelineActions
+from api.ui.pipeline_editor import PipelineEditor
 from api.ui.pipeline_pages import PipelinePages
 from api.ui.run_pages import RunPages
 from api.ui.views import STATIC, TEMPLATES, RenewedCookie, csrf_guard, ui_error
@@ -27,6 +28,7 @@ def ui_router() -> Router:
             SessionPages,
             PipelinePages,
             PipelineActions,
+            PipelineEditor,
             RunPages,
             DeploymentPages,
             JobPages,

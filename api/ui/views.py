@@ -154,6 +154,18 @@ def _api_handler(exc: Exception) -> Any:
     return EXCEPTION_HANDLERS[Exception]
 
 
+def _error_body(answer: Response[Any]) -> dict[str, Any]:
+    body: dict[str, Any] = msgspec.to_builtins(answer.content)["error"]
+    return body
+
+
+def api_error(request: Request, exc: Exception) -> tuple[int, dict[str, Any]]:
+    """The status and error body (code, message, details) the API answers for `exc`:
+    for a form that shows the refusal above what was typed instead of an error page."""
+    answer = _api_handler(exc)(request, exc)
+    return answer.status_code, _error_body(answer)
+
+
 def ui_error(request: Request, exc: Exception) -> Response[Any]:
     """An error as a page: the status, code and message the API would answer (one
     mapping, api/errors.py); a request without a live session goes to the sign-in page."""
@@ -164,8 +176,7 @@ def ui_error(request: Request, exc: Exception) -> Response[Any]:
             clear_cookies(response, is_https(request))  # ended: drop it, sign in afresh
         return response
     answer = _api_handler(exc)(request, exc)
-    body = msgspec.to_builtins(answer.content)["error"]
-    shown = page(request, "error.html", status=answer.status_code, error=body)
+    shown = page(request, "error.html", status=answer.status_code, error=_error_body(answer))
     for name, value in answer.headers.items():
         if name.lower() in ("retry-after", "www-authenticate"):
             shown.headers[name] = value

@@ -1,0 +1,190 @@
+"""Creating and revising a pipeline on the dashboard over the real app: the definition as
+JSON in a form, saved by the API's own use cases. A refusal (not JSON, a schema error, a
+domain error, a taken name, a stale form) is shown above the text with the API's status
+and message, the text kept and nothing saved; a viewer is offered neither form and is
+refused posting; another tenant's pipeline is a 404 page."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+from litestar.testing import AsyncTestClient
+
+from infrastructure.settings import Settings
+from tests.integration.api_client import (
+    create_pipeline,
+    make_tenant_user,
+    platform_admin,
+    unique,
+    visible,
+)
+from tests.integration.test_ui import csrf_of, sign_in
+
+PIPELINES = "/api/v1/pipelines"
+_TEXT = re.compile(r'<textarea id="definition" name="definition"[^>]*>(.*?)</textarea>', re.S)
+
+
+def _text_of(page: str) -> str:
+    found = _TEXT.search(page)
+    assert found, page[:3000]
+    return html.unescape(found.group(1))
+
+
+async def _signed_in(client: AsyncTestClient, username: str) -> str:
+    client.cookies.clear()
+    assert (await sign_in(client, username)).status_code == 303
+    return csrf_of((await client.get("/ui/pipelines")).text)
+
+
+async def test_create_and_revise_with_the_apis_refusals_on_the_form(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    padmin = await platform_admin(client, module_settings)
+    tenant = unique("editor")
+    _, editor = await make_tenant_user(client, padmin, tenant, "editor")
+    taken = await create_pipeline(client, editor, "already-here")
+    csrf = await _signed_in(client, f"{tenant}-editor".lower())
+
+    listing = await client.get("/ui/pipelines")
+    assert 'href="/ui/pipelines/new"' in listing.text
+    form = await client.get("/ui/pipelines/new")
+    example = json.loads(_text_of(form.text))  # the form starts with a valid definition
+    assert example["steps"]
+
+    # Refusals: each the API's status and message, the text kept, nothing saved.
+    for text, status, words in (
+        ("{not json", 400, "JSON is malformed"),
+        (json.dumps({"name": "x", "steps": "many"}), 422, "steps"),
+        (json.dumps({**example, "name": "already-here"}), 409, "already-here"),
+        (
+            json.dumps({**example, "steps": [{"name": "a", "plugin": "No.such", "config": {}}]}),
+            422,
+            "No.such",
+        ),
+    ):
+        refused = await client.post(
+            "/ui/pipelines/new",
+            data={"definition": text, "csrf_token": csrf},
+            follow_redirects=False,
+        )
+        assert refused.status_code == status, (text, refused.status_code, refused.text[:2000])
+        assert words in html.unescape(refused.text), (words, refused.text[:3000])
+        assert _text_of(refused.text) == text
+    api_list = await client.get(PIPELINES, headers=editor)
+    assert [p["name"] for p in api_list.json()["items"]] == ["already-here"]
+
+    made = await client.post(
+        "/ui/pipelines/new",
+        data={"definition": json.dumps({**example, "name": "from-the-ui"}), "csrf_token": csrf},
+        follow_redirects=False,
+    )
+    assert made.status_code == 303, made.text
+    location = made.headers["location"]
+    pipeline_id = location.split("/ui/pipelines/")[1].split("?")[0]
+    shown = await client.get(location)
+    assert shown.status_code == 200 and "from-the-ui" in shown.text
+    assert f'href="/ui/pipelines/{pipeline_id}/edit"' in shown.text
+
+    # Edit: the form holds the current definition; a save is revision 2.
+    edit = await client.get(f"/ui/pipelines/{pipeline_id}/edit")
+    current = json.loads(_text_of(edit.text))
+    assert current["name"] == "from-the-ui"
+    stale_version = re.search(r'name="version" value="(\d+)"', edit.text)
+    assert stale_version
+    revised = await client.post(
+        f"/ui/pipelines/{pipeline_id}/edit",
+        data={
+            "definition": json.dumps({**current, "description": "from the form"}),
+            "version": stale_version.group(1),
+            "csrf_token": csrf,
+        },
+        follow_redirects=False,
+    )
+    assert revised.status_code == 303, revised.text
+    at = revised.headers["location"].split("min_position=")[1]
+    got = await client.get(f"{PIPELINES}/{pipeline_id}?min_position={at}", headers=editor)
+    assert (got.json()["revision"], got.json()["description"]) == (2, "from the form")
+
+    # The form read at revision 1 is stale now: the API's 412 (as a stale If-Match),
+    # nothing saved, and the form says how to go on.
+    stale = await client.post(
+        f"/ui/pipelines/{pipeline_id}/edit",
+        data={
+            "definition": json.dumps({**current, "description": "overwrite"}),
+            "version": stale_version.group(1),
+            "csrf_token": csrf,
+        },
+        follow_redirects=False,
+    )
+    assert stale.status_code == 412, stale.text[:2000]
+    assert "overwrite" in _text_of(stale.text) and "newer revision" in stale.text
+    got = await client.get(f"{PIPELINES}/{pipeline_id}", headers=editor)
+    assert (got.json()["revision"], got.json()["description"]) == (2, "from the form")
+
+    # A name another pipeline holds: the API's conflict on the form.
+    renamed = await client.post(
+        f"/ui/pipelines/{pipeline_id}/edit",
+        data={"definition": json.dumps({**current, "name": taken["name"]}), "csrf_token": csrf},
+        follow_redirects=False,
+    )
+    assert renamed.status_code == 409 and "already-here" in renamed.text
+    no_token = await client.post(
+        f"/ui/pipelines/{pipeline_id}/edit",
+        data={"definition": json.dumps(current)},
+        follow_redirects=False,
+    )
+    assert no_token.status_code == 403
+    client.cookies.clear()
+
+
+async def test_a_viewer_is_offered_no_editor_and_another_tenant_gets_404(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    padmin = await platform_admin(client, module_settings)
+    tenant = unique("edit-view")
+    tenant_id, editor = await make_tenant_user(client, padmin, tenant, "editor")
+    pipeline = await create_pipeline(client, editor, "viewed")
+    await visible(client, editor, f"{PIPELINES}/{pipeline['id']}", pipeline["position"])
+    viewer_name = f"{tenant}-viewer".lower()
+    created = await client.post(
+        "/api/v1/users",
+        json={
+            "username": viewer_name,
+            "password": "correct-horse-battery-staple",
+            "tenant_id": tenant_id,
+            "roles": ["viewer"],
+        },
+        headers=padmin,
+    )
+    assert created.status_code == 201, created.text
+    csrf = await _signed_in(client, viewer_name)
+    assert 'href="/ui/pipelines/new"' not in (await client.get("/ui/pipelines")).text
+    page = await client.get(f"/ui/pipelines/{pipeline['id']}")
+    assert page.status_code == 200 and "/edit" not in page.text
+    for method, path in (
+        ("GET", "/ui/pipelines/new"),
+        ("POST", "/ui/pipelines/new"),
+        ("GET", f"/ui/pipelines/{pipeline['id']}/edit"),
+        ("POST", f"/ui/pipelines/{pipeline['id']}/edit"),
+    ):
+        data = {"definition": "{}", "csrf_token": csrf} if method == "POST" else None
+        refused = await client.request(method, path, data=data, follow_redirects=False)
+        assert refused.status_code == 403, (method, path, refused.status_code)
+
+    other = unique("edit-other")
+    await make_tenant_user(client, padmin, other, "admin")
+    csrf = await _signed_in(client, f"{other}-admin".lower())
+    for method in ("GET", "POST"):
+        data = {"definition": "{}", "csrf_token": csrf} if method == "POST" else None
+        answer = await client.request(
+            method, f"/ui/pipelines/{pipeline['id']}/edit", data=data, follow_redirects=False
+        )
+        assert answer.status_code == 404, (method, answer.status_code)
+        assert "viewed" not in answer.text
+    client.cookies.clear()
+    after = await client.get(f"{PIPELINES}/{pipeline['id']}", headers=editor)
+    assert after.json()["revision"] == 1

@@ -1,6 +1,7 @@
 """The dashboard in a real browser: Debian's headless Chromium (/usr/bin/chromium) driven
 by Playwright against the real app under uvicorn, with an executor running the Test
-plugins. Signs in, runs a pipeline and watches it finish live on the run page (the
+plugins. Signs in, creates a pipeline on the New pipeline form, runs it and watches it
+finish live on the run page (the
 state arrives over the SSE feed: the page is never reloaded), and checks that a viewer
 is offered no write buttons. Screenshots of the main pages at 1280 px and 375 px are
 kept under .artifacts/ui-screenshots/ (ignored by git; the path is printed).
@@ -10,6 +11,8 @@ Skipped only when /usr/bin/chromium is absent and NORN_REQUIRE_BROWSER is unset;
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 from infrastructure.settings import Settings
@@ -34,20 +37,25 @@ async def test_sign_in_run_a_pipeline_and_watch_it_finish_live(
     async with serving_app(settings, roles=EXECUTING) as api:
         base = str(api.base_url).rstrip("/")
         admin = await platform_admin(api, settings)
-        _, editor = await make_tenant_user(api, admin, "browser", "editor")
-        pipeline_id = await make_pipeline(
-            api,
-            editor,
-            "nightly-orders",
-            [
-                step("extract", "Test.emit"),
-                step("wait", "Test.sleep", "extract", seconds=2.0),
-                step("load", "Test.emit", "wait"),
-            ],
-        )
+        await make_tenant_user(api, admin, "browser", "editor")
+        steps = [
+            step("extract", "Test.emit"),
+            step("wait", "Test.sleep", "extract", seconds=2.0),
+            step("load", "Test.emit", "wait"),
+        ]
         async with browser(tmp_path) as context:
             page = await context.new_page()
             await sign_in(page, base, "browser-editor")
+            # Created in the browser: the definition as JSON on the New pipeline form.
+            await page.get_by_role("link", name="New pipeline").click()
+            await page.wait_for_url(f"{base}/ui/pipelines/new")
+            definition = {"name": "nightly-orders", "steps": steps}
+            await page.get_by_label("Definition (JSON)").fill(json.dumps(definition, indent=2))
+            await page.get_by_role("button", name="Create pipeline").click()
+            created = re.compile(rf"{re.escape(base)}/ui/pipelines/[0-9a-f-]{{36}}\?")
+            await page.wait_for_url(created)
+            pipeline_id = page.url.split("/ui/pipelines/")[1].split("?")[0]
+            await page.get_by_role("link", name="Pipelines").click()
             await page.get_by_role("link", name="nightly-orders").click()
             await page.wait_for_url(f"{base}/ui/pipelines/{pipeline_id}")
             assert await page.locator('[data-step="wait"]').count() == 1

@@ -21,20 +21,15 @@ from api.controllers.common import MinPosition, command_context
 from api.dependencies import (
     DeploymentQueriesDep,
     DeploymentServiceDep,
-    LiveEventsDep,
-    NatsDep,
     PipelineQueriesDep,
-    ReadPoolDep,
     ReadYourWritesDep,
-    SettingsDep,
 )
-from api.ui.live import live_fragments
+from api.ui.live import LiveFeedDep
 from api.ui.pages import Form
 from api.ui.views import fragment, page, redirect
-from application.authorization import Permission, readable_event_kinds
+from application.authorization import Permission
 from application.errors import NotFound
 from domain.errors import InvalidCommand
-from infrastructure.event_feed import FeedFilter
 
 READ = {"permission": Permission.DEPLOYMENTS_READ}
 WRITE = {"permission": Permission.DEPLOYMENTS_WRITE}
@@ -93,37 +88,22 @@ class DeploymentPages(Controller):
         deployment_id: FromPath[UUID],
         deployment_queries: DeploymentQueriesDep,
         pipeline_queries: PipelineQueriesDep,
-        read_your_writes: ReadYourWritesDep,
-        nats: NatsDep,
-        settings: SettingsDep,
-        read_pool: ReadPoolDep,
-        live_events: LiveEventsDep,
+        live_feed: LiveFeedDep,
     ) -> ServerSentEvent:
         """The deployment's state, again after each burst of its events: a release
         verifying, then verified or failed, without a reload."""
         # 404 before a stream slot is taken.
         await _state(request, deployment_id, deployment_queries, pipeline_queries)
-        principal = principal_of(request)
-        wanted = FeedFilter(
-            tenant=principal.tenant_id,
-            resources=(("deployment", str(deployment_id)),),
-            kinds=readable_event_kinds(principal),
-        )
 
         async def render() -> str:
             state = await _state(request, deployment_id, deployment_queries, pipeline_queries)
             return fragment(request, "_deployment_state.html", **state)
 
-        return await live_fragments(
+        return await live_feed.fragments(
             request,
             event="deployment",
-            wanted=wanted,
             render=render,
-            nats=nats,
-            prefix=settings.subject_prefix,
-            read_pool=read_pool,
-            read_your_writes=read_your_writes,
-            live_events=live_events,
+            resources=(("deployment", str(deployment_id)),),
             projection="deployments",
         )
 

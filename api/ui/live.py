@@ -20,17 +20,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from litestar import Request
 from litestar.background_tasks import BackgroundTask
+from litestar.di import NamedDependency
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth import principal_of
-from api.dependencies import ReadYourWrites
+from api.dependencies import (
+    LiveEventsDep,
+    NatsDep,
+    ReadPoolDep,
+    ReadYourWrites,
+    ReadYourWritesDep,
+    SettingsDep,
+)
 from api.streams import admit, inactive_tenant, recheck
 from api.ui.session import NO_RENEWAL_STATE
+from application.authorization import readable_event_kinds
 from application.errors import AuthenticationFailed, ServiceUnavailable
 from infrastructure.envelope import CloudEvent
 from infrastructure.event_feed import FeedFilter, FeedItem, KeepAlive, feed_subject, follow
@@ -39,6 +49,64 @@ from infrastructure.notification_log import settled_position
 
 COALESCE_SECONDS = 0.3
 Render = Callable[[], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class LiveFeed:
+    """What a live page's stream needs of the process, one dependency (`live_feed`,
+    provided by the dashboard's router) instead of five per handler."""
+
+    nats: NatsClient | None
+    prefix: str
+    read_pool: AsyncConnectionPool
+    read_your_writes: ReadYourWrites
+    live_events: LiveEvents
+
+    async def fragments(
+        self,
+        request: Request,
+        *,
+        event: str,
+        render: Render,
+        resources: tuple[tuple[str, str], ...] = (),
+        types: tuple[str, ...] = (),
+        projection: str = "runs",
+    ) -> ServerSentEvent:
+        """SSE messages named `event`, each `render()` of the `projection` read model,
+        after the principal's tenant's events of `resources` or `types` it may read (the
+        caller checks what it renders exists first: a 404 takes no stream slot)."""
+        principal = principal_of(request)
+        wanted = FeedFilter(
+            tenant=principal.tenant_id,
+            types=types,
+            resources=resources,
+            kinds=readable_event_kinds(principal),
+        )
+        return await live_fragments(
+            request,
+            event=event,
+            wanted=wanted,
+            render=render,
+            nats=self.nats,
+            prefix=self.prefix,
+            read_pool=self.read_pool,
+            read_your_writes=self.read_your_writes,
+            live_events=self.live_events,
+            projection=projection,
+        )
+
+
+def provide_live_feed(
+    nats: NatsDep,
+    settings: SettingsDep,
+    read_pool: ReadPoolDep,
+    read_your_writes: ReadYourWritesDep,
+    live_events: LiveEventsDep,
+) -> LiveFeed:
+    return LiveFeed(nats, settings.subject_prefix, read_pool, read_your_writes, live_events)
+
+
+LiveFeedDep = NamedDependency[LiveFeed]
 
 
 async def live_fragments(
@@ -54,8 +122,7 @@ async def live_fragments(
     live_events: LiveEvents,
     projection: str = "runs",
 ) -> ServerSentEvent:
-    """SSE messages named `event`, each `render()` of the `projection` read model (the
-    caller checks what it renders exists before calling: a 404 takes no stream slot)."""
+    """The stream itself (see the module's docstring)."""
 
     async def caught_up(position: int) -> bool:
         return await _caught_up(read_your_writes, projection, position)

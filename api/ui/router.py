@@ -5,6 +5,7 @@ state-changing request, errors as pages, and the template engine."""
 from __future__ import annotations
 
 from litestar import Router
+from litestar.di import Provide
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
@@ -13,6 +14,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.ui.audit_pages import AuditPages
 from api.ui.deployment_pages import DeploymentPages
 from api.ui.job_pages import JobPages
+from api.ui.live import provide_live_feed
 from api.ui.pages import SessionPages
 from api.ui.pipeline_actions import PipelineActions
 from api.ui.pipeline_editor import PipelineEditor
@@ -40,6 +42,7 @@ def ui_router() -> Router:
                 include_in_schema=False,
             ),
         ],
+        dependencies={"live_feed": Provide(provide_live_feed, sync_to_thread=False)},
         guards=[csrf_guard],
         middleware=[RenewedCookie()],
         # Every kind the API maps (a layer's handler for a base class would lose to the

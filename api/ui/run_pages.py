@@ -21,23 +21,18 @@ from litestar.response import ServerSentEvent
 from api.auth import principal_of
 from api.controllers.common import MinPosition, command_context
 from api.dependencies import (
-    LiveEventsDep,
-    NatsDep,
     PipelineQueriesDep,
-    ReadPoolDep,
     ReadYourWritesDep,
     RunLogsDep,
     RunQueriesDep,
     RunServiceDep,
-    SettingsDep,
 )
-from api.ui.live import live_fragments
+from api.ui.live import LiveFeedDep
 from api.ui.pages import Form
 from api.ui.run_stats import stats_page
 from api.ui.views import fragment, page, redirect
-from application.authorization import Permission, readable_event_kinds
+from application.authorization import Permission
 from application.errors import NotFound
-from infrastructure.event_feed import FeedFilter
 
 READ = {"permission": Permission.RUNS_READ}
 CANCEL = {"permission": Permission.RUNS_CANCEL}
@@ -86,35 +81,17 @@ class RunPages(Controller):
         self,
         request: Request,
         run_queries: RunQueriesDep,
-        read_your_writes: ReadYourWritesDep,
-        nats: NatsDep,
-        settings: SettingsDep,
-        read_pool: ReadPoolDep,
-        live_events: LiveEventsDep,
+        live_feed: LiveFeedDep,
         view: FromQuery[str | None] = None,
     ) -> ServerSentEvent:
         """The list of `view`, again after each burst of the tenant's run events."""
         shown = _view(view)
-        principal = principal_of(request)
-        wanted = FeedFilter(
-            tenant=principal.tenant_id, types=RUN_EVENTS, kinds=readable_event_kinds(principal)
-        )
 
         async def render() -> str:
             runs = await _runs(request, run_queries, shown)
             return fragment(request, "_runs_list.html", runs=runs, view=shown, limit=LIST_SIZE)
 
-        return await live_fragments(
-            request,
-            event="runs",
-            wanted=wanted,
-            render=render,
-            nats=nats,
-            prefix=settings.subject_prefix,
-            read_pool=read_pool,
-            read_your_writes=read_your_writes,
-            live_events=live_events,
-        )
+        return await live_feed.fragments(request, event="runs", render=render, types=RUN_EVENTS)
 
     @get("/stats", opt=READ)
     async def stats(
@@ -148,35 +125,17 @@ class RunPages(Controller):
         run_id: FromPath[UUID],
         run_queries: RunQueriesDep,
         run_logs: RunLogsDep,
-        read_your_writes: ReadYourWritesDep,
-        nats: NatsDep,
-        settings: SettingsDep,
-        read_pool: ReadPoolDep,
-        live_events: LiveEventsDep,
+        live_feed: LiveFeedDep,
     ) -> ServerSentEvent:
         """The run's whole state, again after each burst of its events."""
         await _state(request, run_id, run_queries, run_logs)  # 404 before a stream slot
-        principal = principal_of(request)
-        wanted = FeedFilter(
-            tenant=principal.tenant_id,
-            resources=(("run", str(run_id)),),
-            kinds=readable_event_kinds(principal),
-        )
 
         async def render() -> str:
             state = await _state(request, run_id, run_queries, run_logs)
             return fragment(request, "run_state.html", **state)
 
-        return await live_fragments(
-            request,
-            event="run",
-            wanted=wanted,
-            render=render,
-            nats=nats,
-            prefix=settings.subject_prefix,
-            read_pool=read_pool,
-            read_your_writes=read_your_writes,
-            live_events=live_events,
+        return await live_feed.fragments(
+            request, event="run", render=render, resources=(("run", str(run_id)),)
         )
 
     @post("/{run_id:uuid}/cancel", opt=CANCEL, status_code=303)

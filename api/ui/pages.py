@@ -4,7 +4,7 @@ password checks, throttle and messages; only the tokens travel in a cookie."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 from urllib.parse import urlencode
 from uuid import UUID
 
@@ -14,14 +14,16 @@ from litestar.params import Body, FromQuery
 
 from api.auth import principal_of
 from api.controllers.auth import _correlation
-from api.controllers.common import command_context
+from api.controllers.common import MinPosition, command_context
 from api.controllers.paging import query_error
 from api.dependencies import (
     LoginServiceDep,
+    ReadYourWritesDep,
     SessionServiceDep,
     TenantQueriesDep,
     TenantServiceDep,
 )
+from api.schemas.tenants import Plan, TenantCreate
 from api.ui.session import (
     CSRF_FIELD,
     LOGIN_CSRF_COOKIE,
@@ -32,7 +34,7 @@ from api.ui.session import (
     new_login_csrf,
     set_cookie,
 )
-from api.ui.views import clear_cookies, page, redirect
+from api.ui.views import clear_cookies, page, read_form, redirect
 from application.authorization import Permission
 from application.errors import AuthenticationFailed, NotFound, PermissionDenied, RateLimited
 from application.principal import Principal
@@ -105,11 +107,14 @@ class SessionPages(Controller):
         request: Request,
         tenant_queries: TenantQueriesDep,
         tenants: TenantServiceDep,
+        read_your_writes: ReadYourWritesDep,
         cursor: FromQuery[str | None] = None,
+        min_position: MinPosition = None,
     ) -> Response[Any]:
         """A platform admin's tenants, each with its usage against its quotas (the
         API's GET /tenants/{id}/usage: TenantService.usage) and a switch to act in it
         (as X-Tenant-ID does on the API)."""
+        await read_your_writes("tenants", min_position)
         try:
             result = await tenant_queries.list(limit=_TENANTS_PER_PAGE, cursor=cursor or None)
         except ValueError as error:
@@ -123,7 +128,29 @@ class SessionPages(Controller):
             tenants=shown,
             next_link=next_link if result.next_cursor else None,
             first_page=cursor is None,
+            plans=get_args(Plan),
         )
+
+    @post("/tenants", opt={"permission": Permission.TENANTS_MANAGE}, status_code=303)
+    async def create_tenant(
+        self, request: Request, tenants: TenantServiceDep, data: Annotated[dict[str, str], Form]
+    ) -> Response[Any]:
+        """A new tenant (POST /api/v1/tenants, its schema and messages), then acting in
+        it: on a fresh install the first thing a platform admin needs."""
+        fields = {k: data[k].strip() for k in ("name", "plan", "description") if data.get(k)}
+        body = read_form(fields, TenantCreate)
+        result = await tenants.create(
+            principal_of(request),
+            name=body.name,
+            description=body.description,
+            plan=body.plan,
+            labels=body.labels,
+            owner=body.owner,
+            ctx=command_context(request),
+        )
+        response = redirect(request, f"/ui/tenants?min_position={result.position or 0}")
+        set_cookie(response, TENANT_COOKIE, str(result.state.id), secure=is_https(request))
+        return response
 
     @post("/tenant", opt=SIGNED_IN, status_code=303)
     async def choose_tenant(

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from api.auth import principal_of
@@ -26,7 +25,7 @@ from api.dependencies import DeploymentServiceDep, PipelineServiceDep, RollbackS
 from api.schemas.deployments import PipelineDeploy
 from api.schemas.pipelines import CloneRequest, RollbackRequest
 from api.ui.pages import Form
-from api.ui.views import page, pretty_json, redirect
+from api.ui.views import page, pretty_json, read_form, redirect
 from application.authorization import Permission
 from application.pipeline_history import RevisionRecord, summarize_changes
 
@@ -35,19 +34,6 @@ WRITE = {"permission": Permission.PIPELINES_WRITE}
 DEPLOY = {"permission": Permission.DEPLOYMENTS_WRITE}
 # What a revision's definition is compared by: GET .../revisions/{n} less who and when.
 _NOT_DEFINITION = ("pipeline_id", "revision", "kind", "actor", "at")
-
-S = TypeVar("S", bound=msgspec.Struct)
-
-
-def read_form(fields: dict[str, Any], schema: type[S]) -> S:
-    """The form's fields read as the API reads the same JSON body: a bad field is the
-    API's 422 with the same field and message (api/errors.py words it)."""
-    try:
-        return msgspec.convert(fields, schema)
-    except msgspec.ValidationError as error:
-        raise ValidationException(
-            "Validation failed", extra=[{"message": str(error), "key": "data", "source": "body"}]
-        ) from None
 
 
 @dataclass(frozen=True)

@@ -234,3 +234,55 @@ async def test_every_ui_route_keeps_another_tenants_runs_and_pipelines_out(
         assert run["status"] == "queued" and not run.get("cancel_requested")
         runs = (await client.get("/api/v1/runs", headers=editor_a)).json()["items"]
         assert [r["id"] for r in runs] == [run_id]
+
+
+async def test_a_platform_admin_creates_a_tenant_and_acts_in_it(settings: Settings) -> None:
+    """A fresh install has no tenant: the dashboard says so, and its Tenants page creates
+    one (POST /api/v1/tenants's schema and messages) and acts in it at once."""
+    async with running_app(settings) as client:
+        await platform_admin(client, settings)
+        signed = await sign_in(client, settings.admin_username or "", settings.admin_password or "")
+        assert signed.status_code == 303, signed.text
+        listing = await client.get("/ui/pipelines")
+        assert 'data-testid="no-tenant"' in listing.text
+        shown = await client.get("/ui/tenants")
+        csrf = csrf_of(shown.text)
+        assert 'action="/ui/tenants"' in shown.text
+
+        refused = await client.post(
+            "/ui/tenants", data={"name": "x", "plan": "gold", "csrf_token": csrf}
+        )
+        assert refused.status_code == 422 and "plan" in refused.text, refused.text[:2000]
+        made = await client.post(
+            "/ui/tenants",
+            data={"name": "acme", "plan": "pro", "description": "", "csrf_token": csrf},
+            follow_redirects=False,
+        )
+        assert made.status_code == 303, made.text
+        assert made.headers["location"].startswith("/ui/tenants?min_position=")
+        tenant_id = client.cookies["norn_tenant"]
+        after = await client.get(made.headers["location"])
+        assert "acme" in after.text and "acting here" in after.text
+        # Acting in it: the notice is gone and a pipeline is created in that tenant.
+        listing = await client.get("/ui/pipelines")
+        assert 'data-testid="no-tenant"' not in listing.text
+        assert f"in tenant {tenant_id}" in listing.text
+        taken = await client.post(
+            "/ui/tenants",
+            data={"name": "acme", "plan": "free", "csrf_token": csrf},
+            follow_redirects=False,
+        )
+        assert taken.status_code == 409, taken.text[:2000]
+
+        # A tenant's own admin may not create tenants: not offered, refused.
+        admin = await platform_admin(client, settings)
+        client.cookies.clear()
+        await make_tenant_user(client, admin, "ui-other", "admin")
+        assert (await sign_in(client, "ui-other-admin")).status_code == 303
+        assert 'action="/ui/tenants"' not in (await client.get("/ui/pipelines")).text
+        csrf = csrf_of((await client.get("/ui/pipelines")).text)
+        forbidden = await client.post(
+            "/ui/tenants", data={"name": "mine", "csrf_token": csrf}, follow_redirects=False
+        )
+        assert forbidden.status_code == 403
+        client.cookies.clear()

@@ -1,19 +1,14 @@
 """Writing a pipeline's definition on the dashboard: a new pipeline, or a new revision of
-one, as JSON in a text area (the body POST /api/v1/pipelines and PUT .../{id} take).
-The text is decoded into the API's own request schema and saved by the API's own use
-cases (PipelineService.create / revise), so every refusal carries the API's status and
-message; it is shown above the text, which is kept, so nothing typed is lost. The edit
-form carries the version it was read at: a save over someone else's newer revision is
-the API's 409 (as with If-Match), not a silent overwrite."""
+one, as the JSON body POST /api/v1/pipelines and PUT .../{id} take (api/ui/json_editor.py),
+saved by the API's own use cases (PipelineService.create / revise), so every refusal
+carries the API's status and message and the text typed is kept."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 from uuid import UUID
 
-import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.exceptions import ValidationException
 from litestar.params import FromPath
 
 from api.auth import principal_of
@@ -21,16 +16,30 @@ from api.controllers.common import command_context
 from api.controllers.pipeline_views import to_definition
 from api.dependencies import PipelineServiceDep
 from api.schemas.pipelines import PipelineWrite
+from api.ui.json_editor import REFUSALS, Editor, decode_json, read_version
 from api.ui.pages import Form
 from api.ui.pipeline_actions import definition_lines
-from api.ui.views import api_error, page, redirect
+from api.ui.views import redirect
 from application.authorization import Permission
-from application.errors import PermissionDenied, RateLimited, VersionConflict
-from domain.errors import DomainError
 
 WRITE = {"permission": Permission.PIPELINES_WRITE}
-# Refusals shown on the form with the text kept; anything else is the error page.
-REFUSALS = (ValidationException, DomainError, VersionConflict, PermissionDenied, RateLimited)
+_FIELDS = (
+    "<code>name</code>, <code>description</code>, <code>tags</code>, <code>namespace</code>, "
+    "<code>timeout</code>, <code>triggers</code> and <code>steps</code> (each with "
+    "<code>name</code>, <code>plugin</code>, <code>config</code> and <code>depends_on</code>)."
+)
+NEW = Editor(
+    "New pipeline",
+    "Create pipeline",
+    "POST /api/v1/pipelines",
+    _FIELDS,
+    hint=(
+        "The example reads <code>orders.jsonl</code> (JSON lines) from the tenant's folder, "
+        "<code>.norn/files/&lt;tenant id&gt;/</code> under the embedded default "
+        "(<code>NORN_FILES_ROOT</code> otherwise), and writes the paid orders beside it."
+    ),
+)
+EDIT = Editor("Edit pipeline", "Save as a new revision", "PUT /api/v1/pipelines/{id}", _FIELDS)
 # What a new pipeline's form starts with: a valid definition to change.
 EXAMPLE = """{
   "name": "orders-daily",
@@ -52,39 +61,7 @@ EXAMPLE = """{
     }
   ]
 }"""
-
-
-def _decoded(text: str) -> PipelineWrite:
-    """The text as the API decodes the same body (litestar names it `data`): not JSON is
-    its 400, a bad field its 422 naming the field, each with the API's message."""
-    try:
-        return msgspec.json.decode(text.encode(), type=PipelineWrite)
-    except msgspec.DecodeError as error:  # ValidationError included: both are the API's
-        raise ValidationException(
-            "Validation failed", extra=[{"message": str(error), "key": "data", "source": "body"}]
-        ) from None
-
-
-def _form(
-    request: Request,
-    *,
-    text: str,
-    action: str,
-    title: str,
-    error: Exception | None = None,
-    **more: Any,
-) -> Response[Any]:
-    status, shown = (200, None) if error is None else api_error(request, error)
-    return page(
-        request,
-        "pipeline_editor.html",
-        status=status,
-        text=text,
-        action=action,
-        title=title,
-        error=shown,
-        **more,
-    )
+_NEW_PATH = "/ui/pipelines/new"
 
 
 class PipelineEditor(Controller):
@@ -93,7 +70,7 @@ class PipelineEditor(Controller):
 
     @get("/new", opt=WRITE)
     async def new_form(self, request: Request) -> Response[Any]:
-        return _form(request, text=EXAMPLE, action="/ui/pipelines/new", title="New pipeline")
+        return NEW.render(request, text=EXAMPLE, action=_NEW_PATH, cancel="/ui/pipelines")
 
     @post("/new", opt=WRITE, status_code=303)
     async def create(
@@ -104,13 +81,13 @@ class PipelineEditor(Controller):
     ) -> Response[Any]:
         text = data.get("definition", "")
         try:
-            body = _decoded(text)
+            body = decode_json(text, PipelineWrite)
             result = await pipelines.create(
                 principal_of(request), to_definition(body), command_context(request)
             )
         except REFUSALS as error:
-            return _form(
-                request, text=text, action="/ui/pipelines/new", title="New pipeline", error=error
+            return NEW.render(
+                request, text=text, action=_NEW_PATH, cancel="/ui/pipelines", error=error
             )
         return redirect(
             request, f"/ui/pipelines/{result.state.id}?min_position={result.position or 0}"
@@ -134,16 +111,14 @@ class PipelineEditor(Controller):
         pipelines: PipelineServiceDep,
         data: Annotated[dict[str, str], Form],
     ) -> Response[Any]:
-        text = data.get("definition", "")
-        raw = data.get("version", "")
-        read_at = int(raw) if raw.isdigit() else None  # the If-Match of the form
+        text, read_at = data.get("definition", ""), read_version(data)
         principal = principal_of(request)
         await pipelines.load(principal, pipeline_id)  # another tenant's: a 404 page, no form
         try:
             result = await pipelines.revise(
                 principal,
                 pipeline_id,
-                to_definition(_decoded(text)),
+                to_definition(decode_json(text, PipelineWrite)),
                 command_context(request),
                 read_at,
             )
@@ -159,12 +134,11 @@ def _edit(
     version: int | None,
     error: Exception | None = None,
 ) -> Response[Any]:
-    return _form(
+    return EDIT.render(
         request,
         text=text,
         action=f"/ui/pipelines/{pipeline_id}/edit",
-        title="Edit pipeline",
-        error=error,
-        pipeline_id=pipeline_id,
+        cancel=f"/ui/pipelines/{pipeline_id}",
         version=version,
+        error=error,
     )

@@ -120,7 +120,7 @@ async def test_create_and_revise_with_the_apis_refusals_on_the_form(
         follow_redirects=False,
     )
     assert stale.status_code == 412, stale.text[:2000]
-    assert "overwrite" in _text_of(stale.text) and "newer revision" in stale.text
+    assert "overwrite" in _text_of(stale.text) and "newer version" in stale.text
     got = await client.get(f"{PIPELINES}/{pipeline_id}", headers=editor)
     assert (got.json()["revision"], got.json()["description"]) == (2, "from the form")
 

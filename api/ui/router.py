@@ -13,6 +13,7 @@ from litestar.template.config import TemplateConfig
 from api.errors import EXCEPTION_HANDLERS
 from api.ui.audit_pages import AuditPages
 from api.ui.deployment_pages import DeploymentPages
+from api.ui.job_editor import JobEditor
 from api.ui.job_pages import JobPages
 from api.ui.live import provide_live_feed
 from api.ui.pages import SessionPages
@@ -34,6 +35,7 @@ def ui_router() -> Router:
             RunPages,
             DeploymentPages,
             JobPages,
+            JobEditor,
             AuditPages,
             create_static_files_router(
                 path="/ui/static",

@@ -48,7 +48,10 @@ class DeploymentPages(Controller):
         request: Request,
         deployment_queries: DeploymentQueriesDep,
         pipeline_queries: PipelineQueriesDep,
+        read_your_writes: ReadYourWritesDep,
+        min_position: MinPosition = None,
     ) -> Response[Any]:
+        await read_your_writes("deployments", min_position)  # after a retire
         tenant_id = principal_of(request).tenant_id
         result = await deployment_queries.list(tenant_id, limit=_LIST_SIZE)
         live = [r for r in result.items if not r["retired"]]

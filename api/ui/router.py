@@ -12,6 +12,7 @@ from litestar.template.config import TemplateConfig
 
 from api.errors import EXCEPTION_HANDLERS
 from api.ui.audit_pages import AuditPages
+from api.ui.deployment_actions import DeploymentActions
 from api.ui.deployment_pages import DeploymentPages
 from api.ui.job_editor import JobEditor
 from api.ui.job_pages import JobPages
@@ -34,6 +35,7 @@ def ui_router() -> Router:
             PipelineEditor,
             RunPages,
             DeploymentPages,
+            DeploymentActions,
             JobPages,
             JobEditor,
             AuditPages,

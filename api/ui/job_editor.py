@@ -44,6 +44,8 @@ EDIT = Editor(
     "Save the schedule",
     "PUT /api/v1/scheduler/jobs/{id}",
     _FIELDS + " (enable and disable it on its page).",
+    delete_label="Delete this schedule",
+    delete_note="As DELETE /api/v1/scheduler/jobs/{id}: it fires no more; its history stays.",
 )
 _NEW_PATH = "/ui/jobs/new"
 _WRITTEN = {f.name for f in msgspec.structs.fields(JobWrite)}
@@ -122,6 +124,19 @@ class JobEditor(Controller):
             return _edit(request, job_id, text, read_at, error)
         return redirect(request, f"/ui/jobs/{job_id}?min_position={result.position or 0}")
 
+    @post("/{job_id:uuid}/delete", opt=WRITE, status_code=303)
+    async def delete(
+        self,
+        request: Request,
+        job_id: FromPath[UUID],
+        jobs: JobServiceDep,
+        data: Annotated[dict[str, str], Form],
+    ) -> Response[Any]:
+        result = await jobs.delete(
+            principal_of(request), job_id, command_context(request), read_version(data)
+        )
+        return redirect(request, f"/ui/jobs?min_position={result.position or 0}")
+
 
 def _edit(
     request: Request, job_id: UUID, text: str, version: int | None, error: Exception | None = None
@@ -133,4 +148,5 @@ def _edit(
         cancel=f"/ui/jobs/{job_id}",
         version=version,
         error=error,
+        delete_action=f"/ui/jobs/{job_id}/delete",
     )

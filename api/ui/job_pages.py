@@ -41,7 +41,14 @@ class JobPages(Controller):
     include_in_schema = False
 
     @get("/", opt=READ)
-    async def list_jobs(self, request: Request, job_queries: JobQueriesDep) -> Response[Any]:
+    async def list_jobs(
+        self,
+        request: Request,
+        job_queries: JobQueriesDep,
+        read_your_writes: ReadYourWritesDep,
+        min_position: MinPosition = None,
+    ) -> Response[Any]:
+        await read_your_writes("jobs", min_position)  # after a delete
         result = await job_queries.list(
             principal_of(request).tenant_id, order="asc", limit=_LIST_SIZE
         )

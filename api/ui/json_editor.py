@@ -49,6 +49,8 @@ class Editor:
     api_route: str
     fields: str  # HTML: the body's fields, as the API documents them
     hint: str = ""  # HTML
+    delete_label: str = ""  # an edit form's Delete button, if it has one
+    delete_note: str = ""
 
     def render(
         self,
@@ -59,6 +61,7 @@ class Editor:
         cancel: str,
         version: int | None = None,
         error: Exception | None = None,
+        delete_action: str | None = None,
     ) -> Response[Any]:
         status, shown = (200, None) if error is None else api_error(request, error)
         return page(
@@ -75,4 +78,7 @@ class Editor:
             api_route=self.api_route,
             fields=self.fields,
             hint=self.hint,
+            delete_action=delete_action if self.delete_label else None,
+            delete_label=self.delete_label,
+            delete_note=self.delete_note,
         )

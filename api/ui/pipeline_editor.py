@@ -39,7 +39,17 @@ NEW = Editor(
         "(<code>NORN_FILES_ROOT</code> otherwise), and writes the paid orders beside it."
     ),
 )
-EDIT = Editor("Edit pipeline", "Save as a new revision", "PUT /api/v1/pipelines/{id}", _FIELDS)
+EDIT = Editor(
+    "Edit pipeline",
+    "Save as a new revision",
+    "PUT /api/v1/pipelines/{id}",
+    _FIELDS,
+    delete_label="Delete this pipeline",
+    delete_note=(
+        "As DELETE /api/v1/pipelines/{id}: it is no longer listed, run or deployed; its "
+        "history and runs stay readable. Refused while one of its deployments is not retired."
+    ),
+)
 # What a new pipeline's form starts with: a valid definition to change.
 EXAMPLE = """{
   "name": "orders-daily",
@@ -126,6 +136,19 @@ class PipelineEditor(Controller):
             return _edit(request, pipeline_id, text, read_at, error)
         return redirect(request, f"/ui/pipelines/{pipeline_id}?min_position={result.position or 0}")
 
+    @post("/{pipeline_id:uuid}/delete", opt=WRITE, status_code=303)
+    async def delete(
+        self,
+        request: Request,
+        pipeline_id: FromPath[UUID],
+        pipelines: PipelineServiceDep,
+        data: Annotated[dict[str, str], Form],
+    ) -> Response[Any]:
+        result = await pipelines.delete(
+            principal_of(request), pipeline_id, command_context(request), read_version(data)
+        )
+        return redirect(request, f"/ui/pipelines?min_position={result.position or 0}")
+
 
 def _edit(
     request: Request,
@@ -141,4 +164,5 @@ def _edit(
         cancel=f"/ui/pipelines/{pipeline_id}",
         version=version,
         error=error,
+        delete_action=f"/ui/pipelines/{pipeline_id}/delete",
     )

@@ -41,10 +41,13 @@ class PipelinePages(Controller):
         self,
         request: Request,
         pipeline_queries: PipelineQueriesDep,
+        read_your_writes: ReadYourWritesDep,
         name: FromQuery[str | None] = None,
         tag: FromQuery[str | None] = None,
         namespace: FromQuery[str | None] = None,
+        min_position: MinPosition = None,
     ) -> Response[Any]:
+        await read_your_writes("pipelines", min_position)  # after a delete
         tags = tuple(t.strip() for t in (tag or "").split(",") if t.strip())
         result = await pipeline_queries.list(
             principal_of(request).tenant_id,

@@ -150,3 +150,35 @@ async def test_create_and_edit_a_schedule(
     client.cookies.clear()
     job = (await client.get(f"{JOBS}/{job_id}", headers=admin)).json()
     assert job["cron_expr"] == "30 4 * * *"
+
+
+async def test_delete_a_schedule_from_its_edit_page(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    client = module_app
+    padmin = await platform_admin(client, module_settings)
+    tenant = unique("jobdel")
+    _, admin = await make_tenant_user(client, padmin, tenant, "admin")
+    pipeline = await create_pipeline(client, admin, "source")
+    made = await client.post(
+        JOBS,
+        json={"name": "doomed", "target": {"pipeline_id": pipeline["id"]}, "cron_expr": "@daily"},
+        headers=admin,
+    )
+    assert made.status_code == 201, made.text
+    job_id = made.json()["id"]
+    csrf = await _signed_in(client, f"{tenant}-admin".lower())
+    seen = await client.get(
+        f"{JOBS}/{job_id}?min_position={made.json()['position']}", headers=admin
+    )
+    assert seen.status_code == 200, seen.text
+    edit = await client.get(f"/ui/jobs/{job_id}/edit")
+    assert edit.status_code == 200 and 'data-action="delete"' in edit.text
+    deleted = await client.post(
+        f"/ui/jobs/{job_id}/delete", data={"csrf_token": csrf}, follow_redirects=False
+    )
+    assert deleted.status_code == 303, deleted.text
+    listing = await client.get(deleted.headers["location"])
+    assert listing.status_code == 200 and "doomed" not in listing.text
+    assert (await client.get(f"{JOBS}/{job_id}", headers=admin)).status_code == 404
+    client.cookies.clear()

@@ -188,3 +188,36 @@ async def test_a_viewer_is_offered_no_editor_and_another_tenant_gets_404(
     client.cookies.clear()
     after = await client.get(f"{PIPELINES}/{pipeline['id']}", headers=editor)
     assert after.json()["revision"] == 1
+
+
+async def test_delete_from_the_edit_page(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    """Delete is on the edit page: refused (the API's 409) while a deployment of the
+    pipeline is live, done once it is retired; the list no longer shows it."""
+    client = module_app
+    padmin = await platform_admin(client, module_settings)
+    tenant = unique("deleter")
+    _, editor = await make_tenant_user(client, padmin, tenant, "admin")
+    pipeline = await create_pipeline(client, editor, "short-lived")
+    deployment = await client.post(
+        "/api/v1/deployments",
+        json={"pipeline_id": pipeline["id"], "environment": "staging"},
+        headers=editor,
+    )
+    assert deployment.status_code == 201, deployment.text
+    csrf = await _signed_in(client, f"{tenant}-admin".lower())
+    edit = await client.get(f"/ui/pipelines/{pipeline['id']}/edit")
+    assert 'data-action="delete"' in edit.text
+    path = f"/ui/pipelines/{pipeline['id']}/delete"
+    refused = await client.post(path, data={"csrf_token": csrf}, follow_redirects=False)
+    assert refused.status_code == 409, refused.text[:2000]
+    retired = await client.delete(f"/api/v1/deployments/{deployment.json()['id']}", headers=editor)
+    assert retired.status_code == 200, retired.text
+    deleted = await client.post(path, data={"csrf_token": csrf}, follow_redirects=False)
+    assert deleted.status_code == 303, deleted.text
+    listing = await client.get(deleted.headers["location"])
+    assert listing.status_code == 200 and "short-lived" not in listing.text
+    gone = await client.get(f"{PIPELINES}/{pipeline['id']}", headers=editor)
+    assert gone.status_code == 404
+    client.cookies.clear()

@@ -10,13 +10,8 @@ from litestar.testing import AsyncTestClient
 from infrastructure.settings import Settings
 from tests.integration.api_client import create_pipeline, make_tenant_user, platform_admin, unique
 from tests.integration.deployment_client import BASE, deploy, read_at, revise
-from tests.integration.test_ui import PASSWORD, csrf_of, sign_in
-
-
-async def _signed_in(client: AsyncTestClient, username: str) -> str:
-    client.cookies.clear()
-    assert (await sign_in(client, username)).status_code == 303
-    return csrf_of((await client.get("/ui/deployments")).text)
+from tests.integration.test_ui import PASSWORD
+from tests.integration.ui_forms import signed_in
 
 
 async def test_release_run_and_retire_from_the_deployment_page(
@@ -32,7 +27,7 @@ async def test_release_run_and_retire_from_the_deployment_page(
     path = f"{BASE}/{deployment['id']}"
     await read_at(client, admin, path, deployment["position"])
     page_path = f"/ui/deployments/{deployment['id']}"
-    csrf = await _signed_in(client, f"{tenant}-admin".lower())
+    csrf = await signed_in(client, f"{tenant}-admin".lower(), "/ui/deployments")
 
     shown = await client.get(page_path)
     for action in ("release", "execute", "retire"):
@@ -92,7 +87,7 @@ async def test_release_run_and_retire_from_the_deployment_page(
         headers=padmin,
     )
     assert made.status_code == 201, made.text
-    viewer_csrf = await _signed_in(client, viewer)
+    viewer_csrf = await signed_in(client, viewer)
     seen = await client.get(page_path)
     assert not any(f'data-action="{a}"' in seen.text for a in ("release", "execute", "retire"))
     for action in ("release", "execute", "retire"):
@@ -102,7 +97,7 @@ async def test_release_run_and_retire_from_the_deployment_page(
         assert answer.status_code == 403, (action, answer.status_code)
 
     # Retire: gone from the list, its page says retired, no more writes offered.
-    csrf = await _signed_in(client, f"{tenant}-admin".lower())
+    csrf = await signed_in(client, f"{tenant}-admin".lower(), "/ui/deployments")
     retired = await client.post(
         f"{page_path}/retire", data={"csrf_token": csrf}, follow_redirects=False
     )

@@ -14,22 +14,10 @@ from litestar.testing import AsyncTestClient
 
 from infrastructure.settings import Settings
 from tests.integration.api_client import create_pipeline, make_tenant_user, platform_admin, unique
-from tests.integration.test_ui import PASSWORD, csrf_of, sign_in
+from tests.integration.test_ui import PASSWORD
+from tests.integration.ui_forms import signed_in, text_of
 
 JOBS = "/api/v1/scheduler/jobs"
-_TEXT = re.compile(r'<textarea id="definition" name="definition"[^>]*>(.*?)</textarea>', re.S)
-
-
-def _text_of(page: str) -> str:
-    found = _TEXT.search(page)
-    assert found, page[:3000]
-    return html.unescape(found.group(1))
-
-
-async def _signed_in(client: AsyncTestClient, username: str) -> str:
-    client.cookies.clear()
-    assert (await sign_in(client, username)).status_code == 303
-    return csrf_of((await client.get("/ui/jobs")).text)
 
 
 async def test_create_and_edit_a_schedule(
@@ -40,10 +28,10 @@ async def test_create_and_edit_a_schedule(
     tenant = unique("jobedit")
     tenant_id, admin = await make_tenant_user(client, padmin, tenant, "admin")
     pipeline = await create_pipeline(client, admin, "nightly-source")
-    csrf = await _signed_in(client, f"{tenant}-admin".lower())
+    csrf = await signed_in(client, f"{tenant}-admin".lower(), "/ui/jobs")
 
     assert 'href="/ui/jobs/new"' in (await client.get("/ui/jobs")).text
-    example = json.loads(_text_of((await client.get("/ui/jobs/new")).text))
+    example = json.loads(text_of((await client.get("/ui/jobs/new")).text))
     assert example["target"] == {"pipeline_id": pipeline["id"]}  # the tenant's pipeline
 
     for changes, status, words in (
@@ -57,7 +45,7 @@ async def test_create_and_edit_a_schedule(
         )
         assert refused.status_code == status, (changes, refused.status_code, refused.text[:2000])
         assert words in html.unescape(refused.text), (words, refused.text[:3000])
-        assert _text_of(refused.text) == text
+        assert text_of(refused.text) == text
     assert (await client.get(JOBS, headers=admin)).json()["items"] == []
 
     made = await client.post(
@@ -76,7 +64,7 @@ async def test_create_and_edit_a_schedule(
     assert f'href="/ui/jobs/{job_id}/edit"' in shown.text
 
     edit = await client.get(f"/ui/jobs/{job_id}/edit")
-    current = json.loads(_text_of(edit.text))
+    current = json.loads(text_of(edit.text))
     assert (current["cron_expr"], current["timezone"]) == ("0 3 * * *", "Asia/Kolkata")
     version = re.search(r'name="version" value="(\d+)"', edit.text)
     assert version
@@ -107,7 +95,7 @@ async def test_create_and_edit_a_schedule(
         },
         follow_redirects=False,
     )
-    assert stale.status_code == 412 and "0 5 * * *" in _text_of(stale.text)
+    assert stale.status_code == 412 and "0 5 * * *" in text_of(stale.text)
     job = (await client.get(f"{JOBS}/{job_id}", headers=admin)).json()
     assert job["cron_expr"] == "30 4 * * *"
 
@@ -123,7 +111,7 @@ async def test_create_and_edit_a_schedule(
         headers=padmin,
     )
     assert viewer.status_code == 201, viewer.text
-    csrf = await _signed_in(client, f"{tenant}-watcher".lower())
+    csrf = await signed_in(client, f"{tenant}-watcher".lower(), "/ui/jobs")
     assert 'href="/ui/jobs/new"' not in (await client.get("/ui/jobs")).text
     assert "/edit" not in (await client.get(f"/ui/jobs/{job_id}")).text
     for method, path in (
@@ -139,7 +127,7 @@ async def test_create_and_edit_a_schedule(
     # Another tenant's admin: the job is not found, by page or by post.
     other = unique("jobedit-b")
     await make_tenant_user(client, padmin, other, "admin")
-    csrf = await _signed_in(client, f"{other}-admin".lower())
+    csrf = await signed_in(client, f"{other}-admin".lower(), "/ui/jobs")
     for method in ("GET", "POST"):
         data = {"definition": json.dumps(current), "csrf_token": csrf} if method == "POST" else None
         answer = await client.request(
@@ -167,7 +155,7 @@ async def test_delete_a_schedule_from_its_edit_page(
     )
     assert made.status_code == 201, made.text
     job_id = made.json()["id"]
-    csrf = await _signed_in(client, f"{tenant}-admin".lower())
+    csrf = await signed_in(client, f"{tenant}-admin".lower(), "/ui/jobs")
     seen = await client.get(
         f"{JOBS}/{job_id}?min_position={made.json()['position']}", headers=admin
     )

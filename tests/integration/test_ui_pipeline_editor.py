@@ -20,22 +20,9 @@ from tests.integration.api_client import (
     unique,
     visible,
 )
-from tests.integration.test_ui import csrf_of, sign_in
+from tests.integration.ui_forms import signed_in, text_of
 
 PIPELINES = "/api/v1/pipelines"
-_TEXT = re.compile(r'<textarea id="definition" name="definition"[^>]*>(.*?)</textarea>', re.S)
-
-
-def _text_of(page: str) -> str:
-    found = _TEXT.search(page)
-    assert found, page[:3000]
-    return html.unescape(found.group(1))
-
-
-async def _signed_in(client: AsyncTestClient, username: str) -> str:
-    client.cookies.clear()
-    assert (await sign_in(client, username)).status_code == 303
-    return csrf_of((await client.get("/ui/pipelines")).text)
 
 
 async def test_create_and_revise_with_the_apis_refusals_on_the_form(
@@ -46,12 +33,12 @@ async def test_create_and_revise_with_the_apis_refusals_on_the_form(
     tenant = unique("editor")
     _, editor = await make_tenant_user(client, padmin, tenant, "editor")
     taken = await create_pipeline(client, editor, "already-here")
-    csrf = await _signed_in(client, f"{tenant}-editor".lower())
+    csrf = await signed_in(client, f"{tenant}-editor".lower())
 
     listing = await client.get("/ui/pipelines")
     assert 'href="/ui/pipelines/new"' in listing.text
     form = await client.get("/ui/pipelines/new")
-    example = json.loads(_text_of(form.text))  # the form starts with a valid definition
+    example = json.loads(text_of(form.text))  # the form starts with a valid definition
     assert example["steps"]
 
     # Refusals: each the API's status and message, the text kept, nothing saved.
@@ -72,7 +59,7 @@ async def test_create_and_revise_with_the_apis_refusals_on_the_form(
         )
         assert refused.status_code == status, (text, refused.status_code, refused.text[:2000])
         assert words in html.unescape(refused.text), (words, refused.text[:3000])
-        assert _text_of(refused.text) == text
+        assert text_of(refused.text) == text
     api_list = await client.get(PIPELINES, headers=editor)
     assert [p["name"] for p in api_list.json()["items"]] == ["already-here"]
 
@@ -90,7 +77,7 @@ async def test_create_and_revise_with_the_apis_refusals_on_the_form(
 
     # Edit: the form holds the current definition; a save is revision 2.
     edit = await client.get(f"/ui/pipelines/{pipeline_id}/edit")
-    current = json.loads(_text_of(edit.text))
+    current = json.loads(text_of(edit.text))
     assert current["name"] == "from-the-ui"
     stale_version = re.search(r'name="version" value="(\d+)"', edit.text)
     assert stale_version
@@ -120,7 +107,7 @@ async def test_create_and_revise_with_the_apis_refusals_on_the_form(
         follow_redirects=False,
     )
     assert stale.status_code == 412, stale.text[:2000]
-    assert "overwrite" in _text_of(stale.text) and "newer version" in stale.text
+    assert "overwrite" in text_of(stale.text) and "newer version" in stale.text
     got = await client.get(f"{PIPELINES}/{pipeline_id}", headers=editor)
     assert (got.json()["revision"], got.json()["description"]) == (2, "from the form")
 
@@ -161,7 +148,7 @@ async def test_a_viewer_is_offered_no_editor_and_another_tenant_gets_404(
         headers=padmin,
     )
     assert created.status_code == 201, created.text
-    csrf = await _signed_in(client, viewer_name)
+    csrf = await signed_in(client, viewer_name)
     assert 'href="/ui/pipelines/new"' not in (await client.get("/ui/pipelines")).text
     page = await client.get(f"/ui/pipelines/{pipeline['id']}")
     assert page.status_code == 200 and "/edit" not in page.text
@@ -177,7 +164,7 @@ async def test_a_viewer_is_offered_no_editor_and_another_tenant_gets_404(
 
     other = unique("edit-other")
     await make_tenant_user(client, padmin, other, "admin")
-    csrf = await _signed_in(client, f"{other}-admin".lower())
+    csrf = await signed_in(client, f"{other}-admin".lower())
     for method in ("GET", "POST"):
         data = {"definition": "{}", "csrf_token": csrf} if method == "POST" else None
         answer = await client.request(
@@ -206,7 +193,7 @@ async def test_delete_from_the_edit_page(
         headers=editor,
     )
     assert deployment.status_code == 201, deployment.text
-    csrf = await _signed_in(client, f"{tenant}-admin".lower())
+    csrf = await signed_in(client, f"{tenant}-admin".lower())
     edit = await client.get(f"/ui/pipelines/{pipeline['id']}/edit")
     assert 'data-action="delete"' in edit.text
     path = f"/ui/pipelines/{pipeline['id']}/delete"

@@ -92,17 +92,8 @@ async def run_statistics(
     """Runs queued in [since, until) (aware datetimes) of one tenant, or of every tenant
     for None (a platform admin), optionally of one pipeline."""
     check_window(since, until)
-    conditions = [sql.SQL("queued_at >= %s"), sql.SQL("queued_at < %s")]
-    params: list[Any] = [since, until]
-    if tenant_id is not None:
-        conditions.append(sql.SQL("tenant_id = %s"))
-        params.append(tenant_id)
-    if pipeline_id is not None:
-        conditions.append(sql.SQL("pipeline_id = %s"))
-        params.append(pipeline_id)
-    query = _QUERY.format(
-        per_status=_PER_STATUS, finished=_FINISHED, where=sql.SQL(" AND ").join(conditions)
-    )
+    where, params = _window_filter(since, until, tenant_id, pipeline_id)
+    query = _QUERY.format(per_status=_PER_STATUS, finished=_FINISHED, where=where)
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         rows = await cur.fetchall()
@@ -200,19 +191,12 @@ async def run_timeline(
     count = -(-(until - first) // step)  # ceiling: the bucket holding until's last instant
     if count > 1_000:
         raise ValueError(f"the window holds more than 1000 {unit}s")
-    conditions = [sql.SQL("queued_at >= %s"), sql.SQL("queued_at < %s")]
-    params: list[Any] = [since, until]
-    if tenant_id is not None:
-        conditions.append(sql.SQL("tenant_id = %s"))
-        params.append(tenant_id)
-    if pipeline_id is not None:
-        conditions.append(sql.SQL("pipeline_id = %s"))
-        params.append(pipeline_id)
+    where, params = _window_filter(since, until, tenant_id, pipeline_id)
     query = _TIMELINE.format(
         unit=sql.Literal(unit),
         per_status=_PER_STATUS,
         finished=_FINISHED,
-        where=sql.SQL(" AND ").join(conditions),
+        where=where,
     )
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
@@ -225,6 +209,22 @@ async def run_timeline(
     }
     starts = (first + n * step for n in range(count))
     return [found.get(start) or TimelineBucket(start, RunCounts()) for start in starts]
+
+
+def _window_filter(
+    since: datetime, until: datetime, tenant_id: str | None, pipeline_id: UUID | None
+) -> tuple[sql.Composed, list[Any]]:
+    """Runs queued in [since, until), of one tenant (None: every tenant) and optionally
+    of one pipeline: the WHERE of both queries, and its parameters."""
+    conditions = [sql.SQL("queued_at >= %s"), sql.SQL("queued_at < %s")]
+    params: list[Any] = [since, until]
+    if tenant_id is not None:
+        conditions.append(sql.SQL("tenant_id = %s"))
+        params.append(tenant_id)
+    if pipeline_id is not None:
+        conditions.append(sql.SQL("pipeline_id = %s"))
+        params.append(pipeline_id)
+    return sql.SQL(" AND ").join(conditions), params
 
 
 def _floor(moment: datetime, unit: str) -> datetime:

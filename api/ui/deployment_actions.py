@@ -21,17 +21,11 @@ from api.controllers.deployment_views import to_strategy
 from api.dependencies import DeploymentServiceDep
 from api.schemas.deployments import DeploymentExecute, ReleaseCreate
 from api.ui.pages import Form
-from api.ui.views import read_form, redirect
+from api.ui.views import form_number, read_form, redirect, strategy_fields
 from application.authorization import Permission
 
 WRITE = {"permission": Permission.DEPLOYMENTS_WRITE}
 TRIGGER = {"permission": Permission.RUNS_TRIGGER}
-
-
-def _number(raw: str) -> int | str | None:
-    """A form's number as the JSON body would carry it (the schema words a bad one)."""
-    raw = raw.strip()
-    return int(raw) if raw.isdigit() else (raw or None)
 
 
 class DeploymentActions(Controller):
@@ -46,10 +40,9 @@ class DeploymentActions(Controller):
         deployments: DeploymentServiceDep,
         data: Annotated[dict[str, str], Form],
     ) -> Response[Any]:
-        fields: dict[str, Any] = {"revision": _number(data.get("revision", ""))}
-        if kind := data.get("strategy", "").strip():
-            timeout = _number(data.get("verification_timeout", ""))
-            fields["strategy"] = {"type": kind, "verification_timeout": timeout}
+        fields: dict[str, Any] = {"revision": form_number(data.get("revision", ""))}
+        if strategy := strategy_fields(data):
+            fields["strategy"] = strategy
         body = read_form(fields, ReleaseCreate)
         result = await deployments.release(
             principal_of(request),

@@ -25,7 +25,7 @@ from api.dependencies import DeploymentServiceDep, PipelineServiceDep, RollbackS
 from api.schemas.deployments import PipelineDeploy
 from api.schemas.pipelines import CloneRequest, RollbackRequest
 from api.ui.pages import Form
-from api.ui.views import page, pretty_json, read_form, redirect
+from api.ui.views import page, pretty_json, read_form, redirect, strategy_fields
 from application.authorization import Permission
 from application.pipeline_history import RevisionRecord, summarize_changes
 
@@ -161,12 +161,8 @@ class PipelineActions(Controller):
         deployments: DeploymentServiceDep,
     ) -> Response[Any]:
         fields: dict[str, Any] = {"environment": data.get("environment", "").strip()}
-        if kind := data.get("strategy", "").strip():
-            timeout = data.get("verification_timeout", "").strip()
-            fields["strategy"] = {
-                "type": kind,
-                "verification_timeout": int(timeout) if timeout.isdigit() else timeout or None,
-            }
+        if strategy := strategy_fields(data):
+            fields["strategy"] = strategy
         body = read_form(fields, PipelineDeploy)
         result = await deployments.deploy(
             principal_of(request),

@@ -142,6 +142,22 @@ def read_form(fields: dict[str, Any], schema: type[S]) -> S:
         ) from None
 
 
+def form_number(raw: str) -> int | str | None:
+    """A form's number as a JSON body would carry it: digits as a number, anything else
+    as typed for the schema to word, nothing as null."""
+    raw = raw.strip()
+    return int(raw) if raw.isdigit() else (raw or None)
+
+
+def strategy_fields(data: dict[str, str]) -> dict[str, Any] | None:
+    """The strategy of a deploy or release form (_strategy_fields.html) as the API's
+    StrategyIn body; None when the deployment's own is chosen."""
+    kind = data.get("strategy", "").strip()
+    if not kind:
+        return None
+    return {"type": kind, "verification_timeout": form_number(data.get("verification_timeout", ""))}
+
+
 def fragment(request: Request, template: str, **context: Any) -> str:
     """A fragment (no page around it) with a page's context (csrf, can, duration): what
     a live stream sends (api/ui/live.py)."""

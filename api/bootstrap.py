@@ -97,7 +97,7 @@ from projections.run_queries import RunQueries
 from projections.secrets import PipelineSecretReferences, SecretQueries
 from projections.step_history import StepHistoryQueries
 from projections.tenants import TenantQueries
-from projections.usage import ReadModelUsage
+from projections.usage import ReadModelUsage, RequestFactsQuery
 from projections.users import UserQueries
 from projections.webhook_queries import WebhookQueries
 
@@ -249,8 +249,11 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
     pipelines = PipelineService(store, plugins, usage)
     runs = RunService(store, pipelines, usage, max_attempts=settings.run_max_attempts)
     deployments = DeploymentService(store, pipelines, runs)
-    # Authentication reads the session, user and tenant versions in one query.
-    sessions = SessionService(store, hasher, tokens, api_keys, facts=usage)
+    # Authentication reads the session, user and tenant versions in one query, on the
+    # event loop for a request (RequestFactsQuery), in a thread for the dashboard's cookie.
+    sessions = SessionService(
+        store, hasher, tokens, api_keys, facts=usage, async_facts=RequestFactsQuery(read_pool)
+    )
     rate_limits = settings.plan_rate_limits()
     login_policy = LoginPolicy(
         lock_after_user=settings.login_lock_after,

@@ -119,6 +119,25 @@ class NornEventStore(Application[UUID]):
                 continue
         return found
 
+    def cached(self, *ids: UUID, versions: dict[UUID, int]) -> dict[UUID, Aggregate] | None:
+        """What `current(*ids, versions=versions)` answers when it needs no query: every
+        aggregate of `versions` whose cached copy is at that version (the same copies,
+        so never change them); None when one is not cached at it (or is staged in a
+        unit of work), and `current` has to load it."""
+        found: dict[UUID, Aggregate] = {}
+        for aggregate_id in ids:
+            if aggregate_id not in versions:
+                continue
+            cached = self._cached(aggregate_id)
+            if (
+                _staged(aggregate_id) is not None
+                or cached is None
+                or cached.version != versions[aggregate_id]
+            ):
+                return None
+            found[aggregate_id] = cached
+        return found
+
     def _cached(self, aggregate_id: UUID) -> Aggregate | None:
         cache = self.repository.cache
         if not cache:

@@ -170,6 +170,13 @@ class RequestFactsReader(Protocol):
     def read(self, aggregate_ids: Sequence[UUID]) -> RequestFacts: ...
 
 
+class AsyncRequestFactsReader(Protocol):
+    """The same read on the event loop (projections/usage.py RequestFactsQuery): what
+    authenticates a request without a worker thread's hop."""
+
+    async def read(self, aggregate_ids: Sequence[UUID]) -> RequestFacts: ...
+
+
 @dataclass(frozen=True)
 class LoginAttempts:
     """The throttle's view of one key (a username or a client address)."""

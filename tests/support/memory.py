@@ -25,13 +25,16 @@ from infrastructure.secret_store import MasterKeys, new_data_key, open_value, se
 from projections.usage import RESOURCES, Counted
 
 
-def memory_store() -> NornEventStore:
-    store = NornEventStore(
-        env={
-            "PERSISTENCE_MODULE": "eventsourcing.popo",
-            "MAPPER_TOPIC": "infrastructure.mapper:MsgspecMapper",
-        }
-    )
+def memory_store(cache: bool = False) -> NornEventStore:
+    """`cache`: with the repository's cache of aggregates, fast-forwarded on each get,
+    as infrastructure/postgres.py configures it."""
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.popo",
+        "MAPPER_TOPIC": "infrastructure.mapper:MsgspecMapper",
+    }
+    if cache:
+        env |= {"AGGREGATE_CACHE_MAXSIZE": "1000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
+    store = NornEventStore(env=env)
     _keep_appends(store)
     return store
 

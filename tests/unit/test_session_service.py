@@ -38,8 +38,8 @@ class World:
     """A tenant with an admin and a user `alice`; every SessionService made here (one per
     "process") shares the one store."""
 
-    def __init__(self) -> None:
-        self.store = memory_store()
+    def __init__(self, cache: bool = False) -> None:
+        self.store = memory_store(cache)
         self.hasher = Argon2PasswordHasher(8, 1, 1)
         self.users = UserService(self.store, self.hasher)
         tenant = Tenant.create(

@@ -74,7 +74,7 @@ async def authenticate(
     if acting_in:
         _check_tenant_header(acting_in)
     if api_key is not None:
-        principal: Principal = await in_thread(sessions.principal_for_api_key, api_key)
+        principal: Principal = await sessions.principal_for_api_key_async(api_key)
         if touch:
             await container.api_key_usage.touch(UUID(principal.subject_id))
         return principal

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
-from application.authorization import check_key_roles, require_tenant, sees
+from application.authorization import (
+    ROLE_PERMISSIONS,
+    Permission,
+    check_key_roles,
+    require_tenant,
+    sees,
+)
 from application.commands import Aggregates
 from application.errors import AuthenticationFailed, VersionConflict
 from application.event_store import NornEventStore
@@ -17,6 +23,7 @@ from application.principal import Principal
 from application.results import Changed
 from domain.api_key import ApiKey, api_key_id_for
 from domain.events import CommandContext
+from domain.user import TENANT_ROLES, User
 
 _INVALID = "invalid, revoked or expired API key"
 _PREFIX_ATTEMPTS = 3
@@ -99,11 +106,21 @@ class ApiKeyService:
         """The usable key `presented` is, or AuthenticationFailed (one message for a
         malformed, unknown, wrong, revoked or expired key). Read from the event store,
         not a read model, so a revocation holds from the next request on."""
+        key_id = self.key_id_of(presented)
+        return self.check(presented, self._store.find(ApiKey, key_id) if key_id else None)
+
+    def key_id_of(self, presented: str) -> UUID | None:
+        """The id of the key `presented` claims to be (None: not a key's form)."""
+        parsed = self._secrets.parse(presented)
+        return api_key_id_for(parsed[0]) if parsed is not None else None
+
+    def check(self, presented: str, api_key: ApiKey | None) -> ApiKey:
+        """`api_key`, the current state of the key `presented` claims to be (None: there
+        is none), if `presented` is its secret and it is usable now."""
         parsed = self._secrets.parse(presented)
         if parsed is None:
             raise AuthenticationFailed(_INVALID)
         prefix, secret = parsed
-        api_key = self._store.find(ApiKey, api_key_id_for(prefix))
         if api_key is None:
             self._secrets.verify(self._dummy_hash, prefix, secret)
             raise AuthenticationFailed(_INVALID)
@@ -112,3 +129,32 @@ class ApiKeyService:
         if not api_key.usable_at(self._clock()):
             raise AuthenticationFailed(_INVALID)
         return api_key
+
+
+def creator_of(api_key: ApiKey) -> UUID | None:
+    """The user who made the key (None: made by something else, e.g. the platform)."""
+    kind, _, creator_id = api_key.created_by.partition(":")
+    return UUID(creator_id) if kind == "user" else None
+
+
+def roles_its_creator_still_grants(api_key: ApiKey, creator: User | None) -> frozenset[str]:
+    """A key acts for the user who made it (`creator`, as it is now): it stops while that
+    user is deleted or deactivated, and never does more than that user may do now (a
+    demoted creator's key is demoted with it: each of its roles becomes the highest role
+    within both that role and the creator's permissions)."""
+    if creator_of(api_key) is None:
+        return frozenset(api_key.roles)
+    if creator is None or not creator.can_authenticate:
+        raise AuthenticationFailed(_INVALID)
+    granted: set[Permission] = set()
+    for role in creator.roles:
+        granted |= ROLE_PERMISSIONS.get(role, frozenset())
+    roles = set()
+    for role in api_key.roles:
+        allowed = ROLE_PERMISSIONS.get(role, frozenset()) & granted
+        within = next((r for r in TENANT_ROLES if ROLE_PERMISSIONS[r] <= allowed), None)
+        if within is not None:
+            roles.add(within)
+    if not roles:
+        raise AuthenticationFailed(_INVALID)
+    return frozenset(roles)

@@ -109,7 +109,7 @@ class NornEventStore(Application[UUID]):
             if latest is not None:
                 if aggregate_id not in latest:
                     continue
-                cached = self._cached(aggregate_id)
+                cached = self.cached_copy(aggregate_id)
                 if cached is not None and cached.version == latest[aggregate_id]:
                     found[aggregate_id] = cached
                     continue
@@ -128,7 +128,7 @@ class NornEventStore(Application[UUID]):
         for aggregate_id in ids:
             if aggregate_id not in versions:
                 continue
-            cached = self._cached(aggregate_id)
+            cached = self.cached_copy(aggregate_id)
             if (
                 _staged(aggregate_id) is not None
                 or cached is None
@@ -138,7 +138,8 @@ class NornEventStore(Application[UUID]):
             found[aggregate_id] = cached
         return found
 
-    def _cached(self, aggregate_id: UUID) -> Aggregate | None:
+    def cached_copy(self, aggregate_id: UUID) -> Aggregate | None:
+        """The repository's cached copy, current or not (never change it)."""
         cache = self.repository.cache
         if not cache:
             return None

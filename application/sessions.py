@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
-from application.api_keys import ApiKeyService
-from application.authorization import ROLE_PERMISSIONS, Permission
+from application.api_keys import ApiKeyService, creator_of, roles_its_creator_still_grants
 from application.errors import (
     AuthenticationFailed,
     NotFound,
@@ -38,11 +37,11 @@ from domain.errors import InvalidCommand
 from domain.events import CommandContext
 from domain.session import Session
 from domain.tenant import Tenant, TenantStatus
-from domain.user import TENANT_ROLES, User, user_id_for
+from domain.user import User, user_id_for
 
-_INVALID_KEY = "invalid, revoked or expired API key"
 _INVALID_LOGIN = "invalid username or password"
 _INVALID_TOKEN = "invalid or expired token"  # noqa: S105 - a message
+T = TypeVar("T")
 # Saves of one session that lose a race are decided again on its new state this often.
 _SAVE_ATTEMPTS = 3
 
@@ -198,41 +197,31 @@ class SessionService:
     def principal_for_api_key(self, presented: str) -> Principal:
         api_key = self._api_keys.authenticate(presented)
         tenant = self._tenant_of(api_key.tenant_id)
-        assert tenant is not None
-        return Principal(
-            subject_id=str(api_key.id),
-            name=api_key.name,
-            tenant_id=api_key.tenant_id,
-            roles=self._roles_its_creator_still_grants(api_key),
-            kind="api_key",
-            tenant_status=tenant.status,
-            plan=tenant.plan,
-            tenant=tenant,
-        )
+        creator_id = creator_of(api_key)
+        creator = self._store.find(User, creator_id) if creator_id else None
+        return _key_principal(api_key, tenant, creator)
 
-    def _roles_its_creator_still_grants(self, api_key: ApiKey) -> frozenset[str]:
-        """A key acts for the user who made it: it stops while that user is deleted or
-        deactivated, and never does more than that user may do now (a demoted
-        creator's key is demoted with it: each of its roles becomes the highest role
-        within both that role and the creator's permissions)."""
-        kind, _, creator_id = api_key.created_by.partition(":")
-        if kind != "user":
-            return frozenset(api_key.roles)
-        creator = self._store.find(User, UUID(creator_id))
-        if creator is None or not creator.can_authenticate:
-            raise AuthenticationFailed(_INVALID_KEY)
-        granted: set[Permission] = set()
-        for role in creator.roles:
-            granted |= ROLE_PERMISSIONS.get(role, frozenset())
-        roles = set()
-        for role in api_key.roles:
-            allowed = ROLE_PERMISSIONS.get(role, frozenset()) & granted
-            within = next((r for r in TENANT_ROLES if ROLE_PERMISSIONS[r] <= allowed), None)
-            if within is not None:
-                roles.add(within)
-        if not roles:
-            raise AuthenticationFailed(_INVALID_KEY)
-        return frozenset(roles)
+    async def principal_for_api_key_async(self, presented: str) -> Principal:
+        """principal_for_api_key from the event loop while the key, its tenant and its
+        creator are cached at their current versions (one query reads the three);
+        otherwise, as for a key this process has not seen yet, in a worker thread."""
+        key_id = self._api_keys.key_id_of(presented)
+        known = self._store.cached_copy(key_id) if key_id else None
+        if not isinstance(known, ApiKey) or self._async_facts is None:
+            return await in_thread(self.principal_for_api_key, presented)
+        # A key's tenant and creator never change: the cached copy names them.
+        creator_id = creator_of(known)
+        ids = [known.id, UUID(known.tenant_id), *([creator_id] if creator_id else [])]
+        versions = (await self._async_facts.read(ids)).versions
+        found = self._store.cached(*ids, versions=versions)
+        if found is None:
+            return await in_thread(self.principal_for_api_key, presented)
+        api_key = self._api_keys.check(presented, _of(ApiKey, found.get(ids[0])))
+        tenant = _of(Tenant, found.get(ids[1]))
+        if tenant is None or tenant.status == TenantStatus.DELETED:
+            raise AuthenticationFailed(_INVALID_TOKEN)
+        creator = _of(User, found.get(creator_id)) if creator_id else None
+        return _key_principal(api_key, tenant, creator)
 
     def acting_in(self, principal: Principal, raw_tenant_id: str) -> Principal:
         """A platform admin inside one tenant (X-Tenant-ID); others keep their own."""
@@ -321,3 +310,21 @@ def _session_ids(claims: TokenClaims) -> list[UUID]:
     except ValueError:
         raise AuthenticationFailed(_INVALID_TOKEN) from None
     return ids
+
+
+def _key_principal(api_key: ApiKey, tenant: Tenant | None, creator: User | None) -> Principal:
+    assert tenant is not None
+    return Principal(
+        subject_id=str(api_key.id),
+        name=api_key.name,
+        tenant_id=api_key.tenant_id,
+        roles=roles_its_creator_still_grants(api_key, creator),
+        kind="api_key",
+        tenant_status=tenant.status,
+        plan=tenant.plan,
+        tenant=tenant,
+    )
+
+
+def _of(cls: type[T], aggregate: object) -> T | None:
+    return aggregate if isinstance(aggregate, cls) else None

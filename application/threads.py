@@ -2,9 +2,9 @@
 "The shape of a command"). Application services are synchronous: the event store runs
 on a psycopg connection pool that blocks. Async code crosses into them here, and only
 here: API handlers `await pipelines.create(...)` on a `Threaded` service; the other
-blocking calls (authentication, the executor's claim, run execution's and recovery's
-reads and appends) go through `in_thread`. File I/O of plugin steps has its own seam
-(infrastructure/step_runner.py)."""
+blocking calls (authentication's loads of what is not cached, the executor's claim, run
+execution's and recovery's reads and appends) go through `in_thread`. File I/O of plugin
+steps has its own seam (infrastructure/step_runner.py)."""
 
 from __future__ import annotations
 

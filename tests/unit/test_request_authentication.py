@@ -17,6 +17,7 @@ from application.errors import AuthenticationFailed
 from application.event_store import NornEventStore
 from application.ports import RequestFacts
 from application.sessions import SessionService
+from domain.events import CommandContext
 from infrastructure.api_key_secrets import ApiKeySecrets
 from infrastructure.security import TokenService
 from tests.support.memory import StoreUsage
@@ -42,17 +43,18 @@ class LoopFacts:
 
 
 class Loads:
-    """Counts what the store loads (NornEventStore.current), passing each call on."""
+    """Counts the aggregates the store loads (its repository's get), passing each on."""
 
     def __init__(self, world: World) -> None:
         self.calls = 0
-        current = world.store.current
+        repository = world.store.repository
+        get = repository.get
 
-        def counting(*ids: UUID, **kwargs: Any) -> Any:
+        def counting(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
-            return current(*ids, **kwargs)
+            return get(*args, **kwargs)
 
-        world.store.current = counting  # type: ignore[method-assign]
+        repository.get = counting  # type: ignore[method-assign]
 
 
 def sessions_on_the_loop(world: World) -> tuple[SessionService, LoopFacts]:
@@ -105,19 +107,20 @@ async def test_a_change_made_elsewhere_holds_on_the_next_request(cached_world: W
     sessions, _ = sessions_on_the_loop(cached_world)
     tokens = cached_world.login()
     await sessions.principal_for_token_async(tokens.access_token)
-    loads = Loads(cached_world)
 
     cached_world.users.update(
         cached_world.admin, cached_world.alice_id, roles=("viewer",), active=None, ctx=CTX
     )
+    loads = Loads(cached_world)
     demoted = await sessions.principal_for_token_async(tokens.access_token)
 
     assert demoted.roles == {"viewer"}
-    assert loads.calls == 1  # the user's cached copy was behind: loaded
+    assert loads.calls == 1  # the user's cached copy was behind: loaded; the rest cached
     sessions.logout(demoted, "corr")
+    loads.calls = 0
     with pytest.raises(AuthenticationFailed):
         await sessions.principal_for_token_async(tokens.access_token)
-    assert loads.calls == 2  # and so was the session's, after the logout
+    assert loads.calls == 1  # and so was the session's, after the logout
 
 
 async def test_without_a_loop_reader_it_authenticates_in_a_thread() -> None:
@@ -130,3 +133,53 @@ async def test_without_a_loop_reader_it_authenticates_in_a_thread() -> None:
     assert principal.name == "alice"
     with pytest.raises(AuthenticationFailed):
         await sessions.principal_for_token_async(tokens.refresh_token)  # not an access token
+
+
+def alices_key(world: World, sessions: SessionService) -> str:
+    """A viewer key made by alice (an editor), as POST /api-keys makes it."""
+    alice = sessions.principal_for_token(world.login().access_token)
+    made_by_alice = CommandContext(f"user:{world.alice_id}", "corr")
+    keys = ApiKeyService(world.store, ApiKeySecrets())
+    return keys.create(alice, name="ci", roles=("editor",), expires_at=None, ctx=made_by_alice).key
+
+
+async def test_a_known_key_is_authenticated_from_cached_copies(cached_world: World) -> None:
+    sessions, facts = sessions_on_the_loop(cached_world)
+    key = alices_key(cached_world, sessions)
+    first = await sessions.principal_for_api_key_async(key)  # new here: loaded in a thread
+    loads = Loads(cached_world)
+
+    again = await sessions.principal_for_api_key_async(key)
+
+    assert (loads.calls, facts.reads) == (0, 1)
+    assert again == first == sessions.principal_for_api_key(key)
+    assert (again.kind, again.name, again.roles) == ("api_key", "ci", {"editor"})
+
+
+async def test_a_key_follows_its_creator_and_its_revocation_at_once(cached_world: World) -> None:
+    sessions, _ = sessions_on_the_loop(cached_world)
+    key = alices_key(cached_world, sessions)
+    await sessions.principal_for_api_key_async(key)
+    admin, alice = cached_world.admin, cached_world.alice_id
+
+    cached_world.users.update(admin, alice, roles=("viewer",), active=None, ctx=CTX)
+    assert (await sessions.principal_for_api_key_async(key)).roles == {"viewer"}
+    cached_world.users.update(admin, alice, roles=None, active=False, ctx=CTX)
+    with pytest.raises(AuthenticationFailed):
+        await sessions.principal_for_api_key_async(key)
+    cached_world.users.update(admin, alice, roles=None, active=True, ctx=CTX)
+    key_id = sessions.principal_for_api_key(key).subject_id
+    ApiKeyService(cached_world.store, ApiKeySecrets()).revoke(cached_world.admin, UUID(key_id), CTX)
+    with pytest.raises(AuthenticationFailed, match="revoked"):
+        await sessions.principal_for_api_key_async(key)
+
+
+async def test_a_wrong_secret_of_a_cached_key_is_refused(cached_world: World) -> None:
+    sessions, _ = sessions_on_the_loop(cached_world)
+    key = alices_key(cached_world, sessions)
+    await sessions.principal_for_api_key_async(key)
+    wrong = key[:-4] + ("aaaa" if not key.endswith("aaaa") else "bbbb")
+
+    for presented in (wrong, "nrn_not-a-key", "garbage"):
+        with pytest.raises(AuthenticationFailed, match="invalid, revoked or expired"):
+            await sessions.principal_for_api_key_async(presented)

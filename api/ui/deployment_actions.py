@@ -7,7 +7,6 @@ a page."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -21,7 +20,7 @@ from api.controllers.deployment_views import to_strategy
 from api.dependencies import DeploymentServiceDep
 from api.schemas.deployments import DeploymentExecute, ReleaseCreate
 from api.ui.pages import Form
-from api.ui.views import form_number, read_form, redirect, strategy_fields
+from api.ui.views import form_number, read_form, redirect, run_params, strategy_fields
 from application.authorization import Permission
 
 WRITE = {"permission": Permission.DEPLOYMENTS_WRITE}
@@ -63,14 +62,11 @@ class DeploymentActions(Controller):
         deployments: DeploymentServiceDep,
         data: Annotated[dict[str, str], Form],
     ) -> Response[Any]:
-        raw = data.get("params", "").strip() or "{}"
-        try:
-            params = json.loads(raw)
-        except json.JSONDecodeError as error:
-            message = f"params: not JSON ({error.msg} at line {error.lineno})"
+        _, params, problem = run_params(data)
+        if problem is not None:
             raise ValidationException(
-                message, extra=[{"message": message, "key": "params", "source": "body"}]
-            ) from None
+                problem, extra=[{"message": problem, "key": "params", "source": "body"}]
+            )
         body = read_form({"params": params}, DeploymentExecute)
         result = await deployments.execute(
             principal_of(request), deployment_id, command_context(request), body.params

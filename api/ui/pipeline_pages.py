@@ -5,7 +5,6 @@ the signed-in principal: what the API would refuse or not find, the page does to
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -22,7 +21,7 @@ from api.dependencies import (
     RunServiceDep,
 )
 from api.ui.pages import Form
-from api.ui.views import graph, page, pretty_json, redirect
+from api.ui.views import graph, page, pretty_json, redirect, run_params
 from application.authorization import Permission
 from application.errors import NotFound
 
@@ -97,17 +96,10 @@ class PipelinePages(Controller):
         pipelines: PipelineServiceDep,
         run_queries: RunQueriesDep,
     ) -> Response[Any]:
-        raw = data.get("params", "").strip() or "{}"
-        try:
-            params = json.loads(raw)
-        except json.JSONDecodeError as error:
-            problem = f"params: not JSON ({error.msg} at line {error.lineno})"
-            params = None
-        else:
-            problem = None if isinstance(params, dict) else "params: must be a JSON object"
+        raw, params, problem = run_params(data)
         if problem is not None:
             return await _pipeline_page(
-                request, pipeline_id, pipeline_queries, pipelines, run_queries, raw, problem, 400
+                request, pipeline_id, pipeline_queries, pipelines, run_queries, raw, problem, 422
             )
         result = await runs.trigger(
             principal_of(request), pipeline_id, params=params, ctx=command_context(request)

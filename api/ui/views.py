@@ -149,6 +149,19 @@ def form_number(raw: str) -> int | str | None:
     return int(raw) if raw.isdigit() else (raw or None)
 
 
+def run_params(data: dict[str, str]) -> tuple[str, dict[str, Any] | None, str | None]:
+    """A Run form's params text, as typed: (the text, its object, None), or (the text,
+    None, what is wrong with it), which is a 422 like a body's bad field."""
+    raw = data.get("params", "").strip() or "{}"
+    try:
+        params = json.loads(raw)
+    except json.JSONDecodeError as error:
+        return raw, None, f"params: not JSON ({error.msg} at line {error.lineno})"
+    if not isinstance(params, dict):
+        return raw, None, "params: must be a JSON object"
+    return raw, params, None
+
+
 def strategy_fields(data: dict[str, str]) -> dict[str, Any] | None:
     """The strategy of a deploy or release form (_strategy_fields.html) as the API's
     StrategyIn body; None when the deployment's own is chosen."""

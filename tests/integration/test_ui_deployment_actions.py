@@ -60,6 +60,8 @@ async def test_release_run_and_retire_from_the_deployment_page(
         f"{page_path}/execute", data={"params": "{nope", "csrf_token": csrf}
     )
     assert bad_params.status_code == 422 and "params: not JSON" in bad_params.text
+    a_list = await client.post(f"{page_path}/execute", data={"params": "[1]", "csrf_token": csrf})
+    assert a_list.status_code == 422 and "params: must be a JSON object" in a_list.text
     assert (await client.get("/api/v1/runs", headers=admin)).json()["items"] == []
     executed = await client.post(
         f"{page_path}/execute",

@@ -62,7 +62,7 @@ async def authenticate(
     revoked (AuthenticationFailed). `touch`: note an API key's use. `credentials`: those
     instead of the Authorization / X-API-Key headers."""
     container = connection.app.state.container
-    sessions = container.sessions
+    authentication = container.authentication
     if credentials is None:
         api_key = _presented_api_key(connection)
         scheme, _, token = connection.headers.get("authorization", "").partition(" ")
@@ -74,7 +74,7 @@ async def authenticate(
     if acting_in:
         _check_tenant_header(acting_in)
     if api_key is not None:
-        principal: Principal = await sessions.principal_for_api_key_async(api_key)
+        principal: Principal = await authentication.principal_for_api_key_async(api_key)
         if touch:
             await container.api_key_usage.touch(UUID(principal.subject_id))
         return principal
@@ -92,9 +92,9 @@ async def authenticate(
         )
     # The token, its session, user and tenant: one query on the event loop (a thread
     # only for a stale cached copy, and for X-Tenant-ID's tenant).
-    principal = await sessions.principal_for_token_async(token)
+    principal = await authentication.principal_for_token_async(token)
     if acting_in:
-        principal = await in_thread(sessions.acting_in, principal, acting_in)
+        principal = await in_thread(authentication.acting_in, principal, acting_in)
     return principal
 
 

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from api.cli_support import admin_password_block
 from application.api_keys import ApiKeyService
+from application.authentication import RequestAuthentication
 from application.authoring.service import AuthoringService
 from application.connections import ConnectionService
 from application.deployment_verification import DeploymentVerification
@@ -165,6 +166,7 @@ class Container:
     tenants: TenantService
     users: UserService
     sessions: SessionService
+    authentication: RequestAuthentication
     logins: LoginService
     pipelines: PipelineService
     pipeline_queries: PipelineQueries
@@ -249,10 +251,11 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
     pipelines = PipelineService(store, plugins, usage)
     runs = RunService(store, pipelines, usage, max_attempts=settings.run_max_attempts)
     deployments = DeploymentService(store, pipelines, runs)
-    # Authentication reads the session, user and tenant versions in one query, on the
-    # event loop for a request (RequestFactsQuery), in a thread for the dashboard's cookie.
-    sessions = SessionService(
-        store, hasher, tokens, api_keys, facts=usage, async_facts=RequestFactsQuery(read_pool)
+    sessions = SessionService(store, hasher, tokens)
+    # A request's credentials: one query for the versions of what they name, on the
+    # event loop (RequestFactsQuery), in a thread for the dashboard's cookie.
+    authentication = RequestAuthentication(
+        store, tokens, api_keys, facts=usage, async_facts=RequestFactsQuery(read_pool)
     )
     rate_limits = settings.plan_rate_limits()
     login_policy = LoginPolicy(
@@ -275,6 +278,7 @@ def build_container(settings: Settings, database_url: str, nats_url: str) -> Con
             tenants=TenantService(store, usage),
             users=UserService(store, hasher),
             sessions=sessions,
+            authentication=authentication,
             logins=LoginService(PostgresLoginThrottle(read_pool), login_policy),
             pipelines=pipelines,
             pipeline_queries=PipelineQueries(read_pool),

@@ -34,7 +34,6 @@ from api.rate_limit import refusal, take_token
 from application.authorization import authorize
 from application.errors import AuthenticationFailed
 from application.principal import Principal
-from application.threads import in_thread
 from domain.events import CommandContext
 from infrastructure import logs
 
@@ -67,14 +66,14 @@ class HttpCaller(Caller):
 
 class ApiKeyCaller(Caller):
     """The API key a `norn mcp` process was started with, authenticated at each call as
-    the API does (application/sessions.py), its use noted, a token taken."""
+    the API does (application/authentication.py), its use noted, a token taken."""
 
     def __init__(self, container: Any, api_key: str) -> None:
         self._c = container
         self._key = api_key
 
     async def principal(self) -> Principal:
-        principal: Principal = await in_thread(self._c.sessions.principal_for_api_key, self._key)
+        principal: Principal = await self._c.authentication.principal_for_api_key_async(self._key)
         await self._c.api_key_usage.touch(UUID(principal.subject_id))
         return principal
 

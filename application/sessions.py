@@ -1,10 +1,7 @@
-"""Sessions and authentication: logging in (throttled), refreshing with rotating refresh
-tokens, logging out, and turning a presented token or API key into a Principal.
-
-Every request re-reads the session, the user and the tenant from the event store (one
-query for the three versions; the repository's cached copies are used while current),
-so a logout, a spent refresh token, a deactivated user, a changed password, a changed
-role or a deleted tenant holds from the very next request, in every API process.
+"""Login sessions: logging in (throttled), refreshing with rotating refresh tokens, and
+logging out. What a request's token or API key authenticates as is
+application/authentication.py, which checks sessions with the same rules
+(`check_session`, `live_tenant`).
 """
 
 from __future__ import annotations
@@ -12,36 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
-from application.api_keys import ApiKeyService, creator_of, roles_its_creator_still_grants
-from application.errors import (
-    AuthenticationFailed,
-    NotFound,
-    PermissionDenied,
-    VersionConflict,
-)
+from application.authentication import INVALID_TOKEN, check_session, live_tenant
+from application.errors import AuthenticationFailed, PermissionDenied, VersionConflict
 from application.event_store import NornEventStore
-from application.ports import (
-    AsyncRequestFactsReader,
-    PasswordHasher,
-    RequestFactsReader,
-    TokenClaims,
-    TokenIssuer,
-)
+from application.ports import PasswordHasher, TokenIssuer
 from application.principal import Principal
-from application.threads import in_thread
-from domain.api_key import ApiKey
 from domain.errors import InvalidCommand
 from domain.events import CommandContext
 from domain.session import Session
-from domain.tenant import Tenant, TenantStatus
+from domain.tenant import Tenant
 from domain.user import User, user_id_for
 
 _INVALID_LOGIN = "invalid username or password"
-_INVALID_TOKEN = "invalid or expired token"  # noqa: S105 - a message
-T = TypeVar("T")
 # Saves of one session that lose a race are decided again on its new state this often.
 _SAVE_ATTEMPTS = 3
 
@@ -65,17 +46,11 @@ class SessionService:
         store: NornEventStore,
         hasher: PasswordHasher,
         tokens: TokenIssuer,
-        api_keys: ApiKeyService,
         clock: Callable[[], datetime] = _now,
-        facts: RequestFactsReader | None = None,
-        async_facts: AsyncRequestFactsReader | None = None,
     ) -> None:
         self._store = store
-        self._facts = facts
-        self._async_facts = async_facts
         self._hasher = hasher
         self._tokens = tokens
-        self._api_keys = api_keys
         self._clock = clock
         # Verified against when a username does not exist, so that a login for an
         # unknown name costs the same time as one with a wrong password.
@@ -106,7 +81,7 @@ class SessionService:
             try:
                 generation = session.rotate(claims.generation, self._clock(), ctx)
             except InvalidCommand:  # expired since _live_session looked
-                raise AuthenticationFailed(_INVALID_TOKEN) from None
+                raise AuthenticationFailed(INVALID_TOKEN) from None
             try:
                 position = self._store.append(session)
             except VersionConflict:
@@ -120,7 +95,7 @@ class SessionService:
                     "this refresh token was already used: the session has been ended; log in again"
                 )
             return self._issue(user, session, position)
-        raise AuthenticationFailed(_INVALID_TOKEN)
+        raise AuthenticationFailed(INVALID_TOKEN)
 
     def logout(self, principal: Principal, correlation_id: str) -> int | None:
         """End the principal's session: its access and refresh tokens stop at once."""
@@ -143,96 +118,6 @@ class SessionService:
                 continue
         raise VersionConflict("the session kept changing; log out again")
 
-    # --- authentication of requests -------------------------------------------------------
-
-    def principal_for_token(self, token: str) -> Principal:
-        claims = self._tokens.verify(token, "access")
-        ids = _session_ids(claims)
-        versions = self._facts.read(ids).versions if self._facts is not None else None
-        return self._token_principal(claims, ids, self._store.current(*ids, versions=versions))
-
-    async def principal_for_token_async(self, token: str) -> Principal:
-        """principal_for_token from the event loop: the versions are read there, and the
-        repository's copies used when current, as they nearly always are; only a stale
-        copy is loaded in a worker thread. Spares every request a thread's hop."""
-        if self._async_facts is None:
-            return await in_thread(self.principal_for_token, token)
-        claims = self._tokens.verify(token, "access")
-        ids = _session_ids(claims)
-        versions = (await self._async_facts.read(ids)).versions
-        found = self._store.cached(*ids, versions=versions)
-        if found is None:
-            found = await in_thread(self._store.current, *ids, versions=versions)
-        return self._token_principal(claims, ids, found)
-
-    def _token_principal(
-        self, claims: TokenClaims, ids: list[UUID], found: dict[UUID, Any]
-    ) -> Principal:
-        """The principal of a token whose session, user and tenant (`ids`) are `found` as
-        they are now, if the session may still act (what _live_session checks)."""
-        session, user = found.get(ids[0]), found.get(ids[1])
-        if not (isinstance(session, Session) and isinstance(user, User)):
-            raise AuthenticationFailed(_INVALID_TOKEN)
-        self._check_session(session, user)
-        if user.tenant_id != claims.tenant_id:
-            raise AuthenticationFailed(_INVALID_TOKEN)
-        tenant = found.get(ids[2]) if claims.tenant_id is not None else None
-        if claims.tenant_id is not None and (
-            not isinstance(tenant, Tenant) or tenant.status == TenantStatus.DELETED
-        ):
-            raise AuthenticationFailed(_INVALID_TOKEN)
-        tenant = tenant if isinstance(tenant, Tenant) else None
-        return Principal(
-            subject_id=str(user.id),
-            name=user.username,
-            tenant_id=user.tenant_id,
-            roles=frozenset(user.roles),
-            kind="user",
-            session_id=str(session.id),
-            tenant_status=tenant.status if tenant else None,
-            plan=tenant.plan if tenant else None,
-            tenant=tenant,
-        )
-
-    def principal_for_api_key(self, presented: str) -> Principal:
-        api_key = self._api_keys.authenticate(presented)
-        tenant = self._tenant_of(api_key.tenant_id)
-        creator_id = creator_of(api_key)
-        creator = self._store.find(User, creator_id) if creator_id else None
-        return _key_principal(api_key, tenant, creator)
-
-    async def principal_for_api_key_async(self, presented: str) -> Principal:
-        """principal_for_api_key from the event loop while the key, its tenant and its
-        creator are cached at their current versions (one query reads the three);
-        otherwise, as for a key this process has not seen yet, in a worker thread."""
-        key_id = self._api_keys.key_id_of(presented)
-        known = self._store.cached_copy(key_id) if key_id else None
-        if not isinstance(known, ApiKey) or self._async_facts is None:
-            return await in_thread(self.principal_for_api_key, presented)
-        # A key's tenant and creator never change: the cached copy names them.
-        creator_id = creator_of(known)
-        ids = [known.id, UUID(known.tenant_id), *([creator_id] if creator_id else [])]
-        versions = (await self._async_facts.read(ids)).versions
-        found = self._store.cached(*ids, versions=versions)
-        if found is None:
-            return await in_thread(self.principal_for_api_key, presented)
-        api_key = self._api_keys.check(presented, _of(ApiKey, found.get(ids[0])))
-        tenant = _of(Tenant, found.get(ids[1]))
-        if tenant is None or tenant.status == TenantStatus.DELETED:
-            raise AuthenticationFailed(_INVALID_TOKEN)
-        creator = _of(User, found.get(creator_id)) if creator_id else None
-        return _key_principal(api_key, tenant, creator)
-
-    def acting_in(self, principal: Principal, raw_tenant_id: str) -> Principal:
-        """A platform admin inside one tenant (X-Tenant-ID); others keep their own."""
-        if not principal.is_platform_admin:
-            return principal
-        try:
-            tenant = self._store.load(Tenant, UUID(raw_tenant_id), "tenant")
-        except ValueError:
-            raise NotFound("tenant", raw_tenant_id) from None
-        return principal.acting_in(tenant.tenant_id, tenant.status, tenant.plan, tenant)
-
     # --- helpers ----------------------------------------------------------------------------
 
     def _check_password(self, username: str, password: str) -> User:
@@ -244,19 +129,10 @@ class SessionService:
             raise AuthenticationFailed(_INVALID_LOGIN)
         if not self._hasher.verify(user.password_hash, password):
             raise AuthenticationFailed(_INVALID_LOGIN)
-        tenant = self._tenant_of(user.tenant_id, required=False)
+        tenant = live_tenant(self._store, user.tenant_id, required=False)
         if user.tenant_id is not None and tenant is None:
             raise AuthenticationFailed(_INVALID_LOGIN)
         return user
-
-    def _check_session(self, session: Session, user: User) -> None:
-        if (
-            session.user_id != str(user.id)
-            or not session.usable_at(self._clock())
-            or not user.can_authenticate
-            or user.credentials_version != session.credentials_version
-        ):
-            raise AuthenticationFailed(_INVALID_TOKEN)
 
     def _live_session(self, session_id: str, subject: str) -> tuple[Session, User, Tenant | None]:
         """The session a token names, its user and the user's tenant, if all three may
@@ -266,22 +142,11 @@ class SessionService:
             session = self._store.find(Session, UUID(session_id))
             user = self._store.find(User, UUID(subject))
         except ValueError:
-            raise AuthenticationFailed(_INVALID_TOKEN) from None
+            raise AuthenticationFailed(INVALID_TOKEN) from None
         if session is None or user is None:
-            raise AuthenticationFailed(_INVALID_TOKEN)
-        self._check_session(session, user)
-        return session, user, self._tenant_of(user.tenant_id)
-
-    def _tenant_of(self, tenant_id: str | None, required: bool = True) -> Tenant | None:
-        """The principal's tenant; a deleted (or missing) one authenticates nobody."""
-        if tenant_id is None:
-            return None
-        tenant = self._store.find(Tenant, UUID(tenant_id))
-        if tenant is None or tenant.status == TenantStatus.DELETED:
-            if required:
-                raise AuthenticationFailed(_INVALID_TOKEN)
-            return None
-        return tenant
+            raise AuthenticationFailed(INVALID_TOKEN)
+        check_session(session, user, self._clock())
+        return session, user, live_tenant(self._store, user.tenant_id)
 
     def _issue(self, user: User, session: Session, position: int | None) -> IssuedTokens:
         identity = {
@@ -299,32 +164,3 @@ class SessionService:
             session_id=str(session.id),
             position=position,
         )
-
-
-def _session_ids(claims: TokenClaims) -> list[UUID]:
-    """The session, the user and (if any) the tenant a token names."""
-    try:
-        ids = [UUID(claims.session_id), UUID(claims.subject)]
-        if claims.tenant_id is not None:
-            ids.append(UUID(claims.tenant_id))
-    except ValueError:
-        raise AuthenticationFailed(_INVALID_TOKEN) from None
-    return ids
-
-
-def _key_principal(api_key: ApiKey, tenant: Tenant | None, creator: User | None) -> Principal:
-    assert tenant is not None
-    return Principal(
-        subject_id=str(api_key.id),
-        name=api_key.name,
-        tenant_id=api_key.tenant_id,
-        roles=roles_its_creator_still_grants(api_key, creator),
-        kind="api_key",
-        tenant_status=tenant.status,
-        plan=tenant.plan,
-        tenant=tenant,
-    )
-
-
-def _of(cls: type[T], aggregate: object) -> T | None:
-    return aggregate if isinstance(aggregate, cls) else None

@@ -28,6 +28,7 @@ from typing import Any
 
 from litestar.connection import ASGIConnection
 
+from application.authentication import RequestAuthentication
 from application.errors import AuthenticationFailed, PermissionDenied
 from application.principal import Principal
 from application.sessions import IssuedTokens, SessionService
@@ -113,11 +114,12 @@ def cookie_principal(
     token are left in the request's state. /api/v1 requests must present that token."""
     container: Any = connection.app.state.container
     sessions: SessionService = container.sessions
+    authentication: RequestAuthentication = container.authentication
     cookie = CookieSession.decode(raw_cookie)
     if cookie is None:
         raise AuthenticationFailed(_ENDED)
     try:
-        principal = sessions.principal_for_token(cookie.access_token)
+        principal = authentication.principal_for_token(cookie.access_token)
     except AuthenticationFailed:
         # Expired, or the session ended: a refresh tells which (it fails for an ended one).
         # Only where the renewed cookie can reach the browser: a /ui answer not yet
@@ -127,7 +129,7 @@ def cookie_principal(
             raise AuthenticationFailed(_ENDED) from None
         try:
             cookie = _refreshes.refresh(sessions, cookie.refresh_token)
-            principal = sessions.principal_for_token(cookie.access_token)
+            principal = authentication.principal_for_token(cookie.access_token)
         except AuthenticationFailed:
             raise AuthenticationFailed(_ENDED) from None
         connection.scope["state"][SET_COOKIE_STATE] = cookie.encode()
@@ -141,7 +143,7 @@ def cookie_principal(
                 "in the X-CSRF-Token header"
             )
     if acting_in:
-        principal = sessions.acting_in(principal, acting_in)
+        principal = authentication.acting_in(principal, acting_in)
     return principal
 
 

@@ -17,6 +17,7 @@ import jwt
 import pytest
 
 from application.api_keys import ApiKeyService
+from application.authentication import RequestAuthentication
 from application.errors import AuthenticationFailed, PermissionDenied
 from application.principal import Principal
 from application.sessions import IssuedTokens, SessionService
@@ -59,27 +60,35 @@ class World:
         ).state
         self.alice_id = alice.id
         self.sessions = self.process()
+        self.auth = self.authentication()
 
     def process(self, clock: Callable[[], datetime] | None = None) -> SessionService:
-        tokens = TokenService(
-            [SECRET], issuer="norn", audience="norn-api", access_ttl=900, refresh_ttl=LIFETIME
-        )
+        """Another API process's session service over the same store."""
         options: dict[str, Any] = {} if clock is None else {"clock": clock}
-        return SessionService(
+        return SessionService(self.store, self.hasher, self.tokens(), **options)
+
+    def authentication(self, clock: Callable[[], datetime] | None = None) -> RequestAuthentication:
+        """Another API process's authentication of requests."""
+        options: dict[str, Any] = {} if clock is None else {"clock": clock}
+        return RequestAuthentication(
             self.store,
-            self.hasher,
-            tokens,
+            self.tokens(),
             ApiKeyService(self.store, ApiKeySecrets()),
             facts=StoreUsage(self.store),
             **options,
         )
 
+    def tokens(self) -> TokenService:
+        return TokenService(
+            [SECRET], issuer="norn", audience="norn-api", access_ttl=900, refresh_ttl=LIFETIME
+        )
+
     def login(self, password: str = PASSWORD) -> IssuedTokens:
         return self.sessions.login("alice", password, "corr")
 
-    def alive(self, tokens: IssuedTokens, sessions: SessionService | None = None) -> bool:
+    def alive(self, tokens: IssuedTokens) -> bool:
         try:
-            (sessions or self.sessions).principal_for_token(tokens.access_token)
+            self.auth.principal_for_token(tokens.access_token)
         except AuthenticationFailed:
             return False
         return True
@@ -130,7 +139,7 @@ def test_a_spent_refresh_token_presented_again_ends_the_whole_family(world: Worl
 def test_logout_ends_only_that_session_and_its_refreshed_pairs(world: World) -> None:
     phone, laptop = world.login(), world.login()
     refreshed = world.sessions.refresh(laptop.refresh_token, "corr")
-    principal = world.sessions.principal_for_token(laptop.access_token)
+    principal = world.auth.principal_for_token(laptop.access_token)
 
     assert world.sessions.logout(principal, "corr") is not None
 
@@ -200,11 +209,11 @@ def test_deactivation_ends_sessions_reactivation_revives_none_and_deletion_ends_
 
 def test_a_role_change_holds_on_the_next_request_with_the_same_token(world: World) -> None:
     tokens = world.login()
-    assert world.sessions.principal_for_token(tokens.access_token).roles == {"editor"}
+    assert world.auth.principal_for_token(tokens.access_token).roles == {"editor"}
 
     world.users.update(world.admin, world.alice_id, roles=("viewer",), active=None, ctx=CTX)
 
-    assert world.sessions.principal_for_token(tokens.access_token).roles == {"viewer"}
+    assert world.auth.principal_for_token(tokens.access_token).roles == {"viewer"}
 
 
 def test_refresh_refuses_anything_but_a_live_refresh_token(world: World) -> None:
@@ -283,12 +292,12 @@ def test_a_refresh_that_loses_a_race_to_another_process_ends_the_family(world: W
         world.sessions.refresh(tokens.refresh_token, "corr-this")
 
     assert world.ended(tokens) == (True, "refresh_token_reuse")
-    assert not world.alive(won[0], other) and world.dead(won[0])
+    assert not world.alive(won[0]) and world.dead(won[0])
 
 
 def test_a_logout_that_races_a_refresh_still_ends_the_session(world: World) -> None:
     tokens, other = world.login(), world.process()
-    principal = world.sessions.principal_for_token(tokens.access_token)
+    principal = world.auth.principal_for_token(tokens.access_token)
     won = other_process_first(world, lambda: other.refresh(tokens.refresh_token, "corr-other"))
 
     assert world.sessions.logout(principal, "corr-logout") is not None
@@ -300,12 +309,15 @@ def test_a_logout_that_races_a_refresh_still_ends_the_session(world: World) -> N
 def test_a_session_ends_its_lifetime_after_login_however_often_refreshed(world: World) -> None:
     tokens = world.sessions.refresh(world.login().refresh_token, "corr")
     lifetime = timedelta(seconds=LIFETIME)
-    just_before = world.process(lambda: datetime.now(UTC) + lifetime * 0.99)
-    after = world.process(lambda: datetime.now(UTC) + lifetime)
+    soon, late = (
+        (lambda: datetime.now(UTC) + lifetime * 0.99),
+        (lambda: datetime.now(UTC) + lifetime),
+    )
+    just_before, after = world.process(soon), world.process(late)
 
-    assert just_before.principal_for_token(tokens.access_token).name == "alice"
+    assert world.authentication(soon).principal_for_token(tokens.access_token).name == "alice"
     with pytest.raises(AuthenticationFailed):
-        after.principal_for_token(tokens.access_token)
+        world.authentication(late).principal_for_token(tokens.access_token)
     with pytest.raises(AuthenticationFailed):
         after.refresh(tokens.refresh_token, "corr-late")
     assert just_before.refresh(tokens.refresh_token, "corr-in-time").refresh_token

@@ -89,12 +89,7 @@ class RequestAuthentication:
         check_session(session, user, self._clock())
         if user.tenant_id != claims.tenant_id:
             raise AuthenticationFailed(INVALID_TOKEN)
-        tenant = found.get(ids[2]) if claims.tenant_id is not None else None
-        if claims.tenant_id is not None and (
-            not isinstance(tenant, Tenant) or tenant.status == TenantStatus.DELETED
-        ):
-            raise AuthenticationFailed(INVALID_TOKEN)
-        tenant = tenant if isinstance(tenant, Tenant) else None
+        tenant = _usable(found.get(ids[2])) if claims.tenant_id is not None else None
         return Principal(
             subject_id=str(user.id),
             name=user.username,
@@ -109,7 +104,7 @@ class RequestAuthentication:
 
     def principal_for_api_key(self, presented: str) -> Principal:
         api_key = self._api_keys.authenticate(presented)
-        tenant = live_tenant(self._store, api_key.tenant_id)
+        tenant = _usable(self._store.find(Tenant, UUID(api_key.tenant_id)))
         creator_id = creator_of(api_key)
         creator = self._store.find(User, creator_id) if creator_id else None
         return _key_principal(api_key, tenant, creator)
@@ -130,11 +125,8 @@ class RequestAuthentication:
         if found is None:
             return await in_thread(self.principal_for_api_key, presented)
         api_key = self._api_keys.check(presented, _of(ApiKey, found.get(ids[0])))
-        tenant = _of(Tenant, found.get(ids[1]))
-        if tenant is None or tenant.status == TenantStatus.DELETED:
-            raise AuthenticationFailed(INVALID_TOKEN)
         creator = _of(User, found.get(creator_id)) if creator_id else None
-        return _key_principal(api_key, tenant, creator)
+        return _key_principal(api_key, _usable(found.get(ids[1])), creator)
 
     def acting_in(self, principal: Principal, raw_tenant_id: str) -> Principal:
         """A platform admin inside one tenant (X-Tenant-ID); others keep their own."""
@@ -158,8 +150,7 @@ def _session_ids(claims: TokenClaims) -> list[UUID]:
     return ids
 
 
-def _key_principal(api_key: ApiKey, tenant: Tenant | None, creator: User | None) -> Principal:
-    assert tenant is not None
+def _key_principal(api_key: ApiKey, tenant: Tenant, creator: User | None) -> Principal:
     return Principal(
         subject_id=str(api_key.id),
         name=api_key.name,
@@ -174,6 +165,14 @@ def _key_principal(api_key: ApiKey, tenant: Tenant | None, creator: User | None)
 
 def _of(cls: type[T], aggregate: object) -> T | None:
     return aggregate if isinstance(aggregate, cls) else None
+
+
+def _usable(tenant: object) -> Tenant:
+    """The tenant as found, if it may authenticate anyone: a missing or deleted one
+    authenticates nobody."""
+    if not isinstance(tenant, Tenant) or tenant.status == TenantStatus.DELETED:
+        raise AuthenticationFailed(INVALID_TOKEN)
+    return tenant
 
 
 def check_session(session: Session, user: User, now: datetime) -> None:
@@ -195,8 +194,6 @@ def live_tenant(
     if tenant_id is None:
         return None
     tenant = store.find(Tenant, UUID(tenant_id))
-    if tenant is None or tenant.status == TenantStatus.DELETED:
-        if required:
-            raise AuthenticationFailed(INVALID_TOKEN)
+    if not required and (tenant is None or tenant.status == TenantStatus.DELETED):
         return None
-    return tenant
+    return _usable(tenant)

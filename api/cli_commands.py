@@ -14,6 +14,7 @@ from typing import Any
 from uuid import uuid4
 
 from api.cli_support import CliError, ProgressLine, open_listener, say
+from infrastructure.garbage_collection import tune_for_service
 from infrastructure.settings import Settings
 
 log = logging.getLogger("norn")
@@ -80,6 +81,7 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
             except InvalidCommand as error:
                 raise CliError(f"cannot create the bootstrap admin: {error}", 2) from None
             app = create_app(container, roles)
+            tune_for_service()
             print(
                 f"Norn listening on http://{settings.host}:{settings.port} (docs: /schema)",
                 flush=True,
@@ -142,6 +144,7 @@ def _run_roles(settings: Settings, roles: set[str]) -> int:
 
     async def serve_roles(container: Any) -> None:
         background = Roles(container, roles)
+        tune_for_service()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

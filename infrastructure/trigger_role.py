@@ -27,7 +27,7 @@ from application.event_triggers import EventTriggers, Firing, Target, TenantEven
 from application.threads import in_thread
 from domain.event_trigger import EventTrigger
 from infrastructure.envelope import CloudEvent, to_cloud_event
-from infrastructure.notification_log import read_notifications
+from infrastructure.notification_log import read_notifications, settled_position
 from infrastructure.supervision import Backoff, pause, supervise
 
 log = logging.getLogger(__name__)
@@ -89,17 +89,22 @@ class TriggerRole:
             if held is None:
                 return False  # another trigger role is reading
             after = held[0]
-            notifications = await read_notifications(conn, after, self._batch, precise=True)
-            if not notifications:
-                return False
             projected = await (await conn.execute(_PROJECTED)).fetchone()
             reached = projected[0] if projected and projected[1] == 2 else 0
+            candidates = await self._candidates(conn)
+            if not candidates:
+                # No trigger anywhere: pass what the read models have reached without
+                # reading it (a scheduler firing thousands of runs would decode them all).
+                passed = min(reached, await settled_position(conn))
+                if passed > after:
+                    await conn.execute(_MOVE, (passed,))
+                return False
+            notifications = await read_notifications(conn, after, self._batch, precise=True)
             ready = [n for n in notifications if n.id <= reached]
             if not ready:
-                return False  # the pipelines read model has not reached them yet
-            candidates = await self._candidates(conn)
+                return False  # nothing new, or the read models have not reached it yet
             fired: list[Firing] = []
-            for notification in ready if candidates else ():  # no triggers: just move on
+            for notification in ready:
                 event = to_cloud_event(notification)
                 pipelines = _nominated(candidates.get(event.tenant or ""), event)
                 if pipelines:

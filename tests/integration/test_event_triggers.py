@@ -150,3 +150,29 @@ async def test_a_trigger_that_cannot_work_is_refused_with_its_field(settings: Se
         )
         assert_error(later, 422, "VALIDATION_ERROR")
         assert {d["field"] for d in later.json()["error"]["details"]} == {"triggers[0].on"}
+
+
+async def test_with_no_trigger_anywhere_the_role_passes_events_without_reading_them(
+    settings: Settings,
+) -> None:
+    """The pass moves its tracking position to what the read models reached, so a trigger
+    declared later matches only events after it, as when the role reads each one."""
+    settings = run_settings(settings)
+    async with running_app(settings, roles=frozenset({"projector", "scheduler"})) as client:
+        _, editor, _ = await tenant_editor(client, settings)
+        created = await client.post(
+            "/api/v1/pipelines",
+            json={"name": "plain", "steps": [step("a", "Test.emit")]},
+            headers=editor,
+        )
+        assert created.status_code == 201, created.text
+        position = int(created.json()["position"])
+
+        async def passed() -> int | None:
+            with psycopg.connect(settings.database_url or "") as conn:
+                row = conn.execute(
+                    "SELECT position FROM event_trigger_tracking WHERE name = 'triggers'"
+                ).fetchone()
+            return row[0] if row and row[0] >= position else None
+
+        assert await poll(passed, "the trigger role's position") >= position

@@ -7,8 +7,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    Recording,
+)
+from eventsourcing.domain import Aggregate, BaseAggregate
 from eventsourcing.persistence import IntegrityError
 
 from application import unit_of_work
@@ -173,8 +178,37 @@ class NornEventStore(Application[UUID]):
             ) from None
         return recordings[-1].notification.id if recordings else None
 
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """The library's `save`, step for step, with a collector that tells an aggregate
+        by its class (see `_Collected`)."""
+        processing = _Collected()
+        processing.collect_events(*objs, **kwargs)
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        self.notify(processing.events)  # the library's deprecated hook, as its save does
+        return recordings
+
     def stream(self, aggregate_id: UUID) -> Sequence[Any]:
         return list(self.events.get(aggregate_id))
+
+
+class _Collected(ProcessingEvent[UUID]):
+    """The library's collector first asks whether each object is a domain event with
+    isinstance against a runtime-checkable Protocol, which Python 3.11 answers by walking
+    the protocol's members on every call: about 20 µs an aggregate, 9% of a scheduler
+    pass that queues hundreds of runs. An aggregate is known by its class here; anything
+    else goes the library's way."""
+
+    def collect_events(self, *objs: Any, **kwargs: Any) -> None:
+        others = []
+        for obj in objs:
+            if isinstance(obj, BaseAggregate):
+                self.events.extend(obj.collect_events())
+                self.aggregates[obj.id] = obj
+            elif obj is not None:
+                others.append(obj)
+        super().collect_events(*others, **kwargs)
 
 
 def _staged(aggregate_id: UUID, version: int | None = None) -> Aggregate | None:

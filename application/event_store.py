@@ -13,7 +13,7 @@ from eventsourcing.application import (
     ProcessingEvent,
     Recording,
 )
-from eventsourcing.domain import Aggregate, BaseAggregate
+from eventsourcing.domain import Aggregate, BaseAggregate, DomainEvent
 from eventsourcing.persistence import IntegrityError
 
 from application import unit_of_work
@@ -153,16 +153,24 @@ class NornEventStore(Application[UUID]):
         except KeyError:
             return None
 
-    def append(self, *aggregates: Aggregate | None, precondition: bool = False) -> int | None:
+    def append(
+        self, *aggregates: Aggregate | DomainEvent | None, precondition: bool = False
+    ) -> int | None:
         """Save pending events of the aggregates in one atomic append; return the global
-        position of the last one (None when there was nothing to save).
+        position of the last one (None when there was nothing to save). Events collected
+        from new aggregates before may be given instead of them, so that an append that
+        lost a race can be tried again without building them afresh (not in a unit of
+        work, which keeps aggregates).
         precondition: the caller sent If-Match, so losing the race means its precondition
         failed (412) rather than a plain conflict (409). Within a unit of work
         (application/unit_of_work.py) nothing is written yet: the aggregates are kept for
         its commit, and the position is `unit_of_work.PENDING`."""
         unit = unit_of_work.current()
         if unit is not None:
-            return unit.stage(*aggregates)
+            kept = [a for a in aggregates if not isinstance(a, DomainEvent)]
+            if len(kept) != len(aggregates):
+                raise TypeError("a unit of work keeps aggregates, not their events")
+            return unit.stage(*kept)
         try:
             recordings = self.save(*aggregates)
         except IntegrityError:
@@ -197,8 +205,8 @@ class _Collected(ProcessingEvent[UUID]):
     """The library's collector first asks whether each object is a domain event with
     isinstance against a runtime-checkable Protocol, which Python 3.11 answers by walking
     the protocol's members on every call: about 20 µs an aggregate, 9% of a scheduler
-    pass that queues hundreds of runs. An aggregate is known by its class here; anything
-    else goes the library's way."""
+    pass that queues hundreds of runs. An aggregate or an event is known by its class
+    here; anything else goes the library's way."""
 
     def collect_events(self, *objs: Any, **kwargs: Any) -> None:
         others = []
@@ -206,6 +214,8 @@ class _Collected(ProcessingEvent[UUID]):
             if isinstance(obj, BaseAggregate):
                 self.events.extend(obj.collect_events())
                 self.aggregates[obj.id] = obj
+            elif isinstance(obj, DomainEvent):
+                self.events.append(obj)
             elif obj is not None:
                 others.append(obj)
         super().collect_events(*others, **kwargs)

@@ -244,11 +244,14 @@ class JobFiring:
                 fire.outcome.refused += 1
             return
         ctx = CommandContext(ACTOR, correlation_id=f"scheduler:{tenant_id}")
+        # Built once: an attempt that lost the race for the usage appends the same
+        # events again with the usage read afresh (rebuilding hundreds of runs would
+        # take long enough to lose the next race too).
+        events = [event for fire in batch for event in fire.build().collect_events()]
         for _ in range(CONFLICT_ATTEMPTS):
             try:
-                runs = [fire.build() for fire in batch]
-                with self._runs.take_run_of_day(tenant, ctx, amount=len(runs)) as usage:
-                    self._store.append(*runs, usage)
+                with self._runs.take_run_of_day(tenant, ctx, amount=len(batch)) as usage:
+                    self._store.append(*events, usage)
             except VersionConflict as conflict:
                 if conflict.raced and not self._store.current(*(f.run_id for f in batch)):
                     continue  # none of its runs exists: another append took the usage first

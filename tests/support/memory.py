@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.domain import DomainEvent
 from eventsourcing.utils import get_topic
 
 from application.event_store import NornEventStore
@@ -47,15 +48,30 @@ def _keep_appends(store: NornEventStore) -> None:
     append = store.append
 
     def noting(*aggregates: Any, precondition: bool = False) -> int | None:
-        saved = [a for a in aggregates if a is not None]
-        events = [(a, e.originator_version) for a in saved for e in a.pending_events]
+        events = pending_events(aggregates)
         position = append(*aggregates, precondition=precondition)
-        for aggregate, version in events:
-            appends[(aggregate.id, version)] = (aggregate.version, position or 0)
+        last: dict[UUID, int] = {}  # each aggregate's version after the append
+        for event in events:
+            known = last.get(event.originator_id, 0)
+            last[event.originator_id] = max(known, event.originator_version)
+        for event in events:
+            key = (event.originator_id, event.originator_version)
+            appends[key] = (last[event.originator_id], position or 0)
         return position
 
     store.append = noting  # type: ignore[method-assign]
     store.appends = lambda aggregate_id, version: appends.get((aggregate_id, version))
+
+
+def pending_events(objs: Sequence[Any]) -> list[Any]:
+    """The events an append of `objs` (aggregates, or events collected from them) saves."""
+    events: list[Any] = []
+    for obj in objs:
+        if isinstance(obj, DomainEvent):
+            events.append(obj)
+        elif obj is not None:
+            events.extend(obj.pending_events)
+    return events
 
 
 class StoreUsage:

@@ -36,6 +36,7 @@ from tests.support.memory import (
     MemorySecretValues,
     StoreUsage,
     memory_store,
+    pending_events,
 )
 from tests.support.plugins import TEST_PLUGINS
 
@@ -191,11 +192,11 @@ class RunWorld:
         self.store.find = counting  # type: ignore[method-assign]
 
         def recording(*aggregates: Any, **options: Any) -> int | None:
-            saved = [a for a in aggregates if a is not None]
-            names = [type(e).__name__ for a in saved for e in a.pending_events]
+            events = pending_events(aggregates)
+            names = [type(e).__name__ for e in events]
             position = append(*aggregates, **options)
             if names:
-                self.appends.append(({a.id for a in saved}, names))
+                self.appends.append(({e.originator_id for e in events}, names))
             return position
 
         self.store.append = recording  # type: ignore[method-assign]

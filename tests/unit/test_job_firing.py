@@ -19,7 +19,7 @@ from application.jobs import JobService
 from application.quotas import UsageLedger
 from application.runs import RunService
 from domain.job import Job, JobSpec, JobTarget
-from domain.run import Run
+from domain.run import Run, RunQueued
 from domain.tenant import Tenant
 from tests.support.deployments import CTX, World
 
@@ -195,7 +195,7 @@ def test_losing_the_race_for_the_days_usage_again_and_again_refuses_no_fire(
 
     def after_another_take(*aggregates: Any, **options: Any) -> int | None:
         nonlocal raced
-        if raced < 8 and any(isinstance(a, Run) for a in aggregates):
+        if raced < 8 and any(isinstance(a, Run | RunQueued) for a in aggregates):
             raced += 1
             with other.take_run_of_day(tenant, CTX) as usage:  # another scheduler's append
                 append(usage)
@@ -226,7 +226,7 @@ def test_a_batch_that_loses_the_race_for_the_usage_is_appended_again_whole(
 
     def after_another_take(*aggregates: Any, **options: Any) -> int | None:
         nonlocal raced
-        if raced < 2 and any(isinstance(a, Run) for a in aggregates):
+        if raced < 2 and any(isinstance(a, Run | RunQueued) for a in aggregates):
             raced += 1
             with other.take_run_of_day(tenant, CTX) as usage:
                 append(usage)

@@ -84,12 +84,21 @@ GONE_EVERY = 5.0
 after its pipeline is deleted or its deployment retired, not at its next fire."""
 
 _SAVE = """
-UPDATE job_schedules SET cursor = %s, waiting_for = %s, caught_up = %s, next_due = %s,
-  last_run_id = coalesce(%s, last_run_id), last_run = coalesce(%s, last_run),
-  fired = fired + %s, skipped = skipped + %s, missed = missed + %s,
-  refused = refused + %s, late = late + %s, updated_at = now()
-WHERE job_id = %s
+UPDATE job_schedules s SET cursor = v.cursor, waiting_for = v.waiting_for,
+  caught_up = v.caught_up, next_due = v.next_due,
+  last_run_id = coalesce(v.last_run_id, s.last_run_id),
+  last_run = coalesce(v.last_run, s.last_run),
+  fired = s.fired + v.fired, skipped = s.skipped + v.skipped, missed = s.missed + v.missed,
+  refused = s.refused + v.refused, late = s.late + v.late, updated_at = now()
+FROM unnest(%s::timestamptz[], %s::timestamptz[], %s::integer[], %s::timestamptz[],
+            %s::uuid[], %s::timestamptz[], %s::bigint[], %s::bigint[], %s::bigint[],
+            %s::bigint[], %s::bigint[], %s::uuid[])
+  AS v(cursor, waiting_for, caught_up, next_due, last_run_id, last_run,
+       fired, skipped, missed, refused, late, job_id)
+WHERE s.job_id = v.job_id
 """
+"""A pass's bookkeeping, every job's row in one statement: one array per column (the
+parameters of `_saved`, column by column), rather than a statement per row."""
 
 
 class SchedulerRole:
@@ -187,8 +196,8 @@ class SchedulerRole:
         ]
         outcomes = self._firing.fire(due)
         now = self._clock()
-        with conn.cursor() as cur:  # one round trip for them all (pipeline mode)
-            cur.executemany(_SAVE, [self._saved(outcome, now) for outcome in outcomes])
+        rows = [self._saved(outcome, now) for outcome in outcomes]
+        conn.execute(_SAVE, [list(column) for column in zip(*rows, strict=True)])
         totals = counts(outcomes)
         if any(totals.values()):
             log.debug("scheduler pass: %d jobs, %s", len(outcomes), totals)
@@ -196,7 +205,7 @@ class SchedulerRole:
             self._observe(outcomes)
 
     def _saved(self, outcome: Outcome, now: datetime) -> tuple[Any, ...]:
-        """The bookkeeping row of one job after the pass (the parameters of _SAVE)."""
+        """The bookkeeping row of one job after the pass (a row of _SAVE's columns)."""
         job, state = outcome.job, outcome.state
         if outcome.disabled is not None:
             due = None  # its JobDisabled changes the version: it is planned afresh then

@@ -109,7 +109,8 @@ class ProjectionRunner:
         self._needs_catch_up = True
         self._rebind = False
         self._held: list[Msg] = []  # messages of a failed batch, acked after a catch-up
-        self._last_progress = time.monotonic()
+        self._quiet_since: float | None = None
+        """When fetches began to come back empty (None: the last one brought messages)."""
         self._polling = False  # only to log the switch to polling once
         self._quiet_until = 0.0
         self._nc: Client | None = None  # while leading
@@ -294,7 +295,7 @@ class ProjectionRunner:
                 "projection %s: caught up %d events from the store", self.projection.name, read
             )
         self._needs_catch_up = False
-        self._last_progress = time.monotonic()
+        self._quiet_since = None
         if ack_held:
             # The store catch-up committed everything those messages carried.
             await ack_all(self._held)
@@ -311,16 +312,22 @@ class ProjectionRunner:
             raise
         await ack_all(messages)
         self._last_seq = highest
-        self._last_progress = time.monotonic()
+        self._quiet_since = None
 
     async def _check_relay_stall(self) -> None:
-        """Idle on NATS for a while: if the store is ahead, the relay is not publishing;
-        catch up from the store rather than serve stale reads."""
+        """Fetches empty for a while: if the store is ahead, the relay is not publishing;
+        catch up from the store rather than serve stale reads. Counted from the first
+        empty fetch, not from the last batch: a runner that spent those seconds waiting
+        for a connection (its process's other projections busy with a burst) has not
+        been told "nothing" by NATS, and reading the store then only adds to the load."""
         if self.relay_stall_after is None:
             return
-        if time.monotonic() - self._last_progress < self.relay_stall_after:
+        now = time.monotonic()
+        if self._quiet_since is None:
+            self._quiet_since = now
+        if now - self._quiet_since < self.relay_stall_after:
             return
-        self._last_progress = time.monotonic()
+        self._quiet_since = now
         async with self._pool.connection() as conn:
             head = await max_position(conn)
         if head > self.keeper.passed:

@@ -518,6 +518,30 @@ async def test_catches_up_from_the_store_when_the_stream_was_purged(
     assert len(await rows(database_url)) == 10
 
 
+async def test_follows_the_store_when_nats_stays_quiet_while_the_store_moves_on(
+    database_url: str,
+    nats_url: str,
+    nats_names: NatsNames,
+    service: PipelineService,
+    publisher: Publisher,
+) -> None:
+    """NATS is up but nothing reaches it (the relay is down): after `relay_stall_after`
+    of empty fetches the runner reads the store instead of serving stale reads."""
+    runner = make_runner(
+        PipelinesProjection(),
+        database_url,
+        nats_url,
+        nats_names,
+        relay_stall_after=0.3,
+        fetch_timeout=0.1,
+    )
+    async with running(runner):
+        make_history(service, 3)  # never published
+        await reaches(database_url, "pipelines", await head(database_url))
+        assert runner.following.is_set()
+    assert len(await rows(database_url)) == 3
+
+
 async def test_polls_the_store_while_nats_is_unreachable(
     database_url: str, nats_names: NatsNames, service: PipelineService
 ) -> None:

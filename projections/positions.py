@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from infrastructure.envelope import CloudEvent, to_cloud_event
 from infrastructure.notification_log import read_notifications
@@ -46,10 +46,21 @@ Connections = AsyncConnection[Any] | AsyncConnectionPool
 _MIN_IDLE_SECONDS = 0.05  # a NATS fetch needs a little time to expire server-side
 
 
+_PERSIST_WAIT_SECONDS = 0.05
+"""How long a due persist waits for a pool connection before leaving it to the next
+step: while the process's other projections take a burst, every connection may be busy
+applying batches, and a runner blocked here would stop following NATS (and moving the
+positions that reads in this process wait for) only to write a lower bound."""
+
+
 @contextlib.asynccontextmanager
-async def connection(source: Connections) -> AsyncIterator[AsyncConnection[Any]]:
+async def connection(
+    source: Connections, *, wait: float | None = None
+) -> AsyncIterator[AsyncConnection[Any]]:
+    """A connection of `source`; from a pool, waiting at most `wait` seconds for one
+    (PoolTimeout after; None: the pool's own timeout)."""
     if isinstance(source, AsyncConnectionPool):
-        async with source.connection() as conn:
+        async with source.connection(timeout=wait) as conn:
             yield conn
     else:
         yield source
@@ -169,7 +180,8 @@ class PositionKeeper:
     async def persist(self, source: Connections, *, now: bool = False) -> None:
         """Persist the passed position if it is due (at once with `now`), with those of
         the group's other keepers that have moved; without anything to persist, no
-        connection is taken from a pool."""
+        connection is taken from a pool, and when none is free soon (not `now`) it is
+        left due for the next call."""
         if not self._due_now(now):
             return
         async with self._writing:
@@ -181,8 +193,11 @@ class PositionKeeper:
             for keeper, position in reached:
                 name = keeper.projection.name
                 positions[name] = max(position, positions.get(name, 0))
-            async with connection(source) as conn:
-                await persist_positions(conn, positions)
+            try:
+                async with connection(source, wait=None if now else _PERSIST_WAIT_SECONDS) as conn:
+                    await persist_positions(conn, positions)
+            except PoolTimeout:
+                return  # still due: the next step tries again
             for keeper, position in reached:
                 keeper._reached(position, persisted=True)
 

@@ -217,3 +217,36 @@ async def test_a_restart_rereads_the_unpersisted_stretch_and_applies_nothing_twi
         await passes_row(database_url, await head(database_url))
     assert len(again.applied) == 1
     assert len(await rows(database_url)) == 4
+
+
+async def test_a_runner_follows_on_while_every_pooled_connection_is_busy(
+    database_url: str,
+    nats_url: str,
+    nats_names: NatsNames,
+    event_store: NornEventStore,
+    publisher: Publisher,
+) -> None:
+    """Another projection of the process holds the pool's only connection (a long batch):
+    a position falls due meanwhile, and the runner goes on passing events in memory
+    instead of waiting for a connection to persist it; it persists once one is free."""
+    sessions = RunnerSessions(database_url, max_size=1)
+    await sessions.open()
+    runner = make_runner(
+        PipelinesProjection(), database_url, nats_url, nats_names, sessions=sessions
+    )
+    try:
+        async with running(runner):
+            async with sessions.pool.connection():
+                other_events(event_store, 2)
+                await publisher.publish_new()
+                first = await head(database_url)
+                await passes(runner, first)
+                await asyncio.sleep(0.2)  # past persist_interval (0.05): now due
+                other_events(event_store, 2)
+                await publisher.publish_new()
+                top = await head(database_url)
+                await passes(runner, top)  # not stuck behind the busy pool
+                assert (await tracking_row(database_url))[2] < first
+            await passes_row(database_url, top)
+    finally:
+        await sessions.close()

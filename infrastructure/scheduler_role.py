@@ -120,6 +120,9 @@ class SchedulerRole:
         self._batch = batch
         self._observe = observe
         self._gone_at = 0.0
+        self._planned_at = 0.0
+        self._fired_full = False  # the last pass fired a full batch
+        self._replanned_full = False  # and the last look replanned a full batch
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pass after pass until stopped; an outage of PostgreSQL ends the connection,
@@ -150,13 +153,21 @@ class SchedulerRole:
     def run_pass(self, conn: psycopg.Connection[Any]) -> bool:
         """One pass (blocking: run it in a thread) on an autocommit connection, each step
         its own transaction. True when it was full, so that the next starts at once."""
-        with conn.transaction():
-            conn.execute(_NEW)
-            replanned = self._replan(conn)
+        replanned = 0
+        # In a burst (full batches fired back to back) new and changed jobs are looked for
+        # once an interval, not before every batch: each look scans every job's row.
+        burst = self._fired_full and not self._replanned_full
+        if not burst or time.monotonic() - self._planned_at >= self._interval:
+            self._planned_at = time.monotonic()
+            with conn.transaction():
+                conn.execute(_NEW)
+                replanned = self._replan(conn)
+            self._replanned_full = replanned >= self._batch
         with conn.transaction():
             rows = conn.execute(_DUE, (self._clock(), self._batch)).fetchall()
             if rows:
                 self._fire(conn, rows)
+        self._fired_full = len(rows) >= self._batch
         if time.monotonic() - self._gone_at > GONE_EVERY:
             self._gone_at = time.monotonic()
             gone = [row["id"] for row in conn.execute(_GONE).fetchall()]

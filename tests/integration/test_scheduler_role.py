@@ -225,3 +225,43 @@ async def test_a_job_whose_pipeline_is_deleted_is_disabled_with_the_reason(
             f"pipeline {pipeline['id']} was deleted",
         )
         assert last["actor"] == "system:scheduler"
+
+
+async def test_in_a_burst_new_jobs_are_looked_for_once_an_interval(settings: Settings) -> None:
+    """Full batches fired back to back (a burst) are not each preceded by a scan for new
+    and changed jobs; the next scan comes once the interval is over."""
+    assert settings.database_url and settings.nats_url
+    async with world(settings) as (client, editor, _):
+        pipeline = await create_pipeline(client, editor, "burst")
+        first = await _job(client, editor, pipeline["id"], name="first")
+        await _job(client, editor, pipeline["id"], name="second")
+        clock = Clock()
+        container = build_container(settings, settings.database_url, settings.nats_url)
+        try:
+            firing = JobFiring(container.store, container.pipelines, container.runs, clock=clock)
+            role = SchedulerRole(settings.database_url, firing, clock=clock, interval=1.0, batch=2)
+            with psycopg.connect(
+                settings.database_url, row_factory=dict_row, autocommit=True
+            ) as conn:
+
+                def rows() -> int:
+                    found = conn.execute("SELECT count(*) AS n FROM job_schedules").fetchone()
+                    return int(found["n"]) if found else 0
+
+                def run_pass() -> bool:
+                    return role.run_pass(conn)
+
+                clock.now = _at(first, 0)  # nothing due: both planned
+                while await asyncio.to_thread(run_pass):
+                    pass
+                assert rows() == 2
+                clock.now = _at(first, 1) + timedelta(seconds=1)
+                assert await asyncio.to_thread(run_pass)  # both fired: a full batch
+                await _job(client, editor, pipeline["id"], name="third")
+                await asyncio.to_thread(run_pass)  # in the burst: no scan
+                assert rows() == 2
+                await asyncio.sleep(1.1)
+                await asyncio.to_thread(run_pass)
+                assert rows() == 3
+        finally:
+            container.close()

@@ -208,8 +208,8 @@ class SchedulerRole:
         ]
         outcomes = self._firing.fire(due)
         now = self._clock()
-        rows = [self._saved(outcome, now) for outcome in outcomes]
-        conn.execute(_SAVE, [list(column) for column in zip(*rows, strict=True)])
+        saved = [self._saved(outcome, now) for outcome in outcomes]
+        conn.execute(_SAVE, [list(column) for column in zip(*saved, strict=True)])
         totals = counts(outcomes)
         if any(totals.values()):
             log.debug("scheduler pass: %d jobs, %s", len(outcomes), totals)

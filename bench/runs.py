@@ -30,7 +30,14 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-from harness import editor_of_new_tenant, norn_cpu_seconds, norn_server, open_loop, percentile
+from harness import (
+    editor_of_new_tenant,
+    norn_cpu_seconds,
+    norn_server,
+    open_loop,
+    percentile,
+    profiled,
+)
 
 STEPS = [{"name": "read", "plugin": "Input.file", "config": {"path": "in.jsonl"}}]
 
@@ -222,17 +229,18 @@ def main() -> None:
         closed_cpu = norn_cpu_seconds(server.pid) - cpu
 
         cpu = norn_cpu_seconds(server.pid)
-        opened = asyncio.run(
-            open_loop_runs(
-                server.base,
-                headers,
-                open_id,
-                args.rate,
-                args.seconds,
-                args.senders,
-                args.drain_limit,
+        with profiled(server.pid, "runs-open-loop", args.seconds):
+            opened = asyncio.run(
+                open_loop_runs(
+                    server.base,
+                    headers,
+                    open_id,
+                    args.rate,
+                    args.seconds,
+                    args.senders,
+                    args.drain_limit,
+                )
             )
-        )
         open_cpu = norn_cpu_seconds(server.pid) - cpu
     if not latencies or not opened.latencies:
         raise SystemExit(f"no run succeeded ({failed} failed, open loop: {opened})")

@@ -34,9 +34,6 @@ def aggregate_type(event: CloudEvent) -> str:
 class AuditLogProjection(Projection):
     name = "audit_log"
     tables = ("audit_log",)
-    # One INSERT per event, every event: sent without waiting for each answer.
-    pipelined = True
-
     def handler(self, event_type: str) -> Handler | None:
         # Every event type, present and future: the audit trail leaves nothing out, so
         # there is no @handles list to keep in step with the domain.

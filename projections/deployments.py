@@ -44,6 +44,7 @@ _NOT_VERIFYING = {
 class DeploymentsProjection(Projection):
     name = "deployments"
     tables = ("deployments", "deployment_releases", "deployment_counts")
+    pipelined = False  # activating a release reads the row it replaces (_activate)
 
     @handles("norn.deployment.created.v1")
     async def created(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:

@@ -48,11 +48,13 @@ class Projection:
     """Tracking key, also used in consumer, lock and rebuild-schema names."""
     tables: ClassVar[tuple[str, ...]]
     """Tables the projection owns (and a rebuild replaces)."""
-    pipelined: ClassVar[bool] = False
+    pipelined: ClassVar[bool] = True
     """Whether a batch's handler statements are sent in psycopg's pipeline mode, without
-    waiting for each one's answer: for handlers that only write (never read a result),
-    and that have something to write for most events (the audit log), so a batch of N
-    events is not N round trips while it holds one of the runners' few connections."""
+    waiting for each one's answer, so a batch of N events is one round trip rather than
+    N or more. A projector shares its process's event loop with the API: under a burst of
+    commands every round trip waits for a turn of a busy loop, and a read model that paid
+    one per statement fell behind by the whole burst (bench/commands.py [4]). Set False
+    for a projection whose handlers read a result (the deployments' activation)."""
     _handler_names: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -33,10 +33,6 @@ _QUEUED_TODAY = (
 class RunsProjection(Projection):
     name = "runs"
     tables = ("runs", "run_steps", "run_counts", "run_day_counts")
-    # Every handler only writes, and a queued run is three statements: a scheduler's
-    # burst of thousands of runs would otherwise wait on each answer in turn.
-    pipelined = True
-
     @handles("norn.run.queued.v1")
     async def queued(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
         data = event.data

@@ -34,6 +34,7 @@ def aggregate_type(event: CloudEvent) -> str:
 class AuditLogProjection(Projection):
     name = "audit_log"
     tables = ("audit_log",)
+
     def handler(self, event_type: str) -> Handler | None:
         # Every event type, present and future: the audit trail leaves nothing out, so
         # there is no @handles list to keep in step with the domain.

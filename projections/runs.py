@@ -33,6 +33,7 @@ _QUEUED_TODAY = (
 class RunsProjection(Projection):
     name = "runs"
     tables = ("runs", "run_steps", "run_counts", "run_day_counts")
+
     @handles("norn.run.queued.v1")
     async def queued(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
         data = event.data

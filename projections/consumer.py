@@ -66,8 +66,17 @@ async def bind_consumer(
     await ensure_stream(js, stream, subject_prefix)
     last_seq = (await js.stream_info(stream)).state.last_seq
     try:
-        await js.consumer_info(stream, durable)
+        info = await js.consumer_info(stream, durable)
     except NotFoundError:
+        info = None
+    if info is not None and info.config.ack_policy != AckPolicy.ALL:
+        # Made by an earlier Norn, which acked every message: JetStream cannot change
+        # a consumer's ack policy, so it is made anew, like a missing one. Nothing is
+        # lost: the store catch-up that follows every bind covers what it held.
+        await js.delete_consumer(stream, durable)
+        log.info("recreating JetStream consumer %s with AckPolicy.ALL", durable)
+        info = None
+    if info is None:
         # A new consumer starts after what the catch-up covers, rather than
         # redelivering the whole stream only for it to be skipped by position.
         await js.add_consumer(
@@ -79,7 +88,11 @@ async def bind_consumer(
                 filter_subject=events_subjects(subject_prefix),
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                 opt_start_seq=last_seq + 1,
-                ack_policy=AckPolicy.EXPLICIT,
+                # One ack per batch, for its last message, acks the batch: a runner
+                # takes messages in order and acks only once everything below its
+                # batch is applied or covered by a store catch-up (a gap starts one).
+                # Per-message acks were 11 publishes per event, one per projection.
+                ack_policy=AckPolicy.ALL,
                 # Generous: a batch is acked only after its transaction commits.
                 ack_wait=ack_wait,
                 max_ack_pending=max(4 * batch_size, 1024),
@@ -156,8 +169,13 @@ def decode_batch(
     return events, highest, gap
 
 
-async def ack_all(messages: list[Msg]) -> None:
-    for msg in messages:
-        # A lost ack only means a redelivery, which is skipped by position.
-        with contextlib.suppress(Exception):
-            await msg.ack()
+async def ack_through(messages: list[Msg]) -> None:
+    """Ack `messages` and every earlier one (AckPolicy.ALL): one ack, for the message
+    with the highest stream sequence. Call it only once every earlier message is applied
+    or covered by a store catch-up."""
+    if not messages:
+        return
+    last = max(messages, key=lambda msg: msg.metadata.sequence.stream)
+    # A lost ack only means a redelivery, which is skipped by position.
+    with contextlib.suppress(Exception):
+        await last.ack()

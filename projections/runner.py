@@ -37,7 +37,7 @@ from infrastructure.leadership import Check, LeadershipLost, lock_key
 from infrastructure.notification_log import max_position
 from infrastructure.supervision import Backoff, pause, supervise
 from projections.consumer import (
-    ack_all,
+    ack_through,
     bind_consumer,
     connect_nats,
     decode_batch,
@@ -298,7 +298,7 @@ class ProjectionRunner:
         self._quiet_since = None
         if ack_held:
             # The store catch-up committed everything those messages carried.
-            await ack_all(self._held)
+            await ack_through(self._held)
             self._held = []
 
     async def _apply_messages(self, messages: list[Msg]) -> None:
@@ -310,7 +310,7 @@ class ProjectionRunner:
         except BaseException:
             self._held.extend(messages)  # acked once a catch-up has covered them
             raise
-        await ack_all(messages)
+        await ack_through(messages)
         self._last_seq = highest
         self._quiet_since = None
 

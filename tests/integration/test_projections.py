@@ -20,6 +20,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -32,7 +33,7 @@ from domain.pipeline import PipelineDefinition, StepSpec
 from domain.tenant import Tenant
 from infrastructure.embedded import EmbeddedNats
 from infrastructure.envelope import CloudEvent, encode, subject_for, to_cloud_event
-from infrastructure.nats import POSITION_HEADER, ensure_stream
+from infrastructure.nats import POSITION_HEADER, ensure_stream, events_subjects
 from infrastructure.notification_log import max_position, read_notifications
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.postgres import create_read_pool
@@ -373,6 +374,42 @@ class Slow(PipelinesProjection):
     async def created(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
         await super().created(cur, event)
         await asyncio.sleep(0.01)
+
+
+async def test_a_consumer_acking_each_message_is_made_anew_acking_all(
+    database_url: str,
+    nats_url: str,
+    nats_names: NatsNames,
+    service: PipelineService,
+    publisher: Publisher,
+) -> None:
+    """An earlier Norn's consumer acked every message (AckPolicy.EXPLICIT), which
+    JetStream cannot change in place: the runner replaces it, and the events published
+    before and after it started all reach the read model."""
+    projection = PipelinesProjection()
+    runner = make_runner(projection, database_url, nats_url, nats_names)
+    await publisher.js.add_consumer(
+        nats_names.stream,
+        ConsumerConfig(
+            durable_name=runner.durable_name,
+            filter_subject=events_subjects(nats_names.prefix),
+            ack_policy=AckPolicy.EXPLICIT,
+        ),
+    )
+    make_history(service, 3)
+    await publisher.publish_new()
+    async with running(runner):
+        make_history(service, 2, prefix="q")
+        await publisher.publish_new()
+        await reaches(database_url, "pipelines", await head(database_url))
+        info = await publisher.js.consumer_info(nats_names.stream, runner.durable_name)
+        assert info.config.ack_policy == AckPolicy.ALL
+        deadline = time.monotonic() + WAIT
+        while info.num_ack_pending or info.num_pending:  # one ack per batch acked it all
+            assert time.monotonic() < deadline, info
+            await asyncio.sleep(0.05)
+            info = await publisher.js.consumer_info(nats_names.stream, runner.durable_name)
+    assert len(await rows(database_url)) == 5
 
 
 async def test_handler_failure_mid_batch_converges_to_a_rebuild(

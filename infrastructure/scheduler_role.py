@@ -79,6 +79,13 @@ LIMIT 100
 """Jobs whose target the read models say is gone: only nominated (a pipeline not projected
 yet is missing too); the event store decides (JobFiring.settle_gone)."""
 
+_NEXT_DUE = "SELECT min(next_due) AS due FROM job_schedules WHERE next_due > %s"
+"""The next time a job falls due (index job_schedules_due). Due rows a pass leaves (a
+suspended tenant's) are in the past: they do not make the role wake again at once."""
+
+DUE_MARGIN = 0.001
+"""Seconds slept past a due time, so that the pass that wakes then finds the job due."""
+
 GONE_EVERY = 5.0
 """Seconds between looks for jobs whose target is gone: a job is disabled about this long
 after its pipeline is deleted or its deployment retired, not at its next fire."""
@@ -146,7 +153,8 @@ class SchedulerRole:
                 started = time.monotonic()
                 busy = await in_thread(self.run_pass, conn)
                 if not busy:
-                    await pause(stop, max(0.0, self._interval - (time.monotonic() - started)))
+                    rest = max(0.0, self._interval - (time.monotonic() - started))
+                    await pause(stop, await in_thread(self.until_due, conn, rest))
         finally:
             await in_thread(conn.close)
 
@@ -174,6 +182,16 @@ class SchedulerRole:
             if gone:
                 self._firing.settle_gone(gone)
         return len(rows) >= self._batch or replanned >= self._batch
+
+    def until_due(self, conn: psycopg.Connection[Any], at_most: float) -> float:
+        """Seconds to wait before the next pass: `at_most` (the rest of the interval), or
+        less when a job falls due sooner, so that its pass starts at its due time rather
+        than up to an interval later (half an interval late on average)."""
+        now = self._clock()
+        row = conn.execute(_NEXT_DUE, (now,)).fetchone()
+        if row is None or row["due"] is None:
+            return at_most
+        return min(at_most, (row["due"] - now).total_seconds() + DUE_MARGIN)
 
     def _replan(self, conn: psycopg.Connection[Any]) -> int:
         rows = conn.execute(_CHANGED, (self._batch,)).fetchall()

@@ -265,3 +265,27 @@ async def test_in_a_burst_new_jobs_are_looked_for_once_an_interval(settings: Set
                 assert rows() == 3
         finally:
             container.close()
+
+
+async def test_the_role_waits_until_the_next_due_time_not_a_whole_interval(
+    settings: Settings,
+) -> None:
+    """Between passes the role sleeps the rest of its interval, or less when a job falls
+    due sooner; rows left due (a suspended tenant's) do not make it spin."""
+    assert settings.database_url and settings.nats_url
+    async with world(settings) as (client, editor, _):
+        pipeline = await create_pipeline(client, editor, "soon")
+        job = await _job(client, editor, pipeline["id"])
+        clock = Clock()
+        with scheduler(settings, clock) as role:
+            clock.now = _at(job, 1) - timedelta(seconds=30)
+            await asyncio.to_thread(run_pass, settings, role)  # planned: due at minute 1
+            with psycopg.connect(
+                settings.database_url, row_factory=dict_row, autocommit=True
+            ) as conn:
+                clock.now = _at(job, 1) - timedelta(seconds=0.1)
+                assert abs(role.until_due(conn, 0.25) - 0.101) < 1e-6
+                clock.now = _at(job, 1) - timedelta(seconds=10)
+                assert role.until_due(conn, 0.25) == 0.25  # not due within the interval
+                clock.now = _at(job, 1) + timedelta(seconds=1)  # due, not yet fired
+                assert role.until_due(conn, 0.25) == 0.25

@@ -83,6 +83,7 @@ from infrastructure.webhook_protocol import RetryPolicy
 from infrastructure.webhook_secrets import PostgresWebhookSecrets, SecretCipher
 from projections import (
     ALL_PROJECTIONS,
+    PROJECTOR_GROUP,
     DeploymentQueries,
     LivePositions,
     ProjectionRunner,
@@ -439,19 +440,19 @@ class Roles:
             c.metrics.projection_positions = lambda: {
                 p.name: c.positions.get(p.name) for p in ALL_PROJECTIONS
             }
-            for projection in ALL_PROJECTIONS:
-                runner = ProjectionRunner(
-                    projection,
-                    database_url=c.database_url,
-                    nats_url=c.nats_url,
-                    stream=s.nats_stream,
-                    subject_prefix=s.subject_prefix,
-                    positions=c.positions,
-                    sessions=self._runner_sessions,
-                )
-                self._tasks.append(
-                    asyncio.create_task(runner.run(self._stop), name=f"projector:{projection.name}")
-                )
+            # One runner for every read model: each event is fetched, decoded and acked
+            # once for all of them, not once per projection (docs/architecture.md §6).
+            runner = ProjectionRunner(
+                ALL_PROJECTIONS,
+                name=PROJECTOR_GROUP,
+                database_url=c.database_url,
+                nats_url=c.nats_url,
+                stream=s.nats_stream,
+                subject_prefix=s.subject_prefix,
+                positions=c.positions,
+                sessions=self._runner_sessions,
+            )
+            self._tasks.append(asyncio.create_task(runner.run(self._stop), name="projector"))
         if "executor" in self._roles:
             c.executor = c.metrics.executor = executor_role(c, self._locks)
             self._tasks.append(asyncio.create_task(c.executor.run(self._stop), name="executor"))

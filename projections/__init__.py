@@ -38,6 +38,10 @@ ALL_PROJECTIONS: tuple[Projection, ...] = (
 )
 """Every read model, for the projector role and `norn projections status|rebuild`."""
 
+PROJECTOR_GROUP = "read_models"
+"""The name (lock and JetStream consumer) of the projector role's one runner, which
+keeps every read model (projections/runner.py)."""
+
 
 def projection_named(name: str) -> Projection:
     """The projection called `name` (for the CLI); KeyError lists the valid names."""
@@ -49,6 +53,7 @@ def projection_named(name: str) -> Projection:
 
 __all__ = [
     "ALL_PROJECTIONS",
+    "PROJECTOR_GROUP",
     "ApiKeysProjection",
     "AuditLogProjection",
     "ConnectionsProjection",

@@ -43,9 +43,9 @@ async def connect_nats(url: str, name: str, on_reconnect: Callable[[], Awaitable
 
 
 def durable_name(subject_prefix: str, projection_name: str) -> str:
-    """One durable consumer per projection and installation. Durable names may not
-    contain '.', '*' or '>'; the prefix keeps installations (and test runs) sharing a
-    NATS server apart."""
+    """One durable consumer per runner (a projection, or a group of them) and
+    installation. Durable names may not contain '.', '*' or '>'; the prefix keeps
+    installations (and test runs) sharing a NATS server apart."""
     prefix = subject_prefix.replace(".", "_").replace("*", "_").replace(">", "_")
     return f"{prefix}_projection_{projection_name}"
 
@@ -58,13 +58,19 @@ async def bind_consumer(
     durable: str,
     batch_size: int,
     ack_wait: float,
+    replaces: tuple[str, ...] = (),
 ) -> tuple[JetStreamContext.PullSubscription, int]:
     """Create (if missing) and bind the durable pull consumer; return the subscription
     and the stream's last sequence read BEFORE binding. Every message up to that
     sequence was published after its event was stored, so a store catch-up started now
-    covers it; a later jump past it means messages were lost."""
+    covers it; a later jump past it means messages were lost. `replaces`: consumers this
+    one takes over from, deleted if they exist (the catch-up covers what they held)."""
     await ensure_stream(js, stream, subject_prefix)
     last_seq = (await js.stream_info(stream)).state.last_seq
+    for replaced in replaces:
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(stream, replaced)
+            log.info("deleted JetStream consumer %s (replaced by %s)", replaced, durable)
     try:
         info = await js.consumer_info(stream, durable)
     except NotFoundError:

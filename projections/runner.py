@@ -1,13 +1,16 @@
-"""Keeps one projection's read model up to date: the projector role.
+"""Keeps read models up to date: the projector role. A runner keeps one projection, or a
+group of them fed by one consumer (`norn serve` and `norn projector` run every
+projection in one group): each event is then fetched, decoded and acked once, not once
+per projection, and each projection still applies, tracks and persists on its own.
 
 Lifecycle of a runner (docs/architecture.md §6):
 
-1. Leadership: one active runner per projection across all processes, by a Postgres
+1. Leadership: one active runner per projection (or group) across all processes, by a Postgres
    advisory lock held on the process's leadership session (infrastructure/leadership.py,
    projections/sessions.py); the others stand by and retry. The lock is an efficiency
    measure only: correctness comes from the tracking row, which every batch that
    applies something locks, so even two active runners could not double-apply.
-2. Bind a durable JetStream pull consumer (one per projection, ordered processing), THEN
+2. Bind a durable JetStream pull consumer (one per runner, ordered processing), THEN
    catch up from the event store's notification log. Binding first means nothing
    published during the catch-up can be missed.
 3. Follow NATS in batches: apply, commit, only then ack. A batch with nothing for this
@@ -26,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -61,7 +65,7 @@ _QUIET_START_SECONDS = 3.0  # a first NATS connection this slow is worth a warni
 class ProjectionRunner:
     def __init__(
         self,
-        projection: Projection,
+        projections: Projection | Sequence[Projection],
         *,
         database_url: str,
         nats_url: str,
@@ -76,11 +80,19 @@ class ProjectionRunner:
         persist_interval: float = 1.0,
         positions: LivePositions | None = None,
         sessions: RunnerSessions | None = None,
+        name: str | None = None,
     ) -> None:
-        """`positions`: where to publish the passed position for waiters in this process;
-        `sessions`: the leadership session and pool shared with the process's other
-        runners (the runner opens its own when not given)."""
-        self.projection = projection
+        """`projections`: one, or a group that shares this runner's consumer, named
+        `name` (its lock and consumer); `positions`: where to publish the passed
+        positions for waiters in this process; `sessions`: the leadership session and
+        pool shared with the process's other runners (the runner opens its own when not
+        given)."""
+        group = (projections,) if isinstance(projections, Projection) else tuple(projections)
+        assert group, "a runner keeps at least one projection"
+        assert name is not None or len(group) == 1, "a group of projections is named"
+        self.projections = group
+        self.projection = group[0]
+        self.name = name or group[0].name
         self.database_url = database_url
         self.nats_url = nats_url
         self.stream = stream
@@ -95,13 +107,18 @@ class ProjectionRunner:
         """Set while bound to NATS and caught up (health checks, tests)."""
         self.is_leader = False
         self.positions = positions or LivePositions()
-        self.keeper = PositionKeeper(
-            projection,
-            persist_interval=persist_interval,
-            live=self.positions,
-            group=sessions.keepers if sessions is not None else None,
-        )
-        """The passed position; it outlives leadership terms (it stays true)."""
+        self.keepers = [
+            PositionKeeper(
+                projection,
+                persist_interval=persist_interval,
+                live=self.positions,
+                group=sessions.keepers if sessions is not None else None,
+            )
+            for projection in group
+        ]
+        """Each projection's passed position; they outlive leadership terms (they stay
+        true)."""
+        self.keeper = self.keepers[0]
         self._shared_sessions = sessions
         self._sessions: RunnerSessions | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
@@ -117,17 +134,24 @@ class ProjectionRunner:
 
     @property
     def durable_name(self) -> str:
-        return durable_name(self.subject_prefix, self.projection.name)
+        return durable_name(self.subject_prefix, self.name)
+
+    @property
+    def passed(self) -> int:
+        """The lowest position the runner's projections have all passed."""
+        return min(keeper.passed for keeper in self.keepers)
 
     async def catch_up(self) -> int:
-        """Apply everything in the event store after the tracked position, on its own
+        """Apply everything in the event store after the tracked positions, on its own
         connection (safe next to a running runner); return the number of events read."""
-        keeper = PositionKeeper(self.projection, live=self.positions)
+        read = 0
         async with await AsyncConnection.connect(self.database_url, autocommit=True) as conn:
-            read = await replay_from_store(
-                conn, self.projection, batch_size=self.batch_size, keeper=keeper
-            )
-            await keeper.persist(conn, now=True)
+            for projection in self.projections:
+                keeper = PositionKeeper(projection, live=self.positions)
+                read += await replay_from_store(
+                    conn, projection, batch_size=self.batch_size, keeper=keeper
+                )
+                await keeper.persist(conn, now=True)
         return read
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -139,7 +163,7 @@ class ProjectionRunner:
         self._sessions = sessions
         try:
             await supervise(
-                f"projection {self.projection.name}: runner",
+                f"projection {self.name}: runner",
                 lambda: self._term(stop, sessions),
                 stop=stop,
                 backoff=_TERM_BACKOFF,
@@ -152,13 +176,13 @@ class ProjectionRunner:
 
     async def _term(self, stop: asyncio.Event, sessions: RunnerSessions) -> None:
         """One term: stand by for the lock, then lead until stopped or the lock is lost."""
-        key = lock_key("projection", self.projection.name)
+        key = lock_key("projection", self.name)
         try:
             async with sessions.locks.leadership(key, stop, self.standby_interval) as check:
                 if check is None:
                     return  # stopped while standing by
                 self.is_leader = True
-                log.info("projection %s: active (lock acquired)", self.projection.name)
+                log.info("projection %s: active (lock acquired)", self.name)
                 await self._lead(stop, check)
         finally:
             self.is_leader = False
@@ -171,7 +195,7 @@ class ProjectionRunner:
         self._needs_catch_up = True
         try:
             await supervise(
-                f"projection {self.projection.name}: batch",
+                f"projection {self.name}: batch",
                 lambda: self._step(stop, check, connecting),
                 stop=stop,
                 backoff=_BATCH_BACKOFF,
@@ -193,7 +217,7 @@ class ProjectionRunner:
             self._nc = connecting.result()  # raises only for a bad URL: it retries the rest
         nc = self._nc
         try:
-            await self.keeper.persist(self._pool)
+            await self._persist()
             if nc is None or not nc.is_connected:
                 await self._poll_store(stop, connecting, connected_before=nc is not None)
                 return
@@ -204,7 +228,7 @@ class ProjectionRunner:
                 await self._catch_up_now()
                 self.following.set()
             assert self._sub is not None
-            wait = self.keeper.idle_at_most(self.fetch_timeout)
+            wait = self._idle_at_most(self.fetch_timeout)
             messages = await fetch_batch(self._sub, self.batch_size, wait, stop)
             if messages:
                 await self._apply_messages(messages)
@@ -222,26 +246,33 @@ class ProjectionRunner:
         async def on_reconnect() -> None:
             # Server state may be gone (stream, consumer): bind again and catch up.
             self._rebind = True
-            log.info("projection %s: NATS reconnected", self.projection.name)
+            log.info("projection %s: NATS reconnected", self.name)
 
-        return await connect_nats(
-            self.nats_url, f"norn-projection-{self.projection.name}", on_reconnect
-        )
+        return await connect_nats(self.nats_url, f"norn-projection-{self.name}", on_reconnect)
 
     @property
     def _pool(self) -> AsyncConnectionPool:
         assert self._sessions is not None, "only while running"
         return self._sessions.pool
 
+    async def _persist(self, *, now: bool = False) -> None:
+        # Keepers sharing the process's sessions write together: the first due one
+        # writes them all and the others find nothing left to do.
+        for keeper in self.keepers:
+            await keeper.persist(self._pool, now=now)
+
+    def _idle_at_most(self, seconds: float) -> float:
+        return min(keeper.idle_at_most(seconds) for keeper in self.keepers)
+
     async def _persist_on_exit(self) -> None:
         try:
-            await asyncio.wait_for(self.keeper.persist(self._pool, now=True), _EXIT_SECONDS)
+            await asyncio.wait_for(self._persist(now=True), _EXIT_SECONDS)
         except Exception as error:
             # Only costs a re-read of events without a handler after the restart.
             log.warning(
                 "projection %s: could not persist position %d on stop: %r",
-                self.projection.name,
-                self.keeper.passed,
+                self.name,
+                self.passed,
                 error,
             )
 
@@ -254,7 +285,7 @@ class ProjectionRunner:
             self._polling = True
             log.warning(
                 "projection %s: NATS unavailable; polling the event store every %.1fs",
-                self.projection.name,
+                self.name,
                 self.poll_interval,
             )
         self.following.clear()
@@ -265,7 +296,7 @@ class ProjectionRunner:
         # Woken early by the first connection, so a normal start does not wait a poll.
         await pause(
             stop,
-            self.keeper.idle_at_most(self.poll_interval),
+            self._idle_at_most(self.poll_interval),
             *([] if connecting.done() else [connecting]),
         )
 
@@ -282,18 +313,26 @@ class ProjectionRunner:
             durable=self.durable_name,
             batch_size=self.batch_size,
             ack_wait=self.ack_wait,
+            replaces=self._replaced_durables(),
         )
         # The stream's last sequence before binding is covered by this catch-up.
         self._needs_catch_up = True
 
+    def _replaced_durables(self) -> tuple[str, ...]:
+        """The consumers of the group's members when each had a runner of its own (an
+        earlier Norn's): left alone they would hold every message for nobody."""
+        if len(self.projections) == 1 and self.name == self.projection.name:
+            return ()
+        return tuple(durable_name(self.subject_prefix, p.name) for p in self.projections)
+
     async def _catch_up_now(self, *, ack_held: bool = True) -> None:
-        read = await replay_from_store(
-            self._pool, self.projection, batch_size=self.batch_size, keeper=self.keeper
-        )
-        if read:
-            log.info(
-                "projection %s: caught up %d events from the store", self.projection.name, read
+        read = 0
+        for projection, keeper in zip(self.projections, self.keepers, strict=True):
+            read += await replay_from_store(
+                self._pool, projection, batch_size=self.batch_size, keeper=keeper
             )
+        if read:
+            log.info("projection %s: caught up %d events from the store", self.name, read)
         self._needs_catch_up = False
         self._quiet_since = None
         if ack_held:
@@ -302,11 +341,20 @@ class ProjectionRunner:
             self._held = []
 
     async def _apply_messages(self, messages: list[Msg]) -> None:
-        events, highest, gap = decode_batch(messages, self._last_seq, self.projection.name)
+        events, highest, gap = decode_batch(messages, self._last_seq, self.name)
         try:
             if gap:
                 await self._catch_up_now()
-            await self.keeper.apply(self._pool, events)
+            # The projections apply side by side, as many at once as the pool has
+            # connections; one that fails fails the batch, and the catch-up that
+            # follows brings each to the store's head from its own position.
+            outcomes = await asyncio.gather(
+                *(keeper.apply(self._pool, events) for keeper in self.keepers),
+                return_exceptions=True,
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         except BaseException:
             self._held.extend(messages)  # acked once a catch-up has covered them
             raise
@@ -330,11 +378,11 @@ class ProjectionRunner:
         self._quiet_since = now
         async with self._pool.connection() as conn:
             head = await max_position(conn)
-        if head > self.keeper.passed:
+        if head > self.passed:
             log.warning(
                 "projection %s: nothing from NATS for %.0fs while the store is ahead "
                 "(is the relay running?); catching up from the store",
-                self.projection.name,
+                self.name,
                 self.relay_stall_after,
             )
             await self._catch_up_now()

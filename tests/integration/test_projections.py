@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,7 +141,11 @@ async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
 
 
 def make_runner(
-    projection: Projection, database_url: str, nats_url: str, names: NatsNames, **options: Any
+    projection: Projection | Sequence[Projection],
+    database_url: str,
+    nats_url: str,
+    names: NatsNames,
+    **options: Any,
 ) -> ProjectionRunner:
     # No store fallback on a quiet NATS unless a test asks for it: the NATS tests must
     # prove that NATS alone fed the read model.
@@ -429,6 +433,45 @@ async def test_handler_failure_mid_batch_converges_to_a_rebuild(
     live = await rows(database_url)
     assert len(live) == 16
     assert live == await rebuilt_rows(database_url, PipelinesProjection())
+
+
+async def test_a_group_keeps_each_member_through_one_consumer_and_one_failure(
+    database_url: str,
+    nats_url: str,
+    nats_names: NatsNames,
+    service: PipelineService,
+    publisher: Publisher,
+) -> None:
+    """The projector's one runner for several read models: one consumer for all (the
+    members' own, left by an earlier Norn, are deleted), each member tracked on its own,
+    and a member failing mid-batch fails the batch for all; the store catch-up then
+    brings each to the head from its own position, nothing applied twice."""
+    failing = FailingOnce(fail_at=7)
+    members = make_runner(TenantsProjection(), database_url, nats_url, nats_names)
+    async with running(members):  # as an earlier Norn ran it: a consumer of its own
+        pass
+    runner = make_runner(
+        [failing, TenantsProjection()],
+        database_url,
+        nats_url,
+        nats_names,
+        name="group",
+        batch_size=8,
+    )
+    async with running(runner):
+        make_history(service, 20)
+        await publisher.publish_new()
+        top = await head(database_url)
+        await reaches(database_url, "pipelines", top)
+        await reaches(database_url, "tenants", top)
+        consumers = await publisher.js.consumers_info(nats_names.stream)
+    assert [c.name for c in consumers] == [runner.durable_name]
+    assert runner.durable_name.endswith("_projection_group")
+    assert failing.calls > failing.fail_at  # it failed, then went on
+    live = await rows(database_url)
+    assert len(live) == 16
+    assert live == await rebuilt_rows(database_url, PipelinesProjection())
+    assert [r["id"] for r in await rows(database_url, "tenants")] == [UUID(T1), UUID(T2)]
 
 
 async def test_runner_cancelled_mid_transaction_converges_to_a_rebuild(

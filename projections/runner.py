@@ -48,6 +48,7 @@ from projections.consumer import (
     durable_name,
     fetch_batch,
 )
+from projections.members import MEMBER_RETRY, Members
 from projections.positions import LivePositions, PositionKeeper, replay_from_store
 from projections.projection import Projection
 from projections.sessions import RunnerSessions
@@ -81,6 +82,7 @@ class ProjectionRunner:
         positions: LivePositions | None = None,
         sessions: RunnerSessions | None = None,
         name: str | None = None,
+        member_retry: Backoff = MEMBER_RETRY,
     ) -> None:
         """`projections`: one, or a group that shares this runner's consumer, named
         `name` (its lock and consumer); `positions`: where to publish the passed
@@ -119,6 +121,7 @@ class ProjectionRunner:
         """Each projection's passed position; they outlive leadership terms (they stay
         true)."""
         self.keeper = self.keepers[0]
+        self.members = Members(self.keepers, member_retry)
         self._shared_sessions = sessions
         self._sessions: RunnerSessions | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
@@ -138,8 +141,8 @@ class ProjectionRunner:
 
     @property
     def passed(self) -> int:
-        """The lowest position the runner's projections have all passed."""
-        return min(keeper.passed for keeper in self.keepers)
+        """The lowest position the runner's following projections have all passed."""
+        return self.members.passed
 
     async def catch_up(self) -> int:
         """Apply everything in the event store after the tracked positions, on its own
@@ -228,7 +231,8 @@ class ProjectionRunner:
                 await self._catch_up_now()
                 self.following.set()
             assert self._sub is not None
-            wait = self._idle_at_most(self.fetch_timeout)
+            await self.members.retry_set_aside(self._pool, batch_size=self.batch_size)
+            wait = self.members.idle_at_most(self.fetch_timeout)
             messages = await fetch_batch(self._sub, self.batch_size, wait, stop)
             if messages:
                 await self._apply_messages(messages)
@@ -256,13 +260,7 @@ class ProjectionRunner:
         return self._sessions.pool
 
     async def _persist(self, *, now: bool = False) -> None:
-        # Keepers sharing the process's sessions write together: the first due one
-        # writes them all and the others find nothing left to do.
-        for keeper in self.keepers:
-            await keeper.persist(self._pool, now=now)
-
-    def _idle_at_most(self, seconds: float) -> float:
-        return min(keeper.idle_at_most(seconds) for keeper in self.keepers)
+        await self.members.persist(self._pool, now=now)
 
     async def _persist_on_exit(self) -> None:
         try:
@@ -296,7 +294,7 @@ class ProjectionRunner:
         # Woken early by the first connection, so a normal start does not wait a poll.
         await pause(
             stop,
-            self._idle_at_most(self.poll_interval),
+            self.members.idle_at_most(self.poll_interval),
             *([] if connecting.done() else [connecting]),
         )
 
@@ -326,11 +324,7 @@ class ProjectionRunner:
         return tuple(durable_name(self.subject_prefix, p.name) for p in self.projections)
 
     async def _catch_up_now(self, *, ack_held: bool = True) -> None:
-        read = 0
-        for projection, keeper in zip(self.projections, self.keepers, strict=True):
-            read += await replay_from_store(
-                self._pool, projection, batch_size=self.batch_size, keeper=keeper
-            )
+        read = await self.members.catch_up(self._pool, batch_size=self.batch_size)
         if read:
             log.info("projection %s: caught up %d events from the store", self.name, read)
         self._needs_catch_up = False
@@ -345,16 +339,9 @@ class ProjectionRunner:
         try:
             if gap:
                 await self._catch_up_now()
-            # The projections apply side by side, as many at once as the pool has
-            # connections; one that fails fails the batch, and the catch-up that
-            # follows brings each to the store's head from its own position.
-            outcomes = await asyncio.gather(
-                *(keeper.apply(self._pool, events) for keeper in self.keepers),
-                return_exceptions=True,
-            )
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
+            # Side by side; a member that fails while others do not is set aside to
+            # catch up from the store on its own (projections/members.py).
+            await self.members.apply(self._pool, events)
         except BaseException:
             self._held.extend(messages)  # acked once a catch-up has covered them
             raise

@@ -22,7 +22,6 @@ from infrastructure.leadership import (
 )
 from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
-from projections import ALL_PROJECTIONS
 from tests.integration.api_client import running_app
 from tests.integration.run_helpers import ALL_ROLES, run_settings
 
@@ -154,7 +153,8 @@ async def test_migrations_wait_for_the_migration_lock(database_url: str) -> None
 
 async def test_every_role_of_a_process_leads_on_one_session(settings: Settings) -> None:
     """Relay, projection runners and executor maintenance: one backend for all locks."""
-    expected = len(ALL_PROJECTIONS) + 2  # and the relay's and the maintenance's
+    expected = 3  # the projector's (one runner keeps every read model), the relay's and
+    # the maintenance's
 
     async def locks_on_one_session() -> bool:
         async with await psycopg.AsyncConnection.connect(

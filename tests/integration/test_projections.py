@@ -37,6 +37,7 @@ from infrastructure.nats import POSITION_HEADER, ensure_stream, events_subjects
 from infrastructure.notification_log import max_position, read_notifications
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.postgres import create_read_pool
+from infrastructure.supervision import Backoff
 from projections import (
     ALL_PROJECTIONS,
     PipelineQueries,
@@ -472,6 +473,55 @@ async def test_a_group_keeps_each_member_through_one_consumer_and_one_failure(
     assert len(live) == 16
     assert live == await rebuilt_rows(database_url, PipelinesProjection())
     assert [r["id"] for r in await rows(database_url, "tenants")] == [UUID(T1), UUID(T2)]
+
+
+class BrokenUntilHealed(PipelinesProjection):
+    """Cannot apply a create until the test heals it (a bug fixed by a restart, a table
+    someone locked): the other members of its group must go on meanwhile."""
+
+    def __init__(self) -> None:
+        self.healed = False
+
+    async def created(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        if not self.healed:
+            raise RuntimeError("injected: this read model cannot apply a create")
+        await super().created(cur, event)
+
+
+async def test_a_member_that_cannot_apply_holds_back_only_itself(
+    database_url: str,
+    nats_url: str,
+    nats_names: NatsNames,
+    service: PipelineService,
+    publisher: Publisher,
+) -> None:
+    broken = BrokenUntilHealed()
+    runner = make_runner(
+        [broken, TenantsProjection()],
+        database_url,
+        nats_url,
+        nats_names,
+        name="group",
+        member_retry=Backoff(first=0.05, cap=0.2),
+    )
+    async with running(runner):
+        make_history(service, 10)
+        await publisher.publish_new()
+        top = await head(database_url)
+        await reaches(database_url, "tenants", top)  # the healthy member went on
+        assert runner.members.set_aside == ["pipelines"]
+        assert await rows(database_url) == []
+        broken.healed = True  # its next try from the store succeeds
+        await reaches(database_url, "pipelines", top)
+        make_history(service, 5, prefix="after")  # and it follows NATS again
+        await publisher.publish_new()
+        top = await head(database_url)
+        await reaches(database_url, "pipelines", top)
+        await reaches(database_url, "tenants", top)
+        assert runner.members.set_aside == []
+    live = await rows(database_url)
+    assert len(live) == 8 + 4
+    assert live == await rebuilt_rows(database_url, PipelinesProjection())
 
 
 async def test_runner_cancelled_mid_transaction_converges_to_a_rebuild(

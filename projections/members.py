@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MEMBER_RETRY = Backoff(first=0.5, cap=30.0)
 """Pauses before a member that failed tries to catch up from the store again."""
+_MIN_WAIT = 0.05  # a NATS fetch needs a little time to expire server-side
 
 
 @dataclass
@@ -58,7 +59,8 @@ class Members:
         persisted, or a member set aside is due to try again."""
         wait = min(keeper.idle_at_most(seconds) for keeper in self.keepers)
         now = time.monotonic()
-        return min([wait, *(max(0.0, aside.next_try - now) for aside in self._set_aside.values())])
+        tries = (max(_MIN_WAIT, aside.next_try - now) for aside in self._set_aside.values())
+        return min([wait, *tries])
 
     async def persist(self, source: Connections, *, now: bool = False) -> None:
         # Keepers sharing the process's sessions write together: the first due one

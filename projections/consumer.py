@@ -64,13 +64,10 @@ async def bind_consumer(
     and the stream's last sequence read BEFORE binding. Every message up to that
     sequence was published after its event was stored, so a store catch-up started now
     covers it; a later jump past it means messages were lost. `replaces`: consumers this
-    one takes over from, deleted if they exist (the catch-up covers what they held)."""
+    one takes over from, deleted (if they exist) when it is made, not on every bind
+    (the catch-up covers what they held)."""
     await ensure_stream(js, stream, subject_prefix)
     last_seq = (await js.stream_info(stream)).state.last_seq
-    for replaced in replaces:
-        with contextlib.suppress(NotFoundError):
-            await js.delete_consumer(stream, replaced)
-            log.info("deleted JetStream consumer %s (replaced by %s)", replaced, durable)
     try:
         info = await js.consumer_info(stream, durable)
     except NotFoundError:
@@ -83,6 +80,11 @@ async def bind_consumer(
         log.info("recreating JetStream consumer %s with AckPolicy.ALL", durable)
         info = None
     if info is None:
+        # Deleted before this one is made: a start that dies in between tries again.
+        for replaced in replaces:
+            with contextlib.suppress(NotFoundError):
+                await js.delete_consumer(stream, replaced)
+                log.info("deleted JetStream consumer %s (replaced by %s)", replaced, durable)
         # A new consumer starts after what the catch-up covers, rather than
         # redelivering the whole stream only for it to be skipped by position.
         await js.add_consumer(

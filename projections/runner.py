@@ -109,7 +109,7 @@ class ProjectionRunner:
         """Set while bound to NATS and caught up (health checks, tests)."""
         self.is_leader = False
         self.positions = positions or LivePositions()
-        self.keepers = [
+        keepers = [
             PositionKeeper(
                 projection,
                 persist_interval=persist_interval,
@@ -118,10 +118,10 @@ class ProjectionRunner:
             )
             for projection in group
         ]
-        """Each projection's passed position; they outlive leadership terms (they stay
-        true)."""
-        self.keeper = self.keepers[0]
-        self.members = Members(self.keepers, member_retry)
+        self.members = Members(keepers, member_retry)
+        """Each projection's passed position (they outlive leadership terms: they stay
+        true), and which members are set aside."""
+        self.keeper = keepers[0]
         self._shared_sessions = sessions
         self._sessions: RunnerSessions | None = None
         self._sub: JetStreamContext.PullSubscription | None = None

@@ -10,12 +10,15 @@ import logging
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 from api.cli_support import CliError, ProgressLine, open_listener, say
 from infrastructure.garbage_collection import tune_for_service
 from infrastructure.settings import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("norn")
 
@@ -55,6 +58,26 @@ def notifier(settings: Settings, args: argparse.Namespace) -> int:
     return _run_roles(settings, {"notifier"})
 
 
+def http_server_config(app: Any, settings: Settings) -> uvicorn.Config:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        log_config=None,  # uvicorn's lines go through ours (NORN_LOG_FORMAT)
+        lifespan="on",
+        # Open SSE streams never end by themselves: give them a moment, then close.
+        timeout_graceful_shutdown=3,
+        # An idle connection outlives the client's and the load balancer's idea of it
+        # (settings.http_keepalive says why).
+        timeout_keep_alive=settings.http_keepalive,
+        # The client address (login throttling) from X-Forwarded-For, but only when a
+        # trusted reverse proxy sent it.
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )
+
+
 def _run_http(settings: Settings, roles: set[str]) -> int:
     import uvicorn
 
@@ -90,20 +113,7 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
             # default handlers that would kill the process before the embedded servers stop.
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: None)
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    app,
-                    log_level="warning",
-                    log_config=None,  # uvicorn's lines go through ours (NORN_LOG_FORMAT)
-                    lifespan="on",
-                    # Open SSE streams never end by themselves: give them a moment, then close.
-                    timeout_graceful_shutdown=3,
-                    # The client address (login throttling) from X-Forwarded-For, but only
-                    # when a trusted reverse proxy sent it.
-                    proxy_headers=True,
-                    forwarded_allow_ips=settings.forwarded_allow_ips,
-                )
-            )
+            server = uvicorn.Server(http_server_config(app, settings))
             server.run(sockets=[listener])
             if not server.started:
                 return 1

@@ -177,8 +177,16 @@ def _unavailable(request: Request, exc: Exception) -> Response[Any]:
     return error_response(request, 503, message, headers={"Retry-After": "1"})
 
 
+CLIENT_GONE = "client disconnected prematurely"
+"""litestar's 500 (litestar/connection/request.py) when the client hangs up before its
+body has arrived: the client's doing, and it reads no answer."""
+
+
 def _http_exception(request: Request, exc: HTTPException) -> Response[Any]:
     status = exc.status_code
+    if status == 500 and exc.detail == CLIENT_GONE:
+        log.info("client hung up before sending the whole body of %s", request.url.path)
+        return error_response(request, 400, "the request body ended before its end")
     if status >= 500:
         return _internal(request, exc)
     if status == 401:

@@ -92,6 +92,11 @@ class Settings:
     execute_wait_timeout: float = 60.0
     """NORN_EXECUTE_WAIT_TIMEOUT: longest wait of POST /pipelines/execute with wait."""
     forwarded_allow_ips: str = "127.0.0.1"
+    http_keepalive: int = 65
+    """NORN_HTTP_KEEPALIVE: seconds an idle client connection is kept open. Longer than
+    the idle timeouts of clients' pools (httpx 5 s) and load balancers (AWS ALB 60 s), so
+    that the client side always closes first: a server that closes first races a request
+    the client is sending on that connection, which the client sees as a reset."""
     """NORN_FORWARDED_ALLOW_IPS: reverse proxies (comma-separated IPs or networks, or *)
     whose X-Forwarded-For gives the client address."""
     log_level: str = "INFO"
@@ -136,6 +141,8 @@ class Settings:
                 check_password_policy(self.admin_username, self.admin_password)
             except InvalidCommand as error:
                 problems.append(f"NORN_ADMIN_PASSWORD: {error}")
+        if not 1 <= self.http_keepalive <= 3600:
+            problems.append("NORN_HTTP_KEEPALIVE must be between 1 and 3600 seconds")
         if self.access_token_ttl < 30:
             problems.append("NORN_ACCESS_TOKEN_TTL must be at least 30 seconds")
         if not self.subject_prefix.replace("_", "").replace("-", "").isalnum():

@@ -231,3 +231,49 @@ async def test_nul_characters_are_refused_before_they_reach_the_store(
     assert (await client.get(BASE, params=seen, headers=editor)).status_code == 200
     tenant = await client.get(f"/api/v1/tenants/{tenant_id}", params=seen, headers=admin)
     assert tenant.status_code == 200, tenant.text
+
+
+async def test_a_client_hanging_up_mid_body_is_no_server_error(
+    module_app: AsyncTestClient, module_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seen under load: clients that close a connection while its body is on the way were
+    logged as unhandled errors with a stack trace, one per request, and counted as 500s."""
+    client = module_app
+    admin = await platform_admin(client, module_settings)
+    _, editor = await make_tenant_user(client, admin, unique("acme"), "editor")
+    incoming = [
+        {"type": "http.request", "body": b'{"name": "half', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    headers = [(k.lower().encode(), v.encode()) for k, v in editor.items()]
+    headers += [(b"content-type", b"application/json"), (b"content-length", b"200")]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": BASE,
+        "raw_path": BASE.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8080),
+        "state": {},
+    }
+    with caplog.at_level("INFO"):
+        await client.app(scope, receive, send)
+
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert any("hung up" in r.getMessage() for r in caplog.records)

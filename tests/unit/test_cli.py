@@ -17,6 +17,7 @@ import pytest
 import api.bootstrap
 from api.cli import build_parser, main
 from api.cli_support import ProgressLine, open_listener, redact_url
+from infrastructure.settings import Settings
 
 
 @pytest.fixture
@@ -274,3 +275,16 @@ def test_info_on_the_embedded_default_reports_servers_not_running(
     assert f"PostgreSQL: embedded, not running (data in {cli_env / 'postgres'})" in out
     assert f"NATS: embedded, not running (data in {cli_env / 'nats'})" in out
     assert not cli_env.exists()
+
+
+def test_the_http_server_keeps_idle_connections_longer_than_clients_and_balancers() -> None:
+    """uvicorn's own 5 s equals httpx's pool expiry: under load the server closed
+    connections a client was sending on, and the client saw resets (bench/feeds.py)."""
+    from api.cli_commands import http_server_config
+
+    config = http_server_config(object(), Settings.from_env({}))
+    assert config.timeout_keep_alive == 65
+    assert config.forwarded_allow_ips == "127.0.0.1"
+
+    config = http_server_config(object(), Settings.from_env({"NORN_HTTP_KEEPALIVE": "300"}))
+    assert config.timeout_keep_alive == 300

@@ -31,6 +31,8 @@ def test_defaults_with_an_empty_environment() -> None:
     assert settings.max_body_bytes == 1_048_576
     assert settings.min_position_timeout == 5.0
     assert settings.log_level == "INFO"
+    # Above a load balancer's idle timeout (AWS ALB 60 s): the client side closes first.
+    assert settings.http_keepalive == 65
 
 
 def test_values_are_parsed_into_their_types() -> None:
@@ -128,6 +130,8 @@ def test_secrets_are_not_in_the_repr() -> None:
         ({"NORN_SUBJECT_PREFIX": "norn.prod"}, "NORN_SUBJECT_PREFIX must be letters"),
         ({"NORN_SUBJECT_PREFIX": "norn>"}, "NORN_SUBJECT_PREFIX must be letters"),
         ({"NORN_DB_POOL_SIZE": "1"}, "NORN_DB_POOL_SIZE must be at least 2"),
+        ({"NORN_HTTP_KEEPALIVE": "0"}, "NORN_HTTP_KEEPALIVE must be between 1 and 3600"),
+        ({"NORN_HTTP_KEEPALIVE": "3601"}, "NORN_HTTP_KEEPALIVE must be between 1 and 3600"),
         ({"NORN_LOG_LEVEL": "LOUD"}, "NORN_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"),
         ({"NORN_IDEMPOTENCY_TTL": "59"}, "NORN_IDEMPOTENCY_TTL must be between 60 seconds"),
         ({"NORN_IDEMPOTENCY_TTL": "2592001"}, "NORN_IDEMPOTENCY_TTL must be between 60 seconds"),

@@ -198,28 +198,34 @@ class FeedSocket:
 
     async def _follow(self, sub: _Subscription, wanted: FeedFilter, after: int | None) -> None:
         feed = self._feed
-        items = event_feed.follow(feed.nats, feed.pool, feed.subject, wanted, after, live=feed.live)
+        batches = event_feed.follow_batches(
+            feed.nats, feed.pool, feed.subject, wanted, after, live=feed.live
+        )
         try:
-            await anext(items)  # subscribed: the ack promises nothing after it is missed
+            await anext(batches)  # subscribed: the ack promises nothing after it is missed
             await self._outbox.put(messages.frame("ack", id=sub.id))
-            async for item in items:
-                if isinstance(item, Resume):
-                    sub.last = max(sub.last, item.after)
-                    return await self._resume()
-                if isinstance(item, event_feed.KeepAlive):
-                    continue  # the WebSocket's own pings keep the connection alive
-                frame = messages.event_frame(sub.id, item)
-                try:
-                    async with asyncio.timeout(STALL_SECONDS):
-                        await self._outbox.put(frame)
-                except TimeoutError:
-                    return await self._resume()
-                sub.last = item.position
+            async for batch in batches:
+                for item in batch:
+                    if isinstance(item, Resume):
+                        sub.last = max(sub.last, item.after)
+                        return await self._resume()
+                    if isinstance(item, event_feed.KeepAlive):
+                        continue  # the WebSocket's own pings keep the connection alive
+                    frame = messages.event_frame(sub.id, item)
+                    if self._outbox.full():  # a timer only when the client lags
+                        try:
+                            async with asyncio.timeout(STALL_SECONDS):
+                                await self._outbox.put(frame)
+                        except TimeoutError:
+                            return await self._resume()
+                    else:
+                        self._outbox.put_nowait(frame)
+                    sub.last = item.position
         except Exception:
             log.exception("websocket feed: subscription %r failed", sub.id)
             await self._resume(CLOSE_FAILED, "the feed failed here; subscribe again with after")
         finally:
-            await items.aclose()
+            await batches.aclose()
 
     async def _resume(
         self, code: int = CLOSE_RESUME, reason: str = "too slow: subscribe again with after"

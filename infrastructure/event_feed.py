@@ -30,6 +30,7 @@ import contextlib
 import fnmatch
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from uuid import UUID
 
 from nats.aio.client import Client as NatsClient
@@ -48,6 +49,8 @@ SLOW_AFTER = 5_000
 NATS_BUFFER = 100_000
 """Far above SLOW_AFTER, so the feed ends before NATS would drop anything."""
 REPLAY_BATCH = 500
+LIVE_BATCH = 1_000
+"""Live events taken at once from what waits for a stream (one write to its client)."""
 RESOURCE_KINDS = ("pipeline", "run", "deployment", "job", "tenant")
 
 
@@ -92,15 +95,23 @@ class FeedFilter:
     def matches(self, event: CloudEvent) -> bool:
         if self.tenant is not None and event.tenant != self.tenant:
             return False
-        if "*" not in self.kinds and event.type.split(".")[1] not in self.kinds:
-            return False
-        if self.types and not any(fnmatch.fnmatchcase(event.type, p) for p in self.types):
+        if not _type_wanted(self.types, self.kinds, event.type):
             return False
         if self.resources:
             kind = event.type.split(".")[1]
             if (kind, event.subject) not in self.resources:
                 return False
         return self.actor is None or event.actor == self.actor
+
+
+@lru_cache(maxsize=4096)
+def _type_wanted(types: tuple[str, ...], kinds: frozenset[str], event_type: str) -> bool:
+    """Whether a filter's types and kinds let an event type through: decided once per
+    filter and type (there are a few dozen types), not per event and stream with a glob
+    match per pattern."""
+    if "*" not in kinds and event_type.split(".")[1] not in kinds:
+        return False
+    return not types or any(fnmatch.fnmatchcase(event_type, p) for p in types)
 
 
 def feed_subject(prefix: str, tenant: str | None) -> str:
@@ -142,6 +153,9 @@ class _Subscribed:
     async def next_event(self, seconds: float) -> CloudEvent:
         return envelope.decode((await self._subscription.next_msg(timeout=seconds)).data)
 
+    def ready(self, limit: int) -> list[CloudEvent]:
+        return []  # one by one: nats-py offers no way to take what waits without a wait
+
     async def close(self) -> None:
         await self._subscription.unsubscribe()
 
@@ -155,13 +169,38 @@ async def follow(
     recheck: Recheck | None = None,
     live: LiveEvents | None = None,
 ) -> AsyncIterator[FeedItem]:
+    """`follow_batches`, item by item."""
+    batches = follow_batches(nc, pool, subject, feed_filter, after, recheck, live)
+    try:
+        async for batch in batches:
+            for item in batch:
+                yield item
+    finally:
+        await batches.aclose()
+
+
+async def follow_batches(
+    nc: NatsClient,
+    pool: AsyncConnectionPool,
+    subject: str,
+    feed_filter: FeedFilter,
+    after: int | None,
+    recheck: Recheck | None = None,
+    live: LiveEvents | None = None,
+) -> AsyncIterator[list[FeedItem]]:
     """The events of `feed_filter` after position `after` (None: from now on), then live,
     with KeepAlive when nothing happened for a while, ending with Resume if the client
     falls behind, or with Revoked when `recheck` says its credentials no longer hold
     (asked every second, so a logout or a revoked key ends the feed within about that).
-    The subscription is open before the first item is yielded. `live`: the process's one
-    subscription shared by its feeds (infrastructure/live_events.py), listened to for
-    `feed_filter.tenant`; without it, a subscription of `subject` of the feed's own."""
+    The subscription is open before the first batch ([KeepAlive]) is yielded. `live`: the
+    process's one subscription shared by its feeds (infrastructure/live_events.py),
+    listened to for `feed_filter.tenant`; without it, a subscription of `subject` of the
+    feed's own.
+
+    In batches: each holds what was ready at once (up to a store page replayed, or every
+    live event waiting), so that a stream sends them in one write. Per event, each of a
+    tenant's 100 streams paid the whole way through the ASGI stack to its socket: under
+    load that, not NATS or the store, was what a feed cost (bench/feeds.py)."""
     subscription: _Subscribed | Listener
     if live is not None:
         subscription = await live.listen(nc, feed_filter.tenant)
@@ -181,7 +220,7 @@ async def follow(
 
     reconnects = nc.stats["reconnects"]
 
-    async def replay() -> AsyncIterator[FeedItem]:
+    async def replay() -> AsyncIterator[list[FeedItem]]:
         """What the store has after `seen`; ends with Revoked or Resume if it must."""
         nonlocal seen
         while True:
@@ -189,47 +228,48 @@ async def follow(
                 batch = await read_notifications(conn, seen or 0, REPLAY_BATCH, precise=True)
             if not batch:
                 return
-            for notification in batch:
-                seen = notification.id
-                event = envelope.to_cloud_event(notification)
-                if feed_filter.matches(event):
-                    yield event
+            seen = batch[-1].id
+            found: list[FeedItem] = [
+                event for event in map(envelope.to_cloud_event, batch) if feed_filter.matches(event)
+            ]
             if ended := await revoked():
-                yield ended
+                yield [*found, ended]
                 return
             if subscription.pending > SLOW_AFTER:
-                yield Resume(seen or 0)
+                yield [*found, Resume(seen)]
                 return
+            if found:
+                yield found
 
     try:
-        yield KeepAlive()  # subscribed: what follows misses nothing
+        yield [KeepAlive()]  # subscribed: what follows misses nothing
         if after is None:
             async with pool.connection() as conn:  # "from now on"; a reconnect replays from here
                 seen = await settled_position(conn)
         else:
-            async for item in replay():
-                yield item
-                if isinstance(item, Resume | Revoked):
+            async for items in replay():
+                yield items
+                if isinstance(items[-1], Resume | Revoked):
                     return
         while True:
             if ended := await revoked():
-                yield ended
+                yield [ended]
                 return
             if subscription.pending > SLOW_AFTER:
-                yield Resume(seen or 0)
+                yield [Resume(seen or 0)]
                 return
             if nc.stats["reconnects"] != reconnects and nc.is_connected:
                 reconnects = nc.stats["reconnects"]
-                async for item in _after_reconnect(nc, replay):
-                    yield item
-                    if isinstance(item, Resume | Revoked):
+                async for items in _after_reconnect(nc, replay):
+                    yield items
+                    if isinstance(items[-1], Resume | Revoked):
                         return
             if clock() - quiet_since >= KEEPALIVE_SECONDS:
                 quiet_since = clock()
-                yield KeepAlive()
+                yield [KeepAlive()]
             wait = RECHECK_SECONDS if recheck is not None else KEEPALIVE_SECONDS
             try:
-                event = await subscription.next_event(wait)
+                first = await subscription.next_event(wait)
             except TimeoutError:
                 continue
             quiet_since = clock()
@@ -237,22 +277,28 @@ async def follow(
                 # A reconnect while waiting: what was published before the subscription
                 # was back precedes this event, so the replay comes first.
                 reconnects = nc.stats["reconnects"]
-                async for item in _after_reconnect(nc, replay):
-                    yield item
-                    if isinstance(item, Resume | Revoked):
+                async for items in _after_reconnect(nc, replay):
+                    yield items
+                    if isinstance(items[-1], Resume | Revoked):
                         return
-            if seen is not None and event.position <= seen:
-                continue  # replayed already
-            seen = event.position
-            if feed_filter.matches(event):
-                yield event
+            found: list[FeedItem] = []
+            # What else waits, taken now: no await between here and the yield, so no
+            # reconnect can come between these events and the check above.
+            for event in [first, *subscription.ready(LIVE_BATCH - 1)]:
+                if seen is not None and event.position <= seen:
+                    continue  # replayed already
+                seen = event.position
+                if feed_filter.matches(event):
+                    found.append(event)
+            if found:
+                yield found
     finally:
         await subscription.close()
 
 
 async def _after_reconnect(
-    nc: NatsClient, replay: Callable[[], AsyncIterator[FeedItem]]
-) -> AsyncIterator[FeedItem]:
+    nc: NatsClient, replay: Callable[[], AsyncIterator[list[FeedItem]]]
+) -> AsyncIterator[list[FeedItem]]:
     """The store's events the live subscription may have missed while NATS was away,
     once the server has the subscription again (a flush: every later publish reaches
     it). If NATS went away again meanwhile, the next reconnect replays again."""

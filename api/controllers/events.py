@@ -13,7 +13,7 @@ import msgspec
 from litestar import Controller, Request, get
 from litestar.background_tasks import BackgroundTask
 from litestar.params import FromQuery, Parameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import Stream
 
 from api.auth import principal_of
 from api.controllers.paging import parameter_error
@@ -29,7 +29,7 @@ from infrastructure.event_feed import (
     Resume,
     Revoked,
     feed_subject,
-    follow,
+    follow_batches,
     parse_resources,
     parse_types,
 )
@@ -61,7 +61,7 @@ class EventStreamController(Controller):
         resources: FromQuery[str | None] = None,
         actor: FromQuery[str | None] = None,
         after: After = None,
-    ) -> ServerSentEvent:
+    ) -> Stream:
         nc = nats
         if nc is None or not nc.is_connected:
             raise ServiceUnavailable("the live feed is unavailable: NATS is not connected")
@@ -88,19 +88,19 @@ class EventStreamController(Controller):
         subject = feed_subject(settings.subject_prefix, principal.tenant_id)
         slot = await admit(request, principal, "sse")  # 429 over the plan's open streams
         check = recheck(request)
-        items = follow(nc, read_pool, subject, wanted, start, check, live=live_events)
+        batches = follow_batches(nc, read_pool, subject, wanted, start, check, live=live_events)
         try:
-            await anext(items)  # subscribed before the answer starts: nothing is missed
+            await anext(batches)  # subscribed before the answer starts: nothing is missed
         except BaseException:
             slot.release()
             raise
 
-        async def messages() -> AsyncIterator[ServerSentEventMessage]:
+        async def messages() -> AsyncIterator[bytes]:
             try:
-                yield ServerSentEventMessage(comment="connected", data=None)
-                async for item in items:
-                    yield _message(item)
-                    if isinstance(item, Resume | Revoked):
+                yield b": connected\r\n\r\n"
+                async for batch in batches:
+                    yield b"".join(map(_message, batch))  # one write for what was ready
+                    if isinstance(batch[-1], Resume | Revoked):
                         return
             finally:
                 slot.release()
@@ -109,25 +109,35 @@ class EventStreamController(Controller):
             # Also when the client left before the first message: the generator above
             # never started, so its `finally` would not run.
             slot.release()
-            await items.aclose()
+            await batches.aclose()
 
-        return ServerSentEvent(messages(), background=BackgroundTask(ended))
+        return Stream(
+            messages(),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
+            background=BackgroundTask(ended),
+        )
 
 
-def _message(item: FeedItem) -> ServerSentEventMessage:
-    # Comments only (data=None) for keep-alives: an empty `data:` line would be a message
-    # event to EventSource.
+SSE_HEADERS = {"Cache-Control": "no-cache", "Connection": "keep-alive", "X-Accel-Buffering": "no"}
+"""As litestar's ServerSentEvent sends them: no cache and no proxy buffering."""
+
+
+def _message(item: FeedItem) -> bytes:
+    """One SSE message. Written here rather than by litestar's ServerSentEventMessage,
+    which splits and rebuilds every field per stream: the JSON has no line break (msgspec
+    escapes them), the type and position none either. A keep-alive is a comment only: an
+    empty `data:` line would be a message event to EventSource."""
     if isinstance(item, KeepAlive):
-        return ServerSentEventMessage(comment="keepalive", data=None)
+        return b": keepalive\r\n\r\n"
     if isinstance(item, Resume):
         data = msgspec.json.encode({"after": item.after}).decode()
-        return ServerSentEventMessage(event="resume", data=data)
+        return f"event: resume\r\ndata: {data}\r\n\r\n".encode()
     if isinstance(item, Revoked):
         data = msgspec.json.encode({"code": "AUTHENTICATION_REQUIRED", "message": item.reason})
-        return ServerSentEventMessage(event="error", data=data.decode())
-    return ServerSentEventMessage(
-        id=str(item.position), event=item.type, data=envelope.text_of(item)
-    )
+        return f"event: error\r\ndata: {data.decode()}\r\n\r\n".encode()
+    text = envelope.text_of(item)
+    return f"id: {item.position}\r\nevent: {item.type}\r\ndata: {text}\r\n\r\n".encode()
 
 
 LAST_ID = "Last-Event-ID"

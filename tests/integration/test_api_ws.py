@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import psycopg
+from litestar.connection import WebSocket
 
 from api import feed_socket
 from api.controllers import ws as ws_controller
@@ -421,6 +422,16 @@ async def test_a_client_that_does_not_read_is_told_where_to_resume_then_closed(
 ) -> None:
     monkeypatch.setattr(event_feed, "SLOW_AFTER", 3)
     monkeypatch.setattr(feed_socket, "OUTBOX", 2)
+    # The ~200 kB below fit in the kernel's buffers of a loopback connection, so a client
+    # that reads nothing does not hold the server's sends back by itself: each send
+    # takes 20 ms, as over a slow link, slower than the events come.
+    send_data = WebSocket.send_data
+
+    async def slow_send_data(self: WebSocket, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.02)
+        await send_data(self, *args, **kwargs)
+
+    monkeypatch.setattr(WebSocket, "send_data", slow_send_data)
     monkeypatch.setattr(feed_socket, "STALL_SECONDS", 0.5)
     async with serving_app(settings) as http:
         await wait_ready(http)

@@ -6,6 +6,7 @@ subscription's callback is called as nats-py would."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -49,7 +50,10 @@ async def _publish(nc: FakeNats, data: bytes) -> None:
     await deliver(SimpleNamespace(data=data, subject="p.events.x"))
 
 
-async def test_each_event_reaches_its_tenants_listeners_and_the_platforms_in_order() -> None:
+async def test_each_event_reaches_its_tenants_listeners_and_the_platforms_in_order(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(live_events, "TICK_SECONDS", 0.01)
     nc, hub = FakeNats(), LiveEvents("p")
     a1, a2 = await hub.listen(nc, "a"), await hub.listen(nc, "a")  # type: ignore[arg-type]
     b, everyone = await hub.listen(nc, "b"), await hub.listen(nc, None)  # type: ignore[arg-type]
@@ -69,7 +73,7 @@ async def test_each_event_reaches_its_tenants_listeners_and_the_platforms_in_ord
     assert await drained(a2) == [1, 4]
     assert await drained(b) == [2]
     assert await drained(everyone) == [1, 2, 3, 4]
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError):  # nothing by the listener's tick
         await a1.next_event(0.01)
 
     await a1.close()
@@ -100,3 +104,31 @@ async def test_a_listener_that_takes_nothing_overflows_instead_of_growing(
 
     assert stuck.overflowed and stuck.pending > 10**9  # follow resumes it
     assert not reading.overflowed and reading.pending == 1
+
+
+async def test_a_waiting_listener_wakes_for_an_event_or_its_tick_and_takes_what_waits(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(live_events, "TICK_SECONDS", 0.05)
+    nc, hub = FakeNats(), LiveEvents("p")
+    listener = await hub.listen(nc, "a")  # type: ignore[arg-type]
+
+    waiting = asyncio.create_task(listener.next_event(60))
+    await asyncio.sleep(0)
+    await _publish(nc, _event(1, "a"))
+    assert (await waiting).position == 1  # woken by the event, not the tick
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await listener.next_event(60)  # the tick ends the wait, however long it asked
+    assert loop.time() - started < 1
+
+    for position in (2, 3, 4):
+        await _publish(nc, _event(position, "a"))
+    assert [e.position for e in listener.ready(2)] == [2, 3]
+    assert [e.position for e in listener.ready(10)] == [4]
+    assert listener.ready(10) == [] and listener.pending == 0
+
+    await listener.close()
+    assert hub.listeners == 0

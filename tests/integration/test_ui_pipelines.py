@@ -321,9 +321,10 @@ async def test_in_a_browser_compare_and_clone_at_both_widths(
     """In Chromium, by label and role only: the comparison chosen on the pipeline page,
     the diff at 1280 px and 375 px without sideways scrolling (a long line wraps), and a
     clone. Skipped where test_ui_browser.py is (no Chromium and not required)."""
-    from tests.e2e.ui_browser_support import browser, shoot
+    from tests.e2e.ui_browser_support import browser, shoot, skip_without_browser
     from tests.e2e.ui_browser_support import sign_in as browser_sign_in
 
+    skip_without_browser()
     async with serving_app(settings) as api:
         base = str(api.base_url).rstrip("/")
         padmin = await platform_admin(api, settings)

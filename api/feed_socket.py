@@ -204,6 +204,7 @@ class FeedSocket:
         try:
             await anext(batches)  # subscribed: the ack promises nothing after it is missed
             await self._outbox.put(messages.frame("ack", id=sub.id))
+            event_frame = messages.event_framer(sub.id)
             async for batch in batches:
                 for item in batch:
                     if isinstance(item, Resume):
@@ -211,7 +212,7 @@ class FeedSocket:
                         return await self._resume()
                     if isinstance(item, event_feed.KeepAlive):
                         continue  # the WebSocket's own pings keep the connection alive
-                    frame = messages.event_frame(sub.id, item)
+                    frame = event_frame(item)
                     if self._outbox.full():  # a timer only when the client lags
                         try:
                             async with asyncio.timeout(STALL_SECONDS):

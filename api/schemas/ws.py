@@ -6,6 +6,7 @@ details naming the field), and the frames the server sends back."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -129,8 +130,10 @@ def frame(kind: str, **fields: Any) -> str:
     return msgspec.json.encode({"type": kind, **fields}).decode()
 
 
-def event_frame(subscription: Any, event: CloudEvent) -> str:
-    """`{"type": "event", "subscription": id, "event": <CloudEvent>}`, the envelope
-    encoded once, as NATS and SSE carry it."""
+def event_framer(subscription: Any) -> Callable[[CloudEvent], str]:
+    """The frames of one subscription's events: `{"type": "event", "subscription": id,
+    "event": <CloudEvent>}`, the head encoded once per subscription and the envelope once
+    per event, as NATS and SSE carry it."""
     head = msgspec.json.encode({"type": "event", "subscription": subscription}).decode()
-    return head[:-1] + ',"event":' + envelope.text_of(event) + "}"
+    head = head[:-1] + ',"event":'
+    return lambda event: head + envelope.text_of(event) + "}"

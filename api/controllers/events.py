@@ -49,6 +49,7 @@ class EventStreamController(Controller):
         "/stream",
         opt={"permission": Permission.EVENTS_READ},
         summary="Feed (SSE) of your tenant's events: resumes after Last-Event-ID or ?after=",
+        media_type="text/event-stream",
     )
     async def stream(
         self,

@@ -97,8 +97,12 @@ class NornApp(Litestar):
                 message = {**message, "headers": headers}
             await send(message)
 
+        # A WebSocket's messages pass straight through: the wrapper has nothing to add to
+        # them, and a feed sends one per event per socket.
         try:
-            await super().__call__(scope, receive, send_with_id)
+            await super().__call__(
+                scope, receive, send_with_id if scope["type"] == "http" else send
+            )
         except asyncio.CancelledError:
             status = status or 499  # the client went away before an answer (nginx's code)
             raise

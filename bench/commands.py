@@ -284,7 +284,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rate", type=float, default=500.0, help="offered commands/s of [5]")
-    parser.add_argument("--senders", type=int, default=64, help="concurrent requests of [5]")
+    # 16, not 64: httpx's pool looks at every connection for every request it places, so
+    # 64 busy ones cost this process more CPU the slower the server got (bench/feeds.py).
+    parser.add_argument("--senders", type=int, default=16, help="concurrent requests of [5]")
     parser.add_argument(
         "--lag-seconds", type=float, help="how long [5] offers its load (default: --seconds)"
     )

@@ -7,8 +7,9 @@ measured in the same run.
 [1] SSE: --clients clients follow GET /api/v1/events/stream (types=pipeline created)
     while create-pipeline commands are offered at --rate/s (open loop) for --seconds;
     delivery latency p50/p99 over every (client, command) pair, from the moment the
-    command was sent to the moment the client read its event, and how many arrived |
-    the commands' own response time p50/p99 | norn CPU s/1k commands (and this
+    command was due (open loop: a send that waits for one of the 16 connections counts
+    its wait) to the moment the client read its event, and how many arrived | the
+    commands' own response time p50/p99 (from their sending) | norn CPU s/1k commands (and this
     benchmark process's own, which shares the machine).
 [2] WebSocket: the same over GET /api/v1/ws, one subscription per client.
 [3] Resume: a client `--behind` positions behind (after = the marker command's
@@ -49,6 +50,7 @@ from harness import (
 from websockets.asyncio.client import connect
 
 CREATED = "norn.pipeline.created.v1"
+SENDERS = 16
 NAME = re.compile(rb'"name":"feed-(\d+)-')
 """The command's number, in the event's definition (no JSON parse per event)."""
 
@@ -190,17 +192,24 @@ async def delivery(
     readies = [asyncio.Event() for _ in range(clients)]
     tasks = [asyncio.create_task(client(phase, ready)) for ready in readies]
     await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
-    limits = httpx.Limits(max_connections=64)
+    # 16 connections: httpx's pool looks at every connection for every request it places
+    # (has_expired, is_idle), so with 64 busy ones the benchmark's own CPU grew as the
+    # server slowed, and took the CPU the server needed (bench profile, py-spy). Sends
+    # beyond 16 wait in open_loop, and latency counts from each command's scheduled time,
+    # so that wait is not hidden.
+    limits = httpx.Limits(max_connections=SENDERS, max_keepalive_connections=SENDERS)
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as c:
 
         async def send(i: int) -> None:
-            phase.sent[i] = started = time.monotonic()
+            phase.sent[i] = began + i / rate  # scheduled: no coordinated omission
+            started = time.monotonic()
             r = await c.post("/api/v1/pipelines", json=body(f"feed-{i}-{uuid.uuid4().hex[:6]}"))
             if r.status_code != 201:
                 raise RuntimeError(f"create failed: {r.status_code} {r.text}")
             phase.responses.append(time.monotonic() - started)
 
-        run = await open_loop(rate, seconds, 64, send)
+        began = time.monotonic()
+        run = await open_loop(rate, seconds, SENDERS, send)
     deadline = time.monotonic() + 20
     while phase.received < run.count * clients and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from uuid import UUID
@@ -160,17 +160,8 @@ class _Subscribed:
         await self._subscription.unsubscribe()
 
 
-async def follow(
-    nc: NatsClient,
-    pool: AsyncConnectionPool,
-    subject: str,
-    feed_filter: FeedFilter,
-    after: int | None,
-    recheck: Recheck | None = None,
-    live: LiveEvents | None = None,
-) -> AsyncIterator[FeedItem]:
-    """`follow_batches`, item by item."""
-    batches = follow_batches(nc, pool, subject, feed_filter, after, recheck, live)
+async def one_by_one(batches: AsyncGenerator[list[FeedItem], None]) -> AsyncIterator[FeedItem]:
+    """A feed of `follow_batches`, item by item (closing it when closed)."""
     try:
         async for batch in batches:
             for item in batch:
@@ -187,7 +178,7 @@ async def follow_batches(
     after: int | None,
     recheck: Recheck | None = None,
     live: LiveEvents | None = None,
-) -> AsyncIterator[list[FeedItem]]:
+) -> AsyncGenerator[list[FeedItem], None]:
     """The events of `feed_filter` after position `after` (None: from now on), then live,
     with KeepAlive when nothing happened for a while, ending with Resume if the client
     falls behind, or with Revoked when `recheck` says its credentials no longer hold

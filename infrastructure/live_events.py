@@ -1,12 +1,12 @@
 """One NATS subscription per API process for all its live feeds (SSE and WebSocket;
-infrastructure/event_feed.py `follow` with `live=`), instead of one per stream.
+infrastructure/event_feed.py `follow_batches` with `live=`), instead of one per stream.
 
 With a subscription per stream, NATS sends every event once per open stream and the
 process parses each copy and decodes each envelope again: 100 streams of a tenant at 600
 events/s were 60,000 messages a second to parse (bench/feeds.py). Here each event
 arrives once, is decoded once and is handed, decoded, to the listeners of its tenant
 (and to those of every tenant: platform admins). Each listener's queue is what its
-stream has not taken yet; `follow` ends a stream whose queue passes SLOW_AFTER, as it
+stream has not taken yet; `follow_batches` ends a stream whose queue passes SLOW_AFTER, as it
 did with a subscription's pending messages, and a queue of a stream that takes nothing
 at all stops at LISTENER_BUFFER.
 
@@ -14,7 +14,7 @@ Order and no gap hold as with a subscription of its own: the one subscription re
 in stream order, and a listener is registered (synchronously, the subscription being
 open) before its replay reads the store, so every event published after that reaches
 it; an event that was published earlier but dispatched after is at or below what the
-replay passed, and `follow` skips it."""
+replay passed, and `follow_batches` skips it."""
 
 from __future__ import annotations
 
@@ -40,12 +40,12 @@ callback only decodes and hands out, so it lags only when the process is starved
 LISTENER_BUFFER = 20_000
 """Events kept for one listener whose stream takes none (its client reads nothing); past
 it the listener overflows: it keeps nothing more and reports itself as far behind as can
-be, so `follow` ends its stream with Resume at the last event it passed (whatever was
+be, so `follow_batches` ends its stream with Resume at the last event it passed (whatever was
 not kept is after that, and the client's resume replays it from the store)."""
 
 
 TICK_SECONDS = 1.0
-"""How often a waiting listener wakes with nothing: `follow` looks at its stream's
+"""How often a waiting listener wakes with nothing: `follow_batches` looks at its stream's
 credentials and keep-alives about that often."""
 
 

@@ -43,7 +43,14 @@ from api.ui.session import NO_RENEWAL_STATE
 from application.authorization import readable_event_kinds
 from application.errors import AuthenticationFailed, ServiceUnavailable
 from infrastructure.envelope import CloudEvent
-from infrastructure.event_feed import FeedFilter, FeedItem, KeepAlive, feed_subject, follow
+from infrastructure.event_feed import (
+    FeedFilter,
+    FeedItem,
+    KeepAlive,
+    feed_subject,
+    follow_batches,
+    one_by_one,
+)
 from infrastructure.live_events import LiveEvents
 from infrastructure.notification_log import settled_position
 
@@ -137,7 +144,9 @@ async def live_fragments(
     subject = feed_subject(prefix, principal.tenant_id)
     slot = await admit(request, principal, "sse")
     request.scope["state"][NO_RENEWAL_STATE] = True  # its rechecks: after the answer began
-    items = follow(nats, read_pool, subject, wanted, start, recheck(request), live_events)
+    items = one_by_one(
+        follow_batches(nats, read_pool, subject, wanted, start, recheck(request), live_events)
+    )
     try:
         await anext(items)  # subscribed from `start`: nothing after it is missed
         behind = not await caught_up(start)

@@ -341,7 +341,9 @@ async def test_a_client_that_falls_behind_is_told_where_to_resume(
         await pool.open()
         try:
             subject = f"{settings.subject_prefix}.events.>"
-            items = event_feed.follow(nc, pool, subject, event_feed.FeedFilter(None), None)
+            items = event_feed.one_by_one(
+                event_feed.follow_batches(nc, pool, subject, event_feed.FeedFilter(None), None)
+            )
             assert isinstance(await anext(items), event_feed.KeepAlive)  # subscribed
             made = [await create_pipeline(http, editor, f"p-{n}") for n in range(3)]
             await visible(http, editor, f"/api/v1/pipelines/{made[-1]['id']}", made[-1]["position"])

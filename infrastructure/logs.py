@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 request_id: ContextVar[str | None] = ContextVar("norn_request_id", default=None)
 tenant_id: ContextVar[str | None] = ContextVar("norn_tenant_id", default=None)
@@ -78,13 +79,32 @@ class TextFormatter(logging.Formatter):
         return f"{first} [{suffix}]{newline}{rest}"
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is when a record is emitted, as logging.lastResort
+    does, not to the stream it was made with: a host that swaps stderr (pytest does, per
+    test) would otherwise leave it writing to a closed file ("--- Logging error ---")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 def configure_logging(level: str, log_format: str = "text") -> None:
     """The root logger writes to stderr in `log_format`; everything propagates to it
-    (uvicorn too: it is started without a logging config of its own)."""
-    handler = logging.StreamHandler(sys.stderr)
+    (uvicorn too: it is started without a logging config of its own). Called again, it
+    replaces its own handler and leaves any other (a host's, e.g. pytest's) alone."""
+    handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for existing in list(root.handlers):
-        root.removeHandler(existing)
+        if isinstance(existing, StderrHandler):
+            root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())

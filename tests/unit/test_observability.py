@@ -266,3 +266,29 @@ def test_scheduler_fires_are_counted_by_outcome_and_their_delays_observed() -> N
         assert f'norn_scheduler_fires_total{{outcome="{outcome}"}} {count}.0' in text
     assert "norn_scheduler_fire_delay_seconds_count 2.0" in text
     assert 'norn_scheduler_fire_delay_seconds_bucket{le="1.0"} 1.0' in text
+
+
+def test_logging_writes_to_the_current_stderr_and_leaves_other_handlers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A handler bound to the stderr of its day wrote to a closed file once a host (pytest,
+    per test) swapped stderr: "--- Logging error ---" in CI's output."""
+    root = logging.getLogger()
+    kept_handlers, kept_level = list(root.handlers), root.level
+    foreign = logging.NullHandler()
+    root.addHandler(foreign)
+    try:
+        first, later = io.StringIO(), io.StringIO()
+        monkeypatch.setattr(sys, "stderr", first)
+        logs.configure_logging("INFO")
+        logs.configure_logging("INFO")  # again: its own handler replaced, not doubled
+        monkeypatch.setattr(sys, "stderr", later)
+        first.close()
+        logging.getLogger("norn.test").warning("after the swap")
+
+        assert "after the swap" in later.getvalue()
+        assert later.getvalue().count("after the swap") == 1
+        assert foreign in root.handlers
+    finally:
+        root.handlers[:] = kept_handlers
+        root.setLevel(kept_level)

@@ -6,9 +6,9 @@ process parses each copy and decodes each envelope again: 100 streams of a tenan
 events/s were 60,000 messages a second to parse (bench/feeds.py). Here each event
 arrives once, is decoded once and is handed, decoded, to the listeners of its tenant
 (and to those of every tenant: platform admins). Each listener's queue is what its
-stream has not taken yet; `follow_batches` ends a stream whose queue passes SLOW_AFTER, as it
-did with a subscription's pending messages, and a queue of a stream that takes nothing
-at all stops at LISTENER_BUFFER.
+stream has not taken yet; `follow_batches` ends a stream whose queue passes SLOW_AFTER,
+as it did with a subscription's pending messages, and a queue of a stream that takes
+nothing at all stops at LISTENER_BUFFER.
 
 Order and no gap hold as with a subscription of its own: the one subscription receives
 in stream order, and a listener is registered (synchronously, the subscription being
@@ -40,8 +40,9 @@ callback only decodes and hands out, so it lags only when the process is starved
 LISTENER_BUFFER = 20_000
 """Events kept for one listener whose stream takes none (its client reads nothing); past
 it the listener overflows: it keeps nothing more and reports itself as far behind as can
-be, so `follow_batches` ends its stream with Resume at the last event it passed (whatever was
-not kept is after that, and the client's resume replays it from the store)."""
+be, so `follow_batches` ends its stream with Resume at the last event it passed
+(whatever was not kept is after that, and the client's resume replays it from the
+store)."""
 
 
 TICK_SECONDS = 1.0

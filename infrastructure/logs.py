@@ -84,9 +84,6 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     does, not to the stream it was made with: a host that swaps stderr (pytest does, per
     test) would otherwise leave it writing to a closed file ("--- Logging error ---")."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property  # type: ignore[override]
     def stream(self) -> Any:
         return sys.stderr

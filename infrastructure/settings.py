@@ -92,13 +92,13 @@ class Settings:
     execute_wait_timeout: float = 60.0
     """NORN_EXECUTE_WAIT_TIMEOUT: longest wait of POST /pipelines/execute with wait."""
     forwarded_allow_ips: str = "127.0.0.1"
+    """NORN_FORWARDED_ALLOW_IPS: reverse proxies (comma-separated IPs or networks, or *)
+    whose X-Forwarded-For gives the client address."""
     http_keepalive: int = 65
     """NORN_HTTP_KEEPALIVE: seconds an idle client connection is kept open. Longer than
     the idle timeouts of clients' pools (httpx 5 s) and load balancers (AWS ALB 60 s), so
     that the client side always closes first: a server that closes first races a request
     the client is sending on that connection, which the client sees as a reset."""
-    """NORN_FORWARDED_ALLOW_IPS: reverse proxies (comma-separated IPs or networks, or *)
-    whose X-Forwarded-For gives the client address."""
     log_level: str = "INFO"
     log_format: str = "text"
     """NORN_LOG_FORMAT: text, or json (one object per line: time, level, logger,

@@ -420,6 +420,7 @@ def _small_socket(http: httpx.AsyncClient) -> socket.socket:
 async def test_a_client_that_does_not_read_is_told_where_to_resume_then_closed(
     settings: Settings, monkeypatch: Any
 ) -> None:
+    slow_after = event_feed.SLOW_AFTER
     monkeypatch.setattr(event_feed, "SLOW_AFTER", 3)
     monkeypatch.setattr(feed_socket, "OUTBOX", 2)
     # The ~200 kB below fit in the kernel's buffers of a loopback connection, so a client
@@ -456,6 +457,9 @@ async def test_a_client_that_does_not_read_is_told_where_to_resume_then_closed(
         # Nothing of the tenant's was skipped between the last event sent and `after`.
         assert resumes["slow"] >= positions[-1]
         assert _tenant_positions(settings, tenant_id, positions[-1], resumes["slow"]) == []
+        # The client resumes at full speed: its replay is no slower than the events.
+        monkeypatch.setattr(WebSocket, "send_data", send_data)
+        monkeypatch.setattr(event_feed, "SLOW_AFTER", slow_after)
         async with opened(http, ada) as again:
             await subscribed(again, "slow", after=resumes["slow"])
             last = await create_pipeline(http, ada, "last")

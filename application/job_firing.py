@@ -251,7 +251,9 @@ class JobFiring:
         for _ in range(CONFLICT_ATTEMPTS):
             try:
                 with self._runs.take_run_of_day(tenant, ctx, amount=len(batch)) as usage:
-                    self._store.append(*events, usage)
+                    # The usage first: an append that lost the race for it fails at its
+                    # first row, not after writing hundreds of runs to roll back.
+                    self._store.append(usage, *events)
             except VersionConflict as conflict:
                 if conflict.raced and not self._store.current(*(f.run_id for f in batch)):
                     continue  # none of its runs exists: another append took the usage first

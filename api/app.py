@@ -18,6 +18,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.types import Receive, Scope, Send
 
+from api import dependency_resolution
 from api.auth import PUBLIC_PATHS, BearerAuthMiddleware, permission_guard
 from api.bootstrap import Container, Roles, connect_feed
 from api.controllers.api_keys import ApiKeyController
@@ -195,6 +196,7 @@ def dependencies(container: Container) -> dict[str, Provide]:
 def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
     """The HTTP API over `container`; `roles` are background roles (relay, projector)
     this process runs too (all of them for `norn serve`)."""
+    dependency_resolution.install()
     background = Roles(container, set(roles or ()))
     query_rules = QueryRules()
     mcp = McpEndpoint(container)  # /mcp: the MCP server over streamable HTTP

@@ -18,7 +18,6 @@ from projections.pagination import (
     Page,
     Where,
     check_order,
-    select_one,
     select_page,
 )
 from projections.run_statistics import (
@@ -30,16 +29,26 @@ from projections.run_statistics import (
 )
 
 _RUNS = sql.Identifier("runs")
-RUN_COLUMNS = sql.SQL(
-    "id, tenant_id, pipeline_id, pipeline_name, namespace, revision, status, trigger_kind,"
-    " trigger_id, deployment_id, environment, release, retry_of, resume_from, params,"
-    " attempt, executor_id, cancel_requested, error, current_step, created_by, queued_at,"
-    " started_at, finished_at, duration_ms, version, position, scheduled_for"
+RUN_FIELDS = (
+    *("id", "tenant_id", "pipeline_id", "pipeline_name", "namespace", "revision", "status"),
+    *("trigger_kind", "trigger_id", "deployment_id", "environment", "release", "retry_of"),
+    *("resume_from", "params", "attempt", "executor_id", "cancel_requested", "error"),
+    *("current_step", "created_by", "queued_at", "started_at", "finished_at", "duration_ms"),
+    *("version", "position", "scheduled_for"),
 )
-STEP_COLUMNS = (
-    "run_id, name, ordinal, plugin, depends_on, status, attempts, started_at, finished_at,"
-    " error, records_in, records_out, reused"
+RUN_COLUMNS = sql.SQL(", ").join(sql.Identifier(f) for f in RUN_FIELDS)
+STEP_FIELDS = (
+    *("run_id", "name", "ordinal", "plugin", "depends_on", "status", "attempts"),
+    *("started_at", "finished_at", "error", "records_in", "records_out", "reused"),
 )
+STEP_COLUMNS = ", ".join(STEP_FIELDS)
+_RUN_AND_STEPS = sql.SQL(
+    "SELECT {}, {} FROM runs r LEFT JOIN run_steps s ON s.run_id = r.id"
+).format(
+    sql.SQL(", ").join(sql.Identifier("r", f) for f in RUN_FIELDS),
+    sql.SQL(", ").join(sql.Identifier("s", f) for f in STEP_FIELDS),
+)
+"""A run with its steps, a row per step: one statement, so one snapshot."""
 TRIGGERS = ("user", "api_key", "job", "deployment", "retry", "system")
 STEP_SUMMARY_STATUSES = ("succeeded", "failed", "skipped", "cancelled")
 _STEP_SUMMARY = (
@@ -69,13 +78,23 @@ class RunQueries:
         self._pool = pool
 
     async def get(self, tenant_id: str | None, run_id: UUID) -> dict[str, Any] | None:
-        """The run with its steps (in definition order) under "steps"."""
-        where = Where().add("id = %s", run_id).tenant(tenant_id)
-        row = await select_one(self._pool, RUN_COLUMNS, _RUNS, where)
-        if row is None:
+        """The run with its steps (in definition order) under "steps", read in one
+        statement: read apart, a projection's commit could fall between the two (a
+        requeued run shown `queued` beside its next attempt's running steps)."""
+        where = Where().add("r.id = %s", run_id).tenant(tenant_id, "r.tenant_id")
+        query = _RUN_AND_STEPS + where.clause() + sql.SQL(" ORDER BY s.ordinal")
+        async with self._pool.connection() as conn:
+            rows = await (await conn.execute(query, where.params)).fetchall()
+        if not rows:
             return None
-        row["steps"] = (await self.steps_of([str(run_id)])).get(str(run_id), [])
-        return _ids(row)
+        width = len(RUN_FIELDS)
+        run = _ids(dict(zip(RUN_FIELDS, rows[0][:width], strict=True)))
+        run["steps"] = [
+            _ids(dict(zip(STEP_FIELDS, row[width:], strict=True)))
+            for row in rows
+            if row[width] is not None  # a run without steps joins one row of NULLs
+        ]
+        return run
 
     async def list(
         self,

@@ -7,7 +7,8 @@ reference measured in the same run.
     psycopg INSERT+COMMIT rate into the same database at the same concurrency, and their
     ratio.
 [2] GET /api/v1/pipelines/{id} /s, p50/p99 at N clients (random ids of pipelines made in
-    [1]), beside a raw psycopg SELECT by primary key at the same concurrency.
+    [1]), beside a raw psycopg SELECT by primary key at the same concurrency; then the
+    same from wrk, a C load generator (bench/wrk.py), where it is installed.
 [3] committed transactions per create, whole system: pg_stat_database.xact_commit of the
     bench database over [1], beside the same for the raw INSERT phase (~1). See
     CommitCounter for why readings wait --settle seconds.
@@ -54,6 +55,7 @@ from harness import (
     percentile,
     profiled,
 )
+from wrk import wrk_gets
 
 RAW_APP = "norn-bench-raw"
 
@@ -343,6 +345,10 @@ def main() -> None:
                 http_gets(server.base, headers, creates.ids, args.clients, args.seconds)
             )
         get_cpu = norn_cpu_seconds(server.pid) - cpu
+        cpu = norn_cpu_seconds(server.pid)
+        paths = [f"/api/v1/pipelines/{i}" for i in creates.ids]
+        by_wrk = wrk_gets(server.base, headers, paths, args.clients, args.seconds)
+        wrk_cpu = norn_cpu_seconds(server.pid) - cpu
         selects = raw_selects(server.database_url, args.clients, args.seconds)
 
         # [5] open-loop lag, and the sequential lag.
@@ -367,6 +373,17 @@ def main() -> None:
         f"norn CPU {get_cpu / len(gets) * 1000:.1f} s/1k | "
         f"raw SELECT by id: {select_rate:.0f}/s | ratio {get_rate / select_rate:.1%}"
     )
+    if by_wrk is None:
+        out.append("[2] GET pipeline by wrk (a C client): not run, wrk is not installed")
+    else:
+        wrk_rate = by_wrk.requests / args.seconds
+        out.append(
+            f"[2] GET pipeline by wrk (a C client): {wrk_rate:.0f}/s, p50 {by_wrk.p50_ms:.1f} ms,"
+            f" p99 {by_wrk.p99_ms:.1f} ms, {by_wrk.not_ok} answered >= 400,"
+            f" {by_wrk.socket_errors} socket errors, norn CPU"
+            f" {wrk_cpu / max(1, by_wrk.requests) * 1000:.2f} s/1k | raw SELECT by id:"
+            f" {select_rate:.0f}/s | ratio {wrk_rate / select_rate:.1%}"
+        )
     # [3]: deltas between readings taken --settle s after the phase's end; net of the
     # poller's own SELECTs and of Norn's idle background over the whole window.
     window = settled.at - start.at

@@ -1,0 +1,78 @@
+"""GETs from wrk, a load generator written in C, where it is installed (`apt-get install
+wrk`; CI installs it). A Python client on the same two cores spends about as much CPU
+per request as the API it measures, so its figure says as much about the client as
+about Norn; wrk spends a small fraction of that. Returns None without wrk: the caller
+prints its Python client's figure alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+
+_SCRIPT = """
+local paths = {paths}
+for name, value in pairs({headers}) do wrk.headers[name] = value end
+request = function()
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("NORN %d %d %d %d %d\\n", summary.requests, e.status,
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    not_ok: int  # answered with a status of 400 or more
+    socket_errors: int
+    p50_ms: float
+    p99_ms: float
+
+
+def _lua(value: object) -> str:
+    """A Lua table or string literal of a list or dict of strings (JSON strings are valid
+    Lua strings for the characters used here: ids, paths, header values)."""
+    if isinstance(value, dict):
+        return (
+            "{" + ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in value.items()) + "}"
+        )
+    if isinstance(value, list):
+        return "{" + ", ".join(json.dumps(v) for v in value) + "}"
+    raise TypeError(value)
+
+
+def wrk_gets(
+    base: str, headers: dict[str, str], paths: list[str], connections: int, seconds: float
+) -> WrkResult | None:
+    """GET a random one of `paths` over `connections` connections (two wrk threads, one
+    per core) for `seconds`."""
+    exe = shutil.which("wrk")
+    if exe is None or not paths:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(_SCRIPT.format(paths=_lua(paths), headers=_lua(headers)))
+        script.flush()
+        done = subprocess.run(  # noqa: S603 (wrk from PATH, arguments of ours)
+            [
+                exe,
+                "-t2",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "-s",
+                script.name,
+                base,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
+        )
+    line = next(x for x in done.stdout.splitlines() if x.startswith("NORN "))
+    requests, not_ok, socket_errors, p50_us, p99_us = (int(x) for x in line.split()[1:])
+    return WrkResult(requests, not_ok, socket_errors, p50_us / 1000, p99_us / 1000)

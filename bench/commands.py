@@ -347,7 +347,8 @@ def main() -> None:
         get_cpu = norn_cpu_seconds(server.pid) - cpu
         cpu = norn_cpu_seconds(server.pid)
         paths = [f"/api/v1/pipelines/{i}" for i in creates.ids]
-        by_wrk = wrk_gets(server.base, headers, paths, args.clients, args.seconds)
+        with profiled(server.pid, "get-wrk", args.seconds):
+            by_wrk = wrk_gets(server.base, headers, paths, args.clients, args.seconds)
         wrk_cpu = norn_cpu_seconds(server.pid) - cpu
         selects = raw_selects(server.database_url, args.clients, args.seconds)
 

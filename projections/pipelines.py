@@ -13,11 +13,12 @@ from typing import Any, Literal
 from uuid import UUID
 
 from psycopg import AsyncCursor, sql
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from infrastructure.envelope import CloudEvent
-from projections.pagination import Page, Where, check_order, select_one, select_page
+from projections.pagination import Page, Where, check_order, select_page
 from projections.projection import Projection, handles
 
 PipelineSort = Literal["created_at", "name", "updated_at"]
@@ -29,6 +30,11 @@ _COLUMNS = sql.SQL(
     "id, tenant_id, namespace, name, description, tags, steps, timeout, triggers, revision, "
     "version, cloned_from, created_by, updated_by, created_at, updated_at, position"
 )
+
+_GET = sql.SQL("SELECT {} FROM {} WHERE id = %s").format(_COLUMNS, _TABLE).as_string(None)
+_GET_IN_TENANT = _GET + " AND tenant_id = %s"
+"""GET by id, composed once: a query composed per request is turned into text per
+request too (psycopg's Composed.as_bytes, 2% of a GET's CPU)."""
 
 
 def _definition_fields(event: CloudEvent) -> dict[str, Any]:
@@ -130,8 +136,13 @@ class PipelineQueries:
         self._pool = pool
 
     async def get(self, tenant_id: str | None, pipeline_id: UUID) -> dict[str, Any] | None:
-        where = Where().add("id = %s", pipeline_id).tenant(tenant_id)
-        row = await select_one(self._pool, _COLUMNS, _TABLE, where)
+        if tenant_id is None:
+            query, params = _GET, (pipeline_id,)
+        else:
+            query, params = _GET_IN_TENANT, (pipeline_id, tenant_id)
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            row = await cur.fetchone()
         return _row(row) if row is not None else None
 
     async def list(

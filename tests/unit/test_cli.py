@@ -285,6 +285,7 @@ def test_the_http_server_keeps_idle_connections_longer_than_clients_and_balancer
     config = http_server_config(object(), Settings.from_env({}))
     assert config.timeout_keep_alive == 65
     assert config.ws_per_message_deflate is False  # CPU per feed and event, for bandwidth
+    assert config.access_log is False  # never written at "warning", yet called per response
     assert config.forwarded_allow_ips == "127.0.0.1"
 
     config = http_server_config(object(), Settings.from_env({"NORN_HTTP_KEEPALIVE": "300"}))

@@ -34,6 +34,7 @@ from tests.integration.api_client import (
     serving_app,
     wait_ready,
 )
+from tests.integration.run_helpers import poll
 from tests.integration.run_support import EXECUTING, executing, finished, step, trigger
 from tests.integration.test_secrets_at_rest import database_text, variants
 from tests.support.webhook_receiver import receiver
@@ -212,15 +213,17 @@ async def test_credentials_stored_in_clear_are_redacted_then_shredded(
         assert config["headers"] == {"Authorization": {"redacted": True}, "X-Trace": "kept"}
         revision = await client.get(f"/api/v1/pipelines/{pipeline_id}/revisions/1", headers=editor)
         assert LEGACY not in revision.text and "redacted" in revision.text
-        # The audit trail is its own read model: wait for it to hold the pipeline.
-        for _ in range(200):
+
+        async def audit_items() -> list[dict[str, Any]] | None:
+            # The audit trail is its own read model: wait for it to hold the pipeline.
             events = await client.get("/api/v1/events", headers=editor)
-            created = [e for e in events.json()["items"] if e["subject"] == str(pipeline_id)]
-            if created:
-                break
-            await asyncio.sleep(0.05)
-        assert created and "redacted" in json.dumps(created[0]["data"]), events.text
-        assert [e for e in events.json()["items"] if LEGACY in json.dumps(e)] == []
+            items: list[dict[str, Any]] = events.json()["items"]
+            return items if any(e["subject"] == str(pipeline_id) for e in items) else None
+
+        items = await poll(audit_items, "the legacy pipeline in the audit trail")
+        created = [e for e in items if e["subject"] == str(pipeline_id)]
+        assert created and "redacted" in json.dumps(created[0]["data"]), items
+        assert [e for e in items if LEGACY in json.dumps(e)] == []
         assert LEGACY in database_text(settings.database_url or "")  # stored, until shredded
 
         await asyncio.to_thread(secrets_shred_plaintext, settings, argparse.Namespace())

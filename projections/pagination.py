@@ -20,7 +20,8 @@ from uuid import UUID
 import msgspec
 from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+
+from projections.snapshot import ConnectionSource
 
 Order = Literal["asc", "desc"]
 MAX_LIMIT = 500
@@ -144,7 +145,7 @@ class Where:
 
 
 async def select_one(
-    pool: AsyncConnectionPool, columns: sql.Composable, source: sql.Composable, where: Where
+    pool: ConnectionSource, columns: sql.Composable, source: sql.Composable, where: Where
 ) -> dict[str, Any] | None:
     query = sql.SQL("SELECT {} FROM {}{}").format(columns, source, where.clause())
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -170,7 +171,7 @@ class Page:
 
 
 async def select_page(
-    pool: AsyncConnectionPool,
+    pool: ConnectionSource,
     columns: sql.Composable,
     source: sql.Composable,
     where: Where,
@@ -203,7 +204,7 @@ async def select_page(
 
 
 async def _numbered_page(
-    pool: AsyncConnectionPool,
+    pool: ConnectionSource,
     columns: sql.Composable,
     source: sql.Composable,
     where: Where,

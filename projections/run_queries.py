@@ -12,7 +12,6 @@ from uuid import UUID
 
 from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
 from projections.pagination import (
     Page,
@@ -27,6 +26,7 @@ from projections.run_statistics import (
     run_statistics,
     run_timeline,
 )
+from projections.snapshot import ConnectionSource, snapshot
 
 _RUNS = sql.Identifier("runs")
 RUN_FIELDS = (
@@ -74,7 +74,7 @@ def _ids(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class RunQueries:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: ConnectionSource) -> None:
         self._pool = pool
 
     async def get(self, tenant_id: str | None, run_id: UUID) -> dict[str, Any] | None:
@@ -208,16 +208,22 @@ class RunQueries:
         its start) do not shift it. Raises ValueError for a bad filter at the first page."""
         cursor: str | None = None
         while True:
-            rows, cursor = await self.list(tenant_id, limit=page_size, cursor=cursor, **filters)
-            ids = [row["id"] for row in rows]
-            if steps == "full":
-                by_run = await self.steps_of(ids)
-                for row in rows:
-                    row["steps"] = by_run[row["id"]]
-            else:
-                summaries = await self.step_summaries(ids)
-                for row in rows:
-                    row["step_summary"] = summaries[row["id"]]
+            # The page and its steps from one snapshot (projections/snapshot.py), the
+            # connection given back before the page is handed on.
+            async with snapshot(self._pool) as source:
+                within = RunQueries(source)
+                rows, cursor = await within.list(
+                    tenant_id, limit=page_size, cursor=cursor, **filters
+                )
+                ids = [row["id"] for row in rows]
+                if steps == "full":
+                    by_run = await within.steps_of(ids)
+                    for row in rows:
+                        row["steps"] = by_run[row["id"]]
+                else:
+                    summaries = await within.step_summaries(ids)
+                    for row in rows:
+                        row["step_summary"] = summaries[row["id"]]
             yield rows
             if cursor is None:
                 return

@@ -16,10 +16,10 @@ from uuid import UUID
 
 from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
 from domain.run import RunStatus
 from projections.runs import TERMINAL
+from projections.snapshot import ConnectionSource
 
 MAX_WINDOW_DAYS = 366
 STATUSES = tuple(s.value for s in RunStatus)
@@ -83,7 +83,7 @@ def check_window(since: datetime, until: datetime) -> None:
 
 
 async def run_statistics(
-    pool: AsyncConnectionPool,
+    pool: ConnectionSource,
     tenant_id: str | None,
     since: datetime,
     until: datetime,
@@ -174,7 +174,7 @@ class TimelineBucket:
 
 
 async def run_timeline(
-    pool: AsyncConnectionPool,
+    pool: ConnectionSource,
     tenant_id: str | None,
     since: datetime,
     until: datetime,

@@ -26,6 +26,8 @@ from projections.snapshot import ConnectionSource
 Order = Literal["asc", "desc"]
 MAX_LIMIT = 500
 MAX_PAGE = 100_000
+_TOTAL = "norn_total_rows"
+"""The column a numbered page carries its total in (no read model has one so named)."""
 """page * per_page stays far from where OFFSET would scan for seconds."""
 
 
@@ -216,13 +218,23 @@ async def _numbered_page(
     if not 1 <= page <= MAX_PAGE:
         raise ValueError(f"page must be between 1 and {MAX_PAGE}")
     _, _, order_by = keyset(sort, order, None, object)
-    query = sql.SQL("SELECT {} FROM {}{} {} LIMIT %s OFFSET %s").format(
-        columns, source, where.clause(), order_by
+    # The total counted in the same statement as the page (a window is computed before
+    # the LIMIT): counted apart, a row committed in between made them disagree.
+    query = sql.SQL("SELECT {}, count(*) OVER () AS {} FROM {}{} {} LIMIT %s OFFSET %s").format(
+        columns, sql.Identifier(_TOTAL), source, where.clause(), order_by
     )
-    count = sql.SQL("SELECT count(*) AS total FROM {}{}").format(source, where.clause())
+    count = sql.SQL("SELECT count(*) AS {} FROM {}{}").format(
+        sql.Identifier(_TOTAL), source, where.clause()
+    )
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, [*where.params, limit, (page - 1) * limit])
         rows = await cur.fetchall()
-        await cur.execute(count, where.params)
-        total = int((await cur.fetchone() or {"total": 0})["total"])
-    return Page([dict(r) for r in rows], None, page * limit < total, total)
+        if rows:
+            total = int(rows[0][_TOTAL])
+        elif page == 1:
+            total = 0  # nothing matched at all, in the same statement
+        else:  # past the last page: no row carries the total, and none is shown
+            await cur.execute(count, where.params)
+            total = int((await cur.fetchone() or {_TOTAL: 0})[_TOTAL])
+    items = [{k: v for k, v in r.items() if k != _TOTAL} for r in rows]
+    return Page(items, None, page * limit < total, total)

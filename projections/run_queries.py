@@ -249,6 +249,21 @@ class RunQueries:
         """Per UTC hour or day; see projections/run_statistics.py `run_timeline`."""
         return await run_timeline(self._pool, tenant_id, since, until, unit, pipeline_id)
 
+    async def statistics_and_timeline(
+        self,
+        tenant_id: str | None,
+        since: datetime,
+        until: datetime,
+        unit: str,
+        pipeline_id: UUID | None = None,
+    ) -> tuple[RunStatistics, list[TimelineBucket]]:
+        """`statistics` and `timeline` from one snapshot (projections/snapshot.py), so a
+        page showing both has totals that are the sums of its buckets."""
+        async with snapshot(self._pool) as source:
+            totals = await run_statistics(source, tenant_id, since, until, pipeline_id)
+            buckets = await run_timeline(source, tenant_id, since, until, unit, pipeline_id)
+        return totals, buckets
+
     async def latest(
         self,
         tenant_id: str | None,

@@ -56,8 +56,9 @@ async def stats_page(
         pipeline = await pipeline_queries.get(tenant_id, pipeline_id)
         if pipeline is None:  # another tenant's, or none: as the API answers
             raise NotFound("pipeline", pipeline_id)
-    totals = await run_queries.statistics(tenant_id, since, until, pipeline_id)
-    buckets = await run_queries.timeline(tenant_id, since, until, unit, pipeline_id)
+    totals, buckets = await run_queries.statistics_and_timeline(
+        tenant_id, since, until, unit, pipeline_id
+    )
     fmt = "%H:%M" if unit == "hour" else "%m-%d"
     labels = [b.start.strftime(fmt) for b in buckets]
     runs = bar_chart(labels, [b.counts for b in buckets])

@@ -37,11 +37,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from application.threads import in_thread
 from application.webhooks import WebhookSecrets, WebhookService
+from infrastructure.notification_log import max_position
 from infrastructure.plugins.base import PluginError
 from infrastructure.plugins.network import address_problem, display_url, guarded_client
 from infrastructure.supervision import Backoff, pause, supervise
 from infrastructure.webhook_deliveries import Due, claim, record
-from infrastructure.webhook_fanout import fan_out
+from infrastructure.webhook_fanout import fan_out_from
 from infrastructure.webhook_protocol import PING_TYPE, RetryPolicy, headers, succeeded
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,19 @@ class NotifierRole:
         return await psycopg.AsyncConnection.connect(self._database_url, autocommit=True)
 
     async def _fan_out(self, stop: asyncio.Event) -> None:
+        # The newest position when a pass left the notifier's position there: while no
+        # event is newer there is nothing to fan out, and an idle notifier asks only for
+        # the newest position (not for its row and the events below the precise horizon,
+        # ten times a second).
+        caught_up: int | None = None
         async with await self._connect() as conn:
             while not stop.is_set():
-                passed = await fan_out(conn, self._batch)
+                newest = await max_position(conn)
+                if newest == caught_up:
+                    await pause(stop, self._interval)
+                    continue
+                passed, position = await fan_out_from(conn, self._batch)
+                caught_up = newest if position == newest else None
                 if passed:
                     self._due.set()
                 if passed < self._batch:

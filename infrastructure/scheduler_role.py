@@ -79,6 +79,15 @@ LIMIT 100
 """Jobs whose target the read models say is gone: only nominated (a pipeline not projected
 yet is missing too); the event store decides (JobFiring.settle_gone)."""
 
+_JOBS_AT = "SELECT position FROM projection_tracking WHERE name = 'jobs'"
+"""Where the jobs read model is: its row moves in every transaction that changes a job's
+row, so while it stays put no job is new or changed."""
+
+LOOK_EVERY = 5.0
+"""Seconds between looks for new and changed jobs even while the jobs read model stays
+put: a look another scheduler began and never finished (it died holding the rows) is
+taken up by then."""
+
 _NEXT_DUE = "SELECT min(next_due) AS due FROM job_schedules WHERE next_due > %s"
 """The next time a job falls due (index job_schedules_due). Due rows a pass leaves (a
 suspended tenant's) are in the past: they do not make the role wake again at once."""
@@ -130,6 +139,11 @@ class SchedulerRole:
         self._planned_at = 0.0
         self._fired_full = False  # the last pass fired a full batch
         self._replanned_full = False  # and the last look replanned a full batch
+        self._looked_at: int | None = None
+        """The jobs read model's position before the last look that left nothing behind
+        (None: look next time). Idle, a pass then skips the look, which scans every job's
+        row twice, four times a second."""
+        self._looked_since = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pass after pass until stopped; an outage of PostgreSQL ends the connection,
@@ -167,9 +181,7 @@ class SchedulerRole:
         burst = self._fired_full and not self._replanned_full
         if not burst or time.monotonic() - self._planned_at >= self._interval:
             self._planned_at = time.monotonic()
-            with conn.transaction():
-                conn.execute(_NEW)
-                replanned = self._replan(conn)
+            replanned = self._look(conn)
             self._replanned_full = replanned >= self._batch
         with conn.transaction():
             rows = conn.execute(_DUE, (self._clock(), self._batch)).fetchall()
@@ -182,6 +194,24 @@ class SchedulerRole:
             if gone:
                 self._firing.settle_gone(gone)
         return len(rows) >= self._batch or replanned >= self._batch
+
+    def _look(self, conn: psycopg.Connection[Any]) -> int:
+        """New jobs get their bookkeeping row and changed ones are planned again, unless
+        the jobs read model has not moved since a look that left nothing behind. Answers
+        how many were planned again."""
+        row = conn.execute(_JOBS_AT).fetchone()
+        jobs_at = row["position"] if row else None
+        now = time.monotonic()
+        if jobs_at is not None and jobs_at == self._looked_at:
+            if now - self._looked_since < LOOK_EVERY:
+                return 0
+        with conn.transaction():
+            conn.execute(_NEW)
+            replanned = self._replan(conn)
+        # Read before the look: a change committed since has moved the position past it.
+        self._looked_at = jobs_at if replanned < self._batch else None
+        self._looked_since = now
+        return replanned
 
     def until_due(self, conn: psycopg.Connection[Any], at_most: float) -> float:
         """Seconds to wait before the next pass: `at_most` (the rest of the interval), or

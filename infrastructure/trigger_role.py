@@ -27,7 +27,7 @@ from application.event_triggers import EventTriggers, Firing, Target, TenantEven
 from application.threads import in_thread
 from domain.event_trigger import EventTrigger
 from infrastructure.envelope import CloudEvent, to_cloud_event
-from infrastructure.notification_log import read_notifications, settled_position
+from infrastructure.notification_log import max_position, read_notifications, settled_position
 from infrastructure.supervision import Backoff, pause, supervise
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,11 @@ class TriggerRole:
         self._batch = batch
         self._observe = observe
         """Called with each pass's firings (metrics)."""
+        self._caught_up: int | None = None
+        """The store's newest position when a pass of this role last left the tracking
+        row there. While no event is newer, a pass could find nothing to do: the idle
+        role asks only for the newest position, not for a whole pass (six statements,
+        one a scan of every pipeline with triggers, five times a second)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         await supervise(
@@ -79,11 +84,15 @@ class TriggerRole:
             self._database_url, autocommit=True
         ) as conn:
             while not stop.is_set():
-                if not await self.run_pass(conn):
+                newest = await max_position(conn)
+                if newest == self._caught_up or not await self.run_pass(conn, newest):
                     await pause(stop, self._interval)
 
-    async def run_pass(self, conn: psycopg.AsyncConnection[Any]) -> bool:
-        """One pass; True when it was full, so that the next starts at once."""
+    async def run_pass(self, conn: psycopg.AsyncConnection[Any], newest: int | None = None) -> bool:
+        """One pass; True when it was full, so that the next starts at once. `newest`:
+        the store's newest position, read before the pass (the pass notes whether it
+        left the tracking row there)."""
+        self._caught_up = None
         async with conn.transaction():
             held = await (await conn.execute(_HOLD)).fetchone()
             if held is None:
@@ -98,11 +107,14 @@ class TriggerRole:
                 passed = min(reached, await settled_position(conn))
                 if passed > after:
                     await conn.execute(_MOVE, (passed,))
+                self._note(max(passed, after), newest)
                 return False
             notifications = await read_notifications(conn, after, self._batch, precise=True)
             ready = [n for n in notifications if n.id <= reached]
             if not ready:
-                return False  # nothing new, or the read models have not reached it yet
+                # Nothing new, or the read models have not reached it yet.
+                self._note(after if not notifications else -1, newest)
+                return False
             fired: list[Firing] = []
             for notification in ready:
                 event = to_cloud_event(notification)
@@ -110,9 +122,16 @@ class TriggerRole:
                 if pipelines:
                     fired += await in_thread(self._triggers.handle, tenant_event(event), pipelines)
             await conn.execute(_MOVE, (ready[-1].id,))
+            self._note(ready[-1].id, newest)
         if fired and self._observe is not None:
             self._observe(fired)
         return len(ready) >= self._batch
+
+    def _note(self, position: int, newest: int | None) -> None:
+        """The pass leaves the tracking row at `position`: caught up if that is the
+        newest position (an event committed since is newer than it)."""
+        if newest is not None and position == newest:
+            self._caught_up = newest
 
     async def _candidates(
         self, conn: psycopg.AsyncConnection[Any]

@@ -61,19 +61,25 @@ Routes = dict[str, dict[str, tuple[str, ...]]]
 async def fan_out(conn: AsyncConnection, batch: int) -> int:
     """One batch of events after the notifier's position, on an autocommit connection:
     how many were passed (0: nothing new, or another notifier moved first)."""
+    return (await fan_out_from(conn, batch))[0]
+
+
+async def fan_out_from(conn: AsyncConnection, batch: int) -> tuple[int, int | None]:
+    """`fan_out`, also answering where the notifier's position stands after it (None:
+    another notifier moved it meanwhile)."""
     cur = await conn.execute("SELECT position FROM notifier_tracking WHERE name = %s", (TRACKING,))
     row = await cur.fetchone()
     after = int(row[0]) if row else 0
     notes = await read_notifications(conn, after, batch, precise=True)
     if not notes:
-        return 0
+        return 0, after
     async with conn.transaction():
         cur = await conn.execute(
             "SELECT position FROM notifier_tracking WHERE name = %s FOR UPDATE", (TRACKING,)
         )
         row = await cur.fetchone()
         if row is not None and int(row[0]) != after:
-            return 0  # another notifier passed these meanwhile: read again from there
+            return 0, None  # another notifier passed these meanwhile: read again from there
         routes = await _routes(conn)
         rows: list[tuple[Any, ...]] = []
         for note in notes:
@@ -92,7 +98,7 @@ async def fan_out(conn: AsyncConnection, batch: int) -> int:
             " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position",
             (TRACKING, notes[-1].id),
         )
-    return len(notes)
+    return len(notes), notes[-1].id
 
 
 def _decoded(note: Notification) -> CloudEvent | None:

@@ -17,6 +17,7 @@ from application.ports import ConnectionReference
 from infrastructure.envelope import CloudEvent
 from projections.pagination import Page, Where, check_order, select_one, select_page
 from projections.projection import Projection, handles
+from projections.snapshot import snapshot
 
 _CONNECTIONS = sql.Identifier("connections")
 CONNECTION_COLUMNS = sql.SQL(
@@ -148,7 +149,9 @@ class ConnectionQueries:
     async def referenced_by(self, tenant_id: str, names: list[str]) -> dict[str, list[Any]]:
         """For each name, the tenant's pipelines using it, as (id, name)."""
         found: dict[str, list[Any]] = {name: [] for name in names}
-        async with self._pool.connection() as conn:
+        # One snapshot (projections/snapshot.py): a pipeline revised from one name to
+        # another between two statements would be listed under both, or neither.
+        async with snapshot(self._pool) as source, source.connection() as conn:
             for name in names:
                 cur = await conn.execute(REFERENCING, (tenant_id, name))
                 found[name] = list(await cur.fetchall())

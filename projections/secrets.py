@@ -20,6 +20,7 @@ from application.ports import SecretReference
 from infrastructure.envelope import CloudEvent
 from projections.pagination import Page, Where, check_order, select_one, select_page
 from projections.projection import Projection, handles
+from projections.snapshot import snapshot
 
 _SECRETS = sql.Identifier("secrets")
 SECRET_COLUMNS = sql.SQL(
@@ -161,7 +162,9 @@ class SecretQueries:
         """For each name, the tenant's pipelines and connections referencing it, as
         (id, name, kind)."""
         found: dict[str, list[Any]] = {name: [] for name in names}
-        async with self._pool.connection() as conn:
+        # One snapshot (projections/snapshot.py): a pipeline revised from one name to
+        # another between two statements would be listed under both, or neither.
+        async with snapshot(self._pool) as source, source.connection() as conn:
             for name in names:
                 cur = await conn.execute(REFERENCING, {"t": tenant_id, "n": name})
                 found[name] = list(await cur.fetchall())

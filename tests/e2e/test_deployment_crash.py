@@ -109,10 +109,13 @@ async def test_a_killed_deadline_owner_still_fails_the_release_at_its_deadline(
     settings = run_settings(settings, run_max_attempts=2)
     async with running_app(settings, roles=NO_EXECUTOR) as client:
         _, editor, _ = await tenant_editor(client, settings)
-        path, release = await _green_release(
-            client, editor, {"seconds": 3600}, verification_timeout=3
-        )
+        # The executor starts before the release: a start of several seconds on a loaded
+        # machine ate the whole verification window, and its own first maintenance pass
+        # failed the release before its run began (the run was never seen running).
         with executor_process(settings) as process:
+            path, release = await _green_release(
+                client, editor, {"seconds": 3600}, verification_timeout=8
+            )
             await running_on(client, editor, release["run_id"], process)
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)

@@ -41,11 +41,15 @@ from infrastructure.notification_log import max_position
 from infrastructure.plugins.base import PluginError
 from infrastructure.plugins.network import address_problem, display_url, guarded_client
 from infrastructure.supervision import Backoff, pause, supervise
-from infrastructure.webhook_deliveries import Due, claim, record
+from infrastructure.webhook_deliveries import Due, claim, record, seconds_to_next_due
 from infrastructure.webhook_fanout import fan_out_from
 from infrastructure.webhook_protocol import PING_TYPE, RetryPolicy, headers, succeeded
 
 log = logging.getLogger(__name__)
+
+IDLE_REST = 1.0
+"""Longest rest of the delivery loop while nothing is due (it used to claim every
+interval, ten times a second, with nothing to claim)."""
 
 Observe = Callable[[str, float | None], None]
 """(outcome: delivered | failed | dead, seconds from the event to its delivery)."""
@@ -160,15 +164,27 @@ class NotifierRole:
                         task.add_done_callback(lambda _, w=due.webhook_id: _settled(in_flight, w))
                     if free > 0 and len(claimed) == free:
                         continue  # more may be due: claim again at once
+                    rest = self._interval if claimed else await self._until_due(pool)
                     waiter = asyncio.ensure_future(self._due.wait())
-                    try:  # a slot freed, new deliveries, the interval, or the stop
-                        await pause(stop, self._interval, waiter, *running)
+                    try:  # a slot freed, new deliveries, the rest, or the stop
+                        await pause(stop, rest, waiter, *running)
                     finally:
                         waiter.cancel()
             finally:
                 # Attempts under way finish and are recorded (within the role's grace);
                 # one cut short is attempted again when its lease ends.
                 await asyncio.gather(*running, return_exceptions=True)
+
+    async def _until_due(self, pool: AsyncConnectionPool) -> float:
+        """How long the delivery loop may rest when it claimed nothing: until the earliest
+        delivery falls due, at least the interval and at most IDLE_REST. Deliveries of
+        this notifier's fan-out wake it at once; a ping or a redelivery queued by an API
+        waits at most IDLE_REST."""
+        async with pool.connection() as conn:
+            seconds = await seconds_to_next_due(conn)
+        if seconds is None:
+            return IDLE_REST
+        return min(IDLE_REST, max(self._interval, seconds))
 
     async def _deliver_one(
         self, pool: AsyncConnectionPool, client: httpx.AsyncClient, due: Due

@@ -82,6 +82,20 @@ async def claim(
     return [Due(*row[:5], bytes(row[5]), *row[6:]) for row in await cur.fetchall()]
 
 
+_NEXT_DUE = (
+    "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM webhook_deliveries"
+    " WHERE status IN ('pending', 'failed')"
+)
+
+
+async def seconds_to_next_due(conn: AsyncConnection) -> float | None:
+    """Seconds until the earliest delivery still to attempt falls due (zero or less: one
+    is due, though perhaps not claimable now), or None when none is left to attempt."""
+    cur = await conn.execute(_NEXT_DUE)
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 _SUCCEEDED = """
 UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(), manual = false,
   last_status_code = %s, last_duration_ms = %s, last_error = NULL

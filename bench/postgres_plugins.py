@@ -26,6 +26,7 @@ import asyncio
 import multiprocessing
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -175,6 +176,7 @@ def main() -> None:
     finally:
         if embedded is not None:
             embedded.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # the embedded server's data dir
 
 
 if __name__ == "__main__":

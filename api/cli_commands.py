@@ -86,14 +86,9 @@ def http_server_config(app: Any, settings: Settings) -> uvicorn.Config:
 
 
 def _run_http(settings: Settings, roles: set[str]) -> int:
-    import uvicorn
-
-    from api.app import create_app
-    from api.bootstrap import bootstrap_admin, build_container, start_servers
-    from domain.errors import InvalidCommand
-
     # First of all: a port in use (or a host that is not ours) ends the start here,
-    # before initdb, the embedded servers or the one-time admin password.
+    # before initdb, the embedded servers or the one-time admin password, and before
+    # importing the app (seconds on a loaded machine).
     try:
         listener = open_listener(settings.host, settings.port)
     except OSError as error:
@@ -103,6 +98,12 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
             exit_code=1,
         ) from None
     try:
+        import uvicorn
+
+        from api.app import create_app
+        from api.bootstrap import bootstrap_admin, build_container, start_servers
+        from domain.errors import InvalidCommand
+
         servers = start_servers(settings, announce=say)
         container = build_container(settings, servers.database_url, servers.nats_url)
         try:
@@ -133,10 +134,9 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
 
 
 def _run_roles(settings: Settings, roles: set[str]) -> int:
-    from api.bootstrap import Roles, build_container, start_servers
-
-    # The metrics port is taken before anything starts, like the API's: a busy one fails
-    # at once, with nothing to clean up (it once left a process that ignored SIGTERM).
+    # The metrics port is taken before anything starts (even the imports), like the
+    # API's: a busy one fails at once, with nothing to clean up (it once left a process
+    # that ignored SIGTERM).
     metrics_listener = None
     if settings.metrics_port is not None:
         try:
@@ -147,6 +147,8 @@ def _run_roles(settings: Settings, roles: set[str]) -> int:
                 f"{error.strerror or error} (set NORN_METRICS_PORT)",
                 exit_code=1,
             ) from None
+
+    from api.bootstrap import Roles, build_container, start_servers
 
     async def run() -> None:
         servers = start_servers(settings, announce=say)

@@ -112,8 +112,8 @@ class TriggerRole:
             notifications = await read_notifications(conn, after, self._batch, precise=True)
             ready = [n for n in notifications if n.id <= reached]
             if not ready:
-                # Nothing new, or the read models have not reached it yet.
-                self._note(after if not notifications else -1, newest)
+                if not notifications:  # nothing new (else the read models are behind)
+                    self._note(after, newest)
                 return False
             fired: list[Firing] = []
             for notification in ready:

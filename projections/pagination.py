@@ -26,9 +26,9 @@ from projections.snapshot import ConnectionSource
 Order = Literal["asc", "desc"]
 MAX_LIMIT = 500
 MAX_PAGE = 100_000
+"""page * per_page stays far from where OFFSET would scan for seconds."""
 _TOTAL = "norn_total_rows"
 """The column a numbered page carries its total in (no read model has one so named)."""
-"""page * per_page stays far from where OFFSET would scan for seconds."""
 
 
 class _Cursor(msgspec.Struct, forbid_unknown_fields=True):

@@ -14,6 +14,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from api.bootstrap import build_container
+from infrastructure.notification_log import max_position
 from infrastructure.notifier_role import NotifierRole
 from infrastructure.settings import Settings
 from tests.conftest import seed_tenant
@@ -27,13 +28,6 @@ async def _position(conn: psycopg.AsyncConnection) -> int | None:
     cur = await conn.execute("SELECT position FROM notifier_tracking")
     row = await cur.fetchone()
     return None if row is None else int(row[0])
-
-
-async def _newest(conn: psycopg.AsyncConnection) -> int:
-    cur = await conn.execute("SELECT COALESCE(MAX(notification_id), 0) FROM norn_events")
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 async def _until_passed(conn: psycopg.AsyncConnection, position: int) -> None:
@@ -59,7 +53,7 @@ async def test_an_idle_fan_out_only_asks_for_the_newest_position(settings: Setti
     try:
         async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
             await conn.set_autocommit(True)
-            await _until_passed(conn, await _newest(conn))
+            await _until_passed(conn, await max_position(conn))
             await asyncio.sleep(0.2)  # the pass that moved it has ended
             seen: set[tuple[str, object]] = set()  # (statement, when it started)
             deadline = asyncio.get_running_loop().time() + 2.0
@@ -79,7 +73,7 @@ async def test_an_idle_fan_out_only_asks_for_the_newest_position(settings: Setti
             assert 1 <= len(claims) <= 4, len(claims)
 
             seed_tenant(container.store, uuid.uuid4(), "globex")  # newer than its rest
-            await _until_passed(conn, await _newest(conn))
+            await _until_passed(conn, await max_position(conn))
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

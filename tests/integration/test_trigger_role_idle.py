@@ -13,6 +13,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from application.event_store import NornEventStore
+from infrastructure.notification_log import max_position
 from infrastructure.trigger_role import TriggerRole
 from tests.conftest import seed_tenant
 from tests.integration.run_helpers import poll
@@ -57,13 +58,6 @@ async def _statements_seen(conn: psycopg.AsyncConnection, seconds: float) -> set
     return seen
 
 
-async def _newest(conn: psycopg.AsyncConnection) -> int:
-    cur = await conn.execute(MAX_POSITION)
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 async def test_an_idle_trigger_role_only_asks_for_the_newest_position(
     database_url: str, event_store: NornEventStore
 ) -> None:
@@ -73,7 +67,7 @@ async def test_an_idle_trigger_role_only_asks_for_the_newest_position(
     role = TriggerRole(role_url, triggers=None, interval=0.05)  # type: ignore[arg-type]
     stop = asyncio.Event()
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        head = await _newest(conn)
+        head = await max_position(conn)
         await _read_models_at(conn, head)
         task = asyncio.create_task(role.run(stop))
         try:
@@ -83,7 +77,7 @@ async def test_an_idle_trigger_role_only_asks_for_the_newest_position(
 
             # An event newer than the role's rest: passed as before.
             seed_tenant(event_store, uuid.uuid4(), "globex")
-            newer = await _newest(conn)
+            newer = await max_position(conn)
             assert newer > head
             await _read_models_at(conn, newer)
             await _until_tracked(conn, newer)

@@ -45,6 +45,7 @@ from application.webhooks import WebhookService
 from infrastructure import nats as norn_nats
 from infrastructure.api_key_secrets import ApiKeySecrets
 from infrastructure.api_key_usage import ApiKeyUsage
+from infrastructure.append_pokes import AppendPokes
 from infrastructure.authoring_catalog import (
     CatalogForAuthoring,
     GeneratorNotFound,
@@ -404,6 +405,7 @@ class Roles:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._runner_sessions: RunnerSessions | None = None
+        self._pokes: asyncio.Task[None] | None = None
         # One session for the leadership locks of every role in this process (relay,
         # projection runners, executor maintenance): one backend instead of one each.
         # It connects when first used, so an API-only process opens none.
@@ -427,11 +429,13 @@ class Roles:
                 subject_prefix=s.subject_prefix,
                 locks=self._locks,
             )
-            # Appends made in this process wake the relay at once (other processes'
-            # appends are found by its poll).
-            c.store.recorder.on_append = c.relay.wake  # type: ignore[attr-defined]
             c.metrics.relay = c.relay
             self._tasks.append(asyncio.create_task(c.relay.run(self._stop), name="relay"))
+        # Appends made in this process wake its relay directly; unless that relay leads,
+        # they poke the leading one over NATS (infrastructure/append_pokes.py).
+        pokes = AppendPokes(c.nats_url, s.subject_prefix)
+        self._pokes = asyncio.create_task(pokes.run(self._stop), name="append-pokes")
+        c.store.recorder.on_append = appended(c.relay, pokes)  # type: ignore[attr-defined]
         if "projector" in self._roles:
             # One leadership session and one small pool for all the runners, instead of
             # two connections each.
@@ -472,6 +476,11 @@ class Roles:
 
     async def stop(self, grace: float = 10.0) -> None:
         self._stop.set()
+        if self._pokes is not None:
+            # Nothing to finish: its connect may be waiting for NATS, so end it now.
+            self._pokes.cancel()
+            await asyncio.gather(self._pokes, return_exceptions=True)
+            self._pokes = None
         if self._tasks:
             done, pending = await asyncio.wait(self._tasks, timeout=grace)
             for task in pending:
@@ -490,6 +499,20 @@ class Roles:
 
     async def wait(self) -> None:
         await self._stop.wait()
+
+
+def appended(relay: Relay | None, pokes: AppendPokes) -> Callable[[], None]:
+    """The recorder's `on_append`: wake this process's relay, and poke over NATS unless
+    it is the one that leads (a standby's wake-up publishes nothing)."""
+
+    def on_append() -> None:
+        if relay is not None:
+            relay.wake()
+            if relay.is_leader:
+                return
+        pokes.poke()
+
+    return on_append
 
 
 def executor_role(c: Container, locks: AdvisoryLocks | None = None) -> ExecutorRole:

@@ -33,12 +33,14 @@ import msgspec
 import psycopg
 from eventsourcing.persistence import Notification
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import Header, PubAck, StreamInfo
 from nats.js.errors import NotFoundError
 from psycopg import AsyncConnection
 
+from infrastructure.append_pokes import poke_subject
 from infrastructure.envelope import encode, subject_for, to_cloud_event
 from infrastructure.leadership import AdvisoryLocks, LeadershipLost, Lease, lock_key
 from infrastructure.nats import POSITION_HEADER, connect, ensure_stream, events_subjects
@@ -62,6 +64,10 @@ nats-py 2.16 never resolves a publish_async future whose ack is an API error (it
 inside its reply handler instead; nats-io/nats.py#985)."""
 NATS_CONNECT_TIMEOUT = 5.0
 """nats.connect retries forever; bound each attempt so errors are logged and retried."""
+POLL_INTERVAL = 0.25
+"""Seconds between looks at the store while nothing happens: what no poke announced (an
+append of a process without NATS, a poke lost in an outage) is published within this.
+Appends of this process wake the relay directly, other processes' poke it."""
 HELD_UP = 0.05
 """Seconds with committed events above the horizon after which the relay reads with the
 precise horizon (it looks past running transactions that are not appends)."""
@@ -101,7 +107,7 @@ class Relay:
         stream: str,
         subject_prefix: str,
         batch_size: int = 500,
-        poll_interval: float = 0.05,
+        poll_interval: float = POLL_INTERVAL,
         locks: AdvisoryLocks | None = None,
     ) -> None:
         """`locks`: the leadership session shared with the process's other roles (closed
@@ -154,11 +160,15 @@ class Relay:
 
     def wake(self) -> None:
         """Nudge the relay after an append; safe from any thread. Appends in this process
-        call it (the recorder's on_append); other processes' appends are found by the
-        poll (no NOTIFY: see infrastructure/recorder.py)."""
+        call it (the recorder's on_append); other processes' appends poke it over NATS
+        (infrastructure/append_pokes.py), and the poll finds what no poke announced (no
+        NOTIFY: see infrastructure/recorder.py)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake_event.set)
+
+    async def _poked(self, _msg: Msg) -> None:
+        self._wake_event.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop` is set. Errors are logged and retried, never raised: NATS
@@ -449,6 +459,9 @@ class Relay:
                 js = nc.jetstream()
                 await ensure_stream(js, self._stream, self._prefix)
                 await ensure_work_streams(js, self._stream, self._prefix)
+                # Other processes' appends poke (infrastructure/append_pokes.py): the
+                # subscription is sent again by the client after a reconnect.
+                await nc.subscribe(poke_subject(self._prefix), cb=self._poked)
             except BaseException:
                 await nc.close()
                 raise

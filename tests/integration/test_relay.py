@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,7 @@ from domain.name_claim import NameClaim
 from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
 from domain.run import Run, Trigger
 from infrastructure import envelope
+from infrastructure.append_pokes import AppendPokes, poke_subject
 from infrastructure.embedded import EmbeddedNats, free_port
 from infrastructure.nats import POSITION_HEADER
 from infrastructure.plugins.catalog import PluginCatalog
@@ -370,6 +372,67 @@ async def test_appends_of_other_processes_are_found_by_the_poll(
         await append(event_store, 1)
         await wait_until(lambda: relay.published_position > 0, 5.0)
         assert time.monotonic() - started < 1.0
+
+
+async def test_appends_of_other_processes_poke_the_relay_over_nats(
+    database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
+) -> None:
+    """An append in a process that does not lead the relay pokes it over NATS
+    (infrastructure/append_pokes.py): it is published at once, not at the next poll."""
+    relay = relay_for(database_url, nats_url, nats_names, poll_interval=30.0)
+    pokes = AppendPokes(nats_url, nats_names.prefix)
+    event_store.recorder.on_append = pokes.poke  # type: ignore[attr-defined]
+    stop = asyncio.Event()
+    poking = asyncio.create_task(pokes.run(stop))
+    try:
+        async with running(relay):
+            await wait_until(lambda: relay.is_leader and pokes.connected)
+            # Backed off: after a quiet start its looks are 1, 3, 7, ... ms apart, so
+            # after 2.5 s the next is more than 4 s after the first one.
+            await asyncio.sleep(2.5)
+            await append(event_store, 1)
+            await wait_until(lambda: relay.published_position > 0, 1.0)
+    finally:
+        stop.set()
+        await poking
+    assert pokes.sent >= 1
+
+
+async def test_pokes_are_coalesced(nats_url: str, nats_names: Any) -> None:
+    """Appends from many threads while a poke waits to be sent send that one poke."""
+    received: list[bytes] = []
+    nc = await nats.connect(nats_url)
+
+    async def got(msg: Any) -> None:
+        received.append(msg.data)
+
+    await nc.subscribe(poke_subject(nats_names.prefix), cb=got)
+    pokes = AppendPokes(nats_url, nats_names.prefix)
+    stop = asyncio.Event()
+    poking = asyncio.create_task(pokes.run(stop))
+    try:
+        await wait_until(lambda: pokes.connected)
+
+        def many() -> None:
+            for _ in range(200):
+                pokes.poke()
+
+        threads = [threading.Thread(target=many) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()  # blocking the loop on purpose: nothing is sent meanwhile
+        await wait_until(lambda: pokes.sent == 1)
+        pokes.poke()  # one after the first was sent is sent too
+        await wait_until(lambda: pokes.sent == 2)
+        await nc.flush()
+        await wait_until(lambda: len(received) == 2)
+        await asyncio.sleep(0.2)
+        assert received == [b"", b""]  # a poke carries nothing
+    finally:
+        stop.set()
+        await poking
+        await nc.close()
 
 
 async def test_a_long_transaction_that_is_not_an_append_holds_the_relay_only_briefly(

@@ -1,7 +1,8 @@
 """Benchmark: the command and query figures of issue 9, each on one line beside a
 reference measured in the same run.
 
-    .venv/bin/python bench/commands.py [--seconds 10] [--clients 16] [--rate 500] [--smoke]
+    .venv/bin/python bench/commands.py [--seconds 10] [--clients 16] [--rate 500] [--apart]
+                                       [--smoke]
 
 [1] create-pipeline commands/s, p50/p99 at N clients (closed loop), beside the raw
     psycopg INSERT+COMMIT rate into the same database at the same concurrency, and their
@@ -18,7 +19,12 @@ reference measured in the same run.
     its response to the first poll (every ~1 ms, from another process) that sees its
     position, with the achieved rate; beside the sequential lag (one command at a time on
     an otherwise idle system), which is kept because it is a different figure: the
-    floor, with no queue.
+    floor, with no queue; and the quiet lag, the same with about QUIET seconds between two
+    commands, so that each meets a system at its idle pace (what a command sees on a
+    lightly used install).
+--apart: each role in its own process (`norn api`, `norn relay`, ...; README "Roles in
+their own processes") instead of `norn serve`; CPU is then summed over them all.
+
 [1], [2] and [5] give the `norn serve` process's CPU seconds (user+system, with its
 children; psutil) per 1,000 commands over the phase.
 
@@ -44,20 +50,23 @@ from dataclasses import dataclass
 import httpx
 import psycopg
 from harness import (
+    ROLES_APART,
     CommitCounter,
     OpenLoop,
     PositionPoller,
     Server,
     editor_of_new_tenant,
-    norn_cpu_seconds,
     norn_server,
     open_loop,
     percentile,
     profiled,
+    server_cpu_seconds,
 )
 from wrk import wrk_gets
 
 RAW_APP = "norn-bench-raw"
+QUIET = 0.2
+"""Seconds between the commands of the quiet lag (on average)."""
 
 
 def body(i: int) -> dict:
@@ -216,13 +225,13 @@ def open_loop_lag(server: Server, headers: dict, rate: float, seconds: float, se
             return await open_loop(rate, seconds, senders, send)
 
     with PositionPoller(server.database_url, "pipelines") as poller:
-        cpu = norn_cpu_seconds(server.pid)
+        cpu = server_cpu_seconds(server)
         poller.go()
         run = asyncio.run(load())
         if not answered:
             raise RuntimeError(f"open loop: no create succeeded (failed: {dict(failed)})")
         log = poller.until(max(p for _, p in answered))
-        cpu = norn_cpu_seconds(server.pid) - cpu
+        cpu = server_cpu_seconds(server) - cpu
     lags = []
     for at, position in answered:
         seen = log.reached(position, at)
@@ -240,8 +249,12 @@ def open_loop_lag(server: Server, headers: dict, rate: float, seconds: float, se
     )
 
 
-def sequential_lag(base: str, headers: dict, database_url: str, samples: int) -> list[float]:
-    """One create at a time; the time from its response until the read model has it."""
+def sequential_lag(
+    base: str, headers: dict, database_url: str, samples: int, pause: float = 0.0
+) -> list[float]:
+    """One create at a time; the time from its response until the read model has it.
+    `pause`: seconds of quiet between two (random, up to twice it), so that each meets a
+    system that has settled down to its idle pace (the relay its poll interval)."""
     lags: list[float] = []
     with httpx.Client(base_url=base, headers=headers, timeout=30) as c:
         with psycopg.connect(database_url, autocommit=True) as conn:
@@ -257,6 +270,7 @@ def sequential_lag(base: str, headers: dict, database_url: str, samples: int) ->
                         break
                     time.sleep(0.001)
                 lags.append(time.perf_counter() - accepted)
+                time.sleep(random.uniform(0, 2 * pause))
     return lags
 
 
@@ -270,7 +284,7 @@ class Mark:
 
     @staticmethod
     def take(server: Server, counter: CommitCounter) -> Mark:
-        return Mark(counter.read(), time.monotonic(), norn_cpu_seconds(server.pid))
+        return Mark(counter.read(), time.monotonic(), server_cpu_seconds(server))
 
 
 def ms(seconds: float) -> str:
@@ -299,6 +313,11 @@ def main() -> None:
         default=CommitCounter.SETTLE,
         help="wait before a pg_stat_database reading (PostgreSQL flushes after 10 s idle)",
     )
+    parser.add_argument(
+        "--apart",
+        action="store_true",
+        help="each role in its own process (norn api, relay, ...) instead of norn serve",
+    )
     parser.add_argument("--smoke", action="store_true", help="every phase, briefly, for CI")
     args = parser.parse_args()
     if args.smoke:
@@ -308,7 +327,8 @@ def main() -> None:
         args.lag_seconds = args.seconds
     out: list[str] = []
 
-    with norn_server() as server:
+    commands = ROLES_APART if args.apart else ("serve",)
+    with norn_server(commands=commands) as server:
         # Far from its quota (creates skip the tenant's quota lock, see application/quotas.py).
         _, headers = asyncio.run(editor_of_new_tenant(server.base, {"max_pipelines": 10_000_000}))
         with psycopg.connect(server.database_url, autocommit=True) as conn:
@@ -329,7 +349,7 @@ def main() -> None:
                     http_creates(server.base, headers, args.clients, args.seconds)
                 )
             log = catch_up.until(creates.max_position)
-            create_cpu = norn_cpu_seconds(server.pid) - start.cpu
+            create_cpu = server_cpu_seconds(server) - start.cpu
         time.sleep(args.settle)
         settled = Mark.take(server, commits)
 
@@ -339,22 +359,25 @@ def main() -> None:
         raw_end = Mark.take(server, commits)
 
         # [2] GETs and their raw reference.
-        cpu = norn_cpu_seconds(server.pid)
+        cpu = server_cpu_seconds(server)
         with profiled(server.pid, "get", args.seconds):
             gets = asyncio.run(
                 http_gets(server.base, headers, creates.ids, args.clients, args.seconds)
             )
-        get_cpu = norn_cpu_seconds(server.pid) - cpu
-        cpu = norn_cpu_seconds(server.pid)
+        get_cpu = server_cpu_seconds(server) - cpu
+        cpu = server_cpu_seconds(server)
         paths = [f"/api/v1/pipelines/{i}" for i in creates.ids]
         with profiled(server.pid, "get-wrk", args.seconds):
             by_wrk = wrk_gets(server.base, headers, paths, args.clients, args.seconds)
-        wrk_cpu = norn_cpu_seconds(server.pid) - cpu
+        wrk_cpu = server_cpu_seconds(server) - cpu
         selects = raw_selects(server.database_url, args.clients, args.seconds)
 
         # [5] open-loop lag, and the sequential lag.
         lag = open_loop_lag(server, headers, args.rate, args.lag_seconds, args.senders)
         seq = sequential_lag(server.base, headers, server.database_url, args.lag_samples)
+        quiet = sequential_lag(
+            server.base, headers, server.database_url, max(10, args.lag_samples // 4), QUIET
+        )
         commits.close()
 
     n = len(creates.latencies)
@@ -416,7 +439,8 @@ def main() -> None:
         f"{args.senders} senders): "
         f"{p50_p99(lag.lags)}, achieved {lag.completed_rate:.0f}/s (scheduled at "
         f"{lag.send_rate:.0f}/s{failed}), polled every {ms(lag.poll_interval)}, "
-        f"norn CPU {lag.cpu_per_1k:.1f} s/1k | sequential (one at a time): {p50_p99(seq)}"
+        f"norn CPU {lag.cpu_per_1k:.1f} s/1k | sequential (one at a time): {p50_p99(seq)} | "
+        f"quiet (one every ~{QUIET:g} s): {p50_p99(quiet)}"
     )
     print("\n".join(out))
 

@@ -234,6 +234,16 @@ def norn_cpu_seconds(pid: int) -> float:
     return total
 
 
+ROLES_APART = ("api", "relay", "projector", "executor", "scheduler", "notifier")
+"""`norn_server(commands=ROLES_APART)`: every role in a process of its own, as README
+"Roles in their own processes" describes, instead of `norn serve`."""
+
+
+def server_cpu_seconds(server: Server) -> float:
+    """norn_cpu_seconds summed over every process of `server` (one for `norn serve`)."""
+    return sum(norn_cpu_seconds(pid) for pid in (server.pids or (server.pid,)))
+
+
 class CommitCounter:
     """pg_stat_database.xact_commit of the bench database: every transaction committed in
     it by anyone (the API, relay, projections, executor, and the benchmark's own

@@ -2,7 +2,9 @@
 each, with the `norn serve` process's CPU seconds (user+system, with its children;
 psutil) per 1,000 runs.
 
-    .venv/bin/python bench/runs.py [--seconds 20] [--clients 16] [--rate 50] [--smoke]
+    .venv/bin/python bench/runs.py [--seconds 20] [--clients 16] [--rate 50] [--apart] [--smoke]
+
+--apart: each role in its own process instead of `norn serve` (CPU summed over them).
 
 closed loop: each of N clients triggers a run (POST /pipelines/{id}/runs) and polls it
 until it has finished before the next one, so N runs are in flight: the runs/s the system
@@ -31,12 +33,13 @@ from pathlib import Path
 
 import httpx
 from harness import (
+    ROLES_APART,
     editor_of_new_tenant,
-    norn_cpu_seconds,
     norn_server,
     open_loop,
     percentile,
     profiled,
+    server_cpu_seconds,
 )
 
 STEPS = [{"name": "read", "plugin": "Input.file", "config": {"path": "in.jsonl"}}]
@@ -213,22 +216,28 @@ def main() -> None:
     parser.add_argument(
         "--drain-limit", type=float, default=300.0, help="open loop: wait for its runs at most"
     )
+    parser.add_argument(
+        "--apart",
+        action="store_true",
+        help="each role in its own process (norn api, relay, ...) instead of norn serve",
+    )
     parser.add_argument("--smoke", action="store_true", help="every phase, briefly, for CI")
     args = parser.parse_args()
     if args.smoke:
         args.seconds = 2.0
     env = {"NORN_EXECUTOR_CONCURRENCY": str(args.clients)}
-    with norn_server(env) as server:
+    commands = ROLES_APART if args.apart else ("serve",)
+    with norn_server(env, commands=commands) as server:
         headers, closed_id, open_id = asyncio.run(setup(server.base, server.data_dir))
-        cpu = norn_cpu_seconds(server.pid)
+        cpu = server_cpu_seconds(server)
         started = time.monotonic()
         latencies, failed = asyncio.run(
             run_clients(server.base, headers, closed_id, args.clients, args.seconds)
         )
         elapsed = time.monotonic() - started
-        closed_cpu = norn_cpu_seconds(server.pid) - cpu
+        closed_cpu = server_cpu_seconds(server) - cpu
 
-        cpu = norn_cpu_seconds(server.pid)
+        cpu = server_cpu_seconds(server)
         with profiled(server.pid, "runs-open-loop", args.seconds):
             opened = asyncio.run(
                 open_loop_runs(
@@ -241,7 +250,7 @@ def main() -> None:
                     args.drain_limit,
                 )
             )
-        open_cpu = norn_cpu_seconds(server.pid) - cpu
+        open_cpu = server_cpu_seconds(server) - cpu
     if not latencies or not opened.latencies:
         raise SystemExit(f"no run succeeded ({failed} failed, open loop: {opened})")
     rate = len(latencies) / elapsed

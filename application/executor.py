@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -30,6 +31,7 @@ from domain.tenant import Tenant, TenantStatus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+RECENT_CANCELS = 1_000
 
 
 class TenantSuspended(Exception):
@@ -72,6 +74,10 @@ class RunExecutor:
         (application/deployment_verification.py; the deadline sweep is the backstop)."""
         self._executions: dict[str, RunExecution] = {}
         self._releasing = False
+        self._cancels: OrderedDict[str, None] = OrderedDict()
+        """Runs a cancel notice came for while not executing here (the latest
+        RECENT_CANCELS): one claimed just before its cancel was requested begins after
+        the notice, and is stopped as it begins (`began`)."""
 
     @property
     def running(self) -> list[str]:
@@ -154,15 +160,25 @@ class RunExecutor:
         self._executions[run_id] = execution
         if self._releasing:
             execution.release()
+        elif run_id in self._cancels:
+            del self._cancels[run_id]
+            execution.stop.set()  # its decision's append meets the request and honours it
 
     def ended(self, run_id: str) -> None:
         self._executions.pop(run_id, None)
 
     def cancel_requested(self, run_id: str) -> None:
-        """A cancel request was published for the run: stop it now if it runs here."""
+        """A cancel request was published for the run: stop it now if it runs here,
+        or as it begins if its claim is on its way (the claim read the run before the
+        request, and the execution re-reads it only at its first heartbeat)."""
         execution = self._executions.get(run_id)
         if execution is not None:
             execution.stop.set()
+            return
+        self._cancels[run_id] = None
+        self._cancels.move_to_end(run_id)
+        while len(self._cancels) > RECENT_CANCELS:
+            self._cancels.popitem(last=False)
 
     async def execute(self, claim: Claim) -> str:
         """Execute a claimed run until it ends; returns its final status, or "lost" when

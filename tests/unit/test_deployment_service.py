@@ -222,6 +222,7 @@ async def test_a_run_ending_after_the_deadline_fired_changes_nothing(world: Worl
     world.later_by = timedelta(seconds=61)
     world.verification.sweep(Candidates(deployment.id), SYSTEM_CTX)
     assert world.run(run.id).cancel_requested  # asked to stop; its executor records the end
+    executor.cancel_requested(str(run.id))  # the notice the executor role gets from NATS
     await executor.execute(claim)
     assert world.run(run.id).status == "cancelled"
 

@@ -81,16 +81,33 @@ async def test_a_cancel_notice_stops_the_run_without_waiting_for_a_re_read(
     executor: RunExecutor = world.executor(heartbeat_interval=60.0)
     claim = await asyncio.to_thread(executor.claim, run_id)
     assert claim is not None
-    reads = world.reads[run_id]  # the claim's
     executing = asyncio.create_task(executor.execute(claim))
-    # Its first re-read of the run is done (the next is a minute away).
-    await until(lambda: world.reads[run_id] > reads, "the execution's first re-read")
+    await until(lambda: world.run(run_id).steps["nap"].status == "running", "nap to run")
     world.runs.cancel(world.editor, run_id, CTX)
 
     executor.cancel_requested(str(run_id))
 
     assert await asyncio.wait_for(executing, DEADLINE) == "cancelled"
     assert statuses(world.run(run_id)) == {"nap": "cancelled"}
+
+
+async def test_a_cancel_notice_before_the_execution_begins_stops_it_as_it_begins(
+    world: RunWorld,
+) -> None:
+    # The claim read the run before the cancel was requested; the notice comes before the
+    # execution has begun, and no re-read is due for a minute.
+    run_id = world.trigger(
+        world.pipeline("slow", step("nap", "Test.sleep", config={"seconds": 3600}))
+    )
+    executor: RunExecutor = world.executor(heartbeat_interval=60.0)
+    claim = await asyncio.to_thread(executor.claim, run_id)
+    assert claim is not None
+    world.runs.cancel(world.editor, run_id, CTX)
+    executor.cancel_requested(str(run_id))
+
+    assert await asyncio.wait_for(executor.execute(claim), DEADLINE) == "cancelled"
+    assert statuses(world.run(run_id)) == {"nap": "cancelled"}
+    assert world.names(run_id)[-2:] == ["RunCancelRequested", "RunCancelled"]
 
 
 async def test_retry_queues_a_linked_run_of_the_same_revision_and_params(world: RunWorld) -> None:

@@ -75,9 +75,11 @@ STANDBY_RETRY = 1.0
 ERROR_BACKOFF = Backoff(first=1.0, cap=5.0)
 """Pauses after a failed pass (NATS or PostgreSQL down): a second, growing to five."""
 QUICK_RETRY = 0.001
-"""After a pass that found work, or an append woke it, the relay looks again after this,
-doubling up to its poll interval: an append can be committed but not yet readable while
-an older transaction runs (infrastructure/recorder.py), and nothing signals its end."""
+"""While committed events wait above the horizon (an append can be committed but not yet
+readable while an older transaction runs, infrastructure/recorder.py, and nothing
+signals its end), the relay looks again after this, doubling up to its poll interval.
+With nothing waiting it looked again after a pass all the same: about 14 reads a
+one-step run (of its 79 statements), where one per append does."""
 STOP_SECONDS = 3.0
 """How long stopping waits for each part of the relay before it gives up on it."""
 
@@ -229,9 +231,16 @@ class Relay:
             if not self.is_leader:
                 await asyncio.sleep(STANDBY_RETRY)
                 return
-            # Soon again after activity (what was appended may become readable any
-            # moment), then back off to the poll interval when all is quiet.
-            delay = QUICK_RETRY if published or woken else min(delay * 2, self._poll_interval)
+            if self._head <= self._position:
+                # Every committed event is published: the next append wakes or pokes
+                # the relay, and the poll finds what nothing announced.
+                delay = self._poll_interval
+            elif published or woken:
+                # Committed events wait above the horizon, readable once the older
+                # transactions end, which nothing signals: soon again, then backing off.
+                delay = QUICK_RETRY
+            else:
+                delay = min(delay * 2, self._poll_interval)
             woken = False
             with contextlib.suppress(TimeoutError):
                 # Not wait_for: on Python 3.11 it returns instead of raising when the
@@ -277,6 +286,8 @@ class Relay:
             self._held_since = None
             for start in range(0, len(batch), WINDOW):
                 published += await self._publish_window(js, batch[start : start + WINDOW])
+            if len(batch) < self._batch_size and batch[-1].id >= head:
+                return published  # it read up to the head: another read would find nothing
 
     def _held_up(self) -> bool:
         return self._held_since is not None and time.monotonic() - self._held_since > HELD_UP

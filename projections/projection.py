@@ -92,21 +92,35 @@ async def tracked_position(conn: AsyncConnection[Any], name: str) -> int:
     return int(row[0]) if row else 0
 
 
-async def _lock_tracking_row(cur: AsyncCursor[Any], name: str) -> int:
-    """Lock the projection's tracking row for this transaction and return its position.
-    The lock is what serialises batches from any process and makes a rebuild's swap
-    wait for (and be seen by) the live runner."""
-    select = "SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE"
-    await cur.execute(select, (name,))
+_MOVE_TRACKING = """
+WITH old AS (SELECT position FROM projection_tracking WHERE name = %(name)s FOR UPDATE),
+moved AS (
+  UPDATE projection_tracking t SET position = %(to)s, updated_at = now()
+  FROM old WHERE t.name = %(name)s AND old.position < %(to)s)
+SELECT position FROM old
+"""
+"""Lock the tracking row, move it to where the batch will leave it (unless it is there
+already: a redelivered batch changes nothing), and answer where it was: one statement,
+not a locking read and an update. FOR UPDATE in the CTE reads the
+row as the transaction that held it last left it (READ COMMITTED re-reads a row it had
+to wait for), so a batch never applies what another batch applied meanwhile; if a
+handler fails, the move rolls back with everything else."""
+
+
+async def _move_tracking_row(cur: AsyncCursor[Any], name: str, to: int) -> int:
+    """Lock the projection's tracking row for this transaction, move it to at least `to`,
+    and return where it was. The lock is what serialises batches from any process and
+    makes a rebuild's swap wait for (and be seen by) the live runner."""
+    await cur.execute(_MOVE_TRACKING, {"name": name, "to": to})
     row = await cur.fetchone()
     if row is None:
-        # First batch ever: create the row (racing creators are fine), then lock it.
+        # First batch ever: create the row (racing creators are fine), then move it.
         await cur.execute(
             "INSERT INTO projection_tracking (name, position) VALUES (%s, 0) "
             "ON CONFLICT (name) DO NOTHING",
             (name,),
         )
-        await cur.execute(select, (name,))
+        await cur.execute(_MOVE_TRACKING, {"name": name, "to": to})
         row = await cur.fetchone()
     assert row is not None
     return int(row[0])
@@ -131,11 +145,14 @@ async def apply_batch(
     after commit. Safe to call with events already applied: they are skipped. `floor` is
     a position the caller knows to be passed (applied, or without a handler) but perhaps
     not persisted yet: events at or below it are skipped too, and it is persisted."""
+    # Where the batch leaves the row: its last event (ignored types advance the position
+    # too, or min_position waits on a filtered projection would time out, docs/
+    # architecture.md §6), or `floor`, whichever is further.
+    to = max(floor, events[-1].position if events else 0)
     async with conn.transaction(), conn.cursor() as cur:
-        tracked = await _lock_tracking_row(cur, projection.name)
-        position = max(tracked, floor)
+        position = max(await _move_tracking_row(cur, projection.name, to), floor)
         # A pipelined projection's statements are all answered (and any error raised)
-        # when the block ends, before the tracking row moves.
+        # when the block ends, inside the transaction that moved the row.
         async with conn.pipeline() if projection.pipelined else contextlib.nullcontext():
             for event in events:
                 # <= rather than a set of seen ids: positions only grow, and a redelivered
@@ -145,14 +162,7 @@ async def apply_batch(
                 handler = projection.handler(event.type)
                 if handler is not None:
                     await handler(cur, event)
-                # Ignored types advance the position too, or min_position waits on a
-                # filtered projection would time out (docs/architecture.md §6).
                 position = event.position
-        if position > tracked:
-            await cur.execute(
-                "UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = %s",
-                (position, projection.name),
-            )
     return position
 
 

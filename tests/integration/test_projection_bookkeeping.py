@@ -20,6 +20,7 @@ from application.pipelines import PipelineService
 from infrastructure.envelope import CloudEvent
 from infrastructure.postgres import create_read_pool
 from projections import LivePositions, PipelinesProjection, RunnerSessions, wait_for_position
+from projections.projection import apply_batch
 from tests.conftest import NatsNames
 from tests.integration.projection_support import (
     consumed,
@@ -250,3 +251,49 @@ async def test_a_runner_follows_on_while_every_pooled_connection_is_busy(
             await passes_row(database_url, top)
     finally:
         await sessions.close()
+
+
+class StatementsSeen(AsyncCursor[Any]):
+    """A cursor that notes every statement it sends."""
+
+    seen: list[str] = []
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        StatementsSeen.seen.append(str(query))
+        return await super().execute(query, params, **kwargs)
+
+
+async def test_a_batch_locks_and_moves_its_tracking_row_in_one_statement(
+    database_url: str, service: PipelineService, publisher: Publisher
+) -> None:
+    service.create(ALICE, definition("first"), CTX)
+    first = await publisher.publish_new()
+    service.create(ALICE, definition("second"), CTX)
+    second = await publisher.publish_new()
+    projection = PipelinesProjection()
+    async with await AsyncConnection.connect(
+        database_url, autocommit=True, cursor_factory=StatementsSeen
+    ) as conn:
+        await apply_batch(conn, projection, first)  # the first batch ever makes the row
+        StatementsSeen.seen = []
+
+        assert await apply_batch(conn, projection, second) == second[-1].position
+
+        tracking = [q for q in StatementsSeen.seen if "projection_tracking" in q]
+        assert len(tracking) == 1  # not a locking read and an update
+        assert (await tracking_row(database_url))[2] == second[-1].position
+        StatementsSeen.seen = []
+        # Again (a redelivery): nothing applied, and no new version of the row (its
+        # xmin, position and updated_at stay; the lock marks xmax, as any lock does).
+        xmin, _, position, updated_at = await tracking_row(database_url)
+        assert await apply_batch(conn, projection, second) == second[-1].position
+        assert [q for q in StatementsSeen.seen if "projection_tracking" not in q] == []
+        after = await tracking_row(database_url)
+        assert (after[0], after[2], after[3]) == (xmin, position, updated_at)
+    assert [name for (name,) in await rows_named(database_url)] == ["first", "second"]
+
+
+async def rows_named(database_url: str) -> list[tuple[str]]:
+    async with await AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute("SELECT name FROM pipelines ORDER BY name")
+        return await cur.fetchall()

@@ -25,6 +25,7 @@ from domain.name_claim import NameClaim
 from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
 from domain.run import Run, Trigger
 from infrastructure import envelope
+from infrastructure import relay as relay_module
 from infrastructure.append_pokes import AppendPokes, poke_subject
 from infrastructure.embedded import EmbeddedNats, free_port
 from infrastructure.nats import POSITION_HEADER
@@ -357,6 +358,41 @@ async def test_appends_in_this_process_wake_the_relay_without_polling(
             await append(event_store, 1)
             await wait_until(lambda n=expected: relay.published_position >= n, 5.0)
     assert len(await stream_messages(js, nats_names.stream)) == 4
+
+
+async def test_with_nothing_waiting_the_relay_reads_once_per_wake_up(
+    database_url: str,
+    nats_url: str,
+    nats_names: Any,
+    event_store: NornEventStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a pass that read up to the store's head, the relay neither reads again to
+    find nothing nor looks again within milliseconds: it waits for the next wake-up (or
+    its poll). It used to make about 14 reads a one-step run of three appends. (Reads
+    before the publication may be several: another database's transaction on the same
+    server can hold the horizon a moment.)"""
+    reads: list[float] = []
+    read = relay_module.read_with_head
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(time.monotonic())
+        return await read(*args, **kwargs)
+
+    monkeypatch.setattr(relay_module, "read_with_head", counted)
+    relay = relay_for(database_url, nats_url, nats_names, poll_interval=30.0)
+    event_store.recorder.on_append = relay.wake  # type: ignore[attr-defined]
+    async with running(relay):
+        await wait_until(lambda: relay.is_leader)
+        await asyncio.sleep(0.5)
+        for _ in range(3):
+            await append(event_store, 1)
+            top = stored(database_url)[-1][0]
+            await wait_until(lambda top=top: relay.published_position >= top)
+            published = len(reads)
+            await asyncio.sleep(0.5)
+            # Before, it read again at once to find nothing, then 1, 3, 7, ... 511 ms on.
+            assert len(reads) == published
 
 
 async def test_appends_of_other_processes_are_found_by_the_poll(

@@ -476,11 +476,6 @@ class Roles:
 
     async def stop(self, grace: float = 10.0) -> None:
         self._stop.set()
-        if self._pokes is not None:
-            # Nothing to finish: its connect may be waiting for NATS, so end it now.
-            self._pokes.cancel()
-            await asyncio.gather(self._pokes, return_exceptions=True)
-            self._pokes = None
         if self._tasks:
             done, pending = await asyncio.wait(self._tasks, timeout=grace)
             for task in pending:
@@ -490,6 +485,14 @@ class Roles:
                 if not task.cancelled() and task.exception():
                     log.error("role %s failed", task.get_name(), exc_info=task.exception())
             self._tasks.clear()
+        if self._pokes is not None:
+            # After the roles: what they append while stopping (runs handed back) still
+            # pokes. It ends on the stop, unless a connect to NATS is under way.
+            _, pending = await asyncio.wait({self._pokes}, timeout=1.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(self._pokes, return_exceptions=True)
+            self._pokes = None
         if self._runner_sessions is not None:
             # After the runners: each persists its position on the way out.
             await self._runner_sessions.close()

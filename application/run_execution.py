@@ -141,8 +141,9 @@ class RunExecution:
             decided = False
             if self.current.finished:
                 return
-            for step in started:
-                self._spawn(step)
+            if not self.stop.is_set():  # a cancel known already: start nothing more
+                for step in started:
+                    self._spawn(step)
             stopping = asyncio.ensure_future(self.stop.wait())
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:

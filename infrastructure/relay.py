@@ -224,20 +224,23 @@ class Relay:
     async def _follow(self, stop: asyncio.Event) -> None:
         delay = QUICK_RETRY
         woken = True
+        held = False  # committed events waited above the horizon after the last pass
 
         async def step() -> None:
-            nonlocal delay, woken
+            nonlocal delay, woken, held
             published = await self.publish_pending()
             if not self.is_leader:
                 await asyncio.sleep(STANDBY_RETRY)
                 return
-            if self._head <= self._position:
+            was_held, held = held, self._head > self._position
+            if not held:
                 # Every committed event is published: the next append wakes or pokes
                 # the relay, and the poll finds what nothing announced.
                 delay = self._poll_interval
-            elif published or woken:
+            elif published or woken or not was_held:
                 # Committed events wait above the horizon, readable once the older
-                # transactions end, which nothing signals: soon again, then backing off.
+                # transactions end, which nothing signals: soon again (also when the
+                # poll found them), then backing off.
                 delay = QUICK_RETRY
             else:
                 delay = min(delay * 2, self._poll_interval)

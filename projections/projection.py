@@ -148,7 +148,7 @@ async def apply_batch(
     # Where the batch leaves the row: its last event (ignored types advance the position
     # too, or min_position waits on a filtered projection would time out, docs/
     # architecture.md §6), or `floor`, whichever is further.
-    to = max(floor, events[-1].position if events else 0)
+    to = max([floor, *(event.position for event in events)])
     async with conn.transaction(), conn.cursor() as cur:
         position = max(await _move_tracking_row(cur, projection.name, to), floor)
         # A pipelined projection's statements are all answered (and any error raised)

@@ -297,3 +297,41 @@ async def rows_named(database_url: str) -> list[tuple[str]]:
     async with await AsyncConnection.connect(database_url) as conn:
         cur = await conn.execute("SELECT name FROM pipelines ORDER BY name")
         return await cur.fetchall()
+
+
+class Slow(PipelinesProjection):
+    """Holds its batch's transaction open a moment in each handler, and counts."""
+
+    def __init__(self, applied: list[int]) -> None:
+        self.applied = applied
+
+    async def created(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        self.applied.append(event.position)
+        await asyncio.sleep(0.3)
+        await super().created(cur, event)
+
+
+async def test_two_batches_racing_for_the_tracking_row_apply_each_event_once(
+    database_url: str, service: PipelineService, publisher: Publisher
+) -> None:
+    """The second batch waits for the first's lock, then sees the row the first left
+    (not the one its own snapshot began with) and skips what the first applied."""
+    for name in ("a", "b", "c"):
+        service.create(ALICE, definition(name), CTX)
+    events = await publisher.publish_new()
+    applied: list[int] = []
+    first, second = Slow(applied), Slow(applied)
+    async with (
+        await AsyncConnection.connect(database_url, autocommit=True) as one,
+        await AsyncConnection.connect(database_url, autocommit=True) as two,
+    ):
+        await apply_batch(one, first, events[:1])  # the row exists: both batches lock it
+        one_batch = asyncio.create_task(apply_batch(one, first, events[:4]))
+        await asyncio.sleep(0.1)  # the first holds the row, inside its handlers
+        overlapping = await apply_batch(two, second, events)
+        assert await one_batch == events[3].position
+    assert overlapping == events[-1].position
+    created = [e.position for e in events if e.type == "norn.pipeline.created.v1"]
+    assert sorted(applied) == created  # each once, by whichever batch came first
+    assert [name for (name,) in await rows_named(database_url)] == ["a", "b", "c"]
+    assert (await tracking_row(database_url))[2] == events[-1].position

@@ -11,6 +11,7 @@ rows; a row already there (a replay) is left as it is."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg import AsyncCursor
@@ -21,8 +22,12 @@ from projections.projection import Handler, Projection
 _INSERT = (
     "INSERT INTO audit_log (position, tenant_id, aggregate_type, type, originator_id,"
     " version, actor, correlation_id, causation_id, time)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (position) DO NOTHING"
+    " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::uuid[],"
+    " %s::integer[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])"
+    " ON CONFLICT (position) DO NOTHING"
 )
+"""A batch's rows in one statement, one array per column: a one-step run's eight events
+were eight INSERTs (of the 63 statements a run cost before)."""
 
 
 def aggregate_type(event: CloudEvent) -> str:
@@ -41,8 +46,12 @@ class AuditLogProjection(Projection):
         return self.record
 
     async def record(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
-        await cur.execute(
-            _INSERT,
+        await self.apply_events(cur, [event])
+
+    async def apply_events(self, cur: AsyncCursor[Any], events: Sequence[CloudEvent]) -> None:
+        if not events:
+            return
+        rows = [
             (
                 event.position,
                 event.tenant,
@@ -54,5 +63,7 @@ class AuditLogProjection(Projection):
                 event.correlationid,
                 event.causationid,
                 event.time,
-            ),
-        )
+            )
+            for event in events
+        ]
+        await cur.execute(_INSERT, [list(column) for column in zip(*rows, strict=True)])

@@ -81,6 +81,16 @@ class Projection:
         attr = self._handler_names.get(event_type)
         return getattr(self, attr) if attr else None
 
+    async def apply_events(self, cur: AsyncCursor[Any], events: Sequence[CloudEvent]) -> None:
+        """Apply a batch's fresh events (above the tracked position, in position order)
+        with their handlers. A projection that can write a whole batch in fewer
+        statements overrides it (projections/audit_log.py: one statement, not one per
+        event); its handlers stay what decides which events it has work for."""
+        for event in events:
+            handler = self.handler(event.type)
+            if handler is not None:
+                await handler(cur, event)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 
@@ -153,16 +163,15 @@ async def apply_batch(
         position = max(await _move_tracking_row(cur, projection.name, to), floor)
         # A pipelined projection's statements are all answered (and any error raised)
         # when the block ends, inside the transaction that moved the row.
-        async with conn.pipeline() if projection.pipelined else contextlib.nullcontext():
-            for event in events:
-                # <= rather than a set of seen ids: positions only grow, and a redelivered
-                # or re-published event (or a duplicate within the batch) is at or below it.
-                if event.position <= position:
-                    continue
-                handler = projection.handler(event.type)
-                if handler is not None:
-                    await handler(cur, event)
+        fresh = []
+        for event in events:
+            # <= rather than a set of seen ids: positions only grow, and a redelivered
+            # or re-published event (or a duplicate within the batch) is at or below it.
+            if event.position > position:
+                fresh.append(event)
                 position = event.position
+        async with conn.pipeline() if projection.pipelined else contextlib.nullcontext():
+            await projection.apply_events(cur, fresh)
     return position
 
 

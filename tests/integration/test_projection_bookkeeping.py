@@ -19,7 +19,13 @@ from application.event_store import NornEventStore
 from application.pipelines import PipelineService
 from infrastructure.envelope import CloudEvent
 from infrastructure.postgres import create_read_pool
-from projections import LivePositions, PipelinesProjection, RunnerSessions, wait_for_position
+from projections import (
+    AuditLogProjection,
+    LivePositions,
+    PipelinesProjection,
+    RunnerSessions,
+    wait_for_position,
+)
 from projections.projection import apply_batch
 from tests.conftest import NatsNames
 from tests.integration.projection_support import (
@@ -335,3 +341,25 @@ async def test_two_batches_racing_for_the_tracking_row_apply_each_event_once(
     assert sorted(applied) == created  # each once, by whichever batch came first
     assert [name for (name,) in await rows_named(database_url)] == ["a", "b", "c"]
     assert (await tracking_row(database_url))[2] == events[-1].position
+
+
+async def test_the_audit_log_writes_a_batch_in_one_statement(
+    database_url: str, service: PipelineService, publisher: Publisher
+) -> None:
+    for name in ("a", "b", "c"):
+        service.create(ALICE, definition(name), CTX)
+    events = await publisher.publish_new()
+    assert len(events) >= 6  # each create: its pipeline and its name claim
+    projection = AuditLogProjection()
+    async with await AsyncConnection.connect(
+        database_url, autocommit=True, cursor_factory=StatementsSeen
+    ) as conn:
+        await apply_batch(conn, projection, events[:1])  # the first batch ever makes the row
+        StatementsSeen.seen = []
+
+        await apply_batch(conn, projection, events)
+
+        writes = [q for q in StatementsSeen.seen if "projection_tracking" not in q]
+        assert len(writes) == 1  # not one INSERT per event
+        cur = await conn.execute("SELECT position, type FROM audit_log ORDER BY position")
+        assert await cur.fetchall() == [(e.position, e.type) for e in events]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
-from application.executor import RunExecutor
+from application.executor import Claim, RunExecutor
 from domain.errors import InvalidCommand
 from domain.pipeline import PipelineDefinition
 from tests.support.runs import CTX, DEADLINE, RunWorld, statuses, step, until
@@ -70,17 +71,24 @@ async def test_a_run_inside_a_slow_step_is_cancelled_promptly(world: RunWorld) -
         world.runs.cancel(world.editor, run_id, CTX)
 
 
-async def test_a_cancel_notice_stops_the_run_without_waiting_for_a_re_read(
-    world: RunWorld,
-) -> None:
-    # The executor re-reads its runs only every minute here: the run can end in time only
-    # through the notice (the executor role passes it on from NATS).
+async def claimed_hour_long_run(world: RunWorld) -> tuple[UUID, RunExecutor, Claim]:
+    """A run of one step that sleeps an hour, claimed by an executor that re-reads its
+    runs only every minute."""
     run_id = world.trigger(
         world.pipeline("slow", step("nap", "Test.sleep", config={"seconds": 3600}))
     )
     executor: RunExecutor = world.executor(heartbeat_interval=60.0)
     claim = await asyncio.to_thread(executor.claim, run_id)
     assert claim is not None
+    return run_id, executor, claim
+
+
+async def test_a_cancel_notice_stops_the_run_without_waiting_for_a_re_read(
+    world: RunWorld,
+) -> None:
+    # The executor re-reads its runs only every minute here: the run can end in time only
+    # through the notice (the executor role passes it on from NATS).
+    run_id, executor, claim = await claimed_hour_long_run(world)
     executing = asyncio.create_task(executor.execute(claim))
     await until(lambda: world.run(run_id).steps["nap"].status == "running", "nap to run")
     world.runs.cancel(world.editor, run_id, CTX)
@@ -96,12 +104,7 @@ async def test_a_cancel_notice_before_the_execution_begins_stops_it_as_it_begins
 ) -> None:
     # The claim read the run before the cancel was requested; the notice comes before the
     # execution has begun, and no re-read is due for a minute.
-    run_id = world.trigger(
-        world.pipeline("slow", step("nap", "Test.sleep", config={"seconds": 3600}))
-    )
-    executor: RunExecutor = world.executor(heartbeat_interval=60.0)
-    claim = await asyncio.to_thread(executor.claim, run_id)
-    assert claim is not None
+    run_id, executor, claim = await claimed_hour_long_run(world)
     world.runs.cancel(world.editor, run_id, CTX)
     executor.cancel_requested(str(run_id))
 

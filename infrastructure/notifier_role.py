@@ -42,7 +42,7 @@ from infrastructure.plugins.base import PluginError
 from infrastructure.plugins.network import address_problem, display_url, guarded_client
 from infrastructure.supervision import Backoff, pause, supervise
 from infrastructure.webhook_deliveries import Due, claim, record, seconds_to_next_due
-from infrastructure.webhook_fanout import fan_out_from
+from infrastructure.webhook_fanout import fan_out
 from infrastructure.webhook_protocol import PING_TYPE, RetryPolicy, headers, succeeded
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class NotifierRole:
                 if newest == caught_up:
                     await pause(stop, self._interval)
                     continue
-                passed, position = await fan_out_from(conn, self._batch)
+                passed, position = await fan_out(conn, self._batch)
                 caught_up = newest if position == newest else None
                 if passed:
                     self._due.set()

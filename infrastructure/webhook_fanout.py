@@ -58,15 +58,10 @@ Routes = dict[str, dict[str, tuple[str, ...]]]
 """tenant -> webhook id -> globs, of the active webhooks."""
 
 
-async def fan_out(conn: AsyncConnection, batch: int) -> int:
+async def fan_out(conn: AsyncConnection, batch: int) -> tuple[int, int | None]:
     """One batch of events after the notifier's position, on an autocommit connection:
-    how many were passed (0: nothing new, or another notifier moved first)."""
-    return (await fan_out_from(conn, batch))[0]
-
-
-async def fan_out_from(conn: AsyncConnection, batch: int) -> tuple[int, int | None]:
-    """`fan_out`, also answering where the notifier's position stands after it (None:
-    another notifier moved it meanwhile)."""
+    how many were passed (0: nothing new, or another notifier moved first), and where the
+    notifier's position stands after it (None: another notifier moved it meanwhile)."""
     cur = await conn.execute("SELECT position FROM notifier_tracking WHERE name = %s", (TRACKING,))
     row = await cur.fetchone()
     after = int(row[0]) if row else 0

@@ -238,17 +238,6 @@ class RunQueries:
         """See projections/run_statistics.py. Raises ValueError for a bad window."""
         return await run_statistics(self._pool, tenant_id, since, until, pipeline_id)
 
-    async def timeline(
-        self,
-        tenant_id: str | None,
-        since: datetime,
-        until: datetime,
-        unit: str,
-        pipeline_id: UUID | None = None,
-    ) -> list[TimelineBucket]:
-        """Per UTC hour or day; see projections/run_statistics.py `run_timeline`."""
-        return await run_timeline(self._pool, tenant_id, since, until, unit, pipeline_id)
-
     async def statistics_and_timeline(
         self,
         tenant_id: str | None,
@@ -257,8 +246,9 @@ class RunQueries:
         unit: str,
         pipeline_id: UUID | None = None,
     ) -> tuple[RunStatistics, list[TimelineBucket]]:
-        """`statistics` and `timeline` from one snapshot (projections/snapshot.py), so a
-        page showing both has totals that are the sums of its buckets."""
+        """`statistics` and the per hour or day buckets (projections/run_statistics.py
+        `run_timeline`) from one snapshot (projections/snapshot.py), so a page showing
+        both has totals that are the sums of its buckets."""
         async with snapshot(self._pool) as source:
             totals = await run_statistics(source, tenant_id, since, until, pipeline_id)
             buckets = await run_timeline(source, tenant_id, since, until, unit, pipeline_id)

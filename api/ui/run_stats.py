@@ -1,9 +1,10 @@
 """The run statistics page (GET /ui/runs/stats): runs per hour (last 24 hours) or per
 day (last 7 or 30 days) by outcome, and the median and p95 durations over time, of the
 tenant or of one pipeline. The totals are the API's GET /api/v1/runs/statistics query
-(`RunQueries.statistics`) over the same window; the series are `RunQueries.timeline`,
-both SQL over the runs read model, tenant scoped. Charts are inline SVG
-(api/ui/charts.py), each with a title, a description and the table of its numbers."""
+(`RunStatistics`) over the same window, read with the series in one snapshot
+(`RunQueries.statistics_and_timeline`), both SQL over the runs read model, tenant
+scoped. Charts are inline SVG (api/ui/charts.py), each with a title, a description and
+the table of its numbers."""
 
 from __future__ import annotations
 

@@ -333,7 +333,7 @@ async def test_a_notifier_that_dies_mid_attempt_leaves_the_delivery_to_the_next(
             settings.database_url or "", autocommit=True
         ) as conn:
             deadline = asyncio.get_running_loop().time() + 10
-            while not await fan_out(conn, 500) or not (
+            while not (await fan_out(conn, 500))[0] or not (
                 claimed := await claim(conn, 10, lease=2.0, window=60.0)
             ):
                 assert asyncio.get_running_loop().time() < deadline, "nothing to claim"

@@ -58,15 +58,32 @@ FROM job_schedules s JOIN jobs j ON j.id = s.job_id
 WHERE s.spec_version <> j.version LIMIT %s FOR UPDATE OF s SKIP LOCKED
 """
 
-_DUE = f"""
-SELECT s.cursor, s.waiting_for, s.caught_up, s.last_run_id, {_JOB}
-FROM job_schedules s JOIN jobs j ON j.id = s.job_id
-WHERE (s.next_due <= %s OR s.waiting_for IS NOT NULL)
+_HELD = """
   AND s.spec_version = j.version AND j.enabled AND NOT j.deleted
   AND NOT EXISTS (
     SELECT 1 FROM tenants t WHERE t.id::text = s.tenant_id AND t.status <> 'active')
-ORDER BY s.next_due NULLS LAST LIMIT %s FOR UPDATE OF s SKIP LOCKED
 """
+"""What a pass may plan: the job's bookkeeping is up to date with its definition, the job
+is enabled, and its tenant is active."""
+
+_WAITING = f"""
+SELECT s.cursor, s.waiting_for, s.caught_up, s.last_run_id, {_JOB}
+FROM job_schedules s JOIN jobs j ON j.id = s.job_id
+WHERE s.waiting_for IS NOT NULL {_HELD}
+LIMIT %s FOR UPDATE OF s SKIP LOCKED
+"""
+"""Jobs with a fire waiting for their previous run to end (index job_schedules_waiting):
+planned in every pass, as nothing else says when that run ends."""
+
+_DUE = f"""
+SELECT s.cursor, s.waiting_for, s.caught_up, s.last_run_id, {_JOB}
+FROM job_schedules s JOIN jobs j ON j.id = s.job_id
+WHERE s.next_due <= %s AND s.waiting_for IS NULL {_HELD}
+ORDER BY s.next_due LIMIT %s FOR UPDATE OF s SKIP LOCKED
+"""
+"""The due jobs, earliest first, read in the order of index job_schedules_due: a pass of
+a burst reads its batch and stops, instead of reading and sorting every due row (the
+other schedulers' locked ones are passed over as they come)."""
 
 _GONE = """
 SELECT j.id FROM jobs j WHERE j.enabled AND NOT j.deleted AND (
@@ -184,7 +201,10 @@ class SchedulerRole:
             replanned = self._look(conn)
             self._replanned_full = replanned >= self._batch
         with conn.transaction():
-            rows = conn.execute(_DUE, (self._clock(), self._batch)).fetchall()
+            rows = conn.execute(_WAITING, (self._batch,)).fetchall()
+            if len(rows) < self._batch:
+                due = (self._clock(), self._batch - len(rows))
+                rows += conn.execute(_DUE, due).fetchall()
             if rows:
                 self._fire(conn, rows)
         self._fired_full = len(rows) >= self._batch

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 # Raised by domain/usage.py; re-exported so callers keep importing it from here.
 from domain.errors import QuotaExceeded as QuotaExceeded
 
@@ -30,6 +32,7 @@ class VersionConflict(ApplicationError):
         raced: bool = True,
         current_version: int | None = None,
         position: int | None = None,
+        aggregate_id: UUID | None = None,
     ) -> None:
         # precondition=True: the caller's If-Match did not match (HTTP 412), otherwise a
         # concurrent writer won the race (HTTP 409).
@@ -41,6 +44,8 @@ class VersionConflict(ApplicationError):
         self.position = position
         """Where known: the aggregate's version now and the global position of its last
         event, so a client re-reads with ?min_position= instead of retrying blind."""
+        self.aggregate_id = aggregate_id
+        """Where the store can tell: which of the appended aggregates lost the race."""
         super().__init__(message)
 
 

@@ -173,7 +173,7 @@ class NornEventStore(Application[UUID]):
             return unit.stage(*kept)
         try:
             recordings = self.save(*aggregates)
-        except IntegrityError:
+        except IntegrityError as refused:
             head = None
             if precondition and aggregates and aggregates[0] is not None:
                 # The client's If-Match was current a moment ago: tell it what won.
@@ -183,6 +183,7 @@ class NornEventStore(Application[UUID]):
                 precondition=precondition,
                 current_version=head[0] if head else None,
                 position=head[1] if head else None,
+                aggregate_id=refused.originator_id if isinstance(refused, VersionTaken) else None,
             ) from None
         return recordings[-1].notification.id if recordings else None
 
@@ -199,6 +200,16 @@ class NornEventStore(Application[UUID]):
 
     def stream(self, aggregate_id: UUID) -> Sequence[Any]:
         return list(self.events.get(aggregate_id))
+
+
+class VersionTaken(IntegrityError):
+    """An append refused because the aggregate `originator_id` already has an event at
+    the version it tried: raised by recorders that can tell which aggregate it was
+    (infrastructure/recorder.py), so a caller appending several knows which one lost."""
+
+    def __init__(self, message: str, originator_id: UUID) -> None:
+        super().__init__(message)
+        self.originator_id = originator_id
 
 
 class _Collected(ProcessingEvent[UUID]):

@@ -255,8 +255,8 @@ class JobFiring:
                     # first row, not after writing hundreds of runs to roll back.
                     self._store.append(usage, *events)
             except VersionConflict as conflict:
-                if conflict.raced and not self._store.current(*(f.run_id for f in batch)):
-                    continue  # none of its runs exists: another append took the usage first
+                if conflict.raced and self._lost_usage(conflict, usage.id, batch):
+                    continue  # another append took the usage first: none of the runs exists
                 break
             except (QuotaExceeded, PermissionDenied):
                 break
@@ -265,6 +265,16 @@ class JobFiring:
             return
         for fire in batch:
             self._queue_one(tenant, fire, ctx)
+
+    def _lost_usage(self, conflict: VersionConflict, usage_id: UUID, batch: list[_Fire]) -> bool:
+        """Whether an append of `batch` failed only for its usage, so that appending it
+        again with the usage read afresh may go through. The usage is the append's first
+        row: when the store names it as the loser, nothing after it was written (the
+        other schedulers lose this race often in a burst of one tenant's jobs, and
+        asking for hundreds of runs each time cost more than the append)."""
+        if conflict.aggregate_id is not None:
+            return conflict.aggregate_id == usage_id
+        return not self._store.current(*(f.run_id for f in batch))
 
     def _queue_one(self, tenant: Tenant, fire: _Fire, ctx: CommandContext) -> None:
         def attempt() -> bool:

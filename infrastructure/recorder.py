@@ -30,14 +30,18 @@ serialise commits again. Readers are woken in-process (`on_append`) and poll bri
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
+from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import InterfaceError, Notification, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
+from application.event_store import VersionTaken
 from infrastructure.leadership import lock_key
 
 log = logging.getLogger(__name__)
@@ -211,7 +215,7 @@ class NornRecorder(PostgresApplicationRecorder):
             try:
                 cur = conn.execute(self._append_statement, (rows,), prepare=True)
                 ids = [row["notification_id"] for row in cur.fetchall()]
-            except BaseException:
+            except BaseException as error:
                 # The function releases its lock on errors it can catch; a cancel
                 # (statement timeout, Ctrl-C) it cannot, and a pooled session would keep
                 # the lock and stall every append. Unlocking what is not held is a no-op.
@@ -220,6 +224,9 @@ class NornRecorder(PostgresApplicationRecorder):
                         conn.execute(self._unlock_statement, (self._lock_key,))
                     except Exception:
                         conn.close()
+                taken = _version_taken(error)
+                if taken is not None:
+                    raise taken from error
                 raise
         if self.event_tally is not None:
             self.event_tally.add([e.topic for e in stored_events])
@@ -274,3 +281,18 @@ class NornRecorder(PostgresApplicationRecorder):
                 )
                 for row in curs.fetchall()
             ]
+
+
+_TAKEN_KEY = re.compile(r"\(originator_id, originator_version\)=\(([0-9a-fA-F-]{36}), ")
+
+
+def _version_taken(error: BaseException) -> VersionTaken | None:
+    """A unique violation of the events' primary key, as the VersionTaken of the
+    aggregate it names (PostgreSQL's detail: "Key (originator_id, originator_version)=
+    (<id>, <version>) already exists."), so the caller learns which aggregate lost."""
+    if not isinstance(error, psycopg.errors.UniqueViolation):
+        return None
+    found = _TAKEN_KEY.search(error.diag.message_detail or "")
+    if found is None:
+        return None
+    return VersionTaken(str(error), UUID(found.group(1)))

@@ -23,6 +23,7 @@ from eventsourcing.tests.persistence import (
 )
 from psycopg.conninfo import conninfo_to_dict
 
+from application.event_store import VersionTaken
 from infrastructure.notification_log import PRECISE_HORIZON
 from infrastructure.recorder import (
     HORIZON,
@@ -134,6 +135,19 @@ def test_conflict_releases_the_append_lock(recorder: NornRecorder, database_url:
         ).fetchone()
     assert held == (0,)
     assert recorder.insert_events(_events())  # and appends go on
+
+
+def test_a_refused_append_names_the_aggregate_whose_version_was_taken(
+    recorder: NornRecorder,
+) -> None:
+    """Of an append of several aggregates, the store says which one lost the race, so
+    the caller need not ask which of the others exist (application/job_firing.py)."""
+    first, second = uuid.uuid4(), uuid.uuid4()
+    recorder.insert_events(_events(1, second))
+    with pytest.raises(VersionTaken) as refused:
+        recorder.insert_events([*_events(1, first), *_events(1, second)])
+    assert refused.value.originator_id == second
+    assert isinstance(refused.value, IntegrityError)  # what the library's callers catch
 
 
 def test_append_must_be_the_first_write_of_its_transaction(database_url: str) -> None:

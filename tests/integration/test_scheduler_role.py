@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from litestar.testing import AsyncTestClient
@@ -19,6 +20,8 @@ from psycopg.rows import dict_row
 
 from api.bootstrap import build_container
 from application.job_firing import JobFiring
+from domain.events import CommandContext
+from domain.tenant import Tenant
 from infrastructure.scheduler_role import SchedulerRole
 from infrastructure.settings import Settings
 from tests.integration.api_client import create_pipeline, running_app
@@ -138,6 +141,80 @@ async def test_two_schedulers_passing_at_once_fire_each_time_once(settings: Sett
                 " WHERE topic LIKE 'domain.run:RunQueued%%'"
             ).fetchone()
         assert row is not None and row[0] == row[1] == sum(fired)  # one run per time
+
+
+async def test_a_pass_that_loses_the_race_for_the_usage_appends_again_at_once(
+    settings: Settings,
+) -> None:
+    """Another append takes the tenant's day usage between the pass's read of it and its
+    append: the store names the usage as the loser, so the pass appends its runs again
+    with the usage read afresh, without asking which of its runs exist."""
+    assert settings.database_url and settings.nats_url
+    async with world(settings) as (client, editor, tenant_id):
+        pipeline = await create_pipeline(client, editor, "alpha")
+        jobs = [await _job(client, editor, pipeline["id"], name=f"job-{i}") for i in range(3)]
+        clock = Clock()
+        clock.now = max(_at(job, 1) for job in jobs) + timedelta(seconds=1)
+        mine = build_container(settings, settings.database_url, settings.nats_url)
+        other = build_container(settings, settings.database_url, settings.nats_url)
+        appends: list[int] = []
+        looked_up: list[tuple[UUID, ...]] = []
+        append, current = mine.store.append, mine.store.current
+
+        def interloping_append(*aggregates: Any, **kwargs: Any) -> int | None:
+            appends.append(len(aggregates))
+            if len(appends) == 1:  # another scheduler's append goes first
+                tenant = other.store.find(Tenant, UUID(tenant_id))
+                assert tenant is not None
+                ctx = CommandContext("system:test", correlation_id="interloper")
+                with other.runs.take_run_of_day(tenant, ctx) as usage:
+                    other.store.append(usage)
+            return append(*aggregates, **kwargs)
+
+        def recorded_current(*ids: UUID, **kwargs: Any) -> dict[UUID, Any]:
+            looked_up.append(ids)
+            return current(*ids, **kwargs)
+
+        mine.store.append = interloping_append  # type: ignore[method-assign]
+        mine.store.current = recorded_current  # type: ignore[method-assign]
+        try:
+            firing = JobFiring(mine.store, mine.pipelines, mine.runs, clock=clock)
+            role = SchedulerRole(settings.database_url, firing, clock=clock)
+            await asyncio.to_thread(run_pass, settings, role)
+        finally:
+            mine.close()
+            other.close()
+        assert appends == [4, 4]  # the usage and three runs, twice
+        assert looked_up == []
+        fired = [(await _shown(client, editor, job["id"]))["fired"] for job in jobs]
+        assert fired == [1, 1, 1]
+
+
+async def test_a_waiting_fire_is_fired_by_the_first_pass_after_its_run_ends(
+    settings: Settings,
+) -> None:
+    """queue_one: a fire that came while the previous run was active waits (no time is
+    due any more), and the first pass after that run ends fires it."""
+    async with world(settings) as (client, editor, _):
+        pipeline = await create_pipeline(client, editor, "alpha")
+        job = await _job(client, editor, pipeline["id"], overlap_policy="queue_one")
+        clock = Clock()
+        with scheduler(settings, clock) as role:
+            clock.now = _at(job, 1) + timedelta(seconds=1)
+            await asyncio.to_thread(run_pass, settings, role)  # fires: no executor runs it
+            clock.now = _at(job, 2) + timedelta(seconds=1)
+            await asyncio.to_thread(run_pass, settings, role)  # the first run is queued
+            shown = await _shown(client, editor, job["id"])
+            assert (shown["fired"], shown["skipped"]) == (1, 0), shown
+            cancelled = await client.post(
+                f"/api/v1/runs/{shown['last_run_id']}/cancel", headers=editor
+            )
+            assert cancelled.status_code == 202, cancelled.text
+            clock.now += timedelta(seconds=10)  # nothing is due now: only the waiting fire
+            await asyncio.to_thread(run_pass, settings, role)
+        shown = await _shown(client, editor, job["id"])
+        assert (shown["fired"], shown["skipped"]) == (2, 0), shown
+        assert shown["last_run"] == _at(job, 2).isoformat().replace("+00:00", "Z")
 
 
 async def test_reenabling_applies_the_misfire_policy_to_what_it_missed(

@@ -420,7 +420,13 @@ class Roles:
             any_of(lambda: c.nats, lambda: c.executor.nats if c.executor else None),
             s.nats_stream,
         )
-        self._tasks.append(asyncio.create_task(refresher.run(self._stop), name="metrics"))
+        if s.metrics_port is not None:
+            # Only a process serving /metrics on a port of its own refreshes them on a
+            # timer (its scrapes are answered from another thread). The API refreshes
+            # them when scraped, and a process nobody scrapes has no use for them: with
+            # a backlog of queued runs, counting them every 5 s in every process cost
+            # more than anything else its idle passes did.
+            self._tasks.append(asyncio.create_task(refresher.run(self._stop), name="metrics"))
         if "relay" in self._roles:
             c.relay = Relay(
                 database_url=c.database_url,

@@ -191,3 +191,29 @@ async def test_an_api_process_without_the_relay_reports_how_far_it_published(
         assert relay["published_position"] >= position
         assert relay["lag_events"] >= 0
         assert body["components"]["projections"]["tenants"]["lag_events"] >= 0
+
+
+async def test_only_a_process_with_a_metrics_port_refreshes_the_metrics_on_a_timer(
+    settings: Settings,
+) -> None:
+    """The store head, lags and queue depth cost queries: the API refreshes them when
+    scraped, a metrics port every 5 s, and a process nobody can scrape never."""
+    from api.bootstrap import Roles, build_container
+
+    assert settings.database_url and settings.nats_url
+    for port, refreshing in ((None, False), (9464, True)):
+        container = build_container(
+            dataclasses.replace(settings, metrics_port=port),
+            settings.database_url,
+            settings.nats_url,
+        )
+        roles = Roles(container, set())
+        try:
+            await container.read_pool.open()
+            await roles.start()
+            names = {task.get_name() for task in asyncio.all_tasks()}
+            assert ("metrics" in names) is refreshing
+        finally:
+            await roles.stop()
+            await container.read_pool.close()
+            container.close()

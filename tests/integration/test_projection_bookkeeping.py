@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
@@ -17,6 +18,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from application.event_store import NornEventStore
 from application.pipelines import PipelineService
+from domain.pipeline import PipelineDefinition, StepSpec
+from domain.run import Run, Trigger
 from infrastructure.envelope import CloudEvent
 from infrastructure.postgres import create_read_pool
 from projections import (
@@ -27,6 +30,7 @@ from projections import (
     wait_for_position,
 )
 from projections.projection import apply_batch
+from projections.runs import RunsProjection
 from tests.conftest import NatsNames
 from tests.integration.projection_support import (
     consumed,
@@ -363,3 +367,73 @@ async def test_the_audit_log_writes_a_batch_in_one_statement(
         assert len(writes) == 1  # not one INSERT per event
         cur = await conn.execute("SELECT position, type FROM audit_log ORDER BY position")
         assert await cur.fetchall() == [(e.position, e.type) for e in events]
+
+
+async def test_the_runs_read_model_writes_a_burst_of_queued_runs_in_three_statements(
+    database_url: str, event_store: NornEventStore, publisher: Publisher
+) -> None:
+    """A scheduler's burst: every run's row, every step's row and the day's count, in
+    three statements whatever the number of runs, and the same rows one would write."""
+    steps = (
+        StepSpec("read", "Input.file", {"path": "in.jsonl"}),
+        StepSpec("write", "Output.file", {"path": "out.jsonl"}, depends_on=("read",)),
+    )
+    definition_ = PipelineDefinition(name="p", steps=steps)
+    due = datetime(2027, 3, 14, 7, 0, tzinfo=UTC)
+    runs = [
+        Run.queue(
+            run_id=uuid4(),
+            tenant_id="t1",
+            pipeline_id=str(uuid4()),
+            pipeline_name="p",
+            revision=2,
+            definition=definition_,
+            params={"n": n},
+            trigger=Trigger("job", "j1", scheduled_for=due) if n else Trigger("user", "u1"),
+            ctx=CTX,
+        )
+        for n in range(3)
+    ]
+    event_store.append(*runs)
+    events = await publisher.publish_new()
+    projection = RunsProjection()
+    async with await AsyncConnection.connect(
+        database_url, autocommit=True, cursor_factory=StatementsSeen
+    ) as conn:
+        StatementsSeen.seen = []
+        await apply_batch(conn, projection, events)
+        writes = [q for q in StatementsSeen.seen if "projection_tracking" not in q]
+        assert len(writes) == 3  # not three per run
+        cur = await conn.execute(
+            "SELECT id, status, trigger_kind, trigger_id, scheduled_for, params, revision,"
+            " queued_at, position, attempt, cancel_requested FROM runs ORDER BY position"
+        )
+        assert await cur.fetchall() == [
+            (
+                run.id,
+                "queued",
+                "job" if n else "user",
+                "j1" if n else "u1",
+                due if n else None,
+                {"n": n},
+                2,
+                event.time,
+                event.position,
+                0,  # the columns the events do not name keep their defaults
+                False,
+            )
+            for n, (run, event) in enumerate(zip(runs, events, strict=True))
+        ]
+        cur = await conn.execute(
+            "SELECT run_id, name, ordinal, plugin, depends_on, status FROM run_steps"
+            " ORDER BY run_id, ordinal"
+        )
+        assert await cur.fetchall() == sorted(
+            (run.id, name, i, plugin, depends, "pending")
+            for run in runs
+            for i, (name, plugin, depends) in enumerate(
+                [("read", "Input.file", []), ("write", "Output.file", ["read"])]
+            )
+        )
+        cur = await conn.execute("SELECT tenant_id, queued FROM run_day_counts")
+        assert await cur.fetchall() == [("t1", 3)]

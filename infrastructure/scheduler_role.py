@@ -70,10 +70,11 @@ _WAITING = f"""
 SELECT s.cursor, s.waiting_for, s.caught_up, s.last_run_id, {_JOB}
 FROM job_schedules s JOIN jobs j ON j.id = s.job_id
 WHERE s.waiting_for IS NOT NULL {_HELD}
-LIMIT %s FOR UPDATE OF s SKIP LOCKED
+ORDER BY s.waiting_for LIMIT %s FOR UPDATE OF s SKIP LOCKED
 """
-"""Jobs with a fire waiting for their previous run to end (index job_schedules_waiting):
-planned in every pass, as nothing else says when that run ends."""
+"""Jobs with a fire waiting for their previous run to end (index job_schedules_waiting),
+oldest wait first: planned in every pass that has room after the due jobs, as nothing
+else says when that run ends."""
 
 _DUE = f"""
 SELECT s.cursor, s.waiting_for, s.caught_up, s.last_run_id, {_JOB}
@@ -201,19 +202,22 @@ class SchedulerRole:
             replanned = self._look(conn)
             self._replanned_full = replanned >= self._batch
         with conn.transaction():
-            rows = conn.execute(_WAITING, (self._batch,)).fetchall()
-            if len(rows) < self._batch:
-                due = (self._clock(), self._batch - len(rows))
-                rows += conn.execute(_DUE, due).fetchall()
+            rows = conn.execute(_DUE, (self._clock(), self._batch)).fetchall()
+            # Only due rows make a pass full (so that the next starts at once): a waiting
+            # fire mostly has nothing to do yet, and passes that counted it would follow
+            # each other without end while its run goes on.
+            full = len(rows) >= self._batch
+            if not full:
+                rows += conn.execute(_WAITING, (self._batch - len(rows),)).fetchall()
             if rows:
                 self._fire(conn, rows)
-        self._fired_full = len(rows) >= self._batch
+        self._fired_full = full
         if time.monotonic() - self._gone_at > GONE_EVERY:
             self._gone_at = time.monotonic()
             gone = [row["id"] for row in conn.execute(_GONE).fetchall()]
             if gone:
                 self._firing.settle_gone(gone)
-        return len(rows) >= self._batch or replanned >= self._batch
+        return full or replanned >= self._batch
 
     def _look(self, conn: psycopg.Connection[Any]) -> int:
         """New jobs get their bookkeeping row and changed ones are planned again, unless

@@ -39,12 +39,12 @@ class Clock:
 
 
 @contextmanager
-def scheduler(settings: Settings, clock: Clock) -> Iterator[SchedulerRole]:
+def scheduler(settings: Settings, clock: Clock, batch: int = 500) -> Iterator[SchedulerRole]:
     assert settings.database_url and settings.nats_url
     container = build_container(settings, settings.database_url, settings.nats_url)
     try:
         firing = JobFiring(container.store, container.pipelines, container.runs, clock=clock)
-        yield SchedulerRole(settings.database_url, firing, clock=clock)
+        yield SchedulerRole(settings.database_url, firing, clock=clock, batch=batch)
     finally:
         container.close()
 
@@ -215,6 +215,42 @@ async def test_a_waiting_fire_is_fired_by_the_first_pass_after_its_run_ends(
         shown = await _shown(client, editor, job["id"])
         assert (shown["fired"], shown["skipped"]) == (2, 0), shown
         assert shown["last_run"] == _at(job, 2).isoformat().replace("+00:00", "Z")
+
+
+async def test_due_jobs_come_before_waiting_fires_and_only_they_fill_a_pass(
+    settings: Settings,
+) -> None:
+    """A pass takes due jobs first, and a waiting fire whose run goes on does not make
+    the pass full: with room for one job, passes stop once only the waiting one is left
+    (counted with it, they would follow each other without end)."""
+    assert settings.database_url
+    async with world(settings) as (client, editor, _):
+        pipeline = await create_pipeline(client, editor, "alpha")
+        waiting = await _job(client, editor, pipeline["id"], name="w", overlap_policy="queue_one")
+        other = await _job(client, editor, pipeline["id"], name="o", overlap_policy="allow")
+        clock = Clock()
+        with scheduler(settings, clock, batch=1) as role:  # room for one job a pass
+            passes = []
+            for minute in (1, 2):
+                clock.now = max(_at(waiting, minute), _at(other, minute)) + timedelta(seconds=1)
+                passes.append(await asyncio.to_thread(bounded_passes, settings, role, 10))
+        # Minute 1: both fire (two full passes, then an empty one). Minute 2: both due
+        # again, `w` now waiting; then one pass holding only the waiting fire, not full.
+        assert passes == [3, 3]
+        shown = await _shown(client, editor, waiting["id"])
+        assert (shown["fired"], shown["skipped"]) == (1, 0), shown
+        assert (await _shown(client, editor, other["id"]))["fired"] == 2
+
+
+def bounded_passes(settings: Settings, role: SchedulerRole, at_most: int) -> int:
+    """Passes until one is not full, at most `at_most`: how many ran."""
+    with psycopg.connect(
+        settings.database_url or "", row_factory=dict_row, autocommit=True
+    ) as conn:
+        for n in range(1, at_most + 1):
+            if not role.run_pass(conn):
+                return n
+    return at_most
 
 
 async def test_reenabling_applies_the_misfire_policy_to_what_it_missed(

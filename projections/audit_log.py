@@ -17,17 +17,20 @@ from typing import Any
 from psycopg import AsyncCursor
 
 from infrastructure.envelope import CloudEvent
-from projections.projection import Handler, Projection
+from projections.projection import Handler, Projection, json_rows
 
-_INSERT = (
-    "INSERT INTO audit_log (position, tenant_id, aggregate_type, type, originator_id,"
-    " version, actor, correlation_id, causation_id, time)"
-    " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::uuid[],"
-    " %s::integer[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])"
-    " ON CONFLICT (position) DO NOTHING"
+_COLUMNS = (
+    "position, tenant_id, aggregate_type, type, originator_id, version, actor,"
+    " correlation_id, causation_id, time"
 )
-"""A batch's rows in one statement, one array per column: a one-step run's eight events
-were eight INSERTs (of the 63 statements a run cost before)."""
+_INSERT = (
+    f"INSERT INTO audit_log ({_COLUMNS}) SELECT {_COLUMNS}"
+    " FROM jsonb_populate_recordset(NULL::audit_log, %s) ON CONFLICT (position) DO NOTHING"
+)
+"""A batch's rows in one statement: a one-step run's eight events were eight INSERTs (of
+the 63 statements a run cost before). The rows go as one JSON array, encoded by msgspec:
+as one array parameter per column, psycopg wrote every value of every array in Python,
+an eighth of the projector's time in a scheduler's burst."""
 
 
 def aggregate_type(event: CloudEvent) -> str:
@@ -52,18 +55,18 @@ class AuditLogProjection(Projection):
         if not events:
             return
         rows = [
-            (
-                event.position,
-                event.tenant,
-                aggregate_type(event),
-                event.type,
-                event.subject,
-                event.version,
-                event.actor,
-                event.correlationid,
-                event.causationid,
-                event.time,
-            )
+            {
+                "position": event.position,
+                "tenant_id": event.tenant,
+                "aggregate_type": aggregate_type(event),
+                "type": event.type,
+                "originator_id": event.subject,
+                "version": event.version,
+                "actor": event.actor,
+                "correlation_id": event.correlationid,
+                "causation_id": event.causationid,
+                "time": event.time,
+            }
             for event in events
         ]
-        await cur.execute(_INSERT, [list(column) for column in zip(*rows, strict=True)])
+        await cur.execute(_INSERT, (json_rows(rows),))

@@ -17,7 +17,9 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
+import msgspec
 from psycopg import AsyncConnection, AsyncCursor
+from psycopg.types.json import Jsonb
 
 from infrastructure.envelope import CloudEvent
 
@@ -134,6 +136,17 @@ async def _move_tracking_row(cur: AsyncCursor[Any], name: str, to: int) -> int:
         row = await cur.fetchone()
     assert row is not None
     return int(row[0])
+
+
+def json_rows(rows: list[dict[str, Any]]) -> Jsonb:
+    """Rows as one jsonb parameter, for `INSERT … SELECT … FROM jsonb_populate_recordset(
+    NULL::<table>, %s)`: a batch's rows in one statement whose parameter msgspec encodes
+    in C (an array parameter per column is dumped value by value in Python)."""
+    return Jsonb(rows, dumps=_encode_json)
+
+
+def _encode_json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def has_work(projection: Projection, events: Sequence[CloudEvent], floor: int) -> bool:

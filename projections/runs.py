@@ -6,17 +6,17 @@ Queries over it are in projections/run_queries.py."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
-import msgspec
 from psycopg import AsyncCursor
-from psycopg.types.json import Jsonb
 
 from domain.run import TERMINAL as FINISHED
 from domain.run import RunStatus
 from infrastructure.envelope import CloudEvent
-from projections.projection import Projection, handles
+from projections.projection import Projection, handles, json_rows
 
 TERMINAL = tuple(s.value for s in RunStatus if s in FINISHED)
 """The finished statuses, as the plain strings the table holds, in the enum's order."""
@@ -43,10 +43,10 @@ _INSERT_STEPS = (
 )
 _QUEUED_ON_DAYS = (
     "INSERT INTO run_day_counts AS c (tenant_id, day, queued)"
-    " SELECT tenant_id, (queued_at AT TIME ZONE 'UTC')::date, count(*)"
-    " FROM unnest(%s::text[], %s::timestamptz[]) AS q(tenant_id, queued_at) GROUP BY 1, 2"
+    " SELECT * FROM unnest(%s::text[], %s::date[], %s::bigint[])"
     " ON CONFLICT (tenant_id, day) DO UPDATE SET queued = c.queued + EXCLUDED.queued"
 )
+"""Runs queued per (tenant, UTC day), counted in Python: a burst is mostly one pair."""
 
 
 async def _insert_queued(cur: AsyncCursor[Any], events: Sequence[CloudEvent]) -> None:
@@ -66,13 +66,12 @@ async def _insert_queued(cur: AsyncCursor[Any], events: Sequence[CloudEvent]) ->
         for event in events
         for i, step in enumerate(event.data["definition"]["steps"])
     ]
-    await cur.execute(_INSERT_RUNS, (Jsonb(runs, dumps=_encode),))
-    await cur.execute(_INSERT_STEPS, (Jsonb(steps, dumps=_encode),))
-    await cur.execute(_QUEUED_ON_DAYS, ([e.tenant for e in events], [e.time for e in events]))
-
-
-def _encode(value: Any) -> str:
-    return msgspec.json.encode(value).decode()
+    await cur.execute(_INSERT_RUNS, (json_rows(runs),))
+    await cur.execute(_INSERT_STEPS, (json_rows(steps),))
+    days = Counter((e.tenant, e.time.astimezone(UTC).date()) for e in events)
+    await cur.execute(
+        _QUEUED_ON_DAYS, ([t for t, _ in days], [d for _, d in days], list(days.values()))
+    )
 
 
 def _run_row(event: CloudEvent) -> tuple[Any, ...]:

@@ -25,6 +25,10 @@ from tests.integration.api_client import running_app
 from tests.integration.run_helpers import make_pipeline, poll, run_events, step, tenant_editor
 
 UPSTREAM_RUNS = 120
+"""Runs queued at the least; more go on being queued until one loop was killed (so the
+loops have passes to be caught in however fast they are), then AFTER_KILL more."""
+AFTER_KILL = 20
+MAX_UPSTREAM_RUNS = 600
 HANDING_OVER = "FROM pipelines WHERE triggers"  # the pass's last statement while it hands over
 
 
@@ -72,21 +76,29 @@ async def test_a_killed_trigger_loop_starts_each_triggered_run_exactly_once(
             scheduler_process(settings, tmp_path / "a.log") as a,
             scheduler_process(settings, tmp_path / "b.log") as b,
         ):
+            killing_done = asyncio.Event()
 
-            async def queue_upstream() -> None:
-                for _ in range(UPSTREAM_RUNS):
+            async def queue_upstream() -> int:
+                queued, after = 0, AFTER_KILL
+                while queued < MAX_UPSTREAM_RUNS and (queued < UPSTREAM_RUNS or after > 0):
                     made = await client.post(
                         f"/api/v1/pipelines/{upstream}/runs", json={}, headers=editor
                     )
                     assert made.status_code == 202, made.text
+                    queued += 1
+                    after -= killing_done.is_set()
                     await asyncio.sleep(0.01)
+                return queued
 
             queueing = asyncio.create_task(queue_upstream())
             named = {app_name(tmp_path / "a.log"): a, app_name(tmp_path / "b.log"): b}
-            killed = await asyncio.to_thread(
-                kill_in_a_pass, database_url, named, 10.0, HANDING_OVER
-            )
-            await queueing
+            try:
+                killed = await asyncio.to_thread(
+                    kill_in_a_pass, database_url, named, 10.0, HANDING_OVER
+                )
+            finally:
+                killing_done.set()
+            upstream_runs = await queueing
             assert killed is not None, "no trigger loop was ever seen in the middle of a pass"
             victim, doing = killed
             print(f"killed pid {victim.pid} in a pass, at: {doing[:60]}")
@@ -95,7 +107,7 @@ async def test_a_killed_trigger_loop_starts_each_triggered_run_exactly_once(
 
             async def all_fired() -> bool | None:
                 fired = await asyncio.to_thread(_firings, database_url)
-                return fired["TriggerFired"] >= UPSTREAM_RUNS or None
+                return fired["TriggerFired"] >= upstream_runs or None
 
             await poll(all_fired, "a firing for every upstream run", seconds=60)
             await asyncio.sleep(1.0)  # time enough for a second firing, if one were coming
@@ -106,9 +118,9 @@ async def test_a_killed_trigger_loop_starts_each_triggered_run_exactly_once(
     queued = _queued(database_url)
     upstream_events = {eid for _, data, eid in queued if data["pipeline_id"] == upstream}
     triggered = [data["trigger"] for _, data, _ in queued if data["pipeline_id"] == downstream]
-    assert len(upstream_events) == UPSTREAM_RUNS
+    assert len(upstream_events) == upstream_runs
     by_event = Counter(t["id"] for t in triggered)
     assert {e for e, n in by_event.items() if n > 1} == set(), "an event started two runs"
     assert set(by_event) == upstream_events, "an upstream run started no downstream run"
     assert all(t["kind"] == "event" and t["depth"] == 1 for t in triggered)
-    assert _firings(database_url) == Counter({"TriggerFired": UPSTREAM_RUNS})
+    assert _firings(database_url) == Counter({"TriggerFired": upstream_runs})

@@ -271,7 +271,9 @@ class JobFiring:
         again with the usage read afresh may go through. The usage is the append's first
         row: when the store names it as the loser, nothing after it was written (the
         other schedulers lose this race often in a burst of one tenant's jobs, and
-        asking for hundreds of runs each time cost more than the append)."""
+        asking for hundreds of runs each time cost more than the append). A store that
+        cannot tell which aggregate lost (the in-memory one) is asked whether any run of
+        the batch exists."""
         if conflict.aggregate_id is not None:
             return conflict.aggregate_id == usage_id
         return not self._store.current(*(f.run_id for f in batch))

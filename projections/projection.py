@@ -141,7 +141,8 @@ async def _move_tracking_row(cur: AsyncCursor[Any], name: str, to: int) -> int:
 def json_rows(rows: list[dict[str, Any]]) -> Jsonb:
     """Rows as one jsonb parameter, for `INSERT … SELECT … FROM jsonb_populate_recordset(
     NULL::<table>, %s)`: a batch's rows in one statement whose parameter msgspec encodes
-    in C (an array parameter per column is dumped value by value in Python)."""
+    in C. An array parameter per column is dumped value by value in Python: the audit
+    log's were an eighth of the projector's time in a scheduler's burst."""
     return Jsonb(rows, dumps=_encode_json)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC
+from itertools import groupby
 from typing import Any
 
 from psycopg import AsyncCursor
@@ -31,7 +32,6 @@ _RUN_COLUMNS = (
     " trigger_id, deployment_id, environment, release, retry_of, resume_from, params,"
     " created_by, queued_at, version, position, scheduled_for"
 )
-_RUN_COLUMN_NAMES = tuple(name.strip() for name in _RUN_COLUMNS.split(","))
 _INSERT_RUNS = (
     f"INSERT INTO runs ({_RUN_COLUMNS}) SELECT {_RUN_COLUMNS}"
     " FROM jsonb_populate_recordset(NULL::runs, %s)"
@@ -50,10 +50,9 @@ _QUEUED_ON_DAYS = (
 
 
 async def _insert_queued(cur: AsyncCursor[Any], events: Sequence[CloudEvent]) -> None:
-    """Rows for runs just queued, with their steps, and their count of the day: three
-    statements however many runs. The rows go as one JSON document each (encoded in C by
-    msgspec, read back into rows by PostgreSQL), not as a parameter per value."""
-    runs = [dict(zip(_RUN_COLUMN_NAMES, _run_row(event), strict=True)) for event in events]
+    """Rows for runs just queued, with their steps (each table's rows one JSON document:
+    `json_rows`), and their count of the day: three statements however many runs."""
+    runs = [_run_row(event) for event in events]
     steps = [
         {
             "run_id": event.subject,
@@ -74,35 +73,37 @@ async def _insert_queued(cur: AsyncCursor[Any], events: Sequence[CloudEvent]) ->
     )
 
 
-def _run_row(event: CloudEvent) -> tuple[Any, ...]:
-    """The runs row of a RunQueued event, in _RUN_COLUMNS' order."""
+def _run_row(event: CloudEvent) -> dict[str, Any]:
+    """The runs row of a RunQueued event (the columns of _RUN_COLUMNS)."""
     data = event.data
     trigger = data["trigger"]
     kind = trigger["kind"]
-    return (
-        event.subject,
-        event.tenant,
-        data["pipeline_id"],
-        data["pipeline_name"],
-        data["definition"].get("namespace"),
-        data["revision"],
-        "queued",
-        kind,
-        trigger.get("id"),
-        trigger.get("id") if kind == "deployment" else trigger.get("deployment_id"),
+    return {
+        "id": event.subject,
+        "tenant_id": event.tenant,
+        "pipeline_id": data["pipeline_id"],
+        "pipeline_name": data["pipeline_name"],
+        "namespace": data["definition"].get("namespace"),
+        "revision": data["revision"],
+        "status": "queued",
+        "trigger_kind": kind,
+        "trigger_id": trigger.get("id"),
+        "deployment_id": trigger.get("id")
+        if kind == "deployment"
+        else trigger.get("deployment_id"),
         # A deployment's runs name their environment and release; older events (and
         # every other kind of run) carry neither.
-        trigger.get("environment"),
-        trigger.get("release"),
-        data.get("retry_of"),
-        data.get("resume_from"),
-        data["params"],
-        event.actor,
-        event.time,
-        event.version,
-        event.position,
-        trigger.get("scheduled_for"),  # a job's fire: its nominal time
-    )
+        "environment": trigger.get("environment"),
+        "release": trigger.get("release"),
+        "retry_of": data.get("retry_of"),
+        "resume_from": data.get("resume_from"),
+        "params": data["params"],
+        "created_by": event.actor,
+        "queued_at": event.time,
+        "version": event.version,
+        "position": event.position,
+        "scheduled_for": trigger.get("scheduled_for"),  # a job's fire: its nominal time
+    }
 
 
 class RunsProjection(Projection):
@@ -110,22 +111,14 @@ class RunsProjection(Projection):
     tables = ("runs", "run_steps", "run_counts", "run_day_counts")
 
     async def apply_events(self, cur: AsyncCursor[Any], events: Sequence[CloudEvent]) -> None:
-        """The batch in order, with each run of RunQueued events written together: a
+        """The batch in order, each stretch of RunQueued events written together: a
         scheduler's burst queues hundreds at once, and a statement per run and per step
         cost the projector (and PostgreSQL) more than the rows did."""
-        queued: list[CloudEvent] = []
-        for event in events:
-            if event.type == _QUEUED:
-                queued.append(event)
-                continue
+        for queued, stretch in groupby(events, key=lambda event: event.type == _QUEUED):
             if queued:
-                await _insert_queued(cur, queued)
-                queued = []
-            handler = self.handler(event.type)
-            if handler is not None:
-                await handler(cur, event)
-        if queued:
-            await _insert_queued(cur, queued)
+                await _insert_queued(cur, list(stretch))
+            else:
+                await super().apply_events(cur, list(stretch))
 
     @handles(_QUEUED)
     async def queued(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:

@@ -468,7 +468,12 @@ class Roles:
             self._tasks.append(asyncio.create_task(c.executor.run(self._stop), name="executor"))
         if "scheduler" in self._roles:
             firing = JobFiring(c.store, c.pipelines, c.runs, clock=lambda: datetime.now(UTC))
-            scheduler = SchedulerRole(c.database_url, firing, observe=c.metrics.observe_fires)
+            scheduler = SchedulerRole(
+                c.database_url,
+                firing,
+                lead=c.settings.scheduler_lead,
+                observe=c.metrics.observe_fires,
+            )
             self._tasks.append(asyncio.create_task(scheduler.run(self._stop), name="scheduler"))
             triggers = TriggerRole(
                 c.database_url,

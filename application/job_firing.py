@@ -21,8 +21,8 @@ tenant is active again; a suspension that lands during a pass refuses its fires.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -31,7 +31,8 @@ import msgspec
 
 from application.errors import PermissionDenied, VersionConflict
 from application.event_store import NornEventStore
-from application.fire_plan import LATE_AFTER, FireState, fire_run_id, plan_fires
+from application.fire_plan import LATE_AFTER, fire_run_id, plan_fires
+from application.fires import DueJob, Fire, Outcome, Prepared
 from application.pipelines import PipelineService
 from application.quotas import CONFLICT_ATTEMPTS, retry_on_conflict
 from application.runs import RunService
@@ -39,7 +40,7 @@ from application.schedule import schedule_of
 from domain.deployment import Deployment
 from domain.errors import Conflict, DomainError, NoActiveRelease, QuotaExceeded
 from domain.events import CommandContext
-from domain.job import Job, JobSpec, JobTarget
+from domain.job import Job, JobTarget
 from domain.pipeline import Pipeline
 from domain.run import Run, Trigger
 from domain.tenant import Tenant, TenantStatus
@@ -55,49 +56,6 @@ Times = list[tuple[datetime, UUID]]
 """(scheduled time, run id) pairs."""
 Backfilled = tuple[Times, Times, int | None]
 """A backfill's runs queued, its times already run, and the position of its append."""
-
-
-@dataclass(frozen=True)
-class DueJob:
-    """A job a pass holds: its definition (from the jobs read model, at `version`) and
-    its bookkeeping (from job_schedules)."""
-
-    job_id: UUID
-    tenant_id: str
-    version: int
-    spec: JobSpec
-    state: FireState
-    last_run_id: str | None = None
-
-
-@dataclass
-class Outcome:
-    """What became of one job in a pass: its bookkeeping to store, and what to count."""
-
-    job: DueJob
-    state: FireState
-    fired: int = 0
-    skipped: int = 0
-    missed: int = 0
-    refused: int = 0
-    late: int = 0
-    last_run_id: str | None = None
-    last_run: datetime | None = None
-    disabled: str | None = None
-    """Why the job was disabled now (its target is gone); it is not fired."""
-    more: bool = False
-    """The plan's scan stopped at its limit: plan the job again at once."""
-    jitter: float = 0.0
-    delays: list[float] = field(default_factory=list)
-    """Each queued fire's delay in seconds: queued time minus nominal time plus jitter."""
-
-
-@dataclass
-class _Fire:
-    outcome: Outcome
-    scheduled_for: datetime
-    build: Callable[[], Run]
-    run_id: UUID
 
 
 class JobFiring:
@@ -116,11 +74,18 @@ class JobFiring:
         """A pass's pipelines and deployments, each read once (None between passes)."""
 
     def fire(self, due: list[DueJob]) -> list[Outcome]:
-        """Plan each job, then queue the fires, tenant by tenant. A pass reads each
-        pipeline and deployment once, and the previous runs it needs in one query."""
-        now = self._clock()
-        outcomes: list[Outcome] = []
-        fires: dict[str, list[_Fire]] = {}
+        """Plan each job now and queue its fires, tenant by tenant."""
+        return self.queue(self.prepare(due, self._clock()))
+
+    def prepare(self, due: list[DueJob], at: datetime) -> Prepared:
+        """Plan each job as of `at` and build its runs, to be queued by `queue` once `at`
+        has come: a scheduler prepares a burst before its time (SchedulerRole.run_ahead),
+        so that what is left at that time is the append. A pass reads each pipeline and
+        deployment once, and the previous runs it needs in one query. Prepared ahead, a
+        job whose previous run still runs is planned at `at` instead, when it may have
+        ended (its overlap policy decides then, and `cancel_previous` cancels no sooner)."""
+        ahead = at > self._clock()
+        prepared = Prepared(at, ahead)
         self._seen = {}
         wanted = [
             UUID(job.last_run_id)
@@ -131,22 +96,73 @@ class JobFiring:
         previous_runs = self._store.current(*wanted) if wanted else {}
         try:
             for job in due:
-                last = UUID(job.last_run_id) if job.last_run_id else None
-                outcome, job_fires = self._plan(job, now, previous_runs.get(last))
-                outcomes.append(outcome)
+                previous = previous_runs.get(UUID(job.last_run_id)) if job.last_run_id else None
+                if ahead and previous is not None and not previous.finished:
+                    prepared.later.append(job)
+                    continue
+                outcome, job_fires = self._plan(job, at, previous)
+                prepared.outcomes.append(outcome)
                 if job_fires:
-                    fires.setdefault(job.tenant_id, []).extend(job_fires)
+                    prepared.fires.setdefault(job.tenant_id, []).extend(job_fires)
+            prepared.targets = {key: seen.version for key, seen in self._seen.items() if seen}
         finally:
             self._seen = None  # fresh reads for the next pass and for backfills
-        for tenant_id, batch in fires.items():
-            self._queue(tenant_id, batch)
+        for tenant_id, batch in prepared.fires.items():
+            prepared.events[tenant_id] = [
+                e for fire in batch for e in fire.build().collect_events()
+            ]
+        return prepared
+
+    def queue(self, prepared: Prepared, changed: Collection[UUID] = ()) -> list[Outcome]:
+        """Queue what `prepare` built, tenant by tenant, and answer every job's outcome.
+        Prepared ahead: the jobs in `changed` (their definition changed since: the next
+        look plans them again) are dropped, those whose target changed are planned
+        again now, and the runs are stamped now, as queued when their append begins."""
+        if prepared.ahead:
+            self._refresh(prepared, changed)
+        outcomes = prepared.outcomes
+        if prepared.later:
+            outcomes = outcomes + self.fire(prepared.later)
+        stamp = {"timestamp": self._clock()} if prepared.ahead else None
+        for tenant_id, batch in prepared.fires.items():
+            events = prepared.events[tenant_id]
+            if not batch:
+                continue  # every fire of the tenant was dropped
+            if stamp is not None:
+                events = [replace(event, **stamp) for event in events]
+            self._queue(tenant_id, batch, events)
         return outcomes
+
+    def _refresh(self, prepared: Prepared, changed: Collection[UUID]) -> None:
+        """Drop the jobs of `changed` from a plan made ahead, and move to `later` those
+        whose pipeline or deployment has changed since it was read."""
+        now = self._store.current(*prepared.targets)
+        moved = {
+            key
+            for key, version in prepared.targets.items()
+            if key not in now or now[key].version != version
+        }
+        again = {
+            fire.outcome.job.job_id: fire.outcome.job
+            for batch in prepared.fires.values()
+            for fire in batch
+            if fire.outcome.job.job_id not in changed and moved & fire.targets
+        }
+        drop = set(changed) | set(again)
+        prepared.later = [job for job in prepared.later if job.job_id not in changed]
+        prepared.later += again.values()
+        prepared.outcomes = [o for o in prepared.outcomes if o.job.job_id not in drop]
+        for tenant_id, batch in prepared.fires.items():
+            kept = [fire for fire in batch if fire.outcome.job.job_id not in drop]
+            if len(kept) < len(batch):
+                prepared.fires[tenant_id] = kept
+                runs = {fire.run_id for fire in kept}
+                events = prepared.events[tenant_id]
+                prepared.events[tenant_id] = [e for e in events if e.originator_id in runs]
 
     # --- planning -----------------------------------------------------------------------
 
-    def _plan(
-        self, job: DueJob, now: datetime, previous: Run | None
-    ) -> tuple[Outcome, list[_Fire]]:
+    def _plan(self, job: DueJob, now: datetime, previous: Run | None) -> tuple[Outcome, list[Fire]]:
         """`previous`: the job's last run, when its overlap policy needs to know whether
         it still runs (None otherwise: `allow` fires whatever it does)."""
         schedule = schedule_of(job.spec)
@@ -172,11 +188,12 @@ class JobFiring:
             self._cancel(previous, job, plan.fires[0])
         return outcome, builds
 
-    def _builds(self, job: DueJob, times: Sequence[datetime], outcome: Outcome) -> list[_Fire]:
+    def _builds(self, job: DueJob, times: Sequence[datetime], outcome: Outcome) -> list[Fire]:
         """How to queue a run of the job's target for each of `times`. TargetGone when
         its pipeline was deleted or its deployment retired; NoActiveRelease when no
         release of its deployment is active."""
         deployment, pipeline = self._target(job.spec.target)
+        targets = frozenset({pipeline.id} | ({deployment.id} if deployment else set()))
         params = dict(job.spec.params)
         trigger = Trigger("job", str(job.job_id))
         if deployment is not None:
@@ -207,7 +224,7 @@ class JobFiring:
                 trigger=msgspec.structs.replace(trigger, scheduled_for=scheduled_for),
                 ctx=ctx,
             )
-            fires.append(_Fire(outcome, scheduled_for, build, run_id))
+            fires.append(Fire(outcome, scheduled_for, build, run_id, targets))
         return fires
 
     def _target(self, target: JobTarget) -> tuple[Deployment | None, Pipeline]:
@@ -236,8 +253,9 @@ class JobFiring:
 
     # --- queueing -----------------------------------------------------------------------
 
-    def _queue(self, tenant_id: str, batch: list[_Fire]) -> None:
-        """The fast path: every fire of the tenant in one append; else one by one."""
+    def _queue(self, tenant_id: str, batch: list[Fire], events: list[Any]) -> None:
+        """The fast path: every fire of the tenant in one append (`events`, their runs
+        built); else one by one."""
         tenant = self._store.find(Tenant, UUID(tenant_id))
         if tenant is None or tenant.status != TenantStatus.ACTIVE:
             for fire in batch:
@@ -247,7 +265,6 @@ class JobFiring:
         # Built once: an attempt that lost the race for the usage appends the same
         # events again with the usage read afresh (rebuilding hundreds of runs would
         # take long enough to lose the next race too).
-        events = [event for fire in batch for event in fire.build().collect_events()]
         for _ in range(CONFLICT_ATTEMPTS):
             try:
                 with self._runs.take_run_of_day(tenant, ctx, amount=len(batch)) as usage:
@@ -266,7 +283,7 @@ class JobFiring:
         for fire in batch:
             self._queue_one(tenant, fire, ctx)
 
-    def _lost_usage(self, conflict: VersionConflict, usage_id: UUID, batch: list[_Fire]) -> bool:
+    def _lost_usage(self, conflict: VersionConflict, usage_id: UUID, batch: list[Fire]) -> bool:
         """Whether an append of `batch` failed only for its usage, so that appending it
         again with the usage read afresh may go through. The usage is the append's first
         row: when the store names it as the loser, nothing after it was written (the
@@ -278,7 +295,7 @@ class JobFiring:
             return conflict.aggregate_id == usage_id
         return not self._store.current(*(f.run_id for f in batch))
 
-    def _queue_one(self, tenant: Tenant, fire: _Fire, ctx: CommandContext) -> None:
+    def _queue_one(self, tenant: Tenant, fire: Fire, ctx: CommandContext) -> None:
         def attempt() -> bool:
             if self._store.find(Run, fire.run_id) is not None:
                 return False  # queued before: by a pass that died before its bookkeeping
@@ -302,7 +319,7 @@ class JobFiring:
             return
         self._fired(fire, queued_now)
 
-    def _fired(self, fire: _Fire, queued_now: bool = True) -> None:
+    def _fired(self, fire: Fire, queued_now: bool = True) -> None:
         """Count a fire: its delay only when queued now (one found queued was counted by
         no one: its pass died before its bookkeeping, so it is counted here, once)."""
         outcome = fire.outcome
@@ -390,9 +407,3 @@ class JobFiring:
 
 class TargetGone(Conflict):
     """The job's pipeline was deleted or its deployment retired."""
-
-
-def counts(outcomes: list[Outcome]) -> dict[str, Any]:
-    """Totals of a pass, for its log line and metrics."""
-    names = ("fired", "skipped", "missed", "refused", "late")
-    return {name: sum(getattr(o, name) for o in outcomes) for name in names}

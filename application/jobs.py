@@ -23,8 +23,9 @@ from application.deployments import DeploymentService
 from application.errors import NotFound, VersionConflict
 from application.event_store import NornEventStore
 from application.fire_plan import FireState
+from application.fires import DueJob
 from application.idempotency import earlier_result, first_result, new_id
-from application.job_firing import Backfilled, DueJob, JobFiring
+from application.job_firing import Backfilled, JobFiring
 from application.name_claims import move_name, take_name
 from application.pipelines import PipelineService
 from application.principal import Principal

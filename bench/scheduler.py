@@ -25,8 +25,10 @@ at second 0), overlap `allow` (their earlier runs are still queued), no jitter. 
     window and before it (a job made more than a minute before the schedulers started
     has a time then that was past the 60 s misfire grace: counted missed, by policy).
 
-A RunQueued time is the event's timestamp, taken when the scheduler builds the run just
-before its append (the commit follows within the append). Everything is read back from
+A RunQueued time is the event's timestamp, taken when the scheduler's append of the run
+begins (the commit follows within the append); the delay is also printed by the
+database's own clock (norn_events.recorded_at, the start of the append's transaction),
+which the scheduler does not set. Everything is read back from
 the database once the runs read model has every run. --smoke: 100 jobs firing every
 second (cron `* * * * * *`), 10 seconds measured, for CI (figures printed, never
 asserted). Uses NORN_BENCH_DATABASE_URL / NORN_BENCH_NATS_URL like the other benchmarks
@@ -216,6 +218,12 @@ def report(server: Server, args: argparse.Namespace, cadence: Cadence, m: Measur
         runs = conn.execute(
             "SELECT trigger_id, scheduled_for, queued_at FROM runs WHERE trigger_kind = 'job'"
         ).fetchall()
+        recorded = conn.execute(
+            "SELECT r.scheduled_for, e.recorded_at FROM runs r JOIN norn_events e"
+            " ON e.originator_id = r.id AND e.originator_version = 1"
+            " WHERE r.trigger_kind = 'job' AND r.scheduled_for BETWEEN %s AND %s",
+            m.window,
+        ).fetchall()
         job_ids = [row[0] for row in conn.execute("SELECT id::text FROM jobs").fetchall()]
     print(
         f"[1] {args.jobs} jobs created in {m.create_seconds:.1f} s "
@@ -258,6 +266,12 @@ def report(server: Server, args: argparse.Namespace, cadence: Cadence, m: Measur
         f"{m.scheduler_cpu / max(fires, 1) * 1000:.2f} s/1k fires "
         f"(api+relay+projector {m.others_cpu / max(fires, 1) * 1000:.2f} s/1k)"
         + ("" if m.complete else "; the last period was not all fired within the wait")
+    )
+    stored = [(at_db - at).total_seconds() for at, at_db in recorded]
+    print(
+        f"    the same by the database's clock (recorded_at: the start of the append's "
+        f"transaction): p50 {percentile(stored, 50) * 1000:.0f} ms, p99 "
+        f"{percentile(stored, 99) * 1000:.0f} ms, max {max(stored) * 1000:.0f} ms"
     )
     window = {name: m.after[name] - m.before[name] for name in COUNTERS}
     print(

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -30,7 +31,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from application.fire_plan import FireState, next_due
-from application.job_firing import DueJob, JobFiring, Outcome, counts
+from application.fires import DueJob, Outcome, Prepared, counts
+from application.job_firing import JobFiring
 from application.schedule import schedule_of
 from application.threads import in_thread
 from infrastructure.supervision import Backoff, pause, supervise
@@ -79,12 +81,19 @@ else says when that run ends."""
 _DUE = f"""
 SELECT s.cursor, s.waiting_for, s.caught_up, s.last_run_id, {_JOB}
 FROM job_schedules s JOIN jobs j ON j.id = s.job_id
-WHERE s.next_due <= %s AND s.waiting_for IS NULL {_HELD}
+WHERE s.next_due <= %s AND s.waiting_for IS NULL AND s.job_id <> ALL(%s) {_HELD}
 ORDER BY s.next_due LIMIT %s FOR UPDATE OF s SKIP LOCKED
 """
 """The due jobs, earliest first, read in the order of index job_schedules_due: a pass of
 a burst reads its batch and stops, instead of reading and sorting every due row (the
-other schedulers' locked ones are passed over as they come)."""
+other schedulers' locked ones are passed over as they come). The array: jobs this
+transaction holds already (run_ahead's earlier batches), which it would read again."""
+
+_CHANGED_SINCE = """
+SELECT v.id FROM unnest(%b::uuid[], %b::bigint[]) AS v(id, version)
+LEFT JOIN jobs j ON j.id = v.id WHERE j.id IS NULL OR j.version <> v.version
+"""
+"""Of the jobs run_ahead planned (id, version), those whose definition changed since."""
 
 _GONE = """
 SELECT j.id FROM jobs j WHERE j.enabled AND NOT j.deleted AND (
@@ -109,6 +118,9 @@ taken up by then."""
 _NEXT_DUE = "SELECT min(next_due) AS due FROM job_schedules WHERE next_due > %s"
 """The next time a job falls due (index job_schedules_due). Due rows a pass leaves (a
 suspended tenant's) are in the past: they do not make the role wake again at once."""
+
+AHEAD_BATCHES = 20
+"""At most this many batches are planned ahead of their time by one scheduler."""
 
 DUE_MARGIN = 0.001
 """Seconds slept past a due time, so that the pass that wakes then finds the job due."""
@@ -145,6 +157,8 @@ class SchedulerRole:
         *,
         interval: float = 0.25,
         batch: int = 500,
+        lead: float = 0.0,
+        sleep: Callable[[float], bool] | None = None,
         observe: Callable[[list[Outcome]], None] | None = None,
     ) -> None:
         self._database_url = database_url
@@ -152,6 +166,11 @@ class SchedulerRole:
         self._clock = clock
         self._interval = interval
         self._batch = batch
+        self._lead = lead
+        """Seconds before a due time that its jobs are planned (run_ahead); 0: at it."""
+        self._stopping = threading.Event()
+        self._sleep = sleep or (lambda seconds: not self._stopping.wait(seconds))
+        """Waits for a due time; False when the role stops meanwhile."""
         self._observe = observe
         self._gone_at = 0.0
         self._planned_at = 0.0
@@ -166,14 +185,23 @@ class SchedulerRole:
     async def run(self, stop: asyncio.Event) -> None:
         """Pass after pass until stopped; an outage of PostgreSQL ends the connection,
         and the role reconnects with backoff, then plans what it missed."""
-        await supervise(
-            "scheduler",
-            lambda: self._serve(stop),
-            stop=stop,
-            backoff=Backoff(first=0.5, cap=5.0),
-            quiet=(psycopg.OperationalError,),  # an outage: one line, then reconnect
-            logger=log,
-        )
+        watch = asyncio.create_task(self._watch(stop))
+        try:
+            await supervise(
+                "scheduler",
+                lambda: self._serve(stop),
+                stop=stop,
+                backoff=Backoff(first=0.5, cap=5.0),
+                quiet=(psycopg.OperationalError,),  # an outage: one line, then reconnect
+                logger=log,
+            )
+        finally:
+            watch.cancel()
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """Ends run_ahead's wait (in a thread) as soon as the role is stopped."""
+        await stop.wait()
+        self._stopping.set()
 
     async def _serve(self, stop: asyncio.Event) -> None:
         conn = await in_thread(
@@ -186,7 +214,10 @@ class SchedulerRole:
                 busy = await in_thread(self.run_pass, conn)
                 if not busy:
                     rest = max(0.0, self._interval - (time.monotonic() - started))
-                    await pause(stop, await in_thread(self.until_due, conn, rest))
+                    wait, ahead = await in_thread(self.next_wake, conn, rest)
+                    await pause(stop, wait)
+                    if ahead is not None and not stop.is_set():
+                        await in_thread(self.run_ahead, conn, ahead)
         finally:
             await in_thread(conn.close)
 
@@ -202,7 +233,7 @@ class SchedulerRole:
             replanned = self._look(conn)
             self._replanned_full = replanned >= self._batch
         with conn.transaction():
-            rows = conn.execute(_DUE, (self._clock(), self._batch)).fetchall()
+            rows = conn.execute(_DUE, (self._clock(), [], self._batch)).fetchall()
             # Only due rows make a pass full (so that the next starts at once): a waiting
             # fire mostly has nothing to do yet, and passes that counted it would follow
             # each other without end while its run goes on.
@@ -237,15 +268,60 @@ class SchedulerRole:
         self._looked_since = now
         return replanned
 
-    def until_due(self, conn: psycopg.Connection[Any], at_most: float) -> float:
+    def next_wake(
+        self, conn: psycopg.Connection[Any], at_most: float
+    ) -> tuple[float, datetime | None]:
         """Seconds to wait before the next pass: `at_most` (the rest of the interval), or
         less when a job falls due sooner, so that its pass starts at its due time rather
-        than up to an interval later (half an interval late on average)."""
+        than up to an interval later (half an interval late on average). With a lead,
+        a due time within it is answered too: the pass after the wait is run_ahead's,
+        `lead` seconds before that time."""
         now = self._clock()
         row = conn.execute(_NEXT_DUE, (now,)).fetchone()
         if row is None or row["due"] is None:
-            return at_most
-        return min(at_most, (row["due"] - now).total_seconds() + DUE_MARGIN)
+            return at_most, None
+        until = (row["due"] - now).total_seconds()
+        if self._lead > 0 and until - self._lead <= at_most:
+            return max(0.0, until - self._lead), row["due"]
+        return min(at_most, until + DUE_MARGIN), None
+
+    def run_ahead(self, conn: psycopg.Connection[Any], at: datetime) -> None:
+        """The jobs due at `at`, planned and their runs built before it, batch by batch
+        while there is time (the other schedulers take the batches this one leaves),
+        then queued when it comes: what is left at a burst's time is the appends. One
+        transaction holds the jobs' rows throughout; a job whose definition changed
+        meanwhile is not fired (the next look plans it again), and JobFiring.queue reads
+        the targets again. What this leaves due, the passes after it fire."""
+        with conn.transaction():
+            held: list[Prepared] = []
+            versions: dict[UUID, int] = {}
+            took = 0.0  # how long the last batch took to plan
+            while len(held) < AHEAD_BATCHES:
+                began = self._clock()
+                if began + timedelta(seconds=took) >= at:
+                    break  # another batch would delay those held
+                rows = conn.execute(_DUE, (at, list(versions), self._batch)).fetchall()
+                if not rows:
+                    break
+                versions.update((row["id"], row["version"]) for row in rows)
+                held.append(self._firing.prepare(self._due_jobs(rows), at))
+                took = (self._clock() - began).total_seconds()
+                if len(rows) < self._batch:
+                    break
+            if not held:
+                return
+            log.debug(
+                "scheduler: %d jobs due at %s planned %.3f s before it",
+                len(versions),
+                at.isoformat(),
+                (at - self._clock()).total_seconds(),
+            )
+            if not self._sleep(max(0.0, (at - self._clock()).total_seconds())):
+                return  # stopping: nothing queued, the rows go back as they were
+            changed = conn.execute(_CHANGED_SINCE, (list(versions), list(versions.values())))
+            dropped = {row["id"] for row in changed.fetchall()}
+            for prepared in held:
+                self._save(conn, self._firing.queue(prepared, dropped))
 
     def _replan(self, conn: psycopg.Connection[Any]) -> int:
         rows = conn.execute(_CHANGED, (self._batch,)).fetchall()
@@ -267,7 +343,11 @@ class SchedulerRole:
         return len(rows)
 
     def _fire(self, conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> None:
-        due = [
+        self._save(conn, self._firing.fire(self._due_jobs(rows)))
+
+    @staticmethod
+    def _due_jobs(rows: list[dict[str, Any]]) -> list[DueJob]:
+        return [
             DueJob(
                 job_id=row["id"],
                 tenant_id=row["tenant_id"],
@@ -278,7 +358,12 @@ class SchedulerRole:
             )
             for row in rows
         ]
-        outcomes = self._firing.fire(due)
+
+    def _save(self, conn: psycopg.Connection[Any], outcomes: list[Outcome]) -> None:
+        """Store the jobs' bookkeeping after their fires (in the transaction holding
+        their rows), and count them."""
+        if not outcomes:
+            return
         now = self._clock()
         saved = [self._saved(outcome, now) for outcome in outcomes]
         conn.execute(_SAVE, [list(column) for column in zip(*saved, strict=True)])

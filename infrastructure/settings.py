@@ -86,6 +86,9 @@ class Settings:
     heartbeat_timeout: float = 30.0
     """NORN_HEARTBEAT_TIMEOUT: a running run whose executor has not beaten for this long
     is recovered."""
+    scheduler_lead: float = 2.0
+    """NORN_SCHEDULER_LEAD: seconds before a due time that a scheduler plans its jobs and
+    builds their runs, so that at the time only their appends are left (0: plan at it)."""
     run_max_attempts: int = 3
     """NORN_RUN_MAX_ATTEMPTS: executions of a run before an executor loss marks it
     crashed instead of queueing it again."""
@@ -141,6 +144,8 @@ class Settings:
                 check_password_policy(self.admin_username, self.admin_password)
             except InvalidCommand as error:
                 problems.append(f"NORN_ADMIN_PASSWORD: {error}")
+        if not 0 <= self.scheduler_lead <= 30:
+            problems.append("NORN_SCHEDULER_LEAD must be between 0 and 30 seconds")
         if not 1 <= self.http_keepalive <= 3600:
             problems.append("NORN_HTTP_KEEPALIVE must be between 1 and 3600 seconds")
         if self.access_token_ttl < 30:

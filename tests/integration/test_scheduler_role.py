@@ -15,13 +15,16 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+import pytest
 from litestar.testing import AsyncTestClient
 from psycopg.rows import dict_row
 
 from api.bootstrap import build_container
+from application.fire_plan import fire_run_id
 from application.job_firing import JobFiring
 from domain.events import CommandContext
 from domain.tenant import Tenant
+from infrastructure.mapper import decode_state
 from infrastructure.scheduler_role import SchedulerRole
 from infrastructure.settings import Settings
 from tests.integration.api_client import create_pipeline, running_app
@@ -39,12 +42,14 @@ class Clock:
 
 
 @contextmanager
-def scheduler(settings: Settings, clock: Clock, batch: int = 500) -> Iterator[SchedulerRole]:
+def scheduler(
+    settings: Settings, clock: Clock, batch: int = 500, **options: Any
+) -> Iterator[SchedulerRole]:
     assert settings.database_url and settings.nats_url
     container = build_container(settings, settings.database_url, settings.nats_url)
     try:
         firing = JobFiring(container.store, container.pipelines, container.runs, clock=clock)
-        yield SchedulerRole(settings.database_url, firing, clock=clock, batch=batch)
+        yield SchedulerRole(settings.database_url, firing, clock=clock, batch=batch, **options)
     finally:
         container.close()
 
@@ -397,8 +402,102 @@ async def test_the_role_waits_until_the_next_due_time_not_a_whole_interval(
                 settings.database_url, row_factory=dict_row, autocommit=True
             ) as conn:
                 clock.now = _at(job, 1) - timedelta(seconds=0.1)
-                assert abs(role.until_due(conn, 0.25) - 0.101) < 1e-6
+                wait, ahead = role.next_wake(conn, 0.25)
+                assert abs(wait - 0.101) < 1e-6 and ahead is None
                 clock.now = _at(job, 1) - timedelta(seconds=10)
-                assert role.until_due(conn, 0.25) == 0.25  # not due within the interval
+                assert role.next_wake(conn, 0.25) == (0.25, None)  # not due within it
                 clock.now = _at(job, 1) + timedelta(seconds=1)  # due, not yet fired
-                assert role.until_due(conn, 0.25) == 0.25
+                assert role.next_wake(conn, 0.25) == (0.25, None)
+        with scheduler(settings, clock, lead=2.0) as role:
+            with psycopg.connect(
+                settings.database_url, row_factory=dict_row, autocommit=True
+            ) as conn:
+                # With a lead, the pass after the wait plans the jobs due at that time.
+                clock.now = _at(job, 1) - timedelta(seconds=2.1)
+                assert role.next_wake(conn, 0.25) == (pytest.approx(0.1), _at(job, 1))
+                clock.now = _at(job, 1) - timedelta(seconds=1)
+                assert role.next_wake(conn, 0.25) == (0.0, _at(job, 1))
+                clock.now = _at(job, 1) - timedelta(seconds=3)
+                assert role.next_wake(conn, 0.25) == (0.25, None)
+
+
+async def test_with_a_lead_a_burst_is_planned_before_its_time_and_queued_at_it(
+    settings: Settings,
+) -> None:
+    """run_ahead holds the jobs due at a time, plans them batch by batch and builds their
+    runs, queues nothing until the time comes, then queues them stamped with that moment.
+    A job whose definition changed meanwhile is left as it was, for the next look to plan
+    again: the pass after fires it, once."""
+    assert settings.database_url
+    url = settings.database_url
+    async with world(settings) as (client, editor, _):
+        pipeline = await create_pipeline(client, editor, "burst")
+        jobs = [await _job(client, editor, pipeline["id"], name=f"job-{i}") for i in range(3)]
+        at = _at(jobs[0], 1)
+        runs = [fire_run_id(job["id"], at) for job in jobs]
+        clock = Clock()
+        slept: list[float] = []
+
+        def queued() -> dict[UUID, str]:
+            with psycopg.connect(url) as conn:
+                found = conn.execute(
+                    "SELECT originator_id, state FROM norn_events"
+                    " WHERE originator_id = ANY(%s) AND originator_version = 1",
+                    (runs,),
+                ).fetchall()
+            return {run_id: decode_state(state)["timestamp"] for run_id, state in found}
+
+        loop = asyncio.get_running_loop()
+
+        async def change(job_id: str) -> None:  # off and on again: a new version
+            for action in ("disable", "enable"):
+                done = await client.post(f"{BASE}/{job_id}/{action}", headers=editor)
+                assert done.status_code == 200, done.text
+            await read_at(client, editor, f"{BASE}/{job_id}", done.json()["position"])
+
+        def sleep(seconds: float) -> bool:
+            slept.append(seconds)
+            assert queued() == {}  # planned and built: nothing queued before the time
+            asyncio.run_coroutine_threadsafe(change(jobs[2]["id"]), loop).result(60)
+            clock.now += timedelta(seconds=seconds + 0.05)
+            return True
+
+        with scheduler(settings, clock, batch=2, lead=2.0, sleep=sleep) as role:
+            clock.now = at - timedelta(seconds=30)
+            await asyncio.to_thread(run_pass, settings, role)  # planned: due at minute 1
+            clock.now = at - timedelta(seconds=1.5)
+            with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
+                await asyncio.to_thread(role.run_ahead, conn, at)
+            assert slept == [1.5]
+            stamp = (at + timedelta(seconds=0.05)).isoformat().replace("+00:00", "Z")
+            assert queued() == {runs[0]: stamp, runs[1]: stamp}  # two batches of the lead
+            shown = await _shown(client, editor, jobs[2]["id"])
+            assert shown["fired"] == 0 and shown["last_run"] is None
+            await asyncio.to_thread(run_pass, settings, role)
+        assert set(queued()) == set(runs)
+        for job in jobs:
+            shown = await _shown(client, editor, job["id"])
+            assert (shown["fired"], shown["missed"]) == (1, 0), shown
+
+
+async def test_a_role_stopped_while_waiting_ahead_queues_nothing(settings: Settings) -> None:
+    """Stopped during the wait for the burst's time: nothing is queued before it, and the
+    jobs' rows go back as they were, for a pass (of any scheduler) at the time."""
+    async with world(settings) as (client, editor, _):
+        pipeline = await create_pipeline(client, editor, "stopped")
+        job = await _job(client, editor, pipeline["id"])
+        at = _at(job, 1)
+        clock = Clock()
+        with scheduler(settings, clock, lead=2.0, sleep=lambda seconds: False) as role:
+            clock.now = at - timedelta(seconds=30)
+            await asyncio.to_thread(run_pass, settings, role)  # planned: due at minute 1
+            clock.now = at - timedelta(seconds=1)
+            with psycopg.connect(
+                settings.database_url or "", row_factory=dict_row, autocommit=True
+            ) as conn:
+                await asyncio.to_thread(role.run_ahead, conn, at)
+            assert (await _shown(client, editor, job["id"]))["fired"] == 0
+            clock.now = at + timedelta(seconds=0.1)
+            await asyncio.to_thread(run_pass, settings, role)
+        shown = await _shown(client, editor, job["id"])
+        assert (shown["fired"], shown["last_run_id"]) == (1, str(fire_run_id(job["id"], at)))

@@ -14,7 +14,8 @@ from uuid import UUID
 import pytest
 
 from application.fire_plan import FireState, fire_run_id
-from application.job_firing import DueJob, JobFiring
+from application.fires import DueJob
+from application.job_firing import JobFiring
 from application.jobs import JobService
 from application.quotas import UsageLedger
 from application.runs import RunService
@@ -22,6 +23,7 @@ from domain.job import Job, JobSpec, JobTarget
 from domain.run import Run, RunQueued
 from domain.tenant import Tenant
 from tests.support.deployments import CTX, World
+from tests.support.runs import step
 
 CREATED = datetime(2027, 3, 10, 12, 0, 0, tzinfo=UTC)
 
@@ -238,3 +240,67 @@ def test_a_batch_that_loses_the_race_for_the_usage_is_appended_again_whole(
     assert raced == 2 and [o.fired for o in outcomes] == [1] * 5
     queued = [names for _, names in world.appends[before:] if "RunQueued" in names]
     assert [names.count("RunQueued") for names in queued] == [5]
+
+
+def test_runs_prepared_before_their_time_are_queued_and_stamped_when_queued(
+    world: Firing,
+) -> None:
+    """A scheduler plans and builds a burst before its time; nothing is queued until it
+    comes, and each run is stamped with the moment its append began."""
+    job = world.job()
+    at = CREATED + timedelta(minutes=1)
+    world.clock = at - timedelta(seconds=0.5)
+    prepared = world.firing.prepare([world.due(job)], at)
+    run_id = fire_run_id(str(job.id), at)
+    assert prepared.ahead and world.store.find(Run, run_id) is None
+    world.clock = at + timedelta(seconds=0.2)
+    [outcome] = world.firing.queue(prepared)
+    [queued, *_] = world.store.stream(run_id)
+    assert isinstance(queued, RunQueued) and queued.timestamp == world.clock
+    assert (outcome.fired, outcome.state.cursor, outcome.delays) == (1, at, [pytest.approx(0.2)])
+
+
+def test_prepared_ahead_a_job_whose_previous_run_still_runs_is_planned_when_queued(
+    world: Firing,
+) -> None:
+    """Its overlap policy decides at the fire's time: the previous run may end before."""
+    skip = world.job()
+    cancel = world.job(name="cancels", overlap_policy="cancel_previous")
+    world.clock = CREATED + timedelta(minutes=1)
+    first = {o.job.job_id: o for o in world.firing.fire([world.due(skip), world.due(cancel)])}
+    at = CREATED + timedelta(minutes=2)
+    world.clock = at - timedelta(seconds=0.5)
+    due = [
+        replace(world.due(j, first[j.id].state.cursor), last_run_id=first[j.id].last_run_id)
+        for j in (skip, cancel)
+    ]
+    prepared = world.firing.prepare(due, at)
+    assert [job.job_id for job in prepared.later] == [skip.id, cancel.id]
+    cancelled_run = world.run(UUID(first[cancel.id].last_run_id or ""))
+    assert cancelled_run.status == "queued"  # not cancelled before the fire's time
+    previous = world.run(UUID(first[skip.id].last_run_id or ""))
+    previous.request_cancel("ended meanwhile", CTX)
+    world.store.append(previous)
+    world.clock = at + timedelta(seconds=0.1)
+    outcomes = {o.job.job_id: o for o in world.firing.queue(prepared)}
+    assert (outcomes[skip.id].fired, outcomes[skip.id].skipped) == (1, 0)
+    assert outcomes[cancel.id].fired == 1
+    assert world.run(cancelled_run.id).status == "cancelled"
+
+
+def test_prepared_ahead_a_changed_job_is_dropped_and_a_revised_target_read_again(
+    world: Firing,
+) -> None:
+    """A job changed since it was planned is left to the next look (no outcome: its
+    bookkeeping stays as it was); a job whose pipeline was revised meanwhile runs the
+    revision of the fire's time."""
+    kept, changed = world.job(), world.job(name="changed")
+    at = CREATED + timedelta(minutes=1)
+    world.clock = at - timedelta(seconds=0.5)
+    prepared = world.firing.prepare([world.due(kept), world.due(changed)], at)
+    world.revise(step("e", "Test.emit"), step("f", "Test.emit"))
+    world.clock = at
+    [outcome] = world.firing.queue(prepared, changed={changed.id})
+    assert outcome.job.job_id == kept.id and outcome.fired == 1
+    assert world.store.find(Run, fire_run_id(str(changed.id), at)) is None
+    assert world.run(fire_run_id(str(kept.id), at)).revision == 2

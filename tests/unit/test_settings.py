@@ -130,6 +130,8 @@ def test_secrets_are_not_in_the_repr() -> None:
         ({"NORN_SUBJECT_PREFIX": "norn.prod"}, "NORN_SUBJECT_PREFIX must be letters"),
         ({"NORN_SUBJECT_PREFIX": "norn>"}, "NORN_SUBJECT_PREFIX must be letters"),
         ({"NORN_DB_POOL_SIZE": "1"}, "NORN_DB_POOL_SIZE must be at least 2"),
+        ({"NORN_SCHEDULER_LEAD": "-1"}, "NORN_SCHEDULER_LEAD must be between 0 and 30"),
+        ({"NORN_SCHEDULER_LEAD": "31"}, "NORN_SCHEDULER_LEAD must be between 0 and 30"),
         ({"NORN_HTTP_KEEPALIVE": "0"}, "NORN_HTTP_KEEPALIVE must be between 1 and 3600"),
         ({"NORN_HTTP_KEEPALIVE": "3601"}, "NORN_HTTP_KEEPALIVE must be between 1 and 3600"),
         ({"NORN_LOG_LEVEL": "LOUD"}, "NORN_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"),

@@ -4,6 +4,7 @@ the notification log gives one gapless-ordered global position for all aggregate
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -186,6 +187,13 @@ class NornEventStore(Application[UUID]):
                 aggregate_id=refused.originator_id if isinstance(refused, VersionTaken) else None,
             ) from None
         return recordings[-1].notification.id if recordings else None
+
+    def encoded_once(self) -> AbstractContextManager[Any]:
+        """Within it, events appended again (the same objects: an append that lost a race
+        tried again) are not encoded again, where the mapper can keep them
+        (infrastructure/mapper.py)."""
+        keep = getattr(self.mapper, "encoded_once", None)
+        return keep() if keep is not None else nullcontext()
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         """The library's `save`, step for step, with a collector that tells an aggregate

@@ -123,13 +123,12 @@ class JobFiring:
         outcomes = prepared.outcomes
         if prepared.later:
             outcomes = outcomes + self.fire(prepared.later)
-        stamp = {"timestamp": self._clock()} if prepared.ahead else None
         for tenant_id, batch in prepared.fires.items():
             events = prepared.events[tenant_id]
             if not batch:
                 continue  # every fire of the tenant was dropped
-            if stamp is not None:
-                events = [replace(event, **stamp) for event in events]
+            if prepared.ahead:
+                _stamp(events, self._clock())
             self._queue(tenant_id, batch, events)
         return outcomes
 
@@ -265,6 +264,21 @@ class JobFiring:
         # Built once: an attempt that lost the race for the usage appends the same
         # events again with the usage read afresh (rebuilding hundreds of runs would
         # take long enough to lose the next race too).
+        # Encoded once too: an attempt again encodes only its usage (in a burst of one
+        # tenant's jobs, every other append of two schedulers loses the race).
+        with self._store.encoded_once():
+            appended = self._append_with_usage(tenant, ctx, batch, events)
+        for fire in batch:
+            if appended:
+                self._fired(fire)
+            else:
+                self._queue_one(tenant, fire, ctx)
+
+    def _append_with_usage(
+        self, tenant: Tenant, ctx: CommandContext, batch: list[Fire], events: list[Any]
+    ) -> bool:
+        """One append of the runs' events with the day's take of them; False when refused
+        for anything but losing the race for the usage (again and again)."""
         for _ in range(CONFLICT_ATTEMPTS):
             try:
                 with self._runs.take_run_of_day(tenant, ctx, amount=len(batch)) as usage:
@@ -274,14 +288,11 @@ class JobFiring:
             except VersionConflict as conflict:
                 if conflict.raced and self._lost_usage(conflict, usage.id, batch):
                     continue  # another append took the usage first: none of the runs exists
-                break
+                return False
             except (QuotaExceeded, PermissionDenied):
-                break
-            for fire in batch:
-                self._fired(fire)
-            return
-        for fire in batch:
-            self._queue_one(tenant, fire, ctx)
+                return False
+            return True
+        return False
 
     def _lost_usage(self, conflict: VersionConflict, usage_id: UUID, batch: list[Fire]) -> bool:
         """Whether an append of `batch` failed only for its usage, so that appending it
@@ -403,6 +414,15 @@ class JobFiring:
             retry_on_conflict(attempt)
         except DomainError:
             pass  # it finished meanwhile: nothing to cancel
+
+
+def _stamp(events: list[Any], at: datetime) -> None:
+    """Set the time of events built ahead of their append. In place: a frozen event is
+    set the way its own __init__ sets it, as a copy of each (dataclasses.replace) cost
+    as much as encoding it, at the moment a burst is waiting for its appends. Only the
+    prepare that built them holds these events."""
+    for event in events:
+        object.__setattr__(event, "timestamp", at)
 
 
 class TargetGone(Conflict):

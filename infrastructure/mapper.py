@@ -4,6 +4,9 @@ typed: stored JSON is converted back into the event class's declared field types
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -15,7 +18,34 @@ _decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 class MsgspecMapper(Mapper):
+    _local = threading.local()
+
+    @contextmanager
+    def encoded_once(self) -> Iterator[None]:
+        """Within it, this thread encodes an event given again (the same object: an
+        append tried again after losing a race) only once: its stored form is kept by
+        identity until the block ends."""
+        if getattr(self._local, "memo", None) is not None:
+            yield  # an outer block keeps them already
+            return
+        self._local.memo = {}
+        try:
+            yield
+        finally:
+            self._local.memo = None
+
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        memo: dict[int, tuple[Any, StoredEvent]] | None = getattr(self._local, "memo", None)
+        if memo is None:
+            return self._encode(domain_event)
+        kept = memo.get(id(domain_event))
+        if kept is not None and kept[0] is domain_event:
+            return kept[1]
+        stored = self._encode(domain_event)
+        memo[id(domain_event)] = (domain_event, stored)
+        return stored
+
+    def _encode(self, domain_event: Any) -> StoredEvent:
         state = dict(vars(domain_event))
         originator_id = state.pop("originator_id")
         originator_version = state.pop("originator_version")

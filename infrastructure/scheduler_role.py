@@ -81,13 +81,22 @@ else says when that run ends."""
 _DUE = f"""
 SELECT s.cursor, s.waiting_for, s.caught_up, s.last_run_id, {_JOB}
 FROM job_schedules s JOIN jobs j ON j.id = s.job_id
-WHERE s.next_due <= %s AND s.waiting_for IS NULL AND s.job_id <> ALL(%s) {_HELD}
+WHERE s.next_due <= %s AND s.waiting_for IS NULL {_HELD}
 ORDER BY s.next_due LIMIT %s FOR UPDATE OF s SKIP LOCKED
 """
 """The due jobs, earliest first, read in the order of index job_schedules_due: a pass of
 a burst reads its batch and stops, instead of reading and sorting every due row (the
-other schedulers' locked ones are passed over as they come). The array: jobs this
-transaction holds already (run_ahead's earlier batches), which it would read again."""
+other schedulers' locked ones are passed over as they come)."""
+
+_DUE_AT = f"""
+SELECT s.cursor, s.waiting_for, s.caught_up, s.last_run_id, {_JOB}
+FROM job_schedules s JOIN jobs j ON j.id = s.job_id
+WHERE s.next_due = %s AND s.waiting_for IS NULL AND s.job_id <> ALL(%s) {_HELD}
+LIMIT %s FOR UPDATE OF s SKIP LOCKED
+"""
+"""The jobs due at exactly one time, for run_ahead (index job_schedules_due), less those
+its transaction holds already (it would read them again: they are its own locks). Jobs
+due before that time are left to the passes, which fire them at their time."""
 
 _CHANGED_SINCE = """
 SELECT v.id FROM unnest(%b::uuid[], %b::bigint[]) AS v(id, version)
@@ -233,7 +242,7 @@ class SchedulerRole:
             replanned = self._look(conn)
             self._replanned_full = replanned >= self._batch
         with conn.transaction():
-            rows = conn.execute(_DUE, (self._clock(), [], self._batch)).fetchall()
+            rows = conn.execute(_DUE, (self._clock(), self._batch)).fetchall()
             # Only due rows make a pass full (so that the next starts at once): a waiting
             # fire mostly has nothing to do yet, and passes that counted it would follow
             # each other without end while its run goes on.
@@ -300,7 +309,7 @@ class SchedulerRole:
                 began = self._clock()
                 if began + timedelta(seconds=took) >= at:
                     break  # another batch would delay those held
-                rows = conn.execute(_DUE, (at, list(versions), self._batch)).fetchall()
+                rows = conn.execute(_DUE_AT, (at, list(versions), self._batch)).fetchall()
                 if not rows:
                     break
                 versions.update((row["id"], row["version"]) for row in rows)
@@ -316,12 +325,26 @@ class SchedulerRole:
                 at.isoformat(),
                 (at - self._clock()).total_seconds(),
             )
-            if not self._sleep(max(0.0, (at - self._clock()).total_seconds())):
+            if not self._wait_for(conn, at):
                 return  # stopping: nothing queued, the rows go back as they were
             changed = conn.execute(_CHANGED_SINCE, (list(versions), list(versions.values())))
             dropped = {row["id"] for row in changed.fetchall()}
-            for prepared in held:
-                self._save(conn, self._firing.queue(prepared, dropped))
+            # The appends back to back; the bookkeeping of them all after the last (it is
+            # committed with the transaction either way).
+            outcomes = [o for prepared in held for o in self._firing.queue(prepared, dropped)]
+            self._save(conn, outcomes)
+
+    def _wait_for(self, conn: psycopg.Connection[Any], at: datetime) -> bool:
+        """Until `at`, the passes go on (as savepoints of run_ahead's transaction): what
+        falls due meanwhile (a new job, a fire waiting for its previous run) is fired at
+        its time, not after the burst. The held jobs are not due before `at`, so no pass
+        takes them. False when the role stops meanwhile."""
+        while (left := (at - self._clock()).total_seconds()) > 0:
+            if not self._sleep(min(left, self._interval)):
+                return False
+            if self._clock() < at:
+                self.run_pass(conn)
+        return True
 
     def _replan(self, conn: psycopg.Connection[Any]) -> int:
         rows = conn.execute(_CHANGED, (self._batch,)).fetchall()

@@ -86,7 +86,7 @@ class Settings:
     heartbeat_timeout: float = 30.0
     """NORN_HEARTBEAT_TIMEOUT: a running run whose executor has not beaten for this long
     is recovered."""
-    scheduler_lead: float = 2.0
+    scheduler_lead: float = 5.0
     """NORN_SCHEDULER_LEAD: seconds before a due time that a scheduler plans its jobs and
     builds their runs, so that at the time only their appends are left (0: plan at it)."""
     run_max_attempts: int = 3

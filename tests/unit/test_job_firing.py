@@ -235,11 +235,21 @@ def test_a_batch_that_loses_the_race_for_the_usage_is_appended_again_whole(
         return append(*aggregates, **options)
 
     monkeypatch.setattr(world.store, "append", after_another_take)
+    encode = world.store.mapper._encode  # type: ignore[attr-defined]
+    encoded: list[str] = []
+
+    def counted(event: Any) -> Any:
+        encoded.append(type(event).__name__)
+        return encode(event)
+
+    monkeypatch.setattr(world.store.mapper, "_encode", counted)
     before = len(world.appends)
     outcomes = world.firing.fire([world.due(job) for job in jobs])
     assert raced == 2 and [o.fired for o in outcomes] == [1] * 5
     queued = [names for _, names in world.appends[before:] if "RunQueued" in names]
     assert [names.count("RunQueued") for names in queued] == [5]
+    # Three attempts, the runs encoded in the first only (each usage afresh).
+    assert encoded.count("RunQueued") == 5
 
 
 def test_runs_prepared_before_their_time_are_queued_and_stamped_when_queued(

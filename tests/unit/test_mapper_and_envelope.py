@@ -5,6 +5,7 @@ memory."""
 from __future__ import annotations
 
 import inspect
+import threading
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
@@ -699,3 +700,22 @@ def test_an_event_is_encoded_once_for_every_feed_that_sends_it() -> None:
         envelope.text_of(msgspec.structs.replace(cloud, id=f"other-{n}"))
     assert len(envelope._TEXTS) == envelope._TEXTS_KEPT
     assert envelope.text_of(cloud) is not first
+
+
+def test_within_encoded_once_an_event_given_again_is_encoded_once_in_its_thread() -> None:
+    """An append tried again after a lost race gives the same event objects: their stored
+    form is kept by identity for the block, in the thread that opened it, and only then."""
+    event, other = one_of_every_event()[:2]
+    seen_elsewhere: list[bool] = []
+    with MAPPER.encoded_once():
+        first = MAPPER.to_stored_event(event)
+        assert MAPPER.to_stored_event(event) is first
+        assert MAPPER.to_stored_event(other) is not first
+        worker = threading.Thread(
+            target=lambda: seen_elsewhere.append(MAPPER.to_stored_event(event) is first)
+        )
+        worker.start()
+        worker.join()
+    assert seen_elsewhere == [False]
+    again = MAPPER.to_stored_event(event)
+    assert again is not first and again == first

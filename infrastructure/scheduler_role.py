@@ -190,6 +190,8 @@ class SchedulerRole:
         (None: look next time). Idle, a pass then skips the look, which scans every job's
         row twice, four times a second."""
         self._looked_since = 0.0
+        self._ahead_at: datetime | None = None
+        """The due time run_ahead last took up: next_wake does not answer it again."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pass after pass until stopped; an outage of PostgreSQL ends the connection,
@@ -290,7 +292,8 @@ class SchedulerRole:
         if row is None or row["due"] is None:
             return at_most, None
         until = (row["due"] - now).total_seconds()
-        if self._lead > 0 and until - self._lead <= at_most:
+        ahead = self._lead > 0 and row["due"] != self._ahead_at
+        if ahead and until - self._lead <= at_most:
             return max(0.0, until - self._lead), row["due"]
         return min(at_most, until + DUE_MARGIN), None
 
@@ -301,6 +304,7 @@ class SchedulerRole:
         transaction holds the jobs' rows throughout; a job whose definition changed
         meanwhile is not fired (the next look plans it again), and JobFiring.queue reads
         the targets again. What this leaves due, the passes after it fire."""
+        self._ahead_at = at  # once: another scheduler may hold them all (next_wake)
         with conn.transaction():
             held: list[Prepared] = []
             versions: dict[UUID, int] = {}

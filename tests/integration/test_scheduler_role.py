@@ -419,6 +419,14 @@ async def test_the_role_waits_until_the_next_due_time_not_a_whole_interval(
                 assert role.next_wake(conn, 0.25) == (0.0, _at(job, 1))
                 clock.now = _at(job, 1) - timedelta(seconds=3)
                 assert role.next_wake(conn, 0.25) == (0.25, None)
+                # Another scheduler holds every job due then: this one takes up that
+                # time once, then waits with its passes instead of asking again at once.
+                clock.now = _at(job, 1) - timedelta(seconds=1)
+                with psycopg.connect(settings.database_url) as other:
+                    other.execute("SELECT 1 FROM job_schedules FOR UPDATE")
+                    await asyncio.to_thread(role.run_ahead, conn, _at(job, 1))
+                assert role.next_wake(conn, 0.25) == (0.25, None)
+                assert (await _shown(client, editor, job["id"]))["fired"] == 0
 
 
 async def test_with_a_lead_a_burst_is_planned_before_its_time_and_queued_at_it(

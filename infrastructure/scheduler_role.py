@@ -35,98 +35,16 @@ from application.fires import DueJob, Outcome, Prepared, counts
 from application.job_firing import JobFiring
 from application.schedule import schedule_of
 from application.threads import in_thread
+from infrastructure import scheduler_queries as q
 from infrastructure.supervision import Backoff, pause, supervise
 from projections.job_queries import job_spec
 
 log = logging.getLogger(__name__)
 
-_NEW = """
-INSERT INTO job_schedules (job_id, tenant_id, spec_version, cursor)
-SELECT j.id, j.tenant_id, 0, j.created_at FROM jobs j
-WHERE NOT j.deleted AND NOT EXISTS (SELECT 1 FROM job_schedules s WHERE s.job_id = j.id)
-ON CONFLICT (job_id) DO NOTHING
-"""
-
-_JOB = (
-    "j.id, j.tenant_id, j.version, j.enabled, j.deleted, j.name, j.target_deployment_id,"
-    " j.target_pipeline_id, j.target_revision, j.cron_expr, j.timezone, j.params,"
-    " j.misfire_policy, j.max_catchup, j.overlap_policy, j.jitter_seconds, j.start_at,"
-    " j.end_at, j.description, j.labels"
-)
-
-_CHANGED = f"""
-SELECT s.cursor, s.waiting_for, s.caught_up, {_JOB}
-FROM job_schedules s JOIN jobs j ON j.id = s.job_id
-WHERE s.spec_version <> j.version LIMIT %s FOR UPDATE OF s SKIP LOCKED
-"""
-
-_HELD = """
-  AND s.spec_version = j.version AND j.enabled AND NOT j.deleted
-  AND NOT EXISTS (
-    SELECT 1 FROM tenants t WHERE t.id::text = s.tenant_id AND t.status <> 'active')
-"""
-"""What a pass may plan: the job's bookkeeping is up to date with its definition, the job
-is enabled, and its tenant is active."""
-
-_WAITING = f"""
-SELECT s.cursor, s.waiting_for, s.caught_up, s.last_run_id, {_JOB}
-FROM job_schedules s JOIN jobs j ON j.id = s.job_id
-WHERE s.waiting_for IS NOT NULL {_HELD}
-ORDER BY s.waiting_for LIMIT %s FOR UPDATE OF s SKIP LOCKED
-"""
-"""Jobs with a fire waiting for their previous run to end (index job_schedules_waiting),
-oldest wait first: planned in every pass that has room after the due jobs, as nothing
-else says when that run ends."""
-
-_DUE = f"""
-SELECT s.cursor, s.waiting_for, s.caught_up, s.last_run_id, {_JOB}
-FROM job_schedules s JOIN jobs j ON j.id = s.job_id
-WHERE s.next_due <= %s AND s.waiting_for IS NULL {_HELD}
-ORDER BY s.next_due LIMIT %s FOR UPDATE OF s SKIP LOCKED
-"""
-"""The due jobs, earliest first, read in the order of index job_schedules_due: a pass of
-a burst reads its batch and stops, instead of reading and sorting every due row (the
-other schedulers' locked ones are passed over as they come)."""
-
-_DUE_AT = f"""
-SELECT s.cursor, s.waiting_for, s.caught_up, s.last_run_id, {_JOB}
-FROM job_schedules s JOIN jobs j ON j.id = s.job_id
-WHERE s.next_due = %s AND s.waiting_for IS NULL AND s.job_id <> ALL(%s) {_HELD}
-LIMIT %s FOR UPDATE OF s SKIP LOCKED
-"""
-"""The jobs due at exactly one time, for run_ahead (index job_schedules_due), less those
-its transaction holds already (it would read them again: they are its own locks). Jobs
-due before that time are left to the passes, which fire them at their time."""
-
-_CHANGED_SINCE = """
-SELECT v.id FROM unnest(%b::uuid[], %b::bigint[]) AS v(id, version)
-LEFT JOIN jobs j ON j.id = v.id WHERE j.id IS NULL OR j.version <> v.version
-"""
-"""Of the jobs run_ahead planned (id, version), those whose definition changed since."""
-
-_GONE = """
-SELECT j.id FROM jobs j WHERE j.enabled AND NOT j.deleted AND (
-  (j.target_deployment_id IS NULL
-   AND NOT EXISTS (SELECT 1 FROM pipelines p WHERE p.id::text = j.target_pipeline_id))
-  OR EXISTS (
-   SELECT 1 FROM deployments d WHERE d.id::text = j.target_deployment_id AND d.retired))
-LIMIT 100
-"""
-"""Jobs whose target the read models say is gone: only nominated (a pipeline not projected
-yet is missing too); the event store decides (JobFiring.settle_gone)."""
-
-_JOBS_AT = "SELECT position FROM projection_tracking WHERE name = 'jobs'"
-"""Where the jobs read model is: its row moves in every transaction that changes a job's
-row, so while it stays put no job is new or changed."""
-
 LOOK_EVERY = 5.0
 """Seconds between looks for new and changed jobs even while the jobs read model stays
 put: a look another scheduler began and never finished (it died holding the rows) is
 taken up by then."""
-
-_NEXT_DUE = "SELECT min(next_due) AS due FROM job_schedules WHERE next_due > %s"
-"""The next time a job falls due (index job_schedules_due). Due rows a pass leaves (a
-suspended tenant's) are in the past: they do not make the role wake again at once."""
 
 AHEAD_BATCHES = 20
 """At most this many batches are planned ahead of their time by one scheduler."""
@@ -137,24 +55,6 @@ DUE_MARGIN = 0.001
 GONE_EVERY = 5.0
 """Seconds between looks for jobs whose target is gone: a job is disabled about this long
 after its pipeline is deleted or its deployment retired, not at its next fire."""
-
-_SAVE = """
-UPDATE job_schedules s SET cursor = v.cursor, waiting_for = v.waiting_for,
-  caught_up = v.caught_up, next_due = v.next_due,
-  last_run_id = coalesce(v.last_run_id, s.last_run_id),
-  last_run = coalesce(v.last_run, s.last_run),
-  fired = s.fired + v.fired, skipped = s.skipped + v.skipped, missed = s.missed + v.missed,
-  refused = s.refused + v.refused, late = s.late + v.late, updated_at = now()
-FROM unnest(%b::timestamptz[], %b::timestamptz[], %b::integer[], %b::timestamptz[],
-            %b::uuid[], %b::timestamptz[], %b::bigint[], %b::bigint[], %b::bigint[],
-            %b::bigint[], %b::bigint[], %b::uuid[])
-  AS v(cursor, waiting_for, caught_up, next_due, last_run_id, last_run,
-       fired, skipped, missed, refused, late, job_id)
-WHERE s.job_id = v.job_id
-"""
-"""A pass's bookkeeping, every job's row in one statement: one array per column (the
-parameters of `_saved`, column by column), rather than a statement per row. Binary
-(%b): psycopg writes the text form of an array in Python, value by value (4x the time)."""
 
 
 class SchedulerRole:
@@ -244,19 +144,19 @@ class SchedulerRole:
             replanned = self._look(conn)
             self._replanned_full = replanned >= self._batch
         with conn.transaction():
-            rows = conn.execute(_DUE, (self._clock(), self._batch)).fetchall()
+            rows = conn.execute(q.DUE, (self._clock(), self._batch)).fetchall()
             # Only due rows make a pass full (so that the next starts at once): a waiting
             # fire mostly has nothing to do yet, and passes that counted it would follow
             # each other without end while its run goes on.
             full = len(rows) >= self._batch
             if not full:
-                rows += conn.execute(_WAITING, (self._batch - len(rows),)).fetchall()
+                rows += conn.execute(q.WAITING, (self._batch - len(rows),)).fetchall()
             if rows:
                 self._fire(conn, rows)
         self._fired_full = full
         if time.monotonic() - self._gone_at > GONE_EVERY:
             self._gone_at = time.monotonic()
-            gone = [row["id"] for row in conn.execute(_GONE).fetchall()]
+            gone = [row["id"] for row in conn.execute(q.GONE).fetchall()]
             if gone:
                 self._firing.settle_gone(gone)
         return full or replanned >= self._batch
@@ -265,14 +165,14 @@ class SchedulerRole:
         """New jobs get their bookkeeping row and changed ones are planned again, unless
         the jobs read model has not moved since a look that left nothing behind. Answers
         how many were planned again."""
-        row = conn.execute(_JOBS_AT).fetchone()
+        row = conn.execute(q.JOBS_AT).fetchone()
         jobs_at = row["position"] if row else None
         now = time.monotonic()
         if jobs_at is not None and jobs_at == self._looked_at:
             if now - self._looked_since < LOOK_EVERY:
                 return 0
         with conn.transaction():
-            conn.execute(_NEW)
+            conn.execute(q.NEW)
             replanned = self._replan(conn)
         # Read before the look: a change committed since has moved the position past it.
         self._looked_at = jobs_at if replanned < self._batch else None
@@ -288,7 +188,7 @@ class SchedulerRole:
         a due time within it is answered too: the pass after the wait is run_ahead's,
         `lead` seconds before that time."""
         now = self._clock()
-        row = conn.execute(_NEXT_DUE, (now,)).fetchone()
+        row = conn.execute(q.NEXT_DUE, (now,)).fetchone()
         if row is None or row["due"] is None:
             return at_most, None
         until = (row["due"] - now).total_seconds()
@@ -313,7 +213,7 @@ class SchedulerRole:
                 began = self._clock()
                 if began + timedelta(seconds=took) >= at:
                     break  # another batch would delay those held
-                rows = conn.execute(_DUE_AT, (at, list(versions), self._batch)).fetchall()
+                rows = conn.execute(q.DUE_AT, (at, list(versions), self._batch)).fetchall()
                 if not rows:
                     break
                 versions.update((row["id"], row["version"]) for row in rows)
@@ -331,7 +231,7 @@ class SchedulerRole:
             )
             if not self._wait_for(conn, at):
                 return  # stopping: nothing queued, the rows go back as they were
-            changed = conn.execute(_CHANGED_SINCE, (list(versions), list(versions.values())))
+            changed = conn.execute(q.CHANGED_SINCE, (list(versions), list(versions.values())))
             dropped = {row["id"] for row in changed.fetchall()}
             # The appends back to back; the bookkeeping of them all after the last (it is
             # committed with the transaction either way).
@@ -351,7 +251,7 @@ class SchedulerRole:
         return True
 
     def _replan(self, conn: psycopg.Connection[Any]) -> int:
-        rows = conn.execute(_CHANGED, (self._batch,)).fetchall()
+        rows = conn.execute(q.CHANGED, (self._batch,)).fetchall()
         planned = []
         for row in rows:
             due = None
@@ -393,7 +293,7 @@ class SchedulerRole:
             return
         now = self._clock()
         saved = [self._saved(outcome, now) for outcome in outcomes]
-        conn.execute(_SAVE, [list(column) for column in zip(*saved, strict=True)])
+        conn.execute(q.SAVE, [list(column) for column in zip(*saved, strict=True)])
         totals = counts(outcomes)
         if any(totals.values()):
             log.debug("scheduler pass: %d jobs, %s", len(outcomes), totals)
@@ -401,7 +301,7 @@ class SchedulerRole:
             self._observe(outcomes)
 
     def _saved(self, outcome: Outcome, now: datetime) -> tuple[Any, ...]:
-        """The bookkeeping row of one job after the pass (a row of _SAVE's columns)."""
+        """The bookkeeping row of one job after the pass (a row of q.SAVE's columns)."""
         job, state = outcome.job, outcome.state
         if outcome.disabled is not None:
             due = None  # its JobDisabled changes the version: it is planned afresh then

@@ -63,10 +63,9 @@ class Fire:
 
 @dataclass
 class Prepared:
-    """A pass's plans as of `at`, with their runs built (JobFiring.prepare), waiting to
-    be queued (JobFiring.queue)."""
+    """A pass's plans, with their runs built (JobFiring.prepare), waiting to be queued
+    (JobFiring.queue)."""
 
-    at: datetime
     ahead: bool
     """Prepared before `at`: re-checked and stamped when queued."""
     outcomes: list[Outcome] = field(default_factory=list)

@@ -85,7 +85,7 @@ class JobFiring:
         job whose previous run still runs is planned at `at` instead, when it may have
         ended (its overlap policy decides then, and `cancel_previous` cancels no sooner)."""
         ahead = at > self._clock()
-        prepared = Prepared(at, ahead)
+        prepared = Prepared(ahead)
         self._seen = {}
         wanted = [
             UUID(job.last_run_id)
@@ -120,9 +120,6 @@ class JobFiring:
         again now, and the runs are stamped now, as queued when their append begins."""
         if prepared.ahead:
             self._refresh(prepared, changed)
-        outcomes = prepared.outcomes
-        if prepared.later:
-            outcomes = outcomes + self.fire(prepared.later)
         for tenant_id, batch in prepared.fires.items():
             events = prepared.events[tenant_id]
             if not batch:
@@ -130,7 +127,8 @@ class JobFiring:
             if prepared.ahead:
                 _stamp(events, self._clock())
             self._queue(tenant_id, batch, events)
-        return outcomes
+        # The deferred jobs after the burst: planning them now must not delay it.
+        return prepared.outcomes + (self.fire(prepared.later) if prepared.later else [])
 
     def _refresh(self, prepared: Prepared, changed: Collection[UUID]) -> None:
         """Drop the jobs of `changed` from a plan made ahead, and move to `later` those

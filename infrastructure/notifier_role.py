@@ -123,9 +123,9 @@ class NotifierRole:
                 if newest == caught_up:
                     await pause(stop, self._interval)
                     continue
-                passed, position = await fan_out(conn, self._batch)
+                passed, position, queued = await fan_out(conn, self._batch)
                 caught_up = newest if position == newest else None
-                if passed:
+                if queued:  # wake the delivery loop only for something to deliver
                     self._due.set()
                 if passed < self._batch:
                     await pause(stop, self._interval)

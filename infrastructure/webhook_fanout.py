@@ -58,23 +58,24 @@ Routes = dict[str, dict[str, tuple[str, ...]]]
 """tenant -> webhook id -> globs, of the active webhooks."""
 
 
-async def fan_out(conn: AsyncConnection, batch: int) -> tuple[int, int | None]:
+async def fan_out(conn: AsyncConnection, batch: int) -> tuple[int, int | None, int]:
     """One batch of events after the notifier's position, on an autocommit connection:
-    how many were passed (0: nothing new, or another notifier moved first), and where the
-    notifier's position stands after it (None: another notifier moved it meanwhile)."""
+    how many were passed (0: nothing new, or another notifier moved first), where the
+    notifier's position stands after it (None: another notifier moved it meanwhile), and
+    how many deliveries it queued."""
     cur = await conn.execute("SELECT position FROM notifier_tracking WHERE name = %s", (TRACKING,))
     row = await cur.fetchone()
     after = int(row[0]) if row else 0
     notes = await read_notifications(conn, after, batch, precise=True)
     if not notes:
-        return 0, after
+        return 0, after, 0
     async with conn.transaction():
         cur = await conn.execute(
             "SELECT position FROM notifier_tracking WHERE name = %s FOR UPDATE", (TRACKING,)
         )
         row = await cur.fetchone()
         if row is not None and int(row[0]) != after:
-            return 0, None  # another notifier passed these meanwhile: read again from there
+            return 0, None, 0  # another notifier passed these meanwhile: read again from there
         routes = await _routes(conn)
         rows: list[tuple[Any, ...]] = []
         for note in notes:
@@ -93,7 +94,7 @@ async def fan_out(conn: AsyncConnection, batch: int) -> tuple[int, int | None]:
             " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position",
             (TRACKING, notes[-1].id),
         )
-    return len(notes), notes[-1].id
+    return len(notes), notes[-1].id, len(rows)
 
 
 def _decoded(note: Notification) -> CloudEvent | None:

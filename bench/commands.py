@@ -6,7 +6,8 @@ reference measured in the same run.
 
 [1] create-pipeline commands/s, p50/p99 at N clients (closed loop), beside the raw
     psycopg INSERT+COMMIT rate into the same database at the same concurrency, and their
-    ratio.
+    ratio; then the same from wrk, a C load generator (bench/wrk.py), where it is
+    installed (its creates are not in [3] and [4]).
 [2] GET /api/v1/pipelines/{id} /s, p50/p99 at N clients (random ids of pipelines made in
     [1]), beside a raw psycopg SELECT by primary key at the same concurrency; then the
     same from wrk, a C load generator (bench/wrk.py), where it is installed.
@@ -62,7 +63,7 @@ from harness import (
     profiled,
     server_cpu_seconds,
 )
-from wrk import wrk_gets
+from wrk import wrk_creates, wrk_gets
 
 RAW_APP = "norn-bench-raw"
 QUIET = 0.2
@@ -165,6 +166,21 @@ def raw_threads(
     if errors:
         raise RuntimeError(f"{len(errors)} of {clients} raw clients failed") from errors[0]
     return sum(counts)
+
+
+def until_projected(database_url: str, limit: float = 120) -> None:
+    """Until the pipelines read model holds the store's newest event: the next phase
+    must not share the machine with a catch-up."""
+    deadline = time.monotonic() + limit
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT (SELECT max(notification_id) FROM norn_events) <= (SELECT position"
+                " FROM projection_tracking WHERE name = 'pipelines')"
+            ).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.1)
 
 
 def raw_inserts(database_url: str, clients: int, seconds: float) -> int:
@@ -353,6 +369,17 @@ def main() -> None:
         time.sleep(args.settle)
         settled = Mark.take(server, commits)
 
+        # [1] again from wrk (no client in Python sharing the two cores).
+        cpu = server_cpu_seconds(server)
+        with profiled(server.pid, "create-wrk", args.seconds):
+            wrk_made = wrk_creates(
+                server.base, headers, "/api/v1/pipelines", body(0), args.clients, args.seconds
+            )
+        wrk_create_cpu = server_cpu_seconds(server) - cpu
+        until_projected(server.database_url)
+        time.sleep(args.settle)  # the raw phase's commits are read from here
+        settled_again = Mark.take(server, commits)
+
         # Raw INSERT+COMMIT; its connections are closed (flushed) before the reading.
         inserts = raw_inserts(server.database_url, args.clients, args.seconds)
         commits.wait_gone(RAW_APP)
@@ -392,6 +419,17 @@ def main() -> None:
         f"norn CPU {create_cpu / n * 1000:.1f} s/1k ({n} commands) | "
         f"raw INSERT+COMMIT: {raw_rate:.0f}/s | ratio {create_rate / raw_rate:.1%}"
     )
+    if wrk_made is None:
+        out.append("[1] create pipeline by wrk (a C client): not run, wrk is not installed")
+    else:
+        made = wrk_made.requests / args.seconds
+        out.append(
+            f"[1] create pipeline by wrk (a C client): {made:.0f}/s, p50 {wrk_made.p50_ms:.1f} ms,"
+            f" p99 {wrk_made.p99_ms:.1f} ms, {wrk_made.not_ok} answered >= 400,"
+            f" {wrk_made.socket_errors} socket errors, norn CPU"
+            f" {wrk_create_cpu / max(1, wrk_made.requests) * 1000:.2f} s/1k | raw INSERT+COMMIT:"
+            f" {raw_rate:.0f}/s | ratio {made / raw_rate:.1%}"
+        )
     out.append(
         f"[2] GET pipeline: {get_rate:.0f}/s, {p50_p99(gets)}, "
         f"norn CPU {get_cpu / len(gets) * 1000:.1f} s/1k | "
@@ -413,7 +451,7 @@ def main() -> None:
     window = settled.at - start.at
     gross = settled.commits - start.commits
     net = gross - log.polls - idle_rate * window
-    raw_net = raw_end.commits - settled.commits - idle_rate * (raw_end.at - settled.at)
+    raw_net = raw_end.commits - settled_again.commits - idle_rate * (raw_end.at - settled_again.at)
     caveat = "" if args.settle >= 10.5 else f" (settle {args.settle:g} s < 10 s: undercounted)"
     out.append(
         f"[3] commits per create (pg_stat_database.xact_commit): {net / n:.2f} net, "

@@ -1,8 +1,8 @@
-"""GETs from wrk, a load generator written in C, where it is installed (`apt-get install
-wrk`; CI installs it). A Python client on the same two cores spends about as much CPU
-per request as the API it measures, so its figure says as much about the client as
-about Norn; wrk spends a small fraction of that. Returns None without wrk: the caller
-prints its Python client's figure alone."""
+"""GETs and creates from wrk, a load generator written in C, where it is installed
+(`apt-get install wrk`; CI installs it). A Python client on the same two cores spends
+about as much CPU per request as the API it measures, so its figure says as much about
+the client as about Norn; wrk spends a small fraction of that. Returns None without wrk:
+the caller prints its Python client's figure alone."""
 
 from __future__ import annotations
 
@@ -10,14 +10,38 @@ import json
 import shutil
 import subprocess
 import tempfile
+import uuid
 from dataclasses import dataclass
+from typing import Any
 
-_SCRIPT = """
+_GETS = """
 local paths = {paths}
 for name, value in pairs({headers}) do wrk.headers[name] = value end
 request = function()
   return wrk.format("GET", paths[math.random(#paths)])
 end
+"""
+
+# Each wrk thread numbers its own requests; the run's random tag keeps names unique
+# across runs and threads (a name taken twice would be answered 409 and counted as not ok).
+_CREATES = """
+local body, path, tag = {body}, {path}, {tag}
+for name, value in pairs({headers}) do wrk.headers[name] = value end
+wrk.headers["Content-Type"] = "application/json"
+local ids = 0
+setup = function(thread)
+  ids = ids + 1
+  thread:set("id", ids)
+end
+local n = 0
+request = function()
+  n = n + 1
+  local name = string.format("%s-%d-%d", tag, id, n)
+  return wrk.format("POST", path, nil, (body:gsub("__NAME__", name)))
+end
+"""
+
+_DONE = """
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("NORN %d %d %d %d %d\\n", summary.requests, e.status,
@@ -52,11 +76,39 @@ def wrk_gets(
 ) -> WrkResult | None:
     """GET a random one of `paths` over `connections` connections (two wrk threads, one
     per core) for `seconds`."""
+    if not paths:
+        return None
+    script = _GETS.format(paths=_lua(paths), headers=_lua(headers))
+    return _wrk(base, script, connections, seconds)
+
+
+def wrk_creates(
+    base: str,
+    headers: dict[str, str],
+    path: str,
+    body: dict[str, Any],
+    connections: int,
+    seconds: float,
+) -> WrkResult | None:
+    """POST `body` to `path` over `connections` connections for `seconds`, its "name"
+    made unique per request."""
+    template = json.dumps({**body, "name": "__NAME__"})
+    tag = f"wrk-{uuid.uuid4().hex[:8]}"
+    script = _CREATES.format(
+        body=json.dumps(template),
+        path=json.dumps(path),
+        tag=json.dumps(tag),
+        headers=_lua(headers),
+    )
+    return _wrk(base, script, connections, seconds)
+
+
+def _wrk(base: str, script_text: str, connections: int, seconds: float) -> WrkResult | None:
     exe = shutil.which("wrk")
-    if exe is None or not paths:
+    if exe is None:
         return None
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(_SCRIPT.format(paths=_lua(paths), headers=_lua(headers)))
+        script.write(script_text + _DONE)
         script.flush()
         done = subprocess.run(  # noqa: S603 (wrk from PATH, arguments of ours)
             [

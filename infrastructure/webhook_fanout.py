@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from application.authorization import EVENT_READ_PERMISSIONS, ROLE_PERMISSIONS
+from domain.webhook import WebhookEvent
 from infrastructure.envelope import CloudEvent, to_cloud_event
 from infrastructure.notification_log import read_notifications
 from infrastructure.webhook_protocol import delivery_id, matches
@@ -54,6 +55,9 @@ UPDATE webhook_deliveries SET status = 'dead', last_error = 'webhook deleted'
 WHERE webhook_id = %(id)s AND status IN ('pending', 'failed')
 """
 
+_WEBHOOK_TOPICS = f"{WebhookEvent.__module__}:"
+"""The topics of the webhooks' own events (domain/webhook.py), which move the routes."""
+
 Routes = dict[str, dict[str, tuple[str, ...]]]
 """tenant -> webhook id -> globs, of the active webhooks."""
 
@@ -79,6 +83,8 @@ async def fan_out(conn: AsyncConnection, batch: int) -> tuple[int, int | None, i
         routes = await _routes(conn)
         rows: list[tuple[Any, ...]] = []
         for note in notes:
+            if not routes and not note.topic.startswith(_WEBHOOK_TOPICS):
+                continue  # no webhook anywhere yet: only a webhook's own event matters
             event = _decoded(note)
             if event is None:
                 continue

@@ -24,6 +24,7 @@ from api.bootstrap import build_container, notifier_role
 from infrastructure.metrics import NornMetrics
 from infrastructure.settings import Settings
 from infrastructure.webhook_deliveries import claim
+from infrastructure import webhook_fanout
 from infrastructure.webhook_fanout import fan_out
 from infrastructure.webhook_protocol import RetryPolicy, headers, verify
 from tests.integration.api_client import (
@@ -350,6 +351,47 @@ async def test_a_notifier_that_dies_mid_attempt_leaves_the_delivery_to_the_next(
         assert first.headers["x-norn-delivery"] == second.headers["x-norn-delivery"]
         assert again_after >= 1.5  # not before the dead one's lease ended
         check_signed(second, created["secret"])
+
+
+async def _fanned_out_to(conn: psycopg.AsyncConnection, position: int) -> int:
+    """Fan out until the notifier's position is at least `position`: deliveries queued."""
+    queued = 0
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        passed, at, made = await fan_out(conn, 500)
+        queued += made
+        if at is not None and at >= position:
+            return queued
+        assert asyncio.get_running_loop().time() < deadline, f"not fanned out to {position}"
+        if not passed:
+            await asyncio.sleep(0.05)
+
+
+async def test_with_no_webhook_anywhere_only_webhook_events_are_decoded(
+    settings: Settings, monkeypatch: Any
+) -> None:
+    settings = open_settings(settings)
+    decoded: list[str] = []
+    real = webhook_fanout._decoded
+
+    def counting(note: Any) -> Any:
+        decoded.append(note.topic)
+        return real(note)
+
+    monkeypatch.setattr(webhook_fanout, "_decoded", counting)
+    async with running_app(settings) as client:
+        admin = await tenant_admin(client, settings, "hooks-none")
+        before = await create_pipeline(client, admin, "before")
+        async with await psycopg.AsyncConnection.connect(
+            settings.database_url or "", autocommit=True
+        ) as conn:
+            assert await _fanned_out_to(conn, before["position"]) == 0
+            assert decoded == []  # the tenant, its user and the pipeline: none decoded
+            await create_webhook(client, admin, "http://127.0.0.1:9/hook")
+            after = await create_pipeline(client, admin, "after")
+            assert await _fanned_out_to(conn, after["position"]) >= 1
+            assert decoded[0] == "domain.webhook:WebhookCreated"
+            assert any(topic.startswith("domain.pipeline:") for topic in decoded)
 
 
 async def test_claims_take_a_few_of_each_webhook_and_none_of_a_busy_one(

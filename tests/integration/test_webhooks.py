@@ -21,10 +21,10 @@ from litestar.testing import AsyncTestClient
 from prometheus_client import generate_latest
 
 from api.bootstrap import build_container, notifier_role
+from infrastructure import webhook_fanout
 from infrastructure.metrics import NornMetrics
 from infrastructure.settings import Settings
 from infrastructure.webhook_deliveries import claim
-from infrastructure import webhook_fanout
 from infrastructure.webhook_fanout import fan_out
 from infrastructure.webhook_protocol import RetryPolicy, headers, verify
 from tests.integration.api_client import (

@@ -68,7 +68,8 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         with PostgresServer._lock:  # pgserver's own lock over its users file
             _forget_dead_handles(self.pgdata / ".handle_pids.json")
-        if announce is not None and not postgres_status(self.pgdata.parent).running:
+        running = postgres_status(self.pgdata.parent).running
+        if announce is not None and not running:
             first = not (self.pgdata / "PG_VERSION").exists()
             announce(
                 ("initialising and starting" if first else "starting")
@@ -79,7 +80,10 @@ class EmbeddedPostgres:
         # by another process of this data dir) is used as it is.
         self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
         url = self._server.get_uri()
-        log.info("embedded PostgreSQL ready in %s", self.pgdata)
+        if running:  # another process's: used as it is, and left running
+            log.info("using the embedded PostgreSQL running in %s", self.pgdata)
+        else:
+            log.info("embedded PostgreSQL ready in %s", self.pgdata)
         return url
 
     def stop(self) -> None:

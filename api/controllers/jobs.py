@@ -253,9 +253,12 @@ class SchedulerTimelineController(Controller):
         self,
         request: Request,
         job_queries: JobQueriesDep,
+        read_your_writes: ReadYourWritesDep,
         hours: Hours = 24,
         limit: Limit = 100,
+        min_position: MinPosition = None,
     ) -> Response[str]:
+        await read_your_writes("jobs", min_position)
         jobs: list[TimelineJob] = []
         cursor = None
         while len(jobs) < MAX_TIMELINE_JOBS:

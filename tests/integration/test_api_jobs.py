@@ -293,9 +293,11 @@ async def test_the_scheduler_timeline_shows_the_next_fires_as_text(
         cron_expr="0 */6 * * *",
         timezone="Asia/Tokyo",
     )
-    await _job(client, editor, "off", {"pipeline_id": pipeline["id"]}, enabled=False)
-    await read_at(client, editor, BASE, made["position"])
-    shown = await client.get("/api/v1/visualize/scheduler", headers=editor)
+    off = await _job(client, editor, "off", {"pipeline_id": pipeline["id"]}, enabled=False)
+    assert off["position"] > made["position"]
+    shown = await client.get(  # read-your-writes, as the other job reads
+        "/api/v1/visualize/scheduler", params={"min_position": off["position"]}, headers=editor
+    )
     assert shown.status_code == 200 and shown.headers["content-type"].startswith("text/plain")
     lines = shown.text.splitlines()
     assert "1 job(s) enabled" in lines[0]
@@ -306,6 +308,6 @@ async def test_the_scheduler_timeline_shows_the_next_fires_as_text(
         "/api/v1/visualize/scheduler", params={"hours": 24, "limit": 1}, headers=editor
     )
     assert "and at least 1 more" in short.text
-    for params in ({"hours": 0}, {"hours": 169}, {"limit": 0}):
+    for params in ({"hours": 0}, {"hours": 169}, {"limit": 0}, {"min_position": "x"}):
         refused = await client.get("/api/v1/visualize/scheduler", params=params, headers=editor)
         assert_error(refused, 400, "VALIDATION_ERROR")

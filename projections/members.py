@@ -69,9 +69,23 @@ class Members:
             await keeper.persist(source, now=now)
 
     async def apply(self, source: Connections, events: Sequence[CloudEvent]) -> None:
-        """Apply a batch to every member that follows, as many at once as `source` has
-        connections. Raises when all of them failed."""
+        """Apply a batch to every member that follows: those with work in it in one
+        transaction (one commit for the batch, not one per read model); if that fails,
+        each on its own, as many at once as `source` has connections, so that a failure
+        stays with the member that failed. Raises when all of them failed."""
         following = self._following()
+        busy = [keeper for keeper in following if keeper.has_work(events)]
+        if len(busy) > 1:
+            try:
+                await busy[0].apply_with(busy[1:], source, events)
+            except Exception as error:
+                log.debug("batch applied together failed (%r): applied one by one", error)
+            else:
+                for keeper in following:
+                    if keeper not in busy:
+                        await keeper.apply(source, events)  # only moves its position
+                self._settle([(keeper, 0) for keeper in following])
+                return
         outcomes = await asyncio.gather(
             *(keeper.apply(source, events) for keeper in following), return_exceptions=True
         )

@@ -33,6 +33,7 @@ from infrastructure.notification_log import read_notifications
 from projections.projection import (
     Projection,
     apply_batch,
+    apply_batches,
     has_work,
     persist_positions,
     tracked_position,
@@ -166,6 +167,22 @@ class PositionKeeper:
         elif events:
             self._reached(max(event.position for event in events), persisted=False)
         return self.passed
+
+    async def apply_with(
+        self, others: Sequence[PositionKeeper], source: Connections, events: Sequence[CloudEvent]
+    ) -> None:
+        """Apply a batch to this keeper's projection and the others' in one transaction
+        (projection.apply_batches), each from its own passed position."""
+        keepers = [self, *others]
+        async with connection(source) as conn:
+            positions = await apply_batches(
+                conn, [(keeper.projection, keeper.passed) for keeper in keepers], events
+            )
+        for keeper, position in zip(keepers, positions, strict=True):
+            keeper._reached(position, persisted=True)
+
+    def has_work(self, events: Sequence[CloudEvent]) -> bool:
+        return has_work(self.projection, events, self.passed)
 
     def persist_in(self) -> float | None:
         """Seconds until the passed position is due to be persisted (None: nothing to)."""

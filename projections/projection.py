@@ -12,7 +12,6 @@ projections/positions.py for how the position it passes is kept and persisted.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -169,24 +168,52 @@ async def apply_batch(
     after commit. Safe to call with events already applied: they are skipped. `floor` is
     a position the caller knows to be passed (applied, or without a handler) but perhaps
     not persisted yet: events at or below it are skipped too, and it is persisted."""
-    # Where the batch leaves the row: its last event (ignored types advance the position
-    # too, or min_position waits on a filtered projection would time out, docs/
-    # architecture.md §6), or `floor`, whichever is further.
-    to = max([floor, *(event.position for event in events)])
-    async with conn.transaction(), conn.cursor() as cur:
-        position = max(await _move_tracking_row(cur, projection.name, to), floor)
-        # A pipelined projection's statements are all answered (and any error raised)
-        # when the block ends, inside the transaction that moved the row.
-        fresh = []
-        for event in events:
-            # <= rather than a set of seen ids: positions only grow, and a redelivered
-            # or re-published event (or a duplicate within the batch) is at or below it.
-            if event.position > position:
-                fresh.append(event)
-                position = event.position
-        async with conn.pipeline() if projection.pipelined else contextlib.nullcontext():
-            await projection.apply_events(cur, fresh)
+    [position] = await apply_batches(conn, [(projection, floor)], events)
     return position
+
+
+async def apply_batches(
+    conn: AsyncConnection[Any],
+    members: Sequence[tuple[Projection, int]],
+    events: Sequence[CloudEvent],
+) -> list[int]:
+    """`apply_batch` for several projections (each with its `floor`) in ONE transaction:
+    a batch with work for several read models (a create: its pipeline and the audit log)
+    commits once, not once each. All or none: a caller that must keep one projection's
+    failure from the others applies them one by one after a failure
+    (projections/members.py). Returns each projection's tracked position, in order."""
+    top = max((event.position for event in events), default=0)
+    async with conn.transaction(), conn.cursor() as cur:
+        work: list[tuple[Projection, list[CloudEvent], int]] = []
+        # Tracking rows locked in name order: two transactions that lock several never
+        # wait on each other in a cycle.
+        for projection, floor in sorted(members, key=lambda member: member[0].name):
+            # Where the batch leaves the row: its last event (ignored types advance the
+            # position too, or min_position waits on a filtered projection would time
+            # out, docs/architecture.md §6), or `floor`, whichever is further.
+            to = max(floor, top)
+            position = max(await _move_tracking_row(cur, projection.name, to), floor)
+            fresh = []
+            for event in events:
+                # <= rather than a set of seen ids: positions only grow, and a
+                # redelivered or re-published event (or a duplicate within the batch)
+                # is at or below it.
+                if event.position > position:
+                    fresh.append(event)
+                    position = event.position
+            work.append((projection, fresh, position))
+        # The pipelined projections' statements are all answered (and any error raised)
+        # when the block ends, inside the transaction that moved the rows.
+        if any(projection.pipelined for projection, _, _ in work):
+            async with conn.pipeline():
+                for projection, fresh, _ in work:
+                    if projection.pipelined:
+                        await projection.apply_events(cur, fresh)
+        for projection, fresh, _ in work:
+            if not projection.pipelined:
+                await projection.apply_events(cur, fresh)
+    at = {projection.name: position for projection, _, position in work}
+    return [at[projection.name] for projection, _ in members]
 
 
 async def persist_positions(conn: AsyncConnection[Any], positions: Mapping[str, int]) -> None:

@@ -29,6 +29,8 @@ from projections import (
     RunnerSessions,
     wait_for_position,
 )
+from projections.members import Members
+from projections.positions import PositionKeeper
 from projections.projection import apply_batch
 from projections.runs import RunsProjection
 from tests.conftest import NatsNames
@@ -437,3 +439,28 @@ async def test_the_runs_read_model_writes_a_burst_of_queued_runs_in_three_statem
         )
         cur = await conn.execute("SELECT tenant_id, queued FROM run_day_counts")
         assert await cur.fetchall() == [("t1", 3)]
+
+
+async def test_a_batch_with_work_for_several_read_models_commits_once(
+    database_url: str,
+    service: PipelineService,
+    publisher: Publisher,
+    pool: AsyncConnectionPool,
+) -> None:
+    service.create(ALICE, definition("together"), CTX)
+    events = await publisher.publish_new()
+    top = events[-1].position
+    keepers = [PositionKeeper(p) for p in (PipelinesProjection(), RunsProjection())]
+    keepers.append(PositionKeeper(AuditLogProjection()))
+    await Members(keepers).apply(pool, events)
+
+    async with await AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute("SELECT name, xmin::text, position FROM projection_tracking")
+        written = {name: (xmin, position) for name, xmin, position in await cur.fetchall()}
+    # The pipeline's and the audit log's rows, moved by one transaction (one xmin); the
+    # runs read model had nothing to apply: no row written, its position kept in memory.
+    assert set(written) == {"pipelines", "audit_log"}
+    assert written["pipelines"] == written["audit_log"]
+    assert written["pipelines"][1] == top
+    assert [keeper.passed for keeper in keepers] == [top, top, top]
+    assert [name for (name,) in await rows_named(database_url)] == ["together"]

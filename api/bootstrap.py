@@ -396,12 +396,25 @@ def bootstrap_admin(container: Container, announce: Callable[[str], None] = prin
             announce(admin_password_block("admin", password))
 
 
+APPENDING_ROLES = frozenset({"executor", "scheduler", "notifier"})
+"""Background roles that append events (runs' progress, fires and triggers, a webhook
+disabled): besides the HTTP API, what makes a process poke the relay."""
+
+
+def pokes_needed(roles: set[str], serves_http: bool) -> bool:
+    """Whether a process appends, so that its appends should poke a relay elsewhere
+    (infrastructure/append_pokes.py): a relay or projector alone appends nothing, and
+    keeps no NATS connection for pokes (its relay's poll would cover an append anyway)."""
+    return serves_http or bool(roles & APPENDING_ROLES)
+
+
 class Roles:
     """The background roles one process runs beside (or instead of) the HTTP API."""
 
-    def __init__(self, container: Container, roles: set[str]) -> None:
+    def __init__(self, container: Container, roles: set[str], *, serves_http: bool = True) -> None:
         self._container = container
         self._roles = roles
+        self._serves_http = serves_http
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._runner_sessions: RunnerSessions | None = None
@@ -439,8 +452,10 @@ class Roles:
             self._tasks.append(asyncio.create_task(c.relay.run(self._stop), name="relay"))
         # Appends made in this process wake its relay directly; unless that relay leads,
         # they poke the leading one over NATS (infrastructure/append_pokes.py).
-        pokes = AppendPokes(c.nats_url, s.subject_prefix)
-        self._pokes = asyncio.create_task(pokes.run(self._stop), name="append-pokes")
+        pokes = None
+        if pokes_needed(self._roles, self._serves_http):
+            pokes = AppendPokes(c.nats_url, s.subject_prefix)
+            self._pokes = asyncio.create_task(pokes.run(self._stop), name="append-pokes")
         c.store.recorder.on_append = appended(c.relay, pokes)  # type: ignore[attr-defined]
         if "projector" in self._roles:
             # One leadership session and one small pool for all the runners, instead of
@@ -515,7 +530,7 @@ class Roles:
         await self._stop.wait()
 
 
-def appended(relay: Relay | None, pokes: AppendPokes) -> Callable[[], None]:
+def appended(relay: Relay | None, pokes: AppendPokes | None) -> Callable[[], None]:
     """The recorder's `on_append`: wake this process's relay, and poke over NATS unless
     it is the one that leads (a standby's wake-up publishes nothing)."""
 
@@ -524,7 +539,8 @@ def appended(relay: Relay | None, pokes: AppendPokes) -> Callable[[], None]:
             relay.wake()
             if relay.is_leader:
                 return
-        pokes.poke()
+        if pokes is not None:
+            pokes.poke()
 
     return on_append
 

@@ -162,7 +162,7 @@ def _run_roles(settings: Settings, roles: set[str]) -> int:
             servers.stop()
 
     async def serve_roles(container: Any) -> None:
-        background = Roles(container, roles)
+        background = Roles(container, roles, serves_http=False)
         tune_for_service()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

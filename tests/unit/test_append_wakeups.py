@@ -1,11 +1,12 @@
 """Who an append wakes (api/bootstrap.py `appended`): this process's relay directly, and
-the leading relay elsewhere by a poke over NATS, never both for nothing."""
+the leading relay elsewhere by a poke over NATS, never both for nothing; and only a
+process that appends keeps a connection for pokes."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from api.bootstrap import appended
+from api.bootstrap import appended, pokes_needed
 
 
 class FakeRelay:
@@ -49,3 +50,18 @@ def test_an_append_in_a_process_without_a_relay_pokes() -> None:
     call()
     call()
     assert pokes.poked == 2
+
+
+def test_a_standby_relay_without_pokes_is_woken_and_nothing_else() -> None:
+    relay = FakeRelay(leader=False)
+    appended(cast(Any, relay), None)()
+    assert relay.woken == 1
+
+
+def test_only_a_process_that_appends_keeps_a_connection_for_pokes() -> None:
+    assert not pokes_needed({"relay"}, serves_http=False)
+    assert not pokes_needed({"projector"}, serves_http=False)
+    assert not pokes_needed({"relay", "projector"}, serves_http=False)
+    assert pokes_needed(set(), serves_http=True)  # `norn api`
+    for role in ("executor", "scheduler", "notifier"):
+        assert pokes_needed({role}, serves_http=False)

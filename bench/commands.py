@@ -63,7 +63,7 @@ from harness import (
     profiled,
     server_cpu_seconds,
 )
-from wrk import wrk_creates, wrk_gets
+from wrk import WrkResult, wrk_creates, wrk_gets
 
 RAW_APP = "norn-bench-raw"
 QUIET = 0.2
@@ -166,6 +166,25 @@ def raw_threads(
     if errors:
         raise RuntimeError(f"{len(errors)} of {clients} raw clients failed") from errors[0]
     return sum(counts)
+
+
+def wrk_line(label: str, result: WrkResult | None, seconds: float, cpu: float) -> str:
+    """A phase's figures from wrk: rate, latency, refusals and norn's CPU per 1,000."""
+    if result is None:
+        return f"{label} by wrk (a C client): not run, wrk is not installed"
+    return (
+        f"{label} by wrk (a C client): {result.requests / seconds:.0f}/s,"
+        f" p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms,"
+        f" {result.not_ok} answered >= 400, {result.socket_errors} socket errors,"
+        f" norn CPU {cpu / max(1, result.requests) * 1000:.2f} s/1k"
+    )
+
+
+def reference(label: str, result: WrkResult | None, seconds: float, rate: float) -> str:
+    """The raw reference of a wrk phase, and the phase's rate as a share of it."""
+    if result is None:
+        return ""
+    return f" | {label}: {rate:.0f}/s | ratio {result.requests / seconds / rate:.1%}"
 
 
 def until_projected(database_url: str, limit: float = 120) -> None:
@@ -419,33 +438,19 @@ def main() -> None:
         f"norn CPU {create_cpu / n * 1000:.1f} s/1k ({n} commands) | "
         f"raw INSERT+COMMIT: {raw_rate:.0f}/s | ratio {create_rate / raw_rate:.1%}"
     )
-    if wrk_made is None:
-        out.append("[1] create pipeline by wrk (a C client): not run, wrk is not installed")
-    else:
-        made = wrk_made.requests / args.seconds
-        out.append(
-            f"[1] create pipeline by wrk (a C client): {made:.0f}/s, p50 {wrk_made.p50_ms:.1f} ms,"
-            f" p99 {wrk_made.p99_ms:.1f} ms, {wrk_made.not_ok} answered >= 400,"
-            f" {wrk_made.socket_errors} socket errors, norn CPU"
-            f" {wrk_create_cpu / max(1, wrk_made.requests) * 1000:.2f} s/1k | raw INSERT+COMMIT:"
-            f" {raw_rate:.0f}/s | ratio {made / raw_rate:.1%}"
-        )
+    out.append(
+        wrk_line("[1] create pipeline", wrk_made, args.seconds, wrk_create_cpu)
+        + reference("raw INSERT+COMMIT", wrk_made, args.seconds, raw_rate)
+    )
     out.append(
         f"[2] GET pipeline: {get_rate:.0f}/s, {p50_p99(gets)}, "
         f"norn CPU {get_cpu / len(gets) * 1000:.1f} s/1k | "
         f"raw SELECT by id: {select_rate:.0f}/s | ratio {get_rate / select_rate:.1%}"
     )
-    if by_wrk is None:
-        out.append("[2] GET pipeline by wrk (a C client): not run, wrk is not installed")
-    else:
-        wrk_rate = by_wrk.requests / args.seconds
-        out.append(
-            f"[2] GET pipeline by wrk (a C client): {wrk_rate:.0f}/s, p50 {by_wrk.p50_ms:.1f} ms,"
-            f" p99 {by_wrk.p99_ms:.1f} ms, {by_wrk.not_ok} answered >= 400,"
-            f" {by_wrk.socket_errors} socket errors, norn CPU"
-            f" {wrk_cpu / max(1, by_wrk.requests) * 1000:.2f} s/1k | raw SELECT by id:"
-            f" {select_rate:.0f}/s | ratio {wrk_rate / select_rate:.1%}"
-        )
+    out.append(
+        wrk_line("[2] GET pipeline", by_wrk, args.seconds, wrk_cpu)
+        + reference("raw SELECT by id", by_wrk, args.seconds, select_rate)
+    )
     # [3]: deltas between readings taken --settle s after the phase's end; net of the
     # poller's own SELECTs and of Norn's idle background over the whole window.
     window = settled.at - start.at

@@ -4,7 +4,7 @@ Most events concern some other read model: a runner passes many batches in which
 projection has no handler for anything. Such a batch needs no transaction. The runner
 keeps the position it has passed in memory (`PositionKeeper`) and persists it lazily:
 `persist_interval` after it first moved ahead of the tracking row, with the next batch
-that does apply something (in that batch's transaction, projection.apply_batch), and
+that does apply something (in that batch's transaction, projection.apply_batches), and
 when the runner stops. A crash loses only the unpersisted stretch, which holds nothing
 to apply: it is read again after a restart and skipped again.
 
@@ -32,7 +32,6 @@ from infrastructure.envelope import CloudEvent, to_cloud_event
 from infrastructure.notification_log import read_notifications
 from projections.projection import (
     Projection,
-    apply_batch,
     apply_batches,
     has_work,
     persist_positions,
@@ -160,10 +159,8 @@ class PositionKeeper:
     async def apply(self, source: Connections, events: Sequence[CloudEvent]) -> int:
         """Apply a batch (in position order); return the passed position. Only a batch
         with an event to apply touches the database (or takes a connection from a pool)."""
-        if has_work(self.projection, events, self.passed):
-            async with connection(source) as conn:
-                position = await apply_batch(conn, self.projection, events, floor=self.passed)
-            self._reached(position, persisted=True)
+        if self.has_work(events):
+            await self.apply_with((), source, events)
         elif events:
             self._reached(max(event.position for event in events), persisted=False)
         return self.passed

@@ -406,16 +406,8 @@ async def test_claims_take_a_few_of_each_webhook_and_none_of_a_busy_one(
         async with await psycopg.AsyncConnection.connect(
             settings.database_url or "", autocommit=True
         ) as conn:
-            deadline = asyncio.get_running_loop().time() + 10
-            queued = 0
-            while True:  # every event fanned out (the last pipeline's among them)
-                queued += (await fan_out(conn, 500))[2]
-                cur = await conn.execute(
-                    "SELECT position FROM notifier_tracking WHERE name = 'webhooks'"
-                )
-                if (await cur.fetchone() or (0,))[0] >= last["position"]:
-                    break
-                assert asyncio.get_running_loop().time() < deadline
+            # every event fanned out (the last pipeline's among them)
+            queued = await _fanned_out_to(conn, last["position"])
             cur = await conn.execute("SELECT count(*) FROM webhook_deliveries")
             assert queued == (await cur.fetchone() or (0,))[0] >= 6  # what fan_out says it queued
             await conn.execute(

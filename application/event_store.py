@@ -17,7 +17,7 @@ from eventsourcing.application import (
 from eventsourcing.domain import Aggregate, BaseAggregate, DomainEvent
 from eventsourcing.persistence import IntegrityError
 
-from application import unit_of_work
+from application import group_commit, unit_of_work
 from application.errors import NotFound, VersionConflict
 from domain.errors import Conflict
 
@@ -172,8 +172,11 @@ class NornEventStore(Application[UUID]):
             if len(kept) != len(aggregates):
                 raise TypeError("a unit of work keeps aggregates, not their events")
             return unit.stage(*kept)
+        turn = group_commit.current()
         try:
-            recordings = self.save(*aggregates)
+            if turn is not None:  # a turn on a usage: appended with the others waiting
+                return turn.append(self, aggregates)
+            return self.record(*aggregates)
         except IntegrityError as refused:
             head = None
             if precondition and aggregates and aggregates[0] is not None:
@@ -186,6 +189,10 @@ class NornEventStore(Application[UUID]):
                 position=head[1] if head else None,
                 aggregate_id=refused.originator_id if isinstance(refused, VersionTaken) else None,
             ) from None
+
+    def record(self, *aggregates: Aggregate | DomainEvent | None) -> int | None:
+        """`save`, answering the position of the append's last event (None: nothing)."""
+        recordings = self.save(*aggregates)
         return recordings[-1].notification.id if recordings else None
 
     def encoded_once(self) -> AbstractContextManager[Any]:
@@ -205,6 +212,26 @@ class NornEventStore(Application[UUID]):
         self._notify(recordings)
         self.notify(processing.events)  # the library's deprecated hook, as its save does
         return recordings
+
+    def collected(self, *objs: Any) -> _Collected:
+        """The pending events of the aggregates (taken from them), for `record_together`."""
+        processing = _Collected()
+        processing.collect_events(*objs)
+        return processing
+
+    def record_together(self, batches: Sequence[_Collected]) -> int | None:
+        """Several commands' collected events in one append, in order (group commit,
+        application/group_commit.py): the position of its last event, which each of the
+        commands answers (as `appended` tells a retried request later: a command's
+        position is that of its append, whole), or the append's error for all. Saved
+        aggregates are not put in the repository's cache (with fast-forward, our
+        setting, `save` does not either): a usage aggregate here may already hold later
+        commands' decisions, which a failed append would make untrue."""
+        events = [event for batch in batches for event in batch.events]
+        recordings = self.events.put(events)
+        self._notify(recordings)
+        self.notify(events)
+        return recordings[-1].notification.id if recordings else None
 
     def stream(self, aggregate_id: UUID) -> Sequence[Any]:
         return list(self.events.get(aggregate_id))

@@ -5,10 +5,12 @@ unique (originator_id, originator_version) is then the only arbiter: two command
 both saw the last free unit cannot both be saved, in one process or in several.
 
 Within a process, the commands of one tenant's resource take turns on it (a lock held
-from the decision to the end of the append) and the aggregate is kept between them, so a
-warm command reads nothing to decide. Across processes a kept copy may be stale: its
-append then conflicts, the copy is dropped, and the command is tried again
-(`retry_on_conflict`). Commands of different tenants never wait for each other.
+from the decision until the command's events are handed over for the next append, which
+stores every batch handed over meanwhile together: application/group_commit.py) and the
+aggregate is kept between them, so a warm command reads nothing to decide. Across
+processes a kept copy may be stale: its append then conflicts, the copy is dropped, and
+the command is tried again (`retry_on_conflict`). Commands of different tenants never
+wait for each other.
 
 Usage is counted once per tenant and resource (and period), at its first take or
 release, from the read model plus the unprojected events (projections/usage.py, exact):
@@ -26,6 +28,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID
 
+from application import group_commit
 from application.errors import VersionConflict
 from application.event_store import NornEventStore
 from application.ports import Usage as UsageCounts
@@ -86,13 +89,38 @@ def retry_on_conflict(attempt: Callable[[], T], attempts: int = CONFLICT_ATTEMPT
     return attempt()
 
 
+class _UsageKey:
+    """What a process holds for one usage aggregate: the turn commands take on it, the
+    queue their appends go through, and the copy the last of them left (with the epoch
+    of the queue it was made in)."""
+
+    __slots__ = ("epoch", "kept", "queue", "turn")
+
+    def __init__(self) -> None:
+        self.turn = threading.Lock()
+        self.queue = group_commit.CommitQueue()
+        self.kept: Usage | None = None
+        self.epoch = 0
+
+    @property
+    def idle(self) -> bool:
+        return not self.turn.locked() and self.queue.idle
+
+    def take_kept(self) -> Usage | None:
+        """The copy, if no failed append has made it stale since; no longer kept."""
+        usage, self.kept = self.kept, None
+        return usage if usage is not None and self.epoch == self.queue.epoch else None
+
+    def keep(self, usage: Usage, epoch: int) -> None:
+        self.kept, self.epoch = usage, epoch
+
+
 class UsageLedger:
     def __init__(self, store: NornEventStore, counts: UsageCounts) -> None:
         self._store = store
         self._counts = counts
         self._guard = threading.Lock()
-        self._locks: dict[UUID, threading.Lock] = {}
-        self._kept: dict[UUID, Usage] = {}
+        self._keys: dict[UUID, _UsageKey] = {}
 
     @contextmanager
     def take(
@@ -123,34 +151,55 @@ class UsageLedger:
 
     @contextmanager
     def _held(self, tenant_id: str, resource: str, ctx: CommandContext) -> Iterator[Usage]:
+        """The command's turn on the usage, from its decision until its events are handed
+        over for the next append (application/group_commit.py), not until they are
+        stored: the next command decides on the copy that includes them."""
         period = period_of(resource)
         key = usage_id(tenant_id, resource, period)
-        with self._lock_of(key):
-            usage = self._kept.pop(key, None) or self._store.find(Usage, key)
+        held = self._key_of(key)
+        held.turn.acquire()
+        try:
+            epoch = held.queue.epoch
+            usage = held.take_kept() or self._store.find(Usage, key)
             if usage is None:
                 used = self._counts.count(tenant_id, resource) or 0
                 usage = Usage.start(
                     tenant_id=tenant_id, resource=resource, period=period, used=used, ctx=ctx
                 )
-            # Kept only when the block ends normally with the events saved: after an
-            # error the copy may be ahead of the store (its events were collected for an
-            # append that failed) or behind it (another process saved first).
+        except BaseException:
+            held.turn.release()
+            raise
+
+        def hand_over() -> None:
+            held.keep(usage, epoch)
+            held.turn.release()
+
+        turn = group_commit.Turn(key, held.queue, epoch, hand_over, alone=group_commit.alone_once())
+        token = group_commit.enter(turn)
+        try:
             yield usage
-            if not usage.pending_events:
-                self._keep(key, usage)
+        except BaseException:
+            # Not kept after an error: the copy may be ahead of the store (its events
+            # were collected for an append that failed) or behind it (a refusal decided
+            # on a copy another process made stale must not be repeated from it).
+            if not turn.ended:
+                held.turn.release()
+            raise
+        else:
+            if not turn.ended:  # appended alone, or staged in an atomic batch
+                if not usage.pending_events:
+                    held.keep(usage, epoch)
+                held.turn.release()
+        finally:
+            group_commit.leave(token)
 
-    def _keep(self, key: UUID, usage: Usage) -> None:
-        if len(self._kept) >= KEPT_MAX:
-            self._kept.clear()
-        self._kept[key] = usage
-
-    def _lock_of(self, key: UUID) -> threading.Lock:
+    def _key_of(self, key: UUID) -> _UsageKey:
         with self._guard:
-            lock = self._locks.get(key)
-            if lock is None:
-                if len(self._locks) >= KEPT_MAX:
+            held = self._keys.get(key)
+            if held is None:
+                if len(self._keys) >= KEPT_MAX:
                     # Drop the idle ones; one being waited on may be replaced, which
                     # only costs a conflict and a retry, never a wrong count.
-                    self._locks = {k: v for k, v in self._locks.items() if v.locked()}
-                lock = self._locks[key] = threading.Lock()
-            return lock
+                    self._keys = {k: v for k, v in self._keys.items() if not v.idle}
+                held = self._keys[key] = _UsageKey()
+            return held

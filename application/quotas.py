@@ -29,7 +29,7 @@ from typing import TypeVar
 from uuid import UUID
 
 from application import group_commit
-from application.errors import VersionConflict
+from application.errors import QuotaExceeded, VersionConflict
 from application.event_store import NornEventStore
 from application.ports import Usage as UsageCounts
 from domain.events import CommandContext
@@ -128,9 +128,11 @@ class UsageLedger:
     ) -> Iterator[Usage]:
         """Take `amount` of the quota's resource, or raise QuotaExceeded. Save the
         yielded aggregate in the command's own append, inside the block."""
-        resource = QUOTA_RESOURCES[quota]
-        with self._held(tenant.tenant_id, resource, ctx) as usage:
+
+        def decide(usage: Usage) -> None:
             usage.take(amount, tenant.quota(quota), quota, ctx)
+
+        with self._held(tenant.tenant_id, QUOTA_RESOURCES[quota], ctx, decide) as usage:
             yield usage
 
     @contextmanager
@@ -138,8 +140,11 @@ class UsageLedger:
         self, tenant_id: str, quota: str, ctx: CommandContext, amount: int = 1
     ) -> Iterator[Usage]:
         """Give back `amount`; save the yielded aggregate in the command's own append."""
-        with self._held(tenant_id, QUOTA_RESOURCES[quota], ctx) as usage:
+
+        def decide(usage: Usage) -> None:
             usage.release(amount, ctx)
+
+        with self._held(tenant_id, QUOTA_RESOURCES[quota], ctx, decide) as usage:
             yield usage
 
     def used(self, tenant_id: str, quota: str) -> int | None:
@@ -150,22 +155,34 @@ class UsageLedger:
         return None if usage is None else usage.used
 
     @contextmanager
-    def _held(self, tenant_id: str, resource: str, ctx: CommandContext) -> Iterator[Usage]:
+    def _held(
+        self,
+        tenant_id: str,
+        resource: str,
+        ctx: CommandContext,
+        decide: Callable[[Usage], None],
+    ) -> Iterator[Usage]:
         """The command's turn on the usage, from its decision until its events are handed
         over for the next append (application/group_commit.py), not until they are
-        stored: the next command decides on the copy that includes them."""
+        stored: the next command decides on the copy that includes them. A refusal
+        decided on the kept copy is decided again on the store's (another process may
+        have given units back meanwhile), once this process's appends of it are in."""
         period = period_of(resource)
         key = usage_id(tenant_id, resource, period)
         held = self._key_of(key)
         held.turn.acquire()
         try:
             epoch = held.queue.epoch
-            usage = held.take_kept() or self._store.find(Usage, key)
+            usage = held.take_kept()
+            if usage is not None:
+                try:
+                    decide(usage)
+                except QuotaExceeded:
+                    held.queue.settle(epoch)
+                    epoch, usage = held.queue.epoch, None
             if usage is None:
-                used = self._counts.count(tenant_id, resource) or 0
-                usage = Usage.start(
-                    tenant_id=tenant_id, resource=resource, period=period, used=used, ctx=ctx
-                )
+                usage = self._stored(key, tenant_id, resource, period, ctx)
+                decide(usage)
         except BaseException:
             held.turn.release()
             raise
@@ -180,8 +197,7 @@ class UsageLedger:
             yield usage
         except BaseException:
             # Not kept after an error: the copy may be ahead of the store (its events
-            # were collected for an append that failed) or behind it (a refusal decided
-            # on a copy another process made stale must not be repeated from it).
+            # were collected for an append that failed).
             if not turn.ended:
                 held.turn.release()
             raise
@@ -192,6 +208,18 @@ class UsageLedger:
                 held.turn.release()
         finally:
             group_commit.leave(token)
+
+    def _stored(
+        self, key: UUID, tenant_id: str, resource: str, period: str, ctx: CommandContext
+    ) -> Usage:
+        """The usage as the store holds it, or its start, counted from what exists."""
+        usage = self._store.find(Usage, key)
+        if usage is None:
+            used = self._counts.count(tenant_id, resource) or 0
+            usage = Usage.start(
+                tenant_id=tenant_id, resource=resource, period=period, used=used, ctx=ctx
+            )
+        return usage
 
     def _key_of(self, key: UUID) -> _UsageKey:
         with self._guard:

@@ -240,3 +240,17 @@ def test_a_stale_if_match_is_refused_at_once_without_retrying() -> None:
     with pytest.raises(VersionConflict) as refused:
         world.service.delete(world.editor, made.state.id, CTX, expected_version=99)
     assert refused.value.precondition and loads == 1
+
+
+def test_a_refusal_from_a_copy_another_process_made_stale_is_decided_again_on_the_store() -> None:
+    world = World(max_pipelines=2)
+    other = another_process(world)
+    first = world.service.create(world.editor, definition("a"), CTX)
+    world.service.create(world.editor, definition("b"), CTX)  # kept here: 2 of 2
+    other.delete(world.editor, first.state.id, CTX)  # the store: 1 of 2
+
+    world.service.create(world.editor, definition("c"), CTX)
+
+    assert usage_of(world) == 2
+    with pytest.raises(QuotaExceeded):  # full now, however it is read
+        world.service.create(world.editor, definition("d"), CTX)

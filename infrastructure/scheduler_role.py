@@ -132,9 +132,12 @@ class SchedulerRole:
         finally:
             await in_thread(conn.close)
 
-    def run_pass(self, conn: psycopg.Connection[Any]) -> bool:
+    def run_pass(self, conn: psycopg.Connection[Any], before: datetime | None = None) -> bool:
         """One pass (blocking: run it in a thread) on an autocommit connection, each step
-        its own transaction. True when it was full, so that the next starts at once."""
+        its own transaction. True when it was full, so that the next starts at once.
+        `before`: only jobs due before it (run_ahead's passes: the jobs due at its time
+        are its own, held in the same transaction, where SKIP LOCKED does not skip them;
+        a pass begun just before that time would fire them too, counted twice)."""
         replanned = 0
         # In a burst (full batches fired back to back) new and changed jobs are looked for
         # once an interval, not before every batch: each look scans every job's row.
@@ -144,7 +147,10 @@ class SchedulerRole:
             replanned = self._look(conn)
             self._replanned_full = replanned >= self._batch
         with conn.transaction():
-            rows = conn.execute(q.DUE, (self._clock(), self._batch)).fetchall()
+            due_by = self._clock()
+            if before is not None:
+                due_by = min(due_by, before - timedelta(microseconds=1))
+            rows = conn.execute(q.DUE, (due_by, self._batch)).fetchall()
             # Only due rows make a pass full (so that the next starts at once): a waiting
             # fire mostly has nothing to do yet, and passes that counted it would follow
             # each other without end while its run goes on.
@@ -247,7 +253,7 @@ class SchedulerRole:
             if not self._sleep(min(left, self._interval)):
                 return False
             if self._clock() < at:
-                self.run_pass(conn)
+                self.run_pass(conn, before=at)
         return True
 
     def _replan(self, conn: psycopg.Connection[Any]) -> int:

@@ -522,3 +522,37 @@ async def test_a_role_stopped_while_waiting_ahead_queues_nothing(settings: Setti
             await asyncio.to_thread(run_pass, settings, role)
         shown = await _shown(client, editor, job["id"])
         assert (shown["fired"], shown["last_run_id"]) == (1, str(fire_run_id(job["id"], at)))
+
+
+async def test_a_pass_while_waiting_ahead_leaves_the_held_jobs_to_the_burst(
+    settings: Settings,
+) -> None:
+    """A pass that starts just before the burst's time may query the due jobs just after
+    it: those held for the burst (its own transaction's locks, which SKIP LOCKED does not
+    pass over) are not fired by that pass too, which counted each such fire twice."""
+    async with world(settings) as (client, editor, _):
+        pipeline = await create_pipeline(client, editor, "held")
+        job = await _job(client, editor, pipeline["id"])
+        at = _at(job, 1)
+        clock = Clock()
+        script: list[datetime] = []
+
+        def reading() -> datetime:
+            return script.pop(0) if script else clock.now
+
+        def sleep(seconds: float) -> bool:
+            script.append(at - timedelta(milliseconds=1))  # the pass starts before `at`
+            clock.now = at + timedelta(seconds=0.5)  # and reads the due jobs after it
+            return True
+
+        with scheduler(settings, clock, lead=2.0, sleep=sleep) as role:
+            role._clock = reading  # type: ignore[method-assign]
+            clock.now = at - timedelta(seconds=30)
+            await asyncio.to_thread(run_pass, settings, role)  # planned: due at minute 1
+            clock.now = at - timedelta(seconds=1)
+            with psycopg.connect(
+                settings.database_url or "", row_factory=dict_row, autocommit=True
+            ) as conn:
+                await asyncio.to_thread(role.run_ahead, conn, at)
+        shown = await _shown(client, editor, job["id"])
+        assert (shown["fired"], shown["last_run_id"]) == (1, str(fire_run_id(job["id"], at)))

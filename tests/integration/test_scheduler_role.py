@@ -501,6 +501,18 @@ async def test_with_a_lead_a_burst_is_planned_before_its_time_and_queued_at_it(
             assert (shown["fired"], shown["missed"]) == (1, 0), shown
 
 
+async def _planned_then_ahead(
+    settings: Settings, role: SchedulerRole, clock: Clock, at: datetime
+) -> None:
+    """A pass plans the jobs (due at `at`), then, a second before it, run_ahead."""
+    clock.now = at - timedelta(seconds=30)
+    await asyncio.to_thread(run_pass, settings, role)
+    clock.now = at - timedelta(seconds=1)
+    url = settings.database_url or ""
+    with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
+        await asyncio.to_thread(role.run_ahead, conn, at)
+
+
 async def test_a_role_stopped_while_waiting_ahead_queues_nothing(settings: Settings) -> None:
     """Stopped during the wait for the burst's time: nothing is queued before it, and the
     jobs' rows go back as they were, for a pass (of any scheduler) at the time."""
@@ -510,13 +522,7 @@ async def test_a_role_stopped_while_waiting_ahead_queues_nothing(settings: Setti
         at = _at(job, 1)
         clock = Clock()
         with scheduler(settings, clock, lead=2.0, sleep=lambda seconds: False) as role:
-            clock.now = at - timedelta(seconds=30)
-            await asyncio.to_thread(run_pass, settings, role)  # planned: due at minute 1
-            clock.now = at - timedelta(seconds=1)
-            with psycopg.connect(
-                settings.database_url or "", row_factory=dict_row, autocommit=True
-            ) as conn:
-                await asyncio.to_thread(role.run_ahead, conn, at)
+            await _planned_then_ahead(settings, role, clock, at)
             assert (await _shown(client, editor, job["id"]))["fired"] == 0
             clock.now = at + timedelta(seconds=0.1)
             await asyncio.to_thread(run_pass, settings, role)
@@ -547,12 +553,6 @@ async def test_a_pass_while_waiting_ahead_leaves_the_held_jobs_to_the_burst(
 
         with scheduler(settings, clock, lead=2.0, sleep=sleep) as role:
             role._clock = reading  # type: ignore[method-assign]
-            clock.now = at - timedelta(seconds=30)
-            await asyncio.to_thread(run_pass, settings, role)  # planned: due at minute 1
-            clock.now = at - timedelta(seconds=1)
-            with psycopg.connect(
-                settings.database_url or "", row_factory=dict_row, autocommit=True
-            ) as conn:
-                await asyncio.to_thread(role.run_ahead, conn, at)
+            await _planned_then_ahead(settings, role, clock, at)
         shown = await _shown(client, editor, job["id"])
         assert (shown["fired"], shown["last_run_id"]) == (1, str(fire_run_id(job["id"], at)))

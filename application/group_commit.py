@@ -191,17 +191,17 @@ class Turn:
         self.outer: Turn | None = None
 
     def append(self, store: GroupRecorder, aggregates: Sequence[Any]) -> int | None:
-        """Append the aggregates: through the queue if the usage is among them (any other
-        append made meanwhile, of no usage, is an ordinary one)."""
-        if not any(_id_of(a) == self.usage_id for a in aggregates):
+        """Append the aggregates: through the queue if a usage held is among them (any
+        other append made meanwhile, of no usage, is an ordinary one)."""
+        held = self._held()
+        saved = {_id_of(a) for a in aggregates}
+        if not any(turn.usage_id in saved for turn in held):
             return store.record(*aggregates)
         if self.alone:
-            turn: Turn | None = self
-            while turn is not None:
+            for turn in held:
                 if not turn._queue.settle(turn._epoch):
                     _alone.next = True
                     raise LostWithOthers("decided on a usage copy a failed append made stale")
-                turn = turn.outer
             return store.record(*aggregates)
         if self.ended:
             raise RuntimeError("a turn on a usage appends once; its turn has ended")
@@ -212,6 +212,15 @@ class Turn:
         except LostWithOthers:
             _alone.next = True
             raise
+
+    def _held(self) -> list[Turn]:
+        """This turn and those it is nested in."""
+        held: list[Turn] = []
+        turn: Turn | None = self
+        while turn is not None:
+            held.append(turn)
+            turn = turn.outer
+        return held
 
     def _end_turn(self) -> None:
         self.ended = True

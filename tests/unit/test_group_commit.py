@@ -191,7 +191,13 @@ def test_after_a_failed_append_the_usage_is_read_again_not_taken_from_the_failed
     assert_usage_whole(world)
 
 
-def test_a_command_holding_two_usages_appends_alone_after_those_decided_before_it() -> None:
+@pytest.mark.parametrize("saved", ["u2", "u1"], ids=["inner-usage", "outer-usage-only"])
+def test_a_command_holding_two_usages_appends_alone_after_those_decided_before_it(
+    saved: str,
+) -> None:
+    """Nested turns (a deployment holding its own usage and the day's runs) append alone,
+    once the batches decided before them on either usage are stored, whichever of the
+    two usages the append carries."""
     queue = group_commit.CommitQueue()
     order: list[str] = []
 
@@ -218,7 +224,7 @@ def test_a_command_holding_two_usages_appends_alone_after_those_decided_before_i
     token = group_commit.enter(outer)
     token_inner = group_commit.enter(inner)
     try:
-        assert inner.append(store, [type("A", (), {"id": "u2"})()]) == 2
+        assert inner.append(store, [type("A", (), {"id": saved})()]) == 2
     finally:
         group_commit.leave(token_inner)
         group_commit.leave(token)

@@ -1,24 +1,30 @@
 """Quota enforcement on write-side facts: a command that adds to a counted resource takes
-from the tenant's Usage aggregate (domain/usage.py) and saves it in the same atomic
-append as its own events; one that removes releases it the same way. The event store's
-unique (originator_id, originator_version) is then the only arbiter: two commands that
-both saw the last free unit cannot both be saved, in one process or in several.
+from this process's shard of the tenant's usage (domain/usage.py: an escrow of free
+units the main Usage aggregate allotted to it) and saves the shard in the same atomic
+append as its own events; one that removes releases into the shard the same way. The
+event store's unique (originator_id, originator_version) is then the only arbiter: two
+commands that both saw the last free unit cannot both be saved, in one process or in
+several.
 
-Within a process, the commands of one tenant's resource take turns on it (a lock held
-from the decision until the command's events are handed over for the next append, which
-stores every batch handed over meanwhile together: application/group_commit.py) and the
-aggregate is kept between them, so a warm command reads nothing to decide. Across
-processes a kept copy may be stale: its append then conflicts, the copy is dropped, and
-the command is tried again (`retry_on_conflict`). Commands of different tenants never
-wait for each other.
+Within a process, the commands of one tenant's resource take turns on its shard (a lock
+held from the decision until the command's events are handed over for the next append,
+which stores every batch handed over meanwhile together: application/group_commit.py)
+and the shard is kept between them, so a warm command reads nothing to decide. Other
+processes take from other shards, so they do not race on a take. A shard short of free
+units is refilled from the main usage in a bookkeeping append of its own (`_refill`);
+when the main has too little left, every shard's free units are reclaimed into it in
+that append, and the decision is exact. A kept copy made stale anyway (two processes on
+one shard) fails its append: the copy is dropped and the command is tried again
+(`retry_on_conflict`). Commands of different tenants never wait for each other.
 
-Usage is counted once per tenant and resource (and period), at its first take or
-release, from the read model plus the unprojected events (projections/usage.py, exact):
-that start is itself an event in the same append, so two first takes cannot both count.
+Usage is counted once per tenant and resource (and period), when its main aggregate
+starts, from the read model plus the unprojected events (projections/usage.py, exact):
+that start is itself an event, so two starts cannot both count.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -28,13 +34,16 @@ from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID
 
-from application import group_commit
+from eventsourcing.persistence import IntegrityError
+
+from application import group_commit, unit_of_work
 from application.errors import QuotaExceeded, VersionConflict
 from application.event_store import NornEventStore
 from application.ports import Usage as UsageCounts
+from domain.errors import ShardShort
 from domain.events import CommandContext
 from domain.tenant import Tenant
-from domain.usage import Usage, usage_id
+from domain.usage import SHARDS, Usage, UsageShard, shard_id, usage_id
 
 QUOTA_RESOURCES: dict[str, str] = {
     "max_pipelines": "pipelines",
@@ -59,9 +68,16 @@ colliding on one tenant's usage (an API queueing runs while a scheduler or trigg
 does) fall out of step.
 Twelve attempts with pauses up to 100 ms: on a loaded 2-core box, an API queueing a run
 every 10 ms beside two trigger loops lost eight races in a row now and then (a 409 to a
-client that did nothing wrong); the lasting fix is a usage aggregate that is not one
-row per tenant."""
+client that did nothing wrong). Usage shards (one per process) made such races rare:
+they remain for two processes on one shard and at the quota's edge."""
 RETRY_PAUSE_CAP = 0.1
+
+GRANT_SPARE_MAX = 100
+GRANT_SPARE_SHARE = 4
+"""A shard short of units is allotted what the take needs plus a quarter of what the
+main has left beyond it, at most GRANT_SPARE_MAX: a busy process refills once per
+hundred takes, and near the limit, where a spare unit would sit in one process while
+another asks, it is allotted little more than it needs."""
 
 KEPT_MAX = 10_000
 """Usage aggregates a process keeps between commands (one per busy tenant resource)."""
@@ -99,60 +115,82 @@ class _UsageKey:
     def __init__(self) -> None:
         self.turn = threading.Lock()
         self.queue = group_commit.CommitQueue()
-        self.kept: Usage | None = None
+        self.kept: UsageShard | None = None
         self.epoch = 0
 
     @property
     def idle(self) -> bool:
         return not self.turn.locked() and self.queue.idle
 
-    def take_kept(self) -> Usage | None:
+    def take_kept(self) -> UsageShard | None:
         """The copy, if no failed append has made it stale since; no longer kept."""
         usage, self.kept = self.kept, None
         return usage if usage is not None and self.epoch == self.queue.epoch else None
 
-    def keep(self, usage: Usage, epoch: int) -> None:
+    def keep(self, usage: UsageShard, epoch: int) -> None:
         self.kept, self.epoch = usage, epoch
 
 
 class UsageLedger:
-    def __init__(self, store: NornEventStore, counts: UsageCounts) -> None:
+    """Takes and releases on this process's shard of each usage (domain/usage.py), refilled
+    from the main usage when short. `shard`: which one (by default from the process id, so
+    the processes of one machine mostly differ; two that share one only race, as every
+    process did before shards)."""
+
+    def __init__(
+        self, store: NornEventStore, counts: UsageCounts, shard: int | None = None
+    ) -> None:
         self._store = store
         self._counts = counts
         self._guard = threading.Lock()
         self._keys: dict[UUID, _UsageKey] = {}
+        self.shard = os.getpid() % SHARDS if shard is None else shard
+
+    def key(self, tenant_id: str, quota: str) -> UUID:
+        """The id of the shard this ledger takes the quota's resource from."""
+        resource = QUOTA_RESOURCES[quota]
+        return shard_id(tenant_id, resource, period_of(resource), self.shard)
 
     @contextmanager
     def take(
         self, tenant: Tenant, quota: str, ctx: CommandContext, amount: int = 1
-    ) -> Iterator[Usage]:
+    ) -> Iterator[UsageShard]:
         """Take `amount` of the quota's resource, or raise QuotaExceeded. Save the
         yielded aggregate in the command's own append, inside the block."""
+        limit = tenant.quota(quota)
 
-        def decide(usage: Usage) -> None:
-            usage.take(amount, tenant.quota(quota), quota, ctx)
+        def decide(shard: UsageShard) -> None:
+            shard.take(amount, limit, ctx)
 
-        with self._held(tenant.tenant_id, QUOTA_RESOURCES[quota], ctx, decide) as usage:
-            yield usage
+        def refill(shard: UsageShard) -> UsageShard:
+            return self._refill(shard, amount, limit, quota, ctx)
+
+        resource = QUOTA_RESOURCES[quota]
+        with self._held(tenant.tenant_id, resource, ctx, decide, refill) as shard:
+            yield shard
 
     @contextmanager
     def release(
         self, tenant_id: str, quota: str, ctx: CommandContext, amount: int = 1
-    ) -> Iterator[Usage]:
+    ) -> Iterator[UsageShard]:
         """Give back `amount`; save the yielded aggregate in the command's own append."""
 
-        def decide(usage: Usage) -> None:
-            usage.release(amount, ctx)
+        def decide(shard: UsageShard) -> None:
+            shard.release(amount, ctx)
 
-        with self._held(tenant_id, QUOTA_RESOURCES[quota], ctx, decide) as usage:
-            yield usage
+        with self._held(tenant_id, QUOTA_RESOURCES[quota], ctx, decide, None) as shard:
+            yield shard
 
     def used(self, tenant_id: str, quota: str) -> int | None:
         """What the tenant holds now as the event store says, None before usage of the
         resource is kept."""
         resource = QUOTA_RESOURCES[quota]
-        usage = self._store.find(Usage, usage_id(tenant_id, resource, period_of(resource)))
-        return None if usage is None else usage.used
+        period = period_of(resource)
+        main = self._store.find(Usage, usage_id(tenant_id, resource, period))
+        if main is None:
+            return None
+        free = sum(shard.free for shard in self._shards(tenant_id, resource, period))
+        return max(0, main.used - free)
 
     @contextmanager
     def _held(
@@ -160,41 +198,48 @@ class UsageLedger:
         tenant_id: str,
         resource: str,
         ctx: CommandContext,
-        decide: Callable[[Usage], None],
-    ) -> Iterator[Usage]:
-        """The command's turn on the usage, from its decision until its events are handed
-        over for the next append (application/group_commit.py), not until they are
-        stored: the next command decides on the copy that includes them. A refusal
-        decided on the kept copy is decided again on the store's (another process may
-        have given units back meanwhile), once this process's appends of it are in."""
+        decide: Callable[[UsageShard], None],
+        refill: Callable[[UsageShard], UsageShard] | None,
+    ) -> Iterator[UsageShard]:
+        """The command's turn on this process's shard, from its decision until its events
+        are handed over for the next append (application/group_commit.py), not until they
+        are stored: the next command decides on the copy that includes them. A shard too
+        short to decide on is refilled from the store's copy, once this process's
+        appends of it are in."""
         period = period_of(resource)
-        key = usage_id(tenant_id, resource, period)
+        key = shard_id(tenant_id, resource, period, self.shard)
         held = self._key_of(key)
         held.turn.acquire()
         try:
             epoch = held.queue.epoch
-            usage = held.take_kept()
-            if usage is not None:
+            shard = held.take_kept()
+            if shard is not None:
                 try:
-                    decide(usage)
-                except QuotaExceeded:
+                    decide(shard)
+                except ShardShort:
                     held.queue.settle(epoch)
-                    epoch, usage = held.queue.epoch, None
-            if usage is None:
-                usage = self._stored(key, tenant_id, resource, period, ctx)
-                decide(usage)
+                    epoch, shard = held.queue.epoch, None
+            if shard is None:
+                shard = self._stored(key, tenant_id, resource, period, ctx, refill is None)
+                try:
+                    decide(shard)
+                except ShardShort:
+                    if refill is None:
+                        raise
+                    shard = refill(shard)
+                    decide(shard)
         except BaseException:
             held.turn.release()
             raise
 
         def hand_over() -> None:
-            held.keep(usage, epoch)
+            held.keep(shard, epoch)
             held.turn.release()
 
         turn = group_commit.Turn(key, held.queue, epoch, hand_over, alone=group_commit.alone_once())
         token = group_commit.enter(turn)
         try:
-            yield usage
+            yield shard
         except BaseException:
             # Not kept after an error: the copy may be ahead of the store (its events
             # were collected for an append that failed).
@@ -203,23 +248,110 @@ class UsageLedger:
             raise
         else:
             if not turn.ended:  # appended alone, or staged in an atomic batch
-                if not usage.pending_events:
-                    held.keep(usage, epoch)
+                if not shard.pending_events:
+                    held.keep(shard, epoch)
                 held.turn.release()
         finally:
             group_commit.leave(token)
 
     def _stored(
-        self, key: UUID, tenant_id: str, resource: str, period: str, ctx: CommandContext
+        self,
+        key: UUID,
+        tenant_id: str,
+        resource: str,
+        period: str,
+        ctx: CommandContext,
+        start_main: bool,
+    ) -> UsageShard:
+        """The shard as the store holds it, or a new one. A release into a new shard
+        first makes sure the main usage exists (so that the unit it frees is counted
+        against a count that includes it); a take refills a new shard, which starts the
+        main in the same append."""
+        shard = self._store.find(UsageShard, key)
+        if shard is None:
+            if start_main:
+                self._main(tenant_id, resource, period, ctx, start=True)
+            shard = UsageShard.open(
+                tenant_id=tenant_id, resource=resource, period=period, shard=self.shard, ctx=ctx
+            )
+        return shard
+
+    def _main(
+        self, tenant_id: str, resource: str, period: str, ctx: CommandContext, *, start: bool
     ) -> Usage:
-        """The usage as the store holds it, or its start, counted from what exists."""
-        usage = self._store.find(Usage, key)
-        if usage is None:
+        """The main usage as the store holds it; if there is none, its start, counted
+        from what exists: stored at once when `start`, else left for the caller's
+        append. Two processes starting it at once: one start is stored, the other reads
+        it."""
+        key = usage_id(tenant_id, resource, period)
+        for _ in range(2):
+            main = self._store.find(Usage, key)
+            if main is not None:
+                return main
             used = self._counts.count(tenant_id, resource) or 0
-            usage = Usage.start(
+            main = Usage.start(
                 tenant_id=tenant_id, resource=resource, period=period, used=used, ctx=ctx
             )
-        return usage
+            if not start:
+                return main
+            try:
+                self._save(main)
+                return main
+            except IntegrityError:
+                continue
+        raise VersionConflict("the usage was started concurrently; try again", raced=True)
+
+    def _refill(
+        self, shard: UsageShard, amount: int, limit: int, quota: str, ctx: CommandContext
+    ) -> UsageShard:
+        """Allot the shard enough free units for `amount` (and some to spare) from the main
+        usage, in an append of both of their own. When the main has too little left, or
+        the limit is lower than the one the shard's units were allotted under, every
+        shard's free units are reclaimed into it first, in the same append: the main then
+        counts exactly what the tenant holds, and the take is refused (QuotaExceeded,
+        nothing appended) or allotted on that."""
+        tenant_id, resource, period = shard.tenant_id, shard.resource, shard.period
+        for lost in range(CONFLICT_ATTEMPTS):
+            main = self._main(tenant_id, resource, period, ctx, start=False)
+            changed: list[Usage | UsageShard] = [main, shard]
+            need = amount - shard.free
+            lowered = shard.limit is not None and limit < shard.limit
+            if lowered or main.used + need > limit:
+                for other in self._shards(tenant_id, resource, period):
+                    if other.shard != shard.shard and other.free > 0:
+                        main.reclaim(other, ctx)
+                        changed.append(other)
+                main.reclaim(shard, ctx)
+                need = amount
+                if main.used + need > limit:
+                    raise QuotaExceeded(quota, limit, main.used)
+            spare = min(GRANT_SPARE_MAX, (limit - main.used - need) // GRANT_SPARE_SHARE)
+            main.allot(shard.shard, need + spare, limit, quota, ctx)
+            shard.grant(need + spare, limit, ctx)
+            try:
+                self._save(*changed)
+                return shard
+            except IntegrityError:
+                time.sleep(random.uniform(0, min(RETRY_PAUSE_CAP, RETRY_PAUSE * 2**lost)))  # noqa: S311
+                shard = self._stored(shard.id, tenant_id, resource, period, ctx, False)
+        raise VersionConflict("the usage kept changing concurrently; try again", raced=True)
+
+    def _shards(self, tenant_id: str, resource: str, period: str) -> list[UsageShard]:
+        """Every shard of the usage that exists (one query asks which, where the store can)."""
+        ids = [shard_id(tenant_id, resource, period, n) for n in range(SHARDS)]
+        if self._store.versions is not None:
+            present = self._store.versions(ids)
+            ids = [i for i in ids if i in present]
+        found = (self._store.find(UsageShard, i) for i in ids)
+        return [shard for shard in found if shard is not None]
+
+    def _save(self, *aggregates: Usage | UsageShard) -> None:
+        """A bookkeeping append of its own (it moves units, the total stays), outside the
+        command's; within an atomic batch it is staged with the batch like the rest."""
+        if unit_of_work.current() is not None:
+            self._store.append(*aggregates)
+        else:
+            self._store.record(*aggregates)
 
     def _key_of(self, key: UUID) -> _UsageKey:
         with self._guard:

@@ -83,6 +83,16 @@ class QuotaExceeded(DomainError):
         super().__init__(f"quota {quota} exceeded: {used} of {limit} in use")
 
 
+class ShardShort(Exception):
+    """A usage shard holds too few free units to decide a take alone (domain/usage.py).
+    Not a client's error: the quota ledger refills the shard and decides again."""
+
+    def __init__(self, free: int, amount: int) -> None:
+        self.free = free
+        self.amount = amount
+        super().__init__(f"{free} free units, {amount} asked")
+
+
 class VerificationInProgress(Conflict):
     """A deployment's release is still verifying: no other release or rollback until its
     outcome is known (HTTP 409, naming the release)."""

@@ -380,8 +380,8 @@ async def test_an_atomic_batch_appends_all_its_events_in_one_transaction(
         ("PipelineRolledBack", 1),
         ("PipelineDeleted", 1),
         ("JobCreated", 1),
-        ("UsageTaken", 3),  # two pipelines and the job, each usage one aggregate
-        ("UsageReleased", 1),  # the deleted pipeline
+        ("UsageShardTaken", 3),  # two pipelines and the job, from the process's shards
+        ("UsageShardReleased", 1),  # the deleted pipeline
     ]:
         assert topics.count(topic) == count, (topic, topics)
     assert {p for p, _, _ in events_named(module_settings, first)} <= set(positions)

@@ -20,6 +20,7 @@ from uuid import UUID, uuid4
 from application.executor import Claim, RunExecutor
 from application.pipelines import PipelineService
 from application.principal import Principal
+from application.quotas import UsageLedger
 from application.recovery import RunRecovery
 from application.run_execution import ExecutorPolicy
 from application.runs import RunService
@@ -28,6 +29,7 @@ from domain.events import CommandContext
 from domain.pipeline import PipelineDefinition, StepSpec
 from domain.run import Run
 from domain.tenant import Quotas, Tenant
+from domain.usage import SHARDS
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.secret_store import MasterKeys, new_master_key
 from infrastructure.step_runner import PluginStepRunner
@@ -146,6 +148,7 @@ class RunWorld:
         # Before the services: they keep the store's append and find as they find them.
         self._record_appends_and_reads()
         self.usage = StoreUsage(self.store)
+        self._shards: dict[str, int] = {}
         catalog = PluginCatalog.with_entry_points(tuple(TEST_PLUGINS.split(",")))
         self.pipelines = PipelineService(self.store, catalog, self.usage)
         self.runs = RunService(self.store, self.pipelines, self.usage, max_attempts=max_attempts)
@@ -202,7 +205,9 @@ class RunWorld:
         self.store.append = recording  # type: ignore[method-assign]
 
     def executor(self, name: str = "executor-a", heartbeat_interval: float = 0.05) -> RunExecutor:
-        return RunExecutor(
+        """An executor process: its own usage shard, one per name."""
+        shard = self._shards.setdefault(name, len(self._shards) % SHARDS)
+        executor = RunExecutor(
             self.store,
             self.steps,
             self.heartbeats,
@@ -211,6 +216,8 @@ class RunWorld:
             policy=ExecutorPolicy(heartbeat_interval=heartbeat_interval),
             run_ended=lambda run: self.run_ended(run) if self.run_ended else None,
         )
+        executor.ledger = UsageLedger(self.store, self.usage, shard=shard)
+        return executor
 
     def pipeline(self, name: str, *steps: StepSpec, **fields: Any) -> UUID:
         created = self.pipelines.create(

@@ -54,8 +54,7 @@ def test_a_create_saves_the_deployment_its_claim_count_and_usage_in_one_append(
         "NameClaimTaken",
         "PipelineDeploymentsOpened",
         "PipelineDeploymentsCounted",
-        "UsageCounted",
-        "UsageTaken",
+        "UsageShardTaken",
     ]
 
 

@@ -100,7 +100,7 @@ async def test_a_success_starts_the_triggered_pipeline_once(world: Triggers) -> 
     [recorded] = world.store.stream(firing_id(str(downstream), succeeded.id))
     assert isinstance(recorded, TriggerFired) and recorded.run_id == str(run_id)
     assert recorded.event_type == "norn.run.succeeded.v1" and recorded.depth == 1
-    assert ["RunQueued", "TriggerFired", "UsageTaken"] in [sorted(n) for _, n in world.appends]
+    assert ["RunQueued", "TriggerFired", "UsageShardTaken"] in [sorted(n) for _, n in world.appends]
 
 
 async def test_only_the_events_a_trigger_names_start_a_run(world: Triggers) -> None:

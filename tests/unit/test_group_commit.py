@@ -14,7 +14,7 @@ import pytest
 
 from application import group_commit
 from domain.errors import NameTaken
-from domain.usage import Usage, usage_id
+from domain.usage import UsageShard
 from tests.unit.test_pipeline_service import CTX, World, definition
 
 DEADLINE = 10.0
@@ -51,7 +51,8 @@ def queue_of(world: World) -> group_commit.CommitQueue:
 
 
 def pipelines_usage(world: World) -> Any:
-    return usage_id(world.tenant_id, "pipelines", "")
+    """The shard of the tenant's pipelines usage that the service takes from."""
+    return world.service.ledger.key(world.tenant_id, "max_pipelines")
 
 
 def waiting(world: World) -> int:
@@ -74,9 +75,9 @@ def assert_usage_whole(world: World) -> None:
         if n.originator_id == pipelines_usage(world)
     ]
     assert versions == list(range(1, len(versions) + 1))
-    replayed = world.store.repository.get(pipelines_usage(world))
-    assert isinstance(replayed, Usage)
-    assert replayed.used == world.stored().count("PipelineCreated")
+    assert isinstance(world.store.repository.get(pipelines_usage(world)), UsageShard)
+    used = world.service.ledger.used(world.tenant_id, "max_pipelines")
+    assert used == world.stored().count("PipelineCreated")
 
 
 def run_all(targets: list[Callable[[], None]]) -> list[threading.Thread]:

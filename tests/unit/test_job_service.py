@@ -51,8 +51,7 @@ def test_a_job_is_saved_with_its_name_claim_and_its_quota_unit_in_one_append(
     assert world.appends[-1][1] == [
         "JobCreated",
         "NameClaimTaken",
-        "UsageCounted",
-        "UsageTaken",
+        "UsageShardTaken",
     ]
 
 

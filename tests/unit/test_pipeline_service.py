@@ -14,11 +14,13 @@ import pytest
 from application.errors import QuotaExceeded, VersionConflict
 from application.pipelines import PipelineService
 from application.principal import Principal
+from application.quotas import UsageLedger
 from domain.errors import NameTaken
 from domain.events import CommandContext
 from domain.name_claim import NameClaim, claim_id
 from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
 from domain.tenant import Quotas, Tenant
+from domain.usage import SHARDS
 from infrastructure.plugins.catalog import PluginCatalog
 from tests.support.memory import StoreUsage, memory_store
 
@@ -61,8 +63,12 @@ def world() -> Iterator[World]:
 def test_create_appends_the_pipeline_its_name_claim_and_usage_together(world: World) -> None:
     before = len(world.stored())
     created = world.service.create(world.editor, definition("orders"), CTX)
-    appended = ["PipelineCreated", "NameClaimTaken", "UsageCounted", "UsageTaken"]
-    assert world.stored()[before:] == appended
+    # The process's shard of the usage is refilled from the main usage, counted now, in
+    # an append of its own; the create then takes from the shard in its append.
+    assert world.stored()[before:] == [
+        *["UsageCounted", "UsageAllotted", "UsageShardOpened", "UsageShardGranted"],
+        *["PipelineCreated", "NameClaimTaken", "UsageShardTaken"],
+    ]
     assert created.position == len(world.stored())  # the append's last event
     claim = world.store.find(NameClaim, claim_id(f"pipeline:{world.tenant_id}", "orders"))
     assert claim is not None and claim.holder_id == str(created.state.id)
@@ -80,7 +86,7 @@ def test_a_released_name_is_taken_over_by_a_new_pipeline(world: World) -> None:
     first = world.service.create(world.editor, definition("orders"), CTX)
     world.service.delete(world.editor, first.state.id, CTX)
     again = world.service.create(world.editor, definition("orders"), CTX)
-    assert world.stored()[-3:] == ["PipelineCreated", "NameClaimRetaken", "UsageTaken"]
+    assert world.stored()[-3:] == ["PipelineCreated", "NameClaimRetaken", "UsageShardTaken"]
     claim = world.store.find(NameClaim, claim_id(f"pipeline:{world.tenant_id}", "orders"))
     assert claim is not None and claim.holder_id == str(again.state.id)
 
@@ -140,9 +146,12 @@ def usage_of(world: World) -> int | None:
     return world.service.ledger.used(world.tenant_id, "max_pipelines")
 
 
-def another_process(world: World) -> PipelineService:
-    """A second API process: the same store, its own kept usage and locks."""
-    return PipelineService(world.store, PluginCatalog(), world.usage)
+def another_process(world: World, *, same_shard: bool = False, n: int = 1) -> PipelineService:
+    """Another API process: the same store, its own kept usage and locks, and its own
+    shard of the usage (the n-th after this one's) unless `same_shard`."""
+    shard = world.service.ledger.shard if same_shard else (world.service.ledger.shard + n) % SHARDS
+    ledger = UsageLedger(world.store, world.usage, shard=shard)
+    return PipelineService(world.store, PluginCatalog(), world.usage, ledger=ledger)
 
 
 def test_usage_starts_at_what_existed_before_it_was_kept() -> None:
@@ -158,7 +167,7 @@ def test_usage_starts_at_what_existed_before_it_was_kept() -> None:
         world.store.append(pipeline)
     assert usage_of(world) is None
     world.service.create(world.editor, definition("new"), CTX)
-    assert world.stored()[-2:] == ["UsageCounted", "UsageTaken"]
+    assert world.stored().count("UsageCounted") == 1
     assert usage_of(world) == 3
     with pytest.raises(QuotaExceeded):
         world.service.create(world.editor, definition("one-too-many"), CTX)
@@ -171,13 +180,13 @@ def test_a_warm_create_reads_no_usage() -> None:
     for name in ("b", "c", "d"):
         world.service.create(world.editor, definition(name), CTX)
     assert world.usage.count_calls == counted == 1
-    assert world.stored()[-3:] == ["PipelineCreated", "NameClaimTaken", "UsageTaken"]
+    assert world.stored()[-3:] == ["PipelineCreated", "NameClaimTaken", "UsageShardTaken"]
     assert usage_of(world) == 4
 
 
-def test_a_stale_copy_in_another_process_is_read_again_and_the_count_stays_exact() -> None:
+def test_a_stale_copy_in_a_process_on_the_same_shard_is_read_again_and_counts_exactly() -> None:
     world = World(max_pipelines=100)
-    other = another_process(world)
+    other = another_process(world, same_shard=True)
     for i in range(3):  # each process's kept copy is stale after the other's create
         world.service.create(world.editor, definition(f"here-{i}"), CTX)
         other.create(world.editor, definition(f"there-{i}"), CTX)
@@ -187,7 +196,7 @@ def test_a_stale_copy_in_another_process_is_read_again_and_the_count_stays_exact
 
 def test_racing_processes_near_the_limit_never_pass_it() -> None:
     world = World(max_pipelines=5)
-    services = [world.service, another_process(world), another_process(world)]
+    services = [world.service, another_process(world), another_process(world, n=2)]
     outcomes: list[str] = []
 
     def create(service: PipelineService, i: int) -> None:

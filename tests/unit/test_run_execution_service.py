@@ -28,13 +28,14 @@ def world(tmp_path: Path) -> RunWorld:
 async def test_a_one_step_run_takes_three_appends(world: RunWorld) -> None:
     """Queued; claimed with its first steps started; the last step's outcome with the
     run's end. Each state change is still its own event; the tenant's usage (runs per
-    day, running runs) rides in the same appends."""
+    day, running runs) rides in the same appends (the refills of the process's usage
+    shards are appends of their own, not the run's)."""
     run_id = world.trigger(world.pipeline("one", step("e", "Test.emit")))
     assert (await world.execute(run_id)).status == "succeeded"
     assert world.appends_of(run_id) == [
-        ["RunQueued", "UsageCounted", "UsageTaken"],
-        ["RunStarted", "RunStepStarted", "UsageCounted", "UsageTaken"],
-        ["RunStepSucceeded", "RunSucceeded", "UsageReleased"],
+        ["RunQueued", "UsageShardTaken"],
+        ["RunStarted", "RunStepStarted", "UsageShardTaken"],
+        ["RunStepSucceeded", "RunSucceeded", "UsageShardReleased"],
     ]
 
 

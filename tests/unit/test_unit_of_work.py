@@ -35,8 +35,10 @@ def test_staged_commands_store_nothing_until_one_commit_stores_all() -> None:
     appended = world.stored()[len(before) :]
     assert position == len(world.stored())  # the one append's last event
     assert appended.count("PipelineCreated") == 2 and appended.count("PipelineRevised") == 1
-    # One usage aggregate took both pipelines: counted once, taken twice.
-    assert appended.count("UsageCounted") == 1 and appended.count("UsageTaken") == 2
+    # The process's usage shard took both pipelines: refilled (and the main usage
+    # counted) once, in the same append, taken twice.
+    assert appended.count("UsageCounted") == 1 and appended.count("UsageShardGranted") == 1
+    assert appended.count("UsageShardTaken") == 2
     stored = world.store.load(Pipeline, created.state.id, "pipeline")
     assert (stored.version, stored.definition.name) == (2, "orders-v2")
 

@@ -1,0 +1,173 @@
+"""Usage escrow (domain/usage.py, application/quotas.py): each process takes from its own
+shard of a tenant's usage, refilled from the main usage; processes on different shards
+never race on a take, and at the quota's edge every shard's free units are reclaimed so
+that the decision is exact. Domain rules first (given these events, this command), then
+the ledger through the pipeline service on the in-memory store, a process being a
+service with a ledger of its own."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from application.errors import QuotaExceeded
+from domain.errors import ShardShort
+from domain.events import CommandContext
+from domain.tenant import Quotas, Tenant
+from domain.usage import SHARDS, Usage, UsageShard
+from tests.unit.test_pipeline_service import World, another_process, definition, usage_of
+
+CTX = CommandContext("user:u1", "corr-shards")
+
+
+def main_at(used: int) -> Usage:
+    return Usage.start(tenant_id="t", resource="pipelines", period="", used=used, ctx=CTX)
+
+
+def shard_with(free: int, limit: int = 10, n: int = 0) -> UsageShard:
+    shard = UsageShard.open(tenant_id="t", resource="pipelines", period="", shard=n, ctx=CTX)
+    if free:
+        shard.grant(free, limit, CTX)
+    return shard
+
+
+def new_topics(aggregate: Any) -> list[str]:
+    return [type(event).__name__ for event in aggregate.collect_events()]
+
+
+# Domain: given a shard / main usage, a command yields these events or this error.
+
+
+def test_a_shard_takes_from_its_free_units_only() -> None:
+    shard = shard_with(free=2)
+    shard.collect_events()
+    shard.take(2, 10, CTX)
+    assert (new_topics(shard), shard.free) == (["UsageShardTaken"], 0)
+    with pytest.raises(ShardShort):
+        shard.take(1, 10, CTX)
+
+
+def test_a_shard_does_not_spend_units_allotted_under_a_higher_limit() -> None:
+    shard = shard_with(free=5, limit=10)
+    with pytest.raises(ShardShort):
+        shard.take(1, 9, CTX)
+    shard.take(1, 11, CTX)  # a raised limit leaves them good
+    assert shard.free == 4
+
+
+def test_a_release_frees_a_unit_in_the_shard() -> None:
+    shard = shard_with(free=0)
+    shard.release(2, CTX)
+    assert shard.free == 2
+
+
+def test_the_main_allots_up_to_the_limit_and_reclaims_a_shards_free_units() -> None:
+    main, shard = main_at(7), shard_with(free=0, n=3)
+    with pytest.raises(QuotaExceeded) as refused:
+        main.allot(3, 4, 10, "max_pipelines", CTX)
+    assert refused.value.used == 7
+    main.allot(3, 3, 10, "max_pipelines", CTX)
+    shard.grant(3, 10, CTX)
+    shard.take(1, 10, CTX)
+    main.reclaim(shard, CTX)
+    assert (main.used, shard.free) == (8, 0)  # 7 held before, 1 taken from the shard
+    assert new_topics(shard)[-1] == "UsageShardReturned"
+
+
+def test_a_reclaim_never_counts_below_zero() -> None:
+    main, shard = main_at(0), shard_with(free=0)
+    shard.release(1, CTX)  # of something counted before usage was kept, since removed
+    main.reclaim(shard, CTX)
+    assert main.used == 0
+
+
+# The ledger: processes, each a service with its own shard.
+
+
+class Conflicts:
+    """Counts the appends the store refused for a version already taken."""
+
+    def __init__(self, world: World) -> None:
+        self.refused = 0
+        recorder: Any = world.store.recorder
+        insert = recorder.insert_events
+
+        def counted(stored_events: Any, **kwargs: Any) -> Any:
+            try:
+                return insert(stored_events, **kwargs)
+            except IntegrityError:
+                self.refused += 1
+                raise
+
+        recorder.insert_events = counted
+
+
+def test_processes_on_different_shards_never_race_on_a_take() -> None:
+    world = World(max_pipelines=1000)
+    other = another_process(world)
+    conflicts = Conflicts(world)
+    for i in range(20):  # alternating: each create follows one of the other process
+        world.service.create(world.editor, definition(f"here-{i}"), CTX)
+        other.create(world.editor, definition(f"there-{i}"), CTX)
+    assert conflicts.refused == 0
+    assert usage_of(world) == 40
+    # One refill each (the first), not one per create.
+    assert world.stored().count("UsageAllotted") == 2
+
+
+def test_at_the_edge_another_shards_free_units_are_reclaimed_and_the_limit_is_exact() -> None:
+    world = World(max_pipelines=10)
+    other = another_process(world)
+    world.service.create(world.editor, definition("here"), CTX)  # allotted spare units
+    made = 0
+    with pytest.raises(QuotaExceeded) as refused:
+        while True:
+            other.create(world.editor, definition(f"there-{made}"), CTX)
+            made += 1
+    assert made == 9 and (refused.value.used, refused.value.limit) == (10, 10)
+    assert "UsageReclaimed" in world.stored()
+    with pytest.raises(QuotaExceeded):
+        world.service.create(world.editor, definition("here-again"), CTX)
+    assert usage_of(world) == 10
+
+
+def test_a_unit_freed_in_one_process_is_taken_in_another_at_the_edge() -> None:
+    world = World(max_pipelines=3)
+    second, third = another_process(world), another_process(world, n=2)
+    made = [world.service.create(world.editor, definition(f"p{i}"), CTX) for i in range(3)]
+    second.delete(world.editor, made[0].state.id, CTX)  # free in the second's shard
+    third.create(world.editor, definition("fits"), CTX)
+    assert usage_of(world) == 3
+    with pytest.raises(QuotaExceeded):
+        second.create(world.editor, definition("full"), CTX)
+
+
+def test_a_lowered_limit_is_decided_on_the_whole_usage_not_on_spare_units() -> None:
+    world = World(max_pipelines=100)
+    for i in range(3):
+        world.service.create(world.editor, definition(f"p{i}"), CTX)  # spare units kept
+    tenant = world.store.load(Tenant, UUID(world.tenant_id), "tenant")
+    tenant.set_quotas(Quotas(max_pipelines=3), CTX)
+    world.store.append(tenant)
+    with pytest.raises(QuotaExceeded) as refused:
+        world.service.create(world.editor, definition("over"), CTX)
+    assert refused.value.used == 3
+
+
+def test_a_release_into_a_new_shard_starts_the_count_first() -> None:
+    world = World(max_pipelines=5)
+    made = world.service.create(world.editor, definition("a"), CTX)
+    other = another_process(world)
+    other.delete(world.editor, made.state.id, CTX)
+    assert usage_of(world) == 0
+    assert world.stored().count("UsageCounted") == 1
+
+
+def test_shards_are_chosen_within_range() -> None:
+    world = World()
+    assert 0 <= world.service.ledger.shard < SHARDS
+    with pytest.raises(ValueError):
+        UsageShard.open(tenant_id="t", resource="r", period="", shard=SHARDS, ctx=CTX)

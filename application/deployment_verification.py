@@ -36,10 +36,10 @@ from uuid import UUID, uuid4
 
 from application.authorization import sees
 from application.commands import Aggregates
+from application.conflicts import retry_on_conflict
 from application.errors import NotFound
 from application.event_store import NornEventStore
 from application.principal import system_principal
-from application.quotas import retry_on_conflict
 from application.results import Changed
 from domain.deployment import Deployment
 from domain.events import CommandContext

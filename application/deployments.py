@@ -20,13 +20,13 @@ import msgspec
 
 from application.authorization import check_environment_role, sees
 from application.commands import Aggregates
+from application.conflicts import retry_on_conflict
 from application.errors import VersionConflict
 from application.event_store import NornEventStore
 from application.idempotency import earlier_result, first_result, new_id
 from application.name_claims import take_name
 from application.pipelines import PipelineService
 from application.principal import Principal
-from application.quotas import retry_on_conflict
 from application.results import Changed
 from application.runs import RunService
 from application.tenants import writable_tenant

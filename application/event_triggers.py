@@ -24,9 +24,9 @@ from uuid import UUID
 
 import msgspec
 
+from application.conflicts import retry_on_conflict
 from application.errors import VersionConflict
 from application.event_store import NornEventStore
-from application.quotas import retry_on_conflict
 from application.runs import RunService
 from domain.deployment import Deployment
 from domain.errors import DomainError, NoActiveRelease, QuotaExceeded

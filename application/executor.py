@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 from uuid import UUID
 
+from application.conflicts import retry_on_conflict
 from application.errors import VersionConflict
 from application.event_store import NornEventStore
 from application.ports import Heartbeats, StepRunner, Usage
-from application.quotas import UsageLedger, retry_on_conflict
+from application.quotas import UsageLedger
 from application.run_execution import ExecutorPolicy, RunExecution, context_of, start_ready
 from domain.errors import InvalidCommand
 from domain.run import Run, RunStatus

@@ -29,12 +29,12 @@ from uuid import UUID
 
 import msgspec
 
+from application.conflicts import CONFLICT_ATTEMPTS, retry_on_conflict
 from application.errors import PermissionDenied, VersionConflict
 from application.event_store import NornEventStore
 from application.fire_plan import LATE_AFTER, fire_run_id, plan_fires
 from application.fires import DueJob, Fire, Outcome, Prepared
 from application.pipelines import PipelineService
-from application.quotas import CONFLICT_ATTEMPTS, retry_on_conflict
 from application.runs import RunService
 from application.schedule import schedule_of
 from domain.deployment import Deployment

@@ -19,6 +19,7 @@ import msgspec
 
 from application.authorization import sees
 from application.commands import Aggregates
+from application.conflicts import retry_on_conflict
 from application.deployments import DeploymentService
 from application.errors import NotFound, VersionConflict
 from application.event_store import NornEventStore
@@ -29,7 +30,6 @@ from application.job_firing import Backfilled, JobFiring
 from application.name_claims import move_name, take_name
 from application.pipelines import PipelineService
 from application.principal import Principal
-from application.quotas import retry_on_conflict
 from application.results import Changed
 from application.runs import RunService
 from application.schedule import Schedule, ScheduleError, schedule_of

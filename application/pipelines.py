@@ -14,6 +14,7 @@ from eventsourcing.domain import Aggregate
 from application import unit_of_work
 from application.authorization import sees
 from application.commands import Aggregates
+from application.conflicts import retry_on_conflict
 from application.connections import connection_config
 from application.errors import NotFound, VersionConflict
 from application.event_store import NornEventStore
@@ -22,7 +23,7 @@ from application.name_claims import move_name, take_name
 from application.pipeline_history import RevisionRecord, revision_records
 from application.ports import PluginCatalog, SecretFacts, SecretRules, Usage
 from application.principal import Principal
-from application.quotas import UsageLedger, retry_on_conflict
+from application.quotas import UsageLedger
 from application.results import Changed
 from application.secrets import secret_facts
 from application.tenants import writable_tenant

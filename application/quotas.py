@@ -25,18 +25,16 @@ that start is itself an event, so two starts cannot both count.
 from __future__ import annotations
 
 import os
-import random
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
 from application import group_commit, unit_of_work
+from application.conflicts import CONFLICT_ATTEMPTS, pause_after
 from application.errors import QuotaExceeded, VersionConflict
 from application.event_store import NornEventStore
 from application.ports import Usage as UsageCounts
@@ -57,21 +55,6 @@ QUOTA_RESOURCES: dict[str, str] = {
 PER_DAY = frozenset({"runs_today"})
 """Resources counted afresh each UTC day: one Usage aggregate per day."""
 
-CONFLICT_ATTEMPTS = 12
-"""How often a command is tried when its append loses a race (a stale usage copy, a name
-claimed meanwhile): each attempt reads what changed, so only a steady stream of
-concurrent commands of the same tenant's resource in other processes exhausts them."""
-RETRY_PAUSE = 0.002
-"""Seconds of the first pause after a lost race; it doubles per loss (at most
-RETRY_PAUSE_CAP) and is drawn at random below that, so two processes that keep
-colliding on one tenant's usage (an API queueing runs while a scheduler or trigger loop
-does) fall out of step.
-Twelve attempts with pauses up to 100 ms: on a loaded 2-core box, an API queueing a run
-every 10 ms beside two trigger loops lost eight races in a row now and then (a 409 to a
-client that did nothing wrong). Usage shards (one per process) made such races rare:
-they remain for two processes on one shard and at the quota's edge."""
-RETRY_PAUSE_CAP = 0.1
-
 GRANT_SPARE_MAX = 100
 GRANT_SPARE_SHARE = 4
 """A shard short of units is allotted what the take needs plus a quarter of what the
@@ -82,27 +65,11 @@ another asks, it is allotted little more than it needs."""
 KEPT_MAX = 10_000
 """Usage aggregates a process keeps between commands (one per busy tenant resource)."""
 
-T = TypeVar("T")
-
 
 def period_of(resource: str, now: datetime | None = None) -> str:
     if resource not in PER_DAY:
         return ""
     return (now or datetime.now(UTC)).date().isoformat()
-
-
-def retry_on_conflict(attempt: Callable[[], T], attempts: int = CONFLICT_ATTEMPTS) -> T:
-    """Run `attempt` until its append is not refused for a concurrent change, at most
-    `attempts` times. Only for commands whose failed append wrote nothing and that build
-    their events afresh each time (a new aggregate with a new id, a usage take)."""
-    for lost in range(attempts - 1):
-        try:
-            return attempt()
-        except VersionConflict as conflict:
-            if not conflict.raced:
-                raise  # an If-Match already stale: the answer is 412 at once
-        time.sleep(random.uniform(0, min(RETRY_PAUSE_CAP, RETRY_PAUSE * 2**lost)))  # noqa: S311
-    return attempt()
 
 
 class _UsageKey:
@@ -332,7 +299,7 @@ class UsageLedger:
                 self._save(*changed)
                 return shard
             except IntegrityError:
-                time.sleep(random.uniform(0, min(RETRY_PAUSE_CAP, RETRY_PAUSE * 2**lost)))  # noqa: S311
+                pause_after(lost)
                 shard = self._stored(shard.id, tenant_id, resource, period, ctx, False)
         raise VersionConflict("the usage kept changing concurrently; try again", raced=True)
 

@@ -12,13 +12,14 @@ import msgspec
 
 from application.authorization import require_tenant, sees
 from application.commands import Aggregates
+from application.conflicts import retry_on_conflict
 from application.errors import NotFound, VersionConflict
 from application.event_store import NornEventStore
 from application.idempotency import earlier_result, first_result, new_id
 from application.pipelines import PipelineService
 from application.ports import Usage
 from application.principal import Principal
-from application.quotas import UsageLedger, retry_on_conflict
+from application.quotas import UsageLedger
 from application.results import Changed
 from application.tenants import writable_tenant
 from domain.errors import Conflict, InvalidCommand

@@ -433,9 +433,10 @@ class Roles:
             any_of(lambda: c.nats, lambda: c.executor.nats if c.executor else None),
             s.nats_stream,
         )
-        if s.metrics_port is not None:
-            # Only a process serving /metrics on a port of its own refreshes them on a
-            # timer (its scrapes are answered from another thread). The API refreshes
+        if s.metrics_port is not None or s.http_workers > 1:
+            # Only a process serving /metrics on a port of its own (or to its HTTP
+            # workers) refreshes them on a timer (its scrapes are answered from another
+            # thread). The API refreshes
             # them when scraped, and a process nobody scrapes has no use for them: with
             # a backlog of queued runs, counting them every 5 s in every process cost
             # more than anything else its idle passes did.

@@ -7,8 +7,10 @@ import argparse
 import asyncio
 import getpass
 import logging
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
@@ -105,7 +107,9 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
         from domain.errors import InvalidCommand
 
         servers = start_servers(settings, announce=say)
+        metrics_dir = shared_metrics(settings)
         container = build_container(settings, servers.database_url, servers.nats_url)
+        workers = None
         try:
             try:
                 bootstrap_admin(container, announce=lambda text: print(text, flush=True))
@@ -122,15 +126,61 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: None)
             server = uvicorn.Server(http_server_config(app, settings))
+            if metrics_dir is not None:
+                workers = start_workers(settings, listener, servers, container, metrics_dir)
             server.run(sockets=[listener])
             if not server.started:
                 return 1
         finally:
+            if workers is not None:
+                workers.stop()  # before the servers they use
             container.close()
             servers.stop()
+            if metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
     finally:
         listener.close()
     return 0
+
+
+def shared_metrics(settings: Settings) -> str | None:
+    """With HTTP workers: the directory the processes share their counted metrics in,
+    made before the container's metrics exist (infrastructure/metrics.py)."""
+    if settings.http_workers < 2:
+        return None
+    from infrastructure.metrics import share_between_processes
+
+    directory = tempfile.mkdtemp(prefix="norn-metrics-")
+    share_between_processes(directory)
+    return directory
+
+
+def start_workers(
+    settings: Settings, listener: Any, servers: Any, container: Any, metrics_dir: str
+) -> Any:
+    """The HTTP workers (api/http_workers.py), on this process's socket and servers, and
+    the private endpoint that answers their /metrics with this process's."""
+    from api.http_workers import PRIMARY_METRICS, HttpWorkers
+    from infrastructure.metrics import SHARED_DIR
+    from infrastructure.metrics_server import serve_metrics
+
+    private = open_listener("127.0.0.1", 0)
+    metrics_server = serve_metrics(private, container.metrics.exposed, settings.metrics_token)
+    port = private.getsockname()[1]
+    workers = HttpWorkers(
+        settings.http_workers - 1,
+        listener,
+        {
+            "NORN_DATABASE_URL": servers.database_url,
+            "NORN_NATS_URL": servers.nats_url,
+            "NORN_HTTP_WORKERS": "1",  # a worker starts none of its own
+            PRIMARY_METRICS: f"http://127.0.0.1:{port}/metrics",
+            SHARED_DIR: metrics_dir,
+        },
+        on_stop=metrics_server.shutdown,
+    )
+    workers.start()
+    return workers
 
 
 def _run_roles(settings: Settings, roles: set[str]) -> int:
@@ -176,7 +226,7 @@ def _run_roles(settings: Settings, roles: set[str]) -> int:
                 from infrastructure.metrics_server import serve_metrics
 
                 metrics_server = serve_metrics(
-                    metrics_listener, container.metrics.registry, settings.metrics_token
+                    metrics_listener, container.metrics.exposed, settings.metrics_token
                 )
                 log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
             await background.start()

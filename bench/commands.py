@@ -2,7 +2,7 @@
 reference measured in the same run.
 
     .venv/bin/python bench/commands.py [--seconds 10] [--clients 16] [--rate 500] [--apart]
-                                       [--smoke]
+                                       [--http-workers N] [--smoke]
 
 [1] create-pipeline commands/s, p50/p99 at N clients (closed loop), beside the raw
     psycopg INSERT+COMMIT rate into the same database at the same concurrency, and their
@@ -25,6 +25,7 @@ reference measured in the same run.
     lightly used install).
 --apart: each role in its own process (`norn api`, `norn relay`, ...; README "Roles in
 their own processes") instead of `norn serve`; CPU is then summed over them all.
+--http-workers N: `norn serve` with NORN_HTTP_WORKERS=N (its CPU includes the workers').
 
 [1], [2] and [5] give the `norn serve` process's CPU seconds (user+system, with its
 children; psutil) per 1,000 commands over the phase.
@@ -353,6 +354,9 @@ def main() -> None:
         action="store_true",
         help="each role in its own process (norn api, relay, ...) instead of norn serve",
     )
+    parser.add_argument(
+        "--http-workers", type=int, default=None, help="NORN_HTTP_WORKERS of norn serve"
+    )
     parser.add_argument("--smoke", action="store_true", help="every phase, briefly, for CI")
     args = parser.parse_args()
     if args.smoke:
@@ -363,7 +367,8 @@ def main() -> None:
     out: list[str] = []
 
     commands = ROLES_APART if args.apart else ("serve",)
-    with norn_server(commands=commands) as server:
+    workers = {} if args.http_workers is None else {"NORN_HTTP_WORKERS": str(args.http_workers)}
+    with norn_server(workers, commands=commands) as server:
         # Far from its quota (creates skip the tenant's quota lock, see application/quotas.py).
         _, headers = asyncio.run(editor_of_new_tenant(server.base, {"max_pipelines": 10_000_000}))
         with psycopg.connect(server.database_url, autocommit=True) as conn:

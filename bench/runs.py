@@ -2,9 +2,11 @@
 each, with the `norn serve` process's CPU seconds (user+system, with its children;
 psutil) per 1,000 runs.
 
-    .venv/bin/python bench/runs.py [--seconds 20] [--clients 16] [--rate 50] [--apart] [--smoke]
+    .venv/bin/python bench/runs.py [--seconds 20] [--clients 16] [--rate 50] [--apart]
+                                   [--http-workers N] [--smoke]
 
 --apart: each role in its own process instead of `norn serve` (CPU summed over them).
+--http-workers N: `norn serve` with NORN_HTTP_WORKERS=N (its CPU includes the workers').
 
 closed loop: each of N clients triggers a run (POST /pipelines/{id}/runs) and polls it
 until it has finished before the next one, so N runs are in flight: the runs/s the system
@@ -221,11 +223,16 @@ def main() -> None:
         action="store_true",
         help="each role in its own process (norn api, relay, ...) instead of norn serve",
     )
+    parser.add_argument(
+        "--http-workers", type=int, default=None, help="NORN_HTTP_WORKERS of norn serve"
+    )
     parser.add_argument("--smoke", action="store_true", help="every phase, briefly, for CI")
     args = parser.parse_args()
     if args.smoke:
         args.seconds = 2.0
     env = {"NORN_EXECUTOR_CONCURRENCY": str(args.clients)}
+    if args.http_workers is not None:
+        env["NORN_HTTP_WORKERS"] = str(args.http_workers)
     commands = ROLES_APART if args.apart else ("serve",)
     with norn_server(env, commands=commands) as server:
         headers, closed_id, open_id = asyncio.run(setup(server.base, server.data_dir))

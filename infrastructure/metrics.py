@@ -13,10 +13,17 @@ process). Two kinds of metric:
 
 Label values are route templates, command and event type names, statuses, pool and
 projection names: never a tenant, user or resource id.
+
+With HTTP workers (`norn serve`, NORN_HTTP_WORKERS > 1) the processes share the counted
+metrics through prometheus_client's multiprocess mode (`share_between_processes`):
+each writes its values to files in one directory, and /metrics sums them
+(`NornMetrics.exposed`), beside the state of the serve process, which runs every
+background role; the workers' /metrics asks the serve process (api/http_workers.py).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
@@ -27,8 +34,10 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
+    values,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 # No `_created` series beside every counter and histogram: they double the output and
@@ -55,17 +64,37 @@ _RUN_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600)
 _FIRE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
-class EventTally:
-    """Events appended by this process, by event type (thread-safe; the recorder adds)."""
+SHARED_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
-    def __init__(self) -> None:
+
+def share_between_processes(directory: str) -> None:
+    """Counted metrics made from now on in this process are kept in files in `directory`
+    (prometheus_client's multiprocess mode), summed with those of the other processes
+    that share it. Call it before the container is built."""
+    os.environ[SHARED_DIR] = directory
+    values.ValueClass = values.get_value_class()
+
+
+def shared() -> bool:
+    return bool(os.environ.get(SHARED_DIR))
+
+
+class EventTally:
+    """Events appended by this process, by event type (thread-safe; the recorder adds).
+    `on_add`: also told of each, when the counts are shared between processes."""
+
+    def __init__(self, on_add: Callable[[str], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
+        self._on_add = on_add
 
     def add(self, topics: list[str]) -> None:
         with self._lock:
             for topic in topics:
                 self._counts[topic] = self._counts.get(topic, 0) + 1
+        if self._on_add is not None:
+            for topic in topics:
+                self._on_add(topic.rpartition(":")[2] or topic)
 
     def by_type(self) -> dict[str, int]:
         """Counts keyed by the event's class name (its topic is module:Class)."""
@@ -113,23 +142,29 @@ class NornMetrics:
             registry=r,
         )
         self.store_head = Gauge(
-            "norn_store_head_position", "Position of the newest event in the store", registry=r
+            "norn_store_head_position",
+            "Position of the newest event in the store",
+            multiprocess_mode="max",
+            registry=r,
         )
         self.projection_lag = Gauge(
             "norn_projection_lag_events",
             "Positions between the store head and a read model",
             ["projection"],
+            multiprocess_mode="max",
             registry=r,
         )
         self.runs_now = Gauge(
             "norn_runs",
             "Runs queued or running now, installation-wide (the runs read model)",
             ["status"],
+            multiprocess_mode="max",
             registry=r,
         )
         self.work_queue_depth = Gauge(
             "norn_work_queue_items",
             "Work items in the work stream: queued runs not yet claimed (or being claimed)",
+            multiprocess_mode="max",
             registry=r,
         )
         self.job_fires = Counter(
@@ -166,7 +201,7 @@ class NornMetrics:
             buckets=_FIRE_BUCKETS,
             registry=r,
         )
-        self.events = EventTally()
+        self.events = EventTally(self._count_appended if shared() else None)
         self.pools: dict[str, PoolStats] = {}
         self.relay: Any = None
         """The process's Relay, if it runs one (published_position, lag_seconds, ...)."""
@@ -178,11 +213,36 @@ class NornMetrics:
         """The API's StreamSlots (open_here) and LiveEvents (listeners): its live feeds."""
         self.live_events: Any = None
         self.projection_positions: Callable[[], dict[str, int]] | None = None
+        self.primary_url: str | None = None
+        """In an HTTP worker of `norn serve`: where the serve process answers /metrics
+        (api/http_workers.py), which a worker's /metrics passes on."""
         self.refresh: Callable[[], Awaitable[None]] | None = None
         """Refreshes the values that need a query or a NATS request (bounded): the
         API's /metrics calls it before it answers."""
         r.register(_StateCollector(self))
         self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self.exposed = r
+        """What /metrics answers from: this registry, or, shared between processes, the
+        counted metrics of all of them (their files) and this process's state."""
+        if shared():
+            self._appended = Counter(
+                "norn_events_appended",
+                "Events appended, by type",
+                ["type"],
+                registry=None,
+            )
+            self._transitions = Counter(
+                "norn_run_transitions", "Runs moved to a status", ["status"], registry=None
+            )
+            self.exposed = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(self.exposed)
+            self.exposed.register(_StateCollector(self, tally=False))
+
+    def _count_appended(self, name: str) -> None:
+        self._appended.labels(name).inc()
+        status = RUN_STATUS_OF_EVENT.get(name)
+        if status is not None:
+            self._transitions.labels(status).inc()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
@@ -226,15 +286,21 @@ class NornMetrics:
 class _StateCollector(Collector):
     """What the components know about themselves, read at each scrape."""
 
-    def __init__(self, metrics: NornMetrics) -> None:
+    def __init__(self, metrics: NornMetrics, *, tally: bool = True) -> None:
         self._m = metrics
+        self._tally = tally  # False: the appends are counted in the shared files
 
     def describe(self) -> list[Metric]:
         return []  # values appear only when their component runs here
 
     def collect(self) -> Iterator[Metric]:
-        m = self._m
         yield from self._pools()
+        if self._tally:
+            yield from self._appended()
+        yield from self._components()
+
+    def _appended(self) -> Iterator[Metric]:
+        m = self._m
         appended = CounterMetricFamily(
             "norn_events_appended", "Events appended by this process, by type", labels=["type"]
         )
@@ -253,6 +319,9 @@ class _StateCollector(Collector):
             transitions.add_metric([status], count)
         yield appended
         yield transitions
+
+    def _components(self) -> Iterator[Metric]:
+        m = self._m
         if m.database is not None:
             yield GaugeMetricFamily(
                 "norn_database_up",

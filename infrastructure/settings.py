@@ -111,6 +111,10 @@ class Settings:
     metrics_port: int | None = None
     """NORN_METRICS_PORT: where `norn relay|projector|executor` serve /metrics (they
     serve no HTTP otherwise); unset = no metrics endpoint for them."""
+    http_workers: int = 1
+    """NORN_HTTP_WORKERS: processes of `norn serve` answering HTTP on its port: the
+    serve process itself (which also runs every background role) and HTTP_WORKERS - 1
+    API-only worker processes it starts and watches (api/http_workers.py)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -211,6 +215,8 @@ class Settings:
             problems.append("NORN_LOG_FORMAT must be text or json")
         if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
             problems.append("NORN_METRICS_PORT must be between 1 and 65535")
+        if not 1 <= self.http_workers <= 64:
+            problems.append("NORN_HTTP_WORKERS must be between 1 and 64")
         if self.metrics_token is not None and len(self.metrics_token) < 16:
             problems.append("NORN_METRICS_TOKEN must be at least 16 characters")
         if self.database_url is not None and (error := _conninfo_problem(self.database_url)):

@@ -134,6 +134,8 @@ def test_secrets_are_not_in_the_repr() -> None:
         ({"NORN_SCHEDULER_LEAD": "31"}, "NORN_SCHEDULER_LEAD must be between 0 and 30"),
         ({"NORN_HTTP_KEEPALIVE": "0"}, "NORN_HTTP_KEEPALIVE must be between 1 and 3600"),
         ({"NORN_HTTP_KEEPALIVE": "3601"}, "NORN_HTTP_KEEPALIVE must be between 1 and 3600"),
+        ({"NORN_HTTP_WORKERS": "0"}, "NORN_HTTP_WORKERS must be between 1 and 64"),
+        ({"NORN_HTTP_WORKERS": "65"}, "NORN_HTTP_WORKERS must be between 1 and 64"),
         ({"NORN_LOG_LEVEL": "LOUD"}, "NORN_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"),
         ({"NORN_IDEMPOTENCY_TTL": "59"}, "NORN_IDEMPOTENCY_TTL must be between 60 seconds"),
         ({"NORN_IDEMPOTENCY_TTL": "2592001"}, "NORN_IDEMPOTENCY_TTL must be between 60 seconds"),

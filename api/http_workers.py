@@ -1,0 +1,124 @@
+"""HTTP worker processes of `norn serve` (NORN_HTTP_WORKERS > 1; docs/architecture.md §1).
+
+One Python process answers HTTP on one core at most (the GIL), and `norn serve` runs
+every background role beside its API: on two cores, GETs stopped at one core's worth.
+With workers, the serve process starts HTTP_WORKERS - 1 API-only processes that accept
+connections on its very listening socket (inherited, not bound again: nothing else can
+take the port, and a second `norn serve` still finds it busy), each with its own pools,
+caches and usage shards (application/quotas.py), on the servers the serve process
+started or was given. It restarts one that dies, stops them before it lets go of the
+embedded servers, and they stop by themselves if it vanishes (killed with SIGKILL).
+
+Counted metrics are shared through files (infrastructure/metrics.py
+`share_between_processes`); a worker answers /metrics with the serve process's, which
+sums everyone's (`PRIMARY_METRICS`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+LISTENER_FD = "NORN_HTTP_WORKER_FD"
+"""The inherited listening socket's file descriptor, in a worker's environment."""
+PRIMARY_METRICS = "NORN_HTTP_WORKER_METRICS_URL"
+"""Where the serve process answers /metrics for its workers (127.0.0.1, a port of its
+own that only they are told of)."""
+RESTART_PAUSE = 1.0
+"""Seconds before a worker that died is started again (so a worker that cannot start
+does not spin)."""
+STOP_TIMEOUT = 10.0
+
+
+class HttpWorkers:
+    """The serve process's workers: started, watched, restarted, stopped."""
+
+    def __init__(
+        self,
+        count: int,
+        listener: socket.socket,
+        env: dict[str, str],
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
+        self._count = count
+        self._on_stop = on_stop
+        self._fd = listener.fileno()
+        self._env = {**os.environ, **env, LISTENER_FD: str(self._fd)}
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # no worker is started once stopping began
+        self._watcher = threading.Thread(target=self._watch, name="http-workers", daemon=True)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes]
+
+    def start(self) -> None:
+        self._processes = [self._spawn() for _ in range(self._count)]
+        self._watcher.start()
+        log.info("%d HTTP worker process(es) started: %s", self._count, self.pids)
+
+    def stop(self) -> None:
+        """SIGTERM every worker (each finishes its requests, as uvicorn does), wait, and
+        SIGKILL what is left after STOP_TIMEOUT."""
+        with self._lock:
+            self._stopping.set()
+        if self._watcher.is_alive():
+            self._watcher.join()
+        for process in self._processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for process in self._processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("HTTP worker %d did not stop in time: killed", process.pid)
+                process.kill()
+                process.wait()
+        if self._on_stop is not None:
+            self._on_stop()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # A session of its own: a Ctrl-C meant for `norn serve` reaches the serve process
+        # only, which stops the workers after its own requests, in order.
+        return subprocess.Popen(
+            [sys.executable, "-m", "api.http_worker"],
+            env=self._env,
+            pass_fds=(self._fd,),
+            start_new_session=True,
+        )
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.5):
+            for index, process in enumerate(self._processes):
+                code = process.poll()
+                if code is None or self._stopping.is_set():
+                    continue
+                log.error("HTTP worker %d exited (%s); starting another", process.pid, code)
+                if self._stopping.wait(RESTART_PAUSE):
+                    return
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    self._processes[index] = self._spawn()
+
+
+def watch_parent(parent: int) -> None:
+    """In a worker: SIGTERM itself (a graceful stop) once the serve process is gone."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        log.warning("the serve process %d is gone: stopping", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

@@ -433,7 +433,7 @@ class Roles:
             any_of(lambda: c.nats, lambda: c.executor.nats if c.executor else None),
             s.nats_stream,
         )
-        if s.metrics_port is not None or s.http_workers > 1:
+        if s.metrics_port is not None or c.metrics.serves_workers:
             # Only a process serving /metrics on a port of its own (or to its HTTP
             # workers) refreshes them on a timer (its scrapes are answered from another
             # thread). The API refreshes

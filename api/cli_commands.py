@@ -166,6 +166,7 @@ def start_workers(
 
     private = open_listener("127.0.0.1", 0)
     metrics_server = serve_metrics(private, container.metrics.exposed, settings.metrics_token)
+    container.metrics.serves_workers = True
     port = private.getsockname()[1]
     workers = HttpWorkers(
         settings.http_workers - 1,

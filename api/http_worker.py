@@ -12,6 +12,9 @@ import sys
 
 
 def main() -> int:
+    from api.http_workers import watch_parent
+
+    watch_parent()  # before anything that may wait: an orphan must not linger
     from infrastructure.logs import configure_logging
     from infrastructure.metrics import SHARED_DIR, share_between_processes
     from infrastructure.settings import Settings
@@ -20,7 +23,6 @@ def main() -> int:
     configure_logging(settings.log_level, settings.log_format)
     # Not a line per scrape passed on to the serve process (httpx logs each request).
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    parent = os.getppid()
     # Before any metric exists: this process's counts go to the shared files.
     share_between_processes(os.environ[SHARED_DIR])
 
@@ -29,7 +31,7 @@ def main() -> int:
     from api.app import create_app
     from api.bootstrap import build_container
     from api.cli_commands import http_server_config
-    from api.http_workers import LISTENER_FD, PRIMARY_METRICS, watch_parent
+    from api.http_workers import LISTENER_FD, PRIMARY_METRICS
     from infrastructure.garbage_collection import tune_for_service
 
     listener = socket.socket(fileno=int(os.environ[LISTENER_FD]))
@@ -41,7 +43,6 @@ def main() -> int:
         container.metrics.primary_url = os.environ.get(PRIMARY_METRICS)
         app = create_app(container, set())
         tune_for_service()
-        watch_parent(parent)
         # uvicorn re-raises the signal that stopped it; the default handlers would end
         # the process before the container is closed.
         for sig in (signal.SIGINT, signal.SIGTERM):

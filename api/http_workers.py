@@ -15,6 +15,8 @@ sums everyone's (`PRIMARY_METRICS`)."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 
 LISTENER_FD = "NORN_HTTP_WORKER_FD"
 """The inherited listening socket's file descriptor, in a worker's environment."""
+PARENT = "NORN_HTTP_WORKER_PARENT"
+"""The serve process's pid (a worker that starts after it died must not take init's
+pid for its parent's)."""
 PRIMARY_METRICS = "NORN_HTTP_WORKER_METRICS_URL"
 """Where the serve process answers /metrics for its workers (127.0.0.1, a port of its
 own that only they are told of)."""
@@ -36,6 +41,9 @@ RESTART_PAUSE = 1.0
 """Seconds before a worker that died is started again (so a worker that cannot start
 does not spin)."""
 STOP_TIMEOUT = 10.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+ORPHAN_GRACE = 5.0
+"""Seconds a worker whose serve process is gone has to stop gracefully."""
 
 
 class HttpWorkers:
@@ -51,7 +59,7 @@ class HttpWorkers:
         self._count = count
         self._on_stop = on_stop
         self._fd = listener.fileno()
-        self._env = {**os.environ, **env, LISTENER_FD: str(self._fd)}
+        self._env = {**os.environ, **env, LISTENER_FD: str(self._fd), PARENT: str(os.getpid())}
         self._processes: list[subprocess.Popen[bytes]] = []
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # no worker is started once stopping began
@@ -112,13 +120,26 @@ class HttpWorkers:
                     self._processes[index] = self._spawn()
 
 
-def watch_parent(parent: int) -> None:
-    """In a worker: SIGTERM itself (a graceful stop) once the serve process is gone."""
+def watch_parent() -> None:
+    """In a worker, first thing: stop once the serve process is gone. SIGTERM itself (a
+    graceful stop: uvicorn closes the listening socket first, so a restarted `norn
+    serve` finds its port free), then, after ORPHAN_GRACE, exit. On Linux the kernel
+    sends the SIGTERM at once (PR_SET_PDEATHSIG); a poll every half second does it
+    elsewhere, and when the serve process died before that was set."""
+    parent = int(os.environ[PARENT])
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
         log.warning("the serve process %d is gone: stopping", parent)
         os.kill(os.getpid(), signal.SIGTERM)
+        # A worker still starting may wait for what the serve process would have made
+        # (its JetStream streams), and uvicorn acts on a signal only once started.
+        time.sleep(ORPHAN_GRACE)
+        log.error("still running %.0f s after the serve process went: exiting", ORPHAN_GRACE)
+        os._exit(1)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()

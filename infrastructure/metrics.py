@@ -213,6 +213,9 @@ class NornMetrics:
         """The API's StreamSlots (open_here) and LiveEvents (listeners): its live feeds."""
         self.live_events: Any = None
         self.projection_positions: Callable[[], dict[str, int]] | None = None
+        self.serves_workers = False
+        """In `norn serve` with HTTP workers: it answers their /metrics from another
+        thread, so it refreshes the values on a timer."""
         self.primary_url: str | None = None
         """In an HTTP worker of `norn serve`: where the serve process answers /metrics
         (api/http_workers.py), which a worker's /metrics passes on."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -135,3 +136,18 @@ def test_workers_share_the_port_the_counts_and_the_metrics(settings: Settings) -
         process.wait(timeout=30)
     assert process.returncode in (0, -signal.SIGINT, 130)
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in survivors)
+
+
+def test_workers_stop_and_free_the_port_when_serve_is_killed(settings: Settings) -> None:
+    port = free_port()
+    process = start(settings, port)
+    workers = workers_of(process)
+    process.kill()  # SIGKILL: norn serve cleans up nothing
+    process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers):
+        assert time.monotonic() < deadline, "a worker outlived norn serve"
+        time.sleep(0.1)
+    with socket.socket() as probe:  # nothing holds the port: a restart can take it
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))

@@ -10,7 +10,6 @@ import logging
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
@@ -104,6 +103,7 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
 
         from api.app import create_app
         from api.bootstrap import bootstrap_admin, build_container, start_servers
+        from api.http_workers import shared_metrics, start_workers
         from domain.errors import InvalidCommand
 
         servers = start_servers(settings, announce=say)
@@ -141,47 +141,6 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
     finally:
         listener.close()
     return 0
-
-
-def shared_metrics(settings: Settings) -> str | None:
-    """With HTTP workers: the directory the processes share their counted metrics in,
-    made before the container's metrics exist (infrastructure/metrics.py)."""
-    if settings.http_workers < 2:
-        return None
-    from infrastructure.metrics import share_between_processes
-
-    directory = tempfile.mkdtemp(prefix="norn-metrics-")
-    share_between_processes(directory)
-    return directory
-
-
-def start_workers(
-    settings: Settings, listener: Any, servers: Any, container: Any, metrics_dir: str
-) -> Any:
-    """The HTTP workers (api/http_workers.py), on this process's socket and servers, and
-    the private endpoint that answers their /metrics with this process's."""
-    from api.http_workers import PRIMARY_METRICS, HttpWorkers
-    from infrastructure.metrics import SHARED_DIR
-    from infrastructure.metrics_server import serve_metrics
-
-    private = open_listener("127.0.0.1", 0)
-    metrics_server = serve_metrics(private, container.metrics.exposed, settings.metrics_token)
-    container.metrics.serves_workers = True
-    port = private.getsockname()[1]
-    workers = HttpWorkers(
-        settings.http_workers - 1,
-        listener,
-        {
-            "NORN_DATABASE_URL": servers.database_url,
-            "NORN_NATS_URL": servers.nats_url,
-            "NORN_HTTP_WORKERS": "1",  # a worker starts none of its own
-            PRIMARY_METRICS: f"http://127.0.0.1:{port}/metrics",
-            SHARED_DIR: metrics_dir,
-        },
-        on_stop=metrics_server.shutdown,
-    )
-    workers.start()
-    return workers
 
 
 def _run_roles(settings: Settings, roles: set[str]) -> int:

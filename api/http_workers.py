@@ -23,9 +23,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from api.bootstrap import Container, Servers
+    from infrastructure.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -143,3 +149,48 @@ def watch_parent() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def shared_metrics(settings: Settings) -> str | None:
+    """With HTTP workers: the directory the processes share their counted metrics in,
+    made before the container's metrics exist (infrastructure/metrics.py)."""
+    if settings.http_workers < 2:
+        return None
+    from infrastructure.metrics import share_between_processes
+
+    directory = tempfile.mkdtemp(prefix="norn-metrics-")
+    share_between_processes(directory)
+    return directory
+
+
+def start_workers(
+    settings: Settings,
+    listener: socket.socket,
+    servers: Servers,
+    container: Container,
+    metrics_dir: str,
+) -> HttpWorkers:
+    """In `norn serve`: its workers, on its socket and servers, and the private endpoint
+    that answers their /metrics with its own."""
+    from api.cli_support import open_listener
+    from infrastructure.metrics import SHARED_DIR
+    from infrastructure.metrics_server import serve_metrics
+
+    private = open_listener("127.0.0.1", 0)
+    metrics_server = serve_metrics(private, container.metrics.exposed, settings.metrics_token)
+    container.metrics.serves_workers = True
+    port = private.getsockname()[1]
+    workers = HttpWorkers(
+        settings.http_workers - 1,
+        listener,
+        {
+            "NORN_DATABASE_URL": servers.database_url,
+            "NORN_NATS_URL": servers.nats_url,
+            "NORN_HTTP_WORKERS": "1",  # a worker starts none of its own
+            PRIMARY_METRICS: f"http://127.0.0.1:{port}/metrics",
+            SHARED_DIR: metrics_dir,
+        },
+        on_stop=metrics_server.shutdown,
+    )
+    workers.start()
+    return workers

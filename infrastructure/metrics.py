@@ -5,8 +5,9 @@ process). Two kinds of metric:
 
 - counted where they happen, on the hot path: HTTP requests, commands, run durations.
   Label children are cached, so a request costs a dict lookup and two increments;
-- read at scrape time from the components' own state (pools' `get_stats()`, the
-  relay's positions, executor slots, events appended by type), or, where finding them
+- read at scrape time from the components' own state (infrastructure/metrics_state.py:
+  pools' `get_stats()`, the relay's positions, executor slots, events appended by
+  type), or, where finding them
   out needs PostgreSQL or NATS (store head, projection lag, work-queue depth), refreshed
   by `MetricsRefresher` (infrastructure/metrics_refresh.py) with a bound of a second
   each: before the API's /metrics answers, and every 5 s for a metrics port.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -36,9 +37,9 @@ from prometheus_client import (
     disable_created_metrics,
     values,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
+
+from infrastructure.metrics_state import RUN_STATUS_OF_EVENT, StateCollector
 
 # No `_created` series beside every counter and histogram: they double the output and
 # Prometheus does not need them.
@@ -47,17 +48,6 @@ disable_created_metrics()
 UNMATCHED_ROUTE = "unmatched"
 """The route label of a request no route matched (404s of arbitrary paths)."""
 
-RUN_STATUS_OF_EVENT = {
-    "RunQueued": "queued",
-    "RunRequeued": "queued",
-    "RunStarted": "running",
-    "RunSucceeded": "succeeded",
-    "RunFailed": "failed",
-    "RunCancelled": "cancelled",
-    "RunTimedOut": "timed_out",
-    "RunCrashed": "crashed",
-}
-"""Run events that move a run to a status (domain/run.py)."""
 
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _RUN_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600)
@@ -222,7 +212,7 @@ class NornMetrics:
         self.refresh: Callable[[], Awaitable[None]] | None = None
         """Refreshes the values that need a query or a NATS request (bounded): the
         API's /metrics calls it before it answers."""
-        r.register(_StateCollector(self))
+        r.register(StateCollector(self))
         self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.exposed = r
         """What /metrics answers from: this registry, or, shared between processes, the
@@ -239,7 +229,7 @@ class NornMetrics:
             )
             self.exposed = CollectorRegistry(auto_describe=True)
             MultiProcessCollector(self.exposed)
-            self.exposed.register(_StateCollector(self, tally=False))
+            self.exposed.register(StateCollector(self, tally=False))
 
     def _count_appended(self, name: str) -> None:
         self._appended.labels(name).inc()
@@ -284,123 +274,6 @@ class NornMetrics:
         """A trigger pass's firings (application/event_triggers.py Firing)."""
         for firing in firings:
             self.trigger_firings.labels(firing.refused or "started").inc()
-
-
-class _StateCollector(Collector):
-    """What the components know about themselves, read at each scrape."""
-
-    def __init__(self, metrics: NornMetrics, *, tally: bool = True) -> None:
-        self._m = metrics
-        self._tally = tally  # False: the appends are counted in the shared files
-
-    def describe(self) -> list[Metric]:
-        return []  # values appear only when their component runs here
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._pools()
-        if self._tally:
-            yield from self._appended()
-        yield from self._components()
-
-    def _appended(self) -> Iterator[Metric]:
-        m = self._m
-        appended = CounterMetricFamily(
-            "norn_events_appended", "Events appended by this process, by type", labels=["type"]
-        )
-        transitions = CounterMetricFamily(
-            "norn_run_transitions",
-            "Runs moved to a status by this process's appends",
-            labels=["status"],
-        )
-        by_status: dict[str, int] = {}
-        for name, count in sorted(m.events.by_type().items()):
-            appended.add_metric([name], count)
-            status = RUN_STATUS_OF_EVENT.get(name)
-            if status is not None:
-                by_status[status] = by_status.get(status, 0) + count
-        for status, count in sorted(by_status.items()):
-            transitions.add_metric([status], count)
-        yield appended
-        yield transitions
-
-    def _components(self) -> Iterator[Metric]:
-        m = self._m
-        if m.database is not None:
-            yield GaugeMetricFamily(
-                "norn_database_up",
-                "1 unless PostgreSQL is known not to answer",
-                value=0 if m.database.down else 1,
-            )
-        if m.relay is not None:
-            relay = m.relay
-            yield GaugeMetricFamily(
-                "norn_relay_leader",
-                "1 if this process's relay is the active one",
-                value=1 if relay.is_leader else 0,
-            )
-            yield GaugeMetricFamily(
-                "norn_relay_published_position",
-                "Last position JetStream acknowledged",
-                value=relay.published_position,
-            )
-            yield GaugeMetricFamily(
-                "norn_relay_lag_events",
-                "Positions between the store head and the relay",
-                value=relay.lag_events,
-            )
-            yield GaugeMetricFamily(
-                "norn_relay_lag_seconds",
-                "How long the relay has been behind the store head",
-                value=relay.lag_seconds,
-            )
-        if m.projection_positions is not None:
-            positions = GaugeMetricFamily(
-                "norn_projection_position",
-                "Position this process's projection runners have reached",
-                labels=["projection"],
-            )
-            for name, position in sorted(m.projection_positions().items()):
-                positions.add_metric([name], position)
-            yield positions
-        if m.executor is not None:
-            yield GaugeMetricFamily(
-                "norn_executor_slots_in_use",
-                "Runs being claimed or executed here",
-                value=m.executor.slots_in_use,
-            )
-            yield GaugeMetricFamily(
-                "norn_executor_slots",
-                "Runs this process executes at a time",
-                value=m.executor.slots_total,
-            )
-
-        if m.streams is not None:
-            yield GaugeMetricFamily(
-                "norn_open_streams", "SSE and WebSocket streams open here", m.streams.open_here
-            )
-        if m.live_events is not None:
-            yield GaugeMetricFamily(
-                "norn_live_listeners",
-                "Subscriptions of the live feeds open here",
-                m.live_events.listeners,
-            )
-
-    def _pools(self) -> Iterator[Metric]:
-        families = {
-            key: GaugeMetricFamily(f"norn_db_pool_{name}", text, labels=["pool"])
-            for key, name, text in (
-                ("pool_size", "connections", "Connections the pool holds (in use or idle)"),
-                ("pool_available", "available", "Idle connections ready in the pool"),
-                ("requests_waiting", "waiting", "Requests waiting for a connection"),
-                ("pool_max", "max", "Most connections the pool may hold"),
-            )
-        }
-        for pool_name, pool in sorted(self._m.pools.items()):
-            stats = pool.get_stats()
-            for key, family in families.items():
-                family.add_metric([pool_name], stats.get(key, 0))
-        if self._m.pools:
-            yield from families.values()
 
 
 def command_observer(metrics: NornMetrics, service: str) -> Callable[[str, str], None]:

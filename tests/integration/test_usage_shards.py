@@ -10,11 +10,9 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 import pytest
-from eventsourcing.persistence import IntegrityError
 
 from application.errors import QuotaExceeded
 from application.event_store import NornEventStore
@@ -28,6 +26,7 @@ from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.postgres import open_event_store
 from projections.usage import ReadModelUsage
 from tests.conftest import seed_tenant
+from tests.support.refused_appends import RefusedAppends
 
 CTX = CommandContext("user:u1", "corr-shards")
 THREADS = 6
@@ -42,18 +41,7 @@ class Process:
 
     def __init__(self, database_url: str, usage: ReadModelUsage, shard: int) -> None:
         self.store: NornEventStore = open_event_store(database_url, pool_size=THREADS)
-        self.refused = 0
-        recorder: Any = self.store.recorder
-        insert = recorder.insert_events
-
-        def counted(stored_events: Any, **kwargs: Any) -> Any:
-            try:
-                return insert(stored_events, **kwargs)
-            except IntegrityError:
-                self.refused += 1
-                raise
-
-        recorder.insert_events = counted
+        self.refused = RefusedAppends(self.store.recorder)
         self.ledger = UsageLedger(self.store, usage, shard=shard)
         self.service = PipelineService(self.store, PluginCatalog(), usage, ledger=self.ledger)
 
@@ -119,7 +107,7 @@ def test_two_processes_on_their_own_shards_never_race_away_from_the_limit(
     tenant_id, editor = tenant_with(processes[0].store, max_pipelines=10_000)
     outcomes = create_from_threads(processes, editor, each=10)
     assert outcomes == ["created"] * 2 * THREADS * 10
-    assert [p.refused for p in processes] == [0, 0]
+    assert [p.refused.count for p in processes] == [0, 0]
     assert processes[0].ledger.used(tenant_id, "max_pipelines") == 2 * THREADS * 10
 
 

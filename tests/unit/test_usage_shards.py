@@ -11,13 +11,13 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from eventsourcing.persistence import IntegrityError
 
 from application.errors import QuotaExceeded
 from domain.errors import ShardShort
 from domain.events import CommandContext
 from domain.tenant import Quotas, Tenant
 from domain.usage import SHARDS, Usage, UsageShard
+from tests.support.refused_appends import RefusedAppends
 from tests.unit.test_pipeline_service import World, another_process, definition, usage_of
 
 CTX = CommandContext("user:u1", "corr-shards")
@@ -87,32 +87,14 @@ def test_a_reclaim_never_counts_below_zero() -> None:
 # The ledger: processes, each a service with its own shard.
 
 
-class Conflicts:
-    """Counts the appends the store refused for a version already taken."""
-
-    def __init__(self, world: World) -> None:
-        self.refused = 0
-        recorder: Any = world.store.recorder
-        insert = recorder.insert_events
-
-        def counted(stored_events: Any, **kwargs: Any) -> Any:
-            try:
-                return insert(stored_events, **kwargs)
-            except IntegrityError:
-                self.refused += 1
-                raise
-
-        recorder.insert_events = counted
-
-
 def test_processes_on_different_shards_never_race_on_a_take() -> None:
     world = World(max_pipelines=1000)
     other = another_process(world)
-    conflicts = Conflicts(world)
+    refused = RefusedAppends(world.store.recorder)
     for i in range(20):  # alternating: each create follows one of the other process
         world.service.create(world.editor, definition(f"here-{i}"), CTX)
         other.create(world.editor, definition(f"there-{i}"), CTX)
-    assert conflicts.refused == 0
+    assert refused.count == 0
     assert usage_of(world) == 40
     # One refill each (the first), not one per create.
     assert world.stored().count("UsageAllotted") == 2

@@ -28,6 +28,13 @@ def slow_once(world: RunWorld) -> UUID:
     )
 
 
+async def napping(world: RunWorld, run_id: UUID) -> None:
+    """Until the nap sleeps: its step is running and its plugin has left the marker that
+    keeps it from sleeping again (RunStepStarted is stored before the plugin begins, and
+    a step stopped in between would sleep an hour on the next executor)."""
+    await until(lambda: world.logs.of(run_id, "nap") != [], "nap to sleep")
+
+
 async def test_a_silent_run_is_queued_again_while_attempts_remain_then_crashed(
     tmp_path: Path,
 ) -> None:
@@ -64,7 +71,7 @@ async def test_a_cut_off_executor_stops_and_records_nothing_once_its_run_is_reco
     claim = await asyncio.to_thread(first.claim, run_id)
     assert claim is not None
     executing = asyncio.create_task(first.execute(claim))
-    await until(lambda: world.run(run_id).steps["nap"].status == "running", "nap to run")
+    await napping(world, run_id)
     assert await world.recovery.sweep() == []  # it beats
 
     world.heartbeats.muted.add("executor-a")  # alive, but its beats no longer arrive
@@ -88,7 +95,7 @@ async def test_a_stopping_executor_hands_its_run_back_without_spending_an_attemp
     claim = await asyncio.to_thread(first.claim, run_id)
     assert claim is not None
     executing = asyncio.create_task(first.execute(claim))
-    await until(lambda: world.run(run_id).steps["nap"].status == "running", "nap to run")
+    await napping(world, run_id)
 
     first.release_all()  # a graceful stop, as on SIGTERM
 

@@ -25,7 +25,9 @@ that start is itself an event, so two starts cannot both count.
 from __future__ import annotations
 
 import os
+import socket
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -98,11 +100,19 @@ class _UsageKey:
         self.kept, self.epoch = usage, epoch
 
 
+def process_shard(host: str | None = None, pid: int | None = None) -> int:
+    """This process's usage shard: from its host name and process id, so that processes
+    of one machine and containers that all run Norn as pid 1 (each with a host name of
+    its own) mostly differ. Two that share one only race, as every process did before
+    shards."""
+    host = socket.gethostname() if host is None else host
+    pid = os.getpid() if pid is None else pid
+    return zlib.crc32(f"{host}:{pid}".encode()) % SHARDS
+
+
 class UsageLedger:
     """Takes and releases on this process's shard of each usage (domain/usage.py), refilled
-    from the main usage when short. `shard`: which one (by default from the process id, so
-    the processes of one machine mostly differ; two that share one only race, as every
-    process did before shards)."""
+    from the main usage when short. `shard`: which one (by default `process_shard()`)."""
 
     def __init__(
         self, store: NornEventStore, counts: UsageCounts, shard: int | None = None
@@ -111,7 +121,7 @@ class UsageLedger:
         self._counts = counts
         self._guard = threading.Lock()
         self._keys: dict[UUID, _UsageKey] = {}
-        self.shard = os.getpid() % SHARDS if shard is None else shard
+        self.shard = process_shard() if shard is None else shard
 
     def key(self, tenant_id: str, quota: str) -> UUID:
         """The id of the shard this ledger takes the quota's resource from."""

@@ -13,6 +13,7 @@ from uuid import UUID
 import pytest
 
 from application.errors import QuotaExceeded
+from application.quotas import process_shard
 from domain.errors import ShardShort
 from domain.events import CommandContext
 from domain.tenant import Quotas, Tenant
@@ -153,3 +154,10 @@ def test_shards_are_chosen_within_range() -> None:
     assert 0 <= world.service.ledger.shard < SHARDS
     with pytest.raises(ValueError):
         UsageShard.open(tenant_id="t", resource="r", period="", shard=SHARDS, ctx=CTX)
+
+
+def test_processes_on_other_hosts_or_with_other_pids_mostly_take_other_shards() -> None:
+    containers = {process_shard(f"norn-api-{n}", 1) for n in range(8)}  # each as pid 1
+    processes = {process_shard("box", pid) for pid in range(4000, 4008)}
+    assert len(containers) >= 5 and len(processes) >= 5
+    assert all(0 <= shard < SHARDS for shard in containers | processes)

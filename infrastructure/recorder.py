@@ -92,7 +92,7 @@ BEGIN
     -- One read of the lock table: transactions of the snapshot that hold their own
     -- transaction-id lock while their backend holds no RowExclusiveLock on the table.
     WITH locks AS MATERIALIZED (
-        SELECT locktype, mode, pid, relation, transactionid FROM pg_locks WHERE granted
+        SELECT locktype, mode, pid, database, relation, transactionid FROM pg_locks WHERE granted
     )
     SELECT array_agg(x) INTO idle
     FROM pg_snapshot_xip(snapshot) AS x
@@ -103,6 +103,7 @@ BEGIN
           AND NOT EXISTS (
               SELECT 1 FROM locks l
               WHERE l.pid = t.pid AND l.locktype = 'relation'
+                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                 AND l.relation = '{table}'::regclass AND l.mode = 'RowExclusiveLock'));
     -- Only those still running after that read are passed over.
     RETURN COALESCE(
@@ -113,7 +114,8 @@ END
 $body$;
 """
 """The precise horizon, for a table: the oldest running transaction that may still
-append to it (docs/architecture.md §4); migrations/0010 holds it for norn_events.
+append to it (docs/architecture.md §4); migrations/0021 holds it for norn_events (0010
+had it without the database check: another database's table of the same OID counted).
 
 A transaction of the snapshot is passed over only if (1) in one read of the lock table
 it holds its own transaction-id lock while its backend holds no RowExclusiveLock on the

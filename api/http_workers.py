@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +28,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import psutil
 
 if TYPE_CHECKING:
     from api.bootstrap import Container, Servers
@@ -47,6 +51,8 @@ RESTART_PAUSE = 1.0
 """Seconds before a worker that died is started again (so a worker that cannot start
 does not spin)."""
 STOP_TIMEOUT = 10.0
+METRICS_PREFIX = "norn-metrics-"
+"""The shared metrics directory of a `norn serve`: <tmp>/norn-metrics-<its pid>-<random>."""
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 ORPHAN_GRACE = 5.0
 """Seconds a worker whose serve process is gone has to stop gracefully."""
@@ -158,9 +164,19 @@ def shared_metrics(settings: Settings) -> str | None:
         return None
     from infrastructure.metrics import share_between_processes
 
-    directory = tempfile.mkdtemp(prefix="norn-metrics-")
+    remove_orphaned_metrics()
+    directory = tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-")
     share_between_processes(directory)
     return directory
+
+
+def remove_orphaned_metrics(root: Path | None = None) -> None:
+    """Remove the metrics directories of `norn serve` processes that no longer run (one
+    killed with SIGKILL cleans nothing up); their pid is in the name."""
+    for path in Path(root or tempfile.gettempdir()).glob(f"{METRICS_PREFIX}*-*"):
+        pid = path.name[len(METRICS_PREFIX) :].partition("-")[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def start_workers(

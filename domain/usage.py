@@ -4,8 +4,8 @@ One aggregate per (tenant, resource[, period]), its id derived from them like a 
 claim's. A command that adds to the resource takes from it in the same atomic append as
 its own events, so the store's unique (originator_id, originator_version) decides: two
 commands that both read the last free unit cannot both be saved. A command that removes
-one releases it in its own append. The first take of a tenant's resource starts the
-count from what existed before usage was kept (see application/quotas.py).
+one releases it in its own append (both on the process's shard, below). The main usage
+starts the count from what existed before usage was kept (see application/quotas.py).
 
 Escrow across processes: a process takes and releases on its own `UsageShard` of the
 usage (one of SHARDS, by process), which holds `free` units the main `Usage` allotted to
@@ -54,6 +54,8 @@ class UsageCounted(UsageEvent, NornCreated):
 
 
 class UsageTaken(UsageEvent):
+    """A take from the main usage itself, before shards: replayed, no longer made."""
+
     amount: int
     used: int
     """After the take: the count is readable from any single event."""
@@ -63,6 +65,8 @@ class UsageTaken(UsageEvent):
 
 
 class UsageReleased(UsageEvent):
+    """A release into the main usage itself, before shards: replayed, no longer made."""
+
     amount: int
     used: int
 
@@ -115,35 +119,6 @@ class Usage(Aggregate):
             **ctx.event_fields(),
         )
 
-    def take(self, amount: int, limit: int, quota: str, ctx: CommandContext) -> None:
-        """Refused when the tenant would hold more than `limit`. A limit lowered below
-        what is held refuses every take until enough is released."""
-        if amount < 1:
-            raise ValueError("take at least one")
-        if self.used + amount > limit:
-            raise QuotaExceeded(quota, limit, self.used)
-        self.trigger_event(
-            UsageTaken,
-            tenant_id=self.tenant_id,
-            amount=amount,
-            used=self.used + amount,
-            **ctx.event_fields(),
-        )
-
-    def release(self, amount: int, ctx: CommandContext) -> None:
-        """Never below zero: a release of something counted before usage was kept, and
-        since removed, finds nothing left to release."""
-        amount = min(amount, self.used)
-        if amount < 1:
-            return
-        self.trigger_event(
-            UsageReleased,
-            tenant_id=self.tenant_id,
-            amount=amount,
-            used=self.used - amount,
-            **ctx.event_fields(),
-        )
-
     def allot(self, shard: int, amount: int, limit: int, quota: str, ctx: CommandContext) -> None:
         """Hand `amount` free units to a shard; refused past `limit`, like a take."""
         if amount < 1:
@@ -160,7 +135,9 @@ class Usage(Aggregate):
         )
 
     def reclaim(self, shard: UsageShard, ctx: CommandContext) -> None:
-        """Take every free unit of the shard back (never below zero: see `release`)."""
+        """Take every free unit of the shard back. Never below zero: a release of
+        something counted before usage was kept, and since removed, frees a unit that
+        nothing holds."""
         amount = shard.free
         if amount < 1:
             return

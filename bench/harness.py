@@ -200,7 +200,7 @@ async def editor_of_new_tenant(base: str, quotas: dict[str, int]) -> tuple[str, 
 
 @contextmanager
 def profiled(pid: int, phase: str, seconds: float) -> Iterator[None]:
-    """With NORN_BENCH_PROFILE=<dir>, py-spy samples `norn serve` over the phase and writes
+    """With NORN_BENCH_PROFILE=<dir>, py-spy samples `norn serve` (and its HTTP workers) over the phase and writes
     <dir>/<phase>.txt (collapsed stacks; sort them with bench/hotspots.py). py-spy is not a
     project dependency: install it to use this."""
     out = os.environ.get("NORN_BENCH_PROFILE")
@@ -210,7 +210,17 @@ def profiled(pid: int, phase: str, seconds: float) -> Iterator[None]:
     Path(out).mkdir(parents=True, exist_ok=True)
     spy = str(Path(sys.executable).parent / "py-spy")
     # --gil: only samples holding the GIL, i.e. the process's Python CPU time.
-    command = [spy, "record", "--gil", "--nonblocking", "-p", str(pid), "-r", "200"]
+    command = [
+        spy,
+        "record",
+        "--gil",
+        "--nonblocking",
+        "--subprocesses",
+        "-p",
+        str(pid),
+        "-r",
+        "200",
+    ]
     command += ["-d", str(max(1, int(seconds))), "--format", "raw", "-o", f"{out}/{phase}.txt"]
     recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
     try:

@@ -8,7 +8,9 @@ windows and advances only on acks. One relay per database and stream publishes a
 Every message also carries `Nats-Expected-Last-Sequence`, so JetStream stores the
 stream as a gap-free prefix of the log: if a message is lost on a reconnect, every later
 one is refused instead of stored, and "resume after the last message" stays sound. A
-message re-published with the right expected sequence is dropped by `Nats-Msg-Id`.
+message re-published with the right expected sequence is dropped by `Nats-Msg-Id`. The
+same chain lets one ack answer for a window: only its last event is published as a
+request; that it is stored at the window's own sequence proves the rest were.
 
 The relay also feeds the executors' work queue (infrastructure/work_queue.py): with a
 `run.queued` or `run.requeued` event it publishes, in the same window, the run's work
@@ -37,7 +39,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import Header, PubAck, StreamInfo
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 from psycopg import AsyncConnection
 
 from infrastructure.append_pokes import poke_subject
@@ -59,7 +61,8 @@ log = logging.getLogger(__name__)
 WINDOW = 256
 """Messages in flight before the relay waits for their acks."""
 ACK_TIMEOUT = 5.0
-"""Seconds to wait for a window's acks. Also the only way a refused publish surfaces:
+"""Seconds to wait for an ack. Events go as requests (js.publish), which answer a refusal
+at once; work items go with publish_async, where a refusal surfaces only as this timeout:
 nats-py 2.16 never resolves a publish_async future whose ack is an API error (it raises
 inside its reply handler instead; nats-io/nats.py#985)."""
 NATS_CONNECT_TIMEOUT = 5.0
@@ -94,6 +97,20 @@ class WorkItemOwed(NamedTuple):
     subject: str
     payload: bytes
     msg_id: str
+
+
+class Outgoing(NamedTuple):
+    """An event as the relay publishes it, and its run's work item if it has one."""
+
+    position: int
+    subject: str
+    payload: bytes
+    msg_id: str
+    item: WorkItemOwed | None
+
+
+def _failed(future: asyncio.Future[PubAck]) -> bool:
+    return future.cancelled() or future.exception() is not None  # the exception retrieved
 
 
 class PositionUnknown(RuntimeError):
@@ -305,57 +322,119 @@ class Relay:
             self._held_since = None
 
     async def _publish_window(self, js: JetStreamContext, window: list[Notification]) -> int:
-        futures: list[asyncio.Future[PubAck]] = []
-        items: dict[int, tuple[WorkItemOwed, asyncio.Future[PubAck]]] = {}
-        unpublishable: Exception | None = None
-        try:
-            for offset, notification in enumerate(window):
-                try:
-                    event = to_cloud_event(notification)
-                except Exception as error:
-                    # Never skip an event: publish what precedes it, then stall on it.
-                    unpublishable = error
-                    break
-                headers = {
-                    "Nats-Msg-Id": event.id,
-                    POSITION_HEADER: str(notification.id),
-                    Header.EXPECTED_LAST_SEQUENCE: str(self._stream_seq + offset),
-                }
-                subject = subject_for(self._prefix, event)
-                futures.append(
-                    await js.publish_async(
-                        subject, encode(event), stream=self._stream, headers=headers
-                    )
-                )
-                if event.type in DISPATCHED and event.tenant:
-                    item = self._work_item(event.tenant, event.subject, event.version)
-                    item_acked = await js.publish_async(
-                        item.subject,
-                        item.payload,
-                        stream=work_stream(self._stream),
-                        headers={"Nats-Msg-Id": item.msg_id},
-                    )
-                    items[offset] = (item, item_acked)
-            pending = [*futures, *(future for _, future in items.values())]
-            if pending:
-                await asyncio.wait(pending, timeout=ACK_TIMEOUT)
-        finally:
-            for future in [*futures, *(future for _, future in items.values())]:
-                if not future.done():
-                    future.cancel()
-        acked = self._advance(window, futures)
-        # The items of the events now in the stream must be acked before the relay goes
-        # further (the stream is where it resumes from, so nothing would publish them).
-        for offset, (item, future) in sorted(items.items()):
-            failed = future.cancelled() or future.exception() is not None  # retrieved
-            if failed and offset < acked:
-                self._owed.append(item)
-        await self._pay_owed(js)
-        if acked < len(futures):
-            raise WindowFailed(f"{len(futures) - acked} of {len(futures)} publishes not acked")
+        """Publish a window, every event but the last without asking for an ack: the
+        expected-sequence chain lets the last one's ack answer for them all (JetStream
+        stores a message only if the one before it was stored), which spares a future, an
+        inbox reply and its decoding per event. Any other answer (a duplicate: a relay
+        resuming from a stale point; a refusal; none) and the window goes again, one ack
+        per event, which advances over the acked prefix, duplicates included, as far as it
+        can."""
+        outgoing, unpublishable = self._outgoing(window)
+        acked = 0
+        if outgoing:
+            chained = await self._publish_chained(js, outgoing)
+            acked = await self._publish_each(js, outgoing) if chained is None else chained
         if unpublishable is not None:
+            # Never skip an event: what precedes it is published, the relay stalls on it.
             raise RuntimeError(f"cannot publish position {window[acked].id}") from unpublishable
         return acked
+
+    def _outgoing(self, window: list[Notification]) -> tuple[list[Outgoing], Exception | None]:
+        """The window's messages, up to the first event that cannot be turned into one."""
+        outgoing: list[Outgoing] = []
+        for notification in window:
+            try:
+                event = to_cloud_event(notification)
+            except Exception as error:
+                return outgoing, error
+            item = None
+            if event.type in DISPATCHED and event.tenant:
+                item = self._work_item(event.tenant, event.subject, event.version)
+            subject = subject_for(self._prefix, event)
+            outgoing.append(Outgoing(notification.id, subject, encode(event), event.id, item))
+        return outgoing, None
+
+    def _headers(self, message: Outgoing, offset: int) -> dict[str, str]:
+        return {
+            "Nats-Msg-Id": message.msg_id,
+            POSITION_HEADER: str(message.position),
+            Header.EXPECTED_LAST_SEQUENCE: str(self._stream_seq + offset),
+        }
+
+    async def _publish_chained(self, js: JetStreamContext, outgoing: list[Outgoing]) -> int | None:
+        """The fast path: the number published, or None unless the window is known stored
+        (then nothing is owed: the window goes again one by one, its items too). The last
+        event goes as a request, not publish_async: a refusal then answers at once instead
+        of after ACK_TIMEOUT (nats-io/nats.py#985). No answer at all raises."""
+        assert self._nc is not None
+        items: list[tuple[WorkItemOwed, asyncio.Future[PubAck]]] = []
+        try:
+            ack: PubAck | None = None
+            for offset, message in enumerate(outgoing):
+                headers = self._headers(message, offset)
+                if offset < len(outgoing) - 1:
+                    # What js.publish adds: a message bound for another stream is refused.
+                    headers[Header.EXPECTED_STREAM] = self._stream
+                    await self._nc.publish(message.subject, message.payload, headers=headers)
+                else:
+                    with contextlib.suppress(APIError):
+                        ack = await js.publish(
+                            message.subject,
+                            message.payload,
+                            timeout=ACK_TIMEOUT,
+                            stream=self._stream,
+                            headers=headers,
+                        )
+                if message.item is not None:
+                    items.append((message.item, await self._publish_item(js, message.item)))
+            if items:
+                await asyncio.wait([future for _, future in items], timeout=ACK_TIMEOUT)
+        finally:
+            for _, future in items:
+                if not future.done():
+                    future.cancel()
+        if ack is None or ack.duplicate or ack.seq != self._stream_seq + len(outgoing):
+            return None
+        self._stream_seq = ack.seq
+        self._position = outgoing[-1].position
+        # The items of the events now in the stream must be acked before the relay goes
+        # further (the stream is where it resumes from, so nothing would publish them).
+        self._owed.extend(item for item, future in items if _failed(future))
+        await self._pay_owed(js)
+        return len(outgoing)
+
+    async def _publish_each(self, js: JetStreamContext, outgoing: list[Outgoing]) -> int:
+        """The slow path: one request per event, each expecting the sequence the acks so
+        far leave, so that a duplicate (stored before, no new sequence) is passed over and
+        a refusal answers at once. Advances over what was acked, then raises on a refusal."""
+        for message in outgoing:
+            try:
+                ack = await js.publish(
+                    message.subject,
+                    message.payload,
+                    timeout=ACK_TIMEOUT,
+                    stream=self._stream,
+                    headers=self._headers(message, 0),
+                )
+            except APIError as error:
+                raise WindowFailed(f"position {message.position} refused: {error}") from error
+            if not ack.duplicate:  # a duplicate is already stored and left last_seq as is
+                self._stream_seq = ack.seq
+            self._position = message.position
+            if message.item is not None:
+                self._owed.append(message.item)
+                await self._pay_owed(js)
+        return len(outgoing)
+
+    async def _publish_item(
+        self, js: JetStreamContext, item: WorkItemOwed
+    ) -> asyncio.Future[PubAck]:
+        return await js.publish_async(
+            item.subject,
+            item.payload,
+            stream=work_stream(self._stream),
+            headers={"Nats-Msg-Id": item.msg_id},
+        )
 
     def _work_item(self, tenant_id: str, run_id: str, version: int) -> WorkItemOwed:
         return WorkItemOwed(
@@ -382,20 +461,6 @@ class Relay:
                     f"work item {item.msg_id} not acked ({len(self._owed)} owed): {error!r}"
                 ) from error
             self._owed.pop(0)
-
-    def _advance(self, window: list[Notification], futures: list[asyncio.Future[PubAck]]) -> int:
-        """Advance over the acked prefix of the window; count it."""
-        errors = [None if f.cancelled() else f.exception() for f in futures]  # all retrieved
-        acked = 0
-        for notification, future, error in zip(window, futures, errors, strict=False):
-            if future.cancelled() or error is not None:
-                break
-            ack = future.result()
-            if not ack.duplicate:  # a duplicate is already stored and left last_seq as is
-                self._stream_seq = ack.seq
-            self._position = notification.id
-            acked += 1
-        return acked
 
     async def _resync(self, js: JetStreamContext) -> None:
         info = await js.stream_info(self._stream)

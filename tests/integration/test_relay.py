@@ -279,6 +279,30 @@ async def test_republished_events_are_dropped_by_the_duplicate_window(
         await again.close()
 
 
+async def test_a_window_that_begins_with_duplicates_goes_again_one_ack_at_a_time(
+    database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
+) -> None:
+    # A window's events go without acks but the last (its ack answers for them all). When
+    # the window begins with events the stream already holds, that ack is no answer: the
+    # window goes again one ack at a time, and the relay carries on exactly once.
+    await append(event_store, 2)
+    first = relay_for(database_url, nats_url, nats_names)
+    try:
+        assert await publish_all(first, 4) == 4
+    finally:
+        await first.close()
+    for message in (await stream_messages(js, nats_names.stream))[2:]:
+        await js.delete_msg(nats_names.stream, message.seq)
+    await append(event_store, 1)
+
+    again = relay_for(database_url, nats_url, nats_names)
+    async with running(again):
+        # Resuming after position 2, it re-publishes 3 and 4 (dropped as duplicates) in
+        # the window of 5 and 6.
+        await wait_until(lambda: again.published_position == 6, within=3 * WAIT)
+    assert positions(await stream_messages(js, nats_names.stream)) == [1, 2, 5, 6]
+
+
 async def test_nats_unavailable_delays_but_never_stops_publishing(
     database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
 ) -> None:

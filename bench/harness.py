@@ -200,9 +200,9 @@ async def editor_of_new_tenant(base: str, quotas: dict[str, int]) -> tuple[str, 
 
 @contextmanager
 def profiled(pid: int, phase: str, seconds: float) -> Iterator[None]:
-    """With NORN_BENCH_PROFILE=<dir>, py-spy samples `norn serve` (and its HTTP workers) over the phase and writes
-    <dir>/<phase>.txt (collapsed stacks; sort them with bench/hotspots.py). py-spy is not a
-    project dependency: install it to use this."""
+    """With NORN_BENCH_PROFILE=<dir>, py-spy samples `norn serve` and its HTTP workers over
+    the phase and writes <dir>/<phase>.txt (collapsed stacks; sort them with
+    bench/hotspots.py). py-spy is not a project dependency: install it to use this."""
     out = os.environ.get("NORN_BENCH_PROFILE")
     if not out:
         yield

@@ -17,8 +17,27 @@ RATE_LIMITED_PLANS = (*PLANS, "platform")
 """The tenant plans, and `platform` for platform admins."""
 
 
+HTTP_WORKERS_BY_DEFAULT = 2
+"""At most this many HTTP processes unless NORN_HTTP_WORKERS says otherwise: the serve
+process and one API-only worker. One Python process answers HTTP on one core at most;
+beyond two, each process's pools would outgrow PostgreSQL's 100 connections before long
+(README "HTTP workers"), and running the roles apart is the better layout."""
+
+
 class SettingsError(ValueError):
     pass
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_http_workers() -> int:
+    return max(1, min(usable_cores(), HTTP_WORKERS_BY_DEFAULT))
 
 
 @dataclass(frozen=True)
@@ -111,10 +130,11 @@ class Settings:
     metrics_port: int | None = None
     """NORN_METRICS_PORT: where `norn relay|projector|executor` serve /metrics (they
     serve no HTTP otherwise); unset = no metrics endpoint for them."""
-    http_workers: int = 1
+    http_workers: int = field(default_factory=default_http_workers)
     """NORN_HTTP_WORKERS: processes of `norn serve` answering HTTP on its port: the
     serve process itself (which also runs every background role) and HTTP_WORKERS - 1
-    API-only worker processes it starts and watches (api/http_workers.py)."""
+    API-only worker processes it starts and watches (api/http_workers.py). Unset: 2 where
+    the process may use two cores or more, else 1."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

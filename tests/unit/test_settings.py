@@ -215,3 +215,12 @@ def test_the_password_hash_cost_defaults_to_the_libraries_and_accepts_owasps_min
     assert minimum.password_hash_params() == (19456, 2, 1)
     reordered = Settings.from_env({"NORN_PASSWORD_HASH_COST": " p=2, m=131072 ,t=4"})
     assert reordered.password_hash_params() == (131072, 4, 2)
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 2), (16, 2)])
+def test_norn_serve_answers_http_in_two_processes_where_it_may_use_two_cores(
+    monkeypatch: pytest.MonkeyPatch, cores: int, workers: int
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(cores)), raising=False)
+    assert Settings.from_env({}).http_workers == workers
+    assert Settings.from_env({"NORN_HTTP_WORKERS": "3"}).http_workers == 3

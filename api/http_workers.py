@@ -82,7 +82,7 @@ class HttpWorkers:
         return [p.pid for p in self._processes]
 
     def start(self) -> None:
-        self._processes = [self._spawn() for _ in range(self._count)]
+        self._processes = [self._spawn(index) for index in range(self._count)]
         self._watcher.start()
         log.info("%d HTTP worker process(es) started: %s", self._count, self.pids)
 
@@ -107,12 +107,16 @@ class HttpWorkers:
         if self._on_stop is not None:
             self._on_stop()
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        from application.quotas import SHARD_ENV, process_shard, shard_after
+
+        # Each process its own usage shard: the serve process's, then the next ones.
+        shard = shard_after(process_shard(), index + 1)
         # A session of its own: a Ctrl-C meant for `norn serve` reaches the serve process
         # only, which stops the workers after its own requests, in order.
         return subprocess.Popen(
             [sys.executable, "-m", "api.http_worker"],
-            env=self._env,
+            env={**self._env, SHARD_ENV: str(shard)},
             pass_fds=(self._fd,),
             start_new_session=True,
         )
@@ -129,7 +133,7 @@ class HttpWorkers:
                 with self._lock:
                     if self._stopping.is_set():
                         return
-                    self._processes[index] = self._spawn()
+                    self._processes[index] = self._spawn(index)
 
 
 def watch_parent() -> None:

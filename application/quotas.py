@@ -100,14 +100,28 @@ class _UsageKey:
         self.kept, self.epoch = usage, epoch
 
 
+SHARD_ENV = "NORN_USAGE_SHARD"
+"""Set by `norn serve` for each HTTP worker it starts (api/http_workers.py): the shard
+after its own, so that its processes never share one (by hash, two did one time in 16)."""
+
+
 def process_shard(host: str | None = None, pid: int | None = None) -> int:
-    """This process's usage shard: from its host name and process id, so that processes
-    of one machine and containers that all run Norn as pid 1 (each with a host name of
-    its own) mostly differ. Two that share one only race, as every process did before
-    shards."""
+    """This process's usage shard: the one `norn serve` gave it, else from its host name
+    and process id, so that processes of one machine and containers that all run Norn as
+    pid 1 (each with a host name of its own) mostly differ. Two that share one only
+    race, as every process did before shards."""
+    given = os.environ.get(SHARD_ENV)
+    if given is not None and host is None and pid is None:
+        if not given.isdigit() or int(given) >= SHARDS:
+            raise ValueError(f"{SHARD_ENV} must be a shard between 0 and {SHARDS - 1}")
+        return int(given)
     host = socket.gethostname() if host is None else host
     pid = os.getpid() if pid is None else pid
     return zlib.crc32(f"{host}:{pid}".encode()) % SHARDS
+
+
+def shard_after(shard: int, steps: int) -> int:
+    return (shard + steps) % SHARDS
 
 
 class UsageLedger:

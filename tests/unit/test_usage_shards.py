@@ -13,7 +13,7 @@ from uuid import UUID
 import pytest
 
 from application.errors import QuotaExceeded
-from application.quotas import process_shard
+from application.quotas import SHARD_ENV, process_shard
 from domain.errors import ShardShort
 from domain.events import CommandContext
 from domain.tenant import Quotas, Tenant
@@ -161,3 +161,13 @@ def test_processes_on_other_hosts_or_with_other_pids_mostly_take_other_shards() 
     processes = {process_shard("box", pid) for pid in range(4000, 4008)}
     assert len(containers) >= 5 and len(processes) >= 5
     assert all(0 <= shard < SHARDS for shard in containers | processes)
+
+
+def test_a_shard_norn_serve_gave_the_process_is_its_shard(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SHARD_ENV, "7")
+    assert process_shard() == 7
+    assert process_shard("box", 4000) == process_shard("box", 4000)  # the hash when asked
+    for bad in ("16", "-1", "seven"):
+        monkeypatch.setenv(SHARD_ENV, bad)
+        with pytest.raises(ValueError, match=SHARD_ENV):
+            process_shard()

@@ -303,10 +303,14 @@ class UsageLedger:
         nothing appended) or allotted on that."""
         tenant_id, resource, period = shard.tenant_id, shard.resource, shard.period
         for lost in range(CONFLICT_ATTEMPTS):
+            lowered = shard.limit is not None and limit < shard.limit
+            if lost and not lowered and shard.free >= amount:
+                # Another process on this shard refilled it meanwhile (one not started
+                # by this `norn serve` may share it): take from that.
+                return shard
             main = self._main(tenant_id, resource, period, ctx, start=False)
             changed: list[Usage | UsageShard] = [main, shard]
             need = amount - shard.free
-            lowered = shard.limit is not None and limit < shard.limit
             if lowered or main.used + need > limit:
                 for other in self._shards(tenant_id, resource, period):
                     if other.shard != shard.shard and other.free > 0:

@@ -171,3 +171,22 @@ def test_a_shard_norn_serve_gave_the_process_is_its_shard(monkeypatch: pytest.Mo
         monkeypatch.setenv(SHARD_ENV, bad)
         with pytest.raises(ValueError, match=SHARD_ENV):
             process_shard()
+
+
+def test_a_refill_that_lost_to_another_process_on_its_shard_takes_from_that_refill() -> None:
+    world = World(max_pipelines=1000)
+    other = another_process(world, same_shard=True)
+    recorder = world.store.recorder
+    insert = recorder.insert_events  # type: ignore[attr-defined]
+    raced: list[bool] = []
+
+    def racing(stored_events: Any, **kwargs: Any) -> Any:
+        if not raced and any(e.topic.endswith("UsageAllotted") for e in stored_events):
+            raced.append(True)  # the other process refills the same shard first
+            other.create(world.editor, definition("there"), CTX)
+        return insert(stored_events, **kwargs)
+
+    recorder.insert_events = racing  # type: ignore[attr-defined]
+    world.service.create(world.editor, definition("here"), CTX)
+    assert raced and usage_of(world) == 2
+    assert world.stored().count("UsageAllotted") == 1  # the other's refill served both

@@ -66,7 +66,12 @@ from infrastructure.migrations import migrate
 from infrastructure.notifier_role import NotifierRole, url_problem
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.plugins.postgres_guard import protected_databases
-from infrastructure.postgres import create_read_pool, create_sync_pool, open_event_store
+from infrastructure.postgres import (
+    create_read_pool,
+    create_sync_pool,
+    decode_json_with_msgspec,
+    open_event_store,
+)
 from infrastructure.rate_limit import RateLimit
 from infrastructure.rate_limit_sync import SyncedRateLimiter
 from infrastructure.relay import Relay
@@ -230,6 +235,7 @@ class Container:
 
 
 def build_container(settings: Settings, database_url: str, nats_url: str) -> Container:
+    decode_json_with_msgspec()
     # One verdict on PostgreSQL's availability for every pool of the process.
     database = DatabaseAvailability(database_url)
     store = open_event_store(database_url, settings.db_pool_size, database)

@@ -13,7 +13,7 @@ down, a process that has no NATS, such as a one-shot CLI command) costs only lat
 up to the relay's poll interval.
 
 Pokes are coalesced: however many appends a process makes while one poke waits to be
-sent, one is sent.
+sent, one is sent; and one waits until POKE_GAP has passed since the last was sent.
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ from infrastructure.supervision import Backoff, retry
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
+POKE_GAP = 0.005
+"""Seconds at least between two pokes of one process. After a quiet spell a poke goes at
+once; under load the appends of a gap share one, and the relay reads them in one pass.
+An HTTP worker creating 450 pipelines a second sent as many pokes, which took about 7% of
+its CPU, and each woke the relay for a read (a committed transaction) of its own."""
 
 
 def poke_subject(prefix: str) -> str:
@@ -47,6 +52,7 @@ class AppendPokes:
         self._nc: Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending = False
+        self._last_sent = float("-inf")  # the loop's time
         self._lock = threading.Lock()
         self._sending: set[asyncio.Task[None]] = set()
         self.sent = 0
@@ -87,17 +93,27 @@ class AppendPokes:
                 return  # the one waiting to be sent covers this append too
             self._pending = True
         try:
-            loop.call_soon_threadsafe(self._send)
+            loop.call_soon_threadsafe(self._due)
         except RuntimeError:  # the loop closed meanwhile
             self._pending = False
+
+    def _due(self) -> None:
+        loop = asyncio.get_running_loop()
+        wait = self._last_sent + POKE_GAP - loop.time()
+        if wait > 0:
+            loop.call_later(wait, self._send)  # still pending: later appends join it
+        else:
+            self._send()
 
     def _send(self) -> None:
         with self._lock:
             self._pending = False
+        loop = asyncio.get_running_loop()
+        self._last_sent = loop.time()
         nc = self._nc
         if nc is None or not nc.is_connected:
             return
-        task = asyncio.get_running_loop().create_task(self._publish(nc))
+        task = loop.create_task(self._publish(nc))
         self._sending.add(task)  # a reference, so the task is not collected mid-way
         task.add_done_callback(self._sending.discard)
 

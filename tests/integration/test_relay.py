@@ -24,7 +24,7 @@ from domain.events import CommandContext
 from domain.name_claim import NameClaim
 from domain.pipeline import Pipeline, PipelineDefinition, StepSpec
 from domain.run import Run, Trigger
-from infrastructure import envelope
+from infrastructure import append_pokes, envelope
 from infrastructure import relay as relay_module
 from infrastructure.append_pokes import AppendPokes, poke_subject
 from infrastructure.embedded import EmbeddedNats, free_port
@@ -488,6 +488,37 @@ async def test_pokes_are_coalesced(nats_url: str, nats_names: Any) -> None:
         await wait_until(lambda: len(received) == 2)
         await asyncio.sleep(0.2)
         assert received == [b"", b""]  # a poke carries nothing
+    finally:
+        stop.set()
+        await poking
+        await nc.close()
+
+
+async def test_a_poke_waits_for_the_gap_after_the_last_and_takes_the_appends_meanwhile(
+    nats_url: str, nats_names: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(append_pokes, "POKE_GAP", 0.3)
+    received: list[float] = []
+    nc = await nats.connect(nats_url)
+
+    async def got(_msg: Any) -> None:
+        received.append(time.monotonic())
+
+    await nc.subscribe(poke_subject(nats_names.prefix), cb=got)
+    pokes = AppendPokes(nats_url, nats_names.prefix)
+    stop = asyncio.Event()
+    poking = asyncio.create_task(pokes.run(stop))
+    try:
+        await wait_until(lambda: pokes.connected)
+        pokes.poke()  # after a quiet spell: at once
+        await wait_until(lambda: pokes.sent == 1)
+        for _ in range(5):  # within the gap: one poke, when the gap has passed
+            pokes.poke()
+            await asyncio.sleep(0.01)
+        await wait_until(lambda: len(received) == 2)
+        await asyncio.sleep(0.4)
+        assert pokes.sent == 2 and len(received) == 2
+        assert received[1] - received[0] > 0.2
     finally:
         stop.set()
         await poking

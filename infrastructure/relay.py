@@ -362,14 +362,22 @@ class Relay:
         }
 
     async def _publish_chained(self, js: JetStreamContext, outgoing: list[Outgoing]) -> int | None:
-        """The fast path: the number published, or None unless the window is known stored
-        (then nothing is owed: the window goes again one by one, its items too). The last
-        event goes as a request, not publish_async: a refusal then answers at once instead
-        of after ACK_TIMEOUT (nats-io/nats.py#985). No answer at all raises."""
+        """The fast path: the number published, or None unless the window is known stored,
+        and then it goes again one by one. The last event goes as a request, not
+        publish_async: a refusal then answers at once instead of after ACK_TIMEOUT
+        (nats-io/nats.py#985). No answer at all raises.
+
+        Every work item of the window not acked is owed, whatever happened: when the
+        window is not known stored, some of its events may be (a lost ack, a window cut
+        short by a reconnect), and the stream is where the relay resumes from, so nothing
+        would publish their items again. Owing an item whose event is not stored yet is
+        harmless: the claim decides on the run's own events, and the item is dropped by
+        its id when it goes again with its event."""
         assert self._nc is not None
         items: list[tuple[WorkItemOwed, asyncio.Future[PubAck]]] = []
+        ack: PubAck | None = None
+        stored = False
         try:
-            ack: PubAck | None = None
             for offset, message in enumerate(outgoing):
                 headers = self._headers(message, offset)
                 if offset < len(outgoing) - 1:
@@ -387,26 +395,36 @@ class Relay:
                         )
                 if message.item is not None:
                     items.append((message.item, await self._publish_item(js, message.item)))
-            if items:
+            stored = (
+                ack is not None
+                and not ack.duplicate
+                and ack.seq == self._stream_seq + len(outgoing)
+            )
+            if stored and items:  # else the slow path pays them: no wait for a refusal
                 await asyncio.wait([future for _, future in items], timeout=ACK_TIMEOUT)
         finally:
             for _, future in items:
                 if not future.done():
                     future.cancel()
-        if ack is None or ack.duplicate or ack.seq != self._stream_seq + len(outgoing):
+            acked = {item for item, future in items if not _failed(future)}
+            for message in outgoing:
+                if message.item is not None and message.item not in acked:
+                    self._owe(message.item)
+        if not stored:
             return None
+        assert ack is not None
         self._stream_seq = ack.seq
         self._position = outgoing[-1].position
-        # The items of the events now in the stream must be acked before the relay goes
-        # further (the stream is where it resumes from, so nothing would publish them).
-        self._owed.extend(item for item, future in items if _failed(future))
         await self._pay_owed(js)
         return len(outgoing)
 
     async def _publish_each(self, js: JetStreamContext, outgoing: list[Outgoing]) -> int:
         """The slow path: one request per event, each expecting the sequence the acks so
         far leave, so that a duplicate (stored before, no new sequence) is passed over and
-        a refusal answers at once. Advances over what was acked, then raises on a refusal."""
+        a refusal answers at once. Advances over what was acked, then raises on a refusal.
+        (From nats-server 2.12 the expected sequence is checked before duplicates: there a
+        window the fast path stored in part is refused at once, and the relay resumes from
+        the stream.)"""
         for message in outgoing:
             try:
                 ack = await js.publish(
@@ -418,13 +436,23 @@ class Relay:
                 )
             except APIError as error:
                 raise WindowFailed(f"position {message.position} refused: {error}") from error
-            if not ack.duplicate:  # a duplicate is already stored and left last_seq as is
+            if ack.duplicate and not ack.seq:
+                # A replicated stream on a 2.10 server answers so for an id it recorded
+                # but did not store (a refused publish): no proof the event is there.
+                raise WindowFailed(f"position {message.position}: a duplicate of nothing")
+            if not ack.duplicate or ack.seq == self._stream_seq + 1:
+                # A duplicate leaves the stream's last sequence as it is, unless it is the
+                # very next one: the stream holds it right after what the relay expected.
                 self._stream_seq = ack.seq
             self._position = message.position
             if message.item is not None:
-                self._owed.append(message.item)
+                self._owe(message.item)
                 await self._pay_owed(js)
         return len(outgoing)
+
+    def _owe(self, item: WorkItemOwed) -> None:
+        if item not in self._owed:
+            self._owed.append(item)
 
     async def _publish_item(
         self, js: JetStreamContext, item: WorkItemOwed
@@ -564,6 +592,7 @@ class Relay:
         nc, self._nc, self._js = self._nc, None, None
         self._synced = False
         if nc is not None and not nc.is_closed:
-            # Closing also discards publishes buffered for a reconnect.
+            # Closing writes out what the client still buffers: the expected sequences
+            # make anything stale among it refused.
             with contextlib.suppress(NatsError, TimeoutError, OSError):
                 await asyncio.wait_for(nc.close(), NATS_CONNECT_TIMEOUT)

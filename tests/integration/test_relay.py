@@ -16,7 +16,7 @@ import msgspec
 import nats
 import psycopg
 import pytest
-from nats.js.api import RawStreamMsg
+from nats.js.api import RawStreamMsg, StreamConfig
 from nats.js.errors import NotFoundError
 
 from application.event_store import NornEventStore
@@ -28,7 +28,7 @@ from infrastructure import append_pokes, envelope
 from infrastructure import relay as relay_module
 from infrastructure.append_pokes import AppendPokes, poke_subject
 from infrastructure.embedded import EmbeddedNats, free_port
-from infrastructure.nats import POSITION_HEADER
+from infrastructure.nats import DUPLICATE_WINDOW_SECONDS, POSITION_HEADER, events_subjects
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.relay import Relay
 from infrastructure.work_queue import WorkItem, work_stream, work_subject
@@ -618,6 +618,65 @@ async def test_a_work_item_the_work_stream_did_not_take_is_published_before_goin
     items = await stream_messages(js, work_stream(nats_names.stream))
     assert (items[0].headers or {})["Nats-Msg-Id"] == f"run:{run.id}:1"
     await assert_exactly_once(js, nats_names.stream, database_url)
+
+
+def create_big_pipeline(store: NornEventStore, kilobytes: int) -> None:
+    """A pipeline whose event is over `kilobytes` KB."""
+    definition = PipelineDefinition(
+        name=f"big-{uuid.uuid4().hex[:8]}",
+        steps=tuple(
+            StepSpec(f"read-{n}", "Input.file", {"path": "x" * 1024}) for n in range(kilobytes)
+        ),
+    )
+    pipeline = Pipeline.create(
+        pipeline_id=uuid.uuid4(),
+        tenant_id="t1",
+        definition=definition,
+        check_plugin=PluginCatalog().check_step,
+        ctx=CTX,
+    )
+    store.append(pipeline)
+
+
+async def test_the_item_of_a_run_in_a_window_refused_partway_is_owed(
+    database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
+) -> None:
+    # A stream that refuses messages over 16 KB. A window whose run event is stored but
+    # whose next event is refused is not known stored; the run's item, refused too (its
+    # stream is gone), must still be owed: the relay resumes after the run's event.
+    await js.add_stream(
+        StreamConfig(
+            name=nats_names.stream,
+            subjects=[events_subjects(nats_names.prefix)],
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            max_msg_size=16_384,
+        )
+    )
+    relay = relay_for(database_url, nats_url, nats_names)
+    async with running(relay):
+        await append(event_store, 1)
+        await wait_until(lambda: relay.published_position == 2)
+        await js.delete_stream(work_stream(nats_names.stream))
+
+        def run_then_big() -> Run:
+            run = queue_run(event_store)
+            create_big_pipeline(event_store, 20)
+            return run
+
+        run = await asyncio.to_thread(run_then_big)
+
+        async def item_published() -> bool:
+            with contextlib.suppress(NotFoundError):
+                return len(await stream_messages(js, work_stream(nats_names.stream))) == 1
+            return False
+
+        deadline = time.monotonic() + 3 * WAIT
+        while not await item_published():
+            assert time.monotonic() < deadline, "the run's work item was never published"
+            await asyncio.sleep(0.1)
+        assert relay.published_position == 3  # stalled on the event it cannot publish
+    items = await stream_messages(js, work_stream(nats_names.stream))
+    assert (items[0].headers or {})["Nats-Msg-Id"] == f"run:{run.id}:1"
 
 
 async def test_a_wake_up_arriving_with_the_stop_does_not_keep_the_relay_running(

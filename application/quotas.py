@@ -204,6 +204,11 @@ class UsageLedger:
         try:
             epoch = held.queue.epoch
             shard = held.take_kept()
+            if unit_of_work.current() is not None:
+                # An atomic batch cannot retry a lost race, and the kept copy may be behind
+                # another process's reclaim of this shard (a refill at the limit): the
+                # batch decides on the store's copy.
+                shard = None
             if shard is not None:
                 try:
                     decide(shard)

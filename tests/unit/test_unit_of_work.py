@@ -14,7 +14,7 @@ from application.unit_of_work import PENDING, UnitOfWork, staging
 from domain.errors import Conflict, InvalidDefinition, NameTaken
 from domain.pipeline import Pipeline, PipelineDefinition
 from domain.tenant import Tenant
-from tests.unit.test_pipeline_service import CTX, World, definition
+from tests.unit.test_pipeline_service import CTX, World, another_process, definition, usage_of
 
 
 def test_staged_commands_store_nothing_until_one_commit_stores_all() -> None:
@@ -125,3 +125,19 @@ def test_the_commit_holds_and_checks_the_namespaces_its_pipelines_are_placed_in(
 
 def placed(name: str, namespace: str) -> PipelineDefinition:
     return msgspec.structs.replace(definition(name), namespace=namespace)
+
+
+def test_a_batch_decides_on_the_stored_shard_not_a_copy_another_process_made_stale() -> None:
+    world = World(max_pipelines=10)
+    other = another_process(world)
+    world.service.create(world.editor, definition("here"), CTX)  # keeps its shard's copy
+    # The other process creates up to the edge, where its refill reclaims every shard's
+    # free units: this process's too, behind the copy it keeps.
+    for i in range(8):
+        other.create(world.editor, definition(f"there-{i}"), CTX)
+    assert "UsageReclaimed" in world.stored()
+    unit = UnitOfWork()
+    with staging(unit):
+        world.service.create(world.editor, definition("last"), CTX)
+    unit.commit(world.store)  # not a VersionConflict: an atomic batch cannot retry
+    assert usage_of(world) == 10

@@ -13,9 +13,13 @@ NORN = str(Path(sys.executable).parent / "norn")
 
 
 def norn_env(settings: Settings, **overrides: str | None) -> dict[str, str]:
-    """os.environ plus the settings' servers, stream, prefix and data dir, and
-    NORN_LOG_LEVEL=WARNING; `overrides` by variable name (NORN_PORT="8123"), None
-    removing one (NORN_DATA_DIR=None: the default, ./.norn)."""
+    """os.environ plus the settings' servers, stream, prefix and data dir,
+    NORN_LOG_LEVEL=WARNING and NORN_DB_POOL_SIZE=4; `overrides` by variable name
+    (NORN_PORT="8123"), None removing one (NORN_DATA_DIR=None: the default, ./.norn).
+
+    The small pools: a `norn serve` is two processes on two cores (HTTP workers), each
+    with its own pools, and up to four tests start one at once beside the suite's own
+    pools, all on one PostgreSQL of 100 connections."""
     env = {
         **os.environ,
         "NORN_DATABASE_URL": settings.database_url or "",
@@ -24,6 +28,7 @@ def norn_env(settings: Settings, **overrides: str | None) -> dict[str, str]:
         "NORN_SUBJECT_PREFIX": settings.subject_prefix,
         "NORN_DATA_DIR": str(settings.data_dir),
         "NORN_LOG_LEVEL": "WARNING",
+        "NORN_DB_POOL_SIZE": "4",
     }
     for name, value in overrides.items():
         if value is None:

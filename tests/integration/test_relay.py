@@ -34,31 +34,34 @@ from infrastructure.relay import Relay
 from infrastructure.work_queue import WorkItem, work_stream, work_subject
 
 CTX = CommandContext("user:u1", "corr-1")
+STEP = StepSpec("read", "Input.file", {"path": "in.jsonl"})
 WAIT = 10.0  # bound of every wait for something asynchronous
+
+
+def new_pipeline(steps: tuple[StepSpec, ...] = (STEP,)) -> tuple[Pipeline, NameClaim]:
+    """A pipeline of tenant t1 and its name claim."""
+    definition = PipelineDefinition(name=f"p-{uuid.uuid4().hex[:8]}", steps=steps)
+    pipeline = Pipeline.create(
+        pipeline_id=uuid.uuid4(),
+        tenant_id="t1",
+        definition=definition,
+        check_plugin=PluginCatalog().check_step,
+        ctx=CTX,
+    )
+    claim = NameClaim.claim_new(
+        tenant_id="t1",
+        scope="pipeline:t1",
+        name=definition.name,
+        holder_id=str(pipeline.id),
+        ctx=CTX,
+    )
+    return pipeline, claim
 
 
 def create_pipelines(store: NornEventStore, count: int) -> None:
     """Append `count` pipelines: two events each (the pipeline and its name claim)."""
     for _ in range(count):
-        definition = PipelineDefinition(
-            name=f"p-{uuid.uuid4().hex[:8]}",
-            steps=(StepSpec("read", "Input.file", {"path": "in.jsonl"}),),
-        )
-        pipeline = Pipeline.create(
-            pipeline_id=uuid.uuid4(),
-            tenant_id="t1",
-            definition=definition,
-            check_plugin=PluginCatalog().check_step,
-            ctx=CTX,
-        )
-        claim = NameClaim.claim_new(
-            tenant_id="t1",
-            scope="pipeline:t1",
-            name=definition.name,
-            holder_id=str(pipeline.id),
-            ctx=CTX,
-        )
-        store.append(pipeline, claim)
+        store.append(*new_pipeline())
 
 
 def queue_run(store: NornEventStore) -> Run:
@@ -167,6 +170,18 @@ async def publish_all(relay: Relay, expected: int) -> int:
     return published
 
 
+async def published_by_a_relay(
+    database_url: str, nats_url: str, names: Any, store: NornEventStore, pipelines: int
+) -> None:
+    """`pipelines` pipelines appended and published by a relay, closed since."""
+    await append(store, pipelines)
+    relay = relay_for(database_url, nats_url, names)
+    try:
+        assert await publish_all(relay, 2 * pipelines) == 2 * pipelines
+    finally:
+        await relay.close()
+
+
 async def assert_exactly_once(js: Any, stream: str, database_url: str) -> None:
     """The stream holds every stored event once, in position order."""
     events = stored(database_url)
@@ -245,12 +260,7 @@ async def test_a_new_relay_resumes_without_gap_or_duplicate(
 async def test_republished_events_are_dropped_by_the_duplicate_window(
     database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
 ) -> None:
-    await append(event_store, 2)
-    relay = relay_for(database_url, nats_url, nats_names)
-    try:
-        assert await publish_all(relay, 4) == 4
-    finally:
-        await relay.close()
+    await published_by_a_relay(database_url, nats_url, nats_names, event_store, 2)
     messages = await stream_messages(js, nats_names.stream)
 
     # Anyone re-publishing the same event ids: acked as duplicates, not stored.
@@ -285,12 +295,7 @@ async def test_a_window_that_begins_with_duplicates_goes_again_one_ack_at_a_time
     # A window's events go without acks but the last (its ack answers for them all). When
     # the window begins with events the stream already holds, that ack is no answer: the
     # window goes again one ack at a time, and the relay carries on exactly once.
-    await append(event_store, 2)
-    first = relay_for(database_url, nats_url, nats_names)
-    try:
-        assert await publish_all(first, 4) == 4
-    finally:
-        await first.close()
+    await published_by_a_relay(database_url, nats_url, nats_names, event_store, 2)
     for message in (await stream_messages(js, nats_names.stream))[2:]:
         await js.delete_msg(nats_names.stream, message.seq)
     await append(event_store, 1)
@@ -457,20 +462,33 @@ async def test_appends_of_other_processes_poke_the_relay_over_nats(
     assert pokes.sent >= 1
 
 
-async def test_pokes_are_coalesced(nats_url: str, nats_names: Any) -> None:
-    """Appends from many threads while a poke waits to be sent send that one poke."""
-    received: list[bytes] = []
+@contextlib.asynccontextmanager
+async def poking(
+    nats_url: str, names: Any
+) -> AsyncIterator[tuple[AppendPokes, list[tuple[float, bytes]]]]:
+    """Running pokes, connected, and the pokes received: (time.monotonic(), data)."""
+    received: list[tuple[float, bytes]] = []
     nc = await nats.connect(nats_url)
 
     async def got(msg: Any) -> None:
-        received.append(msg.data)
+        received.append((time.monotonic(), msg.data))
 
-    await nc.subscribe(poke_subject(nats_names.prefix), cb=got)
-    pokes = AppendPokes(nats_url, nats_names.prefix)
+    await nc.subscribe(poke_subject(names.prefix), cb=got)
+    pokes = AppendPokes(nats_url, names.prefix)
     stop = asyncio.Event()
-    poking = asyncio.create_task(pokes.run(stop))
+    running_pokes = asyncio.create_task(pokes.run(stop))
     try:
         await wait_until(lambda: pokes.connected)
+        yield pokes, received
+    finally:
+        stop.set()
+        await running_pokes
+        await nc.close()
+
+
+async def test_pokes_are_coalesced(nats_url: str, nats_names: Any) -> None:
+    """Appends from many threads while a poke waits to be sent send that one poke."""
+    async with poking(nats_url, nats_names) as (pokes, received):
 
         def many() -> None:
             for _ in range(200):
@@ -484,32 +502,16 @@ async def test_pokes_are_coalesced(nats_url: str, nats_names: Any) -> None:
         await wait_until(lambda: pokes.sent == 1)
         pokes.poke()  # one after the first was sent is sent too
         await wait_until(lambda: pokes.sent == 2)
-        await nc.flush()
         await wait_until(lambda: len(received) == 2)
         await asyncio.sleep(0.2)
-        assert received == [b"", b""]  # a poke carries nothing
-    finally:
-        stop.set()
-        await poking
-        await nc.close()
+        assert [data for _, data in received] == [b"", b""]  # a poke carries nothing
 
 
 async def test_a_poke_waits_for_the_gap_after_the_last_and_takes_the_appends_meanwhile(
     nats_url: str, nats_names: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(append_pokes, "POKE_GAP", 0.3)
-    received: list[float] = []
-    nc = await nats.connect(nats_url)
-
-    async def got(_msg: Any) -> None:
-        received.append(time.monotonic())
-
-    await nc.subscribe(poke_subject(nats_names.prefix), cb=got)
-    pokes = AppendPokes(nats_url, nats_names.prefix)
-    stop = asyncio.Event()
-    poking = asyncio.create_task(pokes.run(stop))
-    try:
-        await wait_until(lambda: pokes.connected)
+    async with poking(nats_url, nats_names) as (pokes, received):
         pokes.poke()  # after a quiet spell: at once
         await wait_until(lambda: pokes.sent == 1)
         for _ in range(5):  # within the gap: one poke, when the gap has passed
@@ -518,11 +520,7 @@ async def test_a_poke_waits_for_the_gap_after_the_last_and_takes_the_appends_mea
         await wait_until(lambda: len(received) == 2)
         await asyncio.sleep(0.4)
         assert pokes.sent == 2 and len(received) == 2
-        assert received[1] - received[0] > 0.2
-    finally:
-        stop.set()
-        await poking
-        await nc.close()
+        assert received[1][0] - received[0][0] > 0.2
 
 
 async def test_a_long_transaction_that_is_not_an_append_holds_the_relay_only_briefly(
@@ -621,21 +619,9 @@ async def test_a_work_item_the_work_stream_did_not_take_is_published_before_goin
 
 
 def create_big_pipeline(store: NornEventStore, kilobytes: int) -> None:
-    """A pipeline whose event is over `kilobytes` KB."""
-    definition = PipelineDefinition(
-        name=f"big-{uuid.uuid4().hex[:8]}",
-        steps=tuple(
-            StepSpec(f"read-{n}", "Input.file", {"path": "x" * 1024}) for n in range(kilobytes)
-        ),
-    )
-    pipeline = Pipeline.create(
-        pipeline_id=uuid.uuid4(),
-        tenant_id="t1",
-        definition=definition,
-        check_plugin=PluginCatalog().check_step,
-        ctx=CTX,
-    )
-    store.append(pipeline)
+    """A pipeline whose event is over `kilobytes` KB (and its name claim)."""
+    steps = tuple(StepSpec(f"s{n}", "Input.file", {"path": "x" * 1024}) for n in range(kilobytes))
+    store.append(*new_pipeline(steps))
 
 
 async def test_the_item_of_a_run_in_a_window_refused_partway_is_owed(

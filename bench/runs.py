@@ -186,9 +186,8 @@ async def all_runs(c: httpx.AsyncClient, pipeline_id: str) -> list[dict]:
             return runs
 
 
-async def setup(base: str, data_dir: Path) -> tuple[dict[str, str], str, str]:
-    """An editor's headers, and two one-step pipelines: for the closed and the first open
-    loop (so each phase's runs can be listed on their own)."""
+async def setup(base: str, data_dir: Path) -> dict[str, str]:
+    """An editor's headers, and the file the pipelines read."""
     tenant_id, headers = await editor_of_new_tenant(
         base,
         {
@@ -200,7 +199,7 @@ async def setup(base: str, data_dir: Path) -> tuple[dict[str, str], str, str]:
     folder = data_dir / "files" / tenant_id
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "in.jsonl").write_text("".join(f'{{"n": {i}}}\n' for i in range(10)))
-    return headers, await one_step_pipeline(base, headers), await one_step_pipeline(base, headers)
+    return headers
 
 
 async def one_step_pipeline(base: str, headers: dict[str, str]) -> str:
@@ -247,7 +246,8 @@ def main() -> None:
         env["NORN_HTTP_WORKERS"] = str(args.http_workers)
     commands = ROLES_APART if args.apart else ("serve",)
     with norn_server(env, commands=commands) as server:
-        headers, closed_id, open_id = asyncio.run(setup(server.base, server.data_dir))
+        headers = asyncio.run(setup(server.base, server.data_dir))
+        closed_id = asyncio.run(one_step_pipeline(server.base, headers))
         cpu = server_cpu_seconds(server)
         started = time.monotonic()
         latencies, failed = asyncio.run(
@@ -259,7 +259,7 @@ def main() -> None:
         opens: list[tuple[float, OpenRuns, float]] = []
         for rate in args.rate:
             # Each phase on a pipeline of its own, after the last one's runs all finished.
-            open_id = asyncio.run(one_step_pipeline(server.base, headers)) if opens else open_id
+            open_id = asyncio.run(one_step_pipeline(server.base, headers))
             cpu = server_cpu_seconds(server)
             with profiled(server.pid, f"runs-open-loop-{rate:g}", args.seconds):
                 opened = asyncio.run(

@@ -1,8 +1,8 @@
 """The relay: publishes the event store's notification log (the outbox) to JetStream.
 
 It is a tracked reader of the log whose "view" is the stream (docs/architecture.md §5): it resumes
-from the position carried by the last message in the stream, publishes asynchronously in
-windows and advances only on acks. One relay per database and stream publishes at a time
+from the position carried by the last message in the stream, publishes in windows and
+advances only on acks. One relay per database and stream publishes at a time
 (a Postgres advisory lock, infrastructure/leadership.py); the others wait on standby.
 
 Every message also carries `Nats-Expected-Last-Sequence`, so JetStream stores the
@@ -15,9 +15,10 @@ request; that it is stored at the window's own sequence proves the rest were.
 The relay also feeds the executors' work queue (infrastructure/work_queue.py): with a
 `run.queued` or `run.requeued` event it publishes, in the same window, the run's work
 item to `<stream>_WORK` (`Nats-Msg-Id` `run:<id>:<version>`, so a re-published item is
-dropped too; no expected sequence: that stream is not a copy of the log). An item whose
-event was acked but which was not is owed: the relay publishes no further window until
-every owed item is acked, retrying across reconnects. Only a relay that dies owing one
+dropped too; no expected sequence: that stream is not a copy of the log). An item not
+acked is owed, whether or not its event is known stored (an item early is harmless): the
+relay publishes no further window until every owed item is acked, retrying across
+reconnects. Only a relay that dies owing one
 loses it; the executors' maintenance re-dispatches a run queued that long without an
 item (infrastructure/executor_role.py).
 """

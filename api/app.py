@@ -208,7 +208,9 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             ThreadPoolExecutor(max_workers=32, thread_name_prefix="norn-cmd")
         )
         await container.read_pool.open()
-        feed = asyncio.create_task(connect_feed(container))
+        feed = asyncio.create_task(
+            connect_feed(container, follow_projector="projector" not in (roles or ()))
+        )
         await background.start()
         # Rate limits are decided in memory; this syncs them with the other processes.
         await container.rate_limiter.start()

@@ -98,6 +98,7 @@ from projections import (
 )
 from projections.api_keys import ApiKeyQueries
 from projections.audit_queries import AuditQueries
+from projections.broadcast import follow_positions
 from projections.connections import ConnectionQueries, PipelineConnectionReferences
 from projections.job_queries import JobQueries
 from projections.pipelines import PipelineQueries
@@ -613,13 +614,19 @@ def notifier_role(c: Container, policy: RetryPolicy | None = None, **options: An
     )
 
 
-async def connect_feed(container: Container) -> None:
+async def connect_feed(container: Container, *, follow_projector: bool) -> None:
     """NATS for live feeds; retried in the background so the API starts without it
-    (the API's lifespan cancels it on shutdown)."""
-    container.nats = await retry(
+    (the API's lifespan cancels it on shutdown). `follow_projector`: the projector runs
+    in another process, whose read-model positions then wake this one's read-your-writes
+    waits (projections/broadcast.py)."""
+    nc = await retry(
         "live feed: connecting to NATS",
         lambda: asyncio.wait_for(norn_nats.connect(container.nats_url, name="norn-api"), 5),
         backoff=Backoff(first=1.0, cap=5.0),
         quiet=(Exception,),  # an outage, not a bug: no traceback
         logger=log,
     )
+    if follow_projector:
+        # Kept across reconnects by the client (it subscribes again).
+        await follow_positions(nc, container.settings.subject_prefix, container.positions)
+    container.nats = nc

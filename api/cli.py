@@ -1,4 +1,4 @@
-"""The `norn` command: serve (every role in one process), one role per process for
+"""The `norn` command: serve (every role, from one command), one role per process for
 scaling out, and operator tools. The commands themselves are in api/cli_commands.py;
 here: the arguments, and turning a user's mistake or an unreachable server into one
 `norn: ...` line on stderr instead of a traceback."""
@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     command(
         "serve",
-        "run the API and every background role in one process",
+        "run the API and every background role (the API in NORN_HTTP_WORKERS processes "
+        "of its own when that is 2 or more)",
         commands.serve,
         "Listens on NORN_HOST:NORN_PORT (checked first: a busy port fails at once). "
         "With no NORN_DATABASE_URL / NORN_NATS_URL it runs embedded PostgreSQL and NATS "

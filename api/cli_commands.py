@@ -9,8 +9,10 @@ import getpass
 import logging
 import shutil
 import signal
+import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
@@ -32,6 +34,8 @@ def announce_for_command(message: str) -> None:
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.http_workers >= 2:
+        return _run_roles_beside_workers(settings, BACKGROUND_ROLES)
     return _run_http(settings, BACKGROUND_ROLES)
 
 
@@ -86,48 +90,58 @@ def http_server_config(app: Any, settings: Settings) -> uvicorn.Config:
     )
 
 
-def _run_http(settings: Settings, roles: set[str]) -> int:
+def _http_listener(settings: Settings) -> socket.socket:
     # First of all: a port in use (or a host that is not ours) ends the start here,
     # before initdb, the embedded servers or the one-time admin password, and before
     # importing the app (seconds on a loaded machine).
     try:
-        listener = open_listener(settings.host, settings.port)
+        return open_listener(settings.host, settings.port)
     except OSError as error:
         raise CliError(
             f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error} "
             "(set NORN_HOST / NORN_PORT)",
             exit_code=1,
         ) from None
+
+
+def _bootstrap_admin(container: Any) -> None:
+    from api.bootstrap import bootstrap_admin
+    from domain.errors import InvalidCommand
+
+    try:
+        bootstrap_admin(container, announce=lambda text: print(text, flush=True))
+    except InvalidCommand as error:
+        raise CliError(f"cannot create the bootstrap admin: {error}", 2) from None
+
+
+def _run_http(settings: Settings, roles: set[str]) -> int:
+    """The API in this process, with `roles` beside it on its event loop (`norn serve`
+    with one HTTP process), and NORN_HTTP_WORKERS - 1 API-only workers (`norn api`)."""
+    listener = _http_listener(settings)
     try:
         import uvicorn
 
         from api.app import create_app
-        from api.bootstrap import bootstrap_admin, build_container, start_servers
+        from api.bootstrap import build_container, start_servers
         from api.http_workers import shared_metrics, start_workers
-        from domain.errors import InvalidCommand
 
         servers = start_servers(settings, announce=say)
         metrics_dir = shared_metrics(settings)
         container = build_container(settings, servers.database_url, servers.nats_url)
         workers = None
         try:
-            try:
-                bootstrap_admin(container, announce=lambda text: print(text, flush=True))
-            except InvalidCommand as error:
-                raise CliError(f"cannot create the bootstrap admin: {error}", 2) from None
+            _bootstrap_admin(container)
             app = create_app(container, roles)
             tune_for_service()
-            print(
-                f"Norn listening on http://{settings.host}:{settings.port} (docs: /schema)",
-                flush=True,
-            )
+            _say_listening(settings)
             # uvicorn re-raises the signal that stopped it once it has shut down; with the
             # default handlers that would kill the process before the embedded servers stop.
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: None)
             server = uvicorn.Server(http_server_config(app, settings))
             if metrics_dir is not None:
-                workers = start_workers(settings, listener, servers, container, metrics_dir)
+                count = settings.http_workers - 1  # this process answers too
+                workers = start_workers(settings, listener, servers, container, metrics_dir, count)
             server.run(sockets=[listener])
             if not server.started:
                 return 1
@@ -141,6 +155,48 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
     finally:
         listener.close()
     return 0
+
+
+def _run_roles_beside_workers(settings: Settings, roles: set[str]) -> int:
+    """`norn serve` with NORN_HTTP_WORKERS >= 2: that many API-only workers answer on
+    this process's port, and this process runs the background roles only. On the API's
+    event loop, the relay and the projector waited behind every request in a burst: at
+    500 creates/s a command reached the read model 0.1-1 s after its response, against
+    20-35 ms (p50) with the roles in a process of their own (docs/architecture.md §1)."""
+    listener = _http_listener(settings)
+    try:
+        from api.bootstrap import build_container, start_servers
+        from api.http_workers import shared_metrics, start_workers
+
+        servers = start_servers(settings, announce=say)
+        metrics_dir = shared_metrics(settings)
+        assert metrics_dir is not None, "only with two workers or more"
+        try:
+            container = build_container(settings, servers.database_url, servers.nats_url)
+            try:
+                _bootstrap_admin(container)
+                _say_listening(settings)
+                workers = start_workers(
+                    settings, listener, servers, container, metrics_dir, settings.http_workers
+                )
+                try:
+                    # The workers stop first: they finish their requests while the roles
+                    # still run.
+                    asyncio.run(_serve_roles(container, roles, settings, before_stop=workers.stop))
+                finally:
+                    workers.stop()  # if the roles never started (a stop does nothing twice)
+            finally:
+                container.close()
+        finally:
+            servers.stop()
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    finally:
+        listener.close()
+    return 0
+
+
+def _say_listening(settings: Settings) -> None:
+    print(f"Norn listening on http://{settings.host}:{settings.port} (docs: /schema)", flush=True)
 
 
 def _run_roles(settings: Settings, roles: set[str]) -> int:
@@ -158,44 +214,18 @@ def _run_roles(settings: Settings, roles: set[str]) -> int:
                 exit_code=1,
             ) from None
 
-    from api.bootstrap import Roles, build_container, start_servers
+    from api.bootstrap import build_container, start_servers
 
     async def run() -> None:
         servers = start_servers(settings, announce=say)
         try:
             container = build_container(settings, servers.database_url, servers.nats_url)
             try:
-                await serve_roles(container)
+                await _serve_roles(container, roles, settings, metrics_listener=metrics_listener)
             finally:
                 container.close()
         finally:
             servers.stop()
-
-    async def serve_roles(container: Any) -> None:
-        background = Roles(container, roles, serves_http=False)
-        tune_for_service()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await container.read_pool.open()
-        metrics_server = None
-        try:
-            if metrics_listener is not None:
-                # These roles serve no HTTP: their metrics get a port of their own.
-                from infrastructure.metrics_server import serve_metrics
-
-                metrics_server = serve_metrics(
-                    metrics_listener, container.metrics.exposed, settings.metrics_token
-                )
-                log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
-            await background.start()
-            await stop.wait()
-        finally:
-            if metrics_server is not None:
-                metrics_server.shutdown()
-            await background.stop()
-            await container.read_pool.close()
 
     try:
         asyncio.run(run())
@@ -203,6 +233,46 @@ def _run_roles(settings: Settings, roles: set[str]) -> int:
         if metrics_listener is not None:
             metrics_listener.close()
     return 0
+
+
+async def _serve_roles(
+    container: Any,
+    roles: set[str],
+    settings: Settings,
+    *,
+    metrics_listener: socket.socket | None = None,
+    before_stop: Callable[[], None] | None = None,
+) -> None:
+    """Run `roles` (no HTTP) until SIGINT or SIGTERM; `before_stop` is called (in a
+    thread: it may block) once a signal came, before the roles stop."""
+    from api.bootstrap import Roles
+
+    background = Roles(container, roles, serves_http=False)
+    tune_for_service()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await container.read_pool.open()
+    metrics_server = None
+    try:
+        if metrics_listener is not None:
+            # These roles serve no HTTP: their metrics get a port of their own.
+            from infrastructure.metrics_server import serve_metrics
+
+            metrics_server = serve_metrics(
+                metrics_listener, container.metrics.exposed, settings.metrics_token
+            )
+            log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+        await background.start()
+        await stop.wait()
+    finally:
+        if before_stop is not None:
+            await asyncio.to_thread(before_stop)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        await background.stop()
+        await container.read_pool.close()
 
 
 def migrate(settings: Settings, args: argparse.Namespace) -> int:

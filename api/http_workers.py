@@ -1,8 +1,9 @@
 """HTTP worker processes of `norn serve` (NORN_HTTP_WORKERS > 1; docs/architecture.md §1).
 
-One Python process answers HTTP on one core at most (the GIL), and `norn serve` runs
-every background role beside its API: on two cores, GETs stopped at one core's worth.
-With workers, the serve process starts HTTP_WORKERS - 1 API-only processes that accept
+One Python process answers HTTP on one core at most (the GIL), and on one event loop
+with the background roles the relay and the projector wait behind every request. With
+workers, the serve process runs only the background roles and starts HTTP_WORKERS
+API-only processes (`norn api` answers itself and starts HTTP_WORKERS - 1) that accept
 connections on its very listening socket (inherited, not bound again: nothing else can
 take the port, and a second `norn serve` still finds it busy), each with its own pools,
 caches and usage shards (application/quotas.py), on the servers the serve process
@@ -88,8 +89,10 @@ class HttpWorkers:
 
     def stop(self) -> None:
         """SIGTERM every worker (each finishes its requests, as uvicorn does), wait, and
-        SIGKILL what is left after STOP_TIMEOUT."""
+        SIGKILL what is left after STOP_TIMEOUT. Once: a second call does nothing."""
         with self._lock:
+            if self._stopping.is_set():
+                return
             self._stopping.set()
         if self._watcher.is_alive():
             self._watcher.join()
@@ -189,9 +192,10 @@ def start_workers(
     servers: Servers,
     container: Container,
     metrics_dir: str,
+    count: int,
 ) -> HttpWorkers:
-    """In `norn serve`: its workers, on its socket and servers, and the private endpoint
-    that answers their /metrics with its own."""
+    """`count` workers on this process's socket and servers, and the private endpoint
+    that answers their /metrics with this process's."""
     from api.cli_support import open_listener
     from infrastructure.metrics import SHARED_DIR
     from infrastructure.metrics_server import serve_metrics
@@ -201,7 +205,7 @@ def start_workers(
     container.metrics.serves_workers = True
     port = private.getsockname()[1]
     workers = HttpWorkers(
-        settings.http_workers - 1,
+        count,
         listener,
         {
             "NORN_DATABASE_URL": servers.database_url,

@@ -18,8 +18,8 @@ RATE_LIMITED_PLANS = (*PLANS, "platform")
 
 
 HTTP_WORKERS_BY_DEFAULT = 2
-"""At most this many HTTP processes unless NORN_HTTP_WORKERS says otherwise: the serve
-process and one API-only worker. One Python process answers HTTP on one core at most;
+"""At most this many HTTP processes unless NORN_HTTP_WORKERS says otherwise (`norn serve`
+then runs its roles in a third). One Python process answers HTTP on one core at most;
 beyond two, each process's pools would outgrow PostgreSQL's 100 connections before long
 (README "HTTP workers"), and running the roles apart is the better layout."""
 
@@ -131,10 +131,11 @@ class Settings:
     """NORN_METRICS_PORT: where `norn relay|projector|executor` serve /metrics (they
     serve no HTTP otherwise); unset = no metrics endpoint for them."""
     http_workers: int = field(default_factory=default_http_workers)
-    """NORN_HTTP_WORKERS: processes of `norn serve` answering HTTP on its port: the
-    serve process itself (which also runs every background role) and HTTP_WORKERS - 1
-    API-only worker processes it starts and watches (api/http_workers.py). Unset: 2 where
-    the process may use two cores or more, else 1."""
+    """NORN_HTTP_WORKERS: processes answering HTTP on the port. For `norn serve`: with
+    1, the serve process itself, beside every background role; with N >= 2, N API-only
+    worker processes it starts and watches (api/http_workers.py), while it runs only the
+    background roles. For `norn api`: itself and N - 1 workers. Unset: 2 where the
+    process may use two cores or more, else 1."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -40,6 +40,7 @@ from psycopg_pool import AsyncConnectionPool
 from infrastructure.leadership import Check, LeadershipLost, lock_key
 from infrastructure.notification_log import max_position
 from infrastructure.supervision import Backoff, pause, supervise
+from projections.broadcast import PositionBroadcast
 from projections.consumer import (
     ack_through,
     bind_consumer,
@@ -122,6 +123,7 @@ class ProjectionRunner:
         """Each projection's passed position (they outlive leadership terms: they stay
         true), and which members are set aside."""
         self.keeper = keepers[0]
+        self._broadcast = PositionBroadcast(subject_prefix)
         self._shared_sessions = sessions
         self._sessions: RunnerSessions | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
@@ -238,6 +240,8 @@ class ProjectionRunner:
                 await self._apply_messages(messages)
             else:
                 await self._check_relay_stall()
+            # The API processes' read-your-writes waits learn of it now (broadcast.py).
+            await self._broadcast.send(nc, self.members.keepers)
         except Exception:
             # Back to a known state (the supervisor logs and pauses): bind again (the
             # subscription or consumer may be what failed) and catch up from the store.

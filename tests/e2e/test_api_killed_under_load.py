@@ -1,8 +1,8 @@
-"""`norn serve` killed (SIGKILL) while 16 clients create pipelines as fast as they can:
-some commands are appended and never answered, some die mid-append. After a restart,
-the event stream on NATS must hold exactly the committed events of the store — in
-position order, none missing, none twice — every answered command must be there, and
-every pipeline must have been stored with its name claim in one append."""
+"""`norn serve` and its HTTP workers killed (SIGKILL) while 16 clients create pipelines
+as fast as they can: some commands are appended and never answered, some die mid-append.
+After a restart, the event stream on NATS must hold exactly the committed events of the
+store — in position order, none missing, none twice — every answered command must be
+there, and every pipeline must have been stored with its name claim in one append."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import nats
+import psutil
 import psycopg
 
 from infrastructure.embedded import free_port
@@ -128,6 +129,14 @@ def stored(settings: Settings) -> list[tuple[int, str, str, int]]:
     return [(int(r[0]), r[1], r[2], int(r[3])) for r in rows]
 
 
+def http_workers(pid: int) -> list[psutil.Process]:
+    return [
+        child
+        for child in psutil.Process(pid).children()
+        if "api.http_worker" in " ".join(child.cmdline())
+    ]
+
+
 async def test_api_killed_under_load_loses_and_repeats_nothing(settings: Settings) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -136,7 +145,10 @@ async def test_api_killed_under_load_loses_and_repeats_nothing(settings: Setting
         headers = await editor(base)
         load = asyncio.create_task(create_until_killed(base, headers))
         await asyncio.sleep(2.0)
-        server.send_signal(signal.SIGKILL)
+        # Every process of it at once: the HTTP workers answer, the serve process runs
+        # the relay (a worker left alone would stop gracefully, finishing its requests).
+        for process in [*http_workers(server.pid), psutil.Process(server.pid)]:
+            process.send_signal(signal.SIGKILL)
         answered = await asyncio.wait_for(load, 60)
     assert len(answered) > 20, "the load did not get going before the kill"
 

@@ -1,7 +1,8 @@
-"""`norn serve` with HTTP workers (NORN_HTTP_WORKERS=3; api/http_workers.py): the worker
-processes answer on the serve process's port, one tenant's creates spread over them
-count exactly, /metrics sums every process's requests whichever process answers the
-scrape, a killed worker is replaced, and SIGINT stops them all and leaves nothing."""
+"""`norn serve` with HTTP workers (NORN_HTTP_WORKERS=3; api/http_workers.py): three worker
+processes answer on the serve process's port (it runs the background roles only), one
+tenant's creates spread over them count exactly, /metrics sums every process's requests
+whichever process answers the scrape, a killed worker is replaced, and SIGINT stops them
+all and leaves nothing."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def start(settings: Settings, port: int) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert process.poll() is None, "norn serve exited during start-up"
-        if len(workers_of(process)) == WORKERS - 1:
+        if len(workers_of(process)) == WORKERS:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                     return process
@@ -124,7 +125,7 @@ def test_workers_share_the_port_the_counts_and_the_metrics(settings: Settings) -
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             now = {w.pid for w in workers_of(process)}
-            if len(now) == WORKERS - 1 and victim not in now:
+            if len(now) == WORKERS and victim not in now:
                 break
             time.sleep(0.2)
         else:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
+import nats
 import pytest
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg_pool import AsyncConnectionPool
@@ -29,6 +30,7 @@ from projections import (
     RunnerSessions,
     wait_for_position,
 )
+from projections.broadcast import follow_positions, positions_subject
 from projections.members import Members
 from projections.positions import PositionKeeper
 from projections.projection import apply_batch
@@ -179,6 +181,45 @@ async def test_an_in_process_wait_returns_for_a_position_passed_without_a_commit
         assert (await tracking_row(database_url))[2] < top
         # Without the live positions, the same wait can only time out.
         assert not await wait_for_position(pool, "pipelines", top, 0.2)
+
+
+async def test_a_wait_in_another_process_returns_for_a_position_passed_without_a_commit(
+    database_url: str,
+    nats_url: str,
+    nats_names: NatsNames,
+    event_store: NornEventStore,
+    publisher: Publisher,
+    pool: AsyncConnectionPool,
+) -> None:
+    """An API process without a projector (its own LivePositions, fed over NATS by
+    follow_positions) is told the runner's positions, not only the row's."""
+    runner = make_runner(
+        PipelinesProjection(), database_url, nats_url, nats_names, persist_interval=60
+    )
+    elsewhere = LivePositions()  # the API process's
+    nc = await nats.connect(nats_url)
+    try:
+        await follow_positions(nc, nats_names.prefix, elsewhere)
+        async with running(runner):
+            other_events(event_store, 2)
+            top = await head(database_url)
+            waiting = asyncio.create_task(
+                wait_for_position(pool, "pipelines", top, WAIT, live=elsewhere)
+            )
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+            await publisher.publish_new()
+            assert await asyncio.wait_for(waiting, WAIT)
+            assert elsewhere.get("pipelines") >= top
+            assert (await tracking_row(database_url))[2] < top  # the row has not moved
+            # Garbage on the subject is ignored, and never moves a position back.
+            await nc.publish(positions_subject(nats_names.prefix), b"not json")
+            await nc.publish(positions_subject(nats_names.prefix), b'{"pipelines": 1}')
+            await nc.flush()
+            await asyncio.sleep(0.1)
+            assert elsewhere.get("pipelines") >= top
+    finally:
+        await nc.close()
 
 
 async def test_a_restart_rereads_the_unpersisted_stretch_and_applies_nothing_twice(

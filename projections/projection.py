@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import msgspec
 from psycopg import AsyncConnection, AsyncCursor
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from infrastructure.envelope import CloudEvent
@@ -50,12 +51,14 @@ class Projection:
     tables: ClassVar[tuple[str, ...]]
     """Tables the projection owns (and a rebuild replaces)."""
     pipelined: ClassVar[bool] = True
-    """Whether a batch's handler statements are sent in psycopg's pipeline mode, without
-    waiting for each one's answer, so a batch of N events is one round trip rather than
-    N or more. A projector shares its process's event loop with the API: under a burst of
-    commands every round trip waits for a turn of a busy loop, and a read model that paid
-    one per statement fell behind by the whole burst (bench/commands.py [4]). Set False
-    for a projection whose handlers read a result (the deployments' activation)."""
+    """Whether a batch's handler statements are sent without waiting for each one's
+    answer (psycopg's pipeline mode), so a batch of N events costs no round trip of its
+    own (its statements go with the COMMIT) rather than N or more. Under a burst of
+    commands every round trip waits for a busy PostgreSQL and a busy event loop, and a
+    read model that paid one per statement fell behind by the whole burst
+    (bench/commands.py [4]). Set False for a projection whose handlers read a result
+    (the deployments' activation): its statements wait for their answers, after every
+    pipelined projection's."""
     _handler_names: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -104,37 +107,45 @@ async def tracked_position(conn: AsyncConnection[Any], name: str) -> int:
 
 
 _MOVE_TRACKING = """
-WITH old AS (SELECT position FROM projection_tracking WHERE name = %(name)s FOR UPDATE),
+WITH old AS (
+  SELECT name, position FROM projection_tracking WHERE name = ANY(%(names)s)
+   ORDER BY name FOR UPDATE),
 moved AS (
-  UPDATE projection_tracking t SET position = %(to)s, updated_at = now()
-  FROM old WHERE t.name = %(name)s AND old.position < %(to)s)
-SELECT position FROM old
+  UPDATE projection_tracking t SET position = want.position, updated_at = now()
+    FROM old JOIN unnest(%(names)s::text[], %(to)s::bigint[]) AS want (name, position)
+         USING (name)
+   WHERE t.name = old.name AND old.position < want.position)
+SELECT name, position FROM old
 """
-"""Lock the tracking row, move it to where the batch will leave it (unless it is there
-already: a redelivered batch changes nothing), and answer where it was: one statement,
-not a locking read and an update. FOR UPDATE in the CTE reads the
-row as the transaction that held it last left it (READ COMMITTED re-reads a row it had
-to wait for), so a batch never applies what another batch applied meanwhile; if a
-handler fails, the move rolls back with everything else."""
+"""Lock the batch's tracking rows (in name order: two transactions that lock several
+never wait on each other in a cycle), move each to where the batch will leave it (unless
+it is there already: a redelivered batch changes nothing), and answer where each was:
+one statement, not a locking read and an update per projection. FOR UPDATE in the CTE
+reads a row as the transaction that held it last left it (READ COMMITTED re-reads a row
+it had to wait for), so a batch never applies what another batch applied meanwhile; if a
+handler fails, the moves roll back with everything else."""
 
 
-async def _move_tracking_row(cur: AsyncCursor[Any], name: str, to: int) -> int:
-    """Lock the projection's tracking row for this transaction, move it to at least `to`,
-    and return where it was. The lock is what serialises batches from any process and
-    makes a rebuild's swap wait for (and be seen by) the live runner."""
-    await cur.execute(_MOVE_TRACKING, {"name": name, "to": to})
-    row = await cur.fetchone()
-    if row is None:
-        # First batch ever: create the row (racing creators are fine), then move it.
+async def _move_tracking_rows(cur: AsyncCursor[Any], to: Mapping[str, int]) -> dict[str, int]:
+    """Lock the projections' tracking rows for this transaction, move each to at least
+    `to[name]`, and return where each was. The locks are what serialise batches from any
+    process and make a rebuild's swap wait for (and be seen by) the live runner."""
+    names = sorted(to)
+    params = {"names": names, "to": [to[name] for name in names]}
+    await cur.execute(_MOVE_TRACKING, params)
+    was = {name: int(position) for name, position in await cur.fetchall()}
+    if len(was) < len(names):
+        # A projection's first batch ever: create its row (racing creators are fine),
+        # then lock and move that one.
+        missing = [name for name in names if name not in was]
         await cur.execute(
-            "INSERT INTO projection_tracking (name, position) VALUES (%s, 0) "
-            "ON CONFLICT (name) DO NOTHING",
-            (name,),
+            "INSERT INTO projection_tracking (name, position)"
+            " SELECT unnest(%s::text[]), 0 ON CONFLICT (name) DO NOTHING",
+            (missing,),
         )
-        await cur.execute(_MOVE_TRACKING, {"name": name, "to": to})
-        row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
+        await cur.execute(_MOVE_TRACKING, {"names": missing, "to": [to[n] for n in missing]})
+        was.update((name, int(position)) for name, position in await cur.fetchall())
+    return was
 
 
 def json_rows(rows: list[dict[str, Any]]) -> Jsonb:
@@ -181,39 +192,67 @@ async def apply_batches(
     a batch with work for several read models (a create: its pipeline and the audit log)
     commits once, not once each. All or none: a caller that must keep one projection's
     failure from the others applies them one by one after a failure
-    (projections/members.py). Returns each projection's tracked position, in order."""
+    (projections/members.py). Returns each projection's tracked position, in order.
+
+    Two round trips in all: BEGIN with the tracking rows' move (whose answer says which
+    events are fresh), then every handler's statements with the COMMIT, in psycopg's
+    pipeline mode (`Projection.pipelined`; a projection whose handlers read a result
+    waits for each answer). Under load a round trip waits for a busy PostgreSQL and a
+    busy event loop: one per read model and one for BEGIN and COMMIT each made a
+    create's batch five, and its time to the read model about 30% longer."""
+    if not conn.autocommit:
+        raise ValueError("apply_batches takes a connection in autocommit mode")
     top = max((event.position for event in events), default=0)
-    async with conn.transaction(), conn.cursor() as cur:
-        work: list[tuple[Projection, list[CloudEvent], int]] = []
-        # Tracking rows locked in name order: two transactions that lock several never
-        # wait on each other in a cycle.
-        for projection, floor in sorted(members, key=lambda member: member[0].name):
-            # Where the batch leaves the row: its last event (ignored types advance the
-            # position too, or min_position waits on a filtered projection would time
-            # out, docs/architecture.md §6), or `floor`, whichever is further.
-            to = max(floor, top)
-            position = max(await _move_tracking_row(cur, projection.name, to), floor)
-            fresh = []
-            for event in events:
-                # <= rather than a set of seen ids: positions only grow, and a
-                # redelivered or re-published event (or a duplicate within the batch)
-                # is at or below it.
-                if event.position > position:
-                    fresh.append(event)
-                    position = event.position
-            work.append((projection, fresh, position))
-        # The pipelined projections' statements are all answered (and any error raised)
-        # when the block ends, inside the transaction that moved the rows.
-        if any(projection.pipelined for projection, _, _ in work):
-            async with conn.pipeline():
-                for projection, fresh, _ in work:
-                    if projection.pipelined:
-                        await projection.apply_events(cur, fresh)
-        for projection, fresh, _ in work:
-            if not projection.pipelined:
-                await projection.apply_events(cur, fresh)
-    at = {projection.name: position for projection, _, position in work}
+    floors = {projection.name: floor for projection, floor in members}
+    try:
+        async with conn.pipeline(), conn.cursor() as cur:
+            at = await _apply_in_pipeline(cur, members, events, floors, top)
+    except BaseException:
+        # The transaction is open (failed, or cut short by a cancel): end it before the
+        # connection goes back to a pool. `conn.transaction()` would cost two more
+        # round trips (a sync after BEGIN, another before COMMIT).
+        if conn.info.transaction_status != TransactionStatus.IDLE and not conn.closed:
+            await conn.rollback()
+        raise
     return [at[projection.name] for projection, _ in members]
+
+
+async def _apply_in_pipeline(
+    cur: AsyncCursor[Any],
+    members: Sequence[tuple[Projection, int]],
+    events: Sequence[CloudEvent],
+    floors: Mapping[str, int],
+    top: int,
+) -> dict[str, int]:
+    await cur.execute("BEGIN")
+    # Where the batch leaves each row: its last event (ignored types advance the
+    # position too, or min_position waits on a filtered projection would time out,
+    # docs/architecture.md §6), or the floor, whichever is further. Sent with BEGIN;
+    # the answer ends the first round trip.
+    was = await _move_tracking_rows(cur, {n: max(f, top) for n, f in floors.items()})
+    work: list[tuple[Projection, list[CloudEvent]]] = []
+    at: dict[str, int] = {}
+    for projection, floor in members:
+        position = max(was[projection.name], floor)
+        fresh = []
+        for event in events:
+            # <= rather than a set of seen ids: positions only grow, and a redelivered
+            # or re-published event (or a duplicate within the batch) is at or below it.
+            if event.position > position:
+                fresh.append(event)
+                position = event.position
+        work.append((projection, fresh))
+        at[projection.name] = position
+    # The pipelined projections' statements are all answered (and any error raised)
+    # when the pipeline ends, with the COMMIT: the second round trip.
+    for projection, fresh in work:
+        if projection.pipelined:
+            await projection.apply_events(cur, fresh)
+    for projection, fresh in work:
+        if not projection.pipelined:
+            await projection.apply_events(cur, fresh)
+    await cur.execute("COMMIT")
+    return at
 
 
 async def persist_positions(conn: AsyncConnection[Any], positions: Mapping[str, int]) -> None:

@@ -131,6 +131,8 @@ class ProjectionRunner:
         self._needs_catch_up = True
         self._rebind = False
         self._held: list[Msg] = []  # messages of a failed batch, acked after a catch-up
+        self._prefetch: asyncio.Future[list[Msg]] | None = None
+        """The next batch's fetch, under way while a batch is applied."""
         self._quiet_since: float | None = None
         """When fetches began to come back empty (None: the last one brought messages)."""
         self._polling = False  # only to log the switch to polling once
@@ -224,6 +226,7 @@ class ProjectionRunner:
         try:
             await self._persist()
             if nc is None or not nc.is_connected:
+                await self._drop_prefetch()
                 await self._poll_store(stop, connecting, connected_before=nc is not None)
                 return
             if self._sub is None or self._rebind:
@@ -234,9 +237,11 @@ class ProjectionRunner:
                 self.following.set()
             assert self._sub is not None
             await self.members.retry_set_aside(self._pool, batch_size=self.batch_size)
-            wait = self.members.idle_at_most(self.fetch_timeout)
-            messages = await fetch_batch(self._sub, self.batch_size, wait, stop)
+            messages = await self._fetch(stop)
             if messages:
+                # The next batch is fetched while this one is applied: a fetch is a
+                # round trip to NATS, and applying takes two to PostgreSQL.
+                self._prefetch = asyncio.ensure_future(self._fetch_next(stop))
                 await self._apply_messages(messages)
             else:
                 await self._check_relay_stall()
@@ -245,10 +250,33 @@ class ProjectionRunner:
         except Exception:
             # Back to a known state (the supervisor logs and pauses): bind again (the
             # subscription or consumer may be what failed) and catch up from the store.
+            await self._drop_prefetch()
             self.following.clear()
             self._rebind = True
             self._needs_catch_up = True
             raise
+
+    async def _fetch(self, stop: asyncio.Event) -> list[Msg]:
+        """The next batch from NATS: the one fetched meanwhile, if one was."""
+        if self._prefetch is not None:
+            fetching, self._prefetch = self._prefetch, None
+            return await fetching
+        return await self._fetch_next(stop)
+
+    async def _fetch_next(self, stop: asyncio.Event) -> list[Msg]:
+        assert self._sub is not None
+        wait = self.members.idle_at_most(self.fetch_timeout)
+        return await fetch_batch(self._sub, self.batch_size, wait, stop)
+
+    async def _drop_prefetch(self) -> None:
+        """Cancel a fetch under way. What it had fetched stays unacked: redelivered
+        later (or acked by a later ack, AckPolicy.ALL) and skipped by position, like
+        the messages of any fetch abandoned by a stop."""
+        fetching, self._prefetch = self._prefetch, None
+        if fetching is not None:
+            fetching.cancel()
+            with contextlib.suppress(BaseException):
+                await fetching
 
     async def _connect_nats(self) -> Client:
         async def on_reconnect() -> None:
@@ -303,6 +331,7 @@ class ProjectionRunner:
         )
 
     async def _bind(self, js: JetStreamContext) -> None:
+        await self._drop_prefetch()  # it fetches on the subscription being replaced
         self._rebind = False
         if self._sub is not None:
             with contextlib.suppress(Exception):
@@ -379,6 +408,7 @@ class ProjectionRunner:
             await self._catch_up_now()
 
     async def _close(self, nc: Client | None) -> None:
+        await self._drop_prefetch()
         self.following.clear()
         self._sub = None
         self._held = []

@@ -6,6 +6,7 @@ the unpersisted stretch again and applies nothing twice."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -13,8 +14,10 @@ from typing import Any
 from uuid import uuid4
 
 import nats
+import psycopg
 import pytest
 from psycopg import AsyncConnection, AsyncCursor
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from application.event_store import NornEventStore
@@ -33,7 +36,7 @@ from projections import (
 from projections.broadcast import follow_positions, positions_subject
 from projections.members import Members
 from projections.positions import PositionKeeper
-from projections.projection import apply_batch
+from projections.projection import apply_batch, apply_batches
 from projections.runs import RunsProjection
 from tests.conftest import NatsNames
 from tests.integration.projection_support import (
@@ -315,6 +318,15 @@ class StatementsSeen(AsyncCursor[Any]):
         StatementsSeen.seen.append(str(query))
         return await super().execute(query, params, **kwargs)
 
+    @staticmethod
+    def writes() -> list[str]:
+        """The statements of the handlers: not the transaction's or the tracking's."""
+        return [
+            q
+            for q in StatementsSeen.seen
+            if "projection_tracking" not in q and q not in ("BEGIN", "COMMIT")
+        ]
+
 
 async def test_a_batch_locks_and_moves_its_tracking_row_in_one_statement(
     database_url: str, service: PipelineService, publisher: Publisher
@@ -340,7 +352,7 @@ async def test_a_batch_locks_and_moves_its_tracking_row_in_one_statement(
         # xmin, position and updated_at stay; the lock marks xmax, as any lock does).
         xmin, _, position, updated_at = await tracking_row(database_url)
         assert await apply_batch(conn, projection, second) == second[-1].position
-        assert [q for q in StatementsSeen.seen if "projection_tracking" not in q] == []
+        assert StatementsSeen.writes() == []
         after = await tracking_row(database_url)
         assert (after[0], after[2], after[3]) == (xmin, position, updated_at)
     assert [name for (name,) in await rows_named(database_url)] == ["first", "second"]
@@ -350,6 +362,55 @@ async def rows_named(database_url: str) -> list[tuple[str]]:
     async with await AsyncConnection.connect(database_url) as conn:
         cur = await conn.execute("SELECT name FROM pipelines ORDER BY name")
         return await cur.fetchall()
+
+
+async def test_a_batch_for_several_read_models_is_two_round_trips(
+    database_url: str, service: PipelineService, publisher: Publisher
+) -> None:
+    """BEGIN with the tracking rows' move, then every handler's statements with the
+    COMMIT: two waits for PostgreSQL's answers, however many read models and events."""
+    for name in ("one", "two", "three"):
+        service.create(ALICE, definition(name), CTX)
+    events = await publisher.publish_new()
+    members = [(PipelinesProjection(), 0), (AuditLogProjection(), 0), (RunsProjection(), 0)]
+    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await apply_batches(conn, members, events[:1])  # the rows exist from here on
+        with tempfile.TemporaryFile("w+") as trace:
+            conn.pgconn.trace(trace.fileno())
+            try:
+                await apply_batches(conn, members, events)
+            finally:
+                conn.pgconn.untrace()
+            trace.seek(0)
+            sent = [line.rstrip().split("\t")[3] for line in trace if "\tF\t" in line]
+        # A Flush before the Sync waits for the answers so far; the Sync ends the batch.
+        assert sent.count("Sync") == 1
+        assert sent[: sent.index("Sync")].count("Flush") + 1 == 2
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+    assert [name for (name,) in await rows_named(database_url)] == ["one", "three", "two"]
+    assert (await tracking_row(database_url))[2] == events[-1].position
+
+
+class Failing(PipelinesProjection):
+    async def created(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        await cur.execute("INSERT INTO no_such_table VALUES (1)")
+
+
+async def test_a_failed_batch_leaves_nothing_and_no_open_transaction(
+    database_url: str, service: PipelineService, publisher: Publisher
+) -> None:
+    service.create(ALICE, definition("first"), CTX)
+    first = await publisher.publish_new()
+    service.create(ALICE, definition("second"), CTX)
+    second = await publisher.publish_new()
+    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await apply_batch(conn, PipelinesProjection(), first)
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            await apply_batches(conn, [(Failing(), 0), (AuditLogProjection(), 0)], second)
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+        # The connection is fit for the next batch, which sees the rows as they were.
+        assert await apply_batch(conn, PipelinesProjection(), second) == second[-1].position
+    assert [name for (name,) in await rows_named(database_url)] == ["first", "second"]
 
 
 class Slow(PipelinesProjection):
@@ -406,7 +467,7 @@ async def test_the_audit_log_writes_a_batch_in_one_statement(
 
         await apply_batch(conn, projection, events)
 
-        writes = [q for q in StatementsSeen.seen if "projection_tracking" not in q]
+        writes = StatementsSeen.writes()
         assert len(writes) == 1  # not one INSERT per event
         cur = await conn.execute("SELECT position, type FROM audit_log ORDER BY position")
         assert await cur.fetchall() == [(e.position, e.type) for e in events]
@@ -445,7 +506,7 @@ async def test_the_runs_read_model_writes_a_burst_of_queued_runs_in_three_statem
     ) as conn:
         StatementsSeen.seen = []
         await apply_batch(conn, projection, events)
-        writes = [q for q in StatementsSeen.seen if "projection_tracking" not in q]
+        writes = StatementsSeen.writes()
         assert len(writes) == 3  # not three per run
         cur = await conn.execute(
             "SELECT id, status, trigger_kind, trigger_id, scheduled_for, params, revision,"

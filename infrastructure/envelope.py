@@ -45,6 +45,12 @@ def _event_class(topic: str) -> type[NornEvent]:
     return cls
 
 
+@lru_cache(maxsize=512)
+def _type_name(topic: str) -> str:
+    # Built with a regex from the class name: 4.5% of the relay's CPU, once per event.
+    return _event_class(topic).type_name()
+
+
 def event_id(originator_id: UUID, version: int) -> str:
     """Deterministic: the same stored event always has the same id, so a re-publish is
     recognised by JetStream's duplicate window and by consumers."""
@@ -64,7 +70,7 @@ def to_cloud_event(notification: Notification) -> CloudEvent:
     return CloudEvent(
         id=event_id(notification.originator_id, notification.originator_version),
         source=f"{owner}/{cls.aggregate_type}s/{notification.originator_id}",
-        type=cls.type_name(),
+        type=_type_name(notification.topic),
         subject=str(notification.originator_id),
         time=msgspec.convert(state["timestamp"], datetime),
         data=data,

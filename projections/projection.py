@@ -138,7 +138,9 @@ async def _move_tracking_rows(cur: AsyncCursor[Any], to: Mapping[str, int]) -> d
         # A projection's first batch ever: create its row (racing creators are fine),
         # then lock and move that one.
         missing = [name for name in names if name not in was]
-        await cur.execute(
+        # On a cursor of its own: in pipeline mode its answer could otherwise be taken
+        # for the move's.
+        await cur.connection.execute(
             "INSERT INTO projection_tracking (name, position)"
             " SELECT unnest(%s::text[]), 0 ON CONFLICT (name) DO NOTHING",
             (missing,),
@@ -194,42 +196,58 @@ async def apply_batches(
     failure from the others applies them one by one after a failure
     (projections/members.py). Returns each projection's tracked position, in order.
 
-    Two round trips in all: BEGIN with the tracking rows' move (whose answer says which
-    events are fresh), then every handler's statements with the COMMIT, in psycopg's
-    pipeline mode (`Projection.pipelined`; a projection whose handlers read a result
-    waits for each answer). Under load a round trip waits for a busy PostgreSQL and a
-    busy event loop: one per read model and one for BEGIN and COMMIT each made a
-    create's batch five, and its time to the read model about 30% longer."""
-    if not conn.autocommit:
-        raise ValueError("apply_batches takes a connection in autocommit mode")
+    On an autocommit connection outside a transaction (every runner's), two round trips
+    in all: BEGIN with the tracking rows' move (whose answer says which events are
+    fresh), then the pipelined projections' statements with the COMMIT, in psycopg's
+    pipeline mode (`Projection.pipelined`). Under load a round trip waits for a busy
+    PostgreSQL and a busy event loop: `conn.transaction()` (a sync after BEGIN and
+    another before COMMIT) and a move per read model made a create's batch five. Inside
+    a caller's transaction (a rebuild's swap, which must stay one transaction) the batch
+    is a savepoint of it instead."""
     top = max((event.position for event in events), default=0)
-    floors = {projection.name: floor for projection, floor in members}
+    to = {projection.name: max(floor, top) for projection, floor in members}
+    # Where the batch leaves each row: its last event (ignored types advance the position
+    # too, or min_position waits on a filtered projection would time out,
+    # docs/architecture.md §6), or the floor, whichever is further.
+    if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
+        async with conn.transaction(), conn.cursor() as cur:
+            work, at = _fresh(members, events, await _move_tracking_rows(cur, to))
+            await _apply_work(conn, cur, work)
+        return [at[projection.name] for projection, _ in members]
     try:
-        async with conn.pipeline(), conn.cursor() as cur:
-            at = await _apply_in_pipeline(cur, members, events, floors, top)
+        async with conn.cursor() as cur:
+            async with conn.pipeline():
+                await conn.execute("BEGIN")  # a cursor of its own: its answer is not read
+                work, at = _fresh(members, events, await _move_tracking_rows(cur, to))
+                for projection, fresh in work:
+                    if projection.pipelined:
+                        await projection.apply_events(cur, fresh)
+                reading = [(p, fresh) for p, fresh in work if not p.pipelined and fresh]
+                if not reading:
+                    await conn.execute("COMMIT")
+            # Everything above is answered here. A projection whose handlers read a
+            # result (the deployments') runs outside pipeline mode, where the result a
+            # cursor holds is its last statement's own.
+            for projection, fresh in reading:
+                await projection.apply_events(cur, fresh)
+            if reading:
+                await conn.execute("COMMIT")
     except BaseException:
         # The transaction is open (failed, or cut short by a cancel): end it before the
-        # connection goes back to a pool. `conn.transaction()` would cost two more
-        # round trips (a sync after BEGIN, another before COMMIT).
-        if conn.info.transaction_status != TransactionStatus.IDLE and not conn.closed:
+        # connection goes back to a pool.
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
             await conn.rollback()
         raise
     return [at[projection.name] for projection, _ in members]
 
 
-async def _apply_in_pipeline(
-    cur: AsyncCursor[Any],
+def _fresh(
     members: Sequence[tuple[Projection, int]],
     events: Sequence[CloudEvent],
-    floors: Mapping[str, int],
-    top: int,
-) -> dict[str, int]:
-    await cur.execute("BEGIN")
-    # Where the batch leaves each row: its last event (ignored types advance the
-    # position too, or min_position waits on a filtered projection would time out,
-    # docs/architecture.md §6), or the floor, whichever is further. Sent with BEGIN;
-    # the answer ends the first round trip.
-    was = await _move_tracking_rows(cur, {n: max(f, top) for n, f in floors.items()})
+    was: Mapping[str, int],
+) -> tuple[list[tuple[Projection, list[CloudEvent]]], dict[str, int]]:
+    """Each projection's events above its row (as it was) and its floor, and the
+    position the batch leaves it at."""
     work: list[tuple[Projection, list[CloudEvent]]] = []
     at: dict[str, int] = {}
     for projection, floor in members:
@@ -243,16 +261,24 @@ async def _apply_in_pipeline(
                 position = event.position
         work.append((projection, fresh))
         at[projection.name] = position
-    # The pipelined projections' statements are all answered (and any error raised)
-    # when the pipeline ends, with the COMMIT: the second round trip.
-    for projection, fresh in work:
-        if projection.pipelined:
-            await projection.apply_events(cur, fresh)
+    return work, at
+
+
+async def _apply_work(
+    conn: AsyncConnection[Any],
+    cur: AsyncCursor[Any],
+    work: Sequence[tuple[Projection, list[CloudEvent]]],
+) -> None:
+    """Run the handlers of `work`'s projections: the pipelined ones' statements in one
+    pipeline, then the others'."""
+    if any(p.pipelined and fresh for p, fresh in work):
+        async with conn.pipeline():
+            for projection, fresh in work:
+                if projection.pipelined:
+                    await projection.apply_events(cur, fresh)
     for projection, fresh in work:
         if not projection.pipelined:
             await projection.apply_events(cur, fresh)
-    await cur.execute("COMMIT")
-    return at
 
 
 async def persist_positions(conn: AsyncConnection[Any], positions: Mapping[str, int]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import nats
+import psycopg
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -52,8 +54,12 @@ from projections import (
     wait_for_position,
 )
 from projections.pagination import encode_cursor
+from projections.projection import tracked_position
 from projections.usage import ReadModelUsage
 from tests.conftest import NatsNames, seed_tenant
+
+# The module, not the function of that name the package exports.
+rebuild_module = importlib.import_module("projections.rebuild")
 
 T1 = "00000000-0000-4000-8000-0000000000a1"
 T2 = "00000000-0000-4000-8000-0000000000b2"
@@ -624,6 +630,47 @@ async def test_rebuild_swaps_tables_while_the_runner_keeps_serving(
     async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
         cur = await conn.execute("SELECT to_regnamespace('rebuild_pipelines')")
         assert await cur.fetchone() == (None,)
+
+
+async def test_a_batch_during_the_swaps_final_replay_waits_for_the_swap(
+    database_url: str, service: PipelineService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The swap is one transaction even when its final replay applies something: a live
+    runner's batch meanwhile waits for its locks, and is not applied to tables the swap
+    then drops (nor is the tracking row set back under it)."""
+    make_history(service, 5)
+    made_late = False
+
+    def progress(position: int, top: int) -> None:
+        nonlocal made_late
+        if not made_late and position >= top:  # the main replay is done
+            made_late = True
+            service.create(ALICE, definition("for-the-swap-to-replay"), CTX)
+
+    outcome: dict[str, object] = {}
+    tracked_in_swap = rebuild_module.tracked_position
+
+    async def live_batch_then_tracked(conn: AsyncConnection[Any], name: str) -> int:
+        # Inside the swap, right after its replay: another process's batch.
+        async with await AsyncConnection.connect(database_url, autocommit=True) as other:
+            await other.execute("SET lock_timeout = '300ms'")
+            service.create(ALICE, definition("for-the-live-runner"), CTX)
+            top = await head(database_url)
+            notes = await read_notifications(other, top - 1, 10, precise=True)
+            try:
+                events = [to_cloud_event(n) for n in notes]
+                outcome["batch"] = await apply_batch(other, PipelinesProjection(), events)
+            except psycopg.errors.LockNotAvailable:
+                outcome["batch"] = "waited"
+        return await tracked_in_swap(conn, name)
+
+    monkeypatch.setattr(rebuild_module, "tracked_position", live_batch_then_tracked)
+    rebuilt_at = await rebuild(PipelinesProjection(), database_url, progress, batch_size=100)
+    assert outcome == {"batch": "waited"}
+    names = {row["name"] for row in await rows(database_url)}
+    assert "for-the-swap-to-replay" in names and "for-the-live-runner" not in names
+    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+        assert await tracked_position(conn, "pipelines") == rebuilt_at
 
 
 # 5. catch-up from the store ---------------------------------------------------------

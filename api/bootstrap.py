@@ -380,6 +380,9 @@ def _observed(container: Container) -> Container:
     metrics = container.metrics
     metrics.database = container.database
     metrics.streams, metrics.live_events = container.stream_slots, container.live_events
+    if metrics.open_streams is not None and metrics.live_listeners is not None:
+        container.stream_slots.on_change = metrics.open_streams.set
+        container.live_events.on_change = metrics.live_listeners.set
     metrics.pools = {
         "store": container.store.recorder.datastore.pool,  # type: ignore[attr-defined]
         "read": container.read_pool,
@@ -627,6 +630,10 @@ async def connect_feed(container: Container, *, follow_projector: bool) -> None:
         logger=log,
     )
     if follow_projector:
-        # Kept across reconnects by the client (it subscribes again).
-        await follow_positions(nc, container.settings.subject_prefix, container.positions)
+        # Kept across reconnects by the client (it subscribes again). Without it the
+        # waits only poll the tracking rows: slower, never wrong.
+        try:
+            await follow_positions(nc, container.settings.subject_prefix, container.positions)
+        except Exception as error:
+            log.warning("not following the projector's positions: %r", error)
     container.nats = nc

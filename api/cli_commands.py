@@ -11,8 +11,10 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
@@ -176,14 +178,25 @@ def _run_roles_beside_workers(settings: Settings, roles: set[str]) -> int:
             try:
                 _bootstrap_admin(container)
                 _say_listening(settings)
+                # A signal before the roles' loop takes them over is kept for it; after
+                # the loop, one must not cut the clean-up short (as in _run_http).
+                stopping = threading.Event()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, lambda *_: stopping.set())
                 workers = start_workers(
                     settings, listener, servers, container, metrics_dir, settings.http_workers
                 )
                 try:
                     # The workers stop first: they finish their requests while the roles
                     # still run.
-                    asyncio.run(_serve_roles(container, roles, settings, before_stop=workers.stop))
+                    asyncio.run(
+                        _serve_roles(
+                            container, roles, settings, before_stop=workers.stop, stopping=stopping
+                        )
+                    )
                 finally:
+                    for sig in (signal.SIGINT, signal.SIGTERM):
+                        signal.signal(sig, lambda *_: None)
                     workers.stop()  # if the roles never started (a stop does nothing twice)
             finally:
                 container.close()
@@ -242,9 +255,11 @@ async def _serve_roles(
     *,
     metrics_listener: socket.socket | None = None,
     before_stop: Callable[[], None] | None = None,
+    stopping: threading.Event | None = None,
 ) -> None:
-    """Run `roles` (no HTTP) until SIGINT or SIGTERM; `before_stop` is called (in a
-    thread: it may block) once a signal came, before the roles stop."""
+    """Run `roles` (no HTTP) until SIGINT or SIGTERM (or `stopping` was set before);
+    `before_stop` is called (in a thread: it may block) once a signal came, before the
+    roles stop."""
     from api.bootstrap import Roles
 
     background = Roles(container, roles, serves_http=False)
@@ -253,6 +268,11 @@ async def _serve_roles(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if stopping is not None and stopping.is_set():
+        stop.set()
+    # Blocking work of the roles (the executor's store, plugins' files) runs in threads:
+    # as many as the API's (api/app.py), not the default of cores + 4.
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="norn-roles"))
     await container.read_pool.open()
     metrics_server = None
     try:

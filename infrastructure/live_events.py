@@ -22,6 +22,7 @@ import asyncio
 import logging
 import sys
 from collections import deque
+from collections.abc import Callable
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -118,6 +119,8 @@ class LiveEvents:
         self._subscription: Subscription | None = None
         self._nc: NatsClient | None = None
         self._opening = asyncio.Lock()
+        self.on_change: Callable[[int], None] | None = None
+        """Told the number of listeners whenever it changes (shared metrics)."""
 
     async def listen(self, nc: NatsClient, tenant: str | None) -> Listener:
         """A listener of `tenant`'s events, receiving from now on."""
@@ -130,6 +133,8 @@ class LiveEvents:
                 self._nc = nc
         listener = Listener(self, tenant)
         self._listeners.setdefault(tenant, set()).add(listener)
+        if self.on_change is not None:
+            self.on_change(self.listeners)
         return listener
 
     def forget(self, listener: Listener) -> None:
@@ -138,6 +143,8 @@ class LiveEvents:
             listeners.discard(listener)
             if not listeners:
                 del self._listeners[listener.tenant]
+            if self.on_change is not None:
+                self.on_change(self.listeners)
 
     @property
     def listeners(self) -> int:

@@ -157,6 +157,25 @@ class NornMetrics:
             multiprocess_mode="max",
             registry=r,
         )
+        self.open_streams: Gauge | None = None
+        self.live_listeners: Gauge | None = None
+        if shared():
+            # Streams are open in the HTTP workers, and /metrics is answered from the
+            # serve process: each process keeps its counts in its file, summed over the
+            # live ones (api/http_workers.py). Alone, a process reports its own at scrape
+            # time (metrics_state.py).
+            self.open_streams = Gauge(
+                "norn_open_streams",
+                "SSE and WebSocket streams open",
+                multiprocess_mode="livesum",
+                registry=r,
+            )
+            self.live_listeners = Gauge(
+                "norn_live_listeners",
+                "Subscriptions of the live feeds open",
+                multiprocess_mode="livesum",
+                registry=r,
+            )
         self.job_fires = Counter(
             "norn_scheduler_fires",
             "Scheduled times dealt with by this process's scheduler, by outcome"

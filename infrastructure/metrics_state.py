@@ -115,6 +115,8 @@ class StateCollector(Collector):
                 value=m.executor.slots_total,
             )
 
+        if m.open_streams is not None:
+            return  # shared between processes: their files hold the two gauges below
         if m.streams is not None:
             yield GaugeMetricFamily(
                 "norn_open_streams", "SSE and WebSocket streams open here", m.streams.open_here

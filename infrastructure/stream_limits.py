@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
@@ -99,6 +100,8 @@ class StreamSlots:
         self._deleting: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.on_change: Callable[[int], None] | None = None
+        """Told the number of streams open here whenever it changes (shared metrics)."""
 
     async def admit(self, scope: str, kind: str, actor: str, limit: int) -> StreamSlot | None:
         """A slot in `scope`, or None when `limit` streams of it are open already."""
@@ -119,12 +122,16 @@ class StreamSlots:
             return None
         slot._owner = self
         self._open[slot.id] = slot
+        if self.on_change is not None:
+            self.on_change(len(self._open))
         return slot
 
     def forget(self, slot: StreamSlot) -> None:
         """StreamSlot.release: no longer beaten, and its row deleted in the background."""
         if self._open.pop(slot.id, None) is None:
             return
+        if self.on_change is not None:
+            self.on_change(len(self._open))
         task = asyncio.get_running_loop().create_task(self._delete([slot.id]))
         self._deleting.add(task)
         task.add_done_callback(self._deleting.discard)

@@ -119,6 +119,15 @@ def test_workers_share_the_port_the_counts_and_the_metrics(settings: Settings) -
                 assert fresh.get(f"{base}/health/live").status_code == 200
         counts = {requests_counted(base, "/health/live") for _ in range(6)}
         assert min(counts) >= 20  # summed over the processes, whoever answered
+        # A live feed open in a worker counts, whichever process answers the scrape.
+        with httpx.stream(
+            "GET", f"{base}/api/v1/events/stream", headers=in_acme, timeout=10
+        ) as feed:
+            assert feed.status_code == 200
+            scrapes = [httpx.get(f"{base}/metrics").text for _ in range(4)]
+            assert all(
+                re.search(r"^norn_open_streams 1\.0$", text, re.MULTILINE) for text in scrapes
+            ), scrapes[0]
 
         victim = next(iter(pids))
         psutil.Process(victim).kill()

@@ -163,8 +163,8 @@ def _run_roles_beside_workers(settings: Settings, roles: set[str]) -> int:
     """`norn serve` with NORN_HTTP_WORKERS >= 2: that many API-only workers answer on
     this process's port, and this process runs the background roles only. On the API's
     event loop, the relay and the projector waited behind every request in a burst: at
-    500 creates/s a command reached the read model 0.1-1 s after its response, against
-    20-35 ms (p50) with the roles in a process of their own (docs/architecture.md §1)."""
+    500 creates/s a command reached the read model 55 ms-1 s after its response (p50),
+    against 24-81 ms with the roles in a process of their own (docs/architecture.md §1)."""
     listener = _http_listener(settings)
     try:
         from api.bootstrap import build_container, start_servers

@@ -60,6 +60,13 @@ _LARGEST_APPEND = 10_000
 """More events than any one command appends."""
 
 
+STORE_POOL_IDLE = 2
+"""Connections the event store's pool keeps open when idle; it grows to NORN_DB_POOL_SIZE
+and beyond under load (and shrinks back after psycopg_pool's max_idle, ten minutes).
+`norn serve` runs three processes on two cores: with the library's floor of
+NORN_DB_POOL_SIZE each, they held 39 backends doing nothing."""
+
+
 class GuardedStorePool(GuardedPoolMixin, StorePool):  # type: ignore[type-arg]
     """The event store's pool, guarded like the others (infrastructure/database_availability.py)."""
 
@@ -77,7 +84,7 @@ def _guard_store_pool(datastore: PostgresDatastore, availability: DatabaseAvaila
         built.conninfo,
         connection_class=built.connection_class,
         kwargs=built.kwargs,
-        min_size=built.min_size,
+        min_size=min(STORE_POOL_IDLE, built.min_size),
         max_size=built.max_size,
         open=False,
         configure=datastore.after_connect_func(),

@@ -115,13 +115,12 @@ class StateCollector(Collector):
                 value=m.executor.slots_total,
             )
 
-        if m.open_streams is not None:
-            return  # shared between processes: their files hold the two gauges below
-        if m.streams is not None:
+        # Shared between processes, their files hold these two (metrics.py open_streams).
+        if m.streams is not None and m.open_streams is None:
             yield GaugeMetricFamily(
                 "norn_open_streams", "SSE and WebSocket streams open here", m.streams.open_here
             )
-        if m.live_events is not None:
+        if m.live_events is not None and m.live_listeners is None:
             yield GaugeMetricFamily(
                 "norn_live_listeners",
                 "Subscriptions of the live feeds open here",

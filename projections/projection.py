@@ -205,32 +205,31 @@ async def apply_batches(
     a caller's transaction (a rebuild's swap, which must stay one transaction) the batch
     is a savepoint of it instead."""
     top = max((event.position for event in events), default=0)
-    to = {projection.name: max(floor, top) for projection, floor in members}
     # Where the batch leaves each row: its last event (ignored types advance the position
     # too, or min_position waits on a filtered projection would time out,
     # docs/architecture.md §6), or the floor, whichever is further.
+    to = {projection.name: max(floor, top) for projection, floor in members}
     if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
         async with conn.transaction(), conn.cursor() as cur:
             work, at = _fresh(members, events, await _move_tracking_rows(cur, to))
-            await _apply_work(conn, cur, work)
+            async with conn.pipeline():
+                await _apply_work(cur, work, pipelined=True)
+            await _apply_work(cur, work, pipelined=False)
         return [at[projection.name] for projection, _ in members]
     try:
         async with conn.cursor() as cur:
             async with conn.pipeline():
                 await conn.execute("BEGIN")  # a cursor of its own: its answer is not read
                 work, at = _fresh(members, events, await _move_tracking_rows(cur, to))
-                for projection, fresh in work:
-                    if projection.pipelined:
-                        await projection.apply_events(cur, fresh)
-                reading = [(p, fresh) for p, fresh in work if not p.pipelined and fresh]
+                await _apply_work(cur, work, pipelined=True)
+                reading = any(not p.pipelined and fresh for p, fresh in work)
                 if not reading:
                     await conn.execute("COMMIT")
             # Everything above is answered here. A projection whose handlers read a
             # result (the deployments') runs outside pipeline mode, where the result a
             # cursor holds is its last statement's own.
-            for projection, fresh in reading:
-                await projection.apply_events(cur, fresh)
             if reading:
+                await _apply_work(cur, work, pipelined=False)
                 await conn.execute("COMMIT")
     except BaseException:
         # The transaction is open (failed, or cut short by a cancel): end it before the
@@ -265,19 +264,11 @@ def _fresh(
 
 
 async def _apply_work(
-    conn: AsyncConnection[Any],
-    cur: AsyncCursor[Any],
-    work: Sequence[tuple[Projection, list[CloudEvent]]],
+    cur: AsyncCursor[Any], work: Sequence[tuple[Projection, list[CloudEvent]]], *, pipelined: bool
 ) -> None:
-    """Run the handlers of `work`'s projections: the pipelined ones' statements in one
-    pipeline, then the others'."""
-    if any(p.pipelined and fresh for p, fresh in work):
-        async with conn.pipeline():
-            for projection, fresh in work:
-                if projection.pipelined:
-                    await projection.apply_events(cur, fresh)
+    """Run the handlers of `work`'s pipelined projections, or of the others."""
     for projection, fresh in work:
-        if not projection.pipelined:
+        if projection.pipelined == pipelined:
             await projection.apply_events(cur, fresh)
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 from api.cli_support import CliError, ProgressLine, open_listener, say
+from infrastructure import event_loop
 from infrastructure.garbage_collection import tune_for_service
 from infrastructure.settings import Settings
 
@@ -189,7 +190,7 @@ def _run_roles_beside_workers(settings: Settings, roles: set[str]) -> int:
                 try:
                     # The workers stop first: they finish their requests while the roles
                     # still run.
-                    asyncio.run(
+                    event_loop.run(
                         _serve_roles(
                             container, roles, settings, before_stop=workers.stop, stopping=stopping
                         )
@@ -241,7 +242,7 @@ def _run_roles(settings: Settings, roles: set[str]) -> int:
             servers.stop()
 
     try:
-        asyncio.run(run())
+        event_loop.run(run())
     finally:
         if metrics_listener is not None:
             metrics_listener.close()

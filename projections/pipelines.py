@@ -7,8 +7,10 @@ so a rebuild from position 0 produces exactly the rows the live projection has.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import groupby
 from typing import Any, Literal
 from uuid import UUID
 
@@ -19,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from infrastructure.envelope import CloudEvent
 from projections.pagination import Page, Where, check_order, select_page
-from projections.projection import Projection, handles
+from projections.projection import Projection, handles, json_rows
 
 PipelineSort = Literal["created_at", "name", "updated_at"]
 SORTS: dict[str, type] = {"created_at": datetime, "name": str, "updated_at": datetime}
@@ -50,38 +52,90 @@ def _definition_fields(event: CloudEvent) -> dict[str, Any]:
     }
 
 
-_COUNT = (
-    "INSERT INTO pipeline_counts AS c (tenant_id, live) VALUES (%s, %s)"
+_CREATED = "norn.pipeline.created.v1"
+_DELETED = "norn.pipeline.deleted.v1"
+_INSERT_COLUMNS = (
+    "id, tenant_id, namespace, name, description, tags, steps, timeout, triggers, revision,"
+    " version, cloned_from, created_by, updated_by, created_at, updated_at, position"
+)
+_INSERT = (
+    f"INSERT INTO pipelines ({_INSERT_COLUMNS}) SELECT {_INSERT_COLUMNS}"
+    " FROM jsonb_populate_recordset(NULL::pipelines, %s)"
+)
+"""A stretch of creates in one statement, as one JSON document (`json_rows`): under a burst
+the projector had spent a fifth of its time turning each create into an INSERT's sixteen
+parameters, and PostgreSQL parsing and planning one statement per row."""
+_COUNTS = (
+    "INSERT INTO pipeline_counts AS c (tenant_id, live)"
+    " SELECT * FROM unnest(%s::text[], %s::bigint[])"
     " ON CONFLICT (tenant_id) DO UPDATE SET live = c.live + EXCLUDED.live"
 )
+"""Live pipelines per tenant, moved by a batch's creates and deletes summed in Python
+(a burst is mostly one tenant's): one statement per batch, not one per event."""
+
+
+def _created_row(event: CloudEvent) -> dict[str, Any]:
+    definition: dict[str, Any] = event.data["definition"]
+    return {
+        "id": event.subject,
+        "tenant_id": event.tenant,
+        "namespace": definition.get("namespace"),
+        "name": definition["name"],
+        "description": definition.get("description", ""),
+        "tags": list(definition.get("tags", ())),
+        "steps": list(definition.get("steps", ())),
+        "timeout": definition.get("timeout"),
+        "triggers": list(definition.get("triggers", ())),
+        "revision": 1,
+        "version": event.version,
+        "cloned_from": event.data.get("cloned_from"),
+        "created_by": event.actor,
+        "updated_by": event.actor,
+        "created_at": event.time,
+        "updated_at": event.time,
+        "position": event.position,
+    }
+
+
+async def _insert_created(cur: AsyncCursor[Any], events: Sequence[CloudEvent]) -> None:
+    await cur.execute(_INSERT, (json_rows([_created_row(event) for event in events]),))
+
+
+async def _count(cur: AsyncCursor[Any], moves: Counter[str]) -> None:
+    moved = {tenant: n for tenant, n in moves.items() if n}  # a create and its delete: 0
+    if moved:
+        tenants = sorted(moved)
+        await cur.execute(_COUNTS, (tenants, [moved[t] for t in tenants]))
 
 
 class PipelinesProjection(Projection):
     name = "pipelines"
     tables = ("pipelines", "pipeline_counts")
 
-    @handles("norn.pipeline.created.v1")
+    async def apply_events(self, cur: AsyncCursor[Any], events: Sequence[CloudEvent]) -> None:
+        """The batch in order, each stretch of creates in one statement, and the counts
+        the batch moved in one more at the end (a sum: order does not matter to it)."""
+        moves: Counter[str] = Counter()
+        # Without the events it ignores: each create comes beside its name claim.
+        ours = [(event, handler) for event in events if (handler := self.handler(event.type))]
+        for created, stretch in groupby(ours, key=lambda pair: pair[0].type == _CREATED):
+            if created:
+                run = [event for event, _ in stretch]
+                await _insert_created(cur, run)
+                moves.update(event.tenant for event in run)
+                continue
+            for event, handler in stretch:
+                if event.type == _DELETED:
+                    await self._delete(cur, event)
+                    moves[event.tenant] -= 1
+                else:
+                    await handler(cur, event)
+        await _count(cur, moves)
+
+    @handles(_CREATED)
     async def created(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
-        cloned_from = event.data.get("cloned_from")
-        await cur.execute(
-            "INSERT INTO pipelines (id, tenant_id, namespace, name, description, tags, steps,"
-            " timeout, triggers, revision, version, cloned_from, created_by, updated_by,"
-            " created_at, updated_at, position) VALUES (%(id)s, %(tenant_id)s, %(namespace)s,"
-            " %(name)s, %(description)s, %(tags)s, %(steps)s, %(timeout)s, %(triggers)s, 1,"
-            " %(version)s,"
-            " %(cloned_from)s, %(actor)s, %(actor)s, %(time)s, %(time)s, %(position)s)",
-            {
-                **_definition_fields(event),
-                "id": event.subject,
-                "tenant_id": event.tenant,
-                "version": event.version,
-                "cloned_from": Jsonb(cloned_from) if cloned_from is not None else None,
-                "actor": event.actor,
-                "time": event.time,
-                "position": event.position,
-            },
-        )
-        await cur.execute(_COUNT, (event.tenant, 1))
+        await _insert_created(cur, [event])
+        await _count(cur, Counter({event.tenant: 1}))
 
     @handles("norn.pipeline.revised.v1", "norn.pipeline.rolled_back.v1")
     async def revised(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
@@ -112,11 +166,14 @@ class PipelinesProjection(Projection):
             (Jsonb(event.data["steps"]), event.version, event.position, event.subject),
         )
 
-    @handles("norn.pipeline.deleted.v1")
+    @handles(_DELETED)
     async def deleted(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        await self._delete(cur, event)
+        await _count(cur, Counter({event.tenant: -1}))
+
+    async def _delete(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
         # History stays readable from the event stream; the read model lists live ones.
         await cur.execute("DELETE FROM pipelines WHERE id = %s", (event.subject,))
-        await cur.execute(_COUNT, (event.tenant, -1))
 
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:

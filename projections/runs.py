@@ -114,7 +114,9 @@ class RunsProjection(Projection):
         """The batch in order, each stretch of RunQueued events written together: a
         scheduler's burst queues hundreds at once, and a statement per run and per step
         cost the projector (and PostgreSQL) more than the rows did."""
-        for queued, stretch in groupby(events, key=lambda event: event.type == _QUEUED):
+        # Without the events it ignores, which would break a stretch in pieces.
+        ours = [event for event in events if self.handler(event.type) is not None]
+        for queued, stretch in groupby(ours, key=lambda event: event.type == _QUEUED):
             if queued:
                 await _insert_queued(cur, list(stretch))
             else:

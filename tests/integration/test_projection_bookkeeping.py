@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import nats
 import psycopg
@@ -38,7 +38,7 @@ from projections.members import Members
 from projections.positions import PositionKeeper
 from projections.projection import apply_batch, apply_batches
 from projections.runs import RunsProjection
-from tests.conftest import NatsNames
+from tests.conftest import NatsNames, seed_tenant
 from tests.integration.projection_support import (
     consumed,
     other_events,
@@ -50,8 +50,12 @@ from tests.integration.projection_support import (
 )
 from tests.integration.test_projections import (
     ALICE,
+    BOB,
     CTX,
+    T1,
+    T2,
     WAIT,
+    PerEventPipelines,
     Publisher,
     definition,
     head,
@@ -61,7 +65,7 @@ from tests.integration.test_projections import (
 )
 
 
-class Counting(PipelinesProjection):
+class Counting(PerEventPipelines):
     """Counts handler calls: nothing may be applied twice."""
 
     def __init__(self) -> None:
@@ -391,7 +395,7 @@ async def test_a_batch_for_several_read_models_is_two_round_trips(
     assert (await tracking_row(database_url))[2] == events[-1].position
 
 
-class Failing(PipelinesProjection):
+class Failing(PerEventPipelines):
     async def created(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
         await cur.execute("INSERT INTO no_such_table VALUES (1)")
 
@@ -413,7 +417,7 @@ async def test_a_failed_batch_leaves_nothing_and_no_open_transaction(
     assert [name for (name,) in await rows_named(database_url)] == ["first", "second"]
 
 
-class Slow(PipelinesProjection):
+class Slow(PerEventPipelines):
     """Holds its batch's transaction open a moment in each handler, and counts."""
 
     def __init__(self, applied: list[int]) -> None:
@@ -471,6 +475,50 @@ async def test_the_audit_log_writes_a_batch_in_one_statement(
         assert len(writes) == 1  # not one INSERT per event
         cur = await conn.execute("SELECT position, type FROM audit_log ORDER BY position")
         assert await cur.fetchall() == [(e.position, e.type) for e in events]
+
+
+async def pipelines_and_counts(conn: AsyncConnection[Any]) -> tuple[list[Any], list[Any]]:
+    cur = await conn.execute("SELECT * FROM pipelines ORDER BY id")
+    pipelines = await cur.fetchall()
+    cur = await conn.execute("SELECT tenant_id, live FROM pipeline_counts ORDER BY tenant_id")
+    return pipelines, await cur.fetchall()
+
+
+async def test_the_pipelines_read_model_writes_a_stretch_of_creates_in_one_statement(
+    database_url: str, event_store: NornEventStore, service: PipelineService, publisher: Publisher
+) -> None:
+    """A burst of creates (each beside its name claim, which the read model ignores): their
+    rows in one statement and the tenants' live counts in one more. With revisions,
+    a rollback and deletes among them, the rows and counts are the ones applied event by
+    event."""
+    seed_tenant(event_store, UUID(T2), "t2")
+    for name in ("a", "b", "c"):
+        service.create(ALICE, definition(name), CTX)
+    burst = await publisher.publish_new()
+    gone = service.create(BOB, definition("gone"), CTX).state.id
+    kept = service.create(BOB, definition("kept"), CTX).state.id
+    service.revise(BOB, kept, definition("kept", path="b.jsonl"), CTX)
+    service.roll_back(BOB, kept, 1, CTX)
+    service.delete(BOB, gone, CTX)
+    service.create(ALICE, definition("d"), CTX)
+    made_and_deleted = service.create(ALICE, definition("e"), CTX).state.id
+    service.delete(ALICE, made_and_deleted, CTX)
+    mixed = await publisher.publish_new()
+    async with await AsyncConnection.connect(
+        database_url, autocommit=True, cursor_factory=StatementsSeen
+    ) as conn:
+        StatementsSeen.seen = []
+        await apply_batch(conn, PipelinesProjection(), burst)
+        assert len(StatementsSeen.writes()) == 2  # not two per create
+        await apply_batch(conn, PipelinesProjection(), mixed)
+        batched = await pipelines_and_counts(conn)
+        await conn.execute("TRUNCATE pipelines, pipeline_counts")
+        await conn.execute("DELETE FROM projection_tracking WHERE name = 'pipelines'")
+        await apply_batch(conn, PerEventPipelines(), burst)
+        await apply_batch(conn, PerEventPipelines(), mixed)
+        assert await pipelines_and_counts(conn) == batched
+    assert [name for (name,) in await rows_named(database_url)] == ["a", "b", "c", "d", "kept"]
+    assert batched[1] == [(T1, 4), (T2, 1)]
 
 
 async def test_the_runs_read_model_writes_a_burst_of_queued_runs_in_three_statements(

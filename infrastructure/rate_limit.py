@@ -22,7 +22,17 @@ confirms a level after c it admits nothing more. The requests it admitted that c
 not include were all unconfirmed at one moment (just before that confirmation, or now):
 at most MAX_UNCONFIRMED. Everything c includes fits in the burst. The shared level may
 go negative for that reason: the debt is kept and refilled like any level, so the
-over-admission is paid back rather than forgotten."""
+over-admission is paid back rather than forgotten.
+
+A busy principal would make every process sync every SYNC_SOON requests: a statement on
+one hot row per few requests. So a sync also *reserves* tokens for the principal's next
+interval (twice what its rate in this process since the previous sync takes in one, once
+that is SYNC_SOON or more): the shared bucket hands over at most half of what it holds,
+takes them off its level at once, and the process admits from its reservation with
+nothing to confirm. Reserved tokens are taken before they are used, never after, so they
+add nothing to the bound; what a process did not use it gives back at its next sync (it
+syncs while it holds any), and a failed sync forfeits what it was giving back rather
+than risk counting it twice."""
 
 from __future__ import annotations
 
@@ -34,6 +44,9 @@ from dataclasses import dataclass
 MAX_UNCONFIRMED = 10
 """Requests of one principal a process may admit beyond what the shared bucket last
 confirmed to it; the most a principal can exceed its burst by, per API process."""
+
+SYNC_INTERVAL = 0.1
+"""Seconds between syncs while requests come in (infrastructure/rate_limit_sync.py)."""
 
 SYNC_SOON = 5
 """Unconfirmed requests of one principal that make the process sync now rather than at
@@ -72,10 +85,23 @@ class Change:
     key: str
     taken: int
     limit: RateLimit
+    want: int = 0
+    """Tokens to reserve for this process (the shared bucket grants what it can spare)."""
+    back: int = 0
+    """Reserved tokens this process gives back unused."""
 
 
 class _Bucket:
-    __slots__ = ("in_flight", "level", "level_at", "limit", "unsynced")
+    __slots__ = (
+        "in_flight",
+        "level",
+        "level_at",
+        "limit",
+        "recent",
+        "recent_since",
+        "reserved",
+        "unsynced",
+    )
 
     def __init__(self, limit: RateLimit, now: float) -> None:
         self.limit = limit
@@ -89,6 +115,12 @@ class _Bucket:
         """Admitted, sent to the shared bucket, not confirmed yet."""
         self.unsynced = 0
         """Admitted, not sent yet."""
+        self.reserved = 0
+        """Tokens the shared bucket has already counted as this process's: admitting on
+        one needs no confirmation. Not part of `level`."""
+        self.recent = 0
+        """Admitted since `recent_since` (either way): the rate a reservation is sized on."""
+        self.recent_since = now
 
     @property
     def unconfirmed(self) -> int:
@@ -103,8 +135,11 @@ class _Bucket:
 class LocalBuckets:
     """One process's view of every principal's bucket. `clock` is monotonic seconds."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, interval: float = SYNC_INTERVAL
+    ) -> None:
         self._clock = clock
+        self._interval = interval
         self._buckets: dict[str, _Bucket] = {}
         self._unsynced: set[str] = set()  # so that an idle sync tick looks at nothing
         self._in_flight: list[str] = []
@@ -122,6 +157,18 @@ class LocalBuckets:
             bucket.limit = limit  # a plan change applies from the next request on
         tokens = bucket.refilled(now)
         rate = limit.per_second
+        if bucket.reserved > 0:
+            bucket.reserved -= 1
+            bucket.recent += 1
+            self._unsynced.add(key)  # the next sync resizes the reservation
+            left = max(0, math.floor(tokens)) + bucket.reserved
+            return RateDecision(
+                allowed=True,
+                limit=limit.per_hour,
+                remaining=left,
+                reset_after=0 if left >= 1 else max(1, math.ceil((1 - tokens) / rate)),
+                retry_after=0,
+            )
         if tokens < 1:
             # Refusing needs no confirmation: other processes can only have taken more.
             return RateDecision(
@@ -136,6 +183,7 @@ class LocalBuckets:
         tokens -= 1
         bucket.level, bucket.level_at = tokens, now
         bucket.unsynced += 1
+        bucket.recent += 1
         self._unsynced.add(key)
         if bucket.unconfirmed >= SYNC_SOON:
             self.urgent = True
@@ -150,23 +198,45 @@ class LocalBuckets:
     def has_unsynced(self) -> bool:
         return bool(self._unsynced)
 
-    def take_changes(self) -> list[Change]:
-        """The requests admitted since the last sync, now in flight. The caller must
-        `confirm` or `abandon` them before taking again."""
+    def take_changes(self, *, give_back: bool = False) -> list[Change]:
+        """The requests admitted since the last sync, now in flight, and the reservation
+        each principal needs for the next interval (`give_back`: none, on stopping). The
+        caller must `confirm` or `abandon` them before taking again."""
         assert not self._in_flight, "the previous sync is not settled"
+        now = self._clock()
         changes: list[Change] = []
         for key in sorted(self._unsynced):
             bucket = self._buckets[key]
-            changes.append(Change(key, bucket.unsynced, bucket.limit))
+            want, back = (0, bucket.reserved) if give_back else self._reservation(bucket, now)
+            bucket.reserved -= back
+            changes.append(Change(key, bucket.unsynced, bucket.limit, want=want, back=back))
             bucket.in_flight, bucket.unsynced = bucket.unsynced, 0
+            bucket.recent, bucket.recent_since = 0, now
             self._in_flight.append(key)
         self._unsynced.clear()
         self.urgent = False
         return changes
 
-    def confirm(self, levels: dict[str, float]) -> None:
+    def _reservation(self, bucket: _Bucket, now: float) -> tuple[int, int]:
+        """What to reserve and what to give back: twice what the principal's rate here
+        since the last sync takes in an interval, if that is SYNC_SOON or more (less would
+        not have made the process sync early). The rate is never taken over less than an
+        interval (a few requests at once are not a busy principal), and a sync that comes
+        early (its reservation ran out, or another principal made it urgent) gives
+        nothing back: sized on that short stretch it would give back most of what it
+        holds, run out the sooner and come early again."""
+        elapsed = now - bucket.recent_since
+        per_interval = bucket.recent * self._interval / max(elapsed, self._interval)
+        need = 0
+        if round(per_interval, 6) >= SYNC_SOON:  # round: float noise
+            need = min(bucket.limit.burst, math.ceil(2 * per_interval))
+        early = elapsed < self._interval
+        return max(0, need - bucket.reserved), 0 if early else max(0, bucket.reserved - need)
+
+    def confirm(self, levels: dict[str, float], granted: dict[str, int] | None = None) -> None:
         """The shared levels after the sync of what was in flight (every process's
-        requests that reached it so far, this one's in flight included)."""
+        requests that reached it so far, this one's in flight included; every
+        reservation taken off), and the tokens reserved for this process."""
         now = self._clock()
         for key in self._in_flight:
             bucket = self._buckets[key]
@@ -174,14 +244,18 @@ class LocalBuckets:
                 # What was admitted after the sync was sent is not in the shared level.
                 bucket.level, bucket.level_at = levels[key] - bucket.unsynced, now
                 bucket.in_flight = 0
+                bucket.reserved += (granted or {}).get(key, 0)
             else:  # not answered for: as good as not sent
                 self._put_back(key, bucket)
+            if bucket.reserved:  # synced again while it holds any: unused, it goes back
+                self._unsynced.add(key)
         self._in_flight.clear()
 
     def abandon(self) -> None:
         """The sync failed: what was in flight is sent again with the next one. (If the
         failed statement did commit after all, those requests count twice: that can only
-        refuse sooner, never admit more.)"""
+        refuse sooner, never admit more. For that reason the reserved tokens it gave
+        back stay given back, and nothing it asked for is reserved.)"""
         for key in self._in_flight:
             self._put_back(key, self._buckets[key])
         self._in_flight.clear()
@@ -201,7 +275,9 @@ class LocalBuckets:
         full = [
             key
             for key, bucket in self._buckets.items()
-            if not bucket.unconfirmed and bucket.refilled(now) >= bucket.limit.burst
+            if not bucket.unconfirmed
+            and not bucket.reserved
+            and bucket.refilled(now) >= bucket.limit.burst
         ]
         for key in full:
             del self._buckets[key]

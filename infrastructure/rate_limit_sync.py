@@ -25,13 +25,17 @@ import time
 from psycopg_pool import AsyncConnectionPool
 
 from application.errors import ServiceUnavailable
-from infrastructure.rate_limit import Change, LocalBuckets, RateDecision, RateLimit
+from infrastructure.rate_limit import (
+    SYNC_INTERVAL,
+    Change,
+    LocalBuckets,
+    RateDecision,
+    RateLimit,
+)
 from infrastructure.supervision import Backoff, supervise
 
 log = logging.getLogger(__name__)
 
-SYNC_INTERVAL = 0.1
-"""Seconds between syncs while requests come in."""
 SYNC_TIMEOUT = 5.0
 """Longest a sync may take (connection included) before it counts as failed."""
 CONFIRM_TIMEOUT = 3.0
@@ -49,22 +53,32 @@ WARN_EVERY = 60.0
 # principals queue rather than deadlock. The refill is for the time since the row's last
 # change (never negative: a sync that started earlier may commit after a later one), and
 # the level may go below zero: that debt is what other processes over-admitted, paid
-# back by the refill. `allowed` is unused since decisions left the database (0008 made
-# it NOT NULL).
+# back by the refill. Tokens given back return to the level (up to the burst); a
+# reservation is granted out of what is left, at most half of it, so that the other
+# processes still find tokens, and taken off at once. `allowed` is unused since
+# decisions left the database (0008 made it NOT NULL).
 _SYNC = """
-WITH hits (key, taken, burst, rate) AS (
-    SELECT * FROM unnest(%(keys)s::text[], %(taken)s::float8[], %(burst)s::float8[],
-                         %(rate)s::float8[])
+WITH hits (key, taken, back, want, burst, rate) AS (
+    SELECT * FROM unnest(%(keys)s::text[], %(taken)s::float8[], %(back)s::float8[],
+                         %(want)s::float8[], %(burst)s::float8[], %(rate)s::float8[])
 )
-INSERT INTO rate_limit_buckets AS b (key, tokens, allowed, updated_at)
-SELECT key, burst - taken, true, now() FROM hits ORDER BY key
+INSERT INTO rate_limit_buckets AS b (key, tokens, granted, allowed, updated_at)
+SELECT key, level - granted, granted, true, now()
+  FROM hits,
+       LATERAL (SELECT burst - taken AS level) l,
+       LATERAL (SELECT LEAST(want, GREATEST(0, floor(level / 2))) AS granted) g
+ ORDER BY key
 ON CONFLICT (key) DO UPDATE SET
-    tokens = (SELECT LEAST(h.burst, b.tokens + h.rate
-                           * GREATEST(0, EXTRACT(EPOCH FROM now() - b.updated_at)::float8))
-                     - h.taken
-                FROM hits h WHERE h.key = b.key),
+    (tokens, granted) = (
+        SELECT l.level - g.granted, g.granted
+          FROM hits h,
+               LATERAL (SELECT LEAST(h.burst, b.tokens + h.back + h.rate
+                        * GREATEST(0, EXTRACT(EPOCH FROM now() - b.updated_at)::float8))
+                        - h.taken AS level) l,
+               LATERAL (SELECT LEAST(h.want, GREATEST(0, floor(l.level / 2))) AS granted) g
+         WHERE h.key = b.key),
     updated_at = GREATEST(b.updated_at, now())
-RETURNING key, tokens
+RETURNING key, tokens, granted
 """
 
 # A row unused for an hour with no debt is full again (burst <= per hour), the same as no
@@ -90,7 +104,7 @@ class SyncedRateLimiter:
         interval: float = SYNC_INTERVAL,
     ) -> None:
         self._pool = pool
-        self._buckets = buckets or LocalBuckets()
+        self._buckets = buckets or LocalBuckets(interval=interval)
         self._interval = interval
         self._slowest = min(limit.per_second for limit in limits.values())
         self._wake = asyncio.Event()
@@ -147,7 +161,7 @@ class SyncedRateLimiter:
             backoff=BUG_BACKOFF,
             logger=log,
         )
-        if not await self.sync():
+        if not await self.sync(give_back=True):
             log.warning("rate limits: stopped with requests not sent to the shared buckets")
 
     async def _sync_round(self) -> None:
@@ -175,37 +189,42 @@ class SyncedRateLimiter:
             if self._failing_since is None:
                 return
 
-    async def sync(self) -> bool:
+    async def sync(self, *, give_back: bool = False) -> bool:
         """Send everything unsynced in one statement and learn the shared levels back;
-        False if that failed (what was unsynced stays so). Nothing to send: True."""
+        False if that failed (what was unsynced stays so). Nothing to send: True.
+        `give_back`: every reservation, reserving none (on stopping)."""
         async with self._sending:
             if not self._buckets.has_unsynced():
                 return True
-            changes = self._buckets.take_changes()
+            changes = self._buckets.take_changes(give_back=give_back)
             try:
-                levels = await asyncio.wait_for(self._send(changes), SYNC_TIMEOUT)
+                levels, granted = await asyncio.wait_for(self._send(changes), SYNC_TIMEOUT)
             except Exception as error:
                 self._buckets.abandon()
                 self._failed(error)
                 return False
             else:
-                self._buckets.confirm(levels)
+                self._buckets.confirm(levels, granted)
                 self._recovered()
                 return True
             finally:
                 round_done, self._round = self._round, asyncio.Event()
                 round_done.set()
 
-    async def _send(self, changes: list[Change]) -> dict[str, float]:
+    async def _send(self, changes: list[Change]) -> tuple[dict[str, float], dict[str, int]]:
+        """The shared levels after the changes, and the tokens reserved for this process."""
         params = {
             "keys": [c.key for c in changes],
             "taken": [float(c.taken) for c in changes],
+            "back": [float(c.back) for c in changes],
+            "want": [float(c.want) for c in changes],
             "burst": [float(c.limit.burst) for c in changes],
             "rate": [c.limit.per_second for c in changes],
         }
         async with self._pool.connection(timeout=SYNC_TIMEOUT) as conn:
             rows = await (await conn.execute(_SYNC, params, prepare=True)).fetchall()
-        return {str(key): float(tokens) for key, tokens in rows}
+        levels = {str(key): float(tokens) for key, tokens, _ in rows}
+        return levels, {str(key): int(granted) for key, _, granted in rows if granted}
 
     async def purge(self) -> None:
         """Delete the rows that are full again (see _PURGE); a failure waits for next time."""

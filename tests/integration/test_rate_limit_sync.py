@@ -148,6 +148,24 @@ async def test_two_processes_admit_at_most_the_burst_plus_the_bound_each(
         assert not (await process.hit("api_key:ci", SLOW)).allowed
 
 
+async def test_a_busy_principal_needs_a_sync_per_reservation_not_per_few_requests(
+    pools: list[CountingPool],
+) -> None:
+    """Requests as fast as the process takes them: each sync reserves twice what the
+    principal took since the one before, so the syncs grow apart (10, 30, 90, ...
+    requests) instead of one per MAX_UNCONFIRMED (40 for these 400)."""
+    pool = pools[0]
+    process = SyncedRateLimiter(pool, {"free": ROOMY})  # type: ignore[arg-type]
+    await process.start()
+    try:
+        for _ in range(400):
+            assert (await process.hit("user:busy", ROOMY)).allowed
+    finally:
+        await process.stop()  # gives back what it did not use
+    assert pool.statements <= 8
+    assert await shared_level(pool, "user:busy") == about(ROOMY.burst - 400)
+
+
 async def test_the_worst_case_is_the_bound(pools: list[CountingPool]) -> None:
     """Two processes that have not heard of each other's requests each admit their view
     of a full bucket, up to MAX_UNCONFIRMED; after syncing, the debt refuses both."""

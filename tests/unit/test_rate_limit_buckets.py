@@ -5,10 +5,14 @@ confirms, what a failed one keeps, the MAX_UNCONFIRMED cap). No I/O."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import pytest
 
 from infrastructure.rate_limit import (
     MAX_UNCONFIRMED,
+    SYNC_INTERVAL,
     SYNC_SOON,
     Change,
     LocalBuckets,
@@ -43,13 +47,21 @@ def hit(buckets: LocalBuckets, limit: RateLimit = SLOW, key: str = "k") -> RateD
     return decision
 
 
-def sync(buckets: LocalBuckets, shared: dict[str, float]) -> list[Change]:
-    """What a sync against a shared bucket holding `shared` does: take what it consumed
-    off, and confirm the result (refill in the shared bucket is the test's business)."""
-    changes = buckets.take_changes()
+def sync(
+    buckets: LocalBuckets, shared: dict[str, float], *, give_back: bool = False
+) -> list[Change]:
+    """What a sync against a shared bucket holding `shared` does (as its SQL does,
+    infrastructure/rate_limit_sync.py): take what it consumed off, add what it gives back
+    (up to the burst), grant at most half of what is left, and confirm the result (refill
+    in the shared bucket is the test's business)."""
+    changes = buckets.take_changes(give_back=give_back)
+    granted = {}
     for change in changes:
-        shared[change.key] = shared.get(change.key, change.limit.burst) - change.taken
-    buckets.confirm({c.key: shared[c.key] for c in changes})
+        burst = change.limit.burst
+        level = min(burst, shared.get(change.key, burst) + change.back) - change.taken
+        granted[change.key] = min(change.want, max(0, math.floor(level / 2)))
+        shared[change.key] = level - granted[change.key]
+    buckets.confirm({c.key: shared[c.key] for c in changes}, granted)
     return changes
 
 
@@ -109,15 +121,17 @@ def test_buckets_are_per_key_and_a_new_limit_applies_at_once(buckets: LocalBucke
 
 
 def test_a_process_admits_at_most_max_unconfirmed_before_a_sync(
-    buckets: LocalBuckets,
+    buckets: LocalBuckets, clock: Clock
 ) -> None:
     roomy = RateLimit(per_hour=100_000, burst=1000)
     for _ in range(MAX_UNCONFIRMED):
         assert hit(buckets, roomy).allowed
     assert buckets.decide("k", roomy) is None  # wait for the shared bucket
     assert buckets.decide("other", roomy) is not None  # other principals are not held
+    clock.now += SYNC_INTERVAL  # ten in an interval
     shared: dict[str, float] = {}
-    assert sync(buckets, shared)[0] == Change("k", MAX_UNCONFIRMED, roomy)
+    # and it asks to reserve twice that for its next interval (see the tests below)
+    assert sync(buckets, shared)[0] == Change("k", MAX_UNCONFIRMED, roomy, want=20)
     assert hit(buckets, roomy).remaining == 1000 - MAX_UNCONFIRMED - 1
 
 
@@ -160,7 +174,7 @@ def test_a_failed_sync_keeps_what_it_carried(buckets: LocalBuckets) -> None:
     assert not buckets.urgent and not buckets.has_unsynced()
     buckets.abandon()
     assert buckets.urgent and buckets.has_unsynced()
-    assert buckets.take_changes() == first
+    assert [c.taken for c in buckets.take_changes()] == [c.taken for c in first]
     for _ in range(MAX_UNCONFIRMED - SYNC_SOON):
         hit(buckets, RateLimit(3600, 100))
     assert buckets.decide("k", RateLimit(3600, 100)) is None  # the cap holds meanwhile
@@ -185,3 +199,130 @@ def test_only_full_settled_buckets_are_forgotten(buckets: LocalBuckets, clock: C
     clock.now += 100
     assert buckets.forget_full() == 1  # "settled" is full again; "unsynced" is not sent
     assert len(buckets) == 1 and buckets.unconfirmed("unsynced") == 2
+
+
+# --- reservations: a busy principal's tokens taken ahead, so it needs no sync per few -----
+
+ROOMY = RateLimit(per_hour=100_000, burst=1000)
+
+
+@pytest.fixture
+def later(clock: Clock) -> Callable[[float], None]:
+    def move(seconds: float = SYNC_INTERVAL) -> None:
+        clock.now += seconds
+
+    return move
+
+
+def busy(
+    buckets: LocalBuckets, shared: dict[str, float], requests: int, later: Callable[[], None]
+) -> None:
+    """`requests` admitted over an interval, then a sync."""
+    for _ in range(requests):
+        assert hit(buckets, ROOMY).allowed
+    later()
+    sync(buckets, shared)
+
+
+def test_a_busy_principal_is_admitted_from_its_reservation_with_nothing_to_confirm(
+    buckets: LocalBuckets, later: Callable[[], None]
+) -> None:
+    shared: dict[str, float] = {}
+    busy(buckets, shared, SYNC_SOON, later)
+    assert shared["k"] == 1000 - SYNC_SOON - 2 * SYNC_SOON  # reserved: taken off at once
+    for _ in range(2 * SYNC_SOON):
+        assert hit(buckets, ROOMY).allowed
+    assert buckets.unconfirmed("k") == 0 and not buckets.urgent
+    # Used up: back to admitting unconfirmed, up to the cap, as before.
+    for _ in range(MAX_UNCONFIRMED):
+        assert hit(buckets, ROOMY).allowed
+    assert buckets.decide("k", ROOMY) is None
+
+
+def test_the_reservation_follows_the_demand_and_an_idle_one_goes_back(
+    buckets: LocalBuckets, later: Callable[[], None]
+) -> None:
+    shared: dict[str, float] = {}
+    busy(buckets, shared, 8, later)  # 16 reserved for the next interval
+    busy(buckets, shared, 24, later)  # 16 from the reservation, 8 unconfirmed: 48 reserved
+    later()
+    [change] = sync(buckets, shared)  # idle since: all 48 go back
+    assert (change.taken, change.want, change.back) == (0, 0, 48)
+    assert shared["k"] == 1000 - 32
+    assert not buckets.has_unsynced()  # nothing held: no more syncs
+
+
+def test_a_reservation_takes_at_most_half_of_the_shared_level(
+    buckets: LocalBuckets, later: Callable[[], None]
+) -> None:
+    limit = RateLimit(per_hour=36, burst=20)
+    shared: dict[str, float] = {}
+    for _ in range(SYNC_SOON):
+        hit(buckets, limit)
+    later()
+    sync(buckets, shared)
+    assert shared["k"] == 8  # 15 left: 7 reserved, not the 10 asked for
+    for _ in range(7):
+        assert hit(buckets, limit).allowed
+    assert buckets.unconfirmed("k") == 0
+    # A level at zero (or in debt) grants nothing.
+    shared["k"] = 0
+    later()
+    sync(buckets, shared)
+    assert shared["k"] == 0 and not hit(buckets, limit).allowed
+
+
+def test_stopping_gives_every_reservation_back(
+    buckets: LocalBuckets, later: Callable[[], None]
+) -> None:
+    shared: dict[str, float] = {}
+    busy(buckets, shared, SYNC_SOON, later)
+    [change] = sync(buckets, shared, give_back=True)
+    assert (change.want, change.back) == (0, 2 * SYNC_SOON)
+    assert shared["k"] == 1000 - SYNC_SOON
+
+
+def test_a_failed_sync_forfeits_what_it_gave_back_and_what_it_asked_for(
+    buckets: LocalBuckets, later: Callable[[], None]
+) -> None:
+    """The failed statement may have committed after all: the tokens given back may be
+    in the shared level again, so using them could pass the bound; refusing sooner cannot."""
+    shared: dict[str, float] = {}
+    busy(buckets, shared, SYNC_SOON, later)
+    later()
+    [change] = buckets.take_changes()  # idle for an interval: all ten go back
+    assert change.back == 2 * SYNC_SOON
+    buckets.abandon()
+    for _ in range(MAX_UNCONFIRMED):  # unconfirmed ones only: none reserved any more
+        assert hit(buckets, ROOMY).allowed
+    assert buckets.decide("k", ROOMY) is None
+
+
+def test_a_bucket_holding_a_reservation_is_not_forgotten(
+    buckets: LocalBuckets, clock: Clock, later: Callable[[], None]
+) -> None:
+    shared: dict[str, float] = {}
+    busy(buckets, shared, SYNC_SOON, later)
+    clock.now += 3600
+    assert buckets.forget_full() == 0
+    sync(buckets, shared)  # idle: given back
+    clock.now += 3600  # and full again
+    assert buckets.forget_full() == 1
+
+
+def test_a_sync_that_comes_early_keeps_the_reservation_the_rate_needs(
+    buckets: LocalBuckets, later: Callable[[float], None]
+) -> None:
+    """A sync half an interval after the last (its reservation ran out, or another
+    principal's requests made it urgent) sees a short stretch: sized on it, the
+    reservation would shrink and run out the sooner next time. It keeps what it holds."""
+    shared: dict[str, float] = {}
+    for _ in range(10):
+        hit(buckets, ROOMY)
+    later(SYNC_INTERVAL)
+    sync(buckets, shared)  # 20 reserved
+    for _ in range(5):
+        hit(buckets, ROOMY)
+    later(SYNC_INTERVAL / 2)
+    [change] = sync(buckets, shared)
+    assert (change.want, change.back) == (0, 0)  # 15 left: kept till a regular sync

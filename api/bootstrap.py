@@ -102,11 +102,12 @@ from projections.broadcast import follow_positions
 from projections.connections import ConnectionQueries, PipelineConnectionReferences
 from projections.job_queries import JobQueries
 from projections.pipelines import PipelineQueries
+from projections.request_facts import RequestFactsQuery
 from projections.run_queries import RunQueries
 from projections.secrets import PipelineSecretReferences, SecretQueries
 from projections.step_history import StepHistoryQueries
 from projections.tenants import TenantQueries
-from projections.usage import ReadModelUsage, RequestFactsQuery
+from projections.usage import ReadModelUsage
 from projections.users import UserQueries
 from projections.webhook_queries import WebhookQueries
 

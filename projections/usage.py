@@ -21,7 +21,7 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 from psycopg import Connection
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import ConnectionPool
 
 from application.ports import RequestFacts
 from domain.deployment import DeploymentCreated, DeploymentRetired
@@ -45,6 +45,7 @@ from domain.run import (
 )
 from infrastructure.leadership import lock_key
 from infrastructure.mapper import decode_state
+from projections.request_facts import VERSIONS
 
 Delta = int | Callable[[dict[str, Any]], int]
 
@@ -111,26 +112,6 @@ RESOURCES: dict[str, Counted] = {
 """Counted resources by name (application/quotas.py names the quota of each)."""
 
 
-_VERSIONS = (
-    "SELECT originator_id, max(originator_version) FROM norn_events"
-    " WHERE originator_id = ANY(%s) GROUP BY originator_id"
-)
-
-
-class RequestFactsQuery:
-    """AsyncRequestFactsReader: ReadModelUsage.read on the event loop's pool (autocommit,
-    one round trip), so that authenticating a request needs no worker thread."""
-
-    def __init__(self, pool: AsyncConnectionPool) -> None:
-        self._pool = pool
-
-    async def read(self, aggregate_ids: Sequence[UUID]) -> RequestFacts:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(_VERSIONS, (list(aggregate_ids),), prepare=True)
-            rows = await cursor.fetchall()
-        return RequestFacts(versions={key: int(value) for key, value in rows})
-
-
 class ReadModelUsage:
     """Holds are nested within one command (a namespace inside a quota hold): they reuse
     the thread's connection. Taking a second pooled connection while holding a lock could
@@ -165,7 +146,7 @@ class ReadModelUsage:
         """RequestFactsReader: the current versions of some aggregates (a request's
         session, user and tenant) in one statement."""
         with self._connection() as conn:
-            rows = conn.execute(_VERSIONS, (list(aggregate_ids),)).fetchall()
+            rows = conn.execute(VERSIONS, (list(aggregate_ids),)).fetchall()
         return RequestFacts(versions={key: int(value) for key, value in rows})
 
     @contextmanager

@@ -19,6 +19,8 @@ NUL = "\x00"
 def nul_errors(value: Any, where: str) -> list[FieldError]:
     """One FieldError per place (a dotted path) under `value` where a string, or a
     mapping key, contains NUL. Walks dicts, lists, tuples and msgspec Structs."""
+    if not _may_hold_nul(value):
+        return []
     errors: list[FieldError] = []
     stack: list[tuple[Any, str]] = [(value, where)]
     while stack:
@@ -42,3 +44,16 @@ def nul_errors(value: Any, where: str) -> list[FieldError]:
             )
     errors.sort(key=lambda e: e.field)
     return errors
+
+
+def _may_hold_nul(value: Any) -> bool:
+    """False when `value` surely holds no NUL: its JSON, encoded in C, has no escaped
+    one (JSON must escape it). The walk above cost a pipeline create 2% of an API
+    process's CPU; this answers the common case in a fraction of that. A text holding a
+    backslash and "u0000" only sends it to the walk, which is exact; so does a value
+    msgspec cannot encode."""
+    try:
+        encoded = msgspec.json.encode(value)
+    except (TypeError, ValueError, msgspec.EncodeError):
+        return True
+    return b"\\u0000" in encoded

@@ -19,7 +19,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.types import Receive, Scope, Send
 
 from api import dependency_resolution
-from api.auth import PUBLIC_PATHS, BearerAuthMiddleware, permission_guard
+from api.auth import PUBLIC_PATHS, BearerAuthMiddleware, PermissionMiddleware
 from api.bootstrap import Container, Roles, connect_feed
 from api.controllers.api_keys import ApiKeyController
 from api.controllers.audit import AuditController, ResourceEventsController
@@ -262,14 +262,15 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             ui_router(),  # the dashboard at /ui (api/ui/)
         ],
         dependencies=dependencies(container),
-        # Outermost first: rate limits and idempotency need the principal that
-        # authentication found; a replayed idempotent request still counts.
+        # Outermost first: rate limits, permissions and idempotency need the principal
+        # that authentication found; a refused or replayed request still counts, and a
+        # replay needs the route's permission as the first answer did.
         middleware=[
             DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS),
             RateLimitMiddleware(),
+            PermissionMiddleware(),
             IdempotencyMiddleware(),
         ],
-        guards=[permission_guard],
         before_request=query_rules.before_request,
         after_request=query_rules.after_request,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -284,7 +285,7 @@ def create_app(container: Container, roles: set[str] | None = None) -> Litestar:
             title="Norn",
             version="1",
             description="Event-sourced control plane for data pipelines.",
-            # Public like /health: the app-wide permission guard would otherwise refuse
+            # Public like /health: the app-wide permission check would otherwise refuse
             # these routes, which declare no permission.
             openapi_router=Router(
                 path="/schema",

@@ -8,7 +8,7 @@ not connected) rather than a bare HTTP 403. Credentials come, in this order of
 preference, from `?token=` (browsers cannot set headers on a WebSocket; the URL may end
 up in proxies' logs), the Authorization or X-API-Key header, or a first message
 `{"type": "auth", "token" | "api_key"}` within AUTH_SECONDS. The route is therefore
-skipped by the authentication middleware and the permission guard (api/auth.py
+skipped by the authentication middleware and the permission check (api/auth.py
 AUTHENTICATES_ITSELF): it authorises its declared permission itself."""
 
 from __future__ import annotations

@@ -173,7 +173,12 @@ class PositionKeeper:
         keepers = [self, *others]
         async with connection(source) as conn:
             positions = await apply_batches(
-                conn, [(keeper.projection, keeper.passed) for keeper in keepers], events
+                conn,
+                [(keeper.projection, keeper.passed) for keeper in keepers],
+                events,
+                # Each row exists, and a leader's positions are where it left them or
+                # beyond (it persists them lazily): one round trip.
+                rows_at_floors=all(keeper.persisted > 0 for keeper in keepers),
             )
         for keeper, position in zip(keepers, positions, strict=True):
             keeper._reached(position, persisted=True)

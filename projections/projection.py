@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import msgspec
+import psycopg
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
@@ -126,6 +127,29 @@ it had to wait for), so a batch never applies what another batch applied meanwhi
 handler fails, the moves roll back with everything else."""
 
 
+_MOVE_TRACKING_FROM_FLOORS = """
+WITH old AS (
+  SELECT name, position FROM projection_tracking WHERE name = ANY(%(names)s)
+   ORDER BY name FOR UPDATE),
+want AS (
+  SELECT * FROM unnest(%(names)s::text[], %(to)s::bigint[], %(floors)s::bigint[])
+    AS w (name, position, floor)),
+moved AS (
+  UPDATE projection_tracking t SET position = want.position, updated_at = now()
+    FROM old JOIN want USING (name)
+   WHERE t.name = old.name AND old.position < want.position)
+SELECT norn_expect_tracking(
+  (SELECT count(*) FROM old JOIN want USING (name) WHERE old.position <= want.floor)
+  = cardinality(%(names)s::text[]))
+"""
+"""_MOVE_TRACKING when the batch's floors are known to be where the rows are or beyond
+(the rows lag a runner's positions: see persist_positions): the same move, and nothing
+to answer but a refusal (norn_expect_tracking, SQLSTATE NR001) if a row is missing or
+another transaction moved it past its floor."""
+
+_FLOORS_WRONG = "NR001"
+
+
 async def _move_tracking_rows(cur: AsyncCursor[Any], to: Mapping[str, int]) -> dict[str, int]:
     """Lock the projections' tracking rows for this transaction, move each to at least
     `to[name]`, and return where each was. The locks are what serialise batches from any
@@ -189,6 +213,8 @@ async def apply_batches(
     conn: AsyncConnection[Any],
     members: Sequence[tuple[Projection, int]],
     events: Sequence[CloudEvent],
+    *,
+    rows_at_floors: bool = False,
 ) -> list[int]:
     """`apply_batch` for several projections (each with its `floor`) in ONE transaction:
     a batch with work for several read models (a create: its pipeline and the audit log)
@@ -196,14 +222,17 @@ async def apply_batches(
     failure from the others applies them one by one after a failure
     (projections/members.py). Returns each projection's tracked position, in order.
 
-    On an autocommit connection outside a transaction (every runner's), two round trips
-    in all: BEGIN with the tracking rows' move (whose answer says which events are
-    fresh), then the pipelined projections' statements with the COMMIT, in psycopg's
-    pipeline mode (`Projection.pipelined`). Under load a round trip waits for a busy
-    PostgreSQL and a busy event loop: `conn.transaction()` (a sync after BEGIN and
-    another before COMMIT) and a move per read model made a create's batch five. Inside
-    a caller's transaction (a rebuild's swap, which must stay one transaction) the batch
-    is a savepoint of it instead."""
+    On an autocommit connection outside a transaction (every runner's), one round trip
+    when the caller knows the rows exist at or below the floors (`rows_at_floors`), as a
+    steady runner does (its floors are its own positions): `_apply_on_floors`; should
+    another transaction have moved a row meanwhile, that is refused and the batch goes
+    the other way. Else two: BEGIN with the tracking rows' move (whose
+    answer says which events are fresh), then the pipelined projections' statements with
+    the COMMIT, in psycopg's pipeline mode (`Projection.pipelined`). Under load a round
+    trip waits for a busy PostgreSQL and a busy event loop: `conn.transaction()` (a sync
+    after BEGIN and another before COMMIT) and a move per read model made a create's
+    batch five. Inside a caller's transaction (a rebuild's swap, which must stay one
+    transaction) the batch is a savepoint of it instead."""
     top = max((event.position for event in events), default=0)
     # Where the batch leaves each row: its last event (ignored types advance the position
     # too, or min_position waits on a filtered projection would time out,
@@ -218,6 +247,15 @@ async def apply_batches(
         return [at[projection.name] for projection, _ in members]
     try:
         async with conn.cursor() as cur:
+            if rows_at_floors:
+                try:
+                    at = await _apply_on_floors(conn, cur, members, events, to)
+                except psycopg.Error as error:
+                    if error.sqlstate != _FLOORS_WRONG:
+                        raise
+                    await conn.rollback()
+                else:
+                    return [at[projection.name] for projection, _ in members]
             async with conn.pipeline():
                 await conn.execute("BEGIN")  # a cursor of its own: its answer is not read
                 work, at = _fresh(members, events, await _move_tracking_rows(cur, to))
@@ -238,6 +276,36 @@ async def apply_batches(
             await conn.rollback()
         raise
     return [at[projection.name] for projection, _ in members]
+
+
+async def _apply_on_floors(
+    conn: AsyncConnection[Any],
+    cur: AsyncCursor[Any],
+    members: Sequence[tuple[Projection, int]],
+    events: Sequence[CloudEvent],
+    to: Mapping[str, int],
+) -> dict[str, int]:
+    """The batch in ONE round trip, on the callers' floors as where the rows are: BEGIN,
+    the rows' move, the handlers and COMMIT go together, and the move refuses the whole
+    (psycopg.Error with SQLSTATE NR001, the transaction failed) if a row is missing or
+    past its floor (a rebuild's swap, another leader meanwhile)."""
+    names = sorted(to)
+    floors = {projection.name: floor for projection, floor in members}
+    work, at = _fresh(members, events, floors)
+    reading = any(not p.pipelined and fresh for p, fresh in work)
+    async with conn.pipeline():
+        await conn.execute("BEGIN")
+        await conn.execute(
+            _MOVE_TRACKING_FROM_FLOORS,
+            {"names": names, "to": [to[n] for n in names], "floors": [floors[n] for n in names]},
+        )
+        await _apply_work(cur, work, pipelined=True)
+        if not reading:
+            await conn.execute("COMMIT")
+    if reading:
+        await _apply_work(cur, work, pipelined=False)
+        await conn.execute("COMMIT")
+    return at
 
 
 def _fresh(

@@ -368,31 +368,67 @@ async def rows_named(database_url: str) -> list[tuple[str]]:
         return await cur.fetchall()
 
 
-async def test_a_batch_for_several_read_models_is_two_round_trips(
+def syncs_and_flushes(trace: Any) -> tuple[int, int]:
+    """What the client sent that waits for answers: Syncs (each ends a round trip of
+    pipeline mode) and the Flushes before the first Sync (each one more)."""
+    trace.seek(0)
+    sent = [line.rstrip().split("\t")[3] for line in trace if "\tF\t" in line]
+    return sent.count("Sync"), sent[: sent.index("Sync")].count("Flush")
+
+
+async def test_a_runners_batch_for_several_read_models_is_one_round_trip(
     database_url: str, service: PipelineService, publisher: Publisher
 ) -> None:
-    """BEGIN with the tracking rows' move, then every handler's statements with the
-    COMMIT: two waits for PostgreSQL's answers, however many read models and events."""
+    """On floors where the tracking rows are (a steady runner's), BEGIN, the rows' move,
+    every handler's statements and the COMMIT go together: one wait for PostgreSQL's
+    answers, however many read models and events."""
     for name in ("one", "two", "three"):
         service.create(ALICE, definition(name), CTX)
     events = await publisher.publish_new()
-    members = [(PipelinesProjection(), 0), (AuditLogProjection(), 0), (RunsProjection(), 0)]
+    projections = [PipelinesProjection(), AuditLogProjection(), RunsProjection()]
     async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await apply_batches(conn, members, events[:1])  # the rows exist from here on
+        await apply_batches(conn, [(p, 0) for p in projections], events[:1])  # the rows
+        members = [(p, events[0].position) for p in projections]
         with tempfile.TemporaryFile("w+") as trace:
             conn.pgconn.trace(trace.fileno())
             try:
-                await apply_batches(conn, members, events)
+                await apply_batches(conn, members, events, rows_at_floors=True)
             finally:
                 conn.pgconn.untrace()
-            trace.seek(0)
-            sent = [line.rstrip().split("\t")[3] for line in trace if "\tF\t" in line]
-        # A Flush before the Sync waits for the answers so far; the Sync ends the batch.
-        assert sent.count("Sync") == 1
-        assert sent[: sent.index("Sync")].count("Flush") + 1 == 2
+            assert syncs_and_flushes(trace) == (1, 0)
         assert conn.info.transaction_status == TransactionStatus.IDLE
     assert [name for (name,) in await rows_named(database_url)] == ["one", "three", "two"]
     assert (await tracking_row(database_url))[2] == events[-1].position
+
+
+async def test_a_batch_on_floors_behind_its_rows_is_refused_then_applied_on_the_rows(
+    database_url: str, service: PipelineService, publisher: Publisher
+) -> None:
+    """Floors behind the rows (another transaction moved them: a rebuild's swap, a
+    leader before this one): the one-round-trip batch is refused and rolled back, then
+    BEGIN with the move (whose answer says which events are fresh), then the handlers
+    with the COMMIT: nothing is applied twice (a pipeline's row twice would not insert,
+    and its count would be off)."""
+    for name in ("one", "two"):
+        service.create(ALICE, definition(name), CTX)
+    events = await publisher.publish_new()
+    first = next(i for i, e in enumerate(events) if e.type == "norn.pipeline.created.v1")
+    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await apply_batch(conn, PipelinesProjection(), events[:-1])
+        behind = events[first].position  # as a leader before the one that went on knew
+        with tempfile.TemporaryFile("w+") as trace:
+            conn.pgconn.trace(trace.fileno())
+            try:
+                [position] = await apply_batches(
+                    conn, [(PipelinesProjection(), behind)], events, rows_at_floors=True
+                )
+            finally:
+                conn.pgconn.untrace()
+            assert syncs_and_flushes(trace)[0] == 2  # the refused attempt's, the batch's
+        assert position == events[-1].position
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+        assert (await pipelines_and_counts(conn))[1] == [(T1, 2)]
+    assert [name for (name,) in await rows_named(database_url)] == ["one", "two"]
 
 
 class Failing(PerEventPipelines):

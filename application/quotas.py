@@ -213,8 +213,18 @@ class UsageLedger:
                 try:
                     decide(shard)
                 except ShardShort:
-                    held.queue.settle(epoch)
-                    epoch, shard = held.queue.epoch, None
+                    # Once this process's appends of it are in, the kept copy is the
+                    # stored shard (unless one failed: then read it), and refilled from
+                    # there: read again, it was a replay of every take since the last
+                    # refill. Should another process have reclaimed from it meanwhile,
+                    # the refill's append is refused and _refill reads it again.
+                    current = held.queue.settle(epoch)
+                    epoch = held.queue.epoch
+                    if not current or refill is None:
+                        shard = None
+                    else:
+                        shard = refill(shard)
+                        decide(shard)
             if shard is None:
                 shard = self._stored(key, tenant_id, resource, period, ctx, refill is None)
                 try:

@@ -190,3 +190,29 @@ def test_a_refill_that_lost_to_another_process_on_its_shard_takes_from_that_refi
     world.service.create(world.editor, definition("here"), CTX)
     assert raced and usage_of(world) == 2
     assert world.stored().count("UsageAllotted") == 1  # the other's refill served both
+
+
+def test_a_shard_short_of_units_is_refilled_from_its_kept_copy_not_read_again() -> None:
+    """Read again, the shard would be a replay of every take since its last refill (a
+    hundred or so under load); the copy the process kept is the stored one once its
+    appends are in."""
+    world = World(max_pipelines=1000)
+    world.service.create(world.editor, definition("first"), CTX)
+    granted = world.stored().count("UsageShardGranted")
+    recorder = world.store.recorder
+    select = recorder.select_events  # type: ignore[attr-defined]
+    shard_reads: list[UUID] = []
+
+    def counting(originator_id: UUID, **kwargs: Any) -> Any:
+        found = select(originator_id, **kwargs)
+        if any(event.topic.endswith("UsageShardOpened") for event in found):
+            shard_reads.append(originator_id)
+        return found
+
+    recorder.select_events = counting  # type: ignore[attr-defined]
+    made = 1
+    while world.stored().count("UsageShardGranted") == granted:  # until the next refill
+        world.service.create(world.editor, definition(f"p{made}"), CTX)
+        made += 1
+    assert shard_reads == []
+    assert usage_of(world) == made

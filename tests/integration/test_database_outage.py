@@ -86,8 +86,7 @@ async def test_connections_that_died_in_a_restart_are_not_handed_out(settings: S
             assert (await _create_tenant(client, admin)).status_code == 201
             assert (await client.get("/api/v1/tenants", headers=admin)).status_code == 200
 
-            proxy.cut()
-            proxy.restore()
+            proxy.restart()
             created = await _create_tenant(client, admin)
             assert created.status_code == 201, created.text
             listed = await client.get("/api/v1/tenants", headers=admin)

@@ -28,11 +28,21 @@ class TcpProxy:
         """Close every connection and refuse new ones, as a stopped server does."""
         with self._lock:
             self._cut = True
-            for sock in self._open:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            self._open.clear()
+            self._close_open()
+
+    def restart(self) -> None:
+        """Close every connection but go on accepting new ones: a server restarted in an
+        instant. (cut then restore leaves a moment where a connection is refused, which
+        a process that happens to connect then rightly takes for an outage.)"""
+        with self._lock:
+            self._close_open()
+
+    def _close_open(self) -> None:
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._open.clear()
 
     def restore(self) -> None:
         with self._lock:

@@ -32,7 +32,10 @@ takes them off its level at once, and the process admits from its reservation wi
 nothing to confirm. Reserved tokens are taken before they are used, never after, so they
 add nothing to the bound; what a process did not use it gives back at its next sync (it
 syncs while it holds any), and a failed sync forfeits what it was giving back rather
-than risk counting it twice."""
+than risk counting it twice. A grant is made from a level that does not know of the
+requests the process admitted while the sync was out, so it pays for those first. A
+plan change applies to a reservation at once: its tokens go into the view, which the
+new burst caps, and back at the next sync."""
 
 from __future__ import annotations
 
@@ -100,6 +103,7 @@ class _Bucket:
         "recent",
         "recent_since",
         "reserved",
+        "returning",
         "unsynced",
     )
 
@@ -121,6 +125,9 @@ class _Bucket:
         self.recent = 0
         """Admitted since `recent_since` (either way): the rate a reservation is sized on."""
         self.recent_since = now
+        self.returning = 0
+        """Reserved tokens no longer held (the limit changed): in the view now, and given
+        back to the shared bucket at the next sync."""
 
     @property
     def unconfirmed(self) -> int:
@@ -153,8 +160,8 @@ class LocalBuckets:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = _Bucket(limit, now)
-        else:
-            bucket.limit = limit  # a plan change applies from the next request on
+        elif limit != bucket.limit:  # a plan change applies from the next request on
+            self._limit_changed(key, bucket, limit)
         tokens = bucket.refilled(now)
         rate = limit.per_second
         if bucket.reserved > 0:
@@ -195,6 +202,16 @@ class LocalBuckets:
             retry_after=0,
         )
 
+    def _limit_changed(self, key: str, bucket: _Bucket, limit: RateLimit) -> None:
+        """A reservation was made under the old limit: its tokens go into the view, which
+        the new burst caps, and back to the shared bucket at the next sync."""
+        bucket.limit = limit
+        if bucket.reserved:
+            bucket.level += bucket.reserved
+            bucket.returning += bucket.reserved
+            bucket.reserved = 0
+            self._unsynced.add(key)
+
     def has_unsynced(self) -> bool:
         return bool(self._unsynced)
 
@@ -209,6 +226,7 @@ class LocalBuckets:
             bucket = self._buckets[key]
             want, back = (0, bucket.reserved) if give_back else self._reservation(bucket, now)
             bucket.reserved -= back
+            back, bucket.returning = back + bucket.returning, 0
             changes.append(Change(key, bucket.unsynced, bucket.limit, want=want, back=back))
             bucket.in_flight, bucket.unsynced = bucket.unsynced, 0
             bucket.recent, bucket.recent_since = 0, now
@@ -245,6 +263,14 @@ class LocalBuckets:
                 bucket.level, bucket.level_at = levels[key] - bucket.unsynced, now
                 bucket.in_flight = 0
                 bucket.reserved += (granted or {}).get(key, 0)
+                if bucket.level < 0 and bucket.reserved and bucket.unsynced:
+                    # Admitted while the sync was out, past what the shared bucket had
+                    # left when it granted (it did not know of them): the grant pays for
+                    # them first, and they are not sent as taken again.
+                    paid = min(bucket.reserved, bucket.unsynced, math.ceil(-bucket.level))
+                    bucket.reserved -= paid
+                    bucket.unsynced -= paid
+                    bucket.level += paid
             else:  # not answered for: as good as not sent
                 self._put_back(key, bucket)
             if bucket.reserved:  # synced again while it holds any: unused, it goes back

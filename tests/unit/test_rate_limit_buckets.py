@@ -55,14 +55,21 @@ def sync(
     (up to the burst), grant at most half of what is left, and confirm the result (refill
     in the shared bucket is the test's business)."""
     changes = buckets.take_changes(give_back=give_back)
+    buckets.confirm(*answer(changes, shared))
+    return changes
+
+
+def answer(
+    changes: list[Change], shared: dict[str, float]
+) -> tuple[dict[str, float], dict[str, int]]:
+    """The shared bucket's side of a sync, as its SQL does: the levels and the grants."""
     granted = {}
     for change in changes:
         burst = change.limit.burst
         level = min(burst, shared.get(change.key, burst) + change.back) - change.taken
         granted[change.key] = min(change.want, max(0, math.floor(level / 2)))
         shared[change.key] = level - granted[change.key]
-    buckets.confirm({c.key: shared[c.key] for c in changes}, granted)
-    return changes
+    return {c.key: shared[c.key] for c in changes}, granted
 
 
 def test_a_full_bucket_admits_the_burst_then_refuses(buckets: LocalBuckets) -> None:
@@ -326,3 +333,38 @@ def test_a_sync_that_comes_early_keeps_the_reservation_the_rate_needs(
     later(SYNC_INTERVAL / 2)
     [change] = sync(buckets, shared)
     assert (change.want, change.back) == (0, 0)  # 15 left: kept till a regular sync
+
+
+def test_what_a_process_admits_while_its_sync_is_out_is_paid_from_the_grant_first(
+    buckets: LocalBuckets,
+) -> None:
+    """The shared bucket grants from a level that does not know of the requests this
+    process admitted while the sync was out: the grant pays for those first. (Found by a
+    full-suite run: a lone process admitted its burst plus one.)"""
+    limit = RateLimit(per_hour=40, burst=8)
+    shared: dict[str, float] = {}
+    for _ in range(SYNC_SOON):
+        hit(buckets, limit)
+    changes = buckets.take_changes()  # asks to reserve 10
+    for _ in range(3):  # while it is out: the view's last three tokens
+        assert hit(buckets, limit).allowed
+    assert not hit(buckets, limit).allowed
+    levels, granted = answer(changes, shared)  # 8 - 5 = 3 left: one granted
+    assert granted == {"k": 1}
+    buckets.confirm(levels, granted)
+    assert not hit(buckets, limit).allowed  # the grant paid for one of the three
+    sync(buckets, shared)
+    assert shared["k"] == 0  # eight admitted, eight taken
+
+
+def test_a_plan_change_applies_at_once_to_a_reservation_too(
+    buckets: LocalBuckets, later: Callable[[], None]
+) -> None:
+    shared: dict[str, float] = {}
+    busy(buckets, shared, SYNC_SOON, later)  # 10 reserved under ROOMY
+    smaller = RateLimit(per_hour=36, burst=3)
+    assert [hit(buckets, smaller).allowed for _ in range(4)] == [True, True, True, False]
+    later()
+    [change] = sync(buckets, shared)
+    assert change.back == 2 * SYNC_SOON  # the reservation goes back
+    assert shared["k"] == 3 - 3  # the new burst, less the three admitted under it

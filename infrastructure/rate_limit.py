@@ -303,6 +303,7 @@ class LocalBuckets:
             for key, bucket in self._buckets.items()
             if not bucket.unconfirmed
             and not bucket.reserved
+            and not bucket.returning
             and bucket.refilled(now) >= bucket.limit.burst
         ]
         for key in full:

@@ -368,3 +368,17 @@ def test_a_plan_change_applies_at_once_to_a_reservation_too(
     [change] = sync(buckets, shared)
     assert change.back == 2 * SYNC_SOON  # the reservation goes back
     assert shared["k"] == 3 - 3  # the new burst, less the three admitted under it
+
+
+def test_a_bucket_giving_back_after_a_plan_change_is_not_forgotten_before_its_sync(
+    buckets: LocalBuckets, clock: Clock, later: Callable[[], None]
+) -> None:
+    shared: dict[str, float] = {}
+    busy(buckets, shared, SYNC_SOON, later)
+    hit(buckets, RateLimit(per_hour=36, burst=3))  # the reservation is no longer held
+    clock.now += 3600
+    assert buckets.forget_full() == 0
+    [change] = sync(buckets, shared)
+    assert change.back == 2 * SYNC_SOON
+    clock.now += 3600
+    assert buckets.forget_full() == 1

@@ -41,6 +41,9 @@ def split_clauses(text: str, extra_verbs: frozenset[str] = frozenset()) -> list[
     ',' and 'and' split only before an action word (so `amount > 1 and status = 'x'`
     and `by customer and region` stay whole); 'where' starts a clause of its own."""
     protected: list[str] = []
+    # NUL marks the hidden pieces below: one in the text itself would never be restored,
+    # and the restoring loop would not end (a request that hung its worker thread).
+    text = text.replace("\x00", " ")
 
     def hide(match: re.Match[str]) -> str:
         protected.append(match.group(0))

@@ -130,3 +130,11 @@ def test_config_is_read_from_the_phrase() -> None:
     assert wiring == [(), ("read",), ("filter",), ("aggregate",)]
     assert draft.questions == [] and any("status" in a for a in draft.assumptions)
     validate_definition(draft.definition, lambda s: EXTENDED.check(s.plugin, s.config))
+
+
+def test_a_description_holding_nul_is_drafted_not_looped_on_forever() -> None:
+    """NUL marks the pieces the phrase splitter hides (quoted text, URLs, files,
+    numbers); one in the description itself was never restored and the restoring loop
+    never ended: the request hung its worker thread (found by the API fuzzer)."""
+    draft = draft_of("read orders.csv\x00 and write \x007\x00 to out.jsonl")
+    assert [s.plugin for s in draft.definition.steps] == [F, OF]

@@ -100,6 +100,23 @@ class _UsageKey:
         self.kept, self.epoch = usage, epoch
 
 
+def _decided(
+    shard: UsageShard,
+    decide: Callable[[UsageShard], None],
+    refill: Callable[[UsageShard], UsageShard] | None,
+) -> UsageShard:
+    """The shard once `decide` took from it: refilled first if it was short (a release,
+    with no `refill`, is never short)."""
+    try:
+        decide(shard)
+    except ShardShort:
+        if refill is None:
+            raise
+        shard = refill(shard)
+        decide(shard)
+    return shard
+
+
 SHARD_ENV = "NORN_USAGE_SHARD"
 """Set by `norn serve` for each HTTP worker it starts (api/http_workers.py): the shard
 after its own, so that its processes never share one (by hash, two did one time in 16)."""
@@ -220,20 +237,10 @@ class UsageLedger:
                     # the refill's append is refused and _refill reads it again.
                     current = held.queue.settle(epoch)
                     epoch = held.queue.epoch
-                    if not current or refill is None:
-                        shard = None
-                    else:
-                        shard = refill(shard)
-                        decide(shard)
+                    shard = _decided(shard, decide, refill) if current else None
             if shard is None:
-                shard = self._stored(key, tenant_id, resource, period, ctx, refill is None)
-                try:
-                    decide(shard)
-                except ShardShort:
-                    if refill is None:
-                        raise
-                    shard = refill(shard)
-                    decide(shard)
+                stored = self._stored(key, tenant_id, resource, period, ctx, refill is None)
+                shard = _decided(stored, decide, refill)
         except BaseException:
             held.turn.release()
             raise

@@ -139,6 +139,19 @@ class _Bucket:
         return min(float(self.limit.burst), self.level + self.limit.per_second * elapsed)
 
 
+def _admitted(limit: RateLimit, tokens: float, reserved: int) -> RateDecision:
+    """An admitted request's decision: `tokens` left in the view after it, `reserved` still
+    held by this process."""
+    left = max(0, math.floor(tokens)) + reserved
+    return RateDecision(
+        allowed=True,
+        limit=limit.per_hour,
+        remaining=left,
+        reset_after=0 if left >= 1 else max(1, math.ceil((1 - tokens) / limit.per_second)),
+        retry_after=0,
+    )
+
+
 class LocalBuckets:
     """One process's view of every principal's bucket. `clock` is monotonic seconds."""
 
@@ -168,14 +181,7 @@ class LocalBuckets:
             bucket.reserved -= 1
             bucket.recent += 1
             self._unsynced.add(key)  # the next sync resizes the reservation
-            left = max(0, math.floor(tokens)) + bucket.reserved
-            return RateDecision(
-                allowed=True,
-                limit=limit.per_hour,
-                remaining=left,
-                reset_after=0 if left >= 1 else max(1, math.ceil((1 - tokens) / rate)),
-                retry_after=0,
-            )
+            return _admitted(limit, tokens, bucket.reserved)
         if tokens < 1:
             # Refusing needs no confirmation: other processes can only have taken more.
             return RateDecision(
@@ -194,13 +200,7 @@ class LocalBuckets:
         self._unsynced.add(key)
         if bucket.unconfirmed >= SYNC_SOON:
             self.urgent = True
-        return RateDecision(
-            allowed=True,
-            limit=limit.per_hour,
-            remaining=max(0, math.floor(tokens)),
-            reset_after=0 if tokens >= 1 else max(1, math.ceil((1 - tokens) / rate)),
-            retry_after=0,
-        )
+        return _admitted(limit, tokens, 0)
 
     def _limit_changed(self, key: str, bucket: _Bucket, limit: RateLimit) -> None:
         """A reservation was made under the old limit: its tokens go into the view, which

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, ClassVar
 
 import msgspec
@@ -224,7 +225,7 @@ async def apply_batches(
 
     On an autocommit connection outside a transaction (every runner's), one round trip
     when the caller knows the rows exist at or below the floors (`rows_at_floors`), as a
-    steady runner does (its floors are its own positions): `_apply_on_floors`; should
+    steady runner does (its floors are its own positions): `_moved_from_floors`; should
     another transaction have moved a row meanwhile, that is refused and the batch goes
     the other way. Else two: BEGIN with the tracking rows' move (whose
     answer says which events are fresh), then the pipelined projections' statements with
@@ -249,26 +250,16 @@ async def apply_batches(
         async with conn.cursor() as cur:
             if rows_at_floors:
                 try:
-                    at = await _apply_on_floors(conn, cur, members, events, to)
+                    at = await _in_pipeline(
+                        conn, cur, partial(_moved_from_floors, conn, members, events, to)
+                    )
                 except psycopg.Error as error:
                     if error.sqlstate != _FLOORS_WRONG:
                         raise
                     await conn.rollback()
                 else:
                     return [at[projection.name] for projection, _ in members]
-            async with conn.pipeline():
-                await conn.execute("BEGIN")  # a cursor of its own: its answer is not read
-                work, at = _fresh(members, events, await _move_tracking_rows(cur, to))
-                await _apply_work(cur, work, pipelined=True)
-                reading = any(not p.pipelined and fresh for p, fresh in work)
-                if not reading:
-                    await conn.execute("COMMIT")
-            # Everything above is answered here. A projection whose handlers read a
-            # result (the deployments') runs outside pipeline mode, where the result a
-            # cursor holds is its last statement's own.
-            if reading:
-                await _apply_work(cur, work, pipelined=False)
-                await conn.execute("COMMIT")
+            at = await _in_pipeline(conn, cur, partial(_moved_on_rows, cur, members, events, to))
     except BaseException:
         # The transaction is open (failed, or cut short by a cancel): end it before the
         # connection goes back to a pool.
@@ -278,28 +269,25 @@ async def apply_batches(
     return [at[projection.name] for projection, _ in members]
 
 
-async def _apply_on_floors(
+Work = list[tuple[Projection, list[CloudEvent]]]
+"""Each projection of a batch with its fresh events."""
+
+
+async def _in_pipeline(
     conn: AsyncConnection[Any],
     cur: AsyncCursor[Any],
-    members: Sequence[tuple[Projection, int]],
-    events: Sequence[CloudEvent],
-    to: Mapping[str, int],
+    move: Callable[[], Awaitable[tuple[Work, dict[str, int]]]],
 ) -> dict[str, int]:
-    """The batch in ONE round trip, on the callers' floors as where the rows are: BEGIN,
-    the rows' move, the handlers and COMMIT go together, and the move refuses the whole
-    (psycopg.Error with SQLSTATE NR001, the transaction failed) if a row is missing or
-    past its floor (a rebuild's swap, another leader meanwhile)."""
-    names = sorted(to)
-    floors = {projection.name: floor for projection, floor in members}
-    work, at = _fresh(members, events, floors)
-    reading = any(not p.pipelined and fresh for p, fresh in work)
+    """One transaction in pipeline mode: BEGIN, the tracking rows' move (`move`: it
+    answers each projection's fresh events and where the batch leaves its row), the
+    pipelined projections' statements and COMMIT. A projection whose handlers read a
+    result (the deployments') runs after the pipeline, before the COMMIT, where the result
+    a cursor holds is its last statement's own."""
     async with conn.pipeline():
-        await conn.execute("BEGIN")
-        await conn.execute(
-            _MOVE_TRACKING_FROM_FLOORS,
-            {"names": names, "to": [to[n] for n in names], "floors": [floors[n] for n in names]},
-        )
+        await conn.execute("BEGIN")  # a cursor of its own: its answer is not read
+        work, at = await move()
         await _apply_work(cur, work, pipelined=True)
+        reading = any(not p.pipelined and fresh for p, fresh in work)
         if not reading:
             await conn.execute("COMMIT")
     if reading:
@@ -308,14 +296,44 @@ async def _apply_on_floors(
     return at
 
 
+async def _moved_on_rows(
+    cur: AsyncCursor[Any],
+    members: Sequence[tuple[Projection, int]],
+    events: Sequence[CloudEvent],
+    to: Mapping[str, int],
+) -> tuple[Work, dict[str, int]]:
+    """The move whose answer (where each row was) says which events are fresh: the
+    pipeline waits for it, so the batch is two round trips."""
+    return _fresh(members, events, await _move_tracking_rows(cur, to))
+
+
+async def _moved_from_floors(
+    conn: AsyncConnection[Any],
+    members: Sequence[tuple[Projection, int]],
+    events: Sequence[CloudEvent],
+    to: Mapping[str, int],
+) -> tuple[Work, dict[str, int]]:
+    """The move on the callers' floors as where the rows are, nothing to wait for: the
+    batch is ONE round trip. It refuses the whole (psycopg.Error with SQLSTATE NR001, the
+    transaction failed) if a row is missing or past its floor (a rebuild's swap, another
+    leader meanwhile)."""
+    names = sorted(to)
+    floors = {projection.name: floor for projection, floor in members}
+    await conn.execute(
+        _MOVE_TRACKING_FROM_FLOORS,
+        {"names": names, "to": [to[n] for n in names], "floors": [floors[n] for n in names]},
+    )
+    return _fresh(members, events, floors)
+
+
 def _fresh(
     members: Sequence[tuple[Projection, int]],
     events: Sequence[CloudEvent],
     was: Mapping[str, int],
-) -> tuple[list[tuple[Projection, list[CloudEvent]]], dict[str, int]]:
+) -> tuple[Work, dict[str, int]]:
     """Each projection's events above its row (as it was) and its floor, and the
     position the batch leaves it at."""
-    work: list[tuple[Projection, list[CloudEvent]]] = []
+    work: Work = []
     at: dict[str, int] = {}
     for projection, floor in members:
         position = max(was[projection.name], floor)
@@ -331,9 +349,7 @@ def _fresh(
     return work, at
 
 
-async def _apply_work(
-    cur: AsyncCursor[Any], work: Sequence[tuple[Projection, list[CloudEvent]]], *, pipelined: bool
-) -> None:
+async def _apply_work(cur: AsyncCursor[Any], work: Work, *, pipelined: bool) -> None:
     """Run the handlers of `work`'s pipelined projections, or of the others."""
     for projection, fresh in work:
         if projection.pipelined == pipelined:

@@ -1,9 +1,9 @@
-"""The NATS side of a projection runner: connecting, its durable pull consumer,
-fetching a batch, and acking."""
+"""The NATS side of a projection runner: connecting, its durable pull consumer (read
+through pull requests kept open, infrastructure/jetstream_pull.py), decoding a batch,
+and acking."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -12,11 +12,11 @@ import msgspec
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from infrastructure.envelope import CloudEvent, decode
+from infrastructure.jetstream_pull import ContinuousPull
 from infrastructure.nats import ensure_stream, events_subjects
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def durable_name(subject_prefix: str, projection_name: str) -> str:
 
 
 async def bind_consumer(
-    js: JetStreamContext,
+    nc: Client,
     *,
     stream: str,
     subject_prefix: str,
@@ -59,13 +59,14 @@ async def bind_consumer(
     batch_size: int,
     ack_wait: float,
     replaces: tuple[str, ...] = (),
-) -> tuple[JetStreamContext.PullSubscription, int]:
-    """Create (if missing) and bind the durable pull consumer; return the subscription
-    and the stream's last sequence read BEFORE binding. Every message up to that
-    sequence was published after its event was stored, so a store catch-up started now
-    covers it; a later jump past it means messages were lost. `replaces`: consumers this
-    one takes over from, deleted (if they exist) when it is made, not on every bind
-    (the catch-up covers what they held)."""
+) -> tuple[ContinuousPull, int]:
+    """Create (if missing) and bind the durable pull consumer; return its reader
+    (started: its pull requests are open) and the stream's last sequence read BEFORE
+    binding. Every message up to that sequence was published after its event was
+    stored, so a store catch-up started now covers it; a later jump past it means
+    messages were lost. `replaces`: consumers this one takes over from, deleted (if they
+    exist) when it is made, not on every bind (the catch-up covers what they held)."""
+    js = nc.jetstream()
     await ensure_stream(js, stream, subject_prefix)
     last_seq = (await js.stream_info(stream)).state.last_seq
     try:
@@ -107,35 +108,9 @@ async def bind_consumer(
             ),
         )
         log.info("created JetStream consumer %s on %s", durable, stream)
-    subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
-    return subscription, last_seq
-
-
-async def fetch_batch(
-    subscription: JetStreamContext.PullSubscription,
-    batch_size: int,
-    timeout: float,  # noqa: ASYNC109 - passed on to fetch, which expires server-side too
-    stop: asyncio.Event,
-) -> list[Msg]:
-    """Up to batch_size messages; [] after `timeout` or as soon as `stop` is set. A
-    fetch abandoned on stop may leave messages un-acked: they are redelivered after
-    ack_wait and skipped by position, so nothing is lost."""
-    fetching = asyncio.ensure_future(subscription.fetch(batch_size, timeout=timeout))
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({fetching, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-        if not fetching.done():
-            fetching.cancel()
-            with contextlib.suppress(BaseException):
-                await fetching
-    if fetching.cancelled():
-        return []
-    try:
-        return fetching.result()
-    except TimeoutError:  # nats' TimeoutError and FetchTimeoutError subclass it
-        return []
+    reader = ContinuousPull(nc, stream=stream, consumer=durable, batch=batch_size)
+    await reader.start()
+    return reader, last_seq
 
 
 def decode_batch(

@@ -13,8 +13,9 @@ Lifecycle of a runner (docs/architecture.md §6):
 2. Bind a durable JetStream pull consumer (one per runner, ordered processing), THEN
    catch up from the event store's notification log. Binding first means nothing
    published during the catch-up can be missed.
-3. Follow NATS in batches: apply, commit, only then ack. A batch with nothing for this
-   projection only moves the position in memory, persisted lazily
+3. Follow NATS in batches (pull requests kept open ahead of the runner,
+   infrastructure/jetstream_pull.py): apply, commit, only then ack. A batch with
+   nothing for this projection only moves the position in memory, persisted lazily
    (projections/positions.py). Loss is detected by a jump in the JetStream stream
    sequence (never by the position, which has gaps), and answered by catching up from
    the store, as is any NATS error.
@@ -33,10 +34,10 @@ from collections.abc import Sequence
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from infrastructure.jetstream_pull import ContinuousPull
 from infrastructure.leadership import Check, LeadershipLost, lock_key
 from infrastructure.notification_log import max_position
 from infrastructure.supervision import Backoff, pause, supervise
@@ -47,7 +48,6 @@ from projections.consumer import (
     connect_nats,
     decode_batch,
     durable_name,
-    fetch_batch,
 )
 from projections.members import MEMBER_RETRY, Members
 from projections.positions import LivePositions, PositionKeeper, replay_from_store
@@ -126,13 +126,11 @@ class ProjectionRunner:
         self._broadcast = PositionBroadcast(subject_prefix)
         self._shared_sessions = sessions
         self._sessions: RunnerSessions | None = None
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._sub: ContinuousPull | None = None
         self._last_seq: int | None = None  # highest stream sequence known to be covered
         self._needs_catch_up = True
         self._rebind = False
         self._held: list[Msg] = []  # messages of a failed batch, acked after a catch-up
-        self._prefetch: asyncio.Future[list[Msg]] | None = None
-        """The next batch's fetch, under way while a batch is applied."""
         self._quiet_since: float | None = None
         """When fetches began to come back empty (None: the last one brought messages)."""
         self._polling = False  # only to log the switch to polling once
@@ -226,22 +224,21 @@ class ProjectionRunner:
         try:
             await self._persist()
             if nc is None or not nc.is_connected:
-                await self._drop_prefetch()
                 await self._poll_store(stop, connecting, connected_before=nc is not None)
                 return
             if self._sub is None or self._rebind:
-                await self._bind(nc.jetstream())
+                await self._bind(nc)
                 self._polling = False
             if self._needs_catch_up:
                 await self._catch_up_now()
                 self.following.set()
             assert self._sub is not None
             await self.members.retry_set_aside(self._pool, batch_size=self.batch_size)
-            messages = await self._fetch(stop)
+            # Whatever has arrived, or the first to arrive: the consumer's pull
+            # requests are kept open, so the messages came while the last batch applied.
+            wait = self.members.idle_at_most(self.fetch_timeout)
+            messages = await self._sub.take(self.batch_size, wait, stop)
             if messages:
-                # The next batch is fetched while this one is applied: a fetch is a
-                # round trip to NATS, and applying takes two to PostgreSQL.
-                self._prefetch = asyncio.ensure_future(self._fetch_next(stop))
                 await self._apply_messages(messages)
             else:
                 await self._check_relay_stall()
@@ -250,33 +247,10 @@ class ProjectionRunner:
         except Exception:
             # Back to a known state (the supervisor logs and pauses): bind again (the
             # subscription or consumer may be what failed) and catch up from the store.
-            await self._drop_prefetch()
             self.following.clear()
             self._rebind = True
             self._needs_catch_up = True
             raise
-
-    async def _fetch(self, stop: asyncio.Event) -> list[Msg]:
-        """The next batch from NATS: the one fetched meanwhile, if one was."""
-        if self._prefetch is not None:
-            fetching, self._prefetch = self._prefetch, None
-            return await fetching
-        return await self._fetch_next(stop)
-
-    async def _fetch_next(self, stop: asyncio.Event) -> list[Msg]:
-        assert self._sub is not None
-        wait = self.members.idle_at_most(self.fetch_timeout)
-        return await fetch_batch(self._sub, self.batch_size, wait, stop)
-
-    async def _drop_prefetch(self) -> None:
-        """Cancel a fetch under way. What it had fetched stays unacked: redelivered
-        later (or acked by a later ack, AckPolicy.ALL) and skipped by position, like
-        the messages of any fetch abandoned by a stop."""
-        fetching, self._prefetch = self._prefetch, None
-        if fetching is not None:
-            fetching.cancel()
-            with contextlib.suppress(BaseException):
-                await fetching
 
     async def _connect_nats(self) -> Client:
         async def on_reconnect() -> None:
@@ -330,15 +304,13 @@ class ProjectionRunner:
             *([] if connecting.done() else [connecting]),
         )
 
-    async def _bind(self, js: JetStreamContext) -> None:
-        await self._drop_prefetch()  # it fetches on the subscription being replaced
+    async def _bind(self, nc: Client) -> None:
         self._rebind = False
         if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+            await self._sub.close()
             self._sub = None
         self._sub, self._last_seq = await bind_consumer(
-            js,
+            nc,
             stream=self.stream,
             subject_prefix=self.subject_prefix,
             durable=self.durable_name,
@@ -408,8 +380,9 @@ class ProjectionRunner:
             await self._catch_up_now()
 
     async def _close(self, nc: Client | None) -> None:
-        await self._drop_prefetch()
         self.following.clear()
+        if self._sub is not None:
+            await self._sub.close()
         self._sub = None
         self._held = []
         if nc is not None:

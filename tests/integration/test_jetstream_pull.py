@@ -1,0 +1,135 @@
+"""ContinuousPull (infrastructure/jetstream_pull.py) against a real JetStream: messages
+come through the pull requests it keeps open, in order, beyond one batch, after a
+request expired, and a deleted consumer is reported rather than waited on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from infrastructure.jetstream_pull import ConsumerGone, ContinuousPull
+from tests.conftest import NatsNames
+
+DURABLE = "pull_test"
+
+
+@pytest.fixture
+async def nc(nats_url: str, nats_names: NatsNames) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    js = client.jetstream()
+    await js.add_stream(name=nats_names.stream, subjects=[f"{nats_names.prefix}.>"])
+    await js.add_consumer(
+        nats_names.stream,
+        ConsumerConfig(durable_name=DURABLE, ack_policy=AckPolicy.ALL, ack_wait=30),
+    )
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def publish(nc: Client, names: NatsNames, *payloads: bytes) -> None:
+    for payload in payloads:
+        await nc.jetstream().publish(f"{names.prefix}.x", payload)
+
+
+async def take_all(reader: ContinuousPull, count: int, limit: int = 256) -> list[bytes]:
+    """Take until `count` messages came (each take acks what it took), or fail."""
+    stop = asyncio.Event()
+    got: list[bytes] = []
+    for _ in range(count + 5):
+        messages = await reader.take(limit, 2.0, stop)
+        assert len(messages) <= limit
+        got += [m.data for m in messages]
+        if messages:
+            await messages[-1].ack()
+        if len(got) >= count:
+            return got
+    pytest.fail(f"only {len(got)} of {count} messages came")
+
+
+async def test_messages_come_in_order_beyond_one_batch(nc: Client, nats_names: NatsNames) -> None:
+    reader = ContinuousPull(nc, stream=nats_names.stream, consumer=DURABLE, batch=8)
+    await reader.start()
+    try:
+        payloads = [str(i).encode() for i in range(30)]
+        await publish(nc, nats_names, *payloads)
+        # More than three batches' worth: the requests are topped up as messages come.
+        assert await take_all(reader, 30, limit=5) == payloads
+        for _ in range(100):  # the server takes in the last ack asynchronously
+            info = await nc.jetstream().consumer_info(nats_names.stream, DURABLE)
+            if info.num_ack_pending == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert info.num_ack_pending == 0  # one ack of AckPolicy.ALL per take acked them
+        assert info.num_pending == 0
+    finally:
+        await reader.close()
+
+
+async def test_messages_published_while_idle_arrive_without_asking(
+    nc: Client, nats_names: NatsNames
+) -> None:
+    reader = ContinuousPull(nc, stream=nats_names.stream, consumer=DURABLE, batch=16)
+    await reader.start()
+    try:
+        stop = asyncio.Event()
+        assert await reader.take(16, 0.05, stop) == []  # nothing yet: [] after the wait
+        await publish(nc, nats_names, b"a", b"b")
+        await nc.flush()
+        # Already delivered to the reader by its open request, before any take asks.
+        for _ in range(200):
+            if await reader.take(16, 0.0, stop):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the messages did not come through the open request")
+    finally:
+        await reader.close()
+
+
+async def test_an_expired_request_is_renewed(nc: Client, nats_names: NatsNames) -> None:
+    reader = ContinuousPull(
+        nc, stream=nats_names.stream, consumer=DURABLE, batch=4, expires=0.3, heartbeat=0.1
+    )
+    await reader.start()
+    try:
+        stop = asyncio.Event()
+        # Idle past several expiries: each ends its request (408) and the reader renews.
+        for _ in range(4):
+            assert await reader.take(4, 0.3, stop) == []
+        await publish(nc, nats_names, b"late")
+        assert await take_all(reader, 1) == [b"late"]
+    finally:
+        await reader.close()
+
+
+async def test_stop_ends_a_wait_at_once(nc: Client, nats_names: NatsNames) -> None:
+    reader = ContinuousPull(nc, stream=nats_names.stream, consumer=DURABLE, batch=4)
+    await reader.start()
+    try:
+        stop = asyncio.Event()
+        waiting = asyncio.ensure_future(reader.take(4, 30.0, stop))
+        await asyncio.sleep(0.05)
+        stop.set()
+        assert await asyncio.wait_for(waiting, 2.0) == []
+    finally:
+        await reader.close()
+
+
+async def test_a_deleted_consumer_is_reported(nc: Client, nats_names: NatsNames) -> None:
+    reader = ContinuousPull(nc, stream=nats_names.stream, consumer=DURABLE, batch=4)
+    await reader.start()
+    try:
+        await nc.jetstream().delete_consumer(nats_names.stream, DURABLE)
+        stop = asyncio.Event()
+        with pytest.raises(ConsumerGone):
+            for _ in range(50):
+                await reader.take(4, 0.1, stop)
+    finally:
+        await reader.close()

@@ -132,10 +132,12 @@ class ContinuousPull:
             return
         # The end of a request (408: expired; 409: a conflict, e.g. a leadership change
         # in a cluster, or the consumer deleted): what it still owed will not come.
+        # Without a count (not every 409 carries one) all are forgotten: requesting too
+        # much only buffers a little more, too little would stall the reader.
         assert msg.headers is not None
         try:
-            self._owed = max(0, self._owed - int(msg.headers.get(_PENDING_MESSAGES, "0")))
-        except ValueError:
+            self._owed = max(0, self._owed - int(msg.headers[_PENDING_MESSAGES]))
+        except (KeyError, ValueError):
             self._owed = 0
         description = msg.headers.get(Header.DESCRIPTION, "")
         if _CONSUMER_DELETED in description:

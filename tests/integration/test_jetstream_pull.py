@@ -38,6 +38,17 @@ async def publish(nc: Client, names: NatsNames, *payloads: bytes) -> None:
         await nc.jetstream().publish(f"{names.prefix}.x", payload)
 
 
+async def waiting_requests(nc: Client, names: NatsNames, count: int) -> bool:
+    """Whether the consumer comes to hold `count` open pull requests (the server takes
+    a request in asynchronously)."""
+    for _ in range(100):
+        info = await nc.jetstream().consumer_info(names.stream, DURABLE)
+        if info.num_waiting == count:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
 async def take_all(reader: ContinuousPull, count: int, limit: int = 256) -> list[bytes]:
     """Take until `count` messages came (each take acks what it took), or fail."""
     stop = asyncio.Event()
@@ -131,5 +142,21 @@ async def test_a_deleted_consumer_is_reported(nc: Client, nats_names: NatsNames)
         with pytest.raises(ConsumerGone):
             for _ in range(50):
                 await reader.take(4, 0.1, stop)
+    finally:
+        await reader.close()
+
+
+async def test_requests_gone_unheard_are_made_anew(nc: Client, nats_names: NatsNames) -> None:
+    reader = ContinuousPull(
+        nc, stream=nats_names.stream, consumer=DURABLE, batch=4, expires=30.0, heartbeat=0.1
+    )
+    await reader.start()
+    try:
+        assert await waiting_requests(nc, nats_names, 1)
+        # As if nothing had been heard on the open request for longer than two heartbeats
+        # (a NATS server that restarted has forgotten it): the reader asks again.
+        reader._heard -= 60  # the clock of the last message heard, moved back
+        assert await reader.take(4, 0.0, asyncio.Event()) == []
+        assert await waiting_requests(nc, nats_names, 2)
     finally:
         await reader.close()

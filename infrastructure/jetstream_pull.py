@@ -99,8 +99,11 @@ class ContinuousPull:
         if self._gone is not None:
             raise self._gone
         if not self._arrived:
-            await self._renew_if_unheard()
+            # Cleared before anything here awaits: a message that comes meanwhile wakes
+            # the wait below at once, instead of leaving it to its timeout.
             self._wake.clear()
+            await self._renew_if_unheard()
+        if not self._arrived:
             waiting = asyncio.ensure_future(self._wake.wait())
             stopping = asyncio.ensure_future(stop.wait())
             try:

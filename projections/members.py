@@ -54,6 +54,11 @@ class Members:
     def set_aside(self) -> list[str]:
         return sorted(self._set_aside)
 
+    @property
+    def ahead(self) -> bool:
+        """Whether a member has passed a position that its tracking row does not hold."""
+        return any(keeper.persist_in() is not None for keeper in self.keepers)
+
     def idle_at_most(self, seconds: float) -> float:
         """How long the runner may wait for events: until a position is due to be
         persisted, or a member set aside is due to try again."""

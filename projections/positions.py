@@ -4,16 +4,18 @@ Most events concern some other read model: a runner passes many batches in which
 projection has no handler for anything. Such a batch needs no transaction. The runner
 keeps the position it has passed in memory (`PositionKeeper`) and persists it lazily:
 `persist_interval` after it first moved ahead of the tracking row, with the next batch
-that does apply something (in that batch's transaction, projection.apply_batches), and
-when the runner stops. A crash loses only the unpersisted stretch, which holds nothing
-to apply: it is read again after a restart and skipped again.
+that does apply something (in that batch's transaction, projection.apply_batches), once
+the runner has had nothing to do for IDLE_PERSIST_SECONDS, and when the runner stops.
+A crash loses only the unpersisted stretch, which holds nothing to apply: it is read
+again after a restart and skipped again.
 
 Every position a keeper holds is true: each event at or below it has been applied and
 committed, or has no handler in the projection. So readers in the same process may trust
 it (`LivePositions`, which wait_for_position and readiness consult), and a read waiting
 for a position that a projection passed without a commit returns at once. Other
-processes see the tracking row, which may be up to about `persist_interval` (plus one
-NATS fetch) behind for such positions; the read model itself is never behind it.
+processes see the tracking row, which may be up to about `persist_interval` behind for
+such positions while events keep coming, and IDLE_PERSIST_SECONDS once they stop; the
+read model itself is never behind it.
 """
 
 from __future__ import annotations
@@ -43,7 +45,16 @@ Progress = Callable[[int, int], None]
 Connections = AsyncConnection[Any] | AsyncConnectionPool
 """A connection, or a pool to take one from for each step (and give back in between)."""
 
-_MIN_IDLE_SECONDS = 0.05  # a NATS fetch needs a little time to expire server-side
+_MIN_IDLE_SECONDS = 0.05  # the shortest wait for events before a due persist
+
+IDLE_PERSIST_SECONDS = 0.02
+"""A runner that has had nothing to do for this long writes the positions it passed
+without a commit. A command's last event is often one the projection does not handle
+(the usage beside a create, for the pipelines read model): its row then held the
+command's position only up to `persist_interval` (1 s) later, which every process that
+reads the row (another API's read-your-writes wait, a client polling it) waited out,
+where the read model had held the command for long. While events keep coming the next
+batch with work carries the row along, so this costs a commit only when a burst ends."""
 
 
 _PERSIST_WAIT_SECONDS = 0.05

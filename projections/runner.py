@@ -50,7 +50,12 @@ from projections.consumer import (
     durable_name,
 )
 from projections.members import MEMBER_RETRY, Members
-from projections.positions import LivePositions, PositionKeeper, replay_from_store
+from projections.positions import (
+    IDLE_PERSIST_SECONDS,
+    LivePositions,
+    PositionKeeper,
+    replay_from_store,
+)
 from projections.projection import Projection
 from projections.sessions import RunnerSessions
 
@@ -80,6 +85,7 @@ class ProjectionRunner:
         relay_stall_after: float | None = 5.0,
         standby_interval: float = 1.0,
         persist_interval: float = 1.0,
+        idle_persist: float | None = IDLE_PERSIST_SECONDS,
         positions: LivePositions | None = None,
         sessions: RunnerSessions | None = None,
         name: str | None = None,
@@ -89,7 +95,8 @@ class ProjectionRunner:
         `name` (its lock and consumer); `positions`: where to publish the passed
         positions for waiters in this process; `sessions`: the leadership session and
         pool shared with the process's other runners (the runner opens its own when not
-        given)."""
+        given); `idle_persist`: seconds with nothing to do after which the passed
+        positions are written (None: only every `persist_interval`)."""
         group = (projections,) if isinstance(projections, Projection) else tuple(projections)
         assert group, "a runner keeps at least one projection"
         assert name is not None or len(group) == 1, "a group of projections is named"
@@ -105,6 +112,7 @@ class ProjectionRunner:
         self.fetch_timeout = fetch_timeout
         self.ack_wait = ack_wait
         self.relay_stall_after = relay_stall_after
+        self.idle_persist = idle_persist
         self.standby_interval = standby_interval
         self.following = asyncio.Event()
         """Set while bound to NATS and caught up (health checks, tests)."""
@@ -237,10 +245,16 @@ class ProjectionRunner:
             # Whatever has arrived, or the first to arrive: the consumer's pull
             # requests are kept open, so the messages came while the last batch applied.
             wait = self.members.idle_at_most(self.fetch_timeout)
+            ahead = self.idle_persist is not None and self.members.ahead
+            if ahead and self.idle_persist is not None:
+                wait = min(wait, self.idle_persist)
             messages = await self._sub.take(self.batch_size, wait, stop)
             if messages:
                 await self._apply_messages(messages)
             else:
+                if ahead:
+                    # Idle: the rows catch up with the positions (positions.py).
+                    await self._persist(now=True)
                 await self._check_relay_stall()
             # The API processes' read-your-writes waits learn of it now (broadcast.py).
             await self._broadcast.send(nc, self.members.keepers)

@@ -96,7 +96,13 @@ async def test_a_batch_with_nothing_to_apply_touches_no_database(
     await sessions.open()
     projection = Counting()
     runner = make_runner(
-        projection, database_url, nats_url, nats_names, persist_interval=60, sessions=sessions
+        projection,
+        database_url,
+        nats_url,
+        nats_names,
+        persist_interval=60,
+        idle_persist=None,
+        sessions=sessions,
     )
     try:
         async with running(runner):
@@ -131,7 +137,12 @@ async def test_the_passed_position_is_persisted_within_the_interval_and_on_stop(
 ) -> None:
     interval = 0.2
     runner = make_runner(
-        PipelinesProjection(), database_url, nats_url, nats_names, persist_interval=interval
+        PipelinesProjection(),
+        database_url,
+        nats_url,
+        nats_names,
+        persist_interval=interval,
+        idle_persist=None,
     )
     async with running(runner):
         other_events(event_store, 3)
@@ -144,7 +155,12 @@ async def test_the_passed_position_is_persisted_within_the_interval_and_on_stop(
             await asyncio.sleep(0.02)
 
     lazy = make_runner(
-        PipelinesProjection(), database_url, nats_url, nats_names, persist_interval=60
+        PipelinesProjection(),
+        database_url,
+        nats_url,
+        nats_names,
+        persist_interval=60,
+        idle_persist=None,
     )
     async with running(lazy):
         other_events(event_store, 3)
@@ -153,6 +169,29 @@ async def test_the_passed_position_is_persisted_within_the_interval_and_on_stop(
         await passes(lazy, top)
         assert (await tracking_row(database_url))[2] < top
     assert (await tracking_row(database_url))[2] == top  # persisted on the way out
+
+
+async def test_an_idle_runner_writes_the_positions_it_passed(
+    database_url: str,
+    nats_url: str,
+    nats_names: NatsNames,
+    event_store: NornEventStore,
+    publisher: Publisher,
+) -> None:
+    """A command's last event is often one the projection does not handle: its row holds
+    the command's position once the runner has nothing more to do, not an interval on."""
+    runner = make_runner(
+        PipelinesProjection(), database_url, nats_url, nats_names, persist_interval=60
+    )
+    async with running(runner):
+        other_events(event_store, 3)
+        await publisher.publish_new()
+        top = await head(database_url)
+        await passes(runner, top)
+        deadline = time.monotonic() + 2.0  # the interval is 60 s
+        while (await tracking_row(database_url))[2] < top:
+            assert time.monotonic() < deadline, "not written when the runner went idle"
+            await asyncio.sleep(0.01)
 
 
 async def test_an_in_process_wait_returns_for_a_position_passed_without_a_commit(
@@ -171,6 +210,7 @@ async def test_an_in_process_wait_returns_for_a_position_passed_without_a_commit
         nats_url,
         nats_names,
         persist_interval=60,
+        idle_persist=None,
         positions=positions,
     )
     async with running(runner):
@@ -201,7 +241,12 @@ async def test_a_wait_in_another_process_returns_for_a_position_passed_without_a
     """An API process without a projector (its own LivePositions, fed over NATS by
     follow_positions) is told the runner's positions, not only the row's."""
     runner = make_runner(
-        PipelinesProjection(), database_url, nats_url, nats_names, persist_interval=60
+        PipelinesProjection(),
+        database_url,
+        nats_url,
+        nats_names,
+        persist_interval=60,
+        idle_persist=None,
     )
     elsewhere = LivePositions()  # the API process's
     nc = await nats.connect(nats_url)
@@ -238,7 +283,9 @@ async def test_a_restart_rereads_the_unpersisted_stretch_and_applies_nothing_twi
     publisher: Publisher,
 ) -> None:
     first = Counting()
-    runner = make_runner(first, database_url, nats_url, nats_names, persist_interval=60)
+    runner = make_runner(
+        first, database_url, nats_url, nats_names, persist_interval=60, idle_persist=None
+    )
     async with running(runner):
         published: list[CloudEvent] = []
         for i in range(3):

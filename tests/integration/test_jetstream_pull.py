@@ -5,7 +5,9 @@ request expired, and a deleted consumer is reported rather than waited on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import nats
 import pytest
@@ -38,6 +40,17 @@ async def publish(nc: Client, names: NatsNames, *payloads: bytes) -> None:
         await nc.jetstream().publish(f"{names.prefix}.x", payload)
 
 
+@contextlib.asynccontextmanager
+async def reading(nc: Client, names: NatsNames, **options: Any) -> AsyncIterator[ContinuousPull]:
+    """A started reader of the test's consumer, closed afterwards."""
+    reader = ContinuousPull(nc, stream=names.stream, consumer=DURABLE, **options)
+    await reader.start()
+    try:
+        yield reader
+    finally:
+        await reader.close()
+
+
 async def waiting_requests(nc: Client, names: NatsNames, count: int) -> bool:
     """Whether the consumer comes to hold `count` open pull requests (the server takes
     a request in asynchronously)."""
@@ -65,9 +78,7 @@ async def take_all(reader: ContinuousPull, count: int, limit: int = 256) -> list
 
 
 async def test_messages_come_in_order_beyond_one_batch(nc: Client, nats_names: NatsNames) -> None:
-    reader = ContinuousPull(nc, stream=nats_names.stream, consumer=DURABLE, batch=8)
-    await reader.start()
-    try:
+    async with reading(nc, nats_names, batch=8) as reader:
         payloads = [str(i).encode() for i in range(30)]
         await publish(nc, nats_names, *payloads)
         # More than three batches' worth: the requests are topped up as messages come.
@@ -79,16 +90,12 @@ async def test_messages_come_in_order_beyond_one_batch(nc: Client, nats_names: N
             await asyncio.sleep(0.01)
         assert info.num_ack_pending == 0  # one ack of AckPolicy.ALL per take acked them
         assert info.num_pending == 0
-    finally:
-        await reader.close()
 
 
 async def test_messages_published_while_idle_arrive_without_asking(
     nc: Client, nats_names: NatsNames
 ) -> None:
-    reader = ContinuousPull(nc, stream=nats_names.stream, consumer=DURABLE, batch=16)
-    await reader.start()
-    try:
+    async with reading(nc, nats_names, batch=16) as reader:
         stop = asyncio.Event()
         assert await reader.take(16, 0.05, stop) == []  # nothing yet: [] after the wait
         await publish(nc, nats_names, b"a", b"b")
@@ -100,63 +107,41 @@ async def test_messages_published_while_idle_arrive_without_asking(
             await asyncio.sleep(0.01)
         else:
             pytest.fail("the messages did not come through the open request")
-    finally:
-        await reader.close()
 
 
 async def test_an_expired_request_is_renewed(nc: Client, nats_names: NatsNames) -> None:
-    reader = ContinuousPull(
-        nc, stream=nats_names.stream, consumer=DURABLE, batch=4, expires=0.3, heartbeat=0.1
-    )
-    await reader.start()
-    try:
+    async with reading(nc, nats_names, batch=4, expires=0.3, heartbeat=0.1) as reader:
         stop = asyncio.Event()
         # Idle past several expiries: each ends its request (408) and the reader renews.
         for _ in range(4):
             assert await reader.take(4, 0.3, stop) == []
         await publish(nc, nats_names, b"late")
         assert await take_all(reader, 1) == [b"late"]
-    finally:
-        await reader.close()
 
 
 async def test_stop_ends_a_wait_at_once(nc: Client, nats_names: NatsNames) -> None:
-    reader = ContinuousPull(nc, stream=nats_names.stream, consumer=DURABLE, batch=4)
-    await reader.start()
-    try:
+    async with reading(nc, nats_names, batch=4) as reader:
         stop = asyncio.Event()
         waiting = asyncio.ensure_future(reader.take(4, 30.0, stop))
         await asyncio.sleep(0.05)
         stop.set()
         assert await asyncio.wait_for(waiting, 2.0) == []
-    finally:
-        await reader.close()
 
 
 async def test_a_deleted_consumer_is_reported(nc: Client, nats_names: NatsNames) -> None:
-    reader = ContinuousPull(nc, stream=nats_names.stream, consumer=DURABLE, batch=4)
-    await reader.start()
-    try:
+    async with reading(nc, nats_names, batch=4) as reader:
         await nc.jetstream().delete_consumer(nats_names.stream, DURABLE)
         stop = asyncio.Event()
         with pytest.raises(ConsumerGone):
             for _ in range(50):
                 await reader.take(4, 0.1, stop)
-    finally:
-        await reader.close()
 
 
 async def test_requests_gone_unheard_are_made_anew(nc: Client, nats_names: NatsNames) -> None:
-    reader = ContinuousPull(
-        nc, stream=nats_names.stream, consumer=DURABLE, batch=4, expires=30.0, heartbeat=0.1
-    )
-    await reader.start()
-    try:
+    async with reading(nc, nats_names, batch=4, expires=30.0, heartbeat=0.1) as reader:
         assert await waiting_requests(nc, nats_names, 1)
         # As if nothing had been heard on the open request for longer than two heartbeats
         # (a NATS server that restarted has forgotten it): the reader asks again.
         reader._heard -= 60  # the clock of the last message heard, moved back
         assert await reader.take(4, 0.0, asyncio.Event()) == []
         assert await waiting_requests(nc, nats_names, 2)
-    finally:
-        await reader.close()

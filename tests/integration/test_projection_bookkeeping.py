@@ -64,6 +64,9 @@ from tests.integration.test_projections import (
     running,
 )
 
+LAZY: dict[str, Any] = {"persist_interval": 60, "idle_persist": None}
+"""A runner that writes the positions it passed only every minute and on stop."""
+
 
 class Counting(PerEventPipelines):
     """Counts handler calls: nothing may be applied twice."""
@@ -100,8 +103,7 @@ async def test_a_batch_with_nothing_to_apply_touches_no_database(
         database_url,
         nats_url,
         nats_names,
-        persist_interval=60,
-        idle_persist=None,
+        **LAZY,
         sessions=sessions,
     )
     try:
@@ -159,8 +161,7 @@ async def test_the_passed_position_is_persisted_within_the_interval_and_on_stop(
         database_url,
         nats_url,
         nats_names,
-        persist_interval=60,
-        idle_persist=None,
+        **LAZY,
     )
     async with running(lazy):
         other_events(event_store, 3)
@@ -209,8 +210,7 @@ async def test_an_in_process_wait_returns_for_a_position_passed_without_a_commit
         database_url,
         nats_url,
         nats_names,
-        persist_interval=60,
-        idle_persist=None,
+        **LAZY,
         positions=positions,
     )
     async with running(runner):
@@ -245,8 +245,7 @@ async def test_a_wait_in_another_process_returns_for_a_position_passed_without_a
         database_url,
         nats_url,
         nats_names,
-        persist_interval=60,
-        idle_persist=None,
+        **LAZY,
     )
     elsewhere = LivePositions()  # the API process's
     nc = await nats.connect(nats_url)
@@ -283,9 +282,7 @@ async def test_a_restart_rereads_the_unpersisted_stretch_and_applies_nothing_twi
     publisher: Publisher,
 ) -> None:
     first = Counting()
-    runner = make_runner(
-        first, database_url, nats_url, nats_names, persist_interval=60, idle_persist=None
-    )
+    runner = make_runner(first, database_url, nats_url, nats_names, **LAZY)
     async with running(runner):
         published: list[CloudEvent] = []
         for i in range(3):

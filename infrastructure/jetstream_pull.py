@@ -11,7 +11,8 @@ lag). This is the scheme of the NATS clients' newer "consume" APIs: requests for
 `batch` messages are kept open (a new one when fewer than half a batch are still owed),
 the server pushes each message as it is stored, and idle heartbeats on the requests tell
 a live but quiet consumer from requests the server no longer holds (a restart, a lost
-connection), which are then made anew.
+connection), which are then made anew. A consumer that is gone (deleted under the
+requests, or missing when one came) is reported to the reader, which binds again.
 
 The protocol is JetStream's own: a JSON request on `$JS.API.CONSUMER.MSG.NEXT.<stream>.
 <consumer>` with the reply inbox; messages come with their ack subject as reply subject
@@ -32,7 +33,9 @@ from collections import deque
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 from nats.js.api import Header
+from nats.js.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ Nothing heard for two of them: the server no longer holds the requests; made ane
 _PENDING_MESSAGES = "Nats-Pending-Messages"
 _HEARTBEAT = "100"
 _CONSUMER_DELETED = "Consumer Deleted"
+_NO_RESPONDERS = "503"
 
 
 class ConsumerGone(RuntimeError):
@@ -67,6 +71,8 @@ class ContinuousPull:
     ) -> None:
         self._nc = nc
         self._next_subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._stream = stream
+        self._consumer = consumer
         self._batch = batch
         self._expires = expires
         self._heartbeat = heartbeat
@@ -103,6 +109,8 @@ class ContinuousPull:
             # the wait below at once, instead of leaving it to its timeout.
             self._wake.clear()
             await self._renew_if_unheard()
+            if self._gone is not None:
+                raise self._gone
         if not self._arrived:
             waiting = asyncio.ensure_future(self._wake.wait())
             stopping = asyncio.ensure_future(stop.wait())
@@ -143,18 +151,28 @@ class ContinuousPull:
         except (KeyError, ValueError):
             self._owed = 0
         description = msg.headers.get(Header.DESCRIPTION, "")
-        if _CONSUMER_DELETED in description:
-            self._gone = ConsumerGone(f"JetStream consumer deleted ({status} {description})")
+        if _CONSUMER_DELETED in description or status == _NO_RESPONDERS:
+            # Deleted under the requests, or missing when one came (a 503 from NATS 2.10
+            # on; 2.9 answers nothing: see _renew_if_unheard).
+            self._gone = ConsumerGone(f"JetStream consumer gone ({status} {description})")
         elif status != "408":
             log.debug("pull request ended: %s %s", status, description)
         self._wake.set()  # the reader renews the requests
 
     async def _renew_if_unheard(self) -> None:
         """No message, status or heartbeat for two heartbeats while requests are open:
-        the server holds none of them any more. Forget them and request again."""
+        the server holds none of them any more. Forget them and request again, unless
+        the consumer is missing (NATS 2.9 answers a request for one with silence)."""
         if self._owed and time.monotonic() - self._heard > 2 * self._heartbeat:
             log.info("pull requests on %s went unanswered; requesting again", self._next_subject)
             self._owed = 0
+            try:
+                await self._nc.jetstream().consumer_info(self._stream, self._consumer)
+            except NotFoundError:
+                self._gone = ConsumerGone(f"JetStream consumer {self._consumer} missing")
+                return
+            except (NatsError, TimeoutError):
+                pass  # asked again below; the next silence asks again
         await self._top_up()
 
     async def _top_up(self) -> None:

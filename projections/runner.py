@@ -245,16 +245,14 @@ class ProjectionRunner:
             # Whatever has arrived, or the first to arrive: the consumer's pull
             # requests are kept open, so the messages came while the last batch applied.
             wait = self.members.idle_at_most(self.fetch_timeout)
-            ahead = self.idle_persist is not None and self.members.ahead
-            if ahead and self.idle_persist is not None:
-                wait = min(wait, self.idle_persist)
-            messages = await self._sub.take(self.batch_size, wait, stop)
+            # Passed positions the rows lack are written once nothing comes for a while.
+            idle = self.idle_persist if self.members.ahead else None
+            messages = await self._sub.take(self.batch_size, min(wait, idle or wait), stop)
             if messages:
                 await self._apply_messages(messages)
             else:
-                if ahead:
-                    # Idle: the rows catch up with the positions (positions.py).
-                    await self._persist(now=True)
+                if idle is not None:
+                    await self._persist(now=True)  # idle: the rows catch up (positions.py)
                 await self._check_relay_stall()
             # The API processes' read-your-writes waits learn of it now (broadcast.py).
             await self._broadcast.send(nc, self.members.keepers)

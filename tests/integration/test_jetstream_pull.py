@@ -130,10 +130,22 @@ async def test_stop_ends_a_wait_at_once(nc: Client, nats_names: NatsNames) -> No
 
 async def test_a_deleted_consumer_is_reported(nc: Client, nats_names: NatsNames) -> None:
     async with reading(nc, nats_names, batch=4) as reader:
+        assert await waiting_requests(nc, nats_names, 1)  # deleted under the open request
         await nc.jetstream().delete_consumer(nats_names.stream, DURABLE)
         stop = asyncio.Event()
         with pytest.raises(ConsumerGone):
             for _ in range(50):
+                await reader.take(4, 0.1, stop)
+
+
+async def test_a_missing_consumer_is_reported(nc: Client, nats_names: NatsNames) -> None:
+    await nc.jetstream().delete_consumer(nats_names.stream, DURABLE)
+    async with reading(nc, nats_names, batch=4, heartbeat=0.1) as reader:
+        stop = asyncio.Event()
+        # NATS 2.10 and later answer a request for a missing consumer with a 503 at once;
+        # 2.9 answers nothing, and the reader asks after two silent heartbeats.
+        with pytest.raises(ConsumerGone):
+            for _ in range(20):
                 await reader.take(4, 0.1, stop)
 
 

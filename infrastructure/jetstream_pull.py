@@ -2,12 +2,12 @@
 that messages flow to the process as they are stored and a reader takes, without a
 round trip, whatever has arrived (docs/architecture.md §6, "Following NATS").
 
-Why not nats-py's `PullSubscription.fetch`: each call is a round trip (a no-wait probe)
-and, when nothing is pending, a lingering request that returns only once its whole batch
-has arrived or its timeout has passed, not when the first messages came. A projection
-runner that had caught up then held events for up to its fetch timeout (measured at
-500 creates/s: 30-80 ms waits that returned 30-130 messages, most of the read models'
-lag). This is the scheme of the NATS clients' newer "consume" APIs: requests for
+Why not nats-py's `PullSubscription.fetch`: each call is a round trip to NATS (a pull
+request, then its answer), and a projection runner under load made one per batch from
+a busy process to a busy server, often for the one or two messages that had come while
+the last batch applied (at 500 creates/s the NATS -> read model part of the lag was
+p99 48-108 ms with fetches, 28-46 ms with this). This is the scheme of the NATS
+clients' newer "consume" APIs: requests for
 `batch` messages are kept open (a new one when fewer than half a batch are still owed),
 the server pushes each message as it is stored, and idle heartbeats on the requests tell
 a live but quiet consumer from requests the server no longer holds (a restart, a lost
@@ -51,7 +51,7 @@ _NO_RESPONDERS = "503"
 
 
 class ConsumerGone(RuntimeError):
-    """The consumer was deleted under the reader: bind it again."""
+    """The consumer was deleted under the reader, or is missing: bind it again."""
 
 
 class ContinuousPull:

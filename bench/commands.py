@@ -23,7 +23,9 @@ reference measured in the same run.
     an otherwise idle system), which is kept because it is a different figure: the
     floor, with no queue; and the quiet lag, the same with about QUIET seconds between two
     commands, so that each meets a system at its idle pace (what a command sees on a
-    lightly used install).
+    lightly used install). Then the open loop again from wrk (bench/wrk.py paces its
+    creates at --rate), where it is installed: the Python sender takes about a fifth of
+    a core at 500/s, on the two cores norn shares with it.
 --apart: each role in its own process (`norn api`, `norn relay`, ...; README "Roles in
 their own processes") instead of `norn serve`; CPU is then summed over them all.
 --http-workers N: `norn serve` with NORN_HTTP_WORKERS=N (its CPU includes the workers').
@@ -66,7 +68,7 @@ from harness import (
     profiled,
     server_cpu_seconds,
 )
-from wrk import WrkResult, wrk_creates, wrk_gets
+from wrk import WrkResult, wrk_creates, wrk_gets, wrk_paced_creates
 
 RAW_APP = "norn-bench-raw"
 QUIET = 0.2
@@ -266,10 +268,50 @@ def open_loop_lag(server: Server, headers: dict, rate: float, seconds: float, se
 
             return await open_loop(rate, seconds, senders, send)
 
+    lags = _measured(server, lambda: asyncio.run(load()), answered, failed)
+    assert lags is not None  # load always runs
+    return lags
+
+
+def paced_lag(
+    server: Server, headers: dict, rate: float, seconds: float, senders: int
+) -> Lags | None:
+    """[5] again with wrk sending (bench/wrk.py): creates paced at `rate`/s over up to
+    `senders` connections, each one's lag as in open_loop_lag. None without wrk."""
+    answered: list[tuple[float, int]] = []
+    failed: Counter[str] = Counter()
+
+    def load() -> OpenLoop | None:
+        started = time.monotonic()
+        paced = wrk_paced_creates(
+            server.base, headers, "/api/v1/pipelines", body(0), rate, senders, seconds
+        )
+        if paced is None:
+            return None
+        answered.extend(paced.answered)
+        for why, k in (("not 201", paced.not_ok), ("socket error", paced.socket_errors)):
+            if k:
+                failed[why] += k
+        # The rate wrk held: its requests over its own measure of the run.
+        return OpenLoop(paced.sent, started, started + paced.seconds, time.monotonic())
+
+    return _measured(server, load, answered, failed)
+
+
+def _measured(
+    server: Server,
+    load: Callable[[], OpenLoop | None],
+    answered: list[tuple[float, int]],
+    failed: Counter[str],
+) -> Lags | None:
+    """Runs `load` (which fills `answered`) with the position poller going, and each
+    answered create's lag: from its response to the first poll that sees its position."""
     with PositionPoller(server.database_url, "pipelines") as poller:
         cpu = server_cpu_seconds(server)
         poller.go()
-        run = asyncio.run(load())
+        run = load()
+        if run is None:
+            return None
         if not answered:
             raise RuntimeError(f"open loop: no create succeeded (failed: {dict(failed)})")
         log = poller.until(max(p for _, p in answered))
@@ -327,6 +369,15 @@ class Mark:
     @staticmethod
     def take(server: Server, counter: CommitCounter) -> Mark:
         return Mark(counter.read(), time.monotonic(), server_cpu_seconds(server))
+
+
+def lag_line(lag: Lags) -> str:
+    failed = "".join(f", {k} failed: {why}" for why, k in lag.failed.most_common())
+    return (
+        f"{p50_p99(lag.lags)}, achieved {lag.completed_rate:.0f}/s (scheduled at "
+        f"{lag.send_rate:.0f}/s{failed}), polled every {ms(lag.poll_interval)}, "
+        f"norn CPU {lag.cpu_per_1k:.1f} s/1k"
+    )
 
 
 def ms(seconds: float) -> str:
@@ -431,6 +482,9 @@ def main() -> None:
 
         # [5] open-loop lag, and the sequential lag.
         lag = open_loop_lag(server, headers, args.rate, args.lag_seconds, args.senders)
+        until_projected(server.database_url)
+        time.sleep(args.settle)
+        by_wrk_lag = paced_lag(server, headers, args.rate, args.lag_seconds, args.senders)
         seq = sequential_lag(server.base, headers, server.database_url, args.lag_samples)
         quiet = sequential_lag(
             server.base, headers, server.database_url, max(10, args.lag_samples // 4), QUIET
@@ -487,15 +541,16 @@ def main() -> None:
         f"[4] read model has the [1] burst's last position {caught} after its last response, "
         f"polled every {ms(log.median_interval())} | sequential lag p50 {ms(percentile(seq, 50))}"
     )
-    failed = "".join(f", {k} failed: {why}" for why, k in lag.failed.most_common())
     out.append(
         f"[5] projection lag at {args.rate:g}/s offered for {args.lag_seconds:g} s (open loop, "
-        f"{args.senders} senders): "
-        f"{p50_p99(lag.lags)}, achieved {lag.completed_rate:.0f}/s (scheduled at "
-        f"{lag.send_rate:.0f}/s{failed}), polled every {ms(lag.poll_interval)}, "
-        f"norn CPU {lag.cpu_per_1k:.1f} s/1k | sequential (one at a time): {p50_p99(seq)} | "
-        f"quiet (one every ~{QUIET:g} s): {p50_p99(quiet)}"
+        f"{args.senders} senders): {lag_line(lag)} | sequential (one at a time): "
+        f"{p50_p99(seq)} | quiet (one every ~{QUIET:g} s): {p50_p99(quiet)}"
     )
+    if by_wrk_lag is not None:
+        out.append(
+            f"[5] projection lag by wrk (a C client, paced at {args.rate:g}/s, "
+            f"{args.senders} connections): {lag_line(by_wrk_lag)}"
+        )
     print("\n".join(out))
 
 

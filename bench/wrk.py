@@ -50,6 +50,76 @@ end
 """
 
 
+# [5] from wrk: creates paced at a rate, each response's time (CLOCK_MONOTONIC, the clock
+# of Python's time.monotonic()) and position written out. Each thread hands out send slots
+# 1/rate apart in turn to whichever of its connections is free (wrk asks delay() before
+# every request but a connection's first); a slot missed (all connections busy) is sent
+# as soon as one is free, so the rate holds unless the server falls behind.
+_PACED = """
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct {{ long tv_sec; long tv_nsec; }} norn_ts;
+           int clock_gettime(int, norn_ts *); ]]
+local ts = ffi.new("norn_ts")
+local function now()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
+local body, path, tag, out = {body}, {path}, {tag}, {out}
+local interval = {interval}
+for name, value in pairs({headers}) do wrk.headers[name] = value end
+wrk.headers["Content-Type"] = "application/json"
+local threads, ids = {{}}, 0
+setup = function(thread)
+  ids = ids + 1
+  thread:set("id", ids)
+  table.insert(threads, thread)
+end
+local n, slot = 0, nil
+answered, failed = {{}}, 0
+request = function()
+  n = n + 1
+  local name = string.format("%s-%d-%d", tag, id, n)
+  return wrk.format("POST", path, nil, (body:gsub("__NAME__", name)))
+end
+delay = function()
+  local t = now()
+  slot = (slot or t) + interval
+  if slot < t then return 0 end
+  return math.floor((slot - t) * 1000)
+end
+response = function(status, headers, text)
+  local at = now()
+  local position = status == 201 and text:match('"position":%s*(%d+)')
+  if position then
+    answered[#answered + 1] = string.format("%.6f %s", at, position)
+  else
+    failed = failed + 1
+  end
+end
+done = function(summary, latency, requests)
+  local file = io.open(out, "w")
+  local lost = 0
+  for _, thread in ipairs(threads) do
+    for _, line in ipairs(thread:get("answered")) do file:write(line, "\\n") end
+    lost = lost + thread:get("failed")
+  end
+  file:close()
+  local e = summary.errors
+  io.write(string.format("NORN %d %d %d %d\\n", summary.requests, lost,
+    e.connect + e.read + e.write + e.timeout, summary.duration))
+end
+"""
+
+
+@dataclass(frozen=True)
+class PacedCreates:
+    answered: list[tuple[float, int]]  # (response time.monotonic(), position)
+    sent: int  # and answered (wrk counts a request when its response has come)
+    seconds: float  # wrk's own measure of its run
+    not_ok: int  # answered other than 201 with a position
+    socket_errors: int
+
+
 @dataclass(frozen=True)
 class WrkResult:
     requests: int
@@ -103,12 +173,51 @@ def wrk_creates(
     return _wrk(base, script, connections, seconds)
 
 
+def wrk_paced_creates(
+    base: str,
+    headers: dict[str, str],
+    path: str,
+    body: dict[str, Any],
+    rate: float,
+    connections: int,
+    seconds: float,
+) -> PacedCreates | None:
+    """POST `body` to `path` at `rate`/s (at most `connections` at once, two wrk threads)
+    for `seconds`; each 201's response time and position."""
+    exe = shutil.which("wrk")
+    if exe is None:
+        return None
+    template = json.dumps({**body, "name": "__NAME__"})
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/answered.txt"
+        script = _PACED.format(
+            body=json.dumps(template),
+            path=json.dumps(path),
+            tag=json.dumps(f"wrk-{uuid.uuid4().hex[:8]}"),
+            out=json.dumps(out),
+            interval=repr(2 / rate),  # two threads, each half the rate
+            headers=_lua(headers),
+        )
+        line = _run(exe, base, script, connections, seconds)
+        with open(out) as answered:
+            pairs = [(float(at), int(p)) for at, p in (x.split() for x in answered)]
+    sent, not_ok, socket_errors, duration_us = (int(x) for x in line.split()[1:])
+    return PacedCreates(pairs, sent, duration_us / 1e6, not_ok, socket_errors)
+
+
 def _wrk(base: str, script_text: str, connections: int, seconds: float) -> WrkResult | None:
     exe = shutil.which("wrk")
     if exe is None:
         return None
+    line = _run(exe, base, script_text + _DONE, connections, seconds)
+    requests, not_ok, socket_errors, p50_us, p99_us = (int(x) for x in line.split()[1:])
+    return WrkResult(requests, not_ok, socket_errors, p50_us / 1000, p99_us / 1000)
+
+
+def _run(exe: str, base: str, script_text: str, connections: int, seconds: float) -> str:
+    """wrk's line starting "NORN " (its script's done())."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(script_text + _DONE)
+        script.write(script_text)
         script.flush()
         done = subprocess.run(  # noqa: S603 (wrk from PATH, arguments of ours)
             [
@@ -125,6 +234,4 @@ def _wrk(base: str, script_text: str, connections: int, seconds: float) -> WrkRe
             check=True,
             timeout=seconds + 60,
         )
-    line = next(x for x in done.stdout.splitlines() if x.startswith("NORN "))
-    requests, not_ok, socket_errors, p50_us, p99_us = (int(x) for x in line.split()[1:])
-    return WrkResult(requests, not_ok, socket_errors, p50_us / 1000, p99_us / 1000)
+    return next(x for x in done.stdout.splitlines() if x.startswith("NORN "))

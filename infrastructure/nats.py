@@ -15,6 +15,11 @@ log = logging.getLogger(__name__)
 POSITION_HEADER = "Norn-Position"
 """Carries the global position of the event in every published message, so the relay
 can resume from the last message in the stream after a crash."""
+FOLLOWING_HEADER = "Norn-Following"
+"""On every message of a relay window but its last: how many more of the window follow
+(published together, so stored within moments). A projection runner that has taken one
+waits briefly for them, so that a command's events are applied in one batch
+(docs/architecture.md §6)."""
 DUPLICATE_WINDOW_SECONDS = 120.0
 
 

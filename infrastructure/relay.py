@@ -46,7 +46,13 @@ from psycopg import AsyncConnection
 from infrastructure.append_pokes import poke_subject
 from infrastructure.envelope import encode, subject_for, to_cloud_event
 from infrastructure.leadership import AdvisoryLocks, LeadershipLost, Lease, lock_key
-from infrastructure.nats import POSITION_HEADER, connect, ensure_stream, events_subjects
+from infrastructure.nats import (
+    FOLLOWING_HEADER,
+    POSITION_HEADER,
+    connect,
+    ensure_stream,
+    events_subjects,
+)
 from infrastructure.notification_log import read_with_head
 from infrastructure.supervision import Backoff, supervise
 from infrastructure.work_queue import (
@@ -355,12 +361,15 @@ class Relay:
             outgoing.append(Outgoing(notification.id, subject, encode(event), event.id, item))
         return outgoing, None
 
-    def _headers(self, message: Outgoing, offset: int) -> dict[str, str]:
-        return {
+    def _headers(self, message: Outgoing, offset: int, following: int) -> dict[str, str]:
+        headers = {
             "Nats-Msg-Id": message.msg_id,
             POSITION_HEADER: str(message.position),
             Header.EXPECTED_LAST_SEQUENCE: str(self._stream_seq + offset),
         }
+        if following:
+            headers[FOLLOWING_HEADER] = str(following)
+        return headers
 
     async def _publish_chained(self, js: JetStreamContext, outgoing: list[Outgoing]) -> int | None:
         """The fast path: the number published, or None unless the window is known stored,
@@ -380,7 +389,7 @@ class Relay:
         stored = False
         try:
             for offset, message in enumerate(outgoing):
-                headers = self._headers(message, offset)
+                headers = self._headers(message, offset, len(outgoing) - 1 - offset)
                 if offset < len(outgoing) - 1:
                     # What js.publish adds: a message bound for another stream is refused.
                     headers[Header.EXPECTED_STREAM] = self._stream
@@ -426,14 +435,14 @@ class Relay:
         (From nats-server 2.12 the expected sequence is checked before duplicates: there a
         window the fast path stored in part is refused at once, and the relay resumes from
         the stream.)"""
-        for message in outgoing:
+        for i, message in enumerate(outgoing):
             try:
                 ack = await js.publish(
                     message.subject,
                     message.payload,
                     timeout=ACK_TIMEOUT,
                     stream=self._stream,
-                    headers=self._headers(message, 0),
+                    headers=self._headers(message, 0, len(outgoing) - 1 - i),
                 )
             except APIError as error:
                 raise WindowFailed(f"position {message.position} refused: {error}") from error

@@ -4,8 +4,10 @@ and acking."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -17,9 +19,14 @@ from nats.js.errors import NotFoundError
 
 from infrastructure.envelope import CloudEvent, decode
 from infrastructure.jetstream_pull import ContinuousPull
-from infrastructure.nats import ensure_stream, events_subjects
+from infrastructure.nats import FOLLOWING_HEADER, ensure_stream, events_subjects
 
 log = logging.getLogger(__name__)
+
+WINDOW_REST_SECONDS = 0.005
+"""Longest wait for the rest of a relay window whose first messages have arrived. The
+relay publishes a window in one go, so the rest is normally there within a millisecond;
+the bound only matters if it never comes (a relay stopped mid-window)."""
 
 
 async def connect_nats(url: str, name: str, on_reconnect: Callable[[], Awaitable[None]]) -> Client:
@@ -162,3 +169,41 @@ async def ack_through(messages: list[Msg]) -> None:
     # A lost ack only means a redelivery, which is skipped by position.
     with contextlib.suppress(Exception):
         await last.ack()
+
+
+def following(msg: Msg) -> int:
+    """How many more messages of its relay window follow `msg` (FOLLOWING_HEADER; 0 on
+    a window's last message and on messages from a relay that did not say)."""
+    value = (msg.headers or {}).get(FOLLOWING_HEADER)
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        return 0
+
+
+async def take_rest_of_window(
+    reader: ContinuousPull,
+    messages: list[Msg],
+    limit: int,
+    stop: asyncio.Event,
+    wait: float = WINDOW_REST_SECONDS,
+) -> None:
+    """Extend `messages` (up to `limit` in all) until its last message ends its relay
+    window, waiting at most `wait` seconds for the rest.
+
+    JetStream pushes each message as it is stored, so a runner may wake to a window's
+    first messages only: a create's pipeline without the usage event stored beside it.
+    Applied apart, the batch with the pipeline moves the tracking row to the pipeline's
+    position, and the usage event (nothing to apply in most read models) is passed in
+    memory only, so the row reached the command's position only with the idle write
+    (projections/positions.py), 20 ms later: 9 of 400 creates sent one at a time
+    (bench/commands.py's sequential lag, p99 29 ms where p90 was 7 ms)."""
+    deadline = time.monotonic() + wait
+    while len(messages) < limit and following(messages[-1]):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        rest = await reader.take(limit - len(messages), remaining, stop)
+        if not rest:
+            return
+        messages.extend(rest)

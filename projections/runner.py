@@ -48,6 +48,7 @@ from projections.consumer import (
     connect_nats,
     decode_batch,
     durable_name,
+    take_rest_of_window,
 )
 from projections.members import MEMBER_RETRY, Members
 from projections.positions import (
@@ -249,6 +250,9 @@ class ProjectionRunner:
             idle = self.idle_persist if self.members.ahead else None
             messages = await self._sub.take(self.batch_size, min(wait, idle or wait), stop)
             if messages:
+                # A command's events in one batch: its last is often one no read model
+                # here applies, and its position reaches the rows only with a batch.
+                await take_rest_of_window(self._sub, messages, self.batch_size, stop)
                 await self._apply_messages(messages)
             else:
                 if idle is not None:

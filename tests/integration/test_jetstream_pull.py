@@ -1,20 +1,24 @@
 """ContinuousPull (infrastructure/jetstream_pull.py) against a real JetStream: messages
 come through the pull requests it keeps open, in order, beyond one batch, after a
-request expired, and a deleted consumer is reported rather than waited on."""
+request expired, and a deleted consumer is reported rather than waited on. And the
+runner's wait for the rest of a relay window (projections/consumer.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from infrastructure.jetstream_pull import ConsumerGone, ContinuousPull
+from infrastructure.nats import FOLLOWING_HEADER
+from projections.consumer import take_rest_of_window
 from tests.conftest import NatsNames
 
 DURABLE = "pull_test"
@@ -157,3 +161,71 @@ async def test_requests_gone_unheard_are_made_anew(nc: Client, nats_names: NatsN
         reader._heard -= 60  # the clock of the last message heard, moved back
         assert await reader.take(4, 0.0, asyncio.Event()) == []
         assert await waiting_requests(nc, nats_names, 2)
+
+
+async def publish_window(nc: Client, names: NatsNames, *payloads: bytes) -> None:
+    """As the relay sends a window: each message says how many more of it follow."""
+    for i, payload in enumerate(payloads):
+        following = len(payloads) - 1 - i
+        headers = {FOLLOWING_HEADER: str(following)} if following else None
+        await nc.jetstream().publish(f"{names.prefix}.x", payload, headers=headers)
+
+
+async def later(delay: float, publishing: Awaitable[None]) -> None:
+    await asyncio.sleep(delay)
+    await publishing
+
+
+async def first_taken(reader: ContinuousPull, limit: int = 16) -> list[Msg]:
+    messages = await reader.take(limit, 2.0, asyncio.Event())
+    assert messages
+    return messages
+
+
+async def test_the_rest_of_a_window_is_waited_for(nc: Client, nats_names: NatsNames) -> None:
+    async with reading(nc, nats_names, batch=16) as reader:
+        # A window's first message, on its own: the relay's next is on its way.
+        await nc.jetstream().publish(
+            f"{nats_names.prefix}.x", b"a", headers={FOLLOWING_HEADER: "1"}
+        )
+        messages = await first_taken(reader)
+        rest = asyncio.create_task(later(0.05, publish_window(nc, nats_names, b"b")))
+        await take_rest_of_window(reader, messages, 16, asyncio.Event(), wait=2.0)
+        await rest
+        assert [m.data for m in messages] == [b"a", b"b"]
+
+
+async def test_a_window_s_last_message_is_not_waited_after(
+    nc: Client, nats_names: NatsNames
+) -> None:
+    async with reading(nc, nats_names, batch=16) as reader:
+        await publish_window(nc, nats_names, b"a")
+        messages = await first_taken(reader)
+        rest = asyncio.create_task(later(0.05, publish_window(nc, nats_names, b"b")))
+        await take_rest_of_window(reader, messages, 16, asyncio.Event(), wait=2.0)
+        assert [m.data for m in messages] == [b"a"]
+        await rest
+        assert [m.data for m in await first_taken(reader)] == [b"b"]
+
+
+async def test_a_rest_that_never_comes_is_waited_for_a_moment_only(
+    nc: Client, nats_names: NatsNames
+) -> None:
+    async with reading(nc, nats_names, batch=16) as reader:
+        await nc.jetstream().publish(
+            f"{nats_names.prefix}.x", b"a", headers={FOLLOWING_HEADER: "1"}
+        )
+        messages = await first_taken(reader)
+        await take_rest_of_window(reader, messages, 16, asyncio.Event(), wait=0.05)
+        assert [m.data for m in messages] == [b"a"]
+
+
+async def test_the_rest_of_a_window_is_taken_up_to_the_limit(
+    nc: Client, nats_names: NatsNames
+) -> None:
+    async with reading(nc, nats_names, batch=16) as reader:
+        await publish_window(nc, nats_names, b"a", b"b", b"c")
+        messages = await first_taken(reader, limit=1)
+        await take_rest_of_window(reader, messages, 2, asyncio.Event(), wait=2.0)
+        assert [m.data for m in messages] == [b"a", b"b"]
+        assert [m.data for m in await first_taken(reader)] == [b"c"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 import time
 import uuid
@@ -28,7 +29,12 @@ from infrastructure import append_pokes, envelope
 from infrastructure import relay as relay_module
 from infrastructure.append_pokes import AppendPokes, poke_subject
 from infrastructure.embedded import EmbeddedNats, free_port
-from infrastructure.nats import DUPLICATE_WINDOW_SECONDS, POSITION_HEADER, events_subjects
+from infrastructure.nats import (
+    DUPLICATE_WINDOW_SECONDS,
+    FOLLOWING_HEADER,
+    POSITION_HEADER,
+    events_subjects,
+)
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.relay import Relay
 from infrastructure.work_queue import WorkItem, work_stream, work_subject
@@ -224,6 +230,13 @@ async def test_publishes_every_event_in_order_as_cloudevents(
         assert message.subject == f"{nats_names.prefix}.events.t1.{aggregate}.{name}"
     types = {envelope.decode(m.data or b"").type for m in messages}
     assert types == {"norn.pipeline.created.v1", "norn.name_claim.taken.v1"}
+    # Each window counts down to its last message (projections/consumer.py waits for the
+    # rest of a window whose first messages came).
+    following = [int((m.headers or {}).get(FOLLOWING_HEADER, 0)) for m in messages]
+    assert following[-1] == 0
+    assert max(following) >= 1  # a create's two events are read, and sent, together
+    for this, after in itertools.pairwise(following):
+        assert this in (0, after + 1)
 
 
 async def test_a_new_relay_resumes_without_gap_or_duplicate(

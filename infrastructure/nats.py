@@ -44,6 +44,19 @@ async def connect(url: str, name: str) -> Client:
     )
 
 
+_CREATED: set[str] = set()
+
+
+def say_created(stream: str, subjects: list[str] | None) -> None:
+    """Log a stream's creation once per process. The roles of `norn serve` start
+    together and each makes sure of the streams it uses: two may both find a stream
+    missing and both add it (JetStream takes an identical second add as a no-op), and
+    the log said "created" twice."""
+    if stream not in _CREATED:
+        _CREATED.add(stream)
+        log.info("created JetStream stream %s for %s", stream, subjects)
+
+
 def events_subjects(prefix: str) -> str:
     return f"{prefix}.events.>"
 
@@ -60,7 +73,7 @@ async def ensure_stream(js: JetStreamContext, stream: str, prefix: str) -> None:
         info = await js.stream_info(stream)
     except NotFoundError:
         await js.add_stream(config)
-        log.info("created JetStream stream %s for %s", stream, config.subjects)
+        say_created(stream, config.subjects)
         return
     current = info.config
     if current.subjects != config.subjects or current.duplicate_window != config.duplicate_window:

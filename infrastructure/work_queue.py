@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 
 import msgspec
 from nats.aio.msg import Msg
@@ -30,9 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from infrastructure.nats import DUPLICATE_WINDOW_SECONDS
-
-log = logging.getLogger(__name__)
+from infrastructure.nats import DUPLICATE_WINDOW_SECONDS, say_created
 
 DISPATCHED = frozenset({"norn.run.queued.v1", "norn.run.requeued.v1"})
 """Event types whose run gets a work item (published by the relay with the event)."""
@@ -84,7 +81,7 @@ async def ensure_work_streams(js: JetStreamContext, events_stream: str, prefix: 
             await js.stream_info(config.name)
         except NotFoundError:
             await js.add_stream(config)
-            log.info("created JetStream stream %s for %s", config.name, config.subjects)
+            say_created(config.name, config.subjects)
 
 
 class WorkStreams:

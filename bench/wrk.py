@@ -50,11 +50,12 @@ end
 """
 
 
-# [5] from wrk: creates paced at a rate, each response's time (CLOCK_MONOTONIC, the clock
-# of Python's time.monotonic()) and position written out. Each thread hands out send slots
-# 1/rate apart in turn to whichever of its connections is free (wrk asks delay() before
-# every request but a connection's first); a slot missed (all connections busy) is sent
-# as soon as one is free, so the rate holds unless the server falls behind.
+# [5] from wrk, appended to _CREATES: its creates paced at a rate, each response's time
+# (CLOCK_MONOTONIC, the clock of Python's time.monotonic()) and position written out.
+# Each thread hands out send slots 1/rate apart in turn to whichever of its connections
+# is free (wrk asks delay() before every request but a connection's first); a slot missed
+# (all connections busy) is sent as soon as one is free, so the rate holds unless the
+# server falls behind.
 _PACED = """
 local ffi = require("ffi")
 ffi.cdef[[ typedef struct {{ long tv_sec; long tv_nsec; }} norn_ts;
@@ -64,23 +65,14 @@ local function now()
   ffi.C.clock_gettime(1, ts)
   return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
 end
-local body, path, tag, out = {body}, {path}, {tag}, {out}
-local interval = {interval}
-for name, value in pairs({headers}) do wrk.headers[name] = value end
-wrk.headers["Content-Type"] = "application/json"
-local threads, ids = {{}}, 0
+local out, interval = {out}, {interval}
+local threads, number_thread = {{}}, setup
 setup = function(thread)
-  ids = ids + 1
-  thread:set("id", ids)
+  number_thread(thread)
   table.insert(threads, thread)
 end
-local n, slot = 0, nil
+local slot = nil
 answered, failed = {{}}, 0
-request = function()
-  n = n + 1
-  local name = string.format("%s-%d-%d", tag, id, n)
-  return wrk.format("POST", path, nil, (body:gsub("__NAME__", name)))
-end
 delay = function()
   local t = now()
   slot = (slot or t) + interval
@@ -162,15 +154,7 @@ def wrk_creates(
 ) -> WrkResult | None:
     """POST `body` to `path` over `connections` connections for `seconds`, its "name"
     made unique per request."""
-    template = json.dumps({**body, "name": "__NAME__"})
-    tag = f"wrk-{uuid.uuid4().hex[:8]}"
-    script = _CREATES.format(
-        body=json.dumps(template),
-        path=json.dumps(path),
-        tag=json.dumps(tag),
-        headers=_lua(headers),
-    )
-    return _wrk(base, script, connections, seconds)
+    return _wrk(base, _creates_script(headers, path, body), connections, seconds)
 
 
 def wrk_paced_creates(
@@ -187,22 +171,28 @@ def wrk_paced_creates(
     exe = shutil.which("wrk")
     if exe is None:
         return None
-    template = json.dumps({**body, "name": "__NAME__"})
     with tempfile.TemporaryDirectory() as tmp:
         out = f"{tmp}/answered.txt"
-        script = _PACED.format(
-            body=json.dumps(template),
-            path=json.dumps(path),
-            tag=json.dumps(f"wrk-{uuid.uuid4().hex[:8]}"),
+        pacing = _PACED.format(
             out=json.dumps(out),
             interval=repr(2 / rate),  # two threads, each half the rate
-            headers=_lua(headers),
         )
+        script = _creates_script(headers, path, body) + pacing
         line = _run(exe, base, script, connections, seconds)
         with open(out) as answered:
             pairs = [(float(at), int(p)) for at, p in (x.split() for x in answered)]
     sent, not_ok, socket_errors, duration_us = (int(x) for x in line.split()[1:])
     return PacedCreates(pairs, sent, duration_us / 1e6, not_ok, socket_errors)
+
+
+def _creates_script(headers: dict[str, str], path: str, body: dict[str, Any]) -> str:
+    """_CREATES for `body` (its "name" made unique per request) posted to `path`."""
+    return _CREATES.format(
+        body=json.dumps(json.dumps({**body, "name": "__NAME__"})),
+        path=json.dumps(path),
+        tag=json.dumps(f"wrk-{uuid.uuid4().hex[:8]}"),
+        headers=_lua(headers),
+    )
 
 
 def _wrk(base: str, script_text: str, connections: int, seconds: float) -> WrkResult | None:

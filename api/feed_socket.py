@@ -9,9 +9,10 @@ in order. Backpressure is the SSE feed's: a client that does not read fills the 
 the subscriptions wait, and NATS buffers; past event_feed.SLOW_AFTER waiting events (or
 a subscription kept waiting STALL_SECONDS) every subscription is told where to resume,
 `{"type": "resume", "subscription", "after"}`, behind what was already queued, and the
-socket is closed with CLOSE_RESUME. Credentials are checked again every second for the
-whole connection (one check however many subscriptions): revoked, it closes with 4401
-at once, queued frames or not."""
+socket is closed with CLOSE_RESUME. Credentials and roles are checked again every second
+for the whole connection (one check however many subscriptions), and before each new
+subscription: revoked, or demoted below the event kinds the connection was opened with,
+it closes with 4401 at once, queued frames or not."""
 
 from __future__ import annotations
 
@@ -169,6 +170,11 @@ class FeedSocket:
             return  # closing: the client resumes on a new connection
         if ident in self._subscriptions:
             raise Refusal("RESOURCE_CONFLICT", "a subscription has this id already", "id", ident)
+        if (reason := await self._revoked()) is not None:
+            # Not on the kinds of a role it lost since the last check: closed now, as
+            # that check would within a second (a replay of `after` could be long).
+            self._close(CLOSE_REVOKED, reason)
+            return
         if len(self._subscriptions) >= MAX_SUBSCRIPTIONS:
             raise Refusal(
                 "QUOTA_EXCEEDED",
@@ -261,10 +267,14 @@ class FeedSocket:
                 return
             await self._socket.send_data(frame)
 
+    async def _revoked(self) -> str | None:
+        """Why the connection's credentials, or its roles, no longer hold (None: they do)."""
+        return await recheck(self._socket, self._credentials, self._feed.kinds)()
+
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(event_feed.RECHECK_SECONDS)
-            reason = await recheck(self._socket, self._credentials)()
+            reason = await self._revoked()
             if reason is not None:
                 self._close(CLOSE_REVOKED, reason)
                 return

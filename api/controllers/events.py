@@ -88,7 +88,7 @@ class EventStreamController(Controller):
                 raise parameter_error(field, f"{field}: past the newest event ({head})", source)
         subject = feed_subject(settings.subject_prefix, principal.tenant_id)
         slot = await admit(request, principal, "sse")  # 429 over the plan's open streams
-        check = recheck(request)
+        check = recheck(request, kinds=wanted.kinds)  # a demotion ends it too
         batches = follow_batches(nc, read_pool, subject, wanted, start, check, live=live_events)
         try:
             await anext(batches)  # subscribed before the answer starts: nothing is missed

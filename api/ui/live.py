@@ -145,7 +145,15 @@ async def live_fragments(
     slot = await admit(request, principal, "sse")
     request.scope["state"][NO_RENEWAL_STATE] = True  # its rechecks: after the answer began
     items = one_by_one(
-        follow_batches(nats, read_pool, subject, wanted, start, recheck(request), live_events)
+        follow_batches(
+            nats,
+            read_pool,
+            subject,
+            wanted,
+            start,
+            recheck(request, kinds=wanted.kinds),
+            live_events,
+        )
     )
     try:
         await anext(items)  # subscribed from `start`: nothing after it is missed

@@ -425,6 +425,45 @@ async def test_revoked_credentials_end_open_streams_within_two_seconds(
         assert "suspended" in refused.json()["error"]["message"]
 
 
+async def test_a_demotion_ends_open_streams_that_read_what_the_new_roles_may_not(
+    settings: Settings,
+) -> None:
+    """A role change holds from the next request (README): a stream opened as a tenant
+    admin, which also carries user and API-key events, ends once the admin is made a
+    viewer, rather than going on with what the viewer may no longer read."""
+    async with serving_app(settings) as http:
+        await wait_ready(http)
+        admin = await login(http, settings.admin_username or "", settings.admin_password or "")
+        tenant_id, ada = await make_tenant_user(http, admin, "acme", "admin")
+        ada_id = (await http.get("/api/v1/auth/me", headers=ada)).json()["id"]
+        loop = asyncio.get_running_loop()
+        async with _feed(http, ada) as as_ada:
+            # A role added takes nothing away: the stream goes on.
+            more = await http.put(
+                f"/api/v1/users/{ada_id}", json={"roles": ["admin", "editor"]}, headers=admin
+            )
+            assert more.status_code == 200, more.text
+            await asyncio.sleep(event_feed.RECHECK_SECONDS * 1.5)  # a recheck has passed
+            made = await create_pipeline(http, ada, "still-streaming")
+            await as_ada.until(_created(made["id"]), seconds=5)
+            started = loop.time()
+            less = await http.put(
+                f"/api/v1/users/{ada_id}", json={"roles": ["viewer"]}, headers=admin
+            )
+            assert less.status_code == 200, less.text
+            error = await _ended_by(as_ada, started)
+            assert "roles changed" in json.loads(error.data)["message"]
+        # Opened again, it streams what a viewer reads.
+        async with _feed(http, ada) as as_viewer:
+            made = await create_pipeline(http, admin_in(admin, tenant_id), "seen-by-viewer")
+            await as_viewer.until(_created(made["id"]), seconds=5)
+
+
+def admin_in(admin: dict[str, str], tenant_id: str) -> dict[str, str]:
+    """A platform admin's headers acting in a tenant."""
+    return {**admin, "X-Tenant-ID": tenant_id}
+
+
 async def _relogin(http: httpx.AsyncClient) -> dict[str, str]:
     return await login(http, "acme-admin", "correct-horse-battery-staple")
 

@@ -397,6 +397,46 @@ async def test_revoked_credentials_close_the_socket_with_4401_within_two_seconds
             assert "suspended" in await _closed_revoked(other_session, started)
 
 
+async def test_a_demoted_connection_closes_and_replays_nothing_its_new_roles_may_not_read(
+    settings: Settings,
+) -> None:
+    """A tenant admin's connection, its admin made a viewer: a subscription asked for
+    right after, replaying user and API-key events from the start, is not made (the
+    connection closes with 4401 at once), and an open one ends within 2 s."""
+    async with serving_app(settings) as http:
+        await wait_ready(http)
+        admin = await _admin(http, settings)
+        _, ada = await make_tenant_user(http, admin, "acme", "admin")
+        ada_id = (await http.get("/api/v1/auth/me", headers=ada)).json()["id"]
+        loop = asyncio.get_running_loop()
+
+        async def set_roles(roles: list[str]) -> None:
+            changed = await http.put(
+                f"/api/v1/users/{ada_id}", json={"roles": roles}, headers=admin
+            )
+            assert changed.status_code == 200, changed.text
+
+        async with opened(http, ada) as replaying:
+            await set_roles(["viewer"])
+            started = loop.time()
+            await replaying.send(
+                type="subscribe", id="history", types=["norn.user.*", "norn.api_key.*"], after=0
+            )
+            code, reason, frames = await replaying.closed(seconds=2.5)
+            assert code == 4401, (code, reason, frames)
+            assert "roles changed" in reason
+            assert not events_of(frames), frames
+            assert loop.time() - started < 1.0  # not left to the next recheck
+
+        await set_roles(["admin"])
+        ada = await login(http, "acme-admin", PASSWORD)
+        async with opened(http, ada) as following:
+            await subscribed(following, "s")
+            started = loop.time()
+            await set_roles(["viewer"])
+            assert "roles changed" in await _closed_revoked(following, started)
+
+
 async def _revise(
     http: httpx.AsyncClient, headers: dict[str, str], pipeline: dict[str, Any], times: int
 ) -> None:

@@ -14,9 +14,11 @@ authenticate with a placeholder.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from application.ports import SecretFacts
 from domain.pipeline import STEP_NAME
@@ -242,17 +244,62 @@ def usage_problems(
 
 
 class Masker:
-    """Replaces a step's resolved secret values in text (log lines, errors)."""
+    """Replaces a step's resolved secret values in text (log lines, errors): each value
+    as given, with its whitespace runs made single spaces, JSON-escaped or URL-encoded
+    (as an error quoting it may have it), each of its words long enough to be secret on
+    its own, and a piece of one of those at either end of the text (an error that quotes
+    the start of a response body cuts a value quoted near its end)."""
 
     def __init__(self, values: list[str]) -> None:
+        forms: set[str] = set()
+        for value in values:
+            if len(value) >= MIN_MASKED:
+                forms.update(_forms(value))
         # Longest first, so a value containing another is masked whole.
-        self._values = sorted({v for v in values if len(v) >= MIN_MASKED}, key=len, reverse=True)
+        self._values = sorted(forms, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for value in self._values:
             if value in text:
                 text = text.replace(value, MASK)
+        for value in self._values:
+            text = _mask_cut_ends(text, value)
         return text
 
     def __bool__(self) -> bool:
         return bool(self._values)
+
+
+SECRET_WORD = 8
+"""A word of a value at least this long is masked on its own (the token of
+"Bearer <token>"); shorter words ("Bearer") would blank ordinary text."""
+CUT_PIECE = 6
+"""A piece of a value at an end of the text is masked from this length (or half the
+value, when shorter): shorter pieces give little away and would blank ordinary words."""
+
+
+def _forms(value: str) -> set[str]:
+    collapsed = " ".join(value.split())
+    forms = {value, collapsed, json.dumps(value)[1:-1], quote(value, safe="")}
+    forms.update(word for word in collapsed.split(" ") if len(word) >= SECRET_WORD)
+    return {form for form in forms if len(form) >= MIN_MASKED}
+
+
+def _mask_cut_ends(text: str, value: str) -> str:
+    """`text` with a start of `value` that ends it, or an end of `value` that starts it,
+    masked: the longest such piece at least CUT_PIECE long (or half of `value`)."""
+    least = max(MIN_MASKED, min(CUT_PIECE, len(value) // 2))
+    if len(value) <= least:
+        return text
+    at = text.find(value[0], max(0, len(text) - len(value) + 1))
+    while at != -1:
+        if len(text) - at >= least and value.startswith(text[at:]):
+            text = text[:at] + MASK
+            break
+        at = text.find(value[0], at + 1)
+    end = text.rfind(value[-1], 0, len(value) - 1)
+    while end != -1:
+        if end + 1 >= least and value.endswith(text[: end + 1]):
+            return MASK + text[end + 1 :]
+        end = text.rfind(value[-1], 0, end)
+    return text

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 
 from application.principal import Principal
 from domain.errors import InvalidDefinition
 from infrastructure import secret_references as refs
+from infrastructure.plugins import network
 from infrastructure.plugins.catalog import PluginCatalog
 from infrastructure.plugins.sensitive import secrecy_of
 from infrastructure.plugins.webhook import OutputWebhook
@@ -93,6 +95,41 @@ def test_the_masker_hides_every_value_longest_first_and_leaves_tiny_ones() -> No
     mask = refs.Masker(["abcdef", "abcdefgh", "ab"])
     assert mask("x abcdefgh y abcdef z ab") == "x *** y *** z ab"
     assert not refs.Masker([])
+
+
+TOKEN = "Bearer SECRETVALUE-PLAINTEXT-TOK"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # An error quoting the start of a response body: the value cut at the end.
+        ("answered 401: invalid xxxx Bearer SECRETVALUE-PLAIN", "answered 401: invalid xxxx ***"),
+        ("answered 401: xxxx SECRETVALUE-PLAINTEXT-", "answered 401: xxxx ***"),
+        # ... or the end of a body: cut at the start.
+        ("ALUE-PLAINTEXT-TOK was refused", "*** was refused"),
+        # Whitespace made single spaces, JSON-escaped, URL-encoded, its long word alone.
+        ("got Bearer   SECRETVALUE-PLAINTEXT-TOK", "got Bearer   ***"),
+        ('{"auth": "Bearer SECRETVALUE-PLAINTEXT-TOK"}', '{"auth": "***"}'),
+        ("GET /?t=Bearer%20SECRETVALUE-PLAINTEXT-TOK", "GET /?t=***"),
+        ("token SECRETVALUE-PLAINTEXT-TOK expired", "token *** expired"),
+        # What only looks like a piece is left: a short end, a word of the value alone.
+        ("the Bear", "the Bear"),
+        ("Bearer token refused", "Bearer token refused"),
+        ("SECRE", "SECRE"),
+    ],
+)
+def test_the_masker_hides_a_value_cut_reformatted_or_quoted_in_part(text: str, masked: str) -> None:
+    assert refs.Masker([TOKEN])(text) == masked
+
+
+def test_the_masker_hides_a_cut_piece_of_a_short_value_down_to_half_of_it() -> None:
+    mask = refs.Masker(["hunter22", 'pa"ss'])
+    assert mask("login failed for hunt") == "login failed for ***"
+    assert mask("login failed for hu") == "login failed for hu"
+    assert mask('quoted "pa\\"ss"') == 'quoted "***"'
+    # A value whose whitespace an error made single spaces.
+    assert refs.Masker(["user:\t pw-of-the-db"])("auth user: pw-of-the-db") == "auth ***"
 
 
 # --- at save ------------------------------------------------------------------------------
@@ -231,3 +268,18 @@ async def test_a_redacted_credential_fails_the_run_instead_of_signing_with_it(
         await world.steps.run(call, asyncio.Event())
     assert "config.token of step 'use' was redacted" in str(failed.value)
     assert not failed.value.retryable
+
+
+@pytest.mark.parametrize("padding", [0, 250, 280, 290])
+async def test_an_http_error_quoting_a_token_near_its_cut_keeps_none_of_it(padding: int) -> None:
+    """A plugin's error quotes the first ERROR_BODY_CHARS of a refusal's body, its
+    whitespace made single spaces: the token the server echoed back, wherever the cut
+    falls in it, is masked whole (the step runner masks every error it stores)."""
+    token = "SECRETVALUE-PLAINTEXT-TOKEN-0123456789"
+    echoed = f"invalid credentials {'x' * padding}  Bearer {token}"
+    request = httpx.Request("POST", "https://api.example.com/hook")
+    refused = httpx.Response(401, content=echoed.encode(), request=request)
+    error = await network.status_error("POST", str(request.url), refused)
+    said = refs.Masker([f"Bearer {token}"])(str(error))
+    pieces = {token[i : i + refs.CUT_PIECE] for i in range(len(token) - refs.CUT_PIECE + 1)}
+    assert not [piece for piece in pieces if piece in said], said

@@ -27,6 +27,11 @@ MAX_WHERE = 10
 MAX_CHAIN_DEPTH = 5
 """A run started by an event is one deeper than the run that caused the event (0 for
 anything else); runs deeper than this are refused, so a cycle ends."""
+UNTRIGGERING = ("norn.trigger.", "norn.usage.", "norn.name_claim.", "norn.pipeline_deployments.")
+"""Events that start no run, whatever a trigger says: the triggers' own records, and the
+write path's bookkeeping, appended beside the commands that cause it (a triggered run's
+own append takes a unit of the day's runs). A trigger on them would start a run whose
+bookkeeping starts the next, a chain no run's depth counts."""
 ON_PATTERN = re.compile(r"^norn\.[a-z0-9_*?\[\]]+(\.[a-z0-9_*?\[\]]+){1,2}$")
 WHERE_KEY = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 Scalar = str | int | float | bool
@@ -43,6 +48,8 @@ class EventTrigger(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The run's parameters."""
 
     def matches(self, event_type: str, subject: str, data: dict[str, Any]) -> bool:
+        if not may_trigger(event_type):
+            return False
         unversioned = event_type.rsplit(".", 1)[0]
         if not (
             fnmatch.fnmatchcase(event_type, self.on) or fnmatch.fnmatchcase(unversioned, self.on)
@@ -53,6 +60,21 @@ class EventTrigger(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             if actual is None or _text(actual) != _text(expected):
                 return False
         return True
+
+
+def may_trigger(event_type: str) -> bool:
+    """Whether an event of this type may start a run (see UNTRIGGERING)."""
+    return not event_type.startswith(UNTRIGGERING)
+
+
+def _only_untriggering(on: str) -> bool:
+    """Whether a trigger's `on` is sure to match only events that start no run: its part
+    before the first wildcard is within one of their kinds, or it matches the triggers'
+    own records. (A wider glob, `norn.*`, is allowed: those events are passed over.)"""
+    literal = re.split(r"[*?\[]", on, maxsplit=1)[0]
+    return literal.startswith(UNTRIGGERING) or fnmatch.fnmatchcase(
+        "norn.trigger.fired", on.rsplit(".v", 1)[0]
+    )
 
 
 def _text(value: Scalar) -> str:
@@ -72,8 +94,14 @@ def trigger_errors(triggers: tuple[EventTrigger, ...]) -> list[FieldError]:
                     "must be an event type or a glob of one, e.g. norn.run.succeeded",
                 )
             )
-        elif fnmatch.fnmatchcase("norn.trigger.fired", trigger.on.rsplit(".v", 1)[0]):
-            errors.append(FieldError(f"{where}.on", "triggers cannot start on trigger events"))
+        elif _only_untriggering(trigger.on):
+            errors.append(
+                FieldError(
+                    f"{where}.on",
+                    "triggers cannot start on trigger, usage, name-claim or"
+                    " pipeline-deployments events (records and bookkeeping)",
+                )
+            )
         if len(trigger.where) > MAX_WHERE:
             errors.append(FieldError(f"{where}.where", f"at most {MAX_WHERE} conditions"))
         for key, value in trigger.where.items():

@@ -181,11 +181,30 @@ async def test_another_tenants_pipeline_is_never_fired(world: Triggers) -> None:
     assert world.handle(await world.ran(world.upstream), [theirs]) == []
 
 
+async def test_the_bookkeeping_beside_a_triggered_run_starts_nothing(world: Triggers) -> None:
+    """A trigger on `norn.u*.*` (usage and user events): the usage event appended with the run it
+    starts would start the next, and the next, a chain no run's depth counts; the write
+    path's bookkeeping and the triggers' own records start no run."""
+    looping = world.downstream(world.on_success_of(world.upstream), EventTrigger("norn.u*.*"))
+    [firing] = world.handle(await world.ran(world.upstream), [looping])
+    assert firing.run_id is not None
+    [(ids, names)] = [(ids, names) for ids, names in world.appends if UUID(firing.run_id) in ids]
+    assert "UsageShardTaken" in names
+    beside = [world.last_event(i) for i in ids if i != UUID(firing.run_id)]
+    assert {e.type.split(".")[1] for e in beside} >= {"usage", "trigger"}
+
+    assert [world.handle(event, [looping]) for event in beside] == [[]] * len(beside)
+
+
 @pytest.mark.parametrize(
     ("trigger", "field"),
     [
         (EventTrigger("run.succeeded"), "triggers[0].on"),
         (EventTrigger("norn.trigger.*"), "triggers[0].on"),
+        (EventTrigger("norn.usage.*"), "triggers[0].on"),
+        (EventTrigger("norn.usage.shard_taken.v1"), "triggers[0].on"),
+        (EventTrigger("norn.name_claim.*"), "triggers[0].on"),
+        (EventTrigger("norn.pipeline_deployments.*"), "triggers[0].on"),
         (EventTrigger("norn.run.succeeded", {"Bad Key": "x"}), "triggers[0].where.Bad Key"),
     ],
 )

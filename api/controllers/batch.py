@@ -10,6 +10,7 @@ if any operation failed. Which operations may be atomic is checked before any ru
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -125,7 +126,10 @@ class _Dispatcher:
             "state": {},
         }
         answer = _Answer()
-        await self._app(scope, self._body(operation.body), answer.send)
+        # In a task of its own: what the operation sets in context variables (its
+        # `fields=` selection, api/query_rules.py) stays its own and cannot shape the
+        # batch's answer. It still sees the batch's (an atomic batch's unit of work).
+        await asyncio.create_task(self._app(scope, self._body(operation.body), answer.send))
         result = answer.result()
         if "x-ratelimit-limit" in result.headers:
             self._rate_limit = [

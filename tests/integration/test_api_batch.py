@@ -136,6 +136,30 @@ async def test_operations_answer_in_order_each_as_if_sent_alone(
     assert read.json()["revision"] == 3
 
 
+async def test_an_operations_fields_selection_shapes_its_own_answer_only(
+    module_app: AsyncTestClient, module_settings: Settings
+) -> None:
+    """README's first Batch example ends with a GET that keeps `fields=id,name`: the
+    selection applies to that operation's body, not to the batch's answer (which came
+    back `{}`, every result lost, while the writes were made)."""
+    client = module_app
+    admin = await admin_of(client, module_settings)
+    _, editor = await make_tenant_user(client, admin, unique("batch-fields"), "editor")
+    answer = await batch(
+        client,
+        editor,
+        [
+            op("POST", "/api/v1/pipelines", pipeline_body("selected")),
+            op("GET", "/api/v1/pipelines?limit=2&fields=id,name"),
+        ],
+    )
+    assert set(answer) == {"results", "atomic", "committed", "position"}, answer
+    created, page = answer["results"]
+    assert created["status"] == 201 and created["body"]["name"] == "selected"
+    assert page["status"] == 200
+    assert all(set(item) <= {"id", "name"} for item in page["body"]["items"]), page
+
+
 async def test_an_operation_needs_its_own_role_and_sees_only_its_tenant(
     module_app: AsyncTestClient, module_settings: Settings
 ) -> None:

@@ -240,6 +240,15 @@ class JobService:
                 raise InvalidCommand("a time with its UTC offset, e.g. 2027-01-01T00:00:00Z", field)
         if end < start:
             raise InvalidCommand("end must not be before start", "end")
+        now = self._clock()
+        if end > now:
+            # A time still to come is the scheduler's to fire at its time: queued now, it
+            # would run early (before its input is there) and count as fired then.
+            raise InvalidCommand(
+                f"end must not be in the future (now {now.isoformat(timespec='seconds')}):"
+                " a backfill queues times that have passed; the scheduler fires the rest",
+                "end",
+            )
         job = self.load(principal, job_id)
         times = schedule_of(job.spec).fires_between(start, end, max_runs + 1)
         if len(times) > max_runs:

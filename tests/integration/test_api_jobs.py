@@ -273,6 +273,8 @@ async def test_backfill_runs_each_scheduled_time_once(
         ({"start": "2026-11-01T00:00:00", "end": window["end"]}, 422, "start"),
         ({**window, "max_runs": 0}, 422, "max_runs"),
         ({"start": "yesterday", "end": window["end"]}, 422, "start"),
+        # Times still to come are the scheduler's: queued now they would run early.
+        ({"start": window["start"], "end": "2999-01-01T00:00:00Z"}, 422, "end"),
     ):
         refused = await client.post(path, json=body, headers=editor)
         error = assert_error(refused, status, "VALIDATION_ERROR")

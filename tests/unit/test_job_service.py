@@ -216,3 +216,21 @@ def test_a_suspended_tenant_reads_its_jobs_and_changes_nothing(world: Jobs) -> N
         with pytest.raises(PermissionDenied):
             command()
     assert world.jobs.load(suspended, job.id).enabled is True
+
+
+def test_a_backfill_queues_times_that_have_passed_and_refuses_those_to_come(
+    world: Jobs,
+) -> None:
+    """Times still to come are the scheduler's: a backfill that queued them would run
+    them early (before their input is there) and the scheduler would count them fired."""
+    job = world.create(cron_expr="0 * * * *")
+    start = datetime(2027, 3, 13, 9, 0, tzinfo=UTC)
+
+    queued, already_run, _ = world.jobs.backfill(world.editor, job.id, start, NOW, CTX)
+    assert [t for t, _ in queued] == [start.replace(hour=h) for h in (9, 10, 11, 12)]
+    assert already_run == []
+
+    later = datetime(2027, 3, 13, 13, 0, tzinfo=UTC)
+    with pytest.raises(InvalidCommand) as refused:
+        world.jobs.backfill(world.editor, job.id, start, later, CTX)
+    assert refused.value.field == "end" and "future" in str(refused.value)

@@ -131,7 +131,10 @@ class EventTriggers:
             owner = self._store.find(Pipeline, target_id)
             if owner is None or owner.deleted:
                 return None
-            since, triggers = owner.modified_on, owner.definition.triggers
+            # From the revision that declared them (a later edit of anything else must
+            # not pass over the events between the two).
+            since = owner.triggers_since or owner.created_on
+            triggers = owner.definition.triggers
         if owner.tenant_id != event.tenant_id:
             return None
         trigger = _first_match(triggers, event)

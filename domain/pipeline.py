@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -209,7 +210,9 @@ class PipelineRevised(PipelineEvent):
     definition: PipelineDefinition
 
     def apply(self, aggregate: Pipeline) -> None:
-        aggregate._set_revision(self.revision, self.definition, self.originator_version)
+        aggregate._set_revision(
+            self.revision, self.definition, self.originator_version, self.timestamp
+        )
         aggregate.updated_by = self.actor
 
 
@@ -220,7 +223,9 @@ class PipelineRolledBack(PipelineEvent):
     definition: PipelineDefinition
 
     def apply(self, aggregate: Pipeline) -> None:
-        aggregate._set_revision(self.revision, self.definition, self.originator_version)
+        aggregate._set_revision(
+            self.revision, self.definition, self.originator_version, self.timestamp
+        )
         aggregate.updated_by = self.actor
 
 
@@ -259,6 +264,9 @@ class Pipeline(Aggregate):
         # read back by loading the aggregate at that version.
         self.revision_versions: dict[int, int] = {1: 1}
         self.deleted = False
+        self.triggers_since: datetime | None = None
+        """When the revision that declared the current triggers was made (None: they
+        are the first revision's): they react to events from then on."""
 
     @classmethod
     def create(
@@ -348,7 +356,11 @@ class Pipeline(Aggregate):
     ) -> None:
         self.trigger_event(event_class, tenant_id=self.tenant_id, **ctx.event_fields(), **fields)
 
-    def _set_revision(self, revision: int, definition: PipelineDefinition, version: int) -> None:
+    def _set_revision(
+        self, revision: int, definition: PipelineDefinition, version: int, at: datetime
+    ) -> None:
+        if definition.triggers != self.definition.triggers:
+            self.triggers_since = at
         self.revision = revision
         self.definition = definition
         self.revision_versions[revision] = version

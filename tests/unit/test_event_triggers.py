@@ -226,6 +226,37 @@ async def test_an_event_older_than_the_trigger_does_not_fire_it(world: Triggers)
     assert len(world.handle(await world.ran(world.upstream), [downstream])) == 1
 
 
+async def test_a_later_edit_that_keeps_the_triggers_does_not_move_their_start(
+    world: Triggers,
+) -> None:
+    """From the revision that declares a trigger: an event after it, read late by the
+    trigger role, still fires after an edit of something else (the description); after
+    a revision that changes the triggers, only what follows it does."""
+    trigger = world.on_success_of(world.upstream)
+    downstream = world.downstream(trigger)
+    between = await world.ran(world.upstream)
+
+    def revise(description: str, *triggers: EventTrigger) -> None:
+        world.pipelines.revise(
+            world.editor,
+            downstream,
+            PipelineDefinition(
+                name="downstream",
+                description=description,
+                steps=(step("e", "Test.emit"),),
+                triggers=triggers,
+            ),
+            CTX,
+        )
+
+    revise("described", trigger)
+    assert len(world.handle(between, [downstream])) == 1
+
+    before_change = await world.ran(world.upstream)
+    revise("described", trigger, EventTrigger("norn.run.failed"))
+    assert world.handle(before_change, [downstream]) == []
+
+
 async def test_a_deployments_trigger_runs_its_active_release_with_its_variables(
     world: Triggers,
 ) -> None:

@@ -10,7 +10,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath, JSONBody
 
 from api.auth import principal_of
-from api.controllers.common import MinPosition, command_context, etag
+from api.controllers.common import MinPosition, body_time, command_context, etag
 from api.controllers.paging import paged, query_error
 from api.dependencies import ApiKeyQueriesDep, ApiKeyServiceDep, PagingDep, ReadYourWritesDep
 from api.schemas.api_keys import ApiKeyCreate, ApiKeyIssued, ApiKeyPage, ApiKeyRead
@@ -73,7 +73,7 @@ class ApiKeyController(Controller):
             principal_of(request),
             name=data.name,
             roles=tuple(data.roles),
-            expires_at=data.expires_at,
+            expires_at=body_time(data.expires_at, "expires_at"),
             ctx=command_context(request),
         )
         # Cache-Control: the body is a secret, keep it out of every cache.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 from uuid import uuid4
 
@@ -14,6 +15,7 @@ from litestar.params import HeaderParameter, Parameter
 from api.auth import principal_of
 from api.schemas.common import HistoryEvent
 from application.errors import VersionConflict
+from domain.errors import InvalidCommand
 from domain.events import METADATA_FIELDS, CommandContext, Idempotency, NornEvent
 
 MinPosition = Annotated[
@@ -38,6 +40,21 @@ def label_filters(raw: list[str] | None) -> dict[str, str]:
 
 
 _ETAG = re.compile(r'^\s*"?(\d+)"?\s*$')
+
+
+def body_time(value: datetime | None, field: str) -> datetime | None:
+    """A date-time of a request's body, in UTC; 422 naming `field` when UTC cannot hold
+    it (9999-12-31T23:59:59-14:00 is in the year 10000): PostgreSQL would store it, and
+    no read of it could return it. One without an offset passes through as given, for
+    the command to refuse by name (naive times are ambiguous)."""
+    if value is None or value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidCommand(
+            f"{field} is out of range: in UTC it must fall within the years 1 to 9999", field
+        ) from None
 
 
 def command_context(request: Request) -> CommandContext:

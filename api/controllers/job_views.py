@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from api.controllers.common import body_time
 from api.schedule_timeline import TimelineJob
 from api.schemas.jobs import JobRead, JobWrite, JobWritten, TargetOut
 from application.point_in_time import Past
@@ -32,19 +33,11 @@ def to_spec(body: JobWrite) -> JobSpec:
         max_catchup=body.max_catchup,
         overlap_policy=body.overlap_policy,
         jitter_seconds=body.jitter_seconds,
-        start_at=_utc(body.start_at),
-        end_at=_utc(body.end_at),
+        start_at=body_time(body.start_at, "start_at"),
+        end_at=body_time(body.end_at, "end_at"),
         description=body.description,
         labels=body.labels,
     )
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """A bound as given, in UTC; a time without an offset is refused by the calendar
-    (naive times are ambiguous), so it passes through for that check to name it."""
-    if value is None or value.tzinfo is None:
-        return value
-    return value.astimezone(UTC)
 
 
 def next_run(enabled: bool, spec: JobSpec) -> datetime | None:

@@ -16,6 +16,7 @@ from api.controllers.common import (
     IfMatch,
     LabelFilter,
     MinPosition,
+    body_time,
     command_context,
     created,
     etag,
@@ -212,8 +213,8 @@ class JobController(Controller):
         queued, already, position = await jobs.backfill(
             principal_of(request),
             job_id,
-            data.start,
-            data.end,
+            body_time(data.start, "start"),
+            body_time(data.end, "end"),
             command_context(request),
             max_runs=data.max_runs,
         )

@@ -18,7 +18,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import Body, FromPath
 
 from api.auth import principal_of
-from api.controllers.common import MinPosition, command_context
+from api.controllers.common import MinPosition, body_time, command_context
 from api.dependencies import JobQueriesDep, JobServiceDep, ReadYourWritesDep
 from api.schemas.jobs import BackfillRequest
 from api.ui.views import page, redirect
@@ -108,8 +108,8 @@ class JobPages(Controller):
         queued, already, position = await jobs.backfill(
             principal_of(request),
             job_id,
-            asked.start,
-            asked.end,
+            body_time(asked.start, "start"),
+            body_time(asked.end, "end"),
             command_context(request),
             max_runs=asked.max_runs,
         )

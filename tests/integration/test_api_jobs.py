@@ -191,6 +191,9 @@ async def test_bad_bodies_name_their_fields(
         ({"max_catchup": 0}, "max_catchup"),
         ({"start_at": "2027-01-01T00:00:00"}, "start_at"),
         ({"start_at": "2027-02-01T00:00:00Z", "end_at": "2027-01-01T00:00:00Z"}, "end_at"),
+        # Times UTC cannot hold (before year 1, after 9999): a 422, not a 500.
+        ({"start_at": "0001-01-01T00:00:00+14:00"}, "start_at"),
+        ({"end_at": "9999-12-31T23:59:59-14:00"}, "end_at"),
         ({"target": {}}, "target"),
         ({"target": {"pipeline_id": "00000000-0000-4000-8000-000000000000"}}, "target.pipeline_id"),
         ({"target": {"deployment_id": pipeline["id"]}}, "target.deployment_id"),
@@ -275,6 +278,7 @@ async def test_backfill_runs_each_scheduled_time_once(
         ({"start": "yesterday", "end": window["end"]}, 422, "start"),
         # Times still to come are the scheduler's: queued now they would run early.
         ({"start": window["start"], "end": "2999-01-01T00:00:00Z"}, 422, "end"),
+        ({"start": "0001-01-01T00:00:00+14:00", "end": window["end"]}, 422, "start"),
     ):
         refused = await client.post(path, json=body, headers=editor)
         error = assert_error(refused, status, "VALIDATION_ERROR")

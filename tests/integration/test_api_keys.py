@@ -239,6 +239,8 @@ async def test_bad_requests_are_validation_errors(
     for body, status in [
         ({"name": "x", "roles": []}, 422),
         ({"name": "x", "roles": ["viewer"], "expires_at": past}, 422),
+        # In UTC, the year 10000: stored, it left the tenant's list answering 500.
+        ({"name": "x", "roles": ["viewer"], "expires_at": "9999-12-31T23:59:59-14:00"}, 422),
         # Well-formed bodies with invalid fields are all 422 (README "Errors").
         ({"name": "x", "roles": ["owner"]}, 422),
         ({"name": "", "roles": ["viewer"]}, 422),
@@ -246,6 +248,8 @@ async def test_bad_requests_are_validation_errors(
     ]:
         response = await client.post(BASE, json=body, headers=admin)
         assert_error(response, status, "VALIDATION_ERROR")
+    listed = await client.get(BASE, headers=admin)
+    assert listed.status_code == 200 and listed.json()["items"] == [], listed.text
 
 
 async def test_malformed_or_wrong_keys_are_refused(

@@ -27,6 +27,9 @@ NOT_IN_A_BATCH = {
     "/api/v1/batch": "a batch cannot hold a batch",
     "/api/v1/events/stream": "a live stream never ends; open it on its own",
     "/api/v1/ws": "a WebSocket cannot be opened in a batch",
+    # A streamed download: its response listens for the client's disconnect, which an
+    # operation of a batch never gets, so it never ended.
+    "/api/v1/runs/export": "an export is a streamed download; send it on its own",
 }
 
 _ID = r"[^/:]+"

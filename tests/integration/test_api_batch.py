@@ -254,9 +254,10 @@ async def test_batches_that_cannot_run_are_refused_before_anything_runs(
                 op("POST", "/api/v1/batch", {"operations": []}),
                 op("GET", "/api/v1/events/stream"),
                 op("GET", "/api/v1/../health"),
+                op("GET", "/api/v1/runs/export?format=csv"),
             ]
         }
-    ) == [f"operations[{i}].path" for i in range(1, 7)]
+    ) == [f"operations[{i}].path" for i in range(1, 8)]
     assert await refused({"operations": [op("HEAD", "/api/v1/pipelines")]}) == [
         "operations[0].method"
     ]

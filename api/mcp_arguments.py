@@ -1,7 +1,8 @@
 """Checks of MCP tool arguments that REST leaves to its parameter and body declarations:
 the same limits, refused with the same messages' sense, naming the argument
 (api/mcp_errors.py InvalidArgument). Types are checked before, by the SDK against each
-tool's input schema; what is left is what a JSON schema type does not say."""
+tool's input schema (its refusals answered in the same shape, api/mcp_server.py
+NornMCPServer); what is left is what a JSON schema type does not say."""
 
 from __future__ import annotations
 

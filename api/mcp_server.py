@@ -24,10 +24,12 @@ from litestar import asgi
 from litestar.handlers import ASGIRouteHandler
 from litestar.types import Receive, Scope, Send
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.types import CallToolResult, TextContent
+from pydantic import ValidationError
 
-from api.mcp_errors import tool_error
+from api.mcp_errors import InvalidArgument, tool_error
 from api.mcp_tool_list import PERMISSIONS, register
 from api.mcp_tools import NornTools, as_json
 from api.rate_limit import refusal, take_token
@@ -123,8 +125,32 @@ def _text(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
+class NornMCPServer(MCPServer):
+    """The SDK's server, with arguments its schema check refuses (a string for `limit`)
+    answered in REST's error shape, naming the argument, like every other refusal
+    (ToolRunner), instead of the SDK's text of a pydantic error."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context | None = None
+    ) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as error:
+            refused = error.__cause__
+            if isinstance(error, UnexpectedToolError) or not isinstance(refused, ValidationError):
+                raise
+            first = refused.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or "arguments"
+            body = tool_error(InvalidArgument(field, f"{field}: {first['msg']}"), uuid4().hex)
+            return CallToolResult(
+                content=[TextContent(type="text", text=_text(body))],
+                structured_content=body,
+                is_error=True,
+            )
+
+
 def build_server(container: Any, caller: Caller) -> MCPServer:
-    server: MCPServer = MCPServer(
+    server: MCPServer = NornMCPServer(
         "norn",
         title="Norn",
         instructions=(

@@ -202,6 +202,11 @@ async def test_a_tenants_tools_over_http_work_within_it_and_not_in_another(
             message = await refused(mcp, tool, 404, "RESOURCE_NOT_FOUND", **arguments)
             assert "not found" in message
         assert [p["id"] for p in (await call(mcp, "list_pipelines"))["items"]] == [b.pipeline_id]
+        # An argument of the wrong type, refused by the SDK's schema check: REST's shape.
+        for tool, arguments in (("list_runs", {"limit": "abc"}), ("list_pipelines", {"tags": "x"})):
+            [(field, _)] = arguments.items()
+            message = await refused(mcp, tool, 400, "VALIDATION_ERROR", **arguments)
+            assert message.startswith(f"{field}:") and "pydantic" not in message, message
         for tool in ("list_runs", "list_deployments", "list_jobs"):
             assert (await call(mcp, tool))["items"] == [], tool
         rest = await http.get(f"/api/v1/runs/{run_id}", headers={"X-API-Key": b.editor_key})

@@ -58,7 +58,13 @@ def check_schedule(spec: JobSpec) -> Schedule:
         schedule.check()
     except ScheduleError as error:
         raise InvalidCommand(str(error), error.field) from error
+    if not schedule.ever_fires():
+        raise InvalidCommand(never_fires(spec.cron_expr), "cron_expr")
     return schedule
+
+
+def never_fires(cron_expr: str) -> str:
+    return f"cron_expr {cron_expr!r} never fires: no date matches it"
 
 
 class JobService:
@@ -264,11 +270,14 @@ class JobService:
     def check_deploy_schedule(cron_expr: str, timezone: str) -> None:
         """A `:deploy` schedule, checked before anything is released: InvalidCommand
         naming the body's field (`schedule` or `timezone`)."""
+        schedule = Schedule(cron_expr=cron_expr, timezone=timezone)
         try:
-            Schedule(cron_expr=cron_expr, timezone=timezone).check()
+            schedule.check()
         except ScheduleError as error:
             field = "schedule" if error.field == "cron_expr" else error.field
             raise InvalidCommand(str(error), field) from error
+        if not schedule.ever_fires():
+            raise InvalidCommand(never_fires(cron_expr), "schedule")
 
     def schedule_deployment(
         self,

@@ -124,6 +124,17 @@ class Schedule:
         fires = self.fires_after(after, 1)
         return fires[0] if fires else None
 
+    def ever_fires(self) -> bool:
+        """Whether any date matches the expression at all (`0 0 30 2 *`: none), bounds
+        aside: a job on one would never run, which its writer is told at once. (Stored
+        ones still plan to nothing, fast: test_schedule.py.)"""
+        self.check()
+        try:  # from a leap year on: croniter searches 50 years, 29 February included
+            croniter(self.cron_expr, datetime(2000, 1, 1)).get_next(datetime)
+        except CroniterBadDateError:
+            return False
+        return True
+
     def local(self, instant: datetime) -> datetime:
         """`instant` in the schedule's timezone."""
         self.check()

@@ -184,6 +184,7 @@ async def test_bad_bodies_name_their_fields(
     for change, field in (
         ({"cron_expr": "every day"}, "cron_expr"),
         ({"cron_expr": "* * * * * * *"}, "cron_expr"),
+        ({"cron_expr": "0 0 30 2 *"}, "cron_expr"),  # no date is 30 February
         ({"timezone": "Mars/Olympus"}, "timezone"),
         ({"misfire_policy": "sometimes"}, "misfire_policy"),
         ({"overlap_policy": "never"}, "overlap_policy"),

@@ -128,11 +128,19 @@ def _text(value: Any) -> str:
 class NornMCPServer(MCPServer):
     """The SDK's server, with arguments its schema check refuses (a string for `limit`)
     answered in REST's error shape, naming the argument, like every other refusal
-    (ToolRunner), instead of the SDK's text of a pydantic error."""
+    (ToolRunner), instead of the SDK's text of a pydantic error; and an argument the
+    tool does not take refused, as REST refuses an undeclared query parameter (the SDK
+    ignores it)."""
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context | None = None
     ) -> Any:
+        tool = self._tool_manager.get_tool(name)
+        known = set((tool.parameters.get("properties") or {}) if tool is not None else ())
+        unknown = sorted(set(arguments) - known) if tool is not None else []
+        if unknown:  # as REST refuses a query parameter its route does not declare
+            message = f"unknown argument(s): {', '.join(unknown)}"
+            return _refusal(tool_error(InvalidArgument(unknown[0], message), uuid4().hex))
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as error:
@@ -141,12 +149,17 @@ class NornMCPServer(MCPServer):
                 raise
             first = refused.errors()[0]
             field = ".".join(str(part) for part in first["loc"]) or "arguments"
-            body = tool_error(InvalidArgument(field, f"{field}: {first['msg']}"), uuid4().hex)
-            return CallToolResult(
-                content=[TextContent(type="text", text=_text(body))],
-                structured_content=body,
-                is_error=True,
+            return _refusal(
+                tool_error(InvalidArgument(field, f"{field}: {first['msg']}"), uuid4().hex)
             )
+
+
+def _refusal(body: dict[str, Any]) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=_text(body))],
+        structured_content=body,
+        is_error=True,
+    )
 
 
 def build_server(container: Any, caller: Caller) -> MCPServer:

@@ -207,6 +207,9 @@ async def test_a_tenants_tools_over_http_work_within_it_and_not_in_another(
             [(field, _)] = arguments.items()
             message = await refused(mcp, tool, 400, "VALIDATION_ERROR", **arguments)
             assert message.startswith(f"{field}:") and "pydantic" not in message, message
+        # One the tool does not take, as REST refuses an undeclared query parameter.
+        message = await refused(mcp, "list_runs", 400, "VALIDATION_ERROR", offset=100)
+        assert message == "unknown argument(s): offset"
         for tool in ("list_runs", "list_deployments", "list_jobs"):
             assert (await call(mcp, tool))["items"] == [], tool
         rest = await http.get(f"/api/v1/runs/{run_id}", headers={"X-API-Key": b.editor_key})

@@ -7,7 +7,7 @@ revocation is effective before this projection has caught up.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -26,7 +26,21 @@ _FROM = sql.SQL("api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id")
 
 
 def _time(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
+    """A time of an event, as the read model can hold it: one that UTC cannot (an expiry
+    of 9999-12-31T23:59:59-14:00, accepted before the API refused such times) is kept as
+    the last instant UTC holds; PostgreSQL would store the year 10000, which no read of
+    the row could return."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if isinstance(moment, datetime) and moment.utcoffset() is not None:
+        try:
+            moment.astimezone(UTC)
+        except OverflowError:
+            return (
+                datetime.max.replace(tzinfo=UTC)
+                if moment.year > 1
+                else datetime.min.replace(tzinfo=UTC)
+            )
+    return moment
 
 
 class ApiKeysProjection(Projection):

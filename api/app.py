@@ -65,11 +65,22 @@ _CUSTOM_METHOD = re.compile(r"^(/api/v1/[a-z-]+/[^/]+(?:/[a-z-]+/[^/]+)?):([a-z_
 # Custom methods whose sub-path is spelled otherwise: {id}:run queues a run, .../runs.
 _ACTION_PATHS = {"run": "runs"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+DASHBOARD = "/ui"
+PAGE_HEADERS = (
+    # No other site may frame the dashboard: signed in under another site's page, it is
+    # one click from Cancel, Retry, Roll back or Delete (clickjacking). Here, so that
+    # every answer has them, the sign-in redirects of the authentication middleware too.
+    (b"content-security-policy", b"frame-ancestors 'none'; base-uri 'none'; object-src 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+)
 
 
 class NornApp(Litestar):
     """Litestar, plus what must happen around routing: the `:action` path spelling, a
-    request id on every request, response and log line, and the HTTP metrics."""
+    request id on every request, response and log line, the HTTP metrics, and the
+    dashboard's security headers."""
 
     metrics: NornMetrics
 
@@ -87,6 +98,7 @@ class NornApp(Litestar):
         tenant_logged = logs.tenant_id.set(None)  # set by authentication
         started = time.perf_counter()
         status: int | None = None  # until the app answers
+        dashboard = scope["path"].startswith(DASHBOARD)
 
         async def send_with_id(message: Any) -> None:
             nonlocal status
@@ -95,6 +107,8 @@ class NornApp(Litestar):
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 headers.extend(scope["state"].get(RATE_LIMIT_HEADERS, ()))  # type: ignore[typeddict-item]
+                if dashboard:
+                    headers.extend(PAGE_HEADERS)
                 message = {**message, "headers": headers}
             await send(message)
 

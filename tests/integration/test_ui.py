@@ -48,6 +48,11 @@ async def test_sign_in_cookie_csrf_and_sign_out(settings: Settings) -> None:
         # Not signed in: pages send the browser to the sign-in form.
         page = await client.get("/ui/pipelines", follow_redirects=False)
         assert page.status_code == 303
+        # No other site may frame any answer of the dashboard (clickjacking).
+        for answer in (page, await client.get("/ui/login"), await client.get("/ui/static/ui.css")):
+            assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+            assert answer.headers["x-frame-options"] == "DENY"
+            assert answer.headers["x-content-type-options"] == "nosniff"
         assert page.headers["location"].startswith("/ui/login?next=/ui/pipelines")
 
         # The login form's CSRF token is required (double submit), even with a good password.

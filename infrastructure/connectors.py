@@ -177,7 +177,11 @@ def _blank(config: dict[str, Any], paths: list[tuple[str | int, ...]]) -> dict[s
 def _rules(parsed: msgspec.Struct) -> list[FieldError]:
     """What the schema cannot say."""
     if isinstance(parsed, HttpConnection):
-        url = urlsplit(parsed.base_url)
+        try:
+            url = urlsplit(parsed.base_url)
+            url.port  # noqa: B018 (read to check it: urlsplit leaves the port unparsed)
+        except ValueError as error:  # "https://[::1", "https://x.com:99999/"
+            return [FieldError("config.base_url", f"not a URL: {error}")]
         if url.query or url.fragment or "@" in url.netloc or not url.hostname:
             return [
                 FieldError(

@@ -11,7 +11,14 @@ from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api.auth import principal_of
-from api.controllers.common import IfMatch, MinPosition, command_context, etag, expected_version
+from api.controllers.common import (
+    IfMatch,
+    MinPosition,
+    TextFilter,
+    command_context,
+    etag,
+    expected_version,
+)
 from api.controllers.paging import paged, query_error
 from api.dependencies import (
     ConnectionQueriesDep,
@@ -67,7 +74,7 @@ class ConnectionController(Controller):
         read_your_writes: ReadYourWritesDep,
         paging: PagingDep,
         min_position: MinPosition = None,
-        type: FromQuery[str | None] = None,
+        type: TextFilter = None,
     ) -> Response[ConnectionPage]:
         await read_your_writes("connections", min_position)
         try:
@@ -96,7 +103,9 @@ class ConnectionController(Controller):
         await read_your_writes("connections", min_position)
         tenant_id = principal_of(request).tenant_id
         row = (
-            None if tenant_id is None else await connection_queries.get(tenant_id, connection_name)
+            None
+            if tenant_id is None or "\x00" in connection_name  # no name holds NUL
+            else await connection_queries.get(tenant_id, connection_name)
         )
         if row is None:
             raise NotFound("connection", connection_name)

@@ -16,6 +16,7 @@ from litestar.params import FromQuery, Parameter
 from litestar.response import Stream
 
 from api.auth import principal_of
+from api.controllers.audit_params import MAX_POSITION
 from api.controllers.paging import parameter_error
 from api.dependencies import LiveEventsDep, NatsDep, ReadPoolDep, SettingsDep
 from api.streams import admit, inactive_tenant, recheck
@@ -149,7 +150,9 @@ def _last_event_id(request: Request) -> int | None:
     raw = request.headers.get("last-event-id")
     if not raw:
         return None
-    if not raw.isdigit():
+    # ASCII digits only ("²" is a digit to isdigit, not to int), and no more than a
+    # position has (int() refuses 4,300 digits and more with a ValueError).
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(MAX_POSITION)):
         raise parameter_error(
             LAST_ID, f"{LAST_ID}: must be an event position (an integer)", "header"
         )

@@ -94,7 +94,11 @@ class SecretController(Controller):
     ) -> Response[SecretRead]:
         await read_your_writes("secrets", min_position)
         tenant_id = principal_of(request).tenant_id
-        row = None if tenant_id is None else await secret_queries.get(tenant_id, secret_name)
+        row = (
+            None
+            if tenant_id is None or "\x00" in secret_name  # no name holds NUL
+            else await secret_queries.get(tenant_id, secret_name)
+        )
         if row is None:
             raise NotFound("secret", secret_name)
         (read,) = await _reads(secret_queries, [row])

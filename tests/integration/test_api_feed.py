@@ -322,6 +322,9 @@ async def test_filters_by_resource_and_actor_and_refusals_name_the_parameter(
             ({"after": "-1"}, {}, "after"),
             ({}, {"Last-Event-ID": "abc"}, "Last-Event-ID"),
             ({}, {"Last-Event-ID": "99999999"}, "Last-Event-ID"),
+            # A digit to str.isdigit that int() refuses, and more digits than int() reads.
+            ({}, {"Last-Event-ID": b"\xb2"}, "Last-Event-ID"),
+            ({}, {"Last-Event-ID": "1" * 5000}, "Last-Event-ID"),
         ):
             refused = await http.get(STREAM, params=params, headers={**editor, **headers})
             error = assert_error(refused, 400, "VALIDATION_ERROR")

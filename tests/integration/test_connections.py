@@ -176,6 +176,21 @@ async def test_plain_credentials_and_unknown_secrets_are_refused_by_field(
         assert assert_error(bad_type, 422, "VALIDATION_ERROR")["details"][0]["field"] == "type"
         listed = await client.get(BASE, headers=admin)
         assert listed.json()["items"] == []
+        # A bracket left open, a port that is no port: not a URL (it was a 500, or stored).
+        for base_url in ("https://[::1", "https://a.example:99999/"):
+            bad_url = await client.post(
+                BASE,
+                json={"name": "api", "type": "http", "config": {"base_url": base_url}},
+                headers=admin,
+            )
+            error = assert_error(bad_url, 422, "VALIDATION_ERROR")
+            assert [d["field"] for d in error["details"]] == ["config.base_url"], base_url
+        # NUL, which PostgreSQL text cannot hold: a 400 or no such name, never a 500.
+        assert_error(await client.get(f"{BASE}/a%00b", headers=admin), 404, "RESOURCE_NOT_FOUND")
+        nul_type = await client.get(BASE, params={"type": "a\x00b"}, headers=admin)
+        assert_error(nul_type, 400, "VALIDATION_ERROR")
+        no_secret = await client.get("/api/v1/secrets/a%00b", headers=admin)
+        assert_error(no_secret, 404, "RESOURCE_NOT_FOUND")
 
 
 async def test_delete_is_refused_while_a_pipeline_step_uses_it_unless_forced(

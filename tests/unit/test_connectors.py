@@ -284,3 +284,22 @@ def test_a_merged_http_config_passes_the_plugins_own_schema() -> None:
     for plugin, step in (("Input.http", {"url": "orders"}), ("Output.webhook", {})):
         merged = merge_connection(plugin, step, "api", API)
         assert catalog.check(plugin, merged.config) == []
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "https://[::1",
+        "https://[zz]/x",
+        "https://x.com:99999/",
+        "https://x.com:abc/",
+        "https://a:b:c/",
+    ],
+)
+def test_a_base_url_that_does_not_parse_is_refused_by_field(base_url: str) -> None:
+    """As a webhook's URL is: a 422 naming the field, where it was a 500 (a bracket
+    left open) or stored as it came (a port that is no port)."""
+    found = problems("http", {"base_url": base_url})
+    assert list(found) == ["config.base_url"] and found["config.base_url"].startswith(
+        "not a URL"
+    ), found

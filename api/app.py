@@ -66,6 +66,7 @@ _CUSTOM_METHOD = re.compile(r"^(/api/v1/[a-z-]+/[^/]+(?:/[a-z-]+/[^/]+)?):([a-z_
 _ACTION_PATHS = {"run": "runs"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 DASHBOARD = "/ui"
+DASHBOARD_FILES = "/ui/static/"
 PAGE_HEADERS = (
     # No other site may frame the dashboard: signed in under another site's page, it is
     # one click from Cancel, Retry, Roll back or Delete (clickjacking). Here, so that
@@ -99,6 +100,7 @@ class NornApp(Litestar):
         started = time.perf_counter()
         status: int | None = None  # until the app answers
         dashboard = scope["path"].startswith(DASHBOARD)
+        static = scope["path"].startswith(DASHBOARD_FILES)
 
         async def send_with_id(message: Any) -> None:
             nonlocal status
@@ -109,6 +111,10 @@ class NornApp(Litestar):
                 headers.extend(scope["state"].get(RATE_LIMIT_HEADERS, ()))  # type: ignore[typeddict-item]
                 if dashboard:
                     headers.extend(PAGE_HEADERS)
+                    if not static and not any(k.lower() == b"cache-control" for k, _ in headers):
+                        # A signed-in page (its CSRF token in it) stays out of caches and
+                        # the back button's history once the session has ended.
+                        headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -53,6 +53,11 @@ async def test_sign_in_cookie_csrf_and_sign_out(settings: Settings) -> None:
             assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
             assert answer.headers["x-frame-options"] == "DENY"
             assert answer.headers["x-content-type-options"] == "nosniff"
+        # Pages stay out of caches and history (a page holds its CSRF token); files not.
+        assert (await client.get("/ui/login")).headers["cache-control"] == "no-store"
+        assert "no-store" not in (await client.get("/ui/static/ui.css")).headers.get(
+            "cache-control", ""
+        )
         assert page.headers["location"].startswith("/ui/login?next=/ui/pipelines")
 
         # The login form's CSRF token is required (double submit), even with a good password.

@@ -49,6 +49,8 @@ AUTH_SECONDS = 5.0
 QUERY_PARAMETERS = frozenset({"token"})
 CLOSE_INVALID = 4400
 CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+"""A platform admin's X-Tenant-ID that names no tenant (HTTP answers it 404)."""
 CLOSE_LIMITED = 4429
 CLOSE_UNAVAILABLE = 1013
 """Try Again Later (RFC 6455): NATS or PostgreSQL down, as when a feed is closed for
@@ -123,8 +125,10 @@ async def _authenticated(socket: WebSocket[Any, Any, Any]) -> tuple[Principal, C
     credentials = await _credentials(socket)
     try:
         principal = await authenticate(socket, touch=True, credentials=credentials)
-    except (AuthenticationFailed, NotFound) as refused:
+    except AuthenticationFailed as refused:
         raise _Refused(CLOSE_REVOKED, "AUTHENTICATION_REQUIRED", str(refused)) from None
+    except NotFound as refused:
+        raise _Refused(CLOSE_NOT_FOUND, "RESOURCE_NOT_FOUND", str(refused)) from None
     except PermissionDenied as refused:
         raise _Refused(CLOSE_FORBIDDEN, "PERMISSION_DENIED", str(refused)) from None
     except ValidationException as refused:  # a malformed X-Tenant-ID

@@ -133,6 +133,10 @@ async def test_authentication_by_header_query_or_first_message_and_refusals(
             assert "after" in message
         async with raw_socket(http, {**admin, "X-Tenant-ID": "nope"}) as ws:
             await _refused(ws, 4400, "VALIDATION_ERROR")
+        # A well-formed id of no tenant: not found, as over HTTP (not a credentials error).
+        no_tenant = {**admin, "X-Tenant-ID": "00000000-0000-4000-8000-000000000000"}
+        async with raw_socket(http, no_tenant) as ws:
+            await _refused(ws, 4404, "RESOURCE_NOT_FOUND")
 
 
 async def test_subscriptions_filter_answer_errors_without_closing_and_unsubscribe(

@@ -100,7 +100,6 @@ class NornApp(Litestar):
         started = time.perf_counter()
         status: int | None = None  # until the app answers
         dashboard = scope["path"].startswith(DASHBOARD)
-        static = scope["path"].startswith(DASHBOARD_FILES)
 
         async def send_with_id(message: Any) -> None:
             nonlocal status
@@ -111,7 +110,8 @@ class NornApp(Litestar):
                 headers.extend(scope["state"].get(RATE_LIMIT_HEADERS, ()))  # type: ignore[typeddict-item]
                 if dashboard:
                     headers.extend(PAGE_HEADERS)
-                    if not static and not any(k.lower() == b"cache-control" for k, _ in headers):
+                    page = not scope["path"].startswith(DASHBOARD_FILES)
+                    if page and not any(k.lower() == b"cache-control" for k, _ in headers):
                         # A signed-in page (its CSRF token in it) stays out of caches and
                         # the back button's history once the session has ended.
                         headers.append((b"cache-control", b"no-store"))

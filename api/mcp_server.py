@@ -108,12 +108,7 @@ class ToolRunner:
             )
             answer = as_json(await work(principal, command))
         except Exception as error:
-            body = tool_error(error, request_id)
-            return CallToolResult(
-                content=[TextContent(type="text", text=_text(body))],
-                structured_content=body,
-                is_error=True,
-            )
+            return _refusal(tool_error(error, request_id))
         finally:
             logs.tenant_id.reset(tenant_logged)
             logs.request_id.reset(logged_as)
@@ -135,10 +130,9 @@ class NornMCPServer(MCPServer):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context | None = None
     ) -> Any:
-        tool = self._tool_manager.get_tool(name)
-        known = set((tool.parameters.get("properties") or {}) if tool is not None else ())
-        unknown = sorted(set(arguments) - known) if tool is not None else []
-        if unknown:  # as REST refuses a query parameter its route does not declare
+        tool = self._tool_manager.get_tool(name)  # None: the SDK refuses the name
+        known = (tool.parameters.get("properties") or {}) if tool is not None else arguments
+        if unknown := sorted(set(arguments) - set(known)):  # as REST refuses such a parameter
             message = f"unknown argument(s): {', '.join(unknown)}"
             return _refusal(tool_error(InvalidArgument(unknown[0], message), uuid4().hex))
         try:

@@ -25,7 +25,7 @@ import psycopg
 
 from application.event_triggers import EventTriggers, Firing, Target, TenantEvent
 from application.threads import in_thread
-from domain.event_trigger import EventTrigger
+from domain.event_trigger import EventTrigger, may_trigger
 from infrastructure.envelope import CloudEvent, to_cloud_event
 from infrastructure.notification_log import max_position, read_notifications, settled_position
 from infrastructure.supervision import Backoff, pause, supervise
@@ -151,7 +151,7 @@ def _nominated(
 ) -> list[Target]:
     """The tenant's pipelines and deployments whose triggers, as the read models have
     them, match."""
-    if not candidates or event.type.startswith("norn.trigger."):
+    if not candidates or not may_trigger(event.type):
         return []
     return [
         target

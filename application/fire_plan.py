@@ -6,8 +6,11 @@ A nominal time t (application/schedule.py's, UTC, whole seconds) is *due* once
 t + jitter <= now, and is dealt with by the first pass after that, exactly once: the
 state's cursor is the latest time dealt with, and a pass scans only the times after it.
 
-* Misfire: a due time is *missed* when t + jitter < now - grace (the scheduler was down,
-  the job was disabled: re-enabling is only a cursor far back). `skip` runs none of them;
+* Misfire: a due time is *missed* when t + jitter < now - grace (no scheduler got to it
+  in time), or when t + jitter < the state's `active_since` (it fell due while the job
+  was disabled or its tenant suspended: the grace is for a late scheduler, not for a job
+  that was off; re-enabling one that fires every 10 s fired the last minute's six
+  times). `skip` runs none of them;
   `run_once` runs the latest; `run_all` runs the oldest `max_catchup`. Each missed time
   not run is counted `missed`. The other due times are on time (maybe `late`).
 * Overlap, judged against the run active before the pass (the runs one pass queues,
@@ -56,6 +59,9 @@ class FireState:
     """queue_one: the nominal time of the one fire waiting for the previous run to end."""
     caught_up: int = 0
     """run_all: missed times run so far from a missed window whose scan goes on (`more`)."""
+    active_since: datetime | None = None
+    """Since when the job may fire: the later of its last enabling and its tenant's last
+    reactivation (the read models'; None where they do not know)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,8 @@ def plan_fires(
     more = len(due) == scan_limit
     # Missed times come first: t + jitter < now - grace holds for a prefix of `due`.
     miss_bound = now - grace - offset
+    if state.active_since is not None:
+        miss_bound = max(miss_bound, state.active_since - offset)
     n_missed = next((i for i, t in enumerate(due) if t >= miss_bound), len(due))
     missed_times, on_time = due[:n_missed], due[n_missed:]
     window_goes_on = more and not on_time  # the next scan may find more of this window
@@ -144,7 +152,7 @@ def plan_fires(
         missed=missed,
         late=late,
         cancel_previous=cancel,
-        state=FireState(cursor=cursor, waiting_for=waiting, caught_up=caught_up),
+        state=FireState(cursor, waiting, caught_up, state.active_since),
         more=more,
     )
 

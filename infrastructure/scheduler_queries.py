@@ -14,8 +14,10 @@ JOB = (
     "j.id, j.tenant_id, j.version, j.enabled, j.deleted, j.name, j.target_deployment_id,"
     " j.target_pipeline_id, j.target_revision, j.cron_expr, j.timezone, j.params,"
     " j.misfire_policy, j.max_catchup, j.overlap_policy, j.jitter_seconds, j.start_at,"
-    " j.end_at, j.description, j.labels"
+    " j.end_at, j.description, j.labels, greatest(j.enabled_at,"
+    " (SELECT t.active_since FROM tenants t WHERE t.id::text = j.tenant_id)) AS active_since"
 )
+"""A job's definition, and since when it may fire (application/fire_plan.py FireState)."""
 
 CHANGED = f"""
 SELECT s.cursor, s.waiting_for, s.caught_up, {JOB}

@@ -57,6 +57,11 @@ GONE_EVERY = 5.0
 after its pipeline is deleted or its deployment retired, not at its next fire."""
 
 
+def fire_state(row: dict[str, Any]) -> FireState:
+    """A job's bookkeeping, as a row of scheduler_queries' DUE, WAITING or CHANGED holds it."""
+    return FireState(row["cursor"], row["waiting_for"], row["caught_up"], row["active_since"])
+
+
 class SchedulerRole:
     def __init__(
         self,
@@ -264,7 +269,7 @@ class SchedulerRole:
             if row["enabled"] and not row["deleted"]:
                 spec = job_spec(row)
                 schedule = schedule_of(spec)
-                state = FireState(row["cursor"], row["waiting_for"], row["caught_up"])
+                state = fire_state(row)
                 due = next_due(schedule, schedule.jitter(str(row["id"])), state)
             planned.append((row["version"], due, row["id"]))
         with conn.cursor() as cur:  # one round trip for them all (pipeline mode)
@@ -286,7 +291,7 @@ class SchedulerRole:
                 tenant_id=row["tenant_id"],
                 version=row["version"],
                 spec=job_spec(row),
-                state=FireState(row["cursor"], row["waiting_for"], row["caught_up"]),
+                state=fire_state(row),
                 last_run_id=str(row["last_run_id"]) if row["last_run_id"] else None,
             )
             for row in rows

@@ -84,6 +84,7 @@ class JobsProjection(Projection):
             "tenant_id": event.tenant,
             **definition(event.data["spec"]),
             "enabled": event.data["enabled"],
+            "enabled_at": event.time if event.data["enabled"] else None,
             "created_by": event.actor,
             "created_at": event.time,
             "updated_at": event.time,
@@ -103,7 +104,8 @@ class JobsProjection(Projection):
 
     @handles("norn.job.enabled.v1")
     async def enabled(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
-        await self._job(cur, event, enabled=True, disabled_reason=None)
+        # Since when it may fire: what fell due while it was off was missed.
+        await self._job(cur, event, enabled=True, disabled_reason=None, enabled_at=event.time)
 
     @handles("norn.job.disabled.v1")
     async def disabled(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:

@@ -34,8 +34,8 @@ class TenantsProjection(Projection):
         data = event.data
         await cur.execute(
             "INSERT INTO tenants (id, name, description, plan, status, labels, owner,"
-            " created_at, updated_at, version, position)"
-            " VALUES (%s, %s, %s, %s, 'active', %s, %s, %s, %s, %s, %s)",
+            " created_at, updated_at, active_since, version, position)"
+            " VALUES (%s, %s, %s, %s, 'active', %s, %s, %s, %s, %s, %s, %s)",
             (
                 event.subject,
                 data["name"],
@@ -43,6 +43,7 @@ class TenantsProjection(Projection):
                 data.get("plan") or "free",
                 Jsonb(data.get("labels") or {}),
                 data.get("owner") or "",
+                event.time,
                 event.time,
                 event.time,
                 event.version,
@@ -79,7 +80,8 @@ class TenantsProjection(Projection):
 
     @handles("norn.tenant.reactivated.v1")
     async def reactivated(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
-        await self._set(cur, event, status="active", status_reason="")
+        # Since when its jobs may fire: what fell due while it was suspended was missed.
+        await self._set(cur, event, status="active", status_reason="", active_since=event.time)
 
     @handles("norn.tenant.deleted.v1")
     async def deleted(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:

@@ -308,6 +308,60 @@ async def test_a_suspended_tenants_jobs_wait_for_reactivation(settings: Settings
         assert (shown["fired"], shown["missed"]) == (2, 3)
 
 
+@pytest.mark.parametrize("off", ["job disabled", "tenant suspended"])
+async def test_what_a_sub_minute_job_missed_while_off_is_not_fired_by_the_grace(
+    settings: Settings, off: str
+) -> None:
+    # Every 10 s, `skip`. The pass comes half a second after the job is on again, the
+    # job's bookkeeping 55 s back as if it had been off that long: its five or six times
+    # then were all within the 60 s grace, and none of them may fire.
+    async with world(settings) as (client, editor, tenant_id):
+        pipeline = await create_pipeline(client, editor, "alpha")
+        job = await _job(client, editor, pipeline["id"], cron_expr="* * * * * */10")
+        root = await _root(client, settings)
+        clock = Clock()
+        with scheduler(settings, clock) as role:
+            await asyncio.to_thread(run_pass, settings, role)  # its bookkeeping row
+            if off == "job disabled":
+                changed = await client.post(f"{BASE}/{job['id']}/disable", headers=editor)
+                assert changed.status_code == 200, changed.text
+                await read_at(client, editor, BASE, changed.json()["position"])
+            else:
+                await _status(client, root, tenant_id, "suspended")
+            with psycopg.connect(settings.database_url or "", autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE job_schedules SET cursor = cursor - interval '55 seconds',"
+                    " next_due = cursor - interval '55 seconds' WHERE job_id = %s",
+                    (job["id"],),
+                )
+            if off == "job disabled":
+                changed = await client.post(f"{BASE}/{job['id']}/enable", headers=editor)
+                assert changed.status_code == 200, changed.text
+                await read_at(client, editor, BASE, changed.json()["position"])
+            else:
+                await _status(client, root, tenant_id, "active")
+            with psycopg.connect(settings.database_url or "", autocommit=True) as conn:
+                on_since, cursor = conn.execute(
+                    "SELECT greatest(j.enabled_at, t.active_since), s.cursor FROM jobs j"
+                    " JOIN tenants t ON t.id::text = j.tenant_id"
+                    " JOIN job_schedules s ON s.job_id = j.id WHERE j.id = %s",
+                    (job["id"],),
+                ).fetchone()
+            clock.now = on_since + timedelta(seconds=0.5)
+            await asyncio.to_thread(run_pass, settings, role)
+        due = every_ten_seconds(cursor, clock.now)
+        on_time = [t for t in due if t >= on_since]
+        shown = await _shown(client, editor, job["id"])
+        assert len(due) - len(on_time) >= 5
+        assert (shown["fired"], shown["missed"]) == (len(on_time), len(due) - len(on_time))
+
+
+def every_ten_seconds(cursor: datetime, now: datetime) -> list[datetime]:
+    """The whole multiples of 10 s in (cursor, now]."""
+    first = cursor.replace(microsecond=0) + timedelta(seconds=10 - cursor.second % 10)
+    return [t for t in (first + timedelta(seconds=10 * i) for i in range(8)) if cursor < t <= now]
+
+
 async def _root(client: Any, settings: Settings) -> Headers:
     from tests.integration.api_client import login
 

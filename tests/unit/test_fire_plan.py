@@ -159,6 +159,52 @@ def test_the_grace_is_the_callers() -> None:
     assert (made.fires, made.missed) == ((), 1)
 
 
+@pytest.mark.parametrize(
+    ("policy", "fires", "missed"),
+    [
+        ("skip", (), 6),
+        ("run_once", (NOON,), 5),
+        ("run_all", tuple(NOON - timedelta(seconds=s) for s in (50, 40, 30, 20, 10, 0)), 0),
+    ],
+)
+def test_times_due_while_the_job_was_off_are_missed_even_within_the_grace(
+    policy: str, fires: tuple[datetime, ...], missed: int
+) -> None:
+    # Every 10 s; off until enabled again at 12:00:05, the pass 0.5 s later. Its six times
+    # from 11:59:10 to 12:00:00 were all within the 60 s grace, yet it was off for each.
+    spec = job(cron_expr="* * * * * */10", misfire_policy=policy)
+    enabled = NOON + timedelta(seconds=5)
+    state = FireState(cursor=NOON - timedelta(seconds=55), active_since=enabled)
+    made = plan_fires(spec, schedule_of(spec), 0.0, state, enabled + timedelta(seconds=0.5), False)
+    assert (made.fires, made.missed) == (fires, missed)
+    assert made.state.cursor == NOON
+    assert made.state.active_since == enabled  # carried to the next pass
+    # The times after the enabling are on time (within the grace, as ever).
+    later = plan_fires(
+        spec, schedule_of(spec), 0.0, made.state, NOON + timedelta(seconds=30), False
+    )
+    assert (later.fires, later.missed) == (
+        tuple(NOON + timedelta(seconds=s) for s in (10, 20, 30)),
+        0,
+    )
+
+
+def test_active_since_is_measured_against_time_plus_jitter() -> None:
+    # With 15 s of jitter, nominal 11:59:40 fell due at 11:59:55, while the job was off;
+    # 11:59:50 fell due at 12:00:05, after its enabling at noon.
+    spec = job(cron_expr="* * * * * */10")
+    state = FireState(cursor=NOON - timedelta(seconds=21), active_since=NOON)
+    made = plan_fires(spec, schedule_of(spec), 15.0, state, NOON + timedelta(seconds=6), False)
+    assert (made.fires, made.missed) == ((NOON - timedelta(seconds=10),), 1)
+
+
+def test_a_scheduler_that_is_late_still_has_its_grace_after_an_enabling() -> None:
+    # Enabled long ago: the grace alone decides, as without active_since.
+    state = FireState(cursor=NOON - QUARTER, active_since=A_WEEK_BEFORE)
+    made = plan_fires(job(), schedule_of(job()), 0.0, state, NOON + DEFAULT_GRACE, False)
+    assert (made.fires, made.missed) == ((NOON,), 0)
+
+
 def test_nothing_due_plans_nothing_and_keeps_the_state() -> None:
     state = FireState(cursor=NOON)
     made = plan_fires(job(), schedule_of(job()), 0.0, state, NOON + QUARTER - TICK, False)

@@ -148,25 +148,31 @@ class RunService:
     ) -> Changed[Run]:
         """A new run of the same revision, definition and params, linked to the first.
         From the failed step: the steps that succeeded before it reuse their outputs
-        (when the first run's workspace still has them) instead of running again."""
-        original = self.load(principal, run_id)
-        if original.status not in RETRYABLE:
-            raise Conflict(
-                f"run is {original.status}; only a finished, unsuccessful run can be retried"
-            )
-        resume_from = None
-        if from_failed_step:
-            failure = original.first_failure()
-            if failure is None:
-                raise InvalidCommand("the run has no failed step to retry from", "from_failed_step")
-            resume_from = failure[0]
-        run_id = new_id(ctx, "run")
-        return self._queue(
-            principal,
-            ctx,
-            run_id,
-            lambda: Run.queue(
-                run_id=run_id,
+        (when the first run's workspace still has them) instead of running again.
+        One retry of a run at a time: while its latest retry is queued or running, a
+        second is refused (Conflict naming it), so a double click queues one run. The
+        first run records its retry (RunRetried) in the same append as the new run, so
+        two racing retries cannot both pass the check: the loser's append conflicts,
+        and its next attempt finds the winner's."""
+        retry_id = new_id(ctx, "run")
+
+        def queue_retry() -> tuple[Run, Run]:
+            original = self.load(principal, run_id)
+            if original.status not in RETRYABLE:
+                raise Conflict(
+                    f"run is {original.status}; only a finished, unsuccessful run can be retried"
+                )
+            self._check_no_retry_running(original)
+            resume_from = None
+            if from_failed_step:
+                failure = original.first_failure()
+                if failure is None:
+                    raise InvalidCommand(
+                        "the run has no failed step to retry from", "from_failed_step"
+                    )
+                resume_from = failure[0]
+            retry = Run.queue(
+                run_id=retry_id,
                 tenant_id=original.tenant_id,
                 pipeline_id=original.pipeline_id,
                 pipeline_name=original.pipeline_name,
@@ -178,14 +184,32 @@ class RunService:
                 resume_from=resume_from,
                 ctx=ctx,
                 max_attempts=self._max_attempts,
-            ),
-        )
+            )
+            original.record_retry(retry_id, ctx)
+            return retry, original
+
+        return self._queue(principal, ctx, retry_id, queue_retry)
+
+    def _check_no_retry_running(self, original: Run) -> None:
+        if original.retried_by is None:
+            return
+        latest = self._store.find(Run, UUID(original.retried_by))
+        if latest is not None and not latest.finished:
+            raise Conflict(
+                f"run {original.id} is being retried already, as run {latest.id}"
+                f" ({latest.status}): wait for that run to end, or cancel it"
+            )
 
     def _queue(
-        self, principal: Principal, ctx: CommandContext, run_id: UUID, new_run: Callable[[], Run]
+        self,
+        principal: Principal,
+        ctx: CommandContext,
+        run_id: UUID,
+        new_run: Callable[[], Run | tuple[Run, Run]],
     ) -> Changed[Run]:
-        """Save a new run with its take of the day's runs. A failed append saved nothing
-        and took the events out of the run: each attempt builds it again (same id).
+        """Save a new run with its take of the day's runs (and the run it retries, when
+        `new_run` returns that too). A failed append saved nothing and took the events
+        out of the aggregates: each attempt builds them again (same id).
         Asked with an Idempotency-Key, the run's id derives from it: a run an earlier
         attempt of the request queued is answered as that attempt answered it, and
         never queued twice (application/idempotency.py)."""
@@ -195,10 +219,11 @@ class RunService:
         tenant = writable_tenant(self._store, principal)
 
         def attempt() -> Changed[Run]:
-            run = new_run()
+            made = new_run()
+            run, beside = made if isinstance(made, tuple) else (made, None)
             try:
                 with self.take_run_of_day(tenant, ctx) as usage:
-                    return self._runs.save(run, usage)
+                    return self._runs.save(run, beside, usage)
             except VersionConflict:
                 # Answered outside the ledger's block, so that its copy of the usage,
                 # which counted this failed append, is not kept.

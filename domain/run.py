@@ -252,6 +252,16 @@ class RunCancelRequested(RunEvent):
         aggregate.cancel_reason = self.reason
 
 
+class RunRetried(RunEvent):
+    """The run was retried: `retry_id` is the new run (whose RunQueued names this one as
+    `retry_of`), appended with it."""
+
+    retry_id: str
+
+    def apply(self, aggregate: Run) -> None:
+        aggregate.retried_by = self.retry_id
+
+
 class RunCancelled(RunEnded):
     ends_as = RunStatus.CANCELLED
     reason: str = ""
@@ -297,6 +307,10 @@ def _at(event: NornEvent) -> datetime:
 
 
 class Run(Aggregate):
+    retried_by: str | None = None
+    """The latest retry of this run (RunRetried); on the class, so that runs from before
+    the event existed have it too."""
+
     def __init__(
         self,
         tenant_id: str,
@@ -484,6 +498,12 @@ class Run(Aggregate):
             step, error = failure
             message = f"step {step} failed: {error}"
             self._end(RunFailed, ctx, message, error=message, failed_step=step)
+
+    def record_retry(self, retry_id: UUID, ctx: CommandContext) -> None:
+        """A retry of this finished run was queued (application/runs.py decides when)."""
+        if not self.finished:
+            raise Conflict(f"run is {self.status}; only a finished run can be retried")
+        self._trigger(RunRetried, ctx, retry_id=str(retry_id))
 
     def request_cancel(self, reason: str, ctx: CommandContext) -> bool:
         """Cancel: a queued run at once; a running one is asked to stop (its executor

@@ -34,7 +34,7 @@ RUN_FIELDS = (
     *("trigger_kind", "trigger_id", "deployment_id", "environment", "release", "retry_of"),
     *("resume_from", "params", "attempt", "executor_id", "cancel_requested", "error"),
     *("current_step", "created_by", "queued_at", "started_at", "finished_at", "duration_ms"),
-    *("version", "position", "scheduled_for"),
+    *("version", "position", "scheduled_for", "retried_by"),
 )
 RUN_COLUMNS = sql.SQL(", ").join(sql.Identifier(f) for f in RUN_FIELDS)
 STEP_FIELDS = (

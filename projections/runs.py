@@ -184,6 +184,10 @@ class RunsProjection(Projection):
     async def cancel_requested(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
         await self._run(cur, event, cancel_requested=True)
 
+    @handles("norn.run.retried.v1")
+    async def retried(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
+        await self._run(cur, event, retried_by=event.data["retry_id"])
+
     @handles("norn.run.succeeded.v1")
     async def succeeded(self, cur: AsyncCursor[Any], event: CloudEvent) -> None:
         await self._finish(cur, event, "succeeded", None, was_running=True)

@@ -34,6 +34,7 @@ RUN_COLUMNS = (
     "trigger_kind",
     "trigger_id",
     "retry_of",
+    "retried_by",
     "resume_from",
     "attempt",
     "executor_id",

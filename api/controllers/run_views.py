@@ -97,6 +97,7 @@ def _run_fields(row: dict[str, Any]) -> dict[str, Any]:
         "status": row["status"],
         "trigger": _trigger(row),
         "retry_of": row["retry_of"],
+        "retried_by": str(row["retried_by"]) if row["retried_by"] else None,
         "resume_from": row["resume_from"],
         "params": row["params"],
         "attempt": row["attempt"],

@@ -72,6 +72,9 @@ class RunRead(msgspec.Struct, kw_only=True):
     trigger: dict[str, str | int | None]
     """kind and id; a deployment's run also environment and release."""
     retry_of: str | None
+    retried_by: str | None
+    """Its latest retry's id: while that run is queued or running, retrying this one is
+    a 409."""
     resume_from: str | None
     params: dict[str, Any]
     attempt: int

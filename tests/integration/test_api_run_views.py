@@ -32,7 +32,8 @@ from tests.integration.run_support import (
 EXPORT = "/api/v1/runs/export"
 CSV_HEADER = (
     "id,tenant_id,pipeline_id,pipeline_name,namespace,revision,status,trigger_kind,trigger_id,"
-    "retry_of,resume_from,attempt,executor_id,cancel_requested,error,current_step,created_by,"
+    "retry_of,retried_by,resume_from,attempt,executor_id,cancel_requested,error,current_step,"
+    "created_by,"
     "queued_at,started_at,finished_at,duration_ms,params,steps_total,steps_succeeded,"
     "steps_failed,steps_skipped,steps_cancelled,steps_unfinished,step_attempts,failed_steps"
 ).split(",")

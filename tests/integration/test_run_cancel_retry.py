@@ -101,3 +101,27 @@ async def test_a_cancel_reaches_the_executor_without_waiting_for_its_heartbeat(
         assert run["error"] == f"cancelled by user:{me['id']}"
         again = await client.post(f"/api/v1/runs/{run_id}:cancel", headers=editor)
         assert_error(again, 409, "RESOURCE_CONFLICT")
+
+        # One retry at a time: a second click while the (hour-long) retry goes on is
+        # refused, naming it; once it has ended, the run may be retried again.
+        retry = await client.post(f"/api/v1/runs/{run_id}/retry", json={}, headers=editor)
+        assert retry.status_code == 202, retry.text
+        retry_id = retry.json()["run_id"]
+        twice = await client.post(f"/api/v1/runs/{run_id}/retry", json={}, headers=editor)
+        assert_error(twice, 409, "RESOURCE_CONFLICT")
+        assert f"retried already, as run {retry_id}" in twice.json()["error"]["message"]
+        first = await wait_run(client, editor, run_id, {"cancelled"})
+        assert first["retried_by"] in (None, retry_id)  # the read model follows
+        stop = await client.post(f"/api/v1/runs/{retry_id}/cancel", headers=editor)
+        assert stop.status_code == 202, stop.text
+        await wait_run(client, editor, retry_id)
+        later = await client.post(f"/api/v1/runs/{run_id}/retry", json={}, headers=editor)
+        assert later.status_code == 202, later.text
+        stop = await client.post(f"/api/v1/runs/{later.json()['run_id']}/cancel", headers=editor)
+        assert stop.status_code == 202, stop.text
+        shown = await client.get(
+            f"/api/v1/runs/{run_id}",
+            params={"min_position": later.json()["position"]},
+            headers=editor,
+        )
+        assert shown.json()["retried_by"] == later.json()["run_id"]

@@ -29,7 +29,7 @@ from tests.integration.run_support import (
     trigger,
 )
 from tests.integration.test_api_feed import Sse, SseReader
-from tests.integration.test_ui import sign_in
+from tests.integration.test_ui import csrf_of, sign_in
 
 HAS_CHROMIUM = Path("/usr/bin/chromium").exists() or bool(os.environ.get("NORN_REQUIRE_BROWSER"))
 _RUN_ROW = re.compile(r'data-run="([0-9a-f-]{36})"')
@@ -201,7 +201,8 @@ async def test_live_run_page_reconnects_to_the_current_state(settings: Settings)
             finally:
                 await reader.close()
         assert 'data-testid="run-status">succeeded<' in again.data
-        assert 'data-action="retry"' in again.data and 'data-step="a"' in again.data
+        # A succeeded run offers no retry (the API would refuse it).
+        assert 'data-action="retry"' not in again.data and 'data-step="a"' in again.data
         # And a stream kept open sees a run through to its end.
         second = await queued_run(http, editor, pipeline)
         async with live(http, f"/ui/runs/{second}/live") as feed:
@@ -256,3 +257,36 @@ async def test_in_a_browser_the_list_goes_live_and_the_pages_fit(
                 assert await svg.get_attribute("role") == "img"
                 assert (await svg.bounding_box() or {}).get("height", 0) > 50
                 await shoot(page, f"run-stats-{window}")
+
+
+async def test_a_retry_from_the_run_page_links_both_runs(settings: Settings) -> None:
+    """The failed run's page retries it; the retry's page links back, the first run's
+    page links to its retry, and a second retry while that one goes on is refused."""
+    async with serving_app(executing(settings), roles=EXECUTING) as http:
+        admin = await platform_admin(http, settings)
+        _, editor = await make_tenant_user(http, admin, "uiruns-retry", "editor")
+        pipeline = await make_pipeline(
+            http, editor, "naps", [step("nap", "Test.sleep", seconds=3600)]
+        )
+        run_id = await queued_run(http, editor, pipeline)
+        stop = await http.post(f"/api/v1/runs/{run_id}/cancel", headers=editor)
+        assert stop.status_code == 202, stop.text
+        assert (await finished(http, editor, run_id))["status"] == "cancelled"
+        assert (await sign_in(http, "uiruns-retry-editor")).status_code == 303
+        page = await http.get(f"/ui/runs/{run_id}")
+        assert 'data-action="retry"' in page.text
+        form = {"csrf_token": csrf_of(page.text)}
+
+        retried = await http.post(f"/ui/runs/{run_id}/retry", data=form)
+        assert retried.status_code == 303, retried.text
+        retry_id = retried.headers["location"].split("/ui/runs/")[1].split("?")[0]
+        shown = await http.get(retried.headers["location"])
+        assert f'href="/ui/runs/{run_id}" data-testid="retry-of"' in shown.text
+        position = retried.headers["location"].split("min_position=")[1]
+        first = await http.get(f"/ui/runs/{run_id}?min_position={position}")
+        assert f'href="/ui/runs/{retry_id}" data-testid="retried-by"' in first.text
+        refused = await http.post(f"/ui/runs/{run_id}/retry", data=form)
+        assert refused.status_code == 409, refused.text
+        assert f"retried already, as run {retry_id}" in refused.text
+        stop = await http.post(f"/api/v1/runs/{retry_id}/cancel", headers=editor)
+        assert stop.status_code == 202, stop.text

@@ -169,6 +169,7 @@ def one_of_every_event() -> list[NornEvent]:
     run.shred_credentials(DEFINITION.steps, CTX)
     run.request_cancel("stop", CTX)
     run.recover(first, "lost", CTX)  # cancelled: a cancel was requested
+    run.record_retry(uuid4(), CTX)
     others = []
     for outcome in ("succeeded", "timed_out", "requeued", "crashed"):
         other = Run.queue(

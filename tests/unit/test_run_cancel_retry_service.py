@@ -8,13 +8,14 @@ app (over NATS, to the executor running the run)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from uuid import UUID
 
 import pytest
 
 from application.executor import Claim, RunExecutor
-from domain.errors import InvalidCommand
+from domain.errors import Conflict, InvalidCommand
 from domain.pipeline import PipelineDefinition
 from tests.support.runs import CTX, DEADLINE, RunWorld, statuses, step, until
 
@@ -188,3 +189,56 @@ async def test_retry_from_the_failed_step_reuses_the_steps_before_it(world: RunW
     assert sorted(s for r, s in world.marks() if r == str(again_id)) == ["audit", "clean", "load"]
     with pytest.raises(InvalidCommand):  # the resumed run has no failed step
         world.runs.retry(world.editor, resumed_id, from_failed_step=True, ctx=CTX)
+
+
+async def test_a_run_is_retried_once_at_a_time_and_again_once_its_retry_has_ended(
+    world: RunWorld,
+) -> None:
+    pipeline_id = world.pipeline("p", step("x", "Test.fail", config={"message": "no"}))
+    failed = await world.execute(world.trigger(pipeline_id))
+
+    first = world.runs.retry(world.editor, failed.id, from_failed_step=False, ctx=CTX).state
+    world.heartbeats.run_ids.append(first.id)
+
+    # Recorded on the first run, in the same append as the retry.
+    assert world.run(failed.id).retried_by == str(first.id)
+    assert {"RunQueued", "RunRetried"} <= set(world.appends_of(first.id)[0])
+    # A second click while the retry is queued: refused, naming the retry; nothing queued.
+    with pytest.raises(Conflict, match=f"retried already, as run {first.id} \\(queued\\)"):
+        world.runs.retry(world.editor, failed.id, from_failed_step=False, ctx=CTX)
+    assert queued_runs(world) == 2
+    # Once the retry has ended (failed again), the first run may be retried again.
+    assert (await world.execute(first.id)).status == "failed"
+    second = world.runs.retry(world.editor, failed.id, from_failed_step=False, ctx=CTX).state
+    assert second.id != first.id and second.retry_of == str(failed.id)
+    assert world.run(failed.id).retried_by == str(second.id)
+    assert world.names(failed.id)[-2:] == ["RunRetried", "RunRetried"]
+
+
+def test_two_retries_racing_queue_one_run(world: RunWorld) -> None:
+    pipeline_id = world.pipeline("p", step("x", "Test.fail", config={"message": "no"}))
+    failed = asyncio.run(world.execute(world.trigger(pipeline_id)))
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def click() -> None:
+        start.wait()
+        try:
+            world.runs.retry(world.editor, failed.id, from_failed_step=False, ctx=CTX)
+            outcomes.append("queued")
+        except Conflict:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=click) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) == ["queued", "refused"]
+    assert queued_runs(world) == 2  # the failed run and one retry
+    assert world.names(failed.id).count("RunRetried") == 1
+
+
+def queued_runs(world: RunWorld) -> int:
+    return sum(names.count("RunQueued") for _, names in world.appends)

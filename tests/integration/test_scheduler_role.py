@@ -322,24 +322,14 @@ async def test_what_a_sub_minute_job_missed_while_off_is_not_fired_by_the_grace(
         clock = Clock()
         with scheduler(settings, clock) as role:
             await asyncio.to_thread(run_pass, settings, role)  # its bookkeeping row
-            if off == "job disabled":
-                changed = await client.post(f"{BASE}/{job['id']}/disable", headers=editor)
-                assert changed.status_code == 200, changed.text
-                await read_at(client, editor, BASE, changed.json()["position"])
-            else:
-                await _status(client, root, tenant_id, "suspended")
+            await _switch(client, (editor, root), tenant_id, job["id"], off, on=False)
             with psycopg.connect(settings.database_url or "", autocommit=True) as conn:
                 conn.execute(
                     "UPDATE job_schedules SET cursor = cursor - interval '55 seconds',"
                     " next_due = cursor - interval '55 seconds' WHERE job_id = %s",
                     (job["id"],),
                 )
-            if off == "job disabled":
-                changed = await client.post(f"{BASE}/{job['id']}/enable", headers=editor)
-                assert changed.status_code == 200, changed.text
-                await read_at(client, editor, BASE, changed.json()["position"])
-            else:
-                await _status(client, root, tenant_id, "active")
+            await _switch(client, (editor, root), tenant_id, job["id"], off, on=True)
             with psycopg.connect(settings.database_url or "", autocommit=True) as conn:
                 on_since, cursor = conn.execute(
                     "SELECT greatest(j.enabled_at, t.active_since), s.cursor FROM jobs j"
@@ -354,6 +344,22 @@ async def test_what_a_sub_minute_job_missed_while_off_is_not_fired_by_the_grace(
         shown = await _shown(client, editor, job["id"])
         assert len(due) - len(on_time) >= 5
         assert (shown["fired"], shown["missed"]) == (len(on_time), len(due) - len(on_time))
+
+
+async def _switch(
+    client: Any, who: tuple[Headers, Headers], tenant_id: str, job_id: str, off: str, *, on: bool
+) -> None:
+    """The job enabled or disabled (by its editor), or its tenant reactivated or
+    suspended (by the platform admin), and the read model there."""
+    editor, root = who
+    if off == "job disabled":
+        changed = await client.post(
+            f"{BASE}/{job_id}/{'enable' if on else 'disable'}", headers=editor
+        )
+        assert changed.status_code == 200, changed.text
+        await read_at(client, editor, BASE, changed.json()["position"])
+    else:
+        await _status(client, root, tenant_id, "active" if on else "suspended")
 
 
 def every_ten_seconds(cursor: datetime, now: datetime) -> list[datetime]:

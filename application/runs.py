@@ -32,6 +32,8 @@ from domain.text import nul_errors
 from domain.usage import Usage as UsageAggregate
 
 MAX_PARAMS_BYTES = 65_536
+MAX_RETRY_CHAIN = 1_000
+"""How far back a retry looks for the run its chain of retries began with."""
 RETRYABLE = frozenset(
     {RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT, RunStatus.CRASHED}
 )
@@ -149,20 +151,24 @@ class RunService:
         """A new run of the same revision, definition and params, linked to the first.
         From the failed step: the steps that succeeded before it reuse their outputs
         (when the first run's workspace still has them) instead of running again.
-        One retry of a run at a time: while its latest retry is queued or running, a
-        second is refused (Conflict naming it), so a double click queues one run. The
-        first run records its retry (RunRetried) in the same append as the new run, so
-        two racing retries cannot both pass the check: the loser's append conflicts,
-        and its next attempt finds the winner's."""
+        One retry at a time in a chain of retries: while the latest retry of the run, or
+        of the run the chain began with, is queued or running, another is refused
+        (Conflict naming it), so a double click, or two people retrying the same
+        failure from two of its runs, queue one run. The run retried, and the chain's
+        first run, record the retry (RunRetried) in the same append as the new run, so
+        two racing retries cannot both pass the check: both append the first run, the
+        loser's append conflicts, and its next attempt finds the winner's."""
         retry_id = new_id(ctx, "run")
 
-        def queue_retry() -> tuple[Run, Run]:
+        def queue_retry() -> tuple[Run, ...]:
             original = self.load(principal, run_id)
             if original.status not in RETRYABLE:
                 raise Conflict(
                     f"run is {original.status}; only a finished, unsuccessful run can be retried"
                 )
-            self._check_no_retry_running(original)
+            first = self._first_of_chain(original)
+            for retried in {original.id: original, first.id: first}.values():
+                self._check_no_retry_running(retried)
             resume_from = None
             if from_failed_step:
                 failure = original.first_failure()
@@ -186,9 +192,21 @@ class RunService:
                 max_attempts=self._max_attempts,
             )
             original.record_retry(retry_id, ctx)
-            return retry, original
+            if first is original:
+                return retry, original
+            first.record_retry(retry_id, ctx)
+            return retry, original, first
 
         return self._queue(principal, ctx, retry_id, queue_retry)
+
+    def _first_of_chain(self, run: Run) -> Run:
+        """The run a chain of retries began with (`retry_of` followed back)."""
+        for _ in range(MAX_RETRY_CHAIN):
+            earlier = self._store.find(Run, UUID(run.retry_of)) if run.retry_of else None
+            if earlier is None:
+                break
+            run = earlier
+        return run
 
     def _check_no_retry_running(self, original: Run) -> None:
         if original.retried_by is None:
@@ -205,11 +223,12 @@ class RunService:
         principal: Principal,
         ctx: CommandContext,
         run_id: UUID,
-        new_run: Callable[[], Run | tuple[Run, Run]],
+        new_run: Callable[[], Run | tuple[Run, ...]],
     ) -> Changed[Run]:
-        """Save a new run with its take of the day's runs (and the run it retries, when
-        `new_run` returns that too). A failed append saved nothing and took the events
-        out of the aggregates: each attempt builds them again (same id).
+        """Save a new run with its take of the day's runs (and the runs a retry records
+        itself on, when `new_run` returns them after it). A failed append saved nothing
+        and took the events out of the aggregates: each attempt builds them again (same
+        id).
         Asked with an Idempotency-Key, the run's id derives from it: a run an earlier
         attempt of the request queued is answered as that attempt answered it, and
         never queued twice (application/idempotency.py)."""
@@ -220,10 +239,10 @@ class RunService:
 
         def attempt() -> Changed[Run]:
             made = new_run()
-            run, beside = made if isinstance(made, tuple) else (made, None)
+            run, *beside = made if isinstance(made, tuple) else (made,)
             try:
                 with self.take_run_of_day(tenant, ctx) as usage:
-                    return self._runs.save(run, beside, usage)
+                    return self._runs.save(run, *beside, usage)
             except VersionConflict:
                 # Answered outside the ledger's block, so that its copy of the usage,
                 # which counted this failed append, is not kept.

@@ -167,7 +167,21 @@ async def _state(request: Request, run_id: UUID, run_queries: Any, run_logs: Any
     if row is None:
         raise NotFound("run", run_id)
     lines = await run_logs.lines(str(row["id"]), None, LOG_LINES + 1)
-    return {"run": row, "logs": lines[:LOG_LINES], "logs_truncated": len(lines) > LOG_LINES}
+    return {
+        "run": row,
+        "logs": lines[:LOG_LINES],
+        "logs_truncated": len(lines) > LOG_LINES,
+        "retrying": await _retry_going_on(request, row, run_queries),
+    }
+
+
+async def _retry_going_on(request: Request, row: dict[str, Any], run_queries: Any) -> bool:
+    """Whether the run's latest retry is queued or running: the API refuses another
+    then (application/runs.py), so the page offers none."""
+    if not row["retried_by"]:
+        return False
+    retry = await run_queries.get(principal_of(request).tenant_id, UUID(str(row["retried_by"])))
+    return retry is not None and retry["status"] in ("queued", "running")
 
 
 async def _runs(request: Request, run_queries: Any, view: str) -> list[dict[str, Any]]:

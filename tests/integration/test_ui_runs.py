@@ -285,8 +285,11 @@ async def test_a_retry_from_the_run_page_links_both_runs(settings: Settings) -> 
         position = retried.headers["location"].split("min_position=")[1]
         first = await http.get(f"/ui/runs/{run_id}?min_position={position}")
         assert f'href="/ui/runs/{retry_id}" data-testid="retried-by"' in first.text
+        assert 'data-action="retry"' not in first.text  # its retry goes on
         refused = await http.post(f"/ui/runs/{run_id}/retry", data=form)
         assert refused.status_code == 409, refused.text
         assert f"retried already, as run {retry_id}" in refused.text
         stop = await http.post(f"/api/v1/runs/{retry_id}/cancel", headers=editor)
         assert stop.status_code == 202, stop.text
+        assert (await finished(http, editor, retry_id))["status"] == "cancelled"
+        assert 'data-action="retry"' in (await http.get(f"/ui/runs/{run_id}")).text

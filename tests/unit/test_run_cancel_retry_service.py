@@ -215,6 +215,23 @@ async def test_a_run_is_retried_once_at_a_time_and_again_once_its_retry_has_ende
     assert world.names(failed.id)[-2:] == ["RunRetried", "RunRetried"]
 
 
+async def test_one_retry_at_a_time_holds_along_a_chain_of_retries(world: RunWorld) -> None:
+    pipeline_id = world.pipeline("p", step("x", "Test.fail", config={"message": "no"}))
+    r1 = await world.execute(world.trigger(pipeline_id))
+    r2 = world.runs.retry(world.editor, r1.id, from_failed_step=False, ctx=CTX).state
+    world.heartbeats.run_ids.append(r2.id)
+    assert (await world.execute(r2.id)).status == "failed"
+    r3 = world.runs.retry(world.editor, r2.id, from_failed_step=False, ctx=CTX).state
+
+    # r3 is queued: retrying the chain's first run, or the run r3 retried, is refused.
+    for run_id in (r1.id, r2.id):
+        with pytest.raises(Conflict, match=f"as run {r3.id} \\(queued\\)"):
+            world.runs.retry(world.editor, run_id, from_failed_step=False, ctx=CTX)
+    # The run retried links its retry; the chain's first run, the chain's latest.
+    assert (world.run(r2.id).retried_by, world.run(r1.id).retried_by) == (str(r3.id), str(r3.id))
+    assert queued_runs(world) == 3
+
+
 def test_two_retries_racing_queue_one_run(world: RunWorld) -> None:
     pipeline_id = world.pipeline("p", step("x", "Test.fail", config={"message": "no"}))
     failed = asyncio.run(world.execute(world.trigger(pipeline_id)))

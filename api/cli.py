@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     command(
         "serve",
         "run the API and every background role (the API in NORN_HTTP_WORKERS processes "
-        "of its own when that is 2 or more)",
+        "of its own; with 0, in this one beside the roles)",
         commands.serve,
         "Listens on NORN_HOST:NORN_PORT (checked first: a busy port fails at once). "
         "With no NORN_DATABASE_URL / NORN_NATS_URL it runs embedded PostgreSQL and NATS "

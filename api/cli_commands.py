@@ -37,7 +37,7 @@ def announce_for_command(message: str) -> None:
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-    if settings.http_workers >= 2:
+    if settings.http_workers >= 1:
         return _run_roles_beside_workers(settings, BACKGROUND_ROLES)
     return _run_http(settings, BACKGROUND_ROLES)
 
@@ -119,7 +119,7 @@ def _bootstrap_admin(container: Any) -> None:
 
 def _run_http(settings: Settings, roles: set[str]) -> int:
     """The API in this process, with `roles` beside it on its event loop (`norn serve`
-    with one HTTP process), and NORN_HTTP_WORKERS - 1 API-only workers (`norn api`)."""
+    with no HTTP workers), and NORN_HTTP_WORKERS API-only workers (`norn api`)."""
     listener = _http_listener(settings)
     try:
         import uvicorn
@@ -143,8 +143,9 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
                 signal.signal(sig, lambda *_: None)
             server = uvicorn.Server(http_server_config(app, settings))
             if metrics_dir is not None:
-                count = settings.http_workers - 1  # this process answers too
-                workers = start_workers(settings, listener, servers, container, metrics_dir, count)
+                workers = start_workers(
+                    settings, listener, servers, container, metrics_dir, settings.http_workers
+                )
             server.run(sockets=[listener])
             if not server.started:
                 return 1
@@ -161,7 +162,7 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
 
 
 def _run_roles_beside_workers(settings: Settings, roles: set[str]) -> int:
-    """`norn serve` with NORN_HTTP_WORKERS >= 2: that many API-only workers answer on
+    """`norn serve` with NORN_HTTP_WORKERS >= 1: that many API-only workers answer on
     this process's port, and this process runs the background roles only. On the API's
     event loop, the relay and the projector waited behind every request in a burst: at
     500 creates/s a command reached the read model 55 ms-1 s after its response (p50),
@@ -173,7 +174,7 @@ def _run_roles_beside_workers(settings: Settings, roles: set[str]) -> int:
 
         servers = start_servers(settings, announce=say)
         metrics_dir = shared_metrics(settings)
-        assert metrics_dir is not None, "only with two workers or more"
+        assert metrics_dir is not None, "only with a worker or more"
         try:
             container = build_container(settings, servers.database_url, servers.nats_url)
             try:

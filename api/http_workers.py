@@ -1,9 +1,9 @@
-"""HTTP worker processes of `norn serve` (NORN_HTTP_WORKERS > 1; docs/architecture.md §1).
+"""HTTP worker processes of `norn serve` (NORN_HTTP_WORKERS >= 1; docs/architecture.md §1).
 
 One Python process answers HTTP on one core at most (the GIL), and on one event loop
 with the background roles the relay and the projector wait behind every request. With
 workers, the serve process runs only the background roles and starts HTTP_WORKERS
-API-only processes (`norn api` answers itself and starts HTTP_WORKERS - 1) that accept
+API-only processes (`norn api` answers itself and starts HTTP_WORKERS more) that accept
 connections on its very listening socket (inherited, not bound again: nothing else can
 take the port, and a second `norn serve` still finds it busy), each with its own pools,
 caches and usage shards (application/quotas.py), on the servers the serve process
@@ -167,7 +167,7 @@ def watch_parent() -> None:
 def shared_metrics(settings: Settings) -> str | None:
     """With HTTP workers: the directory the processes share their counted metrics in,
     made before the container's metrics exist (infrastructure/metrics.py)."""
-    if settings.http_workers < 2:
+    if settings.http_workers < 1:
         return None
     from infrastructure.metrics import share_between_processes
 
@@ -210,7 +210,7 @@ def start_workers(
         {
             "NORN_DATABASE_URL": servers.database_url,
             "NORN_NATS_URL": servers.nats_url,
-            "NORN_HTTP_WORKERS": "1",  # a worker starts none of its own
+            "NORN_HTTP_WORKERS": "0",  # a worker starts none of its own
             PRIMARY_METRICS: f"http://127.0.0.1:{port}/metrics",
             SHARED_DIR: metrics_dir,
         },

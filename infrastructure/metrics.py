@@ -15,7 +15,7 @@ process). Two kinds of metric:
 Label values are route templates, command and event type names, statuses, pool and
 projection names: never a tenant, user or resource id.
 
-With HTTP workers (`norn serve`, NORN_HTTP_WORKERS > 1) the processes share the counted
+With HTTP workers (`norn serve`, NORN_HTTP_WORKERS >= 1) the processes share the counted
 metrics through prometheus_client's multiprocess mode (`share_between_processes`):
 each writes its values to files in one directory, and /metrics sums them
 (`NornMetrics.exposed`), beside the state of the serve process, which runs every

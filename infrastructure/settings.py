@@ -17,11 +17,14 @@ RATE_LIMITED_PLANS = (*PLANS, "platform")
 """The tenant plans, and `platform` for platform admins."""
 
 
-HTTP_WORKERS_BY_DEFAULT = 2
-"""At most this many HTTP processes unless NORN_HTTP_WORKERS says otherwise (`norn serve`
-then runs its roles in a third). One Python process answers HTTP on one core at most;
-beyond two, each process's pools would outgrow PostgreSQL's 100 connections before long
-(README "HTTP workers"), and running the roles apart is the better layout."""
+HTTP_WORKERS_BY_DEFAULT = 1
+"""API-only worker processes started beside `norn serve` (which then runs only the
+roles) or `norn api` (which answers too) unless NORN_HTTP_WORKERS says otherwise, where
+the process may use two cores or more; none on one core. On two cores, one worker beside
+the roles' process used 0.86 ms of CPU per create from wrk against 1.11 with two, and
+held the read models' lag at 500 creates/s to p99 15-20 ms in 11 of 12 runs against
+17-38 ms (README "Benchmarks"): the Python processes, PostgreSQL and NATS then share the
+two cores without a third Python process waking for every other request."""
 
 
 class SettingsError(ValueError):
@@ -37,7 +40,7 @@ def usable_cores() -> int:
 
 
 def default_http_workers() -> int:
-    return max(1, min(usable_cores(), HTTP_WORKERS_BY_DEFAULT))
+    return HTTP_WORKERS_BY_DEFAULT if usable_cores() >= 2 else 0
 
 
 @dataclass(frozen=True)
@@ -131,11 +134,11 @@ class Settings:
     """NORN_METRICS_PORT: where `norn relay|projector|executor` serve /metrics (they
     serve no HTTP otherwise); unset = no metrics endpoint for them."""
     http_workers: int = field(default_factory=default_http_workers)
-    """NORN_HTTP_WORKERS: processes answering HTTP on the port. For `norn serve`: with
-    1, the serve process itself, beside every background role; with N >= 2, N API-only
-    worker processes it starts and watches (api/http_workers.py), while it runs only the
-    background roles. For `norn api`: itself and N - 1 workers. Unset: 2 where the
-    process may use two cores or more, else 1."""
+    """NORN_HTTP_WORKERS: API-only worker processes started beside this one, answering
+    HTTP on its port (api/http_workers.py). For `norn serve`: with 0, the serve process
+    answers itself, beside every background role; with N >= 1, N workers answer and it
+    runs only the background roles. For `norn api`: it answers too, beside N workers.
+    Unset: 1 where the process may use two cores or more, else 0."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -236,8 +239,8 @@ class Settings:
             problems.append("NORN_LOG_FORMAT must be text or json")
         if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
             problems.append("NORN_METRICS_PORT must be between 1 and 65535")
-        if not 1 <= self.http_workers <= 64:
-            problems.append("NORN_HTTP_WORKERS must be between 1 and 64")
+        if not 0 <= self.http_workers <= 64:
+            problems.append("NORN_HTTP_WORKERS must be between 0 and 64")
         if self.metrics_token is not None and len(self.metrics_token) < 16:
             problems.append("NORN_METRICS_TOKEN must be at least 16 characters")
         if self.database_url is not None and (error := _conninfo_problem(self.database_url)):

@@ -47,7 +47,7 @@ def serve(
         NORN_DB_POOL_SIZE="8",
         # One process answers: the crash point kills whichever process reaches it, and
         # the test needs that to be `norn serve` itself, not an HTTP worker it restarts.
-        NORN_HTTP_WORKERS="1",
+        NORN_HTTP_WORKERS="0",
     )
     env.pop(CRASH_AT, None)
     if crash_at is not None:

@@ -167,8 +167,7 @@ class RunService:
                     f"run is {original.status}; only a finished, unsuccessful run can be retried"
                 )
             first = self._first_of_chain(original)
-            for retried in {original.id: original, first.id: first}.values():
-                self._check_no_retry_running(retried)
+            self._check_no_retry_running(original, first)
             resume_from = None
             if from_failed_step:
                 failure = original.first_failure()
@@ -208,10 +207,13 @@ class RunService:
             run = earlier
         return run
 
-    def _check_no_retry_running(self, original: Run) -> None:
-        if original.retried_by is None:
+    def _check_no_retry_running(self, original: Run, first: Run) -> None:
+        """Every retry in a chain is recorded on its first run (`queue_retry`), so that
+        run's `retried_by` is the chain's latest retry; a retry of `original` is refused
+        while that one goes on."""
+        if first.retried_by is None:
             return
-        latest = self._store.find(Run, UUID(original.retried_by))
+        latest = self._store.find(Run, UUID(first.retried_by))
         if latest is not None and not latest.finished:
             raise Conflict(
                 f"run {original.id} is being retried already, as run {latest.id}"

@@ -33,6 +33,8 @@ from api.ui.run_stats import stats_page
 from api.ui.views import fragment, page, redirect
 from application.authorization import Permission
 from application.errors import NotFound
+from application.runs import RETRYABLE
+from domain.run import TERMINAL
 
 READ = {"permission": Permission.RUNS_READ}
 CANCEL = {"permission": Permission.RUNS_CANCEL}
@@ -171,17 +173,19 @@ async def _state(request: Request, run_id: UUID, run_queries: Any, run_logs: Any
         "run": row,
         "logs": lines[:LOG_LINES],
         "logs_truncated": len(lines) > LOG_LINES,
-        "retrying": await _retry_going_on(request, row, run_queries),
+        "retryable": await _retryable(request, row, run_queries),
     }
 
 
-async def _retry_going_on(request: Request, row: dict[str, Any], run_queries: Any) -> bool:
-    """Whether the run's latest retry is queued or running: the API refuses another
-    then (application/runs.py), so the page offers none."""
-    if not row["retried_by"]:
+async def _retryable(request: Request, row: dict[str, Any], run_queries: Any) -> bool:
+    """Whether the API would retry the run (application/runs.py): it ended unsuccessfully
+    and its latest retry, if any, has ended too."""
+    if row["status"] not in RETRYABLE:
         return False
+    if not row["retried_by"]:
+        return True
     retry = await run_queries.get(principal_of(request).tenant_id, UUID(str(row["retried_by"])))
-    return retry is not None and retry["status"] in ("queued", "running")
+    return retry is None or retry["status"] in TERMINAL
 
 
 async def _runs(request: Request, run_queries: Any, view: str) -> list[dict[str, Any]]:

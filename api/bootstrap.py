@@ -75,6 +75,7 @@ from infrastructure.postgres import (
 from infrastructure.rate_limit import RateLimit
 from infrastructure.rate_limit_sync import SyncedRateLimiter
 from infrastructure.relay import Relay
+from infrastructure.relay_feed import RelayFeed
 from infrastructure.run_logs import RunLogs
 from infrastructure.scheduler_role import SchedulerRole
 from infrastructure.secret_store import MasterKeys, PostgresSecretValues, data_dir_master_keys
@@ -452,6 +453,9 @@ class Roles:
             # a backlog of queued runs, counting them every 5 s in every process cost
             # more than anything else its idle passes did.
             self._tasks.append(asyncio.create_task(refresher.run(self._stop), name="metrics"))
+        # The projector beside the relay takes the windows it reads in memory, not back
+        # from NATS (infrastructure/relay_feed.py).
+        feed = RelayFeed() if {"relay", "projector"} <= self._roles else None
         if "relay" in self._roles:
             c.relay = Relay(
                 database_url=c.database_url,
@@ -459,6 +463,7 @@ class Roles:
                 stream=s.nats_stream,
                 subject_prefix=s.subject_prefix,
                 locks=self._locks,
+                feed=feed,
             )
             c.metrics.relay = c.relay
             self._tasks.append(asyncio.create_task(c.relay.run(self._stop), name="relay"))
@@ -488,6 +493,7 @@ class Roles:
                 subject_prefix=s.subject_prefix,
                 positions=c.positions,
                 sessions=self._runner_sessions,
+                feed=feed,
             )
             self._tasks.append(asyncio.create_task(runner.run(self._stop), name="projector"))
         if "executor" in self._roles:

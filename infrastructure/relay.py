@@ -44,7 +44,7 @@ from nats.js.errors import APIError, NotFoundError
 from psycopg import AsyncConnection
 
 from infrastructure.append_pokes import poke_subject
-from infrastructure.envelope import encode, subject_for, to_cloud_event
+from infrastructure.envelope import CloudEvent, encode, subject_for, to_cloud_event
 from infrastructure.leadership import AdvisoryLocks, LeadershipLost, Lease, lock_key
 from infrastructure.nats import (
     FOLLOWING_HEADER,
@@ -54,6 +54,7 @@ from infrastructure.nats import (
     events_subjects,
 )
 from infrastructure.notification_log import read_with_head
+from infrastructure.relay_feed import RelayFeed
 from infrastructure.supervision import Backoff, supervise
 from infrastructure.work_queue import (
     DISPATCHED,
@@ -114,6 +115,7 @@ class Outgoing(NamedTuple):
     payload: bytes
     msg_id: str
     item: WorkItemOwed | None
+    event: CloudEvent
 
 
 def _failed(future: asyncio.Future[PubAck]) -> bool:
@@ -135,9 +137,12 @@ class Relay:
         batch_size: int = 500,
         poll_interval: float = POLL_INTERVAL,
         locks: AdvisoryLocks | None = None,
+        feed: RelayFeed | None = None,
     ) -> None:
         """`locks`: the leadership session shared with the process's other roles (closed
-        by its owner); without it the relay opens one of its own."""
+        by its owner); without it the relay opens one of its own. `feed`: where the
+        projector of this process takes each window the relay reads while it leads
+        (infrastructure/relay_feed.py)."""
         self._database_url = database_url
         self._nats_url = nats_url
         self._stream = stream
@@ -162,6 +167,9 @@ class Relay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._head = 0  # the store's head as last read (metrics)
         self._caught_up_at = time.monotonic()
+        self._feed = feed
+        if feed is not None:
+            feed.source(lambda: self._lease.held and self._synced)
 
     @property
     def published_position(self) -> int:
@@ -337,6 +345,10 @@ class Relay:
         per event, which advances over the acked prefix, duplicates included, as far as it
         can."""
         outgoing, unpublishable = self._outgoing(window)
+        if self._feed is not None and outgoing:
+            # Before the publish: the projector beside the relay applies the window while
+            # JetStream stores it. Everything after the position is in it (§4).
+            self._feed.offer(self._position, [message.event for message in outgoing])
         acked = 0
         if outgoing:
             chained = await self._publish_chained(js, outgoing)
@@ -358,7 +370,9 @@ class Relay:
             if event.type in DISPATCHED and event.tenant:
                 item = self._work_item(event.tenant, event.subject, event.version)
             subject = subject_for(self._prefix, event)
-            outgoing.append(Outgoing(notification.id, subject, encode(event), event.id, item))
+            outgoing.append(
+                Outgoing(notification.id, subject, encode(event), event.id, item, event)
+            )
         return outgoing, None
 
     def _headers(self, message: Outgoing, offset: int, following: int) -> dict[str, str]:

@@ -34,12 +34,14 @@ from collections.abc import Sequence
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from infrastructure.jetstream_pull import ContinuousPull
 from infrastructure.leadership import Check, LeadershipLost, lock_key
 from infrastructure.notification_log import max_position
+from infrastructure.relay_feed import RelayFeed
 from infrastructure.supervision import Backoff, pause, supervise
 from projections.broadcast import PositionBroadcast
 from projections.consumer import (
@@ -91,13 +93,16 @@ class ProjectionRunner:
         sessions: RunnerSessions | None = None,
         name: str | None = None,
         member_retry: Backoff = MEMBER_RETRY,
+        feed: RelayFeed | None = None,
     ) -> None:
         """`projections`: one, or a group that shares this runner's consumer, named
         `name` (its lock and consumer); `positions`: where to publish the passed
         positions for waiters in this process; `sessions`: the leadership session and
         pool shared with the process's other runners (the runner opens its own when not
         given); `idle_persist`: seconds with nothing to do after which the passed
-        positions are written (None: only every `persist_interval`)."""
+        positions are written (None: only every `persist_interval`); `feed`: the
+        windows the relay of this process reads (infrastructure/relay_feed.py),
+        followed instead of NATS while that relay leads."""
         group = (projections,) if isinstance(projections, Projection) else tuple(projections)
         assert group, "a runner keeps at least one projection"
         assert name is not None or len(group) == 1, "a group of projections is named"
@@ -145,6 +150,9 @@ class ProjectionRunner:
         self._polling = False  # only to log the switch to polling once
         self._quiet_until = 0.0
         self._nc: Client | None = None  # while leading
+        self._feed = feed
+        self._fed = False
+        """Following the relay of this process through `feed`, not NATS."""
 
     @property
     def durable_name(self) -> str:
@@ -235,29 +243,10 @@ class ProjectionRunner:
             if nc is None or not nc.is_connected:
                 await self._poll_store(stop, connecting, connected_before=nc is not None)
                 return
-            if self._sub is None or self._rebind:
-                await self._bind(nc)
-                self._polling = False
-            if self._needs_catch_up:
-                await self._catch_up_now()
-                self.following.set()
-            assert self._sub is not None
-            await self.members.retry_set_aside(self._pool, batch_size=self.batch_size)
-            # Whatever has arrived, or the first to arrive: the consumer's pull
-            # requests are kept open, so the messages came while the last batch applied.
-            wait = self.members.idle_at_most(self.fetch_timeout)
-            # Passed positions the rows lack are written once nothing comes for a while.
-            idle = self.idle_persist if self.members.ahead else None
-            messages = await self._sub.take(self.batch_size, min(wait, idle or wait), stop)
-            if messages:
-                # A command's events in one batch: its last is often one no read model
-                # here applies, and its position reaches the rows only with a batch.
-                await take_rest_of_window(self._sub, messages, self.batch_size, stop)
-                await self._apply_messages(messages)
+            if self._feed is not None and self._feed.live:
+                await self._follow_relay(stop, nc, self._feed)
             else:
-                if idle is not None:
-                    await self._persist(now=True)  # idle: the rows catch up (positions.py)
-                await self._check_relay_stall()
+                await self._follow_nats(stop, nc)
             # The API processes' read-your-writes waits learn of it now (broadcast.py).
             await self._broadcast.send(nc, self.members.keepers)
         except Exception:
@@ -267,6 +256,90 @@ class ProjectionRunner:
             self._rebind = True
             self._needs_catch_up = True
             raise
+
+    async def _follow_nats(self, stop: asyncio.Event, nc: Client) -> None:
+        if self._fed:
+            self._leave_relay()
+        if self._sub is None or self._rebind:
+            await self._bind(nc)
+            self._polling = False
+        if self._needs_catch_up:
+            await self._catch_up_now()
+            self.following.set()
+        assert self._sub is not None
+        await self.members.retry_set_aside(self._pool, batch_size=self.batch_size)
+        # Whatever has arrived, or the first to arrive: the consumer's pull
+        # requests are kept open, so the messages came while the last batch applied.
+        wait = self.members.idle_at_most(self.fetch_timeout)
+        # Passed positions the rows lack are written once nothing comes for a while.
+        idle = self.idle_persist if self.members.ahead else None
+        messages = await self._sub.take(self.batch_size, min(wait, idle or wait), stop)
+        if messages:
+            # A command's events in one batch: its last is often one no read model
+            # here applies, and its position reaches the rows only with a batch.
+            await take_rest_of_window(self._sub, messages, self.batch_size, stop)
+            await self._apply_messages(messages)
+        else:
+            if idle is not None:
+                await self._persist(now=True)  # idle: the rows catch up (positions.py)
+            await self._check_relay_stall()
+
+    async def _follow_relay(self, stop: asyncio.Event, nc: Client, feed: RelayFeed) -> None:
+        """The relay of this process leads: apply the windows it reads, handed over in
+        memory (infrastructure/relay_feed.py), instead of their messages from NATS."""
+        if not self._fed:
+            await self._leave_nats(nc)
+            feed.attach()  # before the catch-up: nothing read after it is missed
+            self._fed = True
+            log.info("projection %s: following the relay of this process", self.name)
+            self._needs_catch_up = True
+            self._polling = False
+        if self._needs_catch_up:
+            await self._catch_up_now(ack_held=False)
+            self.following.set()
+        await self.members.retry_set_aside(self._pool, batch_size=self.batch_size)
+        wait = self.members.idle_at_most(self.fetch_timeout)
+        idle = self.idle_persist if self.members.ahead else None
+        window = await feed.take(self.batch_size, min(wait, idle or wait), stop)
+        if window is None:
+            if idle is not None:
+                await self._persist(now=True)
+            await self._check_relay_stall()
+            return
+        after, events = window
+        if after > self.passed:
+            # Windows were dropped (this runner fell behind): the store has them.
+            log.info(
+                "projection %s: windows missed after %d; reading the store", self.name, self.passed
+            )
+            await self._catch_up_now(ack_held=False)
+        await self.members.apply(self._pool, events)
+        self._quiet_since = None
+
+    async def _leave_nats(self, nc: Client) -> None:
+        """Stop following the JetStream consumer, and delete it: left behind, it would
+        hold every message published meanwhile and deliver them all (to be skipped by
+        position) on the day this runner follows NATS again. `_bind` then makes it anew
+        after the stream's last message, and the catch-up from the store covers the rest."""
+        if self._sub is not None:
+            await self._sub.close()
+            self._sub = None
+        self._held = []  # the consumer goes; the catch-up covers what they carried
+        with contextlib.suppress(NotFoundError):
+            await nc.jetstream().delete_consumer(self.stream, self.durable_name)
+        self._rebind = True
+        self._last_seq = None
+
+    def _leave_relay(self) -> None:
+        """The relay beside it no longer leads: back to NATS, bound anew and caught up."""
+        if self._feed is not None:
+            self._feed.detach()
+        self._fed = False
+        log.info(
+            "projection %s: the relay of this process stopped leading; following NATS", self.name
+        )
+        self._rebind = True
+        self._needs_catch_up = True
 
     async def _connect_nats(self) -> Client:
         async def on_reconnect() -> None:
@@ -397,6 +470,8 @@ class ProjectionRunner:
 
     async def _close(self, nc: Client | None) -> None:
         self.following.clear()
+        if self._fed:
+            self._leave_relay()
         if self._sub is not None:
             await self._sub.close()
         self._sub = None

@@ -40,11 +40,8 @@ _PROJECTED = (
     "SELECT COALESCE(MIN(position), 0), count(*) FROM projection_tracking"
     " WHERE name IN ('pipelines', 'deployments')"
 )
-_WITH_TRIGGERS = (
-    "SELECT 'pipeline', id, tenant_id, triggers FROM pipelines WHERE triggers <> '[]'::jsonb"
-    " UNION ALL SELECT 'deployment', id, tenant_id, triggers FROM deployments"
-    " WHERE triggers <> '[]'::jsonb AND NOT retired"
-)
+_WITH_TRIGGERS = "SELECT kind, id, tenant_id, triggers FROM norn_trigger_targets()"
+"""Through the partial indexes, whatever the statistics say (migration 0027)."""
 
 
 class TriggerRole:

@@ -259,6 +259,9 @@ class ProjectionRunner:
 
     async def _follow_nats(self, stop: asyncio.Event, nc: Client) -> None:
         if self._fed:
+            if stop.is_set():
+                return  # the process is stopping, its relay first: no consumer to bind
+            log.info("projection %s: the relay of this process stopped leading", self.name)
             self._leave_relay()
         if self._sub is None or self._rebind:
             await self._bind(nc)
@@ -331,13 +334,10 @@ class ProjectionRunner:
         self._last_seq = None
 
     def _leave_relay(self) -> None:
-        """The relay beside it no longer leads: back to NATS, bound anew and caught up."""
+        """Stop following the relay beside it: the next NATS step binds anew and catches up."""
         if self._feed is not None:
             self._feed.detach()
         self._fed = False
-        log.info(
-            "projection %s: the relay of this process stopped leading; following NATS", self.name
-        )
         self._rebind = True
         self._needs_catch_up = True
 

@@ -19,6 +19,10 @@ Lifecycle of a runner (docs/architecture.md §6):
    (projections/positions.py). Loss is detected by a jump in the JetStream stream
    sequence (never by the position, which has gaps), and answered by catching up from
    the store, as is any NATS error.
+   Beside the leading relay of its own process (`norn serve`), a runner given the
+   relay's feed follows that instead: the windows the relay reads, in memory
+   (infrastructure/relay_feed.py); its JetStream consumer is deleted meanwhile and made
+   anew when the relay stops leading.
 4. NATS unreachable: poll the store every `poll_interval` seconds until it is back, so
    reads stay fresh. The same happens if NATS is up but silent while the store is ahead
    (the relay is down) for `relay_stall_after` seconds.

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 
 from infrastructure.envelope import CloudEvent
+from infrastructure.supervision import pause
 
 LIMIT = 4096
 """Events held for the projector at most; past that it reads the store instead."""
@@ -85,15 +86,11 @@ class RelayFeed:
         each starts at or before the end of the one before it."""
         if not self._windows:
             self._arrived.clear()
-            waiting = asyncio.ensure_future(self._arrived.wait())
-            stopping = asyncio.ensure_future(stop.wait())
+            arrived = asyncio.ensure_future(self._arrived.wait())
             try:
-                await asyncio.wait(
-                    {waiting, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
+                await pause(stop, timeout, arrived)
             finally:
-                waiting.cancel()
-                stopping.cancel()
+                arrived.cancel()
             if stop.is_set() or not self._windows:
                 return None
         after, events = self._windows.popleft()

@@ -44,6 +44,21 @@ async def read_notifications(
     return [_notification(row) for row in await cur.fetchall()]
 
 
+async def read_topics(
+    conn: AsyncConnection, after: int, limit: int, *, precise: bool = False
+) -> list[tuple[int, str]]:
+    """As `read_notifications`, only each one's position and topic: for a reader that
+    decides from the topic alone to pass most events (their states are most of a row)."""
+    horizon = PRECISE_HORIZON if precise else HORIZON
+    cur = await conn.execute(
+        f"SELECT notification_id, topic FROM {EVENTS_TABLE} WHERE notification_id > %s"
+        f" AND tx_id < {horizon} ORDER BY notification_id LIMIT %s",
+        (after, limit),
+        prepare=True,
+    )
+    return [(int(row[0]), row[1]) for row in await cur.fetchall()]
+
+
 async def read_with_head(
     conn: AsyncConnection, after: int, limit: int, *, precise: bool = False
 ) -> tuple[list[Notification], int]:

@@ -379,6 +379,15 @@ async def test_with_no_webhook_anywhere_only_webhook_events_are_decoded(
         return real(note)
 
     monkeypatch.setattr(webhook_fanout, "_decoded", counting)
+    whole_rows: list[int] = []  # reads of events with their states
+    read_whole = webhook_fanout.read_notifications
+
+    async def counting_reads(*args: Any, **kwargs: Any) -> Any:
+        notes = await read_whole(*args, **kwargs)
+        whole_rows.append(len(notes))
+        return notes
+
+    monkeypatch.setattr(webhook_fanout, "read_notifications", counting_reads)
     async with running_app(settings) as client:
         admin = await tenant_admin(client, settings, "hooks-none")
         before = await create_pipeline(client, admin, "before")
@@ -387,6 +396,8 @@ async def test_with_no_webhook_anywhere_only_webhook_events_are_decoded(
         ) as conn:
             assert await _fanned_out_to(conn, before["position"]) == 0
             assert decoded == []  # the tenant, its user and the pipeline: none decoded
+            # Nor read whole: with no webhook, passed on their topics alone.
+            assert sum(whole_rows) == 0, whole_rows
             await create_webhook(client, admin, "http://127.0.0.1:9/hook")
             after = await create_pipeline(client, admin, "after")
             assert await _fanned_out_to(conn, after["position"]) >= 1

@@ -34,14 +34,8 @@ async def read_notifications(
     committed a moment ago can wait here until an older transaction still running ends;
     `precise` looks past running transactions that are not appends (it costs a look at
     pg_locks: for a reader that has been held up a while, not for every read)."""
-    horizon = PRECISE_HORIZON if precise else HORIZON
-    cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM {EVENTS_TABLE} WHERE notification_id > %s"
-        f" AND tx_id < {horizon} ORDER BY notification_id LIMIT %s",
-        (after, limit),
-        prepare=True,
-    )
-    return [_notification(row) for row in await cur.fetchall()]
+    rows = await _read_after(conn, _COLUMNS, after, limit, precise)
+    return [_notification(row) for row in rows]
 
 
 async def read_topics(
@@ -49,14 +43,21 @@ async def read_topics(
 ) -> list[tuple[int, str]]:
     """As `read_notifications`, only each one's position and topic: for a reader that
     decides from the topic alone to pass most events (their states are most of a row)."""
+    rows = await _read_after(conn, "notification_id, topic", after, limit, precise)
+    return [(int(row[0]), row[1]) for row in rows]
+
+
+async def _read_after(
+    conn: AsyncConnection, columns: str, after: int, limit: int, precise: bool
+) -> list[tuple[Any, ...]]:
     horizon = PRECISE_HORIZON if precise else HORIZON
     cur = await conn.execute(
-        f"SELECT notification_id, topic FROM {EVENTS_TABLE} WHERE notification_id > %s"
+        f"SELECT {columns} FROM {EVENTS_TABLE} WHERE notification_id > %s"
         f" AND tx_id < {horizon} ORDER BY notification_id LIMIT %s",
         (after, limit),
         prepare=True,
     )
-    return [(int(row[0]), row[1]) for row in await cur.fetchall()]
+    return await cur.fetchall()
 
 
 async def read_with_head(

@@ -101,7 +101,7 @@ class RelayFeed:
                 break  # a gap between them: the caller sees it against its position
             self._windows.popleft()
             events.extend(more)
-        self._held = sum(len(w) for _, w in self._windows)
+        self._held -= len(events)
         return after, events
 
     def _clear(self) -> None:

@@ -74,9 +74,9 @@ async def fan_out(conn: AsyncConnection, batch: int) -> tuple[int, int | None, i
     notifier's position stands after it (None: another notifier moved it meanwhile), and
     how many deliveries it queued."""
     cur = await conn.execute(_POSITION_AND_ROUTES, (TRACKING,))
-    row = await cur.fetchone()
-    after = int(row[0]) if row and row[0] is not None else 0
-    if row is not None and not row[1]:
+    position, any_route = await cur.fetchone() or (None, True)
+    after = int(position or 0)
+    if not any_route:
         passed = await _pass_without_routes(conn, after, batch)
         if passed is not None:
             return passed

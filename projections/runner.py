@@ -274,22 +274,17 @@ class ProjectionRunner:
             await self._catch_up_now()
             self.following.set()
         assert self._sub is not None
-        await self.members.retry_set_aside(self._pool, batch_size=self.batch_size)
         # Whatever has arrived, or the first to arrive: the consumer's pull
         # requests are kept open, so the messages came while the last batch applied.
-        wait = self.members.idle_at_most(self.fetch_timeout)
-        # Passed positions the rows lack are written once nothing comes for a while.
-        idle = self.idle_persist if self.members.ahead else None
-        messages = await self._sub.take(self.batch_size, min(wait, idle or wait), stop)
+        wait, idle = await self._before_take()
+        messages = await self._sub.take(self.batch_size, wait, stop)
         if messages:
             # A command's events in one batch: its last is often one no read model
             # here applies, and its position reaches the rows only with a batch.
             await take_rest_of_window(self._sub, messages, self.batch_size, stop)
             await self._apply_messages(messages)
         else:
-            if idle is not None:
-                await self._persist(now=True)  # idle: the rows catch up (positions.py)
-            await self._check_relay_stall()
+            await self._nothing_came(idle)
 
     async def _follow_relay(self, stop: asyncio.Event, nc: Client, feed: RelayFeed) -> None:
         """The relay of this process leads: apply the windows it reads, handed over in
@@ -304,14 +299,10 @@ class ProjectionRunner:
         if self._needs_catch_up:
             await self._catch_up_now(ack_held=False)
             self.following.set()
-        await self.members.retry_set_aside(self._pool, batch_size=self.batch_size)
-        wait = self.members.idle_at_most(self.fetch_timeout)
-        idle = self.idle_persist if self.members.ahead else None
-        window = await feed.take(self.batch_size, min(wait, idle or wait), stop)
+        wait, idle = await self._before_take()
+        window = await feed.take(self.batch_size, wait, stop)
         if window is None:
-            if idle is not None:
-                await self._persist(now=True)
-            await self._check_relay_stall()
+            await self._nothing_came(idle)
             return
         after, events = window
         if after > self.passed:
@@ -322,6 +313,19 @@ class ProjectionRunner:
             await self._catch_up_now(ack_held=False)
         await self.members.apply(self._pool, events)
         self._quiet_since = None
+
+    async def _before_take(self) -> tuple[float, float | None]:
+        """Set-aside members retried; how long to wait for the next batch, and after how
+        long with nothing the passed positions the rows lack are written (None: none)."""
+        await self.members.retry_set_aside(self._pool, batch_size=self.batch_size)
+        wait = self.members.idle_at_most(self.fetch_timeout)
+        idle = self.idle_persist if self.members.ahead else None
+        return min(wait, idle or wait), idle
+
+    async def _nothing_came(self, idle: float | None) -> None:
+        if idle is not None:
+            await self._persist(now=True)  # idle: the rows catch up (positions.py)
+        await self._check_relay_stall()
 
     async def _leave_nats(self, nc: Client) -> None:
         """Stop following the JetStream consumer, and delete it: left behind, it would

@@ -104,13 +104,6 @@ def stored(database_url: str) -> list[tuple[int, uuid.UUID, int]]:
     return [(int(r[0]), r[1], int(r[2])) for r in rows]
 
 
-@pytest.fixture
-async def js(nats_url: str) -> AsyncIterator[Any]:
-    nc = await nats.connect(nats_url)
-    yield nc.jetstream()
-    await nc.close()
-
-
 async def stream_messages(js: Any, stream: str) -> list[RawStreamMsg]:
     """Every message the stream holds, in stream order."""
     try:

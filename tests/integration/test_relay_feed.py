@@ -18,10 +18,8 @@ from infrastructure.relay_feed import RelayFeed
 from projections import PipelinesProjection
 from tests.integration.test_projections import head, make_runner, reaches, rows
 from tests.integration.test_projections import running as runner_running
-from tests.integration.test_relay import append, js, relay_for, stream_messages, wait_until
+from tests.integration.test_relay import append, relay_for, stream_messages, wait_until
 from tests.integration.test_relay import running as relay_running
-
-__all__ = ["js"]  # the fixture, shared with test_relay.py
 
 
 async def consumer_exists(js: Any, stream: str, durable: str) -> bool:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from functools import lru_cache
 from uuid import UUID
@@ -88,7 +88,9 @@ class FeedFilter:
 
     tenant: str | None
     types: tuple[str, ...] = ()
-    resources: tuple[tuple[str, str], ...] = ()
+    resources: Collection[tuple[str, str]] = ()
+    """Looked up per event, so a subscriber may add to a set it passed here (the run
+    page follows a retry made after it connected: api/ui/run_pages.py)."""
     actor: str | None = None
     kinds: frozenset[str] = frozenset({"*"})
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 from litestar import Request
@@ -75,7 +75,7 @@ class LiveFeed:
         *,
         event: str,
         render: Render,
-        resources: tuple[tuple[str, str], ...] = (),
+        resources: Collection[tuple[str, str]] = (),
         types: tuple[str, ...] = (),
         projection: str = "runs",
     ) -> ServerSentEvent:

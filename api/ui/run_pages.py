@@ -129,16 +129,18 @@ class RunPages(Controller):
         run_logs: RunLogsDep,
         live_feed: LiveFeedDep,
     ) -> ServerSentEvent:
-        """The run's whole state, again after each burst of its events."""
+        """The run's whole state, again after each burst of its events or of its
+        retry's: the Retry button waits for the retry to end (`_retryable`)."""
         await _state(request, run_id, run_queries, run_logs)  # 404 before a stream slot
+        followed = {("run", str(run_id))}  # and its retry's, once a render learns of it
 
         async def render() -> str:
             state = await _state(request, run_id, run_queries, run_logs)
+            if state["run"]["retried_by"]:
+                followed.add(("run", str(state["run"]["retried_by"])))
             return fragment(request, "run_state.html", **state)
 
-        return await live_feed.fragments(
-            request, event="run", render=render, resources=(("run", str(run_id)),)
-        )
+        return await live_feed.fragments(request, event="run", render=render, resources=followed)
 
     @post("/{run_id:uuid}/cancel", opt=CANCEL, status_code=303)
     async def cancel(

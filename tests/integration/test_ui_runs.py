@@ -261,7 +261,9 @@ async def test_in_a_browser_the_list_goes_live_and_the_pages_fit(
 
 async def test_a_retry_from_the_run_page_links_both_runs(settings: Settings) -> None:
     """The failed run's page retries it; the retry's page links back, the first run's
-    page links to its retry, and a second retry while that one goes on is refused."""
+    page links to its retry, and a second retry while that one goes on is refused. The
+    first run's live page, open throughout, drops its Retry button when the retry is
+    made and shows it again when the retry ends, without a reload."""
     async with serving_app(executing(settings), roles=EXECUTING) as http:
         admin = await platform_admin(http, settings)
         _, editor = await make_tenant_user(http, admin, "uiruns-retry", "editor")
@@ -276,20 +278,35 @@ async def test_a_retry_from_the_run_page_links_both_runs(settings: Settings) -> 
         page = await http.get(f"/ui/runs/{run_id}")
         assert 'data-action="retry"' in page.text
         form = {"csrf_token": csrf_of(page.text)}
-
-        retried = await http.post(f"/ui/runs/{run_id}/retry", data=form)
-        assert retried.status_code == 303, retried.text
-        retry_id = retried.headers["location"].split("/ui/runs/")[1].split("?")[0]
-        shown = await http.get(retried.headers["location"])
-        assert f'href="/ui/runs/{run_id}" data-testid="retry-of"' in shown.text
-        position = retried.headers["location"].split("min_position=")[1]
-        first = await http.get(f"/ui/runs/{run_id}?min_position={position}")
-        assert f'href="/ui/runs/{retry_id}" data-testid="retried-by"' in first.text
-        assert 'data-action="retry"' not in first.text  # its retry goes on
-        refused = await http.post(f"/ui/runs/{run_id}/retry", data=form)
-        assert refused.status_code == 409, refused.text
-        assert f"retried already, as run {retry_id}" in refused.text
-        stop = await http.post(f"/api/v1/runs/{retry_id}/cancel", headers=editor)
-        assert stop.status_code == 202, stop.text
-        assert (await finished(http, editor, retry_id))["status"] == "cancelled"
+        async with live(http, f"/ui/runs/{run_id}/live") as feed:
+            assert 'data-action="retry"' in (await first_fragment(feed, "run")).data
+            await _retried_then_ended_live(http, editor, run_id, form, feed)
         assert 'data-action="retry"' in (await http.get(f"/ui/runs/{run_id}")).text
+
+
+async def _retried_then_ended_live(
+    http: httpx.AsyncClient,
+    editor: dict[str, str],
+    run_id: str,
+    form: dict[str, str],
+    feed: SseReader,
+) -> None:
+    retried = await http.post(f"/ui/runs/{run_id}/retry", data=form)
+    assert retried.status_code == 303, retried.text
+    retry_id = retried.headers["location"].split("/ui/runs/")[1].split("?")[0]
+    shown = await http.get(retried.headers["location"])
+    assert f'href="/ui/runs/{run_id}" data-testid="retry-of"' in shown.text
+    position = retried.headers["location"].split("min_position=")[1]
+    first = await http.get(f"/ui/runs/{run_id}?min_position={position}")
+    assert f'href="/ui/runs/{retry_id}" data-testid="retried-by"' in first.text
+    assert 'data-action="retry"' not in first.text  # its retry goes on
+    refused = await http.post(f"/ui/runs/{run_id}/retry", data=form)
+    assert refused.status_code == 409, refused.text
+    assert f"retried already, as run {retry_id}" in refused.text
+    linked = await feed.until(lambda m: 'data-testid="retried-by"' in m.data, 20)
+    assert 'data-action="retry"' not in linked[-1].data
+    stop = await http.post(f"/api/v1/runs/{retry_id}/cancel", headers=editor)
+    assert stop.status_code == 202, stop.text
+    assert (await finished(http, editor, retry_id))["status"] == "cancelled"
+    # The retry's end comes to the first run's page, which offers a retry again.
+    await feed.until(lambda m: 'data-action="retry"' in m.data, 20)

@@ -2,7 +2,8 @@
 
 NORN_TEST_DATABASE_URL / NORN_TEST_NATS_URL point at running servers; when unset, the
 suite starts embedded ones itself. Each test gets its own database (copied from a
-migrated template) and its own JetStream stream and subject prefix."""
+migrated template, ahead of time: tests/support/database_supply.py) and its own
+JetStream stream and subject prefix."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from infrastructure.migrations import migrate
 from infrastructure.postgres import create_sync_pool, open_event_store
 from infrastructure.settings import Settings
 from projections.usage import ReadModelUsage
+from tests.support.database_supply import DatabaseSupply
 
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 # Tests make many requests quickly; the rate-limit tests set their own low limits.
@@ -103,28 +105,26 @@ def template_database(pg_admin_url: str) -> Iterator[str]:
         )
 
 
+@pytest.fixture(scope="session")
+def database_supply(pg_admin_url: str, template_database: str) -> Iterator[DatabaseSupply]:
+    supply = DatabaseSupply(pg_admin_url, template_database)
+    yield supply
+    supply.close()
+
+
 @contextmanager
-def _fresh_database(pg_admin_url: str, template_database: str) -> Iterator[str]:
-    name = f"norn_t_{uuid.uuid4().hex[:12]}"
-    with _admin(pg_admin_url) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template_database)
-            )
-        )
+def _fresh_database(pg_admin_url: str, supply: DatabaseSupply) -> Iterator[str]:
+    name = supply.take()
     try:
         yield make_conninfo(pg_admin_url, dbname=name)
     finally:
-        with _admin(pg_admin_url) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        supply.give_back(name)
 
 
 @pytest.fixture
-def database_url(pg_admin_url: str, template_database: str) -> Iterator[str]:
-    """A fresh, migrated database for this test alone."""
-    with _fresh_database(pg_admin_url, template_database) as url:
+def database_url(pg_admin_url: str, database_supply: DatabaseSupply) -> Iterator[str]:
+    """A fresh, migrated database for this test alone (made ahead: database_supply.py)."""
+    with _fresh_database(pg_admin_url, database_supply) as url:
         yield url
 
 
@@ -199,13 +199,13 @@ def settings(database_url: str, nats_url: str, nats_names: NatsNames, tmp_path: 
 @pytest.fixture(scope="module")
 async def module_settings(
     pg_admin_url: str,
-    template_database: str,
+    database_supply: DatabaseSupply,
     nats_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Settings]:
     """Settings for one app shared by a module's tests (tests/integration/conftest.py
     `module_app`): their own database and stream, but this module's, not each test's."""
-    with _fresh_database(pg_admin_url, template_database) as url:
+    with _fresh_database(pg_admin_url, database_supply) as url:
         async with _fresh_nats_names(nats_url) as names:
             yield settings_for(url, nats_url, names, tmp_path_factory.mktemp("data"))
 

@@ -169,7 +169,11 @@ class Relay:
         self._caught_up_at = time.monotonic()
         self._feed = feed
         if feed is not None:
-            feed.source(lambda: self._lease.held and self._synced)
+            # While it leads, not only while its NATS connection is up: a reconnect
+            # (then a resync with the stream) moved the projector to NATS and back, a
+            # consumer made and deleted and two catch-ups each time. Windows read again
+            # after the resync are skipped by position; a gap is read from the store.
+            feed.source(lambda: self._lease.held)
 
     @property
     def published_position(self) -> int:

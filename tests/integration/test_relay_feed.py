@@ -1,10 +1,12 @@
 """The projector beside the leading relay takes the windows the relay reads in memory,
 not back from NATS (infrastructure/relay_feed.py), against real PostgreSQL and
-JetStream: it follows the relay while that leads, goes back to NATS when it stops, and
-reads from the store whatever windows it missed."""
+JetStream: it follows the relay while that leads (through the relay's NATS reconnects
+too), goes back to NATS when it stops, and reads from the store whatever windows it
+missed."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import psycopg
@@ -31,8 +33,14 @@ async def consumer_exists(js: Any, stream: str, durable: str) -> bool:
 
 
 async def test_the_runner_beside_the_leading_relay_follows_it_and_not_nats(
-    database_url: str, nats_url: str, nats_names: Any, event_store: NornEventStore, js: Any
+    database_url: str,
+    nats_url: str,
+    nats_names: Any,
+    event_store: NornEventStore,
+    js: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="projections.runner")
     feed = RelayFeed()
     relay = relay_for(database_url, nats_url, nats_names, feed=feed)
     event_store.recorder.on_append = relay.wake  # type: ignore[attr-defined]
@@ -48,6 +56,16 @@ async def test_the_runner_beside_the_leading_relay_follows_it_and_not_nats(
             assert not await consumer_exists(js, nats_names.stream, runner.durable_name)
             assert len(await stream_messages(js, nats_names.stream)) == 10
 
+            # The relay's NATS connection drops; it reconnects and resyncs, leading all
+            # along: the runner stays with the feed (it went to NATS and back before).
+            await relay._drop_nats()
+            assert feed.live  # before the relay has reconnected and resynced
+            await append(event_store, 2)
+            await reaches(database_url, "pipelines", await head(database_url))
+            assert len(await stream_messages(js, nats_names.stream)) == 14
+            assert "stopped leading" not in caplog.text
+            assert not await consumer_exists(js, nats_names.stream, runner.durable_name)
+
             # The relay stops (another process's leads now, without a feed): the runner
             # binds its consumer anew and follows NATS.
             await relay.close()
@@ -58,7 +76,7 @@ async def test_the_runner_beside_the_leading_relay_follows_it_and_not_nats(
         await append(event_store, 3)
         await reaches(database_url, "pipelines", await head(database_url))
         assert await consumer_exists(js, nats_names.stream, runner.durable_name)
-    assert len(await rows(database_url)) == 8
+    assert len(await rows(database_url)) == 10
 
 
 @pytest.mark.parametrize("offered", ["the last create only", "nothing"])

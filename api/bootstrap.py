@@ -10,7 +10,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -452,7 +452,7 @@ class Roles:
             # them when scraped, and a process nobody scrapes has no use for them: with
             # a backlog of queued runs, counting them every 5 s in every process cost
             # more than anything else its idle passes did.
-            self._tasks.append(asyncio.create_task(refresher.run(self._stop), name="metrics"))
+            self._start(refresher.run(self._stop), "metrics")
         # The projector beside the relay takes the windows it reads in memory, not back
         # from NATS (infrastructure/relay_feed.py).
         feed = RelayFeed() if {"relay", "projector"} <= self._roles else None
@@ -466,7 +466,7 @@ class Roles:
                 feed=feed,
             )
             c.metrics.relay = c.relay
-            self._tasks.append(asyncio.create_task(c.relay.run(self._stop), name="relay"))
+            self._start(c.relay.run(self._stop), "relay")
         # Appends made in this process wake its relay directly; unless that relay leads,
         # they poke the leading one over NATS (infrastructure/append_pokes.py).
         pokes = None
@@ -495,10 +495,10 @@ class Roles:
                 sessions=self._runner_sessions,
                 feed=feed,
             )
-            self._tasks.append(asyncio.create_task(runner.run(self._stop), name="projector"))
+            self._start(runner.run(self._stop), "projector")
         if "executor" in self._roles:
             c.executor = c.metrics.executor = executor_role(c, self._locks)
-            self._tasks.append(asyncio.create_task(c.executor.run(self._stop), name="executor"))
+            self._start(c.executor.run(self._stop), "executor")
         if "scheduler" in self._roles:
             firing = JobFiring(c.store, c.pipelines, c.runs, clock=lambda: datetime.now(UTC))
             scheduler = SchedulerRole(
@@ -507,27 +507,29 @@ class Roles:
                 lead=c.settings.scheduler_lead,
                 observe=c.metrics.observe_fires,
             )
-            self._tasks.append(asyncio.create_task(scheduler.run(self._stop), name="scheduler"))
+            self._start(scheduler.run(self._stop), "scheduler")
             triggers = TriggerRole(
                 c.database_url,
                 EventTriggers(c.store, c.runs),
                 observe=c.metrics.observe_triggers,
             )
-            self._tasks.append(asyncio.create_task(triggers.run(self._stop), name="triggers"))
+            self._start(triggers.run(self._stop), "triggers")
         if "notifier" in self._roles:
             notifier = notifier_role(c)
-            self._tasks.append(asyncio.create_task(notifier.run(self._stop), name="notifier"))
+            self._start(notifier.run(self._stop), "notifier")
+
+    def _start(self, role: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(role, name=name)
+        task.add_done_callback(_said_if_failed)
+        self._tasks.append(task)
 
     async def stop(self, grace: float = 10.0) -> None:
         self._stop.set()
         if self._tasks:
-            done, pending = await asyncio.wait(self._tasks, timeout=grace)
+            _, pending = await asyncio.wait(self._tasks, timeout=grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            for task in done:
-                if not task.cancelled() and task.exception():
-                    log.error("role %s failed", task.get_name(), exc_info=task.exception())
             self._tasks.clear()
         if self._pokes is not None:
             # After the roles: what they append while stopping (runs handed back) still
@@ -561,6 +563,13 @@ def appended(relay: Relay | None, pokes: AppendPokes | None) -> Callable[[], Non
             pokes.poke()
 
     return on_append
+
+
+def _said_if_failed(task: asyncio.Task[Any]) -> None:
+    """A role that ends with an error is logged when it ends, not at the process's stop:
+    the process goes on without it, which an operator must learn at once."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("role %s failed and has stopped", task.get_name(), exc_info=error)
 
 
 def executor_role(c: Container, locks: AdvisoryLocks | None = None) -> ExecutorRole:

@@ -133,9 +133,24 @@ class ExecutorRole:
         workers: Workers | None = None
         try:
             js = nc.jetstream()
-            await ensure_stream(js, c.events_stream, c.prefix)
             streams = WorkStreams(js, c.events_stream, c.prefix)
-            await streams.ensure()
+
+            async def ensure_streams() -> bool:
+                await ensure_stream(js, c.events_stream, c.prefix)
+                await streams.ensure()
+                return True
+
+            # Retried like the connect: a refusal here ended the role for good, and runs
+            # queued for nobody until a restart.
+            made = await retry(
+                "executor: making sure of its JetStream streams",
+                ensure_streams,
+                stop=stop,
+                backoff=_CONNECT_BACKOFF,
+                logger=log,
+            )
+            if made is None:
+                return  # stopped first
             workers = Workers(nc, streams, self._executor, c.concurrency, self._on_run_ended)
             self._workers = workers
             tasks = [

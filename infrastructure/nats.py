@@ -8,7 +8,7 @@ import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,24 @@ async def connect(url: str, name: str) -> Client:
 _CREATED: set[str] = set()
 
 
-def say_created(stream: str, subjects: list[str] | None) -> None:
-    """Log a stream's creation once per process. The roles of `norn serve` start
-    together and each makes sure of the streams it uses: two may both find a stream
-    missing and both add it (JetStream takes an identical second add as a no-op), and
-    the log said "created" twice."""
-    if stream not in _CREATED:
-        _CREATED.add(stream)
-        log.info("created JetStream stream %s for %s", stream, subjects)
+async def add_missing_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Add a stream that was found missing. The roles of `norn serve` start together and
+    each makes sure of the streams it uses, so another may add it between the look and
+    this add: JetStream takes an identical second add as a no-op, but two at the same
+    moment can refuse one ("subjects overlap with an existing stream", which once left
+    an executor without its work queue). A refused add is fine if the stream is there
+    now; else the refusal stands."""
+    try:
+        await js.add_stream(config)
+    except APIError as refused:
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            raise refused from None
+        return
+    if config.name not in _CREATED:  # once per process, however many roles added it
+        _CREATED.add(config.name)
+        log.info("created JetStream stream %s for %s", config.name, config.subjects)
 
 
 def events_subjects(prefix: str) -> str:
@@ -72,8 +82,7 @@ async def ensure_stream(js: JetStreamContext, stream: str, prefix: str) -> None:
     try:
         info = await js.stream_info(stream)
     except NotFoundError:
-        await js.add_stream(config)
-        say_created(stream, config.subjects)
+        await add_missing_stream(js, config)
         return
     current = info.config
     if current.subjects != config.subjects or current.duplicate_window != config.duplicate_window:

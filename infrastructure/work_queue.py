@@ -29,7 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from infrastructure.nats import DUPLICATE_WINDOW_SECONDS, say_created
+from infrastructure.nats import DUPLICATE_WINDOW_SECONDS, add_missing_stream
 
 DISPATCHED = frozenset({"norn.run.queued.v1", "norn.run.requeued.v1"})
 """Event types whose run gets a work item (published by the relay with the event)."""
@@ -80,8 +80,7 @@ async def ensure_work_streams(js: JetStreamContext, events_stream: str, prefix: 
         try:
             await js.stream_info(config.name)
         except NotFoundError:
-            await js.add_stream(config)
-            say_created(config.name, config.subjects)
+            await add_missing_stream(js, config)
 
 
 class WorkStreams:

@@ -188,6 +188,28 @@ def test_reader_never_passes_a_lower_position_that_commits_later(
     assert read == sorted(read) and read[-1] == b_id and len(read) == 2
 
 
+def test_a_read_held_back_for_one_statement_is_read_again(
+    recorder: NornRecorder, database_url: str
+) -> None:
+    """A transaction older than the rows that ends while the precise horizon is taken
+    holds that one statement back (its locks are gone: it may have been an append). The
+    library's readers ask once: the recorder reads again when committed rows lie beyond
+    what it returned. Here the horizon is made to hold the first statement back."""
+    ids = recorder.insert_events(_events(3))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE SEQUENCE horizon_taken")
+    recorder._horizon = (  # type: ignore[attr-defined]
+        "(SELECT CASE WHEN nextval('horizon_taken') = 1 THEN '1'::xid8"
+        f" ELSE {recorder._horizon} END)"  # type: ignore[attr-defined]
+    )
+    assert [n.id for n in recorder.select_notifications(start=None, limit=10)] == ids
+    # Nothing committed beyond what it returned: no second read (the horizon was taken
+    # twice for the first call, once for this one).
+    assert [n.id for n in recorder.select_notifications(start=ids[-1], limit=10)] == ids[-1:]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert conn.execute("SELECT last_value FROM horizon_taken").fetchone() == (3,)
+
+
 def test_a_rolled_back_append_leaves_a_gap_that_never_fills(
     recorder: NornRecorder, database_url: str
 ) -> None:

@@ -249,19 +249,8 @@ class NornRecorder(PostgresApplicationRecorder):
         """The library's query, bounded by the precise horizon: never a row that a still
         running append could be followed by a lower one of. (Norn's own readers use
         infrastructure/notification_log.py, which takes the plain horizon first.)"""
-        clauses = [SQL("tx_id < " + self._horizon)]  # type: ignore[arg-type]
-        params: list[Any] = []
-        if start is not None:
-            clauses.append(
-                SQL("notification_id >= %s" if inclusive_of_start else "notification_id > %s")
-            )
-            params.append(start)
-        if stop is not None:
-            clauses.append(SQL("notification_id <= %s"))
-            params.append(stop)
-        if topics:
-            clauses.append(SQL("topic = ANY(%s)"))
-            params.append(list(topics))
+        clauses, params = _wanted(None, start, inclusive_of_start, stop, topics)
+        clauses.insert(0, SQL("tx_id < " + self._horizon))  # type: ignore[arg-type]
         params.append(limit)
         statement = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state"
@@ -305,28 +294,42 @@ class NornRecorder(PostgresApplicationRecorder):
     ) -> bool:
         """Whether committed rows the read asked for lie beyond what it returned (a new
         statement, so a new snapshot: only what has committed by now)."""
-        clauses: list[SQL] = [SQL("true")]
-        params: list[Any] = []
-        if last is not None:
-            clauses.append(SQL("notification_id > %s"))
-            params.append(last)
-        elif start is not None:
-            from_start = "notification_id >= %s" if inclusive_of_start else "notification_id > %s"
-            clauses.append(SQL(from_start))  # type: ignore[arg-type]
-            params.append(start)
-        if stop is not None:
-            clauses.append(SQL("notification_id <= %s"))
-            params.append(stop)
-        if topics:
-            clauses.append(SQL("topic = ANY(%s)"))
-            params.append(list(topics))
+        clauses, params = _wanted(last, start, inclusive_of_start, stop, topics)
         statement = SQL("SELECT EXISTS (SELECT 1 FROM {schema}.{table} WHERE {where})").format(
             schema=Identifier(self.datastore.schema),
             table=Identifier(self.events_table_name),
-            where=SQL(" AND ").join(clauses),
+            where=SQL(" AND ").join(clauses or [SQL("true")]),
         )
         row = curs.execute(statement, params).fetchone()
         return bool(row and row["exists"])
+
+
+def _wanted(
+    after: int | None,
+    start: int | None,
+    inclusive_of_start: bool,
+    stop: int | None,
+    topics: Sequence[str],
+) -> tuple[list[SQL], list[Any]]:
+    """The conditions of a read of notifications and their parameters: after `after`
+    (else from `start`), up to `stop`, of `topics`."""
+    clauses: list[SQL] = []
+    params: list[Any] = []
+    if after is not None:
+        clauses.append(SQL("notification_id > %s"))
+        params.append(after)
+    elif start is not None:
+        clauses.append(
+            SQL("notification_id >= %s" if inclusive_of_start else "notification_id > %s")
+        )
+        params.append(start)
+    if stop is not None:
+        clauses.append(SQL("notification_id <= %s"))
+        params.append(stop)
+    if topics:
+        clauses.append(SQL("topic = ANY(%s)"))
+        params.append(list(topics))
+    return clauses, params
 
 
 _TAKEN_KEY = re.compile(r"\(originator_id, originator_version\)=\(([0-9a-fA-F-]{36}), ")

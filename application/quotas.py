@@ -57,12 +57,15 @@ QUOTA_RESOURCES: dict[str, str] = {
 PER_DAY = frozenset({"runs_today"})
 """Resources counted afresh each UTC day: one Usage aggregate per day."""
 
-GRANT_SPARE_MAX = 100
+GRANT_SPARE_MAX = 1000
 GRANT_SPARE_SHARE = 4
 """A shard short of units is allotted what the take needs plus a quarter of what the
 main has left beyond it, at most GRANT_SPARE_MAX: a busy process refills once per
-hundred takes, and near the limit, where a spare unit would sit in one process while
-another asks, it is allotted little more than it needs."""
+thousand takes, and near the limit, where a spare unit would sit in one process while
+another asks, it is allotted little more than it needs. A refill holds the shard's turn
+over a read and an append of the main usage, which every process's refills contend on:
+at 100, two HTTP workers creating 600 pipelines a second each refilled 12 times a
+second between them, and creates' p99 was 45-161 ms against 36-41 ms at 1,000."""
 
 KEPT_MAX = 10_000
 """Usage aggregates a process keeps between commands (one per busy tenant resource)."""

@@ -17,14 +17,16 @@ RATE_LIMITED_PLANS = (*PLANS, "platform")
 """The tenant plans, and `platform` for platform admins."""
 
 
-HTTP_WORKERS_BY_DEFAULT = 1
+HTTP_WORKERS_BY_DEFAULT = 2
 """API-only worker processes started beside `norn serve` (which then runs only the
 roles) or `norn api` (which answers too) unless NORN_HTTP_WORKERS says otherwise, where
-the process may use two cores or more; none on one core. On two cores, one worker beside
-the roles' process used 0.86 ms of CPU per create from wrk against 1.11 with two, and
-held the read models' lag at 500 creates/s to p99 15-20 ms in 11 of 12 runs against
-17-38 ms (README "Benchmarks"): the Python processes, PostgreSQL and NATS then share the
-two cores without a third Python process waking for every other request."""
+the process may use two cores or more; none on one core. One worker is one Python
+process: its GIL caps it below a core (0.83 of one under wrk's creates, 11 context
+switches per create between its event loop and its command threads) while a quarter of
+the two cores stood idle. Two, measured in turn on two cores in one sitting: creates
+from wrk 16.1-16.4% of raw INSERT+COMMIT against 13.3-14.0%, GETs 3,084-3,231/s
+against 2,341-2,412/s, the read models' lag at 500 creates/s about the same (README
+"HTTP workers")."""
 
 
 class SettingsError(ValueError):

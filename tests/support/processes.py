@@ -14,12 +14,15 @@ NORN = str(Path(sys.executable).parent / "norn")
 
 def norn_env(settings: Settings, **overrides: str | None) -> dict[str, str]:
     """os.environ plus the settings' servers, stream, prefix and data dir,
-    NORN_LOG_LEVEL=WARNING and NORN_DB_POOL_SIZE=4; `overrides` by variable name
-    (NORN_PORT="8123"), None removing one (NORN_DATA_DIR=None: the default, ./.norn).
+    NORN_LOG_LEVEL=WARNING, NORN_DB_POOL_SIZE=4 and NORN_HTTP_WORKERS=1; `overrides` by
+    variable name (NORN_PORT="8123"), None removing one (NORN_DATA_DIR=None: the default,
+    ./.norn).
 
-    The small pools: a `norn serve` is two processes on two cores (HTTP workers), each
-    with its own pools, and up to four tests start one at once beside the suite's own
-    pools, all on one PostgreSQL of 100 connections."""
+    The small pools and one HTTP worker: a `norn serve` is then two processes, each with
+    its own pools, and up to four tests start one at once beside the suite's own pools,
+    all on one PostgreSQL of 100 connections and two cores. What the tests ask of it
+    does not depend on how many workers answer (tests/e2e/test_serve_workers.py runs
+    three)."""
     env = {
         **os.environ,
         "NORN_DATABASE_URL": settings.database_url or "",
@@ -29,6 +32,7 @@ def norn_env(settings: Settings, **overrides: str | None) -> dict[str, str]:
         "NORN_DATA_DIR": str(settings.data_dir),
         "NORN_LOG_LEVEL": "WARNING",
         "NORN_DB_POOL_SIZE": "4",
+        "NORN_HTTP_WORKERS": "1",
     }
     for name, value in overrides.items():
         if value is None:

@@ -217,8 +217,8 @@ def test_the_password_hash_cost_defaults_to_the_libraries_and_accepts_owasps_min
     assert reordered.password_hash_params() == (131072, 4, 2)
 
 
-@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 1), (16, 1)])
-def test_norn_serve_answers_http_in_a_worker_of_its_own_where_it_may_use_two_cores(
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 2), (16, 2)])
+def test_norn_serve_answers_http_in_workers_of_its_own_where_it_may_use_two_cores(
     monkeypatch: pytest.MonkeyPatch, cores: int, workers: int
 ) -> None:
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(cores)), raising=False)

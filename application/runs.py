@@ -133,12 +133,17 @@ class RunService:
     def cancel(self, principal: Principal, run_id: UUID, ctx: CommandContext) -> Changed[Run]:
         """A queued run is cancelled at once; a running one is asked to stop, and its
         executor stops it promptly (also inside a long step). Asking again changes
-        nothing (position None)."""
+        nothing (position None).
+
+        The run's executor appends to it as the run goes (a claim, each step), so a
+        cancel often loses the race for the run's next version; it asks no precondition
+        of the run, so it is decided again on what the executor saved (a run claimed
+        meanwhile is asked to stop, one that ended refuses), not answered 409."""
 
         def decide(run: Run) -> None:
             run.request_cancel(f"cancelled by {principal.actor}", ctx)
 
-        return self._runs.change(principal, run_id, decide, ctx=ctx)
+        return retry_on_conflict(lambda: self._runs.change(principal, run_id, decide, ctx=ctx))
 
     def retry(
         self,

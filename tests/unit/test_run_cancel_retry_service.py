@@ -72,6 +72,35 @@ async def test_a_run_inside_a_slow_step_is_cancelled_promptly(world: RunWorld) -
         world.runs.cancel(world.editor, run_id, CTX)
 
 
+def test_a_cancel_that_loses_the_race_to_the_executors_claim_asks_the_run_to_stop(
+    world: RunWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The executor claims the run between the cancel's read of it and its append: the
+    # append conflicts, and the cancel is decided again on the running run.
+    run_id = world.trigger(world.pipeline("p", step("e", "Test.emit")))
+    load = world.store.load
+    raced: list[Claim | None] = []
+
+    def load_then_claimed(*args: object, **kwargs: object) -> object:
+        loaded = load(*args, **kwargs)
+        if not raced:
+            raced.append(world.claim(run_id))
+        return loaded
+
+    monkeypatch.setattr(world.store, "load", load_then_claimed)
+
+    cancelled = world.runs.cancel(world.editor, run_id, CTX)
+
+    assert raced and raced[0] is not None  # the claim won the version the cancel read
+    assert cancelled.state.status == "running" and cancelled.state.cancel_requested
+    assert world.names(run_id) == [
+        "RunQueued",
+        "RunStarted",
+        "RunStepStarted",
+        "RunCancelRequested",
+    ]
+
+
 async def claimed_hour_long_run(world: RunWorld) -> tuple[UUID, RunExecutor, Claim]:
     """A run of one step that sleeps an hour, claimed by an executor that re-reads its
     runs only every minute."""

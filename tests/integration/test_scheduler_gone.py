@@ -9,6 +9,7 @@ import uuid
 import psycopg
 
 from infrastructure import scheduler_queries as q
+from tests.support.table_scans import seq_scans
 
 _PIPELINES = """
 INSERT INTO pipelines (id, tenant_id, name, steps, revision, version, created_by, updated_by,
@@ -31,14 +32,6 @@ INSERT INTO jobs (id, tenant_id, name, target_deployment_id, target_pipeline_id,
 VALUES (%s, 't1', %s, %s, %s, '0 3 * * *', 'UTC', '{}', 'skip', 0, 'allow', 0, '', '{}', %s,
   %s, 'u', now(), now(), 1, 1)
 """
-
-
-def _seq_scans(conn: psycopg.Connection) -> int:
-    row = conn.execute(
-        "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'pipelines'"
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def test_gone_names_the_jobs_whose_target_is_gone_and_scans_no_pipelines(
@@ -78,7 +71,7 @@ def test_gone_names_the_jobs_whose_target_is_gone_and_scans_no_pipelines(
         # against hashing every pipeline, which it rightly prefers where the pipelines
         # are few (at 2,000 here) or the jobs many.
         conn.execute("ANALYZE pipelines, jobs, deployments")
-        before = _seq_scans(conn)
+        before = seq_scans(conn, "pipelines")
 
         named = {r[0] for r in conn.execute(q.GONE).fetchall()}
 
@@ -86,5 +79,5 @@ def test_gone_names_the_jobs_whose_target_is_gone_and_scans_no_pipelines(
             jobs[name]
             for name in ("pipeline gone", "not an id", "upper case", "deployment retired")
         }
-        assert _seq_scans(conn) == before
+        assert seq_scans(conn, "pipelines") == before
         conn.rollback()

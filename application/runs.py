@@ -191,6 +191,7 @@ class RunService:
                 params=original.params,
                 trigger=Trigger("retry", str(original.id)),
                 retry_of=str(original.id),
+                first_of_chain=str(first.id),
                 resume_from=resume_from,
                 ctx=ctx,
                 max_attempts=self._max_attempts,
@@ -204,7 +205,12 @@ class RunService:
         return self._queue(principal, ctx, retry_id, queue_retry)
 
     def _first_of_chain(self, run: Run) -> Run:
-        """The run a chain of retries began with (`retry_of` followed back)."""
+        """The run a chain of retries began with: the one a retry names, else (a retry
+        queued before runs named it) `retry_of` followed back, one read per run."""
+        if run.first_of_chain is not None:
+            first = self._store.find(Run, UUID(run.first_of_chain))
+            if first is not None:
+                return first
         for _ in range(MAX_RETRY_CHAIN):
             earlier = self._store.find(Run, UUID(run.retry_of)) if run.retry_of else None
             if earlier is None:

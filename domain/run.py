@@ -120,6 +120,9 @@ class RunQueued(RunEvent, NornCreated):
     retry_of: str | None = None
     resume_from: str | None = None
     max_attempts: int = 3
+    first_of_chain: str | None = None
+    """For a retry, the run its chain of retries began with (None in a run that begins
+    one, and in retries queued before the field existed)."""
 
 
 class RunCredentialsShredded(RunEvent):
@@ -310,6 +313,8 @@ class Run(Aggregate):
     retried_by: str | None = None
     """The latest retry of this run (RunRetried); on the class, so that runs from before
     the event existed have it too."""
+    first_of_chain: str | None = None
+    """For a retry, the run its chain began with (RunQueued); on the class too."""
 
     def __init__(
         self,
@@ -324,6 +329,7 @@ class Run(Aggregate):
         resume_from: str | None,
         max_attempts: int,
         correlation_id: str,
+        first_of_chain: str | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.correlation_id = correlation_id
@@ -335,6 +341,7 @@ class Run(Aggregate):
         self.params = params
         self.trigger = trigger
         self.retry_of = retry_of
+        self.first_of_chain = first_of_chain
         self.resume_from = resume_from
         self.max_attempts = max_attempts
         self.status: RunStatus = RunStatus.QUEUED
@@ -366,6 +373,7 @@ class Run(Aggregate):
         retry_of: str | None = None,
         resume_from: str | None = None,
         max_attempts: int = 3,
+        first_of_chain: str | None = None,
     ) -> Run:
         if trigger.kind not in TRIGGER_KINDS:
             raise InvalidCommand(f"trigger must be one of {', '.join(TRIGGER_KINDS)}")
@@ -386,6 +394,7 @@ class Run(Aggregate):
             retry_of=retry_of,
             resume_from=resume_from,
             max_attempts=max_attempts,
+            first_of_chain=first_of_chain,
             **ctx.event_fields(),
         )
 

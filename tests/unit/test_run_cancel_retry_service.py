@@ -261,6 +261,25 @@ async def test_one_retry_at_a_time_holds_along_a_chain_of_retries(world: RunWorl
     assert queued_runs(world) == 3
 
 
+async def test_a_retry_finds_its_chains_first_run_in_one_read(world: RunWorld) -> None:
+    pipeline_id = world.pipeline("p", step("x", "Test.fail", config={"message": "no"}))
+    chain = [await world.execute(world.trigger(pipeline_id))]
+    for _ in range(3):
+        retry = world.runs.retry(world.editor, chain[-1].id, from_failed_step=False, ctx=CTX)
+        world.heartbeats.run_ids.append(retry.state.id)
+        chain.append(await world.execute(retry.state.id))
+    assert [run.first_of_chain for run in chain] == [None] + [str(chain[0].id)] * 3
+    world.reads.clear()
+
+    last = world.runs.retry(world.editor, chain[-1].id, from_failed_step=False, ctx=CTX)
+
+    # The first run is read (and the latest retry, to see it ended), not every run between.
+    assert world.reads[chain[0].id] == 1
+    assert all(world.reads[run.id] == 0 for run in chain[1:3])
+    assert last.state.first_of_chain == str(chain[0].id)
+    assert world.run(chain[0].id).retried_by == str(last.state.id)
+
+
 def test_two_retries_racing_queue_one_run(world: RunWorld) -> None:
     pipeline_id = world.pipeline("p", step("x", "Test.fail", config={"message": "no"}))
     failed = asyncio.run(world.execute(world.trigger(pipeline_id)))

@@ -140,7 +140,8 @@ class Settings:
     HTTP on its port (api/http_workers.py). For `norn serve`: with 0, the serve process
     answers itself, beside every background role; with N >= 1, N workers answer and it
     runs only the background roles. For `norn api`: it answers too, beside N workers.
-    Unset: 1 where the process may use two cores or more, else 0."""
+    Unset: HTTP_WORKERS_BY_DEFAULT (2) where the process may use two cores or more, else
+    0."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -37,13 +37,14 @@ def announce_for_command(message: str) -> None:
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-    if settings.http_workers >= 1:
-        return _run_roles_beside_workers(settings, BACKGROUND_ROLES)
-    return _run_http(settings, BACKGROUND_ROLES)
+    workers = settings.http_workers_beside(answers_itself=False)
+    if workers >= 1:
+        return _run_roles_beside_workers(settings, BACKGROUND_ROLES, workers)
+    return _run_http(settings, BACKGROUND_ROLES, 0)
 
 
 def api(settings: Settings, args: argparse.Namespace) -> int:
-    return _run_http(settings, set())
+    return _run_http(settings, set(), settings.http_workers_beside(answers_itself=True))
 
 
 def relay(settings: Settings, args: argparse.Namespace) -> int:
@@ -117,9 +118,9 @@ def _bootstrap_admin(container: Any) -> None:
         raise CliError(f"cannot create the bootstrap admin: {error}", 2) from None
 
 
-def _run_http(settings: Settings, roles: set[str]) -> int:
+def _run_http(settings: Settings, roles: set[str], workers: int) -> int:
     """The API in this process, with `roles` beside it on its event loop (`norn serve`
-    with no HTTP workers), and NORN_HTTP_WORKERS API-only workers (`norn api`)."""
+    with no HTTP workers), and `workers` API-only workers (`norn api`)."""
     listener = _http_listener(settings)
     try:
         import uvicorn
@@ -129,9 +130,9 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
         from api.http_workers import shared_metrics, start_workers
 
         servers = start_servers(settings, announce=say)
-        metrics_dir = shared_metrics(settings)
+        metrics_dir = shared_metrics(workers)
         container = build_container(settings, servers.database_url, servers.nats_url)
-        workers = None
+        started = None
         try:
             _bootstrap_admin(container)
             app = create_app(container, roles)
@@ -143,15 +144,15 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
                 signal.signal(sig, lambda *_: None)
             server = uvicorn.Server(http_server_config(app, settings))
             if metrics_dir is not None:
-                workers = start_workers(
-                    settings, listener, servers, container, metrics_dir, settings.http_workers
+                started = start_workers(
+                    settings, listener, servers, container, metrics_dir, workers
                 )
             server.run(sockets=[listener])
             if not server.started:
                 return 1
         finally:
-            if workers is not None:
-                workers.stop()  # before the servers they use
+            if started is not None:
+                started.stop()  # before the servers they use
             container.close()
             servers.stop()
             if metrics_dir is not None:
@@ -161,8 +162,8 @@ def _run_http(settings: Settings, roles: set[str]) -> int:
     return 0
 
 
-def _run_roles_beside_workers(settings: Settings, roles: set[str]) -> int:
-    """`norn serve` with NORN_HTTP_WORKERS >= 1: that many API-only workers answer on
+def _run_roles_beside_workers(settings: Settings, roles: set[str], workers: int) -> int:
+    """`norn serve` with `workers` >= 1: that many API-only workers answer on
     this process's port, and this process runs the background roles only. On the API's
     event loop, the relay and the projector waited behind every request in a burst: at
     500 creates/s a command reached the read model 55 ms-1 s after its response (p50),
@@ -173,7 +174,7 @@ def _run_roles_beside_workers(settings: Settings, roles: set[str]) -> int:
         from api.http_workers import shared_metrics, start_workers
 
         servers = start_servers(settings, announce=say)
-        metrics_dir = shared_metrics(settings)
+        metrics_dir = shared_metrics(workers)
         assert metrics_dir is not None, "only with a worker or more"
         try:
             container = build_container(settings, servers.database_url, servers.nats_url)
@@ -185,21 +186,21 @@ def _run_roles_beside_workers(settings: Settings, roles: set[str]) -> int:
                 stopping = threading.Event()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     signal.signal(sig, lambda *_: stopping.set())
-                workers = start_workers(
-                    settings, listener, servers, container, metrics_dir, settings.http_workers
+                started = start_workers(
+                    settings, listener, servers, container, metrics_dir, workers
                 )
                 try:
                     # The workers stop first: they finish their requests while the roles
                     # still run.
                     event_loop.run(
                         _serve_roles(
-                            container, roles, settings, before_stop=workers.stop, stopping=stopping
+                            container, roles, settings, before_stop=started.stop, stopping=stopping
                         )
                     )
                 finally:
                     for sig in (signal.SIGINT, signal.SIGTERM):
                         signal.signal(sig, lambda *_: None)
-                    workers.stop()  # if the roles never started (a stop does nothing twice)
+                    started.stop()  # if the roles never started (a stop does nothing twice)
             finally:
                 container.close()
         finally:

@@ -164,10 +164,10 @@ def watch_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def shared_metrics(settings: Settings) -> str | None:
+def shared_metrics(workers: int) -> str | None:
     """With HTTP workers: the directory the processes share their counted metrics in,
     made before the container's metrics exist (infrastructure/metrics.py)."""
-    if settings.http_workers < 1:
+    if workers < 1:
         return None
     from infrastructure.metrics import share_between_processes
 

@@ -41,8 +41,13 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_http_workers() -> int:
-    return HTTP_WORKERS_BY_DEFAULT if usable_cores() >= 2 else 0
+def default_http_workers(*, answers_itself: bool = False) -> int:
+    """Workers when NORN_HTTP_WORKERS is unset: HTTP_WORKERS_BY_DEFAULT beside `norn serve`
+    where it may use two cores, none on one; one fewer beside `norn api`, which answers
+    too, so that as many processes answer in either."""
+    if usable_cores() < 2:
+        return 0
+    return HTTP_WORKERS_BY_DEFAULT - 1 if answers_itself else HTTP_WORKERS_BY_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -135,13 +140,12 @@ class Settings:
     metrics_port: int | None = None
     """NORN_METRICS_PORT: where `norn relay|projector|executor` serve /metrics (they
     serve no HTTP otherwise); unset = no metrics endpoint for them."""
-    http_workers: int = field(default_factory=default_http_workers)
+    http_workers: int | None = None
     """NORN_HTTP_WORKERS: API-only worker processes started beside this one, answering
     HTTP on its port (api/http_workers.py). For `norn serve`: with 0, the serve process
     answers itself, beside every background role; with N >= 1, N workers answer and it
     runs only the background roles. For `norn api`: it answers too, beside N workers.
-    Unset: HTTP_WORKERS_BY_DEFAULT (2) where the process may use two cores or more, else
-    0."""
+    Unset (None): `default_http_workers` (`http_workers_beside`)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -156,6 +160,14 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
+
+    def http_workers_beside(self, *, answers_itself: bool) -> int:
+        """The HTTP workers to start beside this process: NORN_HTTP_WORKERS, else the
+        default for a process that answers HTTP itself (`norn api`) or not (`norn serve`
+        with workers)."""
+        if self.http_workers is not None:
+            return self.http_workers
+        return default_http_workers(answers_itself=answers_itself)
 
     def validate(self) -> None:
         problems = []
@@ -242,7 +254,7 @@ class Settings:
             problems.append("NORN_LOG_FORMAT must be text or json")
         if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
             problems.append("NORN_METRICS_PORT must be between 1 and 65535")
-        if not 0 <= self.http_workers <= 64:
+        if self.http_workers is not None and not 0 <= self.http_workers <= 64:
             problems.append("NORN_HTTP_WORKERS must be between 0 and 64")
         if self.metrics_token is not None and len(self.metrics_token) < 16:
             problems.append("NORN_METRICS_TOKEN must be at least 16 characters")

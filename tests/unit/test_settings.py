@@ -217,10 +217,16 @@ def test_the_password_hash_cost_defaults_to_the_libraries_and_accepts_owasps_min
     assert reordered.password_hash_params() == (131072, 4, 2)
 
 
-@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 2), (16, 2)])
-def test_norn_serve_answers_http_in_workers_of_its_own_where_it_may_use_two_cores(
-    monkeypatch: pytest.MonkeyPatch, cores: int, workers: int
+@pytest.mark.parametrize(("cores", "serve", "api"), [(1, 0, 0), (2, 2, 1), (16, 2, 1)])
+def test_http_workers_answer_beside_norn_serve_where_it_may_use_two_cores(
+    monkeypatch: pytest.MonkeyPatch, cores: int, serve: int, api: int
 ) -> None:
+    # `norn api` answers itself: one worker fewer beside it, as many processes answering.
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(cores)), raising=False)
-    assert Settings.from_env({}).http_workers == workers
-    assert Settings.from_env({"NORN_HTTP_WORKERS": "3"}).http_workers == 3
+    unset = Settings.from_env({})
+    assert unset.http_workers is None
+    assert unset.http_workers_beside(answers_itself=False) == serve
+    assert unset.http_workers_beside(answers_itself=True) == api
+    given = Settings.from_env({"NORN_HTTP_WORKERS": "3"})
+    assert given.http_workers_beside(answers_itself=False) == 3
+    assert given.http_workers_beside(answers_itself=True) == 3

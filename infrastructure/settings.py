@@ -19,8 +19,9 @@ RATE_LIMITED_PLANS = (*PLANS, "platform")
 
 HTTP_WORKERS_BY_DEFAULT = 2
 """API-only worker processes started beside `norn serve` (which then runs only the
-roles) or `norn api` (which answers too) unless NORN_HTTP_WORKERS says otherwise, where
-the process may use two cores or more; none on one core. One worker is one Python
+roles; `norn api`, which answers too, starts one fewer: `default_http_workers`) unless
+NORN_HTTP_WORKERS says otherwise, where the process may use two cores or more; none on
+one core. One worker is one Python
 process: its GIL caps it below a core (0.83 of one under wrk's creates, 11 context
 switches per create between its event loop and its command threads) while a quarter of
 the two cores stood idle. Two, measured in turn on two cores in one sitting: creates
